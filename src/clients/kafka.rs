@@ -1,0 +1,109 @@
+//! Kafka clients: the daemon's settings first, then the user's pass-through properties.
+
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::ClientConfig;
+
+use super::ClientError;
+use crate::config::KafkaConfig;
+
+/// Which kind of client a configuration is for; it picks the pass-through section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A producer: `kafka.properties` then `kafka.producer`.
+    Producer,
+    /// A consumer: `kafka.properties` then `kafka.consumer`.
+    Consumer,
+    /// An admin or metadata client: `kafka.properties` only.
+    Admin,
+}
+
+/// The librdkafka configuration for one client of `role`.
+pub fn client_config(kafka: &KafkaConfig, role: Role) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &kafka.bootstrap_servers);
+    cfg.set("client.id", "mongo-kafka-bridge");
+    for (key, value) in &kafka.properties {
+        cfg.set(key, value);
+    }
+    let role_specific = match role {
+        Role::Producer => Some(&kafka.producer),
+        Role::Consumer => Some(&kafka.consumer),
+        Role::Admin => None,
+    };
+    for (key, value) in role_specific.into_iter().flatten() {
+        cfg.set(key, value);
+    }
+    cfg
+}
+
+fn error<'a>(
+    kafka: &'a KafkaConfig,
+    what: &'static str,
+) -> impl FnOnce(rdkafka::error::KafkaError) -> ClientError + 'a {
+    move |source| ClientError::Kafka {
+        servers: kafka.bootstrap_servers.clone(),
+        what,
+        source,
+    }
+}
+
+/// A producer that waits for every in-sync replica (`acks=all`) and never reorders or
+/// duplicates on retry (`enable.idempotence`), unless the user's properties say otherwise.
+pub fn producer(kafka: &KafkaConfig) -> Result<FutureProducer, ClientError> {
+    let mut cfg = ClientConfig::new();
+    cfg.set("acks", "all").set("enable.idempotence", "true");
+    for (key, value) in client_config(kafka, Role::Producer).config_map() {
+        cfg.set(key, value);
+    }
+    cfg.create().map_err(error(kafka, "creating a producer"))
+}
+
+/// A consumer in `group_id` that never commits or stores offsets by itself: the caller
+/// stores an offset only once the record's effect is durable.
+pub fn consumer(kafka: &KafkaConfig, group_id: &str) -> Result<StreamConsumer, ClientError> {
+    let mut cfg = ClientConfig::new();
+    cfg.set("auto.offset.reset", "earliest");
+    for (key, value) in client_config(kafka, Role::Consumer).config_map() {
+        cfg.set(key, value);
+    }
+    cfg.set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create()
+        .map_err(error(kafka, "creating a consumer"))
+}
+
+/// An admin client, for topic management and metadata.
+pub fn admin(kafka: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, ClientError> {
+    client_config(kafka, Role::Admin)
+        .create()
+        .map_err(error(kafka, "creating an admin client"))
+}
+
+/// Asks the cluster for its metadata; returns the number of brokers that answered.
+pub async fn check(kafka: &KafkaConfig) -> Result<usize, ClientError> {
+    let client: StreamConsumer = client_config(kafka, Role::Admin)
+        .create()
+        .map_err(error(kafka, "creating a metadata client"))?;
+    let timeout = kafka.request_timeout;
+    // librdkafka's metadata call blocks its thread: keep it off the actor threads.
+    let result = tokio::task::spawn_blocking(move || {
+        client
+            .fetch_metadata(None, timeout)
+            .map(|m| m.brokers().len())
+    })
+    .await;
+    match result {
+        Ok(answer) => answer.map_err(error(kafka, "fetching cluster metadata")),
+        Err(_) => Err(ClientError::Kafka {
+            servers: kafka.bootstrap_servers.clone(),
+            what: "fetching cluster metadata",
+            source: rdkafka::error::KafkaError::MetadataFetch(
+                rdkafka::types::RDKafkaErrorCode::Fail,
+            ),
+        }),
+    }
+}

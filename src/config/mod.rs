@@ -1,0 +1,265 @@
+//! The typed configuration: one TOML file plus `MKB__` environment overrides.
+//!
+//! Every field's doc comment is the reference for that key (the README's
+//! configuration reference is written from them). Defaults live in the
+//! `default_*` functions of this file and nowhere else; checks that serde cannot
+//! express live in [`validate`].
+
+mod load;
+mod secrets;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{load, load_str, ConfigError};
+pub use secrets::masked;
+pub use validate::{validate, Violation};
+
+/// The whole daemon configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// How to reach MongoDB.
+    pub mongodb: MongoConfig,
+    /// How to reach Kafka.
+    pub kafka: KafkaConfig,
+    /// The HTTP endpoint serving `/health`, `/ready` and `/metrics`.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Shutdown behaviour.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    /// MongoDB change streams → Kafka pipelines.
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+    /// Kafka topics → MongoDB pipelines.
+    #[serde(default, rename = "sink")]
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// `[mongodb]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoConfig {
+    /// A MongoDB connection string (`mongodb://` or `mongodb+srv://`). Credentials may be
+    /// given here or through `MKB__MONGODB__URI`; they are masked in every output.
+    pub uri: String,
+    /// The application name reported to the server (visible in `currentOp` and server logs).
+    #[serde(default = "default_app_name")]
+    pub app_name: String,
+    /// How long to wait for a server to answer before a connection attempt fails.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+/// `[kafka]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list of brokers to bootstrap from.
+    pub bootstrap_servers: String,
+    /// librdkafka properties applied to every Kafka client (producers, consumers, admin),
+    /// e.g. `"security.protocol" = "SASL_SSL"`. Keys given through the environment
+    /// (`MKB__KAFKA__PROPERTIES__SASL_PASSWORD`) have `_` read as `.`.
+    #[serde(default, deserialize_with = "librdkafka_properties")]
+    pub properties: BTreeMap<String, String>,
+    /// librdkafka properties for producers only; they win over `properties`.
+    #[serde(default, deserialize_with = "librdkafka_properties")]
+    pub producer: BTreeMap<String, String>,
+    /// librdkafka properties for consumers only; they win over `properties`.
+    #[serde(default, deserialize_with = "librdkafka_properties")]
+    pub consumer: BTreeMap<String, String>,
+    /// How long a metadata request or a connectivity check may take.
+    #[serde(default = "default_kafka_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Serve `/health`, `/ready` and `/metrics`. Disable only where nothing scrapes the daemon.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The address to listen on. Loopback by default: expose it deliberately.
+    #[serde(default = "default_http_address")]
+    pub address: SocketAddr,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter (`info`, `mongo_kafka_bridge=debug,rdkafka=warn`, ...).
+    /// `RUST_LOG`, when set, wins.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `text` (human-readable) or `json` (one object per line). `--log-format` wins.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long a graceful shutdown (drain, flush, commit) may take before the daemon gives
+    /// up, says what was left and exits non-zero.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// One `[[source]]` pipeline: MongoDB change streams → Kafka.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Unique name of the pipeline (letters, digits, `-`, `_`); used in logs, metrics and
+    /// checkpoint keys, so renaming a pipeline starts it afresh.
+    pub name: String,
+    /// The database to watch. Absent: the whole deployment.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// The collection to watch inside `database`. Absent: the whole database.
+    #[serde(default)]
+    pub collection: Option<String>,
+    /// Prefix of the topic names (`<prefix>.<database>.<collection>`).
+    #[serde(default)]
+    pub topic_prefix: Option<String>,
+}
+
+/// One `[[sink]]` pipeline: Kafka topics → MongoDB.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Unique name of the pipeline (letters, digits, `-`, `_`); used in logs and metrics.
+    pub name: String,
+    /// The topics to consume.
+    pub topics: Vec<String>,
+    /// The consumer group. Default: `mongo-kafka-bridge-<name>`.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// The database written to.
+    pub database: String,
+    /// The collection written to.
+    pub collection: String,
+}
+
+impl SinkConfig {
+    /// The consumer group this pipeline joins.
+    pub fn effective_group_id(&self) -> String {
+        self.group_id
+            .clone()
+            .unwrap_or_else(|| format!("mongo-kafka-bridge-{}", self.name))
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: default_true(),
+            address: default_http_address(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            timeout: default_shutdown_timeout(),
+        }
+    }
+}
+
+/// librdkafka takes every property as a string; users write `"linger.ms" = 5` in TOML.
+fn librdkafka_properties<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Scalar(String);
+
+    impl<'de> Deserialize<'de> for Scalar {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl serde::de::Visitor<'_> for Visitor {
+                type Value = Scalar;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a librdkafka property value: a string, number or boolean")
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+                    Ok(Scalar(v.to_owned()))
+                }
+                fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+                    Ok(Scalar(v.to_string()))
+                }
+                fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+                    Ok(Scalar(v.to_string()))
+                }
+                fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+                    Ok(Scalar(v.to_string()))
+                }
+                fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+                    Ok(Scalar(v.to_string()))
+                }
+            }
+            d.deserialize_any(Visitor)
+        }
+    }
+
+    let map = BTreeMap::<String, Scalar>::deserialize(deserializer)?;
+    Ok(map.into_iter().map(|(k, Scalar(v))| (k, v)).collect())
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_app_name() -> String {
+    "mongo-kafka-bridge".to_owned()
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_kafka_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_http_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9187))
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}

@@ -1,0 +1,89 @@
+//! Masking secrets before a configuration is shown (`check-config`, logs).
+
+use super::Config;
+
+const MASK: &str = "****";
+
+/// librdkafka property names whose values are secrets.
+fn is_secret_kafka_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "jaas.config", "key.pem", "token"]
+        .iter()
+        .any(|word| key.contains(word))
+}
+
+/// Replaces the password of a MongoDB connection string with `****`.
+pub fn mask_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_owned();
+    };
+    // The user-info part ends at the last `@` before the first `/` of the path.
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return uri.to_owned();
+    };
+    let userinfo = &rest[..at];
+    let masked_userinfo = match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{user}:{MASK}"),
+        None => userinfo.to_owned(),
+    };
+    format!("{scheme}://{masked_userinfo}{}", &rest[at..])
+}
+
+/// A copy of `config` that is safe to print: passwords in the MongoDB URI and secret
+/// librdkafka properties are replaced with `****`.
+pub fn masked(config: &Config) -> Config {
+    let mut out = config.clone();
+    out.mongodb.uri = mask_uri(&config.mongodb.uri);
+    let kafka = &mut out.kafka;
+    for map in [
+        &mut kafka.properties,
+        &mut kafka.producer,
+        &mut kafka.consumer,
+    ] {
+        for (key, value) in map.iter_mut() {
+            if is_secret_kafka_key(key) {
+                *value = MASK.to_owned();
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_uri_password_only() {
+        assert_eq!(
+            mask_uri("mongodb://app:s3cr%40t@db1:27017,db2/admin?replicaSet=rs0"),
+            "mongodb://app:****@db1:27017,db2/admin?replicaSet=rs0"
+        );
+        assert_eq!(
+            mask_uri("mongodb+srv://u:p@x.example.net"),
+            "mongodb+srv://u:****@x.example.net"
+        );
+        assert_eq!(mask_uri("mongodb://h:27017"), "mongodb://h:27017");
+        assert_eq!(
+            mask_uri("mongodb://user@h/?authMechanism=MONGODB-X509"),
+            "mongodb://user@h/?authMechanism=MONGODB-X509"
+        );
+    }
+
+    #[test]
+    fn detects_secret_kafka_keys() {
+        for key in [
+            "sasl.password",
+            "ssl.key.password",
+            "sasl.jaas.config",
+            "ssl.key.pem",
+            "sasl.oauthbearer.client.secret",
+        ] {
+            assert!(is_secret_kafka_key(key), "{key}");
+        }
+        for key in ["sasl.username", "security.protocol", "client.id"] {
+            assert!(!is_secret_kafka_key(key), "{key}");
+        }
+    }
+}

@@ -1,0 +1,601 @@
+//! Checks serde cannot express: values that parse but are impossible. No I/O here, and
+//! every problem is collected, so a user fixes a file in one pass.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use super::{Config, KafkaConfig, SinkConfig, SourceConfig};
+
+/// One problem in a configuration, naming its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The dotted path of the offending key (`sink[1].topics[0]`).
+    pub key: String,
+    /// What is wrong with its value.
+    pub message: String,
+}
+
+impl Violation {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Renders several violations, one a line.
+    pub fn list(violations: &[Violation]) -> String {
+        let mut out = format!(
+            "{} problem{} in the configuration:",
+            violations.len(),
+            if violations.len() == 1 { "" } else { "s" }
+        );
+        for v in violations {
+            out.push_str("\n  - ");
+            out.push_str(&v.to_string());
+        }
+        out
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "key `{}`: {}", self.key, self.message)
+    }
+}
+
+/// librdkafka keys that the daemon sets itself from typed fields or needs to control for
+/// its delivery guarantees; setting them through a pass-through map is an error.
+const KAFKA_RESERVED_ANY: &[(&str, &str)] = &[
+    ("bootstrap.servers", "set `kafka.bootstrap_servers` instead"),
+    (
+        "metadata.broker.list",
+        "set `kafka.bootstrap_servers` instead",
+    ),
+];
+const KAFKA_RESERVED_CONSUMER: &[(&str, &str)] = &[
+    ("group.id", "set `group_id` on the sink pipeline instead"),
+    (
+        "enable.auto.commit",
+        "offsets are committed only after MongoDB acknowledged the write",
+    ),
+    (
+        "enable.auto.offset.store",
+        "offsets are stored only after MongoDB acknowledged the write",
+    ),
+];
+
+/// Returns every problem found in `config`; empty means valid.
+pub fn validate(config: &Config) -> Vec<Violation> {
+    let mut out = Vec::new();
+    validate_mongodb(config, &mut out);
+    validate_kafka(&config.kafka, &mut out);
+    validate_log(config, &mut out);
+    positive(
+        &mut out,
+        "shutdown.timeout",
+        config.shutdown.timeout,
+        "the graceful shutdown deadline",
+    );
+    let mut names: BTreeMap<&str, String> = BTreeMap::new();
+    for (i, source) in config.sources.iter().enumerate() {
+        validate_source(&format!("source[{i}]"), source, &mut names, &mut out);
+    }
+    for (i, sink) in config.sinks.iter().enumerate() {
+        validate_sink(&format!("sink[{i}]"), sink, &mut names, &mut out);
+    }
+    out
+}
+
+fn validate_mongodb(config: &Config, out: &mut Vec<Violation>) {
+    let uri = &config.mongodb.uri;
+    if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+        out.push(Violation::new(
+            "mongodb.uri",
+            "must start with `mongodb://` or `mongodb+srv://`",
+        ));
+    } else if let Err(e) = mongodb::options::ConnectionString::parse(uri) {
+        // The driver's message describes the part it rejects, never the password.
+        out.push(Violation::new(
+            "mongodb.uri",
+            format!("not a valid connection string: {}", e.kind),
+        ));
+    }
+    if config.mongodb.app_name.trim().is_empty() {
+        out.push(Violation::new("mongodb.app_name", "must not be empty"));
+    }
+    positive(
+        out,
+        "mongodb.connect_timeout",
+        config.mongodb.connect_timeout,
+        "the connection timeout",
+    );
+}
+
+fn validate_kafka(kafka: &KafkaConfig, out: &mut Vec<Violation>) {
+    let servers: Vec<&str> = kafka
+        .bootstrap_servers
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if servers.is_empty() {
+        out.push(Violation::new(
+            "kafka.bootstrap_servers",
+            "must name at least one `host:port`",
+        ));
+    }
+    for server in servers {
+        let valid = server
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
+            out.push(Violation::new(
+                "kafka.bootstrap_servers",
+                format!("`{server}` is not `host:port`"),
+            ));
+        }
+    }
+    // `properties` reach consumers too, so they may not hold consumer-reserved keys either.
+    for (section, map, reaches_consumers) in [
+        ("kafka.properties", &kafka.properties, true),
+        ("kafka.producer", &kafka.producer, false),
+        ("kafka.consumer", &kafka.consumer, true),
+    ] {
+        let consumer_reserved = if reaches_consumers {
+            KAFKA_RESERVED_CONSUMER
+        } else {
+            &[]
+        };
+        for key in map.keys() {
+            let path = format!("{section}.\"{key}\"");
+            if key.trim().is_empty() {
+                out.push(Violation::new(path, "an empty librdkafka property name"));
+                continue;
+            }
+            let clash = KAFKA_RESERVED_ANY
+                .iter()
+                .chain(consumer_reserved)
+                .find(|(name, _)| name == key);
+            if let Some((_, why)) = clash {
+                out.push(Violation::new(
+                    path,
+                    format!("is managed by the daemon: {why}"),
+                ));
+            }
+        }
+    }
+    positive(
+        out,
+        "kafka.request_timeout",
+        kafka.request_timeout,
+        "the request timeout",
+    );
+}
+
+fn validate_log(config: &Config, out: &mut Vec<Violation>) {
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
+        out.push(Violation::new(
+            "log.level",
+            format!("not a valid log filter: {e}"),
+        ));
+    }
+}
+
+fn validate_source<'a>(
+    key: &str,
+    source: &'a SourceConfig,
+    names: &mut BTreeMap<&'a str, String>,
+    out: &mut Vec<Violation>,
+) {
+    validate_name(key, &source.name, names, out);
+    match (&source.database, &source.collection) {
+        (None, Some(_)) => out.push(Violation::new(
+            format!("{key}.collection"),
+            "needs `database` too",
+        )),
+        (Some(db), collection) => {
+            database_name(&format!("{key}.database"), db, out);
+            if let Some(coll) = collection {
+                collection_name(&format!("{key}.collection"), coll, out);
+            }
+        }
+        (None, None) => {}
+    }
+    if let Some(prefix) = &source.topic_prefix {
+        topic_name(&format!("{key}.topic_prefix"), prefix, out);
+    }
+}
+
+fn validate_sink<'a>(
+    key: &str,
+    sink: &'a SinkConfig,
+    names: &mut BTreeMap<&'a str, String>,
+    out: &mut Vec<Violation>,
+) {
+    validate_name(key, &sink.name, names, out);
+    if sink.topics.is_empty() {
+        out.push(Violation::new(
+            format!("{key}.topics"),
+            "must name at least one topic",
+        ));
+    }
+    for (i, topic) in sink.topics.iter().enumerate() {
+        topic_name(&format!("{key}.topics[{i}]"), topic, out);
+    }
+    if sink
+        .group_id
+        .as_deref()
+        .is_some_and(|g| g.trim().is_empty())
+    {
+        out.push(Violation::new(
+            format!("{key}.group_id"),
+            "must not be empty",
+        ));
+    }
+    database_name(&format!("{key}.database"), &sink.database, out);
+    collection_name(&format!("{key}.collection"), &sink.collection, out);
+}
+
+/// Pipeline names key checkpoints and metrics, so they are unique across sources and sinks.
+fn validate_name<'a>(
+    key: &str,
+    name: &'a str,
+    names: &mut BTreeMap<&'a str, String>,
+    out: &mut Vec<Violation>,
+) {
+    let path = format!("{key}.name");
+    if name.is_empty() {
+        out.push(Violation::new(path, "must not be empty"));
+        return;
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        out.push(Violation::new(
+            path,
+            format!("`{name}` may hold only letters, digits, `-` and `_`"),
+        ));
+        return;
+    }
+    if let Some(first) = names.get(name) {
+        out.push(Violation::new(
+            path,
+            format!("`{name}` is already the name of {first}"),
+        ));
+    } else {
+        names.insert(name, key.to_owned());
+    }
+}
+
+fn database_name(key: &str, name: &str, out: &mut Vec<Violation>) {
+    // The characters MongoDB forbids in database names on every platform.
+    const FORBIDDEN: &[char] = &['/', '\\', '.', ' ', '"', '$', '*', '<', '>', ':', '|', '?'];
+    if name.is_empty() {
+        out.push(Violation::new(key, "must not be empty"));
+    } else if let Some(c) = name.chars().find(|c| FORBIDDEN.contains(c) || *c == '\0') {
+        out.push(Violation::new(
+            key,
+            format!("`{name}` holds `{c}`, which MongoDB forbids in database names"),
+        ));
+    } else if name.len() >= 64 {
+        out.push(Violation::new(
+            key,
+            format!("`{name}` is longer than MongoDB's 63-byte limit for database names"),
+        ));
+    }
+}
+
+fn collection_name(key: &str, name: &str, out: &mut Vec<Violation>) {
+    if name.is_empty() {
+        out.push(Violation::new(key, "must not be empty"));
+    } else if name.contains('$') || name.contains('\0') {
+        out.push(Violation::new(
+            key,
+            format!("`{name}` holds `$` or NUL, which MongoDB forbids in collection names"),
+        ));
+    } else if name.starts_with("system.") {
+        out.push(Violation::new(
+            key,
+            format!("`{name}` is a system collection"),
+        ));
+    }
+}
+
+fn topic_name(key: &str, name: &str, out: &mut Vec<Violation>) {
+    if name.is_empty() || name == "." || name == ".." {
+        out.push(Violation::new(key, format!("`{name}` is not a topic name")));
+    } else if name.len() > 249 {
+        out.push(Violation::new(
+            key,
+            "is longer than Kafka's 249-character limit",
+        ));
+    } else if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        out.push(Violation::new(
+            key,
+            format!("`{name}` holds `{c}`; Kafka topic names allow letters, digits, `.`, `_`, `-`"),
+        ));
+    }
+}
+
+fn positive(out: &mut Vec<Violation>, key: &str, value: Duration, what: &str) {
+    if value.is_zero() {
+        out.push(Violation::new(key, format!("{what} must be longer than 0")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::{load_str, ConfigError};
+    use super::*;
+
+    const BASE: &str = r#"
+[mongodb]
+uri = "mongodb://127.0.0.1:27017"
+[kafka]
+bootstrap_servers = "127.0.0.1:9092"
+"#;
+
+    /// The violations of `BASE` with `extra` appended, where `base` may be edited first.
+    fn violations(edit: impl Fn(&str) -> String, extra: &str) -> Vec<Violation> {
+        match load_str(&format!("{}{extra}", edit(BASE)), Path::new("t.toml")) {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid { violations, .. }) => violations,
+            Err(other) => panic!("not a validation error: {other}"),
+        }
+    }
+
+    #[track_caller]
+    fn invalid(extra: &str, key: &str, message: &str) {
+        invalid_edit(|b| b.to_owned(), extra, key, message);
+    }
+
+    #[track_caller]
+    fn invalid_edit(edit: impl Fn(&str) -> String, extra: &str, key: &str, message: &str) {
+        let found = violations(edit, extra);
+        assert!(
+            found
+                .iter()
+                .any(|v| v.key == key && v.message.contains(message)),
+            "expected `{key}`: {message}, got {found:?}"
+        );
+    }
+
+    fn replace(from: &'static str, to: &'static str) -> impl Fn(&str) -> String {
+        move |base| base.replace(from, to)
+    }
+
+    #[test]
+    fn a_valid_config_has_no_violations() {
+        assert_eq!(violations(|b| b.to_owned(), ""), []);
+    }
+
+    #[test]
+    fn mongodb_uri() {
+        invalid_edit(
+            replace("mongodb://127.0.0.1:27017", "http://db"),
+            "",
+            "mongodb.uri",
+            "must start with `mongodb://`",
+        );
+        invalid_edit(
+            replace("mongodb://127.0.0.1:27017", "mongodb://h:notaport"),
+            "",
+            "mongodb.uri",
+            "not a valid connection string",
+        );
+        invalid_edit(
+            replace(
+                "mongodb://127.0.0.1:27017",
+                "mongodb://u:hunter2@h:1/?maxPoolSize=banana",
+            ),
+            "",
+            "mongodb.uri",
+            "not a valid connection string",
+        );
+        let found = violations(
+            replace("mongodb://127.0.0.1:27017", "mongodb://u:hunter2@h:x"),
+            "",
+        );
+        assert!(!format!("{found:?}").contains("hunter2"), "{found:?}");
+    }
+
+    #[test]
+    fn mongodb_app_name() {
+        invalid_edit(
+            replace("[mongodb]\n", "[mongodb]\napp_name = \" \"\n"),
+            "",
+            "mongodb.app_name",
+            "must not be empty",
+        );
+    }
+
+    #[test]
+    fn kafka_bootstrap_servers() {
+        invalid_edit(
+            replace("127.0.0.1:9092", ""),
+            "",
+            "kafka.bootstrap_servers",
+            "at least one",
+        );
+        invalid_edit(
+            replace("127.0.0.1:9092", "a:1,b"),
+            "",
+            "kafka.bootstrap_servers",
+            "`b` is not `host:port`",
+        );
+        invalid_edit(
+            replace("127.0.0.1:9092", "a:99999"),
+            "",
+            "kafka.bootstrap_servers",
+            "`a:99999`",
+        );
+    }
+
+    #[test]
+    fn kafka_properties_the_daemon_manages() {
+        invalid(
+            "[kafka.properties]\n\"bootstrap.servers\" = \"x:1\"\n",
+            "kafka.properties.\"bootstrap.servers\"",
+            "kafka.bootstrap_servers",
+        );
+        invalid(
+            "[kafka.consumer]\n\"group.id\" = \"g\"\n",
+            "kafka.consumer.\"group.id\"",
+            "group_id",
+        );
+        invalid(
+            "[kafka.properties]\n\"enable.auto.commit\" = true\n",
+            "kafka.properties.\"enable.auto.commit\"",
+            "acknowledged",
+        );
+        invalid(
+            "[kafka.consumer]\n\"enable.auto.offset.store\" = true\n",
+            "kafka.consumer.\"enable.auto.offset.store\"",
+            "acknowledged",
+        );
+        // Producers have no consumer group: the same key is fine there.
+        assert_eq!(
+            violations(|b| b.to_owned(), "[kafka.producer]\n\"group.id\" = \"g\"\n"),
+            []
+        );
+    }
+
+    #[test]
+    fn durations_must_be_positive() {
+        invalid(
+            "[shutdown]\ntimeout = \"0s\"\n",
+            "shutdown.timeout",
+            "longer than 0",
+        );
+        invalid_edit(
+            replace("[kafka]\n", "[kafka]\nrequest_timeout = \"0ms\"\n"),
+            "",
+            "kafka.request_timeout",
+            "longer than 0",
+        );
+        invalid_edit(
+            replace("[mongodb]\n", "[mongodb]\nconnect_timeout = \"0s\"\n"),
+            "",
+            "mongodb.connect_timeout",
+            "longer than 0",
+        );
+    }
+
+    #[test]
+    fn log_level() {
+        invalid(
+            "[log]\nlevel = \"info,[[\"\n",
+            "log.level",
+            "not a valid log filter",
+        );
+    }
+
+    #[test]
+    fn pipeline_names() {
+        invalid(
+            "[[source]]\nname = \"\"\n",
+            "source[0].name",
+            "must not be empty",
+        );
+        invalid(
+            "[[source]]\nname = \"a b\"\n",
+            "source[0].name",
+            "only letters",
+        );
+        invalid(
+            "[[source]]\nname = \"x\"\n[[sink]]\nname = \"x\"\ntopics = [\"t\"]\ndatabase = \"d\"\ncollection = \"c\"\n",
+            "sink[0].name",
+            "already the name of source[0]",
+        );
+    }
+
+    #[test]
+    fn source_namespaces_and_topics() {
+        invalid(
+            "[[source]]\nname = \"s\"\ncollection = \"c\"\n",
+            "source[0].collection",
+            "needs `database`",
+        );
+        invalid(
+            "[[source]]\nname = \"s\"\ndatabase = \"a.b\"\n",
+            "source[0].database",
+            "forbids",
+        );
+        invalid(
+            "[[source]]\nname = \"s\"\ndatabase = \"d\"\ncollection = \"system.views\"\n",
+            "source[0].collection",
+            "system collection",
+        );
+        invalid(
+            "[[source]]\nname = \"s\"\ndatabase = \"d\"\ncollection = \"a$b\"\n",
+            "source[0].collection",
+            "`$`",
+        );
+        invalid(
+            "[[source]]\nname = \"s\"\ndatabase = \"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\"\n",
+            "source[0].database",
+            "63-byte",
+        );
+        invalid(
+            "[[source]]\nname = \"s\"\ntopic_prefix = \"bad/prefix\"\n",
+            "source[0].topic_prefix",
+            "holds `/`",
+        );
+    }
+
+    #[test]
+    fn sink_topics_and_target() {
+        let sink = |topics: &str, group: &str| {
+            format!("[[sink]]\nname = \"s\"\ntopics = {topics}\n{group}database = \"d\"\ncollection = \"c\"\n")
+        };
+        invalid(&sink("[]", ""), "sink[0].topics", "at least one topic");
+        invalid(
+            &sink("[\"ok\", \"no way\"]", ""),
+            "sink[0].topics[1]",
+            "holds ` `",
+        );
+        invalid(
+            &sink("[\"..\"]", ""),
+            "sink[0].topics[0]",
+            "not a topic name",
+        );
+        let long = format!("[\"{}\"]", "t".repeat(250));
+        invalid(&sink(&long, ""), "sink[0].topics[0]", "249");
+        invalid(
+            &sink("[\"t\"]", "group_id = \" \"\n"),
+            "sink[0].group_id",
+            "must not be empty",
+        );
+        invalid(
+            "[[sink]]\nname = \"s\"\ntopics = [\"t\"]\ndatabase = \"\"\ncollection = \"\"\n",
+            "sink[0].collection",
+            "must not be empty",
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let found = violations(
+            replace("127.0.0.1:9092", "nope"),
+            "[shutdown]\ntimeout = \"0s\"\n[[source]]\nname = \"\"\n",
+        );
+        let keys: Vec<&str> = found.iter().map(|v| v.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "kafka.bootstrap_servers",
+                "shutdown.timeout",
+                "source[0].name"
+            ]
+        );
+        assert!(Violation::list(&found).starts_with("3 problems in the configuration:"));
+    }
+}

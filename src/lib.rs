@@ -1,0 +1,17 @@
+//! mongo-kafka-bridge: MongoDB change streams → Kafka topics (source pipelines) and Kafka
+//! topics → MongoDB collections (sink pipelines), as actix actors in one process.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod backoff;
+pub mod cli;
+pub mod clients;
+pub mod config;
+pub mod daemon;
+pub mod ops;
+pub mod sink;
+pub mod source;
+pub mod supervisor;
+
+/// Mailbox capacity of actors that only receive control messages (stop, reload).
+pub const CONTROL_MAILBOX_CAPACITY: usize = 16;

@@ -1,0 +1,49 @@
+//! The `mongo-kafka-bridge` binary.
+#![deny(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use mongo_kafka_bridge::cli::{Cli, Command};
+use mongo_kafka_bridge::{config, daemon, ops};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config: path } => match config::load(&path) {
+            Ok(config) => match toml::to_string_pretty(&config::masked(&config)) {
+                Ok(text) => {
+                    print!("{text}");
+                    eprintln!("{}: configuration is valid", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: printing the configuration: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config: path } => {
+            let config = match config::load(&path) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            ops::logging::init(
+                &config.log.level,
+                cli.log_format.unwrap_or(config.log.format),
+            );
+            tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "starting");
+            match daemon::run(config) {
+                0 => ExitCode::SUCCESS,
+                code => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            }
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The shared harness of the integration tests: where the services are, unique names, and
+//! a way to run the daemon binary and talk to its HTTP endpoint.
+//!
+//! The services come from `test-services/services.sh up` (or a real deployment, through
+//! `MONGODB_URI` and `KAFKA_BOOTSTRAP`). A test that needs them fails when they are
+//! missing; it never skips.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mongo_kafka_bridge::config::{self, Config};
+
+/// The MongoDB the tests use.
+pub fn mongodb_uri() -> String {
+    std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned())
+}
+
+/// The Kafka cluster the tests use.
+pub fn kafka_bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+/// A name no other test (or earlier run) uses: `<prefix>_<pid>_<time>_<counter>`.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() % 100_000_000)
+        .unwrap_or_default();
+    format!(
+        "{prefix}_{}_{millis}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A TOML configuration pointing at the test services, with `extra` appended.
+pub fn config_toml(http_port: u16, extra: &str) -> String {
+    format!(
+        r#"
+[mongodb]
+uri = "{mongo}"
+connect_timeout = "3s"
+[kafka]
+bootstrap_servers = "{kafka}"
+request_timeout = "5s"
+[http]
+address = "127.0.0.1:{http_port}"
+[log]
+level = "info,rdkafka=warn"
+[shutdown]
+timeout = "20s"
+{extra}
+"#,
+        mongo = mongodb_uri(),
+        kafka = kafka_bootstrap(),
+    )
+}
+
+/// The parsed configuration of [`config_toml`].
+pub fn config(extra: &str) -> Config {
+    match config::load_str(&config_toml(free_port(), extra), Path::new("test.toml")) {
+        Ok(config) => config,
+        Err(e) => panic!("test configuration rejected: {e}"),
+    }
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// Writes `text` to a new file in `dir` and returns its path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    if let Err(e) = std::fs::write(&path, text) {
+        panic!("writing {}: {e}", path.display());
+    }
+    path
+}
+
+/// The daemon binary built for these tests.
+pub fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mongo-kafka-bridge"))
+}
+
+/// A running daemon; killed if the test ends without stopping it.
+pub struct Daemon {
+    child: Child,
+    stderr_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts `run --config` on `config_text`, logging to a temporary file.
+    pub fn start(config_text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let config = write_file(dir.path(), "bridge.toml", config_text);
+        let stderr_path = dir.path().join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", stderr_path.display()));
+        let child = binary()
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting the daemon: {e}"));
+        Self {
+            child,
+            stderr_path,
+            _dir: dir,
+        }
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Sends `signal` (`TERM`, `INT`, `KILL`, ...) to the daemon.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status();
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "kill -{signal}: {status:?}"
+        );
+    }
+
+    /// Waits up to `limit` for the daemon to exit.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Ok(None) => panic!("daemon still running after {limit:?}; log:\n{}", self.log()),
+                Err(e) => panic!("waiting for the daemon: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET path` on 127.0.0.1:`port`: the status code and body, or `None` when nothing
+/// answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+/// Polls `GET path` until it answers `status`, for at most `limit`; returns the body.
+pub fn wait_for_status(port: u16, path: &str, status: u16, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = http_get(port, path);
+        if let Some((code, body)) = &last {
+            if *code == status {
+                return body.clone();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("GET {path} did not answer {status} within {limit:?}; last answer: {last:?}");
+}
