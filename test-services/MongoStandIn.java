@@ -3,7 +3,8 @@
 // --h2 keeps the data in an H2 file, so it survives a restart (fault tests).
 // The server reports MongoDB 4.4 (wire version 9): the Rust driver 3.x refuses servers below
 // that, and the stand-in's own versions all answer wire version 8 or less. Nothing newer is
-// claimed, so the driver uses no command the stand-in lacks.
+// claimed, so the driver uses no command the stand-in lacks. It answers `isMaster` (standalone,
+// no logicalSessionTimeoutMinutes, so no sessions or transactions) but has no `hello` command.
 
 import de.bwaldvogel.mongo.MongoBackend;
 import de.bwaldvogel.mongo.MongoServer;

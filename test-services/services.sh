@@ -1,64 +1,108 @@
 #!/usr/bin/env bash
-# The local services of the tests and the example configuration, bound to 127.0.0.1:
+# The local services of the tests, benchmarks and example configuration, bound to 127.0.0.1:
 #   Apache Kafka, a single-node KRaft broker+controller     127.0.0.1:${KAFKA_PORT:-9092}
 #   mongo-java-server with its oplog (change streams)       127.0.0.1:${MONGO_PORT:-27017}
 # Jars come from Maven Central once and are cached in .cache/ (git-ignored).
 #
-# Usage: services.sh up [kafka|mongo]     start (a no-op for what already runs), wait until it answers
-#        services.sh down [kafka|mongo] [--wipe]   stop by PID; --wipe also deletes the Kafka data
-#        services.sh status
-#        services.sh kafka-cli CLASS ARGS...   run a Kafka tool class, e.g.
-#            services.sh kafka-cli org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:9092 --list
+# Usage: services.sh up [kafka|mongo]      start what is not running yet, wait until it answers
+#        services.sh down [kafka|mongo] [--wipe]
+#                                          stop by PID; --wipe also deletes the Kafka data (and
+#                                          MONGO_H2_FILE), so the next `up` starts empty
+#        services.sh status                one line per service; exit 3 unless all answer
+#        services.sh kafka-cli CLASS ARGS...
+#                                          run a Kafka tool class on the cached classpath, e.g.
+#            kafka-cli org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:9092 --list
+#            kafka-cli org.apache.kafka.tools.ConsoleProducer --bootstrap-server 127.0.0.1:9092 --topic t
+#            kafka-cli org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server 127.0.0.1:9092 \
+#                --topic t --from-beginning --max-messages 1
+# Environment: KAFKA_PORT, KAFKA_CONTROLLER_PORT (9093), MONGO_PORT, START_TIMEOUT (120 s),
+#   KAFKA_HEAP (1g), MONGO_HEAP (1g), MONGO_H2_FILE (keep the stand-in's data in this H2 file
+#   across restarts instead of memory), TEST_SERVICES_CACHE (state folder, default .cache/).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cache="$here/.cache"
+cache="${TEST_SERVICES_CACHE:-$here/.cache}"
 lib="$cache/lib"
 run="$cache/run"
 logs="$cache/logs"
+kafka_data="$cache/kafka-data"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 MONGO_PORT="${MONGO_PORT:-27017}"
 START_TIMEOUT="${START_TIMEOUT:-120}"
-mkdir -p "$run" "$logs"
+KAFKA_HEAP="${KAFKA_HEAP:-1g}"
+MONGO_HEAP="${MONGO_HEAP:-1g}"
+MONGO_H2_FILE="${MONGO_H2_FILE:-}"
 
 log() { echo "services: $*" >&2; }
 
-# Resolves the jars of one Maven profile (kafka, mongo) once.
+usage() {
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" >&2
+    exit 2
+}
+
+# Resolves the jars of one Maven profile (kafka, mongo) once; the marker file is written last,
+# so an interrupted download is redone rather than leaving a half classpath.
 resolve() {
     local profile="$1"
     if [ -f "$lib/$profile/.complete" ]; then return; fi
     log "resolving $profile jars from Maven Central (once)"
+    local started=$SECONDS
     rm -rf "${lib:?}/$profile"
-    mvn -q -B -Dstyle.color=never -f "$here/pom.xml" -P"$profile" dependency:copy-dependencies \
-        -DoutputDirectory="$lib/$profile" >&2
+    if ! mvn -B -Dstyle.color=never -f "$here/pom.xml" -P"$profile" dependency:copy-dependencies \
+        -DoutputDirectory="$lib/$profile" >"$logs/mvn-$profile.log" 2>&1; then
+        log "maven failed; the end of $logs/mvn-$profile.log:"
+        tail -n 40 "$logs/mvn-$profile.log" >&2
+        return 1
+    fi
     touch "$lib/$profile/.complete"
+    log "$profile jars resolved in $((SECONDS - started)) s"
 }
 
 classpath() { echo "$lib/$1/*"; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# The PID of a running service, or nothing (a stale PID file is removed).
-running_pid() {
-    local pidfile="$run/$1.pid" pid
-    [ -f "$pidfile" ] || return 0
-    pid="$(cat "$pidfile")"
-    if kill -0 "$pid" 2>/dev/null; then echo "$pid"; else rm -f "$pidfile"; fi
+# The Java main class that identifies each service's process.
+main_class() {
+    case "$1" in
+        kafka) echo kafka.Kafka ;;
+        mongo) echo MongoStandIn ;;
+    esac
 }
 
-# Waits until "$2" (a command) succeeds, or fails with the tail of the service's log.
+# The PID of the running service, or nothing. A PID file whose process is gone, or was reused by
+# an unrelated process (after a reboot, on a CI machine), is removed, so `down` never kills a
+# stranger.
+running_pid() {
+    local name="$1" pidfile="$run/$1.pid" pid
+    [ -f "$pidfile" ] || return 0
+    pid="$(cat "$pidfile")"
+    if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] \
+        && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF " $(main_class "$name") "; then
+        echo "$pid"
+    else
+        rm -f "$pidfile"
+    fi
+}
+
+# Keeps the previous run's log beside the new one, so a failure's tail shows only this run.
+rotate_log() {
+    if [ -f "$logs/$1.log" ]; then mv -f "$logs/$1.log" "$logs/$1.log.1"; fi
+}
+
+# Waits until the check (a command and its arguments) succeeds; fails with the tail of the
+# service's log when the process dies or START_TIMEOUT passes.
 wait_until() {
-    local name="$1" check="$2" deadline=$((SECONDS + START_TIMEOUT)) pid
-    until eval "$check"; do
-        pid="$(running_pid "$name")"
-        if [ -z "$pid" ]; then
-            log "$name exited during start-up; its log:"
+    local name="$1" started=$SECONDS; shift
+    until "$@"; do
+        if [ -z "$(running_pid "$name")" ]; then
+            log "$name exited during start-up; the end of $logs/$name.log:"
             tail -n 40 "$logs/$name.log" >&2
             return 1
         fi
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            log "$name did not answer within ${START_TIMEOUT}s; its log:"
+        if [ $((SECONDS - started)) -ge "$START_TIMEOUT" ]; then
+            log "$name did not answer within ${START_TIMEOUT} s; the end of $logs/$name.log:"
             tail -n 40 "$logs/$name.log" >&2
             return 1
         fi
@@ -68,25 +112,28 @@ wait_until() {
 
 kafka_tool() {
     local class="$1"; shift
-    java -Xmx256m -Dlog4j2.configurationFile="$here/log4j2.xml" -Dlog4j2.level=WARN \
+    java -Xmx256m -Dlog4j2.configurationFile="$here/log4j2-tools.xml" \
         -cp "$(classpath kafka)" "$class" "$@"
 }
 
+# A real request, not just an open port: the broker must return its metadata and be unfenced.
 kafka_answers() {
-    kafka_tool org.apache.kafka.tools.BrokerApiVersionsCommand \
-        --bootstrap-server "127.0.0.1:$KAFKA_PORT" >/dev/null 2>&1
+    local out
+    port_open "$KAFKA_PORT" || return 1
+    out="$(timeout 30 java -Xmx128m -Dlog4j2.configurationFile="$here/log4j2-tools.xml" \
+        -cp "$(classpath kafka)" org.apache.kafka.tools.BrokerApiVersionsCommand \
+        --bootstrap-server "127.0.0.1:$KAFKA_PORT" 2>/dev/null)" || return 1
+    grep -q 'isFenced: false' <<<"$out"
 }
 
-up_kafka() {
-    if [ -n "$(running_pid kafka)" ] && port_open "$KAFKA_PORT"; then
-        log "kafka already runs on 127.0.0.1:$KAFKA_PORT"; return
-    fi
-    if port_open "$KAFKA_PORT"; then
-        log "something else listens on 127.0.0.1:$KAFKA_PORT; using it as Kafka"; return
-    fi
-    resolve kafka
-    local data="$cache/kafka-data" props="$cache/kafka.properties"
-    cat >"$props" <<PROPS
+mongo_answers() {
+    grep -q 'mongo-stand-in ready' "$logs/mongo.log" 2>/dev/null && port_open "$MONGO_PORT"
+}
+
+write_kafka_properties() {
+    # Replication factors of 1 let consumer groups and transactions work on one node; the
+    # initial rebalance delay of 0 keeps tests from waiting 3 s for every new group.
+    cat >"$1" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
@@ -95,9 +142,10 @@ advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=$data
+log.dirs=$kafka_data
 num.partitions=1
 auto.create.topics.enable=true
+delete.topic.enable=true
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=4
 transaction.state.log.replication.factor=1
@@ -106,49 +154,77 @@ transaction.state.log.num.partitions=4
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
-log.flush.interval.messages=10000
-delete.topic.enable=true
 PROPS
-    if [ ! -f "$data/meta.properties" ]; then
-        log "formatting Kafka storage in $data"
+}
+
+up_kafka() {
+    local pid started
+    pid="$(running_pid kafka)"
+    if [ -n "$pid" ]; then
+        # Ours, perhaps still starting (another `up` launched it): wait rather than start twice.
+        wait_until kafka kafka_answers
+        log "kafka already runs on 127.0.0.1:$KAFKA_PORT (pid $pid)"; return
+    fi
+    if port_open "$KAFKA_PORT"; then
+        log "something else listens on 127.0.0.1:$KAFKA_PORT; using it as Kafka"; return
+    fi
+    resolve kafka
+    started=$SECONDS
+    local props="$cache/kafka.properties"
+    write_kafka_properties "$props"
+    rotate_log kafka
+    if [ ! -f "$kafka_data/meta.properties" ]; then
+        log "formatting Kafka storage in $kafka_data"
         kafka_tool kafka.tools.StorageTool format --config "$props" \
             --cluster-id "$(kafka_tool kafka.tools.StorageTool random-uuid)" >>"$logs/kafka.log" 2>&1
     fi
     log "starting kafka on 127.0.0.1:$KAFKA_PORT"
-    nohup java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
-        -Dlog4j2.configurationFile="$here/log4j2.xml" \
-        -cp "$(classpath kafka)" kafka.Kafka "$props" >>"$logs/kafka.log" 2>&1 </dev/null &
+    # 9>&- keeps the service from inheriting the lock of this script.
+    nohup java -Xms256m -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError \
+        -Djava.awt.headless=true -Dlog4j2.configurationFile="$here/log4j2.xml" \
+        -cp "$(classpath kafka)" kafka.Kafka "$props" >>"$logs/kafka.log" 2>&1 </dev/null 9>&- &
     echo $! >"$run/kafka.pid"
     wait_until kafka kafka_answers
-    log "kafka answers on 127.0.0.1:$KAFKA_PORT"
+    log "kafka answers on 127.0.0.1:$KAFKA_PORT after $((SECONDS - started)) s"
 }
 
 up_mongo() {
-    if [ -n "$(running_pid mongo)" ] && port_open "$MONGO_PORT"; then
-        log "mongo stand-in already runs on 127.0.0.1:$MONGO_PORT"; return
+    local pid started
+    pid="$(running_pid mongo)"
+    if [ -n "$pid" ]; then
+        wait_until mongo mongo_answers
+        log "mongo stand-in already runs on 127.0.0.1:$MONGO_PORT (pid $pid)"; return
     fi
     if port_open "$MONGO_PORT"; then
         log "something else listens on 127.0.0.1:$MONGO_PORT; using it as MongoDB"; return
     fi
     resolve mongo
+    started=$SECONDS
     local classes="$cache/classes"
     if [ ! -f "$classes/MongoStandIn.class" ] || [ "$here/MongoStandIn.java" -nt "$classes/MongoStandIn.class" ]; then
         mkdir -p "$classes"
         javac -d "$classes" -cp "$(classpath mongo)" "$here/MongoStandIn.java"
     fi
+    rotate_log mongo
     log "starting the mongo stand-in on 127.0.0.1:$MONGO_PORT"
-    : >"$logs/mongo.log"
-    nohup java -Xmx1g -cp "$classes:$(classpath mongo)" MongoStandIn --port "$MONGO_PORT" ${MONGO_H2_FILE:+--h2 "$MONGO_H2_FILE"} \
-        >>"$logs/mongo.log" 2>&1 </dev/null &
+    local args=(--port "$MONGO_PORT")
+    if [ -n "$MONGO_H2_FILE" ]; then args+=(--h2 "$MONGO_H2_FILE"); fi
+    # Timestamps in the log line up the stand-in's connection events with a fault test's steps.
+    nohup java -Xmx"$MONGO_HEAP" -XX:+ExitOnOutOfMemoryError \
+        -Dorg.slf4j.simpleLogger.showDateTime=true \
+        -Dorg.slf4j.simpleLogger.dateTimeFormat="yyyy-MM-dd HH:mm:ss,SSS" \
+        -cp "$classes:$(classpath mongo)" MongoStandIn "${args[@]}" \
+        >>"$logs/mongo.log" 2>&1 </dev/null 9>&- &
     echo $! >"$run/mongo.pid"
-    wait_until mongo "grep -q 'mongo-stand-in ready' '$logs/mongo.log' && port_open $MONGO_PORT"
-    log "mongo stand-in answers on 127.0.0.1:$MONGO_PORT"
+    wait_until mongo mongo_answers
+    log "mongo stand-in answers on 127.0.0.1:$MONGO_PORT after $((SECONDS - started)) s"
 }
 
 stop() {
     local name="$1" pid
     pid="$(running_pid "$name")"
     if [ -z "$pid" ]; then log "$name is not running"; return; fi
+    # Kafka shuts down cleanly on TERM (flushes, closes the log); KILL only if it hangs.
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 60); do
         kill -0 "$pid" 2>/dev/null || break
@@ -157,44 +233,68 @@ stop() {
     if kill -0 "$pid" 2>/dev/null; then
         log "$name ignored SIGTERM for 30 s; killing it"
         kill -KILL "$pid" 2>/dev/null || true
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
     fi
     rm -f "$run/$name.pid"
     log "$name stopped"
 }
 
 status() {
-    local name pid
+    local name pid port all=0
     for name in kafka mongo; do
         pid="$(running_pid "$name")"
-        if [ -n "$pid" ]; then echo "$name: running (pid $pid)"; else echo "$name: stopped"; fi
+        if [ "$name" = kafka ]; then port="$KAFKA_PORT"; else port="$MONGO_PORT"; fi
+        if [ -n "$pid" ] && port_open "$port"; then
+            echo "$name: running (pid $pid) on 127.0.0.1:$port"
+        elif [ -n "$pid" ]; then
+            echo "$name: starting (pid $pid), 127.0.0.1:$port not open yet"; all=3
+        elif port_open "$port"; then
+            echo "$name: not ours, but something listens on 127.0.0.1:$port"
+        else
+            echo "$name: stopped"; all=3
+        fi
     done
+    return "$all"
 }
 
 which_services() {
     case "${1:-all}" in
         all) echo "kafka mongo" ;;
         kafka|mongo) echo "$1" ;;
-        *) log "unknown service: $1 (kafka, mongo)"; exit 2 ;;
+        *) log "unknown service: $1 (kafka, mongo)"; usage ;;
     esac
 }
 
+mkdir -p "$run" "$logs"
 command="${1:-}"
 shift || true
 case "$command" in
+    up|down)
+        # One `up` or `down` at a time, so parallel test processes do not start a service twice.
+        exec 9>"$run/.lock"
+        flock 9 ;;
+esac
+case "$command" in
     up)
-        for s in $(which_services "${1:-all}"); do "up_$s"; done ;;
+        services="$(which_services "${1:-all}")"
+        for s in $services; do "up_$s"; done ;;
     down)
         wipe=false target=all
         for arg in "$@"; do
             case "$arg" in --wipe) wipe=true ;; *) target="$arg" ;; esac
         done
-        for s in $(which_services "$target"); do stop "$s"; done
-        if $wipe; then rm -rf "$cache/kafka-data"; log "kafka data wiped"; fi ;;
+        services="$(which_services "$target")"
+        for s in $services; do
+            stop "$s"
+            if $wipe && [ "$s" = kafka ]; then rm -rf "$kafka_data"; log "kafka data wiped"; fi
+            if $wipe && [ "$s" = mongo ] && [ -n "$MONGO_H2_FILE" ]; then
+                rm -f "$MONGO_H2_FILE"; log "$MONGO_H2_FILE wiped"
+            fi
+        done ;;
     status) status ;;
     kafka-cli)
+        if [ $# -eq 0 ]; then usage; fi
         resolve kafka
         kafka_tool "$@" ;;
-    *)
-        sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-        exit 2 ;;
+    *) usage ;;
 esac

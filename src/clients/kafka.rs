@@ -46,7 +46,7 @@ fn error<'a>(
     move |source| ClientError::Kafka {
         servers: kafka.bootstrap_servers.clone(),
         what,
-        source,
+        source: Box::new(source),
     }
 }
 
@@ -101,9 +101,9 @@ pub async fn check(kafka: &KafkaConfig) -> Result<usize, ClientError> {
         Err(_) => Err(ClientError::Kafka {
             servers: kafka.bootstrap_servers.clone(),
             what: "fetching cluster metadata",
-            source: rdkafka::error::KafkaError::MetadataFetch(
+            source: Box::new(rdkafka::error::KafkaError::MetadataFetch(
                 rdkafka::types::RDKafkaErrorCode::Fail,
-            ),
+            )),
         }),
     }
 }

@@ -16,7 +16,7 @@ pub enum ClientError {
         what: &'static str,
         /// The client's error.
         #[source]
-        source: rdkafka::error::KafkaError,
+        source: Box<rdkafka::error::KafkaError>,
     },
     /// The MongoDB client could not be created or the server did not answer.
     #[error("MongoDB at {hosts}: {what}: {source}")]
@@ -27,7 +27,7 @@ pub enum ClientError {
         what: &'static str,
         /// The driver's error.
         #[source]
-        source: mongodb::error::Error,
+        source: Box<mongodb::error::Error>,
     },
 }
 

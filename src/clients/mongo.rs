@@ -27,7 +27,7 @@ fn error<'a>(
     move |source| ClientError::Mongo {
         hosts: hosts(mongo),
         what,
-        source,
+        source: Box::new(source),
     }
 }
 

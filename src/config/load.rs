@@ -240,7 +240,10 @@ database = "shop"
 collection = "copy"
 "#,
         )?;
-        assert_eq!(config.sources[0].collection.as_deref(), Some("orders"));
+        assert_eq!(
+            config.sources[0].collection.as_ref().map(|c| c.names()),
+            Some(vec!["orders"])
+        );
         assert_eq!(config.sinks[0].topics, ["a", "b"]);
         assert_eq!(
             config.sinks[0].effective_group_id(),

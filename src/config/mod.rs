@@ -7,6 +7,7 @@
 
 mod load;
 mod secrets;
+mod source;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use load::{load, load_str, ConfigError};
 pub use secrets::masked;
+pub use source::*;
 pub use validate::{validate, Violation};
 
 /// The whole daemon configuration.
@@ -125,24 +127,6 @@ pub struct ShutdownConfig {
     /// up, says what was left and exits non-zero.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-}
-
-/// One `[[source]]` pipeline: MongoDB change streams → Kafka.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceConfig {
-    /// Unique name of the pipeline (letters, digits, `-`, `_`); used in logs, metrics and
-    /// checkpoint keys, so renaming a pipeline starts it afresh.
-    pub name: String,
-    /// The database to watch. Absent: the whole deployment.
-    #[serde(default)]
-    pub database: Option<String>,
-    /// The collection to watch inside `database`. Absent: the whole database.
-    #[serde(default)]
-    pub collection: Option<String>,
-    /// Prefix of the topic names (`<prefix>.<database>.<collection>`).
-    #[serde(default)]
-    pub topic_prefix: Option<String>,
 }
 
 /// One `[[sink]]` pipeline: Kafka topics → MongoDB.

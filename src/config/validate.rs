@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use super::{Config, KafkaConfig, SinkConfig, SourceConfig};
+use super::{Config, KafkaConfig, SinkConfig};
 
 /// One problem in a configuration, naming its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,7 +17,7 @@ pub struct Violation {
 }
 
 impl Violation {
-    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             key: key.into(),
             message: message.into(),
@@ -80,7 +80,9 @@ pub fn validate(config: &Config) -> Vec<Violation> {
     );
     let mut names: BTreeMap<&str, String> = BTreeMap::new();
     for (i, source) in config.sources.iter().enumerate() {
-        validate_source(&format!("source[{i}]"), source, &mut names, &mut out);
+        let key = format!("source[{i}]");
+        validate_name(&key, &source.name, &mut names, &mut out);
+        source.validate(&key, &mut out);
     }
     for (i, sink) in config.sinks.iter().enumerate() {
         validate_sink(&format!("sink[{i}]"), sink, &mut names, &mut out);
@@ -183,31 +185,6 @@ fn validate_log(config: &Config, out: &mut Vec<Violation>) {
     }
 }
 
-fn validate_source<'a>(
-    key: &str,
-    source: &'a SourceConfig,
-    names: &mut BTreeMap<&'a str, String>,
-    out: &mut Vec<Violation>,
-) {
-    validate_name(key, &source.name, names, out);
-    match (&source.database, &source.collection) {
-        (None, Some(_)) => out.push(Violation::new(
-            format!("{key}.collection"),
-            "needs `database` too",
-        )),
-        (Some(db), collection) => {
-            database_name(&format!("{key}.database"), db, out);
-            if let Some(coll) = collection {
-                collection_name(&format!("{key}.collection"), coll, out);
-            }
-        }
-        (None, None) => {}
-    }
-    if let Some(prefix) = &source.topic_prefix {
-        topic_name(&format!("{key}.topic_prefix"), prefix, out);
-    }
-}
-
 fn validate_sink<'a>(
     key: &str,
     sink: &'a SinkConfig,
@@ -270,7 +247,7 @@ fn validate_name<'a>(
     }
 }
 
-fn database_name(key: &str, name: &str, out: &mut Vec<Violation>) {
+pub(super) fn database_name(key: &str, name: &str, out: &mut Vec<Violation>) {
     // The characters MongoDB forbids in database names on every platform.
     const FORBIDDEN: &[char] = &['/', '\\', '.', ' ', '"', '$', '*', '<', '>', ':', '|', '?'];
     if name.is_empty() {
@@ -288,7 +265,7 @@ fn database_name(key: &str, name: &str, out: &mut Vec<Violation>) {
     }
 }
 
-fn collection_name(key: &str, name: &str, out: &mut Vec<Violation>) {
+pub(super) fn collection_name(key: &str, name: &str, out: &mut Vec<Violation>) {
     if name.is_empty() {
         out.push(Violation::new(key, "must not be empty"));
     } else if name.contains('$') || name.contains('\0') {
@@ -304,7 +281,7 @@ fn collection_name(key: &str, name: &str, out: &mut Vec<Violation>) {
     }
 }
 
-fn topic_name(key: &str, name: &str, out: &mut Vec<Violation>) {
+pub(super) fn topic_name(key: &str, name: &str, out: &mut Vec<Violation>) {
     if name.is_empty() || name == "." || name == ".." {
         out.push(Violation::new(key, format!("`{name}` is not a topic name")));
     } else if name.len() > 249 {
@@ -323,7 +300,7 @@ fn topic_name(key: &str, name: &str, out: &mut Vec<Violation>) {
     }
 }
 
-fn positive(out: &mut Vec<Violation>, key: &str, value: Duration, what: &str) {
+pub(super) fn positive(out: &mut Vec<Violation>, key: &str, value: Duration, what: &str) {
     if value.is_zero() {
         out.push(Violation::new(key, format!("{what} must be longer than 0")));
     }

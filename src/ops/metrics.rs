@@ -12,6 +12,24 @@ pub struct Metrics {
     registry: Registry,
     pipelines_running: IntGaugeVec,
     connect_failures: IntCounterVec,
+    events_read: IntCounterVec,
+    records_produced: IntCounterVec,
+    dead_letters: IntCounterVec,
+    checkpoints_written: IntCounterVec,
+    actor_restarts: IntCounterVec,
+    pipeline_failures: IntCounterVec,
+    resume_gaps: IntCounterVec,
+}
+
+fn counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, prometheus::Error> {
+    let counter = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(counter.clone()))?;
+    Ok(counter)
 }
 
 impl Metrics {
@@ -39,8 +57,52 @@ impl Metrics {
             &["service"],
         )?;
         registry.register(Box::new(connect_failures.clone()))?;
+        let events_read = counter(
+            &registry,
+            "source_events_read_total",
+            "Change events read from MongoDB, by pipeline and namespace.",
+            &["pipeline", "namespace"],
+        )?;
+        let records_produced = counter(
+            &registry,
+            "source_records_produced_total",
+            "Records handed to Kafka by source pipelines, by pipeline and topic.",
+            &["pipeline", "topic"],
+        )?;
+        let dead_letters = counter(
+            &registry,
+            "dead_letter_records_total",
+            "Records sent to a dead letter topic, by pipeline and reason.",
+            &["pipeline", "reason"],
+        )?;
+        let checkpoints_written = counter(
+            &registry,
+            "source_checkpoints_written_total",
+            "Resume tokens written to the checkpoint topic, by pipeline and namespace.",
+            &["pipeline", "namespace"],
+        )?;
+        let actor_restarts = counter(
+            &registry,
+            "actor_restarts_total",
+            "Actors restarted by their supervisor, by actor kind and cause.",
+            &["actor", "reason"],
+        )?;
+        let pipeline_failures = counter(
+            &registry,
+            "pipeline_failures_total",
+            "Pipelines stopped by an error no restart can fix, by kind and cause.",
+            &["kind", "reason"],
+        )?;
+        let resume_gaps = counter(&registry, "source_resume_gaps_total", "Times a reader's resume point was gone from the oplog and it restarted at the newest change.", &["pipeline", "namespace"])?;
         Ok(Self {
             registry,
+            events_read,
+            records_produced,
+            dead_letters,
+            checkpoints_written,
+            actor_restarts,
+            pipeline_failures,
+            resume_gaps,
             pipelines_running,
             connect_failures,
         })
@@ -59,6 +121,56 @@ impl Metrics {
     /// Records a failed attempt to reach `service` (`kafka`, `mongodb`).
     pub fn connect_failed(&self, service: &str) {
         self.connect_failures.with_label_values(&[service]).inc();
+    }
+
+    /// Records a change event read by a source pipeline.
+    pub fn event_read(&self, pipeline: &str, namespace: &str) {
+        self.events_read
+            .with_label_values(&[pipeline, namespace])
+            .inc();
+    }
+
+    /// Records a record handed to Kafka by a source pipeline.
+    pub fn record_produced(&self, pipeline: &str, topic: &str) {
+        self.records_produced
+            .with_label_values(&[pipeline, topic])
+            .inc();
+    }
+
+    /// Records a record sent to the dead letter topic for `reason` (a bounded word).
+    pub fn dead_lettered(&self, pipeline: &str, reason: &str) {
+        self.dead_letters
+            .with_label_values(&[pipeline, reason])
+            .inc();
+    }
+
+    /// Records a checkpoint written.
+    pub fn checkpoint_written(&self, pipeline: &str, namespace: &str) {
+        self.checkpoints_written
+            .with_label_values(&[pipeline, namespace])
+            .inc();
+    }
+
+    /// Records a restart of an `actor` kind because of `reason` (a bounded word, never raw
+    /// error text).
+    pub fn actor_restarted(&self, actor: &str, reason: &str) {
+        self.actor_restarts
+            .with_label_values(&[actor, reason])
+            .inc();
+    }
+
+    /// Records a pipeline stopped for good.
+    pub fn pipeline_failed(&self, kind: &str, reason: &str) {
+        self.pipeline_failures
+            .with_label_values(&[kind, reason])
+            .inc();
+    }
+
+    /// Records a lost resume point skipped over.
+    pub fn resume_gap(&self, pipeline: &str, namespace: &str) {
+        self.resume_gaps
+            .with_label_values(&[pipeline, namespace])
+            .inc();
     }
 
     /// The registry in Prometheus' text exposition format.

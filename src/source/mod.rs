@@ -1,24 +1,179 @@
 //! Source pipelines: MongoDB change streams → Kafka.
 //!
-//! [`SourceSupervisor`] is the actor the root supervisor starts for each `[[source]]`; it
-//! owns the pipeline's MongoDB client and Kafka settings and will own its change-stream
-//! readers and producer.
+//! [`SourceSupervisor`] is the actor the root supervisor starts for each `[[source]]`. It
+//! loads the pipeline's checkpoints, starts one [`producer::RecordProducer`] and one
+//! [`reader::ChangeStreamReader`] per watched namespace, restarts a failed reader with
+//! backoff from its newest acknowledged position (other readers keep running), restarts the
+//! whole pipeline when the producer fails, and drains everything on stop.
 
+pub mod checkpoint;
+pub mod format;
+pub mod producer;
+pub mod reader;
+pub mod topic;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
+use futures_util::future::join_all;
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 
-use crate::config::{KafkaConfig, SourceConfig};
+use self::checkpoint::Checkpoint;
+use self::format::{Conversion, FormatError};
+use self::producer::{Drain, LastAcknowledged, ProducerFailed, ReaderId, RecordProducer};
+use self::reader::{ChangeStreamReader, ReaderContext, ReaderFailed, StartAt, StopReader, Watched};
+use self::topic::TopicMapper;
+use crate::backoff::Backoff;
+use crate::clients::{kafka, ClientError};
+use crate::config::{KafkaConfig, LostResumePoint, SourceConfig, StartupMode};
+use crate::ops::health::Readiness;
 use crate::ops::metrics::Metrics;
 use crate::supervisor::StopPipeline;
+
+/// Why a source pipeline or one of its readers failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A MongoDB operation failed.
+    #[error("{namespace}: {what}: {source}")]
+    Mongo {
+        /// The reader's namespace.
+        namespace: String,
+        /// What was being done.
+        what: &'static str,
+        /// The driver's error.
+        source: Box<mongodb::error::Error>,
+    },
+    /// The resume point is no longer in the oplog.
+    #[error("{namespace}: the resume point is gone from the oplog: {source}")]
+    HistoryLost {
+        /// The reader's namespace.
+        namespace: String,
+        /// The driver's error.
+        source: Box<mongodb::error::Error>,
+    },
+    /// An event could not be converted.
+    #[error("converting the event {origin}: {source}")]
+    Format {
+        /// Namespace and document key of the event.
+        origin: String,
+        /// Why.
+        source: FormatError,
+    },
+    /// An event is larger than Kafka accepts and `errors.tolerance` is `none`.
+    #[error("the event {origin} for topic `{topic}` cannot be published: {reason}")]
+    TooLarge {
+        /// Namespace and document key of the event.
+        origin: String,
+        /// Its topic.
+        topic: String,
+        /// Why.
+        reason: String,
+    },
+    /// librdkafka refused a record.
+    #[error("producing to `{topic}`: {source}")]
+    Kafka {
+        /// The topic.
+        topic: String,
+        /// The client's error.
+        source: Box<rdkafka::error::KafkaError>,
+    },
+    /// Kafka did not acknowledge a record.
+    #[error("delivering the event {origin} to `{topic}`: {source}")]
+    Delivery {
+        /// Namespace and document key of the event.
+        origin: String,
+        /// The topic.
+        topic: String,
+        /// The client's error.
+        source: Box<rdkafka::error::KafkaError>,
+    },
+    /// A checkpoint could not be written or read.
+    #[error("checkpoint of {namespace}: {reason}")]
+    Checkpoint {
+        /// The reader's namespace.
+        namespace: String,
+        /// Why.
+        reason: String,
+    },
+    /// The pipeline's configuration is unusable (caught at `check-config` normally).
+    #[error("{namespace}: configuration: {reason}")]
+    Config {
+        /// The reader's namespace.
+        namespace: String,
+        /// Why.
+        reason: String,
+    },
+    /// The producer stopped while a reader was sending to it.
+    #[error("{namespace}: the producer is gone")]
+    ProducerGone {
+        /// The reader's namespace.
+        namespace: String,
+    },
+    /// The pipeline could not start.
+    #[error("starting: {0}")]
+    Start(String),
+}
+
+impl SourceError {
+    /// A bounded label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Mongo { .. } => "mongodb",
+            Self::HistoryLost { .. } => "history_lost",
+            Self::Format { .. } => "format",
+            Self::TooLarge { .. } => "too_large",
+            Self::Kafka { .. } | Self::Delivery { .. } => "kafka",
+            Self::Checkpoint { .. } => "checkpoint",
+            Self::Config { .. } => "config",
+            Self::ProducerGone { .. } => "producer_gone",
+            Self::Start(_) => "start",
+        }
+    }
+}
+
+impl From<ClientError> for SourceError {
+    fn from(e: ClientError) -> Self {
+        Self::Start(e.to_string())
+    }
+}
+
+impl From<checkpoint::CheckpointError> for SourceError {
+    fn from(e: checkpoint::CheckpointError) -> Self {
+        Self::Start(e.to_string())
+    }
+}
+
+struct ReaderSlot {
+    watched: Watched,
+    generation: u64,
+    addr: Option<Addr<ChangeStreamReader>>,
+    backoff: Backoff,
+}
+
+struct Running {
+    producer: Addr<RecordProducer>,
+    shared: Arc<ReaderContext>,
+}
 
 /// Supervises one source pipeline.
 pub struct SourceSupervisor {
     config: SourceConfig,
-    // Held for the readers and the producer the pipeline starts.
-    _mongo: mongodb::Client,
-    _kafka: Arc<KafkaConfig>,
+    mongo: mongodb::Client,
+    kafka: Arc<KafkaConfig>,
     metrics: Metrics,
+    readiness: Readiness,
+    shutdown_deadline: Duration,
+    running: Option<Running>,
+    checkpoints: HashMap<String, Checkpoint>,
+    readers: BTreeMap<String, ReaderSlot>,
+    pipeline_backoff: Backoff,
+    stopping: bool,
+}
+
+fn restart_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(250), Duration::from_secs(30))
 }
 
 impl SourceSupervisor {
@@ -28,23 +183,298 @@ impl SourceSupervisor {
         mongo: mongodb::Client,
         kafka: Arc<KafkaConfig>,
         metrics: Metrics,
+        readiness: Readiness,
+        shutdown_deadline: Duration,
     ) -> Self {
         Self {
             config,
-            _mongo: mongo,
-            _kafka: kafka,
+            mongo,
+            kafka,
             metrics,
+            readiness,
+            shutdown_deadline,
+            running: None,
+            checkpoints: HashMap::new(),
+            readers: BTreeMap::new(),
+            pipeline_backoff: restart_backoff(),
+            stopping: false,
         }
     }
 
-    /// The namespace watched, as MongoDB writes it (`db.coll`, `db`, or `*` for all).
-    pub fn namespace(config: &SourceConfig) -> String {
-        match (&config.database, &config.collection) {
-            (Some(db), Some(coll)) => format!("{db}.{coll}"),
-            (Some(db), None) => db.clone(),
-            (None, _) => "*".to_owned(),
+    /// Loads checkpoints and creates topics, then starts the producer and the readers.
+    fn start(&mut self, ctx: &mut Context<Self>) {
+        let config = self.config.clone();
+        let kafka = self.kafka.clone();
+        let prepare = async move {
+            checkpoint::ensure_topic(&kafka, &config.checkpoint_topic).await?;
+            if config.create_topics {
+                create_topics(&kafka, &config).await?;
+            }
+            let loaded = checkpoint::load(&kafka, &config.checkpoint_topic, &config.name).await?;
+            let producer = kafka::producer(&kafka)?;
+            Ok::<_, SourceError>((loaded, producer))
+        };
+        ctx.spawn(prepare.into_actor(self).map(|result, act, ctx| {
+            if act.stopping {
+                return;
+            }
+            match result {
+                Ok((loaded, producer)) => {
+                    act.checkpoints = loaded;
+                    act.launch(producer, ctx);
+                }
+                Err(error) => act.retry_pipeline(error, ctx),
+            }
+        }));
+    }
+
+    fn launch(&mut self, producer: rdkafka::producer::FutureProducer, ctx: &mut Context<Self>) {
+        let producer = RecordProducer::new(
+            self.config.name.clone(),
+            producer,
+            self.config.checkpoint_topic.clone(),
+            self.config.checkpoint_interval,
+            self.config.errors.clone(),
+            ctx.address().recipient(),
+            self.metrics.clone(),
+            self.config.queue_capacity,
+        )
+        .start();
+        let shared = Arc::new(ReaderContext {
+            config: self.config.clone(),
+            conversion: Conversion {
+                key: self.config.key,
+                format: self.config.format,
+                full_document_only: self.config.publish_full_document_only,
+                tombstone_on_delete: self.config.tombstone_on_delete,
+            },
+            topics: TopicMapper::new(&self.config),
+            mongo: self.mongo.clone(),
+            producer: producer.clone(),
+            metrics: self.metrics.clone(),
+        });
+        self.running = Some(Running { producer, shared });
+        for watched in Watched::of(&self.config) {
+            let namespace = watched.namespace();
+            let slot = self
+                .readers
+                .entry(namespace.clone())
+                .or_insert_with(|| ReaderSlot {
+                    watched,
+                    generation: 0,
+                    addr: None,
+                    backoff: restart_backoff(),
+                });
+            slot.generation += 1;
+            let start = match self.checkpoints.get(&namespace).map(Checkpoint::token) {
+                Some(Ok(token)) => StartAt::Token(token),
+                Some(Err(reason)) => {
+                    return self.fail(SourceError::Checkpoint { namespace, reason }, ctx);
+                }
+                None => self.initial_start(),
+            };
+            self.spawn_reader(&namespace, start, ctx);
+        }
+        self.pipeline_backoff.reset();
+        tracing::info!(pipeline = %self.config.name, readers = self.readers.len(), "source pipeline running");
+    }
+
+    fn initial_start(&self) -> StartAt {
+        match self.config.startup_mode {
+            StartupMode::Latest => StartAt::Latest,
+            StartupMode::Timestamp => match self.config.startup_seconds() {
+                Ok(Some(secs)) => StartAt::Time(secs),
+                _ => StartAt::Latest,
+            },
+            StartupMode::CopyExisting => StartAt::CopyExisting,
         }
     }
+
+    fn spawn_reader(&mut self, namespace: &str, start: StartAt, ctx: &mut Context<Self>) {
+        let Some(running) = &self.running else { return };
+        let Some(slot) = self.readers.get_mut(namespace) else {
+            return;
+        };
+        let id = ReaderId {
+            namespace: namespace.to_owned(),
+            generation: slot.generation,
+        };
+        tracing::info!(pipeline = %self.config.name, namespace, start = ?start_name(&start), generation = slot.generation, "starting reader");
+        slot.addr = Some(
+            ChangeStreamReader::new(
+                id,
+                slot.watched.clone(),
+                start,
+                running.shared.clone(),
+                ctx.address().recipient(),
+            )
+            .start(),
+        );
+    }
+
+    /// Restarts one reader after its backoff, from the newest acknowledged token.
+    fn restart_reader(&mut self, namespace: String, lost_history: bool, ctx: &mut Context<Self>) {
+        let Some(slot) = self.readers.get_mut(&namespace) else {
+            return;
+        };
+        slot.addr = None;
+        slot.generation += 1;
+        let delay = slot.backoff.next_delay();
+        let producer = self.running.as_ref().map(|r| r.producer.clone());
+        ctx.run_later(delay, move |act, ctx| {
+            if act.stopping {
+                return;
+            }
+            let Some(producer) = producer else { return };
+            let ask = async move {
+                producer
+                    .send(LastAcknowledged(namespace.clone()))
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|t| (namespace.clone(), Some(t)))
+                    .unwrap_or((namespace, None))
+            };
+            ctx.spawn(
+                ask.into_actor(act)
+                    .map(move |(namespace, acknowledged), act, ctx| {
+                        if act.stopping {
+                            return;
+                        }
+                        let start = if lost_history {
+                            StartAt::Latest
+                        } else {
+                            match acknowledged {
+                                Some(token) => StartAt::Token(token),
+                                None => {
+                                    match act.checkpoints.get(&namespace).map(Checkpoint::token) {
+                                        Some(Ok(token)) => StartAt::Token(token),
+                                        _ => act.initial_start(),
+                                    }
+                                }
+                            }
+                        };
+                        act.spawn_reader(&namespace, start, ctx);
+                    }),
+            );
+        });
+    }
+
+    /// Stops every reader and the producer, then starts again after a backoff.
+    fn retry_pipeline(&mut self, error: SourceError, ctx: &mut Context<Self>) {
+        let delay = self.pipeline_backoff.next_delay();
+        tracing::warn!(pipeline = %self.config.name, %error, retry_in = ?delay, "restarting the source pipeline");
+        self.metrics
+            .actor_restarted("source_pipeline", error.kind());
+        let readers: Vec<_> = self
+            .readers
+            .values_mut()
+            .filter_map(|slot| slot.addr.take())
+            .collect();
+        self.running = None;
+        let stop_all = join_all(readers.into_iter().map(|addr| async move {
+            let _ = addr.send(StopReader).await;
+        }));
+        ctx.spawn(stop_all.into_actor(self).map(move |_, _, ctx| {
+            ctx.run_later(delay, |act, ctx| {
+                if !act.stopping {
+                    act.start(ctx);
+                }
+            });
+        }));
+    }
+
+    /// Stops the pipeline for good and says why: an error no restart can fix.
+    fn fail(&mut self, error: SourceError, ctx: &mut Context<Self>) {
+        tracing::error!(pipeline = %self.config.name, %error, "source pipeline failed; it stays stopped until the configuration changes or the daemon restarts");
+        self.metrics.pipeline_failed("source", error.kind());
+        self.readiness.set_not_ready(format!(
+            "source pipeline `{}` failed: {error}",
+            self.config.name
+        ));
+        self.stopping = true;
+        let readers: Vec<_> = self
+            .readers
+            .values_mut()
+            .filter_map(|slot| slot.addr.take())
+            .collect();
+        let producer = self.running.take().map(|r| r.producer);
+        let deadline = self.shutdown_deadline;
+        ctx.spawn(
+            async move {
+                join_all(readers.into_iter().map(|addr| async move {
+                    let _ = addr.send(StopReader).await;
+                }))
+                .await;
+                if let Some(producer) = producer {
+                    let _ = producer.send(Drain(deadline)).await;
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+fn start_name(start: &StartAt) -> &'static str {
+    match start {
+        StartAt::Token(_) => "checkpoint",
+        StartAt::Latest => "latest",
+        StartAt::Time(_) => "timestamp",
+        StartAt::CopyExisting => "copy_existing",
+    }
+}
+
+/// Creates the topics of the pipeline's collection readers (and its heartbeat and dead
+/// letter topics) that do not exist yet.
+async fn create_topics(
+    kafka_config: &KafkaConfig,
+    config: &SourceConfig,
+) -> Result<(), SourceError> {
+    let mapper = TopicMapper::new(config);
+    let mut names: Vec<String> = Watched::of(config)
+        .iter()
+        .filter_map(|w| match w {
+            Watched::Collection { db, coll } => Some(mapper.topic(db, Some(coll))),
+            _ => None,
+        })
+        .collect();
+    if config.heartbeat_interval.is_some() {
+        names.push(config.heartbeat_topic.clone());
+    }
+    names.extend(config.errors.dead_letter_topic.clone());
+    let admin = kafka::admin(kafka_config)?;
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|n| {
+            NewTopic::new(
+                n,
+                config.topic_partitions,
+                TopicReplication::Fixed(config.topic_replication_factor),
+            )
+        })
+        .collect();
+    let results = admin
+        .create_topics(
+            &topics,
+            &AdminOptions::new().operation_timeout(Some(kafka_config.request_timeout)),
+        )
+        .await
+        .map_err(|source| SourceError::Kafka {
+            topic: names.join(","),
+            source: Box::new(source),
+        })?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(SourceError::Kafka {
+                    topic,
+                    source: Box::new(rdkafka::error::KafkaError::AdminOp(code)),
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Actor for SourceSupervisor {
@@ -53,7 +483,8 @@ impl Actor for SourceSupervisor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::CONTROL_MAILBOX_CAPACITY);
         self.metrics.pipeline_started("source");
-        tracing::info!(pipeline = %self.config.name, namespace = %Self::namespace(&self.config), "source pipeline started");
+        tracing::info!(pipeline = %self.config.name, "source pipeline started");
+        self.start(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -62,10 +493,82 @@ impl Actor for SourceSupervisor {
     }
 }
 
-impl Handler<StopPipeline> for SourceSupervisor {
+impl Handler<ReaderFailed> for SourceSupervisor {
     type Result = ();
 
-    fn handle(&mut self, _: StopPipeline, ctx: &mut Self::Context) {
-        ctx.stop();
+    fn handle(&mut self, msg: ReaderFailed, ctx: &mut Self::Context) {
+        let ReaderFailed { reader, error } = msg;
+        let current = self
+            .readers
+            .get(&reader.namespace)
+            .is_some_and(|s| s.generation == reader.generation);
+        if self.stopping || !current {
+            return;
+        }
+        match (&error, self.config.on_lost_resume_point) {
+            (SourceError::HistoryLost { .. }, LostResumePoint::Fail) => self.fail(error, ctx),
+            (SourceError::HistoryLost { .. }, LostResumePoint::Latest) => {
+                tracing::error!(pipeline = %self.config.name, namespace = %reader.namespace, %error, "changes were lost: restarting at the newest change");
+                self.metrics
+                    .resume_gap(&self.config.name, &reader.namespace);
+                self.restart_reader(reader.namespace, true, ctx);
+            }
+            (
+                SourceError::Config { .. }
+                | SourceError::Format { .. }
+                | SourceError::TooLarge { .. },
+                _,
+            ) => self.fail(error, ctx),
+            _ => {
+                tracing::warn!(pipeline = %self.config.name, namespace = %reader.namespace, %error, "reader failed; restarting it");
+                self.metrics
+                    .actor_restarted("change_stream_reader", error.kind());
+                self.restart_reader(reader.namespace, false, ctx);
+            }
+        }
+    }
+}
+
+impl Handler<ProducerFailed> for SourceSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, ProducerFailed(error): ProducerFailed, ctx: &mut Self::Context) {
+        if self.stopping {
+            return;
+        }
+        match error {
+            SourceError::TooLarge { .. } | SourceError::Format { .. } => self.fail(error, ctx),
+            _ => self.retry_pipeline(error, ctx),
+        }
+    }
+}
+
+impl Handler<StopPipeline> for SourceSupervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: StopPipeline, _: &mut Self::Context) -> Self::Result {
+        self.stopping = true;
+        let readers: Vec<_> = self
+            .readers
+            .values_mut()
+            .filter_map(|slot| slot.addr.take())
+            .collect();
+        let producer = self.running.take().map(|r| r.producer);
+        let deadline = self.shutdown_deadline;
+        let name = self.config.name.clone();
+        Box::pin(
+            async move {
+                join_all(readers.into_iter().map(|addr| async move { let _ = addr.send(StopReader).await; })).await;
+                if let Some(producer) = producer {
+                    if let Ok(left) = producer.send(Drain(deadline)).await {
+                        if left > 0 {
+                            tracing::error!(pipeline = %name, batches = left, "records still unacknowledged at shutdown; they will be sent again at the next start");
+                        }
+                    }
+                }
+            }
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.stop()),
+        )
     }
 }

@@ -194,3 +194,123 @@ pub fn wait_for_status(port: u16, path: &str, status: u16, limit: Duration) -> S
     }
     panic!("GET {path} did not answer {status} within {limit:?}; last answer: {last:?}");
 }
+
+impl Daemon {
+    /// Waits until the daemon's log holds `needle` `count` times, for at most `limit`.
+    pub fn wait_for_log(&mut self, needle: &str, count: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.log().matches(needle).count() >= count {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "the daemon exited ({status}) before logging `{needle}`; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "`{needle}` not logged {count} times within {limit:?}; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// One consumed record: key, value (`None` for a tombstone), partition, offset.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl Consumed {
+    /// The value as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        let bytes = self
+            .value
+            .as_deref()
+            .unwrap_or_else(|| panic!("tombstone at offset {}", self.offset));
+        serde_json::from_slice(bytes).unwrap_or_else(|e| {
+            panic!(
+                "value at offset {} is not JSON ({e}): {}",
+                self.offset,
+                String::from_utf8_lossy(bytes)
+            )
+        })
+    }
+
+    /// The key as JSON.
+    pub fn key_json(&self) -> serde_json::Value {
+        let bytes = self
+            .key
+            .as_deref()
+            .unwrap_or_else(|| panic!("no key at offset {}", self.offset));
+        serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("key is not JSON ({e})"))
+    }
+}
+
+/// Reads `topic` from the beginning until `count` records arrived or `limit` passed; with
+/// `read_committed`, only committed transactional records are seen.
+pub async fn consume(
+    topic: &str,
+    count: usize,
+    limit: Duration,
+    read_committed: bool,
+) -> Vec<Consumed> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Message;
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .set("group.id", unique("testreader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set(
+            "isolation.level",
+            if read_committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
+        .create()
+        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    consumer
+        .subscribe(&[topic])
+        .unwrap_or_else(|e| panic!("subscribe {topic}: {e}"));
+    let deadline = Instant::now() + limit;
+    let mut out = Vec::new();
+    while out.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match tokio::time::timeout(left, consumer.recv()).await {
+            Ok(Ok(m)) => out.push(Consumed {
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                partition: m.partition(),
+                offset: m.offset(),
+            }),
+            // The topic may not exist yet: keep polling until the deadline.
+            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// A MongoDB client for the test deployment.
+pub async fn mongo_client() -> mongodb::Client {
+    mongodb::Client::with_uri_str(mongodb_uri())
+        .await
+        .unwrap_or_else(|e| panic!("MongoDB client: {e}"))
+}

@@ -1,0 +1,512 @@
+//! `[[source]]`: one MongoDB change stream pipeline → Kafka, and its validation.
+//!
+//! Key names follow the MongoDB Kafka Connector's where one exists (`publish.full.document.only`
+//! is `publish_full_document_only` here).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::validate::{collection_name, database_name, positive, topic_name, Violation};
+
+/// One `[[source]]` pipeline: MongoDB change streams → Kafka.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Unique name of the pipeline (letters, digits, `-`, `_`); keys checkpoints and metrics,
+    /// so renaming a pipeline starts it afresh.
+    pub name: String,
+    /// The database to watch. Absent: the whole deployment.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// The collection(s) to watch inside `database`: one name or a list (one change stream
+    /// each). Absent (and no `collection_regex`): the whole database.
+    #[serde(default)]
+    pub collection: Option<Collections>,
+    /// Watch the collections of `database` whose names match this regex, through one
+    /// database-level change stream (collections created later are picked up).
+    #[serde(default)]
+    pub collection_regex: Option<String>,
+    /// Aggregation stages appended to `$changeStream`, as a JSON array (extended JSON allowed),
+    /// e.g. `'[{"$match": {"operationType": "insert"}}]'`.
+    #[serde(default)]
+    pub pipeline: Option<String>,
+    /// `fullDocument` of update events: `default`, `updateLookup`, `whenAvailable`, `required`.
+    #[serde(default)]
+    pub full_document: FullDocument,
+    /// `fullDocumentBeforeChange`: `off`, `whenAvailable`, `required` (MongoDB 6.0+ with
+    /// pre-images enabled on the collection).
+    #[serde(default)]
+    pub full_document_before_change: FullDocumentBeforeChange,
+    /// Events per `getMore` batch; the server's default when absent.
+    #[serde(default)]
+    pub batch_size: Option<u32>,
+    /// How long the server waits for new events before answering an empty batch.
+    #[serde(default = "default_max_await_time", with = "humantime_serde")]
+    pub max_await_time: Duration,
+    /// Publish only the document (`fullDocument`) instead of the whole change event. Events
+    /// without a document (deletes) are skipped, or become tombstones with
+    /// `tombstone_on_delete`.
+    #[serde(default)]
+    pub publish_full_document_only: bool,
+    /// With `publish_full_document_only`, publish a delete as a tombstone (null value) keyed
+    /// by the document key, so compacted topics forget the document.
+    #[serde(default)]
+    pub tombstone_on_delete: bool,
+    /// Where a pipeline without a checkpoint starts: `latest`, `timestamp`, `copy_existing`.
+    #[serde(default)]
+    pub startup_mode: StartupMode,
+    /// With `startup_mode = "timestamp"`: the cluster time to start at, RFC 3339
+    /// (`"2026-11-24T10:00:00Z"`).
+    #[serde(default)]
+    pub startup_timestamp: Option<String>,
+    /// With `copy_existing`: aggregation stages (JSON array) applied to the copied documents.
+    #[serde(default)]
+    pub copy_existing_pipeline: Option<String>,
+    /// With `copy_existing`: copy only the namespaces (`db.coll`) matching this regex.
+    #[serde(default)]
+    pub copy_existing_namespace_regex: Option<String>,
+    /// Prefix of generated topic names.
+    #[serde(default)]
+    pub topic_prefix: Option<String>,
+    /// Suffix of generated topic names.
+    #[serde(default)]
+    pub topic_suffix: Option<String>,
+    /// Joins prefix, database, collection and suffix into a topic name.
+    #[serde(default = "default_topic_separator")]
+    pub topic_separator: String,
+    /// Namespace → topic overrides. Keys are `db.coll`, `db.*` or `*` (most specific wins);
+    /// values are topic names (prefix and suffix are still applied).
+    #[serde(default)]
+    pub topic_namespace_map: BTreeMap<String, String>,
+    /// Create missing topics (with `topic_partitions`, `topic_replication_factor`) instead of
+    /// relying on the broker's auto-creation.
+    #[serde(default)]
+    pub create_topics: bool,
+    /// Partitions of topics created by `create_topics`.
+    #[serde(default = "default_one")]
+    pub topic_partitions: i32,
+    /// Replication factor of topics created by `create_topics`.
+    #[serde(default = "default_one")]
+    pub topic_replication_factor: i32,
+    /// The record key: `document_key` (the event's `documentKey`, so every change of one
+    /// document lands in one partition, in order) or `event_id` (the resume token).
+    #[serde(default)]
+    pub key: KeyMode,
+    /// The record value (and key) format: `relaxed_json`, `canonical_json`,
+    /// `simplified_json` or `bson`.
+    #[serde(default)]
+    pub format: OutputFormat,
+    /// Publish a heartbeat to `heartbeat_topic` when a watched namespace has been idle this
+    /// long, so its checkpoint keeps moving. Absent: no heartbeats.
+    #[serde(default, with = "humantime_serde")]
+    pub heartbeat_interval: Option<Duration>,
+    /// The topic heartbeats go to.
+    #[serde(default = "default_heartbeat_topic")]
+    pub heartbeat_topic: String,
+    /// The compacted topic holding every reader's resume token.
+    #[serde(default = "default_checkpoint_topic")]
+    pub checkpoint_topic: String,
+    /// The most often a reader writes its checkpoint.
+    #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// When the resume point is gone from the oplog: `fail` the pipeline, or restart at
+    /// `latest` and log and count the gap.
+    #[serde(default)]
+    pub on_lost_resume_point: LostResumePoint,
+    /// Records that may wait for the producer; when full, readers stop pulling from MongoDB.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// What happens to an event that cannot be converted or is too large for Kafka.
+    #[serde(default)]
+    pub errors: ErrorsConfig,
+}
+
+/// One collection or a list of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Collections {
+    /// One collection.
+    One(String),
+    /// Several collections, one change stream each.
+    Many(Vec<String>),
+}
+
+impl Collections {
+    /// The collection names.
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            Self::One(name) => vec![name.as_str()],
+            Self::Many(names) => names.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// `full_document`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FullDocument {
+    /// Inserts and replaces carry the document; updates only their delta.
+    #[default]
+    Default,
+    /// Updates carry the current majority-committed document, looked up.
+    UpdateLookup,
+    /// Post-images where the collection records them.
+    WhenAvailable,
+    /// Post-images, failing where missing.
+    Required,
+}
+
+/// `full_document_before_change`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FullDocumentBeforeChange {
+    /// No pre-images.
+    #[default]
+    Off,
+    /// Pre-images where recorded.
+    WhenAvailable,
+    /// Pre-images, failing where missing.
+    Required,
+}
+
+/// `startup_mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartupMode {
+    /// Changes from now on.
+    #[default]
+    Latest,
+    /// Changes from `startup_timestamp` on.
+    Timestamp,
+    /// Every existing document first, then changes from the moment the copy began.
+    CopyExisting,
+}
+
+/// `key`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyMode {
+    /// The event's `documentKey`.
+    #[default]
+    DocumentKey,
+    /// The event's `_id` (its resume token).
+    EventId,
+}
+
+/// `format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputFormat {
+    /// Relaxed extended JSON: plain numbers and ISO dates where lossless.
+    #[default]
+    RelaxedJson,
+    /// Canonical extended JSON: every BSON type explicit, round-trips exactly.
+    CanonicalJson,
+    /// Plain JSON: ObjectIds as hex strings, dates as ISO-8601 strings, decimals as strings.
+    SimplifiedJson,
+    /// The raw BSON bytes of the document.
+    Bson,
+}
+
+/// `on_lost_resume_point`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LostResumePoint {
+    /// Stop the pipeline with an error.
+    #[default]
+    Fail,
+    /// Start again from the newest change, logging and counting the gap.
+    Latest,
+}
+
+/// `[source.errors]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorsConfig {
+    /// `none`: a bad event stops the pipeline; `all`: it goes to `dead_letter_topic`.
+    #[serde(default)]
+    pub tolerance: Tolerance,
+    /// Where tolerated bad events go, with headers saying why. Required with `all`.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+}
+
+/// `errors.tolerance`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tolerance {
+    /// Stop on the first bad record.
+    #[default]
+    None,
+    /// Dead-letter bad records and go on.
+    All,
+}
+
+fn default_max_await_time() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_topic_separator() -> String {
+    ".".to_owned()
+}
+
+fn default_one() -> i32 {
+    1
+}
+
+fn default_heartbeat_topic() -> String {
+    "__mongodb_heartbeats".to_owned()
+}
+
+fn default_checkpoint_topic() -> String {
+    "mongo-kafka-bridge-checkpoints".to_owned()
+}
+
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_queue_capacity() -> usize {
+    1024
+}
+
+/// Aggregation stages allowed after `$changeStream` (MongoDB's list).
+const CHANGE_STREAM_STAGES: &[&str] = &[
+    "$addFields",
+    "$match",
+    "$project",
+    "$replaceRoot",
+    "$replaceWith",
+    "$redact",
+    "$set",
+    "$unset",
+];
+
+/// Parses a JSON array of aggregation stages (extended JSON allowed).
+pub fn parse_pipeline(text: &str) -> Result<Vec<bson::Document>, String> {
+    let json: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let serde_json::Value::Array(stages) = json else {
+        return Err("must be a JSON array of stages".to_owned());
+    };
+    stages
+        .into_iter()
+        .enumerate()
+        .map(|(i, stage)| match bson::Bson::try_from(stage) {
+            Ok(bson::Bson::Document(doc)) if doc.len() == 1 => Ok(doc),
+            Ok(_) => Err(format!(
+                "stage {i} must be an object with exactly one `$stage` key"
+            )),
+            Err(e) => Err(format!("stage {i} is not valid extended JSON: {e}")),
+        })
+        .collect()
+}
+
+impl SourceConfig {
+    /// The change-stream stages of `pipeline`, validated.
+    pub fn stages(&self) -> Result<Vec<bson::Document>, String> {
+        let stages = match &self.pipeline {
+            Some(text) => parse_pipeline(text)?,
+            None => Vec::new(),
+        };
+        for (i, stage) in stages.iter().enumerate() {
+            let name = stage.keys().next().map(String::as_str).unwrap_or_default();
+            if !CHANGE_STREAM_STAGES.contains(&name) {
+                return Err(format!(
+                    "stage {i} `{name}` cannot follow $changeStream; allowed: {}",
+                    CHANGE_STREAM_STAGES.join(", ")
+                ));
+            }
+        }
+        Ok(stages)
+    }
+
+    /// The start time of `startup_mode = "timestamp"`, as seconds since the epoch.
+    pub fn startup_seconds(&self) -> Result<Option<u32>, String> {
+        let Some(text) = &self.startup_timestamp else {
+            return Ok(None);
+        };
+        let time = humantime::parse_rfc3339_weak(text)
+            .map_err(|e| format!("`{text}` is not an RFC 3339 time: {e}"))?;
+        let secs = time
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| format!("`{text}` is before 1970"))?
+            .as_secs();
+        u32::try_from(secs)
+            .map(Some)
+            .map_err(|_| format!("`{text}` is past what a BSON timestamp holds"))
+    }
+
+    /// Checks this pipeline; `key` is its path (`source[0]`).
+    pub fn validate(&self, key: &str, out: &mut Vec<Violation>) {
+        let at = |field: &str| format!("{key}.{field}");
+        if let Some(db) = &self.database {
+            database_name(&at("database"), db, out);
+        }
+        if let Some(collections) = &self.collection {
+            if self.database.is_none() {
+                out.push(Violation::new(at("collection"), "needs `database` too"));
+            }
+            if self.collection_regex.is_some() {
+                out.push(Violation::new(
+                    at("collection_regex"),
+                    "give `collection` or `collection_regex`, not both",
+                ));
+            }
+            let names = collections.names();
+            if names.is_empty() {
+                out.push(Violation::new(at("collection"), "the list is empty"));
+            }
+            for (i, name) in names.iter().enumerate() {
+                let path = match collections {
+                    Collections::One(_) => at("collection"),
+                    Collections::Many(_) => format!("{key}.collection[{i}]"),
+                };
+                collection_name(&path, name, out);
+                if names[..i].contains(name) {
+                    out.push(Violation::new(path, format!("`{name}` is listed twice")));
+                }
+            }
+        }
+        if let Some(regex) = &self.collection_regex {
+            if self.database.is_none() {
+                out.push(Violation::new(
+                    at("collection_regex"),
+                    "needs `database` too",
+                ));
+            }
+            if let Err(e) = regex::Regex::new(regex) {
+                out.push(Violation::new(
+                    at("collection_regex"),
+                    format!("not a valid regex: {e}"),
+                ));
+            }
+        }
+        if let Err(e) = self.stages() {
+            out.push(Violation::new(at("pipeline"), e));
+        }
+        if self.batch_size == Some(0) {
+            out.push(Violation::new(at("batch_size"), "must be at least 1"));
+        }
+        positive(out, &at("max_await_time"), self.max_await_time, "the wait");
+        if self.tombstone_on_delete && !self.publish_full_document_only {
+            out.push(Violation::new(
+                at("tombstone_on_delete"),
+                "only applies with `publish_full_document_only = true`",
+            ));
+        }
+        match (self.startup_mode, self.startup_seconds()) {
+            (_, Err(e)) => out.push(Violation::new(at("startup_timestamp"), e)),
+            (StartupMode::Timestamp, Ok(None)) => out.push(Violation::new(
+                at("startup_timestamp"),
+                "is required with `startup_mode = \"timestamp\"`",
+            )),
+            (StartupMode::Latest | StartupMode::CopyExisting, Ok(Some(_))) => {
+                out.push(Violation::new(
+                    at("startup_timestamp"),
+                    "only applies with `startup_mode = \"timestamp\"`",
+                ))
+            }
+            _ => {}
+        }
+        let copying = self.startup_mode == StartupMode::CopyExisting;
+        if let Some(text) = &self.copy_existing_pipeline {
+            if !copying {
+                out.push(Violation::new(
+                    at("copy_existing_pipeline"),
+                    "only applies with `startup_mode = \"copy_existing\"`",
+                ));
+            }
+            if let Err(e) = parse_pipeline(text) {
+                out.push(Violation::new(at("copy_existing_pipeline"), e));
+            }
+        }
+        if let Some(regex) = &self.copy_existing_namespace_regex {
+            if !copying {
+                out.push(Violation::new(
+                    at("copy_existing_namespace_regex"),
+                    "only applies with `startup_mode = \"copy_existing\"`",
+                ));
+            }
+            if let Err(e) = regex::Regex::new(regex) {
+                out.push(Violation::new(
+                    at("copy_existing_namespace_regex"),
+                    format!("not a valid regex: {e}"),
+                ));
+            }
+        }
+        for (field, value) in [
+            ("topic_prefix", &self.topic_prefix),
+            ("topic_suffix", &self.topic_suffix),
+        ] {
+            if let Some(value) = value {
+                topic_name(&at(field), value, out);
+            }
+        }
+        if let Some(c) = self
+            .topic_separator
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            out.push(Violation::new(
+                at("topic_separator"),
+                format!("holds `{c}`; Kafka topic names allow letters, digits, `.`, `_`, `-`"),
+            ));
+        }
+        for (namespace, topic) in &self.topic_namespace_map {
+            let path = format!("{key}.topic_namespace_map.\"{namespace}\"");
+            let valid_key = namespace == "*"
+                || namespace.split_once('.').is_some_and(|(db, coll)| {
+                    !db.is_empty()
+                        && !coll.is_empty()
+                        && !db.contains('*')
+                        && (coll == "*" || !coll.contains('*'))
+                });
+            if !valid_key {
+                out.push(Violation::new(
+                    path.clone(),
+                    "keys are `db.coll`, `db.*` or `*`",
+                ));
+            }
+            topic_name(&path, topic, out);
+        }
+        if self.topic_partitions < 1 {
+            out.push(Violation::new(at("topic_partitions"), "must be at least 1"));
+        }
+        if self.topic_replication_factor < 1 {
+            out.push(Violation::new(
+                at("topic_replication_factor"),
+                "must be at least 1",
+            ));
+        }
+        if let Some(interval) = self.heartbeat_interval {
+            positive(
+                out,
+                &at("heartbeat_interval"),
+                interval,
+                "the heartbeat interval",
+            );
+        }
+        topic_name(&at("heartbeat_topic"), &self.heartbeat_topic, out);
+        topic_name(&at("checkpoint_topic"), &self.checkpoint_topic, out);
+        positive(
+            out,
+            &at("checkpoint_interval"),
+            self.checkpoint_interval,
+            "the checkpoint interval",
+        );
+        if self.queue_capacity == 0 {
+            out.push(Violation::new(at("queue_capacity"), "must be at least 1"));
+        }
+        match (&self.errors.tolerance, &self.errors.dead_letter_topic) {
+            (Tolerance::All, None) => out.push(Violation::new(
+                at("errors.dead_letter_topic"),
+                "is required with `errors.tolerance = \"all\"`: bad events are never dropped silently",
+            )),
+            (_, Some(topic)) => topic_name(&at("errors.dead_letter_topic"), topic, out),
+            (Tolerance::None, None) => {}
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! Checkpoints: which resume token may be stored (only once Kafka acknowledged every
+//! record before it), and how it is stored (a compacted Kafka topic, keyed by pipeline and
+//! reader, like Kafka Connect's offsets topic).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bson::{Bson, Document};
+use mongodb::change_stream::event::ResumeToken;
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use crate::clients::{kafka, ClientError};
+use crate::config::KafkaConfig;
+
+/// Orders acknowledgements: batches are numbered as they are handed to Kafka; the resume
+/// token of batch N may be stored only once batches 0..=N are all acknowledged.
+#[derive(Debug, Default)]
+pub struct AckTracker {
+    next: u64,
+    /// Batches not yet acknowledged or not yet released, with their resume token.
+    pending: BTreeMap<u64, (bool, Option<ResumeToken>)>,
+}
+
+impl AckTracker {
+    /// Registers a batch whose records end at `token`; returns its number.
+    pub fn push(&mut self, token: Option<ResumeToken>) -> u64 {
+        let seq = self.next;
+        self.next += 1;
+        self.pending.insert(seq, (false, token));
+        seq
+    }
+
+    /// Marks batch `seq` acknowledged; returns the newest token that may now be stored.
+    pub fn ack(&mut self, seq: u64) -> Option<ResumeToken> {
+        if let Some(entry) = self.pending.get_mut(&seq) {
+            entry.0 = true;
+        }
+        let mut releasable = None;
+        while let Some(entry) = self.pending.first_entry() {
+            if !entry.get().0 {
+                break;
+            }
+            if let (_, Some(token)) = entry.remove() {
+                releasable = Some(token);
+            }
+        }
+        releasable
+    }
+
+    /// Batches handed to Kafka and not yet released.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// Where a reader is: the key of its checkpoint record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CheckpointKey {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// The reader's namespace (`db.coll`, `db`, `db./regex/` or `*`).
+    pub namespace: String,
+}
+
+/// The stored position of a reader.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The resume token, as canonical extended JSON.
+    pub resume_token: serde_json::Value,
+}
+
+impl Checkpoint {
+    /// A checkpoint at `token`.
+    pub fn new(token: &ResumeToken) -> Result<Self, bson::ser::Error> {
+        Ok(Self {
+            resume_token: bson::to_bson(token)?.into_canonical_extjson(),
+        })
+    }
+
+    /// The resume token, or why the stored one is unreadable.
+    pub fn token(&self) -> Result<ResumeToken, String> {
+        let bson = Bson::try_from(self.resume_token.clone()).map_err(|e| e.to_string())?;
+        bson::from_bson(bson).map_err(|e| e.to_string())
+    }
+}
+
+/// Why checkpoints could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The Kafka client could not be built.
+    #[error(transparent)]
+    Client(#[from] Box<ClientError>),
+    /// Kafka refused or did not answer.
+    #[error("checkpoint topic `{topic}`: {what}: {source}")]
+    Kafka {
+        /// The checkpoint topic.
+        topic: String,
+        /// What was being done.
+        what: &'static str,
+        /// The client's error.
+        source: rdkafka::error::KafkaError,
+    },
+}
+
+/// Creates the compacted checkpoint topic unless it exists.
+pub async fn ensure_topic(kafka_config: &KafkaConfig, topic: &str) -> Result<(), CheckpointError> {
+    let admin = kafka::admin(kafka_config).map_err(Box::new)?;
+    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
+    let results = admin
+        .create_topics(
+            &[new],
+            &AdminOptions::new().operation_timeout(Some(kafka_config.request_timeout)),
+        )
+        .await
+        .map_err(|source| CheckpointError::Kafka {
+            topic: topic.to_owned(),
+            what: "creating the topic",
+            source,
+        })?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => {
+                return Err(CheckpointError::Kafka {
+                    topic: topic.to_owned(),
+                    what: "creating the topic",
+                    source: rdkafka::error::KafkaError::AdminOp(code),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads every checkpoint of `pipeline` stored in `topic` (the newest per key wins).
+pub async fn load(
+    kafka_config: &KafkaConfig,
+    topic: &str,
+    pipeline: &str,
+) -> Result<HashMap<String, Checkpoint>, CheckpointError> {
+    let consumer: BaseConsumer = kafka::client_config(kafka_config, kafka::Role::Consumer)
+        .set("group.id", "mongo-kafka-bridge-checkpoint-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .map_err(|source| CheckpointError::Kafka {
+            topic: topic.to_owned(),
+            what: "creating a reader",
+            source,
+        })?;
+    let timeout = kafka_config.request_timeout;
+    let topic_owned = topic.to_owned();
+    let pipeline = pipeline.to_owned();
+    // librdkafka's blocking calls stay off the actor threads.
+    let read =
+        tokio::task::spawn_blocking(move || read_all(&consumer, &topic_owned, &pipeline, timeout));
+    match read.await {
+        Ok(result) => result,
+        Err(_) => Err(CheckpointError::Kafka {
+            topic: topic.to_owned(),
+            what: "reading checkpoints",
+            source: rdkafka::error::KafkaError::Canceled,
+        }),
+    }
+}
+
+fn read_all(
+    consumer: &BaseConsumer,
+    topic: &str,
+    pipeline: &str,
+    timeout: Duration,
+) -> Result<HashMap<String, Checkpoint>, CheckpointError> {
+    let err = |what: &'static str| {
+        move |source| CheckpointError::Kafka {
+            topic: topic.to_owned(),
+            what,
+            source,
+        }
+    };
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(err("fetching metadata"))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut ends = HashMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for &partition in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, timeout)
+            .map_err(err("fetching watermarks"))?;
+        if high > low {
+            ends.insert(partition, high);
+            assignment
+                .add_partition_offset(topic, partition, Offset::Beginning)
+                .map_err(err("assigning"))?;
+        }
+    }
+    let mut checkpoints = HashMap::new();
+    if ends.is_empty() {
+        return Ok(checkpoints);
+    }
+    consumer.assign(&assignment).map_err(err("assigning"))?;
+    let deadline = std::time::Instant::now() + timeout.max(Duration::from_secs(30));
+    while !ends.is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(CheckpointError::Kafka {
+                topic: topic.to_owned(),
+                what: "reading to the end",
+                source: rdkafka::error::KafkaError::Canceled,
+            });
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message.map_err(err("reading"))?;
+        if ends
+            .get(&message.partition())
+            .is_some_and(|end| message.offset() + 1 >= *end)
+        {
+            ends.remove(&message.partition());
+        }
+        let Some(key) = message
+            .key()
+            .and_then(|k| serde_json::from_slice::<CheckpointKey>(k).ok())
+        else {
+            continue;
+        };
+        if key.pipeline != pipeline {
+            continue;
+        }
+        match message.payload().map(serde_json::from_slice::<Checkpoint>) {
+            Some(Ok(checkpoint)) => {
+                checkpoints.insert(key.namespace, checkpoint);
+            }
+            // A tombstone resets the reader: it starts by its startup mode again.
+            None => {
+                checkpoints.remove(&key.namespace);
+            }
+            Some(Err(e)) => {
+                tracing::warn!(pipeline, namespace = %key.namespace, error = %e, "ignoring an unreadable checkpoint")
+            }
+        }
+    }
+    Ok(checkpoints)
+}
+
+/// The key and value bytes of a checkpoint record.
+pub fn record(
+    key: &CheckpointKey,
+    checkpoint: &Checkpoint,
+) -> Result<(Vec<u8>, Vec<u8>), serde_json::Error> {
+    Ok((serde_json::to_vec(key)?, serde_json::to_vec(checkpoint)?))
+}
+
+/// The resume token as a document, for logs.
+pub fn describe(token: &ResumeToken) -> String {
+    bson::to_bson(token)
+        .ok()
+        .and_then(|b| b.as_document().map(Document::to_string))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(n: i32) -> ResumeToken {
+        bson::from_bson(Bson::Document(bson::doc! { "_data": format!("T{n}") })).unwrap()
+    }
+
+    #[test]
+    fn releases_tokens_only_in_order() {
+        let mut t = AckTracker::default();
+        let a = t.push(Some(token(1)));
+        let b = t.push(Some(token(2)));
+        let c = t.push(Some(token(3)));
+        assert_eq!(t.ack(b), None, "batch 0 is still in flight");
+        assert_eq!(t.ack(c), None);
+        assert_eq!(t.ack(a), Some(token(3)), "all three are acknowledged");
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn batches_without_a_token_still_hold_the_line() {
+        let mut t = AckTracker::default();
+        let a = t.push(Some(token(1)));
+        let b = t.push(None);
+        let c = t.push(Some(token(3)));
+        assert_eq!(t.ack(a), Some(token(1)));
+        assert_eq!(t.ack(c), None);
+        assert_eq!(t.ack(b), Some(token(3)));
+        // A token-less batch alone releases nothing.
+        let d = t.push(None);
+        assert_eq!(t.ack(d), None);
+        assert_eq!(t.ack(99), None, "unknown batches are ignored");
+    }
+
+    #[test]
+    fn checkpoints_round_trip_their_token() {
+        let cp = Checkpoint::new(&token(7)).unwrap();
+        let (key, value) = record(
+            &CheckpointKey {
+                pipeline: "p".into(),
+                namespace: "db.c".into(),
+            },
+            &cp,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(key).unwrap(),
+            r#"{"pipeline":"p","namespace":"db.c"}"#
+        );
+        let back: Checkpoint = serde_json::from_slice(&value).unwrap();
+        assert_eq!(back.token().unwrap(), token(7));
+    }
+}

@@ -1,0 +1,405 @@
+//! Change event → Kafka record key and value, in each output format. Pure functions.
+
+use bson::{Bson, Document};
+use serde_json::Value;
+
+use crate::config::{KeyMode, OutputFormat};
+
+/// Why an event could not become a record.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// The event lacks a field every change event has.
+    #[error("the change event has no `{0}`")]
+    MissingField(&'static str),
+    /// BSON encoding failed (a document nested too deep, or too large).
+    #[error("encoding BSON: {0}")]
+    Bson(Box<bson::ser::Error>),
+    /// JSON encoding failed.
+    #[error("encoding JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl From<bson::ser::Error> for FormatError {
+    fn from(e: bson::ser::Error) -> Self {
+        Self::Bson(Box::new(e))
+    }
+}
+
+/// How events become records; built once per pipeline from its configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conversion {
+    /// What the key holds.
+    pub key: KeyMode,
+    /// The encoding of key and value.
+    pub format: OutputFormat,
+    /// Publish `fullDocument` instead of the event.
+    pub full_document_only: bool,
+    /// With `full_document_only`, deletes become tombstones.
+    pub tombstone_on_delete: bool,
+}
+
+/// The key and value of one record, or why the event is not published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Converted {
+    /// Publish this record. A `None` value is a tombstone.
+    Record {
+        /// The encoded key, if the event has one.
+        key: Option<Vec<u8>>,
+        /// The encoded value; `None` for a tombstone.
+        value: Option<Vec<u8>>,
+    },
+    /// Nothing to publish (a document-only pipeline and an event without a document).
+    Skip,
+}
+
+impl Conversion {
+    /// Converts one change event.
+    pub fn convert(&self, mut event: Document) -> Result<Converted, FormatError> {
+        let key = match self.key {
+            KeyMode::DocumentKey => event.get("documentKey").cloned(),
+            KeyMode::EventId => Some(
+                event
+                    .get("_id")
+                    .cloned()
+                    .ok_or(FormatError::MissingField("_id"))?,
+            ),
+        };
+        let key = match key {
+            Some(Bson::Document(doc)) => Some(encode(doc, self.format)?),
+            Some(other) => Some(encode(single("_id", other), self.format)?),
+            None => None,
+        };
+        if !self.full_document_only {
+            return Ok(Converted::Record {
+                key,
+                value: Some(encode(event, self.format)?),
+            });
+        }
+        match event.remove("fullDocument") {
+            Some(Bson::Document(doc)) => Ok(Converted::Record {
+                key,
+                value: Some(encode(doc, self.format)?),
+            }),
+            _ if self.tombstone_on_delete && event.get_str("operationType") == Ok("delete") => {
+                Ok(Converted::Record { key, value: None })
+            }
+            _ => Ok(Converted::Skip),
+        }
+    }
+}
+
+fn single(name: &str, value: Bson) -> Document {
+    let mut doc = Document::new();
+    doc.insert(name, value);
+    doc
+}
+
+/// Encodes a document in `format`.
+pub fn encode(doc: Document, format: OutputFormat) -> Result<Vec<u8>, FormatError> {
+    Ok(match format {
+        OutputFormat::RelaxedJson => {
+            serde_json::to_vec(&Bson::Document(doc).into_relaxed_extjson())?
+        }
+        OutputFormat::CanonicalJson => {
+            serde_json::to_vec(&Bson::Document(doc).into_canonical_extjson())?
+        }
+        OutputFormat::SimplifiedJson => serde_json::to_vec(&simplify(Bson::Document(doc)))?,
+        OutputFormat::Bson => bson::to_vec(&doc)?,
+    })
+}
+
+/// Plain JSON for consumers that know nothing of BSON: ObjectIds as hex strings, dates as
+/// ISO-8601 strings, 64-bit integers as numbers, decimals as strings, binary as base64.
+/// Types with no plain twin (regex, code, timestamps, min/max keys, DB pointers) keep their
+/// relaxed extended JSON form.
+pub fn simplify(value: Bson) -> Value {
+    match value {
+        Bson::Document(doc) => {
+            Value::Object(doc.into_iter().map(|(k, v)| (k, simplify(v))).collect())
+        }
+        Bson::Array(items) => Value::Array(items.into_iter().map(simplify).collect()),
+        Bson::ObjectId(oid) => Value::String(oid.to_hex()),
+        Bson::DateTime(dt) => dt
+            .try_to_rfc3339_string()
+            .map(Value::String)
+            .unwrap_or_else(|_| Value::from(dt.timestamp_millis())),
+        Bson::Int32(i) => Value::from(i),
+        Bson::Int64(i) => Value::from(i),
+        Bson::Double(f) if f.is_finite() => Value::from(f),
+        Bson::Double(f) => Value::String(f.to_string()),
+        Bson::Decimal128(d) => Value::String(d.to_string()),
+        Bson::Binary(bin) => Value::String(base64_encode(&bin.bytes)),
+        Bson::Symbol(s) | Bson::String(s) => Value::String(s),
+        Bson::Boolean(b) => Value::Bool(b),
+        Bson::Null | Bson::Undefined => Value::Null,
+        other => other.into_relaxed_extjson(),
+    }
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    // The relaxed extended JSON of a binary is `{"$binary": {"base64": ..., "subType": ..}}`:
+    // take its base64 rather than carry a second encoder.
+    match Bson::Binary(bson::Binary {
+        subtype: bson::spec::BinarySubtype::Generic,
+        bytes: bytes.to_vec(),
+    })
+    .into_relaxed_extjson()
+    {
+        Value::Object(mut outer) => match outer.remove("$binary") {
+            Some(Value::Object(mut inner)) => match inner.remove("base64") {
+                Some(Value::String(b64)) => b64,
+                _ => String::new(),
+            },
+            _ => String::new(),
+        },
+        _ => String::new(),
+    }
+}
+
+/// Decodes a value written in `format` back into a document (tests, and the sink's
+/// reading of our own records).
+pub fn decode(bytes: &[u8], format: OutputFormat) -> Result<Document, String> {
+    match format {
+        OutputFormat::Bson => bson::from_slice(bytes).map_err(|e| e.to_string()),
+        _ => {
+            let json: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+            match Bson::try_from(json) {
+                Ok(Bson::Document(doc)) => Ok(doc),
+                Ok(other) => Err(format!("not a document: {other}")),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::oid::ObjectId;
+    use bson::spec::BinarySubtype;
+    use bson::{doc, Binary, DateTime, Decimal128, JavaScriptCodeWithScope, Regex, Timestamp};
+
+    use super::*;
+
+    /// A document holding every BSON type, including the ones with no JSON twin.
+    fn every_type() -> Document {
+        doc! {
+            "_id": ObjectId::parse_str("64b7f0c2a1b2c3d4e5f60718").unwrap(),
+            "double": 1.5,
+            "double_integral": 2.0,
+            "nan": f64::NAN,
+            "inf": f64::INFINITY,
+            "string": "héllo \u{1F600}",
+            "doc": { "nested": { "deeper": [1, "two", { "three": 3 }] } },
+            "array": [1_i32, 2_i64, 3.5],
+            "binary": Binary { subtype: BinarySubtype::Generic, bytes: vec![0, 1, 2, 255] },
+            "uuid": Binary { subtype: BinarySubtype::Uuid, bytes: vec![7; 16] },
+            "undefined": Bson::Undefined,
+            "bool": true,
+            "date": DateTime::from_millis(1_700_000_000_123),
+            "date_far": DateTime::MIN,
+            "null": Bson::Null,
+            "regex": Regex { pattern: "^a.*z$".into(), options: "im".into() },
+            "dbpointer": Bson::try_from(serde_json::json!({"$dbPointer": {"$ref": "db.coll", "$id": {"$oid": "64b7f0c2a1b2c3d4e5f60718"}}})).unwrap(),
+            "code": Bson::JavaScriptCode("function() { return 1; }".into()),
+            "symbol": Bson::Symbol("sym".into()),
+            "code_w_scope": JavaScriptCodeWithScope { code: "x + y".into(), scope: doc! { "x": 1, "y": 2 } },
+            "int32": i32::MIN,
+            "timestamp": Timestamp { time: 1_700_000_000, increment: 7 },
+            "int64": i64::MAX,
+            "small_int64": 5_i64,
+            "decimal_max": "9.999999999999999999999999999999999E+6144".parse::<Decimal128>().unwrap(),
+            "decimal_min": "-9.999999999999999999999999999999999E+6144".parse::<Decimal128>().unwrap(),
+            "decimal_tiny": "1E-6176".parse::<Decimal128>().unwrap(),
+            "decimal_nan": "NaN".parse::<Decimal128>().unwrap(),
+            "decimal": "1.10".parse::<Decimal128>().unwrap(),
+            "minkey": Bson::MinKey,
+            "maxkey": Bson::MaxKey,
+        }
+    }
+
+    fn event(op: &str, full: Option<Document>) -> Document {
+        let mut e = doc! {
+            "_id": { "_data": "8264B7F0C2000000012B022C0100296E5A1004" },
+            "operationType": op,
+            "ns": { "db": "shop", "coll": "orders" },
+            "documentKey": { "_id": 42 },
+        };
+        if let Some(full) = full {
+            e.insert("fullDocument", full);
+        }
+        e
+    }
+
+    fn conversion(format: OutputFormat) -> Conversion {
+        Conversion {
+            key: KeyMode::DocumentKey,
+            format,
+            full_document_only: false,
+            tombstone_on_delete: false,
+        }
+    }
+
+    fn record(converted: Converted) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+        match converted {
+            Converted::Record { key, value } => (key, value),
+            Converted::Skip => panic!("skipped"),
+        }
+    }
+
+    #[test]
+    fn canonical_json_and_bson_round_trip_every_type_exactly() {
+        for format in [OutputFormat::CanonicalJson, OutputFormat::Bson] {
+            let doc = every_type();
+            let bytes = encode(doc.clone(), format).unwrap();
+            let back = decode(&bytes, format).unwrap();
+            // NaN != NaN: compare the canonical text, which spells NaN out.
+            assert_eq!(
+                Bson::Document(back).into_canonical_extjson(),
+                Bson::Document(doc).into_canonical_extjson(),
+                "{format:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn relaxed_json_round_trips_every_value() {
+        let doc = every_type();
+        let back = decode(
+            &encode(doc.clone(), OutputFormat::RelaxedJson).unwrap(),
+            OutputFormat::RelaxedJson,
+        )
+        .unwrap();
+        assert_eq!(
+            back.keys().collect::<Vec<_>>(),
+            doc.keys().collect::<Vec<_>>()
+        );
+        for (name, original) in &doc {
+            let decoded = back.get(name).unwrap();
+            // Relaxed JSON writes numbers plainly: an Int64 that fits comes back as Int32, a
+            // double with an integral value keeps its value. Every other type is exact.
+            let same = match (original, decoded) {
+                (Bson::Int64(a), Bson::Int32(b)) => *a == i64::from(*b),
+                (Bson::Double(a), Bson::Double(b)) if a.is_nan() => b.is_nan(),
+                (Bson::Array(_), Bson::Array(_)) => {
+                    original.clone().into_relaxed_extjson()
+                        == decoded.clone().into_relaxed_extjson()
+                }
+                _ => original == decoded,
+            };
+            assert!(same, "{name}: {original:?} came back as {decoded:?}");
+        }
+        let text = String::from_utf8(encode(doc, OutputFormat::RelaxedJson).unwrap()).unwrap();
+        assert!(text.contains("\"int64\":9223372036854775807"), "{text}");
+        assert!(
+            text.contains("\"date\":{\"$date\":\"2023-11-14T22:13:20.123Z\"}"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn simplified_json_is_plain() {
+        let value = simplify(Bson::Document(every_type()));
+        assert_eq!(value["_id"], "64b7f0c2a1b2c3d4e5f60718");
+        assert_eq!(value["date"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(value["date_far"], i64::MIN);
+        assert_eq!(value["int64"], i64::MAX);
+        assert_eq!(value["small_int64"], 5);
+        assert_eq!(value["decimal"], "1.10");
+        assert_eq!(value["binary"], "AAEC/w==");
+        assert_eq!(value["nan"], "NaN");
+        assert_eq!(value["inf"], "inf");
+        assert_eq!(value["symbol"], "sym");
+        assert_eq!(value["undefined"], Value::Null);
+        assert_eq!(value["doc"]["nested"]["deeper"][2]["three"], 3);
+        assert_eq!(value["regex"]["$regularExpression"]["pattern"], "^a.*z$");
+        assert_eq!(value["minkey"], serde_json::json!({"$minKey": 1}));
+    }
+
+    #[test]
+    fn key_is_the_document_key_or_the_event_id() {
+        let (key, _) = record(
+            conversion(OutputFormat::RelaxedJson)
+                .convert(event("insert", Some(doc! {"_id": 42})))
+                .unwrap(),
+        );
+        assert_eq!(key.unwrap(), br#"{"_id":42}"#);
+        let by_id = Conversion {
+            key: KeyMode::EventId,
+            ..conversion(OutputFormat::RelaxedJson)
+        };
+        let (key, _) = record(by_id.convert(event("insert", None)).unwrap());
+        assert_eq!(
+            key.unwrap(),
+            br#"{"_data":"8264B7F0C2000000012B022C0100296E5A1004"}"#
+        );
+        // Events without a document (drop, invalidate) have no key: round-robin partitions.
+        let mut drop = event("drop", None);
+        drop.remove("documentKey");
+        let (key, value) = record(conversion(OutputFormat::RelaxedJson).convert(drop).unwrap());
+        assert!(key.is_none());
+        assert!(value.is_some());
+        let mut no_id = event("insert", None);
+        no_id.remove("_id");
+        assert!(matches!(
+            by_id.convert(no_id),
+            Err(FormatError::MissingField("_id"))
+        ));
+    }
+
+    #[test]
+    fn value_is_the_whole_event_by_default() {
+        let (_, value) = record(
+            conversion(OutputFormat::CanonicalJson)
+                .convert(event("insert", Some(doc! {"_id": 42, "n": 1})))
+                .unwrap(),
+        );
+        let back = decode(&value.unwrap(), OutputFormat::CanonicalJson).unwrap();
+        assert_eq!(back, event("insert", Some(doc! {"_id": 42, "n": 1})));
+    }
+
+    #[test]
+    fn full_document_only_publishes_the_document_and_tombstones_deletes() {
+        let only = Conversion {
+            full_document_only: true,
+            ..conversion(OutputFormat::RelaxedJson)
+        };
+        let (_, value) = record(
+            only.convert(event("update", Some(doc! {"_id": 42, "n": 2})))
+                .unwrap(),
+        );
+        assert_eq!(value.unwrap(), br#"{"_id":42,"n":2}"#);
+        assert_eq!(
+            only.convert(event("delete", None)).unwrap(),
+            Converted::Skip
+        );
+        let tomb = Conversion {
+            tombstone_on_delete: true,
+            ..only
+        };
+        let (key, value) = record(tomb.convert(event("delete", None)).unwrap());
+        assert_eq!(key.unwrap(), br#"{"_id":42}"#);
+        assert!(value.is_none());
+        // An update without a looked-up document is not a delete: skipped, not a tombstone.
+        assert_eq!(
+            tomb.convert(event("update", None)).unwrap(),
+            Converted::Skip
+        );
+    }
+
+    #[test]
+    fn bson_format_writes_raw_documents() {
+        let (key, value) = record(
+            conversion(OutputFormat::Bson)
+                .convert(event("insert", Some(doc! {"_id": 42})))
+                .unwrap(),
+        );
+        assert_eq!(
+            bson::from_slice::<Document>(&key.unwrap()).unwrap(),
+            doc! {"_id": 42}
+        );
+        assert_eq!(
+            bson::from_slice::<Document>(&value.unwrap()).unwrap(),
+            event("insert", Some(doc! {"_id": 42}))
+        );
+    }
+}
