@@ -61,6 +61,22 @@ pub fn producer(kafka: &KafkaConfig) -> Result<FutureProducer, ClientError> {
     cfg.create().map_err(error(kafka, "creating a producer"))
 }
 
+/// A transactional producer (`transactional.id` fences earlier instances of the same
+/// pipeline). The caller runs `init_transactions` before using it.
+pub fn transactional_producer(
+    kafka: &KafkaConfig,
+    transactional_id: &str,
+) -> Result<FutureProducer, ClientError> {
+    let mut cfg = ClientConfig::new();
+    cfg.set("acks", "all").set("enable.idempotence", "true");
+    for (key, value) in client_config(kafka, Role::Producer).config_map() {
+        cfg.set(key, value);
+    }
+    cfg.set("transactional.id", transactional_id)
+        .create()
+        .map_err(error(kafka, "creating a transactional producer"))
+}
+
 /// A consumer in `group_id` that never commits or stores offsets by itself: the caller
 /// stores an offset only once the record's effect is durable.
 pub fn consumer(kafka: &KafkaConfig, group_id: &str) -> Result<StreamConsumer, ClientError> {

@@ -111,6 +111,12 @@ pub struct SourceConfig {
     /// The most often a reader writes its checkpoint.
     #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
     pub checkpoint_interval: Duration,
+    /// `at-least-once`: records are acknowledged before their checkpoint is written, so a
+    /// crash may publish some again. `exactly-once`: records and checkpoints are written in
+    /// Kafka transactions (committed every `checkpoint_interval`), so a `read_committed`
+    /// consumer sees every change once, even across crashes.
+    #[serde(default)]
+    pub delivery: Delivery,
     /// When the resume point is gone from the oplog: `fail` the pipeline, or restart at
     /// `latest` and log and count the gap.
     #[serde(default)]
@@ -208,6 +214,17 @@ pub enum OutputFormat {
     SimplifiedJson,
     /// The raw BSON bytes of the document.
     Bson,
+}
+
+/// `delivery`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Checkpoints follow acknowledgements; duplicates possible after a crash.
+    #[default]
+    AtLeastOnce,
+    /// Records and checkpoints in one Kafka transaction.
+    ExactlyOnce,
 }
 
 /// `on_lost_resume_point`.
@@ -508,5 +525,228 @@ impl SourceConfig {
             (_, Some(topic)) => topic_name(&at("errors.dead_letter_topic"), topic, out),
             (Tolerance::None, None) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{load_str, ConfigError};
+
+    fn source(extra: &str) -> Result<SourceConfig, Vec<Violation>> {
+        let text = format!(
+            "[mongodb]\nuri = \"mongodb://h\"\n[kafka]\nbootstrap_servers = \"h:1\"\n[[source]]\nname = \"s\"\n{extra}"
+        );
+        match load_str(&text, Path::new("t.toml")) {
+            Ok(mut config) => Ok(config.sources.remove(0)),
+            Err(ConfigError::Invalid { violations, .. }) => Err(violations),
+            Err(other) => panic!("{other}"),
+        }
+    }
+
+    #[track_caller]
+    fn invalid(extra: &str, key: &str, message: &str) {
+        let found = source(extra).err().unwrap_or_default();
+        assert!(
+            found
+                .iter()
+                .any(|v| v.key == key && v.message.contains(message)),
+            "expected `{key}`: {message}; got {found:?}"
+        );
+    }
+
+    #[test]
+    fn defaults_match_the_connector() {
+        let s = source("").unwrap();
+        assert_eq!(s.full_document, FullDocument::Default);
+        assert_eq!(s.startup_mode, StartupMode::Latest);
+        assert_eq!(s.format, OutputFormat::RelaxedJson);
+        assert_eq!(s.key, KeyMode::DocumentKey);
+        assert_eq!(s.delivery, Delivery::AtLeastOnce);
+        assert_eq!(s.topic_separator, ".");
+        assert_eq!(s.heartbeat_topic, "__mongodb_heartbeats");
+        assert_eq!(s.errors.tolerance, Tolerance::None);
+        assert!(s.stages().unwrap().is_empty());
+    }
+
+    #[test]
+    fn collections_may_be_one_or_many() {
+        let s = source("database = \"d\"\ncollection = [\"a\", \"b\"]\n").unwrap();
+        assert_eq!(s.collection.unwrap().names(), ["a", "b"]);
+        invalid(
+            "database = \"d\"\ncollection = [\"a\", \"a\"]\n",
+            "source[0].collection[1]",
+            "listed twice",
+        );
+        invalid(
+            "database = \"d\"\ncollection = []\n",
+            "source[0].collection",
+            "empty",
+        );
+        invalid(
+            "collection = \"a\"\n",
+            "source[0].collection",
+            "needs `database`",
+        );
+        invalid(
+            "database = \"d\"\ncollection = \"a\"\ncollection_regex = \"x\"\n",
+            "source[0].collection_regex",
+            "not both",
+        );
+        invalid(
+            "database = \"d\"\ncollection_regex = \"(\"\n",
+            "source[0].collection_regex",
+            "not a valid regex",
+        );
+    }
+
+    #[test]
+    fn pipelines_are_checked_stage_by_stage() {
+        let s = source("pipeline = '[{\"$match\": {\"operationType\": \"insert\"}}]'\n").unwrap();
+        assert_eq!(
+            s.stages().unwrap()[0].keys().next().map(String::as_str),
+            Some("$match")
+        );
+        invalid(
+            "pipeline = '[{\"$out\": \"x\"}]'\n",
+            "source[0].pipeline",
+            "`$out` cannot follow $changeStream",
+        );
+        invalid(
+            "pipeline = '{\"$match\": {}}'\n",
+            "source[0].pipeline",
+            "JSON array",
+        );
+        invalid(
+            "pipeline = '[{\"$match\": {}'\n",
+            "source[0].pipeline",
+            "not valid JSON",
+        );
+        invalid(
+            "pipeline = '[{\"$match\": {}, \"$project\": {}}]'\n",
+            "source[0].pipeline",
+            "exactly one",
+        );
+        invalid(
+            "startup_mode = \"copy_existing\"\ncopy_existing_pipeline = '[1]'\n",
+            "source[0].copy_existing_pipeline",
+            "stage 0",
+        );
+    }
+
+    #[test]
+    fn startup_modes_need_their_settings() {
+        let s =
+            source("startup_mode = \"timestamp\"\nstartup_timestamp = \"2026-11-24T10:00:00Z\"\n")
+                .unwrap();
+        assert_eq!(s.startup_seconds().unwrap(), Some(1_795_514_400));
+        invalid(
+            "startup_mode = \"timestamp\"\n",
+            "source[0].startup_timestamp",
+            "is required",
+        );
+        invalid(
+            "startup_timestamp = \"2026-11-24T10:00:00Z\"\n",
+            "source[0].startup_timestamp",
+            "only applies",
+        );
+        invalid(
+            "startup_mode = \"timestamp\"\nstartup_timestamp = \"yesterday\"\n",
+            "source[0].startup_timestamp",
+            "RFC 3339",
+        );
+        invalid(
+            "copy_existing_namespace_regex = \"x\"\n",
+            "source[0].copy_existing_namespace_regex",
+            "only applies",
+        );
+        invalid(
+            "startup_mode = \"copy_existing\"\ncopy_existing_namespace_regex = \"[\"\n",
+            "source[0].copy_existing_namespace_regex",
+            "not a valid regex",
+        );
+    }
+
+    #[test]
+    fn topics_and_errors() {
+        invalid(
+            "topic_suffix = \"a b\"\n",
+            "source[0].topic_suffix",
+            "holds ` `",
+        );
+        invalid(
+            "topic_separator = \"/\"\n",
+            "source[0].topic_separator",
+            "holds `/`",
+        );
+        invalid(
+            "[source.topic_namespace_map]\n\"a.b.*x\" = \"t\"\n",
+            "source[0].topic_namespace_map.\"a.b.*x\"",
+            "keys are",
+        );
+        invalid(
+            "[source.topic_namespace_map]\n\"db.*\" = \"bad topic\"\n",
+            "source[0].topic_namespace_map.\"db.*\"",
+            "holds ` `",
+        );
+        invalid(
+            "topic_partitions = 0\n",
+            "source[0].topic_partitions",
+            "at least 1",
+        );
+        invalid(
+            "tombstone_on_delete = true\n",
+            "source[0].tombstone_on_delete",
+            "publish_full_document_only",
+        );
+        invalid(
+            "[source.errors]\ntolerance = \"all\"\n",
+            "source[0].errors.dead_letter_topic",
+            "never dropped",
+        );
+        invalid("batch_size = 0\n", "source[0].batch_size", "at least 1");
+        invalid(
+            "queue_capacity = 0\n",
+            "source[0].queue_capacity",
+            "at least 1",
+        );
+        invalid(
+            "heartbeat_interval = \"0s\"\n",
+            "source[0].heartbeat_interval",
+            "longer than 0",
+        );
+        let s = source(
+            "[source.topic_namespace_map]\n\"*\" = \"all\"\n\"db.*\" = \"db\"\n\"db.c\" = \"c\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.topic_namespace_map.len(), 3);
+    }
+
+    #[test]
+    fn unknown_options_and_values_name_the_key() {
+        let text = "[mongodb]\nuri = \"mongodb://h\"\n[kafka]\nbootstrap_servers = \"h:1\"\n[[source]]\nname = \"s\"\nfull_document = \"sometimes\"\n";
+        let err = load_str(text, Path::new("t.toml"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("key `source[0].full_document`")
+                && err.contains("unknown variant `sometimes`"),
+            "{err}"
+        );
+        let text = text.replace(
+            "full_document = \"sometimes\"",
+            "fulldocument = \"updateLookup\"",
+        );
+        let err = load_str(&text, Path::new("t.toml"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("key `source[0].fulldocument`") && err.contains("unknown field"),
+            "{err}"
+        );
     }
 }

@@ -54,6 +54,10 @@ const KAFKA_RESERVED_ANY: &[(&str, &str)] = &[
         "set `kafka.bootstrap_servers` instead",
     ),
 ];
+const KAFKA_RESERVED_PRODUCER: &[(&str, &str)] = &[(
+    "transactional.id",
+    "set per source pipeline by `delivery = \"exactly-once\"`",
+)];
 const KAFKA_RESERVED_CONSUMER: &[(&str, &str)] = &[
     ("group.id", "set `group_id` on the sink pipeline instead"),
     (
@@ -139,14 +143,19 @@ fn validate_kafka(kafka: &KafkaConfig, out: &mut Vec<Violation>) {
             ));
         }
     }
-    // `properties` reach consumers too, so they may not hold consumer-reserved keys either.
-    for (section, map, reaches_consumers) in [
-        ("kafka.properties", &kafka.properties, true),
-        ("kafka.producer", &kafka.producer, false),
-        ("kafka.consumer", &kafka.consumer, true),
+    // `properties` reach producers and consumers, so they may hold neither's reserved keys.
+    for (section, map, reaches_producers, reaches_consumers) in [
+        ("kafka.properties", &kafka.properties, true, true),
+        ("kafka.producer", &kafka.producer, true, false),
+        ("kafka.consumer", &kafka.consumer, false, true),
     ] {
         let consumer_reserved = if reaches_consumers {
             KAFKA_RESERVED_CONSUMER
+        } else {
+            &[]
+        };
+        let producer_reserved = if reaches_producers {
+            KAFKA_RESERVED_PRODUCER
         } else {
             &[]
         };
@@ -159,6 +168,7 @@ fn validate_kafka(kafka: &KafkaConfig, out: &mut Vec<Violation>) {
             let clash = KAFKA_RESERVED_ANY
                 .iter()
                 .chain(consumer_reserved)
+                .chain(producer_reserved)
                 .find(|(name, _)| name == key);
             if let Some((_, why)) = clash {
                 out.push(Violation::new(
@@ -437,6 +447,11 @@ bootstrap_servers = "127.0.0.1:9092"
             "[kafka.consumer]\n\"enable.auto.offset.store\" = true\n",
             "kafka.consumer.\"enable.auto.offset.store\"",
             "acknowledged",
+        );
+        invalid(
+            "[kafka.producer]\n\"transactional.id\" = \"t\"\n",
+            "kafka.producer.\"transactional.id\"",
+            "exactly-once",
         );
         // Producers have no consumer group: the same key is fine there.
         assert_eq!(

@@ -145,7 +145,12 @@ pub async fn load(
     let consumer: BaseConsumer = kafka::client_config(kafka_config, kafka::Role::Consumer)
         .set("group.id", "mongo-kafka-bridge-checkpoint-reader")
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
+        // The end of a partition is where its reading stops; offsets cannot tell it, since
+        // transaction markers take offsets no record has.
+        .set("enable.partition.eof", "true")
+        // Exactly-once pipelines write checkpoints in transactions: an aborted one is no
+        // checkpoint.
+        .set("isolation.level", "read_committed")
         .create()
         .map_err(|source| CheckpointError::Kafka {
             topic: topic.to_owned(),
@@ -219,13 +224,14 @@ fn read_all(
         let Some(message) = consumer.poll(Duration::from_millis(500)) else {
             continue;
         };
-        let message = message.map_err(err("reading"))?;
-        if ends
-            .get(&message.partition())
-            .is_some_and(|end| message.offset() + 1 >= *end)
-        {
-            ends.remove(&message.partition());
-        }
+        let message = match message {
+            Ok(message) => message,
+            Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => {
+                ends.remove(&partition);
+                continue;
+            }
+            Err(e) => return Err(err("reading")(e)),
+        };
         let Some(key) = message
             .key()
             .and_then(|k| serde_json::from_slice::<CheckpointKey>(k).ok())

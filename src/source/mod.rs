@@ -19,6 +19,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures_util::future::join_all;
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+use rdkafka::producer::Producer;
 
 use self::checkpoint::Checkpoint;
 use self::format::{Conversion, FormatError};
@@ -27,7 +28,7 @@ use self::reader::{ChangeStreamReader, ReaderContext, ReaderFailed, StartAt, Sto
 use self::topic::TopicMapper;
 use crate::backoff::Backoff;
 use crate::clients::{kafka, ClientError};
-use crate::config::{KafkaConfig, LostResumePoint, SourceConfig, StartupMode};
+use crate::config::{Delivery, KafkaConfig, LostResumePoint, SourceConfig, StartupMode};
 use crate::ops::health::Readiness;
 use crate::ops::metrics::Metrics;
 use crate::supervisor::StopPipeline;
@@ -211,7 +212,26 @@ impl SourceSupervisor {
                 create_topics(&kafka, &config).await?;
             }
             let loaded = checkpoint::load(&kafka, &config.checkpoint_topic, &config.name).await?;
-            let producer = kafka::producer(&kafka)?;
+            let producer = match config.delivery {
+                Delivery::AtLeastOnce => kafka::producer(&kafka)?,
+                Delivery::ExactlyOnce => {
+                    let producer = kafka::transactional_producer(
+                        &kafka,
+                        &format!("mongo-kafka-bridge-{}", config.name),
+                    )?;
+                    // Fences any earlier instance of this pipeline and aborts what it left open.
+                    let init = producer.clone();
+                    let timeout = kafka.request_timeout.max(Duration::from_secs(30));
+                    tokio::task::spawn_blocking(move || init.init_transactions(timeout))
+                        .await
+                        .map_err(|e| SourceError::Start(e.to_string()))?
+                        .map_err(|source| SourceError::Kafka {
+                            topic: "(transactions)".to_owned(),
+                            source: Box::new(source),
+                        })?;
+                    producer
+                }
+            };
             Ok::<_, SourceError>((loaded, producer))
         };
         ctx.spawn(prepare.into_actor(self).map(|result, act, ctx| {
@@ -238,7 +258,13 @@ impl SourceSupervisor {
             ctx.address().recipient(),
             self.metrics.clone(),
             self.config.queue_capacity,
-        )
+        );
+        let producer = match self.config.delivery {
+            Delivery::AtLeastOnce => producer,
+            Delivery::ExactlyOnce => {
+                producer.exactly_once(self.kafka.request_timeout.max(Duration::from_secs(30)))
+            }
+        }
         .start();
         let shared = Arc::new(ReaderContext {
             config: self.config.clone(),
@@ -519,6 +545,9 @@ impl Handler<ReaderFailed> for SourceSupervisor {
                 | SourceError::TooLarge { .. },
                 _,
             ) => self.fail(error, ctx),
+            // Its records may sit in the open transaction: only a restart of the whole
+            // pipeline (which aborts it) keeps exactly-once.
+            _ if self.config.delivery == Delivery::ExactlyOnce => self.retry_pipeline(error, ctx),
             _ => {
                 tracing::warn!(pipeline = %self.config.name, namespace = %reader.namespace, %error, "reader failed; restarting it");
                 self.metrics

@@ -77,6 +77,15 @@ pub struct Drain(pub Duration);
 #[rtype(result = "()")]
 pub struct ProducerFailed(pub SourceError);
 
+/// The open Kafka transaction of an exactly-once pipeline.
+#[derive(Default)]
+struct Transaction {
+    open: bool,
+    committing: bool,
+    /// The newest token of each reader whose records are in the open transaction.
+    tokens: HashMap<String, ResumeToken>,
+}
+
 struct ReaderState {
     generation: u64,
     tracker: AckTracker,
@@ -96,12 +105,24 @@ pub struct RecordProducer {
     errors: ErrorsConfig,
     readers: HashMap<String, ReaderState>,
     pending_checkpoint_writes: usize,
+    /// `Some` in exactly-once mode.
+    transaction: Option<Transaction>,
+    transaction_timeout: Duration,
     supervisor: Recipient<ProducerFailed>,
     metrics: Metrics,
     mailbox_capacity: usize,
 }
 
 impl RecordProducer {
+    /// Writes records and checkpoints in Kafka transactions (the producer must be
+    /// transactional and initialised), committed at most `checkpoint_interval` apart; a
+    /// commit may take up to `timeout`.
+    pub fn exactly_once(mut self, timeout: Duration) -> Self {
+        self.transaction = Some(Transaction::default());
+        self.transaction_timeout = timeout;
+        self
+    }
+
     /// A producer for `pipeline`; failures are reported to `supervisor`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -122,6 +143,8 @@ impl RecordProducer {
             errors,
             readers: HashMap::new(),
             pending_checkpoint_writes: 0,
+            transaction: None,
+            transaction_timeout: Duration::from_secs(30),
             supervisor,
             metrics,
             mailbox_capacity,
@@ -205,41 +228,9 @@ impl RecordProducer {
         };
         state.last_write = Some(Instant::now());
         state.written = Some(token.clone());
-        let key = CheckpointKey {
-            pipeline: self.pipeline.clone(),
-            namespace: namespace.to_owned(),
-        };
-        let encoded = Checkpoint::new(&token)
-            .map_err(|e| e.to_string())
-            .and_then(|cp| checkpoint::record(&key, &cp).map_err(|e| e.to_string()));
-        let (key_bytes, value_bytes) = match encoded {
-            Ok(kv) => kv,
-            Err(reason) => {
-                return self.fail(
-                    SourceError::Checkpoint {
-                        namespace: namespace.to_owned(),
-                        reason,
-                    },
-                    ctx,
-                );
-            }
-        };
-        let sent = self.producer.send_result(
-            FutureRecord::to(&self.checkpoint_topic)
-                .key(&key_bytes)
-                .payload(&value_bytes),
-        );
-        let delivery = match sent {
+        let delivery = match self.send_checkpoint(namespace, &token) {
             Ok(delivery) => delivery,
-            Err((error, _)) => {
-                return self.fail(
-                    SourceError::Checkpoint {
-                        namespace: namespace.to_owned(),
-                        reason: error.to_string(),
-                    },
-                    ctx,
-                );
-            }
+            Err(error) => return self.fail(error, ctx),
         };
         self.pending_checkpoint_writes += 1;
         let namespace = namespace.to_owned();
@@ -261,11 +252,109 @@ impl RecordProducer {
         }));
     }
 
+    /// Hands the checkpoint record of `namespace` at `token` to librdkafka.
+    fn send_checkpoint(
+        &self,
+        namespace: &str,
+        token: &ResumeToken,
+    ) -> Result<rdkafka::producer::DeliveryFuture, SourceError> {
+        let checkpoint_error = |reason: String| SourceError::Checkpoint {
+            namespace: namespace.to_owned(),
+            reason,
+        };
+        let key = CheckpointKey {
+            pipeline: self.pipeline.clone(),
+            namespace: namespace.to_owned(),
+        };
+        let (key_bytes, value_bytes) = Checkpoint::new(token)
+            .map_err(|e| e.to_string())
+            .and_then(|cp| checkpoint::record(&key, &cp).map_err(|e| e.to_string()))
+            .map_err(checkpoint_error)?;
+        self.producer
+            .send_result(
+                FutureRecord::to(&self.checkpoint_topic)
+                    .key(&key_bytes)
+                    .payload(&value_bytes),
+            )
+            .map_err(|(error, _)| checkpoint_error(error.to_string()))
+    }
+
+    /// Exactly-once: writes the checkpoints of the open transaction into it and commits
+    /// it. No batch is handled meanwhile.
+    fn commit(&mut self, ctx: &mut Context<Self>) {
+        let Some(tx) = self.transaction.as_mut() else {
+            return;
+        };
+        if !tx.open || tx.committing {
+            return;
+        }
+        tx.committing = true;
+        let tokens = std::mem::take(&mut tx.tokens);
+        for (namespace, token) in &tokens {
+            // Its delivery is part of the commit: a failed record fails the commit.
+            if let Err(error) = self.send_checkpoint(namespace, token) {
+                return self.fail(error, ctx);
+            }
+        }
+        let producer = self.producer.clone();
+        let timeout = self.transaction_timeout;
+        let commit = async move {
+            tokio::task::spawn_blocking(move || producer.commit_transaction(timeout))
+                .await
+                .unwrap_or(Err(KafkaError::Canceled))
+        };
+        ctx.wait(commit.into_actor(self).map(move |result, act, ctx| {
+            if let Some(tx) = act.transaction.as_mut() {
+                tx.open = false;
+                tx.committing = false;
+            }
+            match result {
+                Ok(()) => {
+                    for (namespace, token) in tokens {
+                        act.metrics.checkpoint_written(&act.pipeline, &namespace);
+                        if let Some(state) = act.readers.get_mut(&namespace) {
+                            state.written = Some(token);
+                        }
+                    }
+                }
+                Err(error) => act.fail(
+                    SourceError::Checkpoint {
+                        namespace: "*".to_owned(),
+                        reason: format!("committing the transaction: {error}"),
+                    },
+                    ctx,
+                ),
+            }
+        }));
+    }
+
+    /// Exactly-once: opens a transaction unless one is open, and schedules its commit.
+    fn ensure_transaction(&mut self, ctx: &mut Context<Self>) -> Result<(), SourceError> {
+        let Some(tx) = self.transaction.as_mut() else {
+            return Ok(());
+        };
+        if tx.open {
+            return Ok(());
+        }
+        self.producer
+            .begin_transaction()
+            .map_err(|source| SourceError::Kafka {
+                topic: "(transaction)".to_owned(),
+                source: Box::new(source),
+            })?;
+        tx.open = true;
+        ctx.run_later(self.checkpoint_interval, |act, ctx| act.commit(ctx));
+        Ok(())
+    }
+
     fn in_flight(&self) -> usize {
-        self.readers
-            .values()
-            .map(|r| r.tracker.in_flight())
-            .sum::<usize>()
+        let open_transaction = self.transaction.as_ref().is_some_and(|tx| tx.open);
+        usize::from(open_transaction)
+            + self
+                .readers
+                .values()
+                .map(|r| r.tracker.in_flight())
+                .sum::<usize>()
             + self.pending_checkpoint_writes
     }
 }
@@ -331,7 +420,10 @@ fn dead_letter_headers(pipeline: &str, record: &OutgoingRecord, reason: &str) ->
 impl Handler<ProduceBatch> for RecordProducer {
     type Result = AtomicResponse<Self, Result<(), SourceError>>;
 
-    fn handle(&mut self, batch: ProduceBatch, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, batch: ProduceBatch, ctx: &mut Self::Context) -> Self::Result {
+        if let Err(error) = self.ensure_transaction(ctx) {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(error))));
+        }
         let producer = self.producer.clone();
         let pipeline = self.pipeline.clone();
         let errors = self.errors.clone();
@@ -396,6 +488,15 @@ impl Handler<ProduceBatch> for RecordProducer {
         AtomicResponse::new(Box::pin(enqueue_all.into_actor(self).map(
             |result, act, ctx| {
                 let (reader, token, deliveries) = result?;
+                act.reader(&reader);
+                if let Some(tx) = act.transaction.as_mut() {
+                    // The commit resolves these deliveries, and fails if any of them did.
+                    drop(deliveries);
+                    if let Some(token) = token {
+                        tx.tokens.insert(reader.namespace, token);
+                    }
+                    return Ok(());
+                }
                 let seq = act.reader(&reader).tracker.push(token);
                 let acknowledged = async move {
                     for (origin, topic, delivery) in join_all(
@@ -466,6 +567,7 @@ fn drain_step(
     ctx: &mut Context<RecordProducer>,
     until: Instant,
 ) -> ResponseActFuture<RecordProducer, usize> {
+    act.commit(ctx);
     let namespaces: Vec<String> = act.readers.keys().cloned().collect();
     for namespace in namespaces {
         act.write_checkpoint_if_due(&namespace, true, ctx);
