@@ -1,6 +1,9 @@
-// Starts mongo-java-server with its emulated oplog enabled, so change streams work; its own
-// main() leaves the oplog off. Usage: MongoStandIn [--port N] [--h2 FILE]
-// --h2 keeps the data in an H2 file, so it survives a restart (fault tests).
+// Starts mongo-java-server with an oplog, so change streams work; its own main() leaves the
+// oplog off. Usage: MongoStandIn [--port N] [--h2 FILE]
+// --h2 keeps the data (and the oplog, so resume tokens stay valid) in an H2 file, so it survives
+// a restart (fault tests).
+// The backends (StandInBackends.java) and the oplog (StandInOplog.java) make the change events
+// like MongoDB's: see README.md.
 // The server reports MongoDB 4.4 (wire version 9): the Rust driver 3.x refuses servers below
 // that, and the stand-in's own versions all answer wire version 8 or less. Nothing newer is
 // claimed, so the driver uses no command the stand-in lacks. It answers `isMaster` (standalone,
@@ -9,8 +12,6 @@
 import de.bwaldvogel.mongo.MongoBackend;
 import de.bwaldvogel.mongo.MongoServer;
 import de.bwaldvogel.mongo.MongoVersion;
-import de.bwaldvogel.mongo.backend.h2.H2Backend;
-import de.bwaldvogel.mongo.backend.memory.MemoryBackend;
 import java.util.List;
 import java.util.concurrent.CountDownLatch;
 
@@ -40,7 +41,7 @@ public final class MongoStandIn {
                 }
             }
         }
-        MongoBackend backend = h2File == null ? new MemoryBackend() : new H2Backend(h2File);
+        MongoBackend backend = h2File == null ? new StandInBackends.Memory() : new StandInBackends.H2(h2File);
         backend.version(MONGO_4_4);
         MongoServer server = new MongoServer(backend);
         server.enableOplog();

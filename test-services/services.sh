@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The local services of the tests, benchmarks and example configuration, bound to 127.0.0.1:
 #   Apache Kafka, a single-node KRaft broker+controller     127.0.0.1:${KAFKA_PORT:-9092}
-#   mongo-java-server with its oplog (change streams)       127.0.0.1:${MONGO_PORT:-27017}
+#   mongo-java-server with an oplog (change streams)        127.0.0.1:${MONGO_PORT:-27017}
+#     (MongoStandIn.java and the *.java beside it; see README.md for how its change events
+#     are made like MongoDB's and where they still differ)
 # Jars come from Maven Central once and are cached in .cache/ (git-ignored).
 #
 # Usage: services.sh up [kafka|mongo]      start what is not running yet, wait until it answers
@@ -200,10 +202,19 @@ up_mongo() {
     fi
     resolve mongo
     started=$SECONDS
+    # The launcher is every *.java beside this script (MongoStandIn and the backends and oplog it
+    # installs, see README.md), compiled again when one of them is newer than the last compile.
+    # It is compiled aside and then moved in place, so a failed compile leaves the last good one.
     local classes="$cache/classes"
-    if [ ! -f "$classes/MongoStandIn.class" ] || [ "$here/MongoStandIn.java" -nt "$classes/MongoStandIn.class" ]; then
-        mkdir -p "$classes"
-        javac -d "$classes" -cp "$(classpath mongo)" "$here/MongoStandIn.java"
+    if [ ! -f "$classes/.compiled" ] \
+        || [ -n "$(find "$here" -maxdepth 1 -name '*.java' -newer "$classes/.compiled" -print -quit)" ]; then
+        log "compiling the mongo stand-in launcher"
+        rm -rf "$classes.new"
+        mkdir -p "$classes.new"
+        touch "$classes.new/.compiled" # before javac: a source saved meanwhile is compiled next time
+        javac -nowarn -d "$classes.new" -cp "$(classpath mongo)" "$here"/*.java
+        rm -rf "$classes"
+        mv "$classes.new" "$classes"
     fi
     rotate_log mongo
     log "starting the mongo stand-in on 127.0.0.1:$MONGO_PORT"
