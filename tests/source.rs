@@ -86,7 +86,6 @@ async fn drop_db(db: &str) {
 }
 
 #[tokio::test]
-#[ignore = "the MongoDB stand-in emits malformed update/replace events; fix of the stand-in launcher in progress"]
 async fn crud_events_arrive_in_order_keyed_by_document() {
     let db = common::unique("srcdb");
     let coll = collection(&db, "orders").await;
@@ -151,7 +150,18 @@ async fn crud_events_arrive_in_order_keyed_by_document() {
         json!({"status": "paid"})
     );
     assert_eq!(update["updateDescription"]["removedFields"], json!(["qty"]));
-    assert_eq!(update["fullDocument"], json!({"_id": 1, "status": "paid"}));
+    // The lookup is made when the event is read, as MongoDB does: it may already show the
+    // replacement, or nothing once the document is deleted.
+    let looked_up = &update["fullDocument"];
+    assert!(
+        [
+            json!({"_id": 1, "status": "paid"}),
+            json!({"_id": 1, "status": "shipped", "qty": 3}),
+            json!(null),
+        ]
+        .contains(looked_up),
+        "{update}"
+    );
     assert_eq!(
         records[2].json()["fullDocument"],
         json!({"_id": 1, "status": "shipped", "qty": 3})
@@ -163,6 +173,25 @@ async fn crud_events_arrive_in_order_keyed_by_document() {
     daemon.signal("TERM");
     assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
     drop_db(&db).await;
+}
+
+/// The deprecated types some servers cannot store: the MongoDB stand-in drops the connection
+/// on them. Their conversions are covered by the unit tests of `source::format` either way.
+const DEPRECATED_TYPES: [&str; 3] = ["code_w_scope", "symbol", "dbpointer"];
+
+/// Whether the server stores a document holding DBPointer, Symbol and JavaScript-with-scope
+/// values.
+async fn server_stores_deprecated_types(coll: &mongodb::Collection<Document>) -> bool {
+    let all = every_type();
+    let mut probe = doc! { "_id": "probe" };
+    for key in DEPRECATED_TYPES {
+        if let Some(value) = all.get(key) {
+            probe.insert(key, value.clone());
+        }
+    }
+    let stored = coll.insert_one(probe).await.is_ok();
+    let _ = coll.delete_one(doc! { "_id": "probe" }).await;
+    stored
 }
 
 /// A document with every BSON type a client can store.
@@ -202,10 +231,20 @@ fn every_type() -> Document {
 }
 
 #[tokio::test]
-#[ignore = "the MongoDB stand-in drops the connection on some BSON types; to be narrowed to a capability check"]
 async fn every_output_format_round_trips_every_bson_type() {
     let db = common::unique("fmtdb");
     let coll = collection(&db, "types").await;
+    // Probed before the pipelines start, so the probe is not among the events.
+    let mut document = every_type();
+    if !server_stores_deprecated_types(&coll).await {
+        eprintln!(
+            "SKIPPED in part: the server cannot store {DEPRECATED_TYPES:?}; the round trip \
+             covers every other type"
+        );
+        for key in DEPRECATED_TYPES {
+            document.remove(key);
+        }
+    }
     let formats = [
         ("relaxed", OutputFormat::RelaxedJson, "relaxed_json"),
         ("canonical", OutputFormat::CanonicalJson, "canonical_json"),
@@ -229,7 +268,7 @@ async fn every_output_format_round_trips_every_bson_type() {
     let mut daemon = common::Daemon::start(&common::config_toml(port, &sources));
     daemon.wait_for_log("change stream open", formats.len(), WAIT);
 
-    coll.insert_one(every_type()).await.expect("insert");
+    coll.insert_one(document).await.expect("insert");
     // What the server stored is the reference: a server may not keep every deprecated type.
     let stored = coll
         .find_one(doc! { "_id": 7 })
@@ -345,8 +384,25 @@ async fn kill_and_resume(extra: &str, read_committed: bool) -> (BTreeMap<i64, us
         restarted.log()
     );
     insert_range(&coll, 400..410).await;
-    let records = common::consume(&pipeline.topic(), 410, WAIT, read_committed).await;
-    // Wait a little longer for duplicates to show, if any.
+    // Read until every id arrived (duplicates do not count), then a little longer so that
+    // late duplicates show.
+    let all_arrived = |records: &[common::Consumed]| {
+        let ids: std::collections::BTreeSet<i64> = key_ids(records).into_iter().collect();
+        (0..410).all(|id| ids.contains(&id))
+    };
+    let records = common::consume_until(&pipeline.topic(), WAIT, read_committed, all_arrived).await;
+    let again = common::consume(
+        &pipeline.topic(),
+        records.len() + 1,
+        Duration::from_secs(10),
+        read_committed,
+    )
+    .await;
+    let records = if again.len() > records.len() {
+        again
+    } else {
+        records
+    };
     let mut counts = BTreeMap::new();
     for id in key_ids(&records) {
         *counts.entry(id).or_insert(0) += 1;
@@ -363,7 +419,6 @@ async fn kill_and_resume(extra: &str, read_committed: bool) -> (BTreeMap<i64, us
 }
 
 #[tokio::test]
-#[ignore = "resume after SIGKILL does not find the checkpoint yet: work in progress"]
 async fn sigkill_mid_stream_loses_nothing_at_least_once() {
     let (counts, log) = kill_and_resume("", false).await;
     let missing: Vec<i64> = (0..410).filter(|id| !counts.contains_key(id)).collect();
@@ -371,7 +426,6 @@ async fn sigkill_mid_stream_loses_nothing_at_least_once() {
 }
 
 #[tokio::test]
-#[ignore = "resume after SIGKILL does not find the checkpoint yet: work in progress"]
 async fn sigkill_mid_stream_exactly_once_for_read_committed_consumers() {
     let (counts, log) = kill_and_resume("delivery = \"exactly-once\"", true).await;
     let missing: Vec<i64> = (0..410).filter(|id| !counts.contains_key(id)).collect();

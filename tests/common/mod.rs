@@ -266,6 +266,20 @@ pub async fn consume(
     limit: Duration,
     read_committed: bool,
 ) -> Vec<Consumed> {
+    consume_until(topic, limit, read_committed, |records| {
+        records.len() >= count
+    })
+    .await
+}
+
+/// Reads `topic` from the beginning until `done` holds for the records read so far, or
+/// `limit` passed; with `read_committed`, only committed transactional records are seen.
+pub async fn consume_until(
+    topic: &str,
+    limit: Duration,
+    read_committed: bool,
+    mut done: impl FnMut(&[Consumed]) -> bool,
+) -> Vec<Consumed> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::message::Message;
     let consumer: StreamConsumer = rdkafka::ClientConfig::new()
@@ -288,7 +302,7 @@ pub async fn consume(
         .unwrap_or_else(|e| panic!("subscribe {topic}: {e}"));
     let deadline = Instant::now() + limit;
     let mut out = Vec::new();
-    while out.len() < count {
+    while !done(&out) {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
