@@ -328,8 +328,8 @@ collection = "copy"
             "required key is missing",
         );
         rejected(
-            "[[sink]]\nname = \"s\"\ntopics = [\"t\"]\ndatabase = \"d\"\n",
-            "sink[0].collection",
+            "[[sink]]\nname = \"s\"\ntopics = [\"t\"]\n",
+            "sink[0].database",
             "required key is missing",
         );
     }

@@ -7,6 +7,7 @@
 
 mod load;
 mod secrets;
+mod sink;
 mod source;
 mod validate;
 
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use load::{load, load_str, ConfigError};
 pub use secrets::masked;
+pub use sink::*;
 pub use source::*;
 pub use validate::{validate, Violation};
 
@@ -127,32 +129,6 @@ pub struct ShutdownConfig {
     /// up, says what was left and exits non-zero.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-}
-
-/// One `[[sink]]` pipeline: Kafka topics → MongoDB.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkConfig {
-    /// Unique name of the pipeline (letters, digits, `-`, `_`); used in logs and metrics.
-    pub name: String,
-    /// The topics to consume.
-    pub topics: Vec<String>,
-    /// The consumer group. Default: `mongo-kafka-bridge-<name>`.
-    #[serde(default)]
-    pub group_id: Option<String>,
-    /// The database written to.
-    pub database: String,
-    /// The collection written to.
-    pub collection: String,
-}
-
-impl SinkConfig {
-    /// The consumer group this pipeline joins.
-    pub fn effective_group_id(&self) -> String {
-        self.group_id
-            .clone()
-            .unwrap_or_else(|| format!("mongo-kafka-bridge-{}", self.name))
-    }
 }
 
 impl Default for HttpConfig {

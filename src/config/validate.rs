@@ -202,27 +202,7 @@ fn validate_sink<'a>(
     out: &mut Vec<Violation>,
 ) {
     validate_name(key, &sink.name, names, out);
-    if sink.topics.is_empty() {
-        out.push(Violation::new(
-            format!("{key}.topics"),
-            "must name at least one topic",
-        ));
-    }
-    for (i, topic) in sink.topics.iter().enumerate() {
-        topic_name(&format!("{key}.topics[{i}]"), topic, out);
-    }
-    if sink
-        .group_id
-        .as_deref()
-        .is_some_and(|g| g.trim().is_empty())
-    {
-        out.push(Violation::new(
-            format!("{key}.group_id"),
-            "must not be empty",
-        ));
-    }
-    database_name(&format!("{key}.database"), &sink.database, out);
-    collection_name(&format!("{key}.collection"), &sink.collection, out);
+    sink.validate(key, out);
 }
 
 /// Pipeline names key checkpoints and metrics, so they are unique across sources and sinks.

@@ -4,6 +4,8 @@
 //! the pipeline's MongoDB client and Kafka settings and will own its consumer and
 //! partition writers.
 
+pub mod model;
+
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -48,7 +50,7 @@ impl Actor for SinkSupervisor {
             pipeline = %self.config.name,
             topics = ?self.config.topics,
             group_id = %self.config.effective_group_id(),
-            target = %format!("{}.{}", self.config.database, self.config.collection),
+            database = %self.config.database,
             "sink pipeline started"
         );
     }

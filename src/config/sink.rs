@@ -1,0 +1,570 @@
+//! `[[sink]]`: one Kafka → MongoDB pipeline, and its validation.
+//!
+//! Key names follow the MongoDB Kafka Connector's where one exists
+//! (`document.id.strategy` is `id_strategy` here, `delete.on.null.values` is
+//! `delete_on_null_values`). Every setting below `topic_overrides` in this file may be
+//! overridden for one topic in `[sink.topic_overrides."<topic>"]`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::source::ErrorsConfig;
+use super::validate::{collection_name, database_name, topic_name, Violation};
+
+/// Keys that belong to the pipeline as a whole and cannot be overridden per topic.
+const PIPELINE_KEYS: &[&str] = &[
+    "name",
+    "topics",
+    "topics_regex",
+    "group_id",
+    "topic_overrides",
+    "queue_capacity",
+];
+
+/// One `[[sink]]` pipeline: Kafka topics → MongoDB collections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Unique name of the pipeline (letters, digits, `-`, `_`); used in logs and metrics.
+    pub name: String,
+    /// The topics to consume.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Consume every topic whose name matches this regex (topics created later included).
+    #[serde(default)]
+    pub topics_regex: Option<String>,
+    /// The consumer group. Default: `mongo-kafka-bridge-<name>`.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// Settings for one topic: a table of any per-topic key below, keyed by topic name.
+    #[serde(default)]
+    pub topic_overrides: BTreeMap<String, toml::Table>,
+    /// Records buffered per partition writer; a full buffer pauses the partition.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+
+    // ---- per-topic settings ----
+    /// The database written to (also the fallback of `namespace_from = "key"|"value"`).
+    pub database: String,
+    /// The collection written to. Default: the topic's name.
+    #[serde(default)]
+    pub collection: Option<String>,
+    /// Where the target namespace comes from: `config` (`database`/`collection`), or a field
+    /// of the record's `key` or `value` (`database_field`, `collection_field`).
+    #[serde(default)]
+    pub namespace_from: NamespaceFrom,
+    /// With `namespace_from = "key"|"value"`: dotted path of the field naming the database.
+    /// Absent: `database`.
+    #[serde(default)]
+    pub database_field: Option<String>,
+    /// With `namespace_from = "key"|"value"`: dotted path of the field naming the collection.
+    /// Absent: `collection`, then the topic.
+    #[serde(default)]
+    pub collection_field: Option<String>,
+    /// How record keys are read: `json` (plain or extended JSON), `bson`, `string`.
+    #[serde(default)]
+    pub key_format: RecordFormat,
+    /// How record values are read: `json` (plain or extended JSON) or `bson`.
+    #[serde(default)]
+    pub value_format: RecordFormat,
+    /// How the `_id` of written documents is chosen.
+    #[serde(default)]
+    pub id_strategy: IdStrategy,
+    /// With `partial_key`/`partial_value`: the dotted paths of the fields forming the `_id`.
+    #[serde(default)]
+    pub id_fields: Vec<String>,
+    /// Replace an `_id` the value already holds (the MongoDB Kafka Connector's
+    /// `document.id.strategy.overwrite.existing`). Off: an existing `_id` is kept.
+    #[serde(default)]
+    pub id_overwrite_existing: bool,
+    /// With `id_strategy = "uuid"`: store the UUID as a `string` or as `binary` (subtype 4).
+    #[serde(default)]
+    pub uuid_representation: UuidRepresentation,
+    /// Keep only these (dotted) fields of the key.
+    #[serde(default)]
+    pub key_allow_fields: Vec<String>,
+    /// Remove these (dotted) fields from the key.
+    #[serde(default)]
+    pub key_block_fields: Vec<String>,
+    /// Keep only these (dotted) fields of the value (`_id` always stays).
+    #[serde(default)]
+    pub value_allow_fields: Vec<String>,
+    /// Remove these (dotted) fields from the value.
+    #[serde(default)]
+    pub value_block_fields: Vec<String>,
+    /// Rename value fields: dotted path → new name of the last segment.
+    #[serde(default)]
+    pub field_renames: BTreeMap<String, String>,
+    /// Rename value fields whose dotted path matches `pattern`, replacing the match with
+    /// `replace` (`$1` refers to groups), applied in order.
+    #[serde(default)]
+    pub field_rename_regex: Vec<RegexRename>,
+    /// Add `{topic, partition, offset, timestamp}` of the record under this field of the
+    /// document.
+    #[serde(default)]
+    pub kafka_metadata_field: Option<String>,
+    /// How a record becomes a write.
+    #[serde(default)]
+    pub write_model: WriteModelKind,
+    /// With `write_model = "replace_business_key"`: the dotted value paths that identify a
+    /// document.
+    #[serde(default)]
+    pub business_key_fields: Vec<String>,
+    /// A record with a null value (tombstone) deletes the document its key identifies.
+    #[serde(default)]
+    pub delete_on_null_values: bool,
+    /// Replay change events: `none`, `mongodb` (our source's and the MongoDB Kafka
+    /// Connector's events), `debezium_mongodb`, `debezium_rdbms` (MySQL, PostgreSQL).
+    #[serde(default)]
+    pub cdc_handler: CdcHandler,
+    /// Records per bulk write.
+    #[serde(default = "default_max_batch_size")]
+    pub max_batch_size: usize,
+    /// How long a partial batch waits for more records before it is written.
+    #[serde(default = "default_max_batch_delay", with = "humantime_serde")]
+    pub max_batch_delay: Duration,
+    /// What happens to a record that cannot be decoded, mapped or written.
+    #[serde(default)]
+    pub errors: ErrorsConfig,
+}
+
+/// `namespace_from`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamespaceFrom {
+    /// `database` and `collection` (or the topic).
+    #[default]
+    Config,
+    /// Fields of the record key.
+    Key,
+    /// Fields of the record value.
+    Value,
+}
+
+/// `key_format`, `value_format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordFormat {
+    /// JSON; extended JSON (`{"$oid": ...}`, `{"$date": ...}`) is read as BSON types.
+    #[default]
+    Json,
+    /// Raw BSON document bytes.
+    Bson,
+    /// UTF-8 text taken as one string (keys only).
+    String,
+}
+
+/// `id_strategy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdStrategy {
+    /// A new ObjectId.
+    #[default]
+    ObjectId,
+    /// `"<topic>-<partition>-<offset>"`.
+    KafkaMeta,
+    /// The whole key.
+    FullKey,
+    /// The `id_fields` of the key.
+    PartialKey,
+    /// The `id_fields` of the value.
+    PartialValue,
+    /// The key's `_id` field.
+    ProvidedInKey,
+    /// The value's `_id` field.
+    ProvidedInValue,
+    /// A new random UUID.
+    Uuid,
+}
+
+/// `uuid_representation`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UuidRepresentation {
+    /// The canonical hyphenated text form.
+    #[default]
+    String,
+    /// BSON binary, subtype 4.
+    Binary,
+}
+
+/// One `field_rename_regex` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegexRename {
+    /// Matched against each dotted field path.
+    pub pattern: String,
+    /// The replacement (`$1` for groups).
+    pub replace: String,
+}
+
+/// `write_model`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteModelKind {
+    /// Replace the document with the same `_id`, inserting it when missing.
+    #[default]
+    ReplaceOne,
+    /// Replace the document matching `business_key_fields`, inserting it when missing.
+    ReplaceBusinessKey,
+    /// `$set` the value's fields on the document with the same `_id` (upsert), keeping
+    /// `_insertedTS` from the first write and setting `_modifiedTS` on each.
+    UpdateOneTimestamps,
+    /// Insert; an existing `_id` is a write error.
+    InsertOne,
+    /// Delete the document with the key's `_id`.
+    DeleteOne,
+}
+
+/// `cdc_handler`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CdcHandler {
+    /// Records are documents, written by `write_model`.
+    #[default]
+    None,
+    /// MongoDB change events.
+    Mongodb,
+    /// Debezium MongoDB connector envelopes.
+    DebeziumMongodb,
+    /// Debezium relational connector envelopes (MySQL, PostgreSQL).
+    DebeziumRdbms,
+}
+
+fn default_queue_capacity() -> usize {
+    1024
+}
+
+fn default_max_batch_size() -> usize {
+    500
+}
+
+fn default_max_batch_delay() -> Duration {
+    Duration::from_millis(100)
+}
+
+impl SinkConfig {
+    /// The consumer group this pipeline joins.
+    pub fn effective_group_id(&self) -> String {
+        self.group_id
+            .clone()
+            .unwrap_or_else(|| format!("mongo-kafka-bridge-{}", self.name))
+    }
+
+    /// The settings for `topic`: these, with the topic's `topic_overrides` applied.
+    pub fn for_topic(&self, topic: &str) -> Result<SinkConfig, String> {
+        let Some(overrides) = self.topic_overrides.get(topic) else {
+            return Ok(self.clone());
+        };
+        let mut table = toml::Table::try_from(self).map_err(|e| e.to_string())?;
+        table.remove("topic_overrides");
+        for (key, value) in overrides {
+            if PIPELINE_KEYS.contains(&key.as_str()) {
+                return Err(format!(
+                    "`{key}` belongs to the whole pipeline and cannot be set per topic"
+                ));
+            }
+            table.insert(key.clone(), value.clone());
+        }
+        serde_path_to_error::deserialize::<_, SinkConfig>(toml::Value::Table(table))
+            .map_err(|e| match e.path().to_string().as_str() {
+                "." => e.inner().to_string(),
+                path => format!("`{path}`: {}", e.inner()),
+            })
+    }
+
+    /// The collection records of `topic` go to when nothing in the record says otherwise.
+    pub fn collection_for(&self, topic: &str) -> String {
+        self.collection.clone().unwrap_or_else(|| topic.to_owned())
+    }
+
+    /// Every problem of this pipeline, keys prefixed with `key` (`sink[0]`).
+    pub fn validate(&self, key: &str, out: &mut Vec<Violation>) {
+        if self.topics.is_empty() && self.topics_regex.is_none() {
+            out.push(Violation::new(
+                format!("{key}.topics"),
+                "must name at least one topic (or set `topics_regex`)",
+            ));
+        }
+        for (i, topic) in self.topics.iter().enumerate() {
+            topic_name(&format!("{key}.topics[{i}]"), topic, out);
+        }
+        if let Some(regex) = &self.topics_regex {
+            if let Err(e) = regex::Regex::new(regex) {
+                out.push(Violation::new(
+                    format!("{key}.topics_regex"),
+                    format!("not a valid regex: {e}"),
+                ));
+            }
+        }
+        if self
+            .group_id
+            .as_deref()
+            .is_some_and(|g| g.trim().is_empty())
+        {
+            out.push(Violation::new(
+                format!("{key}.group_id"),
+                "must not be empty",
+            ));
+        }
+        at_least_one(&format!("{key}.queue_capacity"), self.queue_capacity, out);
+        self.validate_topic_settings(key, out);
+        for topic in self.topic_overrides.keys() {
+            let path = format!("{key}.topic_overrides.{topic}");
+            let listed = self.topics.contains(topic)
+                || self
+                    .topics_regex
+                    .as_deref()
+                    .and_then(|r| regex::Regex::new(r).ok())
+                    .is_some_and(|r| r.is_match(topic));
+            if !listed {
+                out.push(Violation::new(
+                    path.clone(),
+                    format!("`{topic}` is not among the pipeline's topics"),
+                ));
+            }
+            match self.for_topic(topic) {
+                Ok(settings) => settings.validate_topic_settings(&path, out),
+                Err(e) => out.push(Violation::new(path, e)),
+            }
+        }
+    }
+
+    /// The checks of the settings that may differ per topic.
+    fn validate_topic_settings(&self, key: &str, out: &mut Vec<Violation>) {
+        database_name(&format!("{key}.database"), &self.database, out);
+        if let Some(collection) = &self.collection {
+            collection_name(&format!("{key}.collection"), collection, out);
+        }
+        if self.namespace_from == NamespaceFrom::Config {
+            for (field, value) in [
+                ("database_field", &self.database_field),
+                ("collection_field", &self.collection_field),
+            ] {
+                if value.is_some() {
+                    out.push(Violation::new(
+                        format!("{key}.{field}"),
+                        "is read only with `namespace_from = \"key\"` or `\"value\"`",
+                    ));
+                }
+            }
+        } else if self.database_field.is_none() && self.collection_field.is_none() {
+            out.push(Violation::new(
+                format!("{key}.namespace_from"),
+                "needs `database_field` or `collection_field`",
+            ));
+        }
+        for (field, value) in [
+            ("database_field", &self.database_field),
+            ("collection_field", &self.collection_field),
+            ("kafka_metadata_field", &self.kafka_metadata_field),
+        ] {
+            if let Some(path) = value {
+                field_path(&format!("{key}.{field}"), path, out);
+            }
+        }
+        if self.value_format == RecordFormat::String {
+            out.push(Violation::new(
+                format!("{key}.value_format"),
+                "`string` is for keys only: values must be documents (`json` or `bson`)",
+            ));
+        }
+        let partial = matches!(
+            self.id_strategy,
+            IdStrategy::PartialKey | IdStrategy::PartialValue
+        );
+        if partial && self.id_fields.is_empty() {
+            out.push(Violation::new(
+                format!("{key}.id_fields"),
+                "must list at least one field with `id_strategy` `partial_key` or `partial_value`",
+            ));
+        }
+        if !partial && !self.id_fields.is_empty() {
+            out.push(Violation::new(
+                format!("{key}.id_fields"),
+                "is read only with `id_strategy` `partial_key` or `partial_value`",
+            ));
+        }
+        let lists = [
+            ("id_fields", &self.id_fields),
+            ("key_allow_fields", &self.key_allow_fields),
+            ("key_block_fields", &self.key_block_fields),
+            ("value_allow_fields", &self.value_allow_fields),
+            ("value_block_fields", &self.value_block_fields),
+            ("business_key_fields", &self.business_key_fields),
+        ];
+        for (field, paths) in lists {
+            for (i, path) in paths.iter().enumerate() {
+                field_path(&format!("{key}.{field}[{i}]"), path, out);
+            }
+        }
+        for (side, allow, block) in [
+            ("key", &self.key_allow_fields, &self.key_block_fields),
+            ("value", &self.value_allow_fields, &self.value_block_fields),
+        ] {
+            if !allow.is_empty() && !block.is_empty() {
+                out.push(Violation::new(
+                    format!("{key}.{side}_block_fields"),
+                    format!("cannot be combined with `{side}_allow_fields`"),
+                ));
+            }
+        }
+        for (from, to) in &self.field_renames {
+            field_path(&format!("{key}.field_renames.\"{from}\""), from, out);
+            if to.is_empty() || to.contains('.') {
+                out.push(Violation::new(
+                    format!("{key}.field_renames.\"{from}\""),
+                    format!("`{to}` must be a non-empty field name without `.`"),
+                ));
+            }
+        }
+        for (i, rename) in self.field_rename_regex.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(&rename.pattern) {
+                out.push(Violation::new(
+                    format!("{key}.field_rename_regex[{i}].pattern"),
+                    format!("not a valid regex: {e}"),
+                ));
+            }
+        }
+        let business = self.write_model == WriteModelKind::ReplaceBusinessKey;
+        if business && self.business_key_fields.is_empty() {
+            out.push(Violation::new(
+                format!("{key}.business_key_fields"),
+                "must list at least one field with `write_model = \"replace_business_key\"`",
+            ));
+        }
+        if !business && !self.business_key_fields.is_empty() {
+            out.push(Violation::new(
+                format!("{key}.business_key_fields"),
+                "is read only with `write_model = \"replace_business_key\"`",
+            ));
+        }
+        at_least_one(&format!("{key}.max_batch_size"), self.max_batch_size, out);
+        if self.max_batch_size > 100_000 {
+            out.push(Violation::new(
+                format!("{key}.max_batch_size"),
+                "must be at most 100000 (MongoDB's limit of writes per batch)",
+            ));
+        }
+        if self.errors.tolerance == super::Tolerance::All && self.errors.dead_letter_topic.is_none()
+        {
+            out.push(Violation::new(
+                format!("{key}.errors.dead_letter_topic"),
+                "is required with `errors.tolerance = \"all\"`",
+            ));
+        }
+        if let Some(topic) = &self.errors.dead_letter_topic {
+            topic_name(&format!("{key}.errors.dead_letter_topic"), topic, out);
+        }
+    }
+}
+
+fn at_least_one(key: &str, value: usize, out: &mut Vec<Violation>) {
+    if value == 0 {
+        out.push(Violation::new(key, "must be at least 1"));
+    }
+}
+
+/// A dotted field path: non-empty segments, no `$` at a segment's start.
+fn field_path(key: &str, path: &str, out: &mut Vec<Violation>) {
+    if path.split('.').any(|s| s.is_empty() || s.starts_with('$')) {
+        out.push(Violation::new(
+            key,
+            format!("`{path}` is not a field path (`a.b.c`, no empty or `$` segment)"),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(extra: &str) -> SinkConfig {
+        let text = format!("name = \"s\"\ntopics = [\"t\"]\ndatabase = \"db\"\n{extra}");
+        match toml::from_str(&text) {
+            Ok(sink) => sink,
+            Err(e) => panic!("{e}\n{text}"),
+        }
+    }
+
+    fn violations(extra: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        sink(extra).validate("sink[0]", &mut out);
+        out.into_iter().map(|v| v.to_string()).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(violations(""), Vec::<String>::new());
+        let s = sink("");
+        assert_eq!(s.collection_for("orders"), "orders");
+        assert_eq!(s.id_strategy, IdStrategy::ObjectId);
+        assert_eq!(s.write_model, WriteModelKind::ReplaceOne);
+        assert_eq!(s.max_batch_size, 500);
+    }
+
+    #[test]
+    fn topic_overrides_apply_to_their_topic_only() {
+        let s = sink(
+            "collection = \"all\"\n[topic_overrides.t]\ncollection = \"tees\"\nmax_batch_size = 7\nerrors = { tolerance = \"all\", dead_letter_topic = \"dlq\" }\n",
+        );
+        let t = s.for_topic("t").expect("override applies");
+        assert_eq!(t.collection_for("t"), "tees");
+        assert_eq!(t.max_batch_size, 7);
+        assert_eq!(t.errors.dead_letter_topic.as_deref(), Some("dlq"));
+        assert_eq!(s.for_topic("u").expect("no override"), s);
+        assert_eq!(violations("[topic_overrides.t]\ncollection = \"x\"\n"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn bad_overrides_name_the_key() {
+        let v = violations("[topic_overrides.t]\nmax_batch_size = \"many\"\n");
+        assert!(v[0].contains("sink[0].topic_overrides.t") && v[0].contains("max_batch_size"), "{v:?}");
+        let v = violations("[topic_overrides.t]\ngroup_id = \"g\"\n");
+        assert!(v[0].contains("cannot be set per topic"), "{v:?}");
+        let v = violations("[topic_overrides.t]\nno_such_key = 1\n");
+        assert!(v[0].contains("no_such_key"), "{v:?}");
+        let v = violations("[topic_overrides.other]\ncollection = \"x\"\n");
+        assert!(v[0].contains("not among the pipeline's topics"), "{v:?}");
+        let v = violations("[topic_overrides.t]\nid_strategy = \"partial_key\"\n");
+        assert!(v[0].contains("topic_overrides.t.id_fields"), "{v:?}");
+    }
+
+    #[test]
+    fn impossible_combinations_are_named() {
+        let cases = [
+            ("id_strategy = \"partial_value\"", "sink[0].id_fields"),
+            ("id_fields = [\"a\"]", "sink[0].id_fields"),
+            ("write_model = \"replace_business_key\"", "sink[0].business_key_fields"),
+            ("key_allow_fields = [\"a\"]\nkey_block_fields = [\"b\"]", "sink[0].key_block_fields"),
+            ("value_format = \"string\"", "sink[0].value_format"),
+            ("namespace_from = \"key\"", "sink[0].namespace_from"),
+            ("database_field = \"db\"", "sink[0].database_field"),
+            ("value_block_fields = [\"a..b\"]", "sink[0].value_block_fields[0]"),
+            ("field_rename_regex = [{pattern = \"(\", replace = \"\"}]", "sink[0].field_rename_regex[0].pattern"),
+            ("field_renames = {a = \"b.c\"}", "sink[0].field_renames"),
+            ("max_batch_size = 0", "sink[0].max_batch_size"),
+            ("errors = {tolerance = \"all\"}", "sink[0].errors.dead_letter_topic"),
+            ("topics_regex = \"(\"", "sink[0].topics_regex"),
+            ("collection = \"a$b\"", "sink[0].collection"),
+        ];
+        for (extra, key) in cases {
+            let v = violations(extra);
+            assert!(v.iter().any(|v| v.contains(&format!("`{key}"))), "{extra}: {v:?}");
+        }
+    }
+
+    #[test]
+    fn topics_or_a_regex_are_required() {
+        let s: SinkConfig = toml::from_str("name = \"s\"\ndatabase = \"db\"\ntopics_regex = \"^orders\\\\..*\"")
+            .expect("parses");
+        let mut out = Vec::new();
+        s.validate("sink[0]", &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        let s: SinkConfig = toml::from_str("name = \"s\"\ndatabase = \"db\"").expect("parses");
+        s.validate("sink[0]", &mut out);
+        assert_eq!(out[0].key, "sink[0].topics");
+    }
+}

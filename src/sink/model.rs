@@ -1,0 +1,169 @@
+//! What a sink pipeline moves: a Kafka record once decoded ([`SinkRecord`]), the write it
+//! becomes ([`WriteOp`]) and why a record could not become one ([`RecordError`]).
+//!
+//! The path of one record: `decode` (bytes → [`SinkRecord`]) → with a CDC handler, `cdc`
+//! (change event → [`WriteOp`]); otherwise `id` (the `_id`), `process` (projections,
+//! renames, Kafka metadata) and `write_model` (document → [`WriteOp`]). Partition writers
+//! batch the ops into bulk writes.
+
+use std::fmt;
+
+use bson::{Bson, Document};
+
+/// A Kafka record with its key and value decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkRecord {
+    /// Where the record was read.
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The record's timestamp, milliseconds since the epoch, when it has one.
+    pub timestamp: Option<i64>,
+    /// The key: a document (JSON/BSON keys), a string (`key_format = "string"`) or any other
+    /// JSON value; `None` when the record has no key.
+    pub key: Option<Bson>,
+    /// The value; `None` for a tombstone (null value).
+    pub value: Option<Document>,
+}
+
+impl SinkRecord {
+    /// `topic/partition@offset`, for logs and errors.
+    pub fn position(&self) -> String {
+        format!("{}/{}@{}", self.topic, self.partition, self.offset)
+    }
+}
+
+/// One write against one collection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOp {
+    /// Insert the document.
+    Insert(Document),
+    /// Replace the document matching `filter` (inserting `replacement` when none does and
+    /// `upsert` is set).
+    Replace {
+        filter: Document,
+        replacement: Document,
+        upsert: bool,
+    },
+    /// Update the document matching `filter`.
+    Update {
+        filter: Document,
+        update: UpdateSpec,
+        upsert: bool,
+    },
+    /// Delete the document matching `filter`.
+    Delete { filter: Document },
+}
+
+impl WriteOp {
+    /// The filter that identifies the document written, `None` for an insert. Two ops with
+    /// different filters touch different documents when both filters are on `_id` only.
+    pub fn filter(&self) -> Option<&Document> {
+        match self {
+            Self::Insert(_) => None,
+            Self::Replace { filter, .. }
+            | Self::Update { filter, .. }
+            | Self::Delete { filter } => Some(filter),
+        }
+    }
+
+    /// The `_id` of the document written, when the op names exactly one.
+    pub fn document_id(&self) -> Option<&Bson> {
+        match self {
+            Self::Insert(doc) => doc.get("_id"),
+            Self::Replace { filter, .. }
+            | Self::Update { filter, .. }
+            | Self::Delete { filter } => filter.get("_id").filter(|_| filter.len() == 1),
+        }
+    }
+}
+
+/// The second argument of an update: update operators, or an aggregation pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpdateSpec {
+    /// `{"$set": {...}, "$unset": {...}}`.
+    Operators(Document),
+    /// `[{"$set": ...}, ...]`, for changes operators cannot say (truncated arrays).
+    Pipeline(Vec<Document>),
+}
+
+impl UpdateSpec {
+    /// The value of the `u` field of an `update` command statement.
+    pub fn to_bson(&self) -> Bson {
+        match self {
+            Self::Operators(doc) => Bson::Document(doc.clone()),
+            Self::Pipeline(stages) => {
+                Bson::Array(stages.iter().cloned().map(Bson::Document).collect())
+            }
+        }
+    }
+}
+
+/// The step at which a record failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The key or value bytes are not what `key_format`/`value_format` say.
+    Decode,
+    /// The target namespace could not be read from the record.
+    Namespace,
+    /// The `_id` could not be made.
+    Id,
+    /// Projection, rename or metadata.
+    Process,
+    /// The change event could not be replayed.
+    Cdc,
+    /// The write model could not be built from the record.
+    WriteModel,
+    /// The document is larger than MongoDB accepts.
+    Size,
+    /// MongoDB refused the write.
+    Write,
+}
+
+impl Stage {
+    /// The name used in dead-letter headers, logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Decode => "decode",
+            Self::Namespace => "namespace",
+            Self::Id => "id",
+            Self::Process => "process",
+            Self::Cdc => "cdc",
+            Self::WriteModel => "write_model",
+            Self::Size => "size",
+            Self::Write => "write",
+        }
+    }
+}
+
+/// Why one record cannot be written. The message names the offending field or value; the
+/// caller adds the record's position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    pub stage: Stage,
+    pub message: String,
+}
+
+impl RecordError {
+    pub fn new(stage: Stage, message: impl Into<String>) -> Self {
+        Self {
+            stage,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.stage.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+/// MongoDB's nesting limit for documents: deeper ones are refused by the server, so the
+/// sink refuses them while decoding (which also bounds the decoder's recursion).
+pub const MAX_NESTING_DEPTH: usize = 100;
+
+/// MongoDB's largest document, 16 MiB.
+pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
