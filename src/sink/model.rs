@@ -13,9 +13,11 @@ use bson::{Bson, Document};
 /// A Kafka record with its key and value decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SinkRecord {
-    /// Where the record was read.
+    /// The topic the record was read from.
     pub topic: String,
+    /// Its partition.
     pub partition: i32,
+    /// Its offset.
     pub offset: i64,
     /// The record's timestamp, milliseconds since the epoch, when it has one.
     pub timestamp: Option<i64>,
@@ -41,18 +43,27 @@ pub enum WriteOp {
     /// Replace the document matching `filter` (inserting `replacement` when none does and
     /// `upsert` is set).
     Replace {
+        /// Which document.
         filter: Document,
+        /// The new document.
         replacement: Document,
+        /// Insert when nothing matches.
         upsert: bool,
     },
     /// Update the document matching `filter`.
     Update {
+        /// Which document.
         filter: Document,
+        /// The change.
         update: UpdateSpec,
+        /// Insert when nothing matches.
         upsert: bool,
     },
     /// Delete the document matching `filter`.
-    Delete { filter: Document },
+    Delete {
+        /// Which document.
+        filter: Document,
+    },
 }
 
 impl WriteOp {
@@ -140,11 +151,14 @@ impl Stage {
 /// caller adds the record's position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordError {
+    /// Where it failed.
     pub stage: Stage,
+    /// What is wrong, naming the field or value.
     pub message: String,
 }
 
 impl RecordError {
+    /// An error at `stage`.
     pub fn new(stage: Stage, message: impl Into<String>) -> Self {
         Self {
             stage,
