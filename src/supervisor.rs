@@ -119,6 +119,8 @@ impl Supervisor {
                 mongo.clone(),
                 kafka.clone(),
                 self.metrics.clone(),
+                self.readiness.clone(),
+                self.config.shutdown.timeout,
             )
             .start();
             self.pipelines

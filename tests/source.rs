@@ -566,3 +566,57 @@ async fn idle_namespaces_publish_heartbeats() {
     assert_eq!(daemon.wait(WAIT).code(), Some(0));
     drop_db(&db).await;
 }
+
+#[tokio::test]
+async fn database_and_deployment_watches_route_each_collection_to_its_topic() {
+    let db = common::unique("watchdb");
+    let client = common::mongo_client().await;
+    let orders = client.database(&db).collection::<Document>("orders");
+    let users = client.database(&db).collection::<Document>("users");
+    let logs = client.database(&db).collection::<Document>("audit_log");
+    for c in [&orders, &users, &logs] {
+        c.insert_one(doc! {"_id": -1}).await.expect("seed");
+    }
+    let port = common::free_port();
+    let db_prefix = common::unique("dbw");
+    let all_prefix = common::unique("allw");
+    // A database watch limited by a collection regex, with one collection mapped by name; and
+    // a deployment watch narrowed to this test's database by a user pipeline.
+    let pipelines = format!(
+        "[[source]]\nname = \"{}\"\ndatabase = \"{db}\"\ncollection_regex = \"^(orders|users)$\"\ntopic_prefix = \"{db_prefix}\"\nmax_await_time = \"200ms\"\n[source.topic_namespace_map]\n\"{db}.users\" = \"people\"\n\n[[source]]\nname = \"{}\"\ntopic_prefix = \"{all_prefix}\"\nmax_await_time = \"200ms\"\npipeline = '[{{\"$match\": {{\"ns.db\": \"{db}\"}}}}]'\n",
+        common::unique("dbwatch"),
+        common::unique("allwatch"),
+    );
+    let mut daemon = common::Daemon::start(&common::config_toml(port, &pipelines));
+    daemon.wait_for_log("change stream open", 2, WAIT);
+    orders.insert_one(doc! {"_id": 1}).await.expect("insert");
+    users.insert_one(doc! {"_id": 2}).await.expect("insert");
+    logs.insert_one(doc! {"_id": 3}).await.expect("insert");
+
+    let of = |topic: String, n: usize| async move {
+        let records = common::consume(&topic, n, WAIT, false).await;
+        key_ids(&records)
+    };
+    assert_eq!(
+        of(format!("{db_prefix}.{db}.orders"), 1).await,
+        [1],
+        "log:\n{}",
+        daemon.log()
+    );
+    assert_eq!(of(format!("{db_prefix}.people"), 1).await, [2]);
+    assert_eq!(of(format!("{all_prefix}.{db}.orders"), 1).await, [1]);
+    assert_eq!(of(format!("{all_prefix}.{db}.users"), 1).await, [2]);
+    assert_eq!(of(format!("{all_prefix}.{db}.audit_log"), 1).await, [3]);
+    // The regex left audit_log out of the database watch.
+    let none = common::consume(
+        &format!("{db_prefix}.{db}.audit_log"),
+        1,
+        Duration::from_secs(3),
+        false,
+    )
+    .await;
+    assert!(none.is_empty(), "{none:?}");
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
+    drop_db(&db).await;
+}

@@ -2,11 +2,19 @@
 
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::FutureProducer;
+use rdkafka::consumer::{Consumer, ConsumerContext, DefaultConsumerContext, StreamConsumer};
+use std::time::Duration;
+
+use rdkafka::error::KafkaError;
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
 use super::ClientError;
+
+/// How long to wait before offering a record again to a full librdkafka queue.
+const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
 use crate::config::KafkaConfig;
 
 /// Which kind of client a configuration is for; it picks the pass-through section.
@@ -54,11 +62,20 @@ fn error<'a>(
 /// duplicates on retry (`enable.idempotence`), unless the user's properties say otherwise.
 pub fn producer(kafka: &KafkaConfig) -> Result<FutureProducer, ClientError> {
     let mut cfg = ClientConfig::new();
-    cfg.set("acks", "all").set("enable.idempotence", "true");
+    producer_defaults(&mut cfg);
     for (key, value) in client_config(kafka, Role::Producer).config_map() {
         cfg.set(key, value);
     }
     cfg.create().map_err(error(kafka, "creating a producer"))
+}
+
+/// What every producer starts from, before the user's properties: waits for every in-sync
+/// replica, never reorders or duplicates on retry, and buffers at most 16 MiB (librdkafka's
+/// default is 1 GiB), so a slow broker slows the readers instead of growing memory.
+fn producer_defaults(cfg: &mut ClientConfig) {
+    cfg.set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("queue.buffering.max.kbytes", "16384");
 }
 
 /// A transactional producer (`transactional.id` fences earlier instances of the same
@@ -68,7 +85,7 @@ pub fn transactional_producer(
     transactional_id: &str,
 ) -> Result<FutureProducer, ClientError> {
     let mut cfg = ClientConfig::new();
-    cfg.set("acks", "all").set("enable.idempotence", "true");
+    producer_defaults(&mut cfg);
     for (key, value) in client_config(kafka, Role::Producer).config_map() {
         cfg.set(key, value);
     }
@@ -80,15 +97,27 @@ pub fn transactional_producer(
 /// A consumer in `group_id` that never commits or stores offsets by itself: the caller
 /// stores an offset only once the record's effect is durable.
 pub fn consumer(kafka: &KafkaConfig, group_id: &str) -> Result<StreamConsumer, ClientError> {
+    consumer_with_context(kafka, group_id, DefaultConsumerContext)
+}
+
+/// [`consumer`] with `context` receiving rebalance and commit callbacks.
+pub fn consumer_with_context<C: ConsumerContext + 'static>(
+    kafka: &KafkaConfig,
+    group_id: &str,
+    context: C,
+) -> Result<StreamConsumer<C>, ClientError> {
     let mut cfg = ClientConfig::new();
-    cfg.set("auto.offset.reset", "earliest");
+    cfg.set("auto.offset.reset", "earliest")
+        // librdkafka prefetches up to 64 MiB per consumer by default; a paused partition's
+        // records sit there, so keep it smaller to bound the daemon's memory.
+        .set("queued.max.messages.kbytes", "16384");
     for (key, value) in client_config(kafka, Role::Consumer).config_map() {
         cfg.set(key, value);
     }
     cfg.set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .create()
+        .create_with_context(context)
         .map_err(error(kafka, "creating a consumer"))
 }
 
@@ -121,5 +150,35 @@ pub async fn check(kafka: &KafkaConfig) -> Result<usize, ClientError> {
                 rdkafka::types::RDKafkaErrorCode::Fail,
             )),
         }),
+    }
+}
+
+/// Hands one record to librdkafka, waiting while its local queue is full.
+pub async fn enqueue(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: Option<OwnedHeaders>,
+) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
+    loop {
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        if let Some(headers) = headers.clone() {
+            record = record.headers(headers);
+        }
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            // A full queue means "slow down", not an error.
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
+            }
+            Err((error, _)) => return Err(error),
+        }
     }
 }

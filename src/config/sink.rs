@@ -125,6 +125,11 @@ pub struct SinkConfig {
     /// How long a partial batch waits for more records before it is written.
     #[serde(default = "default_max_batch_delay", with = "humantime_serde")]
     pub max_batch_delay: Duration,
+    /// Attempts of a bulk write that failed for a reason that may pass (network, primary
+    /// step-down, write conflict), with backoff, before the pipeline restarts from its
+    /// committed offsets.
+    #[serde(default = "default_max_num_retries")]
+    pub max_num_retries: u32,
     /// What happens to a record that cannot be decoded, mapped or written.
     #[serde(default)]
     pub errors: ErrorsConfig,
@@ -241,6 +246,10 @@ fn default_max_batch_size() -> usize {
     500
 }
 
+fn default_max_num_retries() -> u32 {
+    10
+}
+
 fn default_max_batch_delay() -> Duration {
     Duration::from_millis(100)
 }
@@ -268,11 +277,12 @@ impl SinkConfig {
             }
             table.insert(key.clone(), value.clone());
         }
-        serde_path_to_error::deserialize::<_, SinkConfig>(toml::Value::Table(table))
-            .map_err(|e| match e.path().to_string().as_str() {
+        serde_path_to_error::deserialize::<_, SinkConfig>(toml::Value::Table(table)).map_err(|e| {
+            match e.path().to_string().as_str() {
                 "." => e.inner().to_string(),
                 path => format!("`{path}`: {}", e.inner()),
-            })
+            }
+        })
     }
 
     /// The collection records of `topic` go to when nothing in the record says otherwise.
@@ -515,13 +525,19 @@ mod tests {
         assert_eq!(t.max_batch_size, 7);
         assert_eq!(t.errors.dead_letter_topic.as_deref(), Some("dlq"));
         assert_eq!(s.for_topic("u").expect("no override"), s);
-        assert_eq!(violations("[topic_overrides.t]\ncollection = \"x\"\n"), Vec::<String>::new());
+        assert_eq!(
+            violations("[topic_overrides.t]\ncollection = \"x\"\n"),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
     fn bad_overrides_name_the_key() {
         let v = violations("[topic_overrides.t]\nmax_batch_size = \"many\"\n");
-        assert!(v[0].contains("sink[0].topic_overrides.t") && v[0].contains("max_batch_size"), "{v:?}");
+        assert!(
+            v[0].contains("sink[0].topic_overrides.t") && v[0].contains("max_batch_size"),
+            "{v:?}"
+        );
         let v = violations("[topic_overrides.t]\ngroup_id = \"g\"\n");
         assert!(v[0].contains("cannot be set per topic"), "{v:?}");
         let v = violations("[topic_overrides.t]\nno_such_key = 1\n");
@@ -537,29 +553,48 @@ mod tests {
         let cases = [
             ("id_strategy = \"partial_value\"", "sink[0].id_fields"),
             ("id_fields = [\"a\"]", "sink[0].id_fields"),
-            ("write_model = \"replace_business_key\"", "sink[0].business_key_fields"),
-            ("key_allow_fields = [\"a\"]\nkey_block_fields = [\"b\"]", "sink[0].key_block_fields"),
+            (
+                "write_model = \"replace_business_key\"",
+                "sink[0].business_key_fields",
+            ),
+            (
+                "key_allow_fields = [\"a\"]\nkey_block_fields = [\"b\"]",
+                "sink[0].key_block_fields",
+            ),
             ("value_format = \"string\"", "sink[0].value_format"),
             ("namespace_from = \"key\"", "sink[0].namespace_from"),
             ("database_field = \"db\"", "sink[0].database_field"),
-            ("value_block_fields = [\"a..b\"]", "sink[0].value_block_fields[0]"),
-            ("field_rename_regex = [{pattern = \"(\", replace = \"\"}]", "sink[0].field_rename_regex[0].pattern"),
+            (
+                "value_block_fields = [\"a..b\"]",
+                "sink[0].value_block_fields[0]",
+            ),
+            (
+                "field_rename_regex = [{pattern = \"(\", replace = \"\"}]",
+                "sink[0].field_rename_regex[0].pattern",
+            ),
             ("field_renames = {a = \"b.c\"}", "sink[0].field_renames"),
             ("max_batch_size = 0", "sink[0].max_batch_size"),
-            ("errors = {tolerance = \"all\"}", "sink[0].errors.dead_letter_topic"),
+            (
+                "errors = {tolerance = \"all\"}",
+                "sink[0].errors.dead_letter_topic",
+            ),
             ("topics_regex = \"(\"", "sink[0].topics_regex"),
             ("collection = \"a$b\"", "sink[0].collection"),
         ];
         for (extra, key) in cases {
             let v = violations(extra);
-            assert!(v.iter().any(|v| v.contains(&format!("`{key}"))), "{extra}: {v:?}");
+            assert!(
+                v.iter().any(|v| v.contains(&format!("`{key}"))),
+                "{extra}: {v:?}"
+            );
         }
     }
 
     #[test]
     fn topics_or_a_regex_are_required() {
-        let s: SinkConfig = toml::from_str("name = \"s\"\ndatabase = \"db\"\ntopics_regex = \"^orders\\\\..*\"")
-            .expect("parses");
+        let s: SinkConfig =
+            toml::from_str("name = \"s\"\ndatabase = \"db\"\ntopics_regex = \"^orders\\\\..*\"")
+                .expect("parses");
         let mut out = Vec::new();
         s.validate("sink[0]", &mut out);
         assert!(out.is_empty(), "{out:?}");

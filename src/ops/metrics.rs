@@ -19,6 +19,10 @@ pub struct Metrics {
     actor_restarts: IntCounterVec,
     pipeline_failures: IntCounterVec,
     resume_gaps: IntCounterVec,
+    records_consumed: IntCounterVec,
+    sink_writes: IntCounterVec,
+    records_skipped: IntCounterVec,
+    write_retries: IntCounterVec,
 }
 
 fn counter(
@@ -94,8 +98,36 @@ impl Metrics {
             &["kind", "reason"],
         )?;
         let resume_gaps = counter(&registry, "source_resume_gaps_total", "Times a reader's resume point was gone from the oplog and it restarted at the newest change.", &["pipeline", "namespace"])?;
+        let records_consumed = counter(
+            &registry,
+            "sink_records_consumed_total",
+            "Records read from Kafka by sink pipelines, by pipeline and topic.",
+            &["pipeline", "topic"],
+        )?;
+        let sink_writes = counter(
+            &registry,
+            "sink_writes_total",
+            "Writes MongoDB acknowledged, by pipeline and operation (`insert`, `replace`, `update`, `delete`).",
+            &["pipeline", "operation"],
+        )?;
+        let records_skipped = counter(
+            &registry,
+            "sink_records_skipped_total",
+            "Records that write nothing by design (tombstones without `delete_on_null_values`, change events without a document effect), by pipeline.",
+            &["pipeline"],
+        )?;
+        let write_retries = counter(
+            &registry,
+            "sink_write_retries_total",
+            "Bulk writes retried after a failure that may pass (network, step-down), by pipeline.",
+            &["pipeline"],
+        )?;
         Ok(Self {
             registry,
+            records_consumed,
+            sink_writes,
+            records_skipped,
+            write_retries,
             events_read,
             records_produced,
             dead_letters,
@@ -171,6 +203,30 @@ impl Metrics {
         self.resume_gaps
             .with_label_values(&[pipeline, namespace])
             .inc();
+    }
+
+    /// Records `n` records read by a sink pipeline from `topic`.
+    pub fn records_consumed(&self, pipeline: &str, topic: &str, n: u64) {
+        self.records_consumed
+            .with_label_values(&[pipeline, topic])
+            .inc_by(n);
+    }
+
+    /// Records `n` writes of `operation` acknowledged by MongoDB.
+    pub fn sink_written(&self, pipeline: &str, operation: &str, n: u64) {
+        self.sink_writes
+            .with_label_values(&[pipeline, operation])
+            .inc_by(n);
+    }
+
+    /// Records a record that writes nothing by design.
+    pub fn record_skipped(&self, pipeline: &str) {
+        self.records_skipped.with_label_values(&[pipeline]).inc();
+    }
+
+    /// Records a bulk write retried.
+    pub fn write_retried(&self, pipeline: &str) {
+        self.write_retries.with_label_values(&[pipeline]).inc();
     }
 
     /// The registry in Prometheus' text exposition format.

@@ -1,26 +1,113 @@
 //! Sink pipelines: Kafka topics → MongoDB.
 //!
-//! [`SinkSupervisor`] is the actor the root supervisor starts for each `[[sink]]`; it owns
-//! the pipeline's MongoDB client and Kafka settings and will own its consumer and
-//! partition writers.
+//! [`SinkSupervisor`] is the actor the root supervisor starts for each `[[sink]]`. It owns
+//! the pipeline's consumer (polled on a thread of its own by [`consumer::run`]) and one
+//! [`writer::PartitionWriter`] per partition assigned to it, each fed through a bounded
+//! mailbox. Writers commit offsets only after MongoDB acknowledged the write; the
+//! supervisor drains them on stop and stops the pipeline, naming the record, when one
+//! cannot go on.
 
+pub mod bulk;
+pub mod cdc;
+pub mod consumer;
+pub mod convert;
+pub mod decode;
+pub mod id;
 pub mod model;
+pub mod process;
+pub mod write_model;
+pub mod writer;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use actix::prelude::*;
+use futures_util::future::join_all;
+use rdkafka::consumer::Consumer;
 
-use crate::config::{KafkaConfig, SinkConfig};
+use self::consumer::{Partition, RebalanceContext, Routes, SinkConsumer, WriterFactory};
+use self::convert::Converter;
+use self::model::RecordError;
+use self::writer::{
+    DeadLetters, Flush, PartitionWriter, WriterFailed, WriterSettings, WriterShared,
+};
+use crate::backoff::Backoff;
+use crate::clients::kafka;
+use crate::config::{KafkaConfig, SinkConfig, Tolerance};
+use crate::ops::health::Readiness;
 use crate::ops::metrics::Metrics;
 use crate::supervisor::StopPipeline;
+
+/// Why a sink pipeline stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// A record cannot be written and `errors.tolerance` is `none`.
+    #[error("record {position}: {error}")]
+    Record {
+        /// `topic/partition@offset`.
+        position: String,
+        /// Why.
+        error: RecordError,
+    },
+    /// A refused record could not be sent to the dead letter topic.
+    #[error("record {position}: sending it to the dead letter topic failed: {source}")]
+    DeadLetter {
+        /// `topic/partition@offset`.
+        position: String,
+        /// The client's error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// An offset could not be committed.
+    #[error("committing the offset of {partition} failed")]
+    Commit {
+        /// `topic/partition`.
+        partition: String,
+    },
+    /// MongoDB kept failing a batch for a reason that may pass; the pipeline restarts.
+    #[error("{partition}: writing failed after every retry: {reason}")]
+    Unavailable {
+        /// `topic/partition`.
+        partition: String,
+        /// The last failure.
+        reason: String,
+    },
+    /// The pipeline could not start.
+    #[error("starting: {0}")]
+    Start(String),
+}
+
+impl SinkError {
+    /// A bounded label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Record { error, .. } => error.stage.as_str(),
+            Self::DeadLetter { .. } => "dead_letter",
+            Self::Commit { .. } => "commit",
+            Self::Unavailable { .. } => "mongodb",
+            Self::Start(_) => "start",
+        }
+    }
+}
+
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    done: tokio::sync::oneshot::Receiver<Vec<(Partition, Addr<PartitionWriter>)>>,
+    consumer: Arc<SinkConsumer>,
+    thread: Arbiter,
+}
 
 /// Supervises one sink pipeline.
 pub struct SinkSupervisor {
     config: SinkConfig,
-    // Held for the consumer and the partition writers the pipeline starts.
-    _mongo: mongodb::Client,
-    _kafka: Arc<KafkaConfig>,
+    mongo: mongodb::Client,
+    kafka: Arc<KafkaConfig>,
     metrics: Metrics,
+    readiness: Readiness,
+    shutdown_deadline: Duration,
+    running: Option<Running>,
+    stopping: bool,
+    restarts: Backoff,
 }
 
 impl SinkSupervisor {
@@ -30,14 +117,184 @@ impl SinkSupervisor {
         mongo: mongodb::Client,
         kafka: Arc<KafkaConfig>,
         metrics: Metrics,
+        readiness: Readiness,
+        shutdown_deadline: Duration,
     ) -> Self {
         Self {
             config,
-            _mongo: mongo,
-            _kafka: kafka,
+            mongo,
+            kafka,
             metrics,
+            readiness,
+            shutdown_deadline,
+            running: None,
+            stopping: false,
+            restarts: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
         }
     }
+
+    fn start(&mut self, ctx: &mut Context<Self>) -> Result<(), SinkError> {
+        let config = &self.config;
+        let routes = Arc::new(Mutex::new(Routes::default()));
+        let writers_thread = Arbiter::current();
+        let context = RebalanceContext::new(
+            config.name.clone(),
+            routes.clone(),
+            writers_thread.clone(),
+            self.shutdown_deadline,
+        );
+        let consumer = Arc::new(
+            kafka::consumer_with_context(&self.kafka, &config.effective_group_id(), context)
+                .map_err(|e| SinkError::Start(e.to_string()))?,
+        );
+        let mut subscription: Vec<String> = config.topics.clone();
+        if let Some(regex) = &config.topics_regex {
+            // librdkafka reads a subscription starting with `^` as a regex; anchor both ends
+            // so the whole name must match, as Kafka Connect's `topics.regex` does.
+            subscription.push(format!("^({regex})$"));
+        }
+        let names: Vec<&str> = subscription.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|e| SinkError::Start(format!("subscribing to {names:?}: {e}")))?;
+        let dead_letter_producer = if needs_dead_letters(config) {
+            Some(kafka::producer(&self.kafka).map_err(|e| SinkError::Start(e.to_string()))?)
+        } else {
+            None
+        };
+        let shared = Arc::new(WriterShared {
+            pipeline: config.name.clone(),
+            mongo: self.mongo.clone(),
+            consumer: consumer.clone(),
+            metrics: self.metrics.clone(),
+            supervisor: ctx.address().recipient(),
+        });
+        let factory = writer_factory(config.clone(), shared, dead_letter_producer, writers_thread);
+        let (stop, stop_rx) = tokio::sync::oneshot::channel();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let thread = Arbiter::new();
+        let pipeline = config.name.clone();
+        let polled = consumer.clone();
+        let spawned = thread.spawn(async move {
+            let writers = consumer::run(pipeline, polled, routes, factory, stop_rx).await;
+            let _ = done_tx.send(writers);
+        });
+        if !spawned {
+            return Err(SinkError::Start("the consumer thread did not start".into()));
+        }
+        self.running = Some(Running {
+            stop,
+            done,
+            consumer,
+            thread,
+        });
+        tracing::info!(
+            pipeline = %config.name,
+            topics = ?subscription,
+            group_id = %config.effective_group_id(),
+            "sink pipeline running"
+        );
+        Ok(())
+    }
+
+    /// Stops the consumer, then writes, commits and closes every writer; answers how many
+    /// partitions did not finish within the deadline.
+    fn drain(&mut self) -> impl std::future::Future<Output = usize> + 'static {
+        let running = self.running.take();
+        let deadline = self.shutdown_deadline;
+        async move {
+            let Some(running) = running else { return 0 };
+            let _ = running.stop.send(());
+            let writers = running.done.await.unwrap_or_default();
+            let flushes = writers.into_iter().map(|(partition, writer)| async move {
+                let done = writer.send(Flush { close: true }).await;
+                (partition, matches!(done, Ok(Ok(_))))
+            });
+            let left = match tokio::time::timeout(deadline, join_all(flushes)).await {
+                Ok(results) => results.iter().filter(|(_, ok)| !ok).count(),
+                Err(_) => usize::MAX,
+            };
+            // Leaves the group now rather than when the session times out.
+            running.consumer.unsubscribe();
+            running.thread.stop();
+            left
+        }
+    }
+
+    fn fail(&mut self, error: SinkError, ctx: &mut Context<Self>) {
+        tracing::error!(pipeline = %self.config.name, %error, "sink pipeline failed; it stays stopped until the configuration changes or the daemon restarts");
+        self.metrics.pipeline_failed("sink", error.kind());
+        self.readiness.set_not_ready(format!(
+            "sink pipeline `{}` failed: {error}",
+            self.config.name
+        ));
+        self.stopping = true;
+        ctx.spawn(self.drain().into_actor(self).map(|_, _, _| ()));
+    }
+}
+
+/// Whether any topic of the pipeline dead-letters.
+fn needs_dead_letters(config: &SinkConfig) -> bool {
+    std::iter::once(Ok(config.clone()))
+        .chain(config.topic_overrides.keys().map(|t| config.for_topic(t)))
+        .flatten()
+        .any(|c| c.errors.tolerance == Tolerance::All)
+}
+
+/// Makes writers on `writers_thread`, with each topic's settings (built once per topic).
+fn writer_factory(
+    config: SinkConfig,
+    shared: Arc<WriterShared>,
+    dead_letter_producer: Option<rdkafka::producer::FutureProducer>,
+    writers_thread: ArbiterHandle,
+) -> WriterFactory {
+    let settings: Mutex<HashMap<String, Arc<WriterSettings>>> = Mutex::new(HashMap::new());
+    Box::new(move |topic: &str, partition: i32| {
+        let mut cache = settings.lock().unwrap_or_else(|p| p.into_inner());
+        let settings = match cache.get(topic) {
+            Some(settings) => settings.clone(),
+            None => {
+                let built = config
+                    .for_topic(topic)
+                    .and_then(|c| Converter::new(c.clone()).map(|conv| (c, conv)));
+                let (topic_config, converter) = match built {
+                    Ok(built) => built,
+                    Err(error) => {
+                        tracing::error!(pipeline = %config.name, topic, %error, "the topic's settings are unusable; its records are not read");
+                        return None;
+                    }
+                };
+                let dead_letters = match (
+                    topic_config.errors.tolerance,
+                    &topic_config.errors.dead_letter_topic,
+                    &dead_letter_producer,
+                ) {
+                    (Tolerance::All, Some(topic), Some(producer)) => Some(DeadLetters {
+                        producer: producer.clone(),
+                        topic: topic.clone(),
+                    }),
+                    _ => None,
+                };
+                let built = Arc::new(WriterSettings {
+                    converter: Arc::new(converter),
+                    tolerance: topic_config.errors.tolerance,
+                    dead_letters,
+                    max_batch_size: topic_config.max_batch_size,
+                    max_batch_delay: topic_config.max_batch_delay,
+                    mailbox_capacity: config.queue_capacity,
+                    max_retries: topic_config.max_num_retries,
+                });
+                cache.insert(topic.to_owned(), built.clone());
+                built
+            }
+        };
+        let shared = shared.clone();
+        let topic = topic.to_owned();
+        Some(PartitionWriter::start_in_arbiter(
+            &writers_thread,
+            move |_| PartitionWriter::new(topic, partition, shared, settings),
+        ))
+    })
 }
 
 impl Actor for SinkSupervisor {
@@ -46,13 +303,9 @@ impl Actor for SinkSupervisor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::CONTROL_MAILBOX_CAPACITY);
         self.metrics.pipeline_started("sink");
-        tracing::info!(
-            pipeline = %self.config.name,
-            topics = ?self.config.topics,
-            group_id = %self.config.effective_group_id(),
-            database = %self.config.database,
-            "sink pipeline started"
-        );
+        if let Err(error) = self.start(ctx) {
+            self.fail(error, ctx);
+        }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -61,10 +314,51 @@ impl Actor for SinkSupervisor {
     }
 }
 
-impl Handler<StopPipeline> for SinkSupervisor {
+impl Handler<WriterFailed> for SinkSupervisor {
     type Result = ();
 
-    fn handle(&mut self, _: StopPipeline, ctx: &mut Self::Context) {
-        ctx.stop();
+    fn handle(&mut self, msg: WriterFailed, ctx: &mut Self::Context) {
+        if self.stopping {
+            return;
+        }
+        if let SinkError::Unavailable { .. } = msg.error {
+            // The running pipeline was not replaced meanwhile: restart it.
+            if self.running.is_none() {
+                return;
+            }
+            let delay = self.restarts.next_delay();
+            tracing::warn!(pipeline = %self.config.name, error = %msg.error, retry_in = ?delay, "restarting the sink pipeline from its committed offsets");
+            self.metrics
+                .actor_restarted("sink_pipeline", msg.error.kind());
+            let drained = self.drain();
+            ctx.spawn(drained.into_actor(self).map(move |_, _, ctx| {
+                ctx.run_later(delay, |act, ctx| {
+                    if act.stopping {
+                        return;
+                    }
+                    if let Err(error) = act.start(ctx) {
+                        act.fail(error, ctx);
+                    }
+                });
+            }));
+            return;
+        }
+        tracing::error!(pipeline = %self.config.name, partition = %msg.partition, "partition writer failed");
+        self.fail(msg.error, ctx);
+    }
+}
+
+impl Handler<StopPipeline> for SinkSupervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: StopPipeline, _: &mut Self::Context) -> Self::Result {
+        self.stopping = true;
+        let name = self.config.name.clone();
+        Box::pin(self.drain().into_actor(self).map(move |left, _, ctx| {
+            if left > 0 {
+                tracing::error!(pipeline = %name, "partition writers did not finish before the shutdown deadline; their uncommitted records will be written again at the next start");
+            }
+            ctx.stop();
+        }))
     }
 }

@@ -18,11 +18,9 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::checkpoint::{self, AckTracker, Checkpoint, CheckpointKey};
 use super::SourceError;
+use crate::clients::kafka;
 use crate::config::{ErrorsConfig, Tolerance};
 use crate::ops::metrics::Metrics;
-
-/// How long to wait before retrying when librdkafka's local queue is full.
-const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
 
 /// One record to publish.
 #[derive(Debug, Clone)]
@@ -367,36 +365,6 @@ impl Actor for RecordProducer {
     }
 }
 
-/// Hands one record to librdkafka, waiting while its local queue is full.
-async fn enqueue(
-    producer: &FutureProducer,
-    topic: &str,
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
-    headers: Option<OwnedHeaders>,
-) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
-    loop {
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        if let Some(value) = value {
-            record = record.payload(value);
-        }
-        if let Some(headers) = headers.clone() {
-            record = record.headers(headers);
-        }
-        match producer.send_result(record) {
-            Ok(delivery) => return Ok(delivery),
-            // A full queue means "slow down", not an error.
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
-            }
-            Err((error, _)) => return Err(error),
-        }
-    }
-}
-
 fn dead_letter_headers(pipeline: &str, record: &OutgoingRecord, reason: &str) -> OwnedHeaders {
     OwnedHeaders::new()
         .insert(Header {
@@ -431,7 +399,7 @@ impl Handler<ProduceBatch> for RecordProducer {
         let enqueue_all = async move {
             let mut deliveries = Vec::with_capacity(batch.records.len());
             for record in &batch.records {
-                let sent = enqueue(
+                let sent = kafka::enqueue(
                     &producer,
                     &record.topic,
                     record.key.as_deref(),
@@ -461,7 +429,7 @@ impl Handler<ProduceBatch> for RecordProducer {
                         tracing::warn!(pipeline = %pipeline, origin = %record.origin, topic = %record.topic, dead_letter_topic = dlq, %reason, "dead-lettering an event");
                         metrics.dead_lettered(&pipeline, "too_large");
                         // The dead letter carries the key only: the value is what did not fit.
-                        let delivery = enqueue(
+                        let delivery = kafka::enqueue(
                             &producer,
                             dlq,
                             record.key.as_deref(),

@@ -230,6 +230,7 @@ pub struct Consumed {
     pub value: Option<Vec<u8>>,
     pub partition: i32,
     pub offset: i64,
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 impl Consumed {
@@ -281,7 +282,7 @@ pub async fn consume_until(
     mut done: impl FnMut(&[Consumed]) -> bool,
 ) -> Vec<Consumed> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
-    use rdkafka::message::Message;
+    use rdkafka::message::{Headers, Message};
     let consumer: StreamConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", kafka_bootstrap())
         .set("group.id", unique("testreader"))
@@ -313,6 +314,14 @@ pub async fn consume_until(
                 value: m.payload().map(<[u8]>::to_vec),
                 partition: m.partition(),
                 offset: m.offset(),
+                headers: m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             }),
             // The topic may not exist yet: keep polling until the deadline.
             Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -327,4 +336,152 @@ pub async fn mongo_client() -> mongodb::Client {
     mongodb::Client::with_uri_str(mongodb_uri())
         .await
         .unwrap_or_else(|e| panic!("MongoDB client: {e}"))
+}
+
+/// Creates `topic` with `partitions` partitions (replication factor 1).
+pub async fn create_topic(topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .create()
+        .unwrap_or_else(|e| panic!("admin client: {e}"));
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create topic {topic}: {e}"));
+    for result in results {
+        if let Err((name, code)) = result {
+            panic!("create topic {name}: {code}");
+        }
+    }
+}
+
+/// One record to produce: partition, key, value (`None`: a tombstone), headers.
+#[derive(Debug, Clone, Default)]
+pub struct Outgoing {
+    pub partition: Option<i32>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Outgoing {
+    /// A record with JSON key and value.
+    pub fn json(key: serde_json::Value, value: serde_json::Value) -> Self {
+        Self {
+            key: Some(key.to_string().into_bytes()),
+            value: Some(value.to_string().into_bytes()),
+            ..Self::default()
+        }
+    }
+}
+
+/// Produces `records` to `topic` in order (idempotent producer, acks=all) and waits for
+/// every acknowledgement.
+pub async fn produce(topic: &str, records: &[Outgoing]) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap_or_else(|e| panic!("producer: {e}"));
+    let mut deliveries = Vec::with_capacity(records.len());
+    for record in records {
+        let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+        if let Some(p) = record.partition {
+            out = out.partition(p);
+        }
+        if let Some(k) = &record.key {
+            out = out.key(k.as_slice());
+        }
+        if let Some(v) = &record.value {
+            out = out.payload(v.as_slice());
+        }
+        if !record.headers.is_empty() {
+            let mut headers = OwnedHeaders::new();
+            for (k, v) in &record.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v.as_slice()),
+                });
+            }
+            out = out.headers(headers);
+        }
+        loop {
+            match producer.send_result(out) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                Err((e, back)) => {
+                    if !matches!(
+                        e,
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull
+                        )
+                    ) {
+                        panic!("producing to {topic}: {e}");
+                    }
+                    out = back;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+    for delivery in deliveries {
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            other => panic!("delivery to {topic}: {other:?}"),
+        }
+    }
+}
+
+/// Polls `check` every 200 ms until it answers `true` or `limit` passed; answers the last
+/// result.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The offsets `group` committed for `topic`'s partitions `0..partitions`.
+pub fn committed_offsets(group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .set("group.id", group)
+        .create()
+        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    let mut list = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("committed offsets of {group}: {e}"));
+    (0..partitions)
+        .map(
+            |p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(rdkafka::Offset::Offset(o)) => Some(o),
+                _ => None,
+            },
+        )
+        .collect()
 }

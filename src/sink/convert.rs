@@ -1,0 +1,265 @@
+//! One Kafka record → one write: decoding, the target namespace, then either CDC replay or
+//! id + post-processing + write model, and the size check. Pure: no I/O.
+
+use bson::{Bson, Document};
+
+use super::cdc::CdcReplayer;
+use super::decode::{decode_key, decode_value};
+use super::id::IdAssigner;
+use super::model::{RecordError, SinkRecord, Stage, WriteOp};
+use super::process::PostProcessor;
+use super::write_model::WriteModelBuilder;
+use crate::config::{CdcHandler, NamespaceFrom, SinkConfig};
+
+/// A database and collection written to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Namespace {
+    /// The database.
+    pub db: String,
+    /// The collection.
+    pub coll: String,
+}
+
+impl std::fmt::Display for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.db, self.coll)
+    }
+}
+
+/// A record turned into a write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Converted {
+    /// Where it goes.
+    pub namespace: Namespace,
+    /// What it does.
+    pub op: WriteOp,
+}
+
+/// The raw parts of a Kafka record the converter reads.
+#[derive(Debug, Clone, Copy)]
+pub struct RawRecord<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The partition.
+    pub partition: i32,
+    /// The offset.
+    pub offset: i64,
+    /// Milliseconds since the epoch, when the record has a timestamp.
+    pub timestamp: Option<i64>,
+    /// The key bytes.
+    pub key: Option<&'a [u8]>,
+    /// The value bytes; `None` for a tombstone.
+    pub value: Option<&'a [u8]>,
+}
+
+/// Converts the records of one topic, with that topic's settings.
+pub struct Converter {
+    config: SinkConfig,
+    ids: IdAssigner,
+    process: PostProcessor,
+    model: WriteModelBuilder,
+    cdc: CdcReplayer,
+}
+
+impl Converter {
+    /// A converter for records read with `config` (already resolved for the topic).
+    pub fn new(config: SinkConfig) -> Result<Self, String> {
+        Ok(Self {
+            ids: IdAssigner::new(&config),
+            process: PostProcessor::new(&config)?,
+            model: WriteModelBuilder::new(&config),
+            cdc: CdcReplayer::new(&config),
+            config,
+        })
+    }
+
+    /// The write `raw` becomes; `Ok(None)` when it writes nothing (a tombstone without
+    /// `delete_on_null_values`, a change event without a document effect).
+    pub fn convert(&self, raw: RawRecord<'_>) -> Result<Option<Converted>, RecordError> {
+        let mut record = SinkRecord {
+            topic: raw.topic.to_owned(),
+            partition: raw.partition,
+            offset: raw.offset,
+            timestamp: raw.timestamp,
+            key: decode_key(raw.key, self.config.key_format)?,
+            value: decode_value(raw.value, self.config.value_format)?,
+        };
+        let namespace = self.namespace(&record)?;
+        let op = if self.config.cdc_handler == CdcHandler::None {
+            if let Some(mut value) = record.value.take() {
+                self.ids.assign(&record, &mut value)?;
+                record.value = Some(value);
+            }
+            self.process.apply(&mut record)?;
+            self.model.build(&record)?
+        } else {
+            self.cdc.replay(&record)?
+        };
+        Ok(op.map(|op| Converted { namespace, op }))
+    }
+
+    fn namespace(&self, record: &SinkRecord) -> Result<Namespace, RecordError> {
+        let default = Namespace {
+            db: self.config.database.clone(),
+            coll: self.config.collection_for(&record.topic),
+        };
+        let source = match self.config.namespace_from {
+            NamespaceFrom::Config => return Ok(default),
+            NamespaceFrom::Key => match &record.key {
+                Some(Bson::Document(key)) => key,
+                _ => {
+                    return Err(RecordError::new(
+                        Stage::Namespace,
+                        "`namespace_from = \"key\"` needs a key that is a document",
+                    ))
+                }
+            },
+            NamespaceFrom::Value => match &record.value {
+                Some(value) => value,
+                None => {
+                    return Err(RecordError::new(
+                        Stage::Namespace,
+                        "`namespace_from = \"value\"` needs a value; the record is a tombstone",
+                    ))
+                }
+            },
+        };
+        let db = match &self.config.database_field {
+            Some(path) => name_at(source, path)?,
+            None => default.db,
+        };
+        let coll = match &self.config.collection_field {
+            Some(path) => name_at(source, path)?,
+            None => default.coll,
+        };
+        Ok(Namespace { db, coll })
+    }
+}
+
+/// The non-empty string at dotted `path` of `doc`.
+fn name_at(doc: &Document, path: &str) -> Result<String, RecordError> {
+    let mut current = doc;
+    let mut segments = path.split('.').peekable();
+    while let Some(segment) = segments.next() {
+        let value = current.get(segment);
+        if segments.peek().is_none() {
+            return match value {
+                Some(Bson::String(name)) if !name.is_empty() && !name.contains('\0') => {
+                    Ok(name.clone())
+                }
+                Some(other) => Err(RecordError::new(
+                    Stage::Namespace,
+                    format!("field `{path}` must be a non-empty string, not {other}"),
+                )),
+                None => Err(RecordError::new(
+                    Stage::Namespace,
+                    format!("field `{path}` is missing"),
+                )),
+            };
+        }
+        match value {
+            Some(Bson::Document(inner)) => current = inner,
+            _ => {
+                return Err(RecordError::new(
+                    Stage::Namespace,
+                    format!("field `{path}` is missing"),
+                ))
+            }
+        }
+    }
+    Err(RecordError::new(
+        Stage::Namespace,
+        format!("`{path}` is not a field path"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    fn converter(extra: &str) -> Converter {
+        let text = format!("name = \"s\"\ntopics = [\"orders\"]\ndatabase = \"shop\"\n{extra}");
+        let config: SinkConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        Converter::new(config).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn raw<'a>(key: Option<&'a [u8]>, value: Option<&'a [u8]>) -> RawRecord<'a> {
+        RawRecord {
+            topic: "orders",
+            partition: 3,
+            offset: 42,
+            timestamp: Some(1_700_000_000_000),
+            key,
+            value,
+        }
+    }
+
+    #[test]
+    fn a_json_document_is_replaced_by_its_id_in_the_topic_collection() {
+        let c = converter("id_strategy = \"provided_in_value\"");
+        let out = c
+            .convert(raw(None, Some(br#"{"_id": 5, "qty": 2}"#)))
+            .expect("converts")
+            .expect("writes");
+        assert_eq!(
+            out.namespace,
+            Namespace {
+                db: "shop".into(),
+                coll: "orders".into()
+            }
+        );
+        assert_eq!(
+            out.op,
+            WriteOp::Replace {
+                filter: doc! {"_id": 5},
+                replacement: doc! {"_id": 5, "qty": 2},
+                upsert: true
+            }
+        );
+    }
+
+    #[test]
+    fn the_namespace_can_come_from_the_value() {
+        let c = converter(
+            "namespace_from = \"value\"\ncollection_field = \"meta.kind\"\nid_strategy = \"provided_in_value\"",
+        );
+        let out = c
+            .convert(raw(
+                None,
+                Some(br#"{"_id": 1, "meta": {"kind": "returns"}}"#),
+            ))
+            .expect("converts")
+            .expect("writes");
+        assert_eq!(out.namespace.to_string(), "shop.returns");
+        let err = c
+            .convert(raw(None, Some(br#"{"_id": 1, "meta": {"kind": 7}}"#)))
+            .expect_err("not a string");
+        assert_eq!(err.stage, Stage::Namespace);
+        assert!(err.message.contains("meta.kind"), "{err}");
+    }
+
+    #[test]
+    fn bad_json_is_a_decode_error() {
+        let c = converter("");
+        let err = c
+            .convert(raw(None, Some(b"{not json")))
+            .expect_err("bad JSON");
+        assert_eq!(err.stage, Stage::Decode);
+    }
+
+    #[test]
+    fn a_tombstone_deletes_with_delete_on_null_values() {
+        let c = converter("delete_on_null_values = true");
+        let out = c
+            .convert(raw(Some(br#"{"_id": 9}"#), None))
+            .expect("converts")
+            .expect("writes");
+        assert_eq!(
+            out.op,
+            WriteOp::Delete {
+                filter: doc! {"_id": 9}
+            }
+        );
+    }
+}

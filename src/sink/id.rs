@@ -1,0 +1,285 @@
+//! Document id strategies: how the `_id` of a written document is chosen (the MongoDB Kafka
+//! Connector's `document.id.strategy`). A value that already has an `_id` keeps it unless
+//! `id_overwrite_existing` is set; `provided_in_key` always takes the key's.
+
+use bson::{oid::ObjectId, spec::BinarySubtype, Binary, Bson, Document};
+
+use super::model::{RecordError, SinkRecord, Stage};
+use super::process::{allow_paths, get_path};
+use crate::config::{IdStrategy, SinkConfig, UuidRepresentation};
+
+/// Sets `_id` on values, per the topic's strategy.
+pub struct IdAssigner {
+    strategy: IdStrategy,
+    fields: Vec<String>,
+    overwrite: bool,
+    uuid: UuidRepresentation,
+}
+
+fn error(message: impl Into<String>) -> RecordError {
+    RecordError::new(Stage::Id, message)
+}
+
+impl IdAssigner {
+    /// The assigner `config` asks for.
+    pub fn new(config: &SinkConfig) -> Self {
+        Self {
+            strategy: config.id_strategy,
+            fields: config.id_fields.clone(),
+            overwrite: config.id_overwrite_existing,
+            uuid: config.uuid_representation,
+        }
+    }
+
+    /// Sets the `_id` of `value`, the value of `record`.
+    pub fn assign(&self, record: &SinkRecord, value: &mut Document) -> Result<(), RecordError> {
+        let id = match self.strategy {
+            IdStrategy::ProvidedInValue => {
+                return match value.get("_id") {
+                    Some(_) => Ok(()),
+                    None => Err(error("the value has no `_id` (id_strategy = \"provided_in_value\")")),
+                }
+            }
+            IdStrategy::ProvidedInKey => match &record.key {
+                Some(Bson::Document(key)) => key.get("_id").cloned().ok_or_else(|| {
+                    error("the key has no `_id` field (id_strategy = \"provided_in_key\")")
+                })?,
+                Some(other) => {
+                    return Err(error(format!(
+                        "the key is {other}, not a document with `_id` (id_strategy = \"provided_in_key\")"
+                    )))
+                }
+                None => return Err(error("the record has no key (id_strategy = \"provided_in_key\")")),
+            },
+            _ if value.contains_key("_id") && !self.overwrite => return Ok(()),
+            IdStrategy::ObjectId => Bson::ObjectId(ObjectId::new()),
+            IdStrategy::KafkaMeta => Bson::String(format!(
+                "{}-{}-{}",
+                record.topic, record.partition, record.offset
+            )),
+            IdStrategy::Uuid => {
+                let uuid = bson::Uuid::new();
+                match self.uuid {
+                    UuidRepresentation::String => Bson::String(uuid.to_string()),
+                    UuidRepresentation::Binary => Bson::Binary(Binary {
+                        subtype: BinarySubtype::Uuid,
+                        bytes: uuid.bytes().to_vec(),
+                    }),
+                }
+            }
+            IdStrategy::FullKey => match &record.key {
+                Some(key) => key.clone(),
+                None => return Err(error("the record has no key (id_strategy = \"full_key\")")),
+            },
+            IdStrategy::PartialKey => match &record.key {
+                Some(Bson::Document(key)) => self.partial(key, "key")?,
+                _ => {
+                    return Err(error(
+                        "the key is not a document (id_strategy = \"partial_key\")",
+                    ))
+                }
+            },
+            IdStrategy::PartialValue => self.partial(value, "value")?,
+        };
+        value.insert("_id", id);
+        Ok(())
+    }
+
+    fn partial(&self, doc: &Document, side: &str) -> Result<Bson, RecordError> {
+        if let Some(missing) = self.fields.iter().find(|f| get_path(doc, f).is_none()) {
+            return Err(error(format!(
+                "the {side} has no field `{missing}` (id_fields)"
+            )));
+        }
+        Ok(Bson::Document(allow_paths(doc.clone(), &self.fields)))
+    }
+}
+
+/// The `_id` a record's key identifies: the key's `_id` field, else the whole key.
+pub fn key_id(record: &SinkRecord) -> Result<Bson, RecordError> {
+    match &record.key {
+        Some(Bson::Document(key)) => Ok(key
+            .get("_id")
+            .cloned()
+            .unwrap_or_else(|| Bson::Document(key.clone()))),
+        Some(Bson::Null) | None => Err(error("the record has no key to find the document by")),
+        Some(other) => Ok(other.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+    use proptest::prelude::*;
+
+    fn assigner(extra: &str) -> IdAssigner {
+        let text = format!("name = \"s\"\ntopics = [\"t\"]\ndatabase = \"db\"\n{extra}");
+        let config: SinkConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        IdAssigner::new(&config)
+    }
+
+    fn record(key: Option<Bson>) -> SinkRecord {
+        SinkRecord {
+            topic: "t".into(),
+            partition: 1,
+            offset: 7,
+            timestamp: None,
+            key,
+            value: None,
+        }
+    }
+
+    fn id_of(extra: &str, key: Option<Bson>, mut value: Document) -> Result<Bson, RecordError> {
+        assigner(extra).assign(&record(key), &mut value)?;
+        Ok(value.get("_id").cloned().unwrap_or(Bson::Null))
+    }
+
+    #[test]
+    fn every_strategy_sets_its_id() {
+        let key = Some(Bson::Document(doc! {"_id": 5, "a": {"b": 1, "c": 2}}));
+        assert!(matches!(
+            id_of("", key.clone(), doc! {}),
+            Ok(Bson::ObjectId(_))
+        ));
+        assert_eq!(
+            id_of("id_strategy = \"kafka_meta\"", None, doc! {}).ok(),
+            Some(Bson::String("t-1-7".into()))
+        );
+        assert_eq!(
+            id_of("id_strategy = \"full_key\"", key.clone(), doc! {}).ok(),
+            key.clone()
+        );
+        assert_eq!(
+            id_of(
+                "id_strategy = \"partial_key\"\nid_fields = [\"a.b\"]",
+                key.clone(),
+                doc! {}
+            )
+            .ok(),
+            Some(Bson::Document(doc! {"a": {"b": 1}}))
+        );
+        assert_eq!(
+            id_of(
+                "id_strategy = \"partial_value\"\nid_fields = [\"sku\"]",
+                None,
+                doc! {"sku": "x", "q": 1}
+            )
+            .ok(),
+            Some(Bson::Document(doc! {"sku": "x"}))
+        );
+        assert_eq!(
+            id_of(
+                "id_strategy = \"provided_in_key\"",
+                key.clone(),
+                doc! {"_id": 9}
+            )
+            .ok(),
+            Some(Bson::Int32(5))
+        );
+        assert_eq!(
+            id_of("id_strategy = \"provided_in_value\"", None, doc! {"_id": 9}).ok(),
+            Some(Bson::Int32(9))
+        );
+        assert!(
+            matches!(id_of("id_strategy = \"uuid\"", None, doc! {}), Ok(Bson::String(s)) if s.len() == 36)
+        );
+        assert!(matches!(
+            id_of("id_strategy = \"uuid\"\nuuid_representation = \"binary\"", None, doc! {}),
+            Ok(Bson::Binary(b)) if b.subtype == BinarySubtype::Uuid
+        ));
+    }
+
+    #[test]
+    fn an_existing_id_stays_unless_overwritten() {
+        assert_eq!(
+            id_of("id_strategy = \"kafka_meta\"", None, doc! {"_id": 1}).ok(),
+            Some(Bson::Int32(1))
+        );
+        assert_eq!(
+            id_of(
+                "id_strategy = \"kafka_meta\"\nid_overwrite_existing = true",
+                None,
+                doc! {"_id": 1}
+            )
+            .ok(),
+            Some(Bson::String("t-1-7".into()))
+        );
+    }
+
+    #[test]
+    fn missing_ids_are_named() {
+        let err = id_of(
+            "id_strategy = \"provided_in_key\"",
+            Some(Bson::Document(doc! {"id": 1})),
+            doc! {},
+        )
+        .expect_err("no _id");
+        assert!(err.message.contains("`_id`"), "{err}");
+        let err = id_of("id_strategy = \"provided_in_value\"", None, doc! {}).expect_err("no _id");
+        assert!(err.message.contains("`_id`"), "{err}");
+        let err = id_of(
+            "id_strategy = \"partial_value\"\nid_fields = [\"a.x\"]",
+            None,
+            doc! {"a": {}},
+        )
+        .expect_err("missing");
+        assert!(err.message.contains("`a.x`"), "{err}");
+        let err = id_of("id_strategy = \"full_key\"", None, doc! {}).expect_err("no key");
+        assert_eq!(err.stage, Stage::Id);
+    }
+
+    #[test]
+    fn key_ids() {
+        let r = |k| record(Some(k));
+        assert_eq!(
+            key_id(&r(Bson::Document(doc! {"_id": 3}))).ok(),
+            Some(Bson::Int32(3))
+        );
+        assert_eq!(
+            key_id(&r(Bson::Document(doc! {"a": 3}))).ok(),
+            Some(Bson::Document(doc! {"a": 3}))
+        );
+        assert_eq!(
+            key_id(&r(Bson::String("s".into()))).ok(),
+            Some(Bson::String("s".into()))
+        );
+        assert!(key_id(&record(None)).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn kafka_meta_ids_are_unique_per_position(p1 in 0i32..4, o1 in 0i64..1000, p2 in 0i32..4, o2 in 0i64..1000) {
+            let a = assigner("id_strategy = \"kafka_meta\"");
+            let mut r = record(None);
+            let (mut d1, mut d2) = (doc! {}, doc! {});
+            r.partition = p1; r.offset = o1;
+            a.assign(&r, &mut d1).expect("assigns");
+            r.partition = p2; r.offset = o2;
+            a.assign(&r, &mut d2).expect("assigns");
+            prop_assert_eq!(d1.get("_id") == d2.get("_id"), (p1, o1) == (p2, o2));
+        }
+
+        #[test]
+        fn assigning_changes_only_the_id(fields in proptest::collection::btree_map("[a-z]{1,6}", any::<i32>(), 0..8)) {
+            let mut value = Document::new();
+            for (k, v) in &fields { value.insert(k.clone(), *v); }
+            value.remove("_id");
+            let before = value.clone();
+            assigner("id_strategy = \"uuid\"").assign(&record(None), &mut value).expect("assigns");
+            value.remove("_id");
+            prop_assert_eq!(value, before);
+        }
+
+        #[test]
+        fn partial_ids_hold_exactly_the_chosen_fields(fields in proptest::collection::btree_map("[a-z]{1,6}", any::<i64>(), 1..8)) {
+            let mut value = Document::new();
+            for (k, v) in &fields { value.insert(k.clone(), *v); }
+            let chosen: Vec<String> = fields.keys().step_by(2).cloned().collect();
+            let a = IdAssigner { strategy: IdStrategy::PartialValue, fields: chosen.clone(), overwrite: true, uuid: UuidRepresentation::String };
+            a.assign(&record(None), &mut value).expect("assigns");
+            let id = value.get_document("_id").expect("a document id");
+            prop_assert_eq!(id.keys().cloned().collect::<Vec<_>>(), chosen);
+        }
+    }
+}

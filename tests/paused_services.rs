@@ -1,0 +1,233 @@
+//! Backpressure: a service the daemon writes to stops answering (SIGSTOP on the local
+//! service's process) while input keeps coming; the daemon's memory stays bounded, and
+//! when the service comes back (SIGCONT) everything arrives.
+//!
+//! These tests pause shared services, so they live in their own test binary (cargo runs
+//! test binaries one after another) and take a lock against each other.
+
+mod common;
+
+use std::time::Duration;
+
+use mongodb::bson::{doc, Document};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+static PAUSING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The PID of a local service started by `test-services/services.sh`, or `None` when the
+/// tests run against other servers.
+fn service_pid(name: &str) -> Option<u32> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/test-services/.cache/run/").to_owned()
+        + name
+        + ".pid";
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Stops a process with SIGSTOP; SIGCONT when dropped, even when the test fails.
+struct Paused(u32);
+
+impl Paused {
+    fn new(pid: u32) -> Self {
+        signal(pid, "STOP");
+        Self(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        signal(self.0, "CONT");
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
+    assert!(
+        matches!(status, Ok(s) if s.success()),
+        "kill -{name} {pid}: {status:?}"
+    );
+}
+
+/// The resident set of `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS for {pid}"))
+}
+
+/// Samples `pid`'s RSS every 100 ms for `period`; answers the largest.
+async fn peak_rss_kib(pid: u32, period: Duration) -> u64 {
+    let deadline = std::time::Instant::now() + period;
+    let mut peak = 0;
+    while std::time::Instant::now() < deadline {
+        peak = peak.max(rss_kib(pid));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    peak
+}
+
+const PAYLOAD: usize = 1000;
+
+#[tokio::test]
+async fn a_paused_mongodb_pauses_the_partitions_and_memory_stays_bounded() {
+    let _one_at_a_time = PAUSING.lock().await;
+    let Some(mongo_pid) = service_pid("mongo") else {
+        eprintln!("SKIPPED: needs the local MongoDB stand-in's PID to pause it");
+        return;
+    };
+    let topic = common::unique("slowsink");
+    common::create_topic(&topic, 2).await;
+    let db = common::unique("slowdb");
+    let port = common::free_port();
+    let extra = format!(
+        "[[sink]]\nname = \"{}\"\ntopics = [\"{topic}\"]\ndatabase = \"{db}\"\ncollection = \"docs\"\nid_strategy = \"provided_in_key\"\nqueue_capacity = 256\nmax_batch_size = 100\n",
+        common::unique("slow")
+    );
+    let mut daemon = common::Daemon::start(&common::config_toml(port, &extra));
+    daemon.wait_for_log("sink pipeline running", 1, WAIT);
+    let records = |ids: std::ops::Range<i64>| -> Vec<common::Outgoing> {
+        ids.map(|id| {
+            common::Outgoing::json(
+                json!({"_id": id}),
+                json!({"n": id, "pad": "x".repeat(PAYLOAD)}),
+            )
+        })
+        .collect()
+    };
+    // Warm up, so the baseline includes the writers and connections.
+    common::produce(&topic, &records(0..1000)).await;
+    let coll = common::mongo_client()
+        .await
+        .database(&db)
+        .collection::<Document>("docs");
+    let warm = common::eventually(WAIT, || {
+        let coll = coll.clone();
+        async move { coll.count_documents(doc! {}).await.unwrap_or(0) == 1000 }
+    })
+    .await;
+    assert!(warm, "log:\n{}", daemon.log());
+    let baseline = rss_kib(daemon.pid());
+
+    let total = 60_000;
+    {
+        let _paused = Paused::new(mongo_pid);
+        // 59 MB of records while MongoDB does not answer.
+        common::produce(&topic, &records(1000..total)).await;
+        let peak = peak_rss_kib(daemon.pid(), Duration::from_secs(5)).await;
+        let growth_mib = peak.saturating_sub(baseline) / 1024;
+        assert!(
+            growth_mib < 40,
+            "RSS grew by {growth_mib} MiB (from {baseline} KiB) while 59 MB waited in Kafka"
+        );
+    }
+    let caught_up = common::eventually(WAIT, || {
+        let coll = coll.clone();
+        async move { coll.count_documents(doc! {}).await.unwrap_or(0) == total as u64 }
+    })
+    .await;
+    assert!(
+        caught_up,
+        "{} of {total} documents; log:\n{}",
+        coll.count_documents(doc! {}).await.unwrap_or(0),
+        daemon.log()
+    );
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
+    let _ = coll.drop().await;
+}
+
+/// The sum of every series of `metric` on the daemon's `/metrics`.
+fn metric_sum(port: u16, metric: &str) -> f64 {
+    let (_, body) = common::http_get(port, "/metrics").expect("metrics answer");
+    body.lines()
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_paused_kafka_stops_the_readers_and_memory_stays_bounded() {
+    let _one_at_a_time = PAUSING.lock().await;
+    let Some(kafka_pid) = service_pid("kafka") else {
+        eprintln!("SKIPPED: needs the local Kafka broker's PID to pause it");
+        return;
+    };
+    let db = common::unique("slowsrc");
+    let client = common::mongo_client().await;
+    let coll = client.database(&db).collection::<Document>("events");
+    coll.insert_one(doc! {"_id": -1}).await.expect("seed");
+    let port = common::free_port();
+    let topic = format!("{db}.events");
+    common::create_topic(&topic, 1).await;
+    // Small buffers, so that what "bounded" means is visible: at most 1 MiB in librdkafka's
+    // queue and 4 batches of 50 events in the producer's mailbox.
+    let extra = format!(
+        "[kafka.producer]\n\"queue.buffering.max.kbytes\" = 1024\n[[source]]\nname = \"{}\"\ndatabase = \"{db}\"\ncollection = \"events\"\nmax_await_time = \"200ms\"\nqueue_capacity = 4\nbatch_size = 50\n",
+        common::unique("slow")
+    );
+    let mut daemon = common::Daemon::start(&common::config_toml(port, &extra));
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    let insert = |ids: std::ops::Range<i64>| {
+        let coll = coll.clone();
+        async move {
+            let docs: Vec<Document> = ids
+                .map(|id| doc! {"_id": id, "pad": "x".repeat(2 * PAYLOAD)})
+                .collect();
+            for chunk in docs.chunks(500) {
+                coll.insert_many(chunk.to_vec()).await.expect("insert");
+            }
+        }
+    };
+    insert(0..200).await;
+    let warm = common::consume(&topic, 200, WAIT, false).await;
+    assert_eq!(warm.len(), 200, "log:\n{}", daemon.log());
+    let baseline = rss_kib(daemon.pid());
+    let events = "mkb_source_events_read_total";
+
+    let total = 6000;
+    {
+        let _paused = Paused::new(kafka_pid);
+        // 12 MB of changes wait in MongoDB while the broker does not answer.
+        insert(200..total).await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let read_then = metric_sum(port, events);
+        let peak = peak_rss_kib(daemon.pid(), Duration::from_secs(4)).await;
+        let read_now = metric_sum(port, events);
+        assert_eq!(
+            read_then, read_now,
+            "the reader kept reading while Kafka was paused"
+        );
+        assert!(
+            read_now < f64::from(total as i32 - 1000),
+            "the reader read {read_now} of {total} changes while Kafka was paused"
+        );
+        let growth_mib = peak.saturating_sub(baseline) / 1024;
+        assert!(
+            growth_mib < 20,
+            "RSS grew by {growth_mib} MiB (from {baseline} KiB) while Kafka was paused"
+        );
+    }
+    let all = common::consume_until(&topic, WAIT, false, |records| {
+        let ids: std::collections::BTreeSet<i64> = records
+            .iter()
+            .filter_map(|r| r.key_json()["_id"].as_i64())
+            .collect();
+        ids.len() >= total as usize
+    })
+    .await;
+    let ids: std::collections::BTreeSet<i64> = all
+        .iter()
+        .filter_map(|r| r.key_json()["_id"].as_i64())
+        .collect();
+    assert_eq!(ids.len(), total as usize, "log:\n{}", daemon.log());
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
+    let _ = client.database(&db).drop().await;
+}
