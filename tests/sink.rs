@@ -39,11 +39,15 @@ impl Sink {
     }
 
     fn config(&self) -> String {
+        self.config_on(self.port)
+    }
+
+    fn config_on(&self, port: u16) -> String {
         let sink = format!(
             "[[sink]]\nname = \"{}\"\ntopics = [\"{}\"]\ndatabase = \"{}\"\ncollection = \"docs\"\nmax_batch_delay = \"50ms\"\n{}\n",
             self.name, self.topic, self.db, self.extra
         );
-        common::config_toml(self.port, &sink)
+        common::config_toml(port, &sink)
     }
 
     fn start(&self) -> common::Daemon {
@@ -463,14 +467,18 @@ async fn sigkill_mid_load_then_restart_writes_every_record_once() {
 #[tokio::test]
 async fn a_second_daemon_joining_the_group_loses_and_duplicates_nothing() {
     let sink = Sink::new(6, "id_strategy = \"provided_in_key\"\nmax_batch_size = 20").await;
-    let first = sink.start();
+    let mut first = sink.start();
     let records: Vec<Outgoing> = (0..6000)
         .map(|i| keyed(i % 2000, json!({"n": i % 2000, "seq": i})))
         .collect();
     let (a, b) = records.split_at(3000);
     common::produce(&sink.topic, a).await;
     // A second member: the group rebalances while records are being written.
-    let second = sink.start();
+    let mut second = common::Daemon::start(&sink.config_on(common::free_port()));
+    second.wait_for_log("sink pipeline running", 1, WAIT);
+    // The group rebalances: the first member's writers flush and commit before giving
+    // partitions away, and the second gets some.
+    second.wait_for_log("partitions assigned", 1, WAIT);
     common::produce(&sink.topic, b).await;
     // The last record of each key (seq 4000..6000) wins, whoever wrote it.
     let done = common::eventually(WAIT, || async {
@@ -513,7 +521,6 @@ async fn a_second_daemon_joining_the_group_loses_and_duplicates_nothing() {
         both.contains("partitions revoked"),
         "no rebalance happened:\n{both}"
     );
-    let mut second = second;
     second.signal("TERM");
     assert_eq!(second.wait(WAIT).code(), Some(0), "log:\n{}", second.log());
     sink.stop(first).await;

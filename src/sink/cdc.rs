@@ -153,8 +153,22 @@ fn update_from_description(
     if updated.is_empty() && removed.is_empty() && truncated.is_empty() {
         return Ok(None);
     }
-    let update = if truncated.is_empty() {
+    // A truncation is `$push` of nothing with `$slice`, unless another change touches the
+    // same array (operators may not overlap): then an update pipeline says it.
+    let overlaps = |field: &str| {
+        updated.keys().chain(removed.iter()).any(|p| {
+            p == field || p.starts_with(&format!("{field}.")) || field.starts_with(&format!("{p}."))
+        })
+    };
+    let update = if truncated.iter().all(|(f, _)| !overlaps(f)) {
         let mut ops = Document::new();
+        if !truncated.is_empty() {
+            let push: Document = truncated
+                .iter()
+                .map(|(f, n)| (f.clone(), Bson::Document(doc! {"$each": [], "$slice": *n})))
+                .collect();
+            ops.insert("$push", push);
+        }
         if !updated.is_empty() {
             ops.insert("$set", updated);
         }
@@ -359,12 +373,20 @@ mod tests {
             Some(WriteOp::Update { filter: doc! {"_id": 1}, update: UpdateSpec::Operators(doc! {"$set": {"a.b": 2}, "$unset": {"c": ""}}), upsert: false })
         );
         assert_eq!(
-            mongo(doc! {"operationType": "update", "documentKey": {"_id": 1}, "updateDescription": {"updatedFields": {"x": "$notAPath"}, "removedFields": [], "truncatedArrays": [{"field": "arr", "newSize": 2}]}}).expect("ok"),
+            mongo(doc! {"operationType": "update", "documentKey": {"_id": 1}, "updateDescription": {"updatedFields": {"x": 1}, "removedFields": [], "truncatedArrays": [{"field": "arr", "newSize": 2}]}}).expect("ok"),
+            Some(WriteOp::Update {
+                filter: doc! {"_id": 1},
+                update: UpdateSpec::Operators(doc! {"$push": {"arr": {"$each": [], "$slice": 2_i64}}, "$set": {"x": 1}}),
+                upsert: false
+            })
+        );
+        assert_eq!(
+            mongo(doc! {"operationType": "update", "documentKey": {"_id": 1}, "updateDescription": {"updatedFields": {"arr.0": "$notAPath"}, "removedFields": [], "truncatedArrays": [{"field": "arr", "newSize": 2}]}}).expect("ok"),
             Some(WriteOp::Update {
                 filter: doc! {"_id": 1},
                 update: UpdateSpec::Pipeline(vec![
                     doc! {"$set": {"arr": {"$slice": ["$arr", 2_i64]}}},
-                    doc! {"$set": {"x": {"$literal": "$notAPath"}}},
+                    doc! {"$set": {"arr.0": {"$literal": "$notAPath"}}},
                 ]),
                 upsert: false
             })

@@ -248,7 +248,14 @@ async fn write_batch(
                 op: converted.op,
             }),
             Ok(None) => shared.metrics.record_skipped(pipeline),
-            Err(error) => refused.push((index, error)),
+            Err(error) => {
+                refused.push((index, error));
+                // Without a dead letter topic the pipeline stops at this record: write only
+                // what comes before it.
+                if settings.tolerance == Tolerance::None {
+                    break;
+                }
+            }
         }
     }
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
