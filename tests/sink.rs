@@ -467,7 +467,7 @@ async fn sigkill_mid_load_then_restart_writes_every_record_once() {
 #[tokio::test]
 async fn a_second_daemon_joining_the_group_loses_and_duplicates_nothing() {
     let sink = Sink::new(6, "id_strategy = \"provided_in_key\"\nmax_batch_size = 20").await;
-    let mut first = sink.start();
+    let first = sink.start();
     let records: Vec<Outgoing> = (0..6000)
         .map(|i| keyed(i % 2000, json!({"n": i % 2000, "seq": i})))
         .collect();
