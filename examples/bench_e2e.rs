@@ -106,6 +106,21 @@ async fn insert_all(coll: &mongodb::Collection<Document>, n: i64) -> Result<(), 
     Ok(())
 }
 
+/// Hands one record to librdkafka, waiting while its queue is full.
+async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    value: &[u8],
+) -> rdkafka::producer::DeliveryFuture {
+    loop {
+        match producer.send_result(FutureRecord::to(topic).key(key).payload(value)) {
+            Ok(delivery) => return delivery,
+            Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+        }
+    }
+}
+
 struct Row {
     scenario: &'static str,
     metric: &'static str,
@@ -149,15 +164,7 @@ async fn source(binary: &str, n: i64, client: &mongodb::Client) -> Result<Vec<Ro
     let mut deliveries = Vec::new();
     for i in 0..n {
         let key = format!("{{\"_id\": {i}}}");
-        loop {
-            match producer.send_result(FutureRecord::to(&topic).key(&key).payload(&value)) {
-                Ok(d) => {
-                    deliveries.push(d);
-                    break;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
-            }
-        }
+        deliveries.push(send(&producer, &topic, &key, &value).await);
     }
     futures_util::future::join_all(deliveries).await;
     let produce_rate = n as f64 / started.elapsed().as_secs_f64();
@@ -240,15 +247,7 @@ async fn sink(binary: &str, n: i64, client: &mongodb::Client) -> Result<Vec<Row>
         let value =
             serde_json::to_vec(&mongodb::bson::Bson::Document(document(i)).into_relaxed_extjson())?;
         let key = format!("{{\"_id\": {i}}}");
-        loop {
-            match producer.send_result(FutureRecord::to(&topic).key(&key).payload(&value)) {
-                Ok(d) => {
-                    deliveries.push(d);
-                    break;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
-            }
-        }
+        deliveries.push(send(&producer, &topic, &key, &value).await);
     }
     futures_util::future::join_all(deliveries).await;
 

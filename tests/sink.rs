@@ -99,6 +99,18 @@ impl Sink {
         coll.count_documents(doc! {}).await.unwrap_or(0)
     }
 
+    /// Waits until the group committed `total` offsets over the topic's `partitions`.
+    async fn assert_committed(&self, partitions: i32, total: i64) {
+        let sum = || {
+            common::committed_offsets(&self.group(), &self.topic, partitions)
+                .iter()
+                .map(|o| o.unwrap_or(0))
+                .sum::<i64>()
+        };
+        let committed = common::eventually(WAIT, || async { sum() == total }).await;
+        assert!(committed, "{} of {total} offsets committed", sum());
+    }
+
     async fn stop(self, mut daemon: common::Daemon) {
         daemon.signal("TERM");
         assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
@@ -140,19 +152,7 @@ async fn the_last_write_per_key_wins_and_offsets_follow_the_writes() {
     );
     assert_eq!(docs["0"], doc! { "_id": 0, "n": 0, "version": 3 });
     // Offsets are committed once written: all 900 records, over the 4 partitions.
-    let committed = common::eventually(WAIT, || async {
-        common::committed_offsets(&sink.group(), &sink.topic, 4)
-            .iter()
-            .map(|o| o.unwrap_or(0))
-            .sum::<i64>()
-            == 900
-    })
-    .await;
-    assert!(
-        committed,
-        "{:?}",
-        common::committed_offsets(&sink.group(), &sink.topic, 4)
-    );
+    sink.assert_committed(4, 900).await;
     sink.stop(daemon).await;
 }
 
@@ -503,19 +503,7 @@ async fn a_second_daemon_joining_the_group_loses_and_duplicates_nothing() {
         first.log(),
         second.log()
     );
-    let committed = common::eventually(WAIT, || async {
-        common::committed_offsets(&sink.group(), &sink.topic, 6)
-            .iter()
-            .map(|o| o.unwrap_or(0))
-            .sum::<i64>()
-            == 6000
-    })
-    .await;
-    assert!(
-        committed,
-        "{:?}",
-        common::committed_offsets(&sink.group(), &sink.topic, 6)
-    );
+    sink.assert_committed(6, 6000).await;
     let both = first.log() + &second.log();
     assert!(
         both.contains("partitions revoked"),
