@@ -588,3 +588,102 @@ async fn a_source_and_a_cdc_sink_replicate_one_collection_into_another() {
     assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
     let _ = client.database(&db).drop().await;
 }
+
+#[tokio::test]
+async fn insert_and_delete_models_allow_lists_and_regex_renames() {
+    let sink = Sink::new(
+        1,
+        "id_strategy = \"provided_in_value\"\nwrite_model = \"insert_one\"\nvalue_allow_fields = [\"keep\", \"nested.a\", \"src_x\"]\nfield_rename_regex = [{ pattern = \"src_\", replace = \"\" }]",
+    )
+    .await;
+    let daemon = sink.start();
+    common::produce(
+        &sink.topic,
+        &[Outgoing::json(
+            json!(null),
+            json!({"_id": 1, "keep": 1, "drop": 2, "nested": {"a": 3, "b": 4}, "src_x": 5}),
+        )],
+    )
+    .await;
+    assert_eq!(sink.wait_for_count(1).await, 1, "log:\n{}", daemon.log());
+    assert_eq!(
+        sink.documents().await["1"],
+        doc! {"_id": 1, "keep": 1, "nested": {"a": 3}, "x": 5}
+    );
+    sink.stop(daemon).await;
+
+    let sink = Sink::new(1, "write_model = \"delete_one\"").await;
+    sink.collection()
+        .await
+        .insert_many([doc! {"_id": 1}, doc! {"_id": 2}])
+        .await
+        .expect("seed");
+    let daemon = sink.start();
+    common::produce(&sink.topic, &[keyed(1, json!({"ignored": true}))]).await;
+    let done = common::eventually(WAIT, || async {
+        sink.documents().await.keys().cloned().collect::<Vec<_>>() == ["2"]
+    })
+    .await;
+    assert!(done, "{:?}; log:\n{}", sink.documents().await, daemon.log());
+    sink.stop(daemon).await;
+}
+
+#[tokio::test]
+async fn debezium_envelopes_are_replayed() {
+    let sink = Sink::new(1, "cdc_handler = \"debezium_rdbms\"").await;
+    let daemon = sink.start();
+    let row = |op: &str, id: i64, after: serde_json::Value| {
+        Outgoing::json(
+            json!({"id": id}),
+            json!({"before": null, "after": after, "op": op, "source": {"connector": "mysql"}}),
+        )
+    };
+    common::produce(
+        &sink.topic,
+        &[
+            row("c", 1, json!({"id": 1, "name": "one"})),
+            row("c", 2, json!({"id": 2, "name": "two"})),
+            row("u", 1, json!({"id": 1, "name": "uno"})),
+            Outgoing::json(
+                json!({"id": 2}),
+                json!({"schema": {}, "payload": {"before": {"id": 2}, "after": null, "op": "d"}}),
+            ),
+        ],
+    )
+    .await;
+    let done = common::eventually(WAIT, || async {
+        let docs = sink.documents().await;
+        docs.len() == 1
+            && docs.values().next().is_some_and(|d| {
+                d.get_str("name").ok() == Some("uno")
+                    && d.get_document("_id").ok() == Some(&doc! {"id": 1})
+            })
+    })
+    .await;
+    assert!(done, "{:?}; log:\n{}", sink.documents().await, daemon.log());
+    sink.stop(daemon).await;
+
+    let sink = Sink::new(1, "cdc_handler = \"debezium_mongodb\"").await;
+    let daemon = sink.start();
+    let key = |id: i64| json!({"id": id.to_string()});
+    common::produce(
+        &sink.topic,
+        &[
+            Outgoing::json(key(1), json!({"op": "c", "after": "{\"_id\": 1, \"n\": 1, \"gone\": true}"})),
+            Outgoing::json(key(2), json!({"op": "r", "after": "{\"_id\": 2, \"n\": 2}"})),
+            Outgoing::json(
+                key(1),
+                json!({"op": "u", "updateDescription": {"updatedFields": "{\"n\": 10}", "removedFields": ["gone"]}}),
+            ),
+            Outgoing::json(key(2), json!({"op": "d"})),
+        ],
+    )
+    .await;
+    let done = common::eventually(WAIT, || async {
+        let docs = sink.documents().await;
+        docs.len() == 1 && docs.get("1") == Some(&doc! {"_id": 1, "n": 10})
+    })
+    .await;
+    assert!(done, "{:?}; log:\n{}", sink.documents().await, daemon.log());
+    sink.stop(daemon).await;
+}

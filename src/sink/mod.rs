@@ -303,6 +303,7 @@ impl Actor for SinkSupervisor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::CONTROL_MAILBOX_CAPACITY);
         self.metrics.pipeline_started("sink");
+        tracing::info!(pipeline = %self.config.name, "sink pipeline started");
         if let Err(error) = self.start(ctx) {
             self.fail(error, ctx);
         }
