@@ -1,15 +1,42 @@
-//! Write models: how a (post-processed) document becomes a write, as the MongoDB Kafka
-//! Connector's `writemodel.strategy` does. A tombstone deletes the key's document with
-//! `delete_on_null_values`, and writes nothing otherwise (counted as skipped).
+//! Write models: how one (post-processed) document becomes one write, as the MongoDB Kafka
+//! Connector's `writemodel.strategy` does.
+//!
+//! When [`WriteModelBuilder::build`] runs, the value already has its `_id` (from
+//! `id_strategy`) and has been projected, renamed and tagged. The models:
+//!
+//! - `replace_one` (default): replace the document with the value's `_id`, inserting it when
+//!   missing. Redelivering a record writes the same document again: at-least-once is harmless.
+//! - `replace_business_key`: replace the document whose `business_key_fields` equal the
+//!   value's, inserting it when missing. The replacement leaves out `_id`, so a matched
+//!   document keeps its own `_id` (the value's was generated and means nothing there).
+//! - `update_one_timestamps`: `$set` the value's fields (without `_id`) on the document with
+//!   its `_id`, upserting; `_modifiedTS` is set on every write, `_insertedTS` on the first.
+//! - `insert_one`: insert; a redelivered record is refused as a duplicate `_id`.
+//! - `delete_one`: delete the document the record's key names; the value is ignored.
+//!
+//! A tombstone (null value) deletes the document its key names when `delete_on_null_values`
+//! is on. When it is off the tombstone is not an error: like the MongoDB Kafka Connector,
+//! which ignores tombstones unless asked to delete, it writes nothing (`Ok(None)`) and the
+//! caller counts it as skipped. Under `delete_one` every record deletes, tombstone or not.
+//!
+//! Every filter holds values, never query operators: a value that MongoDB would read as an
+//! operator (a document with a `$` key) or as a pattern (a regex) is refused, so a crafted
+//! record cannot make a delete or update match some other document.
 
-use bson::{doc, DateTime, Document};
+use bson::{doc, Bson, DateTime, Document};
 
 use super::id::key_id;
 use super::model::{RecordError, SinkRecord, Stage, UpdateSpec, WriteOp};
 use super::process::get_path;
 use crate::config::{SinkConfig, WriteModelKind};
 
+/// The field `update_one_timestamps` sets on each write.
+pub const MODIFIED_FIELD: &str = "_modifiedTS";
+/// The field `update_one_timestamps` sets when the write inserts the document.
+pub const INSERTED_FIELD: &str = "_insertedTS";
+
 /// Builds the writes of one topic.
+#[derive(Debug, Clone)]
 pub struct WriteModelBuilder {
     kind: WriteModelKind,
     business_key: Vec<String>,
@@ -21,7 +48,8 @@ fn error(message: impl Into<String>) -> RecordError {
 }
 
 impl WriteModelBuilder {
-    /// The builder `config` asks for.
+    /// The builder `config` asks for (`write_model`, `business_key_fields`,
+    /// `delete_on_null_values`).
     pub fn new(config: &SinkConfig) -> Self {
         Self {
             kind: config.write_model,
@@ -30,86 +58,140 @@ impl WriteModelBuilder {
         }
     }
 
-    /// The write of `record`; `None` when it writes nothing.
+    /// The write of `record`; `Ok(None)` when it writes nothing (a tombstone without
+    /// `delete_on_null_values`).
     pub fn build(&self, record: &SinkRecord) -> Result<Option<WriteOp>, RecordError> {
         self.build_at(record, DateTime::now())
     }
 
-    /// [`Self::build`] with `now` as the time of `update_one_timestamps`.
+    /// [`Self::build`], with `now` as the time `update_one_timestamps` writes.
     pub fn build_at(
         &self,
         record: &SinkRecord,
         now: DateTime,
     ) -> Result<Option<WriteOp>, RecordError> {
         if self.kind == WriteModelKind::DeleteOne {
-            return Ok(Some(WriteOp::Delete {
-                filter: doc! {"_id": key_id(record)?},
-            }));
+            return self.delete_by_key(record).map(Some);
         }
         let Some(value) = &record.value else {
-            if !self.delete_on_null {
-                return Ok(None);
-            }
-            return Ok(Some(WriteOp::Delete {
-                filter: doc! {"_id": key_id(record)?},
-            }));
-        };
-        let id = || {
-            value
-                .get("_id")
-                .cloned()
-                .ok_or_else(|| error("the document has no `_id`"))
+            return if self.delete_on_null {
+                self.delete_by_key(record).map(Some)
+            } else {
+                Ok(None)
+            };
         };
         let op = match self.kind {
             WriteModelKind::ReplaceOne => WriteOp::Replace {
-                filter: doc! {"_id": id()?},
+                filter: id_filter(value_id(value)?)?,
                 replacement: value.clone(),
                 upsert: true,
             },
-            WriteModelKind::ReplaceBusinessKey => {
-                let mut filter = Document::new();
-                for path in &self.business_key {
-                    let found = get_path(value, path).ok_or_else(|| {
-                        error(format!("the document has no business key field `{path}`"))
-                    })?;
-                    filter.insert(path.clone(), found.clone());
-                }
-                let mut replacement = value.clone();
-                replacement.remove("_id");
-                WriteOp::Replace {
-                    filter,
-                    replacement,
-                    upsert: true,
-                }
-            }
+            WriteModelKind::ReplaceBusinessKey => WriteOp::Replace {
+                filter: self.business_key_filter(value)?,
+                replacement: without_id(value),
+                upsert: true,
+            },
             WriteModelKind::UpdateOneTimestamps => {
-                let mut set = value.clone();
-                set.remove("_id");
-                set.insert("_modifiedTS", now);
+                let filter = id_filter(value_id(value)?)?;
+                let mut set = without_id(value);
+                // `_insertedTS` belongs to `$setOnInsert`: naming it in `$set` too is a
+                // conflict MongoDB refuses, and the first write's time must win.
+                set.remove(INSERTED_FIELD);
+                set.insert(MODIFIED_FIELD, now);
+                let mut on_insert = Document::new();
+                on_insert.insert(INSERTED_FIELD, now);
+                let mut update = Document::new();
+                update.insert("$set", set);
+                update.insert("$setOnInsert", on_insert);
                 WriteOp::Update {
-                    filter: doc! {"_id": id()?},
-                    update: UpdateSpec::Operators(
-                        doc! {"$set": set, "$setOnInsert": {"_insertedTS": now}},
-                    ),
+                    filter,
+                    update: UpdateSpec::Operators(update),
                     upsert: true,
                 }
             }
             WriteModelKind::InsertOne => {
-                id()?;
+                // Without an `_id` a redelivered record would be inserted twice.
+                value_id(value)?;
                 WriteOp::Insert(value.clone())
             }
-            WriteModelKind::DeleteOne => WriteOp::Delete {
-                filter: doc! {"_id": key_id(record)?},
-            },
+            WriteModelKind::DeleteOne => return self.delete_by_key(record).map(Some),
         };
         Ok(Some(op))
+    }
+
+    fn delete_by_key(&self, record: &SinkRecord) -> Result<WriteOp, RecordError> {
+        // `key_id` reports as the id step; what failed here is building the delete.
+        let id = key_id(record).map_err(|e| {
+            error(format!(
+                "a delete needs the document's `_id` from the record key: {}",
+                e.message
+            ))
+        })?;
+        Ok(WriteOp::Delete {
+            filter: id_filter(id)?,
+        })
+    }
+
+    fn business_key_filter(&self, value: &Document) -> Result<Document, RecordError> {
+        if self.business_key.is_empty() {
+            // Validation refuses this configuration; an empty filter would match any document.
+            return Err(error(
+                "`write_model = \"replace_business_key\"` needs `business_key_fields`",
+            ));
+        }
+        let mut filter = Document::new();
+        for path in &self.business_key {
+            let found = get_path(value, path).ok_or_else(|| {
+                error(format!(
+                    "the document has no business key field `{path}` (business_key_fields)"
+                ))
+            })?;
+            literal(path, found)?;
+            filter.insert(path.clone(), found.clone());
+        }
+        Ok(filter)
+    }
+}
+
+fn value_id(value: &Document) -> Result<Bson, RecordError> {
+    value
+        .get("_id")
+        .cloned()
+        .ok_or_else(|| error("the document has no `_id`"))
+}
+
+fn without_id(value: &Document) -> Document {
+    let mut doc = value.clone();
+    doc.remove("_id");
+    doc
+}
+
+fn id_filter(id: Bson) -> Result<Document, RecordError> {
+    literal("_id", &id)?;
+    Ok(doc! {"_id": id})
+}
+
+/// Refuses a filter value MongoDB would not compare by equality.
+fn literal(field: &str, value: &Bson) -> Result<(), RecordError> {
+    match value {
+        Bson::Document(d) => match d.keys().find(|k| k.starts_with('$')) {
+            Some(key) => Err(error(format!(
+                "`{field}` is {value}: its key `{key}` would be read as a query operator, not a value"
+            ))),
+            None => Ok(()),
+        },
+        Bson::RegularExpression(_) => Err(error(format!(
+            "`{field}` is the regex {value}: a filter would match it as a pattern, not a value"
+        ))),
+        _ => Ok(()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bson::Bson;
+
+    const NOW: DateTime = DateTime::from_millis(1_700_000_000_000);
 
     fn builder(extra: &str) -> WriteModelBuilder {
         let text = format!("name = \"s\"\ntopics = [\"t\"]\ndatabase = \"db\"\n{extra}");
@@ -117,100 +199,294 @@ mod tests {
         WriteModelBuilder::new(&config)
     }
 
-    fn record(key: Option<Document>, value: Option<Document>) -> SinkRecord {
+    fn record(key: Option<Bson>, value: Option<Document>) -> SinkRecord {
         SinkRecord {
             topic: "t".into(),
             partition: 0,
             offset: 1,
             timestamp: None,
-            key: key.map(Bson::Document),
+            key,
             value,
         }
     }
 
+    fn keyed(value: Option<Document>) -> SinkRecord {
+        record(Some(Bson::Document(doc! {"_id": 1})), value)
+    }
+
+    fn build(extra: &str, r: &SinkRecord) -> Result<Option<WriteOp>, RecordError> {
+        builder(extra).build_at(r, NOW)
+    }
+
+    fn value() -> Document {
+        doc! {"_id": 1, "sku": "A", "q": 2, "dims": {"w": 3}}
+    }
+
     #[test]
-    fn each_model_builds_its_write() {
-        let r = record(
-            Some(doc! {"_id": 1}),
-            Some(doc! {"_id": 1, "sku": "A", "q": 2}),
-        );
-        let now = DateTime::from_millis(5);
+    fn replace_one_upserts_the_value_by_its_id() {
         assert_eq!(
-            builder("").build_at(&r, now).expect("ok"),
+            build("", &keyed(Some(value()))).expect("ok"),
             Some(WriteOp::Replace {
                 filter: doc! {"_id": 1},
-                replacement: doc! {"_id": 1, "sku": "A", "q": 2},
+                replacement: value(),
                 upsert: true
             })
         );
+        // The key plays no part: the value's `_id` names the document.
         assert_eq!(
-            builder("write_model = \"replace_business_key\"\nbusiness_key_fields = [\"sku\"]")
-                .build_at(&r, now)
-                .expect("ok"),
-            Some(WriteOp::Replace {
-                filter: doc! {"sku": "A"},
-                replacement: doc! {"sku": "A", "q": 2},
-                upsert: true
-            })
+            build("", &record(None, Some(value())))
+                .expect("ok")
+                .and_then(|op| op.document_id().cloned()),
+            Some(Bson::Int32(1))
         );
+    }
+
+    #[test]
+    fn replace_one_needs_an_id() {
+        let err = build("", &keyed(Some(doc! {"q": 1}))).expect_err("no _id");
+        assert_eq!(err.stage, Stage::WriteModel);
+        assert!(err.message.contains("`_id`"), "{err}");
+    }
+
+    #[test]
+    fn replace_business_key_filters_on_the_key_fields_and_keeps_the_existing_id() {
+        let op = build(
+            "write_model = \"replace_business_key\"\nbusiness_key_fields = [\"sku\", \"dims.w\"]",
+            &keyed(Some(value())),
+        )
+        .expect("ok");
+        let Some(WriteOp::Replace {
+            filter,
+            replacement,
+            upsert,
+        }) = op
+        else {
+            panic!("not a replace: {op:?}");
+        };
+        assert_eq!(filter, doc! {"sku": "A", "dims.w": 3});
         assert_eq!(
-            builder("write_model = \"update_one_timestamps\"")
-                .build_at(&r, now)
-                .expect("ok"),
+            filter.keys().collect::<Vec<_>>(),
+            ["sku", "dims.w"],
+            "in the configured order"
+        );
+        assert_eq!(replacement, doc! {"sku": "A", "q": 2, "dims": {"w": 3}});
+        assert!(!replacement.contains_key("_id"));
+        assert!(upsert);
+    }
+
+    #[test]
+    fn replace_business_key_names_the_missing_field() {
+        let err = build(
+            "write_model = \"replace_business_key\"\nbusiness_key_fields = [\"sku\", \"dims.h\"]",
+            &keyed(Some(value())),
+        )
+        .expect_err("no dims.h");
+        assert_eq!(err.stage, Stage::WriteModel);
+        assert!(err.message.contains("`dims.h`"), "{err}");
+        // An explicit null is a value (it matches null and missing fields, as in MongoDB).
+        let op = build(
+            "write_model = \"replace_business_key\"\nbusiness_key_fields = [\"sku\"]",
+            &keyed(Some(doc! {"_id": 1, "sku": Bson::Null})),
+        )
+        .expect("null is a value");
+        assert_eq!(
+            op.and_then(|o| o.filter().cloned()),
+            Some(doc! {"sku": Bson::Null})
+        );
+    }
+
+    #[test]
+    fn replace_business_key_without_fields_is_refused_not_an_empty_filter() {
+        let config: SinkConfig = toml::from_str(
+            "name = \"s\"\ntopics = [\"t\"]\ndatabase = \"db\"\nwrite_model = \"replace_business_key\"",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let err = WriteModelBuilder::new(&config)
+            .build_at(&keyed(Some(value())), NOW)
+            .expect_err("empty filter");
+        assert!(err.message.contains("business_key_fields"), "{err}");
+    }
+
+    #[test]
+    fn update_one_timestamps_sets_fields_and_stamps_times() {
+        let op = build(
+            "write_model = \"update_one_timestamps\"",
+            &keyed(Some(value())),
+        )
+        .expect("ok");
+        assert_eq!(
+            op,
             Some(WriteOp::Update {
                 filter: doc! {"_id": 1},
-                update: UpdateSpec::Operators(
-                    doc! {"$set": {"sku": "A", "q": 2, "_modifiedTS": now}, "$setOnInsert": {"_insertedTS": now}}
-                ),
+                update: UpdateSpec::Operators(doc! {
+                    "$set": {"sku": "A", "q": 2, "dims": {"w": 3}, "_modifiedTS": NOW},
+                    "$setOnInsert": {"_insertedTS": NOW},
+                }),
                 upsert: true
             })
         );
+    }
+
+    #[test]
+    fn update_one_timestamps_never_sets_the_insert_time_twice() {
+        // A value that already carries both stamps (say, copied from a collection written
+        // this way): `_insertedTS` stays the first write's, `_modifiedTS` is this write's.
+        let old = DateTime::from_millis(5);
+        let op = build(
+            "write_model = \"update_one_timestamps\"",
+            &keyed(Some(
+                doc! {"_id": 1, "n": 1, "_insertedTS": old, "_modifiedTS": old},
+            )),
+        )
+        .expect("ok");
+        let Some(WriteOp::Update {
+            update: UpdateSpec::Operators(update),
+            ..
+        }) = op
+        else {
+            panic!("not an update: {op:?}");
+        };
         assert_eq!(
-            builder("write_model = \"insert_one\"")
-                .build_at(&r, now)
-                .expect("ok"),
-            Some(WriteOp::Insert(doc! {"_id": 1, "sku": "A", "q": 2}))
-        );
-        assert_eq!(
-            builder("write_model = \"delete_one\"")
-                .build_at(&r, now)
-                .expect("ok"),
-            Some(WriteOp::Delete {
-                filter: doc! {"_id": 1}
-            })
+            update,
+            doc! {"$set": {"n": 1, "_modifiedTS": NOW}, "$setOnInsert": {"_insertedTS": NOW}}
         );
     }
 
     #[test]
-    fn tombstones_delete_only_when_asked() {
-        let r = record(Some(doc! {"_id": 4}), None);
-        assert_eq!(builder("").build(&r).expect("ok"), None);
-        assert_eq!(
-            builder("delete_on_null_values = true")
-                .build(&r)
-                .expect("ok"),
-            Some(WriteOp::Delete {
-                filter: doc! {"_id": 4}
-            })
-        );
-        let err = builder("delete_on_null_values = true")
-            .build(&record(None, None))
-            .expect_err("no key");
-        assert_eq!(err.stage, Stage::Id);
+    fn update_one_timestamps_needs_an_id() {
+        let err = build(
+            "write_model = \"update_one_timestamps\"",
+            &keyed(Some(doc! {"n": 1})),
+        )
+        .expect_err("no _id");
+        assert!(err.message.contains("`_id`"), "{err}");
     }
 
     #[test]
-    fn missing_fields_are_named() {
-        let r = record(None, Some(doc! {"q": 1}));
-        assert!(builder("")
-            .build(&r)
-            .expect_err("no id")
-            .message
-            .contains("`_id`"));
+    fn build_uses_the_clock() {
+        let before = DateTime::now();
+        let op = builder("write_model = \"update_one_timestamps\"")
+            .build(&keyed(Some(value())))
+            .expect("ok");
+        let after = DateTime::now();
+        let Some(WriteOp::Update {
+            update: UpdateSpec::Operators(update),
+            ..
+        }) = op
+        else {
+            panic!("not an update: {op:?}");
+        };
+        let stamped = update
+            .get_document("$set")
+            .and_then(|s| s.get_datetime(MODIFIED_FIELD))
+            .expect("stamped");
+        assert!(before <= *stamped && *stamped <= after);
+    }
+
+    #[test]
+    fn insert_one_inserts_the_value() {
+        assert_eq!(
+            build("write_model = \"insert_one\"", &keyed(Some(value()))).expect("ok"),
+            Some(WriteOp::Insert(value()))
+        );
         let err =
-            builder("write_model = \"replace_business_key\"\nbusiness_key_fields = [\"sku\"]")
-                .build(&r)
-                .expect_err("no sku");
+            build("write_model = \"insert_one\"", &keyed(Some(doc! {"n": 1}))).expect_err("no _id");
+        assert!(err.message.contains("`_id`"), "{err}");
+    }
+
+    #[test]
+    fn delete_one_deletes_by_the_key_whatever_the_value() {
+        let delete = Some(WriteOp::Delete {
+            filter: doc! {"_id": 1},
+        });
+        let extra = "write_model = \"delete_one\"";
+        assert_eq!(build(extra, &keyed(Some(value()))).expect("ok"), delete);
+        assert_eq!(
+            build(extra, &keyed(Some(doc! {"_id": 99}))).expect("ok"),
+            delete
+        );
+        assert_eq!(build(extra, &keyed(None)).expect("tombstone"), delete);
+        // A key without `_id` is the `_id` itself; a scalar key too.
+        assert_eq!(
+            build(extra, &record(Some(Bson::Document(doc! {"a": 1})), None)).expect("ok"),
+            Some(WriteOp::Delete {
+                filter: doc! {"_id": {"a": 1}}
+            })
+        );
+        assert_eq!(
+            build(extra, &record(Some(Bson::String("k".into())), None)).expect("ok"),
+            Some(WriteOp::Delete {
+                filter: doc! {"_id": "k"}
+            })
+        );
+        let err = build(extra, &record(None, Some(value()))).expect_err("no key");
+        assert_eq!(err.stage, Stage::WriteModel);
+        assert!(err.message.contains("key"), "{err}");
+    }
+
+    #[test]
+    fn tombstones_delete_only_with_delete_on_null_values() {
+        assert_eq!(build("", &keyed(None)).expect("skipped"), None);
+        for model in [
+            "write_model = \"replace_one\"",
+            "write_model = \"update_one_timestamps\"",
+            "write_model = \"insert_one\"",
+            "write_model = \"replace_business_key\"\nbusiness_key_fields = [\"sku\"]",
+        ] {
+            let deleting = format!("{model}\ndelete_on_null_values = true");
+            assert_eq!(
+                build(&deleting, &keyed(None)).expect("ok"),
+                Some(WriteOp::Delete {
+                    filter: doc! {"_id": 1}
+                }),
+                "{model}"
+            );
+            assert_eq!(build(model, &keyed(None)).expect("ok"), None, "{model}");
+        }
+        let err = build("delete_on_null_values = true", &record(None, None)).expect_err("no key");
+        assert_eq!(err.stage, Stage::WriteModel);
+        assert!(err.message.contains("record key"), "{err}");
+        let err = build(
+            "delete_on_null_values = true",
+            &record(Some(Bson::Null), None),
+        )
+        .expect_err("null key");
+        assert!(err.message.contains("key"), "{err}");
+    }
+
+    #[test]
+    fn filters_refuse_values_that_are_not_plain_values() {
+        let operator = doc! {"$ne": Bson::Null};
+        let regex = Bson::RegularExpression(bson::Regex {
+            pattern: ".*".into(),
+            options: String::new(),
+        });
+        // From the key: a delete must not match whatever `$ne: null` matches.
+        let err = build(
+            "write_model = \"delete_one\"",
+            &record(Some(Bson::Document(doc! {"_id": operator.clone()})), None),
+        )
+        .expect_err("operator in key");
+        assert!(err.message.contains("`$ne`"), "{err}");
+        let err = build(
+            "delete_on_null_values = true",
+            &record(Some(regex.clone()), None),
+        )
+        .expect_err("regex key");
+        assert!(err.message.contains("regex"), "{err}");
+        // From the value.
+        for extra in ["", "write_model = \"update_one_timestamps\""] {
+            let err = build(extra, &keyed(Some(doc! {"_id": operator.clone(), "n": 1})))
+                .expect_err("operator in _id");
+            assert!(err.message.contains("`_id`"), "{extra}: {err}");
+        }
+        let err = build(
+            "write_model = \"replace_business_key\"\nbusiness_key_fields = [\"sku\"]",
+            &keyed(Some(doc! {"_id": 1, "sku": regex})),
+        )
+        .expect_err("regex business key");
         assert!(err.message.contains("`sku`"), "{err}");
+        // Documents without `$` keys are values.
+        assert!(build("", &keyed(Some(doc! {"_id": {"a": {"b": 1}}}))).is_ok());
     }
 }
