@@ -687,3 +687,47 @@ async fn debezium_envelopes_are_replayed() {
     assert!(done, "{:?}; log:\n{}", sink.documents().await, daemon.log());
     sink.stop(daemon).await;
 }
+
+#[tokio::test]
+async fn a_topic_regex_with_per_topic_overrides_and_namespaces_from_the_value() {
+    let base = common::unique("rx");
+    let (orders, returns) = (format!("{base}.orders"), format!("{base}.returns"));
+    common::create_topic(&orders, 1).await;
+    common::create_topic(&returns, 1).await;
+    let db = common::unique("rxdb");
+    let port = common::free_port();
+    // Both topics through one regex; `returns` overrides the collection and reads the
+    // database from each record's value.
+    let pipeline = format!(
+        "[[sink]]\nname = \"{}\"\ntopics_regex = \"{base}\\\\..*\"\ndatabase = \"{db}\"\ncollection = \"all\"\nid_strategy = \"provided_in_value\"\nmax_batch_delay = \"50ms\"\n[sink.topic_overrides.\"{returns}\"]\nnamespace_from = \"value\"\ndatabase_field = \"meta.db\"\ncollection = \"returns\"\n",
+        common::unique("rx"),
+    );
+    let mut daemon = common::Daemon::start(&common::config_toml(port, &pipeline));
+    daemon.wait_for_log("sink pipeline running", 1, WAIT);
+    let other_db = format!("{db}_x");
+    common::produce(&orders, &[Outgoing::json(json!(null), json!({"_id": 1}))]).await;
+    common::produce(
+        &returns,
+        &[Outgoing::json(
+            json!(null),
+            json!({"_id": 2, "meta": {"db": other_db}}),
+        )],
+    )
+    .await;
+    let client = common::mongo_client().await;
+    let all = client.database(&db).collection::<Document>("all");
+    let moved = client.database(&other_db).collection::<Document>("returns");
+    let arrived = common::eventually(WAIT, || {
+        let (all, moved) = (all.clone(), moved.clone());
+        async move {
+            all.count_documents(doc! {"_id": 1}).await.unwrap_or(0) == 1
+                && moved.count_documents(doc! {"_id": 2}).await.unwrap_or(0) == 1
+        }
+    })
+    .await;
+    assert!(arrived, "log:\n{}", daemon.log());
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
+    let _ = client.database(&db).drop().await;
+    let _ = client.database(&other_db).drop().await;
+}
