@@ -1,14 +1,16 @@
-//! `run`: the actix system, the HTTP endpoint, the root supervisor and the shutdown
-//! sequence around them.
+//! `run`: the actix system, the HTTP endpoint, the root supervisor, and the signals around
+//! them: SIGHUP reloads the configuration file, SIGTERM/SIGINT shut down gracefully.
+
+use std::path::{Path, PathBuf};
 
 use actix::prelude::*;
 
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::ops::health::Readiness;
-use crate::ops::http;
 use crate::ops::metrics::Metrics;
-use crate::ops::signals::ShutdownSignals;
-use crate::supervisor::{Shutdown, Supervisor};
+use crate::ops::signals::{Request, Signals};
+use crate::ops::{http, systemd};
+use crate::supervisor::{Reload, Shutdown, Supervisor};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -29,11 +31,12 @@ pub enum StartError {
     },
 }
 
-/// Runs the daemon until SIGTERM/SIGINT; returns the process exit code.
-pub fn run(config: Config) -> i32 {
+/// Runs the daemon until SIGTERM/SIGINT, reloading `path` on SIGHUP; returns the process
+/// exit code.
+pub fn run(config: Config, path: PathBuf) -> i32 {
     let system = actix_rt::System::new();
     let code = system.block_on(async move {
-        match serve(config).await {
+        match serve(config, path).await {
             Ok(code) => code,
             Err(error) => {
                 tracing::error!(%error, "cannot start");
@@ -45,8 +48,8 @@ pub fn run(config: Config) -> i32 {
     code
 }
 
-async fn serve(config: Config) -> Result<i32, StartError> {
-    let signals = ShutdownSignals::install().map_err(StartError::Signals)?;
+async fn serve(config: Config, path: PathBuf) -> Result<i32, StartError> {
+    let mut signals = Signals::install().map_err(StartError::Signals)?;
     let metrics = Metrics::new()?;
     let readiness = Readiness::default();
     let http = if config.http.enabled {
@@ -60,10 +63,24 @@ async fn serve(config: Config) -> Result<i32, StartError> {
     } else {
         None
     };
-    let deadline = config.shutdown.timeout;
-    let supervisor = Supervisor::new(config, readiness, metrics).start();
+    let mut deadline = config.shutdown.timeout;
+    let supervisor = Supervisor::new(config, readiness, metrics.clone());
+    let draining = supervisor.draining();
+    let supervisor = supervisor.start();
+    systemd::ready("running");
 
-    let signal = signals.requested().await;
+    let signal = loop {
+        match signals.next().await {
+            Request::Shutdown(signal) => break signal,
+            Request::Reload => {
+                if let Some(new_deadline) = reload(&path, &supervisor, &metrics).await {
+                    deadline = new_deadline;
+                }
+            }
+        }
+    };
+    signals.force_exit_on_second();
+    systemd::stopping();
     tracing::info!(signal, ?deadline, "shutting down");
     let stopped = tokio::time::timeout(deadline, supervisor.send(Shutdown)).await;
     if let Some(handle) = http {
@@ -79,11 +96,69 @@ async fn serve(config: Config) -> Result<i32, StartError> {
             1
         }
         Err(_) => {
+            let left: Vec<String> = draining
+                .lock()
+                .map(|d| d.iter().cloned().collect())
+                .unwrap_or_default();
             tracing::error!(
                 ?deadline,
-                "graceful shutdown did not finish within `shutdown.timeout`"
+                pipelines = ?left,
+                "graceful shutdown did not finish within `shutdown.timeout`: these pipelines were still draining; their unacknowledged changes and uncommitted records are read again at the next start"
             );
             1
         }
     })
+}
+
+/// Reads `path` again and, when it is valid, hands it to the supervisor; an invalid file is
+/// logged and counted and the running configuration stays. Answers the new shutdown
+/// deadline when the reload was applied.
+async fn reload(
+    path: &Path,
+    supervisor: &Addr<Supervisor>,
+    metrics: &Metrics,
+) -> Option<std::time::Duration> {
+    systemd::reloading();
+    tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
+    let applied = match config::load(path) {
+        Err(error) => {
+            tracing::error!(%error, "the new configuration is invalid; the running configuration stays");
+            metrics.config_reloaded("rejected");
+            None
+        }
+        Ok(config) => {
+            let deadline = config.shutdown.timeout;
+            match supervisor.send(Reload(config)).await {
+                Ok(diff) => {
+                    for section in &diff.needs_restart {
+                        tracing::warn!(
+                            section,
+                            "this section changed; it applies at the next start of the daemon"
+                        );
+                    }
+                    let result = if diff.is_empty() {
+                        "unchanged"
+                    } else {
+                        "applied"
+                    };
+                    tracing::info!(
+                        added = ?diff.added,
+                        removed = ?diff.removed,
+                        changed = ?diff.changed,
+                        unchanged = ?diff.unchanged,
+                        "configuration reloaded"
+                    );
+                    metrics.config_reloaded(result);
+                    Some(deadline)
+                }
+                Err(error) => {
+                    tracing::error!(%error, "the supervisor did not take the new configuration");
+                    metrics.config_reloaded("rejected");
+                    None
+                }
+            }
+        }
+    };
+    systemd::ready("running");
+    applied
 }

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+pub mod chunks;
 pub mod cli;
 pub mod clients;
 pub mod config;

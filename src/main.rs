@@ -40,7 +40,7 @@ fn main() -> ExitCode {
                 cli.log_format.unwrap_or(config.log.format),
             );
             tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "starting");
-            match daemon::run(config) {
+            match daemon::run(config, path) {
                 0 => ExitCode::SUCCESS,
                 code => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             }

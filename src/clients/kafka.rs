@@ -13,9 +13,21 @@ use rdkafka::ClientConfig;
 
 use super::ClientError;
 
+use crate::config::KafkaConfig;
+
 /// How long to wait before offering a record again to a full librdkafka queue.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
-use crate::config::KafkaConfig;
+
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// The largest record producers built from `kafka` accept (`message.max.bytes`).
+pub fn producer_max_message_bytes(kafka: &KafkaConfig) -> usize {
+    client_config(kafka, Role::Producer)
+        .get("message.max.bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
+}
 
 /// Which kind of client a configuration is for; it picks the pass-through section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,20 +109,26 @@ pub fn transactional_producer(
 /// A consumer in `group_id` that never commits or stores offsets by itself: the caller
 /// stores an offset only once the record's effect is durable.
 pub fn consumer(kafka: &KafkaConfig, group_id: &str) -> Result<StreamConsumer, ClientError> {
-    consumer_with_context(kafka, group_id, DefaultConsumerContext)
+    consumer_with_context(kafka, group_id, DefaultConsumerContext, None)
 }
 
-/// [`consumer`] with `context` receiving rebalance and commit callbacks.
+/// [`consumer`] with `context` receiving rebalance and commit callbacks, and librdkafka's
+/// statistics every `statistics` when given.
 pub fn consumer_with_context<C: ConsumerContext + 'static>(
     kafka: &KafkaConfig,
     group_id: &str,
     context: C,
+    statistics: Option<Duration>,
 ) -> Result<StreamConsumer<C>, ClientError> {
     let mut cfg = ClientConfig::new();
     cfg.set("auto.offset.reset", "earliest")
         // librdkafka prefetches up to 64 MiB per consumer by default; a paused partition's
         // records sit there, so keep it smaller to bound the daemon's memory.
         .set("queued.max.messages.kbytes", "16384");
+    if let Some(every) = statistics {
+        // The context receives librdkafka's statistics (consumer lag per partition).
+        cfg.set("statistics.interval.ms", every.as_millis().to_string());
+    }
     for (key, value) in client_config(kafka, Role::Consumer).config_map() {
         cfg.set(key, value);
     }
@@ -161,6 +179,18 @@ pub async fn enqueue(
     value: Option<&[u8]>,
     headers: Option<OwnedHeaders>,
 ) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
+    enqueue_waiting(producer, topic, key, value, headers, || {}).await
+}
+
+/// [`enqueue`], calling `on_wait` each time the full queue makes it wait.
+pub async fn enqueue_waiting(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: Option<OwnedHeaders>,
+    mut on_wait: impl FnMut(),
+) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
     loop {
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
         if let Some(key) = key {
@@ -176,6 +206,7 @@ pub async fn enqueue(
             Ok(delivery) => return Ok(delivery),
             // A full queue means "slow down", not an error.
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                on_wait();
                 tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
             }
             Err((error, _)) => return Err(error),

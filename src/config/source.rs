@@ -67,6 +67,11 @@ pub struct SourceConfig {
     /// With `copy_existing`: copy only the namespaces (`db.coll`) matching this regex.
     #[serde(default)]
     pub copy_existing_namespace_regex: Option<String>,
+    /// With `copy_existing`: how many workers copy each collection at once, each an `_id`
+    /// range of its own, 1 to 64. Each range's progress is checkpointed, so a restart
+    /// continues the copy instead of starting it over.
+    #[serde(default = "default_parallelism")]
+    pub copy_existing_parallelism: usize,
     /// Prefix of generated topic names.
     #[serde(default)]
     pub topic_prefix: Option<String>,
@@ -117,10 +122,21 @@ pub struct SourceConfig {
     /// consumer sees every change once, even across crashes.
     #[serde(default)]
     pub delivery: Delivery,
-    /// When the resume point is gone from the oplog: `fail` the pipeline, or restart at
-    /// `latest` and log and count the gap.
+    /// When the resume point is gone from the oplog: `fail` the pipeline, restart at
+    /// `latest`, or `recopy` the namespace's documents and go on from there; the last two log
+    /// and count the gap.
     #[serde(default)]
     pub on_lost_resume_point: LostResumePoint,
+    /// A reader whose change stream has not advanced (no event, no post-batch resume token)
+    /// for this long is reported on `/ready` and restarted.
+    #[serde(default = "default_stall_timeout", with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    /// An event larger than the producer's `message.max.bytes`: `fail` (follow
+    /// `errors.tolerance`: stop the pipeline, or dead-letter it), `skip` (log and count it,
+    /// publish nothing), or `split` (publish it in numbered chunks that sink pipelines
+    /// reassemble).
+    #[serde(default)]
+    pub oversize: Oversize,
     /// Records that may wait for the producer; when full, readers stop pulling from MongoDB.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
@@ -236,6 +252,21 @@ pub enum LostResumePoint {
     Fail,
     /// Start again from the newest change, logging and counting the gap.
     Latest,
+    /// Copy the namespace's documents again, then follow its changes from the copy's start.
+    Recopy,
+}
+
+/// `oversize`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Oversize {
+    /// Like any bad event: `errors.tolerance` decides (stop, or dead letter).
+    #[default]
+    Fail,
+    /// Publish nothing for it; log its namespace and document key and count it.
+    Skip,
+    /// Publish it in chunks under `message.max.bytes`, with headers to reassemble them.
+    Split,
 }
 
 /// `[source.errors]`
@@ -288,6 +319,17 @@ fn default_checkpoint_interval() -> Duration {
 fn default_queue_capacity() -> usize {
     1024
 }
+
+fn default_parallelism() -> usize {
+    1
+}
+
+fn default_stall_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// The most copy workers per collection.
+pub const MAX_COPY_PARALLELISM: usize = 64;
 
 /// Aggregation stages allowed after `$changeStream` (MongoDB's list).
 const CHANGE_STREAM_STAGES: &[&str] = &[
@@ -439,6 +481,23 @@ impl SourceConfig {
             if let Err(e) = parse_pipeline(text) {
                 out.push(Violation::new(at("copy_existing_pipeline"), e));
             }
+        }
+        if !(1..=MAX_COPY_PARALLELISM).contains(&self.copy_existing_parallelism) {
+            out.push(Violation::new(
+                at("copy_existing_parallelism"),
+                format!("must be 1 to {MAX_COPY_PARALLELISM}"),
+            ));
+        } else if self.copy_existing_parallelism > 1 && !copying {
+            out.push(Violation::new(
+                at("copy_existing_parallelism"),
+                "only applies with `startup_mode = \"copy_existing\"`",
+            ));
+        }
+        if self.stall_timeout <= self.max_await_time {
+            out.push(Violation::new(
+                at("stall_timeout"),
+                "must be longer than `max_await_time`: an idle stream advances once per wait",
+            ));
         }
         if let Some(regex) = &self.copy_existing_namespace_regex {
             if !copying {
@@ -667,6 +726,46 @@ mod tests {
             "source[0].copy_existing_namespace_regex",
             "not a valid regex",
         );
+        let s =
+            source("startup_mode = \"copy_existing\"\ncopy_existing_parallelism = 4\n").unwrap();
+        assert_eq!(s.copy_existing_parallelism, 4);
+        invalid(
+            "copy_existing_parallelism = 4\n",
+            "source[0].copy_existing_parallelism",
+            "only applies",
+        );
+        invalid(
+            "startup_mode = \"copy_existing\"\ncopy_existing_parallelism = 0\n",
+            "source[0].copy_existing_parallelism",
+            "1 to 64",
+        );
+    }
+
+    #[test]
+    fn stalls_oversize_and_lost_history_policies() {
+        let s = source(
+            "oversize = \"split\"\non_lost_resume_point = \"recopy\"\nstall_timeout = \"30s\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.oversize, Oversize::Split);
+        assert_eq!(s.on_lost_resume_point, LostResumePoint::Recopy);
+        assert_eq!(s.stall_timeout, Duration::from_secs(30));
+        let s = source("").unwrap();
+        assert_eq!(s.oversize, Oversize::Fail);
+        assert_eq!(s.stall_timeout, Duration::from_secs(300));
+        invalid(
+            "stall_timeout = \"1s\"\nmax_await_time = \"2s\"\n",
+            "source[0].stall_timeout",
+            "longer than `max_await_time`",
+        );
+        let text = "[mongodb]\nuri = \"mongodb://h\"\n[kafka]\nbootstrap_servers = \"h:1\"\n[[source]]\nname = \"s\"\noversize = \"chop\"\n";
+        match load_str(text, Path::new("t.toml")) {
+            Err(ConfigError::Key { key, reason, .. }) => {
+                assert_eq!(key, "source[0].oversize");
+                assert!(reason.contains("unknown variant `chop`"), "{reason}");
+            }
+            other => panic!("expected a key error, got {other:?}"),
+        }
     }
 
     #[test]

@@ -1,10 +1,56 @@
-//! Every metric the daemon exports is defined here, once, with its help text and labels,
-//! and recorded through the small typed functions below.
+//! Every metric the daemon exports is defined here, once, with its help text, unit and
+//! labels, and recorded through the small typed functions below. Labels are bounded:
+//! pipeline names, namespaces, topics, partitions and fixed words; never ids or error text.
 
-use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
 /// Prefix of every metric name.
 pub const PREFIX: &str = "mkb";
+
+/// Actor kinds whose mailbox depth is exported.
+pub const MAILBOX_RECORD_PRODUCER: &str = "record_producer";
+/// See [`MAILBOX_RECORD_PRODUCER`].
+pub const MAILBOX_PARTITION_WRITER: &str = "partition_writer";
+
+/// Gauges whose series are state (a lag, an age): kept in a map so that a removed pipeline's
+/// series disappear, and rendered at scrape time.
+#[derive(Clone)]
+struct StateGauge {
+    gauge: GaugeVec,
+    values: Arc<Mutex<HashMap<Vec<String>, f64>>>,
+}
+
+impl StateGauge {
+    fn values(&self) -> MutexGuard<'_, HashMap<Vec<String>, f64>> {
+        // A panic while holding the lock leaves plain numbers behind: keep using them.
+        self.values.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, labels: &[&str], value: f64) {
+        self.values()
+            .insert(labels.iter().map(|l| (*l).to_owned()).collect(), value);
+    }
+
+    fn forget_pipeline(&self, pipeline: &str) {
+        self.values()
+            .retain(|labels, _| labels.first().map(String::as_str) != Some(pipeline));
+    }
+
+    fn publish(&self) {
+        self.gauge.reset();
+        for (labels, value) in self.values().iter() {
+            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+            self.gauge.with_label_values(&labels).set(*value);
+        }
+    }
+}
 
 /// The daemon's metrics and the registry they are exported from.
 #[derive(Clone)]
@@ -14,6 +60,16 @@ pub struct Metrics {
     connect_failures: IntCounterVec,
     events_read: IntCounterVec,
     records_produced: IntCounterVec,
+    produce_errors: IntCounterVec,
+    produce_retries: IntCounterVec,
+    oversize_events: IntCounterVec,
+    copied_documents: IntCounterVec,
+    delivery_duration: HistogramVec,
+    event_lag: HistogramVec,
+    source_lag: StateGauge,
+    checkpoint_age: StateGauge,
+    checkpoint_times: Arc<Mutex<HashMap<(String, String), Instant>>>,
+    stalled_readers: StateGauge,
     dead_letters: IntCounterVec,
     checkpoints_written: IntCounterVec,
     actor_restarts: IntCounterVec,
@@ -21,122 +77,250 @@ pub struct Metrics {
     resume_gaps: IntCounterVec,
     records_consumed: IntCounterVec,
     sink_writes: IntCounterVec,
+    write_errors: IntCounterVec,
     records_skipped: IntCounterVec,
     write_retries: IntCounterVec,
+    chunk_sets_abandoned: IntCounterVec,
+    batch_size: HistogramVec,
+    batch_duration: HistogramVec,
+    consumer_lag: StateGauge,
+    mailbox_depth: IntGaugeVec,
+    config_reloads: IntCounterVec,
 }
 
-fn counter(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<IntCounterVec, prometheus::Error> {
-    let counter = IntCounterVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(counter.clone()))?;
-    Ok(counter)
+struct Builder {
+    registry: Registry,
+}
+
+impl Builder {
+    fn register<C: prometheus::core::Collector + Clone + 'static>(
+        &self,
+        collector: C,
+    ) -> Result<C, prometheus::Error> {
+        self.registry.register(Box::new(collector.clone()))?;
+        Ok(collector)
+    }
+
+    fn counter(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<IntCounterVec, prometheus::Error> {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels)?)
+    }
+
+    fn int_gauge(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<IntGaugeVec, prometheus::Error> {
+        self.register(IntGaugeVec::new(Opts::new(name, help), labels)?)
+    }
+
+    fn state_gauge(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<StateGauge, prometheus::Error> {
+        Ok(StateGauge {
+            gauge: self.register(GaugeVec::new(Opts::new(name, help), labels)?)?,
+            values: Arc::default(),
+        })
+    }
+
+    fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: Vec<f64>,
+    ) -> Result<HistogramVec, prometheus::Error> {
+        self.register(HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets),
+            labels,
+        )?)
+    }
+}
+
+/// Buckets of durations in seconds: 1 ms to about 33 s.
+fn seconds_buckets() -> Result<Vec<f64>, prometheus::Error> {
+    prometheus::exponential_buckets(0.001, 2.0, 16)
+}
+
+/// Buckets of batch sizes in records: 1 to about 131,000.
+fn records_buckets() -> Result<Vec<f64>, prometheus::Error> {
+    prometheus::exponential_buckets(1.0, 2.0, 18)
 }
 
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new_custom(Some(PREFIX.to_owned()), None)?;
-        let build_info = IntGaugeVec::new(
-            Opts::new("build_info", "Version of the running daemon; always 1."),
+        let b = Builder {
+            registry: Registry::new_custom(Some(PREFIX.to_owned()), None)?,
+        };
+        let build_info = b.int_gauge(
+            "build_info",
+            "Version of the running daemon; always 1.",
             &["version"],
         )?;
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        registry.register(Box::new(build_info))?;
-        let pipelines_running = IntGaugeVec::new(
-            Opts::new("pipelines_running", "Pipelines currently running, by kind."),
-            &["kind"],
-        )?;
-        registry.register(Box::new(pipelines_running.clone()))?;
-        let connect_failures = IntCounterVec::new(
-            Opts::new(
-                "connect_failures_total",
-                "Failed attempts to reach a service at start-up, by service (`kafka`, `mongodb`).",
-            ),
-            &["service"],
-        )?;
-        registry.register(Box::new(connect_failures.clone()))?;
-        let events_read = counter(
-            &registry,
-            "source_events_read_total",
-            "Change events read from MongoDB, by pipeline and namespace.",
-            &["pipeline", "namespace"],
-        )?;
-        let records_produced = counter(
-            &registry,
-            "source_records_produced_total",
-            "Records handed to Kafka by source pipelines, by pipeline and topic.",
-            &["pipeline", "topic"],
-        )?;
-        let dead_letters = counter(
-            &registry,
-            "dead_letter_records_total",
-            "Records sent to a dead letter topic, by pipeline and reason.",
-            &["pipeline", "reason"],
-        )?;
-        let checkpoints_written = counter(
-            &registry,
-            "source_checkpoints_written_total",
-            "Resume tokens written to the checkpoint topic, by pipeline and namespace.",
-            &["pipeline", "namespace"],
-        )?;
-        let actor_restarts = counter(
-            &registry,
-            "actor_restarts_total",
-            "Actors restarted by their supervisor, by actor kind and cause.",
-            &["actor", "reason"],
-        )?;
-        let pipeline_failures = counter(
-            &registry,
-            "pipeline_failures_total",
-            "Pipelines stopped by an error no restart can fix, by kind and cause.",
-            &["kind", "reason"],
-        )?;
-        let resume_gaps = counter(&registry, "source_resume_gaps_total", "Times a reader's resume point was gone from the oplog and it restarted at the newest change.", &["pipeline", "namespace"])?;
-        let records_consumed = counter(
-            &registry,
-            "sink_records_consumed_total",
-            "Records read from Kafka by sink pipelines, by pipeline and topic.",
-            &["pipeline", "topic"],
-        )?;
-        let sink_writes = counter(
-            &registry,
-            "sink_writes_total",
-            "Writes MongoDB acknowledged, by pipeline and operation (`insert`, `replace`, `update`, `delete`).",
-            &["pipeline", "operation"],
-        )?;
-        let records_skipped = counter(
-            &registry,
-            "sink_records_skipped_total",
-            "Records that write nothing by design (tombstones without `delete_on_null_values`, change events without a document effect), by pipeline.",
-            &["pipeline"],
-        )?;
-        let write_retries = counter(
-            &registry,
-            "sink_write_retries_total",
-            "Bulk writes retried after a failure that may pass (network, step-down), by pipeline.",
-            &["pipeline"],
-        )?;
         Ok(Self {
-            registry,
-            records_consumed,
-            sink_writes,
-            records_skipped,
-            write_retries,
-            events_read,
-            records_produced,
-            dead_letters,
-            checkpoints_written,
-            actor_restarts,
-            pipeline_failures,
-            resume_gaps,
-            pipelines_running,
-            connect_failures,
+            pipelines_running: b.int_gauge(
+                "pipelines_running",
+                "Pipelines currently running, by kind (`source`, `sink`).",
+                &["kind"],
+            )?,
+            connect_failures: b.counter(
+                "connect_failures_total",
+                "Failed attempts to reach a service (`kafka`, `mongodb`), at start-up and by the readiness probes.",
+                &["service"],
+            )?,
+            events_read: b.counter(
+                "source_events_read_total",
+                "Change events read from MongoDB, by pipeline and namespace.",
+                &["pipeline", "namespace"],
+            )?,
+            records_produced: b.counter(
+                "source_records_produced_total",
+                "Records handed to Kafka by source pipelines, by pipeline and topic.",
+                &["pipeline", "topic"],
+            )?,
+            produce_errors: b.counter(
+                "source_produce_errors_total",
+                "Records Kafka refused or did not acknowledge, by pipeline and reason (`too_large`, `refused`, `delivery`).",
+                &["pipeline", "reason"],
+            )?,
+            produce_retries: b.counter(
+                "source_produce_retries_total",
+                "Times a record waited because librdkafka's queue was full (backpressure from Kafka), by pipeline.",
+                &["pipeline"],
+            )?,
+            oversize_events: b.counter(
+                "source_oversize_events_total",
+                "Events larger than the producer's `message.max.bytes`, by pipeline and what was done (`split`, `skipped`, `dead_lettered`, `failed`).",
+                &["pipeline", "action"],
+            )?,
+            copied_documents: b.counter(
+                "source_copied_documents_total",
+                "Existing documents published by `copy_existing`, by pipeline and namespace.",
+                &["pipeline", "namespace"],
+            )?,
+            delivery_duration: b.histogram(
+                "source_delivery_duration_seconds",
+                "Time from handing a record to librdkafka to Kafka's acknowledgement, by pipeline.",
+                &["pipeline"],
+                seconds_buckets()?,
+            )?,
+            event_lag: b.histogram(
+                "source_event_lag_seconds",
+                "Age of change events when read: the time since the change's cluster time, by pipeline.",
+                &["pipeline"],
+                seconds_buckets()?,
+            )?,
+            source_lag: b.state_gauge(
+                "source_lag_seconds",
+                "Age of the newest change event read by each reader (0 when its stream is caught up), by pipeline and namespace.",
+                &["pipeline", "namespace"],
+            )?,
+            checkpoint_age: b.state_gauge(
+                "source_checkpoint_age_seconds",
+                "Time since each reader's checkpoint was last written, by pipeline and namespace.",
+                &["pipeline", "namespace"],
+            )?,
+            checkpoint_times: Arc::default(),
+            stalled_readers: b.state_gauge(
+                "source_stalled_readers",
+                "Readers whose change stream has not advanced for longer than `stall_timeout`, by pipeline.",
+                &["pipeline"],
+            )?,
+            dead_letters: b.counter(
+                "dead_letter_records_total",
+                "Records sent to a dead letter topic, by pipeline and reason.",
+                &["pipeline", "reason"],
+            )?,
+            checkpoints_written: b.counter(
+                "source_checkpoints_written_total",
+                "Resume tokens written to the checkpoint topic, by pipeline and namespace.",
+                &["pipeline", "namespace"],
+            )?,
+            actor_restarts: b.counter(
+                "actor_restarts_total",
+                "Actors restarted by their supervisor, by pipeline, actor kind and cause.",
+                &["pipeline", "actor", "reason"],
+            )?,
+            pipeline_failures: b.counter(
+                "pipeline_failures_total",
+                "Pipelines stopped by an error no restart can fix, by pipeline, kind and cause.",
+                &["pipeline", "kind", "reason"],
+            )?,
+            resume_gaps: b.counter(
+                "source_resume_gaps_total",
+                "Times a reader's resume point was gone from the oplog and it went on from elsewhere (`on_lost_resume_point`), by pipeline and namespace.",
+                &["pipeline", "namespace"],
+            )?,
+            records_consumed: b.counter(
+                "sink_records_consumed_total",
+                "Records read from Kafka by sink pipelines, by pipeline and topic.",
+                &["pipeline", "topic"],
+            )?,
+            sink_writes: b.counter(
+                "sink_writes_total",
+                "Writes MongoDB acknowledged, by pipeline and operation (`insert`, `replace`, `update`, `delete`).",
+                &["pipeline", "operation"],
+            )?,
+            write_errors: b.counter(
+                "sink_record_errors_total",
+                "Records that could not be written, by pipeline and stage (`decode`, `namespace`, `id`, `process`, `cdc`, `write_model`, `size`, `write`); dead-lettered or stopping the pipeline.",
+                &["pipeline", "stage"],
+            )?,
+            records_skipped: b.counter(
+                "sink_records_skipped_total",
+                "Records that write nothing by design (tombstones without `delete_on_null_values`, change events without a document effect), by pipeline.",
+                &["pipeline"],
+            )?,
+            write_retries: b.counter(
+                "sink_write_retries_total",
+                "Bulk writes retried after a failure that may pass (network, step-down), by pipeline.",
+                &["pipeline"],
+            )?,
+            chunk_sets_abandoned: b.counter(
+                "sink_chunk_sets_abandoned_total",
+                "Split events whose chunks stopped before the last one (their producer restarted and sent the event again), by pipeline.",
+                &["pipeline"],
+            )?,
+            batch_size: b.histogram(
+                "sink_batch_size_records",
+                "Records per bulk write, by pipeline.",
+                &["pipeline"],
+                records_buckets()?,
+            )?,
+            batch_duration: b.histogram(
+                "sink_batch_duration_seconds",
+                "Time to write a batch to MongoDB and commit its offset, retries included, by pipeline.",
+                &["pipeline"],
+                seconds_buckets()?,
+            )?,
+            consumer_lag: b.state_gauge(
+                "sink_consumer_lag_records",
+                "Records between a partition's committed offset and its end, by pipeline, topic and partition (from librdkafka's statistics).",
+                &["pipeline", "topic", "partition"],
+            )?,
+            mailbox_depth: b.int_gauge(
+                "mailbox_depth_messages",
+                "Messages waiting in actors' bounded mailboxes, by pipeline and actor kind (`record_producer`, `partition_writer`).",
+                &["pipeline", "actor"],
+            )?,
+            config_reloads: b.counter(
+                "config_reloads_total",
+                "Configuration reloads (SIGHUP), by result (`applied`, `unchanged`, `rejected`).",
+                &["result"],
+            )?,
+            registry: b.registry,
         })
     }
 
@@ -150,16 +334,45 @@ impl Metrics {
         self.pipelines_running.with_label_values(&[kind]).dec();
     }
 
+    /// Drops the state series (lags, ages, depths) of a pipeline that was removed.
+    pub fn forget_pipeline(&self, pipeline: &str) {
+        for gauge in [
+            &self.source_lag,
+            &self.checkpoint_age,
+            &self.stalled_readers,
+            &self.consumer_lag,
+        ] {
+            gauge.forget_pipeline(pipeline);
+        }
+        self.checkpoint_times_lock()
+            .retain(|(p, _), _| p != pipeline);
+        for actor in [MAILBOX_RECORD_PRODUCER, MAILBOX_PARTITION_WRITER] {
+            let _ = self.mailbox_depth.remove_label_values(&[pipeline, actor]);
+        }
+    }
+
     /// Records a failed attempt to reach `service` (`kafka`, `mongodb`).
     pub fn connect_failed(&self, service: &str) {
         self.connect_failures.with_label_values(&[service]).inc();
     }
 
-    /// Records a change event read by a source pipeline.
-    pub fn event_read(&self, pipeline: &str, namespace: &str) {
+    /// Records a change event read by a source pipeline, `lag` after its cluster time.
+    pub fn event_read(&self, pipeline: &str, namespace: &str, lag: Option<Duration>) {
         self.events_read
             .with_label_values(&[pipeline, namespace])
             .inc();
+        if let Some(lag) = lag {
+            self.event_lag
+                .with_label_values(&[pipeline])
+                .observe(lag.as_secs_f64());
+            self.source_lag
+                .set(&[pipeline, namespace], lag.as_secs_f64());
+        }
+    }
+
+    /// Records that a reader's change stream is caught up (an empty batch).
+    pub fn source_caught_up(&self, pipeline: &str, namespace: &str) {
+        self.source_lag.set(&[pipeline, namespace], 0.0);
     }
 
     /// Records a record handed to Kafka by a source pipeline.
@@ -169,6 +382,39 @@ impl Metrics {
             .inc();
     }
 
+    /// Records a record Kafka refused or did not acknowledge.
+    pub fn produce_error(&self, pipeline: &str, reason: &str) {
+        self.produce_errors
+            .with_label_values(&[pipeline, reason])
+            .inc();
+    }
+
+    /// Records a wait for room in librdkafka's queue.
+    pub fn produce_retried(&self, pipeline: &str) {
+        self.produce_retries.with_label_values(&[pipeline]).inc();
+    }
+
+    /// Records an event too large for Kafka and what was done with it.
+    pub fn oversize_event(&self, pipeline: &str, action: &str) {
+        self.oversize_events
+            .with_label_values(&[pipeline, action])
+            .inc();
+    }
+
+    /// Records a document published by `copy_existing`.
+    pub fn document_copied(&self, pipeline: &str, namespace: &str) {
+        self.copied_documents
+            .with_label_values(&[pipeline, namespace])
+            .inc();
+    }
+
+    /// Records how long Kafka took to acknowledge a record.
+    pub fn delivered(&self, pipeline: &str, took: Duration) {
+        self.delivery_duration
+            .with_label_values(&[pipeline])
+            .observe(took.as_secs_f64());
+    }
+
     /// Records a record sent to the dead letter topic for `reason` (a bounded word).
     pub fn dead_lettered(&self, pipeline: &str, reason: &str) {
         self.dead_letters
@@ -176,25 +422,38 @@ impl Metrics {
             .inc();
     }
 
+    fn checkpoint_times_lock(&self) -> MutexGuard<'_, HashMap<(String, String), Instant>> {
+        self.checkpoint_times
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Records a checkpoint written.
     pub fn checkpoint_written(&self, pipeline: &str, namespace: &str) {
         self.checkpoints_written
             .with_label_values(&[pipeline, namespace])
             .inc();
+        self.checkpoint_times_lock()
+            .insert((pipeline.to_owned(), namespace.to_owned()), Instant::now());
     }
 
-    /// Records a restart of an `actor` kind because of `reason` (a bounded word, never raw
-    /// error text).
-    pub fn actor_restarted(&self, actor: &str, reason: &str) {
+    /// Sets how many readers of `pipeline` are stalled.
+    pub fn stalled_readers(&self, pipeline: &str, count: usize) {
+        self.stalled_readers.set(&[pipeline], count as f64);
+    }
+
+    /// Records a restart of an `actor` kind of `pipeline` because of `reason` (a bounded
+    /// word, never raw error text).
+    pub fn actor_restarted(&self, pipeline: &str, actor: &str, reason: &str) {
         self.actor_restarts
-            .with_label_values(&[actor, reason])
+            .with_label_values(&[pipeline, actor, reason])
             .inc();
     }
 
     /// Records a pipeline stopped for good.
-    pub fn pipeline_failed(&self, kind: &str, reason: &str) {
+    pub fn pipeline_failed(&self, pipeline: &str, kind: &str, reason: &str) {
         self.pipeline_failures
-            .with_label_values(&[kind, reason])
+            .with_label_values(&[pipeline, kind, reason])
             .inc();
     }
 
@@ -219,6 +478,13 @@ impl Metrics {
             .inc_by(n);
     }
 
+    /// Records a record that could not be written, at `stage`.
+    pub fn record_error(&self, pipeline: &str, stage: &str) {
+        self.write_errors
+            .with_label_values(&[pipeline, stage])
+            .inc();
+    }
+
     /// Records a record that writes nothing by design.
     pub fn record_skipped(&self, pipeline: &str) {
         self.records_skipped.with_label_values(&[pipeline]).inc();
@@ -229,8 +495,65 @@ impl Metrics {
         self.write_retries.with_label_values(&[pipeline]).inc();
     }
 
+    /// Records an incomplete split event given up.
+    pub fn chunk_set_abandoned(&self, pipeline: &str) {
+        self.chunk_sets_abandoned
+            .with_label_values(&[pipeline])
+            .inc();
+    }
+
+    /// Records a batch of `records` written in `took`.
+    pub fn batch_written(&self, pipeline: &str, records: usize, took: Duration) {
+        self.batch_size
+            .with_label_values(&[pipeline])
+            .observe(records as f64);
+        self.batch_duration
+            .with_label_values(&[pipeline])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Sets a partition's consumer lag.
+    pub fn consumer_lag(&self, pipeline: &str, topic: &str, partition: i32, records: i64) {
+        self.consumer_lag.set(
+            &[pipeline, topic, &partition.to_string()],
+            records.max(0) as f64,
+        );
+    }
+
+    /// Drops the consumer lag series of `pipeline` (its partitions were revoked).
+    pub fn forget_consumer_lag(&self, pipeline: &str) {
+        self.consumer_lag.forget_pipeline(pipeline);
+    }
+
+    /// Records a message entering (`delta` 1) or leaving (-1) an actor's mailbox.
+    pub fn mailbox(&self, pipeline: &str, actor: &str, delta: i64) {
+        self.mailbox_depth
+            .with_label_values(&[pipeline, actor])
+            .add(delta);
+    }
+
+    /// Records a configuration reload and its `result`.
+    pub fn config_reloaded(&self, result: &str) {
+        self.config_reloads.with_label_values(&[result]).inc();
+    }
+
     /// The registry in Prometheus' text exposition format.
     pub fn render(&self) -> Result<String, prometheus::Error> {
+        {
+            let times = self.checkpoint_times_lock();
+            for ((pipeline, namespace), at) in times.iter() {
+                self.checkpoint_age
+                    .set(&[pipeline, namespace], at.elapsed().as_secs_f64());
+            }
+        }
+        for gauge in [
+            &self.source_lag,
+            &self.checkpoint_age,
+            &self.stalled_readers,
+            &self.consumer_lag,
+        ] {
+            gauge.publish();
+        }
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
@@ -258,6 +581,51 @@ mod tests {
             text.contains("mkb_connect_failures_total{service=\"mongodb\"} 1"),
             "{text}"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn state_gauges_are_rendered_and_forgotten_with_their_pipeline() -> Result<(), prometheus::Error>
+    {
+        let m = Metrics::new()?;
+        m.event_read("a", "db.c", Some(Duration::from_millis(1500)));
+        m.checkpoint_written("a", "db.c");
+        m.consumer_lag("b", "t", 3, 42);
+        m.mailbox("b", MAILBOX_PARTITION_WRITER, 2);
+        let text = m.render()?;
+        assert!(
+            text.contains("mkb_source_lag_seconds{namespace=\"db.c\",pipeline=\"a\"} 1.5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mkb_source_checkpoint_age_seconds{namespace=\"db.c\",pipeline=\"a\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "mkb_sink_consumer_lag_records{partition=\"3\",pipeline=\"b\",topic=\"t\"} 42"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("mkb_source_event_lag_seconds_count{pipeline=\"a\"} 1"),
+            "{text}"
+        );
+        m.source_caught_up("a", "db.c");
+        assert!(m
+            .render()?
+            .contains("mkb_source_lag_seconds{namespace=\"db.c\",pipeline=\"a\"} 0"));
+        m.forget_pipeline("a");
+        m.forget_pipeline("b");
+        let text = m.render()?;
+        for gone in [
+            "mkb_source_lag_seconds{",
+            "mkb_source_checkpoint_age_seconds{",
+            "mkb_mailbox_depth_messages{",
+            "mkb_sink_consumer_lag_records{",
+        ] {
+            assert!(!text.contains(gone), "{gone} still in {text}");
+        }
         Ok(())
     }
 }

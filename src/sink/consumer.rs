@@ -20,9 +20,11 @@ use actix::prelude::*;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use super::writer::{Flush, PartitionWriter, Record};
+use crate::ops::metrics::{Metrics, MAILBOX_PARTITION_WRITER};
 
 /// The consumer type of sink pipelines.
 pub type SinkConsumer = StreamConsumer<RebalanceContext>;
@@ -48,12 +50,14 @@ pub struct Routes {
     slots: HashMap<Partition, Slot>,
 }
 
-/// The consumer's context: flushes writers of revoked partitions before they go.
+/// The consumer's context: flushes writers of revoked partitions before they go, and
+/// exports the consumer lag librdkafka's statistics report.
 pub struct RebalanceContext {
     pipeline: String,
     routes: Arc<Mutex<Routes>>,
     writers: ArbiterHandle,
     flush_deadline: Duration,
+    metrics: Metrics,
 }
 
 impl RebalanceContext {
@@ -63,13 +67,21 @@ impl RebalanceContext {
         routes: Arc<Mutex<Routes>>,
         writers: ArbiterHandle,
         flush_deadline: Duration,
+        metrics: Metrics,
     ) -> Self {
         Self {
             pipeline,
             routes,
             writers,
             flush_deadline,
+            metrics,
         }
+    }
+
+    /// Counts a record into a writer's mailbox.
+    fn handed_over(&self) {
+        self.metrics
+            .mailbox(&self.pipeline, MAILBOX_PARTITION_WRITER, 1);
     }
 }
 
@@ -114,7 +126,19 @@ pub fn close_writers(
     unconfirmed
 }
 
-impl ClientContext for RebalanceContext {}
+impl ClientContext for RebalanceContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, p) in &stats.partitions {
+                // -1 is librdkafka's internal "unassigned" partition; a lag of -1 is unknown.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag(&self.pipeline, topic, *partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -136,6 +160,8 @@ impl ConsumerContext for RebalanceContext {
             return;
         }
         tracing::info!(pipeline = %self.pipeline, partitions = writers.len(), "partitions revoked: writing and committing what their writers hold");
+        // The new owner reports their lag from now on.
+        self.metrics.forget_consumer_lag(&self.pipeline);
         let late = close_writers(&self.writers, writers, self.flush_deadline);
         if !late.is_empty() {
             tracing::warn!(pipeline = %self.pipeline, partitions = ?late, "writers did not finish before their partitions were revoked; their uncommitted records will be written again by the next owner");
@@ -233,7 +259,10 @@ fn route(
         return None;
     }
     match slot.writer.try_send(Record(message)) {
-        Ok(()) => None,
+        Ok(()) => {
+            consumer.context().handed_over();
+            None
+        }
         Err(SendError::Full(Record(message))) => {
             if let Err(error) = consumer.pause(&one_partition(&partition)) {
                 tracing::warn!(pipeline, partition = %format!("{}/{}", partition.0, partition.1), %error, "pausing the partition failed");
@@ -273,9 +302,10 @@ fn on_sent(
         slot.waiting.clear();
         return None;
     }
+    consumer.context().handed_over();
     while let Some(message) = slot.waiting.pop_front() {
         match slot.writer.try_send(Record(message)) {
-            Ok(()) => {}
+            Ok(()) => consumer.context().handed_over(),
             Err(SendError::Full(Record(message))) => {
                 return Some(send_waiting(slot, partition, message));
             }

@@ -35,9 +35,12 @@ use self::writer::{
 use crate::backoff::Backoff;
 use crate::clients::kafka;
 use crate::config::{KafkaConfig, SinkConfig, Tolerance};
-use crate::ops::health::Readiness;
+use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
 use crate::supervisor::StopPipeline;
+
+/// How often the consumer reports its lag per partition.
+const CONSUMER_STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why a sink pipeline stopped.
 #[derive(Debug, thiserror::Error)]
@@ -142,10 +145,16 @@ impl SinkSupervisor {
             routes.clone(),
             writers_thread.clone(),
             self.shutdown_deadline,
+            self.metrics.clone(),
         );
         let consumer = Arc::new(
-            kafka::consumer_with_context(&self.kafka, &config.effective_group_id(), context)
-                .map_err(|e| SinkError::Start(e.to_string()))?,
+            kafka::consumer_with_context(
+                &self.kafka,
+                &config.effective_group_id(),
+                context,
+                Some(CONSUMER_STATISTICS_INTERVAL),
+            )
+            .map_err(|e| SinkError::Start(e.to_string()))?,
         );
         let mut subscription: Vec<String> = config.topics.clone();
         if let Some(regex) = &config.topics_regex {
@@ -223,11 +232,12 @@ impl SinkSupervisor {
 
     fn fail(&mut self, error: SinkError, ctx: &mut Context<Self>) {
         tracing::error!(pipeline = %self.config.name, %error, "sink pipeline failed; it stays stopped until the configuration changes or the daemon restarts");
-        self.metrics.pipeline_failed("sink", error.kind());
-        self.readiness.set_not_ready(format!(
-            "sink pipeline `{}` failed: {error}",
-            self.config.name
-        ));
+        self.metrics
+            .pipeline_failed(&self.config.name, "sink", error.kind());
+        self.readiness.set_problem(
+            health::pipeline(&self.config.name),
+            format!("sink pipeline failed: {error}"),
+        );
         self.stopping = true;
         ctx.spawn(self.drain().into_actor(self).map(|_, _, _| ()));
     }
@@ -330,7 +340,7 @@ impl Handler<WriterFailed> for SinkSupervisor {
             let delay = self.restarts.next_delay();
             tracing::warn!(pipeline = %self.config.name, error = %msg.error, retry_in = ?delay, "restarting the sink pipeline from its committed offsets");
             self.metrics
-                .actor_restarted("sink_pipeline", msg.error.kind());
+                .actor_restarted(&self.config.name, "sink_pipeline", msg.error.kind());
             let drained = self.drain();
             ctx.spawn(drained.into_actor(self).map(move |_, _, ctx| {
                 ctx.run_later(delay, |act, ctx| {

@@ -8,7 +8,7 @@
 //! its mailbox fills and the consumer pauses the partition.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -19,12 +19,19 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::bulk::{self, Item};
 use super::consumer::SinkConsumer;
 use super::convert::{Converter, RawRecord};
-use super::model::RecordError;
+use super::model::{RecordError, Stage};
 use super::SinkError;
 use crate::backoff::Backoff;
+use crate::chunks::{self, ChunkHeader, Fed, Reassembler};
 use crate::clients::kafka;
 use crate::config::Tolerance;
-use crate::ops::metrics::Metrics;
+use crate::ops::metrics::{Metrics, MAILBOX_PARTITION_WRITER};
+
+/// Split events a writer holds at once while their chunks arrive.
+const MAX_PENDING_SPLIT_EVENTS: usize = 16;
+
+/// A record of a batch, and why it cannot be written when that is known before converting.
+type Entry = (OwnedMessage, Option<RecordError>);
 
 /// One record for the writer.
 #[derive(Message)]
@@ -98,7 +105,8 @@ pub struct PartitionWriter {
     partition: i32,
     shared: Arc<WriterShared>,
     settings: Arc<WriterSettings>,
-    buffer: Vec<OwnedMessage>,
+    buffer: Vec<Entry>,
+    chunks: Reassembler,
     timer: Option<SpawnHandle>,
     committed: Option<i64>,
     closed: bool,
@@ -118,6 +126,7 @@ impl PartitionWriter {
             shared,
             settings,
             buffer: Vec::new(),
+            chunks: Reassembler::new(MAX_PENDING_SPLIT_EVENTS),
             timer: None,
             committed: None,
             closed: false,
@@ -126,6 +135,75 @@ impl PartitionWriter {
 
     fn name(&self) -> String {
         format!("{}/{}", self.topic, self.partition)
+    }
+
+    /// Passes ordinary records through and puts split events back together: `None` while
+    /// an event's chunks are still arriving.
+    fn reassemble(&mut self, message: OwnedMessage) -> Option<Entry> {
+        let header = ChunkHeader::parse(
+            message
+                .headers()
+                .into_iter()
+                .flat_map(|h| h.iter())
+                .map(|h| (h.key, h.value)),
+        );
+        let header = match header {
+            Ok(None) => return Some((message, None)),
+            Ok(Some(header)) => header,
+            Err(reason) => {
+                return Some((
+                    message,
+                    Some(RecordError::new(
+                        Stage::Decode,
+                        format!("split event: {reason}"),
+                    )),
+                ))
+            }
+        };
+        let fed = self.chunks.feed(
+            &header,
+            message.key(),
+            message.offset(),
+            message.payload().unwrap_or_default(),
+        );
+        for _ in 0..self.chunks.take_abandoned() {
+            tracing::warn!(pipeline = %self.shared.pipeline, partition = %self.name(), "a split event stopped before its last chunk; its producer sent it again");
+            self.shared
+                .metrics
+                .chunk_set_abandoned(&self.shared.pipeline);
+        }
+        match fed {
+            Fed::Incomplete => None,
+            Fed::Orphan(reason) => Some((
+                message,
+                Some(RecordError::new(
+                    Stage::Decode,
+                    format!("split event: {reason}"),
+                )),
+            )),
+            Fed::Complete { value, .. } => {
+                let mut headers = OwnedHeaders::new();
+                for h in message.headers().into_iter().flat_map(|h| h.iter()) {
+                    if ![chunks::ID, chunks::INDEX, chunks::COUNT].contains(&h.key) {
+                        headers = headers.insert(Header {
+                            key: h.key,
+                            value: h.value,
+                        });
+                    }
+                }
+                // The whole event stands at its last chunk's offset.
+                let whole = OwnedMessage::new(
+                    Some(value),
+                    message.key().map(<[u8]>::to_vec),
+                    message.topic().to_owned(),
+                    message.timestamp(),
+                    message.partition(),
+                    message.offset(),
+                    Some(headers),
+                );
+                Some((whole, None))
+            }
+        }
     }
 
     /// Writes the buffer; the actor reads no message until it is done.
@@ -143,6 +221,7 @@ impl PartitionWriter {
             self.topic.clone(),
             self.partition,
             batch,
+            self.chunks.oldest_held_offset(),
             mode,
         );
         ctx.wait(job.into_actor(self).map(|result, act, ctx| match result {
@@ -183,10 +262,16 @@ impl Handler<Record> for PartitionWriter {
     type Result = ();
 
     fn handle(&mut self, Record(message): Record, ctx: &mut Self::Context) {
+        self.shared
+            .metrics
+            .mailbox(&self.shared.pipeline, MAILBOX_PARTITION_WRITER, -1);
         if self.closed {
             return;
         }
-        self.buffer.push(message);
+        let Some(entry) = self.reassemble(message) else {
+            return;
+        };
+        self.buffer.push(entry);
         if self.buffer.len() >= self.settings.max_batch_size {
             self.flush(CommitMode::Async, ctx);
         } else if self.timer.is_none() {
@@ -216,23 +301,33 @@ impl Handler<Flush> for PartitionWriter {
     }
 }
 
-/// Converts, writes, dead-letters and commits one batch. Answers the next offset to read;
-/// on failure, that of the first record not written (if any was) and why.
+/// Converts, writes, dead-letters and commits one batch; the commit stays before `hold`,
+/// the first chunk of a split event still arriving. Answers the next offset to read; on
+/// failure, that of the first record not written (if any was) and why.
 async fn write_batch(
     shared: Arc<WriterShared>,
     settings: Arc<WriterSettings>,
     topic: String,
     partition: i32,
-    batch: Vec<OwnedMessage>,
+    batch: Vec<Entry>,
+    hold: Option<i64>,
     mode: CommitMode,
 ) -> Result<i64, (Option<i64>, SinkError)> {
+    let started = Instant::now();
     let pipeline = shared.pipeline.as_str();
     shared
         .metrics
         .records_consumed(pipeline, &topic, batch.len() as u64);
     let mut items = Vec::with_capacity(batch.len());
     let mut refused: Vec<(usize, RecordError)> = Vec::new();
-    for (index, message) in batch.iter().enumerate() {
+    for (index, (message, known)) in batch.iter().enumerate() {
+        if let Some(error) = known {
+            refused.push((index, error.clone()));
+            if settings.tolerance == Tolerance::None {
+                break;
+            }
+            continue;
+        }
         let raw = RawRecord {
             topic: &topic,
             partition,
@@ -285,7 +380,8 @@ async fn write_batch(
     refused.extend(outcome.refused);
     refused.sort_by_key(|(index, _)| *index);
     for (index, error) in refused {
-        let message = &batch[index];
+        shared.metrics.record_error(pipeline, error.stage.as_str());
+        let message = &batch[index].0;
         let position = format!("{topic}/{partition}@{}", message.offset());
         match (&settings.tolerance, &settings.dead_letters) {
             (Tolerance::All, Some(dead_letters)) => {
@@ -305,8 +401,13 @@ async fn write_batch(
             }
         }
     }
-    let next = batch.last().map_or(0, |m| m.offset() + 1);
-    match commit(&shared, &topic, partition, next, mode) {
+    let next = batch.last().map_or(0, |(m, _)| m.offset() + 1);
+    let next = hold.map_or(next, |held| next.min(held));
+    let committed = commit(&shared, &topic, partition, next, mode);
+    shared
+        .metrics
+        .batch_written(pipeline, batch.len(), started.elapsed());
+    match committed {
         Some(next) => Ok(next),
         None => Err((
             None,

@@ -3,6 +3,7 @@
 //! reader, like Kafka Connect's offsets topic).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bson::{Bson, Document};
@@ -13,29 +14,47 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
+use super::copy::CopyProgress;
 use crate::clients::{kafka, ClientError};
 use crate::config::KafkaConfig;
+
+/// Where a reader is: after its stream's resume token and, while it copies existing
+/// documents, how far the copy got (the token is then where the stream began).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Position {
+    /// The change stream's resume token.
+    pub token: ResumeToken,
+    /// The copy's progress, while one runs.
+    pub copy: Option<Arc<CopyProgress>>,
+}
+
+impl Position {
+    /// A position in the change stream, no copy running.
+    pub fn stream(token: ResumeToken) -> Self {
+        Self { token, copy: None }
+    }
+}
 
 /// Orders acknowledgements: batches are numbered as they are handed to Kafka; the resume
 /// token of batch N may be stored only once batches 0..=N are all acknowledged.
 #[derive(Debug, Default)]
 pub struct AckTracker {
     next: u64,
-    /// Batches not yet acknowledged or not yet released, with their resume token.
-    pending: BTreeMap<u64, (bool, Option<ResumeToken>)>,
+    /// Batches not yet acknowledged or not yet released, with their position.
+    pending: BTreeMap<u64, (bool, Option<Position>)>,
 }
 
 impl AckTracker {
     /// Registers a batch whose records end at `token`; returns its number.
-    pub fn push(&mut self, token: Option<ResumeToken>) -> u64 {
+    pub fn push(&mut self, token: Option<Position>) -> u64 {
         let seq = self.next;
         self.next += 1;
         self.pending.insert(seq, (false, token));
         seq
     }
 
-    /// Marks batch `seq` acknowledged; returns the newest token that may now be stored.
-    pub fn ack(&mut self, seq: u64) -> Option<ResumeToken> {
+    /// Marks batch `seq` acknowledged; returns the newest position that may now be stored.
+    pub fn ack(&mut self, seq: u64) -> Option<Position> {
         if let Some(entry) = self.pending.get_mut(&seq) {
             entry.0 = true;
         }
@@ -71,20 +90,27 @@ pub struct CheckpointKey {
 pub struct Checkpoint {
     /// The resume token, as canonical extended JSON.
     pub resume_token: serde_json::Value,
+    /// While existing documents are copied: how far the copy got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<CopyProgress>,
 }
 
 impl Checkpoint {
-    /// A checkpoint at `token`.
-    pub fn new(token: &ResumeToken) -> Result<Self, bson::ser::Error> {
+    /// A checkpoint at `position`.
+    pub fn new(position: &Position) -> Result<Self, bson::ser::Error> {
         Ok(Self {
-            resume_token: bson::to_bson(token)?.into_canonical_extjson(),
+            resume_token: bson::to_bson(&position.token)?.into_canonical_extjson(),
+            copy: position.copy.as_deref().cloned(),
         })
     }
 
-    /// The resume token, or why the stored one is unreadable.
-    pub fn token(&self) -> Result<ResumeToken, String> {
+    /// The stored position, or why it is unreadable.
+    pub fn position(&self) -> Result<Position, String> {
         let bson = Bson::try_from(self.resume_token.clone()).map_err(|e| e.to_string())?;
-        bson::from_bson(bson).map_err(|e| e.to_string())
+        Ok(Position {
+            token: bson::from_bson(bson).map_err(|e| e.to_string())?,
+            copy: self.copy.clone().map(Arc::new),
+        })
     }
 }
 
@@ -277,8 +303,10 @@ pub fn describe(token: &ResumeToken) -> String {
 mod tests {
     use super::*;
 
-    fn token(n: i32) -> ResumeToken {
-        bson::from_bson(Bson::Document(bson::doc! { "_data": format!("T{n}") })).unwrap()
+    fn token(n: i32) -> Position {
+        Position::stream(
+            bson::from_bson(Bson::Document(bson::doc! { "_data": format!("T{n}") })).unwrap(),
+        )
     }
 
     #[test]
@@ -324,6 +352,22 @@ mod tests {
             r#"{"pipeline":"p","namespace":"db.c"}"#
         );
         let back: Checkpoint = serde_json::from_slice(&value).unwrap();
-        assert_eq!(back.token().unwrap(), token(7));
+        assert_eq!(back.position().unwrap(), token(7));
+        assert!(!String::from_utf8(value).unwrap().contains("copy"));
+    }
+
+    #[test]
+    fn checkpoints_carry_copy_progress() {
+        let mut progress = CopyProgress::default();
+        progress.plan("db.c", &[Bson::Int32(50)]);
+        progress.advance("db.c", 0, Some(&Bson::Int32(7)), false);
+        let position = Position {
+            copy: Some(Arc::new(progress)),
+            ..token(1)
+        };
+        let cp = Checkpoint::new(&position).unwrap();
+        let text = serde_json::to_string(&cp).unwrap();
+        let back: Checkpoint = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.position().unwrap(), position, "{text}");
     }
 }

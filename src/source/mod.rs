@@ -7,6 +7,7 @@
 //! whole pipeline when the producer fails, and drains everything on stop.
 
 pub mod checkpoint;
+pub mod copy;
 pub mod format;
 pub mod producer;
 pub mod reader;
@@ -22,14 +23,20 @@ use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::producer::Producer;
 
 use self::checkpoint::Checkpoint;
+use self::checkpoint::Position;
 use self::format::{Conversion, FormatError};
-use self::producer::{Drain, LastAcknowledged, ProducerFailed, ReaderId, RecordProducer};
-use self::reader::{ChangeStreamReader, ReaderContext, ReaderFailed, StartAt, StopReader, Watched};
+use self::producer::{
+    Drain, LastAcknowledged, ProducerFailed, ReaderId, RecordPolicy, RecordProducer,
+};
+use self::reader::{
+    AbortReader, ChangeStreamReader, ReaderContext, ReaderFailed, ReaderProgress, StartAt,
+    StopReader, Watched,
+};
 use self::topic::TopicMapper;
 use crate::backoff::Backoff;
 use crate::clients::{kafka, ClientError};
 use crate::config::{Delivery, KafkaConfig, LostResumePoint, SourceConfig, StartupMode};
-use crate::ops::health::Readiness;
+use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
 use crate::supervisor::StopPipeline;
 
@@ -151,6 +158,8 @@ struct ReaderSlot {
     generation: u64,
     addr: Option<Addr<ChangeStreamReader>>,
     backoff: Backoff,
+    progress: Arc<ReaderProgress>,
+    stalled: bool,
 }
 
 struct Running {
@@ -254,7 +263,11 @@ impl SourceSupervisor {
             producer,
             self.config.checkpoint_topic.clone(),
             self.config.checkpoint_interval,
-            self.config.errors.clone(),
+            RecordPolicy {
+                errors: self.config.errors.clone(),
+                oversize: self.config.oversize,
+                max_message_bytes: kafka::producer_max_message_bytes(&self.kafka),
+            },
             ctx.address().recipient(),
             self.metrics.clone(),
             self.config.queue_capacity,
@@ -290,10 +303,12 @@ impl SourceSupervisor {
                     generation: 0,
                     addr: None,
                     backoff: restart_backoff(),
+                    progress: Arc::default(),
+                    stalled: false,
                 });
             slot.generation += 1;
-            let start = match self.checkpoints.get(&namespace).map(Checkpoint::token) {
-                Some(Ok(token)) => StartAt::Token(token),
+            let start = match self.checkpoints.get(&namespace).map(Checkpoint::position) {
+                Some(Ok(position)) => StartAt::Resume(position),
                 Some(Err(reason)) => {
                     return self.fail(SourceError::Checkpoint { namespace, reason }, ctx);
                 }
@@ -302,6 +317,7 @@ impl SourceSupervisor {
             self.spawn_reader(&namespace, start, ctx);
         }
         self.pipeline_backoff.reset();
+        self.readiness.clear(&health::pipeline(&self.config.name));
         tracing::info!(pipeline = %self.config.name, readers = self.readers.len(), "source pipeline running");
     }
 
@@ -326,6 +342,7 @@ impl SourceSupervisor {
             generation: slot.generation,
         };
         tracing::info!(pipeline = %self.config.name, namespace, start = ?start_name(&start), generation = slot.generation, "starting reader");
+        slot.progress = Arc::default();
         slot.addr = Some(
             ChangeStreamReader::new(
                 id,
@@ -333,13 +350,20 @@ impl SourceSupervisor {
                 start,
                 running.shared.clone(),
                 ctx.address().recipient(),
+                slot.progress.clone(),
             )
             .start(),
         );
     }
 
-    /// Restarts one reader after its backoff, from the newest acknowledged token.
-    fn restart_reader(&mut self, namespace: String, lost_history: bool, ctx: &mut Context<Self>) {
+    /// Restarts one reader after its backoff, from the newest acknowledged position, or as
+    /// `lost_history` says when its resume point is gone.
+    fn restart_reader(
+        &mut self,
+        namespace: String,
+        lost_history: Option<LostResumePoint>,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(slot) = self.readers.get_mut(&namespace) else {
             return;
         };
@@ -367,16 +391,14 @@ impl SourceSupervisor {
                         if act.stopping {
                             return;
                         }
-                        let start = if lost_history {
-                            StartAt::Latest
-                        } else {
-                            match acknowledged {
-                                Some(token) => StartAt::Token(token),
-                                None => {
-                                    match act.checkpoints.get(&namespace).map(Checkpoint::token) {
-                                        Some(Ok(token)) => StartAt::Token(token),
-                                        _ => act.initial_start(),
-                                    }
+                        let start = match (lost_history, acknowledged) {
+                            (Some(LostResumePoint::Recopy), _) => StartAt::CopyExisting,
+                            (Some(_), _) => StartAt::Latest,
+                            (None, Some(position)) => StartAt::Resume(position),
+                            (None, None) => {
+                                match act.checkpoints.get(&namespace).map(Checkpoint::position) {
+                                    Some(Ok(position)) => StartAt::Resume(position),
+                                    _ => act.initial_start(),
                                 }
                             }
                         };
@@ -386,12 +408,60 @@ impl SourceSupervisor {
         });
     }
 
+    /// Reports readers whose stream has not advanced for `stall_timeout` on `/ready` and in
+    /// the metrics, and restarts them; clears the report once they advance again.
+    fn check_stalls(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping || self.running.is_none() {
+            return;
+        }
+        let timeout = self.config.stall_timeout;
+        let pipeline = self.config.name.clone();
+        let mut stalled = Vec::new();
+        for (namespace, slot) in &mut self.readers {
+            let component = health::reader(&pipeline, namespace);
+            match slot.progress.idle_for() {
+                Some(idle) if idle > timeout && slot.addr.is_some() => {
+                    tracing::error!(pipeline = %pipeline, namespace = %namespace, idle = ?idle, "change stream has not advanced; restarting the reader");
+                    self.readiness.set_problem(
+                        component,
+                        format!("change stream has not advanced for {}s", idle.as_secs()),
+                    );
+                    slot.stalled = true;
+                    stalled.push(namespace.clone());
+                }
+                Some(idle) if idle <= timeout && slot.stalled => {
+                    tracing::info!(pipeline = %pipeline, namespace = %namespace, "change stream advances again");
+                    self.readiness.clear(&component);
+                    slot.stalled = false;
+                }
+                _ => {}
+            }
+        }
+        let count = self.readers.values().filter(|s| s.stalled).count();
+        self.metrics.stalled_readers(&pipeline, count);
+        for namespace in stalled {
+            if let Some(addr) = self
+                .readers
+                .get_mut(&namespace)
+                .and_then(|slot| slot.addr.take())
+            {
+                // A stalled reader may never finish its read: abort it, without waiting.
+                actix::spawn(async move {
+                    let _ = addr.send(AbortReader).await;
+                });
+            }
+            self.metrics
+                .actor_restarted(&pipeline, "change_stream_reader", "stalled");
+            self.restart_reader(namespace, None, ctx);
+        }
+    }
+
     /// Stops every reader and the producer, then starts again after a backoff.
     fn retry_pipeline(&mut self, error: SourceError, ctx: &mut Context<Self>) {
         let delay = self.pipeline_backoff.next_delay();
         tracing::warn!(pipeline = %self.config.name, %error, retry_in = ?delay, "restarting the source pipeline");
         self.metrics
-            .actor_restarted("source_pipeline", error.kind());
+            .actor_restarted(&self.config.name, "source_pipeline", error.kind());
         let readers: Vec<_> = self
             .readers
             .values_mut()
@@ -413,11 +483,12 @@ impl SourceSupervisor {
     /// Stops the pipeline for good and says why: an error no restart can fix.
     fn fail(&mut self, error: SourceError, ctx: &mut Context<Self>) {
         tracing::error!(pipeline = %self.config.name, %error, "source pipeline failed; it stays stopped until the configuration changes or the daemon restarts");
-        self.metrics.pipeline_failed("source", error.kind());
-        self.readiness.set_not_ready(format!(
-            "source pipeline `{}` failed: {error}",
-            self.config.name
-        ));
+        self.metrics
+            .pipeline_failed(&self.config.name, "source", error.kind());
+        self.readiness.set_problem(
+            health::pipeline(&self.config.name),
+            format!("source pipeline failed: {error}"),
+        );
         self.stopping = true;
         let readers: Vec<_> = self
             .readers
@@ -443,7 +514,8 @@ impl SourceSupervisor {
 
 fn start_name(start: &StartAt) -> &'static str {
     match start {
-        StartAt::Token(_) => "checkpoint",
+        StartAt::Resume(Position { copy: Some(_), .. }) => "checkpoint, copying",
+        StartAt::Resume(_) => "checkpoint",
         StartAt::Latest => "latest",
         StartAt::Time(_) => "timestamp",
         StartAt::CopyExisting => "copy_existing",
@@ -509,8 +581,13 @@ impl Actor for SourceSupervisor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::CONTROL_MAILBOX_CAPACITY);
         self.metrics.pipeline_started("source");
+        self.readiness
+            .set_problem(health::pipeline(&self.config.name), "starting");
         tracing::info!(pipeline = %self.config.name, "source pipeline started");
         self.start(ctx);
+        let every = (self.config.stall_timeout / 4)
+            .clamp(Duration::from_millis(250), Duration::from_secs(10));
+        ctx.run_interval(every, |act, ctx| act.check_stalls(ctx));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -533,11 +610,15 @@ impl Handler<ReaderFailed> for SourceSupervisor {
         }
         match (&error, self.config.on_lost_resume_point) {
             (SourceError::HistoryLost { .. }, LostResumePoint::Fail) => self.fail(error, ctx),
-            (SourceError::HistoryLost { .. }, LostResumePoint::Latest) => {
-                tracing::error!(pipeline = %self.config.name, namespace = %reader.namespace, %error, "changes were lost: restarting at the newest change");
+            (SourceError::HistoryLost { .. }, policy) => {
+                let then = match policy {
+                    LostResumePoint::Recopy => "copying the namespace again",
+                    _ => "restarting at the newest change",
+                };
+                tracing::error!(pipeline = %self.config.name, namespace = %reader.namespace, %error, then, "changes were lost from the oplog before they were read");
                 self.metrics
                     .resume_gap(&self.config.name, &reader.namespace);
-                self.restart_reader(reader.namespace, true, ctx);
+                self.restart_reader(reader.namespace, Some(policy), ctx);
             }
             (
                 SourceError::Config { .. }
@@ -550,9 +631,12 @@ impl Handler<ReaderFailed> for SourceSupervisor {
             _ if self.config.delivery == Delivery::ExactlyOnce => self.retry_pipeline(error, ctx),
             _ => {
                 tracing::warn!(pipeline = %self.config.name, namespace = %reader.namespace, %error, "reader failed; restarting it");
-                self.metrics
-                    .actor_restarted("change_stream_reader", error.kind());
-                self.restart_reader(reader.namespace, false, ctx);
+                self.metrics.actor_restarted(
+                    &self.config.name,
+                    "change_stream_reader",
+                    error.kind(),
+                );
+                self.restart_reader(reader.namespace, None, ctx);
             }
         }
     }
@@ -577,6 +661,10 @@ impl Handler<StopPipeline> for SourceSupervisor {
 
     fn handle(&mut self, _: StopPipeline, _: &mut Self::Context) -> Self::Result {
         self.stopping = true;
+        // A stopped pipeline reports nothing any more: a reload may have removed it.
+        self.readiness.clear(&health::pipeline(&self.config.name));
+        self.readiness
+            .clear_prefix(&health::reader(&self.config.name, ""));
         let readers: Vec<_> = self
             .readers
             .values_mut()

@@ -10,17 +10,17 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::future::join_all;
-use mongodb::change_stream::event::ResumeToken;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::checkpoint::{self, AckTracker, Checkpoint, CheckpointKey};
+use super::checkpoint::{self, AckTracker, Checkpoint, CheckpointKey, Position};
 use super::SourceError;
+use crate::chunks::{self, ChunkHeader};
 use crate::clients::kafka;
-use crate::config::{ErrorsConfig, Tolerance};
-use crate::ops::metrics::Metrics;
+use crate::config::{ErrorsConfig, Oversize, Tolerance};
+use crate::ops::metrics::{Metrics, MAILBOX_RECORD_PRODUCER};
 
 /// One record to publish.
 #[derive(Debug, Clone)]
@@ -33,6 +33,39 @@ pub struct OutgoingRecord {
     pub value: Option<Vec<u8>>,
     /// Names the record in errors and dead letters: namespace and document key.
     pub origin: String,
+    /// Why the event could not become this record: it goes to the dead letter topic, with
+    /// `key` (when it could be encoded) and `value` (the event as canonical extended JSON,
+    /// when it could be encoded). Only set with `errors.tolerance = "all"`.
+    pub failure: Option<String>,
+}
+
+impl OutgoingRecord {
+    /// A record to publish as it is.
+    pub fn new(
+        topic: String,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        origin: String,
+    ) -> Self {
+        Self {
+            topic,
+            key,
+            value,
+            origin,
+            failure: None,
+        }
+    }
+}
+
+/// What the producer does with records that cannot be published as they are.
+#[derive(Debug, Clone)]
+pub struct RecordPolicy {
+    /// `errors`: stop, or dead-letter.
+    pub errors: ErrorsConfig,
+    /// `oversize`: what to do with a record over `max_message_bytes`.
+    pub oversize: Oversize,
+    /// The producer's `message.max.bytes`.
+    pub max_message_bytes: usize,
 }
 
 /// Which reader a batch comes from; a restarted reader has a new generation, so late
@@ -55,13 +88,13 @@ pub struct ProduceBatch {
     pub reader: ReaderId,
     /// The records, in order.
     pub records: Vec<OutgoingRecord>,
-    /// The resume token after the last record.
-    pub token: Option<ResumeToken>,
+    /// The reader's position after the last record.
+    pub token: Option<Position>,
 }
 
-/// The newest token of `namespace` that Kafka acknowledged, for a restarting reader.
+/// The newest position of `namespace` that Kafka acknowledged, for a restarting reader.
 #[derive(Message, Debug)]
-#[rtype(result = "Option<ResumeToken>")]
+#[rtype(result = "Option<Position>")]
 pub struct LastAcknowledged(pub String);
 
 /// Waits until every record handed over is acknowledged and every checkpoint written, or
@@ -81,16 +114,16 @@ struct Transaction {
     open: bool,
     committing: bool,
     /// The newest token of each reader whose records are in the open transaction.
-    tokens: HashMap<String, ResumeToken>,
+    tokens: HashMap<String, Position>,
 }
 
 struct ReaderState {
     generation: u64,
     tracker: AckTracker,
     /// Released by the tracker, not yet written.
-    unwritten: Option<ResumeToken>,
+    unwritten: Option<Position>,
     /// Written (handed to Kafka) last.
-    written: Option<ResumeToken>,
+    written: Option<Position>,
     last_write: Option<Instant>,
 }
 
@@ -100,7 +133,7 @@ pub struct RecordProducer {
     producer: FutureProducer,
     checkpoint_topic: String,
     checkpoint_interval: Duration,
-    errors: ErrorsConfig,
+    policy: RecordPolicy,
     readers: HashMap<String, ReaderState>,
     pending_checkpoint_writes: usize,
     /// `Some` in exactly-once mode.
@@ -128,7 +161,7 @@ impl RecordProducer {
         producer: FutureProducer,
         checkpoint_topic: String,
         checkpoint_interval: Duration,
-        errors: ErrorsConfig,
+        policy: RecordPolicy,
         supervisor: Recipient<ProducerFailed>,
         metrics: Metrics,
         mailbox_capacity: usize,
@@ -138,7 +171,7 @@ impl RecordProducer {
             producer,
             checkpoint_topic,
             checkpoint_interval,
-            errors,
+            policy,
             readers: HashMap::new(),
             pending_checkpoint_writes: 0,
             transaction: None,
@@ -254,7 +287,7 @@ impl RecordProducer {
     fn send_checkpoint(
         &self,
         namespace: &str,
-        token: &ResumeToken,
+        token: &Position,
     ) -> Result<rdkafka::producer::DeliveryFuture, SourceError> {
         let checkpoint_error = |reason: String| SourceError::Checkpoint {
             namespace: namespace.to_owned(),
@@ -365,7 +398,12 @@ impl Actor for RecordProducer {
     }
 }
 
-fn dead_letter_headers(pipeline: &str, record: &OutgoingRecord, reason: &str) -> OwnedHeaders {
+fn dead_letter_headers(
+    pipeline: &str,
+    record: &OutgoingRecord,
+    reason: &str,
+    stage: &str,
+) -> OwnedHeaders {
     OwnedHeaders::new()
         .insert(Header {
             key: "mkb.error",
@@ -383,6 +421,203 @@ fn dead_letter_headers(pipeline: &str, record: &OutgoingRecord, reason: &str) ->
             key: "mkb.topic",
             value: Some(record.topic.as_str()),
         })
+        .insert(Header {
+            key: "mkb.error.stage",
+            value: Some(stage),
+        })
+}
+
+/// The deliveries of one batch: what each record was, where it went, when it was handed
+/// over, and its acknowledgement.
+type Deliveries = Vec<(String, String, Instant, rdkafka::producer::DeliveryFuture)>;
+
+/// Hands the records of a batch to librdkafka in order, applying `policy` to those that
+/// cannot be published as they are.
+async fn enqueue_batch(
+    producer: &FutureProducer,
+    pipeline: &str,
+    policy: &RecordPolicy,
+    metrics: &Metrics,
+    records: &[OutgoingRecord],
+) -> Result<Deliveries, SourceError> {
+    let mut deliveries = Vec::with_capacity(records.len());
+    let waited = || metrics.produce_retried(pipeline);
+    for record in records {
+        if let Some(reason) = &record.failure {
+            let delivery = dead_letter(
+                producer, pipeline, policy, metrics, record, reason, "format",
+            )
+            .await?;
+            deliveries.extend(delivery);
+            continue;
+        }
+        let sent = kafka::enqueue_waiting(
+            producer,
+            &record.topic,
+            record.key.as_deref(),
+            record.value.as_deref(),
+            None,
+            waited,
+        )
+        .await;
+        match sent {
+            Ok(delivery) => {
+                metrics.record_produced(pipeline, &record.topic);
+                deliveries.push((
+                    record.origin.clone(),
+                    record.topic.clone(),
+                    Instant::now(),
+                    delivery,
+                ));
+            }
+            Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
+                metrics.produce_error(pipeline, "too_large");
+                let reason = format!(
+                    "the record is larger than the producer's `message.max.bytes` ({} bytes of value, limit {})",
+                    record.value.as_ref().map_or(0, Vec::len),
+                    policy.max_message_bytes,
+                );
+                let key_len = record.key.as_ref().map_or(0, Vec::len);
+                match (
+                    policy.oversize,
+                    chunks::chunk_size(policy.max_message_bytes, key_len),
+                ) {
+                    (Oversize::Skip, _) => {
+                        tracing::warn!(pipeline, origin = %record.origin, topic = %record.topic, %reason, "skipping an event too large for Kafka (`oversize = \"skip\"`)");
+                        metrics.oversize_event(pipeline, "skipped");
+                    }
+                    (Oversize::Split, Some(size)) => {
+                        let parts = split(producer, pipeline, metrics, record, size).await?;
+                        tracing::info!(pipeline, origin = %record.origin, topic = %record.topic, chunks = parts.len(), "split an event too large for Kafka");
+                        metrics.oversize_event(pipeline, "split");
+                        deliveries.extend(parts);
+                    }
+                    _ => {
+                        let delivery = dead_letter(
+                            producer,
+                            pipeline,
+                            policy,
+                            metrics,
+                            record,
+                            &reason,
+                            "too_large",
+                        )
+                        .await?;
+                        metrics.oversize_event(
+                            pipeline,
+                            if delivery.is_some() {
+                                "dead_lettered"
+                            } else {
+                                "failed"
+                            },
+                        );
+                        deliveries.extend(delivery);
+                    }
+                }
+            }
+            Err(source) => {
+                metrics.produce_error(pipeline, "refused");
+                return Err(SourceError::Kafka {
+                    topic: record.topic.clone(),
+                    source: Box::new(source),
+                });
+            }
+        }
+    }
+    Ok(deliveries)
+}
+
+/// Publishes `record`'s value in chunks of at most `size` bytes, all with its key.
+async fn split(
+    producer: &FutureProducer,
+    pipeline: &str,
+    metrics: &Metrics,
+    record: &OutgoingRecord,
+    size: usize,
+) -> Result<Deliveries, SourceError> {
+    let value = record.value.as_deref().unwrap_or_default();
+    let parts = chunks::split(value, size);
+    let id = bson::oid::ObjectId::new().to_hex();
+    let mut deliveries = Vec::with_capacity(parts.len());
+    for (index, part) in parts.iter().enumerate() {
+        let mut headers = OwnedHeaders::new();
+        for (key, value) in ChunkHeader::render(&id, index, parts.len()) {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value.as_str()),
+            });
+        }
+        let delivery = kafka::enqueue_waiting(
+            producer,
+            &record.topic,
+            record.key.as_deref(),
+            Some(part),
+            Some(headers),
+            || metrics.produce_retried(pipeline),
+        )
+        .await
+        .map_err(|source| SourceError::Kafka {
+            topic: record.topic.clone(),
+            source: Box::new(source),
+        })?;
+        metrics.record_produced(pipeline, &record.topic);
+        deliveries.push((
+            format!("{} (chunk {index})", record.origin),
+            record.topic.clone(),
+            Instant::now(),
+            delivery,
+        ));
+    }
+    Ok(deliveries)
+}
+
+/// Sends `record` to the dead letter topic with headers saying why, when `errors` allow;
+/// otherwise the error that stops the pipeline. The dead letter has the record's key and,
+/// for a record too large, no value (the value is what did not fit).
+async fn dead_letter(
+    producer: &FutureProducer,
+    pipeline: &str,
+    policy: &RecordPolicy,
+    metrics: &Metrics,
+    record: &OutgoingRecord,
+    reason: &str,
+    stage: &'static str,
+) -> Result<Option<(String, String, Instant, rdkafka::producer::DeliveryFuture)>, SourceError> {
+    let (Tolerance::All, Some(dlq)) = (
+        policy.errors.tolerance,
+        policy.errors.dead_letter_topic.as_deref(),
+    ) else {
+        return Err(SourceError::TooLarge {
+            origin: record.origin.clone(),
+            topic: record.topic.clone(),
+            reason: reason.to_owned(),
+        });
+    };
+    tracing::warn!(pipeline, origin = %record.origin, topic = %record.topic, dead_letter_topic = dlq, %reason, "dead-lettering an event");
+    metrics.dead_lettered(pipeline, stage);
+    let value = match stage {
+        "too_large" => None,
+        _ => record.value.as_deref(),
+    };
+    let delivery = kafka::enqueue_waiting(
+        producer,
+        dlq,
+        record.key.as_deref(),
+        value,
+        Some(dead_letter_headers(pipeline, record, reason, stage)),
+        || metrics.produce_retried(pipeline),
+    )
+    .await
+    .map_err(|source| SourceError::Kafka {
+        topic: dlq.to_owned(),
+        source: Box::new(source),
+    })?;
+    Ok(Some((
+        record.origin.clone(),
+        dlq.to_owned(),
+        Instant::now(),
+        delivery,
+    )))
 }
 
 impl Handler<ProduceBatch> for RecordProducer {
@@ -392,66 +627,16 @@ impl Handler<ProduceBatch> for RecordProducer {
         if let Err(error) = self.ensure_transaction(ctx) {
             return AtomicResponse::new(Box::pin(actix::fut::ready(Err(error))));
         }
+        self.metrics
+            .mailbox(&self.pipeline, MAILBOX_RECORD_PRODUCER, -1);
         let producer = self.producer.clone();
         let pipeline = self.pipeline.clone();
-        let errors = self.errors.clone();
+        let policy = self.policy.clone();
         let metrics = self.metrics.clone();
         let enqueue_all = async move {
-            let mut deliveries = Vec::with_capacity(batch.records.len());
-            for record in &batch.records {
-                let sent = kafka::enqueue(
-                    &producer,
-                    &record.topic,
-                    record.key.as_deref(),
-                    record.value.as_deref(),
-                    None,
-                )
-                .await;
-                match sent {
-                    Ok(delivery) => {
-                        metrics.record_produced(&pipeline, &record.topic);
-                        deliveries.push((record.origin.clone(), record.topic.clone(), delivery));
-                    }
-                    Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
-                        let reason = format!(
-                            "the record is larger than the producer's `message.max.bytes` ({} bytes of value)",
-                            record.value.as_ref().map_or(0, Vec::len)
-                        );
-                        let (Tolerance::All, Some(dlq)) =
-                            (errors.tolerance, errors.dead_letter_topic.as_deref())
-                        else {
-                            return Err(SourceError::TooLarge {
-                                origin: record.origin.clone(),
-                                topic: record.topic.clone(),
-                                reason,
-                            });
-                        };
-                        tracing::warn!(pipeline = %pipeline, origin = %record.origin, topic = %record.topic, dead_letter_topic = dlq, %reason, "dead-lettering an event");
-                        metrics.dead_lettered(&pipeline, "too_large");
-                        // The dead letter carries the key only: the value is what did not fit.
-                        let delivery = kafka::enqueue(
-                            &producer,
-                            dlq,
-                            record.key.as_deref(),
-                            None,
-                            Some(dead_letter_headers(&pipeline, record, &reason)),
-                        )
-                        .await
-                        .map_err(|source| SourceError::Kafka {
-                            topic: dlq.to_owned(),
-                            source: Box::new(source),
-                        })?;
-                        deliveries.push((record.origin.clone(), dlq.to_owned(), delivery));
-                    }
-                    Err(source) => {
-                        return Err(SourceError::Kafka {
-                            topic: record.topic.clone(),
-                            source: Box::new(source),
-                        })
-                    }
-                }
-            }
-            Ok((batch.reader, batch.token, deliveries))
+            let deliveries =
+                enqueue_batch(&producer, &pipeline, &policy, &metrics, &batch.records).await?;
+            Ok::<_, SourceError>((batch.reader, batch.token, deliveries))
         };
         AtomicResponse::new(Box::pin(enqueue_all.into_actor(self).map(
             |result, act, ctx| {
@@ -466,16 +651,21 @@ impl Handler<ProduceBatch> for RecordProducer {
                     return Ok(());
                 }
                 let seq = act.reader(&reader).tracker.push(token);
+                let metrics = act.metrics.clone();
+                let pipeline = act.pipeline.clone();
                 let acknowledged = async move {
-                    for (origin, topic, delivery) in join_all(
-                        deliveries
-                            .into_iter()
-                            .map(|(o, t, d)| async move { (o, t, d.await) }),
-                    )
-                    .await
+                    for (origin, topic, took, delivery) in
+                        join_all(deliveries.into_iter().map(|(o, t, at, d)| async move {
+                            let delivery = d.await;
+                            (o, t, at.elapsed(), delivery)
+                        }))
+                        .await
                     {
+                        if !matches!(delivery, Ok(Ok(_))) {
+                            metrics.produce_error(&pipeline, "delivery");
+                        }
                         match delivery {
-                            Ok(Ok(_)) => {}
+                            Ok(Ok(_)) => metrics.delivered(&pipeline, took),
                             Ok(Err((source, _))) => {
                                 return Err(SourceError::Delivery {
                                     origin,
@@ -506,7 +696,7 @@ impl Handler<ProduceBatch> for RecordProducer {
 }
 
 impl Handler<LastAcknowledged> for RecordProducer {
-    type Result = Option<ResumeToken>;
+    type Result = Option<Position>;
 
     fn handle(&mut self, msg: LastAcknowledged, _: &mut Self::Context) -> Self::Result {
         self.readers

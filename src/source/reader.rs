@@ -3,27 +3,77 @@
 //! converts events to records and hands them to the producer, awaiting the bounded mailbox,
 //! so a slow Kafka stops it pulling from MongoDB.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use bson::{doc, Bson, Document, Timestamp};
+use futures_util::future::try_join_all;
 use futures_util::TryStreamExt;
 use mongodb::change_stream::event::ResumeToken;
 use mongodb::change_stream::ChangeStream;
 use mongodb::options::{ChangeStreamOptions, FullDocumentBeforeChangeType, FullDocumentType};
 use tokio::sync::watch;
 
-use super::format::{Conversion, Converted};
+use super::checkpoint::Position;
+use super::copy::{self, CopyProgress};
+use super::format::{self, Conversion, Converted};
 use super::producer::{OutgoingRecord, ProduceBatch, ReaderId, RecordProducer};
 use super::topic::TopicMapper;
 use super::SourceError;
-use crate::config::{FullDocument, FullDocumentBeforeChange, SourceConfig};
-use crate::ops::metrics::Metrics;
+use crate::config::{
+    FullDocument, FullDocumentBeforeChange, OutputFormat, SourceConfig, Tolerance,
+};
+use crate::ops::metrics::{Metrics, MAILBOX_RECORD_PRODUCER};
 
 /// MongoDB's error codes for a resume point that is gone from the oplog.
 const HISTORY_LOST: &[i32] = &[136, 280, 286];
+
+/// Copied documents per batch handed to the producer, at most.
+const COPY_BATCH_DOCUMENTS: usize = 256;
+/// Bytes of copied records per batch handed to the producer, at most.
+const COPY_BATCH_BYTES: usize = 1024 * 1024;
+
+/// When a reader last heard from its change stream (or copy), for stall detection. A
+/// reader waiting for room in the producer's mailbox is held back by Kafka, not stalled.
+#[derive(Debug)]
+pub struct ReaderProgress {
+    last_millis: AtomicU64,
+    waiting_for_kafka: AtomicBool,
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}
+
+impl Default for ReaderProgress {
+    fn default() -> Self {
+        Self {
+            last_millis: AtomicU64::new(now_millis()),
+            waiting_for_kafka: AtomicBool::new(false),
+        }
+    }
+}
+
+impl ReaderProgress {
+    /// Records that the stream answered (an event, or an empty batch and its token).
+    pub fn advanced(&self) {
+        self.last_millis.store(now_millis(), Ordering::Relaxed);
+    }
+
+    /// How long the stream has not advanced; `None` while the reader waits for Kafka.
+    pub fn idle_for(&self) -> Option<Duration> {
+        if self.waiting_for_kafka.load(Ordering::Relaxed) {
+            return None;
+        }
+        let last = self.last_millis.load(Ordering::Relaxed);
+        Some(Duration::from_millis(now_millis().saturating_sub(last)))
+    }
+}
 
 /// What one reader watches.
 #[derive(Debug, Clone)]
@@ -87,8 +137,8 @@ impl Watched {
 /// Where a reader starts.
 #[derive(Debug, Clone)]
 pub enum StartAt {
-    /// After this token (a checkpoint).
-    Token(ResumeToken),
+    /// At a checkpoint: after its token, continuing its copy if one was running.
+    Resume(Position),
     /// At the newest change.
     Latest,
     /// At this cluster time (seconds).
@@ -128,6 +178,11 @@ pub struct ReaderFailed {
 #[rtype(result = "()")]
 pub struct StopReader;
 
+/// Stops a reader at once, abandoning whatever it waits for (a stalled stream).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct AbortReader;
+
 /// The reader actor.
 pub struct ChangeStreamReader {
     id: ReaderId,
@@ -135,18 +190,20 @@ pub struct ChangeStreamReader {
     start: StartAt,
     shared: Arc<ReaderContext>,
     supervisor: Recipient<ReaderFailed>,
+    progress: Arc<ReaderProgress>,
     stop: Arc<AtomicBool>,
     finished: watch::Sender<bool>,
 }
 
 impl ChangeStreamReader {
-    /// A reader of `watched`, starting at `start`.
+    /// A reader of `watched`, starting at `start`, reporting its progress to `progress`.
     pub fn new(
         id: ReaderId,
         watched: Watched,
         start: StartAt,
         shared: Arc<ReaderContext>,
         supervisor: Recipient<ReaderFailed>,
+        progress: Arc<ReaderProgress>,
     ) -> Self {
         Self {
             id,
@@ -154,6 +211,7 @@ impl ChangeStreamReader {
             start,
             shared,
             supervisor,
+            progress,
             stop: Arc::new(AtomicBool::new(false)),
             finished: watch::channel(false).0,
         }
@@ -170,6 +228,7 @@ impl Actor for ChangeStreamReader {
             watched: self.watched.clone(),
             shared: self.shared.clone(),
             stop: self.stop.clone(),
+            progress: self.progress.clone(),
         }
         .run(self.start.clone());
         ctx.spawn(run.into_actor(self).map(|result, act, ctx| {
@@ -203,12 +262,24 @@ impl Handler<StopReader> for ChangeStreamReader {
     }
 }
 
+impl Handler<AbortReader> for ChangeStreamReader {
+    type Result = ();
+
+    fn handle(&mut self, _: AbortReader, ctx: &mut Self::Context) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.finished.send_replace(true);
+        // Stopping the actor drops the read loop, and with it whatever it waited for.
+        ctx.stop();
+    }
+}
+
 /// The reading itself, kept out of the actor so it is plain async code.
 struct ReadLoop {
     id: ReaderId,
     watched: Watched,
     shared: Arc<ReaderContext>,
     stop: Arc<AtomicBool>,
+    progress: Arc<ReaderProgress>,
 }
 
 impl ReadLoop {
@@ -257,7 +328,7 @@ impl ReadLoop {
         options.batch_size = config.batch_size;
         options.max_await_time = Some(config.max_await_time);
         match start {
-            StartAt::Token(token) => options.start_after = Some(token.clone()),
+            StartAt::Resume(position) => options.start_after = Some(position.token.clone()),
             StartAt::Time(secs) => {
                 options.start_at_operation_time = Some(Timestamp {
                     time: *secs,
@@ -322,19 +393,41 @@ impl ReadLoop {
     async fn send(
         &self,
         records: Vec<OutgoingRecord>,
-        token: Option<ResumeToken>,
+        token: Option<Position>,
     ) -> Result<(), SourceError> {
         let batch = ProduceBatch {
             reader: self.id.clone(),
             records,
             token,
         };
-        match self.shared.producer.send(batch).await {
+        let pipeline = &self.shared.config.name;
+        self.shared
+            .metrics
+            .mailbox(pipeline, MAILBOX_RECORD_PRODUCER, 1);
+        self.progress
+            .waiting_for_kafka
+            .store(true, Ordering::Relaxed);
+        let sent = self.shared.producer.send(batch).await;
+        self.progress
+            .waiting_for_kafka
+            .store(false, Ordering::Relaxed);
+        match sent {
             Ok(result) => result,
-            Err(_) => Err(SourceError::ProducerGone {
-                namespace: self.namespace().to_owned(),
-            }),
+            Err(_) => {
+                // The message never reached the handler that counts it out.
+                self.shared
+                    .metrics
+                    .mailbox(pipeline, MAILBOX_RECORD_PRODUCER, -1);
+                Err(SourceError::ProducerGone {
+                    namespace: self.namespace().to_owned(),
+                })
+            }
         }
+    }
+
+    /// The stream's position as a checkpoint position.
+    fn position(token: Option<ResumeToken>) -> Option<Position> {
+        token.map(Position::stream)
     }
 
     /// Converts one event; `Ok(None)` when nothing is published for it.
@@ -366,27 +459,76 @@ impl ReadLoop {
                 .unwrap_or_else(|| event.get_str("operationType").unwrap_or("event").to_owned())
         );
         let topic = self.shared.topics.topic(&db, coll.as_deref());
+        let errors = &self.shared.config.errors;
+        // Kept for the dead letter, should the conversion fail.
+        let tolerated = (errors.tolerance == Tolerance::All && errors.dead_letter_topic.is_some())
+            .then(|| (event.get("documentKey").cloned(), event.clone()));
         match self.shared.conversion.convert(event) {
-            Ok(Converted::Record { key, value }) => Ok(Some(OutgoingRecord {
-                topic,
-                key,
-                value,
-                origin,
-            })),
+            Ok(Converted::Record { key, value }) => {
+                Ok(Some(OutgoingRecord::new(topic, key, value, origin)))
+            }
             Ok(Converted::Skip) => Ok(None),
-            Err(source) => Err(SourceError::Format { origin, source }),
+            Err(source) => match tolerated {
+                Some((key, event)) => {
+                    // Canonical extended JSON keeps every type: the best a consumer of the
+                    // dead letters can get when the configured format cannot hold the event.
+                    let encode =
+                        |doc: Document| format::encode(doc, OutputFormat::CanonicalJson).ok();
+                    Ok(Some(OutgoingRecord {
+                        key: key.and_then(|k| match k {
+                            Bson::Document(doc) => encode(doc),
+                            other => encode(doc! { "_id": other }),
+                        }),
+                        value: encode(event),
+                        failure: Some(format!("converting the event: {source}")),
+                        ..OutgoingRecord::new(topic, None, None, origin)
+                    }))
+                }
+                None => Err(SourceError::Format { origin, source }),
+            },
         }
+    }
+
+    /// How old a change event is: now minus its wall time (MongoDB 6.0+) or cluster time.
+    fn lag(event: &Document) -> Option<Duration> {
+        let millis = match (
+            event.get_datetime("wallTime"),
+            event.get_timestamp("clusterTime"),
+        ) {
+            (Ok(wall), _) => wall.timestamp_millis(),
+            (_, Ok(cluster)) => i64::from(cluster.time) * 1000,
+            _ => return None,
+        };
+        let now = i64::try_from(now_millis()).unwrap_or(i64::MAX);
+        Some(Duration::from_millis(
+            u64::try_from(now.saturating_sub(millis)).unwrap_or_default(),
+        ))
     }
 
     async fn run(self, start: StartAt) -> Result<(), SourceError> {
         let mut stream = self.open(&start).await?;
-        if let StartAt::CopyExisting = start {
-            self.copy_existing().await?;
-            // Only now may a checkpoint be stored: before, a restart must copy again.
-            self.send(Vec::new(), stream.resume_token()).await?;
+        self.progress.advanced();
+        let copy = match &start {
+            StartAt::CopyExisting => Some(CopyProgress::default()),
+            StartAt::Resume(position) => position.copy.as_deref().cloned(),
+            StartAt::Latest | StartAt::Time(_) => None,
+        };
+        if let Some(progress) = copy {
+            // The copy's checkpoints hold the stream's start, so a restart resumes both.
+            let start_token = match &start {
+                StartAt::Resume(position) => Some(position.token.clone()),
+                _ => stream.resume_token(),
+            };
+            if !self.copy_existing(progress, start_token).await? {
+                return Ok(());
+            }
+            // Only now may a plain stream checkpoint be stored.
+            self.send(Vec::new(), Self::position(stream.resume_token()))
+                .await?;
         }
         tracing::info!(pipeline = %self.shared.config.name, namespace = %self.namespace(), "change stream open");
         let heartbeat = self.shared.config.heartbeat_interval;
+        let pipeline = &self.shared.config.name;
         let mut last_publish = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
             if !stream.is_alive() {
@@ -395,7 +537,7 @@ impl ReadLoop {
                 let token = stream.resume_token();
                 tracing::info!(namespace = %self.namespace(), "change stream invalidated; reopening");
                 stream = self
-                    .open(&token.map_or(StartAt::Latest, StartAt::Token))
+                    .open(&token.map_or(StartAt::Latest, |t| StartAt::Resume(Position::stream(t))))
                     .await?;
                 continue;
             }
@@ -403,17 +545,21 @@ impl ReadLoop {
                 .next_if_any()
                 .await
                 .map_err(self.mongo_error("reading the change stream"))?;
+            self.progress.advanced();
             match next {
                 Some(event) => {
                     self.shared
                         .metrics
-                        .event_read(&self.shared.config.name, self.namespace());
+                        .event_read(pipeline, self.namespace(), Self::lag(&event));
                     let token = stream.resume_token();
                     let records = self.record(event)?.into_iter().collect();
-                    self.send(records, token).await?;
+                    self.send(records, Self::position(token)).await?;
                     last_publish = Instant::now();
                 }
                 None => {
+                    self.shared
+                        .metrics
+                        .source_caught_up(pipeline, self.namespace());
                     // Idle: the post-batch token moves the checkpoint without any record.
                     let mut records = Vec::new();
                     if heartbeat.is_some_and(|every| last_publish.elapsed() >= every) {
@@ -422,7 +568,7 @@ impl ReadLoop {
                     }
                     let token = stream.resume_token();
                     if token.is_some() || !records.is_empty() {
-                        self.send(records, token).await?;
+                        self.send(records, Self::position(token)).await?;
                     }
                 }
             }
@@ -447,12 +593,12 @@ impl ReadLoop {
                 source: e.into(),
             })
         };
-        Ok(OutgoingRecord {
-            topic: config.heartbeat_topic.clone(),
-            key: Some(encode(&key)?),
-            value: Some(encode(&value)?),
-            origin: format!("{} heartbeat", self.namespace()),
-        })
+        Ok(OutgoingRecord::new(
+            config.heartbeat_topic.clone(),
+            Some(encode(&key)?),
+            Some(encode(&value)?),
+            format!("{} heartbeat", self.namespace()),
+        ))
     }
 
     /// The collections a copy covers.
@@ -509,51 +655,207 @@ impl ReadLoop {
         Ok(namespaces)
     }
 
-    /// Publishes every existing document as an insert event marked `copyingData`.
-    async fn copy_existing(&self) -> Result<(), SourceError> {
-        let stages = match &self.shared.config.copy_existing_pipeline {
-            Some(text) => super::super::config::parse_pipeline(text).map_err(|reason| {
-                SourceError::Config {
+    /// Publishes every existing document as an insert event marked `copyingData`, each
+    /// collection split into `_id` ranges copied at once, continuing from `progress`. Every
+    /// batch carries the copy's progress at `start_token` for the checkpoint. Answers
+    /// `false` when the reader was stopped meanwhile.
+    async fn copy_existing(
+        &self,
+        progress: CopyProgress,
+        start_token: Option<ResumeToken>,
+    ) -> Result<bool, SourceError> {
+        let config = &self.shared.config;
+        let user_stages = match &config.copy_existing_pipeline {
+            Some(text) => {
+                crate::config::parse_pipeline(text).map_err(|reason| SourceError::Config {
                     namespace: self.namespace().to_owned(),
                     reason,
-                }
-            })?,
+                })?
+            }
             None => Vec::new(),
         };
         let started = Instant::now();
-        let mut copied = 0u64;
+        let state = tokio::sync::Mutex::new(progress);
+        let copier = Copier {
+            reader: self,
+            state: &state,
+            start_token,
+            user_stages,
+        };
         for (db, coll) in self.collections_to_copy().await? {
-            let collection = self
-                .shared
-                .mongo
-                .database(&db)
-                .collection::<Document>(&coll);
-            let mut cursor = collection
-                .aggregate(stages.clone())
-                .await
-                .map_err(self.mongo_error("copying existing documents"))?;
-            while let Some(document) = cursor
-                .try_next()
-                .await
-                .map_err(self.mongo_error("copying existing documents"))?
-            {
-                if self.stop.load(Ordering::SeqCst) {
-                    return Ok(());
-                }
-                let id = document.get("_id").cloned().unwrap_or(Bson::Null);
-                let event = doc! {
-                    "_id": { "_id": id.clone(), "copyingData": true },
-                    "operationType": "insert",
-                    "ns": { "db": &db, "coll": &coll },
-                    "documentKey": { "_id": id },
-                    "fullDocument": document,
-                };
-                let records = self.record(event)?.into_iter().collect();
-                self.send(records, None).await?;
-                copied += 1;
+            if !copier.copy_collection(&db, &coll).await? {
+                return Ok(false);
             }
         }
-        tracing::info!(pipeline = %self.shared.config.name, namespace = %self.namespace(), documents = copied, elapsed = ?started.elapsed(), "copied existing documents");
-        Ok(())
+        tracing::info!(pipeline = %config.name, namespace = %self.namespace(), elapsed = ?started.elapsed(), "copied existing documents");
+        Ok(true)
+    }
+}
+
+/// One copy of existing documents under way: the reader it publishes through and the
+/// progress its workers share.
+struct Copier<'a> {
+    reader: &'a ReadLoop,
+    state: &'a tokio::sync::Mutex<CopyProgress>,
+    start_token: Option<ResumeToken>,
+    user_stages: Vec<Document>,
+}
+
+impl Copier<'_> {
+    /// Copies what is left of `db.coll`; `false` when the reader was stopped meanwhile.
+    async fn copy_collection(&self, db: &str, coll: &str) -> Result<bool, SourceError> {
+        let reader = self.reader;
+        let namespace = format!("{db}.{coll}");
+        let collection = reader
+            .shared
+            .mongo
+            .database(db)
+            .collection::<Document>(coll);
+        let planned = self.state.lock().await.remaining(&namespace);
+        let ranges = match planned {
+            Some(ranges) => ranges,
+            None => {
+                let boundaries = self.boundaries(&collection).await?;
+                let mut state = self.state.lock().await;
+                state.plan(&namespace, &boundaries);
+                state.remaining(&namespace).unwrap_or_default()
+            }
+        };
+        if ranges.is_empty() {
+            return Ok(true);
+        }
+        tracing::info!(pipeline = %reader.shared.config.name, namespace = %namespace, ranges = ranges.len(), "copying existing documents");
+        let workers = ranges
+            .into_iter()
+            .map(|(index, range)| self.copy_range(db, coll, &namespace, &collection, index, range));
+        let finished = try_join_all(workers).await?;
+        Ok(finished.into_iter().all(|done| done))
+    }
+
+    /// The `_id`s where the collection's ranges start (all but the first range).
+    async fn boundaries(
+        &self,
+        collection: &mongodb::Collection<Document>,
+    ) -> Result<Vec<Bson>, SourceError> {
+        let reader = self.reader;
+        let parallelism = reader.shared.config.copy_existing_parallelism;
+        if parallelism <= 1 {
+            return Ok(Vec::new());
+        }
+        let count = collection
+            .estimated_document_count()
+            .await
+            .map_err(reader.mongo_error("counting documents to copy"))?;
+        let mut boundaries: Vec<Bson> = Vec::new();
+        for position in copy::split_positions(count, parallelism) {
+            let found = collection
+                .aggregate(vec![
+                    doc! { "$sort": { "_id": 1 } },
+                    doc! { "$skip": i64::try_from(position).unwrap_or(i64::MAX) },
+                    doc! { "$limit": 1 },
+                    doc! { "$project": { "_id": 1 } },
+                ])
+                .await
+                .map_err(reader.mongo_error("splitting the copy"))?
+                .try_next()
+                .await
+                .map_err(reader.mongo_error("splitting the copy"))?;
+            if let Some(id) = found.and_then(|d| d.get("_id").cloned()) {
+                if boundaries.last() != Some(&id) {
+                    boundaries.push(id);
+                }
+            }
+        }
+        Ok(boundaries)
+    }
+
+    /// Copies one range; `false` when the reader was stopped meanwhile.
+    async fn copy_range(
+        &self,
+        db: &str,
+        coll: &str,
+        namespace: &str,
+        collection: &mongodb::Collection<Document>,
+        index: usize,
+        range: copy::RangeCopy,
+    ) -> Result<bool, SourceError> {
+        let reader = self.reader;
+        let filter = range
+            .remaining_filter()
+            .map_err(|reason| SourceError::Checkpoint {
+                namespace: reader.namespace().to_owned(),
+                reason,
+            })?;
+        let mut stages = vec![filter, doc! { "$sort": { "_id": 1 } }];
+        stages.extend(self.user_stages.iter().cloned());
+        // A user's stages may drop or reorder `_id`s: then only whole ranges count.
+        let track_ids = self.user_stages.is_empty();
+        let mut cursor = collection
+            .aggregate(stages)
+            .await
+            .map_err(reader.mongo_error("copying existing documents"))?;
+        let pipeline = &reader.shared.config.name;
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        let mut last_id = None;
+        while let Some(document) = cursor
+            .try_next()
+            .await
+            .map_err(reader.mongo_error("copying existing documents"))?
+        {
+            if reader.stop.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            reader.progress.advanced();
+            let id = document.get("_id").cloned().unwrap_or(Bson::Null);
+            if track_ids {
+                last_id = Some(id.clone());
+            }
+            let event = doc! {
+                "_id": { "_id": id.clone(), "copyingData": true },
+                "operationType": "insert",
+                "ns": { "db": db, "coll": coll },
+                "documentKey": { "_id": id },
+                "fullDocument": document,
+            };
+            if let Some(record) = reader.record(event)? {
+                batch_bytes += record.value.as_ref().map_or(0, Vec::len);
+                batch.push(record);
+            }
+            reader.shared.metrics.document_copied(pipeline, namespace);
+            if batch.len() >= COPY_BATCH_DOCUMENTS || batch_bytes >= COPY_BATCH_BYTES {
+                self.publish(
+                    namespace,
+                    index,
+                    std::mem::take(&mut batch),
+                    last_id.take(),
+                    false,
+                )
+                .await?;
+                batch_bytes = 0;
+            }
+        }
+        self.publish(namespace, index, batch, last_id, true).await?;
+        Ok(true)
+    }
+
+    /// Hands copied records to the producer with the copy's progress including them. The
+    /// progress is updated and sent under one lock, so the producer sees the snapshots of
+    /// all workers in the order they were taken.
+    async fn publish(
+        &self,
+        namespace: &str,
+        index: usize,
+        records: Vec<OutgoingRecord>,
+        last_id: Option<Bson>,
+        done: bool,
+    ) -> Result<(), SourceError> {
+        let mut state = self.state.lock().await;
+        state.advance(namespace, index, last_id.as_ref(), done);
+        let position = self.start_token.clone().map(|token| Position {
+            token,
+            copy: Some(Arc::new(state.clone())),
+        });
+        self.reader.send(records, position).await
     }
 }
