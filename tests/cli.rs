@@ -179,7 +179,7 @@ fn run_becomes_ready_and_stops_cleanly_on_sigterm() {
     let log = daemon.log();
     assert_eq!(status.code(), Some(0), "log:\n{log}");
     for line in [
-        "ready",
+        "connected",
         "source pipeline started",
         "sink pipeline started",
         "shutting down",

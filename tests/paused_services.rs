@@ -143,15 +143,6 @@ async fn a_paused_mongodb_pauses_the_partitions_and_memory_stays_bounded() {
     let _ = coll.drop().await;
 }
 
-/// The sum of every series of `metric` on the daemon's `/metrics`.
-fn metric_sum(port: u16, metric: &str) -> f64 {
-    let (_, body) = common::http_get(port, "/metrics").expect("metrics answer");
-    body.lines()
-        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn a_paused_kafka_stops_the_readers_and_memory_stays_bounded() {
     let _one_at_a_time = PAUSING.lock().await;
@@ -197,9 +188,9 @@ async fn a_paused_kafka_stops_the_readers_and_memory_stays_bounded() {
         // 12 MB of changes wait in MongoDB while the broker does not answer.
         insert(200..total).await;
         tokio::time::sleep(Duration::from_secs(6)).await;
-        let read_then = metric_sum(port, events);
+        let read_then = common::metric_sum(port, events);
         let peak = peak_rss_kib(daemon.pid(), Duration::from_secs(4)).await;
-        let read_now = metric_sum(port, events);
+        let read_now = common::metric_sum(port, events);
         assert_eq!(
             read_then, read_now,
             "the reader kept reading while Kafka was paused"

@@ -169,7 +169,15 @@ pub async fn load(
     pipeline: &str,
 ) -> Result<HashMap<String, Checkpoint>, CheckpointError> {
     let consumer: BaseConsumer = kafka::client_config(kafka_config, kafka::Role::Consumer)
-        .set("group.id", "mongo-kafka-bridge-checkpoint-reader")
+        // A group of its own: readers of several pipelines load at once, and nothing is
+        // committed, so the group leaves nothing behind.
+        .set(
+            "group.id",
+            format!(
+                "mongo-kafka-bridge-checkpoint-reader-{pipeline}-{}",
+                bson::oid::ObjectId::new().to_hex()
+            ),
+        )
         .set("enable.auto.commit", "false")
         // The end of a partition is where its reading stops; offsets cannot tell it, since
         // transaction markers take offsets no record has.
@@ -258,6 +266,14 @@ fn read_all(
             }
             Err(e) => return Err(err("reading")(e)),
         };
+        // The end as it was when the reading began: while other pipelines keep writing,
+        // the partition's end moves and no end-of-partition event may ever come.
+        if ends
+            .get(&message.partition())
+            .is_some_and(|end| message.offset() >= end - 1)
+        {
+            ends.remove(&message.partition());
+        }
         let Some(key) = message
             .key()
             .and_then(|k| serde_json::from_slice::<CheckpointKey>(k).ok())

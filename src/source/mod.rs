@@ -317,6 +317,7 @@ impl SourceSupervisor {
             self.spawn_reader(&namespace, start, ctx);
         }
         self.pipeline_backoff.reset();
+        self.metrics.stalled_readers(&self.config.name, 0);
         self.readiness.clear(&health::pipeline(&self.config.name));
         tracing::info!(pipeline = %self.config.name, readers = self.readers.len(), "source pipeline running");
     }
@@ -429,7 +430,7 @@ impl SourceSupervisor {
                     slot.stalled = true;
                     stalled.push(namespace.clone());
                 }
-                Some(idle) if idle <= timeout && slot.stalled => {
+                Some(idle) if idle <= timeout && slot.stalled && slot.progress.has_advanced() => {
                     tracing::info!(pipeline = %pipeline, namespace = %namespace, "change stream advances again");
                     self.readiness.clear(&component);
                     slot.stalled = false;

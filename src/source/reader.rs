@@ -39,6 +39,8 @@ const COPY_BATCH_BYTES: usize = 1024 * 1024;
 /// reader waiting for room in the producer's mailbox is held back by Kafka, not stalled.
 #[derive(Debug)]
 pub struct ReaderProgress {
+    started_millis: u64,
+    /// 0 until the stream first answered.
     last_millis: AtomicU64,
     waiting_for_kafka: AtomicBool,
 }
@@ -53,7 +55,8 @@ fn now_millis() -> u64 {
 impl Default for ReaderProgress {
     fn default() -> Self {
         Self {
-            last_millis: AtomicU64::new(now_millis()),
+            started_millis: now_millis(),
+            last_millis: AtomicU64::new(0),
             waiting_for_kafka: AtomicBool::new(false),
         }
     }
@@ -65,12 +68,21 @@ impl ReaderProgress {
         self.last_millis.store(now_millis(), Ordering::Relaxed);
     }
 
-    /// How long the stream has not advanced; `None` while the reader waits for Kafka.
+    /// Whether the stream answered at least once since the reader started.
+    pub fn has_advanced(&self) -> bool {
+        self.last_millis.load(Ordering::Relaxed) != 0
+    }
+
+    /// How long the stream has not advanced (since the reader started, if it never did);
+    /// `None` while the reader waits for Kafka.
     pub fn idle_for(&self) -> Option<Duration> {
         if self.waiting_for_kafka.load(Ordering::Relaxed) {
             return None;
         }
-        let last = self.last_millis.load(Ordering::Relaxed);
+        let last = self
+            .last_millis
+            .load(Ordering::Relaxed)
+            .max(self.started_millis);
         Some(Duration::from_millis(now_millis().saturating_sub(last)))
     }
 }

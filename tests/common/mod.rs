@@ -15,6 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mongo_kafka_bridge::config::{self, Config};
 
+pub mod proxy;
+pub mod traffic;
+
 /// The MongoDB the tests use.
 pub fn mongodb_uri() -> String {
     std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned())
@@ -102,6 +105,11 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `run --config` on `config_text`, logging to a temporary file.
     pub fn start(config_text: &str) -> Self {
+        Self::start_with_env(config_text, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables.
+    pub fn start_with_env(config_text: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let config = write_file(dir.path(), "bridge.toml", config_text);
         let stderr_path = dir.path().join("stderr.log");
@@ -111,6 +119,7 @@ impl Daemon {
             .arg("run")
             .arg("--config")
             .arg(&config)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -120,6 +129,11 @@ impl Daemon {
             stderr_path,
             _dir: dir,
         }
+    }
+
+    /// Replaces the daemon's configuration file (send `HUP` to have it read).
+    pub fn rewrite_config(&self, config_text: &str) {
+        write_file(self._dir.path(), "bridge.toml", config_text);
     }
 
     /// Everything the daemon logged so far.
@@ -177,6 +191,24 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let status = response.split(' ').nth(1)?.parse().ok()?;
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
     Some((status, body))
+}
+
+/// The sum of every series of `metric` on the daemon's `/metrics` whose labels contain
+/// every one of `labels` (e.g. `pipeline="p"`); 0 when there is none.
+pub fn metric_with(port: u16, metric: &str, labels: &[&str]) -> f64 {
+    let Some((_, body)) = http_get(port, "/metrics") else {
+        return 0.0;
+    };
+    body.lines()
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The sum of every series of `metric` on the daemon's `/metrics`.
+pub fn metric_sum(port: u16, metric: &str) -> f64 {
+    metric_with(port, metric, &[])
 }
 
 /// Polls `GET path` until it answers `status`, for at most `limit`; returns the body.
