@@ -321,7 +321,19 @@ impl Metrics {
                 &["result"],
             )?,
             registry: b.registry,
-        })
+        }
+        .with_known_series())
+    }
+
+    /// Creates the series whose labels are known from the start, at 0.
+    fn with_known_series(self) -> Self {
+        for service in ["kafka", "mongodb"] {
+            self.connect_failures.with_label_values(&[service]);
+        }
+        for result in ["applied", "unchanged", "rejected"] {
+            self.config_reloads.with_label_values(&[result]);
+        }
+        self
     }
 
     /// Records that a pipeline of `kind` (`source`, `sink`) started.
@@ -332,6 +344,46 @@ impl Metrics {
     /// Records that a pipeline of `kind` stopped.
     pub fn pipeline_stopped(&self, kind: &str) {
         self.pipelines_running.with_label_values(&[kind]).dec();
+    }
+
+    /// Creates the series of a source pipeline whose labels are known in advance, at 0, so
+    /// that dashboards show 0 rather than no data until something happens.
+    pub fn source_pipeline_series(&self, pipeline: &str) {
+        for reason in ["too_large", "refused", "delivery"] {
+            self.produce_errors.with_label_values(&[pipeline, reason]);
+        }
+        self.produce_retries.with_label_values(&[pipeline]);
+        for action in ["split", "skipped", "dead_lettered", "failed"] {
+            self.oversize_events.with_label_values(&[pipeline, action]);
+        }
+        for reason in ["too_large", "format"] {
+            self.dead_letters.with_label_values(&[pipeline, reason]);
+        }
+        self.delivery_duration.with_label_values(&[pipeline]);
+        self.event_lag.with_label_values(&[pipeline]);
+        self.mailbox_depth
+            .with_label_values(&[pipeline, MAILBOX_RECORD_PRODUCER]);
+    }
+
+    /// Creates the series of one reader of a source pipeline, at 0.
+    pub fn reader_series(&self, pipeline: &str, namespace: &str) {
+        self.events_read.with_label_values(&[pipeline, namespace]);
+        self.resume_gaps.with_label_values(&[pipeline, namespace]);
+    }
+
+    /// Creates the series of a sink pipeline whose labels are known in advance, at 0.
+    pub fn sink_pipeline_series(&self, pipeline: &str, stages: &[&str]) {
+        self.records_skipped.with_label_values(&[pipeline]);
+        self.write_retries.with_label_values(&[pipeline]);
+        self.chunk_sets_abandoned.with_label_values(&[pipeline]);
+        for stage in stages {
+            self.write_errors.with_label_values(&[pipeline, stage]);
+            self.dead_letters.with_label_values(&[pipeline, stage]);
+        }
+        self.batch_size.with_label_values(&[pipeline]);
+        self.batch_duration.with_label_values(&[pipeline]);
+        self.mailbox_depth
+            .with_label_values(&[pipeline, MAILBOX_PARTITION_WRITER]);
     }
 
     /// Drops the state series (lags, ages, depths) of a pipeline that was removed.

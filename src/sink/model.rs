@@ -132,6 +132,18 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Every stage, in the order a record goes through them.
+    pub const ALL: [Stage; 8] = [
+        Self::Decode,
+        Self::Namespace,
+        Self::Id,
+        Self::Process,
+        Self::Cdc,
+        Self::WriteModel,
+        Self::Size,
+        Self::Write,
+    ];
+
     /// The name used in dead-letter headers, logs and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -582,6 +582,11 @@ impl Actor for SourceSupervisor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::CONTROL_MAILBOX_CAPACITY);
         self.metrics.pipeline_started("source");
+        self.metrics.source_pipeline_series(&self.config.name);
+        for watched in Watched::of(&self.config) {
+            self.metrics
+                .reader_series(&self.config.name, &watched.namespace());
+        }
         self.readiness
             .set_problem(health::pipeline(&self.config.name), "starting");
         tracing::info!(pipeline = %self.config.name, "source pipeline started");

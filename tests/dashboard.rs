@@ -1,0 +1,235 @@
+//! The Grafana dashboard against a real Prometheus server (Debian's `prometheus` package)
+//! scraping a running daemon: after a little traffic, with a dead letter, a failed pipeline
+//! and a restarted reader, every query of every panel and variable parses and returns data.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::proxy::{self, Proxy};
+use mongodb::bson::{doc, Document};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The Prometheus server binary: `PROMETHEUS` or Debian's.
+fn prometheus_binary() -> PathBuf {
+    let path = std::env::var_os("PROMETHEUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/prometheus"));
+    assert!(
+        path.exists(),
+        "no Prometheus server at {}: install Debian's `prometheus` package (.ci/run does) or set PROMETHEUS",
+        path.display()
+    );
+    path
+}
+
+/// A Prometheus server scraping `target` every second; killed when dropped.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = common::write_file(
+            dir.path(),
+            "prometheus.yml",
+            &format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: mongo-kafka-bridge\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        );
+        let port = common::free_port();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
+        let child = Command::new(prometheus_binary())
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting Prometheus: {e}"));
+        let server = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        common::wait_for_status(port, "/-/ready", 200, WAIT);
+        server
+    }
+
+    /// Runs an instant query; the API's JSON answer.
+    fn query(&self, promql: &str) -> Value {
+        let encoded: String = url::form_urlencoded::byte_serialize(promql.as_bytes()).collect();
+        let (status, body) = common::http_get(self.port, &format!("/api/v1/query?query={encoded}"))
+            .unwrap_or_else(|| panic!("Prometheus did not answer `{promql}`"));
+        // The body is chunked when large; the JSON object is between the outer braces.
+        let json = body
+            .find('{')
+            .and_then(|start| body.rfind('}').map(|end| &body[start..=end]))
+            .unwrap_or_default();
+        let value: Value = serde_json::from_str(json)
+            .unwrap_or_else(|e| panic!("`{promql}`: not JSON ({e}), status {status}: {body}"));
+        assert_eq!(
+            value["status"], "success",
+            "`{promql}` failed to parse or run: {value}"
+        );
+        value
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every PromQL expression of the dashboard: panel targets and variable queries (whose
+/// `label_values(selector, label)` becomes `count by (label) (selector)`).
+fn dashboard_queries(path: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).expect("dashboard file");
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating variables");
+    let names: Vec<&str> = variables.iter().filter_map(|v| v["name"].as_str()).collect();
+    assert_eq!(names, ["datasource", "instance", "pipeline"]);
+    let mut queries = Vec::new();
+    for variable in variables.iter().skip(1) {
+        let definition = variable["definition"].as_str().expect("definition");
+        let inner = definition
+            .strip_prefix("label_values(")
+            .and_then(|r| r.strip_suffix(')'))
+            .expect("label_values(selector, label)");
+        let (selector, label) = inner.rsplit_once(',').expect("selector, label");
+        queries.push((
+            format!("variable {}", variable["name"]),
+            format!("count by ({}) ({selector})", label.trim()),
+        ));
+    }
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        if panel["type"] == "row" {
+            continue;
+        }
+        assert_eq!(
+            panel["datasource"]["uid"], "${datasource}",
+            "panel {} must use the datasource variable",
+            panel["title"]
+        );
+        for target in panel["targets"].as_array().expect("targets") {
+            queries.push((
+                format!("panel {} ({})", panel["title"], target["refId"]),
+                target["expr"].as_str().expect("expr").to_owned(),
+            ));
+        }
+    }
+    queries
+        .into_iter()
+        .map(|(what, q)| {
+            (
+                what,
+                q.replace("$__rate_interval", "30s")
+                    .replace("$__range", "10m")
+                    .replace("$instance", ".*")
+                    .replace("$pipeline", ".*"),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_query_returns_data_from_a_running_daemon() {
+    let queries = dashboard_queries(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/dashboards/mongo-kafka-bridge.json"
+    )));
+    assert!(queries.len() > 30, "{queries:?}");
+
+    let uri = common::mongodb_uri();
+    let mongo_proxy = Proxy::start(&proxy::mongodb_target(&uri));
+    let db = common::unique("dash");
+    let client = common::mongo_client().await;
+    let coll = client.database(&db).collection::<Document>("a");
+    for i in 0..20_i64 {
+        coll.insert_one(doc! {"_id": i, "v": i}).await.expect("seed");
+    }
+    let topic = format!("{db}.a");
+    let broken_topic = common::unique("dashbroken");
+    common::create_topic(&topic, 2).await;
+    common::create_topic(&broken_topic, 1).await;
+    let dlq = common::unique("dashdlq");
+    let port = common::free_port();
+    let pipelines = format!(
+        "[[source]]\nname = \"dsrc\"\ndatabase = \"{db}\"\ncollection = \"a\"\nstartup_mode = \"copy_existing\"\nmax_await_time = \"200ms\"\ncheckpoint_interval = \"200ms\"\n\
+         [[sink]]\nname = \"dsink\"\ntopics = [\"{topic}\"]\ndatabase = \"{db}\"\ncollection = \"b\"\ncdc_handler = \"mongodb\"\nmax_batch_delay = \"50ms\"\n[sink.errors]\ntolerance = \"all\"\ndead_letter_topic = \"{dlq}\"\n\
+         [[sink]]\nname = \"dbroken\"\ntopics = [\"{broken_topic}\"]\ndatabase = \"{db}\"\n"
+    );
+    let config = common::config_toml(port, &pipelines).replace(
+        &format!("uri = \"{uri}\""),
+        &format!(
+            "uri = \"{}\"",
+            proxy::mongodb_uri_through(&uri, mongo_proxy.port())
+        ),
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    let prometheus = Prometheus::start(&format!("127.0.0.1:{port}"));
+
+    // Traffic, a dead letter, a pipeline that fails on a bad record.
+    for i in 20..60_i64 {
+        coll.insert_one(doc! {"_id": i, "v": i}).await.expect("insert");
+    }
+    coll.update_one(doc! {"_id": 1_i64}, doc! {"$set": {"v": -1}})
+        .await
+        .expect("update");
+    common::produce(
+        &topic,
+        &[common::Outgoing::json(json!({"_id": 0}), json!(["not", "an event"]))],
+    )
+    .await;
+    common::produce(
+        &broken_topic,
+        &[common::Outgoing::json(json!(null), json!("not a document"))],
+    )
+    .await;
+    daemon.wait_for_log("sink pipeline failed", 1, WAIT);
+    // MongoDB cut off for a moment: the reader fails and is restarted.
+    mongo_proxy.cut();
+    daemon.wait_for_log("reader failed; restarting it", 1, WAIT);
+    mongo_proxy.forward();
+    daemon.wait_for_log("change stream open", 2, WAIT);
+    daemon.signal("HUP");
+    daemon.wait_for_log("configuration reloaded", 1, WAIT);
+    for i in 60..80_i64 {
+        coll.insert_one(doc! {"_id": i, "v": i}).await.expect("insert");
+    }
+
+    // Every query answers, with data, once Prometheus scraped enough samples.
+    let deadline = Instant::now() + WAIT;
+    let mut empty: Vec<(String, String)> = queries.clone();
+    while !empty.is_empty() && Instant::now() < deadline {
+        empty.retain(|(_, q)| {
+            let answer = prometheus.query(q);
+            answer["data"]["result"]
+                .as_array()
+                .is_none_or(|r| r.is_empty())
+        });
+        if !empty.is_empty() {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    assert!(
+        empty.is_empty(),
+        "queries without data: {empty:#?}\nlog:\n{}",
+        daemon.log()
+    );
+    daemon.signal("TERM");
+    daemon.wait(WAIT);
+    let _ = client.database(&db).drop().await;
+}
