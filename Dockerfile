@@ -1,7 +1,7 @@
 # Multi-stage build: compile with the full toolchain, run on a slim image as a non-root user.
 # Config is read from /etc/mongo-kafka-bridge/config.toml (mount it there); secrets come from
 # MKB__* environment variables.
-FROM rust:1.88-bookworm AS build
+FROM rust:1.89-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends \
         cmake libssl-dev pkg-config zlib1g-dev \
     && rm -rf /var/lib/apt/lists/*
