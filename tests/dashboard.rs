@@ -48,7 +48,10 @@ impl Prometheus {
         let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
         let child = Command::new(prometheus_binary())
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(log)
@@ -98,7 +101,10 @@ fn dashboard_queries(path: &Path) -> Vec<(String, String)> {
     let variables = dashboard["templating"]["list"]
         .as_array()
         .expect("templating variables");
-    let names: Vec<&str> = variables.iter().filter_map(|v| v["name"].as_str()).collect();
+    let names: Vec<&str> = variables
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
     assert_eq!(names, ["datasource", "instance", "pipeline"]);
     let mut queries = Vec::new();
     for variable in variables.iter().skip(1) {
@@ -157,7 +163,9 @@ async fn every_dashboard_query_returns_data_from_a_running_daemon() {
     let client = common::mongo_client().await;
     let coll = client.database(&db).collection::<Document>("a");
     for i in 0..20_i64 {
-        coll.insert_one(doc! {"_id": i, "v": i}).await.expect("seed");
+        coll.insert_one(doc! {"_id": i, "v": i})
+            .await
+            .expect("seed");
     }
     let topic = format!("{db}.a");
     let broken_topic = common::unique("dashbroken");
@@ -183,14 +191,19 @@ async fn every_dashboard_query_returns_data_from_a_running_daemon() {
 
     // Traffic, a dead letter, a pipeline that fails on a bad record.
     for i in 20..60_i64 {
-        coll.insert_one(doc! {"_id": i, "v": i}).await.expect("insert");
+        coll.insert_one(doc! {"_id": i, "v": i})
+            .await
+            .expect("insert");
     }
     coll.update_one(doc! {"_id": 1_i64}, doc! {"$set": {"v": -1}})
         .await
         .expect("update");
     common::produce(
         &topic,
-        &[common::Outgoing::json(json!({"_id": 0}), json!(["not", "an event"]))],
+        &[common::Outgoing::json(
+            json!({"_id": 0}),
+            json!(["not", "an event"]),
+        )],
     )
     .await;
     common::produce(
@@ -207,7 +220,9 @@ async fn every_dashboard_query_returns_data_from_a_running_daemon() {
     daemon.signal("HUP");
     daemon.wait_for_log("configuration reloaded", 1, WAIT);
     for i in 60..80_i64 {
-        coll.insert_one(doc! {"_id": i, "v": i}).await.expect("insert");
+        coll.insert_one(doc! {"_id": i, "v": i})
+            .await
+            .expect("insert");
     }
 
     // Every query answers, with data, once Prometheus scraped enough samples.

@@ -81,7 +81,10 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
 #[test]
 fn the_dockerfile_builds_in_stages_and_runs_unprivileged_with_a_healthcheck() {
     let dockerfile = read("Dockerfile");
-    let stages = dockerfile.lines().filter(|l| l.starts_with("FROM ")).count();
+    let stages = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .count();
     assert!(stages >= 2, "a multi-stage build");
     let toolchain = dockerfile
         .lines()
@@ -100,11 +103,17 @@ fn the_dockerfile_builds_in_stages_and_runs_unprivileged_with_a_healthcheck() {
         .expect("a USER");
     assert!(user != "root" && user != "0", "runs as {user}");
     assert!(dockerfile.contains("HEALTHCHECK"), "a health check");
-    assert!(dockerfile.contains("/health"), "the health check asks /health");
+    assert!(
+        dockerfile.contains("/health"),
+        "the health check asks /health"
+    );
     assert!(dockerfile.contains("/etc/mongo-kafka-bridge/config.toml"));
     assert!(dockerfile.contains("--locked"), "builds from Cargo.lock");
     let ignore = read(".dockerignore");
     for entry in ["target", ".git", "test-services/.cache"] {
-        assert!(ignore.lines().any(|l| l == entry), ".dockerignore lacks {entry}");
+        assert!(
+            ignore.lines().any(|l| l == entry),
+            ".dockerignore lacks {entry}"
+        );
     }
 }

@@ -314,8 +314,10 @@ impl Actor for SinkSupervisor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::CONTROL_MAILBOX_CAPACITY);
         self.metrics.pipeline_started("sink");
-        self.metrics
-            .sink_pipeline_series(&self.config.name, &model::Stage::ALL.map(model::Stage::as_str));
+        self.metrics.sink_pipeline_series(
+            &self.config.name,
+            &model::Stage::ALL.map(model::Stage::as_str),
+        );
         tracing::info!(pipeline = %self.config.name, "sink pipeline started");
         if let Err(error) = self.start(ctx) {
             self.fail(error, ctx);
@@ -368,8 +370,7 @@ impl Handler<StopPipeline> for SinkSupervisor {
     fn handle(&mut self, _: StopPipeline, _: &mut Self::Context) -> Self::Result {
         self.stopping = true;
         // A stopped pipeline reports nothing any more: a reload may have removed it.
-        self.readiness
-            .clear(&health::pipeline(&self.config.name));
+        self.readiness.clear(&health::pipeline(&self.config.name));
         let name = self.config.name.clone();
         Box::pin(self.drain().into_actor(self).map(move |left, _, ctx| {
             if left > 0 {
