@@ -99,7 +99,7 @@ fn the_dockerfile_builds_in_stages_and_runs_unprivileged_with_a_healthcheck() {
     let user = dockerfile
         .lines()
         .filter_map(|l| l.strip_prefix("USER "))
-        .last()
+        .next_back()
         .expect("a USER");
     assert!(user != "root" && user != "0", "runs as {user}");
     assert!(dockerfile.contains("HEALTHCHECK"), "a health check");
