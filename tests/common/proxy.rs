@@ -2,7 +2,7 @@
 //! use to cut or freeze the connections at chosen moments without touching the shared
 //! server (other tests keep using it).
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ const CUT: u8 = 2;
 pub struct Proxy {
     port: u16,
     mode: Arc<AtomicU8>,
+    cut_connections: Arc<AtomicU64>,
     changed: watch::Sender<u64>,
     _stop: std::sync::mpsc::Sender<()>,
 }
@@ -40,6 +41,8 @@ impl Proxy {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let target = target.to_owned();
         let thread_mode = mode.clone();
+        let cut_connections = Arc::new(AtomicU64::new(0));
+        let thread_cuts = cut_connections.clone();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -69,6 +72,7 @@ impl Proxy {
                         target.clone(),
                         thread_mode.clone(),
                         watcher.clone(),
+                        thread_cuts.clone(),
                     ));
                 }
             });
@@ -76,9 +80,15 @@ impl Proxy {
         Self {
             port,
             mode,
+            cut_connections,
             changed,
             _stop: stop,
         }
+    }
+
+    /// How many open connections [`Proxy::cut`] closed so far.
+    pub fn cut_connections(&self) -> u64 {
+        self.cut_connections.load(Ordering::SeqCst)
     }
 
     /// The port the daemon should connect to.
@@ -112,6 +122,7 @@ async fn relay(
     target: String,
     mode: Arc<AtomicU8>,
     mut changed: watch::Receiver<u64>,
+    cuts: Arc<AtomicU64>,
 ) {
     let Ok(server) = TcpStream::connect(&target).await else {
         return;
@@ -129,6 +140,7 @@ async fn relay(
                     return;
                 }
             }
+            cuts.fetch_add(1, Ordering::SeqCst);
         } => {}
     }
 }
