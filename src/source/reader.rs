@@ -87,6 +87,27 @@ impl ReaderProgress {
     }
 }
 
+/// The dead letter of an event that could not be converted: its key and the event as
+/// canonical extended JSON (which holds every BSON type), when they can be encoded at all.
+fn unconvertible(
+    topic: String,
+    origin: String,
+    key: Option<Bson>,
+    event: Document,
+    reason: &str,
+) -> OutgoingRecord {
+    let encode = |doc: Document| format::encode(doc, OutputFormat::CanonicalJson).ok();
+    OutgoingRecord {
+        key: key.and_then(|k| match k {
+            Bson::Document(doc) => encode(doc),
+            other => encode(doc! { "_id": other }),
+        }),
+        value: encode(event),
+        failure: Some(format!("converting the event: {reason}")),
+        ..OutgoingRecord::new(topic, None, None, origin)
+    }
+}
+
 /// What one reader watches.
 #[derive(Debug, Clone)]
 pub enum Watched {
@@ -481,21 +502,13 @@ impl ReadLoop {
             }
             Ok(Converted::Skip) => Ok(None),
             Err(source) => match tolerated {
-                Some((key, event)) => {
-                    // Canonical extended JSON keeps every type: the best a consumer of the
-                    // dead letters can get when the configured format cannot hold the event.
-                    let encode =
-                        |doc: Document| format::encode(doc, OutputFormat::CanonicalJson).ok();
-                    Ok(Some(OutgoingRecord {
-                        key: key.and_then(|k| match k {
-                            Bson::Document(doc) => encode(doc),
-                            other => encode(doc! { "_id": other }),
-                        }),
-                        value: encode(event),
-                        failure: Some(format!("converting the event: {source}")),
-                        ..OutgoingRecord::new(topic, None, None, origin)
-                    }))
-                }
+                Some((key, event)) => Ok(Some(unconvertible(
+                    topic,
+                    origin,
+                    key,
+                    event,
+                    &source.to_string(),
+                ))),
                 None => Err(SourceError::Format { origin, source }),
             },
         }
@@ -869,5 +882,63 @@ impl Copier<'_> {
             copy: Some(Arc::new(state.clone())),
         });
         self.reader.send(records, position).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unconvertible_event_becomes_a_dead_letter_that_keeps_every_type() {
+        let event = doc! {
+            "_id": { "_data": "T1" },
+            "operationType": "insert",
+            "documentKey": { "_id": 7_i64 },
+            "fullDocument": { "_id": 7_i64, "d": bson::Decimal128::from_bytes([1; 16]) },
+        };
+        let record = unconvertible(
+            "db.c".into(),
+            "db.c { \"_id\": 7 }".into(),
+            event.get("documentKey").cloned(),
+            event.clone(),
+            "encoding BSON: too deep",
+        );
+        assert_eq!(record.topic, "db.c");
+        assert_eq!(
+            record.failure.as_deref(),
+            Some("converting the event: encoding BSON: too deep")
+        );
+        assert_eq!(
+            record.key.as_deref(),
+            Some(br#"{"_id":{"$numberLong":"7"}}"#.as_slice())
+        );
+        let value: serde_json::Value =
+            serde_json::from_slice(record.value.as_deref().unwrap_or_default()).unwrap_or_default();
+        let back = Bson::try_from(value).ok();
+        assert_eq!(
+            back,
+            Some(Bson::Document(event)),
+            "canonical JSON round-trips"
+        );
+        // A key that is not a document is wrapped as `{_id: ...}`.
+        let plain = unconvertible("t".into(), "o".into(), Some(Bson::Int32(1)), doc! {}, "x");
+        assert_eq!(
+            plain.key.as_deref(),
+            Some(br#"{"_id":{"$numberInt":"1"}}"#.as_slice())
+        );
+    }
+
+    #[test]
+    fn progress_reports_idle_time_but_not_while_waiting_for_kafka() {
+        let progress = ReaderProgress::default();
+        assert!(!progress.has_advanced());
+        assert!(progress
+            .idle_for()
+            .is_some_and(|d| d < Duration::from_secs(5)));
+        progress.advanced();
+        assert!(progress.has_advanced());
+        progress.waiting_for_kafka.store(true, Ordering::Relaxed);
+        assert_eq!(progress.idle_for(), None);
     }
 }
