@@ -87,9 +87,17 @@ async fn serve(config: Config, path: PathBuf) -> Result<i32, StartError> {
         handle.stop(true).await;
     }
     Ok(match stopped {
-        Ok(Ok(())) => {
+        Ok(Ok(left)) if left.is_empty() => {
             tracing::info!("stopped cleanly");
             0
+        }
+        Ok(Ok(left)) => {
+            tracing::error!(
+                ?deadline,
+                left = ?left,
+                "graceful shutdown did not finish within `shutdown.timeout`: what was left is read again at the next start"
+            );
+            1
         }
         Ok(Err(error)) => {
             tracing::error!(%error, "the supervisor was gone before shutdown");

@@ -33,7 +33,8 @@ enum Pipeline {
 }
 
 impl Pipeline {
-    async fn stop(self) -> Result<(), MailboxError> {
+    /// Drains and stops the pipeline; answers what it could not finish, if anything.
+    async fn stop(self) -> Result<Option<String>, MailboxError> {
         match self {
             Self::Source(addr) => addr.send(StopPipeline).await,
             Self::Sink(addr) => addr.send(StopPipeline).await,
@@ -112,14 +113,16 @@ impl ConfigDiff {
     }
 }
 
-/// Asks a pipeline supervisor to drain and stop.
+/// Asks a pipeline supervisor to drain and stop (within the shutdown deadline); answers
+/// what it could not finish, if anything.
 #[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "()")]
+#[rtype(result = "Option<String>")]
 pub struct StopPipeline;
 
-/// Asks the root supervisor to stop every pipeline, then itself.
+/// Asks the root supervisor to stop every pipeline, then itself; answers what the
+/// pipelines could not finish, one line each (empty when everything was written).
 #[derive(Message, Debug)]
-#[rtype(result = "()")]
+#[rtype(result = "Vec<String>")]
 pub struct Shutdown;
 
 /// Asks the root supervisor to apply a new (already validated) configuration; answers
@@ -327,8 +330,14 @@ impl Handler<Reload> for Supervisor {
         // Stop first (their checkpoints and offsets are written), then start anew.
         let work = async move {
             join_all(stopping.into_iter().map(|(name, pipeline)| async move {
-                if let Err(error) = pipeline.stop().await {
-                    tracing::warn!(pipeline = %name, %error, "pipeline was already gone");
+                match pipeline.stop().await {
+                    Ok(None) => {}
+                    Ok(Some(left)) => {
+                        tracing::warn!(pipeline = %name, %left, "pipeline stopped before finishing; what was left is read again at its next start")
+                    }
+                    Err(error) => {
+                        tracing::warn!(pipeline = %name, %error, "pipeline was already gone")
+                    }
                 }
             }))
             .await;
@@ -369,7 +378,7 @@ impl Handler<Reload> for Supervisor {
 }
 
 impl Handler<Shutdown> for Supervisor {
-    type Result = ResponseActFuture<Self, ()>;
+    type Result = ResponseActFuture<Self, Vec<String>>;
 
     fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
         self.shutting_down = true;
@@ -383,18 +392,24 @@ impl Handler<Shutdown> for Supervisor {
             .map(|(name, pipeline)| {
                 let draining = self.draining.clone();
                 async move {
-                    if let Err(error) = pipeline.stop().await {
-                        tracing::warn!(pipeline = %name, %error, "pipeline was already gone at shutdown");
-                    }
+                    let left = match pipeline.stop().await {
+                        Ok(left) => left,
+                        Err(error) => {
+                            tracing::warn!(pipeline = %name, %error, "pipeline was already gone at shutdown");
+                            None
+                        }
+                    };
                     if let Ok(mut draining) = draining.lock() {
                         draining.remove(&name);
                     }
+                    left.map(|left| format!("{name}: {left}"))
                 }
             })
             .collect();
-        Box::pin(join_all(stops).into_actor(self).map(|_, _, ctx| {
+        Box::pin(join_all(stops).into_actor(self).map(|left, _, ctx| {
             tracing::info!("all pipelines stopped");
             ctx.stop();
+            left.into_iter().flatten().collect()
         }))
     }
 }

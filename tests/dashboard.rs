@@ -178,13 +178,7 @@ async fn every_dashboard_query_returns_data_from_a_running_daemon() {
          [[sink]]\nname = \"dsink\"\ntopics = [\"{topic}\"]\ndatabase = \"{db}\"\ncollection = \"b\"\ncdc_handler = \"mongodb\"\nmax_batch_delay = \"50ms\"\n[sink.errors]\ntolerance = \"all\"\ndead_letter_topic = \"{dlq}\"\n\
          [[sink]]\nname = \"dbroken\"\ntopics = [\"{broken_topic}\"]\ndatabase = \"{db}\"\n"
     );
-    let config = common::config_toml(port, &pipelines).replace(
-        &format!("uri = \"{uri}\""),
-        &format!(
-            "uri = \"{}\"",
-            proxy::mongodb_uri_through(&uri, mongo_proxy.port())
-        ),
-    );
+    let config = proxy::config_through(&common::config_toml(port, &pipelines), &mongo_proxy);
     let mut daemon = common::Daemon::start(&config);
     daemon.wait_for_log("change stream open", 1, WAIT);
     let prometheus = Prometheus::start(&format!("127.0.0.1:{port}"));

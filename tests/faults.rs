@@ -56,17 +56,7 @@ async fn assert_all_copied(uri: &str, db: &str, total: i64, daemon: &common::Dae
         .await
         .expect("MongoDB client");
     let copy = client.database(db).collection::<Document>("c_copy");
-    let complete = common::eventually(WAIT, || {
-        let copy = copy.clone();
-        async move { traffic::missing_ids(&copy, 0..total).await.is_empty() }
-    })
-    .await;
-    assert!(
-        complete,
-        "missing after the fault: {:?}; log:\n{}",
-        traffic::missing_ids(&copy, 0..total).await,
-        daemon.log()
-    );
+    traffic::assert_arrived(&copy, (0..total).collect(), WAIT, || daemon.log()).await;
 }
 
 async fn collection(uri: &str, db: &str) -> mongodb::Collection<Document> {
@@ -104,8 +94,7 @@ async fn the_kafka_broker_restarted_mid_source_and_mid_sink_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let total = load.stop().await;
     assert_all_copied(&uri, &db, total, &daemon).await;
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0), "{}", daemon.log());
+    daemon.terminate(WAIT);
     let _ = common::mongo_client().await.database(&db).drop().await;
 }
 
@@ -118,13 +107,7 @@ async fn mongodb_connections_cut_mid_batch_lose_nothing() {
     let coll = collection(&uri, &db).await;
     common::create_topic(&format!("{db}.c"), 2).await;
     let port = common::free_port();
-    let config = common::config_toml(port, &chain(&db)).replace(
-        &format!("uri = \"{uri}\""),
-        &format!(
-            "uri = \"{}\"",
-            proxy::mongodb_uri_through(&uri, proxy.port())
-        ),
-    );
+    let config = proxy::config_through(&common::config_toml(port, &chain(&db)), &proxy);
     let mut daemon = common::Daemon::start(&config);
     daemon.wait_for_log("change stream open", 1, WAIT);
     let load = Traffic::start(vec![coll], Duration::from_millis(5));
@@ -142,8 +125,7 @@ async fn mongodb_connections_cut_mid_batch_lose_nothing() {
         "only {} connections were cut",
         proxy.cut_connections()
     );
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0), "{}", daemon.log());
+    daemon.terminate(WAIT);
     let _ = common::mongo_client().await.database(&db).drop().await;
 }
 
@@ -208,8 +190,7 @@ async fn a_mongodb_restart_that_keeps_its_data_loses_nothing() {
         !log.contains("the resume point is gone"),
         "the oplog did not survive: {log}"
     );
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0), "{}", daemon.log());
+    daemon.terminate(WAIT);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,7 +220,6 @@ async fn sigkill_at_several_points_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let total = load.stop().await;
     assert_all_copied(&uri, &db, total, &daemon).await;
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0), "{}", daemon.log());
+    daemon.terminate(WAIT);
     let _ = common::mongo_client().await.database(&db).drop().await;
 }

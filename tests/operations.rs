@@ -126,8 +126,7 @@ async fn metrics_exist_and_move_under_traffic() {
     ] {
         assert!(body.contains(&series), "no `{series}` in:\n{body}");
     }
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
+    daemon.terminate(WAIT);
     let _ = common::mongo_client().await.database(&db).drop().await;
 }
 
@@ -249,16 +248,7 @@ async fn a_reload_touches_only_what_changed_and_loses_nothing_under_traffic() {
     let client = common::mongo_client().await;
     let keep_copy = client.database(&db).collection::<Document>("keep_copy");
     let keep_ids: Vec<i64> = traffic::ids_of(0, 4, total).collect();
-    let complete = common::eventually(WAIT, || {
-        let (keep_copy, keep_ids) = (keep_copy.clone(), keep_ids.clone());
-        async move { traffic::missing_ids(&keep_copy, keep_ids).await.is_empty() }
-    })
-    .await;
-    assert!(
-        complete,
-        "missing in keep_copy: {:?}",
-        traffic::missing_ids(&keep_copy, keep_ids.clone()).await
-    );
+    traffic::assert_arrived(&keep_copy, keep_ids, WAIT, || daemon.log()).await;
     // The added pipeline starts at the newest change: give the stand-in's clock and the
     // insert in flight when its stream opened some room.
     for (index, coll, from) in [(1, "change", 0), (3, "add", reloaded_at + 40)] {
@@ -284,8 +274,7 @@ async fn a_reload_touches_only_what_changed_and_loses_nothing_under_traffic() {
         let missing: Vec<&i64> = expected.iter().filter(|id| !ids.contains(id)).collect();
         assert!(missing.is_empty(), "{coll}: missing {missing:?}");
     }
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
+    daemon.terminate(WAIT);
     let _ = client.database(&db).drop().await;
 }
 
@@ -305,8 +294,7 @@ async fn sigterm_under_load_commits_everything_and_a_restart_duplicates_nothing(
     daemon.wait_for_log("change stream open", 1, WAIT);
     let load = Traffic::start(vec![coll.clone()], Duration::from_millis(5));
     tokio::time::sleep(Duration::from_secs(3)).await;
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
+    daemon.terminate(WAIT);
     let log = daemon.log();
     assert!(log.contains("stopped cleanly"), "{log}");
     // Inserts go on while the daemon is down; a restart picks them up.
@@ -323,17 +311,7 @@ async fn sigterm_under_load_commits_everything_and_a_restart_duplicates_nothing(
         .await
         .database(&db)
         .collection::<Document>("t_copy");
-    let complete = common::eventually(WAIT, || {
-        let copy = copy.clone();
-        async move { traffic::missing_ids(&copy, 0..total).await.is_empty() }
-    })
-    .await;
-    assert!(
-        complete,
-        "missing: {:?}; log:\n{}",
-        traffic::missing_ids(&copy, 0..total).await,
-        restarted.log()
-    );
+    traffic::assert_arrived(&copy, (0..total).collect(), WAIT, || restarted.log()).await;
     // A graceful stop checkpointed everything it published: no change is published twice.
     let records = common::consume(
         &topic,
@@ -350,8 +328,7 @@ async fn sigterm_under_load_commits_everything_and_a_restart_duplicates_nothing(
     }
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "published twice: {twice:?}");
-    restarted.signal("TERM");
-    assert_eq!(restarted.wait(WAIT).code(), Some(0));
+    restarted.terminate(WAIT);
     let _ = common::mongo_client().await.database(&db).drop().await;
 }
 
@@ -397,14 +374,10 @@ async fn ready_follows_mongodb_and_a_stalled_stream_is_reported_and_restarted() 
     let coll = seeded(&db, "s").await;
     let port = common::free_port();
     let name = common::unique("ysrc");
-    let config = common::config_toml(port, &source(&name, &db, "s", "stall_timeout = \"3s\""))
-        .replace(
-            &format!("uri = \"{uri}\""),
-            &format!(
-                "uri = \"{}\"",
-                proxy::mongodb_uri_through(&uri, proxy.port())
-            ),
-        );
+    let config = proxy::config_through(
+        &common::config_toml(port, &source(&name, &db, "s", "stall_timeout = \"3s\"")),
+        &proxy,
+    );
     let mut daemon = common::Daemon::start(&config);
     common::wait_for_status(port, "/ready", 200, WAIT);
 
@@ -443,7 +416,64 @@ async fn ready_follows_mongodb_and_a_stalled_stream_is_reported_and_restarted() 
     coll.insert_one(doc! {"_id": 1_i64}).await.expect("insert");
     let records = common::consume(&format!("{db}.s"), 1, WAIT, false).await;
     assert_eq!(records.len(), 1, "log:\n{}", daemon.log());
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
+    daemon.terminate(WAIT);
     let _ = common::mongo_client().await.database(&db).drop().await;
+}
+
+/// A daemon whose sink is writing to a MongoDB that stopped answering (frozen proxy), with
+/// `shutdown.timeout` of 2 s: its shutdown cannot finish.
+async fn daemon_stuck_writing() -> (common::Daemon, Proxy, String) {
+    let proxy = Proxy::start(&proxy::mongodb_target(&common::mongodb_uri()));
+    let topic = common::unique("stuck");
+    common::create_topic(&topic, 1).await;
+    let name = common::unique("stucksink");
+    let db = common::unique("stuckdb");
+    let port = common::free_port();
+    let config = proxy::config_through(
+        &common::config_toml(
+            port,
+            &format!("[[sink]]\nname = \"{name}\"\ntopics = [\"{topic}\"]\ndatabase = \"{db}\"\nid_strategy = \"provided_in_value\"\nmax_batch_delay = \"50ms\"\n"),
+        ),
+        &proxy,
+    )
+    .replace("timeout = \"20s\"", "timeout = \"2s\"");
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("sink pipeline running", 1, WAIT);
+    common::wait_for_status(port, "/ready", 200, WAIT);
+    proxy.freeze();
+    common::produce(
+        &topic,
+        &[common::Outgoing::json(json!(null), json!({"_id": 1}))],
+    )
+    .await;
+    // Give the writer time to start its (hanging) write.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    (daemon, proxy, name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_past_its_deadline_exits_1_and_names_what_was_left() {
+    let (mut daemon, proxy, name) = daemon_stuck_writing().await;
+    daemon.signal("TERM");
+    let status = daemon.wait(Duration::from_secs(30));
+    proxy.forward();
+    let log = daemon.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("graceful shutdown did not finish"))
+        .unwrap_or_else(|| panic!("no report of what was left: {log}"));
+    assert!(line.contains(&name), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_during_shutdown_exits_at_once() {
+    let (mut daemon, proxy, _) = daemon_stuck_writing().await;
+    daemon.signal("TERM");
+    daemon.wait_for_log("shutting down", 1, WAIT);
+    daemon.signal("INT");
+    let status = daemon.wait(Duration::from_secs(1));
+    proxy.forward();
+    assert_eq!(status.code(), Some(130), "{}", daemon.log());
+    assert!(daemon.log().contains("second signal during shutdown"));
 }

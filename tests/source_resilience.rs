@@ -134,8 +134,7 @@ async fn a_killed_parallel_copy_continues_where_it_stopped() {
         (recopied as f64) < before_kill / 2.0,
         "{recopied} documents were copied twice of {before_kill} copied before the kill: the copy started over"
     );
-    restarted.signal("TERM");
-    assert_eq!(restarted.wait(WAIT).code(), Some(0), "{}", restarted.log());
+    restarted.terminate(WAIT);
     let _ = client.database(&db).drop().await;
 }
 
@@ -235,8 +234,7 @@ async fn oversize_events_are_split_and_reassembled_or_skipped_and_counted() {
             "{action}"
         );
     }
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0), "{}", daemon.log());
+    daemon.terminate(WAIT);
     let _ = client.database(&db).drop().await;
 }
 
@@ -285,8 +283,7 @@ async fn a_quiet_collection_checkpoint_moves_while_others_are_written() {
         tokens.len() >= 3,
         "the quiet reader's checkpoint did not move: {tokens:?}"
     );
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0));
+    daemon.terminate(WAIT);
     let _ = client.database(&db).drop().await;
 }
 
@@ -386,7 +383,6 @@ async fn lost_resume_points_follow_the_configured_policy() {
     assert_eq!(ids, BTreeSet::from([1, 2]));
     let latest = common::consume(&format!("{db}.latest"), 1, WAIT, false).await;
     assert_eq!(latest.iter().filter_map(key_id).collect::<Vec<_>>(), [3]);
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0), "{}", daemon.log());
+    daemon.terminate(WAIT);
     let _ = client.database(&db).drop().await;
 }

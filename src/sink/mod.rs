@@ -365,7 +365,7 @@ impl Handler<WriterFailed> for SinkSupervisor {
 }
 
 impl Handler<StopPipeline> for SinkSupervisor {
-    type Result = ResponseActFuture<Self, ()>;
+    type Result = ResponseActFuture<Self, Option<String>>;
 
     fn handle(&mut self, _: StopPipeline, _: &mut Self::Context) -> Self::Result {
         self.stopping = true;
@@ -373,10 +373,14 @@ impl Handler<StopPipeline> for SinkSupervisor {
         self.readiness.clear(&health::pipeline(&self.config.name));
         let name = self.config.name.clone();
         Box::pin(self.drain().into_actor(self).map(move |left, _, ctx| {
-            if left > 0 {
-                tracing::error!(pipeline = %name, "partition writers did not finish before the shutdown deadline; their uncommitted records will be written again at the next start");
-            }
             ctx.stop();
+            (left > 0).then(|| {
+                tracing::error!(pipeline = %name, "partition writers did not finish before the shutdown deadline; their uncommitted records will be written again at the next start");
+                match left {
+                    usize::MAX => "partition writers still writing".to_owned(),
+                    n => format!("{n} partition writers still writing"),
+                }
+            })
         }))
     }
 }

@@ -663,7 +663,7 @@ impl Handler<ProducerFailed> for SourceSupervisor {
 }
 
 impl Handler<StopPipeline> for SourceSupervisor {
-    type Result = ResponseActFuture<Self, ()>;
+    type Result = ResponseActFuture<Self, Option<String>>;
 
     fn handle(&mut self, _: StopPipeline, _: &mut Self::Context) -> Self::Result {
         self.stopping = true;
@@ -681,17 +681,29 @@ impl Handler<StopPipeline> for SourceSupervisor {
         let name = self.config.name.clone();
         Box::pin(
             async move {
-                join_all(readers.into_iter().map(|addr| async move { let _ = addr.send(StopReader).await; })).await;
+                let mut left = Vec::new();
+                let stops = join_all(readers.iter().map(|addr| addr.send(StopReader)));
+                if tokio::time::timeout(deadline, stops).await.is_err() {
+                    // A reader waiting on a server that does not answer: abandon its read.
+                    tracing::error!(pipeline = %name, "readers did not stop before the shutdown deadline; aborting them");
+                    join_all(readers.iter().map(|addr| addr.send(AbortReader))).await;
+                    left.push("readers waiting for MongoDB".to_owned());
+                }
                 if let Some(producer) = producer {
-                    if let Ok(left) = producer.send(Drain(deadline)).await {
-                        if left > 0 {
-                            tracing::error!(pipeline = %name, batches = left, "records still unacknowledged at shutdown; they will be sent again at the next start");
+                    if let Ok(batches) = producer.send(Drain(deadline)).await {
+                        if batches > 0 {
+                            tracing::error!(pipeline = %name, batches, "records still unacknowledged at shutdown; they will be sent again at the next start");
+                            left.push(format!("{batches} batches not acknowledged by Kafka"));
                         }
                     }
                 }
+                (!left.is_empty()).then(|| left.join(", "))
             }
             .into_actor(self)
-            .map(|_, _, ctx| ctx.stop()),
+            .map(|left, _, ctx| {
+                ctx.stop();
+                left
+            }),
         )
     }
 }

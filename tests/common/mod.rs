@@ -249,6 +249,18 @@ impl Daemon {
         );
     }
 
+    /// Sends SIGTERM and asserts the daemon exits 0 within `limit` (a graceful shutdown).
+    pub fn terminate(&mut self, limit: Duration) {
+        self.signal("TERM");
+        let status = self.wait(limit);
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "exit {status}; log:\n{}",
+            self.log()
+        );
+    }
+
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -212,3 +212,12 @@ pub fn mongodb_uri_through(uri: &str, port: u16) -> String {
         options.join("&")
     )
 }
+
+/// A daemon configuration (from `config_toml`) whose MongoDB is reached through `proxy`.
+pub fn config_through(config: &str, proxy: &Proxy) -> String {
+    let uri = super::mongodb_uri();
+    config.replace(
+        &format!("uri = \"{uri}\""),
+        &format!("uri = \"{}\"", mongodb_uri_through(&uri, proxy.port())),
+    )
+}

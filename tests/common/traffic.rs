@@ -88,3 +88,24 @@ pub async fn missing_ids(
 pub fn ids_of(index: usize, count: usize, total: i64) -> impl Iterator<Item = i64> {
     (0..total).filter(move |id| usize::try_from(*id).unwrap_or(0) % count == index)
 }
+
+/// Waits up to `limit` until every id of `ids` is in `coll`; panics naming the missing ones
+/// and showing `log`.
+pub async fn assert_arrived(
+    coll: &mongodb::Collection<Document>,
+    ids: Vec<i64>,
+    limit: Duration,
+    log: impl Fn() -> String,
+) {
+    let complete = super::eventually(limit, || {
+        let (coll, ids) = (coll.clone(), ids.clone());
+        async move { missing_ids(&coll, ids).await.is_empty() }
+    })
+    .await;
+    assert!(
+        complete,
+        "missing: {:?}; log:\n{}",
+        missing_ids(coll, ids).await,
+        log()
+    );
+}
