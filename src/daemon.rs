@@ -106,12 +106,16 @@ async fn serve(config: Config, path: PathBuf) -> Result<i32, StartError> {
         Err(_) => {
             let left: Vec<String> = draining
                 .lock()
-                .map(|d| d.iter().cloned().collect())
+                .map(|d| {
+                    d.iter()
+                        .map(|(name, what)| format!("{name}: {what}"))
+                        .collect()
+                })
                 .unwrap_or_default();
             tracing::error!(
                 ?deadline,
-                pipelines = ?left,
-                "graceful shutdown did not finish within `shutdown.timeout`: these pipelines were still draining; their unacknowledged changes and uncommitted records are read again at the next start"
+                left = ?left,
+                "graceful shutdown did not finish within `shutdown.timeout`: what was left is read again at the next start"
             );
             1
         }

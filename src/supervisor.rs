@@ -14,7 +14,7 @@ use futures_util::future::join_all;
 
 use crate::backoff::Backoff;
 use crate::clients::{kafka, mongo, ClientError};
-use crate::config::{Config, SinkConfig, SourceConfig};
+use crate::config::{pipeline_names, Config, ConfigDiff};
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
 use crate::sink::SinkSupervisor;
@@ -42,77 +42,6 @@ impl Pipeline {
     }
 }
 
-/// A pipeline's configuration, to tell what a reload changed.
-#[derive(Debug, Clone, PartialEq)]
-enum PipelineConfig {
-    Source(SourceConfig),
-    Sink(SinkConfig),
-}
-
-fn pipeline_configs(config: &Config) -> BTreeMap<String, PipelineConfig> {
-    config
-        .sources
-        .iter()
-        .map(|s| (s.name.clone(), PipelineConfig::Source(s.clone())))
-        .chain(
-            config
-                .sinks
-                .iter()
-                .map(|s| (s.name.clone(), PipelineConfig::Sink(s.clone()))),
-        )
-        .collect()
-}
-
-/// What a reload changes, by pipeline name.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ConfigDiff {
-    /// Pipelines only in the new configuration.
-    pub added: Vec<String>,
-    /// Pipelines only in the old one.
-    pub removed: Vec<String>,
-    /// Pipelines in both whose settings (or the clients they use) differ.
-    pub changed: Vec<String>,
-    /// Pipelines left running as they are.
-    pub unchanged: Vec<String>,
-    /// Top-level sections that changed but apply only at the next start.
-    pub needs_restart: Vec<&'static str>,
-}
-
-impl ConfigDiff {
-    /// Compares two valid configurations. A change of `[mongodb]` or `[kafka]` changes
-    /// every pipeline, since all of them use those clients.
-    pub fn between(old: &Config, new: &Config) -> Self {
-        let (before, after) = (pipeline_configs(old), pipeline_configs(new));
-        let clients_changed = old.mongodb != new.mongodb || old.kafka != new.kafka;
-        let mut diff = Self::default();
-        for (name, config) in &after {
-            match before.get(name) {
-                None => diff.added.push(name.clone()),
-                Some(previous) if clients_changed || previous != config => {
-                    diff.changed.push(name.clone())
-                }
-                Some(_) => diff.unchanged.push(name.clone()),
-            }
-        }
-        diff.removed = before
-            .keys()
-            .filter(|name| !after.contains_key(*name))
-            .cloned()
-            .collect();
-        for (section, differs) in [("http", old.http != new.http), ("log", old.log != new.log)] {
-            if differs {
-                diff.needs_restart.push(section);
-            }
-        }
-        diff
-    }
-
-    /// Whether the reload touches any pipeline.
-    pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
-    }
-}
-
 /// Asks a pipeline supervisor to drain and stop (within the shutdown deadline); answers
 /// what it could not finish, if anything.
 #[derive(Message, Debug, Clone, Copy)]
@@ -131,9 +60,9 @@ pub struct Shutdown;
 #[rtype(result = "ConfigDiff")]
 pub struct Reload(pub Config);
 
-/// The names of the pipelines still draining during a shutdown, for the daemon to report
-/// when the deadline passes.
-pub type Draining = Arc<Mutex<BTreeSet<String>>>;
+/// The pipelines that have not stopped cleanly during a shutdown (still draining, or what
+/// they could not finish), by name, for the daemon to report when the deadline passes.
+pub type Draining = Arc<Mutex<BTreeMap<String, String>>>;
 
 /// The root supervisor.
 pub struct Supervisor {
@@ -144,6 +73,8 @@ pub struct Supervisor {
     pipelines: BTreeMap<String, Pipeline>,
     connect_backoff: Backoff,
     probing: bool,
+    /// Services whose last probe failed, to log when they answer again.
+    unhealthy: BTreeSet<&'static str>,
     shutting_down: bool,
     draining: Draining,
 }
@@ -159,6 +90,7 @@ impl Supervisor {
             pipelines: BTreeMap::new(),
             connect_backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
             probing: false,
+            unhealthy: BTreeSet::new(),
             shutting_down: false,
             draining: Draining::default(),
         }
@@ -187,7 +119,7 @@ impl Supervisor {
                 Ok((brokers, client)) => {
                     act.connect_backoff.reset();
                     act.mongo = Some(client.clone());
-                    let names: Vec<String> = pipeline_configs(&act.config).into_keys().collect();
+                    let names = pipeline_names(&act.config);
                     for name in names {
                         act.start_pipeline(&name, &client);
                     }
@@ -248,13 +180,14 @@ impl Supervisor {
             ] {
                 match result {
                     Ok(()) => {
-                        if act.readiness.status().is_err_and(|r| r.contains(component)) {
+                        if act.unhealthy.remove(service) {
                             tracing::info!(service, "answers again");
                         }
                         act.readiness.clear(component);
                     }
                     Err(error) => {
                         tracing::warn!(service, %error, "readiness probe failed");
+                        act.unhealthy.insert(service);
                         act.metrics.connect_failed(service);
                         act.readiness.set_problem(component, error);
                     }
@@ -385,7 +318,11 @@ impl Handler<Shutdown> for Supervisor {
         self.readiness.set_problem(health::DAEMON, "shutting down");
         let pipelines = std::mem::take(&mut self.pipelines);
         if let Ok(mut draining) = self.draining.lock() {
-            draining.extend(pipelines.keys().cloned());
+            draining.extend(
+                pipelines
+                    .keys()
+                    .map(|name| (name.clone(), "draining".to_owned())),
+            );
         }
         let stops: Vec<_> = pipelines
             .into_iter()
@@ -400,7 +337,14 @@ impl Handler<Shutdown> for Supervisor {
                         }
                     };
                     if let Ok(mut draining) = draining.lock() {
-                        draining.remove(&name);
+                        match &left {
+                            None => {
+                                draining.remove(&name);
+                            }
+                            Some(left) => {
+                                draining.insert(name.clone(), left.clone());
+                            }
+                        }
                     }
                     left.map(|left| format!("{name}: {left}"))
                 }
@@ -411,54 +355,5 @@ impl Handler<Shutdown> for Supervisor {
             ctx.stop();
             left.into_iter().flatten().collect()
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-
-    fn config(pipelines: &str) -> Config {
-        let text = format!(
-            "[mongodb]\nuri = \"mongodb://h\"\n[kafka]\nbootstrap_servers = \"h:1\"\n{pipelines}"
-        );
-        crate::config::load_str(&text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    const A: &str = "[[source]]\nname = \"a\"\ndatabase = \"d\"\n";
-    const B: &str = "[[sink]]\nname = \"b\"\ntopics = [\"t\"]\ndatabase = \"d\"\n";
-    const C: &str = "[[source]]\nname = \"c\"\ndatabase = \"d\"\ncollection = \"x\"\n";
-
-    #[test]
-    fn a_reload_is_split_into_added_removed_changed_and_unchanged() {
-        let old = config(&format!("{A}{B}{C}"));
-        let changed_c = C.replace("\"x\"", "\"y\"");
-        let new = config(&format!(
-            "{A}{changed_c}[[sink]]\nname = \"d\"\ntopics = [\"t\"]\ndatabase = \"d\"\n"
-        ));
-        let diff = ConfigDiff::between(&old, &new);
-        assert_eq!(diff.added, ["d"]);
-        assert_eq!(diff.removed, ["b"]);
-        assert_eq!(diff.changed, ["c"]);
-        assert_eq!(diff.unchanged, ["a"]);
-        assert!(diff.needs_restart.is_empty());
-        assert!(!diff.is_empty());
-        let same = ConfigDiff::between(&old, &old);
-        assert!(same.is_empty());
-        assert_eq!(same.unchanged, ["a", "b", "c"]);
-    }
-
-    #[test]
-    fn client_changes_change_every_pipeline_and_http_needs_a_restart() {
-        let old = config(&format!("{A}{B}"));
-        let mut new = old.clone();
-        new.kafka.request_timeout = Duration::from_secs(99);
-        new.http.address = "127.0.0.1:1".parse().unwrap_or(new.http.address);
-        let diff = ConfigDiff::between(&old, &new);
-        assert_eq!(diff.changed, ["a", "b"]);
-        assert!(diff.unchanged.is_empty());
-        assert_eq!(diff.needs_restart, ["http"]);
     }
 }

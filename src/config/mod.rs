@@ -5,6 +5,7 @@
 //! `default_*` functions of this file and nowhere else; checks that serde cannot
 //! express live in [`validate`].
 
+mod diff;
 mod load;
 mod secrets;
 mod sink;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use diff::{pipeline_names, ConfigDiff};
 pub use load::{load, load_str, ConfigError};
 pub use secrets::masked;
 pub use sink::*;
