@@ -197,18 +197,24 @@ impl Drop for Daemon {
 /// `GET path` on 127.0.0.1:`port`: the status code and body, or `None` when nothing
 /// answers.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_request(port, "GET", path).map(|(status, _, body)| (status, body))
+}
+
+/// `method path` (no request body) on 127.0.0.1:`port`: the status code, the response head
+/// (status line and headers) and the body, or `None` when nothing answers.
+pub fn http_request(port: u16, method: &str, path: &str) -> Option<(u16, String, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((status, body))
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    Some((status, head.to_owned(), body.to_owned()))
 }
 
 /// Polls `GET path` until it answers `status`, for at most `limit`; returns the body.
