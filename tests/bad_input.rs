@@ -48,22 +48,47 @@ fn bson_element(kind: u8, field: &str, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `{"_id": id, "a": [[[...]]]}` with `depth` nested arrays, built from the inside out.
-fn bson_nested_arrays(id: i32, depth: usize) -> Vec<u8> {
-    let mut inner = bson_bytes(&doc! {});
-    for _ in 0..depth {
-        inner = bson_element(0x04, "0", &inner);
+/// `[[[...]]]`, `depth` arrays each holding the next (as the BSON of an array, a document
+/// with the field `0`), written in one pass.
+fn nested_arrays(depth: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(depth * 8 + 5);
+    for level in (1..=depth).rev() {
+        let len = i32::try_from(5 + 8 * level).unwrap_or(i32::MAX);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&[0x04, b'0', 0]);
     }
+    out.extend_from_slice(&[5, 0, 0, 0, 0]);
+    out.resize(out.len() + depth, 0);
+    out
+}
+
+/// `{"_id": id, "a": [[[...]]]}` with `depth` nested arrays.
+fn bson_nested_arrays(id: i32, depth: usize) -> Vec<u8> {
     let mut out = bson_bytes(&doc! { "_id": id });
     // Splice the array in before the closing byte of the outer document.
     out.pop();
     out.push(0x04);
     out.extend_from_slice(b"a\0");
-    out.extend_from_slice(&inner);
+    out.extend_from_slice(&nested_arrays(depth));
     out.push(0);
     let len = i32::try_from(out.len()).unwrap_or(i32::MAX);
     out[..4].copy_from_slice(&len.to_le_bytes());
     out
+}
+
+/// `{"f": Code("x", {"a": [[[...]]]})}`: JavaScript whose scope nests `depth` arrays.
+fn bson_deep_scope(depth: usize) -> Vec<u8> {
+    let scope = bson_element(0x04, "a", &nested_arrays(depth));
+    let code = b"x\0";
+    let total = 4 + 4 + code.len() + scope.len();
+    let mut payload = i32::try_from(total)
+        .unwrap_or(i32::MAX)
+        .to_le_bytes()
+        .to_vec();
+    payload.extend_from_slice(&2i32.to_le_bytes());
+    payload.extend_from_slice(code);
+    payload.extend_from_slice(&scope);
+    bson_element(0x0f, "f", &payload)
 }
 
 #[tokio::test]
@@ -140,6 +165,10 @@ async fn bad_records_are_dead_lettered_and_the_records_around_them_are_written()
             Some(bson_element(0x02, "s", b"\x03\0\0\0\xff\xfe\0")),
         ),
         raw(&bson_key(109), Some(bson_bytes(&doc! {"ok": 109}))),
+        // 100000 levels inside a JavaScript scope (800 KB): decoding it recursively would
+        // overflow the writer's stack and abort the daemon.
+        raw(&bson_key(110), Some(bson_deep_scope(100_000))),
+        raw(&bson_key(111), Some(bson_bytes(&doc! {"ok": 111}))),
     ];
     common::produce_with(
         &sink.topic,
@@ -149,7 +178,9 @@ async fn bad_records_are_dead_lettered_and_the_records_around_them_are_written()
     .await;
     common::produce(&bson_topic, &bson_records).await;
 
-    let good = [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 101, 103, 105, 107, 109];
+    let good = [
+        1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 101, 103, 105, 107, 109, 111,
+    ];
     let expected: Vec<String> = {
         let mut ids: Vec<String> = good.iter().map(i64::to_string).collect();
         ids.sort();
@@ -188,6 +219,7 @@ async fn bad_records_are_dead_lettered_and_the_records_around_them_are_written()
         ((b, 3), ("decode", &["deeper than 100"][..])),
         ((b, 5), ("decode", &["value", "BSON", "utf-8"][..])),
         ((b, 7), ("decode", &["value", "BSON", "utf-8"][..])),
+        ((b, 9), ("decode", &["deeper than 100"][..])),
     ]
     .into_iter()
     .collect();

@@ -82,19 +82,31 @@ fn canonical(doc: &Document) -> String {
         .to_string()
 }
 
+/// Whether a field name anywhere starts with `$`: extended JSON may read such a document as
+/// a value (`{"$oid": ...}`), the one thing the JSON formats do not carry (see the README).
+fn has_dollar_names(doc: &Document) -> bool {
+    fn value(v: &Bson) -> bool {
+        match v {
+            Bson::Document(d) => has_dollar_names(d),
+            Bson::Array(items) => items.iter().any(value),
+            Bson::JavaScriptCodeWithScope(c) => has_dollar_names(&c.scope),
+            _ => false,
+        }
+    }
+    doc.iter().any(|(k, v)| k.starts_with('$') || value(v))
+}
+
 /// A decoded document goes through the source's exact formats and back unchanged.
 fn round_trips(doc: &Document) {
-    for (out, read) in [
-        (OutputFormat::CanonicalJson, RecordFormat::Json),
-        (OutputFormat::Bson, RecordFormat::Bson),
-    ] {
-        let Ok(bytes) = format::encode(doc.clone(), out) else {
-            continue;
-        };
+    let mut exact = vec![(OutputFormat::Bson, RecordFormat::Bson)];
+    if !has_dollar_names(doc) {
+        exact.push((OutputFormat::CanonicalJson, RecordFormat::Json));
+    }
+    for (out, read) in exact {
+        let bytes = format::encode(doc.clone(), out)
+            .unwrap_or_else(|e| panic!("{out:?} of a decoded document: {e}"));
         match decode_value(Some(&bytes), read) {
             Ok(Some(back)) => assert_eq!(canonical(&back), canonical(doc), "{out:?}"),
-            // Field names starting with `$` can read as extended JSON: not a round trip.
-            Err(_) | Ok(None) if out == OutputFormat::CanonicalJson => {}
             other => panic!("{out:?} of a decoded document does not decode: {other:?}"),
         }
     }
