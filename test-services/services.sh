@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # The local services of the tests, benchmarks and example configuration, bound to 127.0.0.1:
 #   Apache Kafka, a single-node KRaft broker+controller     127.0.0.1:${KAFKA_PORT:-9092}
+#     and a SASL_SSL listener (TLS, SASL/SCRAM-SHA-512)     127.0.0.1:${KAFKA_SSL_PORT:-9094}
+#     (clients trust .cache/tls/ca.pem, a test CA made once with keytool, and log in as
+#     KAFKA_SCRAM_USER with KAFKA_SCRAM_PASSWORD, a user created with the storage, or at the
+#     next start for storage formatted before)
 #   mongo-java-server with an oplog (change streams)        127.0.0.1:${MONGO_PORT:-27017}
 #     (MongoStandIn.java and the *.java beside it; see README.md for how its change events
 #     are made like MongoDB's and where they still differ)
@@ -17,7 +21,8 @@
 #            kafka-cli org.apache.kafka.tools.ConsoleProducer --bootstrap-server 127.0.0.1:9092 --topic t
 #            kafka-cli org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server 127.0.0.1:9092 \
 #                --topic t --from-beginning --max-messages 1
-# Environment: KAFKA_PORT, KAFKA_CONTROLLER_PORT (9093), MONGO_PORT, START_TIMEOUT (120 s),
+# Environment: KAFKA_PORT, KAFKA_CONTROLLER_PORT (9093), KAFKA_SSL_PORT (9094), KAFKA_SCRAM_USER
+#   (mkb-test), KAFKA_SCRAM_PASSWORD (mkb-test-secret), MONGO_PORT, START_TIMEOUT (120 s),
 #   KAFKA_HEAP (1g), MONGO_HEAP (1g), MONGO_H2_FILE (keep the stand-in's data in this H2 file
 #   across restarts instead of memory), TEST_SERVICES_CACHE (state folder, default .cache/).
 set -euo pipefail
@@ -28,8 +33,16 @@ lib="$cache/lib"
 run="$cache/run"
 logs="$cache/logs"
 kafka_data="$cache/kafka-data"
+# Who the SCRAM user of kafka_data is, once created: "<user> <password>".
+scram_marker="$cache/kafka-data.scram"
+tls="$cache/tls"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_SSL_PORT="${KAFKA_SSL_PORT:-9094}"
+KAFKA_SCRAM_USER="${KAFKA_SCRAM_USER:-mkb-test}"
+KAFKA_SCRAM_PASSWORD="${KAFKA_SCRAM_PASSWORD:-mkb-test-secret}"
+# Protects only the local test keystores in $tls; not a secret.
+TLS_STORE_PASSWORD="mkb-test-keystore"
 MONGO_PORT="${MONGO_PORT:-27017}"
 START_TIMEOUT="${START_TIMEOUT:-120}"
 KAFKA_HEAP="${KAFKA_HEAP:-1g}"
@@ -128,22 +141,73 @@ kafka_answers() {
     grep -q 'isFenced: false' <<<"$out"
 }
 
+# Every listener is open: the PLAINTEXT one answers requests, the SASL_SSL one accepts
+# connections (the broker opens its listeners together).
+kafka_ready() {
+    kafka_answers && port_open "$KAFKA_SSL_PORT"
+}
+
 mongo_answers() {
     grep -q 'mongo-stand-in ready' "$logs/mongo.log" 2>/dev/null && port_open "$MONGO_PORT"
 }
 
+# A test CA (ca.pem, for clients' `ssl.ca.location`) and the broker's keystore (broker.p12,
+# a key and a certificate the CA signed for localhost and 127.0.0.1), made once with the JDK's
+# keytool. Made aside and moved in place, so an interrupted run is redone.
+ensure_tls() {
+    if [ -f "$tls/.complete" ]; then return; fi
+    log "making a test CA and the broker's TLS certificate in $tls (once)"
+    local tmp="$tls.new" pass="$TLS_STORE_PASSWORD" out="$logs/tls.log"
+    rm -rf "$tmp"
+    mkdir -p "$tmp"
+    {
+        keytool -genkeypair -alias ca -keyalg RSA -keysize 2048 -validity 3650 \
+            -dname "CN=mongo-kafka-bridge test CA" -ext bc:c \
+            -keystore "$tmp/ca.p12" -storetype PKCS12 -storepass "$pass"
+        keytool -exportcert -rfc -alias ca -keystore "$tmp/ca.p12" -storepass "$pass" \
+            -file "$tmp/ca.pem"
+        keytool -genkeypair -alias broker -keyalg RSA -keysize 2048 -validity 3650 \
+            -dname "CN=localhost" -keystore "$tmp/broker.p12" -storetype PKCS12 -storepass "$pass"
+        keytool -certreq -alias broker -keystore "$tmp/broker.p12" -storepass "$pass" \
+            -file "$tmp/broker.csr"
+        keytool -gencert -rfc -alias ca -keystore "$tmp/ca.p12" -storepass "$pass" \
+            -infile "$tmp/broker.csr" -outfile "$tmp/broker.pem" -validity 3650 \
+            -ext "SAN=dns:localhost,ip:127.0.0.1" -ext "EKU=serverAuth"
+        keytool -importcert -noprompt -alias ca -file "$tmp/ca.pem" \
+            -keystore "$tmp/broker.p12" -storepass "$pass"
+        keytool -importcert -noprompt -alias broker -file "$tmp/broker.pem" \
+            -keystore "$tmp/broker.p12" -storepass "$pass"
+    } >"$out" 2>&1 || { log "keytool failed; see $out"; tail -n 20 "$out" >&2; return 1; }
+    touch "$tmp/.complete"
+    rm -rf "$tls"
+    mv "$tmp" "$tls"
+}
+
+# The SCRAM credential the SASL_SSL listener accepts, as StorageTool and ConfigCommand take it.
+scram_credential() {
+    echo "SCRAM-SHA-512=[$1password=$KAFKA_SCRAM_PASSWORD]"
+}
+
 write_kafka_properties() {
     # Replication factors of 1 let consumer groups and transactions work on one node; the
-    # initial rebalance delay of 0 keeps tests from waiting 3 s for every new group.
+    # initial rebalance delay of 0 keeps tests from waiting 3 s for every new group. Brokers
+    # and tools talk PLAINTEXT; the SASL_SSL listener is for clients testing TLS and SCRAM.
     cat >"$1" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_SSL://127.0.0.1:$KAFKA_SSL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAFKA_SSL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$tls/broker.p12
+ssl.keystore.password=$TLS_STORE_PASSWORD
+ssl.key.password=$TLS_STORE_PASSWORD
+ssl.client.auth=none
 log.dirs=$kafka_data
 num.partitions=1
 auto.create.topics.enable=true
@@ -165,20 +229,29 @@ up_kafka() {
     if [ -n "$pid" ]; then
         # Ours, perhaps still starting (another `up` launched it): wait rather than start twice.
         wait_until kafka kafka_answers
-        log "kafka already runs on 127.0.0.1:$KAFKA_PORT (pid $pid)"; return
+        log "kafka already runs on 127.0.0.1:$KAFKA_PORT (pid $pid)"
+        if ! port_open "$KAFKA_SSL_PORT"; then
+            log "warning: it has no SASL_SSL listener on 127.0.0.1:$KAFKA_SSL_PORT (started by an older" \
+                "services.sh?); \`services.sh down kafka && services.sh up kafka\` adds it"
+        fi
+        return
     fi
     if port_open "$KAFKA_PORT"; then
         log "something else listens on 127.0.0.1:$KAFKA_PORT; using it as Kafka"; return
     fi
     resolve kafka
     started=$SECONDS
+    ensure_tls
     local props="$cache/kafka.properties"
     write_kafka_properties "$props"
     rotate_log kafka
     if [ ! -f "$kafka_data/meta.properties" ]; then
         log "formatting Kafka storage in $kafka_data"
+        rm -f "$scram_marker"
         kafka_tool kafka.tools.StorageTool format --config "$props" \
-            --cluster-id "$(kafka_tool kafka.tools.StorageTool random-uuid)" >>"$logs/kafka.log" 2>&1
+            --cluster-id "$(kafka_tool kafka.tools.StorageTool random-uuid)" \
+            --add-scram "$(scram_credential "name=$KAFKA_SCRAM_USER,")" >>"$logs/kafka.log" 2>&1
+        echo "$KAFKA_SCRAM_USER $KAFKA_SCRAM_PASSWORD" >"$scram_marker"
     fi
     log "starting kafka on 127.0.0.1:$KAFKA_PORT"
     # 9>&- keeps the service from inheriting the lock of this script.
@@ -186,8 +259,16 @@ up_kafka() {
         -Djava.awt.headless=true -Dlog4j2.configurationFile="$here/log4j2.xml" \
         -cp "$(classpath kafka)" kafka.Kafka "$props" >>"$logs/kafka.log" 2>&1 </dev/null 9>&- &
     echo $! >"$run/kafka.pid"
-    wait_until kafka kafka_answers
-    log "kafka answers on 127.0.0.1:$KAFKA_PORT after $((SECONDS - started)) s"
+    wait_until kafka kafka_ready
+    # Storage formatted by an older services.sh, or another user or password asked for.
+    if [ "$(cat "$scram_marker" 2>/dev/null)" != "$KAFKA_SCRAM_USER $KAFKA_SCRAM_PASSWORD" ]; then
+        log "creating the SCRAM user $KAFKA_SCRAM_USER"
+        kafka_tool kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --alter \
+            --add-config "$(scram_credential "iterations=4096,")" \
+            --entity-type users --entity-name "$KAFKA_SCRAM_USER" >>"$logs/kafka.log" 2>&1
+        echo "$KAFKA_SCRAM_USER $KAFKA_SCRAM_PASSWORD" >"$scram_marker"
+    fi
+    log "kafka answers on 127.0.0.1:$KAFKA_PORT (SASL_SSL on $KAFKA_SSL_PORT) after $((SECONDS - started)) s"
 }
 
 up_mongo() {
@@ -256,6 +337,14 @@ status() {
         pid="$(running_pid "$name")"
         if [ "$name" = kafka ]; then port="$KAFKA_PORT"; else port="$MONGO_PORT"; fi
         if [ -n "$pid" ] && port_open "$port"; then
+            if [ "$name" = kafka ]; then
+                if port_open "$KAFKA_SSL_PORT"; then
+                    echo "kafka: running (pid $pid) on 127.0.0.1:$port, SASL_SSL on 127.0.0.1:$KAFKA_SSL_PORT"
+                else
+                    echo "kafka: running (pid $pid) on 127.0.0.1:$port, no SASL_SSL listener on 127.0.0.1:$KAFKA_SSL_PORT"
+                fi
+                continue
+            fi
             echo "$name: running (pid $pid) on 127.0.0.1:$port"
         elif [ -n "$pid" ]; then
             echo "$name: starting (pid $pid), 127.0.0.1:$port not open yet"; all=3
@@ -297,7 +386,9 @@ case "$command" in
         services="$(which_services "$target")"
         for s in $services; do
             stop "$s"
-            if $wipe && [ "$s" = kafka ]; then rm -rf "$kafka_data"; log "kafka data wiped"; fi
+            if $wipe && [ "$s" = kafka ]; then
+                rm -rf "$kafka_data" "$scram_marker"; log "kafka data wiped"
+            fi
             if $wipe && [ "$s" = mongo ] && [ -n "$MONGO_H2_FILE" ]; then
                 rm -f "$MONGO_H2_FILE"; log "$MONGO_H2_FILE wiped"
             fi

@@ -3,120 +3,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::sink::{header, header_i64, Sink, WAIT};
 use common::Outgoing;
 use mongodb::bson::{doc, Bson, Document};
 use serde_json::json;
-
-const WAIT: Duration = Duration::from_secs(60);
-
-/// A sink pipeline from a fresh topic into a fresh database.
-struct Sink {
-    name: String,
-    topic: String,
-    db: String,
-    port: u16,
-    extra: String,
-}
-
-impl Sink {
-    async fn new(partitions: i32, extra: &str) -> Self {
-        let sink = Self {
-            name: common::unique("sink"),
-            topic: common::unique("in"),
-            db: common::unique("sinkdb"),
-            port: common::free_port(),
-            extra: extra.to_owned(),
-        };
-        common::create_topic(&sink.topic, partitions).await;
-        sink
-    }
-
-    fn group(&self) -> String {
-        format!("mongo-kafka-bridge-{}", self.name)
-    }
-
-    fn config(&self) -> String {
-        self.config_on(self.port)
-    }
-
-    fn config_on(&self, port: u16) -> String {
-        let sink = format!(
-            "[[sink]]\nname = \"{}\"\ntopics = [\"{}\"]\ndatabase = \"{}\"\ncollection = \"docs\"\nmax_batch_delay = \"50ms\"\n{}\n",
-            self.name, self.topic, self.db, self.extra
-        );
-        common::config_toml(port, &sink)
-    }
-
-    fn start(&self) -> common::Daemon {
-        let mut daemon = common::Daemon::start(&self.config());
-        daemon.wait_for_log("sink pipeline running", 1, WAIT);
-        daemon
-    }
-
-    async fn collection(&self) -> mongodb::Collection<Document> {
-        common::mongo_client()
-            .await
-            .database(&self.db)
-            .collection("docs")
-    }
-
-    /// Every document of the target collection, by `_id` rendered as JSON.
-    async fn documents(&self) -> BTreeMap<String, Document> {
-        use futures_util::TryStreamExt;
-        let docs: Vec<Document> = self
-            .collection()
-            .await
-            .find(doc! {})
-            .await
-            .expect("find")
-            .try_collect()
-            .await
-            .expect("documents");
-        docs.into_iter()
-            .map(|d| {
-                let id = d
-                    .get("_id")
-                    .cloned()
-                    .unwrap_or(Bson::Null)
-                    .into_relaxed_extjson()
-                    .to_string();
-                (id, d)
-            })
-            .collect()
-    }
-
-    /// Waits until the collection holds `count` documents; answers how many it holds.
-    async fn wait_for_count(&self, count: u64) -> u64 {
-        let coll = self.collection().await;
-        common::eventually(WAIT, || {
-            let coll = coll.clone();
-            async move { coll.count_documents(doc! {}).await.unwrap_or(0) >= count }
-        })
-        .await;
-        coll.count_documents(doc! {}).await.unwrap_or(0)
-    }
-
-    /// Waits until the group committed `total` offsets over the topic's `partitions`.
-    async fn assert_committed(&self, partitions: i32, total: i64) {
-        let sum = || {
-            common::committed_offsets(&self.group(), &self.topic, partitions)
-                .iter()
-                .map(|o| o.unwrap_or(0))
-                .sum::<i64>()
-        };
-        let committed = common::eventually(WAIT, || async { sum() == total }).await;
-        assert!(committed, "{} of {total} offsets committed", sum());
-    }
-
-    async fn stop(self, mut daemon: common::Daemon) {
-        daemon.signal("TERM");
-        assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
-        let _ = common::mongo_client().await.database(&self.db).drop().await;
-    }
-}
 
 fn keyed(id: i64, value: serde_json::Value) -> Outgoing {
     Outgoing::json(json!({ "_id": id }), value)
@@ -223,21 +115,6 @@ async fn poison_records_are_dead_lettered_with_headers_and_the_rest_is_written()
     assert!(header(&dead[2], "mkb.error").contains("_id"), "{dead:?}");
     assert_eq!(header(&dead[0], "mkb.source.topic"), sink.topic);
     sink.stop(daemon).await;
-}
-
-fn header(record: &common::Consumed, key: &str) -> String {
-    record
-        .headers
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-        .unwrap_or_else(|| panic!("no header {key} in {:?}", record.headers))
-}
-
-fn header_i64(record: &common::Consumed, key: &str) -> i64 {
-    header(record, key)
-        .parse()
-        .unwrap_or_else(|e| panic!("header {key}: {e}"))
 }
 
 #[tokio::test]

@@ -1,13 +1,16 @@
 //! Kafka clients: the daemon's settings first, then the user's pass-through properties.
 
 use rdkafka::admin::AdminClient;
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, ConsumerContext, DefaultConsumerContext, StreamConsumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{ConsumerContext, DefaultConsumerContext, StreamConsumer};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{
+    BaseProducer, DeliveryResult, FutureProducer, FutureRecord, Producer, ProducerContext,
+};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
@@ -43,6 +46,14 @@ pub enum Role {
 /// The librdkafka configuration for one client of `role`.
 pub fn client_config(kafka: &KafkaConfig, role: Role) -> ClientConfig {
     let mut cfg = ClientConfig::new();
+    apply(&mut cfg, kafka, role);
+    cfg
+}
+
+/// Sets the configuration of a client of `role` on `cfg`, over what `cfg` already holds (the
+/// daemon's defaults). Values are copied from the typed configuration, never through
+/// `ClientConfig::config_map`, which hides secrets (`sasl.password`, ...) behind a placeholder.
+fn apply(cfg: &mut ClientConfig, kafka: &KafkaConfig, role: Role) {
     cfg.set("bootstrap.servers", &kafka.bootstrap_servers);
     cfg.set("client.id", "mongo-kafka-bridge");
     for (key, value) in &kafka.properties {
@@ -56,7 +67,6 @@ pub fn client_config(kafka: &KafkaConfig, role: Role) -> ClientConfig {
     for (key, value) in role_specific.into_iter().flatten() {
         cfg.set(key, value);
     }
-    cfg
 }
 
 fn error<'a>(
@@ -67,6 +77,7 @@ fn error<'a>(
         servers: kafka.bootstrap_servers.clone(),
         what,
         source: Box::new(source),
+        broker_error: None,
     }
 }
 
@@ -75,9 +86,7 @@ fn error<'a>(
 pub fn producer(kafka: &KafkaConfig) -> Result<FutureProducer, ClientError> {
     let mut cfg = ClientConfig::new();
     producer_defaults(&mut cfg);
-    for (key, value) in client_config(kafka, Role::Producer).config_map() {
-        cfg.set(key, value);
-    }
+    apply(&mut cfg, kafka, Role::Producer);
     cfg.create().map_err(error(kafka, "creating a producer"))
 }
 
@@ -98,9 +107,7 @@ pub fn transactional_producer(
 ) -> Result<FutureProducer, ClientError> {
     let mut cfg = ClientConfig::new();
     producer_defaults(&mut cfg);
-    for (key, value) in client_config(kafka, Role::Producer).config_map() {
-        cfg.set(key, value);
-    }
+    apply(&mut cfg, kafka, Role::Producer);
     cfg.set("transactional.id", transactional_id)
         .create()
         .map_err(error(kafka, "creating a transactional producer"))
@@ -129,9 +136,7 @@ pub fn consumer_with_context<C: ConsumerContext + 'static>(
         // The context receives librdkafka's statistics (consumer lag per partition).
         cfg.set("statistics.interval.ms", every.as_millis().to_string());
     }
-    for (key, value) in client_config(kafka, Role::Consumer).config_map() {
-        cfg.set(key, value);
-    }
+    apply(&mut cfg, kafka, Role::Consumer);
     cfg.set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -146,27 +151,80 @@ pub fn admin(kafka: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, C
         .map_err(error(kafka, "creating an admin client"))
 }
 
-/// Asks the cluster for its metadata; returns the number of brokers that answered.
+/// How long a failed check serves librdkafka's queued events, to learn why it failed.
+const ERROR_EVENTS_WAIT: Duration = Duration::from_millis(100);
+
+/// Keeps the last error librdkafka reported for a client (authentication, TLS, name
+/// resolution): a failed call says only that the broker is unreachable.
+#[derive(Default)]
+struct LastBrokerError(Mutex<Option<String>>);
+
+impl ClientContext for LastBrokerError {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // "All broker connections are down" follows the error that brought them down: keep
+        // that one.
+        let consequence = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !(consequence && last.is_some()) {
+            *last = Some(format!("{error}: {reason}"));
+        }
+    }
+}
+
+impl ProducerContext for LastBrokerError {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+impl LastBrokerError {
+    fn take(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// Asks the cluster for its metadata; returns the number of brokers that answered. A failure
+/// says what librdkafka last reported about the brokers, e.g. that authentication failed.
 pub async fn check(kafka: &KafkaConfig) -> Result<usize, ClientError> {
-    let client: StreamConsumer = client_config(kafka, Role::Admin)
-        .create()
+    // A producer serves librdkafka's error events, with their reasons, to its context when
+    // polled; it never produces here.
+    let client: BaseProducer<LastBrokerError> = client_config(kafka, Role::Admin)
+        .create_with_context(LastBrokerError::default())
         .map_err(error(kafka, "creating a metadata client"))?;
     let timeout = kafka.request_timeout;
     // librdkafka's metadata call blocks its thread: keep it off the actor threads.
     let result = tokio::task::spawn_blocking(move || {
-        client
+        let answer = client
+            .client()
             .fetch_metadata(None, timeout)
-            .map(|m| m.brokers().len())
+            .map(|m| m.brokers().len());
+        let broker_error = match answer {
+            Ok(_) => None,
+            Err(_) => {
+                // Serves the events queued meanwhile (each poll call serves them until its
+                // deadline): the errors among them reach the context.
+                client.poll(ERROR_EVENTS_WAIT);
+                client.context().take()
+            }
+        };
+        (answer, broker_error)
     })
     .await;
     match result {
-        Ok(answer) => answer.map_err(error(kafka, "fetching cluster metadata")),
+        Ok((Ok(brokers), _)) => Ok(brokers),
+        Ok((Err(source), broker_error)) => Err(ClientError::Kafka {
+            servers: kafka.bootstrap_servers.clone(),
+            what: "fetching cluster metadata",
+            source: Box::new(source),
+            broker_error,
+        }),
         Err(_) => Err(ClientError::Kafka {
             servers: kafka.bootstrap_servers.clone(),
             what: "fetching cluster metadata",
             source: Box::new(rdkafka::error::KafkaError::MetadataFetch(
                 rdkafka::types::RDKafkaErrorCode::Fail,
             )),
+            broker_error: None,
         }),
     }
 }

@@ -8,7 +8,7 @@ pub mod mongo;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// A Kafka client could not be created or the brokers did not answer.
-    #[error("Kafka at {servers}: {what}: {source}")]
+    #[error("Kafka at {servers}: {what}: {source}{}", .broker_error.as_deref().map(|e| format!("; the last broker error: {e}")).unwrap_or_default())]
     Kafka {
         /// The bootstrap servers that were tried.
         servers: String,
@@ -17,6 +17,9 @@ pub enum ClientError {
         /// The client's error.
         #[source]
         source: Box<rdkafka::error::KafkaError>,
+        /// What librdkafka last reported about the brokers (authentication, TLS, name
+        /// resolution), which the call's own error leaves out.
+        broker_error: Option<String>,
     },
     /// The MongoDB client could not be created or the server did not answer.
     #[error("MongoDB at {hosts}: {what}: {source}")]

@@ -101,12 +101,25 @@ fn validate_mongodb(config: &Config, out: &mut Vec<Violation>) {
             "mongodb.uri",
             "must start with `mongodb://` or `mongodb+srv://`",
         ));
-    } else if let Err(e) = mongodb::options::ConnectionString::parse(uri) {
-        // The driver's message describes the part it rejects, never the password.
-        out.push(Violation::new(
-            "mongodb.uri",
-            format!("not a valid connection string: {}", e.kind),
-        ));
+    } else {
+        match mongodb::options::ConnectionString::parse(uri) {
+            // The driver's message describes the part it rejects, never the password.
+            Err(e) => out.push(Violation::new(
+                "mongodb.uri",
+                format!("not a valid connection string: {}", e.kind),
+            )),
+            Ok(parsed) => {
+                if let Some(user) = user_without_password(parsed.credential.as_ref()) {
+                    out.push(Violation::new(
+                        "mongodb.uri",
+                        format!(
+                            "names the user `{user}` but no password; give the whole connection \
+                             string, password included, in the environment as `MKB__MONGODB__URI`"
+                        ),
+                    ));
+                }
+            }
+        }
     }
     if config.mongodb.app_name.trim().is_empty() {
         out.push(Violation::new("mongodb.app_name", "must not be empty"));
@@ -119,7 +132,91 @@ fn validate_mongodb(config: &Config, out: &mut Vec<Violation>) {
     );
 }
 
+/// The user of a credential whose mechanism needs a password (SCRAM, the default, or PLAIN)
+/// and that has none.
+fn user_without_password(credential: Option<&mongodb::options::Credential>) -> Option<&str> {
+    use mongodb::options::AuthMechanism;
+    let credential = credential?;
+    let needs_password = matches!(
+        credential.mechanism,
+        None | Some(AuthMechanism::ScramSha1 | AuthMechanism::ScramSha256 | AuthMechanism::Plain)
+    );
+    if needs_password && credential.password.is_none() {
+        credential.username.as_deref()
+    } else {
+        None
+    }
+}
+
+/// SASL mechanisms that authenticate with `sasl.username` and `sasl.password`.
+const KAFKA_PASSWORD_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
+/// With SASL PLAIN or SCRAM, every client needs `sasl.username` and `sasl.password`; a
+/// missing one is named where it would be set (`kafka.properties` unless only a
+/// producer or consumer section lacks it).
+fn validate_kafka_credentials(kafka: &KafkaConfig, out: &mut Vec<Violation>) {
+    let effective = |role: Option<&BTreeMap<String, String>>| {
+        let mut merged = kafka.properties.clone();
+        merged.extend(
+            role.into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        merged
+    };
+    let get = |map: &BTreeMap<String, String>, key: &str| {
+        map.get(key)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let mut reported: Vec<String> = Vec::new();
+    for (section, map) in [
+        ("kafka.properties", effective(None)),
+        ("kafka.producer", effective(Some(&kafka.producer))),
+        ("kafka.consumer", effective(Some(&kafka.consumer))),
+    ] {
+        let protocol = get(&map, "security.protocol").unwrap_or_default();
+        if !protocol.to_ascii_uppercase().starts_with("SASL_") {
+            continue;
+        }
+        let mechanism = get(&map, "sasl.mechanism")
+            .or_else(|| get(&map, "sasl.mechanisms"))
+            .unwrap_or_else(|| "GSSAPI".to_owned())
+            .to_ascii_uppercase();
+        if !KAFKA_PASSWORD_MECHANISMS.contains(&mechanism.as_str()) {
+            continue;
+        }
+        for (property, env) in [
+            ("sasl.username", "MKB__KAFKA__PROPERTIES__SASL_USERNAME"),
+            ("sasl.password", "MKB__KAFKA__PROPERTIES__SASL_PASSWORD"),
+        ] {
+            if get(&map, property).is_some() {
+                continue;
+            }
+            let at = if get(&kafka.properties, property).is_none() {
+                "kafka.properties"
+            } else {
+                section
+            };
+            let key = format!("{at}.\"{property}\"");
+            if reported.contains(&key) {
+                continue;
+            }
+            out.push(Violation::new(
+                key.clone(),
+                format!(
+                    "is missing: `security.protocol = \"{protocol}\"` with \
+                     `sasl.mechanism = \"{mechanism}\"` needs it (secrets are best given in the \
+                     environment, as `{env}`)"
+                ),
+            ));
+            reported.push(key);
+        }
+    }
+}
+
 fn validate_kafka(kafka: &KafkaConfig, out: &mut Vec<Violation>) {
+    validate_kafka_credentials(kafka, out);
     let servers: Vec<&str> = kafka
         .bootstrap_servers
         .split(',')
@@ -372,6 +469,54 @@ bootstrap_servers = "127.0.0.1:9092"
             "",
         );
         assert!(!format!("{found:?}").contains("hunter2"), "{found:?}");
+    }
+
+    #[test]
+    fn credentials_without_their_password_are_named() {
+        invalid_edit(
+            replace("mongodb://127.0.0.1:27017", "mongodb://bridge@db:27017/"),
+            "",
+            "mongodb.uri",
+            "names the user `bridge` but no password",
+        );
+        for fine in [
+            "mongodb://bridge:pw@db:27017/",
+            "mongodb://bridge@db/?authMechanism=MONGODB-X509",
+            "mongodb://db:27017/",
+        ] {
+            let found = violations(|b| b.replace("mongodb://127.0.0.1:27017", fine), "");
+            assert_eq!(found, [], "{fine}");
+        }
+        let sasl = "[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n";
+        let found = violations(
+            |b| b.to_owned(),
+            &format!("{sasl}\"sasl.username\" = \"u\"\n"),
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].key, "kafka.properties.\"sasl.password\"");
+        assert!(
+            found[0]
+                .message
+                .contains("MKB__KAFKA__PROPERTIES__SASL_PASSWORD"),
+            "{found:?}"
+        );
+        invalid(sasl, "kafka.properties.\"sasl.username\"", "is missing");
+        // Only the consumer lacks it (an empty override).
+        invalid(
+            &format!("{sasl}\"sasl.username\" = \"u\"\n\"sasl.password\" = \"p\"\n[kafka.consumer]\n\"sasl.password\" = \"\"\n"),
+            "kafka.consumer.\"sasl.password\"",
+            "is missing",
+        );
+        // GSSAPI (the default mechanism) and OAUTHBEARER need no password.
+        let gssapi = "[kafka.properties]\n\"security.protocol\" = \"SASL_PLAINTEXT\"\n";
+        assert_eq!(violations(|b| b.to_owned(), gssapi), []);
+        assert_eq!(
+            violations(
+                |b| b.to_owned(),
+                &format!("{sasl}\"sasl.username\" = \"u\"\n\"sasl.password\" = \"p\"\n")
+            ),
+            []
+        );
     }
 
     #[test]

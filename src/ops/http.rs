@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use actix_web::dev::Server;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{guard, web, App, HttpResponse, HttpServer, Resource, Route};
 
 use super::health::Readiness;
 use super::metrics::Metrics;
@@ -38,6 +38,19 @@ async fn render_metrics(state: web::Data<State>) -> HttpResponse {
     }
 }
 
+/// A path whose `route` answers GET and HEAD (the same response, which actix-web sends
+/// without its body) and that refuses any other method with 405 and `Allow: GET, HEAD`.
+/// Unknown paths get 404.
+fn read_only(path: &str, route: Route) -> Resource {
+    web::resource(path)
+        .route(route.guard(guard::Any(guard::Get()).or(guard::Head())))
+        .default_service(web::to(|| async {
+            HttpResponse::MethodNotAllowed()
+                .insert_header((actix_web::http::header::ALLOW, "GET, HEAD"))
+                .finish()
+        }))
+}
+
 /// Binds `address` and returns the server; the caller spawns it and stops it on shutdown.
 /// Signals are left to the daemon, which shuts the server down after the pipelines.
 pub fn serve(
@@ -49,9 +62,9 @@ pub fn serve(
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .route("/health", web::get().to(health))
-            .route("/ready", web::get().to(ready))
-            .route("/metrics", web::get().to(render_metrics))
+            .service(read_only("/health", web::route().to(health)))
+            .service(read_only("/ready", web::route().to(ready)))
+            .service(read_only("/metrics", web::route().to(render_metrics)))
     })
     .workers(1)
     .disable_signals()

@@ -60,24 +60,31 @@ fn kind(value: &Bson) -> &'static str {
     }
 }
 
+/// Extended JSON spells some single values as up to three nested objects (`{"$dbPointer":
+/// {"$id": {"$oid": ...}}}`): JSON may nest that much deeper than the BSON it stands for.
+const EXTJSON_WRAPPER_LEVELS: usize = 3;
+
+fn too_deep(part: &str) -> RecordError {
+    error(
+        part,
+        format_args!("nests deeper than {MAX_NESTING_DEPTH} levels"),
+    )
+}
+
 fn json(bytes: &[u8], part: &str) -> Result<Bson, RecordError> {
+    // serde_json's recursion limit (128) keeps its parser off the end of the stack.
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
         if e.to_string().contains("recursion limit") {
-            error(
-                part,
-                format_args!("nests deeper than {MAX_NESTING_DEPTH} levels"),
-            )
+            too_deep(part)
         } else {
             error(part, format_args!("is not valid JSON: {e}"))
         }
     })?;
+    // A first bound before the recursive conversion to BSON; the exact one follows on it.
     let mut stack = vec![(&value, 0usize)];
     while let Some((v, depth)) = stack.pop() {
-        if depth > MAX_NESTING_DEPTH {
-            return Err(error(
-                part,
-                format_args!("nests deeper than {MAX_NESTING_DEPTH} levels"),
-            ));
+        if depth > MAX_NESTING_DEPTH + EXTJSON_WRAPPER_LEVELS {
+            return Err(too_deep(part));
         }
         match v {
             serde_json::Value::Array(items) => stack.extend(items.iter().map(|i| (i, depth + 1))),
@@ -85,7 +92,23 @@ fn json(bytes: &[u8], part: &str) -> Result<Bson, RecordError> {
             _ => {}
         }
     }
-    Bson::try_from(value).map_err(|e| error(part, format_args!("is not valid extended JSON: {e}")))
+    let value = Bson::try_from(value)
+        .map_err(|e| error(part, format_args!("is not valid extended JSON: {e}")))?;
+    let mut stack = vec![(&value, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        if depth > MAX_NESTING_DEPTH {
+            return Err(too_deep(part));
+        }
+        match v {
+            Bson::Array(items) => stack.extend(items.iter().map(|i| (i, depth + 1))),
+            Bson::Document(doc) => stack.extend(doc.values().map(|i| (i, depth + 1))),
+            Bson::JavaScriptCodeWithScope(c) => {
+                stack.extend(c.scope.values().map(|i| (i, depth + 2)))
+            }
+            _ => {}
+        }
+    }
+    Ok(value)
 }
 
 fn bson(bytes: &[u8], part: &str) -> Result<Document, RecordError> {
@@ -94,14 +117,15 @@ fn bson(bytes: &[u8], part: &str) -> Result<Document, RecordError> {
     let mut stack = vec![(RawBsonRef::Document(raw), 0usize)];
     while let Some((value, depth)) = stack.pop() {
         if depth > MAX_NESTING_DEPTH {
-            return Err(error(
-                part,
-                format_args!("nests deeper than {MAX_NESTING_DEPTH} levels"),
-            ));
+            return Err(too_deep(part));
         }
         let children: Box<dyn Iterator<Item = bson::raw::Result<RawBsonRef<'_>>>> = match value {
             RawBsonRef::Document(d) => Box::new(d.iter().map(|r| r.map(|(_, v)| v))),
             RawBsonRef::Array(a) => Box::new(a.into_iter()),
+            // A scope is a document too, decoded recursively like any other.
+            RawBsonRef::JavaScriptCodeWithScope(c) => {
+                Box::new(std::iter::once(Ok(RawBsonRef::Document(c.scope))))
+            }
             _ => continue,
         };
         for child in children {
@@ -161,6 +185,52 @@ mod tests {
         assert_eq!(decode_key(None, RecordFormat::Json).expect("ok"), None);
     }
 
+    /// `{"a": {"a": ... {"a": leaf}}}` with `levels` documents.
+    fn nested(levels: usize, leaf: Bson) -> Document {
+        let mut doc = doc! { "a": leaf };
+        for _ in 1..levels {
+            doc = doc! { "a": doc };
+        }
+        doc
+    }
+
+    #[test]
+    fn the_depth_limit_is_the_same_for_json_and_bson() {
+        use crate::config::OutputFormat;
+        use crate::source::format::encode;
+        // Extended JSON spells some values as nested objects (`{"$date": {"$numberLong":
+        // ...}}`): they are one level, as in BSON.
+        let leaves = [
+            Bson::Int32(1),
+            Bson::DateTime(bson::DateTime::from_millis(-1)),
+            Bson::Binary(bson::Binary {
+                subtype: bson::spec::BinarySubtype::Generic,
+                bytes: vec![1],
+            }),
+            Bson::try_from(serde_json::json!({"$dbPointer": {"$ref": "a.b", "$id": {"$oid": "64b7f0c2a1b2c3d4e5f60718"}}}))
+                .expect("a DBPointer"),
+        ];
+        for leaf in leaves {
+            let deepest = nested(MAX_NESTING_DEPTH, leaf.clone());
+            let too_deep = nested(MAX_NESTING_DEPTH + 1, leaf.clone());
+            for (out, read) in [
+                (OutputFormat::Bson, RecordFormat::Bson),
+                (OutputFormat::CanonicalJson, RecordFormat::Json),
+                (OutputFormat::RelaxedJson, RecordFormat::Json),
+            ] {
+                let bytes = encode(deepest.clone(), out).expect("encodes");
+                assert!(
+                    decode_value(Some(&bytes), read).is_ok(),
+                    "{out:?} {leaf:?}: {:?}",
+                    decode_value(Some(&bytes), read)
+                );
+                let bytes = encode(too_deep.clone(), out).expect("encodes");
+                let err = decode_value(Some(&bytes), read).expect_err("too deep");
+                assert!(err.message.contains("deeper"), "{out:?}: {err}");
+            }
+        }
+    }
+
     #[test]
     fn deep_nesting_is_refused_without_overflowing() {
         for depth in [101usize, 127, 5000] {
@@ -183,6 +253,30 @@ mod tests {
             bytes = outer;
         }
         let err = decode_value(Some(&bytes), RecordFormat::Bson).expect_err("deep");
+        assert!(err.message.contains("deeper"), "{err}");
+        // The same inside the scope of a JavaScript-with-scope value, 200000 levels deep (a
+        // 2 MB record): refused before anything recurses into it.
+        let levels = 200_000usize;
+        let mut scope = Vec::with_capacity(levels * 8 + 5);
+        for level in (1..=levels).rev() {
+            // Each level is 8 bytes around the one inside it: length, type, "a\0", end.
+            scope.extend_from_slice(&((5 + 8 * level) as i32).to_le_bytes());
+            scope.extend_from_slice(&[0x03, b'a', 0]);
+        }
+        scope.extend_from_slice(&[5, 0, 0, 0, 0]);
+        scope.resize(scope.len() + levels, 0);
+        let code = b"x\0";
+        let mut cws = ((4 + 4 + code.len() + scope.len()) as i32)
+            .to_le_bytes()
+            .to_vec();
+        cws.extend_from_slice(&(code.len() as i32).to_le_bytes());
+        cws.extend_from_slice(code);
+        cws.extend_from_slice(&scope);
+        let mut value = ((4 + 3 + cws.len() + 1) as i32).to_le_bytes().to_vec();
+        value.extend_from_slice(&[0x0f, b'f', 0]);
+        value.extend_from_slice(&cws);
+        value.push(0);
+        let err = decode_value(Some(&value), RecordFormat::Bson).expect_err("deep scope");
         assert!(err.message.contains("deeper"), "{err}");
         let round = bson::to_vec(&doc! {"x": {"y": [1, {"z": 2}]}}).expect("encodes");
         assert_eq!(

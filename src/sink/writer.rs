@@ -443,8 +443,44 @@ fn commit(
     }
 }
 
+/// What a dead letter leaves out of the record it carries, when the whole record does not
+/// fit the dead letter topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Omitted {
+    /// The record as it was read.
+    Nothing,
+    /// Without its value and its own headers.
+    ValueAndHeaders,
+    /// Without key, value and headers: only the daemon's headers, which say where it is.
+    KeyValueAndHeaders,
+}
+
+impl Omitted {
+    /// The next smaller dead letter to try after the broker or producer refused this one
+    /// as too large.
+    fn smaller(self) -> Option<Self> {
+        match self {
+            Self::Nothing => Some(Self::ValueAndHeaders),
+            Self::ValueAndHeaders => Some(Self::KeyValueAndHeaders),
+            Self::KeyValueAndHeaders => None,
+        }
+    }
+
+    /// The `mkb.error.omitted` header's value.
+    fn header(self) -> Option<&'static str> {
+        match self {
+            Self::Nothing => None,
+            Self::ValueAndHeaders => Some("value, headers"),
+            Self::KeyValueAndHeaders => Some("key, value, headers"),
+        }
+    }
+}
+
 /// Sends `message` as it was read to the dead letter topic, with headers saying why and
-/// where from, and waits for Kafka's acknowledgement.
+/// where from, and waits for Kafka's acknowledgement. A record too large for the dead letter
+/// topic (or the producer's `message.max.bytes`) goes without its value and headers, then
+/// also without its key, saying so in `mkb.error.omitted`: the original stays in its topic at
+/// the offset the headers name.
 async fn dead_letter(
     pipeline: &str,
     dead_letters: &DeadLetters,
@@ -452,8 +488,35 @@ async fn dead_letter(
     position: &str,
     error: &RecordError,
 ) -> Result<(), rdkafka::error::KafkaError> {
+    let mut omitted = Omitted::Nothing;
+    loop {
+        let sent =
+            send_dead_letter(pipeline, dead_letters, message, position, error, omitted).await;
+        match (sent, omitted.smaller()) {
+            (
+                Err(rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge,
+                )),
+                Some(smaller),
+            ) => {
+                omitted = smaller;
+                tracing::warn!(pipeline, record = %position, topic = %dead_letters.topic, omitted = omitted.header().unwrap_or_default(), "the record is too large for the dead letter topic; sending it without some of its parts");
+            }
+            (sent, _) => return sent,
+        }
+    }
+}
+
+async fn send_dead_letter(
+    pipeline: &str,
+    dead_letters: &DeadLetters,
+    message: &OwnedMessage,
+    position: &str,
+    error: &RecordError,
+    omitted: Omitted,
+) -> Result<(), rdkafka::error::KafkaError> {
     let mut headers = OwnedHeaders::new();
-    if let Some(original) = message.headers() {
+    if let (Omitted::Nothing, Some(original)) = (omitted, message.headers()) {
         for header in original.iter() {
             headers = headers.insert(Header {
                 key: header.key,
@@ -465,24 +528,32 @@ async fn dead_letter(
     let offset = message.offset().to_string();
     let reason = error.to_string();
     for (key, value) in [
-        ("mkb.error", reason.as_str()),
-        ("mkb.error.stage", error.stage.as_str()),
-        ("mkb.pipeline", pipeline),
-        ("mkb.source.topic", message.topic()),
-        ("mkb.source.partition", partition.as_str()),
-        ("mkb.source.offset", offset.as_str()),
-        ("mkb.origin", position),
+        ("mkb.error", Some(reason.as_str())),
+        ("mkb.error.stage", Some(error.stage.as_str())),
+        ("mkb.error.omitted", omitted.header()),
+        ("mkb.pipeline", Some(pipeline)),
+        ("mkb.source.topic", Some(message.topic())),
+        ("mkb.source.partition", Some(partition.as_str())),
+        ("mkb.source.offset", Some(offset.as_str())),
+        ("mkb.origin", Some(position)),
     ] {
-        headers = headers.insert(Header {
-            key,
-            value: Some(value),
-        });
+        if let Some(value) = value {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
     }
+    let (key, value) = match omitted {
+        Omitted::Nothing => (message.key(), message.payload()),
+        Omitted::ValueAndHeaders => (message.key(), None),
+        Omitted::KeyValueAndHeaders => (None, None),
+    };
     let delivery = kafka::enqueue(
         &dead_letters.producer,
         &dead_letters.topic,
-        message.key(),
-        message.payload(),
+        key,
+        value,
         Some(headers),
     )
     .await?;

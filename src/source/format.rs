@@ -97,15 +97,29 @@ fn single(name: &str, value: Bson) -> Document {
 /// Encodes a document in `format`.
 pub fn encode(doc: Document, format: OutputFormat) -> Result<Vec<u8>, FormatError> {
     Ok(match format {
-        OutputFormat::RelaxedJson => {
-            serde_json::to_vec(&Bson::Document(doc).into_relaxed_extjson())?
-        }
+        OutputFormat::RelaxedJson => serde_json::to_vec(&relaxed(Bson::Document(doc)))?,
         OutputFormat::CanonicalJson => {
             serde_json::to_vec(&Bson::Document(doc).into_canonical_extjson())?
         }
         OutputFormat::SimplifiedJson => serde_json::to_vec(&simplify(Bson::Document(doc)))?,
         OutputFormat::Bson => bson::to_vec(&doc)?,
     })
+}
+
+/// Relaxed extended JSON. The `bson` crate writes the scope of JavaScript-with-scope values
+/// through serde rather than as extended JSON, which turns NaN and the infinities in it into
+/// `null`; this writes every level itself and leaves only the other values to the crate.
+pub fn relaxed(value: Bson) -> Value {
+    match value {
+        Bson::Document(doc) => {
+            Value::Object(doc.into_iter().map(|(k, v)| (k, relaxed(v))).collect())
+        }
+        Bson::Array(items) => Value::Array(items.into_iter().map(relaxed).collect()),
+        Bson::JavaScriptCodeWithScope(bson::JavaScriptCodeWithScope { code, scope }) => {
+            serde_json::json!({ "$code": code, "$scope": relaxed(Bson::Document(scope)) })
+        }
+        other => other.into_relaxed_extjson(),
+    }
 }
 
 /// Plain JSON for consumers that know nothing of BSON: ObjectIds as hex strings, dates as
@@ -132,7 +146,7 @@ pub fn simplify(value: Bson) -> Value {
         Bson::Symbol(s) | Bson::String(s) => Value::String(s),
         Bson::Boolean(b) => Value::Bool(b),
         Bson::Null | Bson::Undefined => Value::Null,
-        other => other.into_relaxed_extjson(),
+        other => relaxed(other),
     }
 }
 
@@ -293,6 +307,18 @@ mod tests {
         assert!(
             text.contains("\"date\":{\"$date\":\"2023-11-14T22:13:20.123Z\"}"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn relaxed_json_keeps_nan_and_infinities_in_a_code_scope() {
+        let doc = doc! {
+            "f": JavaScriptCodeWithScope { code: "x".into(), scope: doc! { "nan": f64::NAN, "inf": f64::NEG_INFINITY } },
+        };
+        let text = String::from_utf8(encode(doc, OutputFormat::RelaxedJson).unwrap()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"f":{"$code":"x","$scope":{"nan":{"$numberDouble":"NaN"},"inf":{"$numberDouble":"-Infinity"}}}}"#
         );
     }
 

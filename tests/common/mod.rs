@@ -6,6 +6,8 @@
 //! missing; it never skips.
 #![allow(dead_code)]
 
+pub mod sink;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -95,6 +97,30 @@ pub fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mongo-kafka-bridge"))
 }
 
+/// Runs `<subcommand> --config FILE` with `text` in FILE and `env` added to the environment,
+/// and waits for it to exit (for `check-config`, or `run` with a configuration it refuses):
+/// the exit code, stdout and stderr.
+pub fn run_to_end(
+    subcommand: &str,
+    text: &str,
+    env: &[(&str, &str)],
+) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let path = write_file(dir.path(), "bridge.toml", text);
+    let out = binary()
+        .arg(subcommand)
+        .arg("--config")
+        .arg(&path)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("running {subcommand}: {e}"));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A running daemon; killed if the test ends without stopping it.
 pub struct Daemon {
     child: Child,
@@ -108,7 +134,7 @@ impl Daemon {
         Self::start_with_env(config_text, &[])
     }
 
-    /// [`Daemon::start`] with extra environment variables.
+    /// [`Daemon::start`] with `env` added to the daemon's environment.
     pub fn start_with_env(config_text: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let config = write_file(dir.path(), "bridge.toml", config_text);
@@ -179,18 +205,24 @@ impl Drop for Daemon {
 /// `GET path` on 127.0.0.1:`port`: the status code and body, or `None` when nothing
 /// answers.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_request(port, "GET", path).map(|(status, _, body)| (status, body))
+}
+
+/// `method path` (no request body) on 127.0.0.1:`port`: the status code, the response head
+/// (status line and headers) and the body, or `None` when nothing answers.
+pub fn http_request(port: u16, method: &str, path: &str) -> Option<(u16, String, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((status, body))
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    Some((status, head.to_owned(), body.to_owned()))
 }
 
 /// The sum of every series of `metric` on the daemon's `/metrics` whose labels contain
@@ -384,15 +416,24 @@ pub async fn mongo_client() -> mongodb::Client {
 
 /// Creates `topic` with `partitions` partitions (replication factor 1).
 pub async fn create_topic(topic: &str, partitions: i32) {
+    create_topic_with(topic, partitions, &[]).await;
+}
+
+/// [`create_topic`] with topic configs (`max.message.bytes`, ...).
+pub async fn create_topic_with(topic: &str, partitions: i32, configs: &[(&str, &str)]) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", kafka_bootstrap())
         .create()
         .unwrap_or_else(|e| panic!("admin client: {e}"));
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (key, value) in configs {
+        new = new.set(key, value);
+    }
     let results = admin
         .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &[new],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
         )
         .await
@@ -427,14 +468,22 @@ impl Outgoing {
 /// Produces `records` to `topic` in order (idempotent producer, acks=all) and waits for
 /// every acknowledgement.
 pub async fn produce(topic: &str, records: &[Outgoing]) {
+    produce_with(topic, records, &[]).await;
+}
+
+/// [`produce`] with more producer properties (`message.max.bytes`, ...).
+pub async fn produce_with(topic: &str, records: &[Outgoing], properties: &[(&str, &str)]) {
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
+    let mut config = rdkafka::ClientConfig::new();
+    config
         .set("bootstrap.servers", kafka_bootstrap())
         .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()
-        .unwrap_or_else(|e| panic!("producer: {e}"));
+        .set("linger.ms", "5");
+    for (key, value) in properties {
+        config.set(*key, *value);
+    }
+    let producer: FutureProducer = config.create().unwrap_or_else(|e| panic!("producer: {e}"));
     let mut deliveries = Vec::with_capacity(records.len());
     for record in records {
         let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);

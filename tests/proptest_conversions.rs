@@ -1,0 +1,336 @@
+//! Properties of the conversions between BSON and Kafka records, over arbitrary documents
+//! (every BSON type, nested): what a source pipeline writes in `canonical_json` or `bson`,
+//! a sink pipeline reads back exactly; `relaxed_json` keeps every value but not the integer
+//! width; and the sink's id strategies are deterministic where they promise to be and never
+//! panic. No services needed.
+
+use bson::spec::BinarySubtype;
+use bson::{
+    oid::ObjectId, Binary, Bson, DateTime, Decimal128, Document, JavaScriptCodeWithScope, Regex,
+    Timestamp,
+};
+use mongo_kafka_bridge::config::{OutputFormat, RecordFormat, SinkConfig};
+use mongo_kafka_bridge::sink::convert::{Converter, RawRecord};
+use mongo_kafka_bridge::sink::decode::{decode_key, decode_value};
+use mongo_kafka_bridge::sink::id::IdAssigner;
+use mongo_kafka_bridge::sink::model::SinkRecord;
+use mongo_kafka_bridge::source::format;
+use proptest::prelude::*;
+
+/// Field names: any text without NUL (BSON names are C strings) that does not start with
+/// `$`, since extended JSON reads `{"$oid": ...}`-like documents as values. Such names are
+/// the one thing the JSON formats cannot carry (see the README's output formats).
+fn field_name() -> impl Strategy<Value = String> {
+    "[^\u{0}$][^\u{0}]{0,6}"
+}
+
+fn text() -> impl Strategy<Value = String> {
+    "[^\u{0}]{0,12}"
+}
+
+fn binary_subtype() -> impl Strategy<Value = BinarySubtype> {
+    prop_oneof![
+        Just(BinarySubtype::Generic),
+        Just(BinarySubtype::Function),
+        Just(BinarySubtype::BinaryOld),
+        Just(BinarySubtype::UuidOld),
+        Just(BinarySubtype::Uuid),
+        Just(BinarySubtype::Md5),
+        Just(BinarySubtype::Encrypted),
+        Just(BinarySubtype::Column),
+        Just(BinarySubtype::Sensitive),
+        (0x80u8..=0xff).prop_map(BinarySubtype::UserDefined),
+    ]
+}
+
+/// Decimal128 values from their text: up to 34 digits and any exponent the type holds, plus
+/// the special values.
+fn decimal() -> impl Strategy<Value = Decimal128> {
+    prop_oneof![
+        ("-?", "[0-9]{1,34}", -6176i32..=6111).prop_filter_map(
+            "out of Decimal128's range",
+            |(sign, digits, exp)| format!("{sign}{digits}E{exp}").parse::<Decimal128>().ok()
+        ),
+        prop::sample::select(vec![
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "-0",
+            "0E-6176",
+            "9.999999999999999999999999999999999E+6144",
+            "-9.999999999999999999999999999999999E+6144",
+            "1E-6176",
+        ])
+        .prop_filter_map("not a Decimal128", |s| s.parse::<Decimal128>().ok()),
+    ]
+}
+
+fn regex() -> impl Strategy<Value = Bson> {
+    // Options are kept sorted and unique, as MongoDB and extended JSON spell them.
+    (
+        text(),
+        prop::sample::subsequence(vec!['i', 'l', 'm', 's', 'u', 'x'], 0..=6),
+    )
+        .prop_map(|(pattern, options)| {
+            Bson::RegularExpression(Regex {
+                pattern,
+                options: options.into_iter().collect(),
+            })
+        })
+}
+
+fn db_pointer() -> impl Strategy<Value = Bson> {
+    ("[a-z][a-z.]{0,10}", any::<[u8; 12]>()).prop_filter_map(
+        "not a DBPointer",
+        |(namespace, oid)| {
+            Bson::try_from(serde_json::json!({"$dbPointer": {
+                "$ref": namespace,
+                "$id": {"$oid": ObjectId::from_bytes(oid).to_hex()}
+            }}))
+            .ok()
+        },
+    )
+}
+
+/// Every BSON type that holds no other value.
+fn leaf() -> impl Strategy<Value = Bson> {
+    prop_oneof![
+        any::<f64>().prop_map(Bson::Double),
+        prop::sample::select(vec![
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -0.0,
+            f64::MIN_POSITIVE,
+            f64::MAX
+        ])
+        .prop_map(Bson::Double),
+        text().prop_map(Bson::String),
+        (binary_subtype(), prop::collection::vec(any::<u8>(), 0..24))
+            .prop_map(|(subtype, bytes)| Bson::Binary(Binary { subtype, bytes })),
+        Just(Bson::Undefined),
+        any::<[u8; 12]>().prop_map(|b| Bson::ObjectId(ObjectId::from_bytes(b))),
+        any::<bool>().prop_map(Bson::Boolean),
+        any::<i64>().prop_map(|ms| Bson::DateTime(DateTime::from_millis(ms))),
+        Just(Bson::Null),
+        regex(),
+        db_pointer(),
+        text().prop_map(Bson::JavaScriptCode),
+        text().prop_map(Bson::Symbol),
+        any::<i32>().prop_map(Bson::Int32),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(time, increment)| Bson::Timestamp(Timestamp { time, increment })),
+        any::<i64>().prop_map(Bson::Int64),
+        decimal().prop_map(Bson::Decimal128),
+        Just(Bson::MaxKey),
+        Just(Bson::MinKey),
+    ]
+}
+
+fn document_of(value: impl Strategy<Value = Bson>) -> impl Strategy<Value = Document> {
+    prop::collection::btree_map(field_name(), value, 0..6)
+        .prop_map(|fields| fields.into_iter().collect())
+}
+
+/// Any BSON value, documents and arrays nested a few levels.
+fn value() -> impl Strategy<Value = Bson> {
+    leaf().prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Bson::Array),
+            document_of(inner.clone()).prop_map(Bson::Document),
+            (text(), document_of(inner)).prop_map(|(code, scope)| {
+                Bson::JavaScriptCodeWithScope(JavaScriptCodeWithScope { code, scope })
+            }),
+        ]
+    })
+}
+
+fn document() -> impl Strategy<Value = Document> {
+    document_of(value())
+}
+
+/// The canonical extended JSON text: exact (NaN compares equal to itself, -0 differs from 0).
+fn canonical(doc: &Document) -> String {
+    Bson::Document(doc.clone())
+        .into_canonical_extjson()
+        .to_string()
+}
+
+/// What relaxed extended JSON keeps: every value, but an Int64 that fits 32 bits reads back
+/// as Int32.
+fn relaxed_shape(value: Bson) -> Bson {
+    match value {
+        Bson::Int64(i) => i32::try_from(i).map_or(Bson::Int64(i), Bson::Int32),
+        Bson::Array(items) => Bson::Array(items.into_iter().map(relaxed_shape).collect()),
+        Bson::Document(doc) => Bson::Document(
+            doc.into_iter()
+                .map(|(k, v)| (k, relaxed_shape(v)))
+                .collect(),
+        ),
+        Bson::JavaScriptCodeWithScope(JavaScriptCodeWithScope { code, scope }) => {
+            Bson::JavaScriptCodeWithScope(JavaScriptCodeWithScope {
+                code,
+                scope: scope
+                    .into_iter()
+                    .map(|(k, v)| (k, relaxed_shape(v)))
+                    .collect(),
+            })
+        }
+        other => other,
+    }
+}
+
+/// A sink record with `key` (`None`: no key) at `topic`/`partition`@`offset`.
+fn record(key: Option<Bson>, partition: i32, offset: i64) -> SinkRecord {
+    SinkRecord {
+        topic: "t".into(),
+        partition,
+        offset,
+        timestamp: None,
+        key,
+        value: None,
+    }
+}
+
+fn sink_config(extra: &str) -> SinkConfig {
+    let text = format!("name = \"s\"\ntopics = [\"t\"]\ndatabase = \"db\"\n{extra}");
+    toml::from_str(&text).unwrap_or_else(|e| panic!("{extra}: {e}"))
+}
+
+/// Strategies whose `_id` depends only on the record, with the settings they need.
+const DETERMINISTIC: &[&str] = &[
+    "id_strategy = \"kafka_meta\"",
+    "id_strategy = \"full_key\"",
+    "id_strategy = \"partial_key\"\nid_fields = [\"a\", \"b.c\"]",
+    "id_strategy = \"partial_value\"\nid_fields = [\"a\", \"b.c\"]",
+    "id_strategy = \"provided_in_key\"",
+    "id_strategy = \"provided_in_value\"",
+];
+
+/// Every strategy, and settings that change how they behave.
+const ALL_STRATEGIES: &[&str] = &[
+    "id_strategy = \"object_id\"",
+    "id_strategy = \"uuid\"",
+    "id_strategy = \"uuid\"\nuuid_representation = \"binary\"",
+    "id_strategy = \"kafka_meta\"\nid_overwrite_existing = true",
+    "id_strategy = \"kafka_meta\"",
+    "id_strategy = \"full_key\"",
+    "id_strategy = \"partial_key\"\nid_fields = [\"a\", \"b.c\"]",
+    "id_strategy = \"partial_value\"\nid_fields = [\"a\", \"b.c\"]",
+    "id_strategy = \"provided_in_key\"",
+    "id_strategy = \"provided_in_value\"",
+];
+
+/// Keys and values that sometimes hold the fields the strategies look for.
+fn keyish() -> impl Strategy<Value = Option<Bson>> {
+    prop_oneof![
+        Just(None),
+        value().prop_map(Some),
+        (value(), value(), document()).prop_map(|(a, c, mut doc)| {
+            doc.insert("_id", a.clone());
+            doc.insert("a", a);
+            doc.insert("b", bson::doc! { "c": c });
+            Some(Bson::Document(doc))
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn canonical_json_and_bson_round_trip_exactly_through_the_sink_decoder(doc in document()) {
+        for (out, read) in [
+            (OutputFormat::CanonicalJson, RecordFormat::Json),
+            (OutputFormat::Bson, RecordFormat::Bson),
+        ] {
+            let bytes = format::encode(doc.clone(), out).expect("encodes");
+            let back = decode_value(Some(&bytes), read)
+                .unwrap_or_else(|e| panic!("{out:?}: {e}"))
+                .expect("a value");
+            prop_assert_eq!(canonical(&back), canonical(&doc), "{:?}", out);
+            // Keys go the same way.
+            let key = decode_key(Some(&bytes), read).expect("key decodes");
+            prop_assert_eq!(key.map(|k| k.into_canonical_extjson().to_string()), Some(canonical(&doc)));
+        }
+    }
+
+    #[test]
+    fn relaxed_json_round_trips_every_value_modulo_the_integer_width(doc in document()) {
+        let bytes = format::encode(doc.clone(), OutputFormat::RelaxedJson).expect("encodes");
+        let back = decode_value(Some(&bytes), RecordFormat::Json)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .expect("a value");
+        let expected = relaxed_shape(Bson::Document(doc)).into_canonical_extjson();
+        prop_assert_eq!(Bson::Document(back).into_canonical_extjson(), expected);
+    }
+
+    #[test]
+    fn simplified_json_is_json_with_the_same_fields(doc in document()) {
+        let bytes = format::encode(doc.clone(), OutputFormat::SimplifiedJson).expect("encodes");
+        let json: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+        let keys: Vec<&String> = json.as_object().expect("an object").keys().collect();
+        let mut expected: Vec<&String> = doc.keys().collect();
+        expected.sort();
+        let mut keys = keys;
+        keys.sort();
+        prop_assert_eq!(keys, expected);
+    }
+
+    #[test]
+    fn deterministic_id_strategies_give_the_same_id_for_the_same_record(
+        key in keyish(),
+        mut value in document(),
+        id in value(),
+        with_id in any::<bool>(),
+        partition in 0i32..8,
+        offset in 0i64..1_000_000,
+    ) {
+        if with_id {
+            value.insert("_id", id);
+        }
+        for extra in DETERMINISTIC {
+            let ids = IdAssigner::new(&sink_config(extra));
+            let r = record(key.clone(), partition, offset);
+            let (mut first, mut second) = (value.clone(), value.clone());
+            let a = ids.assign(&r, &mut first);
+            let b = ids.assign(&r, &mut second);
+            prop_assert_eq!(&a, &b, "{}", extra);
+            if a.is_ok() {
+                prop_assert_eq!(canonical(&first), canonical(&second), "{}", extra);
+                prop_assert!(first.contains_key("_id"), "{}: {}", extra, first);
+            } else {
+                // A refused record is left as it was.
+                prop_assert_eq!(canonical(&first), canonical(&value), "{}", extra);
+            }
+        }
+    }
+
+    #[test]
+    fn no_id_strategy_panics_and_a_converter_never_panics(
+        key in keyish(),
+        value in document(),
+        partition in any::<i32>(),
+        offset in any::<i64>(),
+        write_model in prop::sample::select(vec![
+            "replace_one", "update_one_timestamps", "insert_one", "delete_one",
+        ]),
+    ) {
+        for extra in ALL_STRATEGIES {
+            let config = sink_config(&format!("{extra}\nwrite_model = \"{write_model}\"\nkafka_metadata_field = \"m.k\"\nvalue_block_fields = [\"b.c\"]"));
+            let mut assigned = value.clone();
+            let _ = IdAssigner::new(&config).assign(&record(key.clone(), partition, offset), &mut assigned);
+            let converter = Converter::new(config).expect("a converter");
+            let key_bytes = key.clone().map(|k| k.into_relaxed_extjson().to_string().into_bytes());
+            let value_bytes = format::encode(value.clone(), OutputFormat::CanonicalJson).expect("encodes");
+            let _ = converter.convert(RawRecord {
+                topic: "t",
+                partition,
+                offset,
+                timestamp: Some(offset),
+                key: key_bytes.as_deref(),
+                value: Some(&value_bytes),
+            });
+        }
+    }
+}
