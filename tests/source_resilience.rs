@@ -88,13 +88,22 @@ async fn a_killed_parallel_copy_continues_where_it_stopped() {
         .expect("insert");
     let copied_again = common::metric_with(port, "mkb_source_copied_documents_total", &[]);
 
-    // The ids seen so far, updated with each new record only (the check runs per record).
+    // The ids seen so far and the change events (not copies) of the three changed ones,
+    // updated with each new record only (the check runs per record).
     let mut ids: BTreeSet<i64> = BTreeSet::new();
+    let mut changed: BTreeSet<i64> = BTreeSet::new();
     let records = common::consume_until(&topic, WAIT, false, |records| {
-        if let Some(id) = records.last().and_then(key_id) {
-            ids.insert(id);
+        if let Some(record) = records.last() {
+            if let Some(id) = key_id(record) {
+                ids.insert(id);
+                if [7, DOCS, DOCS + 1].contains(&id)
+                    && record.json()["_id"]["copyingData"] != json!(true)
+                {
+                    changed.insert(id);
+                }
+            }
         }
-        ids.len() as i64 >= DOCS + 2
+        ids.len() as i64 >= DOCS + 2 && changed.len() == 3
     })
     .await;
     let mut copies: BTreeMap<i64, usize> = BTreeMap::new();

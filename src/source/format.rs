@@ -17,6 +17,10 @@ pub enum FormatError {
     /// JSON encoding failed.
     #[error("encoding JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The event is BSON, but not a document the daemon can read (a string that is not
+    /// UTF-8).
+    #[error("decoding the event: {0}")]
+    Decode(String),
 }
 
 impl From<bson::ser::Error> for FormatError {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
-use bson::{doc, Bson, Document, Timestamp};
+use bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
 use futures_util::future::try_join_all;
 use futures_util::TryStreamExt;
 use mongodb::change_stream::event::ResumeToken;
@@ -23,7 +23,7 @@ use super::producer::{OutgoingRecord, ProduceBatch, ReaderId, RecordProducer};
 use super::topic::TopicMapper;
 use super::SourceError;
 use crate::config::{
-    FullDocument, FullDocumentBeforeChange, OutputFormat, SourceConfig, Tolerance,
+    ErrorsConfig, FullDocument, FullDocumentBeforeChange, OutputFormat, SourceConfig, Tolerance,
 };
 use crate::ops::metrics::{Metrics, MAILBOX_RECORD_PRODUCER};
 
@@ -85,6 +85,39 @@ impl ReaderProgress {
             .max(self.started_millis);
         Some(Duration::from_millis(now_millis().saturating_sub(last)))
     }
+}
+
+/// An event that is valid BSON but not a document the daemon can read (a string that is
+/// not UTF-8): dead-lettered as its raw bytes with `errors.tolerance = "all"`, else the error
+/// that stops the pipeline, naming it.
+fn undecodable(
+    raw: &RawDocumentBuf,
+    reason: &str,
+    topics: &TopicMapper,
+    errors: &ErrorsConfig,
+) -> Result<Option<OutgoingRecord>, SourceError> {
+    let ns = raw.get_document("ns").ok();
+    let db = ns
+        .and_then(|n| n.get_str("db").ok())
+        .unwrap_or_default()
+        .to_owned();
+    let coll = ns.and_then(|n| n.get_str("coll").ok());
+    let topic = topics.topic(&db, coll);
+    let origin = format!(
+        "{db}.{} (an event that does not decode)",
+        coll.unwrap_or_default()
+    );
+    if errors.tolerance == Tolerance::All && errors.dead_letter_topic.is_some() {
+        return Ok(Some(OutgoingRecord {
+            value: Some(raw.as_bytes().to_vec()),
+            failure: Some(format!("decoding the event: {reason}")),
+            ..OutgoingRecord::new(topic, None, None, origin)
+        }));
+    }
+    Err(SourceError::Format {
+        origin,
+        source: format::FormatError::Decode(reason.to_owned()),
+    })
 }
 
 /// The dead letter of an event that could not be converted: its key and the event as
@@ -394,7 +427,7 @@ impl ReadLoop {
         Ok(stages)
     }
 
-    async fn open(&self, start: &StartAt) -> Result<ChangeStream<Document>, SourceError> {
+    async fn open(&self, start: &StartAt) -> Result<ChangeStream<RawDocumentBuf>, SourceError> {
         let mongo = &self.shared.mongo;
         let options = self.options(start);
         let stages = self.stages()?;
@@ -419,7 +452,9 @@ impl ReadLoop {
             }
         };
         opened
-            .map(ChangeStream::with_type::<Document>)
+            // Raw: an event the driver could not decode as a `Document` (a string that is
+            // not UTF-8) would otherwise fail the stream at the same event forever.
+            .map(ChangeStream::with_type::<RawDocumentBuf>)
             .map_err(self.mongo_error("opening the change stream"))
     }
 
@@ -572,13 +607,31 @@ impl ReadLoop {
                 .map_err(self.mongo_error("reading the change stream"))?;
             self.progress.advanced();
             match next {
-                Some(event) => {
-                    self.shared
-                        .metrics
-                        .event_read(pipeline, self.namespace(), Self::lag(&event));
+                Some(raw) => {
                     let token = stream.resume_token();
-                    let records = self.record(event)?.into_iter().collect();
-                    self.send(records, Self::position(token)).await?;
+                    let records = match Document::try_from(raw.as_ref()) {
+                        Ok(event) => {
+                            self.shared.metrics.event_read(
+                                pipeline,
+                                self.namespace(),
+                                Self::lag(&event),
+                            );
+                            self.record(event)?
+                        }
+                        Err(error) => {
+                            self.shared
+                                .metrics
+                                .event_read(pipeline, self.namespace(), None);
+                            undecodable(
+                                &raw,
+                                &error.to_string(),
+                                &self.shared.topics,
+                                &self.shared.config.errors,
+                            )?
+                        }
+                    };
+                    self.send(records.into_iter().collect(), Self::position(token))
+                        .await?;
                     last_publish = Instant::now();
                 }
                 None => {
@@ -926,6 +979,63 @@ mod tests {
         assert_eq!(
             plain.key.as_deref(),
             Some(br#"{"_id":{"$numberInt":"1"}}"#.as_slice())
+        );
+    }
+
+    /// `{ns: {db: "d", coll: "c"}, s: <"ab" then the byte 0xff>}`: valid BSON, not UTF-8.
+    fn event_with_a_broken_string() -> RawDocumentBuf {
+        let mut raw = RawDocumentBuf::new();
+        let mut ns = RawDocumentBuf::new();
+        ns.append("db", "d");
+        ns.append("coll", "c");
+        raw.append("ns", ns);
+        raw.append("s", "abc");
+        let mut bytes = raw.into_bytes();
+        let at = bytes
+            .windows(3)
+            .position(|w| w == b"abc")
+            .unwrap_or_default();
+        bytes[at + 2] = 0xff;
+        RawDocumentBuf::from_bytes(bytes).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn an_event_that_does_not_decode_is_dead_lettered_raw_or_stops_the_pipeline() {
+        let raw = event_with_a_broken_string();
+        let error = Document::try_from(raw.as_ref())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(!error.is_empty(), "the test event must not decode");
+        let config = crate::config::load_str(
+            "[mongodb]\nuri = \"mongodb://h\"\n[kafka]\nbootstrap_servers = \"h:1\"\n[[source]]\nname = \"s\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let source = &config.sources[0];
+        let topics = TopicMapper::new(source);
+        let dead = undecodable(
+            &raw,
+            &error,
+            &topics,
+            &ErrorsConfig {
+                tolerance: Tolerance::All,
+                dead_letter_topic: Some("dlq".into()),
+            },
+        );
+        let Ok(Some(record)) = dead else {
+            panic!("expected a dead letter, got {dead:?}")
+        };
+        assert_eq!(record.topic, "d.c");
+        assert_eq!(record.value.as_deref(), Some(raw.as_bytes()));
+        assert!(record
+            .failure
+            .as_deref()
+            .is_some_and(|f| f.starts_with("decoding the event: ")));
+        let stopped = undecodable(&raw, &error, &topics, &ErrorsConfig::default());
+        assert!(
+            matches!(&stopped, Err(SourceError::Format { origin, .. }) if origin.starts_with("d.c ")),
+            "{stopped:?}"
         );
     }
 
