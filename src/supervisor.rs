@@ -14,7 +14,7 @@ use futures_util::future::join_all;
 
 use crate::backoff::Backoff;
 use crate::clients::{kafka, mongo, ClientError};
-use crate::config::{pipeline_names, Config, ConfigDiff};
+use crate::config::{pipeline_names, Config, ConfigDiff, KafkaConfig};
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
 use crate::sink::SinkSupervisor;
@@ -25,6 +25,20 @@ const MAILBOX_CAPACITY: usize = crate::CONTROL_MAILBOX_CAPACITY;
 
 /// How often MongoDB and Kafka are probed once the daemon runs.
 const PROBE_INTERVAL: Duration = Duration::from_secs(3);
+
+/// What every pipeline supervisor gets from the root supervisor besides its configuration.
+pub struct PipelineEnv {
+    /// The MongoDB client.
+    pub mongo: mongodb::Client,
+    /// The Kafka settings its clients are built from.
+    pub kafka: Arc<KafkaConfig>,
+    /// The daemon's metrics.
+    pub metrics: Metrics,
+    /// The daemon's readiness, where the pipeline reports its problems.
+    pub readiness: Readiness,
+    /// How long draining may take when the pipeline stops.
+    pub shutdown_deadline: Duration,
+}
 
 /// A running pipeline's supervisor.
 enum Pipeline {
@@ -197,32 +211,17 @@ impl Supervisor {
     }
 
     fn start_pipeline(&mut self, name: &str, mongo: &mongodb::Client) {
-        let kafka = Arc::new(self.config.kafka.clone());
-        let deadline = self.config.shutdown.timeout;
+        let env = PipelineEnv {
+            mongo: mongo.clone(),
+            kafka: Arc::new(self.config.kafka.clone()),
+            metrics: self.metrics.clone(),
+            readiness: self.readiness.clone(),
+            shutdown_deadline: self.config.shutdown.timeout,
+        };
         let pipeline = if let Some(source) = self.config.sources.iter().find(|s| s.name == name) {
-            Pipeline::Source(
-                SourceSupervisor::new(
-                    source.clone(),
-                    mongo.clone(),
-                    kafka,
-                    self.metrics.clone(),
-                    self.readiness.clone(),
-                    deadline,
-                )
-                .start(),
-            )
+            Pipeline::Source(SourceSupervisor::new(source.clone(), env).start())
         } else if let Some(sink) = self.config.sinks.iter().find(|s| s.name == name) {
-            Pipeline::Sink(
-                SinkSupervisor::new(
-                    sink.clone(),
-                    mongo.clone(),
-                    kafka,
-                    self.metrics.clone(),
-                    self.readiness.clone(),
-                    deadline,
-                )
-                .start(),
-            )
+            Pipeline::Sink(SinkSupervisor::new(sink.clone(), env).start())
         } else {
             return;
         };

@@ -37,7 +37,7 @@ use crate::clients::kafka;
 use crate::config::{KafkaConfig, SinkConfig, Tolerance};
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
-use crate::supervisor::StopPipeline;
+use crate::supervisor::{PipelineEnv, StopPipeline};
 
 /// How often the consumer reports its lag per partition.
 const CONSUMER_STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
@@ -115,14 +115,14 @@ pub struct SinkSupervisor {
 
 impl SinkSupervisor {
     /// A supervisor for the pipeline `config`.
-    pub fn new(
-        config: SinkConfig,
-        mongo: mongodb::Client,
-        kafka: Arc<KafkaConfig>,
-        metrics: Metrics,
-        readiness: Readiness,
-        shutdown_deadline: Duration,
-    ) -> Self {
+    pub fn new(config: SinkConfig, env: PipelineEnv) -> Self {
+        let PipelineEnv {
+            mongo,
+            kafka,
+            metrics,
+            readiness,
+            shutdown_deadline,
+        } = env;
         Self {
             config,
             mongo,

@@ -38,7 +38,7 @@ use crate::clients::{kafka, ClientError};
 use crate::config::{Delivery, KafkaConfig, LostResumePoint, SourceConfig, StartupMode};
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
-use crate::supervisor::StopPipeline;
+use crate::supervisor::{PipelineEnv, StopPipeline};
 
 /// Why a source pipeline or one of its readers failed.
 #[derive(Debug, thiserror::Error)]
@@ -188,14 +188,14 @@ fn restart_backoff() -> Backoff {
 
 impl SourceSupervisor {
     /// A supervisor for the pipeline `config`.
-    pub fn new(
-        config: SourceConfig,
-        mongo: mongodb::Client,
-        kafka: Arc<KafkaConfig>,
-        metrics: Metrics,
-        readiness: Readiness,
-        shutdown_deadline: Duration,
-    ) -> Self {
+    pub fn new(config: SourceConfig, env: PipelineEnv) -> Self {
+        let PipelineEnv {
+            mongo,
+            kafka,
+            metrics,
+            readiness,
+            shutdown_deadline,
+        } = env;
         Self {
             config,
             mongo,
