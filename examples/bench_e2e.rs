@@ -15,7 +15,8 @@
 //!   batches of 500, as `insert` commands and as the `update` commands of upserting replaces
 //!   the daemon sends. Peer: the connector's sink (one task), reading the same topic.
 //! - scale: the source with 1, 10 and 100 collections in one pipeline (one change stream
-//!   each; baseline: the driver draining as many streams), the sink with 1, 8 and 32
+//!   each; baseline: the driver draining as many streams), and with the 100 collections
+//!   through one database-level stream (`collection_regex`); the sink with 1, 8 and 32
 //!   partitions (one writer actor each).
 //!
 //! Every source or sink run first moves N/5 documents unmeasured (a JVM compiles its hot paths
@@ -217,6 +218,9 @@ impl Drop for Process {
 #[derive(Clone, Copy, PartialEq)]
 enum Mover {
     Daemon,
+    /// The daemon watching the source's collections through one database-level change stream
+    /// (`collection_regex`) instead of one stream per collection.
+    DaemonOneStream,
     Connector,
 }
 
@@ -494,6 +498,12 @@ impl Bench {
                     list.join(", ")
                 ))?
             }
+            Mover::DaemonOneStream => self.daemon(
+                &format!("source-regex-{}", names.len()),
+                &format!(
+                    "[[source]]\nname = \"{pipeline}\"\ndatabase = \"{db_name}\"\ncollection_regex = \"^c[0-9]+$\"\nmax_await_time = \"100ms\"\nformat = \"canonical_json\"\n"
+                ),
+            )?,
             Mover::Connector => {
                 if names.len() != 1 {
                     return Err("the connector runs with one collection".into());
@@ -727,6 +737,7 @@ impl Bench {
         let db_name = unique("benchsinkdb");
         let pipeline = unique("bench");
         let process = match mover {
+            Mover::DaemonOneStream => return Err("a sink has no change streams".into()),
             Mover::Daemon => self.daemon(&format!("sink-{partitions}"), &format!(
                 "[[sink]]\nname = \"{pipeline}\"\ntopics = [\"{topic}\"]\ndatabase = \"{db_name}\"\ncollection = \"c\"\nid_strategy = \"provided_in_value\"\nmax_batch_size = {BATCH}\n"
             ))?,
@@ -1227,6 +1238,41 @@ async fn scale_source(bench: &Bench, report: &mut Report, source_one: Option<Run
             Target::AtMost(1.0),
         );
     }
+    // The alternative for many collections: one database-level stream (`collection_regex`).
+    let d = report
+        .step(
+            "scale: daemon, 100 collections, one database stream",
+            bench.source(Mover::DaemonOneStream, 100),
+        )
+        .await;
+    report.note("source_daemon_100_one_stream", &d);
+    if let (Some(one), Some(d)) = (&one, d) {
+        let s = "source x100 db";
+        report.push(
+            s,
+            "events/s",
+            d.rate,
+            "source x1",
+            one.rate,
+            Target::AtLeast(0.8),
+        );
+        report.push(
+            s,
+            "p99 latency ms",
+            d.p99_ms,
+            "source x1",
+            one.p99_ms,
+            Target::None,
+        );
+        report.push(
+            s,
+            "peak RSS MiB",
+            d.rss_mib,
+            "64 MiB target",
+            64.0,
+            Target::None,
+        );
+    }
 }
 
 /// The sink with 1, 8 and 32 partitions. `sink_eight` is the run of the sink scenario,
@@ -1423,16 +1469,16 @@ fn print_table(n: usize, rows: &[Row]) {
         common::bson_size(&common::document(0, now_ms()))
     );
     println!(
-        "| {:<11} | {:<24} | {:>9} | {:<20} | {:>9} | {:>6} | {:<6} | {:<3} |",
+        "| {:<14} | {:<24} | {:>9} | {:<20} | {:>9} | {:>6} | {:<6} | {:<3} |",
         "scenario", "metric", "daemon", "vs", "value", "ratio", "target", "met"
     );
     println!(
-        "|{:-<13}|{:-<26}|{:->11}|{:-<22}|{:->11}|{:->8}|{:-<8}|{:-<5}|",
+        "|{:-<16}|{:-<26}|{:->11}|{:-<22}|{:->11}|{:->8}|{:-<8}|{:-<5}|",
         "", "", "", "", "", "", "", ""
     );
     for r in rows {
         println!(
-            "| {:<11} | {:<24} | {:>9.1} | {:<20} | {:>9.1} | {:>6.2} | {:<6} | {:<3} |",
+            "| {:<14} | {:<24} | {:>9.1} | {:<20} | {:>9.1} | {:>6.2} | {:<6} | {:<3} |",
             r.scenario,
             r.metric,
             r.daemon,

@@ -46,7 +46,12 @@ if [ "${BENCH_CRITERION:-0}" = 1 ]; then
     for estimates in target/criterion/*/*/new/estimates.json; do
         dir="$(dirname "$(dirname "$estimates")")"
         bench="$(basename "$(dirname "$dir")")/$(basename "$dir")"
-        mean_ns="$(grep -o '"mean":{[^}]*}[^}]*}' "$estimates" | grep -o '"point_estimate":[0-9.e+-]*' | cut -d: -f2)"
+        # The slope (time per iteration from the linear fit) where criterion has one, else the
+        # mean: the figure criterion prints.
+        mean_ns="$(grep -o '"slope":{[^}]*}[^}]*}' "$estimates" | grep -o '"point_estimate":[0-9.e+-]*' | cut -d: -f2)"
+        if [ -z "$mean_ns" ]; then
+            mean_ns="$(grep -o '"mean":{[^}]*}[^}]*}' "$estimates" | grep -o '"point_estimate":[0-9.e+-]*' | cut -d: -f2)"
+        fi
         elements="$(grep -o '"Elements":[0-9]*' "$dir/new/benchmark.json" | cut -d: -f2)"
         if [ -n "$mean_ns" ] && [ -n "$elements" ]; then
             awk -v b="$bench" -v ns="$mean_ns" -v n="$elements" \
