@@ -1,48 +1,98 @@
-//! End-to-end benchmark: the daemon against raw baselines, in one run, on the local services.
-//! Run through `scripts/bench.sh`; arguments: `<daemon binary> <results dir>`.
+//! End-to-end benchmark: the daemon against raw baselines and against the MongoDB Kafka
+//! Connector, in one run, on the local services. Run through `scripts/bench.sh`; arguments:
+//! `<daemon binary> <results dir> [<connect.sh>]` (without `connect.sh`, no peer runs).
 //!
-//! Scenarios (N from `BENCH_DOCS`, default 20000; ~1 KB documents with nested fields,
-//! ObjectIds and dates):
-//! - source: N inserts → records readable in Kafka; baseline: draining a change stream of N
-//!   inserts with the driver alone, and producing N records of the same size with rdkafka.
-//! - sink: N records in an 8-partition topic → documents in MongoDB; baseline: bulk inserts
-//!   of N documents in batches of 500 with the driver alone.
+//! Scenarios (N from `BENCH_DOCS`, default 5000; the ~1 KB documents of `benches/common`):
+//! - source: N inserts → records readable in Kafka: events/s, p50/p99 latency from the insert
+//!   call to the record being read (each document carries its insert wall-clock time), peak
+//!   RSS and CPU. Baselines: the driver alone draining a change stream of the same inserts,
+//!   and rdkafka alone producing N records of the same size at the daemon's settings. Peer:
+//!   the connector's source. Daemon and peer both write canonical extended JSON (the
+//!   connector's `ExtendedJson` formatter), the whole change event, and wait 100 ms for new
+//!   events (`max_await_time`, `poll.await.time.ms`).
+//! - sink: N records in an 8-partition topic → documents in MongoDB (replace by `_id`,
+//!   upserting, batches of 500). Baselines: the driver alone writing the same documents in
+//!   batches of 500, as `insert` commands and as the `update` commands of upserting replaces
+//!   the daemon sends. Peer: the connector's sink (one task), reading the same topic.
+//! - scale: the source with 1, 10 and 100 collections in one pipeline (one change stream
+//!   each; baseline: the driver draining as many streams), and with the 100 collections
+//!   through one database-level stream (`collection_regex`); the sink with 1, 8 and 32
+//!   partitions (one writer actor each).
+//!
+//! Every source or sink run first moves N/5 documents unmeasured (a JVM compiles its hot paths
+//! meanwhile), and the MongoDB stand-in gets the same warm-up before the first run. CPU time
+//! and peak RSS come from /proc of the daemon or the Connect worker.
+//!
+//! Environment: `KAFKA_BOOTSTRAP` and `MONGODB_URI` (required), `BENCH_DOCS`,
+//! `BENCH_ONLY` (comma-separated: `source`, `sink`, `scale`, `scale-source`, `scale-sink`),
+//! `BENCH_SCALE=0`, `CONNECT_PORT`; to investigate: `BENCH_PERF=1` (`perf record` each daemon
+//! run into the results folder), `BENCH_DAEMON_LOG=<folder>` (keep the daemons' logs),
+//! `BENCH_PIPELINE_CONFIG` (keys added to every `[[source]]`/`[[sink]]`),
+//! `BENCH_DAEMON_CONFIG` (tables added to every daemon's configuration).
 //!
 //! Figures are only meaningful as ratios measured in the same run; the MongoDB stand-in's
 //! absolute rates are not MongoDB's.
 
+#[path = "../benches/common/mod.rs"]
+mod common;
+
+use std::collections::HashSet;
 use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
+use mongodb::bson::{doc, Document};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 type Error = Box<dyn std::error::Error>;
 
-const KAFKA: &str = "127.0.0.1:9092";
-const MONGO: &str = "mongodb://127.0.0.1:27017";
+/// Documents per insert and records per bulk write, everywhere (the sink's default
+/// `max_batch_size` and the connector's `max.batch.size` here).
+const BATCH: usize = 500;
+/// How long one scenario may wait for its records before it fails.
+const SCENARIO_LIMIT: Duration = Duration::from_secs(240);
+/// How long a scenario may go without progress before it fails.
+const STALL_LIMIT: Duration = Duration::from_secs(45);
 
-fn document(i: i64) -> Document {
-    doc! {
-        "_id": i,
-        "oid": ObjectId::new(),
-        "at": DateTime::now(),
-        "customer": {"name": format!("customer {i}"), "tier": i % 5, "tags": ["a", "b", "c"]},
-        "lines": (0..5).map(|l| doc! {"sku": format!("SKU-{l}-{i}"), "qty": l, "price": 9.99}).collect::<Vec<_>>(),
-        "note": "x".repeat(600),
-    }
+struct Bench {
+    kafka: String,
+    mongo: String,
+    client: mongodb::Client,
+    admin: AdminClient<DefaultClientContext>,
+    binary: PathBuf,
+    connect: Option<PathBuf>,
+    connect_port: u16,
+    n: usize,
+    clock_ticks: f64,
+    /// Record the daemon's runs with `perf` (`BENCH_PERF=1`).
+    perf: bool,
+    results: PathBuf,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn unique(prefix: &str) -> String {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    format!("{prefix}_{}_{ms}", std::process::id())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        now_ms() % 100_000_000,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The peak resident set (VmHWM) of `pid`, in MiB.
@@ -57,53 +107,721 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-fn start_daemon(binary: &str, config: &str) -> Result<(Child, tempfile::TempDir), Error> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("bench.toml");
-    std::fs::write(&path, config)?;
-    let child = Command::new(binary)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    Ok((child, dir))
+/// CPU time (user + system) `pid` used so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // The fields after the command name, which may hold spaces and parentheses.
+            let rest = &s[s.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split(' ').collect();
+            // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+            Some(fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?)
+        })
+        .unwrap_or(0.0)
 }
 
-fn config(body: &str) -> String {
-    format!(
-        "[mongodb]\nuri = \"{MONGO}\"\n[kafka]\nbootstrap_servers = \"{KAFKA}\"\n[http]\nenabled = false\n[log]\nlevel = \"warn\"\n{body}"
-    )
+/// The `p`th percentile (0..=100) of sorted `values`.
+fn percentile(sorted: &[i64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)] as f64
 }
 
-fn consumer(group: &str) -> Result<StreamConsumer, Error> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", KAFKA)
-        .set("group.id", group)
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()?)
+/// The integer after `"name"` in JSON text (plain, or `{"$numberLong": "…"}`).
+fn json_i64(bytes: &[u8], name: &str) -> Option<i64> {
+    let needle = format!("\"{name}\"");
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())?
+        + needle.len();
+    let tail = &bytes[at..bytes.len().min(at + 48)];
+    let start = tail.iter().position(|b| b.is_ascii_digit() || *b == b'-')?;
+    let digits: String = tail[start..]
+        .iter()
+        .enumerate()
+        .take_while(|(i, b)| b.is_ascii_digit() || (*i == 0 && **b == b'-'))
+        .map(|(_, b)| char::from(*b))
+        .collect();
+    digits.parse().ok()
 }
 
-async fn count_records(topic: &str, n: usize, limit: Duration) -> Result<usize, Error> {
-    let c = consumer(&unique("benchreader"))?;
-    c.subscribe(&[topic])?;
-    let deadline = Instant::now() + limit;
-    let mut seen = 0;
-    while seen < n && Instant::now() < deadline {
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), c.recv()).await {
-            seen += 1;
+fn contains(bytes: &[u8], needle: &str) -> bool {
+    bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// The daemon, or a Kafka Connect worker; stopped when dropped.
+enum Process {
+    Daemon {
+        child: Child,
+        /// `perf record` attached to the daemon (`BENCH_PERF=1`).
+        perf: Option<Child>,
+        _dir: tempfile::TempDir,
+    },
+    Connect {
+        script: PathBuf,
+        port: u16,
+        pid: u32,
+        _dir: tempfile::TempDir,
+    },
+}
+
+impl Process {
+    fn pid(&self) -> u32 {
+        match self {
+            Self::Daemon { child, .. } => child.id(),
+            Self::Connect { pid, .. } => *pid,
         }
     }
-    Ok(seen)
 }
 
-async fn insert_all(coll: &mongodb::Collection<Document>, n: i64) -> Result<(), Error> {
-    let docs: Vec<Document> = (0..n).map(document).collect();
-    for chunk in docs.chunks(500) {
-        coll.insert_many(chunk.to_vec()).await?;
+impl Drop for Process {
+    fn drop(&mut self) {
+        match self {
+            Self::Daemon { child, perf, .. } => {
+                if let Some(perf) = perf {
+                    // SIGINT makes perf write its data out and exit.
+                    let _ = Command::new("kill")
+                        .args(["-INT", &perf.id().to_string()])
+                        .status();
+                    let _ = perf.wait();
+                }
+                // SIGTERM first: the daemon shuts down as in production (and a wrapper such as
+                // valgrind writes its report); SIGKILL if it takes more than 20 s.
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Self::Connect { script, port, .. } => {
+                let _ = Command::new(&*script)
+                    .arg("down")
+                    .env("CONNECT_PORT", port.to_string())
+                    .stdout(Stdio::null())
+                    .status();
+            }
+        }
     }
-    Ok(())
+}
+
+/// Who moves the data in a run.
+#[derive(Clone, Copy, PartialEq)]
+enum Mover {
+    Daemon,
+    /// The daemon watching the source's collections through one database-level change stream
+    /// (`collection_regex`) instead of one stream per collection.
+    DaemonOneStream,
+    Connector,
+}
+
+/// What one run of the source or sink measured.
+#[derive(Default, Clone)]
+struct Run {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    rss_mib: f64,
+    /// CPU milliseconds per 1000 events during the measured phase.
+    cpu_ms_per_1k: f64,
+}
+
+impl Bench {
+    /// Starts the daemon with the `[[source]]`/`[[sink]]` TOML `body`; with `BENCH_PERF=1`,
+    /// under `perf record` writing `<results>/perf-<label>.data`.
+    fn daemon(&self, label: &str, body: &str) -> Result<Process, Error> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("bench.toml");
+        // To try settings out: BENCH_PIPELINE_CONFIG adds keys to the `[[source]]` or `[[sink]]`
+        // table, BENCH_DAEMON_CONFIG more tables (e.g. `[kafka.consumer]`).
+        let pipeline = std::env::var("BENCH_PIPELINE_CONFIG").unwrap_or_default();
+        let extra = std::env::var("BENCH_DAEMON_CONFIG").unwrap_or_default();
+        let config = format!(
+            "[mongodb]\nuri = \"{}\"\n[kafka]\nbootstrap_servers = \"{}\"\n[http]\nenabled = false\n[log]\nlevel = \"warn\"\n{body}\n{pipeline}\n{extra}\n",
+            self.mongo, self.kafka
+        );
+        std::fs::write(&path, config)?;
+        let child = Command::new(&self.binary)
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(match std::env::var_os("BENCH_DAEMON_LOG") {
+                // BENCH_DAEMON_LOG=<folder>: keep the daemons' logs there, one per run.
+                Some(folder) => Stdio::from(std::fs::File::create(
+                    Path::new(&folder).join(format!("{}.log", unique(label))),
+                )?),
+                None => Stdio::null(),
+            })
+            .spawn()?;
+        let perf = if self.perf {
+            let data = self.results.join(format!("perf-{label}.data"));
+            let perf = Command::new("perf")
+                .args(["record", "-e", "cpu-clock", "-F", "499", "-g", "-o"])
+                .arg(&data)
+                .args(["-p", &child.id().to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            eprintln!("bench: perf records the daemon into {}", data.display());
+            Some(perf)
+        } else {
+            None
+        };
+        Ok(Process::Daemon {
+            child,
+            perf,
+            _dir: dir,
+        })
+    }
+
+    /// Starts a Connect worker running one connector with `properties`; returns once its
+    /// task runs.
+    fn connector(&self, name: &str, properties: &str) -> Result<Process, Error> {
+        let script = self.connect.clone().ok_or("no connect.sh")?;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(format!("{name}.properties"));
+        std::fs::write(&path, format!("name={name}\n{properties}"))?;
+        let status = Command::new(&script)
+            .arg("up")
+            .arg(&path)
+            .env("CONNECT_PORT", self.connect_port.to_string())
+            .status()?;
+        if !status.success() {
+            return Err(format!("{} up failed ({status})", script.display()).into());
+        }
+        let pid = Command::new(&script)
+            .arg("pid")
+            .env("CONNECT_PORT", self.connect_port.to_string())
+            .output()?;
+        let pid: u32 = String::from_utf8_lossy(&pid.stdout).trim().parse()?;
+        Ok(Process::Connect {
+            script,
+            port: self.connect_port,
+            pid,
+            _dir: dir,
+        })
+    }
+
+    async fn create_topics(&self, topics: &[String], partitions: i32) -> Result<(), Error> {
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+            .collect();
+        for chunk in new.chunks(50) {
+            for result in self
+                .admin
+                .create_topics(chunk, &AdminOptions::new())
+                .await?
+            {
+                result.map_err(|(topic, e)| format!("creating topic {topic}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_topics(&self, topics: &[String]) {
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        for chunk in names.chunks(50) {
+            let _ = self.admin.delete_topics(chunk, &AdminOptions::new()).await;
+        }
+    }
+
+    fn consumer(&self) -> Result<StreamConsumer, Error> {
+        Ok(ClientConfig::new()
+            .set("bootstrap.servers", &self.kafka)
+            .set("group.id", unique("benchreader"))
+            .set("enable.auto.commit", "false")
+            .create()?)
+    }
+
+    fn producer(&self) -> Result<FutureProducer, Error> {
+        // The daemon's producer settings (src/clients/kafka.rs).
+        Ok(ClientConfig::new()
+            .set("bootstrap.servers", &self.kafka)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("queue.buffering.max.kbytes", "16384")
+            .create()?)
+    }
+
+    /// Documents moved before the measured phase of a source or sink run.
+    fn warmup(&self) -> usize {
+        self.n / 5
+    }
+
+    fn cpu_ms(&self, ticks: f64) -> f64 {
+        ticks * 1000.0 / self.clock_ticks
+    }
+}
+
+/// Inserts `n` documents spread evenly over `collections`, in batches of at most [`BATCH`]
+/// (round-robin, so every collection sees a steady flow); each document carries the
+/// wall-clock time of its insert call, or with `warmup`, a `warmup` field instead.
+async fn insert_spread(
+    collections: &[mongodb::Collection<Document>],
+    n: usize,
+    warmup: bool,
+) -> Result<(), Error> {
+    let per = n / collections.len();
+    let batch = per.clamp(1, BATCH);
+    let mut next = vec![0usize; collections.len()];
+    let mut id = 0i64;
+    loop {
+        let mut wrote = false;
+        for (c, coll) in collections.iter().enumerate() {
+            let count = batch.min(per - next[c]);
+            if count == 0 {
+                continue;
+            }
+            let sent = now_ms();
+            let docs: Vec<Document> = (0..count)
+                .map(|k| {
+                    let mut doc = common::document(id + k as i64, sent);
+                    if warmup {
+                        doc.remove("sent_ms");
+                        doc.insert("warmup", true);
+                        doc.insert("_id", -1_000_000 - id - k as i64);
+                    }
+                    doc
+                })
+                .collect();
+            id += count as i64;
+            next[c] += count;
+            coll.insert_many(docs).await?;
+            wrote = true;
+        }
+        if !wrote {
+            return Ok(());
+        }
+    }
+}
+
+/// Counts records carrying `sent_ms` on the assigned partitions, and their latencies; notes
+/// the topics that delivered a warm-up record.
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<i64>,
+    last: Option<Instant>,
+    warm: HashSet<String>,
+    warm_records: usize,
+}
+
+fn spawn_reader(consumer: StreamConsumer, tally: Arc<Mutex<Tally>>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let Ok(message) = consumer.recv().await else {
+                continue;
+            };
+            let received = now_ms();
+            let Some(value) = message.payload() else {
+                continue;
+            };
+            let mut tally = tally.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(sent) = json_i64(value, "sent_ms") {
+                tally.latencies.push(received - sent);
+                tally.last = Some(Instant::now());
+            } else if contains(value, "\"warmup\"") {
+                tally.warm.insert(message.topic().to_owned());
+                tally.warm_records += 1;
+            }
+        }
+    })
+}
+
+/// Waits until `count()` reaches `n`, failing after [`SCENARIO_LIMIT`] or [`STALL_LIMIT`]
+/// without progress.
+async fn wait_for(
+    what: &str,
+    n: usize,
+    mut count: impl AsyncFnMut() -> usize,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    let mut last = (0, Instant::now());
+    loop {
+        let seen = count().await;
+        if seen >= n {
+            return Ok(());
+        }
+        if seen != last.0 {
+            last = (seen, Instant::now());
+        }
+        if started.elapsed() > SCENARIO_LIMIT || last.1.elapsed() > STALL_LIMIT {
+            return Err(format!("{what}: {seen} of {n} after {:?}", started.elapsed()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Bench {
+    /// The source scenario with `k` collections, moved by `mover`.
+    async fn source(&self, mover: Mover, k: usize) -> Result<Run, Error> {
+        let db_name = unique("benchsrc");
+        let db = self.client.database(&db_name);
+        let names: Vec<String> = (0..k).map(|i| format!("c{i}")).collect();
+        let collections: Vec<_> = names.iter().map(|c| db.collection::<Document>(c)).collect();
+        for coll in &collections {
+            coll.insert_one(doc! {"_id": -1}).await?;
+        }
+        let topics: Vec<String> = names.iter().map(|c| format!("{db_name}.{c}")).collect();
+        self.create_topics(&topics, 1).await?;
+        let result = self
+            .source_run(mover, &db_name, &names, &collections, &topics)
+            .await;
+        self.delete_topics(&topics).await;
+        let _ = db.drop().await;
+        result
+    }
+
+    async fn source_run(
+        &self,
+        mover: Mover,
+        db_name: &str,
+        names: &[String],
+        collections: &[mongodb::Collection<Document>],
+        topics: &[String],
+    ) -> Result<Run, Error> {
+        let pipeline = unique("bench");
+        let process = match mover {
+            Mover::Daemon => {
+                let list: Vec<String> = names.iter().map(|c| format!("\"{c}\"")).collect();
+                self.daemon(&format!("source-{}", names.len()), &format!(
+                    "[[source]]\nname = \"{pipeline}\"\ndatabase = \"{db_name}\"\ncollection = [{}]\nmax_await_time = \"100ms\"\nformat = \"canonical_json\"\n",
+                    list.join(", ")
+                ))?
+            }
+            Mover::DaemonOneStream => self.daemon(
+                &format!("source-regex-{}", names.len()),
+                &format!(
+                    "[[source]]\nname = \"{pipeline}\"\ndatabase = \"{db_name}\"\ncollection_regex = \"^c[0-9]+$\"\nmax_await_time = \"100ms\"\nformat = \"canonical_json\"\n"
+                ),
+            )?,
+            Mover::Connector => {
+                if names.len() != 1 {
+                    return Err("the connector runs with one collection".into());
+                }
+                self.connector(
+                    &pipeline,
+                    &format!(
+                        "connector.class=com.mongodb.kafka.connect.MongoSourceConnector\n\
+                         tasks.max=1\n\
+                         connection.uri={}\n\
+                         database={db_name}\n\
+                         collection={}\n\
+                         poll.max.batch.size=1000\n\
+                         poll.await.time.ms=100\n\
+                         output.format.key=json\n\
+                         output.format.value=json\n\
+                         output.json.formatter=com.mongodb.kafka.connect.source.json.formatter.ExtendedJson\n",
+                        self.mongo, names[0]
+                    ),
+                )?
+            }
+        };
+        let consumer = self.consumer()?;
+        let mut assignment = TopicPartitionList::new();
+        for topic in topics {
+            assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
+        }
+        consumer.assign(&assignment)?;
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let reader = spawn_reader(consumer, tally.clone());
+        let outcome = self
+            .source_measure(&process, collections, topics, &tally)
+            .await;
+        reader.abort();
+        let run = outcome?;
+        drop(process);
+        Ok(run)
+    }
+
+    async fn source_measure(
+        &self,
+        process: &Process,
+        collections: &[mongodb::Collection<Document>],
+        topics: &[String],
+        tally: &Arc<Mutex<Tally>>,
+    ) -> Result<Run, Error> {
+        // Warm-up: the run starts once every watched collection's change stream delivered.
+        let started = Instant::now();
+        let mut round = 0;
+        loop {
+            let warm = tally.lock().unwrap_or_else(|p| p.into_inner()).warm.clone();
+            if warm.len() == topics.len() {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(90) {
+                return Err(format!(
+                    "warm-up: {} of {} change streams delivered within 90 s",
+                    warm.len(),
+                    topics.len()
+                )
+                .into());
+            }
+            round += 1;
+            for (coll, topic) in collections.iter().zip(topics) {
+                if !warm.contains(topic) {
+                    coll.insert_one(doc! {"_id": -1 - round, "warmup": true})
+                        .await?;
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        // Then a fifth of the documents, unmeasured: a JVM compiles its hot paths first.
+        let seen = tally.lock().unwrap_or_else(|p| p.into_inner()).warm_records;
+        let warm = self.warmup() / collections.len() * collections.len();
+        insert_spread(collections, warm, true).await?;
+        wait_for("warm-up records in Kafka", seen + warm, async || {
+            tally.lock().unwrap_or_else(|p| p.into_inner()).warm_records
+        })
+        .await?;
+        let pid = process.pid();
+        let cpu_before = cpu_ticks(pid);
+        let started = Instant::now();
+        insert_spread(collections, self.n, false).await?;
+        let total = (self.n / collections.len()) * collections.len();
+        wait_for("records in Kafka", total, async || {
+            tally
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .latencies
+                .len()
+        })
+        .await?;
+        let cpu = cpu_ticks(pid) - cpu_before;
+        let tally = tally.lock().unwrap_or_else(|p| p.into_inner());
+        let mut latencies = tally.latencies.clone();
+        latencies.sort_unstable();
+        let elapsed = tally.last.unwrap_or_else(Instant::now) - started;
+        Ok(Run {
+            rate: total as f64 / elapsed.as_secs_f64(),
+            p50_ms: percentile(&latencies, 50.0),
+            p99_ms: percentile(&latencies, 99.0),
+            rss_mib: peak_rss_mib(pid),
+            cpu_ms_per_1k: self.cpu_ms(cpu) * 1000.0 / total as f64,
+        })
+    }
+
+    /// Baseline: the driver alone drains one change stream per collection (`k` of them)
+    /// while the same inserts run.
+    async fn source_drain(&self, k: usize, n: usize) -> Result<Run, Error> {
+        // The streams get their own client (connection pool), as the daemon has its own: the
+        // inserts must not queue behind awaiting getMores for a connection.
+        let reader = mongodb::Client::with_uri_str(&self.mongo).await?;
+        let name = unique("benchcs");
+        let db = self.client.database(&name);
+        let mut streams = Vec::new();
+        let mut collections = Vec::new();
+        for i in 0..k {
+            let coll = db.collection::<Document>(&format!("c{i}"));
+            coll.insert_one(doc! {"_id": -1}).await?;
+            streams.push(
+                reader
+                    .database(&name)
+                    .collection::<Document>(&format!("c{i}"))
+                    .watch()
+                    .max_await_time(Duration::from_millis(100))
+                    .await?,
+            );
+            collections.push(coll);
+        }
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let drains: Vec<_> = streams
+            .into_iter()
+            .map(|mut stream| {
+                let tally = tally.clone();
+                tokio::spawn(async move {
+                    while let Some(Ok(event)) = stream.next().await {
+                        let sent = event
+                            .full_document
+                            .as_ref()
+                            .and_then(|d| d.get_i64("sent_ms").ok());
+                        if let Some(sent) = sent {
+                            let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+                            t.latencies.push(now_ms() - sent);
+                            t.last = Some(Instant::now());
+                        }
+                    }
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        let inserted = insert_spread(&collections, n, false).await;
+        let total = (n / k) * k;
+        let waited = wait_for("change events", total, async || {
+            tally
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .latencies
+                .len()
+        })
+        .await;
+        for drain in drains {
+            drain.abort();
+        }
+        let _ = db.drop().await;
+        inserted?;
+        waited?;
+        let tally = tally.lock().unwrap_or_else(|p| p.into_inner());
+        let mut latencies = tally.latencies.clone();
+        latencies.sort_unstable();
+        let elapsed = tally.last.unwrap_or_else(Instant::now) - started;
+        Ok(Run {
+            rate: total as f64 / elapsed.as_secs_f64(),
+            p50_ms: percentile(&latencies, 50.0),
+            p99_ms: percentile(&latencies, 99.0),
+            ..Run::default()
+        })
+    }
+
+    /// Baseline: rdkafka alone produces N change events of the source's size and format, at
+    /// the daemon's producer settings, awaiting every delivery.
+    async fn produce(&self) -> Result<f64, Error> {
+        let topic = unique("benchraw");
+        self.create_topics(std::slice::from_ref(&topic), 1).await?;
+        let producer = self.producer()?;
+        let value = serde_json::to_vec(
+            &mongodb::bson::Bson::Document(common::insert_event(0)).into_canonical_extjson(),
+        )?;
+        let started = Instant::now();
+        let mut deliveries = Vec::with_capacity(self.n);
+        for i in 0..self.n {
+            let key = format!("{{\"_id\": {{\"$numberLong\": \"{i}\"}}}}");
+            deliveries.push(send(&producer, &topic, &key, &value).await);
+        }
+        for delivery in futures_util::future::join_all(deliveries).await {
+            match delivery {
+                Ok(Ok(_)) => {}
+                _ => return Err("a baseline record was not delivered".into()),
+            }
+        }
+        let rate = self.n as f64 / started.elapsed().as_secs_f64();
+        self.delete_topics(&[topic]).await;
+        Ok(rate)
+    }
+
+    /// Fills a new topic of `partitions` partitions with N documents as relaxed JSON,
+    /// keyed by `_id`.
+    async fn preload(&self, partitions: i32) -> Result<String, Error> {
+        let topic = unique(&format!("benchsink{partitions}"));
+        self.create_topics(std::slice::from_ref(&topic), partitions)
+            .await?;
+        let producer = self.producer()?;
+        let mut deliveries = Vec::with_capacity(self.n);
+        for i in 0..self.n as i64 {
+            let value = serde_json::to_vec(
+                &mongodb::bson::Bson::Document(common::document(i, 0)).into_relaxed_extjson(),
+            )?;
+            let key = format!("{{\"_id\": {i}}}");
+            deliveries.push(send(&producer, &topic, &key, &value).await);
+        }
+        for delivery in futures_util::future::join_all(deliveries).await {
+            match delivery {
+                Ok(Ok(_)) => {}
+                _ => return Err("a preloaded record was not delivered".into()),
+            }
+        }
+        Ok(topic)
+    }
+
+    /// The sink scenario: the preloaded `topic` → a new collection, moved by `mover`.
+    async fn sink(&self, mover: Mover, topic: &str, partitions: i32) -> Result<Run, Error> {
+        let db_name = unique("benchsinkdb");
+        let pipeline = unique("bench");
+        let process = match mover {
+            Mover::DaemonOneStream => return Err("a sink has no change streams".into()),
+            Mover::Daemon => self.daemon(&format!("sink-{partitions}"), &format!(
+                "[[sink]]\nname = \"{pipeline}\"\ntopics = [\"{topic}\"]\ndatabase = \"{db_name}\"\ncollection = \"c\"\nid_strategy = \"provided_in_value\"\nmax_batch_size = {BATCH}\n"
+            ))?,
+            Mover::Connector => self.connector(
+                &pipeline,
+                &format!(
+                    "connector.class=com.mongodb.kafka.connect.MongoSinkConnector\n\
+                     tasks.max=1\n\
+                     topics={topic}\n\
+                     connection.uri={}\n\
+                     database={db_name}\n\
+                     collection=c\n\
+                     max.batch.size={BATCH}\n\
+                     document.id.strategy=com.mongodb.kafka.connect.sink.processor.id.strategy.ProvidedInValueStrategy\n\
+                     document.id.strategy.overwrite.existing=true\n",
+                    self.mongo
+                ),
+            )?,
+        };
+        let coll = self.client.database(&db_name).collection::<Document>("c");
+        let pid = process.pid();
+        let outcome = async {
+            // The clock starts once a fifth of the documents is written: start-up, the group
+            // join and a JVM's compilation of its hot paths are not the steady state compared.
+            let warm = self.warmup();
+            let mut first: Option<(Instant, usize)> = None;
+            let mut cpu_before = cpu_ticks(pid);
+            wait_for("documents in MongoDB", self.n, async || {
+                let count = coll.estimated_document_count().await.unwrap_or(0) as usize;
+                if count >= warm && first.is_none() {
+                    first = Some((Instant::now(), count));
+                    cpu_before = cpu_ticks(pid);
+                }
+                count
+            })
+            .await?;
+            let (at, from) = first.unwrap_or((Instant::now(), self.n));
+            let moved = (self.n - from).max(1);
+            let cpu = cpu_ticks(pid) - cpu_before;
+            Ok::<_, Error>(Run {
+                rate: moved as f64 / at.elapsed().as_secs_f64(),
+                rss_mib: peak_rss_mib(pid),
+                cpu_ms_per_1k: self.cpu_ms(cpu) * 1000.0 / moved as f64,
+                ..Run::default()
+            })
+        }
+        .await;
+        drop(process);
+        let _ = self.client.database(&db_name).drop().await;
+        outcome
+    }
+
+    /// Baselines: the driver alone writes N documents in batches of [`BATCH`]: as `insert`
+    /// commands, and as `update` commands of upserting replaces by `_id` (what the daemon
+    /// and the connector send).
+    async fn sink_baselines(&self) -> Result<(f64, f64), Error> {
+        let docs: Vec<Document> = (0..self.n as i64).map(|i| common::document(i, 0)).collect();
+        let db = self.client.database(&unique("benchbulk"));
+        let coll = db.collection::<Document>("c");
+        let started = Instant::now();
+        for chunk in docs.chunks(BATCH) {
+            coll.insert_many(chunk.to_vec()).await?;
+        }
+        let insert_rate = self.n as f64 / started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        for chunk in docs.chunks(BATCH) {
+            let updates: Vec<Document> = chunk
+                .iter()
+                .map(|d| doc! {"q": {"_id": d.get("_id").cloned()}, "u": d.clone(), "upsert": true})
+                .collect();
+            db.run_command(doc! {"update": "u", "updates": updates, "ordered": false})
+                .await?;
+        }
+        let upsert_rate = self.n as f64 / started.elapsed().as_secs_f64();
+        let upserted = db
+            .collection::<Document>("u")
+            .count_documents(doc! {})
+            .await?;
+        let _ = db.drop().await;
+        if upserted != self.n as u64 {
+            return Err(format!("the upsert baseline wrote {upserted} of {}", self.n).into());
+        }
+        Ok((insert_rate, upsert_rate))
+    }
 }
 
 /// Hands one record to librdkafka, waiting while its queue is full.
@@ -121,215 +839,654 @@ async fn send(
     }
 }
 
+/// What a ratio is held to.
+#[derive(Clone, Copy)]
+enum Target {
+    AtLeast(f64),
+    AtMost(f64),
+    None,
+}
+
 struct Row {
-    scenario: &'static str,
-    metric: &'static str,
+    scenario: String,
+    metric: String,
     daemon: f64,
-    baseline: f64,
+    reference: String,
+    value: f64,
+    target: Target,
 }
 
-async fn source(binary: &str, n: i64, client: &mongodb::Client) -> Result<Vec<Row>, Error> {
-    // Baseline: the driver alone drains a change stream of n inserts.
-    let db = client.database(&unique("benchcs"));
-    let coll = db.collection::<Document>("c");
-    coll.insert_one(doc! {"_id": -1}).await?;
-    let mut stream = coll.watch().await?;
-    let started = Instant::now();
-    let writer = {
-        let coll = coll.clone();
-        tokio::spawn(async move { insert_all(&coll, n).await.map_err(|e| e.to_string()) })
-    };
-    let mut seen = 0;
-    while seen < n {
-        match tokio::time::timeout(Duration::from_secs(60), stream.next()).await {
-            Ok(Some(Ok(_))) => seen += 1,
-            _ => break,
+impl Row {
+    fn ratio(&self) -> f64 {
+        if self.value > 0.0 {
+            self.daemon / self.value
+        } else {
+            0.0
         }
     }
-    let drain_rate = seen as f64 / started.elapsed().as_secs_f64();
-    writer.await??;
-    db.drop().await?;
 
-    // Baseline: rdkafka alone produces n records of the same size (acks=all, idempotent).
-    let topic = unique("benchraw");
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", KAFKA)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("queue.buffering.max.kbytes", "16384")
-        .create()?;
-    let value =
-        serde_json::to_vec(&mongodb::bson::Bson::Document(document(0)).into_relaxed_extjson())?;
-    let started = Instant::now();
-    let mut deliveries = Vec::new();
-    for i in 0..n {
-        let key = format!("{{\"_id\": {i}}}");
-        deliveries.push(send(&producer, &topic, &key, &value).await);
+    fn verdict(&self) -> &'static str {
+        match self.target {
+            Target::AtLeast(t) if self.ratio() >= t => "yes",
+            Target::AtMost(t) if self.ratio() <= t => "yes",
+            Target::None => "",
+            _ => "NO",
+        }
     }
-    futures_util::future::join_all(deliveries).await;
-    let produce_rate = n as f64 / started.elapsed().as_secs_f64();
 
-    // The daemon.
-    let db_name = unique("benchsrc");
-    let coll = client.database(&db_name).collection::<Document>("c");
-    coll.insert_one(doc! {"_id": -1}).await?;
-    let (mut child, _dir) = start_daemon(
-        binary,
-        &config(&format!(
-            "[[source]]\nname = \"{}\"\ndatabase = \"{db_name}\"\ncollection = \"c\"\nmax_await_time = \"100ms\"\n",
-            unique("bench")
-        )),
-    )?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let started = Instant::now();
-    insert_all(&coll, n).await?;
-    let seen = count_records(
-        &format!("{db_name}.c"),
-        n as usize,
-        Duration::from_secs(300),
-    )
-    .await?;
-    let daemon_rate = seen as f64 / started.elapsed().as_secs_f64();
-    let rss = peak_rss_mib(child.id());
-    let _ = child.kill();
-    let _ = child.wait();
-    client.database(&db_name).drop().await?;
-    Ok(vec![
-        Row {
-            scenario: "source",
-            metric: "events/s vs change-stream drain",
-            daemon: daemon_rate,
-            baseline: drain_rate,
-        },
-        Row {
-            scenario: "source",
-            metric: "events/s vs rdkafka produce",
-            daemon: daemon_rate,
-            baseline: produce_rate,
-        },
-        Row {
-            scenario: "source",
-            metric: "peak RSS MiB (limit 64)",
-            daemon: rss,
-            baseline: 64.0,
-        },
-    ])
+    fn target_text(&self) -> String {
+        match self.target {
+            Target::AtLeast(t) => format!("≥ {t}"),
+            Target::AtMost(t) => format!("≤ {t}"),
+            Target::None => String::new(),
+        }
+    }
 }
 
-async fn sink(binary: &str, n: i64, client: &mongodb::Client) -> Result<Vec<Row>, Error> {
-    // Baseline: the driver alone bulk-inserts n documents, 500 a batch.
-    let db = client.database(&unique("benchbulk"));
-    let started = Instant::now();
-    insert_all(&db.collection("c"), n).await?;
-    let bulk_rate = n as f64 / started.elapsed().as_secs_f64();
-    db.drop().await?;
+fn free_port() -> Result<u16, Error> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
 
-    let topic = unique("benchsink");
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        ClientConfig::new()
-            .set("bootstrap.servers", KAFKA)
-            .create()?;
-    admin
-        .create_topics(
-            &[rdkafka::admin::NewTopic::new(
-                &topic,
-                8,
-                rdkafka::admin::TopicReplication::Fixed(1),
-            )],
-            &rdkafka::admin::AdminOptions::new(),
+/// The table, the raw figures of every run and what failed.
+#[derive(Default)]
+struct Report {
+    rows: Vec<Row>,
+    runs: serde_json::Map<String, serde_json::Value>,
+    failures: Vec<String>,
+}
+
+impl Report {
+    /// Runs `what`, printing how long it took; a failure is reported and recorded instead of
+    /// ending the benchmark.
+    async fn step<T>(
+        &mut self,
+        what: &str,
+        run: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Option<T> {
+        let started = Instant::now();
+        eprintln!("bench: {what} ...");
+        match run.await {
+            Ok(value) => {
+                eprintln!("bench: {what}: {:.1} s", started.elapsed().as_secs_f64());
+                Some(value)
+            }
+            Err(e) => {
+                eprintln!("bench: {what}: FAILED: {e}");
+                self.failures.push(format!("{what}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn note(&mut self, name: &str, run: &Option<Run>) {
+        if let Some(run) = run {
+            self.runs.insert(
+                name.to_owned(),
+                serde_json::json!({"rate": run.rate, "p50_ms": run.p50_ms, "p99_ms": run.p99_ms,
+                    "peak_rss_mib": run.rss_mib, "cpu_ms_per_1k": run.cpu_ms_per_1k}),
+            );
+        }
+    }
+
+    fn push(
+        &mut self,
+        scenario: &str,
+        metric: &str,
+        daemon: f64,
+        reference: &str,
+        value: f64,
+        target: Target,
+    ) {
+        self.rows.push(Row {
+            scenario: scenario.to_owned(),
+            metric: metric.to_owned(),
+            daemon,
+            reference: reference.to_owned(),
+            value,
+            target,
+        });
+    }
+}
+
+/// The single-collection source: baselines, daemon, peer. Answers the daemon's run (the
+/// reference of the scale scenario).
+async fn source_scenario(bench: &Bench, report: &mut Report) -> Option<Run> {
+    let drain = report
+        .step(
+            "source baseline: change-stream drain",
+            bench.source_drain(1, bench.n),
         )
-        .await?;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", KAFKA)
-        .create()?;
-    let mut deliveries = Vec::new();
-    for i in 0..n {
-        let value =
-            serde_json::to_vec(&mongodb::bson::Bson::Document(document(i)).into_relaxed_extjson())?;
-        let key = format!("{{\"_id\": {i}}}");
-        deliveries.push(send(&producer, &topic, &key, &value).await);
+        .await;
+    let produce = report
+        .step("source baseline: rdkafka produce", bench.produce())
+        .await;
+    let daemon = report
+        .step("source: daemon", bench.source(Mover::Daemon, 1))
+        .await;
+    let connector = match bench.connect {
+        Some(_) => {
+            report
+                .step("source: connector", bench.source(Mover::Connector, 1))
+                .await
+        }
+        None => None,
+    };
+    report.note("source_drain", &drain);
+    report.note("source_daemon", &daemon);
+    report.note("source_connector", &connector);
+    let d = daemon.as_ref()?;
+    let s = "source";
+    if let Some(b) = &drain {
+        report.push(
+            s,
+            "events/s",
+            d.rate,
+            "change-stream drain",
+            b.rate,
+            Target::AtLeast(0.8),
+        );
     }
-    futures_util::future::join_all(deliveries).await;
+    if let Some(p) = produce {
+        report.push(
+            s,
+            "events/s",
+            d.rate,
+            "rdkafka produce",
+            p,
+            Target::AtLeast(0.8),
+        );
+    }
+    if let Some(c) = &connector {
+        report.push(
+            s,
+            "events/s",
+            d.rate,
+            "connector",
+            c.rate,
+            Target::AtLeast(2.0),
+        );
+    }
+    if let Some(b) = &drain {
+        report.push(
+            s,
+            "p50 latency ms",
+            d.p50_ms,
+            "change-stream drain",
+            b.p50_ms,
+            Target::None,
+        );
+        report.push(
+            s,
+            "p99 latency ms",
+            d.p99_ms,
+            "change-stream drain",
+            b.p99_ms,
+            Target::None,
+        );
+    }
+    if let Some(c) = &connector {
+        report.push(
+            s,
+            "p50 latency ms",
+            d.p50_ms,
+            "connector",
+            c.p50_ms,
+            Target::None,
+        );
+        report.push(
+            s,
+            "p99 latency ms",
+            d.p99_ms,
+            "connector",
+            c.p99_ms,
+            Target::None,
+        );
+        report.push(
+            s,
+            "CPU ms per 1k events",
+            d.cpu_ms_per_1k,
+            "connector",
+            c.cpu_ms_per_1k,
+            Target::None,
+        );
+    }
+    report.push(
+        s,
+        "peak RSS MiB",
+        d.rss_mib,
+        "64 MiB target",
+        64.0,
+        Target::AtMost(1.0),
+    );
+    if let Some(c) = &connector {
+        report.push(
+            s,
+            "peak RSS MiB",
+            d.rss_mib,
+            "connector (JVM)",
+            c.rss_mib,
+            Target::AtMost(0.1),
+        );
+    }
+    daemon
+}
 
-    let db_name = unique("benchsinkdb");
-    let (mut child, _dir) = start_daemon(
-        binary,
-        &config(&format!(
-            "[[sink]]\nname = \"{}\"\ntopics = [\"{topic}\"]\ndatabase = \"{db_name}\"\ncollection = \"c\"\nid_strategy = \"provided_in_value\"\n",
-            unique("bench")
-        )),
-    )?;
-    let coll = client.database(&db_name).collection::<Document>("c");
-    let started = Instant::now();
-    let mut first: Option<Instant> = None;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let count = coll.estimated_document_count().await.unwrap_or(0);
-        if count > 0 && first.is_none() {
-            first = Some(Instant::now());
+/// The 8-partition sink: baselines, daemon, peer. Answers the daemon's run.
+async fn sink_scenario(bench: &Bench, report: &mut Report) -> Option<Run> {
+    let baselines = report
+        .step(
+            "sink baselines: driver insert and upsert",
+            bench.sink_baselines(),
+        )
+        .await;
+    let topic = report
+        .step("sink: preload 8 partitions", bench.preload(8))
+        .await?;
+    let daemon = report
+        .step(
+            "sink: daemon, 8 partitions",
+            bench.sink(Mover::Daemon, &topic, 8),
+        )
+        .await;
+    let connector = match bench.connect {
+        Some(_) => {
+            report
+                .step(
+                    "sink: connector, 8 partitions",
+                    bench.sink(Mover::Connector, &topic, 8),
+                )
+                .await
         }
-        if count >= n as u64 || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        None => None,
+    };
+    bench.delete_topics(&[topic]).await;
+    report.note("sink_daemon_8", &daemon);
+    report.note("sink_connector_8", &connector);
+    let d = daemon.as_ref()?;
+    let s = "sink";
+    if let Some((insert, upsert)) = baselines {
+        report.push(
+            s,
+            "records/s",
+            d.rate,
+            "driver insert x500",
+            insert,
+            Target::AtLeast(0.8),
+        );
+        report.push(
+            s,
+            "records/s",
+            d.rate,
+            "driver upsert x500",
+            upsert,
+            Target::AtLeast(0.8),
+        );
     }
-    let from = first.unwrap_or(started);
-    let daemon_rate = n as f64 / from.elapsed().as_secs_f64();
-    let rss = peak_rss_mib(child.id());
-    let _ = child.kill();
-    let _ = child.wait();
-    client.database(&db_name).drop().await?;
-    Ok(vec![
-        Row {
-            scenario: "sink",
-            metric: "records/s vs driver bulk insert",
-            daemon: daemon_rate,
-            baseline: bulk_rate,
-        },
-        Row {
-            scenario: "sink",
-            metric: "peak RSS MiB (limit 64)",
-            daemon: rss,
-            baseline: 64.0,
-        },
-    ])
+    if let Some(c) = &connector {
+        report.push(
+            s,
+            "records/s",
+            d.rate,
+            "connector",
+            c.rate,
+            Target::AtLeast(2.0),
+        );
+        report.push(
+            s,
+            "CPU ms per 1k records",
+            d.cpu_ms_per_1k,
+            "connector",
+            c.cpu_ms_per_1k,
+            Target::None,
+        );
+    }
+    report.push(
+        s,
+        "peak RSS MiB",
+        d.rss_mib,
+        "64 MiB target",
+        64.0,
+        Target::AtMost(1.0),
+    );
+    if let Some(c) = &connector {
+        report.push(
+            s,
+            "peak RSS MiB",
+            d.rss_mib,
+            "connector (JVM)",
+            c.rss_mib,
+            Target::AtMost(0.1),
+        );
+    }
+    daemon
+}
+
+/// The source with 1, 10 and 100 collections, each against the driver draining as many
+/// streams. `source_one` is the run of the source scenario, measured again when missing.
+async fn scale_source(bench: &Bench, report: &mut Report, source_one: Option<Run>) {
+    let one = match source_one {
+        Some(run) => Some(run),
+        None => {
+            report
+                .step(
+                    "scale: daemon, 1 collection",
+                    bench.source(Mover::Daemon, 1),
+                )
+                .await
+        }
+    };
+    for k in [10usize, 100] {
+        let b = report
+            .step(
+                &format!("scale: drain {k} change streams"),
+                bench.source_drain(k, bench.n),
+            )
+            .await;
+        let d = report
+            .step(
+                &format!("scale: daemon, {k} collections"),
+                bench.source(Mover::Daemon, k),
+            )
+            .await;
+        report.note(&format!("source_drain_{k}"), &b);
+        report.note(&format!("source_daemon_{k}"), &d);
+        let (Some(one), Some(d)) = (&one, d) else {
+            continue;
+        };
+        let s = format!("source x{k}");
+        report.push(
+            &s,
+            "events/s",
+            d.rate,
+            "source x1",
+            one.rate,
+            Target::AtLeast(0.8),
+        );
+        if let Some(b) = b {
+            report.push(
+                &s,
+                "events/s",
+                d.rate,
+                &format!("drain x{k}"),
+                b.rate,
+                Target::AtLeast(0.8),
+            );
+        }
+        report.push(
+            &s,
+            "p99 latency ms",
+            d.p99_ms,
+            "source x1",
+            one.p99_ms,
+            Target::None,
+        );
+        report.push(
+            &s,
+            "peak RSS MiB",
+            d.rss_mib,
+            "64 MiB target",
+            64.0,
+            Target::None,
+        );
+        let per_reader = (d.rss_mib - one.rss_mib) / (k as f64 - 1.0);
+        report.push(
+            &s,
+            "RSS MiB per extra reader",
+            per_reader,
+            "1 MiB target",
+            1.0,
+            Target::AtMost(1.0),
+        );
+    }
+    // The alternative for many collections: one database-level stream (`collection_regex`).
+    let d = report
+        .step(
+            "scale: daemon, 100 collections, one database stream",
+            bench.source(Mover::DaemonOneStream, 100),
+        )
+        .await;
+    report.note("source_daemon_100_one_stream", &d);
+    if let (Some(one), Some(d)) = (&one, d) {
+        let s = "source x100 db";
+        report.push(
+            s,
+            "events/s",
+            d.rate,
+            "source x1",
+            one.rate,
+            Target::AtLeast(0.8),
+        );
+        report.push(
+            s,
+            "p99 latency ms",
+            d.p99_ms,
+            "source x1",
+            one.p99_ms,
+            Target::None,
+        );
+        report.push(
+            s,
+            "peak RSS MiB",
+            d.rss_mib,
+            "64 MiB target",
+            64.0,
+            Target::None,
+        );
+    }
+}
+
+/// The sink with 1, 8 and 32 partitions. `sink_eight` is the run of the sink scenario,
+/// measured again when missing.
+async fn scale_sink(bench: &Bench, report: &mut Report, sink_eight: Option<Run>) {
+    let mut sinks = Vec::new();
+    for p in [1i32, 8, 32] {
+        let run = match (p, &sink_eight) {
+            (8, Some(run)) => Some(run.clone()),
+            _ => {
+                let Some(topic) = report
+                    .step(&format!("scale: preload {p} partitions"), bench.preload(p))
+                    .await
+                else {
+                    continue;
+                };
+                let run = report
+                    .step(
+                        &format!("scale: sink daemon, {p} partitions"),
+                        bench.sink(Mover::Daemon, &topic, p),
+                    )
+                    .await;
+                bench.delete_topics(&[topic]).await;
+                run
+            }
+        };
+        report.note(&format!("sink_daemon_{p}"), &run);
+        sinks.push((p, run));
+    }
+    let Some((_, Some(one))) = sinks.first().cloned() else {
+        return;
+    };
+    report.push(
+        "sink x1",
+        "peak RSS MiB",
+        one.rss_mib,
+        "64 MiB target",
+        64.0,
+        Target::AtMost(1.0),
+    );
+    for (p, run) in &sinks[1..] {
+        let Some(d) = run else { continue };
+        let s = format!("sink x{p}");
+        report.push(
+            &s,
+            "records/s",
+            d.rate,
+            "sink x1",
+            one.rate,
+            Target::AtLeast(0.8),
+        );
+        report.push(
+            &s,
+            "peak RSS MiB",
+            d.rss_mib,
+            "64 MiB target",
+            64.0,
+            Target::None,
+        );
+        let per_writer = (d.rss_mib - one.rss_mib) / (*p as f64 - 1.0);
+        report.push(
+            &s,
+            "RSS MiB per extra writer",
+            per_writer,
+            "1 MiB target",
+            1.0,
+            Target::AtMost(1.0),
+        );
+    }
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().collect();
     let (Some(binary), Some(results)) = (args.get(1), args.get(2)) else {
-        return Err("usage: bench_e2e <daemon binary> <results dir>".into());
+        return Err("usage: bench_e2e <daemon binary> <results dir> [<connect.sh>]".into());
     };
-    let n: i64 = std::env::var("BENCH_DOCS")
+    let n: usize = std::env::var("BENCH_DOCS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
-    let client = mongodb::Client::with_uri_str(MONGO).await?;
-    let mut rows = source(binary, n, &client).await?;
-    rows.extend(sink(binary, n, &client).await?);
-
-    println!("{n} documents of ~1 KB each\n");
-    println!(
-        "{:<8} {:<34} {:>12} {:>12} {:>7}",
-        "scenario", "metric", "daemon", "baseline", "ratio"
-    );
-    let mut json = Vec::new();
-    for r in &rows {
-        let ratio = if r.baseline > 0.0 {
-            r.daemon / r.baseline
-        } else {
-            0.0
-        };
-        println!(
-            "{:<8} {:<34} {:>12.1} {:>12.1} {:>7.2}",
-            r.scenario, r.metric, r.daemon, r.baseline, ratio
-        );
-        json.push(serde_json::json!({"scenario": r.scenario, "metric": r.metric, "daemon": r.daemon, "baseline": r.baseline, "ratio": ratio, "documents": n}));
+        .unwrap_or(5_000);
+    let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "source,sink,scale".into());
+    let parts: Vec<&str> = only
+        .split(',')
+        .map(str::trim)
+        .flat_map(|p| match p {
+            "scale" => vec!["scale-source", "scale-sink"],
+            other => vec![other],
+        })
+        .filter(|p| {
+            !p.starts_with("scale") || std::env::var("BENCH_SCALE").map_or(true, |v| v != "0")
+        })
+        .collect();
+    if let Some(unknown) = parts
+        .iter()
+        .find(|p| !["source", "sink", "scale-source", "scale-sink"].contains(p))
+    {
+        return Err(format!(
+            "BENCH_ONLY: unknown part {unknown} (source, sink, scale, scale-source, scale-sink)"
+        )
+        .into());
     }
+    // No defaults: the benchmark writes hundreds of MB into the servers (the stand-in keeps
+    // every write in its oplog), so it must never fall back on someone else's services.
+    // scripts/bench.sh sets both from KAFKA_PORT and MONGO_PORT.
+    let (Ok(kafka), Ok(mongo)) = (
+        std::env::var("KAFKA_BOOTSTRAP"),
+        std::env::var("MONGODB_URI"),
+    ) else {
+        return Err("set KAFKA_BOOTSTRAP and MONGODB_URI (scripts/bench.sh does)".into());
+    };
+    let clock_ticks = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
+    let connect_port = match std::env::var("CONNECT_PORT") {
+        Ok(port) => port.parse()?,
+        Err(_) => free_port()?,
+    };
     std::fs::create_dir_all(results)?;
-    let path = format!("{results}/{}.json", unique("bench"));
+    let bench = Bench {
+        client: mongodb::Client::with_uri_str(&mongo).await?,
+        admin: ClientConfig::new()
+            .set("bootstrap.servers", &kafka)
+            .create()?,
+        kafka,
+        mongo,
+        binary: PathBuf::from(binary),
+        connect: args.get(3).map(PathBuf::from),
+        connect_port,
+        n,
+        clock_ticks,
+        perf: std::env::var("BENCH_PERF").is_ok_and(|v| v == "1"),
+        results: PathBuf::from(results),
+    };
+    let mut report = Report::default();
+
+    // The stand-in is a JVM too: warm it up before the first measurement.
+    report
+        .step(
+            "warm-up of the MongoDB stand-in",
+            bench.source_drain(1, bench.warmup()),
+        )
+        .await;
+    let source_one = if parts.contains(&"source") {
+        source_scenario(&bench, &mut report).await
+    } else {
+        None
+    };
+    let sink_eight = if parts.contains(&"sink") {
+        sink_scenario(&bench, &mut report).await
+    } else {
+        None
+    };
+    if parts.contains(&"scale-source") {
+        scale_source(&bench, &mut report, source_one).await;
+    }
+    if parts.contains(&"scale-sink") {
+        scale_sink(&bench, &mut report, sink_eight).await;
+    }
+
+    print_table(n, &report.rows);
+    let json = serde_json::json!({
+        "documents": n,
+        "document_bson_bytes": common::bson_size(&common::document(0, now_ms())),
+        "batch": BATCH,
+        "peer": if bench.connect.is_some() { "MongoDB Kafka Connector on Kafka Connect standalone" } else { "none" },
+        "rows": report.rows.iter().map(|r| serde_json::json!({
+            "scenario": r.scenario, "metric": r.metric, "daemon": r.daemon,
+            "reference": r.reference, "value": r.value, "ratio": r.ratio(),
+            "target": r.target_text(), "met": r.verdict(),
+        })).collect::<Vec<_>>(),
+        "runs": report.runs,
+        "failures": report.failures,
+    });
+    let path = Path::new(results).join(format!("{}.json", unique("bench")));
     std::fs::File::create(&path)?.write_all(serde_json::to_string_pretty(&json)?.as_bytes())?;
-    println!("\nresults: {path}");
+    println!("\nresults: {}", path.display());
+    if !report.failures.is_empty() {
+        println!("\nfailed parts:");
+        for failure in &report.failures {
+            println!("  {failure}");
+        }
+        return Err(format!("{} part(s) of the benchmark failed", report.failures.len()).into());
+    }
     Ok(())
+}
+
+fn print_table(n: usize, rows: &[Row]) {
+    println!(
+        "\n{n} documents of {} bytes (BSON) each; batches of {BATCH}\n",
+        common::bson_size(&common::document(0, now_ms()))
+    );
+    println!(
+        "| {:<14} | {:<24} | {:>9} | {:<20} | {:>9} | {:>6} | {:<6} | {:<3} |",
+        "scenario", "metric", "daemon", "vs", "value", "ratio", "target", "met"
+    );
+    println!(
+        "|{:-<16}|{:-<26}|{:->11}|{:-<22}|{:->11}|{:->8}|{:-<8}|{:-<5}|",
+        "", "", "", "", "", "", "", ""
+    );
+    for r in rows {
+        println!(
+            "| {:<14} | {:<24} | {:>9.1} | {:<20} | {:>9.1} | {:>6.2} | {:<6} | {:<3} |",
+            r.scenario,
+            r.metric,
+            r.daemon,
+            r.reference,
+            r.value,
+            r.ratio(),
+            r.target_text(),
+            r.verdict()
+        );
+    }
 }

@@ -1,14 +1,66 @@
 #!/usr/bin/env bash
-# End-to-end benchmark of the daemon against raw baselines measured in the same run, on the
-# local services (test-services/services.sh up first). Prints a table of ratios and writes
-# JSON to bench-results/ (git-ignored). BENCH_DOCS sets the document count (default 20000).
+# End-to-end benchmark of the daemon against raw baselines (the same crates doing only the I/O)
+# and against the MongoDB Kafka Connector on Kafka Connect, all in one run on the local services
+# (test-services/services.sh up first, with the same KAFKA_PORT/MONGO_PORT as for this script).
+# Prints one table of ratios and writes JSON to bench-results/ (git-ignored). Scenarios, how they
+# are measured and the knobs for investigating: the header of examples/bench_e2e.rs.
+#
+# The MongoDB stand-in keeps every write in its oplog (~4.5 KB of heap per document): a run
+# writes about 14 x BENCH_DOCS documents, ~320 MB at the default 5000. Start from a fresh
+# stand-in (services.sh down mongo; services.sh up mongo) or give it MONGO_HEAP=2g or more, and
+# never point this at services others use.
+#
+# Environment:
+#   BENCH_DOCS=N        documents per scenario (default 5000)
+#   BENCH_PEER=0        skip the MongoDB Kafka Connector (it needs Java and Maven Central once)
+#   BENCH_SCALE=0       skip the scale scenarios (10/100 collections, 1/32 partitions)
+#   BENCH_ONLY=...      only these parts: source, sink, scale, scale-source, scale-sink
+#   BENCH_CRITERION=1   also run the in-process criterion benches (`cargo bench`) and summarise
+#   KAFKA_BOOTSTRAP, MONGODB_URI   default: 127.0.0.1 on KAFKA_PORT (9092) and MONGO_PORT (27017)
+#   CONNECT_PORT        the Connect worker's REST port (default: a free one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+export KAFKA_BOOTSTRAP="${KAFKA_BOOTSTRAP:-127.0.0.1:${KAFKA_PORT:-9092}}"
+export MONGODB_URI="${MONGODB_URI:-mongodb://127.0.0.1:${MONGO_PORT:-27017}}"
+
 if ! test-services/services.sh status >/dev/null 2>&1; then
     echo "the local services are not running: test-services/services.sh up" >&2
+    echo "(with the same KAFKA_PORT, KAFKA_CONTROLLER_PORT and MONGO_PORT as this script)" >&2
     exit 1
 fi
+started=$SECONDS
 cargo build --release --bin mongo-kafka-bridge --example bench_e2e
-echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB RAM"
-target/release/examples/bench_e2e target/release/mongo-kafka-bridge bench-results
+echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB RAM; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (modified)')"
+peer=()
+if [ "${BENCH_PEER:-1}" != 0 ]; then peer=(test-services/connect.sh); fi
+status=0
+target/release/examples/bench_e2e target/release/mongo-kafka-bridge bench-results "${peer[@]}" || status=$?
+
+if [ "${BENCH_CRITERION:-0}" = 1 ]; then
+    cargo bench --bench conversion --bench mailbox -- --noplot
+    echo
+    echo "criterion (one thread, so per core); the conversion target is >= 200000 events/s:"
+    # Each group measured a batch of N elements per iteration: elements/s = N / mean time.
+    for estimates in target/criterion/*/*/new/estimates.json; do
+        dir="$(dirname "$(dirname "$estimates")")"
+        bench="$(basename "$(dirname "$dir")")/$(basename "$dir")"
+        # The slope (time per iteration from the linear fit) where criterion has one, else the
+        # mean: the figure criterion prints.
+        mean_ns="$(grep -o '"slope":{[^}]*}[^}]*}' "$estimates" | grep -o '"point_estimate":[0-9.e+-]*' | cut -d: -f2)"
+        if [ -z "$mean_ns" ]; then
+            mean_ns="$(grep -o '"mean":{[^}]*}[^}]*}' "$estimates" | grep -o '"point_estimate":[0-9.e+-]*' | cut -d: -f2)"
+        fi
+        elements="$(grep -o '"Elements":[0-9]*' "$dir/new/benchmark.json" | cut -d: -f2)"
+        if [ -n "$mean_ns" ] && [ -n "$elements" ]; then
+            awk -v b="$bench" -v ns="$mean_ns" -v n="$elements" \
+                'BEGIN { printf "  %-40s %12.0f /s\n", b, n * 1e9 / ns }'
+        fi
+    done
+else
+    echo
+    echo "in-process benches (conversion per core, mailbox hand-off): cargo bench, or BENCH_CRITERION=1 $0"
+fi
+echo "bench.sh took $((SECONDS - started)) s"
+exit "$status"

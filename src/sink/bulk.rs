@@ -219,12 +219,13 @@ fn statement(item: &Item) -> Result<RawDocumentBuf, RecordError> {
     Ok(statement)
 }
 
-/// Writes `items` (in their order) with `client`.
-pub async fn execute(client: &mongodb::Client, items: Vec<Item>) -> Result<Outcome, Transient> {
+/// Writes `items` (in their order) with `client`. Borrowed, so a caller retrying the batch
+/// keeps one copy of it.
+pub async fn execute(client: &mongodb::Client, items: &[Item]) -> Result<Outcome, Transient> {
     let mut outcome = Outcome::default();
     // Namespaces in order of first appearance; the order across collections is free.
     let mut namespaces: Vec<Namespace> = Vec::new();
-    for item in &items {
+    for item in items {
         if !namespaces.contains(&item.namespace) {
             namespaces.push(item.namespace.clone());
         }

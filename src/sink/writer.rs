@@ -355,7 +355,7 @@ async fn write_batch(
     }
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let outcome = loop {
-        match bulk::execute(&shared.mongo, items.clone()).await {
+        match bulk::execute(&shared.mongo, &items).await {
             Ok(outcome) => break outcome,
             Err(error) if backoff.failures() >= settings.max_retries => {
                 return Err((

@@ -1,0 +1,155 @@
+//! The conversion paths, per core, for ~1 KB documents (`benches/common`):
+//! - `source_format/<format>`: a change event → the key and value of a Kafka record, in each
+//!   output format (`src/source/format.rs`);
+//! - `sink_convert/<id_strategy>`: a Kafka record (relaxed JSON key and value) → a write
+//!   model, through decoding, the id strategy, post-processing and the default write model
+//!   (`src/sink/convert.rs`), for each id strategy; `sink_convert/cdc_mongodb` replays the
+//!   source's own change events instead.
+//!
+//! Criterion runs on one thread, so its `elem/s` is events per second per core; the target of
+//! issue 7 is ≥ 200,000. Run: `cargo bench --bench conversion`.
+
+mod common;
+
+use std::hint::black_box;
+
+use bson::{Bson, Document};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use mongo_kafka_bridge::config::{KeyMode, OutputFormat, SinkConfig};
+use mongo_kafka_bridge::sink::convert::{Converter, RawRecord};
+use mongo_kafka_bridge::source::format::{encode, Conversion};
+
+/// Events per measured batch: enough that the per-batch overhead of `iter_batched` vanishes.
+const BATCH: usize = 64;
+
+fn source_format(c: &mut Criterion) {
+    let events: Vec<Document> = (0..BATCH as i64).map(common::insert_event).collect();
+    let mut group = c.benchmark_group("source_format");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    for (name, format) in [
+        ("relaxed_json", OutputFormat::RelaxedJson),
+        ("canonical_json", OutputFormat::CanonicalJson),
+        ("simplified_json", OutputFormat::SimplifiedJson),
+        ("bson", OutputFormat::Bson),
+    ] {
+        let conversion = Conversion {
+            key: KeyMode::DocumentKey,
+            format,
+            full_document_only: false,
+            tombstone_on_delete: false,
+        };
+        // The reader hands the event over by value: the clone is set-up, not measured.
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || events.clone(),
+                |events| {
+                    for event in events {
+                        let _ = black_box(conversion.convert(event));
+                    }
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+/// The sink's configuration for `extra` (TOML keys of `[[sink]]`).
+fn converter(extra: &str) -> Converter {
+    let text = format!("name = \"bench\"\ntopics = [\"orders\"]\ndatabase = \"shop\"\n{extra}");
+    let config: SinkConfig =
+        toml::from_str(&text).unwrap_or_else(|e| panic!("bench sink config: {e}"));
+    Converter::new(config).unwrap_or_else(|e| panic!("bench converter: {e}"))
+}
+
+/// A Kafka record as the source publishes it with `publish_full_document_only` (key: the
+/// document key), or the whole change event with `event`.
+fn records(event: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
+    (0..BATCH as i64)
+        .map(|i| {
+            let key = encode(bson::doc! {"_id": i}, OutputFormat::RelaxedJson);
+            let value = if event {
+                common::insert_event(i)
+            } else {
+                common::document(i, 1_700_000_000_000)
+            };
+            let value = encode(value, OutputFormat::RelaxedJson);
+            match (key, value) {
+                (Ok(k), Ok(v)) => (k, v),
+                _ => panic!("encoding the bench records"),
+            }
+        })
+        .collect()
+}
+
+fn sink_convert(c: &mut Criterion) {
+    let documents = records(false);
+    let events = records(true);
+    let mut group = c.benchmark_group("sink_convert");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    let cases = [
+        ("object_id", "id_strategy = \"object_id\"", &documents),
+        ("kafka_meta", "id_strategy = \"kafka_meta\"", &documents),
+        ("full_key", "id_strategy = \"full_key\"", &documents),
+        (
+            "partial_key",
+            "id_strategy = \"partial_key\"\nid_fields = [\"_id\"]",
+            &documents,
+        ),
+        (
+            "partial_value",
+            "id_strategy = \"partial_value\"\nid_fields = [\"customer.name\", \"customer.tier\"]\nid_overwrite_existing = true",
+            &documents,
+        ),
+        ("provided_in_key", "id_strategy = \"provided_in_key\"", &documents),
+        ("provided_in_value", "id_strategy = \"provided_in_value\"", &documents),
+        ("uuid", "id_strategy = \"uuid\"\nid_overwrite_existing = true", &documents),
+        ("cdc_mongodb", "cdc_handler = \"mongodb\"", &events),
+    ];
+    for (name, extra, input) in cases {
+        let converter = converter(extra);
+        // Every record must become a write, or the figure would measure an error path.
+        for (i, (key, value)) in input.iter().enumerate() {
+            match converter.convert(raw(i, key, value)) {
+                Ok(Some(_)) => {}
+                other => panic!("{name}: record {i} did not convert to a write: {other:?}"),
+            }
+        }
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                for (i, (key, value)) in input.iter().enumerate() {
+                    let _ = black_box(converter.convert(raw(i, key, value)));
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+fn raw<'a>(i: usize, key: &'a [u8], value: &'a [u8]) -> RawRecord<'a> {
+    RawRecord {
+        topic: "orders",
+        partition: 0,
+        offset: i as i64,
+        timestamp: Some(1_700_000_000_000),
+        key: Some(key),
+        value: Some(value),
+    }
+}
+
+/// Prints the sizes the figures are for, once.
+fn sizes(_: &mut Criterion) {
+    let event = common::insert_event(1);
+    let document = match event.get("fullDocument") {
+        Some(Bson::Document(d)) => common::bson_size(d),
+        _ => 0,
+    };
+    let json = encode(event.clone(), OutputFormat::RelaxedJson).map_or(0, |v| v.len());
+    println!(
+        "document: {document} bytes of BSON; change event: {} bytes of BSON, {json} of relaxed JSON",
+        common::bson_size(&event)
+    );
+}
+
+criterion_group!(benches, sizes, source_format, sink_convert);
+criterion_main!(benches);
