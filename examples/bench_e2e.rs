@@ -14,6 +14,8 @@
 //!   upserting, batches of 500). Baselines: the driver alone writing the same documents in
 //!   batches of 500, as `insert` commands and as the `update` commands of upserting replaces
 //!   the daemon sends. Peer: the connector's sink (one task), reading the same topic.
+//! - copy: `copy_existing` of one collection of N documents with `copy_existing_parallelism`
+//!   1 and 4: documents/s from the daemon's start until every copy is readable in Kafka.
 //! - scale: the source with 1, 10 and 100 collections in one pipeline (one change stream
 //!   each; baseline: the driver draining as many streams), and with the 100 collections
 //!   through one database-level stream (`collection_regex`); the sink with 1, 8 and 32
@@ -24,7 +26,8 @@
 //! and peak RSS come from /proc of the daemon or the Connect worker.
 //!
 //! Environment: `KAFKA_BOOTSTRAP` and `MONGODB_URI` (required), `BENCH_DOCS`,
-//! `BENCH_ONLY` (comma-separated: `source`, `sink`, `scale`, `scale-source`, `scale-sink`),
+//! `BENCH_ONLY` (comma-separated: `source`, `sink`, `copy`, `scale`, `scale-source`,
+//! `scale-sink`),
 //! `BENCH_SCALE=0`, `CONNECT_PORT`; to investigate: `BENCH_PERF=1` (`perf record` each daemon
 //! run into the results folder), `BENCH_DAEMON_LOG=<folder>` (keep the daemons' logs),
 //! `BENCH_PIPELINE_CONFIG` (keys added to every `[[source]]`/`[[sink]]`),
@@ -462,6 +465,54 @@ async fn wait_for(
 }
 
 impl Bench {
+    /// Copies one collection of N documents with `parallelism` workers: documents/s from the
+    /// daemon's start until every copy is readable in Kafka.
+    async fn copy(&self, parallelism: usize) -> Result<Run, Error> {
+        let db_name = unique("benchcopy");
+        let db = self.client.database(&db_name);
+        let coll = db.collection::<Document>("c");
+        insert_spread(std::slice::from_ref(&coll), self.n, false).await?;
+        let topic = format!("{db_name}.c");
+        self.create_topics(std::slice::from_ref(&topic), 4).await?;
+        let consumer = self.consumer()?;
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..4 {
+            assignment.add_partition_offset(&topic, partition, Offset::Beginning)?;
+        }
+        consumer.assign(&assignment)?;
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let reader = spawn_reader(consumer, tally.clone());
+        let started = Instant::now();
+        let outcome = async {
+            let process = self.daemon(
+                &format!("copy-{parallelism}"),
+                &format!(
+                    "[[source]]\nname = \"{}\"\ndatabase = \"{db_name}\"\ncollection = \"c\"\nstartup_mode = \"copy_existing\"\ncopy_existing_parallelism = {parallelism}\nformat = \"canonical_json\"\n",
+                    unique("benchcopy")
+                ),
+            )?;
+            wait_for("copies in Kafka", self.n, async || {
+                tally
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .latencies
+                    .len()
+            })
+            .await?;
+            let elapsed = started.elapsed().as_secs_f64();
+            Ok::<_, Error>(Run {
+                rate: self.n as f64 / elapsed,
+                rss_mib: peak_rss_mib(process.pid()),
+                ..Run::default()
+            })
+        }
+        .await;
+        reader.abort();
+        self.delete_topics(std::slice::from_ref(&topic)).await;
+        let _ = db.drop().await;
+        outcome
+    }
+
     /// The source scenario with `k` collections, moved by `mover`.
     async fn source(&self, mover: Mover, k: usize) -> Result<Run, Error> {
         let db_name = unique("benchsrc");
@@ -1071,6 +1122,32 @@ async fn source_scenario(bench: &Bench, report: &mut Report) -> Option<Run> {
     daemon
 }
 
+/// `copy_existing` of one collection with 1 and with 4 workers.
+async fn copy_scenario(bench: &Bench, report: &mut Report) {
+    let one = report.step("copy: parallelism 1", bench.copy(1)).await;
+    let four = report.step("copy: parallelism 4", bench.copy(4)).await;
+    report.note("copy_parallelism_1", &one);
+    report.note("copy_parallelism_4", &four);
+    if let (Some(one), Some(four)) = (one, four) {
+        report.push(
+            "copy",
+            "documents/s, 4 workers",
+            four.rate,
+            "1 worker",
+            one.rate,
+            Target::None,
+        );
+        report.push(
+            "copy",
+            "peak RSS MiB, 4 workers",
+            four.rss_mib,
+            "64 MiB target",
+            64.0,
+            Target::AtMost(1.0),
+        );
+    }
+}
+
 /// The 8-partition sink: baselines, daemon, peer. Answers the daemon's run.
 async fn sink_scenario(bench: &Bench, report: &mut Report) -> Option<Run> {
     let baselines = report
@@ -1354,7 +1431,7 @@ async fn main() -> Result<(), Error> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5_000);
-    let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "source,sink,scale".into());
+    let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "source,sink,copy,scale".into());
     let parts: Vec<&str> = only
         .split(',')
         .map(str::trim)
@@ -1368,10 +1445,10 @@ async fn main() -> Result<(), Error> {
         .collect();
     if let Some(unknown) = parts
         .iter()
-        .find(|p| !["source", "sink", "scale-source", "scale-sink"].contains(p))
+        .find(|p| !["source", "sink", "copy", "scale-source", "scale-sink"].contains(p))
     {
         return Err(format!(
-            "BENCH_ONLY: unknown part {unknown} (source, sink, scale, scale-source, scale-sink)"
+            "BENCH_ONLY: unknown part {unknown} (source, sink, copy, scale, scale-source, scale-sink)"
         )
         .into());
     }
@@ -1429,6 +1506,9 @@ async fn main() -> Result<(), Error> {
     } else {
         None
     };
+    if parts.contains(&"copy") {
+        copy_scenario(&bench, &mut report).await;
+    }
     if parts.contains(&"scale-source") {
         scale_source(&bench, &mut report, source_one).await;
     }
