@@ -1092,9 +1092,18 @@ async fn source_scenario(bench: &Bench, report: &mut Report) -> Option<Run> {
             c.p99_ms,
             Target::None,
         );
+    }
+    push_footprint(report, s, "events", d, connector.as_ref());
+    daemon
+}
+
+/// CPU per 1000 `unit` against the connector, and peak RSS against the 64 MiB target and
+/// the connector's JVM.
+fn push_footprint(report: &mut Report, s: &str, unit: &str, d: &Run, connector: Option<&Run>) {
+    if let Some(c) = connector {
         report.push(
             s,
-            "CPU ms per 1k events",
+            &format!("CPU ms per 1k {unit}"),
             d.cpu_ms_per_1k,
             "connector",
             c.cpu_ms_per_1k,
@@ -1109,7 +1118,7 @@ async fn source_scenario(bench: &Bench, report: &mut Report) -> Option<Run> {
         64.0,
         Target::AtMost(1.0),
     );
-    if let Some(c) = &connector {
+    if let Some(c) = connector {
         report.push(
             s,
             "peak RSS MiB",
@@ -1119,7 +1128,6 @@ async fn source_scenario(bench: &Bench, report: &mut Report) -> Option<Run> {
             Target::AtMost(0.1),
         );
     }
-    daemon
 }
 
 /// `copy_existing` of one collection with 1 and with 4 workers.
@@ -1208,33 +1216,8 @@ async fn sink_scenario(bench: &Bench, report: &mut Report) -> Option<Run> {
             c.rate,
             Target::AtLeast(2.0),
         );
-        report.push(
-            s,
-            "CPU ms per 1k records",
-            d.cpu_ms_per_1k,
-            "connector",
-            c.cpu_ms_per_1k,
-            Target::None,
-        );
     }
-    report.push(
-        s,
-        "peak RSS MiB",
-        d.rss_mib,
-        "64 MiB target",
-        64.0,
-        Target::AtMost(1.0),
-    );
-    if let Some(c) = &connector {
-        report.push(
-            s,
-            "peak RSS MiB",
-            d.rss_mib,
-            "connector (JVM)",
-            c.rss_mib,
-            Target::AtMost(0.1),
-        );
-    }
+    push_footprint(report, s, "records", d, connector.as_ref());
     daemon
 }
 
