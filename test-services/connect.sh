@@ -32,6 +32,8 @@ pidfile="$run/connect.pid"
 main_class=org.apache.kafka.connect.cli.ConnectStandalone
 
 log() { echo "connect: $*" >&2; }
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 
 usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" >&2
@@ -154,16 +156,7 @@ down() {
     local pid
     pid="$(running_pid)"
     if [ -z "$pid" ]; then log "the worker is not running"; return; fi
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 60); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.5
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "the worker ignored SIGTERM for 30 s; killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-    fi
+    terminate_pid "$pid" "the worker"
     rm -f "$pidfile"
     log "worker stopped"
 }

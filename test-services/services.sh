@@ -50,6 +50,8 @@ MONGO_HEAP="${MONGO_HEAP:-1g}"
 MONGO_H2_FILE="${MONGO_H2_FILE:-}"
 
 log() { echo "services: $*" >&2; }
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 
 usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" >&2
@@ -317,16 +319,7 @@ stop() {
     pid="$(running_pid "$name")"
     if [ -z "$pid" ]; then log "$name is not running"; return; fi
     # Kafka shuts down cleanly on TERM (flushes, closes the log); KILL only if it hangs.
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 60); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.5
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "$name ignored SIGTERM for 30 s; killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-    fi
+    terminate_pid "$pid" "$name"
     rm -f "$run/$name.pid"
     log "$name stopped"
 }

@@ -413,8 +413,7 @@ fn assert_unready_naming(config: &str, host: &str) {
         common::http_get(port, "/health").map(|(code, _)| code),
         Some(200)
     );
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
+    daemon.terminate(WAIT);
 }
 
 #[test]

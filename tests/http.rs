@@ -42,13 +42,7 @@ fn only_get_and_head_are_answered_and_other_paths_are_not_found() {
             common::http_request(port, method, path).unwrap_or_else(|| panic!("{method} {path}"));
         assert_eq!(status, 404, "{method} {path}: {head}");
     }
-    daemon.signal("TERM");
-    assert_eq!(
-        daemon.wait(Duration::from_secs(30)).code(),
-        Some(0),
-        "log:\n{}",
-        daemon.log()
-    );
+    daemon.terminate(Duration::from_secs(30));
 }
 
 #[test]

@@ -138,8 +138,7 @@ async fn a_paused_mongodb_pauses_the_partitions_and_memory_stays_bounded() {
         coll.count_documents(doc! {}).await.unwrap_or(0),
         daemon.log()
     );
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
+    daemon.terminate(WAIT);
     let _ = coll.drop().await;
 }
 
@@ -218,7 +217,6 @@ async fn a_paused_kafka_stops_the_readers_and_memory_stays_bounded() {
         .filter_map(|r| r.key_json()["_id"].as_i64())
         .collect();
     assert_eq!(ids.len(), total as usize, "log:\n{}", daemon.log());
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
+    daemon.terminate(WAIT);
     let _ = client.database(&db).drop().await;
 }

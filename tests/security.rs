@@ -152,8 +152,7 @@ async fn source_and_sink_run_over_sasl_ssl_and_the_password_stays_secret() {
         .iter()
         .map(|(k, v)| format!("{k}={}\n", String::from_utf8_lossy(v)))
         .collect();
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
+    daemon.terminate(WAIT);
     let log = daemon.log();
     assert_no_secret(
         &[&password],
@@ -189,8 +188,7 @@ fn a_wrong_kafka_password_is_named_as_an_authentication_failure_without_the_pass
         daemon.log()
     );
     let metrics = common::wait_for_status(port, "/metrics", 200, Duration::from_secs(5));
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
+    daemon.terminate(WAIT);
     assert_no_secret(
         &[wrong],
         &[
@@ -235,8 +233,7 @@ fn the_mongodb_password_comes_from_the_environment_and_is_never_shown() {
     }
     assert!(reason.contains(&format!("MongoDB at {host}")), "{reason}");
     let metrics = common::wait_for_status(port, "/metrics", 200, Duration::from_secs(5));
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
+    daemon.terminate(WAIT);
     assert_no_secret(
         &[secret],
         &[

@@ -386,8 +386,7 @@ async fn a_second_daemon_joining_the_group_loses_and_duplicates_nothing() {
         both.contains("partitions revoked"),
         "no rebalance happened:\n{both}"
     );
-    second.signal("TERM");
-    assert_eq!(second.wait(WAIT).code(), Some(0), "log:\n{}", second.log());
+    second.terminate(WAIT);
     sink.stop(first).await;
 }
 
@@ -461,8 +460,7 @@ async fn a_source_and_a_cdc_sink_replicate_one_collection_into_another() {
         read(b.clone()).await,
         daemon.log()
     );
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
+    daemon.terminate(WAIT);
     let _ = client.database(&db).drop().await;
 }
 
@@ -603,8 +601,7 @@ async fn a_topic_regex_with_per_topic_overrides_and_namespaces_from_the_value() 
     })
     .await;
     assert!(arrived, "log:\n{}", daemon.log());
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
+    daemon.terminate(WAIT);
     let _ = client.database(&db).drop().await;
     let _ = client.database(&other_db).drop().await;
 }

@@ -170,8 +170,7 @@ async fn crud_events_arrive_in_order_keyed_by_document() {
     // Every change of one document lands in one partition, in order.
     assert!(records.iter().all(|r| r.partition == records[0].partition));
 
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
+    daemon.terminate(WAIT);
     drop_db(&db).await;
 }
 
@@ -414,8 +413,7 @@ async fn every_output_format_round_trips_every_bson_type() {
             }
         }
     }
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
+    daemon.terminate(WAIT);
     drop_db(&db).await;
 }
 
@@ -438,8 +436,7 @@ async fn publish_full_document_only_with_tombstones() {
     assert_eq!(records[0].json(), json!({"_id": 1, "name": "one"}));
     assert_eq!(records[1].key_json(), json!({"_id": 1}));
     assert!(records[1].value.is_none(), "a delete is a tombstone");
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0));
+    daemon.terminate(WAIT);
     drop_db(&db).await;
 }
 
@@ -504,13 +501,7 @@ async fn kill_and_resume(extra: &str, read_committed: bool) -> (BTreeMap<i64, us
     for id in key_ids(&records) {
         *counts.entry(id).or_insert(0) += 1;
     }
-    restarted.signal("TERM");
-    assert_eq!(
-        restarted.wait(WAIT).code(),
-        Some(0),
-        "log:\n{}",
-        restarted.log()
-    );
+    restarted.terminate(WAIT);
     drop_db(&db).await;
     (counts, restarted.log())
 }
@@ -566,8 +557,7 @@ async fn copy_existing_with_concurrent_writes_loses_nothing() {
         .filter(|r| r.json()["_id"]["copyingData"] == json!(true))
         .count();
     assert!(copied >= 501, "{copied} copied records");
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0));
+    daemon.terminate(WAIT);
     drop_db(&db).await;
 }
 
@@ -611,8 +601,7 @@ async fn an_event_too_large_for_kafka_is_dead_lettered_and_the_rest_flows() {
         metrics.contains("mkb_dead_letter_records_total{pipeline=\""),
         "{metrics}"
     );
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0));
+    daemon.terminate(WAIT);
     drop_db(&db).await;
 }
 
@@ -659,8 +648,7 @@ async fn idle_namespaces_publish_heartbeats() {
         json!({"pipeline": pipeline.name, "namespace": format!("{db}.quiet")})
     );
     assert!(beats[0].json()["time"].is_string());
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0));
+    daemon.terminate(WAIT);
     drop_db(&db).await;
 }
 
@@ -713,7 +701,6 @@ async fn database_and_deployment_watches_route_each_collection_to_its_topic() {
     )
     .await;
     assert!(none.is_empty(), "{none:?}");
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
+    daemon.terminate(WAIT);
     drop_db(&db).await;
 }

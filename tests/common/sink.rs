@@ -149,8 +149,7 @@ impl Sink {
 
     /// Stops the daemon with SIGTERM, asserts a clean exit, and drops the database.
     pub async fn stop(self, mut daemon: super::Daemon) {
-        daemon.signal("TERM");
-        assert_eq!(daemon.wait(WAIT).code(), Some(0), "log:\n{}", daemon.log());
+        daemon.terminate(WAIT);
         let _ = super::mongo_client().await.database(&self.db).drop().await;
     }
 }
