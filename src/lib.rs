@@ -10,6 +10,7 @@ pub mod clients;
 pub mod config;
 pub mod daemon;
 pub mod ops;
+pub mod pipeline;
 pub mod sink;
 pub mod source;
 pub mod supervisor;

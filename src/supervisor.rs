@@ -14,9 +14,10 @@ use futures_util::future::join_all;
 
 use crate::backoff::Backoff;
 use crate::clients::{kafka, mongo, ClientError};
-use crate::config::{pipeline_names, Config, ConfigDiff, KafkaConfig};
+use crate::config::{pipeline_names, Config, ConfigDiff};
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
+use crate::pipeline::{PipelineEnv, StopPipeline};
 use crate::sink::SinkSupervisor;
 use crate::source::SourceSupervisor;
 
@@ -25,20 +26,6 @@ const MAILBOX_CAPACITY: usize = crate::CONTROL_MAILBOX_CAPACITY;
 
 /// How often MongoDB and Kafka are probed once the daemon runs.
 const PROBE_INTERVAL: Duration = Duration::from_secs(3);
-
-/// What every pipeline supervisor gets from the root supervisor besides its configuration.
-pub struct PipelineEnv {
-    /// The MongoDB client.
-    pub mongo: mongodb::Client,
-    /// The Kafka settings its clients are built from.
-    pub kafka: Arc<KafkaConfig>,
-    /// The daemon's metrics.
-    pub metrics: Metrics,
-    /// The daemon's readiness, where the pipeline reports its problems.
-    pub readiness: Readiness,
-    /// How long draining may take when the pipeline stops.
-    pub shutdown_deadline: Duration,
-}
 
 /// A running pipeline's supervisor.
 enum Pipeline {
@@ -55,12 +42,6 @@ impl Pipeline {
         }
     }
 }
-
-/// Asks a pipeline supervisor to drain and stop (within the shutdown deadline); answers
-/// what it could not finish, if anything.
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "Option<String>")]
-pub struct StopPipeline;
 
 /// Asks the root supervisor to stop every pipeline, then itself; answers what the
 /// pipelines could not finish, one line each (empty when everything was written).

@@ -37,7 +37,7 @@ use crate::clients::kafka;
 use crate::config::{KafkaConfig, SinkConfig, Tolerance};
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
-use crate::supervisor::{PipelineEnv, StopPipeline};
+use crate::pipeline::{PipelineEnv, StopPipeline};
 
 /// How often the consumer reports its lag per partition.
 const CONSUMER_STATISTICS_INTERVAL: Duration = Duration::from_secs(5);

@@ -38,7 +38,7 @@ use crate::clients::{kafka, ClientError};
 use crate::config::{Delivery, KafkaConfig, LostResumePoint, SourceConfig, StartupMode};
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
-use crate::supervisor::{PipelineEnv, StopPipeline};
+use crate::pipeline::{PipelineEnv, StopPipeline};
 
 /// Why a source pipeline or one of its readers failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,32 @@
+//! What every pipeline is, seen from the supervisor above it: the surroundings it is started
+//! with and the message that stops it. Source and sink pipelines import this module, never
+//! the supervisor, so no import runs back up the tree.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::config::KafkaConfig;
+use crate::ops::health::Readiness;
+use crate::ops::metrics::Metrics;
+
+/// What every pipeline supervisor gets from the root supervisor besides its configuration.
+pub struct PipelineEnv {
+    /// The MongoDB client.
+    pub mongo: mongodb::Client,
+    /// The Kafka settings its clients are built from.
+    pub kafka: Arc<KafkaConfig>,
+    /// The daemon's metrics.
+    pub metrics: Metrics,
+    /// The daemon's readiness, where the pipeline reports its problems.
+    pub readiness: Readiness,
+    /// How long draining may take when the pipeline stops.
+    pub shutdown_deadline: Duration,
+}
+
+/// Asks a pipeline supervisor to drain and stop (within the shutdown deadline); answers
+/// what it could not finish, if anything.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Option<String>")]
+pub struct StopPipeline;
