@@ -8,6 +8,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The manifest declares the criterion benches: cargo reads them even to build the binary.
+COPY benches ./benches
 RUN cargo build --release --locked --bin mongo-kafka-bridge
 
 FROM debian:bookworm-slim

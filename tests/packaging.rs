@@ -1,6 +1,7 @@
 //! Packaging: the systemd unit is one systemd accepts (`systemd-analyze verify`, when the
-//! machine has it) and says what operators rely on; the Dockerfile keeps its promises
-//! (no Docker engine runs here, so it is checked as text).
+//! machine has it) and says what operators rely on; the Dockerfile keeps its promises. No
+//! Docker engine runs here: the Dockerfile's runtime stage is checked as text, and its build
+//! stage is replayed (the files it copies, laid out alone, and its cargo command run there).
 
 mod common;
 
@@ -116,4 +117,106 @@ fn the_dockerfile_builds_in_stages_and_runs_unprivileged_with_a_healthcheck() {
             ".dockerignore lacks {entry}"
         );
     }
+}
+
+/// The build stage of the Dockerfile, as this test replays it: what it copies (sources
+/// relative to the build context, destinations relative to its `WORKDIR`) and the cargo
+/// command it runs.
+struct BuildStage {
+    copies: Vec<(Vec<String>, String)>,
+    cargo: Vec<String>,
+}
+
+fn build_stage(dockerfile: &str) -> BuildStage {
+    let mut stage = BuildStage {
+        copies: Vec::new(),
+        cargo: Vec::new(),
+    };
+    let mut from = 0;
+    for line in dockerfile.lines().map(str::trim) {
+        if line.starts_with("FROM ") {
+            from += 1;
+            continue;
+        }
+        if from != 1 {
+            continue;
+        }
+        if let Some(args) = line.strip_prefix("COPY ") {
+            assert!(
+                !args.starts_with("--"),
+                "the build stage copies with flags the test does not replay: {line}"
+            );
+            let mut words: Vec<String> = args.split_whitespace().map(str::to_owned).collect();
+            let to = words.pop().expect("a COPY destination");
+            stage.copies.push((words, to));
+        } else if let Some(command) = line.strip_prefix("RUN cargo ") {
+            stage.cargo = command.split_whitespace().map(str::to_owned).collect();
+        }
+    }
+    assert!(
+        !stage.copies.is_empty() && !stage.cargo.is_empty(),
+        "the Dockerfile's first stage copies the sources and runs cargo"
+    );
+    stage
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read_dir") {
+            let entry = entry.expect("dir entry");
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        std::fs::copy(from, to)
+            .unwrap_or_else(|e| panic!("copying {} to {}: {e}", from.display(), to.display()));
+    }
+}
+
+/// The image's build stage builds: exactly the files its `COPY` lines bring in, laid out in an
+/// empty folder, pass its cargo command (as `cargo check`, keeping its other arguments, so
+/// `--locked` holds). It failed before `benches/` was copied: the manifest names benches there.
+#[test]
+fn the_dockerfile_build_stage_builds_from_exactly_what_it_copies() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let stage = build_stage(&read("Dockerfile"));
+    let context = tempfile::tempdir().expect("tempdir");
+    for (sources, to) in &stage.copies {
+        for source in sources {
+            let from = root.join(source);
+            assert!(from.exists(), "the Dockerfile copies {source}, which is missing");
+            let target = if to.ends_with('/') || sources.len() > 1 || to == "." {
+                context.path().join(to).join(
+                    Path::new(source)
+                        .file_name()
+                        .expect("a COPY source with a name"),
+                )
+            } else {
+                context.path().join(to)
+            };
+            copy_tree(&from, &target);
+        }
+    }
+    let args: Vec<&str> = stage
+        .cargo
+        .iter()
+        .map(String::as_str)
+        .filter(|a| *a != "--release")
+        .map(|a| if a == "build" { "check" } else { a })
+        .collect();
+    assert_eq!(args.first(), Some(&"check"), "cargo {:?}", stage.cargo);
+    // A target folder of its own (this test runs while `cargo test` holds the main one),
+    // kept between runs so only the first one checks every dependency.
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+        .args(&args)
+        .current_dir(context.path())
+        .env("CARGO_TARGET_DIR", root.join("target/dockerfile-check"))
+        .output()
+        .expect("running cargo");
+    assert!(
+        out.status.success(),
+        "cargo {} failed in the Dockerfile's build context:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
