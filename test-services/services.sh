@@ -8,7 +8,9 @@
 #   mongo-java-server with an oplog (change streams)        127.0.0.1:${MONGO_PORT:-27017}
 #     (MongoStandIn.java and the *.java beside it; see README.md for how its change events
 #     are made like MongoDB's and where they still differ)
-# Jars come from Maven Central once and are cached in .cache/ (git-ignored).
+# Jars come from Maven Central once and are cached in .cache/ (git-ignored). `up` first runs
+# setup.sh, which installs what a fresh machine lacks (Java, Maven, build tools; as root) and
+# fetches the Prometheus server of the dashboard test.
 #
 # Usage: services.sh up [kafka|mongo]      start what is not running yet, wait until it answers
 #        services.sh down [kafka|mongo] [--wipe]
@@ -109,13 +111,18 @@ rotate_log() {
 }
 
 # Waits until the check (a command and its arguments) succeeds; fails with the tail of the
-# service's log when the process dies or START_TIMEOUT passes.
+# service's log when the process dies or START_TIMEOUT passes. The process is watched by the
+# PID in its PID file with `kill -0`, not by its command line: right after `nohup ... &` the
+# child may not have become Java yet, and judging it by its command line then removed the PID
+# file of a stand-in that went on to start (`status` then called it "not ours").
 wait_until() {
-    local name="$1" started=$SECONDS; shift
+    local name="$1" started=$SECONDS pid; shift
+    pid="$(cat "$run/$name.pid" 2>/dev/null || true)"
     until "$@"; do
-        if [ -z "$(running_pid "$name")" ]; then
+        if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
             log "$name exited during start-up; the end of $logs/$name.log:"
             tail -n 40 "$logs/$name.log" >&2
+            rm -f "$run/$name.pid"
             return 1
         fi
         if [ $((SECONDS - started)) -ge "$START_TIMEOUT" ]; then
@@ -321,6 +328,11 @@ stop() {
     # Kafka shuts down cleanly on TERM (flushes, closes the log); KILL only if it hangs.
     terminate_pid "$pid" "$name"
     rm -f "$run/$name.pid"
+    # A start right after this must find the port free, not take the old listener for
+    # something else's.
+    local port="$MONGO_PORT" waited=0
+    if [ "$name" = kafka ]; then port="$KAFKA_PORT"; fi
+    while port_open "$port" && [ "$waited" -lt 100 ]; do sleep 0.1; waited=$((waited + 1)); done
     log "$name stopped"
 }
 
@@ -369,6 +381,8 @@ case "$command" in
 esac
 case "$command" in
     up)
+        # What a fresh machine lacks (Java, Maven, build tools, Prometheus), first.
+        "$here/setup.sh"
         services="$(which_services "${1:-all}")"
         for s in $services; do "up_$s"; done ;;
     down)

@@ -146,3 +146,73 @@ async fn mongodb_ping_names_the_unreachable_host() {
         "{err}"
     );
 }
+
+/// `test-services/services.sh ARGS` with `env`: its exit status and what it printed.
+fn services_sh(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("test-services/services.sh");
+    let out = std::process::Command::new(script)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("services.sh {args:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Starting the stand-in right after stopping it works every time, and `status` then knows it
+/// as ours. (It once said "mongo exited during start-up" while the stand-in had started: the
+/// PID file was checked before the new process had become Java, and was removed.) The test
+/// runs a stand-in of its own, on a free port with its own state folder.
+#[test]
+fn the_stand_in_starts_right_after_it_stopped_every_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("services");
+    // The jars and the compiled launcher of the shared state folder, when it has them, so the
+    // test does not resolve them again.
+    let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("test-services/.cache");
+    std::fs::create_dir_all(&cache).expect("state folder");
+    for reused in ["lib", "classes"] {
+        if shared.join(reused).exists() {
+            std::os::unix::fs::symlink(shared.join(reused), cache.join(reused)).expect("symlink");
+        }
+    }
+    let port = common::free_port().to_string();
+    let kafka_port = common::free_port().to_string();
+    let env = [
+        ("MONGO_PORT", port.as_str()),
+        ("KAFKA_PORT", kafka_port.as_str()),
+        ("TEST_SERVICES_CACHE", cache.to_str().expect("path")),
+        ("MONGO_HEAP", "256m"),
+    ];
+    struct Down<'a>(&'a [(&'a str, &'a str)]);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            services_sh(&["down", "mongo"], self.0);
+        }
+    }
+    let _down = Down(&env);
+    for round in 0..5 {
+        let (ok, out) = services_sh(&["up", "mongo"], &env);
+        assert!(ok, "round {round}: `up mongo` failed:\n{out}");
+        let (_, status) = services_sh(&["status"], &env);
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("mongo:"))
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            line.starts_with("mongo: running (pid "),
+            "round {round}: status after `up` says {line:?}:\n{status}"
+        );
+        let (ok, out) = services_sh(&["down", "mongo"], &env);
+        assert!(ok, "round {round}: `down mongo` failed:\n{out}");
+        assert!(
+            out.contains("mongo stopped"),
+            "round {round}: `down` found no stand-in of its own to stop:\n{out}"
+        );
+    }
+}
