@@ -14,14 +14,18 @@ use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// The Prometheus server binary: `PROMETHEUS` or Debian's.
+/// The Prometheus server binary, as `test-services/setup.sh` finds it (`PROMETHEUS`, Debian's
+/// package unpacked by `services.sh up`, or one on the PATH).
 fn prometheus_binary() -> PathBuf {
-    let path = std::env::var_os("PROMETHEUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/prometheus"));
+    let setup = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-services/setup.sh");
+    let out = Command::new(&setup)
+        .arg("prometheus")
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", setup.display()));
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     assert!(
-        path.exists(),
-        "no Prometheus server at {}: install Debian's `prometheus` package (.ci/run does) or set PROMETHEUS",
+        !path.as_os_str().is_empty() && path.exists(),
+        "no Prometheus server ({:?}): `test-services/services.sh up` fetches one, or set PROMETHEUS",
         path.display()
     );
     path
