@@ -2,7 +2,7 @@
 
 use rdkafka::admin::AdminClient;
 use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::consumer::{ConsumerContext, DefaultConsumerContext, StreamConsumer};
+use rdkafka::consumer::{ConsumerContext, StreamConsumer};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -81,6 +81,60 @@ fn error<'a>(
     }
 }
 
+/// How much an error event that librdkafka reports on its own (not as the answer to a call)
+/// deserves: `ERROR` only where an operator must act (credentials, TLS, a fatal client
+/// error, anything not known to pass); `WARN` for what the daemon rides out by retrying (a
+/// broker unreachable for a while, a subscribed topic that does not exist yet); `DEBUG` for
+/// what is information, such as the end of a partition reached while reading checkpoints.
+pub fn event_level(error: &KafkaError) -> tracing::Level {
+    use RDKafkaErrorCode as Code;
+    match error.rdkafka_error_code() {
+        Some(Code::PartitionEOF) => tracing::Level::DEBUG,
+        Some(
+            Code::UnknownTopicOrPartition
+            | Code::UnknownTopic
+            | Code::UnknownPartition
+            | Code::BrokerTransportFailure
+            | Code::AllBrokersDown
+            | Code::Resolve
+            | Code::MessageTimedOut
+            | Code::OperationTimedOut
+            | Code::RequestTimedOut
+            | Code::CoordinatorNotAvailable
+            | Code::NotCoordinator
+            | Code::CoordinatorLoadInProgress
+            | Code::LeaderNotAvailable
+            | Code::NotLeaderForPartition
+            | Code::NetworkException,
+        ) => tracing::Level::WARN,
+        _ => tracing::Level::ERROR,
+    }
+}
+
+/// Logs an error event of librdkafka at the level [`event_level`] gives it.
+pub fn log_event(error: &KafkaError, reason: &str) {
+    match event_level(error) {
+        tracing::Level::DEBUG => tracing::debug!(%error, reason, "librdkafka event"),
+        tracing::Level::WARN => {
+            tracing::warn!(%error, reason, "librdkafka reported a problem the daemon retries past")
+        }
+        _ => tracing::error!(%error, reason, "librdkafka reported an error"),
+    }
+}
+
+/// The context of the daemon's Kafka clients that need no other: librdkafka's error events
+/// logged at the level they deserve ([`log_event`]) instead of all at `ERROR`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LeveledEvents;
+
+impl ClientContext for LeveledEvents {
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_event(&error, reason);
+    }
+}
+
+impl ConsumerContext for LeveledEvents {}
+
 /// A producer that waits for every in-sync replica (`acks=all`) and never reorders or
 /// duplicates on retry (`enable.idempotence`), unless the user's properties say otherwise.
 pub fn producer(kafka: &KafkaConfig) -> Result<FutureProducer, ClientError> {
@@ -115,8 +169,11 @@ pub fn transactional_producer(
 
 /// A consumer in `group_id` that never commits or stores offsets by itself: the caller
 /// stores an offset only once the record's effect is durable.
-pub fn consumer(kafka: &KafkaConfig, group_id: &str) -> Result<StreamConsumer, ClientError> {
-    consumer_with_context(kafka, group_id, DefaultConsumerContext, None)
+pub fn consumer(
+    kafka: &KafkaConfig,
+    group_id: &str,
+) -> Result<StreamConsumer<LeveledEvents>, ClientError> {
+    consumer_with_context(kafka, group_id, LeveledEvents, None)
 }
 
 /// [`consumer`] with `context` receiving rebalance and commit callbacks, and librdkafka's
@@ -268,6 +325,53 @@ pub async fn enqueue_waiting(
                 tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
             }
             Err((error, _)) => return Err(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn global(code: RDKafkaErrorCode) -> KafkaError {
+        KafkaError::Global(code)
+    }
+
+    #[test]
+    fn the_end_of_a_partition_is_information() {
+        assert_eq!(
+            event_level(&global(RDKafkaErrorCode::PartitionEOF)),
+            tracing::Level::DEBUG
+        );
+    }
+
+    #[test]
+    fn what_the_daemon_retries_past_is_a_warning() {
+        for code in [
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::Resolve,
+            RDKafkaErrorCode::CoordinatorNotAvailable,
+        ] {
+            assert_eq!(event_level(&global(code)), tracing::Level::WARN, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn what_an_operator_must_fix_is_an_error() {
+        for code in [
+            RDKafkaErrorCode::Authentication,
+            RDKafkaErrorCode::SaslAuthenticationFailed,
+            RDKafkaErrorCode::SSL,
+            RDKafkaErrorCode::Fatal,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+        ] {
+            assert_eq!(
+                event_level(&global(code)),
+                tracing::Level::ERROR,
+                "{code:?}"
+            );
         }
     }
 }

@@ -127,6 +127,10 @@ pub fn close_writers(
 }
 
 impl ClientContext for RebalanceContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::clients::kafka::log_event(&error, reason);
+    }
+
     fn stats(&self, statistics: Statistics) {
         for (topic, stats) in &statistics.topics {
             for (partition, p) in &stats.partitions {

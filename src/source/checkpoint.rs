@@ -168,29 +168,30 @@ pub async fn load(
     topic: &str,
     pipeline: &str,
 ) -> Result<HashMap<String, Checkpoint>, CheckpointError> {
-    let consumer: BaseConsumer = kafka::client_config(kafka_config, kafka::Role::Consumer)
-        // A group of its own: readers of several pipelines load at once, and nothing is
-        // committed, so the group leaves nothing behind.
-        .set(
-            "group.id",
-            format!(
-                "mongo-kafka-bridge-checkpoint-reader-{pipeline}-{}",
-                bson::oid::ObjectId::new().to_hex()
-            ),
-        )
-        .set("enable.auto.commit", "false")
-        // The end of a partition is where its reading stops; offsets cannot tell it, since
-        // transaction markers take offsets no record has.
-        .set("enable.partition.eof", "true")
-        // Exactly-once pipelines write checkpoints in transactions: an aborted one is no
-        // checkpoint.
-        .set("isolation.level", "read_committed")
-        .create()
-        .map_err(|source| CheckpointError::Kafka {
-            topic: topic.to_owned(),
-            what: "creating a reader",
-            source,
-        })?;
+    let consumer: BaseConsumer<kafka::LeveledEvents> =
+        kafka::client_config(kafka_config, kafka::Role::Consumer)
+            // A group of its own: readers of several pipelines load at once, and nothing is
+            // committed, so the group leaves nothing behind.
+            .set(
+                "group.id",
+                format!(
+                    "mongo-kafka-bridge-checkpoint-reader-{pipeline}-{}",
+                    bson::oid::ObjectId::new().to_hex()
+                ),
+            )
+            .set("enable.auto.commit", "false")
+            // The end of a partition is where its reading stops; offsets cannot tell it, since
+            // transaction markers take offsets no record has.
+            .set("enable.partition.eof", "true")
+            // Exactly-once pipelines write checkpoints in transactions: an aborted one is no
+            // checkpoint.
+            .set("isolation.level", "read_committed")
+            .create_with_context(kafka::LeveledEvents)
+            .map_err(|source| CheckpointError::Kafka {
+                topic: topic.to_owned(),
+                what: "creating a reader",
+                source,
+            })?;
     let timeout = kafka_config.request_timeout;
     let topic_owned = topic.to_owned();
     let pipeline = pipeline.to_owned();
@@ -208,7 +209,7 @@ pub async fn load(
 }
 
 fn read_all(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<kafka::LeveledEvents>,
     topic: &str,
     pipeline: &str,
     timeout: Duration,
