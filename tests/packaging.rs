@@ -184,7 +184,10 @@ fn the_dockerfile_build_stage_builds_from_exactly_what_it_copies() {
     for (sources, to) in &stage.copies {
         for source in sources {
             let from = root.join(source);
-            assert!(from.exists(), "the Dockerfile copies {source}, which is missing");
+            assert!(
+                from.exists(),
+                "the Dockerfile copies {source}, which is missing"
+            );
             let target = if to.ends_with('/') || sources.len() > 1 || to == "." {
                 context.path().join(to).join(
                     Path::new(source)

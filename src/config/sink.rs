@@ -72,9 +72,15 @@ pub struct SinkConfig {
     /// How the `_id` of written documents is chosen.
     #[serde(default)]
     pub id_strategy: IdStrategy,
-    /// With `partial_key`/`partial_value`: the dotted paths of the fields forming the `_id`.
+    /// With `partial_key`/`partial_value`: the dotted paths of the fields forming the `_id`
+    /// (`allow`), or left out of it (`block`), per `id_fields_projection`.
     #[serde(default)]
     pub id_fields: Vec<String>,
+    /// With `partial_key`/`partial_value`: whether `id_fields` lists what the `_id` keeps
+    /// (`allow`, the default) or what it leaves out of the key or value (`block`); the
+    /// connector's `document.id.strategy.partial.*.projection.type`.
+    #[serde(default)]
+    pub id_fields_projection: IdProjection,
     /// Replace an `_id` the value already holds (the MongoDB Kafka Connector's
     /// `document.id.strategy.overwrite.existing`). Off: an existing `_id` is kept.
     #[serde(default)]
@@ -108,13 +114,21 @@ pub struct SinkConfig {
     /// How a record becomes a write.
     #[serde(default)]
     pub write_model: WriteModelKind,
-    /// With `write_model = "replace_business_key"`: the dotted value paths that identify a
-    /// document.
+    /// With the business key write models (`replace_business_key`,
+    /// `update_business_key_timestamps`, `delete_business_key`) and `delete_write_model =
+    /// "delete_tombstone_business_key"`: the dotted paths that identify a document.
     #[serde(default)]
     pub business_key_fields: Vec<String>,
-    /// A record with a null value (tombstone) deletes the document its key identifies.
+    /// A record with a null value (tombstone) deletes a document, as `delete_write_model`
+    /// says which.
     #[serde(default)]
     pub delete_on_null_values: bool,
+    /// With `delete_on_null_values`: how a tombstone deletes (the connector's
+    /// `delete.writemodel.strategy`): `delete_one`, the document with the key's `_id`, or
+    /// `delete_tombstone_business_key`, the document whose `business_key_fields` equal the
+    /// key's.
+    #[serde(default)]
+    pub delete_write_model: DeleteWriteModel,
     /// Replay change events: `none`, `mongodb` (our source's and the MongoDB Kafka
     /// Connector's events), `debezium_mongodb`, `debezium_rdbms` (MySQL, PostgreSQL).
     #[serde(default)]
@@ -182,6 +196,34 @@ pub enum IdStrategy {
     ProvidedInValue,
     /// A new random UUID.
     Uuid,
+    /// The key's `_id`, a UUID (text, with or without dashes, or binary subtype 4), stored
+    /// as binary subtype 4.
+    UuidProvidedInKey,
+    /// The value's `_id`, a UUID (text, with or without dashes, or binary subtype 4), stored
+    /// as binary subtype 4.
+    UuidProvidedInValue,
+}
+
+/// `id_fields_projection`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdProjection {
+    /// The `_id` holds only the `id_fields`.
+    #[default]
+    Allow,
+    /// The `_id` holds everything but the `id_fields` (and any `_id` already there).
+    Block,
+}
+
+/// `delete_write_model`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeleteWriteModel {
+    /// Delete the document with the key's `_id` (or the whole key).
+    #[default]
+    DeleteOne,
+    /// Delete the document whose `business_key_fields` equal the key's.
+    DeleteTombstoneBusinessKey,
 }
 
 /// `uuid_representation`.
@@ -214,13 +256,33 @@ pub enum WriteModelKind {
     ReplaceOne,
     /// Replace the document matching `business_key_fields`, inserting it when missing.
     ReplaceBusinessKey,
+    /// `$set` the value's fields on the document with the same `_id` (upsert); the
+    /// connector's `UpdateOneDefaultStrategy`.
+    UpdateOne,
     /// `$set` the value's fields on the document with the same `_id` (upsert), keeping
     /// `_insertedTS` from the first write and setting `_modifiedTS` on each.
     UpdateOneTimestamps,
+    /// `$set` the value's fields on the document matching `business_key_fields` (upsert),
+    /// with `_insertedTS` and `_modifiedTS` as `update_one_timestamps`; the connector's
+    /// `UpdateOneBusinessKeyTimestampStrategy`.
+    UpdateBusinessKeyTimestamps,
     /// Insert; an existing `_id` is a write error.
     InsertOne,
     /// Delete the document with the key's `_id`.
     DeleteOne,
+    /// Delete the document matching the value's `business_key_fields`; the connector's
+    /// `DeleteOneBusinessKeyStrategy`.
+    DeleteBusinessKey,
+}
+
+impl WriteModelKind {
+    /// Whether the model finds its document by `business_key_fields`.
+    pub fn uses_business_key(self) -> bool {
+        matches!(
+            self,
+            Self::ReplaceBusinessKey | Self::UpdateBusinessKeyTimestamps | Self::DeleteBusinessKey
+        )
+    }
 }
 
 /// `cdc_handler`.
@@ -397,6 +459,12 @@ impl SinkConfig {
                 "is read only with `id_strategy` `partial_key` or `partial_value`",
             ));
         }
+        if !partial && self.id_fields_projection != IdProjection::default() {
+            out.push(Violation::new(
+                format!("{key}.id_fields_projection"),
+                "is read only with `id_strategy` `partial_key` or `partial_value`",
+            ));
+        }
         let lists = [
             ("id_fields", &self.id_fields),
             ("key_allow_fields", &self.key_allow_fields),
@@ -438,17 +506,28 @@ impl SinkConfig {
                 ));
             }
         }
-        let business = self.write_model == WriteModelKind::ReplaceBusinessKey;
+        let tombstone_business_key =
+            self.delete_write_model == DeleteWriteModel::DeleteTombstoneBusinessKey;
+        let business = self.write_model.uses_business_key() || tombstone_business_key;
+        const BUSINESS_KEY_USERS: &str = "`write_model` `replace_business_key`, \
+             `update_business_key_timestamps` or `delete_business_key`, or `delete_write_model = \
+             \"delete_tombstone_business_key\"`";
         if business && self.business_key_fields.is_empty() {
             out.push(Violation::new(
                 format!("{key}.business_key_fields"),
-                "must list at least one field with `write_model = \"replace_business_key\"`",
+                format!("must list at least one field with {BUSINESS_KEY_USERS}"),
             ));
         }
         if !business && !self.business_key_fields.is_empty() {
             out.push(Violation::new(
                 format!("{key}.business_key_fields"),
-                "is read only with `write_model = \"replace_business_key\"`",
+                format!("is read only with {BUSINESS_KEY_USERS}"),
+            ));
+        }
+        if self.delete_write_model != DeleteWriteModel::default() && !self.delete_on_null_values {
+            out.push(Violation::new(
+                format!("{key}.delete_write_model"),
+                "is read only with `delete_on_null_values = true` (it says how a tombstone deletes)",
             ));
         }
         at_least_one(&format!("{key}.max_batch_size"), self.max_batch_size, out);
@@ -580,6 +659,30 @@ mod tests {
             ),
             ("topics_regex = \"(\"", "sink[0].topics_regex"),
             ("collection = \"a$b\"", "sink[0].collection"),
+            (
+                "id_fields_projection = \"block\"",
+                "sink[0].id_fields_projection",
+            ),
+            (
+                "write_model = \"update_business_key_timestamps\"",
+                "sink[0].business_key_fields",
+            ),
+            (
+                "write_model = \"delete_business_key\"",
+                "sink[0].business_key_fields",
+            ),
+            (
+                "delete_on_null_values = true\ndelete_write_model = \"delete_tombstone_business_key\"",
+                "sink[0].business_key_fields",
+            ),
+            (
+                "delete_write_model = \"delete_tombstone_business_key\"\nbusiness_key_fields = [\"a\"]",
+                "sink[0].delete_write_model",
+            ),
+            (
+                "write_model = \"update_one\"\nbusiness_key_fields = [\"a\"]",
+                "sink[0].business_key_fields",
+            ),
         ];
         for (extra, key) in cases {
             let v = violations(extra);

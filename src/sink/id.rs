@@ -1,17 +1,20 @@
 //! Document id strategies: how the `_id` of a written document is chosen (the MongoDB Kafka
 //! Connector's `document.id.strategy`). A value that already has an `_id` keeps it unless
-//! `id_overwrite_existing` is set; `provided_in_key` always takes the key's.
+//! `id_overwrite_existing` is set; `provided_in_key` and `uuid_provided_in_key` always take
+//! the key's. The `uuid_provided_*` strategies read a UUID (hyphenated or 32 hex digits, or
+//! binary subtype 4) and store it as binary subtype 4, as the connector does.
 
 use bson::{oid::ObjectId, spec::BinarySubtype, Binary, Bson, Document};
 
 use super::model::{RecordError, SinkRecord, Stage};
-use super::process::{allow_paths, get_path};
-use crate::config::{IdStrategy, SinkConfig, UuidRepresentation};
+use super::process::{allow_paths, block_paths, get_path};
+use crate::config::{IdProjection, IdStrategy, SinkConfig, UuidRepresentation};
 
 /// Sets `_id` on values, per the topic's strategy.
 pub struct IdAssigner {
     strategy: IdStrategy,
     fields: Vec<String>,
+    projection: IdProjection,
     overwrite: bool,
     uuid: UuidRepresentation,
 }
@@ -26,6 +29,7 @@ impl IdAssigner {
         Self {
             strategy: config.id_strategy,
             fields: config.id_fields.clone(),
+            projection: config.id_fields_projection,
             overwrite: config.id_overwrite_existing,
             uuid: config.uuid_representation,
         }
@@ -51,6 +55,22 @@ impl IdAssigner {
                 }
                 None => return Err(error("the record has no key (id_strategy = \"provided_in_key\")")),
             },
+            IdStrategy::UuidProvidedInKey => match &record.key {
+                Some(Bson::Document(key)) => uuid_id(key.get("_id"), "key", "uuid_provided_in_key")?,
+                Some(other) => {
+                    return Err(error(format!(
+                        "the key is {other}, not a document with `_id` (id_strategy = \"uuid_provided_in_key\")"
+                    )))
+                }
+                None => {
+                    return Err(error(
+                        "the record has no key (id_strategy = \"uuid_provided_in_key\")",
+                    ))
+                }
+            },
+            IdStrategy::UuidProvidedInValue => {
+                uuid_id(value.get("_id"), "value", "uuid_provided_in_value")?
+            }
             _ if value.contains_key("_id") && !self.overwrite => return Ok(()),
             IdStrategy::ObjectId => Bson::ObjectId(ObjectId::new()),
             IdStrategy::KafkaMeta => Bson::String(format!(
@@ -86,12 +106,69 @@ impl IdAssigner {
     }
 
     fn partial(&self, doc: &Document, side: &str) -> Result<Bson, RecordError> {
-        if let Some(missing) = self.fields.iter().find(|f| get_path(doc, f).is_none()) {
-            return Err(error(format!(
-                "the {side} has no field `{missing}` (id_fields)"
-            )));
+        match self.projection {
+            IdProjection::Allow => {
+                if let Some(missing) = self.fields.iter().find(|f| get_path(doc, f).is_none()) {
+                    return Err(error(format!(
+                        "the {side} has no field `{missing}` (id_fields)"
+                    )));
+                }
+                Ok(Bson::Document(allow_paths(doc.clone(), &self.fields)))
+            }
+            IdProjection::Block => {
+                // The `_id` being made cannot hold the one it replaces.
+                let mut rest = doc.clone();
+                rest.remove("_id");
+                let rest = block_paths(rest, &self.fields);
+                if rest.is_empty() {
+                    return Err(error(format!(
+                        "nothing of the {side} is left for the `_id` once `id_fields` are left out (id_fields_projection = \"block\")"
+                    )));
+                }
+                Ok(Bson::Document(rest))
+            }
         }
-        Ok(Bson::Document(allow_paths(doc.clone(), &self.fields)))
+    }
+}
+
+/// The UUID in `id` (the `_id` of the record's `side`) as binary subtype 4.
+fn uuid_id(id: Option<&Bson>, side: &str, strategy: &str) -> Result<Bson, RecordError> {
+    let uuid = match id {
+        None | Some(Bson::Null) => {
+            return Err(error(format!(
+                "the {side} has no `_id` (id_strategy = \"{strategy}\")"
+            )))
+        }
+        Some(Bson::Binary(b))
+            if matches!(b.subtype, BinarySubtype::Uuid | BinarySubtype::UuidOld)
+                && b.bytes.len() == 16 =>
+        {
+            return Ok(Bson::Binary(Binary {
+                subtype: BinarySubtype::Uuid,
+                bytes: b.bytes.clone(),
+            }))
+        }
+        Some(Bson::String(text)) => parse_uuid(text),
+        Some(_) => None,
+    };
+    match uuid {
+        Some(uuid) => Ok(Bson::Binary(Binary {
+            subtype: BinarySubtype::Uuid,
+            bytes: uuid.bytes().to_vec(),
+        })),
+        None => Err(error(format!(
+            "the {side}'s `_id` {} is not a UUID (id_strategy = \"{strategy}\")",
+            id.map_or_else(String::new, ToString::to_string)
+        ))),
+    }
+}
+
+/// A UUID written with dashes (36 characters) or without (32 hex digits), as the connector
+/// reads them (not braced, not as a URN).
+fn parse_uuid(text: &str) -> Option<bson::Uuid> {
+    match text.len() {
+        32 | 36 => bson::Uuid::parse_str(text).ok(),
+        _ => None,
     }
 }
 
@@ -276,10 +353,107 @@ mod tests {
             let mut value = Document::new();
             for (k, v) in &fields { value.insert(k.clone(), *v); }
             let chosen: Vec<String> = fields.keys().step_by(2).cloned().collect();
-            let a = IdAssigner { strategy: IdStrategy::PartialValue, fields: chosen.clone(), overwrite: true, uuid: UuidRepresentation::String };
+            let a = IdAssigner { strategy: IdStrategy::PartialValue, fields: chosen.clone(), projection: IdProjection::Allow, overwrite: true, uuid: UuidRepresentation::String };
             a.assign(&record(None), &mut value).expect("assigns");
             let id = value.get_document("_id").expect("a document id");
             prop_assert_eq!(id.keys().cloned().collect::<Vec<_>>(), chosen);
         }
+    }
+
+    #[test]
+    fn uuid_provided_strategies_store_the_given_uuid_as_binary() {
+        let text = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
+        let expected = Bson::Binary(Binary {
+            subtype: BinarySubtype::Uuid,
+            bytes: bson::Uuid::parse_str(text).expect("uuid").bytes().to_vec(),
+        });
+        let key = |id: Bson| Some(Bson::Document(doc! {"_id": id}));
+        for given in [
+            Bson::String(text.into()),
+            Bson::String(text.replace('-', "")),
+            expected.clone(),
+        ] {
+            assert_eq!(
+                id_of(
+                    "id_strategy = \"uuid_provided_in_key\"",
+                    key(given.clone()),
+                    doc! {"_id": 1}
+                )
+                .ok(),
+                Some(expected.clone()),
+                "key {given}"
+            );
+            assert_eq!(
+                id_of(
+                    "id_strategy = \"uuid_provided_in_value\"",
+                    None,
+                    doc! {"_id": given.clone()}
+                )
+                .ok(),
+                Some(expected.clone()),
+                "value {given}"
+            );
+        }
+        for bad in [
+            Bson::String("not-a-uuid".into()),
+            Bson::String(format!("{{{text}}}")),
+            Bson::String(text.replace('-', "_")),
+            Bson::Int32(5),
+            Bson::Null,
+        ] {
+            let err = id_of(
+                "id_strategy = \"uuid_provided_in_value\"",
+                None,
+                doc! {"_id": bad.clone()},
+            )
+            .expect_err("not a uuid");
+            assert_eq!(err.stage, Stage::Id);
+            assert!(
+                err.message.contains("uuid_provided_in_value"),
+                "{bad}: {err}"
+            );
+        }
+        let err = id_of(
+            "id_strategy = \"uuid_provided_in_value\"",
+            None,
+            doc! {"v": 1},
+        )
+        .expect_err("no _id");
+        assert!(err.message.contains("no `_id`"), "{err}");
+        let err =
+            id_of("id_strategy = \"uuid_provided_in_key\"", None, doc! {}).expect_err("no key");
+        assert!(err.message.contains("no key"), "{err}");
+    }
+
+    #[test]
+    fn partial_strategies_with_a_block_list_keep_everything_else() {
+        let key = Some(Bson::Document(
+            doc! {"_id": 5, "a": {"b": 1, "c": 2}, "d": 3},
+        ));
+        assert_eq!(
+            id_of(
+                "id_strategy = \"partial_key\"\nid_fields = [\"a.b\", \"d\"]\nid_fields_projection = \"block\"",
+                key,
+                doc! {}
+            )
+            .ok(),
+            Some(Bson::Document(doc! {"a": {"c": 2}}))
+        );
+        assert_eq!(
+            id_of(
+                "id_strategy = \"partial_value\"\nid_fields = [\"qty\"]\nid_fields_projection = \"block\"\nid_overwrite_existing = true",
+                None,
+                doc! {"_id": 1, "sku": "x", "qty": 1}
+            )
+            .ok(),
+            Some(Bson::Document(doc! {"sku": "x"}))
+        );
+        let err = id_of(
+            "id_strategy = \"partial_value\"\nid_fields = [\"qty\"]\nid_fields_projection = \"block\"",
+            None,
+            doc! {"qty": 1},
+        )
+        .expect_err("nothing left");
+        assert!(err.message.contains("nothing of the value"), "{err}");
     }
 }

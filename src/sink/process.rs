@@ -121,6 +121,12 @@ fn block_value(value: &mut Bson, tree: &PathTree) {
     }
 }
 
+/// `doc` without the dotted `paths` (inside arrays too).
+pub fn block_paths(mut doc: Document, paths: &[String]) -> Document {
+    block_doc(&mut doc, &PathTree::new(paths));
+    doc
+}
+
 /// `doc` with only the dotted `paths` (nested structure kept).
 pub fn allow_paths(doc: Document, paths: &[String]) -> Document {
     allow_doc(doc, &PathTree::new(paths))

@@ -9,15 +9,22 @@
 //! - `replace_business_key`: replace the document whose `business_key_fields` equal the
 //!   value's, inserting it when missing. The replacement leaves out `_id`, so a matched
 //!   document keeps its own `_id` (the value's was generated and means nothing there).
-//! - `update_one_timestamps`: `$set` the value's fields (without `_id`) on the document with
-//!   its `_id`, upserting; `_modifiedTS` is set on every write, `_insertedTS` on the first.
+//! - `update_one`: `$set` the value's fields (without `_id`) on the document with its `_id`,
+//!   upserting.
+//! - `update_one_timestamps`: as `update_one`; `_modifiedTS` is set on every write,
+//!   `_insertedTS` on the first.
+//! - `update_business_key_timestamps`: as `update_one_timestamps`, on the document whose
+//!   `business_key_fields` equal the value's.
 //! - `insert_one`: insert; a redelivered record is refused as a duplicate `_id`.
 //! - `delete_one`: delete the document the record's key names; the value is ignored.
+//! - `delete_business_key`: delete the document whose `business_key_fields` equal the value's.
 //!
-//! A tombstone (null value) deletes the document its key names when `delete_on_null_values`
-//! is on. When it is off the tombstone is not an error: like the MongoDB Kafka Connector,
-//! which ignores tombstones unless asked to delete, it writes nothing (`Ok(None)`) and the
-//! caller counts it as skipped. Under `delete_one` every record deletes, tombstone or not.
+//! A tombstone (null value) deletes when `delete_on_null_values` is on, as
+//! `delete_write_model` says: the document its key names (`delete_one`), or the one whose
+//! `business_key_fields` equal the key's (`delete_tombstone_business_key`). When it is off the
+//! tombstone is not an error: like the MongoDB Kafka Connector, which ignores tombstones
+//! unless asked to delete, it writes nothing (`Ok(None)`) and the caller counts it as
+//! skipped. Under `delete_one` every record deletes, tombstone or not.
 //!
 //! Every filter holds values, never query operators: a value that MongoDB would read as an
 //! operator (a document with a `$` key) or as a pattern (a regex) is refused, so a crafted
@@ -28,7 +35,7 @@ use bson::{doc, Bson, DateTime, Document};
 use super::id::key_id;
 use super::model::{RecordError, SinkRecord, Stage, UpdateSpec, WriteOp};
 use super::process::get_path;
-use crate::config::{SinkConfig, WriteModelKind};
+use crate::config::{DeleteWriteModel, SinkConfig, WriteModelKind};
 
 /// The field `update_one_timestamps` sets on each write.
 pub const MODIFIED_FIELD: &str = "_modifiedTS";
@@ -41,6 +48,7 @@ pub struct WriteModelBuilder {
     kind: WriteModelKind,
     business_key: Vec<String>,
     delete_on_null: bool,
+    tombstone: DeleteWriteModel,
 }
 
 fn error(message: impl Into<String>) -> RecordError {
@@ -55,6 +63,7 @@ impl WriteModelBuilder {
             kind: config.write_model,
             business_key: config.business_key_fields.clone(),
             delete_on_null: config.delete_on_null_values,
+            tombstone: config.delete_write_model,
         }
     }
 
@@ -74,10 +83,19 @@ impl WriteModelBuilder {
             return self.delete_by_key(record).map(Some);
         }
         let Some(value) = &record.value else {
-            return if self.delete_on_null {
-                self.delete_by_key(record).map(Some)
-            } else {
-                Ok(None)
+            if !self.delete_on_null {
+                return Ok(None);
+            }
+            return match self.tombstone {
+                DeleteWriteModel::DeleteOne => self.delete_by_key(record).map(Some),
+                DeleteWriteModel::DeleteTombstoneBusinessKey => match &record.key {
+                    Some(Bson::Document(key)) => Ok(Some(WriteOp::Delete {
+                        filter: self.business_key_filter(key, "key")?,
+                    })),
+                    _ => Err(error(
+                        "a tombstone deletes by the business key of its key (delete_write_model = \"delete_tombstone_business_key\"), but the key is not a document",
+                    )),
+                },
             };
         };
         let op = match self.kind {
@@ -87,28 +105,24 @@ impl WriteModelBuilder {
                 upsert: true,
             },
             WriteModelKind::ReplaceBusinessKey => WriteOp::Replace {
-                filter: self.business_key_filter(value)?,
+                filter: self.business_key_filter(value, "document")?,
                 replacement: without_id(value),
                 upsert: true,
             },
+            WriteModelKind::UpdateOne => WriteOp::Update {
+                filter: id_filter(value_id(value)?)?,
+                update: UpdateSpec::Operators(doc! {"$set": without_id(value)}),
+                upsert: true,
+            },
             WriteModelKind::UpdateOneTimestamps => {
-                let filter = id_filter(value_id(value)?)?;
-                let mut set = without_id(value);
-                // `_insertedTS` belongs to `$setOnInsert`: naming it in `$set` too is a
-                // conflict MongoDB refuses, and the first write's time must win.
-                set.remove(INSERTED_FIELD);
-                set.insert(MODIFIED_FIELD, now);
-                let mut on_insert = Document::new();
-                on_insert.insert(INSERTED_FIELD, now);
-                let mut update = Document::new();
-                update.insert("$set", set);
-                update.insert("$setOnInsert", on_insert);
-                WriteOp::Update {
-                    filter,
-                    update: UpdateSpec::Operators(update),
-                    upsert: true,
-                }
+                timestamped_update(id_filter(value_id(value)?)?, value, now)
             }
+            WriteModelKind::UpdateBusinessKeyTimestamps => {
+                timestamped_update(self.business_key_filter(value, "document")?, value, now)
+            }
+            WriteModelKind::DeleteBusinessKey => WriteOp::Delete {
+                filter: self.business_key_filter(value, "document")?,
+            },
             WriteModelKind::InsertOne => {
                 // Without an `_id` a redelivered record would be inserted twice.
                 value_id(value)?;
@@ -132,24 +146,41 @@ impl WriteModelBuilder {
         })
     }
 
-    fn business_key_filter(&self, value: &Document) -> Result<Document, RecordError> {
+    /// The filter on `business_key_fields`, read from `source` (the value, or a tombstone's
+    /// key), named `side` in errors.
+    fn business_key_filter(&self, source: &Document, side: &str) -> Result<Document, RecordError> {
         if self.business_key.is_empty() {
             // Validation refuses this configuration; an empty filter would match any document.
             return Err(error(
-                "`write_model = \"replace_business_key\"` needs `business_key_fields`",
+                "a business key write model needs `business_key_fields`",
             ));
         }
         let mut filter = Document::new();
         for path in &self.business_key {
-            let found = get_path(value, path).ok_or_else(|| {
+            let found = get_path(source, path).ok_or_else(|| {
                 error(format!(
-                    "the document has no business key field `{path}` (business_key_fields)"
+                    "the {side} has no business key field `{path}` (business_key_fields)"
                 ))
             })?;
             literal(path, found)?;
             filter.insert(path.clone(), found.clone());
         }
         Ok(filter)
+    }
+}
+
+/// `$set` the value's fields (without `_id`) with `_modifiedTS` on the document `filter`
+/// finds, upserting, with `_insertedTS` set only by the write that inserts it.
+fn timestamped_update(filter: Document, value: &Document, now: DateTime) -> WriteOp {
+    let mut set = without_id(value);
+    // `_insertedTS` belongs to `$setOnInsert`: naming it in `$set` too is a conflict MongoDB
+    // refuses, and the first write's time must win.
+    set.remove(INSERTED_FIELD);
+    set.insert(MODIFIED_FIELD, now);
+    WriteOp::Update {
+        filter,
+        update: UpdateSpec::Operators(doc! {"$set": set, "$setOnInsert": {INSERTED_FIELD: now}}),
+        upsert: true,
     }
 }
 
@@ -488,5 +519,117 @@ mod tests {
         assert!(err.message.contains("`sku`"), "{err}");
         // Documents without `$` keys are values.
         assert!(build("", &keyed(Some(doc! {"_id": {"a": {"b": 1}}}))).is_ok());
+    }
+
+    #[test]
+    fn update_one_sets_the_fields_on_the_document_with_the_id() {
+        assert_eq!(
+            build("write_model = \"update_one\"", &keyed(Some(value()))).expect("ok"),
+            Some(WriteOp::Update {
+                filter: doc! {"_id": 1},
+                update: UpdateSpec::Operators(
+                    doc! {"$set": {"sku": "A", "q": 2, "dims": {"w": 3}}}
+                ),
+                upsert: true,
+            })
+        );
+        let err =
+            build("write_model = \"update_one\"", &keyed(Some(doc! {"q": 1}))).expect_err("no _id");
+        assert!(err.message.contains("`_id`"), "{err}");
+    }
+
+    #[test]
+    fn update_business_key_timestamps_finds_the_document_by_its_business_key() {
+        let op = build(
+            "write_model = \"update_business_key_timestamps\"\nbusiness_key_fields = [\"sku\", \"dims.w\"]",
+            &keyed(Some(value())),
+        )
+        .expect("ok");
+        assert_eq!(
+            op,
+            Some(WriteOp::Update {
+                filter: doc! {"sku": "A", "dims.w": 3},
+                update: UpdateSpec::Operators(doc! {
+                    "$set": {"sku": "A", "q": 2, "dims": {"w": 3}, MODIFIED_FIELD: NOW},
+                    "$setOnInsert": {INSERTED_FIELD: NOW},
+                }),
+                upsert: true,
+            })
+        );
+        let err = build(
+            "write_model = \"update_business_key_timestamps\"\nbusiness_key_fields = [\"color\"]",
+            &keyed(Some(value())),
+        )
+        .expect_err("no such field");
+        assert!(err.message.contains("`color`"), "{err}");
+    }
+
+    #[test]
+    fn delete_business_key_deletes_the_document_matching_the_values_key_fields() {
+        assert_eq!(
+            build(
+                "write_model = \"delete_business_key\"\nbusiness_key_fields = [\"sku\"]",
+                &keyed(Some(value()))
+            )
+            .expect("ok"),
+            Some(WriteOp::Delete {
+                filter: doc! {"sku": "A"}
+            })
+        );
+        // A filter value that is an operator is refused, never run.
+        let err = build(
+            "write_model = \"delete_business_key\"\nbusiness_key_fields = [\"sku\"]",
+            &keyed(Some(doc! {"sku": {"$exists": true}})),
+        )
+        .expect_err("operator");
+        assert!(err.message.contains("`$exists`"), "{err}");
+    }
+
+    #[test]
+    fn tombstones_delete_as_the_delete_write_model_says() {
+        let tombstone = record(Some(Bson::Document(doc! {"_id": 7, "sku": "A"})), None);
+        assert_eq!(
+            build("delete_on_null_values = true", &tombstone).expect("ok"),
+            Some(WriteOp::Delete {
+                filter: doc! {"_id": 7}
+            })
+        );
+        let by_business_key = "write_model = \"replace_business_key\"\nbusiness_key_fields = [\"sku\"]\ndelete_on_null_values = true\ndelete_write_model = \"delete_tombstone_business_key\"";
+        assert_eq!(
+            build(by_business_key, &tombstone).expect("ok"),
+            Some(WriteOp::Delete {
+                filter: doc! {"sku": "A"}
+            })
+        );
+        // Records with values still follow `write_model`.
+        assert!(matches!(
+            build(by_business_key, &keyed(Some(value()))),
+            Ok(Some(WriteOp::Replace { .. }))
+        ));
+        let err = build(
+            by_business_key,
+            &record(Some(Bson::Document(doc! {"_id": 7})), None),
+        )
+        .expect_err("no sku in the key");
+        assert!(
+            err.message
+                .contains("the key has no business key field `sku`"),
+            "{err}"
+        );
+        let err = build(
+            by_business_key,
+            &record(Some(Bson::String("k".into())), None),
+        )
+        .expect_err("not a document");
+        assert!(err.message.contains("not a document"), "{err}");
+        // Without `delete_on_null_values` a tombstone writes nothing, whatever the model.
+        assert_eq!(
+            build(
+                "write_model = \"replace_business_key\"\nbusiness_key_fields = [\"sku\"]",
+                &tombstone
+            )
+            .expect("ok"),
+            None
+        );
     }
 }
