@@ -63,6 +63,19 @@ pub struct MongoConfig {
     /// How long to wait for a server to answer before a connection attempt fails.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// The Stable API version every command declares (`"1"`), so a server upgrade cannot
+    /// change the behaviour the daemon relies on (the connector's `server.api.version`).
+    /// Needs MongoDB 5.0 or newer. Absent: commands declare none.
+    #[serde(default)]
+    pub server_api_version: Option<String>,
+    /// With `server_api_version`: the server refuses commands outside the Stable API (the
+    /// connector's `server.api.strict`).
+    #[serde(default)]
+    pub server_api_strict: bool,
+    /// With `server_api_version`: the server refuses commands deprecated in that version (the
+    /// connector's `server.api.deprecationErrors`).
+    #[serde(default)]
+    pub server_api_deprecation_errors: bool,
 }
 
 /// `[kafka]`

@@ -130,6 +130,34 @@ fn validate_mongodb(config: &Config, out: &mut Vec<Violation>) {
         config.mongodb.connect_timeout,
         "the connection timeout",
     );
+    validate_server_api(&config.mongodb, out);
+}
+
+/// The Stable API settings: a version the driver knows, and its flags only with it.
+fn validate_server_api(mongo: &super::MongoConfig, out: &mut Vec<Violation>) {
+    match mongo.server_api_version.as_deref() {
+        Some("1") => {}
+        Some(other) => out.push(Violation::new(
+            "mongodb.server_api_version",
+            format!("`{other}` is not a Stable API version; the only one is \"1\""),
+        )),
+        None => {
+            for (key, set) in [
+                ("mongodb.server_api_strict", mongo.server_api_strict),
+                (
+                    "mongodb.server_api_deprecation_errors",
+                    mongo.server_api_deprecation_errors,
+                ),
+            ] {
+                if set {
+                    out.push(Violation::new(
+                        key,
+                        "is read only with `server_api_version = \"1\"`",
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// The user of a credential whose mechanism needs a password (SCRAM, the default, or PLAIN)
@@ -439,6 +467,38 @@ bootstrap_servers = "127.0.0.1:9092"
     #[test]
     fn a_valid_config_has_no_violations() {
         assert_eq!(violations(|b| b.to_owned(), ""), []);
+    }
+
+    #[test]
+    fn stable_api_settings() {
+        let edit = |line: &'static str| {
+            move |base: &str| base.replace("[mongodb]\n", &format!("[mongodb]\n{line}\n"))
+        };
+        assert_eq!(
+            violations(
+                edit("server_api_version = \"1\"\nserver_api_strict = true\nserver_api_deprecation_errors = true"),
+                ""
+            ),
+            []
+        );
+        invalid_edit(
+            edit("server_api_version = \"2\""),
+            "",
+            "mongodb.server_api_version",
+            "the only one is \"1\"",
+        );
+        invalid_edit(
+            edit("server_api_strict = true"),
+            "",
+            "mongodb.server_api_strict",
+            "only with `server_api_version",
+        );
+        invalid_edit(
+            edit("server_api_deprecation_errors = true"),
+            "",
+            "mongodb.server_api_deprecation_errors",
+            "only with `server_api_version",
+        );
     }
 
     #[test]
