@@ -1,0 +1,194 @@
+//! Source features whose other tests would still pass if they broke, proved end to end: a
+//! `pipeline` filter keeps what it drops out of Kafka, `full_document = "updateLookup"`
+//! publishes the looked-up document (not null), and a dead-lettered event carries every
+//! header that says what it was and why.
+
+mod common;
+
+use std::time::Duration;
+
+use mongodb::bson::{doc, Document};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A source on `db.coll` with `extra` in its table.
+fn source_config(port: u16, name: &str, db: &str, coll: &str, extra: &str) -> String {
+    common::config_toml(
+        port,
+        &format!(
+            "[[source]]\nname = \"{name}\"\ndatabase = \"{db}\"\ncollection = \"{coll}\"\ncheckpoint_interval = \"100ms\"\nmax_await_time = \"200ms\"\n{extra}\n"
+        ),
+    )
+}
+
+/// The collection, created (some servers open change streams only on existing ones).
+async fn collection(db: &str, coll: &str) -> mongodb::Collection<Document> {
+    let collection = common::mongo_client()
+        .await
+        .database(db)
+        .collection::<Document>(coll);
+    collection
+        .insert_one(doc! { "_id": -1, "seed": true })
+        .await
+        .expect("seed");
+    collection
+}
+
+fn key_id(record: &common::Consumed) -> i64 {
+    record.key_json()["_id"].as_i64().unwrap_or(-99)
+}
+
+#[tokio::test]
+async fn a_pipeline_filter_keeps_what_it_drops_out_of_kafka() {
+    let db = common::unique("srcproof");
+    let coll = collection(&db, "c").await;
+    let name = common::unique("filter");
+    let mut daemon = common::Daemon::start(&source_config(
+        common::free_port(),
+        &name,
+        &db,
+        "c",
+        "pipeline = '[{\"$match\": {\"operationType\": \"insert\", \"fullDocument.keep\": true}}]'",
+    ));
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    for (id, keep) in [(1, false), (2, true), (3, false), (4, true)] {
+        coll.insert_one(doc! { "_id": id, "keep": keep })
+            .await
+            .expect("insert");
+    }
+    coll.update_one(doc! {"_id": 2}, doc! {"$set": {"touched": true}})
+        .await
+        .expect("update");
+    // The last change passes the filter: once it is there, everything before it was read.
+    coll.insert_one(doc! { "_id": 5, "keep": true })
+        .await
+        .expect("insert");
+    let topic = format!("{db}.c");
+    let records =
+        common::consume_until(&topic, WAIT, false, |r| r.iter().any(|r| key_id(r) == 5)).await;
+    let ids: Vec<i64> = records.iter().map(key_id).collect();
+    assert_eq!(
+        ids,
+        [2, 4, 5],
+        "only the inserts with keep = true: {records:?}\nlog:\n{}",
+        daemon.log()
+    );
+    for record in &records {
+        assert_eq!(record.json()["operationType"], json!("insert"));
+        assert_eq!(record.json()["fullDocument"]["keep"], json!(true));
+    }
+    daemon.terminate(WAIT);
+    let _ = common::mongo_client().await.database(&db).drop().await;
+}
+
+#[tokio::test]
+async fn update_lookup_publishes_the_document_as_it_is_after_the_update() {
+    let db = common::unique("srcproof");
+    let coll = collection(&db, "c").await;
+    let topic = format!("{db}.c");
+    for (mode, extra) in [
+        ("updateLookup", "full_document = \"updateLookup\""),
+        ("default", ""),
+    ] {
+        let name = common::unique("lookup");
+        let mut daemon = common::Daemon::start(&source_config(
+            common::free_port(),
+            &name,
+            &db,
+            "c",
+            &format!("{extra}\ntopic_suffix = \"{mode}\""),
+        ));
+        daemon.wait_for_log("change stream open", 1, WAIT);
+        let id = if mode == "default" { 2 } else { 1 };
+        coll.insert_one(doc! { "_id": id, "a": 1, "b": "x" })
+            .await
+            .expect("insert");
+        coll.update_one(
+            doc! {"_id": id},
+            doc! {"$set": {"a": 2, "c": [1, 2]}, "$unset": {"b": ""}},
+        )
+        .await
+        .expect("update");
+        // Nothing changes the document after the update, so the lookup can only find this.
+        let records = common::consume(&format!("{topic}.{mode}"), 2, WAIT, false).await;
+        assert_eq!(records.len(), 2, "{mode}; log:\n{}", daemon.log());
+        let update = records[1].json();
+        assert_eq!(update["operationType"], json!("update"), "{update}");
+        if mode == "updateLookup" {
+            assert_eq!(
+                update["fullDocument"],
+                json!({"_id": id, "a": 2, "c": [1, 2]}),
+                "the looked-up document: {update}"
+            );
+        } else {
+            assert!(
+                update
+                    .get("fullDocument")
+                    .is_none_or(serde_json::Value::is_null),
+                "no lookup without full_document: {update}"
+            );
+        }
+        assert_eq!(
+            update["updateDescription"]["updatedFields"],
+            json!({"a": 2, "c": [1, 2]})
+        );
+        daemon.terminate(WAIT);
+    }
+    let _ = common::mongo_client().await.database(&db).drop().await;
+}
+
+#[tokio::test]
+async fn a_dead_lettered_event_says_what_it_was_and_why() {
+    let db = common::unique("srcproof");
+    let coll = collection(&db, "c").await;
+    let dlq = common::unique("dlq");
+    let name = common::unique("deadletter");
+    let config = source_config(
+        common::free_port(),
+        &name,
+        &db,
+        "c",
+        &format!("[source.errors]\ntolerance = \"all\"\ndead_letter_topic = \"{dlq}\""),
+    )
+    .replace(
+        "[kafka]\n",
+        "[kafka]\nproducer = { \"message.max.bytes\" = 20000 }\n",
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    coll.insert_one(doc! { "_id": 7, "big": "y".repeat(50_000) })
+        .await
+        .expect("insert");
+    let dead = common::consume(&dlq, 1, WAIT, false).await;
+    assert_eq!(dead.len(), 1, "log:\n{}", daemon.log());
+    let record = &dead[0];
+    assert_eq!(record.key_json(), json!({"_id": 7}));
+    assert!(
+        record.value.is_none(),
+        "the value that did not fit is left out"
+    );
+    let header = |key: &str| -> String {
+        record
+            .headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_else(|| panic!("no header {key}: {:?}", record.headers))
+    };
+    assert_eq!(header("mkb.pipeline"), name);
+    assert_eq!(header("mkb.topic"), format!("{db}.c"));
+    assert_eq!(header("mkb.error.stage"), "too_large");
+    let origin = header("mkb.origin");
+    assert!(
+        origin.starts_with(&format!("{db}.c ")) && origin.contains('7'),
+        "the origin names the namespace and the document key: {origin}"
+    );
+    let reason = header("mkb.error");
+    assert!(
+        reason.contains("20000") || reason.to_lowercase().contains("large"),
+        "the reason says it was too large: {reason}"
+    );
+    daemon.terminate(WAIT);
+    let _ = common::mongo_client().await.database(&db).drop().await;
+}
