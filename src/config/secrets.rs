@@ -30,11 +30,25 @@ pub fn mask_uri(uri: &str) -> String {
     format!("{scheme}://{masked_userinfo}{}", &rest[at..])
 }
 
-/// A copy of `config` that is safe to print: passwords in the MongoDB URI and secret
-/// librdkafka properties are replaced with `****`.
+/// A copy of `config` that is safe to print: passwords in the MongoDB URI, secret librdkafka
+/// properties and schema registry passwords are replaced with `****`.
 pub fn masked(config: &Config) -> Config {
     let mut out = config.clone();
     out.mongodb.uri = mask_uri(&config.mongodb.uri);
+    let registries = out
+        .sources
+        .iter_mut()
+        .filter_map(|s| s.schema_registry.as_mut())
+        .chain(
+            out.sinks
+                .iter_mut()
+                .filter_map(|s| s.schema_registry.as_mut()),
+        );
+    for registry in registries {
+        if registry.password.is_some() {
+            registry.password = Some(MASK.to_owned());
+        }
+    }
     let kafka = &mut out.kafka;
     for map in [
         &mut kafka.properties,

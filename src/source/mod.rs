@@ -281,12 +281,7 @@ impl SourceSupervisor {
         .start();
         let shared = Arc::new(ReaderContext {
             config: self.config.clone(),
-            conversion: Conversion {
-                key: self.config.key,
-                format: self.config.format,
-                full_document_only: self.config.publish_full_document_only,
-                tombstone_on_delete: self.config.tombstone_on_delete,
-            },
+            conversion: Conversion::for_source(&self.config),
             topics: TopicMapper::new(&self.config),
             mongo: self.mongo.clone(),
             producer: producer.clone(),
