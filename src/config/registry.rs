@@ -19,8 +19,7 @@ pub struct SchemaRegistryConfig {
     /// HTTP basic authentication: the user.
     #[serde(default)]
     pub username: Option<String>,
-    /// HTTP basic authentication: the password (masked in every output; best given as
-    /// `MKB__SOURCE__0__SCHEMA_REGISTRY__PASSWORD`).
+    /// HTTP basic authentication: the password (masked in every output).
     #[serde(default)]
     pub password: Option<String>,
     /// How long one request to the registry may take, connection included.
@@ -121,6 +120,31 @@ mod tests {
             password: None,
             timeout: default_registry_timeout(),
         }
+    }
+
+    #[test]
+    fn avro_pipelines_without_a_registry_are_refused() {
+        let text = "[mongodb]\nuri = \"mongodb://h\"\n[kafka]\nbootstrap_servers = \"k:9092\"\n\
+             [[source]]\nname = \"s\"\nformat = \"avro\"\n\
+             [[sink]]\nname = \"k\"\ntopics = [\"t\"]\ndatabase = \"d\"\nkey_format = \"avro\"\n\
+             [sink.topic_overrides.t]\nschema_registry = { url = \"https://r\" }\n";
+        let message = match super::super::load_str(text, std::path::Path::new("t.toml")) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(message.contains("3 problems"), "{message}");
+        assert!(
+            message.contains("`source[0].schema_registry`: is missing: `format = \"avro\"`"),
+            "{message}"
+        );
+        assert!(
+            message.contains("`sink[0].schema_registry`: is missing: `key_format = \"avro\"`"),
+            "{message}"
+        );
+        assert!(
+            message.contains("`sink[0].topic_overrides.t.schema_registry.url`: `https` URLs"),
+            "{message}"
+        );
     }
 
     #[test]
