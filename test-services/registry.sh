@@ -12,14 +12,16 @@
 #        registry.sh pid      print its PID (exit 3 when it does not run)
 #        registry.sh url      print the Confluent-compatible API's URL
 # Environment: REGISTRY_PORT (8081), REGISTRY_HEAP (512m), START_TIMEOUT (120 s),
-#   TEST_SERVICES_CACHE (state folder, .cache/).
+#   TEST_SERVICES_CACHE (state folder, .cache/), REGISTRY_BUILD (the build, default
+#   .cache/registry/build: a test running its own registry with its own TEST_SERVICES_CACHE
+#   points this at the shared build instead of building again).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${TEST_SERVICES_CACHE:-$here/.cache}"
 run="$cache/run"
 logs="$cache/logs"
-build="$cache/registry/build"
+build="${REGISTRY_BUILD:-$cache/registry/build}"
 jar="$build/apicurio-registry-runner.jar"
 pidfile="$run/registry.pid"
 REGISTRY_PORT="${REGISTRY_PORT:-8081}"

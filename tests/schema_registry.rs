@@ -252,3 +252,112 @@ async fn a_record_with_an_unknown_schema_id_is_dead_lettered_with_the_reason() {
     assert_eq!(written, 0, "nothing is written from undecodable records");
     sink.stop(daemon).await;
 }
+
+/// `test-services/registry.sh` with `args` and `env`; panics when it fails.
+fn registry_script(args: &[&str], env: &[(&str, &str)]) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("test-services/registry.sh");
+    let status = std::process::Command::new(script)
+        .args(args)
+        .envs(env.iter().copied())
+        .status()
+        .unwrap_or_else(|e| panic!("registry.sh {args:?}: {e}"));
+    assert!(status.success(), "registry.sh {args:?}: {status}");
+}
+
+/// The `_id` of the `fullDocument` of an Avro change event record, read with `reader`; `None`
+/// when the reader's registry does not know the record's schema.
+fn full_document_id(
+    reader: &mongo_kafka_bridge::avro::AvroReader,
+    record: &common::Consumed,
+) -> Option<i32> {
+    match reader.read(record.value.as_deref()?) {
+        Ok(Bson::Document(event)) => event.get_document("fullDocument").ok()?.get_i32("_id").ok(),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_registry_down_mid_stream_delays_the_source_and_loses_nothing() {
+    // A registry of this test's own, on a free port, sharing the build of the shared one.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = common::free_port().to_string();
+    let build = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("test-services/.cache/registry/build");
+    let cache = dir.path().join("services");
+    let env = [
+        ("REGISTRY_PORT", port.as_str()),
+        ("TEST_SERVICES_CACHE", cache.to_str().expect("path")),
+        ("REGISTRY_BUILD", build.to_str().expect("path")),
+        ("REGISTRY_HEAP", "256m"),
+    ];
+    registry_script(&["up"], &env);
+    struct Down<'a>(&'a [(&'a str, &'a str)]);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            registry_script(&["down"], self.0);
+        }
+    }
+    let _down = Down(&env);
+    let url = format!("http://127.0.0.1:{port}/apis/ccompat/v7");
+
+    let db = common::unique("avrodown");
+    let topic = format!("{db}.c");
+    let dlq = common::unique("dlq");
+    let config = common::config_toml(
+        common::free_port(),
+        &format!(
+            "[[source]]\nname = \"{src}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nformat = \"avro\"\n\
+             checkpoint_interval = \"200ms\"\nmax_await_time = \"300ms\"\n\
+             schema_registry = {{ url = \"{url}\", timeout = \"2s\" }}\n\
+             errors = {{ tolerance = \"all\", dead_letter_topic = \"{dlq}\" }}\n",
+            src = common::unique("dsrc"),
+        ),
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    let client = common::mongo_client().await;
+    let source = client.database(&db).collection::<Document>("c");
+    source
+        .insert_one(doc! {"_id": 1, "a": "first"})
+        .await
+        .expect("insert");
+    let first = common::consume(&topic, 1, WAIT, false).await;
+    assert_eq!(first.len(), 1, "log:\n{}", daemon.log());
+
+    // Down: a document of a new shape needs its schema registered.
+    registry_script(&["down"], &env);
+    source
+        .insert_one(doc! {"_id": 2, "a": "second", "b": true})
+        .await
+        .expect("insert");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // Up again (empty: its storage is in memory), and the event is published after all.
+    registry_script(&["up"], &env);
+    let reader = mongo_kafka_bridge::avro::AvroReader::new(
+        &mongo_kafka_bridge::config::SchemaRegistryConfig {
+            url: url.clone(),
+            username: None,
+            password: None,
+            timeout: std::time::Duration::from_secs(5),
+        },
+    )
+    .expect("a reader");
+    let records = common::consume_until(&topic, WAIT, false, |records| {
+        records
+            .iter()
+            .any(|r| full_document_id(&reader, r) == Some(2))
+    })
+    .await;
+    assert!(
+        records
+            .iter()
+            .any(|r| full_document_id(&reader, r) == Some(2)),
+        "the event of document 2 never arrived: {} records; log:\n{}",
+        records.len(),
+        daemon.log()
+    );
+    let dead = common::consume(&dlq, 1, std::time::Duration::from_secs(2), false).await;
+    assert!(dead.is_empty(), "dead-lettered: {dead:?}");
+    daemon.terminate(WAIT);
+    let _ = client.database(&db).drop().await;
+}

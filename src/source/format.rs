@@ -30,6 +30,14 @@ pub enum FormatError {
     Avro(#[from] AvroError),
 }
 
+impl FormatError {
+    /// Whether converting again later may succeed: the schema registry did not answer. Such
+    /// an event is retried, never dead-lettered.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Avro(AvroError::Registry(e)) if e.is_transient())
+    }
+}
+
 impl From<bson::ser::Error> for FormatError {
     fn from(e: bson::ser::Error) -> Self {
         Self::Bson(Box::new(e))
@@ -510,6 +518,27 @@ mod tests {
             tomb.convert(event("update", None)).unwrap(),
             Converted::Skip
         );
+    }
+
+    #[test]
+    fn only_a_registry_that_did_not_answer_is_transient() {
+        use crate::schema_registry::RegistryError;
+        let url = "http://r".to_owned();
+        let unreachable = RegistryError::Unreachable {
+            url: url.clone(),
+            message: "refused".into(),
+        };
+        let refused = |status| RegistryError::Refused {
+            url: url.clone(),
+            what: "registering".into(),
+            status,
+            body: String::new(),
+        };
+        assert!(FormatError::Avro(AvroError::Registry(unreachable)).is_transient());
+        assert!(FormatError::Avro(AvroError::Registry(refused(503))).is_transient());
+        assert!(!FormatError::Avro(AvroError::Registry(refused(409))).is_transient());
+        assert!(!FormatError::Avro(AvroError::Invalid("bad".into())).is_transient());
+        assert!(!FormatError::MissingField("_id").is_transient());
     }
 
     #[test]

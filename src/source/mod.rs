@@ -621,12 +621,15 @@ impl Handler<ReaderFailed> for SourceSupervisor {
                     .resume_gap(&self.config.name, &reader.namespace);
                 self.restart_reader(reader.namespace, Some(policy), ctx);
             }
+            // A schema registry that did not answer is not among them: it is retried below.
             (
                 SourceError::Config { .. }
                 | SourceError::Format { .. }
                 | SourceError::TooLarge { .. },
                 _,
-            ) => self.fail(error, ctx),
+            ) if !matches!(&error, SourceError::Format { source, .. } if source.is_transient()) => {
+                self.fail(error, ctx)
+            }
             // Its records may sit in the open transaction: only a restart of the whole
             // pipeline (which aborts it) keeps exactly-once.
             _ if self.config.delivery == Delivery::ExactlyOnce => self.retry_pipeline(error, ctx),
