@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod avro;
 pub mod backoff;
 pub mod chunks;
 pub mod cli;
@@ -11,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod ops;
 pub mod pipeline;
+pub mod schema_registry;
 pub mod sink;
 pub mod source;
 pub mod supervisor;

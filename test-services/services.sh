@@ -8,12 +8,13 @@
 #   mongo-java-server with an oplog (change streams)        127.0.0.1:${MONGO_PORT:-27017}
 #     (MongoStandIn.java and the *.java beside it; see README.md for how its change events
 #     are made like MongoDB's and where they still differ)
+#   Apicurio Registry, a schema registry (registry.sh)      127.0.0.1:${REGISTRY_PORT:-8081}
 # Jars come from Maven Central once and are cached in .cache/ (git-ignored). `up` first runs
 # setup.sh, which installs what a fresh machine lacks (Java, Maven, build tools; as root) and
 # fetches the Prometheus server of the dashboard test.
 #
-# Usage: services.sh up [kafka|mongo]      start what is not running yet, wait until it answers
-#        services.sh down [kafka|mongo] [--wipe]
+# Usage: services.sh up [kafka|mongo|registry]      start what is not running yet, wait until it answers
+#        services.sh down [kafka|mongo|registry] [--wipe]
 #                                          stop by PID; --wipe also deletes the Kafka data (and
 #                                          MONGO_H2_FILE), so the next `up` starts empty
 #        services.sh status                one line per service; exit 3 unless all answer
@@ -321,8 +322,12 @@ up_mongo() {
     log "mongo stand-in answers on 127.0.0.1:$MONGO_PORT after $((SECONDS - started)) s"
 }
 
+# The registry has its own script; services.sh passes it up, down and status.
+up_registry() { "$here/registry.sh" up; }
+
 stop() {
     local name="$1" pid
+    if [ "$name" = registry ]; then "$here/registry.sh" down; return; fi
     pid="$(running_pid "$name")"
     if [ -z "$pid" ]; then log "$name is not running"; return; fi
     # Kafka shuts down cleanly on TERM (flushes, closes the log); KILL only if it hangs.
@@ -359,14 +364,15 @@ status() {
             echo "$name: stopped"; all=3
         fi
     done
+    "$here/registry.sh" status || all=3
     return "$all"
 }
 
 which_services() {
     case "${1:-all}" in
-        all) echo "kafka mongo" ;;
-        kafka|mongo) echo "$1" ;;
-        *) log "unknown service: $1 (kafka, mongo)"; usage ;;
+        all) echo "kafka mongo registry" ;;
+        kafka|mongo|registry) echo "$1" ;;
+        *) log "unknown service: $1 (kafka, mongo, registry)"; usage ;;
     esac
 }
 

@@ -7,6 +7,7 @@
 
 mod diff;
 mod load;
+mod registry;
 mod secrets;
 mod sink;
 mod source;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use diff::{pipeline_names, ConfigDiff};
 pub use load::{load, load_str, ConfigError};
+pub use registry::{RegistryAddress, SchemaRegistryConfig};
 pub use secrets::masked;
 pub use sink::*;
 pub use source::*;

@@ -30,11 +30,25 @@ pub fn mask_uri(uri: &str) -> String {
     format!("{scheme}://{masked_userinfo}{}", &rest[at..])
 }
 
-/// A copy of `config` that is safe to print: passwords in the MongoDB URI and secret
-/// librdkafka properties are replaced with `****`.
+/// A copy of `config` that is safe to print: passwords in the MongoDB URI, secret librdkafka
+/// properties and schema registry passwords are replaced with `****`.
 pub fn masked(config: &Config) -> Config {
     let mut out = config.clone();
     out.mongodb.uri = mask_uri(&config.mongodb.uri);
+    let registries = out
+        .sources
+        .iter_mut()
+        .filter_map(|s| s.schema_registry.as_mut())
+        .chain(
+            out.sinks
+                .iter_mut()
+                .filter_map(|s| s.schema_registry.as_mut()),
+        );
+    for registry in registries {
+        if registry.password.is_some() {
+            registry.password = Some(MASK.to_owned());
+        }
+    }
     let kafka = &mut out.kafka;
     for map in [
         &mut kafka.properties,
@@ -52,7 +66,30 @@ pub fn masked(config: &Config) -> Config {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+
+    #[test]
+    fn masks_schema_registry_passwords_of_sources_and_sinks() {
+        let registry = "schema_registry = { url = \"http://r:8081\", username = \"u\", password = \"hunter2\" }";
+        let text = format!(
+            "[mongodb]\nuri = \"mongodb://h\"\n[kafka]\nbootstrap_servers = \"k:9092\"\n\
+             [[source]]\nname = \"s\"\nformat = \"avro\"\n{registry}\n\
+             [[sink]]\nname = \"k\"\ntopics = [\"t\"]\ndatabase = \"d\"\nvalue_format = \"avro\"\n{registry}\n"
+        );
+        let config = super::super::load_str(&text, Path::new("t.toml")).expect("valid");
+        let shown = masked(&config);
+        for registry in [
+            &shown.sources[0].schema_registry,
+            &shown.sinks[0].schema_registry,
+        ] {
+            let registry = registry.as_ref().expect("a registry");
+            assert_eq!(registry.password.as_deref(), Some(MASK));
+            assert_eq!(registry.username.as_deref(), Some("u"));
+        }
+        assert!(!format!("{shown:?}").contains("hunter2"));
+    }
 
     #[test]
     fn masks_uri_password_only() {

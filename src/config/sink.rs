@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::registry::{self, SchemaRegistryConfig};
 use super::source::ErrorsConfig;
 use super::validate::{collection_name, database_name, topic_name, Violation};
 
@@ -63,12 +64,16 @@ pub struct SinkConfig {
     /// Absent: `collection`, then the topic.
     #[serde(default)]
     pub collection_field: Option<String>,
-    /// How record keys are read: `json` (plain or extended JSON), `bson`, `string`.
+    /// How record keys are read: `json` (plain or extended JSON), `bson`, `string`, `avro`.
     #[serde(default)]
     pub key_format: RecordFormat,
-    /// How record values are read: `json` (plain or extended JSON) or `bson`.
+    /// How record values are read: `json` (plain or extended JSON), `bson` or `avro`.
     #[serde(default)]
     pub value_format: RecordFormat,
+    /// The schema registry `avro` records are read through (their schema id picks the
+    /// schema).
+    #[serde(default)]
+    pub schema_registry: Option<SchemaRegistryConfig>,
     /// How the `_id` of written documents is chosen.
     #[serde(default)]
     pub id_strategy: IdStrategy,
@@ -173,6 +178,9 @@ pub enum RecordFormat {
     Bson,
     /// UTF-8 text taken as one string (keys only).
     String,
+    /// Avro in a schema registry's wire format (a zero byte, the schema id, the datum), read
+    /// with the schema the registry has under that id.
+    Avro,
 }
 
 /// `id_strategy`.
@@ -407,6 +415,14 @@ impl SinkConfig {
     /// The checks of the settings that may differ per topic.
     fn validate_topic_settings(&self, key: &str, out: &mut Vec<Violation>) {
         database_name(&format!("{key}.database"), &self.database, out);
+        let avro = if self.value_format == RecordFormat::Avro {
+            Some("`value_format = \"avro\"`")
+        } else if self.key_format == RecordFormat::Avro {
+            Some("`key_format = \"avro\"`")
+        } else {
+            None
+        };
+        registry::required(key, self.schema_registry.as_ref(), avro, out);
         if let Some(collection) = &self.collection {
             collection_name(&format!("{key}.collection"), collection, out);
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::registry::{self, SchemaRegistryConfig};
 use super::validate::{collection_name, database_name, positive, topic_name, Violation};
 
 /// One `[[source]]` pipeline: MongoDB change streams → Kafka.
@@ -100,9 +101,14 @@ pub struct SourceConfig {
     #[serde(default)]
     pub key: KeyMode,
     /// The record value (and key) format: `relaxed_json`, `canonical_json`,
-    /// `simplified_json` or `bson`.
+    /// `simplified_json`, `bson` or `avro` (a schema inferred from each document, registered
+    /// in `schema_registry` under `<topic>-key` / `<topic>-value`, and the registry's wire
+    /// format: a zero byte, the schema id, the Avro binary datum).
     #[serde(default)]
     pub format: OutputFormat,
+    /// The schema registry `format = "avro"` registers its schemas in.
+    #[serde(default)]
+    pub schema_registry: Option<SchemaRegistryConfig>,
     /// Publish a heartbeat to `heartbeat_topic` when a watched namespace has been idle this
     /// long, so its checkpoint keeps moving. Absent: no heartbeats.
     #[serde(default, with = "humantime_serde")]
@@ -230,6 +236,8 @@ pub enum OutputFormat {
     SimplifiedJson,
     /// The raw BSON bytes of the document.
     Bson,
+    /// Avro in a schema registry's wire format, the schema inferred from each document.
+    Avro,
 }
 
 /// `delivery`.
@@ -401,6 +409,8 @@ impl SourceConfig {
     /// Checks this pipeline; `key` is its path (`source[0]`).
     pub fn validate(&self, key: &str, out: &mut Vec<Violation>) {
         let at = |field: &str| format!("{key}.{field}");
+        let avro = (self.format == OutputFormat::Avro).then_some("`format = \"avro\"`");
+        registry::required(key, self.schema_registry.as_ref(), avro, out);
         if let Some(db) = &self.database {
             database_name(&at("database"), db, out);
         }

@@ -4,7 +4,7 @@
 use bson::{Bson, Document};
 
 use super::cdc::CdcReplayer;
-use super::decode::{decode_key, decode_value};
+use super::decode::Decoder;
 use super::id::IdAssigner;
 use super::model::{RecordError, SinkRecord, Stage, WriteOp};
 use super::process::PostProcessor;
@@ -55,6 +55,7 @@ pub struct RawRecord<'a> {
 /// Converts the records of one topic, with that topic's settings.
 pub struct Converter {
     config: SinkConfig,
+    decoder: Decoder,
     ids: IdAssigner,
     process: PostProcessor,
     model: WriteModelBuilder,
@@ -65,6 +66,7 @@ impl Converter {
     /// A converter for records read with `config` (already resolved for the topic).
     pub fn new(config: SinkConfig) -> Result<Self, String> {
         Ok(Self {
+            decoder: Decoder::new(&config)?,
             ids: IdAssigner::new(&config),
             process: PostProcessor::new(&config)?,
             model: WriteModelBuilder::new(&config),
@@ -81,8 +83,8 @@ impl Converter {
             partition: raw.partition,
             offset: raw.offset,
             timestamp: raw.timestamp,
-            key: decode_key(raw.key, self.config.key_format)?,
-            value: decode_value(raw.value, self.config.value_format)?,
+            key: self.decoder.key(raw.key)?,
+            value: self.decoder.value(raw.value)?,
         };
         let namespace = self.namespace(&record)?;
         let op = if self.config.cdc_handler == CdcHandler::None {

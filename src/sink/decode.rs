@@ -7,7 +7,59 @@
 use bson::{Bson, Document, RawBsonRef, RawDocument};
 
 use super::model::{RecordError, Stage, MAX_NESTING_DEPTH};
-use crate::config::RecordFormat;
+use crate::avro::AvroReader;
+use crate::config::{RecordFormat, SinkConfig};
+
+/// Decodes the keys and values of one topic's records, in its formats; `avro` ones through
+/// its schema registry (each schema fetched once).
+#[derive(Debug)]
+pub struct Decoder {
+    key_format: RecordFormat,
+    value_format: RecordFormat,
+    avro: Option<AvroReader>,
+}
+
+impl Decoder {
+    /// The decoder of records read with `config`.
+    pub fn new(config: &SinkConfig) -> Result<Self, String> {
+        let avro_used = [config.key_format, config.value_format].contains(&RecordFormat::Avro);
+        let avro = match (&config.schema_registry, avro_used) {
+            (Some(registry), true) => Some(AvroReader::new(registry)?),
+            (None, true) => return Err("`avro` records need `schema_registry`".into()),
+            (_, false) => None,
+        };
+        Ok(Self {
+            key_format: config.key_format,
+            value_format: config.value_format,
+            avro,
+        })
+    }
+
+    /// The key: `None` when the record has none.
+    pub fn key(&self, bytes: Option<&[u8]>) -> Result<Option<Bson>, RecordError> {
+        match (bytes, self.key_format, &self.avro) {
+            (Some(bytes), RecordFormat::Avro, Some(avro)) => {
+                avro.read(bytes).map(Some).map_err(|e| error("key", e))
+            }
+            _ => decode_key(bytes, self.key_format),
+        }
+    }
+
+    /// The value: `None` for a tombstone.
+    pub fn value(&self, bytes: Option<&[u8]>) -> Result<Option<Document>, RecordError> {
+        match (bytes, self.value_format, &self.avro) {
+            (Some(bytes), RecordFormat::Avro, Some(avro)) => match avro.read(bytes) {
+                Ok(Bson::Document(doc)) => Ok(Some(doc)),
+                Ok(other) => Err(error(
+                    "value",
+                    format_args!("is Avro {}, expected a record", kind(&other)),
+                )),
+                Err(e) => Err(error("value", e)),
+            },
+            _ => decode_value(bytes, self.value_format),
+        }
+    }
+}
 
 fn error(part: &str, message: impl std::fmt::Display) -> RecordError {
     RecordError::new(Stage::Decode, format!("{part} {message}"))
@@ -25,6 +77,7 @@ pub fn decode_key(bytes: Option<&[u8]>, format: RecordFormat) -> Result<Option<B
         RecordFormat::String => std::str::from_utf8(bytes)
             .map(|s| Some(Bson::String(s.to_owned())))
             .map_err(|e| error("key", format_args!("is not UTF-8 text: {e}"))),
+        RecordFormat::Avro => Err(error("key", "is Avro, read by a `Decoder`")),
     }
 }
 
@@ -47,6 +100,7 @@ pub fn decode_value(
         },
         RecordFormat::Bson => bson(bytes, "value").map(Some),
         RecordFormat::String => Err(error("value", "cannot be read as `string`")),
+        RecordFormat::Avro => Err(error("value", "is Avro, read by a `Decoder`")),
     }
 }
 

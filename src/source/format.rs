@@ -1,9 +1,13 @@
 //! Change event → Kafka record key and value, in each output format. Pure functions.
 
+use std::sync::Arc;
+
 use bson::{Bson, Document};
 use serde_json::Value;
 
-use crate::config::{KeyMode, OutputFormat};
+use super::topic::TopicMapper;
+use crate::avro::{AvroError, AvroWriter};
+use crate::config::{KeyMode, OutputFormat, SourceConfig};
 
 /// Why an event could not become a record.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +25,17 @@ pub enum FormatError {
     /// UTF-8).
     #[error("decoding the event: {0}")]
     Decode(String),
+    /// Avro encoding or the schema registry failed.
+    #[error("writing Avro: {0}")]
+    Avro(#[from] AvroError),
+}
+
+impl FormatError {
+    /// Whether converting again later may succeed: the schema registry did not answer. Such
+    /// an event is retried, never dead-lettered.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Avro(AvroError::Registry(e)) if e.is_transient())
+    }
 }
 
 impl From<bson::ser::Error> for FormatError {
@@ -30,7 +45,7 @@ impl From<bson::ser::Error> for FormatError {
 }
 
 /// How events become records; built once per pipeline from its configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Conversion {
     /// What the key holds.
     pub key: KeyMode,
@@ -40,6 +55,82 @@ pub struct Conversion {
     pub full_document_only: bool,
     /// With `full_document_only`, deletes become tombstones.
     pub tombstone_on_delete: bool,
+    /// With `format = "avro"`: the writer and the topics whose subjects its schemas go under.
+    pub avro: Option<Avro>,
+}
+
+/// What `format = "avro"` needs besides the document: the registry, and the topic of each
+/// event, which names the subjects (`<topic>-key`, `<topic>-value`).
+#[derive(Debug, Clone)]
+pub struct Avro {
+    writer: Arc<AvroWriter>,
+    topics: TopicMapper,
+}
+
+impl Avro {
+    /// The Avro writer of a pipeline with `format = "avro"`, `None` for other formats.
+    pub fn for_source(config: &SourceConfig) -> Result<Option<Self>, String> {
+        if config.format != OutputFormat::Avro {
+            return Ok(None);
+        }
+        let registry = config
+            .schema_registry
+            .as_ref()
+            .ok_or("`format = \"avro\"` needs `schema_registry`")?;
+        Ok(Some(Self {
+            writer: Arc::new(AvroWriter::new(registry)?),
+            topics: TopicMapper::new(config),
+        }))
+    }
+
+    /// The topic of `event`, from its `ns` as the reader computes it.
+    fn topic(&self, event: &Document) -> String {
+        let ns = event.get_document("ns").ok();
+        let db = ns.and_then(|n| n.get_str("db").ok()).unwrap_or_default();
+        let coll = ns.and_then(|n| n.get_str("coll").ok());
+        self.topics.topic(db, coll)
+    }
+}
+
+impl Conversion {
+    /// The conversion of the pipeline `config` describes. Its registry settings were
+    /// validated with the configuration; should they still be unusable, that is logged and
+    /// every Avro record fails to convert, saying why.
+    pub fn for_source(config: &SourceConfig) -> Self {
+        let avro = Avro::for_source(config).unwrap_or_else(|error| {
+            tracing::error!(pipeline = %config.name, %error, "schema registry settings");
+            None
+        });
+        Self {
+            key: config.key,
+            format: config.format,
+            full_document_only: config.publish_full_document_only,
+            tombstone_on_delete: config.tombstone_on_delete,
+            avro,
+        }
+    }
+
+    /// Encodes the key or value `doc` of `event`'s record.
+    fn encode(&self, doc: Document, event: &Document, part: Part) -> Result<Vec<u8>, FormatError> {
+        match (&self.avro, self.format) {
+            (Some(avro), OutputFormat::Avro) => {
+                let (name, suffix) = match part {
+                    Part::Key => ("Key", "key"),
+                    Part::Value if self.full_document_only => ("Document", "value"),
+                    Part::Value => ("ChangeEvent", "value"),
+                };
+                let subject = format!("{}-{suffix}", avro.topic(event));
+                Ok(avro.writer.write(&doc, name, &subject)?)
+            }
+            _ => encode(doc, self.format),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Key,
+    Value,
 }
 
 /// The key and value of one record, or why the event is not published.
@@ -59,6 +150,12 @@ pub enum Converted {
 impl Conversion {
     /// Converts one change event.
     pub fn convert(&self, mut event: Document) -> Result<Converted, FormatError> {
+        // Avro names its subjects after the event's topic, which needs the whole event.
+        let whole = self
+            .avro
+            .as_ref()
+            .map(|_| event.clone())
+            .unwrap_or_default();
         let key = match self.key {
             KeyMode::DocumentKey => event.get("documentKey").cloned(),
             KeyMode::EventId => Some(
@@ -69,20 +166,20 @@ impl Conversion {
             ),
         };
         let key = match key {
-            Some(Bson::Document(doc)) => Some(encode(doc, self.format)?),
-            Some(other) => Some(encode(single("_id", other), self.format)?),
+            Some(Bson::Document(doc)) => Some(self.encode(doc, &whole, Part::Key)?),
+            Some(other) => Some(self.encode(single("_id", other), &whole, Part::Key)?),
             None => None,
         };
         if !self.full_document_only {
             return Ok(Converted::Record {
                 key,
-                value: Some(encode(event, self.format)?),
+                value: Some(self.encode(event, &whole, Part::Value)?),
             });
         }
         match event.remove("fullDocument") {
             Some(Bson::Document(doc)) => Ok(Converted::Record {
                 key,
-                value: Some(encode(doc, self.format)?),
+                value: Some(self.encode(doc, &whole, Part::Value)?),
             }),
             _ if self.tombstone_on_delete && event.get_str("operationType") == Ok("delete") => {
                 Ok(Converted::Record { key, value: None })
@@ -107,6 +204,11 @@ pub fn encode(doc: Document, format: OutputFormat) -> Result<Vec<u8>, FormatErro
         }
         OutputFormat::SimplifiedJson => serde_json::to_vec(&simplify(Bson::Document(doc)))?,
         OutputFormat::Bson => bson::to_vec(&doc)?,
+        OutputFormat::Avro => {
+            return Err(FormatError::Decode(
+                "`avro` is written through a schema registry, by a `Conversion`".into(),
+            ))
+        }
     })
 }
 
@@ -179,6 +281,7 @@ fn base64_encode(bytes: &[u8]) -> String {
 pub fn decode(bytes: &[u8], format: OutputFormat) -> Result<Document, String> {
     match format {
         OutputFormat::Bson => bson::from_slice(bytes).map_err(|e| e.to_string()),
+        OutputFormat::Avro => Err("`avro` is read through a schema registry".into()),
         _ => {
             let json: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
             match Bson::try_from(json) {
@@ -254,6 +357,7 @@ mod tests {
             format,
             full_document_only: false,
             tombstone_on_delete: false,
+            avro: None,
         }
     }
 
@@ -404,7 +508,7 @@ mod tests {
         );
         let tomb = Conversion {
             tombstone_on_delete: true,
-            ..only
+            ..only.clone()
         };
         let (key, value) = record(tomb.convert(event("delete", None)).unwrap());
         assert_eq!(key.unwrap(), br#"{"_id":42}"#);
@@ -414,6 +518,27 @@ mod tests {
             tomb.convert(event("update", None)).unwrap(),
             Converted::Skip
         );
+    }
+
+    #[test]
+    fn only_a_registry_that_did_not_answer_is_transient() {
+        use crate::schema_registry::RegistryError;
+        let url = "http://r".to_owned();
+        let unreachable = RegistryError::Unreachable {
+            url: url.clone(),
+            message: "refused".into(),
+        };
+        let refused = |status| RegistryError::Refused {
+            url: url.clone(),
+            what: "registering".into(),
+            status,
+            body: String::new(),
+        };
+        assert!(FormatError::Avro(AvroError::Registry(unreachable)).is_transient());
+        assert!(FormatError::Avro(AvroError::Registry(refused(503))).is_transient());
+        assert!(!FormatError::Avro(AvroError::Registry(refused(409))).is_transient());
+        assert!(!FormatError::Avro(AvroError::Invalid("bad".into())).is_transient());
+        assert!(!FormatError::MissingField("_id").is_transient());
     }
 
     #[test]

@@ -281,12 +281,7 @@ impl SourceSupervisor {
         .start();
         let shared = Arc::new(ReaderContext {
             config: self.config.clone(),
-            conversion: Conversion {
-                key: self.config.key,
-                format: self.config.format,
-                full_document_only: self.config.publish_full_document_only,
-                tombstone_on_delete: self.config.tombstone_on_delete,
-            },
+            conversion: Conversion::for_source(&self.config),
             topics: TopicMapper::new(&self.config),
             mongo: self.mongo.clone(),
             producer: producer.clone(),
@@ -626,12 +621,15 @@ impl Handler<ReaderFailed> for SourceSupervisor {
                     .resume_gap(&self.config.name, &reader.namespace);
                 self.restart_reader(reader.namespace, Some(policy), ctx);
             }
+            // A schema registry that did not answer is not among them: it is retried below.
             (
                 SourceError::Config { .. }
                 | SourceError::Format { .. }
                 | SourceError::TooLarge { .. },
                 _,
-            ) => self.fail(error, ctx),
+            ) if !matches!(&error, SourceError::Format { source, .. } if source.is_transient()) => {
+                self.fail(error, ctx)
+            }
             // Its records may sit in the open transaction: only a restart of the whole
             // pipeline (which aborts it) keeps exactly-once.
             _ if self.config.delivery == Delivery::ExactlyOnce => self.retry_pipeline(error, ctx),

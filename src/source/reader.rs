@@ -536,6 +536,7 @@ impl ReadLoop {
                 Ok(Some(OutgoingRecord::new(topic, key, value, origin)))
             }
             Ok(Converted::Skip) => Ok(None),
+            Err(source) if source.is_transient() => Err(SourceError::Format { origin, source }),
             Err(source) => match tolerated {
                 Some((key, event)) => Ok(Some(unconvertible(
                     topic,

@@ -1,0 +1,406 @@
+//! A client of a Confluent-compatible schema registry (Confluent Schema Registry, Apicurio
+//! Registry's `/apis/ccompat/v7`, Karapace): registers schemas under a subject and fetches
+//! schemas by id, caching both, so each schema costs one request per process.
+//!
+//! It speaks HTTP/1.0 over `std::net` (one connection per request, closed by the server, so
+//! no chunked bodies and no connection pool): the registry is asked once per new schema, and
+//! no HTTP client crate is in the dependency tree. Requests block the calling thread for at
+//! most `timeout`; callers are the pure record conversions, which have no async context.
+//! `https` is not supported yet (the configuration refuses it).
+//!
+//! The wire format the schemas are used in: byte 0 is 0 (the format's version), bytes 1..5
+//! the schema id, big-endian, then the encoded datum.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::{RegistryAddress, SchemaRegistryConfig};
+
+/// The registry wire format's first byte.
+pub const MAGIC_BYTE: u8 = 0;
+
+/// The largest registry answer read: schemas are small, and a bound keeps a wrong server from
+/// filling the memory.
+const MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Why the registry did not give what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// No connection, a timeout, or an answer that is not HTTP: the registry may come back.
+    #[error("schema registry at {url} unreachable: {message}")]
+    Unreachable {
+        /// The registry.
+        url: String,
+        /// What failed.
+        message: String,
+    },
+    /// The registry has no schema with this id.
+    #[error("schema registry at {url} has no schema with id {id}")]
+    UnknownId {
+        /// The registry.
+        url: String,
+        /// The id asked for.
+        id: u32,
+    },
+    /// The registry refused the request (an invalid or incompatible schema, bad credentials).
+    #[error("schema registry at {url} answered {status} to {what}: {body}")]
+    Refused {
+        /// The registry.
+        url: String,
+        /// What was asked.
+        what: String,
+        /// The HTTP status.
+        status: u16,
+        /// The body of the answer, cut to 500 bytes.
+        body: String,
+    },
+}
+
+impl RegistryError {
+    /// Whether asking again later may succeed (the registry is down or overloaded).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } => true,
+            Self::Refused { status, .. } => *status >= 500 || *status == 429,
+            Self::UnknownId { .. } => false,
+        }
+    }
+}
+
+/// The wire format's header: the schema id, and the datum after it.
+pub fn split_wire_format(bytes: &[u8]) -> Result<(u32, &[u8]), String> {
+    match bytes {
+        [MAGIC_BYTE, a, b, c, d, datum @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), datum)),
+        [MAGIC_BYTE, ..] => Err(format!(
+            "is {} bytes, too short for the schema registry header (5 bytes)",
+            bytes.len()
+        )),
+        [first, ..] => Err(format!(
+            "does not start with the schema registry's magic byte 0 (but {first})"
+        )),
+        [] => Err("is empty".into()),
+    }
+}
+
+/// `datum` behind the wire format's header for schema `id`.
+pub fn wire_format(id: u32, datum: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + datum.len());
+    out.push(MAGIC_BYTE);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(datum);
+    out
+}
+
+/// A schema as the registry holds it: its text and type (`AVRO` when the registry omits it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredSchema {
+    /// The schema's JSON text.
+    pub schema: String,
+    /// `AVRO`, `JSON` or `PROTOBUF`.
+    pub schema_type: String,
+}
+
+/// A registry client with its caches; one per pipeline (or per sink topic).
+#[derive(Debug)]
+pub struct RegistryClient {
+    url: String,
+    address: RegistryAddress,
+    authorization: Option<String>,
+    timeout: Duration,
+    ids: Mutex<HashMap<(String, String), u32>>,
+    schemas: Mutex<HashMap<u32, Arc<RegisteredSchema>>>,
+}
+
+impl RegistryClient {
+    /// A client of the registry `config` names.
+    pub fn new(config: &SchemaRegistryConfig) -> Result<Self, String> {
+        let address = config.address()?;
+        let authorization = config.username.as_ref().map(|user| {
+            let pair = format!("{user}:{}", config.password.as_deref().unwrap_or_default());
+            format!("Basic {}", base64(pair.as_bytes()))
+        });
+        Ok(Self {
+            url: config.url.clone(),
+            address,
+            authorization,
+            timeout: config.timeout,
+            ids: Mutex::default(),
+            schemas: Mutex::default(),
+        })
+    }
+
+    /// The id of `schema` (`schema_type` `AVRO` or `JSON`) under `subject`, registering it
+    /// there unless this client did so before. The registry answers with the id it already
+    /// has for an identical schema.
+    pub fn register(
+        &self,
+        subject: &str,
+        schema_type: &str,
+        schema: &str,
+    ) -> Result<u32, RegistryError> {
+        let cache_key = (subject.to_owned(), schema.to_owned());
+        if let Some(id) = self
+            .ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&cache_key)
+        {
+            return Ok(*id);
+        }
+        let mut body = serde_json::json!({ "schema": schema });
+        if schema_type != "AVRO" {
+            body["schemaType"] = Value::from(schema_type);
+        }
+        let path = format!("/subjects/{}/versions", percent_encode(subject));
+        let what = format!("registering a schema under `{subject}`");
+        let answer = self.request("POST", &path, Some(&body.to_string()), &what)?;
+        let id = answer
+            .get("id")
+            .and_then(Value::as_u64)
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or_else(|| self.unreachable(format!("{what}: the answer has no id: {answer}")))?;
+        self.ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(cache_key, id);
+        Ok(id)
+    }
+
+    /// The schema with `id`, from the cache or the registry.
+    pub fn schema(&self, id: u32) -> Result<Arc<RegisteredSchema>, RegistryError> {
+        if let Some(found) = self
+            .schemas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+        {
+            return Ok(found.clone());
+        }
+        let what = format!("fetching schema {id}");
+        let answer = match self.request("GET", &format!("/schemas/ids/{id}"), None, &what) {
+            Err(RegistryError::Refused { status: 404, .. }) => {
+                return Err(RegistryError::UnknownId {
+                    url: self.url.clone(),
+                    id,
+                })
+            }
+            other => other?,
+        };
+        let schema = answer
+            .get("schema")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                self.unreachable(format!("{what}: the answer has no schema: {answer}"))
+            })?;
+        let found = Arc::new(RegisteredSchema {
+            schema: schema.to_owned(),
+            schema_type: answer
+                .get("schemaType")
+                .and_then(Value::as_str)
+                .unwrap_or("AVRO")
+                .to_owned(),
+        });
+        self.schemas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, found.clone());
+        Ok(found)
+    }
+
+    fn unreachable(&self, message: String) -> RegistryError {
+        RegistryError::Unreachable {
+            url: self.url.clone(),
+            message,
+        }
+    }
+
+    /// One HTTP request; the JSON body of a 2xx answer.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        what: &str,
+    ) -> Result<Value, RegistryError> {
+        let io = |e: std::io::Error| self.unreachable(format!("{what}: {e}"));
+        let RegistryAddress {
+            host,
+            port,
+            path: prefix,
+        } = &self.address;
+        let addr = (host.as_str(), *port)
+            .to_socket_addrs()
+            .map_err(io)?
+            .next()
+            .ok_or_else(|| self.unreachable(format!("{what}: {host} has no address")))?;
+        let mut stream = TcpStream::connect_timeout(&addr, self.timeout).map_err(io)?;
+        stream.set_read_timeout(Some(self.timeout)).map_err(io)?;
+        stream.set_write_timeout(Some(self.timeout)).map_err(io)?;
+        let body = body.unwrap_or_default();
+        let mut request = format!(
+            "{method} {prefix}{path} HTTP/1.0\r\nHost: {host}:{port}\r\n\
+             Accept: application/vnd.schemaregistry.v1+json, application/json\r\n\
+             Content-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if let Some(authorization) = &self.authorization {
+            request.push_str(&format!("Authorization: {authorization}\r\n"));
+        }
+        request.push_str("Connection: close\r\n\r\n");
+        request.push_str(body);
+        stream.write_all(request.as_bytes()).map_err(io)?;
+        let mut answer = Vec::new();
+        stream
+            .take(MAX_RESPONSE_BYTES)
+            .read_to_end(&mut answer)
+            .map_err(io)?;
+        let (status, body) =
+            parse_response(&answer).map_err(|e| self.unreachable(format!("{what}: {e}")))?;
+        if !(200..300).contains(&status) {
+            let text = String::from_utf8_lossy(body);
+            return Err(RegistryError::Refused {
+                url: self.url.clone(),
+                what: what.to_owned(),
+                status,
+                body: text.chars().take(500).collect(),
+            });
+        }
+        serde_json::from_slice(body)
+            .map_err(|e| self.unreachable(format!("{what}: the answer is not JSON: {e}")))
+    }
+}
+
+/// The status and body of an HTTP/1.x answer read to its end.
+fn parse_response(answer: &[u8]) -> Result<(u16, &[u8]), String> {
+    let end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("the answer has no end of headers")?;
+    let head = std::str::from_utf8(&answer[..end]).map_err(|_| "the headers are not text")?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .filter(|_| status_line.starts_with("HTTP/1."))
+        .ok_or_else(|| format!("not an HTTP answer: `{status_line}`"))?;
+    let chunked = lines.any(|line| {
+        let line = line.to_ascii_lowercase();
+        line.starts_with("transfer-encoding:") && line.contains("chunked")
+    });
+    let body = &answer[end + 4..];
+    if chunked {
+        // HTTP/1.0 answers are not chunked; a server that does it anyway is not supported.
+        return Err("the answer is chunked, which an HTTP/1.0 request does not expect".into());
+    }
+    Ok((status, body))
+}
+
+/// Subjects are topic names plus `-key`/`-value`; anything else is escaped for the path.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Standard base64 with padding (RFC 4648), for the basic authentication header.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format_round_trips_and_bad_headers_say_why() {
+        let bytes = wire_format(0x0102_0304, b"datum");
+        assert_eq!(&bytes[..5], &[0, 1, 2, 3, 4]);
+        assert_eq!(split_wire_format(&bytes), Ok((0x0102_0304, &b"datum"[..])));
+        assert!(split_wire_format(&[0, 1, 2])
+            .unwrap_err()
+            .contains("too short"));
+        assert!(split_wire_format(b"{\"a\":1}")
+            .unwrap_err()
+            .contains("magic byte"));
+        assert!(split_wire_format(b"").unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        for (text, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+            ("user:pä ss", "dXNlcjpww6Qgc3M="),
+        ] {
+            assert_eq!(base64(text.as_bytes()), encoded, "{text}");
+        }
+    }
+
+    #[test]
+    fn responses_are_parsed_and_refusals_kept() {
+        let answer = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"id\":3}";
+        assert_eq!(parse_response(answer), Ok((200, &b"{\"id\":3}"[..])));
+        let answer = b"HTTP/1.1 404 Not Found\r\n\r\n{\"error_code\":40403}";
+        assert_eq!(parse_response(answer).map(|(s, _)| s), Ok(404));
+        assert!(parse_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+        assert!(parse_response(b"HTTP/1.0 200 OK\r\n").is_err());
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc")
+                .is_err()
+        );
+        assert_eq!(percent_encode("db.c-value"), "db.c-value");
+        assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn an_unreachable_registry_is_transient() {
+        // A port nothing listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let client = RegistryClient::new(&SchemaRegistryConfig {
+            url: format!("http://127.0.0.1:{port}"),
+            username: None,
+            password: None,
+            timeout: Duration::from_secs(2),
+        })
+        .expect("a client");
+        let err = client.schema(1).expect_err("nothing listens");
+        assert!(err.is_transient(), "{err}");
+        assert!(err.to_string().contains("unreachable"), "{err}");
+    }
+}

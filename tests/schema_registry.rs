@@ -1,0 +1,363 @@
+//! Avro through a real schema registry: Apicurio Registry's Confluent-compatible API from
+//! `test-services/registry.sh` (`services.sh up` starts it), or the registry at
+//! `SCHEMA_REGISTRY_URL`. Without one these tests fail, saying how to start it.
+
+mod common;
+
+use common::sink::{header, Sink, WAIT};
+use common::Outgoing;
+use mongodb::bson::spec::BinarySubtype;
+use mongodb::bson::{doc, Binary, Bson, DateTime, Decimal128, Document};
+
+/// The registry's Confluent-compatible API.
+fn registry_url() -> String {
+    std::env::var("SCHEMA_REGISTRY_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".to_owned())
+}
+
+/// `GET path` on the registry: status and body. Panics, saying how to start one, when no
+/// registry answers.
+fn registry_get(path: &str) -> (u16, String) {
+    let url = url::Url::parse(&format!("{}{path}", registry_url())).expect("registry URL");
+    let port = url.port().unwrap_or(80);
+    let host = url.host_str().expect("registry host");
+    assert!(
+        host == "127.0.0.1" || host == "localhost",
+        "these tests read the registry over plain loopback HTTP; SCHEMA_REGISTRY_URL is {url}"
+    );
+    match http10_get(port, url.path()) {
+        Some(answer) => answer,
+        None => panic!(
+            "no schema registry answers at {}: start it with `test-services/services.sh up` \
+             (or `test-services/registry.sh up`), or set SCHEMA_REGISTRY_URL",
+            registry_url()
+        ),
+    }
+}
+
+/// An HTTP/1.0 GET, so the answer is not chunked: status and body.
+fn http10_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    Some((status, body.to_owned()))
+}
+
+fn registry_toml() -> String {
+    format!("schema_registry = {{ url = \"{}\" }}\n", registry_url())
+}
+
+/// A document of every BSON type the Avro mapping carries as itself.
+fn every_type(id: i32) -> Document {
+    doc! {
+        "_id": id,
+        "double": 1.25,
+        "string": "héllo",
+        "int32": -7_i32,
+        "int64": i64::MAX,
+        "bool": true,
+        "date": DateTime::from_millis(1_700_000_000_123),
+        "decimal": "-12345.678".parse::<Decimal128>().expect("decimal"),
+        "binary": Binary { subtype: BinarySubtype::Generic, bytes: vec![0, 1, 254, 255] },
+        "null": Bson::Null,
+        "nested": { "city": "Oslo", "geo": { "lat": 59.9, "lon": 10.7 } },
+        "ints": [1, 2, 3],
+        "lines": [{ "sku": "a", "qty": 1_i64 }, { "sku": "b", "qty": 2_i64 }],
+        "odd name-1": "kept",
+    }
+}
+
+#[tokio::test]
+async fn avro_change_events_round_trip_through_the_registry_into_mongodb() {
+    let (status, _) = registry_get("/subjects");
+    assert_eq!(status, 200, "the registry's /subjects");
+    let db = common::unique("avro");
+    let topic = format!("{db}.c");
+    let registry = registry_toml();
+    let config = common::config_toml(
+        common::free_port(),
+        &format!(
+            "[[source]]\nname = \"{src}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nformat = \"avro\"\n\
+             full_document = \"updateLookup\"\ncheckpoint_interval = \"200ms\"\nmax_await_time = \"300ms\"\n{registry}\
+             [[sink]]\nname = \"{snk}\"\ntopics = [\"{topic}\"]\ndatabase = \"{db}\"\ncollection = \"c_copy\"\n\
+             cdc_handler = \"mongodb\"\nkey_format = \"avro\"\nvalue_format = \"avro\"\nmax_batch_delay = \"50ms\"\n{registry}",
+            src = common::unique("asrc"),
+            snk = common::unique("asnk"),
+        ),
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    daemon.wait_for_log("sink pipeline running", 1, WAIT);
+    let client = common::mongo_client().await;
+    let source = client.database(&db).collection::<Document>("c");
+    source
+        .insert_many([every_type(1), every_type(2), every_type(3)])
+        .await
+        .expect("insert");
+    // A new field: a new schema version under the same subject.
+    source
+        .update_one(
+            doc! {"_id": 1},
+            doc! {"$set": {"added": "later", "nested.city": "Bergen"}},
+        )
+        .await
+        .expect("update");
+    source.delete_one(doc! {"_id": 2}).await.expect("delete");
+    source
+        .insert_one(doc! {"_id": 4, "only": "a new shape"})
+        .await
+        .expect("insert");
+
+    let copy = client.database(&db).collection::<Document>("c_copy");
+    let mut expected_one = every_type(1);
+    expected_one.insert("added", "later");
+    expected_one
+        .get_document_mut("nested")
+        .expect("nested")
+        .insert("city", "Bergen");
+    let expected = [
+        expected_one,
+        every_type(3),
+        doc! {"_id": 4, "only": "a new shape"},
+    ];
+    let arrived = common::eventually(WAIT, || {
+        let (copy, expected) = (copy.clone(), expected.clone());
+        async move {
+            let mut found = Vec::new();
+            for doc in &expected {
+                let id = doc.get_i32("_id").unwrap_or_default();
+                found.push(copy.find_one(doc! {"_id": id}).await.ok().flatten());
+            }
+            let gone = copy
+                .find_one(doc! {"_id": 2})
+                .await
+                .ok()
+                .flatten()
+                .is_none();
+            gone && found
+                .iter()
+                .zip(&expected)
+                .all(|(f, e)| f.as_ref() == Some(e))
+        }
+    })
+    .await;
+    if !arrived {
+        let mut docs = Vec::new();
+        for id in 1..=4 {
+            docs.push(copy.find_one(doc! {"_id": id}).await.ok().flatten());
+        }
+        panic!(
+            "the copy is not the source:\n expected {expected:#?}\n found {docs:#?}\nlog:\n{}",
+            daemon.log()
+        );
+    }
+
+    // On the topic: the registry's wire format, with schemas the registry serves.
+    let records = common::consume(&topic, 6, WAIT, false).await;
+    assert_eq!(
+        records.len(),
+        6,
+        "3 inserts, an update, a delete, an insert"
+    );
+    let mut ids = std::collections::BTreeSet::new();
+    for record in &records {
+        for part in [record.key.as_deref(), record.value.as_deref()] {
+            let bytes = part.expect("key and value");
+            assert_eq!(bytes[0], 0, "magic byte");
+            ids.insert(u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]));
+        }
+    }
+    for id in &ids {
+        let (status, body) = registry_get(&format!("/schemas/ids/{id}"));
+        assert_eq!(status, 200, "schema {id}: {body}");
+    }
+    let (status, versions) = registry_get(&format!("/subjects/{topic}-value/versions"));
+    assert_eq!(status, 200, "{versions}");
+    let versions: Vec<u32> = serde_json::from_str(&versions).expect("a list of versions");
+    // Insert, update (a new field and updateDescription), delete and the new shape differ.
+    assert!(
+        versions.len() >= 4,
+        "versions of {topic}-value: {versions:?}"
+    );
+    let (status, _) = registry_get(&format!("/subjects/{topic}-key/versions"));
+    assert_eq!(status, 200, "the key subject");
+    daemon.terminate(WAIT);
+    let _ = client.database(&db).drop().await;
+}
+
+#[tokio::test]
+async fn a_record_with_an_unknown_schema_id_is_dead_lettered_with_the_reason() {
+    let (status, _) = registry_get("/subjects");
+    assert_eq!(status, 200, "the registry's /subjects");
+    // Apicurio's ids count up from 1; no test registers two billion schemas.
+    let unknown: u32 = 2_000_000_000;
+    let (status, _) = registry_get(&format!("/schemas/ids/{unknown}"));
+    assert_eq!(status, 404, "schema {unknown} should not exist");
+    let dlq = common::unique("dlq");
+    let sink = Sink::new(
+        1,
+        &format!(
+            "value_format = \"avro\"\nkey_format = \"string\"\nid_strategy = \"kafka_meta\"\n{}\
+             errors = {{ tolerance = \"all\", dead_letter_topic = \"{dlq}\" }}",
+            registry_toml()
+        ),
+    )
+    .await;
+    let daemon = sink.start();
+    let mut unknown_id = vec![0];
+    unknown_id.extend_from_slice(&unknown.to_be_bytes());
+    unknown_id.extend_from_slice(&[2, 2]);
+    common::produce(
+        &sink.topic,
+        &[
+            Outgoing {
+                key: Some(b"unknown".to_vec()),
+                value: Some(unknown_id.clone()),
+                ..Outgoing::default()
+            },
+            Outgoing {
+                key: Some(b"json".to_vec()),
+                value: Some(br#"{"not": "avro"}"#.to_vec()),
+                ..Outgoing::default()
+            },
+        ],
+    )
+    .await;
+    let dead = common::consume(&dlq, 2, WAIT, false).await;
+    assert_eq!(dead.len(), 2, "log:\n{}", daemon.log());
+    assert_eq!(dead[0].value.as_deref(), Some(unknown_id.as_slice()));
+    assert_eq!(header(&dead[0], "mkb.error.stage"), "decode");
+    let reason = header(&dead[0], "mkb.error");
+    assert!(
+        reason.contains(&format!("no schema with id {unknown}")),
+        "{reason}"
+    );
+    assert!(
+        header(&dead[1], "mkb.error").contains("magic byte"),
+        "{dead:?}"
+    );
+    let written = sink
+        .collection()
+        .await
+        .count_documents(doc! {})
+        .await
+        .expect("count");
+    assert_eq!(written, 0, "nothing is written from undecodable records");
+    sink.stop(daemon).await;
+}
+
+/// `test-services/registry.sh` with `args` and `env`; panics when it fails.
+fn registry_script(args: &[&str], env: &[(&str, &str)]) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("test-services/registry.sh");
+    let status = std::process::Command::new(script)
+        .args(args)
+        .envs(env.iter().copied())
+        .status()
+        .unwrap_or_else(|e| panic!("registry.sh {args:?}: {e}"));
+    assert!(status.success(), "registry.sh {args:?}: {status}");
+}
+
+/// The `_id` of the `fullDocument` of an Avro change event record, read with `reader`; `None`
+/// when the reader's registry does not know the record's schema.
+fn full_document_id(
+    reader: &mongo_kafka_bridge::avro::AvroReader,
+    record: &common::Consumed,
+) -> Option<i32> {
+    match reader.read(record.value.as_deref()?) {
+        Ok(Bson::Document(event)) => event.get_document("fullDocument").ok()?.get_i32("_id").ok(),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_registry_down_mid_stream_delays_the_source_and_loses_nothing() {
+    // A registry of this test's own, on a free port, sharing the build of the shared one.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = common::free_port().to_string();
+    let build = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("test-services/.cache/registry/build");
+    let cache = dir.path().join("services");
+    let env = [
+        ("REGISTRY_PORT", port.as_str()),
+        ("TEST_SERVICES_CACHE", cache.to_str().expect("path")),
+        ("REGISTRY_BUILD", build.to_str().expect("path")),
+        ("REGISTRY_HEAP", "256m"),
+    ];
+    registry_script(&["up"], &env);
+    struct Down<'a>(&'a [(&'a str, &'a str)]);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            registry_script(&["down"], self.0);
+        }
+    }
+    let _down = Down(&env);
+    let url = format!("http://127.0.0.1:{port}/apis/ccompat/v7");
+
+    let db = common::unique("avrodown");
+    let topic = format!("{db}.c");
+    let dlq = common::unique("dlq");
+    let config = common::config_toml(
+        common::free_port(),
+        &format!(
+            "[[source]]\nname = \"{src}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nformat = \"avro\"\n\
+             checkpoint_interval = \"200ms\"\nmax_await_time = \"300ms\"\n\
+             schema_registry = {{ url = \"{url}\", timeout = \"2s\" }}\n\
+             errors = {{ tolerance = \"all\", dead_letter_topic = \"{dlq}\" }}\n",
+            src = common::unique("dsrc"),
+        ),
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    let client = common::mongo_client().await;
+    let source = client.database(&db).collection::<Document>("c");
+    source
+        .insert_one(doc! {"_id": 1, "a": "first"})
+        .await
+        .expect("insert");
+    let first = common::consume(&topic, 1, WAIT, false).await;
+    assert_eq!(first.len(), 1, "log:\n{}", daemon.log());
+
+    // Down: a document of a new shape needs its schema registered.
+    registry_script(&["down"], &env);
+    source
+        .insert_one(doc! {"_id": 2, "a": "second", "b": true})
+        .await
+        .expect("insert");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // Up again (empty: its storage is in memory), and the event is published after all.
+    registry_script(&["up"], &env);
+    let reader = mongo_kafka_bridge::avro::AvroReader::new(
+        &mongo_kafka_bridge::config::SchemaRegistryConfig {
+            url: url.clone(),
+            username: None,
+            password: None,
+            timeout: std::time::Duration::from_secs(5),
+        },
+    )
+    .expect("a reader");
+    let records = common::consume_until(&topic, WAIT, false, |records| {
+        records
+            .iter()
+            .any(|r| full_document_id(&reader, r) == Some(2))
+    })
+    .await;
+    assert!(
+        records
+            .iter()
+            .any(|r| full_document_id(&reader, r) == Some(2)),
+        "the event of document 2 never arrived: {} records; log:\n{}",
+        records.len(),
+        daemon.log()
+    );
+    let dead = common::consume(&dlq, 1, std::time::Duration::from_secs(2), false).await;
+    assert!(dead.is_empty(), "dead-lettered: {dead:?}");
+    daemon.terminate(WAIT);
+    let _ = client.database(&db).drop().await;
+}
