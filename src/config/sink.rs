@@ -134,6 +134,35 @@ pub struct SinkConfig {
     /// key's.
     #[serde(default)]
     pub delete_write_model: DeleteWriteModel,
+    /// Write to a time-series collection whose time field is this top-level field (the
+    /// connector's `timeseries.timefield`); the collection is created as one when missing,
+    /// and the default `write_model` becomes `insert_one`.
+    #[serde(default)]
+    pub timeseries_time_field: Option<String>,
+    /// With `timeseries_time_field`: make the time field a date when it is a number
+    /// (milliseconds since the epoch) or text (RFC 3339, or `timeseries_time_field_format`)
+    /// (`timeseries.timefield.auto.convert`).
+    #[serde(default)]
+    pub timeseries_time_field_auto_convert: bool,
+    /// With `timeseries_time_field_auto_convert`: the format of time fields given as text, in
+    /// the `time` crate's format description syntax, e.g. `"[day]/[month]/[year]
+    /// [hour]:[minute]"` (`timeseries.timefield.auto.convert.date.format`). Absent: RFC 3339,
+    /// `YYYY-MM-DD HH:MM:SS[.fff]` or `YYYY-MM-DD`. Without an offset the time is UTC; without
+    /// a time of day it is midnight.
+    #[serde(default)]
+    pub timeseries_time_field_format: Option<String>,
+    /// With `timeseries_time_field`: the top-level field holding what identifies a series
+    /// (`timeseries.metafield`).
+    #[serde(default)]
+    pub timeseries_meta_field: Option<String>,
+    /// With `timeseries_time_field`: `seconds`, `minutes` or `hours`
+    /// (`timeseries.granularity`).
+    #[serde(default)]
+    pub timeseries_granularity: Option<Granularity>,
+    /// With `timeseries_time_field`: documents are removed this long after their time
+    /// (`timeseries.expire.after.seconds`).
+    #[serde(default, with = "humantime_serde")]
+    pub timeseries_expire_after: Option<Duration>,
     /// Replay change events: `none`, `mongodb` (our source's and the MongoDB Kafka
     /// Connector's events), `debezium_mongodb`, `debezium_rdbms` (MySQL, PostgreSQL).
     #[serde(default)]
@@ -210,6 +239,29 @@ pub enum IdStrategy {
     /// The value's `_id`, a UUID (text, with or without dashes, or binary subtype 4), stored
     /// as binary subtype 4.
     UuidProvidedInValue,
+}
+
+/// `timeseries_granularity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Granularity {
+    /// Measurements arrive seconds apart.
+    Seconds,
+    /// Minutes apart.
+    Minutes,
+    /// Hours apart.
+    Hours,
+}
+
+impl Granularity {
+    /// The name MongoDB's `create` command takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Seconds => "seconds",
+            Self::Minutes => "minutes",
+            Self::Hours => "hours",
+        }
+    }
 }
 
 /// `id_fields_projection`.
@@ -546,6 +598,7 @@ impl SinkConfig {
                 "is read only with `delete_on_null_values = true` (it says how a tombstone deletes)",
             ));
         }
+        self.validate_time_series(key, out);
         at_least_one(&format!("{key}.max_batch_size"), self.max_batch_size, out);
         if self.max_batch_size > 100_000 {
             out.push(Violation::new(
@@ -562,6 +615,86 @@ impl SinkConfig {
         }
         if let Some(topic) = &self.errors.dead_letter_topic {
             topic_name(&format!("{key}.errors.dead_letter_topic"), topic, out);
+        }
+    }
+}
+
+impl SinkConfig {
+    fn validate_time_series(&self, key: &str, out: &mut Vec<Violation>) {
+        let Some(time_field) = &self.timeseries_time_field else {
+            for (field, set) in [
+                (
+                    "timeseries_time_field_auto_convert",
+                    self.timeseries_time_field_auto_convert,
+                ),
+                (
+                    "timeseries_time_field_format",
+                    self.timeseries_time_field_format.is_some(),
+                ),
+                (
+                    "timeseries_meta_field",
+                    self.timeseries_meta_field.is_some(),
+                ),
+                (
+                    "timeseries_granularity",
+                    self.timeseries_granularity.is_some(),
+                ),
+                (
+                    "timeseries_expire_after",
+                    self.timeseries_expire_after.is_some(),
+                ),
+            ] {
+                if set {
+                    out.push(Violation::new(
+                        format!("{key}.{field}"),
+                        "is read only with `timeseries_time_field`",
+                    ));
+                }
+            }
+            return;
+        };
+        for (field, value) in [
+            ("timeseries_time_field", Some(time_field)),
+            ("timeseries_meta_field", self.timeseries_meta_field.as_ref()),
+        ] {
+            if let Some(name) = value {
+                if name.is_empty() || name.contains('.') || name.starts_with('$') || name == "_id" {
+                    out.push(Violation::new(
+                        format!("{key}.{field}"),
+                        format!("`{name}` must be a top-level field name (no `.`, no leading `$`, not `_id`)"),
+                    ));
+                }
+            }
+        }
+        if self.timeseries_meta_field.as_ref() == Some(time_field) {
+            out.push(Violation::new(
+                format!("{key}.timeseries_meta_field"),
+                "must differ from `timeseries_time_field`",
+            ));
+        }
+        if let Some(format) = &self.timeseries_time_field_format {
+            if !self.timeseries_time_field_auto_convert {
+                out.push(Violation::new(
+                    format!("{key}.timeseries_time_field_format"),
+                    "is read only with `timeseries_time_field_auto_convert = true`",
+                ));
+            }
+            if let Err(e) = time::format_description::parse_owned::<2>(format) {
+                out.push(Violation::new(
+                    format!("{key}.timeseries_time_field_format"),
+                    format!("not a format description: {e}"),
+                ));
+            }
+        }
+        if !matches!(
+            self.write_model,
+            WriteModelKind::ReplaceOne | WriteModelKind::InsertOne
+        ) || self.cdc_handler != CdcHandler::None
+        {
+            out.push(Violation::new(
+                format!("{key}.timeseries_time_field"),
+                "time-series collections take inserts: leave `write_model` at its default (it becomes `insert_one`) or set `insert_one`, without a `cdc_handler`",
+            ));
         }
     }
 }
@@ -698,6 +831,30 @@ mod tests {
             (
                 "write_model = \"update_one\"\nbusiness_key_fields = [\"a\"]",
                 "sink[0].business_key_fields",
+            ),
+            (
+                "timeseries_granularity = \"hours\"",
+                "sink[0].timeseries_granularity",
+            ),
+            (
+                "timeseries_time_field = \"a.b\"",
+                "sink[0].timeseries_time_field",
+            ),
+            (
+                "timeseries_time_field = \"t\"\nwrite_model = \"update_one\"",
+                "sink[0].timeseries_time_field",
+            ),
+            (
+                "timeseries_time_field = \"t\"\ntimeseries_meta_field = \"t\"",
+                "sink[0].timeseries_meta_field",
+            ),
+            (
+                "timeseries_time_field = \"t\"\ntimeseries_time_field_auto_convert = true\ntimeseries_time_field_format = \"[nonsense\"",
+                "sink[0].timeseries_time_field_format",
+            ),
+            (
+                "timeseries_time_field = \"t\"\ntimeseries_time_field_format = \"[year]\"",
+                "sink[0].timeseries_time_field_format",
             ),
         ];
         for (extra, key) in cases {

@@ -8,6 +8,7 @@ use super::decode::Decoder;
 use super::id::IdAssigner;
 use super::model::{RecordError, SinkRecord, Stage, WriteOp};
 use super::process::PostProcessor;
+use super::timeseries::TimeSeries;
 use super::write_model::WriteModelBuilder;
 use crate::config::{CdcHandler, NamespaceFrom, SinkConfig};
 
@@ -60,6 +61,7 @@ pub struct Converter {
     process: PostProcessor,
     model: WriteModelBuilder,
     cdc: CdcReplayer,
+    timeseries: Option<TimeSeries>,
 }
 
 impl Converter {
@@ -71,6 +73,7 @@ impl Converter {
             process: PostProcessor::new(&config)?,
             model: WriteModelBuilder::new(&config),
             cdc: CdcReplayer::new(&config),
+            timeseries: TimeSeries::new(&config)?,
             config,
         })
     }
@@ -93,11 +96,19 @@ impl Converter {
                 record.value = Some(value);
             }
             self.process.apply(&mut record)?;
+            if let (Some(series), Some(value)) = (&self.timeseries, record.value.as_mut()) {
+                series.convert(value)?;
+            }
             self.model.build(&record)?
         } else {
             self.cdc.replay(&record)?
         };
         Ok(op.map(|op| Converted { namespace, op }))
+    }
+
+    /// The time-series settings of the topic, when its collection is one.
+    pub fn timeseries(&self) -> Option<&TimeSeries> {
+        self.timeseries.as_ref()
     }
 
     fn namespace(&self, record: &SinkRecord) -> Result<Namespace, RecordError> {

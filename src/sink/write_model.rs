@@ -59,8 +59,14 @@ impl WriteModelBuilder {
     /// The builder `config` asks for (`write_model`, `business_key_fields`,
     /// `delete_on_null_values`).
     pub fn new(config: &SinkConfig) -> Self {
+        // A time-series collection takes inserts: the default model becomes `insert_one`, as
+        // the connector's DefaultWriteModelStrategy does (validation refuses any other).
+        let kind = match (config.write_model, &config.timeseries_time_field) {
+            (WriteModelKind::ReplaceOne, Some(_)) => WriteModelKind::InsertOne,
+            (kind, _) => kind,
+        };
         Self {
-            kind: config.write_model,
+            kind,
             business_key: config.business_key_fields.clone(),
             delete_on_null: config.delete_on_null_values,
             tombstone: config.delete_write_model,
@@ -630,6 +636,14 @@ mod tests {
             )
             .expect("ok"),
             None
+        );
+    }
+
+    #[test]
+    fn a_time_series_collection_takes_inserts_by_default() {
+        assert_eq!(
+            build("timeseries_time_field = \"ts\"", &keyed(Some(value()))).expect("ok"),
+            Some(WriteOp::Insert(value()))
         );
     }
 }
