@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clients;
 pub mod config;
 pub mod daemon;
+pub mod dead_letter;
 pub mod ops;
 pub mod pipeline;
 pub mod schema_registry;

@@ -287,6 +287,23 @@ pub struct ErrorsConfig {
     /// Where tolerated bad events go, with headers saying why. Required with `all`.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
+    /// How the headers of dead letters are named: `mkb` (`mkb.error`, ...), `connect` (Kafka
+    /// Connect's `__connect.errors.*`, for tools built on them), or `both`.
+    #[serde(default)]
+    pub dead_letter_headers: DeadLetterHeaders,
+}
+
+/// `errors.dead_letter_headers`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterHeaders {
+    /// `mkb.error`, `mkb.error.stage`, `mkb.pipeline`, ...
+    #[default]
+    Mkb,
+    /// Kafka Connect's `__connect.errors.*`.
+    Connect,
+    /// Both sets.
+    Both,
 }
 
 /// `errors.tolerance`.

@@ -1022,6 +1022,7 @@ mod tests {
             &ErrorsConfig {
                 tolerance: Tolerance::All,
                 dead_letter_topic: Some("dlq".into()),
+                ..ErrorsConfig::default()
             },
         );
         let Ok(Some(record)) = dead else {
