@@ -178,6 +178,13 @@ pub struct SinkConfig {
     /// committed offsets.
     #[serde(default = "default_max_num_retries")]
     pub max_num_retries: u32,
+    /// Pause after every this many batches a partition writer wrote (the connector's
+    /// `rate.limiting.every.n`); absent: no pause.
+    #[serde(default)]
+    pub rate_limiting_every_n: Option<usize>,
+    /// With `rate_limiting_every_n`: how long to pause (`rate.limiting.timeout`).
+    #[serde(default = "default_rate_limiting_timeout", with = "humantime_serde")]
+    pub rate_limiting_timeout: Duration,
     /// What happens to a record that cannot be decoded, mapped or written.
     #[serde(default)]
     pub errors: ErrorsConfig,
@@ -370,6 +377,10 @@ fn default_max_batch_size() -> usize {
 
 fn default_max_num_retries() -> u32 {
     10
+}
+
+fn default_rate_limiting_timeout() -> Duration {
+    Duration::from_secs(1)
 }
 
 fn default_max_batch_delay() -> Duration {
@@ -599,6 +610,18 @@ impl SinkConfig {
             ));
         }
         self.validate_time_series(key, out);
+        if self.rate_limiting_every_n == Some(0) {
+            out.push(Violation::new(
+                format!("{key}.rate_limiting_every_n"),
+                "must be at least 1 (leave it out for no pause)",
+            ));
+        }
+        if self.rate_limiting_every_n.is_some() && self.rate_limiting_timeout.is_zero() {
+            out.push(Violation::new(
+                format!("{key}.rate_limiting_timeout"),
+                "must be longer than 0 with `rate_limiting_every_n`",
+            ));
+        }
         at_least_one(&format!("{key}.max_batch_size"), self.max_batch_size, out);
         if self.max_batch_size > 100_000 {
             out.push(Violation::new(
@@ -831,6 +854,11 @@ mod tests {
             (
                 "write_model = \"update_one\"\nbusiness_key_fields = [\"a\"]",
                 "sink[0].business_key_fields",
+            ),
+            ("rate_limiting_every_n = 0", "sink[0].rate_limiting_every_n"),
+            (
+                "rate_limiting_every_n = 2\nrate_limiting_timeout = \"0s\"",
+                "sink[0].rate_limiting_timeout",
             ),
             (
                 "timeseries_granularity = \"hours\"",

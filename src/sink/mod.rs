@@ -15,6 +15,7 @@ pub mod decode;
 pub mod id;
 pub mod model;
 pub mod process;
+pub mod rate_limit;
 pub mod timeseries;
 pub mod write_model;
 pub mod writer;
