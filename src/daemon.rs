@@ -9,6 +9,7 @@ use crate::config::{self, Config};
 use crate::ops::health::Readiness;
 use crate::ops::metrics::Metrics;
 use crate::ops::signals::{Request, Signals};
+use crate::ops::status::StatusBoard;
 use crate::ops::{http, systemd};
 use crate::supervisor::{Reload, Shutdown, Supervisor};
 
@@ -52,9 +53,15 @@ async fn serve(config: Config, path: PathBuf) -> Result<i32, StartError> {
     let mut signals = Signals::install().map_err(StartError::Signals)?;
     let metrics = Metrics::new()?;
     let readiness = Readiness::default();
+    let status = StatusBoard::default();
     let http = if config.http.enabled {
         let address = config.http.address;
-        let server = http::serve(address, readiness.clone(), metrics.clone())
+        let reporters = http::Reporters {
+            readiness: readiness.clone(),
+            metrics: metrics.clone(),
+            status: status.clone(),
+        };
+        let server = http::serve(address, reporters)
             .map_err(|source| StartError::Http { address, source })?;
         let handle = server.handle();
         actix_rt::spawn(server);
@@ -64,7 +71,7 @@ async fn serve(config: Config, path: PathBuf) -> Result<i32, StartError> {
         None
     };
     let mut deadline = config.shutdown.timeout;
-    let supervisor = Supervisor::new(config, readiness, metrics.clone());
+    let supervisor = Supervisor::new(config, readiness, metrics.clone(), status);
     let draining = supervisor.draining();
     let supervisor = supervisor.start();
     systemd::ready("running");

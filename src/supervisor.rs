@@ -17,6 +17,7 @@ use crate::clients::{kafka, mongo, ClientError};
 use crate::config::{pipeline_names, Config, ConfigDiff};
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
+use crate::ops::status::StatusBoard;
 use crate::pipeline::{PipelineEnv, StopPipeline};
 use crate::sink::SinkSupervisor;
 use crate::source::SourceSupervisor;
@@ -64,6 +65,7 @@ pub struct Supervisor {
     config: Arc<Config>,
     readiness: Readiness,
     metrics: Metrics,
+    status: StatusBoard,
     mongo: Option<mongodb::Client>,
     pipelines: BTreeMap<String, Pipeline>,
     connect_backoff: Backoff,
@@ -75,12 +77,18 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// A supervisor for `config`, reporting through `readiness` and `metrics`.
-    pub fn new(config: Config, readiness: Readiness, metrics: Metrics) -> Self {
+    /// A supervisor for `config`, reporting through `readiness`, `metrics` and `status`.
+    pub fn new(
+        config: Config,
+        readiness: Readiness,
+        metrics: Metrics,
+        status: StatusBoard,
+    ) -> Self {
         Self {
             config: Arc::new(config),
             readiness,
             metrics,
+            status,
             mongo: None,
             pipelines: BTreeMap::new(),
             connect_backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
@@ -265,6 +273,7 @@ impl Handler<Reload> for Supervisor {
             move |new_client, act, _| {
                 for name in &diff.removed {
                     act.metrics.forget_pipeline(name);
+                    act.status.remove(name);
                 }
                 if !connected {
                     return diff;
@@ -281,6 +290,7 @@ impl Handler<Reload> for Supervisor {
                 if let Some(client) = act.mongo.clone() {
                     for name in diff.added.iter().chain(&diff.changed) {
                         act.metrics.forget_pipeline(name);
+                        act.status.remove(name);
                         act.start_pipeline(name, &client);
                     }
                 }

@@ -4,5 +4,7 @@ pub mod health;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod progress;
 pub mod signals;
+pub mod status;
 pub mod systemd;
