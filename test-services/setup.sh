@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Makes sure this machine has what the daemon's build, the local services and the tests need;
 # `services.sh up` runs it first, so the README's two commands work on a fresh Debian machine.
-#   - Debian packages: Java 17 and Maven (Kafka and the MongoDB stand-in), a C toolchain,
-#     pkg-config, OpenSSL and zlib headers (librdkafka is built from source). Missing ones are
-#     installed with apt-get when this runs as root; otherwise it names them and fails.
+#   - Debian packages: Java 17 and Maven (Kafka, the MongoDB stand-in, the schema registry),
+#     a C toolchain, pkg-config, OpenSSL and zlib headers (librdkafka is built from source),
+#     Python 3 with venv (a consumer that is not ours reads Avro in the tests) and curl.
+#     Missing ones are installed with apt-get when this runs as root; otherwise it names them
+#     and fails.
 #   - A Prometheus server for tests/dashboard.rs: Debian's `prometheus` package, unpacked (not
 #     installed: no system service is started) into .cache/prometheus/, unless `PROMETHEUS`
 #     names a binary or one is on the PATH.
@@ -46,6 +48,10 @@ missing_packages() {
     command -v flock >/dev/null || missing+=(util-linux)
     dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
     dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
+    # A Python with venv and pip: the schema registry tests read our Avro with fastavro.
+    command -v python3 >/dev/null || missing+=(python3)
+    python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+    command -v curl >/dev/null || missing+=(curl)
     echo "${missing[@]}"
 }
 
