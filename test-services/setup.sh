@@ -11,11 +11,13 @@
 #     names a binary or one is on the PATH.
 # Usage: setup.sh            check and install what is missing (quiet when nothing is)
 #        setup.sh prometheus print the path of the Prometheus binary the tests use
-# Environment: TEST_SERVICES_CACHE (state folder, default .cache/), PROMETHEUS.
+# Environment: PROMETHEUS.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cache="${TEST_SERVICES_CACHE:-$here/.cache}"
+# Tools live in the checkout's cache whatever state folder (TEST_SERVICES_CACHE) the services
+# of a test use, so a test that runs services of its own does not fetch them again.
+cache="$here/.cache"
 unpacked="$cache/prometheus"
 
 log() { echo "setup: $*" >&2; }

@@ -192,3 +192,63 @@ async fn a_dead_lettered_event_says_what_it_was_and_why() {
     daemon.terminate(WAIT);
     let _ = common::mongo_client().await.database(&db).drop().await;
 }
+
+/// Seconds since the epoch now.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_timestamp_start_publishes_the_changes_from_that_time_on() {
+    // For each way of writing the time: a change before it, then the time, then changes
+    // after it made before the pipeline starts, and changes after the start.
+    for form in ["rfc3339", "seconds", "bson_timestamp"] {
+        let db = common::unique("srcproof");
+        let coll = collection(&db, "c").await;
+        coll.insert_one(doc! { "_id": 1, "when": "before" })
+            .await
+            .expect("insert");
+        // Whole seconds apart: a BSON timestamp's time has a resolution of one second.
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let start = now_secs();
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        coll.insert_one(doc! { "_id": 2, "when": "after the time, before the start" })
+            .await
+            .expect("insert");
+        let text = match form {
+            "rfc3339" => {
+                humantime::format_rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(start))
+                    .to_string()
+            }
+            "seconds" => start.to_string(),
+            _ => format!("{{\"$timestamp\": {{\"t\": {start}, \"i\": 0}}}}"),
+        };
+        let name = common::unique("tsstart");
+        let mut daemon = common::Daemon::start(&source_config(
+            common::free_port(),
+            &name,
+            &db,
+            "c",
+            &format!("startup_mode = \"timestamp\"\nstartup_timestamp = '{text}'"),
+        ));
+        daemon.wait_for_log("change stream open", 1, WAIT);
+        coll.insert_one(doc! { "_id": 3, "when": "after the start" })
+            .await
+            .expect("insert");
+        let topic = format!("{db}.c");
+        let records =
+            common::consume_until(&topic, WAIT, false, |r| r.iter().any(|r| key_id(r) == 3)).await;
+        let ids: Vec<i64> = records.iter().map(key_id).collect();
+        assert_eq!(
+            ids,
+            [2, 3],
+            "{form} ({text}): the change before the time is not published, the ones after are; log:\n{}",
+            daemon.log()
+        );
+        daemon.terminate(WAIT);
+        let _ = common::mongo_client().await.database(&db).drop().await;
+    }
+}

@@ -58,8 +58,11 @@ pub struct SourceConfig {
     /// Where a pipeline without a checkpoint starts: `latest`, `timestamp`, `copy_existing`.
     #[serde(default)]
     pub startup_mode: StartupMode,
-    /// With `startup_mode = "timestamp"`: the cluster time to start at, RFC 3339
-    /// (`"2026-11-24T10:00:00Z"`).
+    /// With `startup_mode = "timestamp"`: the cluster time to start at (the connector's
+    /// `startup.mode.timestamp.start.at.operation.time`): an RFC 3339 time
+    /// (`"2026-11-24T10:00:00Z"`), seconds since the epoch (`"1795514400"`), or a BSON
+    /// timestamp as extended JSON (`'{"$timestamp": {"t": 1795514400, "i": 3}}'`), which also
+    /// names the operation within that second.
     #[serde(default)]
     pub startup_timestamp: Option<String>,
     /// With `copy_existing`: aggregation stages (JSON array) applied to the copied documents.
@@ -407,20 +410,40 @@ impl SourceConfig {
         Ok(stages)
     }
 
-    /// The start time of `startup_mode = "timestamp"`, as seconds since the epoch.
-    pub fn startup_seconds(&self) -> Result<Option<u32>, String> {
+    /// The start of `startup_mode = "timestamp"`, as a BSON timestamp (seconds since the
+    /// epoch, and the increment of the operation within that second).
+    pub fn startup_time(&self) -> Result<Option<bson::Timestamp>, String> {
         let Some(text) = &self.startup_timestamp else {
             return Ok(None);
         };
-        let time = humantime::parse_rfc3339_weak(text)
-            .map_err(|e| format!("`{text}` is not an RFC 3339 time: {e}"))?;
-        let secs = time
+        let text = text.trim();
+        let too_late = |_| format!("`{text}` is past what a BSON timestamp holds");
+        if text.starts_with('{') {
+            let json: serde_json::Value = serde_json::from_str(text)
+                .map_err(|e| format!("`{text}` is not extended JSON: {e}"))?;
+            return match bson::Bson::try_from(json) {
+                Ok(bson::Bson::Timestamp(ts)) => Ok(Some(ts)),
+                _ => Err(format!(
+                    "`{text}` is not a BSON timestamp (`{{\"$timestamp\": {{\"t\": <seconds>, \"i\": <increment>}}}}`)"
+                )),
+            };
+        }
+        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+            let secs: u64 = text.parse().map_err(|_| format!("`{text}` is too large"))?;
+            let time = u32::try_from(secs).map_err(too_late)?;
+            return Ok(Some(bson::Timestamp { time, increment: 0 }));
+        }
+        let at = humantime::parse_rfc3339_weak(text).map_err(|e| {
+            format!(
+                "`{text}` is not an RFC 3339 time, seconds since the epoch or a BSON timestamp: {e}"
+            )
+        })?;
+        let secs = at
             .duration_since(std::time::UNIX_EPOCH)
             .map_err(|_| format!("`{text}` is before 1970"))?
             .as_secs();
-        u32::try_from(secs)
-            .map(Some)
-            .map_err(|_| format!("`{text}` is past what a BSON timestamp holds"))
+        let time = u32::try_from(secs).map_err(too_late)?;
+        Ok(Some(bson::Timestamp { time, increment: 0 }))
     }
 
     /// Checks this pipeline; `key` is its path (`source[0]`).
@@ -483,7 +506,7 @@ impl SourceConfig {
                 "only applies with `publish_full_document_only = true`",
             ));
         }
-        match (self.startup_mode, self.startup_seconds()) {
+        match (self.startup_mode, self.startup_time()) {
             (_, Err(e)) => out.push(Violation::new(at("startup_timestamp"), e)),
             (StartupMode::Timestamp, Ok(None)) => out.push(Violation::new(
                 at("startup_timestamp"),
@@ -727,7 +750,40 @@ mod tests {
         let s =
             source("startup_mode = \"timestamp\"\nstartup_timestamp = \"2026-11-24T10:00:00Z\"\n")
                 .unwrap();
-        assert_eq!(s.startup_seconds().unwrap(), Some(1_795_514_400));
+        assert_eq!(
+            s.startup_time().unwrap(),
+            Some(bson::Timestamp {
+                time: 1_795_514_400,
+                increment: 0
+            })
+        );
+        for (text, increment) in [
+            ("1795514400", 0),
+            ("{\"$timestamp\": {\"t\": 1795514400, \"i\": 3}}", 3),
+        ] {
+            let s = source(&format!(
+                "startup_mode = \"timestamp\"\nstartup_timestamp = '{text}'\n"
+            ))
+            .unwrap();
+            assert_eq!(
+                s.startup_time().unwrap(),
+                Some(bson::Timestamp {
+                    time: 1_795_514_400,
+                    increment
+                }),
+                "{text}"
+            );
+        }
+        invalid(
+            "startup_mode = \"timestamp\"\nstartup_timestamp = '{\"$date\": 1}'\n",
+            "source[0].startup_timestamp",
+            "not a BSON timestamp",
+        );
+        invalid(
+            "startup_mode = \"timestamp\"\nstartup_timestamp = \"99999999999\"\n",
+            "source[0].startup_timestamp",
+            "past what a BSON timestamp holds",
+        );
         invalid(
             "startup_mode = \"timestamp\"\n",
             "source[0].startup_timestamp",

@@ -320,8 +320,8 @@ impl SourceSupervisor {
     fn initial_start(&self) -> StartAt {
         match self.config.startup_mode {
             StartupMode::Latest => StartAt::Latest,
-            StartupMode::Timestamp => match self.config.startup_seconds() {
-                Ok(Some(secs)) => StartAt::Time(secs),
+            StartupMode::Timestamp => match self.config.startup_time() {
+                Ok(Some(at)) => StartAt::Time(at.time),
                 _ => StartAt::Latest,
             },
             StartupMode::CopyExisting => StartAt::CopyExisting,
