@@ -129,9 +129,13 @@ pub fn consumer_with_context<C: ConsumerContext + 'static>(
 ) -> Result<StreamConsumer<C>, ClientError> {
     let mut cfg = ClientConfig::new();
     cfg.set("auto.offset.reset", "earliest")
-        // librdkafka prefetches up to 64 MiB per consumer by default; a paused partition's
-        // records sit there, so keep it smaller to bound the daemon's memory.
-        .set("queued.max.messages.kbytes", "16384");
+        // librdkafka prefetches up to 64 MiB per partition queue by default; a partition
+        // whose writer is behind keeps its records there, so keep it smaller to bound the
+        // daemon's memory.
+        .set("queued.max.messages.kbytes", "16384")
+        // A rebalance stops only the partitions that move (the user's properties may say
+        // otherwise; every member of a group must agree).
+        .set("partition.assignment.strategy", "cooperative-sticky");
     if let Some(every) = statistics {
         // The context receives librdkafka's statistics (consumer lag per partition).
         cfg.set("statistics.interval.ms", every.as_millis().to_string());

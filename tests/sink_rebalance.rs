@@ -1,0 +1,244 @@
+//! Sink pipelines across rebalances while MongoDB is slow or hangs: partitions move between
+//! daemons of one group, and every partition keeps flowing afterwards.
+//!
+//! MongoDB is reached through a TCP proxy of the test harness (frozen or delayed there), so
+//! the shared MongoDB serves the other tests meanwhile.
+
+mod common;
+
+use std::time::Duration;
+
+use common::proxy::{self, Proxy};
+use common::sink::{Sink, WAIT};
+use common::Outgoing;
+use serde_json::json;
+
+fn keyed(id: i64, value: serde_json::Value) -> Outgoing {
+    Outgoing::json(json!({ "_id": id }), value)
+}
+
+/// `config` with a shorter graceful deadline than the harness's, so a revoke waiting on a
+/// hung MongoDB gives up within seconds.
+fn with_shutdown_timeout(config: &str, timeout: &str) -> String {
+    config.replace("timeout = \"20s\"", &format!("timeout = \"{timeout}\""))
+}
+
+/// Defect 2 of issue 13: a partition whose writer's mailbox was full when it was revoked
+/// was left paused, and stayed paused after it was assigned back: its lag never reached 0.
+#[tokio::test]
+async fn a_partition_full_when_revoked_flows_again_after_it_is_assigned_back() {
+    let sink = Sink::new(
+        2,
+        "id_strategy = \"provided_in_key\"\nqueue_capacity = 2\nmax_batch_size = 10",
+    )
+    .await;
+    let mongo = Proxy::start(&proxy::mongodb_target(&common::mongodb_uri()));
+    let config =
+        |port| with_shutdown_timeout(&proxy::config_through(&sink.config_on(port), &mongo), "3s");
+    let mut first = common::Daemon::start(&config(sink.port));
+    first.wait_for_log("sink pipeline running", 1, WAIT);
+    // MongoDB hangs: the writers' mailboxes fill up with both partitions' records.
+    mongo.freeze();
+    let total: i64 = 1000;
+    let records: Vec<Outgoing> = (0..total).map(|i| keyed(i, json!({ "n": i }))).collect();
+    common::produce(&sink.topic, &records).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A second member joins (reaching MongoDB directly: a daemon waits for its services
+    // before it starts): the first's partitions are revoked while their writers are stuck
+    // and their mailboxes full, and the group hands them out again.
+    let mut second = common::Daemon::start(&with_shutdown_timeout(
+        &sink.config_on(common::free_port()),
+        "3s",
+    ));
+    second.wait_for_log("partitions assigned", 1, WAIT);
+    first.wait_for_log("partitions revoked", 1, WAIT);
+    // MongoDB answers again; the second member leaves, the first takes every partition.
+    mongo.forward();
+    second.terminate(WAIT);
+    first.wait_for_log("partitions assigned", 2, WAIT);
+    let count = sink.wait_for_count(total as u64).await;
+    let committed = || {
+        common::committed_offsets(&sink.group(), &sink.topic, 2)
+            .iter()
+            .map(|o| o.unwrap_or(0))
+            .sum::<i64>()
+    };
+    let caught_up = common::eventually(WAIT, || async { committed() == total }).await;
+    assert!(
+        count == total as u64 && caught_up,
+        "{count} of {total} documents, {} of {total} offsets committed; first log:\n{}\n---\nsecond log:\n{}",
+        committed(),
+        first.log(),
+        second.log()
+    );
+    sink.stop(first).await;
+}
+
+/// Watches a group's committed offsets on a thread of its own and remembers every time
+/// one went backwards.
+struct CommitWatch {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<(Vec<String>, Vec<String>)>,
+}
+
+impl CommitWatch {
+    fn start(group: String, topic: String, partitions: i32) -> Self {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let mut last: Vec<Option<i64>> = vec![None; partitions as usize];
+            let mut backwards = Vec::new();
+            let mut history = Vec::new();
+            let started = std::time::Instant::now();
+            while let Err(std::sync::mpsc::TryRecvError::Empty) = stopped.try_recv() {
+                let now = common::committed_offsets(&group, &topic, partitions);
+                for (p, (before, after)) in last.iter_mut().zip(now).enumerate() {
+                    if let (Some(b), Some(a)) = (*before, after) {
+                        if a < b {
+                            backwards.push(format!("partition {p}: {b} then {a}"));
+                        }
+                    }
+                    if after.is_some() && after != *before {
+                        history.push(format!("{:?} p{p}={after:?}", started.elapsed()));
+                    }
+                    if after.is_some() {
+                        *before = after;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (backwards, history)
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops watching; answers every step backwards seen, and every commit seen.
+    fn finish(self) -> (Vec<String>, Vec<String>) {
+        let _ = self.stop.send(());
+        self.thread
+            .join()
+            .unwrap_or_else(|_| panic!("the commit watcher panicked"))
+    }
+}
+
+/// Defect 1 of issue 13: a revoked writer that did not finish within the deadline went on
+/// writing (stale versions over the new owner's newer ones) and committing (moving the
+/// group's offset backwards) after its partition had a new owner.
+#[tokio::test]
+async fn revoked_writers_neither_write_nor_commit_after_the_revoke() {
+    let partitions = 2;
+    let sink = Sink::new(
+        partitions,
+        "id_strategy = \"provided_in_key\"\nqueue_capacity = 1000\nmax_batch_size = 10",
+    )
+    .await;
+    let mongo = Proxy::start(&proxy::mongodb_target(&common::mongodb_uri()));
+    let config =
+        |port| with_shutdown_timeout(&proxy::config_through(&sink.config_on(port), &mongo), "1s");
+    let watch = CommitWatch::start(sink.group(), sink.topic.clone(), partitions);
+    let mut first = common::Daemon::start(&config(sink.port));
+    first.wait_for_log("sink pipeline running", 1, WAIT);
+    // A slow MongoDB: every bulk write takes a few hundred milliseconds.
+    mongo.set_latency(Duration::from_millis(60));
+    let keys: i64 = 600;
+    let mut records = Vec::new();
+    for version in 1..=3 {
+        for id in 0..keys {
+            records.push(keyed(id, json!({ "n": id, "version": version })));
+        }
+    }
+    common::produce(&sink.topic, &records).await;
+    // Mid-load, a second member joins: partitions move while their writers hold hundreds of
+    // records and a bulk write is on its way.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut second = common::Daemon::start(&config(common::free_port()));
+    second.wait_for_log("partitions assigned", 1, WAIT);
+    first.wait_for_log("partitions revoked", 1, WAIT);
+    let arrived = common::eventually(Duration::from_secs(120), || async {
+        let docs = sink.documents().await;
+        docs.len() == keys as usize && docs.values().all(|d| d.get_i32("version").ok() == Some(3))
+    })
+    .await;
+    let committed = || {
+        common::committed_offsets(&sink.group(), &sink.topic, partitions)
+            .iter()
+            .map(|o| o.unwrap_or(0))
+            .sum::<i64>()
+    };
+    let total = 3 * keys;
+    let caught_up = common::eventually(WAIT, || async { committed() == total }).await;
+    // Anything a zombie writer still had would land now.
+    mongo.set_latency(Duration::ZERO);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (backwards, history) = watch.finish();
+    eprintln!("committed offsets seen: {history:?}");
+    let docs = sink.documents().await;
+    let stale: Vec<_> = docs
+        .values()
+        .filter(|d| d.get_i32("version").ok() != Some(3))
+        .take(5)
+        .collect();
+    assert!(
+        arrived && caught_up && stale.is_empty() && backwards.is_empty(),
+        "{} documents, stale {stale:?}; {} of {total} offsets committed; committed offsets went backwards: {backwards:?}; first log:\n{}\n---\nsecond log:\n{}",
+        docs.len(),
+        committed(),
+        first.log(),
+        second.log()
+    );
+    second.terminate(WAIT);
+    sink.stop(first).await;
+}
+
+/// Defect 3 of issue 13: a dead letter that could not be sent for longer than the retry
+/// budget (here its topic is missing until the test creates it; a broker restart does the
+/// same) stopped the pipeline for good.
+#[tokio::test]
+async fn a_dead_letter_outage_longer_than_the_retries_is_survived() {
+    // The producer may not create the topic, and gives a record up after 1.5 s: every
+    // dead letter fails until the topic exists.
+    let dlq = common::unique("dlq");
+    let sink = Sink::new(
+        1,
+        &format!(
+            "id_strategy = \"provided_in_key\"\nmax_num_retries = 1\nerrors = {{ tolerance = \"all\", dead_letter_topic = \"{dlq}\" }}\n[kafka.producer]\n\"message.timeout.ms\" = \"1500\"\n\"allow.auto.create.topics\" = \"false\""
+        ),
+    )
+    .await;
+    let daemon = sink.start();
+    let poison = Outgoing {
+        key: Some(br#"{"_id": 2}"#.to_vec()),
+        value: Some(b"{not json".to_vec()),
+        ..Outgoing::default()
+    };
+    common::produce(
+        &sink.topic,
+        &[
+            keyed(1, json!({"ok": 1})),
+            poison,
+            keyed(3, json!({"ok": 3})),
+        ],
+    )
+    .await;
+    // The dead letter keeps failing past the retry budget.
+    let outage_over = "sink pipeline failed|restarting the sink pipeline";
+    let gave_up = common::eventually(WAIT, || async {
+        outage_over.split('|').any(|n| daemon.log().contains(n))
+    })
+    .await;
+    assert!(gave_up, "the retries never ran out; log:\n{}", daemon.log());
+    // The dead letter topic is there now.
+    common::create_topic(&dlq, 1).await;
+    common::produce(&sink.topic, &[keyed(4, json!({"ok": 4}))]).await;
+    let count = sink.wait_for_count(3).await;
+    let docs = sink.documents().await;
+    let dead = common::consume(&dlq, 1, WAIT, false).await;
+    assert!(
+        docs.keys().cloned().collect::<Vec<_>>() == ["1", "3", "4"] && dead.len() == 1,
+        "{count} documents {:?}, {} dead letters; log:\n{}",
+        docs.keys().collect::<Vec<_>>(),
+        dead.len(),
+        daemon.log()
+    );
+    sink.assert_committed(1, 4).await;
+    sink.stop(daemon).await;
+}
