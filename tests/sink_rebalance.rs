@@ -242,3 +242,61 @@ async fn a_dead_letter_outage_longer_than_the_retries_is_survived() {
     sink.assert_committed(1, 4).await;
     sink.stop(daemon).await;
 }
+
+/// Defect 2 of issue 13, its other half: a partition with records waiting while none
+/// reaches its writer (whatever the cause) is reported on `/ready`, in a metric and in a
+/// WARN, and the report ends when it flows again.
+#[tokio::test]
+async fn a_stalled_partition_is_reported_until_it_flows_again() {
+    let sink = Sink::new(
+        1,
+        "id_strategy = \"provided_in_key\"\nqueue_capacity = 2\nmax_batch_size = 10",
+    )
+    .await;
+    let mongo = Proxy::start(&proxy::mongodb_target(&common::mongodb_uri()));
+    let mut daemon = common::Daemon::start(&proxy::config_through(&sink.config(), &mongo));
+    daemon.wait_for_log("partitions assigned", 1, WAIT);
+    // MongoDB hangs: the writer is stuck in its first bulk write, its mailbox fills, and
+    // the records after them wait in Kafka.
+    mongo.freeze();
+    let total: i64 = 200;
+    let records: Vec<Outgoing> = (0..total).map(|i| keyed(i, json!({ "n": i }))).collect();
+    common::produce(&sink.topic, &records).await;
+    let component = format!("partition {}/{}/0", sink.name, sink.topic);
+    let stalled_metric = || {
+        common::metric_with(
+            sink.port,
+            "mkb_sink_stalled_partitions",
+            &[&format!("pipeline=\"{}\"", sink.name)],
+        )
+    };
+    // The stall limit is 30 s; statistics come every 5 s.
+    let reported = common::eventually(Duration::from_secs(60), || async {
+        let ready = common::http_get(sink.port, "/ready").map(|(_, body)| body);
+        ready.is_some_and(|body| body.contains(&component)) && stalled_metric() == 1.0
+    })
+    .await;
+    let ready = common::http_get(sink.port, "/ready");
+    let log = daemon.log();
+    mongo.forward();
+    assert!(
+        reported && log.contains("partition stalled"),
+        "no stall reported; /ready: {ready:?}, metric {}; log:\n{log}",
+        stalled_metric()
+    );
+    let count = sink.wait_for_count(total as u64).await;
+    assert_eq!(count, total as u64, "log:\n{}", daemon.log());
+    let cleared = common::eventually(Duration::from_secs(30), || async {
+        let ready = common::http_get(sink.port, "/ready").map(|(_, body)| body);
+        ready.is_some_and(|body| !body.contains(&component)) && stalled_metric() == 0.0
+    })
+    .await;
+    assert!(
+        cleared,
+        "the stall report stayed; /ready: {:?}; log:\n{}",
+        common::http_get(sink.port, "/ready"),
+        daemon.log()
+    );
+    daemon.wait_for_log("partition flows again", 1, WAIT);
+    sink.stop(daemon).await;
+}

@@ -84,6 +84,7 @@ pub struct Metrics {
     batch_size: HistogramVec,
     batch_duration: HistogramVec,
     consumer_lag: StateGauge,
+    stalled_partitions: StateGauge,
     mailbox_depth: IntGaugeVec,
     config_reloads: IntCounterVec,
 }
@@ -310,6 +311,11 @@ impl Metrics {
                 "Records between a partition's committed offset and its end, by pipeline, topic and partition (from librdkafka's statistics).",
                 &["pipeline", "topic", "partition"],
             )?,
+            stalled_partitions: b.state_gauge(
+                "sink_stalled_partitions",
+                "Partitions with records waiting (queued or not fetched yet) while none reached their writer for longer than the stall limit, by pipeline.",
+                &["pipeline"],
+            )?,
             mailbox_depth: b.int_gauge(
                 "mailbox_depth_messages",
                 "Messages waiting in actors' bounded mailboxes, by pipeline and actor kind (`record_producer`, `partition_writer`).",
@@ -393,6 +399,7 @@ impl Metrics {
             &self.checkpoint_age,
             &self.stalled_readers,
             &self.consumer_lag,
+            &self.stalled_partitions,
         ] {
             gauge.forget_pipeline(pipeline);
         }
@@ -577,6 +584,11 @@ impl Metrics {
         self.consumer_lag.forget_pipeline(pipeline);
     }
 
+    /// Sets how many partitions of sink `pipeline` are stalled.
+    pub fn stalled_partitions(&self, pipeline: &str, count: usize) {
+        self.stalled_partitions.set(&[pipeline], count as f64);
+    }
+
     /// Records a message entering (`delta` 1) or leaving (-1) an actor's mailbox.
     pub fn mailbox(&self, pipeline: &str, actor: &str, delta: i64) {
         self.mailbox_depth
@@ -603,6 +615,7 @@ impl Metrics {
             &self.checkpoint_age,
             &self.stalled_readers,
             &self.consumer_lag,
+            &self.stalled_partitions,
         ] {
             gauge.publish();
         }

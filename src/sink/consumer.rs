@@ -32,9 +32,15 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::lease::{Incarnation, Lease};
+use super::stall::{self, StallChange, StallDetector};
 use super::writer::{Assignment, OffsetCommitter, PartitionWriter, Record, WriterFailed};
 use super::SinkError;
+use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::{Metrics, MAILBOX_PARTITION_WRITER};
+
+/// How long a partition may have records waiting (queued or not fetched yet) while none
+/// reaches its writer before it is reported as stalled (`/ready`, a metric, a WARN).
+pub const STALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// The consumer type of sink pipelines.
 pub type SinkConsumer = StreamConsumer<RebalanceContext>;
@@ -64,6 +70,8 @@ pub struct Owned {
     pub writer: Addr<PartitionWriter>,
     /// The writer's lease.
     pub lease: Arc<Lease>,
+    /// Records handed to the writer so far.
+    progress: Arc<AtomicU64>,
     /// Disconnected once the writer and the reader are both gone.
     gone: std::sync::mpsc::Receiver<()>,
     /// Dropped to stop the reader (a drain stops reading, then flushes the writer).
@@ -110,6 +118,13 @@ impl Partitions {
         self.lock().iter().any(|(p, owned)| {
             owned.lease.incarnation() == incarnation && p.to_string() == partition
         })
+    }
+
+    /// How many records were handed to `partition`'s writer, if this consumer owns it.
+    fn progress_of(&self, partition: &Partition) -> Option<u64> {
+        self.lock()
+            .get(partition)
+            .map(|o| o.progress.load(Ordering::Relaxed))
     }
 
     /// The incarnation owning `partition`, if this consumer owns it.
@@ -178,21 +193,55 @@ pub struct ContextParts {
     pub revoke_deadline: Duration,
     /// The metrics.
     pub metrics: Metrics,
+    /// Where stalled partitions are reported.
+    pub readiness: Readiness,
 }
 
-/// The consumer's context: sets up and tears down partitions on rebalances and exports the
-/// consumer lag librdkafka's statistics report.
-pub struct RebalanceContext(ContextParts);
+/// The consumer's context: sets up and tears down partitions on rebalances, exports the
+/// consumer lag librdkafka's statistics report and reports partitions that stall.
+pub struct RebalanceContext {
+    parts: ContextParts,
+    stalls: Mutex<StallDetector<Partition>>,
+}
 
 impl RebalanceContext {
     /// A context of `parts`.
     pub fn new(parts: ContextParts) -> Self {
-        Self(parts)
+        Self {
+            parts,
+            stalls: Mutex::new(StallDetector::new(STALL_LIMIT)),
+        }
+    }
+
+    fn stalls(&self) -> MutexGuard<'_, StallDetector<Partition>> {
+        self.stalls.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Carries out a stall change of `partition` (lag `lag`) and republishes the count.
+    fn report_stall(&self, partition: &Partition, change: Option<StallChange>, lag: i64) {
+        let parts = &self.parts;
+        let component = health::partition(&parts.pipeline, &partition.to_string());
+        match change {
+            Some(StallChange::Stalled) => {
+                tracing::warn!(pipeline = %parts.pipeline, %partition, lag, limit = ?STALL_LIMIT, "partition stalled: records are waiting but none reached its writer");
+                parts.readiness.set_problem(
+                    component,
+                    format!("{lag} records waiting, none written for {STALL_LIMIT:?}"),
+                );
+            }
+            Some(StallChange::Recovered) => {
+                tracing::info!(pipeline = %parts.pipeline, %partition, "partition flows again");
+                parts.readiness.clear(&component);
+            }
+            None => return,
+        }
+        let count = self.stalls().stalled().count();
+        parts.metrics.stalled_partitions(&parts.pipeline, count);
     }
 
     /// Splits `partition`'s queue off the consumer and starts its writer and reader.
     fn assign(&self, consumer: &Arc<SinkConsumer>, partition: Partition) {
-        let parts = &self.0;
+        let parts = &self.parts;
         let Some(queue) = consumer.split_partition_queue(&partition.topic, partition.number) else {
             tracing::error!(pipeline = %parts.pipeline, %partition, "no queue for an assigned partition; it is not read");
             return;
@@ -200,6 +249,7 @@ impl RebalanceContext {
         let incarnation = Incarnation(parts.partitions.incarnations.fetch_add(1, Ordering::SeqCst));
         let lease = Arc::new(Lease::new(incarnation));
         let (alive, gone) = std::sync::mpsc::channel();
+        let progress = Arc::new(AtomicU64::new(0));
         let Some(writer) = (parts.make_writer)(Assignment {
             topic: partition.topic.clone(),
             partition: partition.number,
@@ -215,6 +265,7 @@ impl RebalanceContext {
             writer: writer.clone(),
             lease: lease.clone(),
             metrics: parts.metrics.clone(),
+            progress: progress.clone(),
             _alive: alive,
         };
         if !parts.readers.spawn(reader.run(queue, stopped)) {
@@ -225,6 +276,7 @@ impl RebalanceContext {
             Owned {
                 writer,
                 lease,
+                progress,
                 gone,
                 stop_reading,
             },
@@ -238,7 +290,7 @@ impl RebalanceContext {
 
     /// Stops, waits for (up to the deadline) and fences the writers of `owned`.
     fn release(&self, owned: Vec<(Partition, Owned)>) {
-        let parts = &self.0;
+        let parts = &self.parts;
         for (_, o) in &owned {
             o.lease.stop();
         }
@@ -265,15 +317,31 @@ impl ClientContext for RebalanceContext {
     fn stats(&self, statistics: Statistics) {
         for (topic, stats) in &statistics.topics {
             for (partition, p) in &stats.partitions {
-                // -1 is librdkafka's internal "unassigned" partition; a lag of -1 is unknown.
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    self.0.metrics.consumer_lag(
-                        &self.0.pipeline,
+                // -1 is librdkafka's internal "unassigned" partition.
+                if *partition < 0 {
+                    continue;
+                }
+                // A lag of -1 is unknown.
+                if p.consumer_lag >= 0 {
+                    self.parts.metrics.consumer_lag(
+                        &self.parts.pipeline,
                         topic,
                         *partition,
                         p.consumer_lag,
                     );
                 }
+                let partition = Partition {
+                    topic: topic.clone(),
+                    number: *partition,
+                };
+                let Some(progress) = self.parts.partitions.progress_of(&partition) else {
+                    continue;
+                };
+                let waiting = stall::waiting(p.fetchq_cnt, p.next_offset, p.ls_offset, p.hi_offset);
+                let change = self
+                    .stalls()
+                    .observe(&partition, waiting, progress, Instant::now());
+                self.report_stall(&partition, change, waiting);
             }
         }
     }
@@ -294,14 +362,19 @@ impl ConsumerContext for RebalanceContext {
         let Rebalance::Revoke(revoked) = rebalance else {
             return;
         };
-        let owned = self.0.partitions.take(&partitions_of(revoked));
+        let owned = self.parts.partitions.take(&partitions_of(revoked));
         if owned.is_empty() {
             return;
         }
         let names: Vec<String> = owned.iter().map(|(p, _)| p.to_string()).collect();
-        tracing::info!(pipeline = %self.0.pipeline, partitions = ?names, "partitions revoked: their writers finish the write on its way, commit it and stop");
-        // The new owner reports their lag from now on.
-        self.0.metrics.forget_consumer_lag(&self.0.pipeline);
+        tracing::info!(pipeline = %self.parts.pipeline, partitions = ?names, "partitions revoked: their writers finish the write on its way, commit it and stop");
+        // The new owner reports their lag and stalls from now on.
+        self.parts.metrics.forget_consumer_lag(&self.parts.pipeline);
+        for (partition, _) in &owned {
+            if self.stalls().forget(partition) {
+                self.report_stall(partition, Some(StallChange::Recovered), 0);
+            }
+        }
         self.release(owned);
     }
 
@@ -313,10 +386,10 @@ impl ConsumerContext for RebalanceContext {
         if assigned.is_empty() {
             return;
         }
-        let Some(consumer) = self.0.consumer.get() else {
+        let Some(consumer) = self.parts.consumer.get() else {
             return;
         };
-        tracing::info!(pipeline = %self.0.pipeline, partitions = ?assigned.iter().map(ToString::to_string).collect::<Vec<_>>(), "partitions assigned");
+        tracing::info!(pipeline = %self.parts.pipeline, partitions = ?assigned.iter().map(ToString::to_string).collect::<Vec<_>>(), "partitions assigned");
         for partition in assigned {
             self.assign(&consumer, partition);
         }
@@ -324,7 +397,7 @@ impl ConsumerContext for RebalanceContext {
 
     fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _: &TopicPartitionList) {
         if let Err(error) = result {
-            tracing::warn!(pipeline = %self.0.pipeline, %error, "an offset commit failed");
+            tracing::warn!(pipeline = %self.parts.pipeline, %error, "an offset commit failed");
         }
     }
 }
@@ -336,6 +409,7 @@ struct Reader {
     writer: Addr<PartitionWriter>,
     lease: Arc<Lease>,
     metrics: Metrics,
+    progress: Arc<AtomicU64>,
     _alive: std::sync::mpsc::Sender<()>,
 }
 
@@ -381,6 +455,7 @@ impl Reader {
             }
             self.metrics
                 .mailbox(&self.pipeline, MAILBOX_PARTITION_WRITER, 1);
+            self.progress.fetch_add(1, Ordering::Relaxed);
         }
         drop(queue);
     }

@@ -18,6 +18,7 @@ pub mod id;
 pub mod lease;
 pub mod model;
 pub mod process;
+pub mod stall;
 pub mod write_model;
 pub mod writer;
 
@@ -187,6 +188,7 @@ impl SinkSupervisor {
             readers: writers_thread,
             revoke_deadline: self.shutdown_deadline,
             metrics: self.metrics.clone(),
+            readiness: self.readiness.clone(),
         });
         let consumer = Arc::new(
             kafka::consumer_with_context(
@@ -247,6 +249,10 @@ impl SinkSupervisor {
         if let Some(running) = &running {
             self.next_incarnation = running.partitions.next_incarnation();
         }
+        // Its partitions stall no more: they are no longer read.
+        self.readiness
+            .clear_prefix(&health::partition(&self.config.name, ""));
+        self.metrics.stalled_partitions(&self.config.name, 0);
         let deadline = self.shutdown_deadline;
         async move {
             let Some(running) = running else { return 0 };
