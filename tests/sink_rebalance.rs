@@ -300,3 +300,78 @@ async fn a_stalled_partition_is_reported_until_it_flows_again() {
     daemon.wait_for_log("partition flows again", 1, WAIT);
     sink.stop(daemon).await;
 }
+
+/// Defect 4 of issue 13 (its commit half): a pipeline stopping at a refused record
+/// committed that record's offset, past the first chunk of a split event completed after
+/// it; read again from there, the event's other chunks were orphans and the event was lost.
+#[tokio::test]
+async fn a_stop_never_commits_past_the_first_chunk_of_a_split_event_after_it() {
+    let sink = Sink::new(1, "id_strategy = \"provided_in_key\"").await;
+    let daemon = sink.start();
+    let event = json!({ "big": "x".repeat(64) }).to_string().into_bytes();
+    let (head, tail) = event.split_at(event.len() / 2);
+    let chunk = |index: u32, bytes: &[u8]| Outgoing {
+        key: Some(br#"{"_id": 10}"#.to_vec()),
+        value: Some(bytes.to_vec()),
+        headers: vec![
+            ("mkb.chunk.id".into(), b"event-10".to_vec()),
+            ("mkb.chunk.index".into(), index.to_string().into_bytes()),
+            ("mkb.chunk.count".into(), b"2".to_vec()),
+        ],
+        ..Outgoing::default()
+    };
+    // 0: the event's first chunk; 1: a poison record; 2: the event's last chunk; 3: a record.
+    common::produce(
+        &sink.topic,
+        &[
+            chunk(0, head),
+            Outgoing {
+                key: Some(br#"{"_id": 2}"#.to_vec()),
+                value: Some(b"{not json".to_vec()),
+                ..Outgoing::default()
+            },
+            chunk(1, tail),
+            keyed(3, json!({"ok": 3})),
+        ],
+    )
+    .await;
+    // Without a dead letter topic the pipeline stops at the poison record.
+    let body = common::wait_for_status(sink.port, "/ready", 503, WAIT);
+    assert!(body.contains(&format!("{}/0@1", sink.topic)), "{body}");
+    sink_stop_daemon(daemon);
+    let committed = common::committed_offsets(&sink.group(), &sink.topic, 1);
+    // The operator sends refused records to a dead letter topic and starts again.
+    let dlq = common::unique("dlq");
+    let again = Sink {
+        name: sink.name.clone(),
+        topic: sink.topic.clone(),
+        more_topics: Vec::new(),
+        db: sink.db.clone(),
+        port: common::free_port(),
+        extra: format!(
+            "id_strategy = \"provided_in_key\"\nerrors = {{ tolerance = \"all\", dead_letter_topic = \"{dlq}\" }}"
+        ),
+    };
+    let daemon = again.start();
+    let count = again.wait_for_count(2).await;
+    let docs = again.documents().await;
+    let dead = common::consume(&dlq, 1, WAIT, false).await;
+    // Anything else dead-lettered (an orphan chunk) would have arrived with the poison one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let dead_after = common::consume(&dlq, 2, Duration::from_secs(3), false).await;
+    assert!(
+        docs.keys().cloned().collect::<Vec<_>>() == ["10", "3"]
+            && docs.get("10").and_then(|d| d.get_str("big").ok()) == Some(&"x".repeat(64)[..])
+            && dead.len() == 1
+            && dead_after.len() == 1,
+        "committed at the stop: {committed:?}; {count} documents {docs:?}; {} dead letters; log:\n{}",
+        dead_after.len(),
+        daemon.log()
+    );
+    again.stop(daemon).await;
+}
+
+/// Stops a daemon whose pipeline failed (it still exits 0 on SIGTERM).
+fn sink_stop_daemon(mut daemon: common::Daemon) {
+    daemon.terminate(WAIT);
+}

@@ -10,14 +10,17 @@
 //! - With one, every refused record is dead-lettered, in order, and the commit covers the
 //!   whole batch; when a dead letter cannot be sent, the commit stops at that record.
 //! - No commit ever passes `hold`, the first chunk of a split event whose other chunks
-//!   have not all arrived: committing past it would lose the event on a restart.
+//!   have not all arrived, nor, when the commit stops at a record, the first chunk of a split
+//!   event at or after that record: committing past it would lose the event on a restart.
 
 use super::model::RecordError;
 
-/// A batch of one partition: the offsets of its records, in order.
+/// A batch of one partition: where each of its records starts and stands, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionBatch {
-    offsets: Vec<i64>,
+    /// `(first, last)` offsets of each record: the same for an ordinary record; the first and
+    /// the last chunk's for a split event put back together.
+    offsets: Vec<(i64, i64)>,
     hold: Option<i64>,
     dead_letters: bool,
 }
@@ -34,10 +37,10 @@ pub struct Settlement {
 }
 
 impl PartitionBatch {
-    /// A batch of records at `offsets` (ascending, at least one); `hold` is the first chunk
-    /// of an unfinished split event, if any; `dead_letters` says whether refused records go
-    /// to a dead letter topic.
-    pub fn new(offsets: Vec<i64>, hold: Option<i64>, dead_letters: bool) -> Self {
+    /// A batch of records at `offsets` (`(first, last)` of each, ascending by last); `hold`
+    /// is the first chunk of an unfinished split event, if any; `dead_letters` says whether
+    /// refused records go to a dead letter topic.
+    pub fn new(offsets: Vec<(i64, i64)>, hold: Option<i64>, dead_letters: bool) -> Self {
         Self {
             offsets,
             hold,
@@ -62,11 +65,14 @@ impl PartitionBatch {
     }
 
     /// The offset to commit so the partition is read again from record `index` on (or
-    /// from the end of the batch when `index` is its length), never past the hold.
+    /// from the end of the batch when `index` is its length): never past the first chunk of
+    /// a record from `index` on, nor past the hold.
     pub fn commit_before(&self, index: usize) -> i64 {
-        let next = match self.offsets.get(index) {
-            Some(offset) => *offset,
-            None => self.offsets.last().map_or(0, |last| last + 1),
+        let next = match self.offsets.get(index..) {
+            Some(rest) if !rest.is_empty() => {
+                rest.iter().map(|(first, _)| *first).min().unwrap_or(0)
+            }
+            _ => self.offsets.last().map_or(0, |(_, last)| last + 1),
         };
         self.hold.map_or(next, |held| next.min(held))
     }
@@ -105,6 +111,10 @@ mod tests {
     use super::*;
     use crate::sink::model::Stage;
 
+    fn plain(offsets: &[i64]) -> Vec<(i64, i64)> {
+        offsets.iter().map(|o| (*o, *o)).collect()
+    }
+
     fn refused(index: usize) -> (usize, RecordError) {
         (
             index,
@@ -114,7 +124,7 @@ mod tests {
 
     #[test]
     fn a_clean_batch_commits_past_its_last_record() {
-        let batch = PartitionBatch::new(vec![10, 11, 12], None, false);
+        let batch = PartitionBatch::new(plain(&[10, 11, 12]), None, false);
         let settled = batch.settle(Vec::new());
         assert_eq!(settled.commit, 13);
         assert!(settled.stop.is_none() && settled.dead_letters.is_empty());
@@ -122,7 +132,7 @@ mod tests {
 
     #[test]
     fn without_dead_letters_the_first_refused_record_stops_the_commit() {
-        let batch = PartitionBatch::new(vec![10, 11, 12, 13], None, false);
+        let batch = PartitionBatch::new(plain(&[10, 11, 12, 13]), None, false);
         let settled = batch.settle(vec![refused(2), refused(1)]);
         assert_eq!(settled.commit, 11);
         assert_eq!(settled.stop.map(|(i, _)| i), Some(1));
@@ -131,7 +141,7 @@ mod tests {
 
     #[test]
     fn with_dead_letters_every_refused_record_goes_in_order_and_the_batch_is_committed() {
-        let batch = PartitionBatch::new(vec![10, 11, 12, 13], None, true);
+        let batch = PartitionBatch::new(plain(&[10, 11, 12, 13]), None, true);
         let settled = batch.settle(vec![refused(3), refused(1), refused(1)]);
         assert_eq!(
             settled
@@ -147,15 +157,30 @@ mod tests {
 
     #[test]
     fn no_commit_passes_the_first_chunk_of_an_unfinished_split_event() {
-        let batch = PartitionBatch::new(vec![10, 11, 12, 13], Some(11), false);
+        let batch = PartitionBatch::new(plain(&[10, 11, 12, 13]), Some(11), false);
         assert_eq!(batch.settle(Vec::new()).commit, 11);
         // The failure path too: the refused record comes after the held chunk.
         assert_eq!(batch.settle(vec![refused(3)]).commit, 11);
         assert_eq!(batch.commit_before(3), 11);
         // Before the hold, the refused record's own offset.
         assert_eq!(batch.settle(vec![refused(0)]).commit, 10);
-        let with_dead_letters = PartitionBatch::new(vec![10, 11], Some(5), true);
+        let with_dead_letters = PartitionBatch::new(plain(&[10, 11]), Some(5), true);
         assert_eq!(with_dead_letters.settle(vec![refused(1)]).commit, 5);
+    }
+
+    #[test]
+    fn a_stop_never_commits_past_the_first_chunk_of_an_event_after_the_stop() {
+        // Offset 10: the first chunk of an event completed at 12; 11 is refused.
+        let batch = PartitionBatch::new(vec![(11, 11), (10, 12), (13, 13)], None, false);
+        let settled = batch.settle(vec![refused(0)]);
+        assert_eq!(settled.stop.map(|(i, _)| i), Some(0));
+        assert_eq!(settled.commit, 10);
+        // A dead letter failing at 11 resumes there too.
+        assert_eq!(batch.commit_before(0), 10);
+        // Past the event, the record itself.
+        assert_eq!(batch.commit_before(2), 13);
+        // The whole batch: past its last record.
+        assert_eq!(batch.commit_before(3), 14);
     }
 
     proptest! {
@@ -163,6 +188,7 @@ mod tests {
         fn commits_never_pass_the_hold_the_batch_or_a_stop(
             start in 0i64..1_000,
             gaps in proptest::collection::vec(1i64..4, 1..40),
+            backs in proptest::collection::vec(0i64..5, 40),
             refused_at in proptest::collection::vec(0usize..40, 0..6),
             hold in proptest::option::of(0i64..1_200),
             dead_letters in any::<bool>(),
@@ -172,7 +198,10 @@ mod tests {
                 .scan(start, |at, gap| { *at += gap; Some(*at) })
                 .collect();
             let n = offsets.len();
-            let batch = PartitionBatch::new(offsets.clone(), hold, dead_letters);
+            // Some records are split events put back together, starting a few offsets back.
+            let spans: Vec<(i64, i64)> =
+                offsets.iter().zip(&backs).map(|(o, back)| (o - back, *o)).collect();
+            let batch = PartitionBatch::new(spans.clone(), hold, dead_letters);
             let refused: Vec<_> = refused_at.into_iter().filter(|i| *i < n).map(refused).collect();
             let settled = batch.settle(refused.clone());
             prop_assert!(settled.commit <= offsets[n - 1] + 1);
@@ -183,7 +212,8 @@ mod tests {
                 (Some((index, _)), Some(first)) => {
                     prop_assert!(!dead_letters);
                     prop_assert_eq!(*index, first);
-                    prop_assert!(settled.commit <= offsets[first]);
+                    let earliest = spans[first..].iter().map(|(f, _)| *f).min().unwrap_or(i64::MAX);
+                    prop_assert!(settled.commit <= earliest);
                 }
                 (None, Some(_)) => prop_assert!(dead_letters),
                 (Some(_), None) => prop_assert!(false, "a stop without a refused record"),

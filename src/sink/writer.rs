@@ -38,8 +38,25 @@ use crate::ops::metrics::{Metrics, MAILBOX_PARTITION_WRITER};
 /// Split events a writer holds at once while their chunks arrive.
 const MAX_PENDING_SPLIT_EVENTS: usize = 16;
 
-/// A record of a batch, and why it cannot be written when that is known before converting.
-type Entry = (OwnedMessage, Option<RecordError>);
+/// A record of a batch.
+struct Entry {
+    /// The record; a split event whole, at its last chunk's offset.
+    message: OwnedMessage,
+    /// The offset of its first chunk (its own offset when it was not split).
+    first_offset: i64,
+    /// Why it cannot be written, when that is known before converting.
+    known: Option<RecordError>,
+}
+
+impl Entry {
+    fn new(message: OwnedMessage, known: Option<RecordError>) -> Self {
+        Self {
+            first_offset: message.offset(),
+            message,
+            known,
+        }
+    }
+}
 
 /// Commits a partition's offset: the consumer implements it, writers only see this.
 pub trait OffsetCommitter: Send + Sync {
@@ -191,10 +208,10 @@ impl PartitionWriter {
                 .map(|h| (h.key, h.value)),
         );
         let header = match header {
-            Ok(None) => return Some((message, None)),
+            Ok(None) => return Some(Entry::new(message, None)),
             Ok(Some(header)) => header,
             Err(reason) => {
-                return Some((
+                return Some(Entry::new(
                     message,
                     Some(RecordError::new(
                         Stage::Decode,
@@ -217,14 +234,17 @@ impl PartitionWriter {
         }
         match fed {
             Fed::Incomplete => None,
-            Fed::Orphan(reason) => Some((
+            Fed::Orphan(reason) => Some(Entry::new(
                 message,
                 Some(RecordError::new(
                     Stage::Decode,
                     format!("split event: {reason}"),
                 )),
             )),
-            Fed::Complete { value, .. } => {
+            Fed::Complete {
+                value,
+                first_offset,
+            } => {
                 let mut headers = OwnedHeaders::new();
                 for h in message.headers().into_iter().flat_map(|h| h.iter()) {
                     if ![chunks::ID, chunks::INDEX, chunks::COUNT].contains(&h.key) {
@@ -244,7 +264,11 @@ impl PartitionWriter {
                     message.offset(),
                     Some(headers),
                 );
-                Some((whole, None))
+                Some(Entry {
+                    message: whole,
+                    first_offset,
+                    known: None,
+                })
             }
         }
     }
@@ -448,14 +472,18 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
         .metrics
         .records_consumed(pipeline, &job.topic, entries.len() as u64);
     let batch = PartitionBatch::new(
-        entries.iter().map(|(m, _)| m.offset()).collect(),
+        entries
+            .iter()
+            .map(|e| (e.first_offset, e.message.offset()))
+            .collect(),
         job.hold,
         settings.tolerance == Tolerance::All && settings.dead_letters.is_some(),
     );
     let mut items = Vec::with_capacity(entries.len());
     let mut refused: Vec<(usize, RecordError)> = Vec::new();
-    for (index, (message, known)) in entries.iter().enumerate() {
-        let converted = match known {
+    for (index, entry) in entries.iter().enumerate() {
+        let message = &entry.message;
+        let converted = match &entry.known {
             Some(error) => Err(error.clone()),
             None => settings.converter.convert(RawRecord {
                 topic: &job.topic,
@@ -518,7 +546,7 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
     let settlement = batch.settle(refused);
     for (index, error) in settlement.dead_letters {
         shared.metrics.record_error(pipeline, error.stage.as_str());
-        let message = &entries[index].0;
+        let message = &entries[index].message;
         let position = format!("{name}@{}", message.offset());
         let Some(dead_letters) = &settings.dead_letters else {
             continue;
@@ -538,7 +566,7 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
     let committed = job.commit(settlement.commit);
     if let Some((index, error)) = settlement.stop {
         shared.metrics.record_error(pipeline, error.stage.as_str());
-        let position = format!("{name}@{}", entries[index].0.offset());
+        let position = format!("{name}@{}", entries[index].message.offset());
         return BatchDone {
             committed,
             failure: Some(SinkError::Record { position, error }),
