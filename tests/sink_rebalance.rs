@@ -375,3 +375,54 @@ async fn a_stop_never_commits_past_the_first_chunk_of_a_split_event_after_it() {
 fn sink_stop_daemon(mut daemon: common::Daemon) {
     daemon.terminate(WAIT);
 }
+
+/// Defect 4 of issue 13 (its bound half): a writer holding more than 16 unfinished split
+/// events abandoned the oldest, a valid one (logging, wrongly, that its producer had sent it
+/// again), so its later chunks were orphans and the pipeline stopped.
+#[tokio::test]
+async fn many_split_events_interleaved_are_all_put_back_together() {
+    let sink = Sink::new(1, "id_strategy = \"provided_in_key\"").await;
+    let daemon = sink.start();
+    let events: Vec<(i64, Vec<u8>)> = (0..40)
+        .map(|id| {
+            (
+                id,
+                json!({ "n": id, "pad": "y".repeat(100) })
+                    .to_string()
+                    .into_bytes(),
+            )
+        })
+        .collect();
+    let chunk = |id: i64, index: usize, bytes: &[u8]| Outgoing {
+        key: Some(format!("{{\"_id\": {id}}}").into_bytes()),
+        value: Some(bytes.to_vec()),
+        headers: vec![
+            ("mkb.chunk.id".into(), format!("event-{id}").into_bytes()),
+            ("mkb.chunk.index".into(), index.to_string().into_bytes()),
+            ("mkb.chunk.count".into(), b"2".to_vec()),
+        ],
+        ..Outgoing::default()
+    };
+    // Forty events of forty keys, interleaved: every first chunk, then every last one.
+    let mut records = Vec::new();
+    for half in 0..2 {
+        for (id, value) in &events {
+            let (head, tail) = value.split_at(value.len() / 2);
+            records.push(chunk(*id, half, if half == 0 { head } else { tail }));
+        }
+    }
+    common::produce(&sink.topic, &records).await;
+    let count = sink.wait_for_count(40).await;
+    let docs = sink.documents().await;
+    let whole = docs
+        .values()
+        .filter(|d| d.get_str("pad").ok() == Some(&"y".repeat(100)[..]))
+        .count();
+    assert!(
+        count == 40 && whole == 40,
+        "{count} documents, {whole} whole; log:\n{}",
+        daemon.log()
+    );
+    sink.assert_committed(1, 80).await;
+    sink.stop(daemon).await;
+}

@@ -291,7 +291,7 @@ impl Metrics {
             )?,
             chunk_sets_abandoned: b.counter(
                 "sink_chunk_sets_abandoned_total",
-                "Split events whose chunks stopped before the last one (their producer restarted and sent the event again), by pipeline.",
+                "Split events given up before their last chunk (their producer restarted and sent the event again, a chunk was missing, or a writer held more unfinished events than its byte budget), by pipeline.",
                 &["pipeline"],
             )?,
             batch_size: b.histogram(

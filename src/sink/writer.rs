@@ -35,8 +35,9 @@ use crate::clients::kafka;
 use crate::config::Tolerance;
 use crate::ops::metrics::{Metrics, MAILBOX_PARTITION_WRITER};
 
-/// Split events a writer holds at once while their chunks arrive.
-const MAX_PENDING_SPLIT_EVENTS: usize = 16;
+/// Bytes of split events a writer holds at once while their chunks arrive, however many
+/// events: at least one MongoDB document of 16 MiB as JSON, several times over.
+const MAX_PENDING_SPLIT_BYTES: usize = 64 * 1024 * 1024;
 
 /// A record of a batch.
 struct Entry {
@@ -185,7 +186,7 @@ impl PartitionWriter {
             shared,
             settings,
             buffer: Vec::new(),
-            chunks: Reassembler::new(MAX_PENDING_SPLIT_EVENTS),
+            chunks: Reassembler::new(MAX_PENDING_SPLIT_BYTES),
             timer: None,
             committed: None,
             closed: false,
@@ -228,6 +229,12 @@ impl PartitionWriter {
         );
         for _ in 0..self.chunks.take_abandoned() {
             tracing::warn!(pipeline = %self.shared.pipeline, partition = %self.name(), "a split event stopped before its last chunk; its producer sent it again");
+            self.shared
+                .metrics
+                .chunk_set_abandoned(&self.shared.pipeline);
+        }
+        for _ in 0..self.chunks.take_over_budget() {
+            tracing::warn!(pipeline = %self.shared.pipeline, partition = %self.name(), max_bytes = MAX_PENDING_SPLIT_BYTES, "more unfinished split events than the writer may hold: the oldest was given up, its later chunks will be refused as orphans");
             self.shared
                 .metrics
                 .chunk_set_abandoned(&self.shared.pipeline);
