@@ -124,23 +124,42 @@ pub enum Fed {
     Orphan(String),
 }
 
-/// Puts split events of one partition back together. Holds at most `max_pending` events
-/// at once; beyond that the oldest is abandoned.
+/// Puts split events of one partition back together. Holds at most `max_pending_bytes` of
+/// incomplete events at once (however many events that is; valid traffic interleaves the
+/// chunks of many keys); beyond that the oldest are given up, never the one being fed.
 #[derive(Debug)]
 pub struct Reassembler {
     pending: VecDeque<Pending>,
-    max_pending: usize,
+    pending_bytes: usize,
+    max_pending_bytes: usize,
     abandoned: u64,
+    over_budget: u64,
 }
 
 impl Reassembler {
-    /// A reassembler holding at most `max_pending` incomplete events.
-    pub fn new(max_pending: usize) -> Self {
+    /// A reassembler holding at most `max_pending_bytes` of incomplete events.
+    pub fn new(max_pending_bytes: usize) -> Self {
         Self {
             pending: VecDeque::new(),
-            max_pending: max_pending.max(1),
+            pending_bytes: 0,
+            max_pending_bytes,
             abandoned: 0,
+            over_budget: 0,
         }
+    }
+
+    /// Gives up the oldest events until what is held fits the budget, keeping the newest.
+    fn shed(&mut self) {
+        while self.pending_bytes > self.max_pending_bytes && self.pending.len() > 1 {
+            if let Some(oldest) = self.pending.pop_front() {
+                self.pending_bytes -= oldest.value.len();
+                self.over_budget += 1;
+            }
+        }
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.pending.iter().map(|p| p.value.len()).sum()
     }
 
     /// Takes the chunk at `offset`; `key` is the record's key.
@@ -157,16 +176,14 @@ impl Reassembler {
             self.pending
                 .retain(|p| p.id != header.id && (key.is_none() || p.key.as_deref() != key));
             self.abandoned += (before - self.pending.len()) as u64;
+            self.pending_bytes = self.held_bytes();
             if header.count == 1 {
                 return Fed::Complete {
                     value: value.to_vec(),
                     first_offset: offset,
                 };
             }
-            if self.pending.len() >= self.max_pending {
-                self.pending.pop_front();
-                self.abandoned += 1;
-            }
+            self.pending_bytes += value.len();
             self.pending.push_back(Pending {
                 id: header.id.clone(),
                 key: key.map(<[u8]>::to_vec),
@@ -175,6 +192,7 @@ impl Reassembler {
                 first_offset: offset,
                 value: value.to_vec(),
             });
+            self.shed();
             return Fed::Incomplete;
         }
         let Some(position) = self.pending.iter().position(|p| p.id == header.id) else {
@@ -186,7 +204,9 @@ impl Reassembler {
         let pending = &mut self.pending[position];
         if header.index != pending.next || header.count != pending.count {
             let expected = pending.next;
-            self.pending.remove(position);
+            if let Some(dropped) = self.pending.remove(position) {
+                self.pending_bytes -= dropped.value.len();
+            }
             self.abandoned += 1;
             return Fed::Orphan(format!(
                 "chunk {} of {} of event `{}` arrived where chunk {expected} was expected",
@@ -195,14 +215,24 @@ impl Reassembler {
         }
         pending.value.extend_from_slice(value);
         pending.next += 1;
-        if pending.next < pending.count {
+        let complete = pending.next >= pending.count;
+        self.pending_bytes += value.len();
+        if !complete {
+            // The event being fed is the newest to keep: move it to the back.
+            if let Some(fed) = self.pending.remove(position) {
+                self.pending.push_back(fed);
+            }
+            self.shed();
             return Fed::Incomplete;
         }
         match self.pending.remove(position) {
-            Some(done) => Fed::Complete {
-                value: done.value,
-                first_offset: done.first_offset,
-            },
+            Some(done) => {
+                self.pending_bytes -= done.value.len();
+                Fed::Complete {
+                    value: done.value,
+                    first_offset: done.first_offset,
+                }
+            }
             None => Fed::Incomplete,
         }
     }
@@ -212,9 +242,16 @@ impl Reassembler {
         self.pending.iter().map(|p| p.first_offset).min()
     }
 
-    /// How many incomplete events were given up so far (and forgets the count).
+    /// How many incomplete events were given up so far because their producer sent them
+    /// again or a chunk was missing (and forgets the count).
     pub fn take_abandoned(&mut self) -> u64 {
         std::mem::take(&mut self.abandoned)
+    }
+
+    /// How many incomplete events were given up so far because more than the byte budget
+    /// was held (and forgets the count).
+    pub fn take_over_budget(&mut self) -> u64 {
+        std::mem::take(&mut self.over_budget)
     }
 }
 
@@ -318,13 +355,52 @@ mod tests {
     }
 
     #[test]
-    fn too_many_pending_events_abandon_the_oldest() {
-        let mut r = Reassembler::new(2);
-        for (i, id) in ["a", "b", "c"].iter().enumerate() {
-            r.feed(&header(id, 0, 2), Some(id.as_bytes()), i as i64, b"x");
+    fn many_pending_events_within_the_byte_budget_are_all_kept() {
+        let mut r = Reassembler::new(1000);
+        for i in 0..100 {
+            let id = format!("e{i}");
+            r.feed(&header(&id, 0, 2), Some(id.as_bytes()), i, b"xxxxx");
         }
-        assert_eq!(r.take_abandoned(), 1);
+        assert_eq!((r.take_abandoned(), r.take_over_budget()), (0, 0));
+        for i in 0..100 {
+            let id = format!("e{i}");
+            let fed = r.feed(&header(&id, 1, 2), Some(id.as_bytes()), 100 + i, b"yy");
+            assert_eq!(
+                fed,
+                Fed::Complete {
+                    value: b"xxxxxyy".to_vec(),
+                    first_offset: i
+                }
+            );
+        }
+        assert_eq!(r.oldest_held_offset(), None);
+    }
+
+    #[test]
+    fn over_the_byte_budget_the_oldest_events_go_never_the_one_fed() {
+        let mut r = Reassembler::new(10);
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            r.feed(&header(id, 0, 3), Some(id.as_bytes()), i as i64, b"xxxx");
+        }
+        // 12 bytes held: `a` goes.
+        assert_eq!((r.take_abandoned(), r.take_over_budget()), (0, 1));
         assert_eq!(r.oldest_held_offset(), Some(1));
+        // `b` grows past the budget: `c` (now the oldest fed) goes, `b` stays.
+        assert_eq!(
+            r.feed(&header("b", 1, 3), Some(b"b"), 3, b"xxxx"),
+            Fed::Incomplete
+        );
+        assert_eq!(r.take_over_budget(), 1);
+        assert_eq!(r.oldest_held_offset(), Some(1));
+        // One event larger than the budget is still kept whole.
+        assert!(matches!(
+            r.feed(&header("b", 2, 3), Some(b"b"), 4, b"xxxxxxxxxxxx"),
+            Fed::Complete {
+                first_offset: 1,
+                ..
+            }
+        ));
+        assert_eq!(r.take_over_budget(), 0);
     }
 
     #[test]

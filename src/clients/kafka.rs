@@ -186,9 +186,14 @@ pub fn consumer_with_context<C: ConsumerContext + 'static>(
 ) -> Result<StreamConsumer<C>, ClientError> {
     let mut cfg = ClientConfig::new();
     cfg.set("auto.offset.reset", "earliest")
-        // librdkafka prefetches up to 64 MiB per consumer by default; a paused partition's
-        // records sit there, so keep it smaller to bound the daemon's memory.
-        .set("queued.max.messages.kbytes", "16384");
+        // Sink consumers split each partition's queue off, and librdkafka then applies this
+        // limit to each partition (64 MiB by default): 1 MiB per partition, plus the fetch on
+        // its way (`max.partition.fetch.bytes`, 1 MiB), keeps a 32-partition pipeline's
+        // prefetch to 64 MiB and still holds about a thousand 1 KB records ahead of a writer.
+        .set("queued.max.messages.kbytes", "1024")
+        // A rebalance stops only the partitions that move (the user's properties may say
+        // otherwise; every member of a group must agree).
+        .set("partition.assignment.strategy", "cooperative-sticky");
     if let Some(every) = statistics {
         // The context receives librdkafka's statistics (consumer lag per partition).
         cfg.set("statistics.interval.ms", every.as_millis().to_string());

@@ -26,6 +26,11 @@ pub fn reader(pipeline: &str, namespace: &str) -> String {
     format!("reader {pipeline}/{namespace}")
 }
 
+/// The component of one sink partition's progress.
+pub fn partition(pipeline: &str, partition: &str) -> String {
+    format!("partition {pipeline}/{partition}")
+}
+
 /// Whether the daemon is ready, and if not, why.
 #[derive(Debug, Clone)]
 pub struct Readiness(Arc<RwLock<BTreeMap<String, String>>>);

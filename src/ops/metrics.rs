@@ -84,6 +84,7 @@ pub struct Metrics {
     batch_size: HistogramVec,
     batch_duration: HistogramVec,
     consumer_lag: StateGauge,
+    stalled_partitions: StateGauge,
     mailbox_depth: IntGaugeVec,
     config_reloads: IntCounterVec,
 }
@@ -290,7 +291,7 @@ impl Metrics {
             )?,
             chunk_sets_abandoned: b.counter(
                 "sink_chunk_sets_abandoned_total",
-                "Split events whose chunks stopped before the last one (their producer restarted and sent the event again), by pipeline.",
+                "Split events given up before their last chunk (their producer restarted and sent the event again, a chunk was missing, or a writer held more unfinished events than its byte budget), by pipeline.",
                 &["pipeline"],
             )?,
             batch_size: b.histogram(
@@ -309,6 +310,11 @@ impl Metrics {
                 "sink_consumer_lag_records",
                 "Records between a partition's committed offset and its end, by pipeline, topic and partition (from librdkafka's statistics).",
                 &["pipeline", "topic", "partition"],
+            )?,
+            stalled_partitions: b.state_gauge(
+                "sink_stalled_partitions",
+                "Partitions with records waiting (queued or not fetched yet) while none reached their writer for longer than the stall limit, by pipeline.",
+                &["pipeline"],
             )?,
             mailbox_depth: b.int_gauge(
                 "mailbox_depth_messages",
@@ -393,6 +399,7 @@ impl Metrics {
             &self.checkpoint_age,
             &self.stalled_readers,
             &self.consumer_lag,
+            &self.stalled_partitions,
         ] {
             gauge.forget_pipeline(pipeline);
         }
@@ -577,6 +584,11 @@ impl Metrics {
         self.consumer_lag.forget_pipeline(pipeline);
     }
 
+    /// Sets how many partitions of sink `pipeline` are stalled.
+    pub fn stalled_partitions(&self, pipeline: &str, count: usize) {
+        self.stalled_partitions.set(&[pipeline], count as f64);
+    }
+
     /// Records a message entering (`delta` 1) or leaving (-1) an actor's mailbox.
     pub fn mailbox(&self, pipeline: &str, actor: &str, delta: i64) {
         self.mailbox_depth
@@ -603,6 +615,7 @@ impl Metrics {
             &self.checkpoint_age,
             &self.stalled_readers,
             &self.consumer_lag,
+            &self.stalled_partitions,
         ] {
             gauge.publish();
         }

@@ -1,129 +1,316 @@
-//! The consumer side of a sink pipeline: one Kafka consumer in the pipeline's group, polled
-//! on its own thread, handing each record to its partition's [`PartitionWriter`].
+//! The consumer side of a sink pipeline: one Kafka consumer in the pipeline's group,
+//! cooperative-sticky by default, whose partitions each get a queue, a reader task and a
+//! [`PartitionWriter`] of their own.
 //!
-//! Backpressure: a record goes to its writer with `try_send`; when the writer's mailbox is
-//! full, the partition is paused at the consumer and the record waits (with the partition's
-//! records fetched meanwhile) until the writer takes it; then the partition resumes. Other
-//! partitions keep flowing. Memory stays bounded by the mailboxes plus what librdkafka had
-//! fetched before the pause.
+//! Assignment: for each partition assigned, the rebalance callback splits the partition's
+//! queue off the consumer (before librdkafka fetches anything for it), starts a writer
+//! under a new [`Lease`], and a reader task that hands the queue's records to the writer's
+//! bounded mailbox, waiting when it is full. A waiting reader reads no more, librdkafka
+//! stops fetching the partition once its queue holds `queued.max.messages.kbytes`, and
+//! nothing is paused, dropped or fetched twice. The consumer's own queue, polled by
+//! [`run`], serves rebalances, statistics and errors.
 //!
-//! Rebalance: before partitions are revoked, their writers write what they hold and commit
-//! (the consumer thread waits for them, up to a deadline); records not yet handed to them are
-//! dropped, uncommitted, for the partitions' next owner. Writers for assigned partitions
-//! start with their first record, at the committed offset.
+//! Revoke: the callback stops the leases of the revoked partitions (no new write starts),
+//! waits (up to the shutdown deadline) until the writers finished the write on their way,
+//! committed it and stopped, and the readers dropped their queues; then it fences the
+//! leases, so nothing written or committed afterwards can come from them.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use futures_util::stream::{FuturesUnordered, StreamExt};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::writer::{Flush, PartitionWriter, Record};
+use super::lease::{Incarnation, Lease};
+use super::stall::{self, StallChange, StallDetector};
+use super::writer::{Assignment, OffsetCommitter, PartitionWriter, Record, WriterFailed};
+use super::SinkError;
+use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::{Metrics, MAILBOX_PARTITION_WRITER};
+
+/// How long a partition may have records waiting (queued or not fetched yet) while none
+/// reaches its writer before it is reported as stalled (`/ready`, a metric, a WARN).
+pub const STALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// The consumer type of sink pipelines.
 pub type SinkConsumer = StreamConsumer<RebalanceContext>;
 
-/// `(topic, partition)`.
-pub type Partition = (String, i32);
+/// A partition of a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Partition {
+    /// The topic.
+    pub topic: String,
+    /// The partition number.
+    pub number: i32,
+}
 
-/// Makes the writer of a partition; `None` when the topic cannot be written (its settings
+impl fmt::Display for Partition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.topic, self.number)
+    }
+}
+
+/// Makes the writer of an assignment; `None` when the topic cannot be written (its settings
 /// are unusable; the supervisor was told).
-pub type WriterFactory = Box<dyn Fn(&str, i32) -> Option<Addr<PartitionWriter>> + Send>;
+pub type WriterFactory = Box<dyn Fn(Assignment) -> Option<Addr<PartitionWriter>> + Send + Sync>;
 
-/// A partition's writer and the records waiting for room in its mailbox.
-struct Slot {
-    writer: Addr<PartitionWriter>,
-    waiting: VecDeque<OwnedMessage>,
-    sending: bool,
+/// A partition this consumer owns now.
+pub struct Owned {
+    /// Its writer.
+    pub writer: Addr<PartitionWriter>,
+    /// The writer's lease.
+    pub lease: Arc<Lease>,
+    /// Records handed to the writer so far.
+    progress: Arc<AtomicU64>,
+    /// Disconnected once the writer and the reader are both gone.
+    gone: std::sync::mpsc::Receiver<()>,
+    /// Dropped to stop the reader (a drain stops reading, then flushes the writer).
+    stop_reading: tokio::sync::oneshot::Sender<()>,
 }
 
-/// The partitions this consumer hands records to; shared by the polling loop and the
-/// rebalance callback (both on the consumer's thread).
+impl Owned {
+    /// Stops the reader; the writer goes on with what its mailbox holds.
+    pub fn stop_reading(self) -> (Addr<PartitionWriter>, Arc<Lease>) {
+        drop(self.stop_reading);
+        (self.writer, self.lease)
+    }
+}
+
+/// The partitions the consumer owns, shared by the rebalance callback and the supervisor.
 #[derive(Default)]
-pub struct Routes {
-    slots: HashMap<Partition, Slot>,
+pub struct Partitions {
+    owned: Mutex<HashMap<Partition, Owned>>,
+    incarnations: AtomicU64,
 }
 
-/// The consumer's context: flushes writers of revoked partitions before they go, and
-/// exports the consumer lag librdkafka's statistics report.
+impl Partitions {
+    /// Partitions numbered from `first_incarnation` on (a pipeline's restarts go on
+    /// numbering where the last run stopped).
+    pub fn starting_at(first_incarnation: u64) -> Self {
+        Self {
+            owned: Mutex::default(),
+            incarnations: AtomicU64::new(first_incarnation),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Partition, Owned>> {
+        // A panic while holding the lock leaves plain data behind: keep using it.
+        self.owned.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next incarnation number to use (for the next run of the pipeline).
+    pub fn next_incarnation(&self) -> u64 {
+        self.incarnations.load(Ordering::SeqCst)
+    }
+
+    /// Whether `incarnation` is the current owner of `partition` (`topic/partition`).
+    pub fn is_current(&self, partition: &str, incarnation: Incarnation) -> bool {
+        self.lock().iter().any(|(p, owned)| {
+            owned.lease.incarnation() == incarnation && p.to_string() == partition
+        })
+    }
+
+    /// How many records were handed to `partition`'s writer, if this consumer owns it.
+    fn progress_of(&self, partition: &Partition) -> Option<u64> {
+        self.lock()
+            .get(partition)
+            .map(|o| o.progress.load(Ordering::Relaxed))
+    }
+
+    /// The incarnation owning `partition`, if this consumer owns it.
+    pub fn incarnation_of(&self, partition: &Partition) -> Option<Incarnation> {
+        self.lock().get(partition).map(|o| o.lease.incarnation())
+    }
+
+    /// Takes every owned partition away (the pipeline drains).
+    pub fn take_all(&self) -> Vec<(Partition, Owned)> {
+        self.lock().drain().collect()
+    }
+
+    fn take(&self, partitions: &[Partition]) -> Vec<(Partition, Owned)> {
+        let mut owned = self.lock();
+        partitions
+            .iter()
+            .filter_map(|p| owned.remove(p).map(|o| (p.clone(), o)))
+            .collect()
+    }
+}
+
+/// The consumer, for splitting partition queues and committing, without the writers
+/// holding it alive (the consumer holds them, through its context).
+#[derive(Default)]
+pub struct ConsumerHandle(OnceLock<Weak<SinkConsumer>>);
+
+impl ConsumerHandle {
+    /// Points at `consumer`, once, before it subscribes.
+    pub fn attach(&self, consumer: &Arc<SinkConsumer>) {
+        let _ = self.0.set(Arc::downgrade(consumer));
+    }
+
+    fn get(&self) -> Option<Arc<SinkConsumer>> {
+        self.0.get().and_then(Weak::upgrade)
+    }
+}
+
+impl OffsetCommitter for ConsumerHandle {
+    fn commit(
+        &self,
+        topic: &str,
+        partition: i32,
+        next: i64,
+        mode: CommitMode,
+    ) -> Result<(), KafkaError> {
+        let consumer = self.get().ok_or(KafkaError::Canceled)?;
+        let mut offsets = TopicPartitionList::new();
+        offsets.add_partition_offset(topic, partition, Offset::Offset(next))?;
+        consumer.commit(&offsets, mode)
+    }
+}
+
+/// What the consumer's context is made of.
+pub struct ContextParts {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// The partitions owned.
+    pub partitions: Arc<Partitions>,
+    /// The consumer itself.
+    pub consumer: Arc<ConsumerHandle>,
+    /// Makes writers.
+    pub make_writer: WriterFactory,
+    /// Where reader tasks run (the writers' thread).
+    pub readers: ArbiterHandle,
+    /// How long a revoke waits for the writers.
+    pub revoke_deadline: Duration,
+    /// The metrics.
+    pub metrics: Metrics,
+    /// Where stalled partitions are reported.
+    pub readiness: Readiness,
+}
+
+/// The consumer's context: sets up and tears down partitions on rebalances, exports the
+/// consumer lag librdkafka's statistics report and reports partitions that stall.
 pub struct RebalanceContext {
-    pipeline: String,
-    routes: Arc<Mutex<Routes>>,
-    writers: ArbiterHandle,
-    flush_deadline: Duration,
-    metrics: Metrics,
+    parts: ContextParts,
+    stalls: Mutex<StallDetector<Partition>>,
 }
 
 impl RebalanceContext {
-    /// A context for `pipeline`'s consumer; writers run on `writers`.
-    pub fn new(
-        pipeline: String,
-        routes: Arc<Mutex<Routes>>,
-        writers: ArbiterHandle,
-        flush_deadline: Duration,
-        metrics: Metrics,
-    ) -> Self {
+    /// A context of `parts`.
+    pub fn new(parts: ContextParts) -> Self {
         Self {
-            pipeline,
-            routes,
-            writers,
-            flush_deadline,
-            metrics,
+            parts,
+            stalls: Mutex::new(StallDetector::new(STALL_LIMIT)),
         }
     }
 
-    /// Counts a record into a writer's mailbox.
-    fn handed_over(&self) {
-        self.metrics
-            .mailbox(&self.pipeline, MAILBOX_PARTITION_WRITER, 1);
+    fn stalls(&self) -> MutexGuard<'_, StallDetector<Partition>> {
+        self.stalls.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
 
-fn lock(routes: &Mutex<Routes>) -> MutexGuard<'_, Routes> {
-    // A panic while holding the lock leaves plain data behind: keep using it.
-    routes
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+    /// Carries out a stall change of `partition` (lag `lag`) and republishes the count.
+    fn report_stall(&self, partition: &Partition, change: Option<StallChange>, lag: i64) {
+        let parts = &self.parts;
+        let component = health::partition(&parts.pipeline, &partition.to_string());
+        match change {
+            Some(StallChange::Stalled) => {
+                tracing::warn!(pipeline = %parts.pipeline, %partition, lag, limit = ?STALL_LIMIT, "partition stalled: records are waiting but none reached its writer");
+                parts.readiness.set_problem(
+                    component,
+                    format!("{lag} records waiting, none written for {STALL_LIMIT:?}"),
+                );
+            }
+            Some(StallChange::Recovered) => {
+                tracing::info!(pipeline = %parts.pipeline, %partition, "partition flows again");
+                parts.readiness.clear(&component);
+            }
+            None => return,
+        }
+        let count = self.stalls().stalled().count();
+        parts.metrics.stalled_partitions(&parts.pipeline, count);
+    }
 
-/// Writes and closes `writers`, waiting up to `deadline` on this (not the writers') thread.
-/// Answers the partitions whose writers did not confirm.
-pub fn close_writers(
-    writers_arbiter: &ArbiterHandle,
-    writers: Vec<(Partition, Addr<PartitionWriter>)>,
-    deadline: Duration,
-) -> Vec<Partition> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let count = writers.len();
-    for (partition, writer) in writers {
-        let tx = tx.clone();
-        let spawned = writers_arbiter.spawn(async move {
-            let result = writer.send(Flush { close: true }).await;
-            let _ = tx.send((partition, matches!(result, Ok(Ok(_)))));
-        });
-        if !spawned {
-            tracing::warn!("the writers' thread is gone");
+    /// Splits `partition`'s queue off the consumer and starts its writer and reader.
+    fn assign(&self, consumer: &Arc<SinkConsumer>, partition: Partition) {
+        let parts = &self.parts;
+        let Some(queue) = consumer.split_partition_queue(&partition.topic, partition.number) else {
+            tracing::error!(pipeline = %parts.pipeline, %partition, "no queue for an assigned partition; it is not read");
+            return;
+        };
+        let incarnation = Incarnation(parts.partitions.incarnations.fetch_add(1, Ordering::SeqCst));
+        let lease = Arc::new(Lease::new(incarnation));
+        let (alive, gone) = std::sync::mpsc::channel();
+        let progress = Arc::new(AtomicU64::new(0));
+        let Some(writer) = (parts.make_writer)(Assignment {
+            topic: partition.topic.clone(),
+            partition: partition.number,
+            lease: lease.clone(),
+            alive: alive.clone(),
+        }) else {
+            return;
+        };
+        let (stop_reading, stopped) = tokio::sync::oneshot::channel();
+        let reader = Reader {
+            pipeline: parts.pipeline.clone(),
+            partition: partition.clone(),
+            writer: writer.clone(),
+            lease: lease.clone(),
+            metrics: parts.metrics.clone(),
+            progress: progress.clone(),
+            _alive: alive,
+        };
+        if !parts.readers.spawn(reader.run(queue, stopped)) {
+            tracing::error!(pipeline = %parts.pipeline, %partition, "the writers' thread is gone; the partition is not read");
+        }
+        let previous = parts.partitions.lock().insert(
+            partition.clone(),
+            Owned {
+                writer,
+                lease,
+                progress,
+                gone,
+                stop_reading,
+            },
+        );
+        if let Some(previous) = previous {
+            // Assigned twice without a revoke between: the earlier writer must not go on.
+            tracing::warn!(pipeline = %parts.pipeline, %partition, "a partition was assigned again before being revoked; fencing its earlier writer");
+            self.release(vec![(partition, previous)]);
         }
     }
-    drop(tx);
-    let until = std::time::Instant::now() + deadline;
-    let mut confirmed = Vec::new();
-    let mut unconfirmed = Vec::new();
-    while confirmed.len() + unconfirmed.len() < count {
-        let left = until.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok((partition, true)) => confirmed.push(partition),
-            Ok((partition, false)) => unconfirmed.push(partition),
-            Err(_) => break,
+
+    /// Stops, waits for (up to the deadline) and fences the writers of `owned`.
+    fn release(&self, owned: Vec<(Partition, Owned)>) {
+        let parts = &self.parts;
+        for (_, o) in &owned {
+            o.lease.stop();
+        }
+        let until = Instant::now() + parts.revoke_deadline;
+        let mut late = Vec::new();
+        for (partition, o) in owned {
+            let left = until.saturating_duration_since(Instant::now());
+            // Nobody sends: `Disconnected` is the writer and the reader gone.
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) | Ok(()) =
+                o.gone.recv_timeout(left)
+            {
+                late.push(partition);
+            }
+            o.lease.fence();
+            drop(o.stop_reading);
+        }
+        if !late.is_empty() {
+            tracing::warn!(pipeline = %parts.pipeline, partitions = ?late.iter().map(ToString::to_string).collect::<Vec<_>>(), deadline = ?parts.revoke_deadline, "writers of revoked partitions did not stop before the deadline; they are fenced: they commit nothing more, but a write already on its way may still land");
         }
     }
-    unconfirmed
 }
 
 impl ClientContext for RebalanceContext {
@@ -134,14 +321,44 @@ impl ClientContext for RebalanceContext {
     fn stats(&self, statistics: Statistics) {
         for (topic, stats) in &statistics.topics {
             for (partition, p) in &stats.partitions {
-                // -1 is librdkafka's internal "unassigned" partition; a lag of -1 is unknown.
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    self.metrics
-                        .consumer_lag(&self.pipeline, topic, *partition, p.consumer_lag);
+                // -1 is librdkafka's internal "unassigned" partition.
+                if *partition < 0 {
+                    continue;
                 }
+                // A lag of -1 is unknown.
+                if p.consumer_lag >= 0 {
+                    self.parts.metrics.consumer_lag(
+                        &self.parts.pipeline,
+                        topic,
+                        *partition,
+                        p.consumer_lag,
+                    );
+                }
+                let partition = Partition {
+                    topic: topic.clone(),
+                    number: *partition,
+                };
+                let Some(progress) = self.parts.partitions.progress_of(&partition) else {
+                    continue;
+                };
+                let waiting = stall::waiting(p.fetchq_cnt, p.next_offset, p.ls_offset, p.hi_offset);
+                let change = self
+                    .stalls()
+                    .observe(&partition, waiting, progress, Instant::now());
+                self.report_stall(&partition, change, waiting);
             }
         }
     }
+}
+
+fn partitions_of(list: &TopicPartitionList) -> Vec<Partition> {
+    list.elements()
+        .iter()
+        .map(|e| Partition {
+            topic: e.topic().to_owned(),
+            number: e.partition(),
+        })
+        .collect()
 }
 
 impl ConsumerContext for RebalanceContext {
@@ -149,75 +366,136 @@ impl ConsumerContext for RebalanceContext {
         let Rebalance::Revoke(revoked) = rebalance else {
             return;
         };
-        let writers: Vec<(Partition, Addr<PartitionWriter>)> = {
-            let mut routes = lock(&self.routes);
-            revoked
-                .elements()
-                .iter()
-                .filter_map(|e| {
-                    let key = (e.topic().to_owned(), e.partition());
-                    routes.slots.remove(&key).map(|slot| (key, slot.writer))
-                })
-                .collect()
-        };
-        if writers.is_empty() {
+        let owned = self.parts.partitions.take(&partitions_of(revoked));
+        if owned.is_empty() {
             return;
         }
-        tracing::info!(pipeline = %self.pipeline, partitions = writers.len(), "partitions revoked: writing and committing what their writers hold");
-        // The new owner reports their lag from now on.
-        self.metrics.forget_consumer_lag(&self.pipeline);
-        let late = close_writers(&self.writers, writers, self.flush_deadline);
-        if !late.is_empty() {
-            tracing::warn!(pipeline = %self.pipeline, partitions = ?late, "writers did not finish before their partitions were revoked; their uncommitted records will be written again by the next owner");
+        let names: Vec<String> = owned.iter().map(|(p, _)| p.to_string()).collect();
+        tracing::info!(pipeline = %self.parts.pipeline, partitions = ?names, "partitions revoked: their writers finish the write on its way, commit it and stop");
+        // The new owner reports their lag and stalls from now on.
+        self.parts.metrics.forget_consumer_lag(&self.parts.pipeline);
+        for (partition, _) in &owned {
+            if self.stalls().forget(partition) {
+                self.report_stall(partition, Some(StallChange::Recovered), 0);
+            }
         }
+        self.release(owned);
     }
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(assigned) = rebalance {
-            tracing::info!(pipeline = %self.pipeline, partitions = ?assigned.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect::<Vec<_>>(), "partitions assigned");
+        let Rebalance::Assign(assigned) = rebalance else {
+            return;
+        };
+        let assigned = partitions_of(assigned);
+        if assigned.is_empty() {
+            return;
+        }
+        let Some(consumer) = self.parts.consumer.get() else {
+            return;
+        };
+        tracing::info!(pipeline = %self.parts.pipeline, partitions = ?assigned.iter().map(ToString::to_string).collect::<Vec<_>>(), "partitions assigned");
+        for partition in assigned {
+            self.assign(&consumer, partition);
         }
     }
 
     fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _: &TopicPartitionList) {
         if let Err(error) = result {
-            tracing::warn!(pipeline = %self.pipeline, %error, "an offset commit failed");
+            tracing::warn!(pipeline = %self.parts.pipeline, %error, "an offset commit failed");
         }
     }
 }
 
-fn one_partition(partition: &Partition) -> TopicPartitionList {
-    let mut list = TopicPartitionList::new();
-    list.add_partition(&partition.0, partition.1);
-    list
+/// Hands one partition's records from its queue to its writer.
+struct Reader {
+    pipeline: String,
+    partition: Partition,
+    writer: Addr<PartitionWriter>,
+    lease: Arc<Lease>,
+    metrics: Metrics,
+    progress: Arc<AtomicU64>,
+    _alive: std::sync::mpsc::Sender<()>,
 }
 
-/// Polls `consumer` and routes records to writers until `stop` resolves; answers the
-/// writers it routed to, for the caller to flush.
+impl Reader {
+    /// Reads until the lease ends, the writer stops or `stop` fires (or is dropped); then
+    /// drops the queue.
+    async fn run(
+        self,
+        queue: StreamPartitionQueue<RebalanceContext>,
+        mut stop: tokio::sync::oneshot::Receiver<()>,
+    ) {
+        loop {
+            let received = tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                () = self.lease.ended() => break,
+                received = queue.recv() => received.map(|m| m.detach()),
+            };
+            let message = match received {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::warn!(pipeline = %self.pipeline, partition = %self.partition, %error, "reading the partition failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let handed = match self.writer.try_send(Record(message)) {
+                Ok(()) => true,
+                // The mailbox is full: wait for room, reading nothing more meanwhile, so
+                // librdkafka stops fetching once the partition's queue is full.
+                Err(SendError::Full(record)) => tokio::select! {
+                    biased;
+                    _ = &mut stop => break,
+                    () = self.lease.ended() => break,
+                    sent = self.writer.send(record) => sent.is_ok(),
+                },
+                Err(SendError::Closed(_)) => false,
+            };
+            if !handed {
+                // The writer stopped (it failed and told the supervisor, or its lease
+                // ended): its records stay uncommitted for the next reader.
+                break;
+            }
+            self.metrics
+                .mailbox(&self.pipeline, MAILBOX_PARTITION_WRITER, 1);
+            self.progress.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(queue);
+    }
+}
+
+/// Polls the consumer's own queue (rebalances, statistics, errors) until `stop` resolves.
+/// Records never arrive there: every assigned partition's queue is split off first. Should
+/// one arrive all the same, the pipeline restarts from its committed offsets rather than
+/// skip it or write it out of order.
 pub async fn run(
     pipeline: String,
     consumer: Arc<SinkConsumer>,
-    routes: Arc<Mutex<Routes>>,
-    make_writer: WriterFactory,
+    partitions: Arc<Partitions>,
+    supervisor: Recipient<WriterFailed>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
-) -> Vec<(Partition, Addr<PartitionWriter>)> {
-    // A send to a full mailbox, one per paused partition.
-    let mut sends = FuturesUnordered::new();
+) {
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            Some((partition, delivered)) = sends.next(), if !sends.is_empty() => {
-                let delivered: bool = delivered;
-                if let Some(send) = on_sent(&consumer, &routes, partition, delivered) {
-                    sends.push(send);
-                }
-            }
             received = consumer.recv() => match received {
                 Ok(message) => {
-                    let partition = (message.topic().to_owned(), message.partition());
-                    let message = message.detach();
-                    if let Some(send) = route(&pipeline, &consumer, &routes, &make_writer, partition, message) {
-                        sends.push(send);
-                    }
+                    let partition = Partition {
+                        topic: message.topic().to_owned(),
+                        number: message.partition(),
+                    };
+                    let position = format!("{partition}@{}", message.offset());
+                    // Not owned: its owner reads it from its own queue.
+                    let Some(incarnation) = partitions.incarnation_of(&partition) else {
+                        continue;
+                    };
+                    let failed = WriterFailed {
+                        partition: partition.to_string(),
+                        incarnation,
+                        error: SinkError::Unrouted { position },
+                    };
+                    let _ = supervisor.send(failed).await;
                 }
                 Err(error) => {
                     tracing::warn!(pipeline = %pipeline, %error, "consuming failed; retrying");
@@ -226,101 +504,4 @@ pub async fn run(
             }
         }
     }
-    let mut routes = lock(&routes);
-    routes
-        .slots
-        .drain()
-        .map(|(partition, slot)| (partition, slot.writer))
-        .collect()
-}
-
-type PendingSend = std::pin::Pin<Box<dyn std::future::Future<Output = (Partition, bool)> + Send>>;
-
-/// Hands `message` to its partition's writer, or queues it and pauses the partition.
-fn route(
-    pipeline: &str,
-    consumer: &SinkConsumer,
-    routes: &Mutex<Routes>,
-    make_writer: &WriterFactory,
-    partition: Partition,
-    message: OwnedMessage,
-) -> Option<PendingSend> {
-    let mut routes = lock(routes);
-    if !routes.slots.contains_key(&partition) {
-        let writer = make_writer(&partition.0, partition.1)?;
-        routes.slots.insert(
-            partition.clone(),
-            Slot {
-                writer,
-                waiting: VecDeque::new(),
-                sending: false,
-            },
-        );
-    }
-    let slot = routes.slots.get_mut(&partition)?;
-    if slot.sending || !slot.waiting.is_empty() {
-        slot.waiting.push_back(message);
-        return None;
-    }
-    match slot.writer.try_send(Record(message)) {
-        Ok(()) => {
-            consumer.context().handed_over();
-            None
-        }
-        Err(SendError::Full(Record(message))) => {
-            if let Err(error) = consumer.pause(&one_partition(&partition)) {
-                tracing::warn!(pipeline, partition = %format!("{}/{}", partition.0, partition.1), %error, "pausing the partition failed");
-            }
-            Some(send_waiting(slot, partition, message))
-        }
-        Err(SendError::Closed(_)) => {
-            // The writer stopped (it failed and told the supervisor): its records stay
-            // uncommitted for the next start.
-            None
-        }
-    }
-}
-
-/// Starts waiting for room in the writer's mailbox for `message`.
-fn send_waiting(slot: &mut Slot, partition: Partition, message: OwnedMessage) -> PendingSend {
-    slot.sending = true;
-    let writer = slot.writer.clone();
-    Box::pin(async move {
-        let delivered = writer.send(Record(message)).await.is_ok();
-        (partition, delivered)
-    })
-}
-
-/// A waiting record was taken: hand over the others, resuming the partition when all are.
-fn on_sent(
-    consumer: &SinkConsumer,
-    routes: &Mutex<Routes>,
-    partition: Partition,
-    delivered: bool,
-) -> Option<PendingSend> {
-    let mut routes = lock(routes);
-    // Revoked meanwhile: its waiting records were dropped with it.
-    let slot = routes.slots.get_mut(&partition)?;
-    slot.sending = false;
-    if !delivered {
-        slot.waiting.clear();
-        return None;
-    }
-    consumer.context().handed_over();
-    while let Some(message) = slot.waiting.pop_front() {
-        match slot.writer.try_send(Record(message)) {
-            Ok(()) => consumer.context().handed_over(),
-            Err(SendError::Full(Record(message))) => {
-                return Some(send_waiting(slot, partition, message));
-            }
-            Err(SendError::Closed(_)) => {
-                slot.waiting.clear();
-                return None;
-            }
-        }
-    }
-    if let Err(error) = consumer.resume(&one_partition(&partition)) {
-        tracing::warn!(partition = %format!("{}/{}", partition.0, partition.1), %error, "resuming the partition failed");
-    }
-    None
 }

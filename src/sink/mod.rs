@@ -1,21 +1,25 @@
 //! Sink pipelines: Kafka topics → MongoDB.
 //!
 //! [`SinkSupervisor`] is the actor the root supervisor starts for each `[[sink]]`. It owns
-//! the pipeline's consumer (polled on a thread of its own by [`consumer::run`]) and one
-//! [`writer::PartitionWriter`] per partition assigned to it, each fed through a bounded
-//! mailbox. Writers commit offsets only after MongoDB acknowledged the write; the
-//! supervisor drains them on stop and stops the pipeline, naming the record, when one
-//! cannot go on.
+//! the pipeline's consumer (its own queue polled on a thread of its own by
+//! [`consumer::run`]) and, per partition assigned to it, a reader task over the partition's
+//! own queue and a [`writer::PartitionWriter`] fed through a bounded mailbox. Writers commit
+//! offsets only after MongoDB acknowledged the write, under a [`lease::Lease`] that a
+//! revoke fences. The supervisor drains them on stop, restarts the pipeline (with backoff)
+//! when a failure may pass, and stops it, naming the record, when one cannot be written.
 
+pub mod batch;
 pub mod bulk;
 pub mod cdc;
 pub mod consumer;
 pub mod convert;
 pub mod decode;
 pub mod id;
+pub mod lease;
 pub mod model;
 pub mod process;
 pub mod rate_limit;
+pub mod stall;
 pub mod timeseries;
 pub mod write_model;
 pub mod writer;
@@ -28,11 +32,13 @@ use actix::prelude::*;
 use futures_util::future::join_all;
 use rdkafka::consumer::Consumer;
 
-use self::consumer::{Partition, RebalanceContext, Routes, SinkConsumer, WriterFactory};
+use self::consumer::{
+    ConsumerHandle, ContextParts, Partitions, RebalanceContext, SinkConsumer, WriterFactory,
+};
 use self::convert::Converter;
 use self::model::RecordError;
 use self::writer::{
-    DeadLetters, Flush, PartitionWriter, WriterFailed, WriterSettings, WriterShared,
+    Assignment, DeadLetters, Flush, PartitionWriter, WriterFailed, WriterSettings, WriterShared,
 };
 use crate::backoff::Backoff;
 use crate::clients::kafka;
@@ -55,7 +61,8 @@ pub enum SinkError {
         /// Why.
         error: RecordError,
     },
-    /// A refused record could not be sent to the dead letter topic.
+    /// A refused record could not be sent to the dead letter topic after every retry; the
+    /// pipeline restarts.
     #[error("record {position}: sending it to the dead letter topic failed: {source}")]
     DeadLetter {
         /// `topic/partition@offset`.
@@ -63,11 +70,12 @@ pub enum SinkError {
         /// The client's error.
         source: rdkafka::error::KafkaError,
     },
-    /// An offset could not be committed.
-    #[error("committing the offset of {partition} failed")]
-    Commit {
-        /// `topic/partition`.
-        partition: String,
+    /// A record arrived on the consumer's own queue instead of its partition's; the
+    /// pipeline restarts from its committed offsets.
+    #[error("record {position} arrived outside its partition's queue")]
+    Unrouted {
+        /// `topic/partition@offset`.
+        position: String,
     },
     /// MongoDB kept failing a batch for a reason that may pass; the pipeline restarts.
     #[error("{partition}: writing failed after every retry: {reason}")]
@@ -88,17 +96,27 @@ impl SinkError {
         match self {
             Self::Record { error, .. } => error.stage.as_str(),
             Self::DeadLetter { .. } => "dead_letter",
-            Self::Commit { .. } => "commit",
+            Self::Unrouted { .. } => "consumer",
             Self::Unavailable { .. } => "mongodb",
             Self::Start(_) => "start",
         }
+    }
+
+    /// Whether the failure may pass: the pipeline restarts (with backoff) instead of
+    /// staying stopped.
+    pub fn may_pass(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::DeadLetter { .. } | Self::Unrouted { .. }
+        )
     }
 }
 
 struct Running {
     stop: tokio::sync::oneshot::Sender<()>,
-    done: tokio::sync::oneshot::Receiver<Vec<(Partition, Addr<PartitionWriter>)>>,
+    done: tokio::sync::oneshot::Receiver<()>,
     consumer: Arc<SinkConsumer>,
+    partitions: Arc<Partitions>,
     thread: Arbiter,
 }
 
@@ -113,6 +131,8 @@ pub struct SinkSupervisor {
     running: Option<Running>,
     stopping: bool,
     restarts: Backoff,
+    /// The first incarnation number of the next run.
+    next_incarnation: u64,
 }
 
 impl SinkSupervisor {
@@ -135,20 +155,43 @@ impl SinkSupervisor {
             running: None,
             stopping: false,
             restarts: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
+            next_incarnation: 0,
         }
     }
 
     fn start(&mut self, ctx: &mut Context<Self>) -> Result<(), SinkError> {
         let config = &self.config;
-        let routes = Arc::new(Mutex::new(Routes::default()));
         let writers_thread = Arbiter::current();
-        let context = RebalanceContext::new(
-            config.name.clone(),
-            routes.clone(),
+        let partitions = Arc::new(Partitions::starting_at(self.next_incarnation));
+        let handle = Arc::new(ConsumerHandle::default());
+        let dead_letter_producer = if needs_dead_letters(config) {
+            Some(kafka::producer(&self.kafka).map_err(|e| SinkError::Start(e.to_string()))?)
+        } else {
+            None
+        };
+        let shared = Arc::new(WriterShared {
+            pipeline: config.name.clone(),
+            mongo: self.mongo.clone(),
+            committer: handle.clone(),
+            metrics: self.metrics.clone(),
+            supervisor: ctx.address().recipient(),
+        });
+        let make_writer = writer_factory(
+            config.clone(),
+            shared,
+            dead_letter_producer,
             writers_thread.clone(),
-            self.shutdown_deadline,
-            self.metrics.clone(),
         );
+        let context = RebalanceContext::new(ContextParts {
+            pipeline: config.name.clone(),
+            partitions: partitions.clone(),
+            consumer: handle.clone(),
+            make_writer,
+            readers: writers_thread,
+            revoke_deadline: self.shutdown_deadline,
+            metrics: self.metrics.clone(),
+            readiness: self.readiness.clone(),
+        });
         let consumer = Arc::new(
             kafka::consumer_with_context(
                 &self.kafka,
@@ -158,6 +201,8 @@ impl SinkSupervisor {
             )
             .map_err(|e| SinkError::Start(e.to_string()))?,
         );
+        // Before subscribing: the first assignment splits queues off this consumer.
+        handle.attach(&consumer);
         let mut subscription: Vec<String> = config.topics.clone();
         if let Some(regex) = &config.topics_regex {
             // librdkafka reads a subscription starting with `^` as a regex; anchor both ends
@@ -168,27 +213,16 @@ impl SinkSupervisor {
         consumer
             .subscribe(&names)
             .map_err(|e| SinkError::Start(format!("subscribing to {names:?}: {e}")))?;
-        let dead_letter_producer = if needs_dead_letters(config) {
-            Some(kafka::producer(&self.kafka).map_err(|e| SinkError::Start(e.to_string()))?)
-        } else {
-            None
-        };
-        let shared = Arc::new(WriterShared {
-            pipeline: config.name.clone(),
-            mongo: self.mongo.clone(),
-            consumer: consumer.clone(),
-            metrics: self.metrics.clone(),
-            supervisor: ctx.address().recipient(),
-        });
-        let factory = writer_factory(config.clone(), shared, dead_letter_producer, writers_thread);
         let (stop, stop_rx) = tokio::sync::oneshot::channel();
         let (done_tx, done) = tokio::sync::oneshot::channel();
         let thread = Arbiter::new();
         let pipeline = config.name.clone();
         let polled = consumer.clone();
+        let owned = partitions.clone();
+        let supervisor = ctx.address().recipient();
         let spawned = thread.spawn(async move {
-            let writers = consumer::run(pipeline, polled, routes, factory, stop_rx).await;
-            let _ = done_tx.send(writers);
+            consumer::run(pipeline, polled, owned, supervisor, stop_rx).await;
+            let _ = done_tx.send(());
         });
         if !spawned {
             return Err(SinkError::Start("the consumer thread did not start".into()));
@@ -197,6 +231,7 @@ impl SinkSupervisor {
             stop,
             done,
             consumer,
+            partitions,
             thread,
         });
         self.readiness.clear(&health::pipeline(&config.name));
@@ -209,23 +244,39 @@ impl SinkSupervisor {
         Ok(())
     }
 
-    /// Stops the consumer, then writes, commits and closes every writer; answers how many
-    /// partitions did not finish within the deadline.
+    /// Stops the consumer and the readers, then writes, commits and closes every writer and
+    /// fences them all; answers how many partitions did not finish within the deadline.
     fn drain(&mut self) -> impl std::future::Future<Output = usize> + 'static {
         let running = self.running.take();
+        if let Some(running) = &running {
+            self.next_incarnation = running.partitions.next_incarnation();
+        }
+        // Its partitions stall no more: they are no longer read.
+        self.readiness
+            .clear_prefix(&health::partition(&self.config.name, ""));
+        self.metrics.stalled_partitions(&self.config.name, 0);
         let deadline = self.shutdown_deadline;
         async move {
             let Some(running) = running else { return 0 };
             let _ = running.stop.send(());
-            let writers = running.done.await.unwrap_or_default();
-            let flushes = writers.into_iter().map(|(partition, writer)| async move {
-                let done = writer.send(Flush { close: true }).await;
-                (partition, matches!(done, Ok(Ok(_))))
+            let _ = running.done.await;
+            let writers: Vec<_> = running
+                .partitions
+                .take_all()
+                .into_iter()
+                .map(|(_, owned)| owned.stop_reading())
+                .collect();
+            let flushes = writers.iter().map(|(writer, _)| async move {
+                matches!(writer.send(Flush { close: true }).await, Ok(Ok(_)))
             });
             let left = match tokio::time::timeout(deadline, join_all(flushes)).await {
-                Ok(results) => results.iter().filter(|(_, ok)| !ok).count(),
+                Ok(results) => results.iter().filter(|ok| !**ok).count(),
                 Err(_) => usize::MAX,
             };
+            // Whatever did not finish commits nothing more, and writes nothing new.
+            for (_, lease) in &writers {
+                lease.fence();
+            }
             // Leaves the group now rather than when the session times out.
             running.consumer.unsubscribe();
             running.thread.stop();
@@ -262,7 +313,8 @@ fn writer_factory(
     writers_thread: ArbiterHandle,
 ) -> WriterFactory {
     let settings: Mutex<HashMap<String, Arc<WriterSettings>>> = Mutex::new(HashMap::new());
-    Box::new(move |topic: &str, partition: i32| {
+    Box::new(move |assignment: Assignment| {
+        let topic = assignment.topic.as_str();
         let mut cache = settings.lock().unwrap_or_else(|p| p.into_inner());
         let settings = match cache.get(topic) {
             Some(settings) => settings.clone(),
@@ -302,10 +354,9 @@ fn writer_factory(
             }
         };
         let shared = shared.clone();
-        let topic = topic.to_owned();
         Some(PartitionWriter::start_in_arbiter(
             &writers_thread,
-            move |_| PartitionWriter::new(topic, partition, shared, settings),
+            move |_| PartitionWriter::new(assignment, shared, settings),
         ))
     })
 }
@@ -339,19 +390,24 @@ impl Handler<WriterFailed> for SinkSupervisor {
         if self.stopping {
             return;
         }
-        if let SinkError::Unavailable { .. } = msg.error {
-            // The running pipeline was not replaced meanwhile: restart it.
-            if self.running.is_none() {
-                return;
-            }
+        // A failure of a revoked writer, or of an earlier run, is not the current one's.
+        let current = self
+            .running
+            .as_ref()
+            .is_some_and(|r| r.partitions.is_current(&msg.partition, msg.incarnation));
+        if !current {
+            tracing::info!(pipeline = %self.config.name, partition = %msg.partition, incarnation = %msg.incarnation, error = %msg.error, "ignoring the failure of a writer that no longer owns its partition");
+            return;
+        }
+        if msg.error.may_pass() {
             let delay = self.restarts.next_delay();
-            tracing::warn!(pipeline = %self.config.name, error = %msg.error, retry_in = ?delay, "restarting the sink pipeline from its committed offsets");
+            tracing::warn!(pipeline = %self.config.name, partition = %msg.partition, error = %msg.error, retry_in = ?delay, "restarting the sink pipeline from its committed offsets");
             self.metrics
                 .actor_restarted(&self.config.name, "sink_pipeline", msg.error.kind());
             let drained = self.drain();
             ctx.spawn(drained.into_actor(self).map(move |_, _, ctx| {
                 ctx.run_later(delay, |act, ctx| {
-                    if act.stopping {
+                    if act.stopping || act.running.is_some() {
                         return;
                     }
                     if let Err(error) = act.start(ctx) {

@@ -1,24 +1,32 @@
 //! [`PartitionWriter`]: the actor that writes one Kafka partition's records to MongoDB.
 //!
-//! Records arrive in partition order through a bounded mailbox. The writer collects them
-//! into a batch (`max_batch_size` records or `max_batch_delay`), converts each, writes the
-//! batch with [`bulk::execute`], sends what MongoDB or the converter refused to the dead
-//! letter topic (or stops the pipeline, naming the record), and only then commits the
-//! partition's offset. While a batch is being written the writer reads no more records, so
-//! its mailbox fills and the consumer pauses the partition.
+//! Records arrive in partition order through a bounded mailbox, fed by the partition's
+//! reader task (see `consumer`). The writer collects them into a batch (`max_batch_size`
+//! records or `max_batch_delay`), converts each, writes the batch with [`bulk::execute`],
+//! sends what MongoDB or the converter refused to the dead letter topic (or stops the
+//! pipeline, naming the record), and only then commits the partition's offset, as
+//! [`PartitionBatch`] decides. While a batch is being written the writer reads no more
+//! records, so its mailbox fills and the reader task waits: librdkafka stops fetching the
+//! partition once its own queue of it is full.
+//!
+//! Every write and commit happens under the writer's [`Lease`]: once the partition is
+//! revoked (or the pipeline drains) no new write starts, and once the lease is fenced
+//! nothing is committed any more. The writer commits through [`OffsetCommitter`], so it
+//! does not know the consumer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::CommitMode;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureProducer;
-use rdkafka::{Offset, TopicPartitionList};
 
+use super::batch::PartitionBatch;
 use super::bulk::{self, Item};
-use super::consumer::SinkConsumer;
 use super::convert::{Converter, RawRecord};
+use super::lease::{Incarnation, Lease};
 use super::model::{RecordError, Stage};
 use super::SinkError;
 use crate::backoff::Backoff;
@@ -27,11 +35,41 @@ use crate::clients::kafka;
 use crate::config::Tolerance;
 use crate::ops::metrics::{Metrics, MAILBOX_PARTITION_WRITER};
 
-/// Split events a writer holds at once while their chunks arrive.
-const MAX_PENDING_SPLIT_EVENTS: usize = 16;
+/// Bytes of split events a writer holds at once while their chunks arrive, however many
+/// events: at least one MongoDB document of 16 MiB as JSON, several times over.
+const MAX_PENDING_SPLIT_BYTES: usize = 64 * 1024 * 1024;
 
-/// A record of a batch, and why it cannot be written when that is known before converting.
-type Entry = (OwnedMessage, Option<RecordError>);
+/// A record of a batch.
+struct Entry {
+    /// The record; a split event whole, at its last chunk's offset.
+    message: OwnedMessage,
+    /// The offset of its first chunk (its own offset when it was not split).
+    first_offset: i64,
+    /// Why it cannot be written, when that is known before converting.
+    known: Option<RecordError>,
+}
+
+impl Entry {
+    fn new(message: OwnedMessage, known: Option<RecordError>) -> Self {
+        Self {
+            first_offset: message.offset(),
+            message,
+            known,
+        }
+    }
+}
+
+/// Commits a partition's offset: the consumer implements it, writers only see this.
+pub trait OffsetCommitter: Send + Sync {
+    /// Commits `next` as the next offset to read of `topic`/`partition`.
+    fn commit(
+        &self,
+        topic: &str,
+        partition: i32,
+        next: i64,
+        mode: CommitMode,
+    ) -> Result<(), KafkaError>;
+}
 
 /// One record for the writer.
 #[derive(Message)]
@@ -54,6 +92,8 @@ pub struct Flush {
 pub struct WriterFailed {
     /// `topic/partition`.
     pub partition: String,
+    /// The writer's incarnation: a failure of a revoked one is not the current one's.
+    pub incarnation: Incarnation,
     /// Why.
     pub error: SinkError,
 }
@@ -73,8 +113,8 @@ pub struct WriterShared {
     pub pipeline: String,
     /// The MongoDB client.
     pub mongo: mongodb::Client,
-    /// The consumer, for committing.
-    pub consumer: Arc<SinkConsumer>,
+    /// Commits offsets.
+    pub committer: Arc<dyn OffsetCommitter>,
     /// The metrics.
     pub metrics: Metrics,
     /// The supervisor, told when a writer fails.
@@ -83,7 +123,7 @@ pub struct WriterShared {
 
 /// The settings of one writer (its topic's).
 pub struct WriterSettings {
-    /// Converts the topic's records.
+    /// Turns records into writes.
     pub converter: Arc<Converter>,
     /// `errors.tolerance`.
     pub tolerance: Tolerance,
@@ -95,14 +135,27 @@ pub struct WriterSettings {
     pub max_batch_delay: Duration,
     /// The mailbox capacity.
     pub mailbox_capacity: usize,
-    /// Attempts of a bulk write that may pass on a retry.
+    /// Attempts of a bulk write (or a dead letter) that may pass on a retry.
     pub max_retries: u32,
+}
+
+/// One assignment of a partition to a writer.
+pub struct Assignment {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The right to write and commit it.
+    pub lease: Arc<Lease>,
+    /// Dropped with the writer: whoever holds the receiver learns that it is gone.
+    pub alive: std::sync::mpsc::Sender<()>,
 }
 
 /// Writes one partition.
 pub struct PartitionWriter {
     topic: String,
     partition: i32,
+    lease: Arc<Lease>,
     shared: Arc<WriterShared>,
     settings: Arc<WriterSettings>,
     buffer: Vec<Entry>,
@@ -110,26 +163,34 @@ pub struct PartitionWriter {
     timer: Option<SpawnHandle>,
     committed: Option<i64>,
     closed: bool,
+    _alive: std::sync::mpsc::Sender<()>,
 }
 
 impl PartitionWriter {
-    /// A writer for `topic`/`partition`.
+    /// A writer for `assignment`.
     pub fn new(
-        topic: String,
-        partition: i32,
+        assignment: Assignment,
         shared: Arc<WriterShared>,
         settings: Arc<WriterSettings>,
     ) -> Self {
+        let Assignment {
+            topic,
+            partition,
+            lease,
+            alive,
+        } = assignment;
         Self {
             topic,
             partition,
+            lease,
             shared,
             settings,
             buffer: Vec::new(),
-            chunks: Reassembler::new(MAX_PENDING_SPLIT_EVENTS),
+            chunks: Reassembler::new(MAX_PENDING_SPLIT_BYTES),
             timer: None,
             committed: None,
             closed: false,
+            _alive: alive,
         }
     }
 
@@ -148,10 +209,10 @@ impl PartitionWriter {
                 .map(|h| (h.key, h.value)),
         );
         let header = match header {
-            Ok(None) => return Some((message, None)),
+            Ok(None) => return Some(Entry::new(message, None)),
             Ok(Some(header)) => header,
             Err(reason) => {
-                return Some((
+                return Some(Entry::new(
                     message,
                     Some(RecordError::new(
                         Stage::Decode,
@@ -172,16 +233,25 @@ impl PartitionWriter {
                 .metrics
                 .chunk_set_abandoned(&self.shared.pipeline);
         }
+        for _ in 0..self.chunks.take_over_budget() {
+            tracing::warn!(pipeline = %self.shared.pipeline, partition = %self.name(), max_bytes = MAX_PENDING_SPLIT_BYTES, "more unfinished split events than the writer may hold: the oldest was given up, its later chunks will be refused as orphans");
+            self.shared
+                .metrics
+                .chunk_set_abandoned(&self.shared.pipeline);
+        }
         match fed {
             Fed::Incomplete => None,
-            Fed::Orphan(reason) => Some((
+            Fed::Orphan(reason) => Some(Entry::new(
                 message,
                 Some(RecordError::new(
                     Stage::Decode,
                     format!("split event: {reason}"),
                 )),
             )),
-            Fed::Complete { value, .. } => {
+            Fed::Complete {
+                value,
+                first_offset,
+            } => {
                 let mut headers = OwnedHeaders::new();
                 for h in message.headers().into_iter().flat_map(|h| h.iter()) {
                     if ![chunks::ID, chunks::INDEX, chunks::COUNT].contains(&h.key) {
@@ -201,12 +271,17 @@ impl PartitionWriter {
                     message.offset(),
                     Some(headers),
                 );
-                Some((whole, None))
+                Some(Entry {
+                    message: whole,
+                    first_offset,
+                    known: None,
+                })
             }
         }
     }
 
-    /// Writes the buffer; the actor reads no message until it is done.
+    /// Writes the buffer; the actor reads no message until it is done. Without a live
+    /// lease, the buffer is dropped unwritten (the partition's next owner reads it again).
     fn flush(&mut self, mode: CommitMode, ctx: &mut Context<Self>) {
         if let Some(timer) = self.timer.take() {
             ctx.cancel_future(timer);
@@ -214,34 +289,62 @@ impl PartitionWriter {
         if self.buffer.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.buffer);
-        let job = write_batch(
-            self.shared.clone(),
-            self.settings.clone(),
-            self.topic.clone(),
-            self.partition,
-            batch,
-            self.chunks.oldest_held_offset(),
+        let entries = std::mem::take(&mut self.buffer);
+        if !self.lease.is_live() {
+            return;
+        }
+        let job = BatchJob {
+            shared: self.shared.clone(),
+            settings: self.settings.clone(),
+            lease: self.lease.clone(),
+            topic: self.topic.clone(),
+            partition: self.partition,
+            hold: self.chunks.oldest_held_offset(),
             mode,
+        };
+        ctx.wait(
+            write_batch(job, entries)
+                .into_actor(self)
+                .map(|done, act, ctx| {
+                    if let Some(next) = done.committed {
+                        act.committed = Some(next);
+                    }
+                    if let Some(error) = done.failure {
+                        act.fail(error, ctx);
+                    }
+                }),
         );
-        ctx.wait(job.into_actor(self).map(|result, act, ctx| match result {
-            Ok(next) => act.committed = Some(next),
-            Err((next, error)) => {
-                if let Some(next) = next {
-                    act.committed = Some(next);
-                }
-                act.closed = true;
-                let failed = WriterFailed {
-                    partition: act.name(),
-                    error,
-                };
-                let supervisor = act.shared.supervisor.clone();
-                actix::spawn(async move {
-                    let _ = supervisor.send(failed).await;
-                });
-                ctx.stop();
-            }
-        }));
+    }
+
+    /// Stops after a failure, telling the supervisor unless the partition was taken away
+    /// meanwhile (its next owner meets the same record).
+    fn fail(&mut self, error: SinkError, ctx: &mut Context<Self>) {
+        self.closed = true;
+        if self.lease.is_live() {
+            let failed = WriterFailed {
+                partition: self.name(),
+                incarnation: self.lease.incarnation(),
+                error,
+            };
+            let supervisor = self.shared.supervisor.clone();
+            actix::spawn(async move {
+                let _ = supervisor.send(failed).await;
+            });
+        } else {
+            tracing::info!(pipeline = %self.shared.pipeline, partition = %self.name(), incarnation = %self.lease.incarnation(), %error, "a revoked partition's writer stopped on an error; its next owner reads the records again");
+        }
+        ctx.stop();
+    }
+
+    /// The lease ended: drop what is buffered and stop (after the write on its way, which
+    /// `ctx.wait` finishes first).
+    fn lease_ended(&mut self, ctx: &mut Context<Self>) {
+        self.closed = true;
+        self.buffer.clear();
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        ctx.stop();
     }
 }
 
@@ -250,11 +353,17 @@ impl Actor for PartitionWriter {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
-        tracing::debug!(pipeline = %self.shared.pipeline, partition = %self.name(), "partition writer started");
+        let lease = self.lease.clone();
+        ctx.spawn(
+            async move { lease.ended().await }
+                .into_actor(self)
+                .map(|(), act, ctx| act.lease_ended(ctx)),
+        );
+        tracing::debug!(pipeline = %self.shared.pipeline, partition = %self.name(), incarnation = %self.lease.incarnation(), "partition writer started");
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        tracing::debug!(pipeline = %self.shared.pipeline, partition = %self.name(), "partition writer stopped");
+        tracing::debug!(pipeline = %self.shared.pipeline, partition = %self.name(), incarnation = %self.lease.incarnation(), "partition writer stopped");
     }
 }
 
@@ -265,7 +374,7 @@ impl Handler<Record> for PartitionWriter {
         self.shared
             .metrics
             .mailbox(&self.shared.pipeline, MAILBOX_PARTITION_WRITER, -1);
-        if self.closed {
+        if self.closed || !self.lease.is_live() {
             return;
         }
         let Some(entry) = self.reassemble(message) else {
@@ -301,42 +410,98 @@ impl Handler<Flush> for PartitionWriter {
     }
 }
 
-/// Converts, writes, dead-letters and commits one batch; the commit stays before `hold`,
-/// the first chunk of a split event still arriving. Answers the next offset to read; on
-/// failure, that of the first record not written (if any was) and why.
-async fn write_batch(
+/// What a batch needs besides its records.
+struct BatchJob {
     shared: Arc<WriterShared>,
     settings: Arc<WriterSettings>,
+    lease: Arc<Lease>,
     topic: String,
     partition: i32,
-    batch: Vec<Entry>,
+    /// The first chunk of a split event still arriving: no commit passes it.
     hold: Option<i64>,
     mode: CommitMode,
-) -> Result<i64, (Option<i64>, SinkError)> {
+}
+
+/// What became of a batch.
+struct BatchDone {
+    /// The next offset to read, when one was committed.
+    committed: Option<i64>,
+    /// Why the writer cannot go on, if it cannot.
+    failure: Option<SinkError>,
+}
+
+impl BatchJob {
+    fn name(&self) -> String {
+        format!("{}/{}", self.topic, self.partition)
+    }
+
+    /// Commits `next` under the lease: `None` when fenced or refused. A refused commit is
+    /// not fatal: a later one covers it, and the records after the last committed offset
+    /// are written again (idempotently) by the partition's next reader.
+    fn commit(&self, next: i64) -> Option<i64> {
+        let shared = &self.shared;
+        let committed = self.lease.commit_with(|| {
+            shared
+                .committer
+                .commit(&self.topic, self.partition, next, self.mode)
+        });
+        match committed {
+            Some(Ok(())) => Some(next),
+            Some(Err(error)) => {
+                tracing::warn!(pipeline = %shared.pipeline, partition = %self.name(), offset = next, %error, "committing the offset failed; a later commit covers it, or the records after the last committed offset are written again");
+                None
+            }
+            None => {
+                tracing::info!(pipeline = %shared.pipeline, partition = %self.name(), incarnation = %self.lease.incarnation(), offset = next, "not committing: the partition was revoked");
+                None
+            }
+        }
+    }
+
+    /// Waits `delay`, or less when the lease ends; answers whether it is still live.
+    async fn pause(&self, delay: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = self.lease.ended() => {}
+        }
+        self.lease.is_live()
+    }
+}
+
+/// Converts, writes, dead-letters and commits one batch, as [`PartitionBatch`] decides.
+async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
     let started = Instant::now();
+    let shared = job.shared.clone();
+    let settings = job.settings.clone();
     let pipeline = shared.pipeline.as_str();
+    let name = job.name();
     shared
         .metrics
-        .records_consumed(pipeline, &topic, batch.len() as u64);
-    let mut items = Vec::with_capacity(batch.len());
+        .records_consumed(pipeline, &job.topic, entries.len() as u64);
+    let batch = PartitionBatch::new(
+        entries
+            .iter()
+            .map(|e| (e.first_offset, e.message.offset()))
+            .collect(),
+        job.hold,
+        settings.tolerance == Tolerance::All && settings.dead_letters.is_some(),
+    );
+    let mut items = Vec::with_capacity(entries.len());
     let mut refused: Vec<(usize, RecordError)> = Vec::new();
-    for (index, (message, known)) in batch.iter().enumerate() {
-        if let Some(error) = known {
-            refused.push((index, error.clone()));
-            if settings.tolerance == Tolerance::None {
-                break;
-            }
-            continue;
-        }
-        let raw = RawRecord {
-            topic: &topic,
-            partition,
-            offset: message.offset(),
-            timestamp: message.timestamp().to_millis(),
-            key: message.key(),
-            value: message.payload(),
+    for (index, entry) in entries.iter().enumerate() {
+        let message = &entry.message;
+        let converted = match &entry.known {
+            Some(error) => Err(error.clone()),
+            None => settings.converter.convert(RawRecord {
+                topic: &job.topic,
+                partition: job.partition,
+                offset: message.offset(),
+                timestamp: message.timestamp().to_millis(),
+                key: message.key(),
+                value: message.payload(),
+            }),
         };
-        match settings.converter.convert(raw) {
+        match converted {
             Ok(Some(converted)) => items.push(Item {
                 index,
                 namespace: converted.namespace,
@@ -347,7 +512,7 @@ async fn write_batch(
                 refused.push((index, error));
                 // Without a dead letter topic the pipeline stops at this record: write only
                 // what comes before it.
-                if settings.tolerance == Tolerance::None {
+                if !batch.writes_past_refused() {
                     break;
                 }
             }
@@ -355,22 +520,29 @@ async fn write_batch(
     }
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let outcome = loop {
+        if !job.lease.is_live() {
+            // Revoked before this write started: the next owner writes these records.
+            return BatchDone {
+                committed: None,
+                failure: None,
+            };
+        }
         match bulk::execute(&shared.mongo, &items).await {
             Ok(outcome) => break outcome,
             Err(error) if backoff.failures() >= settings.max_retries => {
-                return Err((
-                    None,
-                    SinkError::Unavailable {
-                        partition: format!("{topic}/{partition}"),
+                return BatchDone {
+                    committed: None,
+                    failure: Some(SinkError::Unavailable {
+                        partition: name,
                         reason: error.to_string(),
-                    },
-                ));
+                    }),
+                };
             }
             Err(error) => {
                 let delay = backoff.next_delay();
-                tracing::warn!(pipeline, partition = %format!("{topic}/{partition}"), %error, retry_in = ?delay, "bulk write failed; retrying the batch");
+                tracing::warn!(pipeline, partition = %name, %error, retry_in = ?delay, "bulk write failed; retrying the batch");
                 shared.metrics.write_retried(pipeline);
-                tokio::time::sleep(delay).await;
+                job.pause(delay).await;
             }
         }
     };
@@ -378,67 +550,66 @@ async fn write_batch(
         shared.metrics.sink_written(pipeline, kind, *n);
     }
     refused.extend(outcome.refused);
-    refused.sort_by_key(|(index, _)| *index);
-    for (index, error) in refused {
+    let settlement = batch.settle(refused);
+    for (index, error) in settlement.dead_letters {
         shared.metrics.record_error(pipeline, error.stage.as_str());
-        let message = &batch[index].0;
-        let position = format!("{topic}/{partition}@{}", message.offset());
-        match (&settings.tolerance, &settings.dead_letters) {
-            (Tolerance::All, Some(dead_letters)) => {
-                if let Err(source) =
-                    dead_letter(pipeline, dead_letters, message, &position, &error).await
-                {
-                    let next = commit(&shared, &topic, partition, message.offset(), mode);
-                    return Err((next, SinkError::DeadLetter { position, source }));
-                }
-                shared.metrics.dead_lettered(pipeline, error.stage.as_str());
-                tracing::warn!(pipeline, record = %position, %error, topic = %dead_letters.topic, "record sent to the dead letter topic");
-            }
-            _ => {
-                // Everything before it is written: resume at the refused record.
-                let next = commit(&shared, &topic, partition, message.offset(), mode);
-                return Err((next, SinkError::Record { position, error }));
-            }
+        let message = &entries[index].message;
+        let position = format!("{name}@{}", message.offset());
+        let Some(dead_letters) = &settings.dead_letters else {
+            continue;
+        };
+        if let Err(source) = send_with_retries(&job, dead_letters, message, &position, &error).await
+        {
+            // Everything before it is written and dead-lettered: resume at this record.
+            let committed = job.commit(batch.commit_before(index));
+            return BatchDone {
+                committed,
+                failure: Some(SinkError::DeadLetter { position, source }),
+            };
         }
+        shared.metrics.dead_lettered(pipeline, error.stage.as_str());
+        tracing::warn!(pipeline, record = %position, %error, topic = %dead_letters.topic, "record sent to the dead letter topic");
     }
-    let next = batch.last().map_or(0, |(m, _)| m.offset() + 1);
-    let next = hold.map_or(next, |held| next.min(held));
-    let committed = commit(&shared, &topic, partition, next, mode);
+    let committed = job.commit(settlement.commit);
+    if let Some((index, error)) = settlement.stop {
+        shared.metrics.record_error(pipeline, error.stage.as_str());
+        let position = format!("{name}@{}", entries[index].message.offset());
+        return BatchDone {
+            committed,
+            failure: Some(SinkError::Record { position, error }),
+        };
+    }
     shared
         .metrics
-        .batch_written(pipeline, batch.len(), started.elapsed());
-    match committed {
-        Some(next) => Ok(next),
-        None => Err((
-            None,
-            SinkError::Commit {
-                partition: format!("{topic}/{partition}"),
-            },
-        )),
+        .batch_written(pipeline, entries.len(), started.elapsed());
+    BatchDone {
+        committed,
+        failure: None,
     }
 }
 
-/// Commits `next` as the next offset to read of the partition; `None` when the commit was
-/// refused (the partition was taken away, or Kafka is unreachable).
-fn commit(
-    shared: &WriterShared,
-    topic: &str,
-    partition: i32,
-    next: i64,
-    mode: CommitMode,
-) -> Option<i64> {
-    let mut offsets = TopicPartitionList::new();
-    if offsets
-        .add_partition_offset(topic, partition, Offset::Offset(next))
-        .is_err()
-    {
-        return None;
-    }
-    match shared.consumer.commit(&offsets, mode) {
-        Ok(()) => Some(next),
-        Err(error) => {
-            tracing::warn!(pipeline = %shared.pipeline, partition = %format!("{topic}/{partition}"), offset = next, %error, "committing the offset failed; the records after the last committed offset will be written again");
-            None
+/// Sends one dead letter, retrying a failure that may pass (a broker restarting) up to
+/// `max_retries` times while the lease is live.
+async fn send_with_retries(
+    job: &BatchJob,
+    dead_letters: &DeadLetters,
+    message: &OwnedMessage,
+    position: &str,
+    error: &RecordError,
+) -> Result<(), KafkaError> {
+    let pipeline = job.shared.pipeline.as_str();
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    loop {
+        match dead_letter(pipeline, dead_letters, message, position, error).await {
+            Ok(()) => return Ok(()),
+            Err(failure) if backoff.failures() >= job.settings.max_retries => return Err(failure),
+            Err(failure) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(pipeline, record = %position, error = %failure, retry_in = ?delay, "sending a dead letter failed; retrying");
+                if !job.pause(delay).await {
+                    return Err(failure);
+                }
+            }
         }
     }
 }

@@ -19,6 +19,7 @@ pub struct Proxy {
     port: u16,
     mode: Arc<AtomicU8>,
     cut_connections: Arc<AtomicU64>,
+    latency_ms: Arc<AtomicU64>,
     changed: watch::Sender<u64>,
     _stop: std::sync::mpsc::Sender<()>,
 }
@@ -43,6 +44,8 @@ impl Proxy {
         let thread_mode = mode.clone();
         let cut_connections = Arc::new(AtomicU64::new(0));
         let thread_cuts = cut_connections.clone();
+        let latency_ms = Arc::new(AtomicU64::new(0));
+        let thread_latency = latency_ms.clone();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -73,6 +76,7 @@ impl Proxy {
                         thread_mode.clone(),
                         watcher.clone(),
                         thread_cuts.clone(),
+                        thread_latency.clone(),
                     ));
                 }
             });
@@ -81,6 +85,7 @@ impl Proxy {
             port,
             mode,
             cut_connections,
+            latency_ms,
             changed,
             _stop: stop,
         }
@@ -111,6 +116,13 @@ impl Proxy {
         self.set(CUT);
     }
 
+    /// Holds every read for `latency` before passing it on, both ways: the server seems
+    /// slow. Zero (the start) passes bytes at once.
+    pub fn set_latency(&self, latency: Duration) {
+        let millis = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        self.latency_ms.store(millis, Ordering::SeqCst);
+    }
+
     /// Keeps connections open but passes no byte: the server seems to hang.
     pub fn freeze(&self) {
         self.set(FREEZE);
@@ -123,14 +135,25 @@ async fn relay(
     mode: Arc<AtomicU8>,
     mut changed: watch::Receiver<u64>,
     cuts: Arc<AtomicU64>,
+    latency_ms: Arc<AtomicU64>,
 ) {
     let Ok(server) = TcpStream::connect(&target).await else {
         return;
     };
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
-    let up = pump(client_read, server_write, mode.clone(), changed.clone());
-    let down = pump(server_read, client_write, mode.clone(), changed.clone());
+    let up = pump(
+        (client_read, server_write),
+        mode.clone(),
+        changed.clone(),
+        latency_ms.clone(),
+    );
+    let down = pump(
+        (server_read, client_write),
+        mode.clone(),
+        changed.clone(),
+        latency_ms,
+    );
     tokio::select! {
         _ = up => {}
         _ = down => {}
@@ -145,12 +168,15 @@ async fn relay(
     }
 }
 
-/// Copies bytes one way, holding them while frozen.
+/// Copies bytes one way, holding them while frozen and for the latency set.
 async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
+    (mut from, mut to): (
+        tokio::net::tcp::OwnedReadHalf,
+        tokio::net::tcp::OwnedWriteHalf,
+    ),
     mode: Arc<AtomicU8>,
     mut changed: watch::Receiver<u64>,
+    latency_ms: Arc<AtomicU64>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -158,6 +184,10 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        let latency = latency_ms.load(Ordering::SeqCst);
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_millis(latency)).await;
+        }
         while mode.load(Ordering::SeqCst) == FREEZE {
             if changed.changed().await.is_err() {
                 return;
