@@ -10,6 +10,7 @@ use actix::prelude::*;
 use crate::config::KafkaConfig;
 use crate::ops::health::Readiness;
 use crate::ops::metrics::Metrics;
+use crate::ops::status::StatusBoard;
 
 /// What every pipeline supervisor gets from the root supervisor besides its configuration.
 pub struct PipelineEnv {
@@ -23,6 +24,8 @@ pub struct PipelineEnv {
     pub readiness: Readiness,
     /// How long draining may take when the pipeline stops.
     pub shutdown_deadline: Duration,
+    /// Where the pipeline reports the progress of long jobs (`/status`).
+    pub status: StatusBoard,
 }
 
 /// Asks a pipeline supervisor to drain and stop (within the shutdown deadline); answers

@@ -206,6 +206,7 @@ impl Supervisor {
             metrics: self.metrics.clone(),
             readiness: self.readiness.clone(),
             shutdown_deadline: self.config.shutdown.timeout,
+            status: self.status.clone(),
         };
         let pipeline = if let Some(source) = self.config.sources.iter().find(|s| s.name == name) {
             Pipeline::Source(SourceSupervisor::new(source.clone(), env).start())

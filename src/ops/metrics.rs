@@ -11,6 +11,8 @@ use prometheus::{
     TextEncoder,
 };
 
+use super::progress::{CatchUpReport, ProgressReport};
+
 /// Prefix of every metric name.
 pub const PREFIX: &str = "mkb";
 
@@ -36,6 +38,11 @@ impl StateGauge {
     fn set(&self, labels: &[&str], value: f64) {
         self.values()
             .insert(labels.iter().map(|l| (*l).to_owned()).collect(), value);
+    }
+
+    fn remove(&self, labels: &[&str]) {
+        let key: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
+        self.values().remove(&key);
     }
 
     fn forget_pipeline(&self, pipeline: &str) {
@@ -85,6 +92,10 @@ pub struct Metrics {
     batch_duration: HistogramVec,
     consumer_lag: StateGauge,
     stalled_partitions: StateGauge,
+    copy_total: StateGauge,
+    copy_progress: StateGauge,
+    copy_eta: StateGauge,
+    catch_up_eta: StateGauge,
     mailbox_depth: IntGaugeVec,
     config_reloads: IntCounterVec,
 }
@@ -316,6 +327,26 @@ impl Metrics {
                 "Partitions with records waiting (queued or not fetched yet) while none reached their writer for longer than the stall limit, by pipeline.",
                 &["pipeline"],
             )?,
+            copy_total: b.state_gauge(
+                "source_copy_total_documents",
+                "Documents a `copy_existing` has to copy, by pipeline and namespace: the collection's estimated count when the copy started.",
+                &["pipeline", "namespace"],
+            )?,
+            copy_progress: b.state_gauge(
+                "source_copy_progress_ratio",
+                "How far a `copy_existing` has come, 0 to 1 (documents copied over the estimated count), by pipeline and namespace.",
+                &["pipeline", "namespace"],
+            )?,
+            copy_eta: b.state_gauge(
+                "source_copy_remaining_seconds",
+                "Estimated time left of a `copy_existing` at the rate of the last minute, by pipeline and namespace; absent while there is no rate.",
+                &["pipeline", "namespace"],
+            )?,
+            catch_up_eta: b.state_gauge(
+                "sink_catch_up_remaining_seconds",
+                "Estimated time until a sink's lag is 0, at the rate its lag fell over the last minute; 0 when caught up, absent while the lag does not fall.",
+                &["pipeline"],
+            )?,
             mailbox_depth: b.int_gauge(
                 "mailbox_depth_messages",
                 "Messages waiting in actors' bounded mailboxes, by pipeline and actor kind (`record_producer`, `partition_writer`).",
@@ -400,6 +431,10 @@ impl Metrics {
             &self.stalled_readers,
             &self.consumer_lag,
             &self.stalled_partitions,
+            &self.copy_total,
+            &self.copy_progress,
+            &self.copy_eta,
+            &self.catch_up_eta,
         ] {
             gauge.forget_pipeline(pipeline);
         }
@@ -571,6 +606,29 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Sets how far the copy of `namespace` has come.
+    pub fn copy_progress(&self, pipeline: &str, namespace: &str, report: &ProgressReport) {
+        let labels = [pipeline, namespace];
+        if let Some(total) = report.total {
+            self.copy_total.set(&labels, total as f64);
+        }
+        if let Some(ratio) = report.ratio {
+            self.copy_progress.set(&labels, ratio);
+        }
+        match report.eta_seconds {
+            Some(eta) => self.copy_eta.set(&labels, eta),
+            None => self.copy_eta.remove(&labels),
+        }
+    }
+
+    /// Sets when the sink `pipeline` will have caught up.
+    pub fn catch_up(&self, pipeline: &str, report: &CatchUpReport) {
+        match report.eta_seconds {
+            Some(eta) => self.catch_up_eta.set(&[pipeline], eta),
+            None => self.catch_up_eta.remove(&[pipeline]),
+        }
+    }
+
     /// Sets a partition's consumer lag.
     pub fn consumer_lag(&self, pipeline: &str, topic: &str, partition: i32, records: i64) {
         self.consumer_lag.set(
@@ -616,6 +674,10 @@ impl Metrics {
             &self.stalled_readers,
             &self.consumer_lag,
             &self.stalled_partitions,
+            &self.copy_total,
+            &self.copy_progress,
+            &self.copy_eta,
+            &self.catch_up_eta,
         ] {
             gauge.publish();
         }

@@ -37,6 +37,8 @@ use super::writer::{Assignment, OffsetCommitter, PartitionWriter, Record, Writer
 use super::SinkError;
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::{Metrics, MAILBOX_PARTITION_WRITER};
+use crate::ops::progress::{human_seconds, CatchUp};
+use crate::ops::status::StatusBoard;
 
 /// How long a partition may have records waiting (queued or not fetched yet) while none
 /// reaches its writer before it is reported as stalled (`/ready`, a metric, a WARN).
@@ -195,6 +197,8 @@ pub struct ContextParts {
     pub metrics: Metrics,
     /// Where stalled partitions are reported.
     pub readiness: Readiness,
+    /// Where the catch-up on a backlog is reported (`/status`).
+    pub status: StatusBoard,
 }
 
 /// The consumer's context: sets up and tears down partitions on rebalances, exports the
@@ -202,7 +206,19 @@ pub struct ContextParts {
 pub struct RebalanceContext {
     parts: ContextParts,
     stalls: Mutex<StallDetector<Partition>>,
+    catch_up: Mutex<CatchUpLog>,
 }
+
+/// The pipeline's lag over time, and when it was last logged.
+#[derive(Default)]
+struct CatchUpLog {
+    progress: CatchUp,
+    logged: Option<Instant>,
+    behind: bool,
+}
+
+/// How often a catch-up on a backlog is logged.
+const CATCH_UP_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl RebalanceContext {
     /// A context of `parts`.
@@ -210,7 +226,39 @@ impl RebalanceContext {
         Self {
             parts,
             stalls: Mutex::new(StallDetector::new(STALL_LIMIT)),
+            catch_up: Mutex::default(),
         }
+    }
+
+    /// Records the pipeline's whole lag `lag` (the partitions it owns): `/status`, the
+    /// estimate metric, and a log line every few seconds while it catches up on a backlog.
+    fn report_catch_up(&self, lag: i64, now: Instant) {
+        let pipeline = &self.parts.pipeline;
+        let mut log = self.catch_up.lock().unwrap_or_else(PoisonError::into_inner);
+        log.progress.observe(lag, now);
+        let report = log.progress.report();
+        self.parts.metrics.catch_up(pipeline, &report);
+        self.parts.status.catch_up(pipeline, report.clone());
+        if report.lag == 0 {
+            if log.behind {
+                tracing::info!(pipeline = %pipeline, "caught up: no records wait in the pipeline's partitions");
+            }
+            log.behind = false;
+            return;
+        }
+        log.behind = true;
+        if log
+            .logged
+            .is_some_and(|at| now.duration_since(at) < CATCH_UP_LOG_EVERY)
+        {
+            return;
+        }
+        log.logged = Some(now);
+        let left = report.eta_seconds.map_or_else(
+            || "unknown (the lag is not falling)".to_owned(),
+            human_seconds,
+        );
+        tracing::info!(pipeline = %pipeline, lag = report.lag, falling_per_second = report.decline_per_second.unwrap_or(0.0), time_left = %left, "catching up");
     }
 
     fn stalls(&self) -> MutexGuard<'_, StallDetector<Partition>> {
@@ -319,6 +367,7 @@ impl ClientContext for RebalanceContext {
     }
 
     fn stats(&self, statistics: Statistics) {
+        let mut total_lag = 0;
         for (topic, stats) in &statistics.topics {
             for (partition, p) in &stats.partitions {
                 // -1 is librdkafka's internal "unassigned" partition.
@@ -341,6 +390,7 @@ impl ClientContext for RebalanceContext {
                 let Some(progress) = self.parts.partitions.progress_of(&partition) else {
                     continue;
                 };
+                total_lag += p.consumer_lag.max(0);
                 let waiting = stall::waiting(p.fetchq_cnt, p.next_offset, p.ls_offset, p.hi_offset);
                 let change = self
                     .stalls()
@@ -348,6 +398,7 @@ impl ClientContext for RebalanceContext {
                 self.report_stall(&partition, change, waiting);
             }
         }
+        self.report_catch_up(total_lag, Instant::now());
     }
 }
 

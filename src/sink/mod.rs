@@ -37,6 +37,7 @@ use self::consumer::{
 };
 use self::convert::Converter;
 use self::model::RecordError;
+use self::rate_limit::RateLimit;
 use self::writer::{
     Assignment, DeadLetters, Flush, PartitionWriter, WriterFailed, WriterSettings, WriterShared,
 };
@@ -45,6 +46,7 @@ use crate::clients::kafka;
 use crate::config::{KafkaConfig, SinkConfig, Tolerance};
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
+use crate::ops::status::StatusBoard;
 use crate::pipeline::{PipelineEnv, StopPipeline};
 
 /// How often the consumer reports its lag per partition.
@@ -128,6 +130,7 @@ pub struct SinkSupervisor {
     metrics: Metrics,
     readiness: Readiness,
     shutdown_deadline: Duration,
+    status: StatusBoard,
     running: Option<Running>,
     stopping: bool,
     restarts: Backoff,
@@ -144,6 +147,7 @@ impl SinkSupervisor {
             metrics,
             readiness,
             shutdown_deadline,
+            status,
         } = env;
         Self {
             config,
@@ -152,6 +156,7 @@ impl SinkSupervisor {
             metrics,
             readiness,
             shutdown_deadline,
+            status,
             running: None,
             stopping: false,
             restarts: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
@@ -175,6 +180,7 @@ impl SinkSupervisor {
             committer: handle.clone(),
             metrics: self.metrics.clone(),
             supervisor: ctx.address().recipient(),
+            time_series_ready: Mutex::default(),
         });
         let make_writer = writer_factory(
             config.clone(),
@@ -191,6 +197,7 @@ impl SinkSupervisor {
             revoke_deadline: self.shutdown_deadline,
             metrics: self.metrics.clone(),
             readiness: self.readiness.clone(),
+            status: self.status.clone(),
         });
         let consumer = Arc::new(
             kafka::consumer_with_context(
@@ -337,6 +344,7 @@ fn writer_factory(
                     (Tolerance::All, Some(topic), Some(producer)) => Some(DeadLetters {
                         producer: producer.clone(),
                         topic: topic.clone(),
+                        headers: topic_config.errors.dead_letter_headers,
                     }),
                     _ => None,
                 };
@@ -348,6 +356,7 @@ fn writer_factory(
                     max_batch_delay: topic_config.max_batch_delay,
                     mailbox_capacity: config.queue_capacity,
                     max_retries: topic_config.max_num_retries,
+                    rate_limit: RateLimit::new(&topic_config),
                 });
                 cache.insert(topic.to_owned(), built.clone());
                 built

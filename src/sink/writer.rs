@@ -14,7 +14,8 @@
 //! nothing is committed any more. The writer commits through [`OffsetCommitter`], so it
 //! does not know the consumer.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -24,15 +25,17 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 
 use super::batch::PartitionBatch;
-use super::bulk::{self, Item};
-use super::convert::{Converter, RawRecord};
+use super::bulk::{self, Item, Outcome};
+use super::convert::{Converter, Namespace, RawRecord};
 use super::lease::{Incarnation, Lease};
 use super::model::{RecordError, Stage};
+use super::rate_limit::RateLimit;
+use super::timeseries;
 use super::SinkError;
 use crate::backoff::Backoff;
 use crate::chunks::{self, ChunkHeader, Fed, Reassembler};
 use crate::clients::kafka;
-use crate::config::Tolerance;
+use crate::config::{DeadLetterHeaders, Tolerance};
 use crate::ops::metrics::{Metrics, MAILBOX_PARTITION_WRITER};
 
 /// Bytes of split events a writer holds at once while their chunks arrive, however many
@@ -105,6 +108,8 @@ pub struct DeadLetters {
     pub producer: FutureProducer,
     /// The dead letter topic.
     pub topic: String,
+    /// How its headers are named.
+    pub headers: DeadLetterHeaders,
 }
 
 /// What every writer of a pipeline shares.
@@ -119,6 +124,8 @@ pub struct WriterShared {
     pub metrics: Metrics,
     /// The supervisor, told when a writer fails.
     pub supervisor: Recipient<WriterFailed>,
+    /// The time-series collections known to exist (created by a writer, or found).
+    pub time_series_ready: Mutex<HashSet<Namespace>>,
 }
 
 /// The settings of one writer (its topic's).
@@ -137,6 +144,8 @@ pub struct WriterSettings {
     pub mailbox_capacity: usize,
     /// Attempts of a bulk write (or a dead letter) that may pass on a retry.
     pub max_retries: u32,
+    /// When a writer pauses between batches (`rate_limiting_*`); each writer counts its own.
+    pub rate_limit: RateLimit,
 }
 
 /// One assignment of a partition to a writer.
@@ -163,6 +172,7 @@ pub struct PartitionWriter {
     timer: Option<SpawnHandle>,
     committed: Option<i64>,
     closed: bool,
+    rate_limit: RateLimit,
     _alive: std::sync::mpsc::Sender<()>,
 }
 
@@ -184,6 +194,7 @@ impl PartitionWriter {
             partition,
             lease,
             shared,
+            rate_limit: settings.rate_limit.clone(),
             settings,
             buffer: Vec::new(),
             chunks: Reassembler::new(MAX_PENDING_SPLIT_BYTES),
@@ -301,6 +312,7 @@ impl PartitionWriter {
             partition: self.partition,
             hold: self.chunks.oldest_held_offset(),
             mode,
+            pause_after: self.rate_limit.batch_written(),
         };
         ctx.wait(
             write_batch(job, entries)
@@ -420,6 +432,8 @@ struct BatchJob {
     /// The first chunk of a split event still arriving: no commit passes it.
     hold: Option<i64>,
     mode: CommitMode,
+    /// A pause after the batch (`rate_limiting_*`), during which the writer takes nothing.
+    pause_after: Option<Duration>,
 }
 
 /// What became of a batch.
@@ -527,7 +541,7 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
                 failure: None,
             };
         }
-        match bulk::execute(&shared.mongo, &items).await {
+        match write_items(&shared, &settings, &items).await {
             Ok(outcome) => break outcome,
             Err(error) if backoff.failures() >= settings.max_retries => {
                 return BatchDone {
@@ -582,10 +596,55 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
     shared
         .metrics
         .batch_written(pipeline, entries.len(), started.elapsed());
+    if let Some(pause) = job.pause_after {
+        job.pause(pause).await;
+    }
     BatchDone {
         committed,
         failure: None,
     }
+}
+
+/// Creates the time-series collections `items` go to that are missing (once per pipeline
+/// and namespace), then writes `items`.
+async fn write_items(
+    shared: &WriterShared,
+    settings: &WriterSettings,
+    items: &[Item],
+) -> Result<Outcome, String> {
+    if let Some(series) = settings.converter.timeseries() {
+        let missing: Vec<Namespace> = {
+            let ready = shared
+                .time_series_ready
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut missing: Vec<Namespace> = items
+                .iter()
+                .map(|i| &i.namespace)
+                .filter(|ns| !ready.contains(*ns))
+                .cloned()
+                .collect();
+            missing.sort();
+            missing.dedup();
+            missing
+        };
+        for namespace in missing {
+            let created = timeseries::ensure_collection(&shared.mongo, &namespace, series)
+                .await
+                .map_err(|e| format!("creating the time-series collection {namespace}: {e}"))?;
+            if created {
+                tracing::info!(pipeline = %shared.pipeline, %namespace, options = %series.create_options(), "created a time-series collection");
+            }
+            shared
+                .time_series_ready
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(namespace);
+        }
+    }
+    bulk::execute(&shared.mongo, items)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Sends one dead letter, retrying a failure that may pass (a broker restarting) up to
@@ -695,25 +754,21 @@ async fn send_dead_letter(
             });
         }
     }
-    let partition = message.partition().to_string();
-    let offset = message.offset().to_string();
     let reason = error.to_string();
-    for (key, value) in [
-        ("mkb.error", Some(reason.as_str())),
-        ("mkb.error.stage", Some(error.stage.as_str())),
-        ("mkb.error.omitted", omitted.header()),
-        ("mkb.pipeline", Some(pipeline)),
-        ("mkb.source.topic", Some(message.topic())),
-        ("mkb.source.partition", Some(partition.as_str())),
-        ("mkb.source.offset", Some(offset.as_str())),
-        ("mkb.origin", Some(position)),
-    ] {
-        if let Some(value) = value {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value),
-            });
-        }
+    let letter = crate::dead_letter::DeadLetter {
+        pipeline,
+        reason: &reason,
+        stage: error.stage.as_str(),
+        origin: position,
+        target_topic: None,
+        source: Some((message.topic(), message.partition(), message.offset())),
+        omitted: omitted.header(),
+    };
+    for (key, value) in crate::dead_letter::headers(dead_letters.headers, &letter) {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value.as_str()),
+        });
     }
     let (key, value) = match omitted {
         Omitted::Nothing => (message.key(), message.payload()),

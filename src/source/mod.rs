@@ -195,6 +195,7 @@ impl SourceSupervisor {
             metrics,
             readiness,
             shutdown_deadline,
+            status: _,
         } = env;
         Self {
             config,
