@@ -226,6 +226,12 @@ async fn a_dead_letter_outage_longer_than_the_retries_is_survived() {
     })
     .await;
     assert!(gave_up, "the retries never ran out; log:\n{}", daemon.log());
+    // While it restarts again and again, `/ready` says why.
+    let reason = common::wait_for_status(sink.port, "/ready", 503, WAIT);
+    assert!(
+        reason.contains(&sink.name) && reason.contains("restarting"),
+        "{reason}"
+    );
     // The dead letter topic is there now.
     common::create_topic(&dlq, 1).await;
     common::produce(&sink.topic, &[keyed(4, json!({"ok": 4}))]).await;

@@ -413,6 +413,12 @@ impl Handler<WriterFailed> for SinkSupervisor {
             tracing::warn!(pipeline = %self.config.name, partition = %msg.partition, error = %msg.error, retry_in = ?delay, "restarting the sink pipeline from its committed offsets");
             self.metrics
                 .actor_restarted(&self.config.name, "sink_pipeline", msg.error.kind());
+            // Until it runs again, `/ready` says why: a failure that keeps coming back (a dead
+            // letter topic the daemon may not write to) shows for most of every backoff.
+            self.readiness.set_problem(
+                health::pipeline(&self.config.name),
+                format!("sink pipeline restarting in {delay:?} after: {}", msg.error),
+            );
             let drained = self.drain();
             ctx.spawn(drained.into_actor(self).map(move |_, _, ctx| {
                 ctx.run_later(delay, |act, ctx| {
