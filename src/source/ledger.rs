@@ -13,13 +13,22 @@ use std::time::{Duration, Instant};
 use super::checkpoint::Position;
 use super::model::ReaderId;
 
+/// Where a batch handed to Kafka is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    Sent,
+    Acknowledged,
+    /// Never acknowledged: it holds back every token after it for good.
+    Failed,
+}
+
 /// Orders acknowledgements: batches are numbered as they are handed to Kafka; the resume
 /// token of batch N may be stored only once batches 0..=N are all acknowledged.
 #[derive(Debug, Default)]
 pub struct AckTracker {
     next: u64,
     /// Batches not yet acknowledged or not yet released, with their position.
-    pending: BTreeMap<u64, (bool, Option<Position>)>,
+    pending: BTreeMap<u64, (Delivery, Option<Position>)>,
 }
 
 impl AckTracker {
@@ -27,18 +36,20 @@ impl AckTracker {
     pub fn push(&mut self, token: Option<Position>) -> u64 {
         let seq = self.next;
         self.next += 1;
-        self.pending.insert(seq, (false, token));
+        self.pending.insert(seq, (Delivery::Sent, token));
         seq
     }
 
     /// Marks batch `seq` acknowledged; returns the newest position that may now be stored.
     pub fn ack(&mut self, seq: u64) -> Option<Position> {
         if let Some(entry) = self.pending.get_mut(&seq) {
-            entry.0 = true;
+            if entry.0 == Delivery::Sent {
+                entry.0 = Delivery::Acknowledged;
+            }
         }
         let mut releasable = None;
         while let Some(entry) = self.pending.first_entry() {
-            if !entry.get().0 {
+            if entry.get().0 != Delivery::Acknowledged {
                 break;
             }
             if let (_, Some(token)) = entry.remove() {
@@ -48,9 +59,24 @@ impl AckTracker {
         releasable
     }
 
+    /// Marks batch `seq` failed: no token at or after it is ever released.
+    pub fn fail(&mut self, seq: u64) {
+        if let Some(entry) = self.pending.get_mut(&seq) {
+            entry.0 = Delivery::Failed;
+        }
+    }
+
     /// Batches handed to Kafka and not yet released.
     pub fn in_flight(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Batches whose acknowledgement (or failure) has not come yet.
+    fn unanswered(&self) -> usize {
+        self.pending
+            .values()
+            .filter(|(delivery, _)| *delivery == Delivery::Sent)
+            .count()
     }
 }
 
@@ -92,13 +118,45 @@ pub struct Commit {
 
 #[derive(Debug)]
 struct ReaderEntry {
+    /// The reader's current generation: only its batches move the checkpoint.
     generation: u64,
     tracker: AckTracker,
+    /// Batches of earlier generations not answered yet: in flight, but their tokens count
+    /// for nothing (the current generation resumed before them and sends their events
+    /// again).
+    stale: usize,
     /// Released by the tracker, not yet written.
     unwritten: Option<Position>,
     /// Written (handed to Kafka) last.
     written: Option<Position>,
     last_write: Option<Instant>,
+    /// A [`Action::WakeAfter`] is outstanding.
+    wake_pending: bool,
+}
+
+impl ReaderEntry {
+    fn new(generation: u64) -> Self {
+        Self {
+            generation,
+            tracker: AckTracker::default(),
+            stale: 0,
+            unwritten: None,
+            written: None,
+            last_write: None,
+            wake_pending: false,
+        }
+    }
+
+    /// Makes `generation` current when it is newer; whether it is current now.
+    fn switch_to(&mut self, generation: u64) -> bool {
+        if generation > self.generation {
+            // What the predecessor left in flight still answers, but releases nothing.
+            self.stale += self.tracker.unanswered();
+            self.tracker = AckTracker::default();
+            self.generation = generation;
+        }
+        generation == self.generation
+    }
 }
 
 /// The open Kafka transaction of an exactly-once pipeline.
@@ -108,6 +166,21 @@ struct Transaction {
     committing: bool,
     /// The newest token of each reader whose records are in the open transaction.
     tokens: HashMap<String, Position>,
+}
+
+/// The number of a batch sent by an older generation than its reader's current one.
+const STALE: u64 = u64::MAX;
+
+/// The entry of `id`'s reader, switched to `id`'s generation when that is newer; `None` when
+/// `id` is of an older generation.
+fn current<'a>(
+    readers: &'a mut HashMap<String, ReaderEntry>,
+    id: &ReaderId,
+) -> Option<&'a mut ReaderEntry> {
+    let entry = readers
+        .entry(id.namespace.clone())
+        .or_insert_with(|| ReaderEntry::new(id.generation));
+    entry.switch_to(id.generation).then_some(entry)
 }
 
 /// The checkpoint bookkeeping of one source pipeline.
@@ -145,68 +218,78 @@ impl CheckpointLedger {
         self.interval
     }
 
-    fn reader(&mut self, id: &ReaderId) -> &mut ReaderEntry {
-        let state = self
-            .readers
-            .entry(id.namespace.clone())
-            .or_insert_with(|| ReaderEntry {
-                generation: id.generation,
-                tracker: AckTracker::default(),
-                unwritten: None,
-                written: None,
-                last_write: None,
-            });
-        if state.generation != id.generation {
-            // A restarted reader resumes from the newest released token: what its
-            // predecessor left in flight is sent again.
-            state.generation = id.generation;
-            state.tracker = AckTracker::default();
-        }
-        state
-    }
-
-    /// `reader` restarts: where it resumes (the newest position Kafka acknowledged), if
-    /// anywhere.
+    /// `reader` (re)starts as its generation: from here on, acknowledgements of its earlier
+    /// generations move nothing. Answers where it resumes: the newest position Kafka
+    /// acknowledged, if any.
     pub fn restart(&mut self, reader: &ReaderId) -> Option<Position> {
-        self.readers
-            .get(&reader.namespace)
-            .and_then(|r| r.unwritten.clone().or_else(|| r.written.clone()))
+        let entry = current(&mut self.readers, reader)?;
+        entry.unwritten.clone().or_else(|| entry.written.clone())
     }
 
     /// A batch of `reader` whose records end at `token` was handed to Kafka; the ticket its
     /// acknowledgement names. `None` in exactly-once mode: the commit resolves the batch.
+    /// A batch of an older generation is published all the same, but its token counts for
+    /// nothing.
     pub fn sent(&mut self, reader: &ReaderId, token: Option<Position>) -> Option<Ticket> {
-        self.reader(reader);
-        if let Some(tx) = self.transaction.as_mut() {
-            if let Some(token) = token {
-                tx.tokens.insert(reader.namespace.clone(), token);
+        let Some(entry) = current(&mut self.readers, reader) else {
+            if self.transaction.is_some() {
+                return None;
             }
-            return None;
+            if let Some(entry) = self.readers.get_mut(&reader.namespace) {
+                entry.stale += 1;
+            }
+            return Some(Ticket {
+                reader: reader.clone(),
+                seq: STALE,
+            });
+        };
+        match self.transaction.as_mut() {
+            Some(tx) => {
+                if let Some(token) = token {
+                    tx.tokens.insert(reader.namespace.clone(), token);
+                }
+                None
+            }
+            None => Some(Ticket {
+                reader: reader.clone(),
+                seq: entry.tracker.push(token),
+            }),
         }
-        let seq = self.reader(reader).tracker.push(token);
-        Some(Ticket {
-            reader: reader.clone(),
-            seq,
-        })
+    }
+
+    /// The entry of `ticket`'s reader when the ticket is of its current generation;
+    /// otherwise counts the stale batch answered.
+    fn answered(&mut self, ticket: &Ticket) -> Option<&mut ReaderEntry> {
+        let entry = self.readers.get_mut(&ticket.reader.namespace)?;
+        if ticket.reader.generation == entry.generation {
+            return Some(entry);
+        }
+        entry.stale = entry.stale.saturating_sub(1);
+        None
     }
 
     /// Kafka acknowledged every record of the batch `ticket`.
     pub fn acknowledged(&mut self, ticket: &Ticket, now: Instant) -> Option<Action> {
-        let state = self.reader(&ticket.reader);
-        if state.generation != ticket.reader.generation {
-            return None;
-        }
-        let token = state.tracker.ack(ticket.seq)?;
-        state.unwritten = Some(token);
+        let entry = self.answered(ticket)?;
+        let token = entry.tracker.ack(ticket.seq)?;
+        entry.unwritten = Some(token);
         self.due(&ticket.reader.namespace, now, false)
     }
 
-    /// A record of the batch `ticket` was not delivered: nothing after it is ever released
-    /// (the producer fails, and the pipeline restarts from its written checkpoints).
-    pub fn failed(&mut self, _ticket: &Ticket) {}
+    /// A record of the batch `ticket` was not delivered: no token at or after it is ever
+    /// released (the producer fails, and the pipeline restarts from its written
+    /// checkpoints; or the reader restarts before it).
+    pub fn failed(&mut self, ticket: &Ticket) {
+        if let Some(entry) = self.answered(ticket) {
+            entry.tracker.fail(ticket.seq);
+        }
+    }
 
     /// The wake-up [`Action::WakeAfter`] asked for.
     pub fn wake(&mut self, namespace: &str, now: Instant) -> Option<Action> {
+        if let Some(entry) = self.readers.get_mut(namespace) {
+            entry.wake_pending = false;
+        }
         self.due(namespace, now, false)
     }
 
@@ -228,6 +311,11 @@ impl CheckpointLedger {
         if let Some(last) = state.last_write {
             let since = now.saturating_duration_since(last);
             if !force && since < interval {
+                // One wake-up per reader at a time: it writes whatever is released by then.
+                if state.wake_pending {
+                    return None;
+                }
+                state.wake_pending = true;
                 return Some(Action::WakeAfter {
                     namespace: namespace.to_owned(),
                     after: interval - since,
@@ -292,7 +380,7 @@ impl CheckpointLedger {
             + self
                 .readers
                 .values()
-                .map(|r| r.tracker.in_flight())
+                .map(|r| r.tracker.in_flight() + r.stale)
                 .sum::<usize>()
     }
 }
@@ -334,5 +422,110 @@ mod tests {
         let d = t.push(None);
         assert_eq!(t.ack(d), None);
         assert_eq!(t.ack(99), None, "unknown batches are ignored");
+    }
+
+    fn reader(generation: u64) -> ReaderId {
+        ReaderId {
+            namespace: "db.c".into(),
+            generation,
+        }
+    }
+
+    fn write(n: i32) -> Option<Action> {
+        Some(Action::Write {
+            namespace: "db.c".into(),
+            position: token(n),
+        })
+    }
+
+    /// Issue 12, defect 1: a late acknowledgement of generation 1 wiped generation 2's
+    /// tracker, a later batch took number 0 again, and generation 2's first acknowledgement
+    /// released that batch's token while its records were still in flight.
+    #[test]
+    fn a_stale_generation_never_touches_the_new_generations_checkpoint() {
+        let now = Instant::now();
+        let mut ledger = CheckpointLedger::at_least_once(Duration::ZERO);
+        let first = ledger.sent(&reader(1), Some(token(1))).unwrap();
+        // The reader restarts before its batch is acknowledged: nothing is released yet.
+        assert_eq!(ledger.restart(&reader(2)), None);
+        let again = ledger.sent(&reader(2), Some(token(1))).unwrap();
+        let _second = ledger.sent(&reader(2), Some(token(2))).unwrap();
+        // The predecessor's batch is acknowledged late.
+        assert_eq!(ledger.acknowledged(&first, now), None);
+        let _third = ledger.sent(&reader(2), Some(token(3))).unwrap();
+        // Generation 2's first batch: its token, and only its token, may be stored.
+        assert_eq!(ledger.acknowledged(&again, now), write(1));
+        assert_eq!(ledger.restart(&reader(3)), Some(token(1)));
+    }
+
+    #[test]
+    fn a_failed_batch_holds_back_every_later_token() {
+        let now = Instant::now();
+        let mut ledger = CheckpointLedger::at_least_once(Duration::ZERO);
+        let a = ledger.sent(&reader(1), Some(token(1))).unwrap();
+        let b = ledger.sent(&reader(1), Some(token(2))).unwrap();
+        let c = ledger.sent(&reader(1), Some(token(3))).unwrap();
+        assert_eq!(ledger.acknowledged(&a, now), write(1));
+        ledger.failed(&b);
+        assert_eq!(ledger.acknowledged(&c, now), None);
+        assert!(ledger.flush(now).is_empty());
+        assert_eq!(ledger.restart(&reader(2)), Some(token(1)));
+    }
+
+    #[test]
+    fn checkpoints_are_written_at_most_once_per_interval_with_one_wake_up() {
+        let start = Instant::now();
+        let interval = Duration::from_millis(100);
+        let mut ledger = CheckpointLedger::at_least_once(interval);
+        let a = ledger.sent(&reader(1), Some(token(1))).unwrap();
+        let b = ledger.sent(&reader(1), Some(token(2))).unwrap();
+        let c = ledger.sent(&reader(1), Some(token(3))).unwrap();
+        assert_eq!(ledger.acknowledged(&a, start), write(1), "the first is due");
+        let wake = Some(Action::WakeAfter {
+            namespace: "db.c".into(),
+            after: Duration::from_millis(90),
+        });
+        let later = start + Duration::from_millis(10);
+        assert_eq!(ledger.acknowledged(&b, later), wake);
+        assert_eq!(ledger.acknowledged(&c, later), None, "a wake-up is pending");
+        assert_eq!(ledger.wake("db.c", start + interval), write(3));
+        assert_eq!(ledger.wake("db.c", start + interval), None);
+    }
+
+    #[test]
+    fn a_stale_generations_batches_count_in_flight_until_answered() {
+        let now = Instant::now();
+        let mut ledger = CheckpointLedger::at_least_once(Duration::ZERO);
+        let old = ledger.sent(&reader(1), Some(token(1))).unwrap();
+        assert_eq!(ledger.restart(&reader(2)), None);
+        let late = ledger.sent(&reader(1), Some(token(2))).unwrap();
+        assert_eq!(ledger.in_flight(), 2);
+        let new = ledger.sent(&reader(2), Some(token(1))).unwrap();
+        assert_eq!(ledger.in_flight(), 3);
+        assert_eq!(ledger.acknowledged(&late, now), None);
+        ledger.failed(&old);
+        assert_eq!(ledger.in_flight(), 1);
+        assert_eq!(ledger.acknowledged(&new, now), write(1));
+        assert_eq!(ledger.in_flight(), 0);
+    }
+
+    #[test]
+    fn exactly_once_commits_carry_the_newest_token_of_each_current_reader() {
+        let mut ledger = CheckpointLedger::exactly_once(Duration::from_secs(1));
+        assert!(ledger.open_transaction());
+        assert!(!ledger.open_transaction(), "one transaction at a time");
+        assert_eq!(ledger.sent(&reader(1), Some(token(1))), None);
+        assert_eq!(ledger.sent(&reader(1), Some(token(2))), None);
+        assert_eq!(ledger.in_flight(), 1, "the open transaction");
+        let commit = ledger.begin_commit().unwrap();
+        assert_eq!(commit.checkpoints, vec![("db.c".to_owned(), token(2))]);
+        assert_eq!(ledger.begin_commit(), None, "a commit is under way");
+        ledger.commit_finished(commit, true);
+        assert_eq!(ledger.in_flight(), 0);
+        assert_eq!(ledger.restart(&reader(2)), Some(token(2)));
+        // A stale generation's token is published, but never checkpointed.
+        assert!(ledger.open_transaction());
+        assert_eq!(ledger.sent(&reader(1), Some(token(9))), None);
+        assert_eq!(ledger.begin_commit().unwrap().checkpoints, vec![]);
     }
 }
