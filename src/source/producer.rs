@@ -12,7 +12,7 @@ use actix::prelude::*;
 use futures_util::future::join_all;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::checkpoint::{self, Checkpoint, CheckpointKey, Position};
@@ -159,79 +159,91 @@ impl RecordProducer {
         }
     }
 
-    /// Hands the checkpoint of `namespace` at `position` to Kafka; a failed delivery fails
-    /// the producer.
+    /// Hands the checkpoint of `namespace` at `position` to Kafka, waiting while
+    /// librdkafka's queue is full (no other message is handled meanwhile, so checkpoints
+    /// reach Kafka in the order they were taken); a failed delivery fails the producer.
     fn write_checkpoint(
         &mut self,
         namespace: String,
         position: &Position,
         ctx: &mut Context<Self>,
     ) {
-        let delivery = match self.send_checkpoint(&namespace, position) {
-            Ok(delivery) => delivery,
+        let record = match checkpoint_record(&self.pipeline, &namespace, position) {
+            Ok(record) => record,
             Err(error) => return self.fail(error, ctx),
         };
         self.pending_checkpoint_writes += 1;
-        self.metrics.checkpoint_written(&self.pipeline, &namespace);
-        ctx.spawn(delivery.into_actor(self).map(move |result, act, ctx| {
-            act.pending_checkpoint_writes -= 1;
-            let error = match result {
-                Ok(Ok(_)) => return,
-                Ok(Err((error, _))) => error.to_string(),
-                Err(_) => "the delivery was cancelled".to_owned(),
+        let producer = self.producer.clone();
+        let topic = self.checkpoint_topic.clone();
+        let metrics = self.metrics.clone();
+        let pipeline = self.pipeline.clone();
+        let enqueue = async move {
+            enqueue_checkpoint(&producer, &topic, &record, || {
+                metrics.produce_retried(&pipeline)
+            })
+            .await
+        };
+        ctx.wait(enqueue.into_actor(self).map(move |enqueued, act, ctx| {
+            let delivery = match enqueued {
+                Ok(delivery) => delivery,
+                Err(source) => {
+                    act.pending_checkpoint_writes -= 1;
+                    return act.fail(
+                        SourceError::Checkpoint {
+                            namespace,
+                            reason: source.to_string(),
+                        },
+                        ctx,
+                    );
+                }
             };
-            act.fail(
-                SourceError::Checkpoint {
-                    namespace,
-                    reason: error,
-                },
-                ctx,
-            );
+            act.metrics.checkpoint_written(&act.pipeline, &namespace);
+            ctx.spawn(delivery.into_actor(act).map(move |result, act, ctx| {
+                act.pending_checkpoint_writes -= 1;
+                let error = match result {
+                    Ok(Ok(_)) => return,
+                    Ok(Err((error, _))) => error.to_string(),
+                    Err(_) => "the delivery was cancelled".to_owned(),
+                };
+                act.fail(
+                    SourceError::Checkpoint {
+                        namespace,
+                        reason: error,
+                    },
+                    ctx,
+                );
+            }));
         }));
     }
 
-    /// Hands the checkpoint record of `namespace` at `token` to librdkafka.
-    fn send_checkpoint(
-        &self,
-        namespace: &str,
-        token: &Position,
-    ) -> Result<rdkafka::producer::DeliveryFuture, SourceError> {
-        let checkpoint_error = |reason: String| SourceError::Checkpoint {
-            namespace: namespace.to_owned(),
-            reason,
-        };
-        let key = CheckpointKey {
-            pipeline: self.pipeline.clone(),
-            namespace: namespace.to_owned(),
-        };
-        let (key_bytes, value_bytes) = Checkpoint::new(token)
-            .map_err(|e| e.to_string())
-            .and_then(|cp| checkpoint::record(&key, &cp).map_err(|e| e.to_string()))
-            .map_err(checkpoint_error)?;
-        self.producer
-            .send_result(
-                FutureRecord::to(&self.checkpoint_topic)
-                    .key(&key_bytes)
-                    .payload(&value_bytes),
-            )
-            .map_err(|(error, _)| checkpoint_error(error.to_string()))
-    }
-
-    /// Exactly-once: writes the checkpoints of the open transaction into it and commits
-    /// it. No batch is handled meanwhile.
+    /// Exactly-once: writes the checkpoints of the open transaction into it (waiting while
+    /// librdkafka's queue is full) and commits it. No batch is handled meanwhile.
     fn commit(&mut self, ctx: &mut Context<Self>) {
         let Some(commit) = self.ledger.begin_commit() else {
             return;
         };
-        for (namespace, token) in &commit.checkpoints {
-            // Its delivery is part of the commit: a failed record fails the commit.
-            if let Err(error) = self.send_checkpoint(namespace, token) {
-                return self.fail(error, ctx);
-            }
-        }
+        let records = commit
+            .checkpoints
+            .iter()
+            .map(|(namespace, position)| checkpoint_record(&self.pipeline, namespace, position))
+            .collect::<Result<Vec<_>, _>>();
+        let records = match records {
+            Ok(records) => records,
+            Err(error) => return self.fail(error, ctx),
+        };
         let producer = self.producer.clone();
+        let topic = self.checkpoint_topic.clone();
+        let metrics = self.metrics.clone();
+        let pipeline = self.pipeline.clone();
         let timeout = self.transaction_timeout;
         let commit_transaction = async move {
+            for record in &records {
+                // Its delivery is part of the commit: a failed record fails the commit.
+                enqueue_checkpoint(&producer, &topic, record, || {
+                    metrics.produce_retried(&pipeline)
+                })
+                .await?;
+            }
             tokio::task::spawn_blocking(move || producer.commit_transaction(timeout))
                 .await
                 .unwrap_or(Err(KafkaError::Canceled))
@@ -277,6 +289,36 @@ impl RecordProducer {
     fn in_flight(&self) -> usize {
         self.ledger.in_flight() + self.pending_checkpoint_writes
     }
+}
+
+/// The key and value of the checkpoint record of `namespace` at `position`.
+fn checkpoint_record(
+    pipeline: &str,
+    namespace: &str,
+    position: &Position,
+) -> Result<(Vec<u8>, Vec<u8>), SourceError> {
+    let key = CheckpointKey {
+        pipeline: pipeline.to_owned(),
+        namespace: namespace.to_owned(),
+    };
+    Checkpoint::new(position)
+        .map_err(|e| e.to_string())
+        .and_then(|cp| checkpoint::record(&key, &cp).map_err(|e| e.to_string()))
+        .map_err(|reason| SourceError::Checkpoint {
+            namespace: namespace.to_owned(),
+            reason,
+        })
+}
+
+/// Hands a checkpoint record to librdkafka; a full queue is backpressure, not an error: it
+/// waits for room, calling `on_wait` each time.
+async fn enqueue_checkpoint(
+    producer: &FutureProducer,
+    topic: &str,
+    (key, value): &(Vec<u8>, Vec<u8>),
+    on_wait: impl FnMut(),
+) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
+    kafka::enqueue_waiting(producer, topic, Some(key), Some(value), None, on_wait).await
 }
 
 impl Actor for RecordProducer {
