@@ -185,8 +185,12 @@ pub struct SourceSupervisor {
     stopping: bool,
 }
 
+/// A reader or pipeline that ran this long before failing again restarts after the shortest
+/// delay: its earlier failures are history.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
 fn restart_backoff() -> Backoff {
-    Backoff::new(Duration::from_millis(250), Duration::from_secs(30))
+    Backoff::new(Duration::from_millis(250), Duration::from_secs(30)).reset_after(HEALTHY_RUN)
 }
 
 impl SourceSupervisor {
@@ -320,7 +324,6 @@ impl SourceSupervisor {
             };
             self.spawn_reader(&namespace, start, ctx);
         }
-        self.pipeline_backoff.reset();
         self.metrics.stalled_readers(&self.config.name, 0);
         self.readiness.clear(&health::pipeline(&self.config.name));
         tracing::info!(pipeline = %self.config.name, readers = self.readers.len(), "source pipeline running");
@@ -713,5 +716,30 @@ impl Handler<StopPipeline> for SourceSupervisor {
                 left
             }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12, defect 7: a reader that crash-looped once waited the 30 s cap at every
+    /// later failure, however long it had run healthily in between.
+    #[tokio::test(start_paused = true)]
+    async fn restart_backoffs_forget_failures_after_a_healthy_period() {
+        let mut backoff = restart_backoff();
+        for _ in 0..8 {
+            let delay = backoff.next_delay();
+            tokio::time::advance(delay).await;
+        }
+        assert_eq!(
+            backoff.next_delay(),
+            Duration::from_secs(30),
+            "a crash loop backs off"
+        );
+        tokio::time::advance(Duration::from_secs(30)).await;
+        // Then it runs healthily for an hour, and fails once.
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(backoff.next_delay(), Duration::from_millis(250));
     }
 }
