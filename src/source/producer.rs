@@ -64,64 +64,78 @@ pub struct Drain(pub Duration);
 /// Tells the pipeline supervisor the producer failed; it restarts the pipeline.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct ProducerFailed(pub SourceError);
+pub struct ProducerFailed {
+    /// The launch of the pipeline the producer served.
+    pub launch: u64,
+    /// Why it failed.
+    pub error: SourceError,
+}
+
+/// How a producer actor is set up.
+#[derive(Debug, Clone)]
+pub struct ProducerSetup {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// Which launch of the pipeline the producer serves: its failure names it, so a late
+    /// failure of an earlier launch's producer restarts nothing.
+    pub launch: u64,
+    /// Where checkpoints go.
+    pub checkpoint_topic: String,
+    /// A reader's checkpoint (or an exactly-once transaction) is written at most this often.
+    pub checkpoint_interval: Duration,
+    /// What to do with records that cannot be published as they are.
+    pub policy: RecordPolicy,
+    /// The bound of its mailbox.
+    pub mailbox_capacity: usize,
+}
 
 /// The producer actor.
 pub struct RecordProducer {
-    pipeline: String,
+    setup: ProducerSetup,
     producer: FutureProducer,
-    checkpoint_topic: String,
-    policy: RecordPolicy,
     ledger: CheckpointLedger,
     pending_checkpoint_writes: usize,
     transaction_timeout: Duration,
     supervisor: Recipient<ProducerFailed>,
     metrics: Metrics,
-    mailbox_capacity: usize,
 }
 
 impl RecordProducer {
     /// Writes records and checkpoints in Kafka transactions (the producer must be
     /// transactional and initialised), committed at most `checkpoint_interval` apart; a
     /// commit may take up to `timeout`.
-    pub fn exactly_once(mut self, checkpoint_interval: Duration, timeout: Duration) -> Self {
-        self.ledger = CheckpointLedger::exactly_once(checkpoint_interval);
+    pub fn exactly_once(mut self, timeout: Duration) -> Self {
+        self.ledger = CheckpointLedger::exactly_once(self.setup.checkpoint_interval);
         self.transaction_timeout = timeout;
         self
     }
 
-    /// A producer for `pipeline`; failures are reported to `supervisor`.
-    #[allow(clippy::too_many_arguments)]
+    /// A producer set up by `setup`, publishing through `producer`; failures are reported
+    /// to `supervisor`.
     pub fn new(
-        pipeline: String,
+        setup: ProducerSetup,
         producer: FutureProducer,
-        checkpoint_topic: String,
-        checkpoint_interval: Duration,
-        policy: RecordPolicy,
         supervisor: Recipient<ProducerFailed>,
         metrics: Metrics,
-        mailbox_capacity: usize,
     ) -> Self {
         Self {
-            pipeline,
+            ledger: CheckpointLedger::at_least_once(setup.checkpoint_interval),
+            setup,
             producer,
-            checkpoint_topic,
-            policy,
-            ledger: CheckpointLedger::at_least_once(checkpoint_interval),
             pending_checkpoint_writes: 0,
             transaction_timeout: Duration::from_secs(30),
             supervisor,
             metrics,
-            mailbox_capacity,
         }
     }
 
     fn fail(&mut self, error: SourceError, ctx: &mut Context<Self>) {
-        tracing::error!(pipeline = %self.pipeline, %error, "producer failed");
+        tracing::error!(pipeline = %self.setup.pipeline, %error, "producer failed");
         let supervisor = self.supervisor.clone();
+        let launch = self.setup.launch;
         ctx.spawn(
             async move {
-                let _ = supervisor.send(ProducerFailed(error)).await;
+                let _ = supervisor.send(ProducerFailed { launch, error }).await;
             }
             .into_actor(self),
         );
@@ -168,15 +182,15 @@ impl RecordProducer {
         position: &Position,
         ctx: &mut Context<Self>,
     ) {
-        let record = match checkpoint_record(&self.pipeline, &namespace, position) {
+        let record = match checkpoint_record(&self.setup.pipeline, &namespace, position) {
             Ok(record) => record,
             Err(error) => return self.fail(error, ctx),
         };
         self.pending_checkpoint_writes += 1;
         let producer = self.producer.clone();
-        let topic = self.checkpoint_topic.clone();
+        let topic = self.setup.checkpoint_topic.clone();
         let metrics = self.metrics.clone();
-        let pipeline = self.pipeline.clone();
+        let pipeline = self.setup.pipeline.clone();
         let enqueue = async move {
             enqueue_checkpoint(&producer, &topic, &record, || {
                 metrics.produce_retried(&pipeline)
@@ -197,7 +211,8 @@ impl RecordProducer {
                     );
                 }
             };
-            act.metrics.checkpoint_written(&act.pipeline, &namespace);
+            act.metrics
+                .checkpoint_written(&act.setup.pipeline, &namespace);
             ctx.spawn(delivery.into_actor(act).map(move |result, act, ctx| {
                 act.pending_checkpoint_writes -= 1;
                 let error = match result {
@@ -225,16 +240,18 @@ impl RecordProducer {
         let records = commit
             .checkpoints
             .iter()
-            .map(|(namespace, position)| checkpoint_record(&self.pipeline, namespace, position))
+            .map(|(namespace, position)| {
+                checkpoint_record(&self.setup.pipeline, namespace, position)
+            })
             .collect::<Result<Vec<_>, _>>();
         let records = match records {
             Ok(records) => records,
             Err(error) => return self.fail(error, ctx),
         };
         let producer = self.producer.clone();
-        let topic = self.checkpoint_topic.clone();
+        let topic = self.setup.checkpoint_topic.clone();
         let metrics = self.metrics.clone();
-        let pipeline = self.pipeline.clone();
+        let pipeline = self.setup.pipeline.clone();
         let timeout = self.transaction_timeout;
         let commit_transaction = async move {
             for record in &records {
@@ -256,13 +273,14 @@ impl RecordProducer {
                     match result {
                         Ok(()) => {
                             for (namespace, _) in &commit.checkpoints {
-                                act.metrics.checkpoint_written(&act.pipeline, namespace);
+                                act.metrics
+                                    .checkpoint_written(&act.setup.pipeline, namespace);
                             }
                         }
                         Err(error) => act.fail(
-                            SourceError::Checkpoint {
-                                namespace: "*".to_owned(),
-                                reason: format!("committing the transaction: {error}"),
+                            SourceError::Transaction {
+                                what: "committing",
+                                source: Box::new(error),
                             },
                             ctx,
                         ),
@@ -278,8 +296,8 @@ impl RecordProducer {
         }
         self.producer
             .begin_transaction()
-            .map_err(|source| SourceError::Kafka {
-                topic: "(transaction)".to_owned(),
+            .map_err(|source| SourceError::Transaction {
+                what: "beginning",
                 source: Box::new(source),
             })?;
         ctx.run_later(self.ledger.interval(), |act, ctx| act.commit(ctx));
@@ -325,7 +343,7 @@ impl Actor for RecordProducer {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.mailbox_capacity);
+        ctx.set_mailbox_capacity(self.setup.mailbox_capacity);
     }
 }
 
@@ -559,10 +577,10 @@ impl Handler<ProduceBatch> for RecordProducer {
             return AtomicResponse::new(Box::pin(actix::fut::ready(Err(error))));
         }
         self.metrics
-            .mailbox(&self.pipeline, MAILBOX_RECORD_PRODUCER, -1);
+            .mailbox(&self.setup.pipeline, MAILBOX_RECORD_PRODUCER, -1);
         let producer = self.producer.clone();
-        let pipeline = self.pipeline.clone();
-        let policy = self.policy.clone();
+        let pipeline = self.setup.pipeline.clone();
+        let policy = self.setup.policy.clone();
         let metrics = self.metrics.clone();
         let enqueue_all = async move {
             let deliveries =
@@ -579,7 +597,7 @@ impl Handler<ProduceBatch> for RecordProducer {
                     return Ok(());
                 };
                 let metrics = act.metrics.clone();
-                let pipeline = act.pipeline.clone();
+                let pipeline = act.setup.pipeline.clone();
                 let acknowledged = async move {
                     for (origin, topic, took, delivery) in
                         join_all(deliveries.into_iter().map(|(o, t, at, d)| async move {

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use super::checkpoint::Position;
 use super::copy::{self, CopyProgress};
 use super::format::{self, Conversion, Converted};
+use super::policy::{EVENT_TOO_LARGE, HISTORY_LOST};
 use super::producer::{OutgoingRecord, ProduceBatch, ReaderId, RecordProducer};
 use super::topic::TopicMapper;
 use super::SourceError;
@@ -27,9 +28,6 @@ use crate::config::{
     ErrorsConfig, FullDocument, FullDocumentBeforeChange, OutputFormat, SourceConfig, Tolerance,
 };
 use crate::ops::metrics::{Metrics, MAILBOX_RECORD_PRODUCER};
-
-/// MongoDB's error codes for a resume point that is gone from the oplog.
-const HISTORY_LOST: &[i32] = &[136, 280, 286];
 
 /// Copied documents per batch handed to the producer, at most.
 const COPY_BATCH_DOCUMENTS: usize = 256;
@@ -360,18 +358,19 @@ impl ReadLoop {
     ) -> impl FnOnce(mongodb::error::Error) -> SourceError + '_ {
         move |source| {
             let source = Box::new(source);
-            let history_lost = matches!(&*source.kind, mongodb::error::ErrorKind::Command(c) if HISTORY_LOST.contains(&c.code));
-            if history_lost {
-                SourceError::HistoryLost {
-                    namespace: self.namespace().to_owned(),
-                    source,
+            let namespace = self.namespace().to_owned();
+            match &*source.kind {
+                mongodb::error::ErrorKind::Command(c) if HISTORY_LOST.contains(&c.code) => {
+                    SourceError::HistoryLost { namespace, source }
                 }
-            } else {
-                SourceError::Mongo {
-                    namespace: self.namespace().to_owned(),
+                mongodb::error::ErrorKind::Command(c) if c.code == EVENT_TOO_LARGE => {
+                    SourceError::EventTooLarge { namespace, source }
+                }
+                _ => SourceError::Mongo {
+                    namespace,
                     what,
                     source,
-                }
+                },
             }
         }
     }
