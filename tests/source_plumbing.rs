@@ -104,3 +104,171 @@ async fn a_full_librdkafka_queue_slows_checkpoints_instead_of_failing_the_pipeli
 async fn a_full_librdkafka_queue_slows_exactly_once_commits_instead_of_failing_them() {
     a_full_queue_slows_checkpoints("exactly-once").await;
 }
+
+/// A `latest` reader restarted by a stall (MongoDB hangs right after the stream opened)
+/// resumes where its stream opened: the producer acknowledged that position at once (the
+/// first, empty, batch carries it), so the changes made meanwhile arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latest_reader_restarted_before_its_first_checkpoint_loses_no_change() {
+    use common::proxy::{self, Proxy};
+    const DOCS: i64 = 20;
+    let proxy = Proxy::start(&proxy::mongodb_target(&common::mongodb_uri()));
+    let db = common::unique("pin");
+    let coll = collection(&db, "c").await;
+    let name = common::unique("pinsrc");
+    let port = common::free_port();
+    // The first getMore waits 2 s for changes: MongoDB freezes before it answers, so no
+    // position is acknowledged or checkpointed before the stall restart.
+    let config = proxy::config_through(
+        &common::config_toml(
+            port,
+            &source(
+                &name,
+                &db,
+                "c",
+                "checkpoint_interval = \"100ms\"\nstall_timeout = \"3s\"",
+            )
+            .replace("max_await_time = \"200ms\"", "max_await_time = \"2s\""),
+        ),
+        &proxy,
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    proxy.freeze();
+    for id in 0..DOCS {
+        coll.insert_one(doc! { "_id": id }).await.expect("insert");
+    }
+    daemon.wait_for_log(
+        "change stream has not advanced; restarting the reader",
+        1,
+        WAIT,
+    );
+    proxy.forward();
+    daemon.wait_for_log("change stream open", 2, WAIT);
+    coll.insert_one(doc! { "_id": DOCS }).await.expect("insert");
+    let expected: BTreeSet<i64> = (0..=DOCS).collect();
+    let records = common::consume_until(&format!("{db}.c"), WAIT, false, |records| {
+        key_ids(records).contains(&DOCS)
+    })
+    .await;
+    let arrived = key_ids(&records);
+    let missing: Vec<_> = expected.difference(&arrived).collect();
+    assert!(
+        missing.is_empty(),
+        "changes made before the restart were skipped: {missing:?}; log:\n{}",
+        daemon.log()
+    );
+    daemon.terminate(WAIT);
+}
+
+/// Sets `configs` on `topic` (the others go back to the broker's defaults).
+async fn alter_topic(topic: &str, configs: &[(&str, &str)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", common::kafka_bootstrap())
+        .create()
+        .unwrap_or_else(|e| panic!("admin client: {e}"));
+    let mut config = AlterConfig::new(ResourceSpecifier::Topic(topic));
+    for (key, value) in configs {
+        config = config.set(key, value);
+    }
+    let results = admin
+        .alter_configs(&[config], &AdminOptions::new())
+        .await
+        .unwrap_or_else(|e| panic!("altering {topic}: {e}"));
+    for result in results {
+        if let Err((_, code)) = result {
+            panic!("altering {topic}: {code}");
+        }
+    }
+}
+
+/// A `latest` source pipeline on `<db>.c` whose checkpoint topic refuses every record
+/// (`max.message.bytes = 1`), so its producer fails at the first checkpoint, before any is
+/// stored; [`accept_checkpoints`] lifts that.
+struct RefusedCheckpoints {
+    daemon: common::Daemon,
+    coll: mongodb::Collection<Document>,
+    db: String,
+    checkpoints: String,
+}
+
+impl RefusedCheckpoints {
+    async fn start() -> Self {
+        let db = common::unique("refck");
+        let coll = collection(&db, "c").await;
+        let checkpoints = common::unique("refckpt");
+        common::create_topic_with(
+            &checkpoints,
+            1,
+            &[("cleanup.policy", "compact"), ("max.message.bytes", "1")],
+        )
+        .await;
+        let name = common::unique("refcksrc");
+        let port = common::free_port();
+        let config = common::config_toml(
+            port,
+            &source(
+                &name,
+                &db,
+                "c",
+                &format!("checkpoint_interval = \"100ms\"\ncheckpoint_topic = \"{checkpoints}\""),
+            ),
+        );
+        let mut daemon = common::Daemon::start(&config);
+        daemon.wait_for_log("change stream open", 1, WAIT);
+        Self {
+            daemon,
+            coll,
+            db,
+            checkpoints,
+        }
+    }
+
+    /// Lets the checkpoint topic take checkpoints.
+    async fn accept_checkpoints(&self) {
+        alter_topic(
+            &self.checkpoints,
+            &[
+                ("cleanup.policy", "compact"),
+                ("max.message.bytes", "1048588"),
+            ],
+        )
+        .await;
+    }
+}
+
+/// A producer that failed (a checkpoint refused) reported it from a future spawned on its
+/// own context just before stopping, so the report was dropped: the pipeline never
+/// restarted, its readers restarted for ever against a dead producer, and nothing was
+/// published again even once Kafka took checkpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_producer_restarts_the_pipeline() {
+    let mut pipeline = RefusedCheckpoints::start().await;
+    pipeline.daemon.wait_for_log("producer failed", 1, WAIT);
+    pipeline
+        .daemon
+        .wait_for_log("restarting the source pipeline", 1, WAIT);
+    pipeline.accept_checkpoints().await;
+    // A change every few seconds until one arrives: the pipeline publishes again.
+    let topic = format!("{}.c", pipeline.db);
+    let mut next = 0_i64;
+    let published = common::eventually(WAIT, || {
+        next += 1;
+        let (coll, topic, id) = (pipeline.coll.clone(), topic.clone(), next);
+        async move {
+            coll.insert_one(doc! { "_id": id }).await.expect("insert");
+            !common::consume(&topic, 1, Duration::from_secs(3), false)
+                .await
+                .is_empty()
+        }
+    })
+    .await;
+    assert!(
+        published,
+        "nothing published after the producer failed; log:\n{}",
+        pipeline.daemon.log()
+    );
+    pipeline.daemon.terminate(WAIT);
+}

@@ -133,12 +133,11 @@ impl RecordProducer {
         tracing::error!(pipeline = %self.setup.pipeline, %error, "producer failed");
         let supervisor = self.supervisor.clone();
         let launch = self.setup.launch;
-        ctx.spawn(
-            async move {
-                let _ = supervisor.send(ProducerFailed { launch, error }).await;
-            }
-            .into_actor(self),
-        );
+        // Not on this actor's context: a stopping actor polls none of its futures, so the
+        // report would be dropped and the pipeline never restarted.
+        actix::spawn(async move {
+            let _ = supervisor.send(ProducerFailed { launch, error }).await;
+        });
         ctx.stop();
     }
 
