@@ -198,6 +198,8 @@ impl RefusedCheckpoints {
     async fn start() -> Self {
         let db = common::unique("refck");
         let coll = collection(&db, "c").await;
+        // Readers subscribed before a topic exists may not see it for minutes.
+        common::create_topic(&format!("{db}.c"), 1).await;
         let checkpoints = common::unique("refckpt");
         common::create_topic_with(
             &checkpoints,
@@ -237,6 +239,22 @@ impl RefusedCheckpoints {
         )
         .await;
     }
+
+    /// Waits until the records of `ids` arrived; panics naming the missing ones.
+    async fn assert_arrived(&self, ids: std::ops::RangeInclusive<i64>, what: &str) {
+        let expected: BTreeSet<i64> = ids.collect();
+        let records = common::consume_until(&format!("{}.c", self.db), WAIT, false, |records| {
+            key_ids(records).is_superset(&expected)
+        })
+        .await;
+        let arrived = key_ids(&records);
+        let missing: Vec<_> = expected.difference(&arrived).collect();
+        assert!(
+            missing.is_empty(),
+            "{what}: {missing:?}; log:\n{}",
+            self.daemon.log()
+        );
+    }
 }
 
 /// A producer that failed (a checkpoint refused) reported it from a future spawned on its
@@ -270,5 +288,37 @@ async fn a_failed_producer_restarts_the_pipeline() {
         "nothing published after the producer failed; log:\n{}",
         pipeline.daemon.log()
     );
+    pipeline.daemon.terminate(WAIT);
+}
+
+/// Issue 12, defect 8: a `latest` pipeline restarted (its producer failed) before any
+/// checkpoint was stored started at the newest change again at every launch, skipping the
+/// changes made while it restarted. The first open fixes the position for every later
+/// launch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latest_pipeline_restarted_before_its_first_checkpoint_loses_no_change() {
+    const DOCS: i64 = 20;
+    let mut pipeline = RefusedCheckpoints::start().await;
+    pipeline
+        .daemon
+        .wait_for_log("restarting the source pipeline", 1, WAIT);
+    // Changes made while the pipeline is down between two launches.
+    let docs: Vec<Document> = (0..DOCS).map(|id| doc! { "_id": id }).collect();
+    pipeline.coll.insert_many(docs).await.expect("insert");
+    pipeline
+        .daemon
+        .wait_for_log("restarting the source pipeline", 2, WAIT);
+    pipeline.accept_checkpoints().await;
+    pipeline
+        .coll
+        .insert_one(doc! { "_id": DOCS })
+        .await
+        .expect("insert");
+    pipeline
+        .assert_arrived(
+            0..=DOCS,
+            "changes made while the pipeline restarted were skipped",
+        )
+        .await;
     pipeline.daemon.terminate(WAIT);
 }

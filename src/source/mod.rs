@@ -184,6 +184,25 @@ struct ReaderSlot {
     backoff: Backoff,
     progress: Arc<ReaderProgress>,
     stalled: bool,
+    /// Where the reader's first open without a position (`latest`, a timestamp) found its
+    /// stream: restarts before a checkpoint start there, not at `latest` again.
+    pinned: Option<Position>,
+}
+
+impl ReaderSlot {
+    /// The pinned position, taking it from the running reader's progress when it has one.
+    fn pin(&mut self) -> Option<Position> {
+        if self.pinned.is_none() {
+            self.pinned = self.progress.opened_at();
+        }
+        self.pinned.clone()
+    }
+
+    /// Forgets the pinned position: the next open without a position pins anew.
+    fn unpin(&mut self) {
+        self.pinned = None;
+        self.progress = Arc::default();
+    }
 }
 
 struct Running {
@@ -344,6 +363,7 @@ impl SourceSupervisor {
                     backoff: restart_backoff(),
                     progress: Arc::default(),
                     stalled: false,
+                    pinned: None,
                 });
             slot.generation += 1;
             let start = match self.checkpoints.get(&namespace).map(Checkpoint::position) {
@@ -351,13 +371,22 @@ impl SourceSupervisor {
                 Some(Err(reason)) => {
                     return self.fail(SourceError::Checkpoint { namespace, reason }, ctx);
                 }
-                None => self.initial_start(),
+                None => self.start_without_checkpoint(&namespace),
             };
             self.spawn_reader(&namespace, start, ctx);
         }
         self.metrics.stalled_readers(&self.config.name, 0);
         self.readiness.clear(&health::pipeline(&self.config.name));
         tracing::info!(pipeline = %self.config.name, readers = self.readers.len(), "source pipeline running");
+    }
+
+    /// Where a reader without an acknowledged position or a checkpoint starts: where its
+    /// first open found the stream, or else by the startup mode.
+    fn start_without_checkpoint(&mut self, namespace: &str) -> StartAt {
+        match self.readers.get_mut(namespace).and_then(ReaderSlot::pin) {
+            Some(position) => StartAt::Resume(position),
+            None => self.initial_start(),
+        }
     }
 
     fn initial_start(&self) -> StartAt {
@@ -381,6 +410,7 @@ impl SourceSupervisor {
             generation: slot.generation,
         };
         tracing::info!(pipeline = %self.config.name, namespace, start = ?start_name(&start), generation = slot.generation, "starting reader");
+        slot.pin();
         slot.progress = Arc::default();
         slot.addr = Some(
             ChangeStreamReader::new(
@@ -429,13 +459,20 @@ impl SourceSupervisor {
                             return;
                         }
                         let start = match (resume, acknowledged) {
-                            (ResumeAt::Recopy, _) => StartAt::CopyExisting,
-                            (ResumeAt::Latest, _) => StartAt::Latest,
+                            (ResumeAt::Recopy | ResumeAt::Latest, _) => {
+                                if let Some(slot) = act.readers.get_mut(&namespace) {
+                                    slot.unpin();
+                                }
+                                match resume {
+                                    ResumeAt::Recopy => StartAt::CopyExisting,
+                                    _ => StartAt::Latest,
+                                }
+                            }
                             (ResumeAt::Acknowledged, Some(position)) => StartAt::Resume(position),
                             (ResumeAt::Acknowledged, None) => {
                                 match act.checkpoints.get(&namespace).map(Checkpoint::position) {
                                     Some(Ok(position)) => StartAt::Resume(position),
-                                    _ => act.initial_start(),
+                                    _ => act.start_without_checkpoint(&namespace),
                                 }
                             }
                         };

@@ -42,6 +42,9 @@ pub struct ReaderProgress {
     /// 0 until the stream first answered.
     last_millis: AtomicU64,
     waiting_for_kafka: AtomicBool,
+    /// Where a reader started without a position (`latest`, a timestamp) found its stream
+    /// when it opened: every restart before a checkpoint starts there.
+    opened_at: std::sync::OnceLock<Position>,
 }
 
 fn now_millis() -> u64 {
@@ -57,6 +60,7 @@ impl Default for ReaderProgress {
             started_millis: now_millis(),
             last_millis: AtomicU64::new(0),
             waiting_for_kafka: AtomicBool::new(false),
+            opened_at: std::sync::OnceLock::new(),
         }
     }
 }
@@ -70,6 +74,11 @@ impl ReaderProgress {
     /// Whether the stream answered at least once since the reader started.
     pub fn has_advanced(&self) -> bool {
         self.last_millis.load(Ordering::Relaxed) != 0
+    }
+
+    /// Where the stream of a reader started without a position opened, once it did.
+    pub fn opened_at(&self) -> Option<Position> {
+        self.opened_at.get().cloned()
     }
 
     /// How long the stream has not advanced (since the reader started, if it never did);
@@ -568,6 +577,10 @@ impl ReadLoop {
     async fn run(self, start: StartAt) -> Result<(), SourceError> {
         let mut stream = self.open(&start).await?;
         self.progress.advanced();
+        if let (StartAt::Latest | StartAt::Time(_), Some(token)) = (&start, stream.resume_token()) {
+            // The token of a stream that returned nothing yet: where it opened.
+            let _ = self.progress.opened_at.set(Position::stream(token));
+        }
         let copy = match &start {
             StartAt::CopyExisting => Some(CopyProgress::default()),
             StartAt::Resume(position) => position.copy.as_deref().cloned(),
