@@ -2,12 +2,19 @@
 
 use std::time::Duration;
 
-/// Doubles the delay after every failure, up to `max`; [`Backoff::reset`] after a success.
+use tokio::time::Instant;
+
+/// Doubles the delay after every failure, up to `max`; [`Backoff::reset`] after a success,
+/// or by itself after a healthy run ([`Backoff::reset_after`]).
 #[derive(Debug, Clone)]
 pub struct Backoff {
     initial: Duration,
     max: Duration,
     failures: u32,
+    /// A run at least this long since the last retry forgets the failures before it.
+    healthy_after: Option<Duration>,
+    /// When the last delay ends: the retried thing runs from then on.
+    retry_at: Option<Instant>,
 }
 
 impl Backoff {
@@ -17,14 +24,34 @@ impl Backoff {
             initial,
             max,
             failures: 0,
+            healthy_after: None,
+            retry_at: None,
         }
+    }
+
+    /// Forgets past failures when the retried thing ran for `healthy` before failing again:
+    /// for restarts, where no single call says "it works now", so that one crash loop does
+    /// not make every later recovery wait `max`.
+    pub fn reset_after(mut self, healthy: Duration) -> Self {
+        self.healthy_after = Some(healthy);
+        self
     }
 
     /// Records a failure and returns how long to wait before the next attempt.
     pub fn next_delay(&mut self) -> Duration {
+        let now = Instant::now();
+        let ran_healthily = self
+            .healthy_after
+            .zip(self.retry_at)
+            .is_some_and(|(healthy, retry_at)| now.saturating_duration_since(retry_at) >= healthy);
+        if ran_healthily {
+            self.failures = 0;
+        }
         let factor = 2u32.saturating_pow(self.failures.min(31));
         self.failures = self.failures.saturating_add(1);
-        self.initial.saturating_mul(factor).min(self.max)
+        let delay = self.initial.saturating_mul(factor).min(self.max);
+        self.retry_at = Some(now + delay);
+        delay
     }
 
     /// How many failures in a row were recorded since the last reset.
@@ -50,6 +77,24 @@ mod tests {
         assert_eq!(b.failures(), 6);
         b.reset();
         assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_healthy_run_resets_by_itself() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1))
+            .reset_after(Duration::from_secs(10));
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
+        // Failing again 9 s after the retry: not healthy yet.
+        tokio::time::advance(Duration::from_millis(100) + Duration::from_secs(9)).await;
+        assert_eq!(b.next_delay(), Duration::from_millis(200));
+        // 10 s after the retry: healthy.
+        tokio::time::advance(Duration::from_millis(200) + Duration::from_secs(10)).await;
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
+        // Without `reset_after`, time alone resets nothing.
+        let mut plain = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        plain.next_delay();
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(plain.next_delay(), Duration::from_millis(200));
     }
 
     #[test]
