@@ -37,7 +37,7 @@ fn source_format(c: &mut Criterion) {
             format,
             full_document_only: false,
             tombstone_on_delete: false,
-            avro: None,
+            registered: None,
         };
         // The reader hands the event over by value: the clone is set-up, not measured.
         group.bench_function(name, |b| {

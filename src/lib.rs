@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clients;
 pub mod config;
 pub mod daemon;
+pub mod json_schema;
 pub mod ops;
 pub mod pipeline;
 pub mod schema_registry;

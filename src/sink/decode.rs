@@ -9,54 +9,80 @@ use bson::{Bson, Document, RawBsonRef, RawDocument};
 use super::model::{RecordError, Stage, MAX_NESTING_DEPTH};
 use crate::avro::AvroReader;
 use crate::config::{RecordFormat, SinkConfig};
+use crate::json_schema::JsonSchemaReader;
 
-/// Decodes the keys and values of one topic's records, in its formats; `avro` ones through
-/// its schema registry (each schema fetched once).
+/// Decodes the keys and values of one topic's records, in its formats; `avro` and
+/// `json_schema` ones through its schema registry (each schema fetched once).
 #[derive(Debug)]
 pub struct Decoder {
     key_format: RecordFormat,
     value_format: RecordFormat,
     avro: Option<AvroReader>,
+    json_schema: Option<JsonSchemaReader>,
 }
 
 impl Decoder {
     /// The decoder of records read with `config`.
     pub fn new(config: &SinkConfig) -> Result<Self, String> {
-        let avro_used = [config.key_format, config.value_format].contains(&RecordFormat::Avro);
-        let avro = match (&config.schema_registry, avro_used) {
-            (Some(registry), true) => Some(AvroReader::new(registry)?),
-            (None, true) => return Err("`avro` records need `schema_registry`".into()),
-            (_, false) => None,
+        let uses = |format| [config.key_format, config.value_format].contains(&format);
+        let registry = || {
+            config
+                .schema_registry
+                .as_ref()
+                .ok_or("`avro` and `json_schema` records need `schema_registry`")
+        };
+        let avro = match uses(RecordFormat::Avro) {
+            true => Some(AvroReader::new(registry()?)?),
+            false => None,
+        };
+        let json_schema = match uses(RecordFormat::JsonSchema) {
+            true => Some(JsonSchemaReader::new(registry()?)?),
+            false => None,
         };
         Ok(Self {
             key_format: config.key_format,
             value_format: config.value_format,
             avro,
+            json_schema,
         })
+    }
+
+    /// A record part in a registry format, read by its reader; `None` for other formats.
+    fn registered(
+        &self,
+        bytes: &[u8],
+        format: RecordFormat,
+        part: &str,
+    ) -> Option<Result<Bson, RecordError>> {
+        match (format, &self.avro, &self.json_schema) {
+            (RecordFormat::Avro, Some(avro), _) => {
+                Some(avro.read(bytes).map_err(|e| error(part, e)))
+            }
+            (RecordFormat::JsonSchema, _, Some(json)) => {
+                Some(json.read(bytes).map_err(|e| error(part, e)))
+            }
+            _ => None,
+        }
     }
 
     /// The key: `None` when the record has none.
     pub fn key(&self, bytes: Option<&[u8]>) -> Result<Option<Bson>, RecordError> {
-        match (bytes, self.key_format, &self.avro) {
-            (Some(bytes), RecordFormat::Avro, Some(avro)) => {
-                avro.read(bytes).map(Some).map_err(|e| error("key", e))
-            }
-            _ => decode_key(bytes, self.key_format),
+        match bytes.and_then(|b| self.registered(b, self.key_format, "key")) {
+            Some(read) => read.map(Some),
+            None => decode_key(bytes, self.key_format),
         }
     }
 
     /// The value: `None` for a tombstone.
     pub fn value(&self, bytes: Option<&[u8]>) -> Result<Option<Document>, RecordError> {
-        match (bytes, self.value_format, &self.avro) {
-            (Some(bytes), RecordFormat::Avro, Some(avro)) => match avro.read(bytes) {
-                Ok(Bson::Document(doc)) => Ok(Some(doc)),
-                Ok(other) => Err(error(
-                    "value",
-                    format_args!("is Avro {}, expected a record", kind(&other)),
-                )),
-                Err(e) => Err(error("value", e)),
-            },
-            _ => decode_value(bytes, self.value_format),
+        match bytes.and_then(|b| self.registered(b, self.value_format, "value")) {
+            Some(Ok(Bson::Document(doc))) => Ok(Some(doc)),
+            Some(Ok(other)) => Err(error(
+                "value",
+                format_args!("is {}, expected a document", kind(&other)),
+            )),
+            Some(Err(e)) => Err(e),
+            None => decode_value(bytes, self.value_format),
         }
     }
 }
@@ -77,7 +103,9 @@ pub fn decode_key(bytes: Option<&[u8]>, format: RecordFormat) -> Result<Option<B
         RecordFormat::String => std::str::from_utf8(bytes)
             .map(|s| Some(Bson::String(s.to_owned())))
             .map_err(|e| error("key", format_args!("is not UTF-8 text: {e}"))),
-        RecordFormat::Avro => Err(error("key", "is Avro, read by a `Decoder`")),
+        RecordFormat::Avro | RecordFormat::JsonSchema => {
+            Err(error("key", "is in a registry format, read by a `Decoder`"))
+        }
     }
 }
 
@@ -100,7 +128,10 @@ pub fn decode_value(
         },
         RecordFormat::Bson => bson(bytes, "value").map(Some),
         RecordFormat::String => Err(error("value", "cannot be read as `string`")),
-        RecordFormat::Avro => Err(error("value", "is Avro, read by a `Decoder`")),
+        RecordFormat::Avro | RecordFormat::JsonSchema => Err(error(
+            "value",
+            "is in a registry format, read by a `Decoder`",
+        )),
     }
 }
 
