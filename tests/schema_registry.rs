@@ -390,3 +390,95 @@ async fn a_registry_down_mid_stream_delays_the_source_and_loses_nothing() {
     daemon.terminate(WAIT);
     let _ = client.database(&db).drop().await;
 }
+
+/// Reads one record in the registry wire format (the file `argv[1]`) with fastavro, the
+/// schema fetched from the registry at `argv[2]`, and prints it as JSON (bytes as hex, other
+/// non-JSON values as `str`).
+const FASTAVRO_READER: &str = r#"
+import io, json, struct, sys, urllib.request
+import fastavro
+data = open(sys.argv[1], "rb").read()
+assert data[0] == 0, "magic byte"
+schema_id = struct.unpack(">I", data[1:5])[0]
+with urllib.request.urlopen(f"{sys.argv[2]}/schemas/ids/{schema_id}") as answer:
+    schema = json.loads(json.load(answer)["schema"])
+record = fastavro.schemaless_reader(io.BytesIO(data[5:]), fastavro.parse_schema(schema))
+print(json.dumps(record, default=lambda v: v.hex() if isinstance(v, bytes) else str(v)))
+"#;
+
+#[tokio::test]
+async fn fastavro_reads_our_avro_records() {
+    let (status, _) = registry_get("/subjects");
+    assert_eq!(status, 200, "the registry's /subjects");
+    // A Python with fastavro from PyPI, made once by the project's script.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("test-services/registry.sh");
+    let out = std::process::Command::new(script)
+        .arg("fastavro")
+        .output()
+        .expect("registry.sh fastavro");
+    assert!(
+        out.status.success(),
+        "registry.sh fastavro: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let python = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+
+    let db = common::unique("fastavro");
+    let topic = format!("{db}.c");
+    let config = common::config_toml(
+        common::free_port(),
+        &format!(
+            "[[source]]\nname = \"{src}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nformat = \"avro\"\n\
+             publish_full_document_only = true\nmax_await_time = \"300ms\"\n{registry}",
+            src = common::unique("fsrc"),
+            registry = registry_toml(),
+        ),
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    let client = common::mongo_client().await;
+    client
+        .database(&db)
+        .collection::<Document>("c")
+        .insert_one(every_type(1))
+        .await
+        .expect("insert");
+    let records = common::consume(&topic, 1, WAIT, false).await;
+    assert_eq!(records.len(), 1, "log:\n{}", daemon.log());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("value.bin");
+    std::fs::write(&file, records[0].value.as_deref().expect("a value")).expect("write");
+    let read = std::process::Command::new(&python)
+        .args(["-c", FASTAVRO_READER])
+        .arg(&file)
+        .arg(registry_url())
+        .output()
+        .expect("python");
+    assert!(
+        read.status.success(),
+        "fastavro failed: {}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let value: serde_json::Value = serde_json::from_slice(&read.stdout).expect("JSON");
+    assert_eq!(
+        value,
+        serde_json::json!({
+            "_id": 1,
+            "double": 1.25,
+            "string": "héllo",
+            "int32": -7,
+            "int64": i64::MAX,
+            "bool": true,
+            "date": "2023-11-14 22:13:20.123000+00:00",
+            "decimal": "-12345.678",
+            "binary": "0001feff",
+            "null": null,
+            "nested": { "city": "Oslo", "geo": { "lat": 59.9, "lon": 10.7 } },
+            "ints": [1, 2, 3],
+            "lines": [{ "sku": "a", "qty": 1 }, { "sku": "b", "qty": 2 }],
+            "odd_name_1": "kept",
+        })
+    );
+    daemon.terminate(WAIT);
+    let _ = client.database(&db).drop().await;
+}
