@@ -9,6 +9,7 @@ pub mod chunks;
 pub mod cli;
 pub mod clients;
 pub mod config;
+pub mod connect_json;
 pub mod daemon;
 pub mod json_schema;
 pub mod ops;

@@ -65,11 +65,11 @@ pub struct SinkConfig {
     #[serde(default)]
     pub collection_field: Option<String>,
     /// How record keys are read: `json` (plain or extended JSON), `bson`, `string`, `avro`,
-    /// `json_schema`.
+    /// `json_schema`, `connect_json` (Kafka Connect's `JsonConverter` envelope).
     #[serde(default)]
     pub key_format: RecordFormat,
-    /// How record values are read: `json` (plain or extended JSON), `bson`, `avro` or
-    /// `json_schema`.
+    /// How record values are read: `json` (plain or extended JSON), `bson`, `avro`,
+    /// `json_schema` or `connect_json` (Kafka Connect's `JsonConverter` envelope).
     #[serde(default)]
     pub value_format: RecordFormat,
     /// The schema registry `avro` records are read through (their schema id picks the
@@ -172,6 +172,10 @@ pub enum RecordFormat {
     /// JSON in a schema registry's wire format, read with the JSON Schema the registry has
     /// under its id (dates and binaries restored where the schema says so).
     JsonSchema,
+    /// Kafka Connect's `JsonConverter` with `schemas.enable=true`: `{"schema": ...,
+    /// "payload": ...}`, the payload read with its Connect schema (timestamps, dates,
+    /// decimals and bytes restored).
+    ConnectJson,
 }
 
 /// `id_strategy`.

@@ -99,6 +99,7 @@ pub fn decode_key(bytes: Option<&[u8]>, format: RecordFormat) -> Result<Option<B
     }
     match format {
         RecordFormat::Json => json(bytes, "key").map(Some),
+        RecordFormat::ConnectJson => connect(bytes, "key"),
         RecordFormat::Bson => bson(bytes, "key").map(|d| Some(Bson::Document(d))),
         RecordFormat::String => std::str::from_utf8(bytes)
             .map(|s| Some(Bson::String(s.to_owned())))
@@ -119,6 +120,18 @@ pub fn decode_value(
         return Err(error("value", "is empty (a tombstone has no value at all)"));
     }
     match format {
+        RecordFormat::ConnectJson => match connect(bytes, "value")? {
+            Some(Bson::Document(doc)) => Ok(Some(doc)),
+            // The converter's envelope of a null value.
+            None => Ok(None),
+            Some(other) => Err(error(
+                "value",
+                format_args!(
+                    "has a payload that is {}, expected a struct or map",
+                    kind(&other)
+                ),
+            )),
+        },
         RecordFormat::Json => match json(bytes, "value")? {
             Bson::Document(doc) => Ok(Some(doc)),
             other => Err(error(
@@ -157,6 +170,23 @@ fn too_deep(part: &str) -> RecordError {
 }
 
 fn json(bytes: &[u8], part: &str) -> Result<Bson, RecordError> {
+    let value = Bson::try_from(json_value(bytes, part)?)
+        .map_err(|e| error(part, format_args!("is not valid extended JSON: {e}")))?;
+    check_depth(&value, part)?;
+    Ok(value)
+}
+
+/// A Kafka Connect JSON envelope's payload, read with its schema; `None` for a null payload.
+fn connect(bytes: &[u8], part: &str) -> Result<Option<Bson>, RecordError> {
+    let read = crate::connect_json::read(json_value(bytes, part)?).map_err(|e| error(part, e))?;
+    if let Some(value) = &read {
+        check_depth(value, part)?;
+    }
+    Ok(read)
+}
+
+/// The JSON text, parsed, and bounded in depth before anything recursive reads it.
+fn json_value(bytes: &[u8], part: &str) -> Result<serde_json::Value, RecordError> {
     // serde_json's recursion limit (128) keeps its parser off the end of the stack.
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
         if e.to_string().contains("recursion limit") {
@@ -177,9 +207,12 @@ fn json(bytes: &[u8], part: &str) -> Result<Bson, RecordError> {
             _ => {}
         }
     }
-    let value = Bson::try_from(value)
-        .map_err(|e| error(part, format_args!("is not valid extended JSON: {e}")))?;
-    let mut stack = vec![(&value, 0usize)];
+    Ok(value)
+}
+
+/// The exact depth bound, counted as in BSON.
+fn check_depth(value: &Bson, part: &str) -> Result<(), RecordError> {
+    let mut stack = vec![(value, 0usize)];
     while let Some((v, depth)) = stack.pop() {
         if depth > MAX_NESTING_DEPTH {
             return Err(too_deep(part));
@@ -193,7 +226,7 @@ fn json(bytes: &[u8], part: &str) -> Result<Bson, RecordError> {
             _ => {}
         }
     }
-    Ok(value)
+    Ok(())
 }
 
 fn bson(bytes: &[u8], part: &str) -> Result<Document, RecordError> {
@@ -241,6 +274,38 @@ mod tests {
         assert_eq!(
             decode_value(None, RecordFormat::Json).expect("tombstone"),
             None
+        );
+    }
+
+    #[test]
+    fn connect_json_envelopes_are_unwrapped_and_bounded_in_depth() {
+        let envelope = br#"{"schema": {"type": "struct", "fields": [{"field": "at", "type": "int64", "name": "org.apache.kafka.connect.data.Timestamp"}]}, "payload": {"at": 5}}"#;
+        assert_eq!(
+            decode_value(Some(envelope), RecordFormat::ConnectJson).expect("decodes"),
+            Some(doc! { "at": bson::DateTime::from_millis(5) })
+        );
+        let null = br#"{"schema": null, "payload": null}"#;
+        assert_eq!(
+            decode_value(Some(null), RecordFormat::ConnectJson).expect("decodes"),
+            None
+        );
+        let err = decode_value(Some(br#"{"_id": 1}"#), RecordFormat::ConnectJson)
+            .expect_err("not an envelope");
+        assert!(err.message.contains("envelope"), "{err}");
+        let deep = format!(
+            "{{\"schema\": null, \"payload\": {{\"a\": {}1{}}}}}",
+            "[".repeat(101),
+            "]".repeat(101)
+        );
+        let err = decode_value(Some(deep.as_bytes()), RecordFormat::ConnectJson).expect_err("deep");
+        assert!(err.message.contains("deeper"), "{err}");
+        assert_eq!(
+            decode_key(
+                Some(br#"{"schema": {"type": "int64"}, "payload": 7}"#),
+                RecordFormat::ConnectJson
+            )
+            .expect("decodes"),
+            Some(Bson::Int64(7))
         );
     }
 
