@@ -482,3 +482,95 @@ async fn fastavro_reads_our_avro_records() {
     daemon.terminate(WAIT);
     let _ = client.database(&db).drop().await;
 }
+
+#[tokio::test]
+async fn a_registry_down_holds_the_sink_back_and_loses_nothing() {
+    // A registry of this test's own, fresh, so the schema registered first gets id 1 there
+    // again after a restart (its storage is in memory).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = common::free_port().to_string();
+    let build = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("test-services/.cache/registry/build");
+    let cache = dir.path().join("services");
+    let env = [
+        ("REGISTRY_PORT", port.as_str()),
+        ("TEST_SERVICES_CACHE", cache.to_str().expect("path")),
+        ("REGISTRY_BUILD", build.to_str().expect("path")),
+        ("REGISTRY_HEAP", "256m"),
+    ];
+    struct Down<'a>(&'a [(&'a str, &'a str)]);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            registry_script(&["down"], self.0);
+        }
+    }
+    let _down = Down(&env);
+    let config = mongo_kafka_bridge::config::SchemaRegistryConfig {
+        url: format!("http://127.0.0.1:{port}/apis/ccompat/v7"),
+        username: None,
+        password: None,
+        timeout: std::time::Duration::from_secs(5),
+    };
+    let register = || {
+        let writer = mongo_kafka_bridge::avro::AvroWriter::new(&config).expect("a writer");
+        (1..=3)
+            .map(|i| {
+                let value = writer
+                    .write(&doc! {"_id": i, "n": i * 10}, "Document", "held-value")
+                    .expect("registers and encodes");
+                assert_eq!(
+                    &value[..5],
+                    &[0, 0, 0, 0, 1],
+                    "schema id 1 on a fresh registry"
+                );
+                value
+            })
+            .collect::<Vec<_>>()
+    };
+    registry_script(&["up"], &env);
+    let values = register();
+    registry_script(&["down"], &env);
+
+    let dlq = common::unique("dlq");
+    let sink = Sink::new(
+        1,
+        &format!(
+            "value_format = \"avro\"\nid_strategy = \"provided_in_value\"\n\
+             schema_registry = {{ url = \"{}\", timeout = \"2s\" }}\n\
+             errors = {{ tolerance = \"all\", dead_letter_topic = \"{dlq}\" }}",
+            config.url
+        ),
+    )
+    .await;
+    let records: Vec<Outgoing> = values
+        .into_iter()
+        .map(|value| Outgoing {
+            value: Some(value),
+            ..Outgoing::default()
+        })
+        .collect();
+    common::produce(&sink.topic, &records).await;
+    let daemon = sink.start();
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let dead = common::consume(&dlq, 1, std::time::Duration::from_secs(2), false).await;
+    assert!(
+        dead.is_empty(),
+        "dead-lettered while the registry was down: {dead:?}"
+    );
+    let written = sink
+        .collection()
+        .await
+        .count_documents(doc! {})
+        .await
+        .expect("count");
+    assert_eq!(written, 0, "written without a schema?");
+    // Back, with the same schema under the same id: the records are written.
+    registry_script(&["up"], &env);
+    register();
+    assert_eq!(sink.wait_for_count(3).await, 3, "log:\n{}", daemon.log());
+    let docs = sink.documents().await;
+    assert_eq!(docs["1"], doc! {"_id": 1, "n": 10});
+    let dead = common::consume(&dlq, 1, std::time::Duration::from_secs(2), false).await;
+    assert!(dead.is_empty(), "dead-lettered: {dead:?}");
+    sink.stop(daemon).await;
+}

@@ -7,9 +7,10 @@
 use bson::{Bson, Document, RawBsonRef, RawDocument};
 
 use super::model::{RecordError, Stage, MAX_NESTING_DEPTH};
-use crate::avro::AvroReader;
+use crate::avro::{AvroError, AvroReader};
 use crate::config::{RecordFormat, SinkConfig};
-use crate::json_schema::JsonSchemaReader;
+use crate::json_schema::{JsonSchemaError, JsonSchemaReader};
+use crate::schema_registry::RegistryError;
 
 /// Decodes the keys and values of one topic's records, in its formats; `avro` and
 /// `json_schema` ones through its schema registry (each schema fetched once).
@@ -55,11 +56,15 @@ impl Decoder {
         part: &str,
     ) -> Option<Result<Bson, RecordError>> {
         match (format, &self.avro, &self.json_schema) {
-            (RecordFormat::Avro, Some(avro), _) => {
-                Some(avro.read(bytes).map_err(|e| error(part, e)))
-            }
+            (RecordFormat::Avro, Some(avro), _) => Some(avro.read(bytes).map_err(|e| match e {
+                AvroError::Registry(e) => registry_error(part, e),
+                other => error(part, other),
+            })),
             (RecordFormat::JsonSchema, _, Some(json)) => {
-                Some(json.read(bytes).map_err(|e| error(part, e)))
+                Some(json.read(bytes).map_err(|e| match e {
+                    JsonSchemaError::Registry(e) => registry_error(part, e),
+                    other => error(part, other),
+                }))
             }
             _ => None,
         }
@@ -89,6 +94,17 @@ impl Decoder {
 
 fn error(part: &str, message: impl std::fmt::Display) -> RecordError {
     RecordError::new(Stage::Decode, format!("{part} {message}"))
+}
+
+/// A registry that did not answer is transient: the record is read again later, not
+/// dead-lettered. An unknown schema id or a refusal is the record's fault.
+fn registry_error(part: &str, e: RegistryError) -> RecordError {
+    let message = format!("{part} {e}");
+    if e.is_transient() {
+        RecordError::transient(Stage::Decode, message)
+    } else {
+        RecordError::new(Stage::Decode, message)
+    }
 }
 
 /// The key: `None` when the record has none.
@@ -307,6 +323,23 @@ mod tests {
             .expect("decodes"),
             Some(Bson::Int64(7))
         );
+    }
+
+    #[test]
+    fn only_a_registry_that_did_not_answer_is_transient() {
+        let url = "http://r".to_owned();
+        let down = RegistryError::Unreachable {
+            url: url.clone(),
+            message: "refused".into(),
+        };
+        let unknown = RegistryError::UnknownId { url, id: 9 };
+        let err = registry_error("value", down);
+        assert!(err.transient, "{err}");
+        assert_eq!(err.stage, Stage::Decode);
+        let err = registry_error("value", unknown);
+        assert!(!err.transient, "{err}");
+        assert!(err.message.contains("no schema with id 9"), "{err}");
+        assert!(!error("value", "x").transient);
     }
 
     #[test]

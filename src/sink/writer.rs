@@ -344,10 +344,11 @@ async fn write_batch(
             }),
             Ok(None) => shared.metrics.record_skipped(pipeline),
             Err(error) => {
+                let stop = error.transient || settings.tolerance == Tolerance::None;
                 refused.push((index, error));
-                // Without a dead letter topic the pipeline stops at this record: write only
-                // what comes before it.
-                if settings.tolerance == Tolerance::None {
+                // Without a dead letter topic the pipeline stops at this record, and a record
+                // that may convert later is tried again: write only what comes before it.
+                if stop {
                     break;
                 }
             }
@@ -383,6 +384,17 @@ async fn write_batch(
         shared.metrics.record_error(pipeline, error.stage.as_str());
         let message = &batch[index].0;
         let position = format!("{topic}/{partition}@{}", message.offset());
+        if error.transient {
+            // Everything before it is written: the pipeline restarts at it, with backoff.
+            let next = commit(&shared, &topic, partition, message.offset(), mode);
+            return Err((
+                next,
+                SinkError::Unavailable {
+                    partition: format!("{topic}/{partition}"),
+                    reason: format!("{position}: {error}"),
+                },
+            ));
+        }
         match (&settings.tolerance, &settings.dead_letters) {
             (Tolerance::All, Some(dead_letters)) => {
                 if let Err(source) =
