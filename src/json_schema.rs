@@ -72,10 +72,11 @@ fn convert(bson: &Bson) -> (Value, Value) {
                 properties.insert(key.clone(), schema);
                 values.insert(key.clone(), value);
             }
-            (
-                json!({ "type": "object", "properties": properties }),
-                Value::Object(values),
-            )
+            // Built by hand: `json!` would serialize the nested schemas again at each level.
+            let mut schema = Map::new();
+            schema.insert("type".into(), Value::from("object"));
+            schema.insert("properties".into(), Value::Object(properties));
+            (Value::Object(schema), Value::Object(values))
         }
         Bson::Array(items) => {
             let converted: Vec<(Value, Value)> = items.iter().map(convert).collect();
