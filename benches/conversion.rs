@@ -6,6 +6,11 @@
 //!   (`src/sink/convert.rs`), for each id strategy; `sink_convert/cdc_mongodb` replays the
 //!   source's own change events instead.
 //!
+//! `source_format/avro` needs the schema registry of `test-services/services.sh up` (or one
+//! at `SCHEMA_REGISTRY_URL`), asked once to register the schema; without one it is left out,
+//! saying so. Its figure is the steady state: schema inferred and encoded per event, the
+//! registry's id from the cache.
+//!
 //! Criterion runs on one thread, so its `elem/s` is events per second per core; the target of
 //! issue 7 is ≥ 200,000. Run: `cargo bench --bench conversion`.
 
@@ -15,7 +20,7 @@ use std::hint::black_box;
 
 use bson::{Bson, Document};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use mongo_kafka_bridge::config::{KeyMode, OutputFormat, SinkConfig};
+use mongo_kafka_bridge::config::{KeyMode, OutputFormat, SinkConfig, SourceConfig};
 use mongo_kafka_bridge::sink::convert::{Converter, RawRecord};
 use mongo_kafka_bridge::source::format::{encode, Conversion};
 
@@ -37,7 +42,7 @@ fn source_format(c: &mut Criterion) {
             format,
             full_document_only: false,
             tombstone_on_delete: false,
-            avro: None,
+            registered: None,
         };
         // The reader hands the event over by value: the clone is set-up, not measured.
         group.bench_function(name, |b| {
@@ -52,7 +57,41 @@ fn source_format(c: &mut Criterion) {
             )
         });
     }
+    if let Some(conversion) = avro_conversion(&events) {
+        group.bench_function("avro", |b| {
+            b.iter_batched(
+                || events.clone(),
+                |events| {
+                    for event in events {
+                        let _ = black_box(conversion.convert(event));
+                    }
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
     group.finish();
+}
+
+/// The `format = "avro"` conversion, its schemas registered by converting `events[0]` once;
+/// `None`, said on stderr, when no registry answers.
+fn avro_conversion(events: &[Document]) -> Option<Conversion> {
+    let url = std::env::var("SCHEMA_REGISTRY_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".to_owned());
+    let text = format!(
+        "name = \"bench\"\ndatabase = \"shop\"\ncollection = \"orders\"\nformat = \"avro\"\n\
+         schema_registry = {{ url = \"{url}\" }}\n"
+    );
+    let config: SourceConfig =
+        toml::from_str(&text).unwrap_or_else(|e| panic!("bench source config: {e}"));
+    let conversion = Conversion::for_source(&config);
+    match conversion.convert(events.first()?.clone()) {
+        Ok(_) => Some(conversion),
+        Err(e) => {
+            eprintln!("SKIPPED source_format/avro: no schema registry at {url} ({e}); start one with test-services/services.sh up");
+            None
+        }
+    }
 }
 
 /// The sink's configuration for `extra` (TOML keys of `[[sink]]`).

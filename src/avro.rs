@@ -72,9 +72,16 @@ fn record(doc: &Document, name: &str) -> (Json, Value) {
         let (schema, value) = if value == Value::Null {
             (schema, value)
         } else {
-            (json!(["null", schema]), Value::Union(1, Box::new(value)))
+            (
+                Json::Array(vec![Json::from("null"), schema]),
+                Value::Union(1, Box::new(value)),
+            )
         };
-        let mut field = json!({ "name": avro_name, "type": schema, "default": null });
+        let mut field = object([
+            ("name", Json::from(avro_name.as_str())),
+            ("type", schema),
+            ("default", Json::Null),
+        ]);
         if avro_name != *key {
             field[MONGO_NAME] = Json::from(key.as_str());
         }
@@ -82,9 +89,19 @@ fn record(doc: &Document, name: &str) -> (Json, Value) {
         values.push((avro_name, value));
     }
     (
-        json!({ "type": "record", "name": name, "fields": fields }),
+        object([
+            ("type", Json::from("record")),
+            ("name", Json::from(name)),
+            ("fields", Json::Array(fields)),
+        ]),
         Value::Record(values),
     )
+}
+
+/// A JSON object of `pairs`, moved in: `json!` would serialize every nested schema again at
+/// each level.
+fn object<const N: usize>(pairs: [(&str, Json); N]) -> Json {
+    Json::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
 }
 
 /// A valid Avro name for `key`: `[A-Za-z_][A-Za-z0-9_]*`.
@@ -160,7 +177,7 @@ fn array(items: &[Bson], path: &str) -> (Json, Value) {
         }
     };
     (
-        json!({ "type": "array", "items": item_schema }),
+        object([("type", Json::from("array")), ("items", item_schema)]),
         Value::Array(converted.into_iter().map(|(_, v)| v).collect()),
     )
 }

@@ -158,7 +158,17 @@ impl RegistryClient {
         }
         let path = format!("/subjects/{}/versions", percent_encode(subject));
         let what = format!("registering a schema under `{subject}`");
-        let answer = self.request("POST", &path, Some(&body.to_string()), &what)?;
+        let body = body.to_string();
+        let answer = match self.request("POST", &path, Some(&body), &what) {
+            // Apicurio Registry answers 409 ("already exists") when another client registers
+            // the same schema text at the same moment (its content is stored once); asked
+            // again it answers with the id. A schema refused as incompatible is refused again.
+            Err(RegistryError::Refused { status: 409, .. }) => {
+                std::thread::sleep(Duration::from_millis(100));
+                self.request("POST", &path, Some(&body), &what)?
+            }
+            other => other?,
+        };
         let id = answer
             .get("id")
             .and_then(Value::as_u64)
@@ -316,7 +326,7 @@ fn percent_encode(text: &str) -> String {
 }
 
 /// Standard base64 with padding (RFC 4648), for the basic authentication header.
-fn base64(bytes: &[u8]) -> String {
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {

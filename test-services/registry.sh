@@ -11,6 +11,8 @@
 #        registry.sh status   one line; exit 3 unless it answers
 #        registry.sh pid      print its PID (exit 3 when it does not run)
 #        registry.sh url      print the Confluent-compatible API's URL
+#        registry.sh fastavro print a Python interpreter that has fastavro (a consumer that is
+#                             not ours, for the tests), made once from PyPI in .cache/fastavro
 # Environment: REGISTRY_PORT (8081), REGISTRY_HEAP (512m), START_TIMEOUT (120 s),
 #   TEST_SERVICES_CACHE (state folder, .cache/), REGISTRY_BUILD (the build, default
 #   .cache/registry/build: a test running its own registry with its own TEST_SERVICES_CACHE
@@ -27,6 +29,7 @@ pidfile="$run/registry.pid"
 REGISTRY_PORT="${REGISTRY_PORT:-8081}"
 REGISTRY_HEAP="${REGISTRY_HEAP:-512m}"
 START_TIMEOUT="${START_TIMEOUT:-120}"
+FASTAVRO_VERSION=1.12.1
 url="http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7"
 
 log() { echo "registry: $*" >&2; }
@@ -131,6 +134,23 @@ down() {
     log "registry stopped"
 }
 
+# A virtual environment with fastavro from PyPI, once; the marker is written last.
+fastavro_python() {
+    local venv="$cache/fastavro"
+    if [ ! -f "$venv/.complete" ]; then
+        log "installing fastavro from PyPI into $venv (once)"
+        rm -rf "$venv"
+        if ! { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet "fastavro==$FASTAVRO_VERSION"; } \
+            >"$logs/fastavro.log" 2>&1; then
+            log "installing fastavro failed; the end of $logs/fastavro.log:"
+            tail -n 20 "$logs/fastavro.log" >&2
+            return 1
+        fi
+        touch "$venv/.complete"
+    fi
+    echo "$venv/bin/python"
+}
+
 mkdir -p "$run" "$logs"
 case "${1:-}" in
     up) up ;;
@@ -151,5 +171,6 @@ case "${1:-}" in
             echo "registry: stopped"; exit 3
         fi ;;
     url) echo "$url" ;;
+    fastavro) fastavro_python ;;
     *) usage ;;
 esac

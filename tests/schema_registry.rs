@@ -76,18 +76,47 @@ fn every_type(id: i32) -> Document {
 
 #[tokio::test]
 async fn avro_change_events_round_trip_through_the_registry_into_mongodb() {
+    // Avro carries every type of `every_type` as itself.
+    round_trip("avro", |doc| doc).await;
+}
+
+#[tokio::test]
+async fn json_schema_change_events_round_trip_through_the_registry_into_mongodb() {
+    // JSON carries decimals as strings and 64-bit integers that fit 32 bits as int32.
+    round_trip("json_schema", |mut doc| {
+        if let Ok(decimal) = doc.get_decimal128("decimal") {
+            let text = decimal.to_string();
+            doc.insert("decimal", text);
+        }
+        if let Ok(lines) = doc.get_array_mut("lines") {
+            for line in lines.iter_mut() {
+                if let Bson::Document(line) = line {
+                    let qty = line.get_i64("qty").unwrap_or_default();
+                    line.insert("qty", i32::try_from(qty).unwrap_or_default());
+                }
+            }
+        }
+        doc
+    })
+    .await;
+}
+
+/// A source in `format` on a fresh collection and a sink replaying its change events, in the
+/// same format, into another: inserts of every type, an update adding a field, a delete and a
+/// document of another shape arrive as `read_back` says the format carries them.
+async fn round_trip(format: &str, read_back: fn(Document) -> Document) {
     let (status, _) = registry_get("/subjects");
     assert_eq!(status, 200, "the registry's /subjects");
-    let db = common::unique("avro");
+    let db = common::unique(&format.replace('_', ""));
     let topic = format!("{db}.c");
     let registry = registry_toml();
     let config = common::config_toml(
         common::free_port(),
         &format!(
-            "[[source]]\nname = \"{src}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nformat = \"avro\"\n\
+            "[[source]]\nname = \"{src}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nformat = \"{format}\"\n\
              full_document = \"updateLookup\"\ncheckpoint_interval = \"200ms\"\nmax_await_time = \"300ms\"\n{registry}\
              [[sink]]\nname = \"{snk}\"\ntopics = [\"{topic}\"]\ndatabase = \"{db}\"\ncollection = \"c_copy\"\n\
-             cdc_handler = \"mongodb\"\nkey_format = \"avro\"\nvalue_format = \"avro\"\nmax_batch_delay = \"50ms\"\n{registry}",
+             cdc_handler = \"mongodb\"\nkey_format = \"{format}\"\nvalue_format = \"{format}\"\nmax_batch_delay = \"50ms\"\n{registry}",
             src = common::unique("asrc"),
             snk = common::unique("asnk"),
         ),
@@ -123,8 +152,8 @@ async fn avro_change_events_round_trip_through_the_registry_into_mongodb() {
         .expect("nested")
         .insert("city", "Bergen");
     let expected = [
-        expected_one,
-        every_type(3),
+        read_back(expected_one),
+        read_back(every_type(3)),
         doc! {"_id": 4, "only": "a new shape"},
     ];
     let arrived = common::eventually(WAIT, || {
@@ -360,4 +389,188 @@ async fn a_registry_down_mid_stream_delays_the_source_and_loses_nothing() {
     assert!(dead.is_empty(), "dead-lettered: {dead:?}");
     daemon.terminate(WAIT);
     let _ = client.database(&db).drop().await;
+}
+
+/// Reads one record in the registry wire format (the file `argv[1]`) with fastavro, the
+/// schema fetched from the registry at `argv[2]`, and prints it as JSON (bytes as hex, other
+/// non-JSON values as `str`).
+const FASTAVRO_READER: &str = r#"
+import io, json, struct, sys, urllib.request
+import fastavro
+data = open(sys.argv[1], "rb").read()
+assert data[0] == 0, "magic byte"
+schema_id = struct.unpack(">I", data[1:5])[0]
+with urllib.request.urlopen(f"{sys.argv[2]}/schemas/ids/{schema_id}") as answer:
+    schema = json.loads(json.load(answer)["schema"])
+record = fastavro.schemaless_reader(io.BytesIO(data[5:]), fastavro.parse_schema(schema))
+print(json.dumps(record, default=lambda v: v.hex() if isinstance(v, bytes) else str(v)))
+"#;
+
+#[tokio::test]
+async fn fastavro_reads_our_avro_records() {
+    let (status, _) = registry_get("/subjects");
+    assert_eq!(status, 200, "the registry's /subjects");
+    // A Python with fastavro from PyPI, made once by the project's script.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("test-services/registry.sh");
+    let out = std::process::Command::new(script)
+        .arg("fastavro")
+        .output()
+        .expect("registry.sh fastavro");
+    assert!(
+        out.status.success(),
+        "registry.sh fastavro: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let python = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+
+    let db = common::unique("fastavro");
+    let topic = format!("{db}.c");
+    let config = common::config_toml(
+        common::free_port(),
+        &format!(
+            "[[source]]\nname = \"{src}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nformat = \"avro\"\n\
+             publish_full_document_only = true\nmax_await_time = \"300ms\"\n{registry}",
+            src = common::unique("fsrc"),
+            registry = registry_toml(),
+        ),
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    let client = common::mongo_client().await;
+    client
+        .database(&db)
+        .collection::<Document>("c")
+        .insert_one(every_type(1))
+        .await
+        .expect("insert");
+    let records = common::consume(&topic, 1, WAIT, false).await;
+    assert_eq!(records.len(), 1, "log:\n{}", daemon.log());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("value.bin");
+    std::fs::write(&file, records[0].value.as_deref().expect("a value")).expect("write");
+    let read = std::process::Command::new(&python)
+        .args(["-c", FASTAVRO_READER])
+        .arg(&file)
+        .arg(registry_url())
+        .output()
+        .expect("python");
+    assert!(
+        read.status.success(),
+        "fastavro failed: {}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let value: serde_json::Value = serde_json::from_slice(&read.stdout).expect("JSON");
+    assert_eq!(
+        value,
+        serde_json::json!({
+            "_id": 1,
+            "double": 1.25,
+            "string": "héllo",
+            "int32": -7,
+            "int64": i64::MAX,
+            "bool": true,
+            "date": "2023-11-14 22:13:20.123000+00:00",
+            "decimal": "-12345.678",
+            "binary": "0001feff",
+            "null": null,
+            "nested": { "city": "Oslo", "geo": { "lat": 59.9, "lon": 10.7 } },
+            "ints": [1, 2, 3],
+            "lines": [{ "sku": "a", "qty": 1 }, { "sku": "b", "qty": 2 }],
+            "odd_name_1": "kept",
+        })
+    );
+    daemon.terminate(WAIT);
+    let _ = client.database(&db).drop().await;
+}
+
+#[tokio::test]
+async fn a_registry_down_holds_the_sink_back_and_loses_nothing() {
+    // A registry of this test's own, fresh, so the schema registered first gets id 1 there
+    // again after a restart (its storage is in memory).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = common::free_port().to_string();
+    let build = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("test-services/.cache/registry/build");
+    let cache = dir.path().join("services");
+    let env = [
+        ("REGISTRY_PORT", port.as_str()),
+        ("TEST_SERVICES_CACHE", cache.to_str().expect("path")),
+        ("REGISTRY_BUILD", build.to_str().expect("path")),
+        ("REGISTRY_HEAP", "256m"),
+    ];
+    struct Down<'a>(&'a [(&'a str, &'a str)]);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            registry_script(&["down"], self.0);
+        }
+    }
+    let _down = Down(&env);
+    let config = mongo_kafka_bridge::config::SchemaRegistryConfig {
+        url: format!("http://127.0.0.1:{port}/apis/ccompat/v7"),
+        username: None,
+        password: None,
+        timeout: std::time::Duration::from_secs(5),
+    };
+    let register = || {
+        let writer = mongo_kafka_bridge::avro::AvroWriter::new(&config).expect("a writer");
+        (1..=3)
+            .map(|i| {
+                let value = writer
+                    .write(&doc! {"_id": i, "n": i * 10}, "Document", "held-value")
+                    .expect("registers and encodes");
+                assert_eq!(
+                    &value[..5],
+                    &[0, 0, 0, 0, 1],
+                    "schema id 1 on a fresh registry"
+                );
+                value
+            })
+            .collect::<Vec<_>>()
+    };
+    registry_script(&["up"], &env);
+    let values = register();
+    registry_script(&["down"], &env);
+
+    let dlq = common::unique("dlq");
+    let sink = Sink::new(
+        1,
+        &format!(
+            "value_format = \"avro\"\nid_strategy = \"provided_in_value\"\n\
+             schema_registry = {{ url = \"{}\", timeout = \"2s\" }}\n\
+             errors = {{ tolerance = \"all\", dead_letter_topic = \"{dlq}\" }}",
+            config.url
+        ),
+    )
+    .await;
+    let records: Vec<Outgoing> = values
+        .into_iter()
+        .map(|value| Outgoing {
+            value: Some(value),
+            ..Outgoing::default()
+        })
+        .collect();
+    common::produce(&sink.topic, &records).await;
+    let daemon = sink.start();
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let dead = common::consume(&dlq, 1, std::time::Duration::from_secs(2), false).await;
+    assert!(
+        dead.is_empty(),
+        "dead-lettered while the registry was down: {dead:?}"
+    );
+    let written = sink
+        .collection()
+        .await
+        .count_documents(doc! {})
+        .await
+        .expect("count");
+    assert_eq!(written, 0, "written without a schema?");
+    // Back, with the same schema under the same id: the records are written.
+    registry_script(&["up"], &env);
+    register();
+    assert_eq!(sink.wait_for_count(3).await, 3, "log:\n{}", daemon.log());
+    let docs = sink.documents().await;
+    assert_eq!(docs["1"], doc! {"_id": 1, "n": 10});
+    let dead = common::consume(&dlq, 1, std::time::Duration::from_secs(2), false).await;
+    assert!(dead.is_empty(), "dead-lettered: {dead:?}");
+    sink.stop(daemon).await;
 }

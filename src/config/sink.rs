@@ -64,10 +64,12 @@ pub struct SinkConfig {
     /// Absent: `collection`, then the topic.
     #[serde(default)]
     pub collection_field: Option<String>,
-    /// How record keys are read: `json` (plain or extended JSON), `bson`, `string`, `avro`.
+    /// How record keys are read: `json` (plain or extended JSON), `bson`, `string`, `avro`,
+    /// `json_schema`, `connect_json` (Kafka Connect's `JsonConverter` envelope).
     #[serde(default)]
     pub key_format: RecordFormat,
-    /// How record values are read: `json` (plain or extended JSON), `bson` or `avro`.
+    /// How record values are read: `json` (plain or extended JSON), `bson`, `avro`,
+    /// `json_schema` or `connect_json` (Kafka Connect's `JsonConverter` envelope).
     #[serde(default)]
     pub value_format: RecordFormat,
     /// The schema registry `avro` records are read through (their schema id picks the
@@ -217,6 +219,13 @@ pub enum RecordFormat {
     /// Avro in a schema registry's wire format (a zero byte, the schema id, the datum), read
     /// with the schema the registry has under that id.
     Avro,
+    /// JSON in a schema registry's wire format, read with the JSON Schema the registry has
+    /// under its id (dates and binaries restored where the schema says so).
+    JsonSchema,
+    /// Kafka Connect's `JsonConverter` with `schemas.enable=true`: `{"schema": ...,
+    /// "payload": ...}`, the payload read with its Connect schema (timestamps, dates,
+    /// decimals and bytes restored).
+    ConnectJson,
 }
 
 /// `id_strategy`.
@@ -478,14 +487,17 @@ impl SinkConfig {
     /// The checks of the settings that may differ per topic.
     fn validate_topic_settings(&self, key: &str, out: &mut Vec<Violation>) {
         database_name(&format!("{key}.database"), &self.database, out);
-        let avro = if self.value_format == RecordFormat::Avro {
-            Some("`value_format = \"avro\"`")
-        } else if self.key_format == RecordFormat::Avro {
-            Some("`key_format = \"avro\"`")
-        } else {
-            None
-        };
-        registry::required(key, self.schema_registry.as_ref(), avro, out);
+        let avro = [
+            ("value_format", self.value_format),
+            ("key_format", self.key_format),
+        ]
+        .into_iter()
+        .find_map(|(key, format)| match format {
+            RecordFormat::Avro => Some(format!("`{key} = \"avro\"`")),
+            RecordFormat::JsonSchema => Some(format!("`{key} = \"json_schema\"`")),
+            _ => None,
+        });
+        registry::required(key, self.schema_registry.as_ref(), avro.as_deref(), out);
         if let Some(collection) = &self.collection {
             collection_name(&format!("{key}.collection"), collection, out);
         }

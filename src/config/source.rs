@@ -104,9 +104,10 @@ pub struct SourceConfig {
     #[serde(default)]
     pub key: KeyMode,
     /// The record value (and key) format: `relaxed_json`, `canonical_json`,
-    /// `simplified_json`, `bson` or `avro` (a schema inferred from each document, registered
-    /// in `schema_registry` under `<topic>-key` / `<topic>-value`, and the registry's wire
-    /// format: a zero byte, the schema id, the Avro binary datum).
+    /// `simplified_json`, `bson`, `avro` or `json_schema` (a schema inferred from each
+    /// document, registered in `schema_registry` under `<topic>-key` / `<topic>-value`, and
+    /// the registry's wire format: a zero byte, the schema id, the Avro binary datum or the
+    /// `simplified_json` text).
     #[serde(default)]
     pub format: OutputFormat,
     /// The schema registry `format = "avro"` registers its schemas in.
@@ -241,6 +242,9 @@ pub enum OutputFormat {
     Bson,
     /// Avro in a schema registry's wire format, the schema inferred from each document.
     Avro,
+    /// `simplified_json` in a schema registry's wire format, with a JSON Schema inferred from
+    /// each document.
+    JsonSchema,
 }
 
 /// `delivery`.
@@ -449,7 +453,11 @@ impl SourceConfig {
     /// Checks this pipeline; `key` is its path (`source[0]`).
     pub fn validate(&self, key: &str, out: &mut Vec<Violation>) {
         let at = |field: &str| format!("{key}.{field}");
-        let avro = (self.format == OutputFormat::Avro).then_some("`format = \"avro\"`");
+        let avro = match self.format {
+            OutputFormat::Avro => Some("`format = \"avro\"`"),
+            OutputFormat::JsonSchema => Some("`format = \"json_schema\"`"),
+            _ => None,
+        };
         registry::required(key, self.schema_registry.as_ref(), avro, out);
         if let Some(db) = &self.database {
             database_name(&at("database"), db, out);

@@ -9,6 +9,9 @@
 //!   after it is written, and the commit stops at its offset (it is read again).
 //! - With one, every refused record is dead-lettered, in order, and the commit covers the
 //!   whole batch; when a dead letter cannot be sent, the commit stops at that record.
+//! - A record refused for a reason that may pass (the schema registry did not answer) is
+//!   never dead-lettered: the pipeline stops at it, as without a dead letter topic, and reads
+//!   it again after a restart; refused records before it are dead-lettered as usual.
 //! - No commit ever passes `hold`, the first chunk of a split event whose other chunks
 //!   have not all arrived, nor, when the commit stops at a record, the first chunk of a split
 //!   event at or after that record: committing past it would lose the event on a restart.
@@ -82,11 +85,23 @@ impl PartitionBatch {
     pub fn settle(&self, mut refused: Vec<(usize, RecordError)>) -> Settlement {
         refused.sort_by_key(|(index, _)| *index);
         refused.dedup_by_key(|(index, _)| *index);
+        // A record that may convert later ends the batch: nothing after it is settled.
+        if let Some(at) = refused.iter().position(|(_, error)| error.transient) {
+            refused.truncate(at + 1);
+        }
         if self.dead_letters {
+            let stop = match refused.last() {
+                Some((_, error)) if error.transient => refused.pop(),
+                _ => None,
+            };
+            let commit = match &stop {
+                Some((index, _)) => self.commit_before(*index),
+                None => self.commit_before(self.len()),
+            };
             return Settlement {
                 dead_letters: refused,
-                stop: None,
-                commit: self.commit_before(self.len()),
+                stop,
+                commit,
             };
         }
         match refused.into_iter().next() {
@@ -230,5 +245,32 @@ mod tests {
                 prop_assert!(settled.dead_letters.is_empty());
             }
         }
+    }
+
+    #[test]
+    fn a_record_that_may_convert_later_is_never_dead_lettered() {
+        let transient = |index: usize| {
+            let mut error = RecordError::new(Stage::Decode, "registry unreachable");
+            error.transient = true;
+            (index, error)
+        };
+        let batch = PartitionBatch::new(plain(&[10, 11, 12, 13]), None, true);
+        let settled = batch.settle(vec![refused(3), transient(2), refused(0)]);
+        assert_eq!(
+            settled
+                .dead_letters
+                .iter()
+                .map(|(i, _)| *i)
+                .collect::<Vec<_>>(),
+            [0],
+            "refused before it: dead-lettered; after it: read again"
+        );
+        assert_eq!(settled.stop.as_ref().map(|(i, _)| *i), Some(2));
+        assert!(settled.stop.is_some_and(|(_, e)| e.transient));
+        assert_eq!(settled.commit, 12);
+        let without = PartitionBatch::new(plain(&[10, 11]), None, false);
+        let settled = without.settle(vec![transient(1)]);
+        assert_eq!(settled.commit, 11);
+        assert_eq!(settled.stop.map(|(i, _)| i), Some(1));
     }
 }

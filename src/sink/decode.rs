@@ -7,62 +7,104 @@
 use bson::{Bson, Document, RawBsonRef, RawDocument};
 
 use super::model::{RecordError, Stage, MAX_NESTING_DEPTH};
-use crate::avro::AvroReader;
+use crate::avro::{AvroError, AvroReader};
 use crate::config::{RecordFormat, SinkConfig};
+use crate::json_schema::{JsonSchemaError, JsonSchemaReader};
+use crate::schema_registry::RegistryError;
 
-/// Decodes the keys and values of one topic's records, in its formats; `avro` ones through
-/// its schema registry (each schema fetched once).
+/// Decodes the keys and values of one topic's records, in its formats; `avro` and
+/// `json_schema` ones through its schema registry (each schema fetched once).
 #[derive(Debug)]
 pub struct Decoder {
     key_format: RecordFormat,
     value_format: RecordFormat,
     avro: Option<AvroReader>,
+    json_schema: Option<JsonSchemaReader>,
 }
 
 impl Decoder {
     /// The decoder of records read with `config`.
     pub fn new(config: &SinkConfig) -> Result<Self, String> {
-        let avro_used = [config.key_format, config.value_format].contains(&RecordFormat::Avro);
-        let avro = match (&config.schema_registry, avro_used) {
-            (Some(registry), true) => Some(AvroReader::new(registry)?),
-            (None, true) => return Err("`avro` records need `schema_registry`".into()),
-            (_, false) => None,
+        let uses = |format| [config.key_format, config.value_format].contains(&format);
+        let registry = || {
+            config
+                .schema_registry
+                .as_ref()
+                .ok_or("`avro` and `json_schema` records need `schema_registry`")
+        };
+        let avro = match uses(RecordFormat::Avro) {
+            true => Some(AvroReader::new(registry()?)?),
+            false => None,
+        };
+        let json_schema = match uses(RecordFormat::JsonSchema) {
+            true => Some(JsonSchemaReader::new(registry()?)?),
+            false => None,
         };
         Ok(Self {
             key_format: config.key_format,
             value_format: config.value_format,
             avro,
+            json_schema,
         })
+    }
+
+    /// A record part in a registry format, read by its reader; `None` for other formats.
+    fn registered(
+        &self,
+        bytes: &[u8],
+        format: RecordFormat,
+        part: &str,
+    ) -> Option<Result<Bson, RecordError>> {
+        match (format, &self.avro, &self.json_schema) {
+            (RecordFormat::Avro, Some(avro), _) => Some(avro.read(bytes).map_err(|e| match e {
+                AvroError::Registry(e) => registry_error(part, e),
+                other => error(part, other),
+            })),
+            (RecordFormat::JsonSchema, _, Some(json)) => {
+                Some(json.read(bytes).map_err(|e| match e {
+                    JsonSchemaError::Registry(e) => registry_error(part, e),
+                    other => error(part, other),
+                }))
+            }
+            _ => None,
+        }
     }
 
     /// The key: `None` when the record has none.
     pub fn key(&self, bytes: Option<&[u8]>) -> Result<Option<Bson>, RecordError> {
-        match (bytes, self.key_format, &self.avro) {
-            (Some(bytes), RecordFormat::Avro, Some(avro)) => {
-                avro.read(bytes).map(Some).map_err(|e| error("key", e))
-            }
-            _ => decode_key(bytes, self.key_format),
+        match bytes.and_then(|b| self.registered(b, self.key_format, "key")) {
+            Some(read) => read.map(Some),
+            None => decode_key(bytes, self.key_format),
         }
     }
 
     /// The value: `None` for a tombstone.
     pub fn value(&self, bytes: Option<&[u8]>) -> Result<Option<Document>, RecordError> {
-        match (bytes, self.value_format, &self.avro) {
-            (Some(bytes), RecordFormat::Avro, Some(avro)) => match avro.read(bytes) {
-                Ok(Bson::Document(doc)) => Ok(Some(doc)),
-                Ok(other) => Err(error(
-                    "value",
-                    format_args!("is Avro {}, expected a record", kind(&other)),
-                )),
-                Err(e) => Err(error("value", e)),
-            },
-            _ => decode_value(bytes, self.value_format),
+        match bytes.and_then(|b| self.registered(b, self.value_format, "value")) {
+            Some(Ok(Bson::Document(doc))) => Ok(Some(doc)),
+            Some(Ok(other)) => Err(error(
+                "value",
+                format_args!("is {}, expected a document", kind(&other)),
+            )),
+            Some(Err(e)) => Err(e),
+            None => decode_value(bytes, self.value_format),
         }
     }
 }
 
 fn error(part: &str, message: impl std::fmt::Display) -> RecordError {
     RecordError::new(Stage::Decode, format!("{part} {message}"))
+}
+
+/// A registry that did not answer is transient: the record is read again later, not
+/// dead-lettered. An unknown schema id or a refusal is the record's fault.
+fn registry_error(part: &str, e: RegistryError) -> RecordError {
+    let message = format!("{part} {e}");
+    if e.is_transient() {
+        RecordError::transient(Stage::Decode, message)
+    } else {
+        RecordError::new(Stage::Decode, message)
+    }
 }
 
 /// The key: `None` when the record has none.
@@ -73,11 +115,14 @@ pub fn decode_key(bytes: Option<&[u8]>, format: RecordFormat) -> Result<Option<B
     }
     match format {
         RecordFormat::Json => json(bytes, "key").map(Some),
+        RecordFormat::ConnectJson => connect(bytes, "key"),
         RecordFormat::Bson => bson(bytes, "key").map(|d| Some(Bson::Document(d))),
         RecordFormat::String => std::str::from_utf8(bytes)
             .map(|s| Some(Bson::String(s.to_owned())))
             .map_err(|e| error("key", format_args!("is not UTF-8 text: {e}"))),
-        RecordFormat::Avro => Err(error("key", "is Avro, read by a `Decoder`")),
+        RecordFormat::Avro | RecordFormat::JsonSchema => {
+            Err(error("key", "is in a registry format, read by a `Decoder`"))
+        }
     }
 }
 
@@ -91,6 +136,18 @@ pub fn decode_value(
         return Err(error("value", "is empty (a tombstone has no value at all)"));
     }
     match format {
+        RecordFormat::ConnectJson => match connect(bytes, "value")? {
+            Some(Bson::Document(doc)) => Ok(Some(doc)),
+            // The converter's envelope of a null value.
+            None => Ok(None),
+            Some(other) => Err(error(
+                "value",
+                format_args!(
+                    "has a payload that is {}, expected a struct or map",
+                    kind(&other)
+                ),
+            )),
+        },
         RecordFormat::Json => match json(bytes, "value")? {
             Bson::Document(doc) => Ok(Some(doc)),
             other => Err(error(
@@ -100,7 +157,10 @@ pub fn decode_value(
         },
         RecordFormat::Bson => bson(bytes, "value").map(Some),
         RecordFormat::String => Err(error("value", "cannot be read as `string`")),
-        RecordFormat::Avro => Err(error("value", "is Avro, read by a `Decoder`")),
+        RecordFormat::Avro | RecordFormat::JsonSchema => Err(error(
+            "value",
+            "is in a registry format, read by a `Decoder`",
+        )),
     }
 }
 
@@ -126,6 +186,23 @@ fn too_deep(part: &str) -> RecordError {
 }
 
 fn json(bytes: &[u8], part: &str) -> Result<Bson, RecordError> {
+    let value = Bson::try_from(json_value(bytes, part)?)
+        .map_err(|e| error(part, format_args!("is not valid extended JSON: {e}")))?;
+    check_depth(&value, part)?;
+    Ok(value)
+}
+
+/// A Kafka Connect JSON envelope's payload, read with its schema; `None` for a null payload.
+fn connect(bytes: &[u8], part: &str) -> Result<Option<Bson>, RecordError> {
+    let read = crate::connect_json::read(json_value(bytes, part)?).map_err(|e| error(part, e))?;
+    if let Some(value) = &read {
+        check_depth(value, part)?;
+    }
+    Ok(read)
+}
+
+/// The JSON text, parsed, and bounded in depth before anything recursive reads it.
+fn json_value(bytes: &[u8], part: &str) -> Result<serde_json::Value, RecordError> {
     // serde_json's recursion limit (128) keeps its parser off the end of the stack.
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
         if e.to_string().contains("recursion limit") {
@@ -146,9 +223,12 @@ fn json(bytes: &[u8], part: &str) -> Result<Bson, RecordError> {
             _ => {}
         }
     }
-    let value = Bson::try_from(value)
-        .map_err(|e| error(part, format_args!("is not valid extended JSON: {e}")))?;
-    let mut stack = vec![(&value, 0usize)];
+    Ok(value)
+}
+
+/// The exact depth bound, counted as in BSON.
+fn check_depth(value: &Bson, part: &str) -> Result<(), RecordError> {
+    let mut stack = vec![(value, 0usize)];
     while let Some((v, depth)) = stack.pop() {
         if depth > MAX_NESTING_DEPTH {
             return Err(too_deep(part));
@@ -162,7 +242,7 @@ fn json(bytes: &[u8], part: &str) -> Result<Bson, RecordError> {
             _ => {}
         }
     }
-    Ok(value)
+    Ok(())
 }
 
 fn bson(bytes: &[u8], part: &str) -> Result<Document, RecordError> {
@@ -211,6 +291,55 @@ mod tests {
             decode_value(None, RecordFormat::Json).expect("tombstone"),
             None
         );
+    }
+
+    #[test]
+    fn connect_json_envelopes_are_unwrapped_and_bounded_in_depth() {
+        let envelope = br#"{"schema": {"type": "struct", "fields": [{"field": "at", "type": "int64", "name": "org.apache.kafka.connect.data.Timestamp"}]}, "payload": {"at": 5}}"#;
+        assert_eq!(
+            decode_value(Some(envelope), RecordFormat::ConnectJson).expect("decodes"),
+            Some(doc! { "at": bson::DateTime::from_millis(5) })
+        );
+        let null = br#"{"schema": null, "payload": null}"#;
+        assert_eq!(
+            decode_value(Some(null), RecordFormat::ConnectJson).expect("decodes"),
+            None
+        );
+        let err = decode_value(Some(br#"{"_id": 1}"#), RecordFormat::ConnectJson)
+            .expect_err("not an envelope");
+        assert!(err.message.contains("envelope"), "{err}");
+        let deep = format!(
+            "{{\"schema\": null, \"payload\": {{\"a\": {}1{}}}}}",
+            "[".repeat(101),
+            "]".repeat(101)
+        );
+        let err = decode_value(Some(deep.as_bytes()), RecordFormat::ConnectJson).expect_err("deep");
+        assert!(err.message.contains("deeper"), "{err}");
+        assert_eq!(
+            decode_key(
+                Some(br#"{"schema": {"type": "int64"}, "payload": 7}"#),
+                RecordFormat::ConnectJson
+            )
+            .expect("decodes"),
+            Some(Bson::Int64(7))
+        );
+    }
+
+    #[test]
+    fn only_a_registry_that_did_not_answer_is_transient() {
+        let url = "http://r".to_owned();
+        let down = RegistryError::Unreachable {
+            url: url.clone(),
+            message: "refused".into(),
+        };
+        let unknown = RegistryError::UnknownId { url, id: 9 };
+        let err = registry_error("value", down);
+        assert!(err.transient, "{err}");
+        assert_eq!(err.stage, Stage::Decode);
+        let err = registry_error("value", unknown);
+        assert!(!err.transient, "{err}");
+        assert!(err.message.contains("no schema with id 9"), "{err}");
+        assert!(!error("value", "x").transient);
     }
 
     #[test]

@@ -167,6 +167,9 @@ pub struct RecordError {
     pub stage: Stage,
     /// What is wrong, naming the field or value.
     pub message: String,
+    /// The record may convert later (a schema registry that did not answer): it is neither
+    /// dead-lettered nor fatal; the pipeline restarts at it with backoff.
+    pub transient: bool,
 }
 
 impl RecordError {
@@ -175,6 +178,15 @@ impl RecordError {
         Self {
             stage,
             message: message.into(),
+            transient: false,
+        }
+    }
+
+    /// An error at `stage` that may not recur when the record is converted again.
+    pub fn transient(stage: Stage, message: impl Into<String>) -> Self {
+        Self {
+            transient: true,
+            ..Self::new(stage, message)
         }
     }
 }

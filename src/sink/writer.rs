@@ -523,10 +523,11 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
             }),
             Ok(None) => shared.metrics.record_skipped(pipeline),
             Err(error) => {
+                let stop = error.transient || !batch.writes_past_refused();
                 refused.push((index, error));
-                // Without a dead letter topic the pipeline stops at this record: write only
-                // what comes before it.
-                if !batch.writes_past_refused() {
+                // Without a dead letter topic the pipeline stops at this record, and a record
+                // that may convert later is read again: write only what comes before it.
+                if stop {
                     break;
                 }
             }
@@ -586,11 +587,20 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
     }
     let committed = job.commit(settlement.commit);
     if let Some((index, error)) = settlement.stop {
-        shared.metrics.record_error(pipeline, error.stage.as_str());
         let position = format!("{name}@{}", entries[index].message.offset());
+        // A record that may convert later: the pipeline restarts at it, with backoff.
+        let failure = if error.transient {
+            SinkError::Unavailable {
+                partition: name,
+                reason: format!("{position}: {error}"),
+            }
+        } else {
+            shared.metrics.record_error(pipeline, error.stage.as_str());
+            SinkError::Record { position, error }
+        };
         return BatchDone {
             committed,
-            failure: Some(SinkError::Record { position, error }),
+            failure: Some(failure),
         };
     }
     shared

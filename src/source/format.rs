@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::topic::TopicMapper;
 use crate::avro::{AvroError, AvroWriter};
 use crate::config::{KeyMode, OutputFormat, SourceConfig};
+use crate::json_schema::{JsonSchemaError, JsonSchemaWriter};
 
 /// Why an event could not become a record.
 #[derive(Debug, thiserror::Error)]
@@ -28,13 +29,21 @@ pub enum FormatError {
     /// Avro encoding or the schema registry failed.
     #[error("writing Avro: {0}")]
     Avro(#[from] AvroError),
+    /// JSON Schema registration failed.
+    #[error("writing JSON with a schema: {0}")]
+    JsonSchema(#[from] JsonSchemaError),
 }
 
 impl FormatError {
     /// Whether converting again later may succeed: the schema registry did not answer. Such
     /// an event is retried, never dead-lettered.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Avro(AvroError::Registry(e)) if e.is_transient())
+        match self {
+            Self::Avro(AvroError::Registry(e)) | Self::JsonSchema(JsonSchemaError::Registry(e)) => {
+                e.is_transient()
+            }
+            _ => false,
+        }
     }
 }
 
@@ -55,30 +64,44 @@ pub struct Conversion {
     pub full_document_only: bool,
     /// With `full_document_only`, deletes become tombstones.
     pub tombstone_on_delete: bool,
-    /// With `format = "avro"`: the writer and the topics whose subjects its schemas go under.
-    pub avro: Option<Avro>,
+    /// With `format = "avro"` or `"json_schema"`: the writer and the topics whose subjects
+    /// its schemas go under.
+    pub registered: Option<Registered>,
 }
 
-/// What `format = "avro"` needs besides the document: the registry, and the topic of each
-/// event, which names the subjects (`<topic>-key`, `<topic>-value`).
+/// What the formats with a schema registry need besides the document: the registry's writer,
+/// and the topic of each event, which names the subjects (`<topic>-key`, `<topic>-value`).
 #[derive(Debug, Clone)]
-pub struct Avro {
-    writer: Arc<AvroWriter>,
+pub struct Registered {
+    writer: Writer,
     topics: TopicMapper,
 }
 
-impl Avro {
-    /// The Avro writer of a pipeline with `format = "avro"`, `None` for other formats.
+#[derive(Debug, Clone)]
+enum Writer {
+    Avro(Arc<AvroWriter>),
+    JsonSchema(Arc<JsonSchemaWriter>),
+}
+
+impl Registered {
+    /// The writer of a pipeline with `format = "avro"` or `"json_schema"`, `None` for other
+    /// formats.
     pub fn for_source(config: &SourceConfig) -> Result<Option<Self>, String> {
-        if config.format != OutputFormat::Avro {
-            return Ok(None);
-        }
-        let registry = config
-            .schema_registry
-            .as_ref()
-            .ok_or("`format = \"avro\"` needs `schema_registry`")?;
+        let registry = || {
+            config
+                .schema_registry
+                .as_ref()
+                .ok_or("this `format` needs `schema_registry`")
+        };
+        let writer = match config.format {
+            OutputFormat::Avro => Writer::Avro(Arc::new(AvroWriter::new(registry()?)?)),
+            OutputFormat::JsonSchema => {
+                Writer::JsonSchema(Arc::new(JsonSchemaWriter::new(registry()?)?))
+            }
+            _ => return Ok(None),
+        };
         Ok(Some(Self {
-            writer: Arc::new(AvroWriter::new(registry)?),
+            writer,
             topics: TopicMapper::new(config),
         }))
     }
@@ -97,7 +120,7 @@ impl Conversion {
     /// validated with the configuration; should they still be unusable, that is logged and
     /// every Avro record fails to convert, saying why.
     pub fn for_source(config: &SourceConfig) -> Self {
-        let avro = Avro::for_source(config).unwrap_or_else(|error| {
+        let registered = Registered::for_source(config).unwrap_or_else(|error| {
             tracing::error!(pipeline = %config.name, %error, "schema registry settings");
             None
         });
@@ -106,23 +129,24 @@ impl Conversion {
             format: config.format,
             full_document_only: config.publish_full_document_only,
             tombstone_on_delete: config.tombstone_on_delete,
-            avro,
+            registered,
         }
     }
 
     /// Encodes the key or value `doc` of `event`'s record.
     fn encode(&self, doc: Document, event: &Document, part: Part) -> Result<Vec<u8>, FormatError> {
-        match (&self.avro, self.format) {
-            (Some(avro), OutputFormat::Avro) => {
-                let (name, suffix) = match part {
-                    Part::Key => ("Key", "key"),
-                    Part::Value if self.full_document_only => ("Document", "value"),
-                    Part::Value => ("ChangeEvent", "value"),
-                };
-                let subject = format!("{}-{suffix}", avro.topic(event));
-                Ok(avro.writer.write(&doc, name, &subject)?)
-            }
-            _ => encode(doc, self.format),
+        let Some(registered) = &self.registered else {
+            return encode(doc, self.format);
+        };
+        let (name, suffix) = match part {
+            Part::Key => ("Key", "key"),
+            Part::Value if self.full_document_only => ("Document", "value"),
+            Part::Value => ("ChangeEvent", "value"),
+        };
+        let subject = format!("{}-{suffix}", registered.topic(event));
+        match &registered.writer {
+            Writer::Avro(avro) => Ok(avro.write(&doc, name, &subject)?),
+            Writer::JsonSchema(json) => Ok(json.write(&doc, name, &subject)?),
         }
     }
 }
@@ -150,9 +174,9 @@ pub enum Converted {
 impl Conversion {
     /// Converts one change event.
     pub fn convert(&self, mut event: Document) -> Result<Converted, FormatError> {
-        // Avro names its subjects after the event's topic, which needs the whole event.
+        // Registered schemas are named after the event's topic, which needs the whole event.
         let whole = self
-            .avro
+            .registered
             .as_ref()
             .map(|_| event.clone())
             .unwrap_or_default();
@@ -204,9 +228,10 @@ pub fn encode(doc: Document, format: OutputFormat) -> Result<Vec<u8>, FormatErro
         }
         OutputFormat::SimplifiedJson => serde_json::to_vec(&simplify(Bson::Document(doc)))?,
         OutputFormat::Bson => bson::to_vec(&doc)?,
-        OutputFormat::Avro => {
+        OutputFormat::Avro | OutputFormat::JsonSchema => {
             return Err(FormatError::Decode(
-                "`avro` is written through a schema registry, by a `Conversion`".into(),
+                "`avro` and `json_schema` are written through a schema registry, by a `Conversion`"
+                    .into(),
             ))
         }
     })
@@ -281,7 +306,9 @@ fn base64_encode(bytes: &[u8]) -> String {
 pub fn decode(bytes: &[u8], format: OutputFormat) -> Result<Document, String> {
     match format {
         OutputFormat::Bson => bson::from_slice(bytes).map_err(|e| e.to_string()),
-        OutputFormat::Avro => Err("`avro` is read through a schema registry".into()),
+        OutputFormat::Avro | OutputFormat::JsonSchema => {
+            Err("`avro` and `json_schema` are read through a schema registry".into())
+        }
         _ => {
             let json: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
             match Bson::try_from(json) {
@@ -357,7 +384,7 @@ mod tests {
             format,
             full_document_only: false,
             tombstone_on_delete: false,
-            avro: None,
+            registered: None,
         }
     }
 
