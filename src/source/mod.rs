@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 pub mod copy;
+pub mod copy_progress;
 pub mod format;
 pub mod ledger;
 pub mod model;
@@ -28,6 +29,7 @@ use rdkafka::producer::Producer;
 
 use self::checkpoint::Checkpoint;
 use self::checkpoint::Position;
+use self::copy_progress::CopyTracker;
 use self::format::{Conversion, FormatError};
 use self::policy::{Decision, Failed, RestartPolicy, ResumeAt};
 use self::producer::{
@@ -218,6 +220,8 @@ pub struct SourceSupervisor {
     metrics: Metrics,
     readiness: Readiness,
     shutdown_deadline: Duration,
+    /// The copies' progress, across launches of the pipeline.
+    copies: Arc<CopyTracker>,
     running: Option<Running>,
     checkpoints: HashMap<String, Checkpoint>,
     readers: BTreeMap<String, ReaderSlot>,
@@ -247,9 +251,10 @@ impl SourceSupervisor {
             metrics,
             readiness,
             shutdown_deadline,
-            status: _,
+            status,
         } = env;
         Self {
+            copies: Arc::new(CopyTracker::new(&config.name, metrics.clone(), status)),
             config,
             mongo,
             kafka,
@@ -345,6 +350,7 @@ impl SourceSupervisor {
             mongo: self.mongo.clone(),
             producer: producer.clone(),
             metrics: self.metrics.clone(),
+            copies: self.copies.clone(),
         });
         self.running = Some(Running { producer, shared });
         for watched in Watched::of(&self.config) {

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use super::checkpoint::Position;
 use super::copy::{self, CopyProgress};
+use super::copy_progress::CopyTracker;
 use super::format::{self, Conversion, Converted};
 use super::policy::{EVENT_TOO_LARGE, HISTORY_LOST};
 use super::producer::{OutgoingRecord, ProduceBatch, ReaderId, RecordProducer};
@@ -235,6 +236,8 @@ pub struct ReaderContext {
     pub producer: Addr<RecordProducer>,
     /// Metrics.
     pub metrics: Metrics,
+    /// The copies' progress.
+    pub copies: Arc<CopyTracker>,
 }
 
 /// Tells the pipeline supervisor a reader ended with an error.
@@ -817,11 +820,24 @@ impl Copier<'_> {
             return Ok(true);
         }
         tracing::info!(pipeline = %reader.shared.config.name, namespace = %namespace, ranges = ranges.len(), "copying existing documents");
+        // Only the progress estimate needs the count: without it the copy goes on.
+        let total = match collection.estimated_document_count().await {
+            Ok(count) => Some(count),
+            Err(error) => {
+                tracing::debug!(pipeline = %reader.shared.config.name, namespace = %namespace, %error, "no document count: the copy's progress has no total");
+                None
+            }
+        };
+        reader.shared.copies.start(&namespace, total);
         let workers = ranges
             .into_iter()
             .map(|(index, range)| self.copy_range(db, coll, &namespace, &collection, index, range));
         let finished = try_join_all(workers).await?;
-        Ok(finished.into_iter().all(|done| done))
+        let complete = finished.into_iter().all(|done| done);
+        if complete {
+            reader.shared.copies.finished(&namespace);
+        }
+        Ok(complete)
     }
 
     /// The `_id`s where the collection's ranges start (all but the first range).
@@ -889,6 +905,7 @@ impl Copier<'_> {
         let pipeline = &reader.shared.config.name;
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
+        let mut batch_documents = 0;
         let mut last_id = None;
         while let Some(document) = cursor
             .try_next()
@@ -915,7 +932,12 @@ impl Copier<'_> {
                 batch.push(record);
             }
             reader.shared.metrics.document_copied(pipeline, namespace);
+            batch_documents += 1;
             if batch.len() >= COPY_BATCH_DOCUMENTS || batch_bytes >= COPY_BATCH_BYTES {
+                reader
+                    .shared
+                    .copies
+                    .copied(namespace, std::mem::take(&mut batch_documents));
                 self.publish(
                     namespace,
                     index,
@@ -927,6 +949,7 @@ impl Copier<'_> {
                 batch_bytes = 0;
             }
         }
+        reader.shared.copies.copied(namespace, batch_documents);
         self.publish(namespace, index, batch, last_id, true).await?;
         Ok(true)
     }

@@ -1,0 +1,140 @@
+//! How far each `copy_existing` has come, told as people expect from a long job: the
+//! documents to copy (the collection's estimated count when its copy started), percent done
+//! and the time left, on `/status`, in metrics, and in a log line every [`LOG_EVERY`] per
+//! namespace. The copy workers of a reader report the documents they hand over; the
+//! estimates come from [`Progress`].
+//!
+//! A copy continued after a restart counts the documents copied since, against the whole
+//! estimated count: its ratio reads low until the copy ends (then it is 1).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::ops::metrics::Metrics;
+use crate::ops::progress::{human_seconds, Progress};
+use crate::ops::status::StatusBoard;
+
+/// How often a copy's progress is logged, per namespace.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The copies of one pipeline.
+pub struct CopyTracker {
+    pipeline: String,
+    metrics: Metrics,
+    status: StatusBoard,
+    copies: Mutex<HashMap<String, Copy>>,
+}
+
+struct Copy {
+    progress: Progress,
+    done: u64,
+    logged: Instant,
+}
+
+impl CopyTracker {
+    /// The tracker of `pipeline`'s copies.
+    pub fn new(pipeline: &str, metrics: Metrics, status: StatusBoard) -> Self {
+        Self {
+            pipeline: pipeline.to_owned(),
+            metrics,
+            status,
+            copies: Mutex::default(),
+        }
+    }
+
+    /// The copy of `namespace` starts (or continues after a restart), with `total`
+    /// documents by the collection's estimate when it is known.
+    pub fn start(&self, namespace: &str, total: Option<u64>) {
+        let now = Instant::now();
+        let copy = Copy {
+            progress: Progress::new(total, now),
+            done: 0,
+            logged: now,
+        };
+        self.publish(namespace, &copy);
+        self.copies().insert(namespace.to_owned(), copy);
+        tracing::info!(pipeline = %self.pipeline, %namespace, documents = ?total, "copy of existing documents started");
+    }
+
+    /// `count` more documents of `namespace` were handed over for publishing.
+    pub fn copied(&self, namespace: &str, count: u64) {
+        let now = Instant::now();
+        let mut copies = self.copies();
+        let Some(copy) = copies.get_mut(namespace) else {
+            return;
+        };
+        copy.done += count;
+        copy.progress.advance_to(copy.done, now);
+        self.publish(namespace, copy);
+        if now.duration_since(copy.logged) >= LOG_EVERY {
+            copy.logged = now;
+            let report = copy.progress.report();
+            let percent = report.ratio.map(|r| format!("{:.1}%", r * 100.0));
+            let left = report.eta_seconds.map(human_seconds);
+            tracing::info!(pipeline = %self.pipeline, %namespace, copied = report.done, total = ?report.total, percent = percent.as_deref().unwrap_or("unknown"), time_left = left.as_deref().unwrap_or("unknown"), "copy progress");
+        }
+    }
+
+    /// The copy of `namespace` is complete: its ratio is 1, whatever the estimate said.
+    pub fn finished(&self, namespace: &str) {
+        let mut copies = self.copies();
+        let Some(copy) = copies.get_mut(namespace) else {
+            return;
+        };
+        let done = copy.done;
+        // The estimate may have been off either way: the total is what was copied.
+        copy.progress = Progress::new(Some(done), Instant::now());
+        copy.progress.advance_to(done, Instant::now());
+        self.publish(namespace, copy);
+        tracing::info!(pipeline = %self.pipeline, %namespace, copied = done, "copy of existing documents finished");
+    }
+
+    fn publish(&self, namespace: &str, copy: &Copy) {
+        let report = copy.progress.report();
+        self.metrics
+            .copy_progress(&self.pipeline, namespace, &report);
+        self.status.copy(&self.pipeline, namespace, report);
+    }
+
+    fn copies(&self) -> std::sync::MutexGuard<'_, HashMap<String, Copy>> {
+        self.copies.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_is_reported_on_status_and_ends_at_one() -> Result<(), prometheus::Error> {
+        let status = StatusBoard::default();
+        let metrics = Metrics::new()?;
+        let tracker = CopyTracker::new("p", metrics.clone(), status.clone());
+        tracker.start("db.c", Some(200));
+        tracker.copied("db.c", 50);
+        let json = status.to_json();
+        let copy = &json["pipelines"]["p"]["copy"]["db.c"];
+        assert_eq!(copy["done"], 50);
+        assert_eq!(copy["total"], 200);
+        assert_eq!(copy["ratio"], 0.25);
+        let rendered = metrics.render()?;
+        assert!(
+            rendered
+                .contains("mkb_source_copy_total_documents{namespace=\"db.c\",pipeline=\"p\"} 200"),
+            "{rendered}"
+        );
+        assert!(
+            rendered
+                .contains("mkb_source_copy_progress_ratio{namespace=\"db.c\",pipeline=\"p\"} 0.25"),
+            "{rendered}"
+        );
+        // The estimate was low: the copy ends at 1 all the same.
+        tracker.copied("db.c", 250);
+        tracker.finished("db.c");
+        let json = status.to_json();
+        assert_eq!(json["pipelines"]["p"]["copy"]["db.c"]["ratio"], 1.0);
+        assert_eq!(json["pipelines"]["p"]["copy"]["db.c"]["done"], 300);
+        Ok(())
+    }
+}
