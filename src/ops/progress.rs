@@ -94,7 +94,9 @@ impl Progress {
         let rate = self.samples.slope().filter(|r| *r > 0.0);
         #[allow(clippy::cast_precision_loss)]
         let eta = match (self.total, rate) {
-            (Some(total), Some(rate)) => Some(total.saturating_sub(self.done) as f64 / rate),
+            // Nothing left: no rate needed.
+            (Some(total), _) if self.done >= total => Some(0.0),
+            (Some(total), Some(rate)) => Some((total - self.done) as f64 / rate),
             _ => None,
         };
         ProgressReport {

@@ -135,6 +135,7 @@ mod tests {
         let json = status.to_json();
         assert_eq!(json["pipelines"]["p"]["copy"]["db.c"]["ratio"], 1.0);
         assert_eq!(json["pipelines"]["p"]["copy"]["db.c"]["done"], 300);
+        assert_eq!(json["pipelines"]["p"]["copy"]["db.c"]["eta_seconds"], 0.0);
         Ok(())
     }
 }
