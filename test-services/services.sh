@@ -26,7 +26,8 @@
 #                --topic t --from-beginning --max-messages 1
 # Environment: KAFKA_PORT, KAFKA_CONTROLLER_PORT (9093), KAFKA_SSL_PORT (9094), KAFKA_SCRAM_USER
 #   (mkb-test), KAFKA_SCRAM_PASSWORD (mkb-test-secret), MONGO_PORT, START_TIMEOUT (120 s),
-#   KAFKA_HEAP (1g), MONGO_HEAP (1g), MONGO_H2_FILE (keep the stand-in's data in this H2 file
+#   KAFKA_HEAP (1g), MONGO_HEAP (4g: the stand-in keeps every write of a test run in its
+#   oplog), MONGO_H2_FILE (keep the stand-in's data in this H2 file
 #   across restarts instead of memory), TEST_SERVICES_CACHE (state folder, default .cache/).
 set -euo pipefail
 
@@ -49,7 +50,7 @@ TLS_STORE_PASSWORD="mkb-test-keystore"
 MONGO_PORT="${MONGO_PORT:-27017}"
 START_TIMEOUT="${START_TIMEOUT:-120}"
 KAFKA_HEAP="${KAFKA_HEAP:-1g}"
-MONGO_HEAP="${MONGO_HEAP:-1g}"
+MONGO_HEAP="${MONGO_HEAP:-4g}"
 MONGO_H2_FILE="${MONGO_H2_FILE:-}"
 
 log() { echo "services: $*" >&2; }

@@ -252,3 +252,47 @@ async fn a_timestamp_start_publishes_the_changes_from_that_time_on() {
         let _ = common::mongo_client().await.database(&db).drop().await;
     }
 }
+
+#[tokio::test]
+async fn regex_keys_of_the_namespace_map_route_whole_families_of_collections() {
+    let db = common::unique("srcproof");
+    let client = common::mongo_client().await;
+    for coll in ["archive_2023", "archive_2024", "live"] {
+        client
+            .database(&db)
+            .collection::<Document>(coll)
+            .insert_one(doc! {"_id": -1, "seed": true})
+            .await
+            .expect("seed");
+    }
+    let name = common::unique("regexmap");
+    let config = common::config_toml(
+        common::free_port(),
+        &format!(
+            "[[source]]\nname = \"{name}\"\ndatabase = \"{db}\"\nmax_await_time = \"200ms\"\ncheckpoint_interval = \"100ms\"\n[source.topic_namespace_map]\n\"/\\\\.archive_[0-9]+$/\" = \"{{db}}-archive\"\n"
+        ),
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    for (coll, id) in [("archive_2023", 1), ("archive_2024", 2), ("live", 3)] {
+        client
+            .database(&db)
+            .collection::<Document>(coll)
+            .insert_one(doc! {"_id": id})
+            .await
+            .expect("insert");
+    }
+    let archive = common::consume(&format!("{db}-archive"), 2, WAIT, false).await;
+    let mut ids: Vec<i64> = archive.iter().map(key_id).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        [1, 2],
+        "both archives in one topic; log:\n{}",
+        daemon.log()
+    );
+    let live = common::consume(&format!("{db}.live"), 1, WAIT, false).await;
+    assert_eq!(live.iter().map(key_id).collect::<Vec<_>>(), [3]);
+    daemon.terminate(WAIT);
+    let _ = client.database(&db).drop().await;
+}

@@ -591,6 +591,24 @@ impl SourceConfig {
         }
         for (namespace, topic) in &self.topic_namespace_map {
             let path = format!("{key}.topic_namespace_map.\"{namespace}\"");
+            if let Some(pattern) = namespace
+                .strip_prefix('/')
+                .and_then(|p| p.strip_suffix('/'))
+            {
+                if let Err(e) = regex::Regex::new(pattern) {
+                    out.push(Violation::new(
+                        path.clone(),
+                        format!("not a valid regex: {e}"),
+                    ));
+                }
+                // `{db}` and `{coll}` stand for names, which are valid in topic names.
+                topic_name(
+                    &path,
+                    &topic.replace("{db}", "db").replace("{coll}", "coll"),
+                    out,
+                );
+                continue;
+            }
             let valid_key = namespace == "*"
                 || namespace.split_once('.').is_some_and(|(db, coll)| {
                     !db.is_empty()
@@ -601,7 +619,7 @@ impl SourceConfig {
             if !valid_key {
                 out.push(Violation::new(
                     path.clone(),
-                    "keys are `db.coll`, `db.*` or `*`",
+                    "keys are `db.coll`, `db.*`, `/regex/` or `*`",
                 ));
             }
             topic_name(&path, topic, out);
@@ -880,6 +898,20 @@ mod tests {
             "[source.topic_namespace_map]\n\"db.*\" = \"bad topic\"\n",
             "source[0].topic_namespace_map.\"db.*\"",
             "holds ` `",
+        );
+        invalid(
+            "[source.topic_namespace_map]\n\"/a(/\" = \"t\"\n",
+            "source[0].topic_namespace_map.\"/a(/\"",
+            "not a valid regex",
+        );
+        invalid(
+            "[source.topic_namespace_map]\n\"/^a/\" = \"{db} x\"\n",
+            "source[0].topic_namespace_map.\"/^a/\"",
+            "holds ` `",
+        );
+        assert!(
+            source("[source.topic_namespace_map]\n\"/^logs\\\\./\" = \"{db}-{coll}\"\n").is_ok(),
+            "a regex key with placeholders is valid"
         );
         invalid(
             "topic_partitions = 0\n",

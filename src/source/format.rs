@@ -102,7 +102,7 @@ impl Registered {
         };
         Ok(Some(Self {
             writer,
-            topics: TopicMapper::new(config),
+            topics: TopicMapper::new(config)?,
         }))
     }
 

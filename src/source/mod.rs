@@ -318,6 +318,18 @@ impl SourceSupervisor {
     }
 
     fn launch(&mut self, producer: rdkafka::producer::FutureProducer, ctx: &mut Context<Self>) {
+        // Validation compiled the namespace map's regexes already; should one still fail,
+        // the pipeline stops saying which.
+        let topics = match TopicMapper::new(&self.config) {
+            Ok(topics) => topics,
+            Err(reason) => {
+                let error = SourceError::Config {
+                    namespace: self.config.name.clone(),
+                    reason,
+                };
+                return self.fail(error, ctx);
+            }
+        };
         self.launches += 1;
         let producer = RecordProducer::new(
             ProducerSetup {
@@ -346,7 +358,7 @@ impl SourceSupervisor {
         let shared = Arc::new(ReaderContext {
             config: self.config.clone(),
             conversion: Conversion::for_source(&self.config),
-            topics: TopicMapper::new(&self.config),
+            topics,
             mongo: self.mongo.clone(),
             producer: producer.clone(),
             metrics: self.metrics.clone(),
@@ -610,7 +622,10 @@ async fn create_topics(
     kafka_config: &KafkaConfig,
     config: &SourceConfig,
 ) -> Result<(), SourceError> {
-    let mapper = TopicMapper::new(config);
+    let mapper = TopicMapper::new(config).map_err(|reason| SourceError::Config {
+        namespace: config.name.clone(),
+        reason,
+    })?;
     let mut names: Vec<String> = Watched::of(config)
         .iter()
         .filter_map(|w| match w {

@@ -1050,7 +1050,7 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let source = &config.sources[0];
-        let topics = TopicMapper::new(source);
+        let topics = TopicMapper::new(source).unwrap_or_else(|e| panic!("{e}"));
         let dead = undecodable(
             &raw,
             &error,
