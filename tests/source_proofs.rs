@@ -296,3 +296,54 @@ async fn regex_keys_of_the_namespace_map_route_whole_families_of_collections() {
     daemon.terminate(WAIT);
     let _ = client.database(&db).drop().await;
 }
+
+#[tokio::test]
+async fn a_source_dead_letter_can_carry_kafka_connects_headers() {
+    let db = common::unique("srcproof");
+    let coll = collection(&db, "c").await;
+    let dlq = common::unique("dlq");
+    let name = common::unique("connecthdr");
+    let config = source_config(
+        common::free_port(),
+        &name,
+        &db,
+        "c",
+        &format!("[source.errors]\ntolerance = \"all\"\ndead_letter_topic = \"{dlq}\"\ndead_letter_headers = \"connect\""),
+    )
+    .replace(
+        "[kafka]\n",
+        "[kafka]\nproducer = { \"message.max.bytes\" = 20000 }\n",
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    coll.insert_one(doc! { "_id": 8, "big": "y".repeat(50_000) })
+        .await
+        .expect("insert");
+    let dead = common::consume(&dlq, 1, WAIT, false).await;
+    assert_eq!(dead.len(), 1, "log:\n{}", daemon.log());
+    let header = |key: &str| -> Option<String> {
+        dead[0]
+            .headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(header("__connect.errors.topic"), Some(format!("{db}.c")));
+    assert_eq!(
+        header("__connect.errors.connector.name"),
+        Some(name.clone())
+    );
+    assert_eq!(
+        header("__connect.errors.stage").as_deref(),
+        Some("KAFKA_PRODUCE")
+    );
+    assert!(header("__connect.errors.exception.message").is_some_and(|m| !m.is_empty()));
+    assert_eq!(
+        header("mkb.error"),
+        None,
+        "`connect` only: {:?}",
+        dead[0].headers
+    );
+    daemon.terminate(WAIT);
+    let _ = common::mongo_client().await.database(&db).drop().await;
+}

@@ -42,7 +42,7 @@ pub struct SinkConfig {
     /// Settings for one topic: a table of any per-topic key below, keyed by topic name.
     #[serde(default)]
     pub topic_overrides: BTreeMap<String, toml::Table>,
-    /// Records buffered per partition writer; a full buffer pauses the partition.
+    /// Records buffered per partition writer; while its buffer is full the partition is not read.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
 

@@ -407,7 +407,7 @@ impl SourceSupervisor {
         match self.config.startup_mode {
             StartupMode::Latest => StartAt::Latest,
             StartupMode::Timestamp => match self.config.startup_time() {
-                Ok(Some(at)) => StartAt::Time(at.time),
+                Ok(Some(at)) => StartAt::Time(at),
                 _ => StartAt::Latest,
             },
             StartupMode::CopyExisting => StartAt::CopyExisting,

@@ -348,30 +348,28 @@ impl Actor for RecordProducer {
 
 fn dead_letter_headers(
     pipeline: &str,
+    policy: &RecordPolicy,
     record: &OutgoingRecord,
     reason: &str,
     stage: &str,
 ) -> OwnedHeaders {
-    OwnedHeaders::new()
-        .insert(Header {
-            key: "mkb.error",
-            value: Some(reason),
-        })
-        .insert(Header {
-            key: "mkb.pipeline",
-            value: Some(pipeline),
-        })
-        .insert(Header {
-            key: "mkb.origin",
-            value: Some(record.origin.as_str()),
-        })
-        .insert(Header {
-            key: "mkb.topic",
-            value: Some(record.topic.as_str()),
-        })
-        .insert(Header {
-            key: "mkb.error.stage",
-            value: Some(stage),
+    let letter = crate::dead_letter::DeadLetter {
+        pipeline,
+        reason,
+        stage,
+        origin: &record.origin,
+        target_topic: Some(&record.topic),
+        source: None,
+        // The value of a record too large for Kafka is left out: it is what did not fit.
+        omitted: (stage == "too_large").then_some("value"),
+    };
+    crate::dead_letter::headers(policy.errors.dead_letter_headers, &letter)
+        .into_iter()
+        .fold(OwnedHeaders::new(), |headers, (key, value)| {
+            headers.insert(Header {
+                key,
+                value: Some(value.as_str()),
+            })
         })
 }
 
@@ -552,7 +550,7 @@ async fn dead_letter(
         dlq,
         record.key.as_deref(),
         value,
-        Some(dead_letter_headers(pipeline, record, reason, stage)),
+        Some(dead_letter_headers(pipeline, policy, record, reason, stage)),
         || metrics.produce_retried(pipeline),
     )
     .await

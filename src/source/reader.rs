@@ -216,8 +216,8 @@ pub enum StartAt {
     Resume(Position),
     /// At the newest change.
     Latest,
-    /// At this cluster time (seconds).
-    Time(u32),
+    /// At this cluster time (seconds, and the operation within that second).
+    Time(Timestamp),
     /// Copy the existing documents, then follow changes from when the copy began.
     CopyExisting,
 }
@@ -407,12 +407,7 @@ impl ReadLoop {
         options.max_await_time = Some(config.max_await_time);
         match start {
             StartAt::Resume(position) => options.start_after = Some(position.token.clone()),
-            StartAt::Time(secs) => {
-                options.start_at_operation_time = Some(Timestamp {
-                    time: *secs,
-                    increment: 0,
-                })
-            }
+            StartAt::Time(at) => options.start_at_operation_time = Some(*at),
             StartAt::Latest | StartAt::CopyExisting => {}
         }
         options
