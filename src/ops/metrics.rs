@@ -11,6 +11,10 @@ use prometheus::{
     TextEncoder,
 };
 
+/// Why a change event was published as nothing: with `publish_full_document_only`, it has
+/// no document (a delete without `tombstone_on_delete`, an update whose document is gone).
+pub const SKIPPED_NO_DOCUMENT: &str = "no_document";
+
 /// Prefix of every metric name.
 pub const PREFIX: &str = "mkb";
 
@@ -63,6 +67,7 @@ pub struct Metrics {
     produce_errors: IntCounterVec,
     produce_retries: IntCounterVec,
     oversize_events: IntCounterVec,
+    events_skipped: IntCounterVec,
     copied_documents: IntCounterVec,
     delivery_duration: HistogramVec,
     event_lag: HistogramVec,
@@ -204,6 +209,11 @@ impl Metrics {
                 "source_oversize_events_total",
                 "Events larger than the producer's `message.max.bytes`, by pipeline and what was done (`split`, `skipped`, `dead_lettered`, `failed`).",
                 &["pipeline", "action"],
+            )?,
+            events_skipped: b.counter(
+                "source_events_skipped_total",
+                "Change events published as nothing, by pipeline and reason (`no_document`: with `publish_full_document_only`, an event without a document, such as a delete without `tombstone_on_delete`).",
+                &["pipeline", "reason"],
             )?,
             copied_documents: b.counter(
                 "source_copied_documents_total",
@@ -359,6 +369,8 @@ impl Metrics {
         for reason in ["too_large", "format"] {
             self.dead_letters.with_label_values(&[pipeline, reason]);
         }
+        self.events_skipped
+            .with_label_values(&[pipeline, SKIPPED_NO_DOCUMENT]);
         self.delivery_duration.with_label_values(&[pipeline]);
         self.event_lag.with_label_values(&[pipeline]);
         self.mailbox_depth
@@ -444,6 +456,13 @@ impl Metrics {
     /// Records a wait for room in librdkafka's queue.
     pub fn produce_retried(&self, pipeline: &str) {
         self.produce_retries.with_label_values(&[pipeline]).inc();
+    }
+
+    /// Records a change event published as nothing, and why (`SKIPPED_*`).
+    pub fn event_skipped(&self, pipeline: &str, reason: &str) {
+        self.events_skipped
+            .with_label_values(&[pipeline, reason])
+            .inc();
     }
 
     /// Records an event too large for Kafka and what was done with it.

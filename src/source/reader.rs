@@ -27,7 +27,7 @@ use super::SourceError;
 use crate::config::{
     ErrorsConfig, FullDocument, FullDocumentBeforeChange, OutputFormat, SourceConfig, Tolerance,
 };
-use crate::ops::metrics::{Metrics, MAILBOX_RECORD_PRODUCER};
+use crate::ops::metrics::{Metrics, MAILBOX_RECORD_PRODUCER, SKIPPED_NO_DOCUMENT};
 
 /// Copied documents per batch handed to the producer, at most.
 const COPY_BATCH_DOCUMENTS: usize = 256;
@@ -388,6 +388,11 @@ impl ReadLoop {
         let config = &self.shared.config;
         let mut options = ChangeStreamOptions::default();
         options.full_document = match config.full_document {
+            // As the MongoDB Kafka Connector does: publishing only documents needs the
+            // document of updates too, which only a lookup provides.
+            FullDocument::Default if config.publish_full_document_only => {
+                Some(FullDocumentType::UpdateLookup)
+            }
             FullDocument::Default => None,
             FullDocument::UpdateLookup => Some(FullDocumentType::UpdateLookup),
             FullDocument::WhenAvailable => Some(FullDocumentType::WhenAvailable),
@@ -544,7 +549,13 @@ impl ReadLoop {
             Ok(Converted::Record { key, value }) => {
                 Ok(Some(OutgoingRecord::new(topic, key, value, origin)))
             }
-            Ok(Converted::Skip) => Ok(None),
+            Ok(Converted::Skip) => {
+                tracing::debug!(pipeline = %self.shared.config.name, %origin, "no document to publish; skipped");
+                self.shared
+                    .metrics
+                    .event_skipped(&self.shared.config.name, SKIPPED_NO_DOCUMENT);
+                Ok(None)
+            }
             Err(source) => match tolerated {
                 Some((key, event)) => Ok(Some(unconvertible(
                     topic,
