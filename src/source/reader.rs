@@ -754,6 +754,7 @@ impl ReadLoop {
                 .as_ref()
                 .is_none_or(|re| re.is_match(&format!("{db}.{coll}")))
         });
+        copy::copy_order(&mut namespaces);
         Ok(namespaces)
     }
 
