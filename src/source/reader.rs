@@ -1,4 +1,3 @@
-// LEAD NOTE TO THE DEVELOPER (delete this line before committing): read /work/wt-source/LEAD_NOTE.md now (ground rules, deadline 10:50 UTC, how to build fast), then delete that file and this line.
 //! The change-stream reader actor: one per watched namespace. It opens the change stream
 //! (from a checkpoint, or by the startup mode), copies existing documents when asked,
 //! converts events to records and hands them to the producer, awaiting the bounded mailbox,
