@@ -27,15 +27,14 @@ use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::producer::Producer;
 
 use self::checkpoint::Checkpoint;
-use self::checkpoint::Position;
 use self::format::{Conversion, FormatError};
+use self::model::{Position, Scope, StartAt};
 use self::policy::{Decision, Failed, RestartPolicy, ResumeAt};
 use self::producer::{
     Drain, LastAcknowledged, ProducerFailed, ProducerSetup, ReaderId, RecordPolicy, RecordProducer,
 };
 use self::reader::{
-    AbortReader, ChangeStreamReader, ReaderContext, ReaderFailed, ReaderProgress, StartAt,
-    StopReader, Watched,
+    AbortReader, ChangeStreamReader, ReaderContext, ReaderFailed, ReaderProgress, StopReader,
 };
 use self::topic::TopicMapper;
 use crate::backoff::Backoff;
@@ -178,7 +177,7 @@ impl From<checkpoint::CheckpointError> for SourceError {
 }
 
 struct ReaderSlot {
-    watched: Watched,
+    watched: Scope,
     generation: u64,
     addr: Option<Addr<ChangeStreamReader>>,
     backoff: Backoff,
@@ -351,7 +350,7 @@ impl SourceSupervisor {
             metrics: self.metrics.clone(),
         });
         self.running = Some(Running { producer, shared });
-        for watched in Watched::of(&self.config) {
+        for watched in Scope::of(&self.config) {
             let namespace = watched.namespace();
             let slot = self
                 .readers
@@ -409,7 +408,7 @@ impl SourceSupervisor {
             namespace: namespace.to_owned(),
             generation: slot.generation,
         };
-        tracing::info!(pipeline = %self.config.name, namespace, start = ?start_name(&start), generation = slot.generation, "starting reader");
+        tracing::info!(pipeline = %self.config.name, namespace, start = start.name(), generation = slot.generation, "starting reader");
         slot.pin();
         slot.progress = Arc::default();
         slot.addr = Some(
@@ -592,16 +591,6 @@ impl SourceSupervisor {
     }
 }
 
-fn start_name(start: &StartAt) -> &'static str {
-    match start {
-        StartAt::Resume(Position { copy: Some(_), .. }) => "checkpoint, copying",
-        StartAt::Resume(_) => "checkpoint",
-        StartAt::Latest => "latest",
-        StartAt::Time(_) => "timestamp",
-        StartAt::CopyExisting => "copy_existing",
-    }
-}
-
 /// Creates the topics of the pipeline's collection readers (and its heartbeat and dead
 /// letter topics) that do not exist yet.
 async fn create_topics(
@@ -609,10 +598,10 @@ async fn create_topics(
     config: &SourceConfig,
 ) -> Result<(), SourceError> {
     let mapper = TopicMapper::new(config);
-    let mut names: Vec<String> = Watched::of(config)
+    let mut names: Vec<String> = Scope::of(config)
         .iter()
         .filter_map(|w| match w {
-            Watched::Collection { db, coll } => Some(mapper.topic(db, Some(coll))),
+            Scope::Collection { db, coll } => Some(mapper.topic(db, Some(coll))),
             _ => None,
         })
         .collect();
@@ -662,7 +651,7 @@ impl Actor for SourceSupervisor {
         ctx.set_mailbox_capacity(crate::CONTROL_MAILBOX_CAPACITY);
         self.metrics.pipeline_started("source");
         self.metrics.source_pipeline_series(&self.config.name);
-        for watched in Watched::of(&self.config) {
+        for watched in Scope::of(&self.config) {
             self.metrics
                 .reader_series(&self.config.name, &watched.namespace());
         }

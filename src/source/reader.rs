@@ -16,11 +16,11 @@ use mongodb::change_stream::ChangeStream;
 use mongodb::options::{ChangeStreamOptions, FullDocumentBeforeChangeType, FullDocumentType};
 use tokio::sync::watch;
 
-use super::checkpoint::Position;
 use super::copy::{self, CopyProgress};
 use super::format::{self, Conversion, Converted};
+use super::model::{OutgoingRecord, Position, ReaderId, Scope, StartAt};
 use super::policy::{EVENT_TOO_LARGE, HISTORY_LOST};
-use super::producer::{OutgoingRecord, ProduceBatch, ReaderId, RecordProducer};
+use super::producer::{ProduceBatch, RecordProducer};
 use super::topic::TopicMapper;
 use super::SourceError;
 use crate::config::{
@@ -148,78 +148,6 @@ fn unconvertible(
     }
 }
 
-/// What one reader watches.
-#[derive(Debug, Clone)]
-pub enum Watched {
-    /// Every database.
-    Deployment,
-    /// One database (optionally only collections matching a regex).
-    Database {
-        /// The database.
-        db: String,
-        /// Only collections whose names match.
-        collection_regex: Option<String>,
-    },
-    /// One collection.
-    Collection {
-        /// The database.
-        db: String,
-        /// The collection.
-        coll: String,
-    },
-}
-
-impl Watched {
-    /// The readers of a source pipeline: one per collection, or one for the database or
-    /// deployment.
-    pub fn of(config: &SourceConfig) -> Vec<Watched> {
-        match (&config.database, &config.collection) {
-            (Some(db), Some(colls)) => colls
-                .names()
-                .into_iter()
-                .map(|coll| Watched::Collection {
-                    db: db.clone(),
-                    coll: coll.to_owned(),
-                })
-                .collect(),
-            (Some(db), None) => vec![Watched::Database {
-                db: db.clone(),
-                collection_regex: config.collection_regex.clone(),
-            }],
-            (None, _) => vec![Watched::Deployment],
-        }
-    }
-
-    /// The namespace naming this reader in checkpoints, logs and metrics.
-    pub fn namespace(&self) -> String {
-        match self {
-            Self::Deployment => "*".to_owned(),
-            Self::Database {
-                db,
-                collection_regex: None,
-            } => db.clone(),
-            Self::Database {
-                db,
-                collection_regex: Some(re),
-            } => format!("{db}./{re}/"),
-            Self::Collection { db, coll } => format!("{db}.{coll}"),
-        }
-    }
-}
-
-/// Where a reader starts.
-#[derive(Debug, Clone)]
-pub enum StartAt {
-    /// At a checkpoint: after its token, continuing its copy if one was running.
-    Resume(Position),
-    /// At the newest change.
-    Latest,
-    /// At this cluster time (seconds).
-    Time(u32),
-    /// Copy the existing documents, then follow changes from when the copy began.
-    CopyExisting,
-}
-
 /// Everything a reader needs, shared by the readers of one pipeline.
 pub struct ReaderContext {
     /// The pipeline configuration.
@@ -259,7 +187,7 @@ pub struct AbortReader;
 /// The reader actor.
 pub struct ChangeStreamReader {
     id: ReaderId,
-    watched: Watched,
+    watched: Scope,
     start: StartAt,
     shared: Arc<ReaderContext>,
     supervisor: Recipient<ReaderFailed>,
@@ -272,7 +200,7 @@ impl ChangeStreamReader {
     /// A reader of `watched`, starting at `start`, reporting its progress to `progress`.
     pub fn new(
         id: ReaderId,
-        watched: Watched,
+        watched: Scope,
         start: StartAt,
         shared: Arc<ReaderContext>,
         supervisor: Recipient<ReaderFailed>,
@@ -349,7 +277,7 @@ impl Handler<AbortReader> for ChangeStreamReader {
 /// The reading itself, kept out of the actor so it is plain async code.
 struct ReadLoop {
     id: ReaderId,
-    watched: Watched,
+    watched: Scope,
     shared: Arc<ReaderContext>,
     stop: Arc<AtomicBool>,
     progress: Arc<ReaderProgress>,
@@ -421,7 +349,7 @@ impl ReadLoop {
 
     fn stages(&self) -> Result<Vec<Document>, SourceError> {
         let mut stages = Vec::new();
-        if let Watched::Database {
+        if let Scope::Database {
             collection_regex: Some(re),
             ..
         } = &self.watched
@@ -445,8 +373,8 @@ impl ReadLoop {
         let options = self.options(start);
         let stages = self.stages()?;
         let opened = match &self.watched {
-            Watched::Deployment => mongo.watch().pipeline(stages).with_options(options).await,
-            Watched::Database { db, .. } => {
+            Scope::Deployment => mongo.watch().pipeline(stages).with_options(options).await,
+            Scope::Database { db, .. } => {
                 mongo
                     .database(db)
                     .watch()
@@ -454,7 +382,7 @@ impl ReadLoop {
                     .with_options(options)
                     .await
             }
-            Watched::Collection { db, coll } => {
+            Scope::Collection { db, coll } => {
                 mongo
                     .database(db)
                     .collection::<Document>(coll)
@@ -516,11 +444,7 @@ impl ReadLoop {
         // `ns` is on every event MongoDB emits; where a server leaves it out, the watched
         // namespace stands in.
         let ns = event.get_document("ns").ok();
-        let (watched_db, watched_coll) = match &self.watched {
-            Watched::Collection { db, coll } => (Some(db.as_str()), Some(coll.as_str())),
-            Watched::Database { db, .. } => (Some(db.as_str()), None),
-            Watched::Deployment => (None, None),
-        };
+        let (watched_db, watched_coll) = self.watched.default_ns();
         let db = ns
             .and_then(|n| n.get_str("db").ok())
             .or(watched_db)
@@ -707,18 +631,18 @@ impl ReadLoop {
         let mongo = &self.shared.mongo;
         let mut namespaces = Vec::new();
         let dbs = match &self.watched {
-            Watched::Collection { db, coll } => {
+            Scope::Collection { db, coll } => {
                 namespaces.push((db.clone(), coll.clone()));
                 Vec::new()
             }
-            Watched::Database { db, .. } => vec![db.clone()],
-            Watched::Deployment => mongo
+            Scope::Database { db, .. } => vec![db.clone()],
+            Scope::Deployment => mongo
                 .list_database_names()
                 .await
                 .map_err(self.mongo_error("listing databases"))?,
         };
         let coll_regex = match &self.watched {
-            Watched::Database {
+            Scope::Database {
                 collection_regex: Some(re),
                 ..
             } => regex::Regex::new(re).ok(),
