@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod model;
 pub mod policy;
 pub mod producer;
+pub mod progress;
 pub mod reader;
 pub mod topic;
 

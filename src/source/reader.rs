@@ -3,9 +3,9 @@
 //! converts events to records and hands them to the producer, awaiting the bounded mailbox,
 //! so a slow Kafka stops it pulling from MongoDB.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
@@ -21,6 +21,8 @@ use super::format::{self, Conversion, Converted};
 use super::model::{OutgoingRecord, Position, ReaderId, Scope, StartAt};
 use super::policy::{EVENT_TOO_LARGE, HISTORY_LOST};
 use super::producer::{ProduceBatch, RecordProducer};
+use super::progress::now_millis;
+pub use super::progress::ReaderProgress;
 use super::topic::TopicMapper;
 use super::SourceError;
 use crate::config::{
@@ -32,67 +34,6 @@ use crate::ops::metrics::{Metrics, MAILBOX_RECORD_PRODUCER, SKIPPED_NO_DOCUMENT}
 const COPY_BATCH_DOCUMENTS: usize = 256;
 /// Bytes of copied records per batch handed to the producer, at most.
 const COPY_BATCH_BYTES: usize = 1024 * 1024;
-
-/// When a reader last heard from its change stream (or copy), for stall detection. A
-/// reader waiting for room in the producer's mailbox is held back by Kafka, not stalled.
-#[derive(Debug)]
-pub struct ReaderProgress {
-    started_millis: u64,
-    /// 0 until the stream first answered.
-    last_millis: AtomicU64,
-    waiting_for_kafka: AtomicBool,
-    /// Where a reader started without a position (`latest`, a timestamp) found its stream
-    /// when it opened: every restart before a checkpoint starts there.
-    opened_at: std::sync::OnceLock<Position>,
-}
-
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or_default()
-}
-
-impl Default for ReaderProgress {
-    fn default() -> Self {
-        Self {
-            started_millis: now_millis(),
-            last_millis: AtomicU64::new(0),
-            waiting_for_kafka: AtomicBool::new(false),
-            opened_at: std::sync::OnceLock::new(),
-        }
-    }
-}
-
-impl ReaderProgress {
-    /// Records that the stream answered (an event, or an empty batch and its token).
-    pub fn advanced(&self) {
-        self.last_millis.store(now_millis(), Ordering::Relaxed);
-    }
-
-    /// Whether the stream answered at least once since the reader started.
-    pub fn has_advanced(&self) -> bool {
-        self.last_millis.load(Ordering::Relaxed) != 0
-    }
-
-    /// Where the stream of a reader started without a position opened, once it did.
-    pub fn opened_at(&self) -> Option<Position> {
-        self.opened_at.get().cloned()
-    }
-
-    /// How long the stream has not advanced (since the reader started, if it never did);
-    /// `None` while the reader waits for Kafka.
-    pub fn idle_for(&self) -> Option<Duration> {
-        if self.waiting_for_kafka.load(Ordering::Relaxed) {
-            return None;
-        }
-        let last = self
-            .last_millis
-            .load(Ordering::Relaxed)
-            .max(self.started_millis);
-        Some(Duration::from_millis(now_millis().saturating_sub(last)))
-    }
-}
 
 /// An event that is valid BSON but not a document the daemon can read (a string that is
 /// not UTF-8): dead-lettered as its raw bytes with `errors.tolerance = "all"`, else the error
@@ -413,13 +354,9 @@ impl ReadLoop {
         self.shared
             .metrics
             .mailbox(pipeline, MAILBOX_RECORD_PRODUCER, 1);
-        self.progress
-            .waiting_for_kafka
-            .store(true, Ordering::Relaxed);
+        self.progress.waiting_for_kafka(true);
         let sent = self.shared.producer.send(batch).await;
-        self.progress
-            .waiting_for_kafka
-            .store(false, Ordering::Relaxed);
+        self.progress.waiting_for_kafka(false);
         match sent {
             Ok(result) => result,
             Err(_) => {
@@ -513,7 +450,7 @@ impl ReadLoop {
         self.progress.advanced();
         if let (StartAt::Latest | StartAt::Time(_), Some(token)) = (&start, stream.resume_token()) {
             // The token of a stream that returned nothing yet: where it opened.
-            let _ = self.progress.opened_at.set(Position::stream(token));
+            self.progress.opened(Position::stream(token));
         }
         let copy = match &start {
             StartAt::CopyExisting => Some(CopyProgress::default()),
@@ -985,18 +922,5 @@ mod tests {
             matches!(&stopped, Err(SourceError::Format { origin, .. }) if origin.starts_with("d.c ")),
             "{stopped:?}"
         );
-    }
-
-    #[test]
-    fn progress_reports_idle_time_but_not_while_waiting_for_kafka() {
-        let progress = ReaderProgress::default();
-        assert!(!progress.has_advanced());
-        assert!(progress
-            .idle_for()
-            .is_some_and(|d| d < Duration::from_secs(5)));
-        progress.advanced();
-        assert!(progress.has_advanced());
-        progress.waiting_for_kafka.store(true, Ordering::Relaxed);
-        assert_eq!(progress.idle_for(), None);
     }
 }
