@@ -11,9 +11,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bson::{doc, Bson};
-use mongo_kafka_bridge::source::checkpoint::Position;
 use mongo_kafka_bridge::source::ledger::{Action, CheckpointLedger, Ticket};
-use mongo_kafka_bridge::source::model::ReaderId;
+use mongo_kafka_bridge::source::model::{Position, ReaderId};
 use proptest::prelude::*;
 
 const READERS: usize = 2;

@@ -322,3 +322,58 @@ async fn a_latest_pipeline_restarted_before_its_first_checkpoint_loses_no_change
         .await;
     pipeline.daemon.terminate(WAIT);
 }
+
+/// Issue 12, defect 6: `publish_full_document_only` without `full_document` skipped every
+/// update silently (an update event has no `fullDocument` unless asked for). As the MongoDB
+/// Kafka Connector does, it now asks for `updateLookup`; what is still skipped (a delete
+/// without `tombstone_on_delete`) is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_full_document_only_publishes_updates_as_their_documents() {
+    let db = common::unique("fdo");
+    let coll = collection(&db, "c").await;
+    common::create_topic(&format!("{db}.c"), 1).await;
+    let name = common::unique("fdosrc");
+    let port = common::free_port();
+    let config = common::config_toml(
+        port,
+        &source(&name, &db, "c", "publish_full_document_only = true"),
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    coll.insert_one(doc! { "_id": 1_i64, "v": 1 })
+        .await
+        .expect("insert");
+    coll.update_one(doc! { "_id": 1_i64 }, doc! { "$set": { "v": 2 } })
+        .await
+        .expect("update");
+    // (A lookup finds the document as it is when the event is read: this one stays.)
+    coll.insert_one(doc! { "_id": 2_i64 })
+        .await
+        .expect("insert");
+    coll.delete_one(doc! { "_id": 2_i64 })
+        .await
+        .expect("delete");
+    coll.insert_one(doc! { "_id": 3_i64, "v": 3 })
+        .await
+        .expect("insert");
+    let records = common::consume(&format!("{db}.c"), 4, WAIT, false).await;
+    let values: Vec<serde_json::Value> = records.iter().map(common::Consumed::json).collect();
+    assert_eq!(
+        values,
+        vec![
+            serde_json::json!({ "_id": 1, "v": 1 }),
+            serde_json::json!({ "_id": 1, "v": 2 }),
+            serde_json::json!({ "_id": 2 }),
+            serde_json::json!({ "_id": 3, "v": 3 }),
+        ],
+        "log:\n{}",
+        daemon.log()
+    );
+    let skipped = common::metric_with(
+        port,
+        "mkb_source_events_skipped_total",
+        &[&format!("pipeline=\"{name}\""), "reason=\"no_document\""],
+    );
+    assert_eq!(skipped, 1.0, "the delete is skipped, and counted");
+    daemon.terminate(WAIT);
+}

@@ -57,7 +57,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let read_error = |e: config::ConfigError| ConfigError::Read {
         file: path.to_owned(),
-        reason: e.to_string(),
+        reason: without_source_lines(&e.to_string()),
     };
     let merged = config::Config::builder()
         .add_source(File::from_str(text, FileFormat::Toml))
@@ -91,7 +91,7 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
 fn check_file_types(text: &str, path: &Path) -> Result<(), ConfigError> {
     let deserializer = toml::Deserializer::parse(text).map_err(|e| ConfigError::Read {
         file: path.to_owned(),
-        reason: e.to_string(),
+        reason: without_source_lines(&e.to_string()),
     })?;
     match serde_path_to_error::deserialize::<_, Config>(deserializer) {
         Err(e) if !e.inner().message().starts_with("missing field") => {
@@ -104,6 +104,22 @@ fn check_file_types(text: &str, path: &Path) -> Result<(), ConfigError> {
         }
         _ => Ok(()),
     }
+}
+
+/// A TOML parser's message without the lines of the file it quotes (the line it points
+/// at may hold a password): the line and column it names remain.
+fn without_source_lines(message: &str) -> String {
+    let quoted = |line: &str| {
+        let trimmed = line.trim_start();
+        let number = trimmed.trim_start_matches(|c: char| c.is_ascii_digit());
+        trimmed.starts_with('|')
+            || (number.len() < trimmed.len() && number.trim_start().starts_with('|'))
+    };
+    message
+        .lines()
+        .filter(|line| !quoted(line))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn display_path(path: &serde_path_to_error::Path) -> String {

@@ -7,13 +7,97 @@ const MASK: &str = "****";
 /// librdkafka property names whose values are secrets.
 fn is_secret_kafka_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["password", "secret", "jaas.config", "key.pem", "token"]
-        .iter()
-        .any(|word| key.contains(word))
+    [
+        "password",
+        "secret",
+        "jaas.config",
+        "oauthbearer.config",
+        "key.pem",
+        "token",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
 }
 
-/// Replaces the password of a MongoDB connection string with `****`.
+/// Connection string options whose values are secrets (compared case-insensitively).
+const SECRET_URI_OPTIONS: &[&str] = &["tlscertificatekeyfilepassword", "authmechanismproperties"];
+
+/// The characters a connection string reserves, which a user name or password must
+/// percent-encode, with their encodings.
+const RESERVED: &[(char, &str)] = &[
+    ('?', "%3F"),
+    ('/', "%2F"),
+    ('#', "%23"),
+    ('[', "%5B"),
+    (']', "%5D"),
+    ('@', "%40"),
+    (':', "%3A"),
+    ('%', "%25"),
+];
+
+/// What of a MongoDB connection string may be a password, generously: from the first `:`
+/// after the scheme to the last `@`. A password holding characters it should have
+/// percent-encoded (`?`, `/`, `#`, `@`) stays inside it, where the driver's own parsing
+/// would cut it and quote the pieces as hosts or options.
+pub fn uri_password(uri: &str) -> Option<&str> {
+    let (_, rest) = uri.split_once("://")?;
+    let (userinfo, _) = rest.rsplit_once('@')?;
+    userinfo.split_once(':').map(|(_, password)| password)
+}
+
+/// Whether `text` shows any part of `secret`: any of its pieces between the characters
+/// connection strings reserve.
+pub fn shows_part_of(text: &str, secret: &str) -> bool {
+    secret
+        .split(|c| RESERVED.iter().any(|(r, _)| *r == c))
+        .filter(|piece| !piece.is_empty())
+        .any(|piece| text.contains(piece))
+}
+
+/// The characters `secret` holds without percent-encoding them, with their encodings: a
+/// `%` counts only when two hexadecimal digits do not follow it.
+pub fn unescaped(secret: &str) -> Vec<(char, &'static str)> {
+    let bytes = secret.as_bytes();
+    let mut found: Vec<(char, &'static str)> = Vec::new();
+    for (i, c) in secret.char_indices() {
+        let Some(&(r, encoded)) = RESERVED.iter().find(|(r, _)| *r == c) else {
+            continue;
+        };
+        let escape = c == '%'
+            && bytes.len() > i + 2
+            && bytes[i + 1].is_ascii_hexdigit()
+            && bytes[i + 2].is_ascii_hexdigit();
+        if !escape && !found.iter().any(|(f, _)| *f == r) {
+            found.push((r, encoded));
+        }
+    }
+    found
+}
+
+/// Masks the values of secret options in the query of a connection string.
+fn mask_uri_options(uri: &str) -> String {
+    let Some((head, query)) = uri.split_once('?') else {
+        return uri.to_owned();
+    };
+    let options: Vec<String> = query
+        .split('&')
+        .map(|option| match option.split_once('=') {
+            Some((key, _)) if SECRET_URI_OPTIONS.contains(&key.to_ascii_lowercase().as_str()) => {
+                format!("{key}={MASK}")
+            }
+            _ => option.to_owned(),
+        })
+        .collect();
+    format!("{head}?{}", options.join("&"))
+}
+
+/// Replaces the password of a MongoDB connection string, and the values of its secret
+/// options, with `****`.
 pub fn mask_uri(uri: &str) -> String {
+    mask_uri_options(&mask_uri_password(uri))
+}
+
+fn mask_uri_password(uri: &str) -> String {
     let Some((scheme, rest)) = uri.split_once("://") else {
         return uri.to_owned();
     };
@@ -109,8 +193,34 @@ mod tests {
     }
 
     #[test]
+    fn masks_secret_uri_options() {
+        assert_eq!(
+            mask_uri("mongodb://h/?tls=true&tlsCertificateKeyFilePassword=pw&authMechanismProperties=AWS_SESSION_TOKEN:t"),
+            "mongodb://h/?tls=true&tlsCertificateKeyFilePassword=****&authMechanismProperties=****"
+        );
+    }
+
+    #[test]
+    fn finds_the_password_and_what_it_leaves_unescaped() {
+        let uri = "mongodb://app:Zq7K?Xw9P@db:27017/?replicaSet=rs";
+        assert_eq!(uri_password(uri), Some("Zq7K?Xw9P"));
+        assert_eq!(uri_password("mongodb://app@db/"), None);
+        assert_eq!(uri_password("mongodb://db/"), None);
+        assert!(shows_part_of(
+            "invalid server address app:Zq7K",
+            "Zq7K?Xw9P"
+        ));
+        assert!(!shows_part_of("password must be URL encoded", "Zq7K?Xw9P"));
+        assert_eq!(unescaped("Zq7K?Xw9P"), [('?', "%3F")]);
+        assert_eq!(unescaped("a%3Fb%zz/"), [('%', "%25"), ('/', "%2F")]);
+        assert_eq!(unescaped("a%3Fb%2"), [('%', "%25")]);
+        assert!(unescaped("plain%40").is_empty());
+    }
+
+    #[test]
     fn detects_secret_kafka_keys() {
         for key in [
+            "sasl.oauthbearer.config",
             "sasl.password",
             "ssl.key.password",
             "sasl.jaas.config",

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use super::{Config, KafkaConfig, SinkConfig};
+use super::{secrets, Config, KafkaConfig, SinkConfig};
 
 /// One problem in a configuration, naming its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +94,35 @@ pub fn validate(config: &Config) -> Vec<Violation> {
     out
 }
 
+/// Why the driver refused `uri`, saying no part of its password: the driver quotes what it
+/// cannot parse, and a password with a character it should have percent-encoded (`?`,
+/// `/`, `#`) is cut there and quoted as a host or an option.
+fn uri_error(uri: &str, error: &mongodb::error::Error) -> String {
+    let Some(password) = secrets::uri_password(uri) else {
+        return format!("not a valid connection string: {}", error.kind);
+    };
+    let unescaped = secrets::unescaped(password);
+    if !unescaped.is_empty() {
+        let listed: Vec<String> = unescaped
+            .iter()
+            .map(|(c, encoded)| format!("`{c}` (write `{encoded}`)"))
+            .collect();
+        return format!(
+            "not a valid connection string: the user name or password holds {} unescaped; \
+             percent-encode it",
+            listed.join(", ")
+        );
+    }
+    let reason = error.kind.to_string();
+    if secrets::shows_part_of(&reason, password) {
+        "not a valid connection string (the driver's reason is not shown: it quotes part of \
+         the password)"
+            .to_owned()
+    } else {
+        format!("not a valid connection string: {reason}")
+    }
+}
+
 fn validate_mongodb(config: &Config, out: &mut Vec<Violation>) {
     let uri = &config.mongodb.uri;
     if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
@@ -103,11 +132,7 @@ fn validate_mongodb(config: &Config, out: &mut Vec<Violation>) {
         ));
     } else {
         match mongodb::options::ConnectionString::parse(uri) {
-            // The driver's message describes the part it rejects, never the password.
-            Err(e) => out.push(Violation::new(
-                "mongodb.uri",
-                format!("not a valid connection string: {}", e.kind),
-            )),
+            Err(e) => out.push(Violation::new("mongodb.uri", uri_error(uri, &e))),
             Ok(parsed) => {
                 if let Some(user) = user_without_password(parsed.credential.as_ref()) {
                     out.push(Violation::new(

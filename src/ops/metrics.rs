@@ -12,6 +12,9 @@ use prometheus::{
 };
 
 use super::progress::{CatchUpReport, ProgressReport};
+/// Why a change event was published as nothing: with `publish_full_document_only`, it has
+/// no document (a delete without `tombstone_on_delete`, an update whose document is gone).
+pub const SKIPPED_NO_DOCUMENT: &str = "no_document";
 
 /// Prefix of every metric name.
 pub const PREFIX: &str = "mkb";
@@ -70,6 +73,7 @@ pub struct Metrics {
     produce_errors: IntCounterVec,
     produce_retries: IntCounterVec,
     oversize_events: IntCounterVec,
+    events_skipped: IntCounterVec,
     copied_documents: IntCounterVec,
     delivery_duration: HistogramVec,
     event_lag: HistogramVec,
@@ -216,6 +220,11 @@ impl Metrics {
                 "source_oversize_events_total",
                 "Events larger than the producer's `message.max.bytes`, by pipeline and what was done (`split`, `skipped`, `dead_lettered`, `failed`).",
                 &["pipeline", "action"],
+            )?,
+            events_skipped: b.counter(
+                "source_events_skipped_total",
+                "Change events published as nothing, by pipeline and reason (`no_document`: with `publish_full_document_only`, an event without a document, such as a delete without `tombstone_on_delete`).",
+                &["pipeline", "reason"],
             )?,
             copied_documents: b.counter(
                 "source_copied_documents_total",
@@ -396,6 +405,8 @@ impl Metrics {
         for reason in ["too_large", "format"] {
             self.dead_letters.with_label_values(&[pipeline, reason]);
         }
+        self.events_skipped
+            .with_label_values(&[pipeline, SKIPPED_NO_DOCUMENT]);
         self.delivery_duration.with_label_values(&[pipeline]);
         self.event_lag.with_label_values(&[pipeline]);
         self.mailbox_depth
@@ -486,6 +497,13 @@ impl Metrics {
     /// Records a wait for room in librdkafka's queue.
     pub fn produce_retried(&self, pipeline: &str) {
         self.produce_retries.with_label_values(&[pipeline]).inc();
+    }
+
+    /// Records a change event published as nothing, and why (`SKIPPED_*`).
+    pub fn event_skipped(&self, pipeline: &str, reason: &str) {
+        self.events_skipped
+            .with_label_values(&[pipeline, reason])
+            .inc();
     }
 
     /// Records an event too large for Kafka and what was done with it.

@@ -16,25 +16,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use super::copy::CopyProgress;
+use super::model::Position;
 use crate::clients::{kafka, ClientError};
 use crate::config::KafkaConfig;
-
-/// Where a reader is: after its stream's resume token and, while it copies existing
-/// documents, how far the copy got (the token is then where the stream began).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Position {
-    /// The change stream's resume token.
-    pub token: ResumeToken,
-    /// The copy's progress, while one runs.
-    pub copy: Option<Arc<CopyProgress>>,
-}
-
-impl Position {
-    /// A position in the change stream, no copy running.
-    pub fn stream(token: ResumeToken) -> Self {
-        Self { token, copy: None }
-    }
-}
 
 /// Where a reader is: the key of its checkpoint record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -11,11 +11,26 @@ use std::collections::BTreeMap;
 use bson::{doc, Bson, Document};
 use serde::{Deserialize, Serialize};
 
-/// How far the copy of one reader's namespaces got.
+/// How far the copy of one reader's namespaces got: only what a restart needs, so the
+/// checkpoint stays small however many collections the copy covers. Collections are
+/// copied one after the other in ascending order of `db.coll` ([`copy_order`]), so the
+/// finished ones collapse into one watermark.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CopyProgress {
-    /// By collection (`db.coll`): its ranges. A collection not listed is not started.
+    /// Every collection up to this one (`db.coll`, in copy order) is copied completely.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_through: Option<String>,
+    /// By collection (`db.coll`): the ranges of those started and not finished. A
+    /// collection neither listed nor at or below `finished_through` is not started.
+    /// (Checkpoints of earlier versions list finished collections here too.)
+    #[serde(default)]
     pub collections: BTreeMap<String, Vec<RangeCopy>>,
+}
+
+/// Sorts the collections of a copy into the order it goes: ascending `db.coll`, the order
+/// [`CopyProgress::finished_through`] counts in.
+pub fn copy_order(collections: &mut [(String, String)]) {
+    collections.sort_by_cached_key(|(db, coll)| format!("{db}.{coll}"));
 }
 
 /// One `_id` range of a collection: `lower <= _id < upper` (an absent bound is open), in
@@ -62,8 +77,18 @@ impl CopyProgress {
         self.collections.insert(namespace.to_owned(), ranges);
     }
 
+    /// Whether `namespace` is at or below the watermark of finished collections.
+    fn finished(&self, namespace: &str) -> bool {
+        self.finished_through
+            .as_deref()
+            .is_some_and(|through| namespace <= through)
+    }
+
     /// The ranges of `namespace` still to copy, by index; `None` when it is not planned.
     pub fn remaining(&self, namespace: &str) -> Option<Vec<(usize, RangeCopy)>> {
+        if self.finished(namespace) {
+            return Some(Vec::new());
+        }
         self.collections.get(namespace).map(|ranges| {
             ranges
                 .iter()
@@ -87,6 +112,27 @@ impl CopyProgress {
             }
             range.done |= done;
         }
+        self.collapse(namespace);
+    }
+
+    /// Moves the watermark up to `namespace` once it is finished and nothing before it is
+    /// left, forgetting the ranges of every collection it covers.
+    fn collapse(&mut self, namespace: &str) {
+        let all_done = |ranges: &Vec<RangeCopy>| ranges.iter().all(|r| r.done);
+        if !self.collections.get(namespace).is_some_and(all_done) {
+            return;
+        }
+        let unfinished_before = self
+            .collections
+            .iter()
+            .take_while(|(ns, _)| ns.as_str() < namespace)
+            .any(|(_, ranges)| !all_done(ranges));
+        if unfinished_before || self.finished(namespace) {
+            return;
+        }
+        self.finished_through = Some(namespace.to_owned());
+        self.collections
+            .retain(|ns, ranges| ns.as_str() > namespace || !all_done(ranges));
     }
 }
 
@@ -204,5 +250,74 @@ mod tests {
         // Progress survives its JSON form.
         let back: CopyProgress = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(back, p);
+    }
+
+    /// Issue 12, defect 3: every finished collection kept its ranges in every checkpoint,
+    /// so a copy of ~1,500 collections outgrew `message.max.bytes` and restarted for ever.
+    #[test]
+    fn a_many_collection_copy_keeps_its_checkpoint_small() {
+        let mut p = CopyProgress::default();
+        let boundaries: Vec<Bson> = (1..4).map(|i| Bson::Int64(i * 1000)).collect();
+        for n in 0..1500 {
+            let namespace = format!("db.c{n:04}");
+            p.plan(&namespace, &boundaries);
+            for index in 0..4 {
+                p.advance(&namespace, index, Some(&Bson::Int64(4000)), true);
+            }
+            assert_eq!(
+                p.remaining(&namespace),
+                Some(Vec::new()),
+                "{namespace} is done"
+            );
+        }
+        // Half-way through the next one.
+        p.plan("db.c1500", &boundaries);
+        p.advance("db.c1500", 1, Some(&Bson::Int64(1500)), false);
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(text.len() < 1024, "{} bytes: {text:.300}", text.len());
+        // What a restart needs is all there: finished collections stay finished, the
+        // current one continues where it got.
+        let back: CopyProgress = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.remaining("db.c0000"), Some(Vec::new()));
+        assert_eq!(back.remaining("db.c1499"), Some(Vec::new()));
+        let current = back.remaining("db.c1500").unwrap();
+        assert_eq!(current.len(), 4);
+        assert_eq!(
+            current[1].1.last,
+            Some(serde_json::json!({ "$numberLong": "1500" }))
+        );
+        assert_eq!(back.remaining("db.c1501"), None, "not started");
+    }
+
+    #[test]
+    fn the_watermark_waits_for_every_collection_before_it() {
+        let mut p = CopyProgress::default();
+        p.plan("db.b", &[]);
+        p.plan("db.a", &[]);
+        // `db.b` finishes while `db.a` (before it) has not: nothing collapses yet.
+        p.advance("db.b", 0, None, true);
+        assert_eq!(p.finished_through, None);
+        assert_eq!(p.remaining("db.b"), Some(Vec::new()));
+        p.advance("db.a", 0, None, true);
+        assert_eq!(p.finished_through.as_deref(), Some("db.a"));
+        // `db.b` stays listed: a collection between the two may not be started yet.
+        assert_eq!(p.collections.keys().collect::<Vec<_>>(), ["db.b"]);
+        assert_eq!(p.remaining("db.b"), Some(Vec::new()));
+        // A checkpoint of an earlier version, listing a finished collection, still reads.
+        let old: CopyProgress = serde_json::from_str(
+            r#"{"collections":{"db.x":[{"done":true}],"db.y":[{"last":{"$numberInt":"3"}}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(old.remaining("db.x"), Some(Vec::new()));
+        assert_eq!(old.remaining("db.y").map(|r| r.len()), Some(1));
+        let mut order = vec![
+            ("a-x".to_owned(), "c".to_owned()),
+            ("a".to_owned(), "b".to_owned()),
+        ];
+        copy_order(&mut order);
+        assert_eq!(
+            order[0].0, "a-x",
+            "by `db.coll` as a string, as the watermark compares"
+        );
     }
 }

@@ -10,8 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use super::checkpoint::Position;
-use super::model::ReaderId;
+use super::model::{Position, ReaderId};
 
 /// Where a batch handed to Kafka is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

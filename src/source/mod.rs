@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod model;
 pub mod policy;
 pub mod producer;
+pub mod progress;
 pub mod reader;
 pub mod topic;
 
@@ -28,16 +29,15 @@ use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::producer::Producer;
 
 use self::checkpoint::Checkpoint;
-use self::checkpoint::Position;
 use self::copy_progress::CopyTracker;
 use self::format::{Conversion, FormatError};
+use self::model::{Position, Scope, StartAt};
 use self::policy::{Decision, Failed, RestartPolicy, ResumeAt};
 use self::producer::{
     Drain, LastAcknowledged, ProducerFailed, ProducerSetup, ReaderId, RecordPolicy, RecordProducer,
 };
 use self::reader::{
-    AbortReader, ChangeStreamReader, ReaderContext, ReaderFailed, ReaderProgress, StartAt,
-    StopReader, Watched,
+    AbortReader, ChangeStreamReader, ReaderContext, ReaderFailed, ReaderProgress, StopReader,
 };
 use self::topic::TopicMapper;
 use crate::backoff::Backoff;
@@ -180,7 +180,7 @@ impl From<checkpoint::CheckpointError> for SourceError {
 }
 
 struct ReaderSlot {
-    watched: Watched,
+    watched: Scope,
     generation: u64,
     addr: Option<Addr<ChangeStreamReader>>,
     backoff: Backoff,
@@ -365,7 +365,7 @@ impl SourceSupervisor {
             copies: self.copies.clone(),
         });
         self.running = Some(Running { producer, shared });
-        for watched in Watched::of(&self.config) {
+        for watched in Scope::of(&self.config) {
             let namespace = watched.namespace();
             let slot = self
                 .readers
@@ -423,7 +423,7 @@ impl SourceSupervisor {
             namespace: namespace.to_owned(),
             generation: slot.generation,
         };
-        tracing::info!(pipeline = %self.config.name, namespace, start = ?start_name(&start), generation = slot.generation, "starting reader");
+        tracing::info!(pipeline = %self.config.name, namespace, start = start.name(), generation = slot.generation, "starting reader");
         slot.pin();
         slot.progress = Arc::default();
         slot.addr = Some(
@@ -606,16 +606,6 @@ impl SourceSupervisor {
     }
 }
 
-fn start_name(start: &StartAt) -> &'static str {
-    match start {
-        StartAt::Resume(Position { copy: Some(_), .. }) => "checkpoint, copying",
-        StartAt::Resume(_) => "checkpoint",
-        StartAt::Latest => "latest",
-        StartAt::Time(_) => "timestamp",
-        StartAt::CopyExisting => "copy_existing",
-    }
-}
-
 /// Creates the topics of the pipeline's collection readers (and its heartbeat and dead
 /// letter topics) that do not exist yet.
 async fn create_topics(
@@ -626,10 +616,10 @@ async fn create_topics(
         namespace: config.name.clone(),
         reason,
     })?;
-    let mut names: Vec<String> = Watched::of(config)
+    let mut names: Vec<String> = Scope::of(config)
         .iter()
         .filter_map(|w| match w {
-            Watched::Collection { db, coll } => Some(mapper.topic(db, Some(coll))),
+            Scope::Collection { db, coll } => Some(mapper.topic(db, Some(coll))),
             _ => None,
         })
         .collect();
@@ -679,7 +669,7 @@ impl Actor for SourceSupervisor {
         ctx.set_mailbox_capacity(crate::CONTROL_MAILBOX_CAPACITY);
         self.metrics.pipeline_started("source");
         self.metrics.source_pipeline_series(&self.config.name);
-        for watched in Watched::of(&self.config) {
+        for watched in Scope::of(&self.config) {
             self.metrics
                 .reader_series(&self.config.name, &watched.namespace());
         }

@@ -1,6 +1,14 @@
-//! What the parts of a source pipeline hand each other: the readers' identities and the
-//! records they publish. Plain data, imported by the readers, the producer and the ledger
-//! alike, so none of them imports another for its types.
+//! What the parts of a source pipeline hand each other: what a reader watches and where it
+//! starts, its identity and position, and the records it publishes. Plain data, imported by
+//! the readers, the producer, the ledger and the supervisor alike, so none of them imports
+//! another for its types.
+
+use std::sync::Arc;
+
+use mongodb::change_stream::event::ResumeToken;
+
+use super::copy::CopyProgress;
+use crate::config::SourceConfig;
 
 /// Which reader a batch comes from; a restarted reader has a new generation, so late
 /// acknowledgements of its predecessor are ignored.
@@ -43,6 +51,118 @@ impl OutgoingRecord {
             value,
             origin,
             failure: None,
+        }
+    }
+}
+
+/// Where a reader is: after its stream's resume token and, while it copies existing
+/// documents, how far the copy got (the token is then where the stream began).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Position {
+    /// The change stream's resume token.
+    pub token: ResumeToken,
+    /// The copy's progress, while one runs.
+    pub copy: Option<Arc<CopyProgress>>,
+}
+
+impl Position {
+    /// A position in the change stream, no copy running.
+    pub fn stream(token: ResumeToken) -> Self {
+        Self { token, copy: None }
+    }
+}
+
+/// Where a reader starts.
+#[derive(Debug, Clone)]
+pub enum StartAt {
+    /// At a position: after its token, continuing its copy if one was running.
+    Resume(Position),
+    /// At the newest change.
+    Latest,
+    /// At this cluster time (seconds, and the operation within that second).
+    Time(bson::Timestamp),
+    /// Copy the existing documents, then follow changes from when the copy began.
+    CopyExisting,
+}
+
+impl StartAt {
+    /// A short name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Resume(Position { copy: Some(_), .. }) => "checkpoint, copying",
+            Self::Resume(_) => "checkpoint",
+            Self::Latest => "latest",
+            Self::Time(_) => "timestamp",
+            Self::CopyExisting => "copy_existing",
+        }
+    }
+}
+
+/// What one reader watches: the scope of its change stream.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// Every database.
+    Deployment,
+    /// One database (optionally only collections matching a regex).
+    Database {
+        /// The database.
+        db: String,
+        /// Only collections whose names match.
+        collection_regex: Option<String>,
+    },
+    /// One collection.
+    Collection {
+        /// The database.
+        db: String,
+        /// The collection.
+        coll: String,
+    },
+}
+
+impl Scope {
+    /// The readers of a source pipeline: one per collection, or one for the database or
+    /// deployment.
+    pub fn of(config: &SourceConfig) -> Vec<Scope> {
+        match (&config.database, &config.collection) {
+            (Some(db), Some(colls)) => colls
+                .names()
+                .into_iter()
+                .map(|coll| Scope::Collection {
+                    db: db.clone(),
+                    coll: coll.to_owned(),
+                })
+                .collect(),
+            (Some(db), None) => vec![Scope::Database {
+                db: db.clone(),
+                collection_regex: config.collection_regex.clone(),
+            }],
+            (None, _) => vec![Scope::Deployment],
+        }
+    }
+
+    /// The namespace naming this reader in checkpoints, logs and metrics.
+    pub fn namespace(&self) -> String {
+        match self {
+            Self::Deployment => "*".to_owned(),
+            Self::Database {
+                db,
+                collection_regex: None,
+            } => db.clone(),
+            Self::Database {
+                db,
+                collection_regex: Some(re),
+            } => format!("{db}./{re}/"),
+            Self::Collection { db, coll } => format!("{db}.{coll}"),
+        }
+    }
+
+    /// The database and collection an event of this scope belongs to when the event does
+    /// not say (`ns` is on every event MongoDB emits).
+    pub fn default_ns(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            Self::Collection { db, coll } => (Some(db.as_str()), Some(coll.as_str())),
+            Self::Database { db, .. } => (Some(db.as_str()), None),
+            Self::Deployment => (None, None),
         }
     }
 }

@@ -15,8 +15,9 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::checkpoint::{self, Checkpoint, CheckpointKey, Position};
+use super::checkpoint::{self, Checkpoint, CheckpointKey};
 use super::ledger::{Action, CheckpointLedger, Ticket};
+use super::model::Position;
 pub use super::model::{OutgoingRecord, ReaderId};
 use super::SourceError;
 use crate::chunks::{self, ChunkHeader};
@@ -377,193 +378,193 @@ fn dead_letter_headers(
 /// over, and its acknowledgement.
 type Deliveries = Vec<(String, String, Instant, rdkafka::producer::DeliveryFuture)>;
 
-/// Hands the records of a batch to librdkafka in order, applying `policy` to those that
-/// cannot be published as they are.
-async fn enqueue_batch(
-    producer: &FutureProducer,
-    pipeline: &str,
-    policy: &RecordPolicy,
-    metrics: &Metrics,
-    records: &[OutgoingRecord],
-) -> Result<Deliveries, SourceError> {
-    let mut deliveries = Vec::with_capacity(records.len());
-    let waited = || metrics.produce_retried(pipeline);
-    for record in records {
-        if let Some(reason) = &record.failure {
-            let delivery = dead_letter(
-                producer, pipeline, policy, metrics, record, reason, "format",
-            )
-            .await?;
-            deliveries.extend(delivery);
-            continue;
-        }
-        let sent = kafka::enqueue_waiting(
+/// What hands a pipeline's records to librdkafka: the producer, the pipeline, what to do
+/// with records that cannot be published as they are, and the metrics.
+#[derive(Clone)]
+struct Publisher {
+    producer: FutureProducer,
+    pipeline: String,
+    policy: RecordPolicy,
+    metrics: Metrics,
+}
+
+impl Publisher {
+    /// Hands the records of a batch to librdkafka in order, applying the policy to those that
+    /// cannot be published as they are.
+    async fn enqueue_batch(&self, records: &[OutgoingRecord]) -> Result<Deliveries, SourceError> {
+        let Self {
             producer,
-            &record.topic,
-            record.key.as_deref(),
-            record.value.as_deref(),
-            None,
-            waited,
-        )
-        .await;
-        match sent {
-            Ok(delivery) => {
-                metrics.record_produced(pipeline, &record.topic);
-                deliveries.push((
-                    record.origin.clone(),
-                    record.topic.clone(),
-                    Instant::now(),
-                    delivery,
-                ));
+            pipeline,
+            policy,
+            metrics,
+        } = self;
+        let pipeline = pipeline.as_str();
+        let mut deliveries = Vec::with_capacity(records.len());
+        let waited = || metrics.produce_retried(pipeline);
+        for record in records {
+            if let Some(reason) = &record.failure {
+                let delivery = self.dead_letter(record, reason, "format").await?;
+                deliveries.extend(delivery);
+                continue;
             }
-            Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
-                metrics.produce_error(pipeline, "too_large");
-                let reason = format!(
+            let sent = kafka::enqueue_waiting(
+                producer,
+                &record.topic,
+                record.key.as_deref(),
+                record.value.as_deref(),
+                None,
+                waited,
+            )
+            .await;
+            match sent {
+                Ok(delivery) => {
+                    metrics.record_produced(pipeline, &record.topic);
+                    deliveries.push((
+                        record.origin.clone(),
+                        record.topic.clone(),
+                        Instant::now(),
+                        delivery,
+                    ));
+                }
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
+                    metrics.produce_error(pipeline, "too_large");
+                    let reason = format!(
                     "the record is larger than the producer's `message.max.bytes` ({} bytes of value, limit {})",
                     record.value.as_ref().map_or(0, Vec::len),
                     policy.max_message_bytes,
                 );
-                let key_len = record.key.as_ref().map_or(0, Vec::len);
-                match (
-                    policy.oversize,
-                    chunks::chunk_size(policy.max_message_bytes, key_len),
-                ) {
-                    (Oversize::Skip, _) => {
-                        tracing::warn!(pipeline, origin = %record.origin, topic = %record.topic, %reason, "skipping an event too large for Kafka (`oversize = \"skip\"`)");
-                        metrics.oversize_event(pipeline, "skipped");
-                    }
-                    (Oversize::Split, Some(size)) => {
-                        let parts = split(producer, pipeline, metrics, record, size).await?;
-                        tracing::info!(pipeline, origin = %record.origin, topic = %record.topic, chunks = parts.len(), "split an event too large for Kafka");
-                        metrics.oversize_event(pipeline, "split");
-                        deliveries.extend(parts);
-                    }
-                    _ => {
-                        let delivery = dead_letter(
-                            producer,
-                            pipeline,
-                            policy,
-                            metrics,
-                            record,
-                            &reason,
-                            "too_large",
-                        )
-                        .await?;
-                        metrics.oversize_event(
-                            pipeline,
-                            if delivery.is_some() {
-                                "dead_lettered"
-                            } else {
-                                "failed"
-                            },
-                        );
-                        deliveries.extend(delivery);
+                    let key_len = record.key.as_ref().map_or(0, Vec::len);
+                    match (
+                        policy.oversize,
+                        chunks::chunk_size(policy.max_message_bytes, key_len),
+                    ) {
+                        (Oversize::Skip, _) => {
+                            tracing::warn!(pipeline, origin = %record.origin, topic = %record.topic, %reason, "skipping an event too large for Kafka (`oversize = \"skip\"`)");
+                            metrics.oversize_event(pipeline, "skipped");
+                        }
+                        (Oversize::Split, Some(size)) => {
+                            let parts = self.split(record, size).await?;
+                            tracing::info!(pipeline, origin = %record.origin, topic = %record.topic, chunks = parts.len(), "split an event too large for Kafka");
+                            metrics.oversize_event(pipeline, "split");
+                            deliveries.extend(parts);
+                        }
+                        _ => {
+                            let delivery = self.dead_letter(record, &reason, "too_large").await?;
+                            metrics.oversize_event(
+                                pipeline,
+                                if delivery.is_some() {
+                                    "dead_lettered"
+                                } else {
+                                    "failed"
+                                },
+                            );
+                            deliveries.extend(delivery);
+                        }
                     }
                 }
+                Err(source) => {
+                    metrics.produce_error(pipeline, "refused");
+                    return Err(SourceError::Kafka {
+                        topic: record.topic.clone(),
+                        source: Box::new(source),
+                    });
+                }
             }
-            Err(source) => {
-                metrics.produce_error(pipeline, "refused");
-                return Err(SourceError::Kafka {
-                    topic: record.topic.clone(),
-                    source: Box::new(source),
+        }
+        Ok(deliveries)
+    }
+
+    /// Publishes `record`'s value in chunks of at most `size` bytes, all with its key.
+    async fn split(&self, record: &OutgoingRecord, size: usize) -> Result<Deliveries, SourceError> {
+        let (producer, pipeline, metrics) = (&self.producer, self.pipeline.as_str(), &self.metrics);
+        let value = record.value.as_deref().unwrap_or_default();
+        let parts = chunks::split(value, size);
+        let id = bson::oid::ObjectId::new().to_hex();
+        let mut deliveries = Vec::with_capacity(parts.len());
+        for (index, part) in parts.iter().enumerate() {
+            let mut headers = OwnedHeaders::new();
+            for (key, value) in ChunkHeader::render(&id, index, parts.len()) {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value.as_str()),
                 });
             }
+            let delivery = kafka::enqueue_waiting(
+                producer,
+                &record.topic,
+                record.key.as_deref(),
+                Some(part),
+                Some(headers),
+                || metrics.produce_retried(pipeline),
+            )
+            .await
+            .map_err(|source| SourceError::Kafka {
+                topic: record.topic.clone(),
+                source: Box::new(source),
+            })?;
+            metrics.record_produced(pipeline, &record.topic);
+            deliveries.push((
+                format!("{} (chunk {index})", record.origin),
+                record.topic.clone(),
+                Instant::now(),
+                delivery,
+            ));
         }
+        Ok(deliveries)
     }
-    Ok(deliveries)
-}
 
-/// Publishes `record`'s value in chunks of at most `size` bytes, all with its key.
-async fn split(
-    producer: &FutureProducer,
-    pipeline: &str,
-    metrics: &Metrics,
-    record: &OutgoingRecord,
-    size: usize,
-) -> Result<Deliveries, SourceError> {
-    let value = record.value.as_deref().unwrap_or_default();
-    let parts = chunks::split(value, size);
-    let id = bson::oid::ObjectId::new().to_hex();
-    let mut deliveries = Vec::with_capacity(parts.len());
-    for (index, part) in parts.iter().enumerate() {
-        let mut headers = OwnedHeaders::new();
-        for (key, value) in ChunkHeader::render(&id, index, parts.len()) {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value.as_str()),
+    /// Sends `record` to the dead letter topic with headers saying why, when `errors` allow;
+    /// otherwise the error that stops the pipeline. The dead letter has the record's key and,
+    /// for a record too large, no value (the value is what did not fit).
+    async fn dead_letter(
+        &self,
+        record: &OutgoingRecord,
+        reason: &str,
+        stage: &'static str,
+    ) -> Result<Option<(String, String, Instant, rdkafka::producer::DeliveryFuture)>, SourceError>
+    {
+        let (producer, pipeline, policy, metrics) = (
+            &self.producer,
+            self.pipeline.as_str(),
+            &self.policy,
+            &self.metrics,
+        );
+        let (Tolerance::All, Some(dlq)) = (
+            policy.errors.tolerance,
+            policy.errors.dead_letter_topic.as_deref(),
+        ) else {
+            return Err(SourceError::TooLarge {
+                origin: record.origin.clone(),
+                topic: record.topic.clone(),
+                reason: reason.to_owned(),
             });
-        }
+        };
+        tracing::warn!(pipeline, origin = %record.origin, topic = %record.topic, dead_letter_topic = dlq, %reason, "dead-lettering an event");
+        metrics.dead_lettered(pipeline, stage);
+        let value = match stage {
+            "too_large" => None,
+            _ => record.value.as_deref(),
+        };
         let delivery = kafka::enqueue_waiting(
             producer,
-            &record.topic,
+            dlq,
             record.key.as_deref(),
-            Some(part),
-            Some(headers),
+            value,
+            Some(dead_letter_headers(pipeline, policy, record, reason, stage)),
             || metrics.produce_retried(pipeline),
         )
         .await
         .map_err(|source| SourceError::Kafka {
-            topic: record.topic.clone(),
+            topic: dlq.to_owned(),
             source: Box::new(source),
         })?;
-        metrics.record_produced(pipeline, &record.topic);
-        deliveries.push((
-            format!("{} (chunk {index})", record.origin),
-            record.topic.clone(),
+        Ok(Some((
+            record.origin.clone(),
+            dlq.to_owned(),
             Instant::now(),
             delivery,
-        ));
+        )))
     }
-    Ok(deliveries)
-}
-
-/// Sends `record` to the dead letter topic with headers saying why, when `errors` allow;
-/// otherwise the error that stops the pipeline. The dead letter has the record's key and,
-/// for a record too large, no value (the value is what did not fit).
-async fn dead_letter(
-    producer: &FutureProducer,
-    pipeline: &str,
-    policy: &RecordPolicy,
-    metrics: &Metrics,
-    record: &OutgoingRecord,
-    reason: &str,
-    stage: &'static str,
-) -> Result<Option<(String, String, Instant, rdkafka::producer::DeliveryFuture)>, SourceError> {
-    let (Tolerance::All, Some(dlq)) = (
-        policy.errors.tolerance,
-        policy.errors.dead_letter_topic.as_deref(),
-    ) else {
-        return Err(SourceError::TooLarge {
-            origin: record.origin.clone(),
-            topic: record.topic.clone(),
-            reason: reason.to_owned(),
-        });
-    };
-    tracing::warn!(pipeline, origin = %record.origin, topic = %record.topic, dead_letter_topic = dlq, %reason, "dead-lettering an event");
-    metrics.dead_lettered(pipeline, stage);
-    let value = match stage {
-        "too_large" => None,
-        _ => record.value.as_deref(),
-    };
-    let delivery = kafka::enqueue_waiting(
-        producer,
-        dlq,
-        record.key.as_deref(),
-        value,
-        Some(dead_letter_headers(pipeline, policy, record, reason, stage)),
-        || metrics.produce_retried(pipeline),
-    )
-    .await
-    .map_err(|source| SourceError::Kafka {
-        topic: dlq.to_owned(),
-        source: Box::new(source),
-    })?;
-    Ok(Some((
-        record.origin.clone(),
-        dlq.to_owned(),
-        Instant::now(),
-        delivery,
-    )))
 }
 
 impl Handler<ProduceBatch> for RecordProducer {
@@ -575,13 +576,14 @@ impl Handler<ProduceBatch> for RecordProducer {
         }
         self.metrics
             .mailbox(&self.setup.pipeline, MAILBOX_RECORD_PRODUCER, -1);
-        let producer = self.producer.clone();
-        let pipeline = self.setup.pipeline.clone();
-        let policy = self.setup.policy.clone();
-        let metrics = self.metrics.clone();
+        let publisher = Publisher {
+            producer: self.producer.clone(),
+            pipeline: self.setup.pipeline.clone(),
+            policy: self.setup.policy.clone(),
+            metrics: self.metrics.clone(),
+        };
         let enqueue_all = async move {
-            let deliveries =
-                enqueue_batch(&producer, &pipeline, &policy, &metrics, &batch.records).await?;
+            let deliveries = publisher.enqueue_batch(&batch.records).await?;
             Ok::<_, SourceError>((batch.reader, batch.token, deliveries))
         };
         AtomicResponse::new(Box::pin(enqueue_all.into_actor(self).map(

@@ -1,15 +1,14 @@
-// LEAD NOTE TO THE DEVELOPER (delete this line before committing): read /work/wt-source/LEAD_NOTE.md now (ground rules, deadline 10:50 UTC, how to build fast), then delete that file and this line.
 //! The change-stream reader actor: one per watched namespace. It opens the change stream
 //! (from a checkpoint, or by the startup mode), copies existing documents when asked,
 //! converts events to records and hands them to the producer, awaiting the bounded mailbox,
 //! so a slow Kafka stops it pulling from MongoDB.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
+use bson::{doc, Bson, Document, RawDocumentBuf};
 use futures_util::future::try_join_all;
 use futures_util::TryStreamExt;
 use mongodb::change_stream::event::ResumeToken;
@@ -17,84 +16,25 @@ use mongodb::change_stream::ChangeStream;
 use mongodb::options::{ChangeStreamOptions, FullDocumentBeforeChangeType, FullDocumentType};
 use tokio::sync::watch;
 
-use super::checkpoint::Position;
 use super::copy::{self, CopyProgress};
 use super::copy_progress::CopyTracker;
 use super::format::{self, Conversion, Converted};
+use super::model::{OutgoingRecord, Position, ReaderId, Scope, StartAt};
 use super::policy::{EVENT_TOO_LARGE, HISTORY_LOST};
-use super::producer::{OutgoingRecord, ProduceBatch, ReaderId, RecordProducer};
+use super::producer::{ProduceBatch, RecordProducer};
+use super::progress::now_millis;
+pub use super::progress::ReaderProgress;
 use super::topic::TopicMapper;
 use super::SourceError;
 use crate::config::{
     ErrorsConfig, FullDocument, FullDocumentBeforeChange, OutputFormat, SourceConfig, Tolerance,
 };
-use crate::ops::metrics::{Metrics, MAILBOX_RECORD_PRODUCER};
+use crate::ops::metrics::{Metrics, MAILBOX_RECORD_PRODUCER, SKIPPED_NO_DOCUMENT};
 
 /// Copied documents per batch handed to the producer, at most.
 const COPY_BATCH_DOCUMENTS: usize = 256;
 /// Bytes of copied records per batch handed to the producer, at most.
 const COPY_BATCH_BYTES: usize = 1024 * 1024;
-
-/// When a reader last heard from its change stream (or copy), for stall detection. A
-/// reader waiting for room in the producer's mailbox is held back by Kafka, not stalled.
-#[derive(Debug)]
-pub struct ReaderProgress {
-    started_millis: u64,
-    /// 0 until the stream first answered.
-    last_millis: AtomicU64,
-    waiting_for_kafka: AtomicBool,
-    /// Where a reader started without a position (`latest`, a timestamp) found its stream
-    /// when it opened: every restart before a checkpoint starts there.
-    opened_at: std::sync::OnceLock<Position>,
-}
-
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or_default()
-}
-
-impl Default for ReaderProgress {
-    fn default() -> Self {
-        Self {
-            started_millis: now_millis(),
-            last_millis: AtomicU64::new(0),
-            waiting_for_kafka: AtomicBool::new(false),
-            opened_at: std::sync::OnceLock::new(),
-        }
-    }
-}
-
-impl ReaderProgress {
-    /// Records that the stream answered (an event, or an empty batch and its token).
-    pub fn advanced(&self) {
-        self.last_millis.store(now_millis(), Ordering::Relaxed);
-    }
-
-    /// Whether the stream answered at least once since the reader started.
-    pub fn has_advanced(&self) -> bool {
-        self.last_millis.load(Ordering::Relaxed) != 0
-    }
-
-    /// Where the stream of a reader started without a position opened, once it did.
-    pub fn opened_at(&self) -> Option<Position> {
-        self.opened_at.get().cloned()
-    }
-
-    /// How long the stream has not advanced (since the reader started, if it never did);
-    /// `None` while the reader waits for Kafka.
-    pub fn idle_for(&self) -> Option<Duration> {
-        if self.waiting_for_kafka.load(Ordering::Relaxed) {
-            return None;
-        }
-        let last = self
-            .last_millis
-            .load(Ordering::Relaxed)
-            .max(self.started_millis);
-        Some(Duration::from_millis(now_millis().saturating_sub(last)))
-    }
-}
 
 /// An event that is valid BSON but not a document the daemon can read (a string that is
 /// not UTF-8): dead-lettered as its raw bytes with `errors.tolerance = "all"`, else the error
@@ -150,78 +90,6 @@ fn unconvertible(
     }
 }
 
-/// What one reader watches.
-#[derive(Debug, Clone)]
-pub enum Watched {
-    /// Every database.
-    Deployment,
-    /// One database (optionally only collections matching a regex).
-    Database {
-        /// The database.
-        db: String,
-        /// Only collections whose names match.
-        collection_regex: Option<String>,
-    },
-    /// One collection.
-    Collection {
-        /// The database.
-        db: String,
-        /// The collection.
-        coll: String,
-    },
-}
-
-impl Watched {
-    /// The readers of a source pipeline: one per collection, or one for the database or
-    /// deployment.
-    pub fn of(config: &SourceConfig) -> Vec<Watched> {
-        match (&config.database, &config.collection) {
-            (Some(db), Some(colls)) => colls
-                .names()
-                .into_iter()
-                .map(|coll| Watched::Collection {
-                    db: db.clone(),
-                    coll: coll.to_owned(),
-                })
-                .collect(),
-            (Some(db), None) => vec![Watched::Database {
-                db: db.clone(),
-                collection_regex: config.collection_regex.clone(),
-            }],
-            (None, _) => vec![Watched::Deployment],
-        }
-    }
-
-    /// The namespace naming this reader in checkpoints, logs and metrics.
-    pub fn namespace(&self) -> String {
-        match self {
-            Self::Deployment => "*".to_owned(),
-            Self::Database {
-                db,
-                collection_regex: None,
-            } => db.clone(),
-            Self::Database {
-                db,
-                collection_regex: Some(re),
-            } => format!("{db}./{re}/"),
-            Self::Collection { db, coll } => format!("{db}.{coll}"),
-        }
-    }
-}
-
-/// Where a reader starts.
-#[derive(Debug, Clone)]
-pub enum StartAt {
-    /// At a checkpoint: after its token, continuing its copy if one was running.
-    Resume(Position),
-    /// At the newest change.
-    Latest,
-    /// At this cluster time (seconds, and the operation within that second).
-    Time(Timestamp),
-    /// Copy the existing documents, then follow changes from when the copy began.
-    CopyExisting,
-}
-
 /// Everything a reader needs, shared by the readers of one pipeline.
 pub struct ReaderContext {
     /// The pipeline configuration.
@@ -263,7 +131,7 @@ pub struct AbortReader;
 /// The reader actor.
 pub struct ChangeStreamReader {
     id: ReaderId,
-    watched: Watched,
+    watched: Scope,
     start: StartAt,
     shared: Arc<ReaderContext>,
     supervisor: Recipient<ReaderFailed>,
@@ -276,7 +144,7 @@ impl ChangeStreamReader {
     /// A reader of `watched`, starting at `start`, reporting its progress to `progress`.
     pub fn new(
         id: ReaderId,
-        watched: Watched,
+        watched: Scope,
         start: StartAt,
         shared: Arc<ReaderContext>,
         supervisor: Recipient<ReaderFailed>,
@@ -353,7 +221,7 @@ impl Handler<AbortReader> for ChangeStreamReader {
 /// The reading itself, kept out of the actor so it is plain async code.
 struct ReadLoop {
     id: ReaderId,
-    watched: Watched,
+    watched: Scope,
     shared: Arc<ReaderContext>,
     stop: Arc<AtomicBool>,
     progress: Arc<ReaderProgress>,
@@ -391,6 +259,11 @@ impl ReadLoop {
         let config = &self.shared.config;
         let mut options = ChangeStreamOptions::default();
         options.full_document = match config.full_document {
+            // As the MongoDB Kafka Connector does: publishing only documents needs the
+            // document of updates too, which only a lookup provides.
+            FullDocument::Default if config.publish_full_document_only => {
+                Some(FullDocumentType::UpdateLookup)
+            }
             FullDocument::Default => None,
             FullDocument::UpdateLookup => Some(FullDocumentType::UpdateLookup),
             FullDocument::WhenAvailable => Some(FullDocumentType::WhenAvailable),
@@ -415,7 +288,7 @@ impl ReadLoop {
 
     fn stages(&self) -> Result<Vec<Document>, SourceError> {
         let mut stages = Vec::new();
-        if let Watched::Database {
+        if let Scope::Database {
             collection_regex: Some(re),
             ..
         } = &self.watched
@@ -439,8 +312,8 @@ impl ReadLoop {
         let options = self.options(start);
         let stages = self.stages()?;
         let opened = match &self.watched {
-            Watched::Deployment => mongo.watch().pipeline(stages).with_options(options).await,
-            Watched::Database { db, .. } => {
+            Scope::Deployment => mongo.watch().pipeline(stages).with_options(options).await,
+            Scope::Database { db, .. } => {
                 mongo
                     .database(db)
                     .watch()
@@ -448,7 +321,7 @@ impl ReadLoop {
                     .with_options(options)
                     .await
             }
-            Watched::Collection { db, coll } => {
+            Scope::Collection { db, coll } => {
                 mongo
                     .database(db)
                     .collection::<Document>(coll)
@@ -479,13 +352,9 @@ impl ReadLoop {
         self.shared
             .metrics
             .mailbox(pipeline, MAILBOX_RECORD_PRODUCER, 1);
-        self.progress
-            .waiting_for_kafka
-            .store(true, Ordering::Relaxed);
+        self.progress.waiting_for_kafka(true);
         let sent = self.shared.producer.send(batch).await;
-        self.progress
-            .waiting_for_kafka
-            .store(false, Ordering::Relaxed);
+        self.progress.waiting_for_kafka(false);
         match sent {
             Ok(result) => result,
             Err(_) => {
@@ -510,11 +379,7 @@ impl ReadLoop {
         // `ns` is on every event MongoDB emits; where a server leaves it out, the watched
         // namespace stands in.
         let ns = event.get_document("ns").ok();
-        let (watched_db, watched_coll) = match &self.watched {
-            Watched::Collection { db, coll } => (Some(db.as_str()), Some(coll.as_str())),
-            Watched::Database { db, .. } => (Some(db.as_str()), None),
-            Watched::Deployment => (None, None),
-        };
+        let (watched_db, watched_coll) = self.watched.default_ns();
         let db = ns
             .and_then(|n| n.get_str("db").ok())
             .or(watched_db)
@@ -542,7 +407,13 @@ impl ReadLoop {
             Ok(Converted::Record { key, value }) => {
                 Ok(Some(OutgoingRecord::new(topic, key, value, origin)))
             }
-            Ok(Converted::Skip) => Ok(None),
+            Ok(Converted::Skip) => {
+                tracing::debug!(pipeline = %self.shared.config.name, %origin, "no document to publish; skipped");
+                self.shared
+                    .metrics
+                    .event_skipped(&self.shared.config.name, SKIPPED_NO_DOCUMENT);
+                Ok(None)
+            }
             Err(source) if source.is_transient() => Err(SourceError::Format { origin, source }),
             Err(source) => match tolerated {
                 Some((key, event)) => Ok(Some(unconvertible(
@@ -578,7 +449,7 @@ impl ReadLoop {
         self.progress.advanced();
         if let (StartAt::Latest | StartAt::Time(_), Some(token)) = (&start, stream.resume_token()) {
             // The token of a stream that returned nothing yet: where it opened.
-            let _ = self.progress.opened_at.set(Position::stream(token));
+            self.progress.opened(Position::stream(token));
         }
         let copy = match &start {
             StartAt::CopyExisting => Some(CopyProgress::default()),
@@ -696,18 +567,18 @@ impl ReadLoop {
         let mongo = &self.shared.mongo;
         let mut namespaces = Vec::new();
         let dbs = match &self.watched {
-            Watched::Collection { db, coll } => {
+            Scope::Collection { db, coll } => {
                 namespaces.push((db.clone(), coll.clone()));
                 Vec::new()
             }
-            Watched::Database { db, .. } => vec![db.clone()],
-            Watched::Deployment => mongo
+            Scope::Database { db, .. } => vec![db.clone()],
+            Scope::Deployment => mongo
                 .list_database_names()
                 .await
                 .map_err(self.mongo_error("listing databases"))?,
         };
         let coll_regex = match &self.watched {
-            Watched::Database {
+            Scope::Database {
                 collection_regex: Some(re),
                 ..
             } => regex::Regex::new(re).ok(),
@@ -742,6 +613,7 @@ impl ReadLoop {
                 .as_ref()
                 .is_none_or(|re| re.is_match(&format!("{db}.{coll}")))
         });
+        copy::copy_order(&mut namespaces);
         Ok(namespaces)
     }
 
@@ -1070,18 +942,5 @@ mod tests {
             matches!(&stopped, Err(SourceError::Format { origin, .. }) if origin.starts_with("d.c ")),
             "{stopped:?}"
         );
-    }
-
-    #[test]
-    fn progress_reports_idle_time_but_not_while_waiting_for_kafka() {
-        let progress = ReaderProgress::default();
-        assert!(!progress.has_advanced());
-        assert!(progress
-            .idle_for()
-            .is_some_and(|d| d < Duration::from_secs(5)));
-        progress.advanced();
-        assert!(progress.has_advanced());
-        progress.waiting_for_kafka.store(true, Ordering::Relaxed);
-        assert_eq!(progress.idle_for(), None);
     }
 }
