@@ -1,4 +1,3 @@
-// LEAD NOTE TO THE DEVELOPER (delete this line before committing): read /work/wt-source/LEAD_NOTE.md now (ground rules, deadline 10:50 UTC, how to build fast), then delete that file and this line.
 //! Checkpoints: how a reader's position is stored (a compacted Kafka topic, keyed by
 //! pipeline and reader, like Kafka Connect's offsets topic). Which position may be stored
 //! is the ledger's business (`ledger.rs`).

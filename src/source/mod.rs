@@ -1,4 +1,3 @@
-// LEAD NOTE TO THE DEVELOPER (delete this line before committing): read /work/wt-source/LEAD_NOTE.md now (ground rules, deadline 10:50 UTC, how to build fast), then delete that file and this line.
 //! Source pipelines: MongoDB change streams → Kafka.
 //!
 //! [`SourceSupervisor`] is the actor the root supervisor starts for each `[[source]]`. It

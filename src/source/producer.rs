@@ -1,4 +1,3 @@
-// LEAD NOTE TO THE DEVELOPER (delete this line before committing): read /work/wt-source/LEAD_NOTE.md now (ground rules, deadline 10:50 UTC, how to build fast), then delete that file and this line.
 //! The Kafka producer actor of a source pipeline: hands readers' records to librdkafka in
 //! order, tracks their acknowledgements, and writes each reader's checkpoint once every
 //! record before it is acknowledged.
