@@ -135,13 +135,17 @@ impl ClientContext for LeveledEvents {
 
 impl ConsumerContext for LeveledEvents {}
 
+/// The producer of the daemon's pipelines (records, checkpoints, dead letters).
+pub type KafkaProducer = FutureProducer<LeveledEvents>;
+
 /// A producer that waits for every in-sync replica (`acks=all`) and never reorders or
 /// duplicates on retry (`enable.idempotence`), unless the user's properties say otherwise.
-pub fn producer(kafka: &KafkaConfig) -> Result<FutureProducer, ClientError> {
+pub fn producer(kafka: &KafkaConfig) -> Result<KafkaProducer, ClientError> {
     let mut cfg = ClientConfig::new();
     producer_defaults(&mut cfg);
     apply(&mut cfg, kafka, Role::Producer);
-    cfg.create().map_err(error(kafka, "creating a producer"))
+    cfg.create_with_context(LeveledEvents)
+        .map_err(error(kafka, "creating a producer"))
 }
 
 /// What every producer starts from, before the user's properties: waits for every in-sync
@@ -158,12 +162,12 @@ fn producer_defaults(cfg: &mut ClientConfig) {
 pub fn transactional_producer(
     kafka: &KafkaConfig,
     transactional_id: &str,
-) -> Result<FutureProducer, ClientError> {
+) -> Result<KafkaProducer, ClientError> {
     let mut cfg = ClientConfig::new();
     producer_defaults(&mut cfg);
     apply(&mut cfg, kafka, Role::Producer);
     cfg.set("transactional.id", transactional_id)
-        .create()
+        .create_with_context(LeveledEvents)
         .map_err(error(kafka, "creating a transactional producer"))
 }
 
@@ -293,7 +297,7 @@ pub async fn check(kafka: &KafkaConfig) -> Result<usize, ClientError> {
 
 /// Hands one record to librdkafka, waiting while its local queue is full.
 pub async fn enqueue(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     topic: &str,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
@@ -304,7 +308,7 @@ pub async fn enqueue(
 
 /// [`enqueue`], calling `on_wait` each time the full queue makes it wait.
 pub async fn enqueue_waiting(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     topic: &str,
     key: Option<&[u8]>,
     value: Option<&[u8]>,

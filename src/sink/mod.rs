@@ -316,7 +316,7 @@ fn needs_dead_letters(config: &SinkConfig) -> bool {
 fn writer_factory(
     config: SinkConfig,
     shared: Arc<WriterShared>,
-    dead_letter_producer: Option<rdkafka::producer::FutureProducer>,
+    dead_letter_producer: Option<kafka::KafkaProducer>,
     writers_thread: ArbiterHandle,
 ) -> WriterFactory {
     let settings: Mutex<HashMap<String, Arc<WriterSettings>>> = Mutex::new(HashMap::new());

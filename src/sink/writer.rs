@@ -22,7 +22,6 @@ use actix::prelude::*;
 use rdkafka::consumer::CommitMode;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::FutureProducer;
 
 use super::batch::PartitionBatch;
 use super::bulk::{self, Item, Outcome};
@@ -105,7 +104,7 @@ pub struct WriterFailed {
 #[derive(Clone)]
 pub struct DeadLetters {
     /// The producer.
-    pub producer: FutureProducer,
+    pub producer: kafka::KafkaProducer,
     /// The dead letter topic.
     pub topic: String,
     /// How its headers are named.

@@ -316,7 +316,7 @@ impl SourceSupervisor {
         }));
     }
 
-    fn launch(&mut self, producer: rdkafka::producer::FutureProducer, ctx: &mut Context<Self>) {
+    fn launch(&mut self, producer: kafka::KafkaProducer, ctx: &mut Context<Self>) {
         // Validation compiled the namespace map's regexes already; should one still fail,
         // the pipeline stops saying which.
         let topics = match TopicMapper::new(&self.config) {

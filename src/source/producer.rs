@@ -11,7 +11,7 @@ use actix::prelude::*;
 use futures_util::future::join_all;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::checkpoint::{self, Checkpoint, CheckpointKey};
@@ -92,7 +92,7 @@ pub struct ProducerSetup {
 /// The producer actor.
 pub struct RecordProducer {
     setup: ProducerSetup,
-    producer: FutureProducer,
+    producer: kafka::KafkaProducer,
     ledger: CheckpointLedger,
     pending_checkpoint_writes: usize,
     transaction_timeout: Duration,
@@ -114,7 +114,7 @@ impl RecordProducer {
     /// to `supervisor`.
     pub fn new(
         setup: ProducerSetup,
-        producer: FutureProducer,
+        producer: kafka::KafkaProducer,
         supervisor: Recipient<ProducerFailed>,
         metrics: Metrics,
     ) -> Self {
@@ -330,7 +330,7 @@ fn checkpoint_record(
 /// Hands a checkpoint record to librdkafka; a full queue is backpressure, not an error: it
 /// waits for room, calling `on_wait` each time.
 async fn enqueue_checkpoint(
-    producer: &FutureProducer,
+    producer: &kafka::KafkaProducer,
     topic: &str,
     (key, value): &(Vec<u8>, Vec<u8>),
     on_wait: impl FnMut(),
@@ -381,7 +381,7 @@ type Deliveries = Vec<(String, String, Instant, rdkafka::producer::DeliveryFutur
 /// with records that cannot be published as they are, and the metrics.
 #[derive(Clone)]
 struct Publisher {
-    producer: FutureProducer,
+    producer: kafka::KafkaProducer,
     pipeline: String,
     policy: RecordPolicy,
     metrics: Metrics,
