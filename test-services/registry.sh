@@ -45,6 +45,12 @@ usage() {
 # last, so an interrupted build is redone. Maven Central only (registry/settings.xml).
 ensure_built() {
     if [ -f "$build/.complete" ]; then return; fi
+    # One build at a time: tests that start registries of their own may ask at once, and two
+    # Maven builds in one folder break each other. The later one finds the build done.
+    mkdir -p "$(dirname "$build")"
+    exec 8>"$build.lock"
+    flock 8
+    if [ -f "$build/.complete" ]; then exec 8>&-; return; fi
     log "building Apicurio Registry from Maven Central artifacts (once) into $build"
     local started=$SECONDS
     rm -rf "$build"
@@ -60,6 +66,7 @@ ensure_built() {
         return 1
     fi
     touch "$build/.complete"
+    exec 8>&-
     log "built in $((SECONDS - started)) s"
 }
 
