@@ -57,17 +57,7 @@ resolve_connector() {
 }
 
 # The PID of our worker, or nothing; a stale PID file (process gone or reused) is removed.
-running_pid() {
-    local pid
-    [ -f "$pidfile" ] || return 0
-    pid="$(cat "$pidfile")"
-    if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] \
-        && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF " $main_class "; then
-        echo "$pid"
-    else
-        rm -f "$pidfile"
-    fi
-}
+running_pid() { pid_matching "$pidfile" " $main_class "; }
 
 rest() { curl -fsS --max-time 5 "http://127.0.0.1:$CONNECT_PORT$1"; }
 

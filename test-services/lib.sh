@@ -15,3 +15,18 @@ terminate_pid() {
         while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
     fi
 }
+
+# The PID in the file $1 when that process's command line holds $2; otherwise nothing, and a
+# PID file whose process is gone, or was reused by an unrelated process (after a reboot, on a
+# CI machine), is removed, so a stop never kills a stranger.
+pid_matching() {
+    local pidfile="$1" pattern="$2" pid
+    [ -f "$pidfile" ] || return 0
+    pid="$(cat "$pidfile")"
+    if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] \
+        && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$pattern"; then
+        echo "$pid"
+    else
+        rm -f "$pidfile"
+    fi
+}

@@ -71,17 +71,7 @@ ensure_built() {
 }
 
 # The PID of our registry, or nothing; a stale PID file (process gone or reused) is removed.
-running_pid() {
-    local pid
-    [ -f "$pidfile" ] || return 0
-    pid="$(cat "$pidfile")"
-    if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] \
-        && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "apicurio-registry-runner.jar"; then
-        echo "$pid"
-    else
-        rm -f "$pidfile"
-    fi
-}
+running_pid() { pid_matching "$pidfile" "apicurio-registry-runner.jar"; }
 
 # A real request to the API the clients use, not just an open port.
 answers() { curl -fsS --max-time 5 -o /dev/null "$url/subjects" 2>/dev/null; }

@@ -92,20 +92,8 @@ main_class() {
     esac
 }
 
-# The PID of the running service, or nothing. A PID file whose process is gone, or was reused by
-# an unrelated process (after a reboot, on a CI machine), is removed, so `down` never kills a
-# stranger.
-running_pid() {
-    local name="$1" pidfile="$run/$1.pid" pid
-    [ -f "$pidfile" ] || return 0
-    pid="$(cat "$pidfile")"
-    if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] \
-        && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF " $(main_class "$name") "; then
-        echo "$pid"
-    else
-        rm -f "$pidfile"
-    fi
-}
+# The PID of the running service, or nothing (lib.sh `pid_matching`).
+running_pid() { pid_matching "$run/$1.pid" " $(main_class "$1") "; }
 
 # Keeps the previous run's log beside the new one, so a failure's tail shows only this run.
 rotate_log() {
