@@ -28,12 +28,15 @@
 #   (mkb-test), KAFKA_SCRAM_PASSWORD (mkb-test-secret), MONGO_PORT, START_TIMEOUT (120 s),
 #   KAFKA_HEAP (1g), MONGO_HEAP (4g: the stand-in keeps every write of a test run in its
 #   oplog), MONGO_H2_FILE (keep the stand-in's data in this H2 file
-#   across restarts instead of memory), TEST_SERVICES_CACHE (state folder, default .cache/).
+#   across restarts instead of memory), TEST_SERVICES_CACHE (state folder: data, logs, PIDs,
+#   TLS material; default .cache/; jars and compiled classes always stay in .cache/).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${TEST_SERVICES_CACHE:-$here/.cache}"
-lib="$cache/lib"
+# Jars and the compiled launcher are the same whatever the state folder: they stay in the
+# checkout's cache, so a test running services of its own (TEST_SERVICES_CACHE) reuses them.
+lib="$here/.cache/lib"
 run="$cache/run"
 logs="$cache/logs"
 kafka_data="$cache/kafka-data"
@@ -285,7 +288,7 @@ up_mongo() {
     # The launcher is every *.java beside this script (MongoStandIn and the backends and oplog it
     # installs, see README.md), compiled again when one of them is newer than the last compile.
     # It is compiled aside and then moved in place, so a failed compile leaves the last good one.
-    local classes="$cache/classes"
+    local classes="$here/.cache/classes"
     if [ ! -f "$classes/.compiled" ] \
         || [ -n "$(find "$here" -maxdepth 1 -name '*.java' -newer "$classes/.compiled" -print -quit)" ]; then
         log "compiling the mongo stand-in launcher"

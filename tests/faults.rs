@@ -9,36 +9,16 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::proxy::{self, Proxy};
+use common::services::OwnService;
 use common::traffic::{self, Traffic};
 use mongodb::bson::{doc, Document};
 
 const WAIT: Duration = Duration::from_secs(180);
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// `test-services/services.sh` with `args`, with the test's environment (ports, cache).
-fn services(args: &[&str], env: &[(&str, &str)]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-services/services.sh");
-    let status = Command::new(script)
-        .args(args)
-        .envs(env.iter().copied())
-        .status()
-        .unwrap_or_else(|e| panic!("services.sh {args:?}: {e}"));
-    assert!(status.success(), "services.sh {args:?}: {status}");
-}
-
-/// Whether `name` is a service this checkout's `services.sh` runs (tests against other
-/// servers cannot stop them).
-fn is_local(name: &str) -> bool {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("test-services/.cache/run/{name}.pid"))
-        .exists()
-}
 
 /// A source on `db.c` and a sink replaying its topic into `db.c_copy`.
 fn chain(db: &str) -> String {
@@ -72,24 +52,22 @@ async fn collection(uri: &str, db: &str) -> mongodb::Collection<Document> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kafka_broker_restarted_mid_source_and_mid_sink_loses_nothing() {
     let _lock = ONE_AT_A_TIME.lock().await;
-    if !is_local("kafka") {
-        eprintln!("SKIPPED: needs the local Kafka broker (test-services) to stop and start it");
-        return;
-    }
+    // A broker of the test's own: the shared one on 9092 is never stopped.
+    let kafka = OwnService::kafka();
     let uri = common::mongodb_uri();
     let db = common::unique("fkafka");
     let coll = collection(&uri, &db).await;
-    common::create_topic(&format!("{db}.c"), 2).await;
+    common::create_topic_on(&kafka.address(), &format!("{db}.c"), 2, &[]).await;
     let port = common::free_port();
-    let mut daemon = common::Daemon::start(&common::config_toml(port, &chain(&db)));
+    let mut daemon = common::Daemon::start(&kafka.config(&common::config_toml(port, &chain(&db))));
     daemon.wait_for_log("change stream open", 1, WAIT);
     let load = Traffic::start(vec![coll], Duration::from_millis(10));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    services(&["down", "kafka"], &[]);
+    kafka.down();
     let body = common::wait_for_status(port, "/ready", 503, Duration::from_secs(30));
     assert!(body.contains("kafka"), "{body}");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    services(&["up", "kafka"], &[]);
+    kafka.up();
     common::wait_for_status(port, "/ready", 200, WAIT);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let total = load.stop().await;
@@ -139,49 +117,19 @@ async fn a_mongodb_restart_that_keeps_its_data_loses_nothing() {
         return;
     }
     // A stand-in of this test's own, keeping data and oplog in an H2 file across restarts.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mongo_port = common::free_port().to_string();
-    let h2 = dir.path().join("stand-in.h2");
-    let cache = dir.path().join("services");
-    let env = [
-        ("MONGO_PORT", mongo_port.as_str()),
-        ("MONGO_H2_FILE", h2.to_str().expect("path")),
-        ("TEST_SERVICES_CACHE", cache.to_str().expect("path")),
-        ("MONGO_HEAP", "512m"),
-    ];
-    // A first start compiles the launcher into the fresh cache: one more try if it fails.
-    let started =
-        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("test-services/services.sh"))
-            .args(["up", "mongo"])
-            .envs(env.iter().copied())
-            .status()
-            .is_ok_and(|s| s.success());
-    if !started {
-        services(&["up", "mongo"], &env);
-    }
-    struct Down<'a>(&'a [(&'a str, &'a str)]);
-    impl Drop for Down<'_> {
-        fn drop(&mut self) {
-            services(&["down", "mongo"], self.0);
-        }
-    }
-    let _down = Down(&env);
-    let uri = format!("mongodb://127.0.0.1:{mongo_port}");
+    let mongo = OwnService::mongo_with_a_data_file();
+    let uri = mongo.uri();
     let db = common::unique("fh2");
     let coll = collection(&uri, &db).await;
     common::create_topic(&format!("{db}.c"), 2).await;
     let port = common::free_port();
-    let config = common::config_toml(port, &chain(&db)).replace(
-        &format!("uri = \"{}\"", common::mongodb_uri()),
-        &format!("uri = \"{uri}\""),
-    );
-    let mut daemon = common::Daemon::start(&config);
+    let mut daemon = common::Daemon::start(&mongo.config(&common::config_toml(port, &chain(&db))));
     daemon.wait_for_log("change stream open", 1, WAIT);
     let load = Traffic::start(vec![coll], Duration::from_millis(10));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    services(&["down", "mongo"], &env);
+    mongo.down();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    services(&["up", "mongo"], &env);
+    mongo.up();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let total = load.stop().await;
     assert_all_copied(&uri, &db, total, &daemon).await;

@@ -1,29 +1,21 @@
-//! Backpressure: a service the daemon writes to stops answering (SIGSTOP on the local
-//! service's process) while input keeps coming; the daemon's memory stays bounded, and
-//! when the service comes back (SIGCONT) everything arrives.
+//! Backpressure: a service the daemon writes to stops answering (SIGSTOP on the process of
+//! a service of the test's own, never a shared one) while input keeps coming; the daemon's
+//! memory stays bounded, and when the service comes back (SIGCONT) everything arrives.
 //!
-//! These tests pause shared services, so they live in their own test binary (cargo runs
-//! test binaries one after another) and take a lock against each other.
+//! Each test starts its own broker or stand-in on free ports (`common::services`); they live
+//! in their own test binary and run one at a time, since RSS is what they measure.
 
 mod common;
 
 use std::time::Duration;
 
+use common::services::OwnService;
 use mongodb::bson::{doc, Document};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(120);
 
 static PAUSING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The PID of a local service started by `test-services/services.sh`, or `None` when the
-/// tests run against other servers.
-fn service_pid(name: &str) -> Option<u32> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/test-services/.cache/run/").to_owned()
-        + name
-        + ".pid";
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
 
 /// Stops a process with SIGSTOP; SIGCONT when dropped, even when the test fails.
 struct Paused(u32);
@@ -78,10 +70,7 @@ const PAYLOAD: usize = 1000;
 #[tokio::test]
 async fn a_paused_mongodb_pauses_the_partitions_and_memory_stays_bounded() {
     let _one_at_a_time = PAUSING.lock().await;
-    let Some(mongo_pid) = service_pid("mongo") else {
-        eprintln!("SKIPPED: needs the local MongoDB stand-in's PID to pause it");
-        return;
-    };
+    let mongo = OwnService::mongo();
     let topic = common::unique("slowsink");
     common::create_topic(&topic, 2).await;
     let db = common::unique("slowdb");
@@ -90,7 +79,7 @@ async fn a_paused_mongodb_pauses_the_partitions_and_memory_stays_bounded() {
         "[[sink]]\nname = \"{}\"\ntopics = [\"{topic}\"]\ndatabase = \"{db}\"\ncollection = \"docs\"\nid_strategy = \"provided_in_key\"\nqueue_capacity = 256\nmax_batch_size = 100\n",
         common::unique("slow")
     );
-    let mut daemon = common::Daemon::start(&common::config_toml(port, &extra));
+    let mut daemon = common::Daemon::start(&mongo.config(&common::config_toml(port, &extra)));
     daemon.wait_for_log("sink pipeline running", 1, WAIT);
     let records = |ids: std::ops::Range<i64>| -> Vec<common::Outgoing> {
         ids.map(|id| {
@@ -103,8 +92,9 @@ async fn a_paused_mongodb_pauses_the_partitions_and_memory_stays_bounded() {
     };
     // Warm up, so the baseline includes the writers and connections.
     common::produce(&topic, &records(0..1000)).await;
-    let coll = common::mongo_client()
+    let coll = mongodb::Client::with_uri_str(mongo.uri())
         .await
+        .expect("MongoDB client")
         .database(&db)
         .collection::<Document>("docs");
     let warm = common::eventually(WAIT, || {
@@ -117,7 +107,7 @@ async fn a_paused_mongodb_pauses_the_partitions_and_memory_stays_bounded() {
 
     let total = 60_000;
     {
-        let _paused = Paused::new(mongo_pid);
+        let _paused = Paused::new(mongo.pid());
         // 59 MB of records while MongoDB does not answer.
         common::produce(&topic, &records(1000..total)).await;
         let peak = peak_rss_kib(daemon.pid(), Duration::from_secs(5)).await;
@@ -145,24 +135,21 @@ async fn a_paused_mongodb_pauses_the_partitions_and_memory_stays_bounded() {
 #[tokio::test]
 async fn a_paused_kafka_stops_the_readers_and_memory_stays_bounded() {
     let _one_at_a_time = PAUSING.lock().await;
-    let Some(kafka_pid) = service_pid("kafka") else {
-        eprintln!("SKIPPED: needs the local Kafka broker's PID to pause it");
-        return;
-    };
+    let kafka = OwnService::kafka();
     let db = common::unique("slowsrc");
     let client = common::mongo_client().await;
     let coll = client.database(&db).collection::<Document>("events");
     coll.insert_one(doc! {"_id": -1}).await.expect("seed");
     let port = common::free_port();
     let topic = format!("{db}.events");
-    common::create_topic(&topic, 1).await;
+    common::create_topic_on(&kafka.address(), &topic, 1, &[]).await;
     // Small buffers, so that what "bounded" means is visible: at most 1 MiB in librdkafka's
     // queue and 4 batches of 50 events in the producer's mailbox.
     let extra = format!(
         "[kafka.producer]\n\"queue.buffering.max.kbytes\" = 1024\n[[source]]\nname = \"{}\"\ndatabase = \"{db}\"\ncollection = \"events\"\nmax_await_time = \"200ms\"\nqueue_capacity = 4\nbatch_size = 50\n",
         common::unique("slow")
     );
-    let mut daemon = common::Daemon::start(&common::config_toml(port, &extra));
+    let mut daemon = common::Daemon::start(&kafka.config(&common::config_toml(port, &extra)));
     daemon.wait_for_log("change stream open", 1, WAIT);
     let insert = |ids: std::ops::Range<i64>| {
         let coll = coll.clone();
@@ -176,14 +163,17 @@ async fn a_paused_kafka_stops_the_readers_and_memory_stays_bounded() {
         }
     };
     insert(0..200).await;
-    let warm = common::consume(&topic, 200, WAIT, false).await;
+    let warm = common::consume_until_on(&kafka.address(), &topic, WAIT, false, |records| {
+        records.len() >= 200
+    })
+    .await;
     assert_eq!(warm.len(), 200, "log:\n{}", daemon.log());
     let baseline = rss_kib(daemon.pid());
     let events = "mkb_source_events_read_total";
 
     let total = 6000;
     {
-        let _paused = Paused::new(kafka_pid);
+        let _paused = Paused::new(kafka.pid());
         // 12 MB of changes wait in MongoDB while the broker does not answer.
         insert(200..total).await;
         tokio::time::sleep(Duration::from_secs(6)).await;
@@ -204,7 +194,7 @@ async fn a_paused_kafka_stops_the_readers_and_memory_stays_bounded() {
             "RSS grew by {growth_mib} MiB (from {baseline} KiB) while Kafka was paused"
         );
     }
-    let all = common::consume_until(&topic, WAIT, false, |records| {
+    let all = common::consume_until_on(&kafka.address(), &topic, WAIT, false, |records| {
         let ids: std::collections::BTreeSet<i64> = records
             .iter()
             .filter_map(|r| r.key_json()["_id"].as_i64())

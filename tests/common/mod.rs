@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mongo_kafka_bridge::config::{self, Config};
 
 pub mod proxy;
+pub mod services;
 pub mod traffic;
 
 /// The MongoDB the tests use.
@@ -355,12 +356,23 @@ pub async fn consume_until(
     topic: &str,
     limit: Duration,
     read_committed: bool,
+    done: impl FnMut(&[Consumed]) -> bool,
+) -> Vec<Consumed> {
+    consume_until_on(&kafka_bootstrap(), topic, limit, read_committed, done).await
+}
+
+/// [`consume_until`] from the broker at `bootstrap`.
+pub async fn consume_until_on(
+    bootstrap: &str,
+    topic: &str,
+    limit: Duration,
+    read_committed: bool,
     mut done: impl FnMut(&[Consumed]) -> bool,
 ) -> Vec<Consumed> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::message::{Headers, Message};
     let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka_bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("testreader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -421,10 +433,20 @@ pub async fn create_topic(topic: &str, partitions: i32) {
 
 /// [`create_topic`] with topic configs (`max.message.bytes`, ...).
 pub async fn create_topic_with(topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    create_topic_on(&kafka_bootstrap(), topic, partitions, configs).await;
+}
+
+/// [`create_topic_with`] on the broker at `bootstrap`.
+pub async fn create_topic_on(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka_bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .create()
         .unwrap_or_else(|e| panic!("admin client: {e}"));
     let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
