@@ -11,6 +11,7 @@ pub mod copy;
 pub mod copy_progress;
 pub mod format;
 pub mod ledger;
+pub mod lifecycle;
 pub mod model;
 pub mod policy;
 pub mod producer;
@@ -30,6 +31,8 @@ use rdkafka::producer::Producer;
 use self::checkpoint::Checkpoint;
 use self::copy_progress::CopyTracker;
 use self::format::{Conversion, FormatError};
+use self::ledger::Ending;
+use self::lifecycle::{Lifecycle, Origin, Phase};
 use self::model::{Position, Scope, StartAt};
 use self::policy::{Decision, Failed, RestartPolicy, ResumeAt};
 use self::producer::{
@@ -181,6 +184,8 @@ impl From<checkpoint::CheckpointError> for SourceError {
 struct ReaderSlot {
     watched: Scope,
     generation: u64,
+    /// The launch of the pipeline the running reader belongs to.
+    launch: u64,
     addr: Option<Addr<ChangeStreamReader>>,
     backoff: Backoff,
     progress: Arc<ReaderProgress>,
@@ -225,12 +230,9 @@ pub struct SourceSupervisor {
     checkpoints: HashMap<String, Checkpoint>,
     readers: BTreeMap<String, ReaderSlot>,
     pipeline_backoff: Backoff,
-    /// How many times the pipeline launched (the current launch's number).
-    launches: u64,
-    /// A pipeline restart is under way: further failures join it instead of starting
-    /// another.
-    restarting: bool,
-    stopping: bool,
+    /// Starting, running, restarting or stopped: which failures count, and which start
+    /// attempt may launch.
+    lifecycle: Lifecycle,
 }
 
 /// A reader or pipeline that ran this long before failing again restarts after the shortest
@@ -264,22 +266,19 @@ impl SourceSupervisor {
             checkpoints: HashMap::new(),
             readers: BTreeMap::new(),
             pipeline_backoff: restart_backoff(),
-            launches: 0,
-            restarting: false,
-            stopping: false,
+            lifecycle: Lifecycle::new(),
         }
     }
 
-    /// Loads checkpoints and creates topics, then starts the producer and the readers.
-    fn start(&mut self, ctx: &mut Context<Self>) {
+    /// Start attempt `attempt`: fences (exactly-once: `init_transactions` on the new
+    /// producer, which aborts whatever an earlier producer of the pipeline left open and
+    /// makes any such zombie fail from then on), then reads the checkpoints, which no
+    /// earlier producer can move any more, then starts the readers. Reading first would let
+    /// an earlier producer's commit land after the read: its records published again.
+    fn start(&mut self, attempt: u64, ctx: &mut Context<Self>) {
         let config = self.config.clone();
         let kafka = self.kafka.clone();
         let prepare = async move {
-            checkpoint::ensure_topic(&kafka, &config.checkpoint_topic).await?;
-            if config.create_topics {
-                create_topics(&kafka, &config).await?;
-            }
-            let loaded = checkpoint::load(&kafka, &config.checkpoint_topic, &config.name).await?;
             let producer = match config.delivery {
                 Delivery::AtLeastOnce => kafka::producer(&kafka)?,
                 Delivery::ExactlyOnce => {
@@ -300,23 +299,33 @@ impl SourceSupervisor {
                     producer
                 }
             };
+            checkpoint::ensure_topic(&kafka, &config.checkpoint_topic).await?;
+            if config.create_topics {
+                create_topics(&kafka, &config).await?;
+            }
+            let loaded = checkpoint::load(&kafka, &config.checkpoint_topic, &config.name).await?;
             Ok::<_, SourceError>((loaded, producer))
         };
-        ctx.spawn(prepare.into_actor(self).map(|result, act, ctx| {
-            if act.stopping {
-                return;
-            }
+        ctx.spawn(prepare.into_actor(self).map(move |result, act, ctx| {
             match result {
                 Ok((loaded, producer)) => {
-                    act.checkpoints = loaded;
-                    act.launch(producer, ctx);
+                    // An attempt overtaken by a newer one (or a stop) launches nothing; its
+                    // producer is dropped unused.
+                    if let Some(launch) = act.lifecycle.prepared(attempt) {
+                        act.checkpoints = loaded;
+                        act.launch(producer, launch, ctx);
+                    }
                 }
-                Err(error) => act.retry_pipeline(error, ctx),
+                Err(error) => {
+                    if act.lifecycle.is_current(Origin::Start(attempt)) {
+                        act.retry_pipeline(error, ctx);
+                    }
+                }
             }
         }));
     }
 
-    fn launch(&mut self, producer: kafka::KafkaProducer, ctx: &mut Context<Self>) {
+    fn launch(&mut self, producer: kafka::KafkaProducer, launch: u64, ctx: &mut Context<Self>) {
         // Validation compiled the namespace map's regexes already; should one still fail,
         // the pipeline stops saying which.
         let topics = match TopicMapper::new(&self.config) {
@@ -329,11 +338,10 @@ impl SourceSupervisor {
                 return self.fail(error, ctx);
             }
         };
-        self.launches += 1;
         let producer = RecordProducer::new(
             ProducerSetup {
                 pipeline: self.config.name.clone(),
-                launch: self.launches,
+                launch,
                 checkpoint_topic: self.config.checkpoint_topic.clone(),
                 checkpoint_interval: self.config.checkpoint_interval,
                 policy: RecordPolicy {
@@ -372,6 +380,7 @@ impl SourceSupervisor {
                 .or_insert_with(|| ReaderSlot {
                     watched,
                     generation: 0,
+                    launch,
                     addr: None,
                     backoff: restart_backoff(),
                     progress: Arc::default(),
@@ -423,6 +432,7 @@ impl SourceSupervisor {
             generation: slot.generation,
         };
         tracing::info!(pipeline = %self.config.name, namespace, start = start.name(), generation = slot.generation, "starting reader");
+        slot.launch = self.lifecycle.launch();
         slot.pin();
         slot.progress = Arc::default();
         slot.addr = Some(
@@ -451,8 +461,19 @@ impl SourceSupervisor {
         };
         let delay = slot.backoff.next_delay();
         let producer = self.running.as_ref().map(|r| r.producer.clone());
+        let launch = self.lifecycle.launch();
+        let generation = slot.generation;
+        // Whether the restart still stands: the launch runs and no newer restart of the
+        // reader began (else a second reader would run beside the launch's own).
+        let stands = move |act: &Self, namespace: &str| {
+            act.lifecycle.is_current(Origin::Launch(launch))
+                && act
+                    .readers
+                    .get(namespace)
+                    .is_some_and(|slot| slot.generation == generation)
+        };
         ctx.run_later(delay, move |act, ctx| {
-            if act.stopping {
+            if !stands(act, &namespace) {
                 return;
             }
             let Some(producer) = producer else { return };
@@ -468,7 +489,7 @@ impl SourceSupervisor {
             ctx.spawn(
                 ask.into_actor(act)
                     .map(move |(namespace, acknowledged), act, ctx| {
-                        if act.stopping {
+                        if !stands(act, &namespace) {
                             return;
                         }
                         let start = match (resume, acknowledged) {
@@ -498,7 +519,7 @@ impl SourceSupervisor {
     /// Reports readers whose stream has not advanced for `stall_timeout` on `/ready` and in
     /// the metrics, and restarts them; clears the report once they advance again.
     fn check_stalls(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping || self.running.is_none() {
+        if self.lifecycle.phase() != Phase::Running || self.running.is_none() {
             return;
         }
         let timeout = self.config.stall_timeout;
@@ -543,34 +564,63 @@ impl SourceSupervisor {
         }
     }
 
-    /// Stops every reader and the producer, then starts again after a backoff.
+    /// Stops every reader, aborts the producer's open transaction and closes it, then
+    /// starts again after a backoff. The old producer is closed before the new one exists:
+    /// none of its scheduled commits can land once the new start reads the checkpoints.
     fn retry_pipeline(&mut self, error: SourceError, ctx: &mut Context<Self>) {
-        if self.restarting {
+        if !self.lifecycle.restart() {
             tracing::debug!(pipeline = %self.config.name, %error, "the pipeline is restarting already");
             return;
         }
-        self.restarting = true;
         let delay = self.pipeline_backoff.next_delay();
         tracing::warn!(pipeline = %self.config.name, %error, retry_in = ?delay, "restarting the source pipeline");
         self.metrics
             .actor_restarted(&self.config.name, "source_pipeline", error.kind());
-        let readers: Vec<_> = self
-            .readers
-            .values_mut()
-            .filter_map(|slot| slot.addr.take())
-            .collect();
-        self.running = None;
-        let stop_all = join_all(readers.into_iter().map(|addr| async move {
-            let _ = addr.send(StopReader).await;
-        }));
-        ctx.spawn(stop_all.into_actor(self).map(move |_, _, ctx| {
+        let wind_down = self.wind_down(Ending::Failure);
+        ctx.spawn(wind_down.into_actor(self).map(move |_, _, ctx| {
             ctx.run_later(delay, |act, ctx| {
-                act.restarting = false;
-                if !act.stopping {
-                    act.start(ctx);
+                if let Some(attempt) = act.lifecycle.start_again() {
+                    act.start(attempt, ctx);
                 }
             });
         }));
+    }
+
+    /// Takes the readers and the producer of the running launch (failures they report
+    /// from here on are stale: their generations move on) and answers the future that stops
+    /// the readers (aborting those that do not stop before the shutdown deadline), then
+    /// drains and closes the producer for `ending`. It answers what was left undone.
+    fn wind_down(&mut self, ending: Ending) -> impl std::future::Future<Output = Vec<String>> {
+        let readers: Vec<_> = self
+            .readers
+            .values_mut()
+            .filter_map(|slot| {
+                slot.generation += 1;
+                slot.addr.take()
+            })
+            .collect();
+        let producer = self.running.take().map(|r| r.producer);
+        let deadline = self.shutdown_deadline;
+        let name = self.config.name.clone();
+        async move {
+            let mut left = Vec::new();
+            let stops = join_all(readers.iter().map(|addr| addr.send(StopReader)));
+            if tokio::time::timeout(deadline, stops).await.is_err() {
+                // A reader waiting on a server that does not answer: abandon its read.
+                tracing::error!(pipeline = %name, "readers did not stop before the shutdown deadline; aborting them");
+                join_all(readers.iter().map(|addr| addr.send(AbortReader))).await;
+                left.push("readers waiting for MongoDB".to_owned());
+            }
+            if let Some(producer) = producer {
+                if let Ok(batches) = producer.send(Drain { deadline, ending }).await {
+                    if batches > 0 {
+                        tracing::error!(pipeline = %name, batches, "records still unacknowledged at shutdown; they will be sent again at the next start");
+                        left.push(format!("{batches} batches not acknowledged by Kafka"));
+                    }
+                }
+            }
+            left
+        }
     }
 
     /// Stops the pipeline for good and says why: an error no restart can fix.
@@ -582,26 +632,9 @@ impl SourceSupervisor {
             health::pipeline(&self.config.name),
             format!("source pipeline failed: {error}"),
         );
-        self.stopping = true;
-        let readers: Vec<_> = self
-            .readers
-            .values_mut()
-            .filter_map(|slot| slot.addr.take())
-            .collect();
-        let producer = self.running.take().map(|r| r.producer);
-        let deadline = self.shutdown_deadline;
-        ctx.spawn(
-            async move {
-                join_all(readers.into_iter().map(|addr| async move {
-                    let _ = addr.send(StopReader).await;
-                }))
-                .await;
-                if let Some(producer) = producer {
-                    let _ = producer.send(Drain(deadline)).await;
-                }
-            }
-            .into_actor(self),
-        );
+        self.lifecycle.stop();
+        let wind_down = self.wind_down(Ending::Failure);
+        ctx.spawn(wind_down.into_actor(self).map(|_, _, _| ()));
     }
 }
 
@@ -675,7 +708,7 @@ impl Actor for SourceSupervisor {
         self.readiness
             .set_problem(health::pipeline(&self.config.name), "starting");
         tracing::info!(pipeline = %self.config.name, "source pipeline started");
-        self.start(ctx);
+        self.start(self.lifecycle.attempt(), ctx);
         let every = (self.config.stall_timeout / 4)
             .clamp(Duration::from_millis(250), Duration::from_secs(10));
         ctx.run_interval(every, |act, ctx| act.check_stalls(ctx));
@@ -730,11 +763,11 @@ impl Handler<ReaderFailed> for SourceSupervisor {
 
     fn handle(&mut self, msg: ReaderFailed, ctx: &mut Self::Context) {
         let ReaderFailed { reader, error } = msg;
-        let current = self
-            .readers
-            .get(&reader.namespace)
-            .is_some_and(|s| s.generation == reader.generation);
-        if self.stopping || !current {
+        let current = self.readers.get(&reader.namespace).is_some_and(|slot| {
+            slot.generation == reader.generation
+                && self.lifecycle.is_current(Origin::Launch(slot.launch))
+        });
+        if !current {
             return;
         }
         let decision = RestartPolicy::decide(Failed::Reader(&error), &self.config);
@@ -749,7 +782,7 @@ impl Handler<ProducerFailed> for SourceSupervisor {
         let ProducerFailed { launch, error } = failed;
         // A producer of an earlier launch failing late (its pipeline restarted already)
         // restarts nothing.
-        if self.stopping || launch != self.launches {
+        if !self.lifecycle.is_current(Origin::Launch(launch)) {
             return;
         }
         let decision = RestartPolicy::decide(Failed::Producer(&error), &self.config);
@@ -761,45 +794,16 @@ impl Handler<StopPipeline> for SourceSupervisor {
     type Result = ResponseActFuture<Self, Option<String>>;
 
     fn handle(&mut self, _: StopPipeline, _: &mut Self::Context) -> Self::Result {
-        self.stopping = true;
+        self.lifecycle.stop();
         // A stopped pipeline reports nothing any more: a reload may have removed it.
         self.readiness.clear(&health::pipeline(&self.config.name));
         self.readiness
             .clear_prefix(&health::reader(&self.config.name, ""));
-        let readers: Vec<_> = self
-            .readers
-            .values_mut()
-            .filter_map(|slot| slot.addr.take())
-            .collect();
-        let producer = self.running.take().map(|r| r.producer);
-        let deadline = self.shutdown_deadline;
-        let name = self.config.name.clone();
-        Box::pin(
-            async move {
-                let mut left = Vec::new();
-                let stops = join_all(readers.iter().map(|addr| addr.send(StopReader)));
-                if tokio::time::timeout(deadline, stops).await.is_err() {
-                    // A reader waiting on a server that does not answer: abandon its read.
-                    tracing::error!(pipeline = %name, "readers did not stop before the shutdown deadline; aborting them");
-                    join_all(readers.iter().map(|addr| addr.send(AbortReader))).await;
-                    left.push("readers waiting for MongoDB".to_owned());
-                }
-                if let Some(producer) = producer {
-                    if let Ok(batches) = producer.send(Drain(deadline)).await {
-                        if batches > 0 {
-                            tracing::error!(pipeline = %name, batches, "records still unacknowledged at shutdown; they will be sent again at the next start");
-                            left.push(format!("{batches} batches not acknowledged by Kafka"));
-                        }
-                    }
-                }
-                (!left.is_empty()).then(|| left.join(", "))
-            }
-            .into_actor(self)
-            .map(|left, _, ctx| {
-                ctx.stop();
-                left
-            }),
-        )
+        let wind_down = self.wind_down(Ending::Stop);
+        Box::pin(wind_down.into_actor(self).map(|left, _, ctx| {
+            ctx.stop();
+            (!left.is_empty()).then(|| left.join(", "))
+        }))
     }
 }
 
