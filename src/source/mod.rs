@@ -17,6 +17,7 @@ pub mod policy;
 pub mod producer;
 pub mod progress;
 pub mod reader;
+pub mod slots;
 pub mod topic;
 
 use std::collections::{BTreeMap, HashMap};
@@ -299,11 +300,14 @@ impl SourceSupervisor {
                     producer
                 }
             };
-            checkpoint::ensure_topic(&kafka, &config.checkpoint_topic).await?;
+            let partitions = i32::try_from(config.slots).unwrap_or(i32::MAX);
+            checkpoint::ensure_topic(&kafka, &config.checkpoint_topic, partitions).await?;
             if config.create_topics {
                 create_topics(&kafka, &config).await?;
             }
-            let loaded = checkpoint::load(&kafka, &config.checkpoint_topic, &config.name).await?;
+            let loaded =
+                checkpoint::load(&kafka, &config.checkpoint_topic, &config.name, config.slots)
+                    .await?;
             Ok::<_, SourceError>((loaded, producer))
         };
         ctx.spawn(prepare.into_actor(self).map(move |result, act, ctx| {
@@ -343,6 +347,7 @@ impl SourceSupervisor {
                 pipeline: self.config.name.clone(),
                 launch,
                 checkpoint_topic: self.config.checkpoint_topic.clone(),
+                slots: self.config.slots,
                 checkpoint_interval: self.config.checkpoint_interval,
                 policy: RecordPolicy {
                     errors: self.config.errors.clone(),

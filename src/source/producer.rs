@@ -18,6 +18,7 @@ use super::checkpoint::{self, Checkpoint, CheckpointKey};
 use super::ledger::{Action, CheckpointLedger, Closing, Commit, Ending, Ticket};
 use super::model::Position;
 pub use super::model::{OutgoingRecord, ReaderId};
+use super::slots::slot_of;
 use super::SourceError;
 use crate::chunks::{self, ChunkHeader};
 use crate::clients::kafka;
@@ -89,6 +90,8 @@ pub struct ProducerSetup {
     pub launch: u64,
     /// Where checkpoints go.
     pub checkpoint_topic: String,
+    /// The pipeline's slot count: a reader's checkpoints go to its slot's partition.
+    pub slots: u32,
     /// A reader's checkpoint (or an exactly-once transaction) is written at most this often.
     pub checkpoint_interval: Duration,
     /// What to do with records that cannot be published as they are.
@@ -225,7 +228,7 @@ impl RecordProducer {
         position: &Position,
         ctx: &mut Context<Self>,
     ) {
-        let record = match checkpoint_record(&self.setup.pipeline, &namespace, position) {
+        let record = match checkpoint_record(&self.setup, &namespace, position) {
             Ok(record) => record,
             Err(error) => return self.fail(error, ctx),
         };
@@ -291,9 +294,7 @@ impl RecordProducer {
         let records = commit
             .checkpoints
             .iter()
-            .map(|(namespace, position)| {
-                checkpoint_record(&self.setup.pipeline, namespace, position)
-            })
+            .map(|(namespace, position)| checkpoint_record(&self.setup, namespace, position))
             .collect::<Result<Vec<_>, _>>();
         let records = match records {
             Ok(records) => records,
@@ -360,34 +361,54 @@ impl RecordProducer {
     }
 }
 
-/// The key and value of the checkpoint record of `namespace` at `position`.
+/// A checkpoint record: the partition of its reader's slot, its key and its value.
+struct CheckpointRecord {
+    partition: i32,
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+/// The checkpoint record of `namespace` at `position`, for the slot of `namespace`.
 fn checkpoint_record(
-    pipeline: &str,
+    setup: &ProducerSetup,
     namespace: &str,
     position: &Position,
-) -> Result<(Vec<u8>, Vec<u8>), SourceError> {
+) -> Result<CheckpointRecord, SourceError> {
     let key = CheckpointKey {
-        pipeline: pipeline.to_owned(),
+        pipeline: setup.pipeline.clone(),
         namespace: namespace.to_owned(),
     };
-    Checkpoint::new(position)
+    let (key, value) = Checkpoint::new(position)
         .map_err(|e| e.to_string())
         .and_then(|cp| checkpoint::record(&key, &cp).map_err(|e| e.to_string()))
         .map_err(|reason| SourceError::Checkpoint {
             namespace: namespace.to_owned(),
             reason,
-        })
+        })?;
+    Ok(CheckpointRecord {
+        partition: slot_of(&setup.pipeline, namespace, setup.slots),
+        key,
+        value,
+    })
 }
 
-/// Hands a checkpoint record to librdkafka; a full queue is backpressure, not an error: it
-/// waits for room, calling `on_wait` each time.
+/// Hands a checkpoint record to librdkafka, to its slot's partition; a full queue is
+/// backpressure, not an error: it waits for room, calling `on_wait` each time.
 async fn enqueue_checkpoint(
     producer: &kafka::KafkaProducer,
     topic: &str,
-    (key, value): &(Vec<u8>, Vec<u8>),
+    record: &CheckpointRecord,
     on_wait: impl FnMut(),
 ) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
-    kafka::enqueue_waiting(producer, topic, Some(key), Some(value), None, on_wait).await
+    kafka::enqueue_to_partition(
+        producer,
+        topic,
+        record.partition,
+        &record.key,
+        &record.value,
+        on_wait,
+    )
+    .await
 }
 
 impl Actor for RecordProducer {
