@@ -13,6 +13,7 @@ pub mod format;
 pub mod ledger;
 pub mod lifecycle;
 pub mod model;
+pub mod ownership;
 pub mod policy;
 pub mod producer;
 pub mod progress;
