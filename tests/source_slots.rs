@@ -167,3 +167,56 @@ async fn a_one_partition_checkpoint_topic_is_migrated_without_losing_positions()
         "readers with a checkpoint in their slot's partition"
     );
 }
+
+/// One daemon owns every slot of its pipeline, as before slots: `/status` lists them (16 by
+/// default) with the readers hashed onto each, and `mkb_source_owned_slots` counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_daemon_owns_every_slot_and_says_which_readers_each_holds() {
+    let db = common::unique("own_status");
+    let client = common::mongo_client().await;
+    let names: Vec<String> = (0..COLLECTIONS).map(|i| format!("c{i}")).collect();
+    for name in &names {
+        let coll = client.database(&db).collection::<Document>(name);
+        coll.insert_one(doc! { "_id": -1_i64 }).await.expect("seed");
+    }
+    let pipeline = common::unique("own_statussrc");
+    let port = common::free_port();
+    let config = common::config_toml(
+        port,
+        &format!(
+            "[[source]]\nname = \"{pipeline}\"\ndatabase = \"{db}\"\ncollection = {names:?}\nmax_await_time = \"200ms\"\n"
+        ),
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", COLLECTIONS, WAIT);
+    let body = common::wait_for_status(port, "/status", 200, WAIT);
+    let status: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"));
+    let slots = &status["pipelines"][&pipeline]["slots"];
+    assert_eq!(slots["count"], 16, "{body}");
+    let owned = slots["owned"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no owned slots: {body}"));
+    let numbers: BTreeSet<i32> = owned.keys().filter_map(|k| k.parse().ok()).collect();
+    assert_eq!(numbers, (0..16).collect(), "{body}");
+    for name in &names {
+        let namespace = format!("{db}.{name}");
+        let slot = slot_of(&pipeline, &namespace, 16).to_string();
+        let readers = owned[&slot].as_array().cloned().unwrap_or_default();
+        assert!(
+            readers.contains(&serde_json::Value::String(namespace.clone())),
+            "{namespace} is not under its slot {slot}: {body}"
+        );
+    }
+    let listed: usize = owned
+        .values()
+        .map(|r| r.as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(listed, COLLECTIONS, "each reader once: {body}");
+    let label = format!("pipeline=\"{pipeline}\"");
+    assert_eq!(
+        common::metric_with(port, "mkb_source_owned_slots", &[&label]),
+        16.0
+    );
+    daemon.terminate(WAIT);
+}

@@ -81,6 +81,7 @@ pub struct Metrics {
     checkpoint_age: StateGauge,
     checkpoint_times: Arc<Mutex<HashMap<(String, String), Instant>>>,
     stalled_readers: StateGauge,
+    owned_slots: StateGauge,
     dead_letters: IntCounterVec,
     checkpoints_written: IntCounterVec,
     actor_restarts: IntCounterVec,
@@ -257,6 +258,11 @@ impl Metrics {
             stalled_readers: b.state_gauge(
                 "source_stalled_readers",
                 "Readers whose change stream has not advanced for longer than `stall_timeout`, by pipeline.",
+                &["pipeline"],
+            )?,
+            owned_slots: b.state_gauge(
+                "source_owned_slots",
+                "Slots of a source pipeline (partitions of its checkpoint topic) this daemon owns and runs the readers of, by pipeline.",
                 &["pipeline"],
             )?,
             dead_letters: b.counter(
@@ -440,6 +446,7 @@ impl Metrics {
             &self.source_lag,
             &self.checkpoint_age,
             &self.stalled_readers,
+            &self.owned_slots,
             &self.consumer_lag,
             &self.stalled_partitions,
             &self.copy_total,
@@ -552,6 +559,11 @@ impl Metrics {
     /// Sets how many readers of `pipeline` are stalled.
     pub fn stalled_readers(&self, pipeline: &str, count: usize) {
         self.stalled_readers.set(&[pipeline], count as f64);
+    }
+
+    /// Sets how many slots of the source `pipeline` this daemon owns.
+    pub fn owned_slots(&self, pipeline: &str, count: usize) {
+        self.owned_slots.set(&[pipeline], count as f64);
     }
 
     /// Records a restart of an `actor` kind of `pipeline` because of `reason` (a bounded
@@ -690,6 +702,7 @@ impl Metrics {
             &self.source_lag,
             &self.checkpoint_age,
             &self.stalled_readers,
+            &self.owned_slots,
             &self.consumer_lag,
             &self.stalled_partitions,
             &self.copy_total,

@@ -49,6 +49,7 @@ use crate::clients::{kafka, ClientError};
 use crate::config::{Delivery, KafkaConfig, SourceConfig, StartupMode};
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
+use crate::ops::status::{SlotsReport, StatusBoard};
 use crate::pipeline::{PipelineEnv, StopPipeline};
 
 /// Why a source pipeline or one of its readers failed.
@@ -235,6 +236,8 @@ pub struct SourceSupervisor {
     /// Starting, running, restarting or stopped: which failures count, and which start
     /// attempt may launch.
     lifecycle: Lifecycle,
+    /// Where the slots this daemon owns are reported (`/status`).
+    status: StatusBoard,
 }
 
 /// A reader or pipeline that ran this long before failing again restarts after the shortest
@@ -257,7 +260,12 @@ impl SourceSupervisor {
             status,
         } = env;
         Self {
-            copies: Arc::new(CopyTracker::new(&config.name, metrics.clone(), status)),
+            copies: Arc::new(CopyTracker::new(
+                &config.name,
+                metrics.clone(),
+                status.clone(),
+            )),
+            status,
             config,
             mongo,
             kafka,
@@ -404,8 +412,30 @@ impl SourceSupervisor {
             self.spawn_reader(&namespace, start, ctx);
         }
         self.metrics.stalled_readers(&self.config.name, 0);
+        self.report_slots();
         self.readiness.clear(&health::pipeline(&self.config.name));
         tracing::info!(pipeline = %self.config.name, readers = self.readers.len(), "source pipeline running");
+    }
+
+    /// Reports the slots this daemon owns, with their readers, on `/status` and in
+    /// `mkb_source_owned_slots`. One daemon owns every slot of its pipelines (membership
+    /// through a consumer group, which hands each daemon a share, is not wired yet).
+    fn report_slots(&self) {
+        let count = self.config.slots;
+        let mut owned: BTreeMap<String, Vec<String>> = (0..count)
+            .map(|slot| (slot.to_string(), Vec::new()))
+            .collect();
+        let namespaces: Vec<String> = self.readers.keys().cloned().collect();
+        for (slot, readers) in slots::by_slot(
+            &self.config.name,
+            namespaces.iter().map(String::as_str),
+            count,
+        ) {
+            owned.insert(slot.to_string(), readers);
+        }
+        self.metrics.owned_slots(&self.config.name, owned.len());
+        self.status
+            .slots(&self.config.name, SlotsReport { count, owned });
     }
 
     /// Where a reader without an acknowledged position or a checkpoint starts: where its
@@ -639,6 +669,7 @@ impl SourceSupervisor {
             format!("source pipeline failed: {error}"),
         );
         self.lifecycle.stop();
+        self.metrics.owned_slots(&self.config.name, 0);
         let wind_down = self.wind_down(Ending::Failure);
         ctx.spawn(wind_down.into_actor(self).map(|_, _, _| ()));
     }
