@@ -12,6 +12,7 @@ pub mod copy_progress;
 pub mod format;
 pub mod ledger;
 pub mod lifecycle;
+pub mod membership;
 pub mod model;
 pub mod ownership;
 pub mod policy;
