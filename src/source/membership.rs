@@ -11,8 +11,6 @@
 //! says the slots are handed over (readers stopped, transaction committed or aborted,
 //! producer closed), or until the hand-over deadline: the group gives the slots to another
 //! daemon only once the callback returned.
-//!
-//! Not wired yet: the supervisor still runs every slot itself.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};

@@ -15,8 +15,10 @@
 //!
 //! A single daemon is assigned every slot, so it runs every reader, as before slots.
 //!
-//! Not wired yet: the supervisor still runs every slot itself, with one producer for the
-//! pipeline; `membership.rs` (the consumer group) and per-slot producers come next.
+//! The supervisor (`mod.rs`) keeps one and, for a change with actions, winds its launch
+//! down (readers, transactions, producers of every slot) and starts again with the slots
+//! owned then: simpler than taking slots over one by one, at the price of a short pause of
+//! the slots it keeps.
 
 use std::collections::BTreeMap;
 

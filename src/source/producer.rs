@@ -76,6 +76,8 @@ pub struct Drain {
 pub struct ProducerFailed {
     /// The launch of the pipeline the producer served.
     pub launch: u64,
+    /// The slot it served.
+    pub slot: i32,
     /// Why it failed.
     pub error: SourceError,
 }
@@ -88,6 +90,8 @@ pub struct ProducerSetup {
     /// Which launch of the pipeline the producer serves: its failure names it, so a late
     /// failure of an earlier launch's producer restarts nothing.
     pub launch: u64,
+    /// The slot whose readers it serves (a fencing error loses this slot).
+    pub slot: i32,
     /// Where checkpoints go.
     pub checkpoint_topic: String,
     /// The pipeline's slot count: a reader's checkpoints go to its slot's partition.
@@ -147,7 +151,7 @@ impl RecordProducer {
         tracing::error!(pipeline = %self.setup.pipeline, %error, "producer failed");
         self.closing = true;
         let supervisor = self.supervisor.clone();
-        let launch = self.setup.launch;
+        let (launch, slot) = (self.setup.launch, self.setup.slot);
         // Exactly-once: the open transaction is aborted before the supervisor hears of the
         // failure, so nothing of it can commit once the pipeline restarts.
         let abort = (self.ledger.close(Ending::Failure) == Closing::Abort).then(|| {
@@ -160,7 +164,13 @@ impl RecordProducer {
             if let Some(abort) = abort {
                 abort.await;
             }
-            let _ = supervisor.send(ProducerFailed { launch, error }).await;
+            let _ = supervisor
+                .send(ProducerFailed {
+                    launch,
+                    slot,
+                    error,
+                })
+                .await;
         });
         ctx.stop();
     }
