@@ -184,6 +184,9 @@ async fn a_reload_touches_only_what_changed_and_loses_nothing_under_traffic() {
         1,
         WAIT,
     );
+    // A `latest` start follows what comes after its stream opened; the added pipeline opens
+    // it once the group of its daemons assigned it its slots, a moment after the reload.
+    let opened_at = load.inserted();
     daemon.wait_for_log(
         &format!("change stream open pipeline={}", names[1]),
         2,
@@ -251,7 +254,10 @@ async fn a_reload_touches_only_what_changed_and_loses_nothing_under_traffic() {
     traffic::assert_arrived(&keep_copy, keep_ids, WAIT, || daemon.log()).await;
     // The added pipeline starts at the newest change: give the stand-in's clock and the
     // insert in flight when its stream opened some room.
-    for (index, coll, from) in [(1, "change", 0), (3, "add", reloaded_at + 40)] {
+    for (index, coll, from) in [
+        (1, "change", 0),
+        (3, "add", opened_at.max(reloaded_at) + 40),
+    ] {
         let expected: Vec<i64> = traffic::ids_of(index, 4, total)
             .filter(|id| *id >= from)
             .collect();

@@ -2,7 +2,10 @@
 //! any order, readers restarted (their old generation still sending and being
 //! acknowledged), time passing, drains, exactly-once commits and pipeline restarts. Whatever
 //! happens, a checkpoint (written, committed, or handed to a restarting reader) never
-//! passes an event whose record Kafka has not acknowledged.
+//! passes an event whose record Kafka has not acknowledged. Exactly-once, a restarted
+//! reader resumes after every event of its reader the open transaction holds (they commit
+//! with that position or not at all, so none is published twice), and a transaction
+//! holding part of a batch is never committed.
 //!
 //! Events are numbered per reader from 1; a batch carries the events after its reader's
 //! cursor and, as its token, the number of its last event.
@@ -11,7 +14,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bson::{doc, Bson};
-use mongo_kafka_bridge::source::ledger::{Action, CheckpointLedger, Ticket};
+use mongo_kafka_bridge::source::ledger::{Action, CheckpointLedger, Closing, Ending, Ticket};
 use mongo_kafka_bridge::source::model::{Position, ReaderId};
 use proptest::prelude::*;
 
@@ -61,6 +64,9 @@ enum Op {
     Commit { ok: bool },
     /// The pipeline restarts: a new ledger, readers from the stored checkpoints.
     PipelineRestart,
+    /// A batch of the reader is refused half-way through being handed to Kafka: the reader
+    /// fails, and with it (exactly-once) the pipeline, its producer closed for a failure.
+    PartlySent { reader: usize, events: u64 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -75,6 +81,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Flush),
         2 => prop::bool::weighted(0.9).prop_map(|ok| Op::Commit { ok }),
         1 => Just(Op::PipelineRestart),
+        1 => (0..READERS, 1..3_u64).prop_map(|(reader, events)| Op::PartlySent { reader, events }),
     ]
 }
 
@@ -115,6 +122,9 @@ struct Model {
     in_flight: Vec<InFlight>,
     /// Exactly-once: the events in the open transaction, by reader.
     in_transaction: Vec<(usize, std::ops::RangeInclusive<u64>)>,
+    /// Exactly-once: by reader, the last event of the newest batch in the open transaction
+    /// that carried its token (a batch without one is covered by the next token only).
+    held_tokens: Vec<Option<u64>>,
     wakes: Vec<(Instant, String)>,
     now: Instant,
 }
@@ -140,6 +150,7 @@ impl Model {
                 .collect(),
             in_flight: Vec::new(),
             in_transaction: Vec::new(),
+            held_tokens: vec![None; READERS],
             wakes: Vec::new(),
             now: Instant::now(),
         };
@@ -168,6 +179,25 @@ impl Model {
         assert!(
             missing.is_empty(),
             "{what} of reader {reader} at event {event} passes events never acknowledged: {missing:?}"
+        );
+    }
+
+    /// Exactly-once, a restarted reader may start after events of the open transaction:
+    /// they are committed with its checkpoint, or the pipeline restarts from the committed
+    /// ones. Every event up to `event` is acknowledged or in the open transaction.
+    fn assert_covered_or_held(&self, reader: usize, event: u64, what: &str) {
+        let acknowledged = &self.readers[reader].acknowledged;
+        let held = |e: u64| {
+            self.in_transaction
+                .iter()
+                .any(|(r, events)| *r == reader && events.contains(&e))
+        };
+        let missing: Vec<u64> = (1..=event)
+            .filter(|e| !acknowledged.contains(e) && !held(*e))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{what} of reader {reader} at event {event} passes events neither acknowledged nor in the open transaction: {missing:?}"
         );
     }
 
@@ -203,7 +233,16 @@ impl Model {
         if token && generation == self.readers[reader].current.generation {
             self.readers[reader].newest_token = Some(*events.end());
         }
-        let token = token.then(|| position(*events.end()));
+        let last = *events.end();
+        let tokened = token;
+        let token = token.then(|| position(last));
+        if !self.ledger.admits(&id) {
+            assert!(
+                self.exactly_once && generation < self.readers[reader].current.generation,
+                "only an exactly-once predecessor's batch is refused"
+            );
+            return;
+        }
         if self.exactly_once {
             self.ledger.open_transaction();
         }
@@ -215,6 +254,9 @@ impl Model {
             }),
             None => {
                 assert!(self.exactly_once, "an at-least-once batch needs a ticket");
+                if tokened {
+                    self.held_tokens[reader] = Some(last);
+                }
                 self.in_transaction.push((reader, events));
             }
         }
@@ -268,11 +310,19 @@ impl Model {
                 // As the supervisor does: the producer's answer, else the loaded
                 // checkpoint, else the start.
                 let at = resumed.or(state.loaded).unwrap_or(0);
+                // Exactly-once: what the open transaction holds of this reader commits
+                // with it; resuming before it would publish it twice.
+                if let Some(held) = self.held_tokens[reader] {
+                    assert!(
+                        at >= held,
+                        "reader {reader} restarts at event {at}, before event {held} of the open transaction: published twice"
+                    );
+                }
                 state.previous = Some(state.current.clone());
                 state.current = Cursor { generation, at };
                 state.newest_token = None;
                 state.failed = false;
-                self.assert_covered(reader, at, "a restarted reader's start");
+                self.assert_covered_or_held(reader, at, "a restarted reader's start");
             }
             Op::Tick(millis) => {
                 self.now += Duration::from_millis(millis);
@@ -301,6 +351,7 @@ impl Model {
                     for (reader, events) in self.in_transaction.drain(..) {
                         self.readers[reader].acknowledged.extend(events);
                     }
+                    self.held_tokens = vec![None; READERS];
                     for (namespace, position) in &commit.checkpoints {
                         let reader = Self::reader_index(namespace);
                         let event = event_of(position);
@@ -313,11 +364,34 @@ impl Model {
                     self.apply(Op::PipelineRestart);
                 }
             }
+            Op::PartlySent { reader, events } => {
+                let cursor = &mut self.readers[reader].current;
+                let range = cursor.at + 1..=cursor.at + events;
+                cursor.at += events;
+                if !self.exactly_once {
+                    // The reader fails and restarts at its acknowledged position.
+                    self.apply(Op::Restart(reader));
+                    return;
+                }
+                self.ledger.open_transaction();
+                // Records handed over, their position never recorded.
+                self.in_transaction.push((reader, range));
+                self.ledger.partly_sent();
+                assert_eq!(
+                    self.ledger.begin_commit(),
+                    None,
+                    "a scheduled commit of a transaction holding part of a batch"
+                );
+                assert_eq!(self.ledger.close(Ending::Failure), Closing::Abort);
+                self.ledger.aborted();
+                self.apply(Op::PipelineRestart);
+            }
             Op::PipelineRestart => {
                 // What was in flight answers a producer that is gone; an open transaction
                 // is aborted.
                 self.in_flight.clear();
                 self.in_transaction.clear();
+                self.held_tokens = vec![None; READERS];
                 self.wakes.clear();
                 self.ledger = Self::ledger(self.exactly_once);
                 for reader in &mut self.readers {

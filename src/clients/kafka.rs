@@ -338,6 +338,33 @@ pub async fn enqueue_waiting(
     }
 }
 
+/// [`enqueue_waiting`] of a keyed record to `partition`, chosen by the caller rather than
+/// by librdkafka's partitioner (a source's checkpoints go to their slot's partition).
+pub async fn enqueue_to_partition(
+    producer: &KafkaProducer,
+    topic: &str,
+    partition: i32,
+    key: &[u8],
+    value: &[u8],
+    mut on_wait: impl FnMut(),
+) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
+    loop {
+        let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
+            .partition(partition)
+            .key(key)
+            .payload(value);
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            // A full queue means "slow down", not an error.
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                on_wait();
+                tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -126,6 +126,13 @@ pub struct SourceConfig {
     /// The most often a reader writes its checkpoint.
     #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
     pub checkpoint_interval: Duration,
+    /// The pipeline's readers are hashed onto this many slots; slot `s` is partition `s` of
+    /// `checkpoint_topic` (created with at least this many partitions; a topic with fewer is
+    /// grown, its checkpoints kept). Several daemons with one configuration share the slots.
+    /// Changing it moves readers between slots: a migration, not a reload (README "Scaling
+    /// out").
+    #[serde(default = "default_slots")]
+    pub slots: u32,
     /// `at-least-once`: records are acknowledged before their checkpoint is written, so a
     /// crash may publish some again. `exactly-once`: records and checkpoints are written in
     /// Kafka transactions (committed every `checkpoint_interval`), so a `read_committed`
@@ -342,6 +349,16 @@ fn default_heartbeat_topic() -> String {
 
 fn default_checkpoint_topic() -> String {
     "mongo-kafka-bridge-checkpoints".to_owned()
+}
+
+/// The default of `slots`.
+pub const DEFAULT_SLOTS: u32 = 16;
+
+/// The most slots a pipeline may have (partitions of its checkpoint topic).
+pub const MAX_SLOTS: u32 = 1024;
+
+fn default_slots() -> u32 {
+    DEFAULT_SLOTS
 }
 
 fn default_checkpoint_interval() -> Duration {
@@ -652,6 +669,14 @@ impl SourceConfig {
         if self.queue_capacity == 0 {
             out.push(Violation::new(at("queue_capacity"), "must be at least 1"));
         }
+        if !(1..=MAX_SLOTS).contains(&self.slots) {
+            out.push(Violation::new(
+                at("slots"),
+                format!(
+                    "must be between 1 and {MAX_SLOTS} (one partition of `checkpoint_topic` each)"
+                ),
+            ));
+        }
         match (&self.errors.tolerance, &self.errors.dead_letter_topic) {
             (Tolerance::All, None) => out.push(Violation::new(
                 at("errors.dead_letter_topic"),
@@ -918,6 +943,14 @@ mod tests {
             "source[0].topic_partitions",
             "at least 1",
         );
+        invalid("slots = 0\n", "source[0].slots", "between 1 and 1024");
+        invalid("slots = 5000\n", "source[0].slots", "between 1 and 1024");
+        assert_eq!(
+            source("").map(|s| s.slots).ok(),
+            Some(DEFAULT_SLOTS),
+            "16 slots unless told"
+        );
+        assert_eq!(source("slots = 1\n").map(|s| s.slots).ok(), Some(1));
         invalid(
             "tombstone_on_delete = true\n",
             "source[0].tombstone_on_delete",

@@ -81,6 +81,8 @@ pub struct Metrics {
     checkpoint_age: StateGauge,
     checkpoint_times: Arc<Mutex<HashMap<(String, String), Instant>>>,
     stalled_readers: StateGauge,
+    owned_slots: StateGauge,
+    rebalances: IntCounterVec,
     dead_letters: IntCounterVec,
     checkpoints_written: IntCounterVec,
     actor_restarts: IntCounterVec,
@@ -259,6 +261,16 @@ impl Metrics {
                 "Readers whose change stream has not advanced for longer than `stall_timeout`, by pipeline.",
                 &["pipeline"],
             )?,
+            owned_slots: b.state_gauge(
+                "source_owned_slots",
+                "Slots of a source pipeline (partitions of its checkpoint topic) this daemon owns and runs the readers of, by pipeline.",
+                &["pipeline"],
+            )?,
+            rebalances: b.counter(
+                "source_rebalances_total",
+                "Times the consumer group moved slots of a source pipeline to or from this daemon, by pipeline.",
+                &["pipeline"],
+            )?,
             dead_letters: b.counter(
                 "dead_letter_records_total",
                 "Records sent to a dead letter topic, by pipeline and reason.",
@@ -399,6 +411,7 @@ impl Metrics {
             self.produce_errors.with_label_values(&[pipeline, reason]);
         }
         self.produce_retries.with_label_values(&[pipeline]);
+        self.rebalances.with_label_values(&[pipeline]);
         for action in ["split", "skipped", "dead_lettered", "failed"] {
             self.oversize_events.with_label_values(&[pipeline, action]);
         }
@@ -440,6 +453,7 @@ impl Metrics {
             &self.source_lag,
             &self.checkpoint_age,
             &self.stalled_readers,
+            &self.owned_slots,
             &self.consumer_lag,
             &self.stalled_partitions,
             &self.copy_total,
@@ -552,6 +566,16 @@ impl Metrics {
     /// Sets how many readers of `pipeline` are stalled.
     pub fn stalled_readers(&self, pipeline: &str, count: usize) {
         self.stalled_readers.set(&[pipeline], count as f64);
+    }
+
+    /// Counts a move of slots of the source `pipeline` to or from this daemon.
+    pub fn rebalanced(&self, pipeline: &str) {
+        self.rebalances.with_label_values(&[pipeline]).inc();
+    }
+
+    /// Sets how many slots of the source `pipeline` this daemon owns.
+    pub fn owned_slots(&self, pipeline: &str, count: usize) {
+        self.owned_slots.set(&[pipeline], count as f64);
     }
 
     /// Records a restart of an `actor` kind of `pipeline` because of `reason` (a bounded
@@ -690,6 +714,7 @@ impl Metrics {
             &self.source_lag,
             &self.checkpoint_age,
             &self.stalled_readers,
+            &self.owned_slots,
             &self.consumer_lag,
             &self.stalled_partitions,
             &self.copy_total,

@@ -18,6 +18,19 @@ pub struct PipelineStatus {
     /// A sink's catch-up on the records between its committed offsets and the partitions' ends.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catch_up: Option<CatchUpReport>,
+    /// A source's slots: how many it has, and those this daemon owns with their readers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slots: Option<SlotsReport>,
+}
+
+/// The slots of a source pipeline, as this daemon sees them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SlotsReport {
+    /// The pipeline's slot count (`slots`).
+    pub count: u32,
+    /// The slots this daemon owns (by number, as text: JSON keys), each with the readers
+    /// (namespaces) hashed onto it; an owned slot without readers has an empty list.
+    pub owned: BTreeMap<String, Vec<String>>,
 }
 
 /// Every pipeline's status, by name.
@@ -40,6 +53,11 @@ impl StatusBoard {
     /// The sink `pipeline` catches up this way.
     pub fn catch_up(&self, pipeline: &str, report: CatchUpReport) {
         self.update(pipeline, |s| s.catch_up = Some(report));
+    }
+
+    /// The source `pipeline`'s slots are these.
+    pub fn slots(&self, pipeline: &str, report: SlotsReport) {
+        self.update(pipeline, |s| s.slots = Some(report));
     }
 
     /// Forgets `pipeline` (removed, or started again from scratch).

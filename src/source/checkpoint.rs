@@ -1,6 +1,7 @@
 //! Checkpoints: how a reader's position is stored (a compacted Kafka topic, keyed by
 //! pipeline and reader, like Kafka Connect's offsets topic). Which position may be stored
-//! is the ledger's business (`ledger.rs`).
+//! is the ledger's business (`ledger.rs`); which partition a reader's checkpoints go to is
+//! its slot's (`slots.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use bson::{Bson, Document};
 use mongodb::change_stream::event::ResumeToken;
-use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -75,10 +76,17 @@ pub enum CheckpointError {
     },
 }
 
-/// Creates the compacted checkpoint topic unless it exists.
-pub async fn ensure_topic(kafka_config: &KafkaConfig, topic: &str) -> Result<(), CheckpointError> {
+/// Creates the compacted checkpoint topic with `partitions` partitions (one per slot)
+/// unless it exists; an existing one with fewer (a topic of a daemon without slots has one)
+/// is grown to `partitions`. Its checkpoints stay where they are: [`newest`] finds them.
+pub async fn ensure_topic(
+    kafka_config: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+) -> Result<(), CheckpointError> {
     let admin = kafka::admin(kafka_config).map_err(Box::new)?;
-    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))
+        .set("cleanup.policy", "compact");
     let results = admin
         .create_topics(
             &[new],
@@ -92,7 +100,9 @@ pub async fn ensure_topic(kafka_config: &KafkaConfig, topic: &str) -> Result<(),
         })?;
     for result in results {
         match result {
-            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            // Created now, with a partition per slot.
+            Ok(_) => return Ok(()),
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((_, code)) => {
                 return Err(CheckpointError::Kafka {
                     topic: topic.to_owned(),
@@ -102,14 +112,129 @@ pub async fn ensure_topic(kafka_config: &KafkaConfig, topic: &str) -> Result<(),
             }
         }
     }
+    let existing = partition_count(&admin, topic, kafka_config.request_timeout)?;
+    if existing >= partitions {
+        return Ok(());
+    }
+    let grow = usize::try_from(partitions).unwrap_or(1);
+    let results = admin
+        .create_partitions(
+            &[NewPartitions::new(topic, grow)],
+            &AdminOptions::new().operation_timeout(Some(kafka_config.request_timeout)),
+        )
+        .await
+        .map_err(|source| CheckpointError::Kafka {
+            topic: topic.to_owned(),
+            what: "adding partitions for the slots",
+            source,
+        })?;
+    for result in results {
+        match result {
+            // Another daemon grew it meanwhile.
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::InvalidPartitions)) => {}
+            Err((_, code)) => {
+                return Err(CheckpointError::Kafka {
+                    topic: topic.to_owned(),
+                    what: "adding partitions for the slots",
+                    source: rdkafka::error::KafkaError::AdminOp(code),
+                })
+            }
+        }
+    }
+    tracing::info!(
+        topic,
+        from = existing,
+        to = partitions,
+        "grew the checkpoint topic to one partition per slot; its checkpoints are kept"
+    );
     Ok(())
 }
 
-/// Reads every checkpoint of `pipeline` stored in `topic` (the newest per key wins).
+/// How many partitions `topic` has.
+fn partition_count(
+    admin: &rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<i32, CheckpointError> {
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|source| CheckpointError::Kafka {
+            topic: topic.to_owned(),
+            what: "fetching metadata",
+            source,
+        })?;
+    let count = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len());
+    Ok(i32::try_from(count).unwrap_or(i32::MAX))
+}
+
+/// One checkpoint record as read from the topic.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The reader.
+    pub namespace: String,
+    /// Where it was read.
+    pub partition: i32,
+    /// Its offset in the partition.
+    pub offset: i64,
+    /// Its timestamp (milliseconds), if it has one.
+    pub timestamp: Option<i64>,
+    /// The checkpoint; `None` for a tombstone (the reader starts by its startup mode).
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// The checkpoint of each reader among `stored`, read in any interleaving of partitions.
+/// Within a partition the later offset wins. Across partitions the later timestamp wins
+/// (ties go to the reader's own slot, `slot_of`): a topic grown from one partition to one per
+/// slot, or a changed `slots`, leaves a reader's older checkpoints in another partition,
+/// which count until its own partition has a newer one. A tombstone that wins resets the
+/// reader.
+pub fn newest(
+    stored: impl IntoIterator<Item = Stored>,
+    slot_of: impl Fn(&str) -> i32,
+) -> HashMap<String, Checkpoint> {
+    let mut last: HashMap<(String, i32), Stored> = HashMap::new();
+    for record in stored {
+        let key = (record.namespace.clone(), record.partition);
+        if last
+            .get(&key)
+            .is_none_or(|kept| record.offset > kept.offset)
+        {
+            last.insert(key, record);
+        }
+    }
+    let mut winners: HashMap<String, Stored> = HashMap::new();
+    for ((namespace, _), record) in last {
+        let rank = |r: &Stored| {
+            (
+                r.timestamp.unwrap_or(i64::MIN),
+                r.partition == slot_of(&namespace),
+            )
+        };
+        match winners.get(&namespace) {
+            Some(kept) if rank(kept) >= rank(&record) => {}
+            _ => {
+                winners.insert(namespace, record);
+            }
+        }
+    }
+    winners
+        .into_iter()
+        .filter_map(|(namespace, record)| Some((namespace, record.checkpoint?)))
+        .collect()
+}
+
+/// Reads every checkpoint of `pipeline` stored in `topic`, in every partition; [`newest`]
+/// picks each reader's (`slots`: the pipeline's slot count).
 pub async fn load(
     kafka_config: &KafkaConfig,
     topic: &str,
     pipeline: &str,
+    slots: u32,
 ) -> Result<HashMap<String, Checkpoint>, CheckpointError> {
     let consumer: BaseConsumer<kafka::LeveledEvents> =
         kafka::client_config(kafka_config, kafka::Role::Consumer)
@@ -139,8 +264,12 @@ pub async fn load(
     let topic_owned = topic.to_owned();
     let pipeline = pipeline.to_owned();
     // librdkafka's blocking calls stay off the actor threads.
-    let read =
-        tokio::task::spawn_blocking(move || read_all(&consumer, &topic_owned, &pipeline, timeout));
+    let read = tokio::task::spawn_blocking(move || {
+        let stored = read_all(&consumer, &topic_owned, &pipeline, timeout)?;
+        Ok(newest(stored, |namespace| {
+            super::slots::slot_of(&pipeline, namespace, slots)
+        }))
+    });
     match read.await {
         Ok(result) => result,
         Err(_) => Err(CheckpointError::Kafka {
@@ -156,7 +285,7 @@ fn read_all(
     topic: &str,
     pipeline: &str,
     timeout: Duration,
-) -> Result<HashMap<String, Checkpoint>, CheckpointError> {
+) -> Result<Vec<Stored>, CheckpointError> {
     let err = |what: &'static str| {
         move |source| CheckpointError::Kafka {
             topic: topic.to_owned(),
@@ -185,7 +314,7 @@ fn read_all(
                 .map_err(err("assigning"))?;
         }
     }
-    let mut checkpoints = HashMap::new();
+    let mut checkpoints = Vec::new();
     if ends.is_empty() {
         return Ok(checkpoints);
     }
@@ -227,18 +356,22 @@ fn read_all(
         if key.pipeline != pipeline {
             continue;
         }
-        match message.payload().map(serde_json::from_slice::<Checkpoint>) {
-            Some(Ok(checkpoint)) => {
-                checkpoints.insert(key.namespace, checkpoint);
-            }
+        let checkpoint = match message.payload().map(serde_json::from_slice::<Checkpoint>) {
+            Some(Ok(checkpoint)) => Some(checkpoint),
             // A tombstone resets the reader: it starts by its startup mode again.
-            None => {
-                checkpoints.remove(&key.namespace);
-            }
+            None => None,
             Some(Err(e)) => {
-                tracing::warn!(pipeline, namespace = %key.namespace, error = %e, "ignoring an unreadable checkpoint")
+                tracing::warn!(pipeline, namespace = %key.namespace, error = %e, "ignoring an unreadable checkpoint");
+                continue;
             }
-        }
+        };
+        checkpoints.push(Stored {
+            namespace: key.namespace,
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp: message.timestamp().to_millis(),
+            checkpoint,
+        });
     }
     Ok(checkpoints)
 }
@@ -302,5 +435,47 @@ mod tests {
         let text = serde_json::to_string(&cp).unwrap();
         let back: Checkpoint = serde_json::from_str(&text).unwrap();
         assert_eq!(back.position().unwrap(), position, "{text}");
+    }
+
+    fn stored(partition: i32, offset: i64, timestamp: i64, n: Option<i32>) -> Stored {
+        Stored {
+            namespace: "db.c".into(),
+            partition,
+            offset,
+            timestamp: Some(timestamp),
+            checkpoint: n.map(|n| Checkpoint::new(&token(n)).unwrap()),
+        }
+    }
+
+    fn resolved(records: Vec<Stored>, slot: i32) -> Option<Position> {
+        newest(records, |_| slot)
+            .get("db.c")
+            .map(|c| c.position().unwrap())
+    }
+
+    /// Issue 14: a checkpoint topic of one partition grown to one per slot keeps every
+    /// reader's position; the reader's own partition takes over once it has a newer one.
+    #[test]
+    fn a_reader_moved_to_its_slots_partition_keeps_its_position() {
+        // Only the old, one-partition checkpoint.
+        assert_eq!(
+            resolved(vec![stored(0, 7, 100, Some(1))], 5),
+            Some(token(1))
+        );
+        // Its slot's partition has a newer one, read before or after the old.
+        for order in [[0, 1], [1, 0]] {
+            let records = [stored(0, 7, 100, Some(1)), stored(5, 0, 200, Some(2))];
+            let records = order.iter().map(|&i| records[i].clone()).collect();
+            assert_eq!(resolved(records, 5), Some(token(2)));
+        }
+        // Within a partition, the log's order rules, whatever the clocks said.
+        let records = vec![stored(5, 3, 300, Some(3)), stored(5, 4, 250, Some(4))];
+        assert_eq!(resolved(records, 5), Some(token(4)));
+        // A tie between partitions goes to the reader's own slot.
+        let records = vec![stored(5, 0, 100, Some(2)), stored(0, 9, 100, Some(1))];
+        assert_eq!(resolved(records, 5), Some(token(2)));
+        // A newer tombstone resets the reader.
+        let records = vec![stored(0, 1, 100, Some(1)), stored(5, 2, 200, None)];
+        assert_eq!(resolved(records, 5), None);
     }
 }

@@ -108,6 +108,27 @@ pub enum Action {
     },
 }
 
+/// How the producer's work ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The pipeline stops cleanly: its readers stopped after whole batches.
+    Stop,
+    /// Something failed (a reader, the producer, a restart of the pipeline): what the open
+    /// transaction holds may be part of a batch whose position was never recorded.
+    Failure,
+}
+
+/// Exactly-once: what becomes of the open transaction when the producer ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Closing {
+    /// Commit it with these checkpoints: every record in it is covered by them.
+    Commit(Commit),
+    /// Abort it: the pipeline starts again from the committed checkpoints.
+    Abort,
+    /// No transaction is open (or the pipeline is at-least-once).
+    Nothing,
+}
+
 /// The checkpoints an exactly-once commit writes into its transaction.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Commit {
@@ -165,6 +186,11 @@ struct Transaction {
     committing: bool,
     /// The newest token of each reader whose records are in the open transaction.
     tokens: HashMap<String, Position>,
+    /// The tokens of the commit under way: committed, or the pipeline restarts.
+    committing_tokens: HashMap<String, Position>,
+    /// A batch went into the transaction in part, its position never recorded: the
+    /// transaction may only be aborted.
+    tainted: bool,
 }
 
 /// The number of a batch sent by an older generation than its reader's current one.
@@ -220,9 +246,40 @@ impl CheckpointLedger {
     /// `reader` (re)starts as its generation: from here on, acknowledgements of its earlier
     /// generations move nothing. Answers where it resumes: the newest position Kafka
     /// acknowledged, if any.
+    ///
+    /// Exactly-once: the newest position whose records are in the open transaction (or the
+    /// commit under way) comes first. Those records are committed together with that
+    /// position, or the transaction is aborted and the whole pipeline restarts from its
+    /// committed checkpoints; resuming before them would put them in the transaction twice.
     pub fn restart(&mut self, reader: &ReaderId) -> Option<Position> {
         let entry = current(&mut self.readers, reader)?;
-        entry.unwritten.clone().or_else(|| entry.written.clone())
+        let acknowledged = entry.unwritten.clone().or_else(|| entry.written.clone());
+        let Some(tx) = self.transaction.as_ref() else {
+            return acknowledged;
+        };
+        tx.tokens
+            .get(&reader.namespace)
+            .or_else(|| tx.committing_tokens.get(&reader.namespace))
+            .cloned()
+            .or(acknowledged)
+    }
+
+    /// Whether a batch of `reader` may be handed to Kafka at all. Exactly-once: a batch of
+    /// an older generation than the reader's current one is refused, since the current one
+    /// resumed at the newest position the transaction holds and reads those events again.
+    /// At-least-once publishes it (a duplicate at most); its token counts for nothing.
+    pub fn admits(&mut self, reader: &ReaderId) -> bool {
+        self.transaction.is_none() || current(&mut self.readers, reader).is_some()
+    }
+
+    /// Exactly-once: a batch was handed to Kafka in part (a record refused half-way), its
+    /// position never recorded. The open transaction can no longer be committed.
+    pub fn partly_sent(&mut self) {
+        if let Some(tx) = self.transaction.as_mut() {
+            if tx.open {
+                tx.tainted = true;
+            }
+        }
     }
 
     /// A batch of `reader` whose records end at `token` was handed to Kafka; the ticket its
@@ -344,23 +401,59 @@ impl CheckpointLedger {
 
     /// Exactly-once: the checkpoints the open transaction carries, to write into it before
     /// committing it; `None` when no transaction is open or one is being committed.
+    /// `None` as well when the transaction holds part of a batch: it may only be aborted.
     pub fn begin_commit(&mut self) -> Option<Commit> {
         let tx = self.transaction.as_mut()?;
-        if !tx.open || tx.committing {
+        if !tx.open || tx.committing || tx.tainted {
             return None;
         }
         tx.committing = true;
-        Some(Commit {
-            checkpoints: std::mem::take(&mut tx.tokens).into_iter().collect(),
-        })
+        tx.committing_tokens = std::mem::take(&mut tx.tokens);
+        let mut checkpoints: Vec<(String, Position)> = tx
+            .committing_tokens
+            .iter()
+            .map(|(namespace, position)| (namespace.clone(), position.clone()))
+            .collect();
+        checkpoints.sort_by(|a, b| a.0.cmp(&b.0));
+        Some(Commit { checkpoints })
+    }
+
+    /// Exactly-once: what to do with the open transaction as the producer ends for
+    /// `ending`. Only a clean stop commits, and only a transaction that holds whole
+    /// batches; a failure aborts (the pipeline starts again from its committed
+    /// checkpoints, so nothing is published twice and nothing is lost).
+    pub fn close(&mut self, ending: Ending) -> Closing {
+        let Some(tx) = self.transaction.as_ref() else {
+            return Closing::Nothing;
+        };
+        if !tx.open || tx.committing {
+            return Closing::Nothing;
+        }
+        if ending == Ending::Failure || tx.tainted {
+            return Closing::Abort;
+        }
+        self.begin_commit().map_or(Closing::Abort, Closing::Commit)
+    }
+
+    /// Exactly-once: the open transaction was aborted; none of its checkpoints is written.
+    pub fn aborted(&mut self) {
+        if let Some(tx) = self.transaction.as_mut() {
+            *tx = Transaction::default();
+        }
     }
 
     /// Exactly-once: the commit of `commit` ended; with `committed`, its checkpoints are
     /// written.
     pub fn commit_finished(&mut self, commit: Commit, committed: bool) {
         if let Some(tx) = self.transaction.as_mut() {
-            tx.open = false;
             tx.committing = false;
+            tx.committing_tokens.clear();
+            if !committed {
+                // The transaction is still open, and may only be aborted now.
+                tx.tainted = true;
+                return;
+            }
+            tx.open = false;
         }
         if !committed {
             return;
@@ -526,5 +619,80 @@ mod tests {
         assert!(ledger.open_transaction());
         assert_eq!(ledger.sent(&reader(1), Some(token(9))), None);
         assert_eq!(ledger.begin_commit().unwrap().checkpoints, vec![]);
+    }
+
+    /// Issue 12, defect 4: a stalled reader restarted alone under exactly-once resumed at
+    /// the last committed checkpoint while the open transaction held its newer records, and
+    /// published them into it a second time.
+    #[test]
+    fn an_exactly_once_reader_restarts_after_what_the_open_transaction_holds() {
+        let mut ledger = CheckpointLedger::exactly_once(Duration::from_secs(1));
+        assert!(ledger.open_transaction());
+        assert!(ledger.admits(&reader(1)));
+        assert_eq!(ledger.sent(&reader(1), Some(token(1))), None);
+        let commit = ledger.begin_commit().unwrap();
+        assert_eq!(
+            ledger.restart(&reader(1)),
+            Some(token(1)),
+            "the commit under way carries it"
+        );
+        ledger.commit_finished(commit, true);
+        assert!(ledger.open_transaction());
+        assert_eq!(ledger.sent(&reader(1), Some(token(2))), None);
+        assert_eq!(ledger.sent(&reader(1), Some(token(3))), None);
+        assert_eq!(ledger.restart(&reader(2)), Some(token(3)));
+        // The predecessor's batch still in the producer's mailbox is refused, not published.
+        assert!(!ledger.admits(&reader(1)));
+        assert!(ledger.admits(&reader(2)));
+        // The transaction commits the predecessor's token: the successor resumed after it.
+        let commit = ledger.begin_commit().unwrap();
+        assert_eq!(commit.checkpoints, vec![("db.c".to_owned(), token(3))]);
+        ledger.commit_finished(commit, true);
+        assert_eq!(ledger.restart(&reader(3)), Some(token(3)));
+    }
+
+    #[test]
+    fn at_least_once_publishes_a_stale_generations_batch() {
+        let mut ledger = CheckpointLedger::at_least_once(Duration::ZERO);
+        assert_eq!(ledger.restart(&reader(2)), None);
+        assert!(ledger.admits(&reader(1)), "a duplicate at most");
+    }
+
+    /// Issue 12, defect 4: a failure drain committed the open transaction, with the part of
+    /// a copy batch handed to Kafka before a record was refused and no position recorded.
+    #[test]
+    fn a_transaction_holding_part_of_a_batch_is_never_committed() {
+        let mut ledger = CheckpointLedger::exactly_once(Duration::from_secs(1));
+        assert!(ledger.open_transaction());
+        assert_eq!(ledger.sent(&reader(1), Some(token(1))), None);
+        ledger.partly_sent();
+        assert_eq!(ledger.begin_commit(), None, "the scheduled commit");
+        assert_eq!(ledger.close(Ending::Stop), Closing::Abort);
+        assert_eq!(ledger.close(Ending::Failure), Closing::Abort);
+        ledger.aborted();
+        assert_eq!(ledger.in_flight(), 0);
+        assert_eq!(ledger.close(Ending::Failure), Closing::Nothing);
+        // The next transaction starts clean.
+        assert!(ledger.open_transaction());
+        assert_eq!(ledger.sent(&reader(1), Some(token(2))), None);
+        assert!(ledger.begin_commit().is_some());
+    }
+
+    #[test]
+    fn only_a_clean_stop_commits_the_open_transaction() {
+        let mut ledger = CheckpointLedger::exactly_once(Duration::from_secs(1));
+        assert_eq!(ledger.close(Ending::Stop), Closing::Nothing, "none open");
+        assert!(ledger.open_transaction());
+        assert_eq!(ledger.sent(&reader(1), Some(token(1))), None);
+        assert_eq!(ledger.close(Ending::Failure), Closing::Abort);
+        assert_eq!(
+            ledger.close(Ending::Stop),
+            Closing::Commit(Commit {
+                checkpoints: vec![("db.c".to_owned(), token(1))]
+            })
+        );
+        assert_eq!(ledger.close(Ending::Stop), Closing::Nothing, "committing");
+        let mut at_least_once = CheckpointLedger::at_least_once(Duration::ZERO);
+        assert_eq!(at_least_once.close(Ending::Failure), Closing::Nothing);
     }
 }

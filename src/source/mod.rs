@@ -1,21 +1,29 @@
 //! Source pipelines: MongoDB change streams → Kafka.
 //!
 //! [`SourceSupervisor`] is the actor the root supervisor starts for each `[[source]]`. It
-//! loads the pipeline's checkpoints, starts one [`producer::RecordProducer`] and one
-//! [`reader::ChangeStreamReader`] per watched namespace, restarts a failed reader with
-//! backoff from its newest acknowledged position (other readers keep running), restarts the
-//! whole pipeline when the producer fails, and drains everything on stop.
+//! joins the pipeline's consumer group (`membership.rs`), which hands it slots
+//! (`slots.rs`, `ownership.rs`); for the owned slots with readers, it fences their producers,
+//! loads the checkpoints, starts one [`producer::RecordProducer`] per slot and one
+//! [`reader::ChangeStreamReader`] per watched namespace of those slots, restarts a failed
+//! reader with backoff from its newest acknowledged position (other readers keep running),
+//! restarts the whole pipeline when a producer fails, starts again with the slots owned
+//! when the group moves slots (a fenced producer loses its slot), and drains everything on
+//! stop.
 
 pub mod checkpoint;
 pub mod copy;
 pub mod copy_progress;
 pub mod format;
 pub mod ledger;
+pub mod lifecycle;
+pub mod membership;
 pub mod model;
+pub mod ownership;
 pub mod policy;
 pub mod producer;
 pub mod progress;
 pub mod reader;
+pub mod slots;
 pub mod topic;
 
 use std::collections::{BTreeMap, HashMap};
@@ -30,7 +38,12 @@ use rdkafka::producer::Producer;
 use self::checkpoint::Checkpoint;
 use self::copy_progress::CopyTracker;
 use self::format::{Conversion, FormatError};
+use self::ledger::Ending;
+use self::lifecycle::{Lifecycle, Origin, Phase};
+use self::membership::{Join, Membership, Rebalanced};
 use self::model::{Position, Scope, StartAt};
+use self::ownership::{Change, Ownership};
+use self::policy::ErrorClass;
 use self::policy::{Decision, Failed, RestartPolicy, ResumeAt};
 use self::producer::{
     Drain, LastAcknowledged, ProducerFailed, ProducerSetup, ReaderId, RecordPolicy, RecordProducer,
@@ -44,6 +57,7 @@ use crate::clients::{kafka, ClientError};
 use crate::config::{Delivery, KafkaConfig, SourceConfig, StartupMode};
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
+use crate::ops::status::{SlotsReport, StatusBoard};
 use crate::pipeline::{PipelineEnv, StopPipeline};
 
 /// Why a source pipeline or one of its readers failed.
@@ -181,6 +195,8 @@ impl From<checkpoint::CheckpointError> for SourceError {
 struct ReaderSlot {
     watched: Scope,
     generation: u64,
+    /// The launch of the pipeline the running reader belongs to.
+    launch: u64,
     addr: Option<Addr<ChangeStreamReader>>,
     backoff: Backoff,
     progress: Arc<ReaderProgress>,
@@ -206,10 +222,21 @@ impl ReaderSlot {
     }
 }
 
-struct Running {
+/// What runs for one owned slot: its producer and what its readers share.
+struct SlotRun {
     producer: Addr<RecordProducer>,
     shared: Arc<ReaderContext>,
 }
+
+/// A launch: the owned slots with readers, each with its producer.
+struct Running {
+    slots: BTreeMap<i32, SlotRun>,
+}
+
+/// The group told the supervisor its slots changed (see `membership.rs`).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SlotsChanged(Rebalanced);
 
 /// Supervises one source pipeline.
 pub struct SourceSupervisor {
@@ -225,12 +252,23 @@ pub struct SourceSupervisor {
     checkpoints: HashMap<String, Checkpoint>,
     readers: BTreeMap<String, ReaderSlot>,
     pipeline_backoff: Backoff,
-    /// How many times the pipeline launched (the current launch's number).
-    launches: u64,
-    /// A pipeline restart is under way: further failures join it instead of starting
-    /// another.
-    restarting: bool,
-    stopping: bool,
+    /// Starting, running, restarting or stopped: which failures count, and which start
+    /// attempt may launch.
+    lifecycle: Lifecycle,
+    /// Where the slots this daemon owns are reported (`/status`).
+    status: StatusBoard,
+    /// The slots this daemon owns, as the group handed them out.
+    ownership: Ownership,
+    /// This daemon's place in the pipeline's group, once joined.
+    membership: Option<Membership>,
+    /// Where the group's callbacks send their changes (to this actor).
+    changes: Option<tokio::sync::mpsc::UnboundedSender<Rebalanced>>,
+    /// A launch is being wound down: hand-overs answer once it is.
+    winding_down: bool,
+    /// Revoked or lost slots waiting for the wind-down under way.
+    handovers: Vec<std::sync::mpsc::Sender<()>>,
+    /// The first start attempt began (at the group's first assignment).
+    started: bool,
 }
 
 /// A reader or pipeline that ran this long before failing again restarts after the shortest
@@ -252,8 +290,14 @@ impl SourceSupervisor {
             shutdown_deadline,
             status,
         } = env;
+        let config_slots = config.slots;
         Self {
-            copies: Arc::new(CopyTracker::new(&config.name, metrics.clone(), status)),
+            copies: Arc::new(CopyTracker::new(
+                &config.name,
+                metrics.clone(),
+                status.clone(),
+            )),
+            status,
             config,
             mongo,
             kafka,
@@ -264,59 +308,63 @@ impl SourceSupervisor {
             checkpoints: HashMap::new(),
             readers: BTreeMap::new(),
             pipeline_backoff: restart_backoff(),
-            launches: 0,
-            restarting: false,
-            stopping: false,
+            lifecycle: Lifecycle::new(),
+            ownership: Ownership::new(config_slots),
+            membership: None,
+            changes: None,
+            winding_down: false,
+            handovers: Vec::new(),
+            started: false,
         }
     }
 
-    /// Loads checkpoints and creates topics, then starts the producer and the readers.
-    fn start(&mut self, ctx: &mut Context<Self>) {
+    /// Start attempt `attempt`: fences (exactly-once: `init_transactions` on the new
+    /// producer, which aborts whatever an earlier producer of the pipeline left open and
+    /// makes any such zombie fail from then on), then reads the checkpoints, which no
+    /// earlier producer can move any more, then starts the readers. Reading first would let
+    /// an earlier producer's commit land after the read: its records published again.
+    fn start(&mut self, attempt: u64, ctx: &mut Context<Self>) {
         let config = self.config.clone();
         let kafka = self.kafka.clone();
+        // The owned slots with readers: only they need a producer.
+        let slots: Vec<i32> = self.readers_by_owned_slot().into_keys().collect();
         let prepare = async move {
-            checkpoint::ensure_topic(&kafka, &config.checkpoint_topic).await?;
+            let partitions = i32::try_from(config.slots).unwrap_or(i32::MAX);
+            checkpoint::ensure_topic(&kafka, &config.checkpoint_topic, partitions).await?;
+            let producers = slot_producers(&kafka, &config, &slots).await?;
             if config.create_topics {
                 create_topics(&kafka, &config).await?;
             }
-            let loaded = checkpoint::load(&kafka, &config.checkpoint_topic, &config.name).await?;
-            let producer = match config.delivery {
-                Delivery::AtLeastOnce => kafka::producer(&kafka)?,
-                Delivery::ExactlyOnce => {
-                    let producer = kafka::transactional_producer(
-                        &kafka,
-                        &format!("mongo-kafka-bridge-{}", config.name),
-                    )?;
-                    // Fences any earlier instance of this pipeline and aborts what it left open.
-                    let init = producer.clone();
-                    let timeout = kafka.request_timeout.max(Duration::from_secs(30));
-                    tokio::task::spawn_blocking(move || init.init_transactions(timeout))
-                        .await
-                        .map_err(|e| SourceError::Start(e.to_string()))?
-                        .map_err(|source| SourceError::Transaction {
-                            what: "initialising",
-                            source: Box::new(source),
-                        })?;
-                    producer
-                }
-            };
-            Ok::<_, SourceError>((loaded, producer))
+            let loaded =
+                checkpoint::load(&kafka, &config.checkpoint_topic, &config.name, config.slots)
+                    .await?;
+            Ok::<_, SourceError>((loaded, producers))
         };
-        ctx.spawn(prepare.into_actor(self).map(|result, act, ctx| {
-            if act.stopping {
-                return;
-            }
+        ctx.spawn(prepare.into_actor(self).map(move |result, act, ctx| {
             match result {
-                Ok((loaded, producer)) => {
-                    act.checkpoints = loaded;
-                    act.launch(producer, ctx);
+                Ok((loaded, producers)) => {
+                    // An attempt overtaken by a newer one (or a stop) launches nothing; its
+                    // producers are dropped unused.
+                    if let Some(launch) = act.lifecycle.prepared(attempt) {
+                        act.checkpoints = loaded;
+                        act.launch(producers, launch, ctx);
+                    }
                 }
-                Err(error) => act.retry_pipeline(error, ctx),
+                Err(error) => {
+                    if act.lifecycle.is_current(Origin::Start(attempt)) {
+                        act.retry_pipeline(error, ctx);
+                    }
+                }
             }
         }));
     }
 
-    fn launch(&mut self, producer: kafka::KafkaProducer, ctx: &mut Context<Self>) {
+    fn launch(
+        &mut self,
+        producers: BTreeMap<i32, kafka::KafkaProducer>,
+        launch: u64,
+        ctx: &mut Context<Self>,
+    ) {
         // Validation compiled the namespace map's regexes already; should one still fail,
         // the pipeline stops saying which.
         let topics = match TopicMapper::new(&self.config) {
@@ -329,49 +377,61 @@ impl SourceSupervisor {
                 return self.fail(error, ctx);
             }
         };
-        self.launches += 1;
-        let producer = RecordProducer::new(
-            ProducerSetup {
-                pipeline: self.config.name.clone(),
-                launch: self.launches,
-                checkpoint_topic: self.config.checkpoint_topic.clone(),
-                checkpoint_interval: self.config.checkpoint_interval,
-                policy: RecordPolicy {
-                    errors: self.config.errors.clone(),
-                    oversize: self.config.oversize,
-                    max_message_bytes: kafka::producer_max_message_bytes(&self.kafka),
+        let conversion = Conversion::for_source(&self.config);
+        let mut slots = BTreeMap::new();
+        for (slot, producer) in producers {
+            let producer = RecordProducer::new(
+                ProducerSetup {
+                    pipeline: self.config.name.clone(),
+                    launch,
+                    slot,
+                    checkpoint_topic: self.config.checkpoint_topic.clone(),
+                    slots: self.config.slots,
+                    checkpoint_interval: self.config.checkpoint_interval,
+                    policy: RecordPolicy {
+                        errors: self.config.errors.clone(),
+                        oversize: self.config.oversize,
+                        max_message_bytes: kafka::producer_max_message_bytes(&self.kafka),
+                    },
+                    mailbox_capacity: self.config.queue_capacity,
                 },
-                mailbox_capacity: self.config.queue_capacity,
-            },
-            producer,
-            ctx.address().recipient(),
-            self.metrics.clone(),
-        );
-        let producer = match self.config.delivery {
-            Delivery::AtLeastOnce => producer,
-            Delivery::ExactlyOnce => {
-                producer.exactly_once(self.kafka.request_timeout.max(Duration::from_secs(30)))
+                producer,
+                ctx.address().recipient(),
+                self.metrics.clone(),
+            );
+            let producer = match self.config.delivery {
+                Delivery::AtLeastOnce => producer,
+                Delivery::ExactlyOnce => {
+                    producer.exactly_once(self.kafka.request_timeout.max(Duration::from_secs(30)))
+                }
             }
+            .start();
+            let shared = Arc::new(ReaderContext {
+                config: self.config.clone(),
+                conversion: conversion.clone(),
+                topics: topics.clone(),
+                mongo: self.mongo.clone(),
+                producer: producer.clone(),
+                metrics: self.metrics.clone(),
+                copies: self.copies.clone(),
+            });
+            slots.insert(slot, SlotRun { producer, shared });
         }
-        .start();
-        let shared = Arc::new(ReaderContext {
-            config: self.config.clone(),
-            conversion: Conversion::for_source(&self.config),
-            topics,
-            mongo: self.mongo.clone(),
-            producer: producer.clone(),
-            metrics: self.metrics.clone(),
-            copies: self.copies.clone(),
-        });
-        self.running = Some(Running { producer, shared });
+        let owned: Vec<i32> = slots.keys().copied().collect();
+        self.running = Some(Running { slots });
         for watched in Scope::of(&self.config) {
             let namespace = watched.namespace();
+            if !owned.contains(&self.slot_of(&namespace)) {
+                // Another daemon's, or nobody's yet.
+                continue;
+            }
             let slot = self
                 .readers
                 .entry(namespace.clone())
                 .or_insert_with(|| ReaderSlot {
                     watched,
                     generation: 0,
+                    launch,
                     addr: None,
                     backoff: restart_backoff(),
                     progress: Arc::default(),
@@ -389,8 +449,47 @@ impl SourceSupervisor {
             self.spawn_reader(&namespace, start, ctx);
         }
         self.metrics.stalled_readers(&self.config.name, 0);
+        self.report_slots();
         self.readiness.clear(&health::pipeline(&self.config.name));
-        tracing::info!(pipeline = %self.config.name, readers = self.readers.len(), "source pipeline running");
+        tracing::info!(pipeline = %self.config.name, readers = self.readers.values().filter(|r| r.addr.is_some()).count(), slots = ?owned, "source pipeline running");
+    }
+
+    /// Reports the slots this daemon owns, with their readers, on `/status` and in
+    /// `mkb_source_owned_slots`.
+    fn report_slots(&self) {
+        let count = self.config.slots;
+        let mut owned: BTreeMap<String, Vec<String>> = self
+            .ownership
+            .owned()
+            .keys()
+            .map(|slot| (slot.to_string(), Vec::new()))
+            .collect();
+        for (slot, readers) in self.readers_by_owned_slot() {
+            owned.insert(slot.to_string(), readers);
+        }
+        self.metrics.owned_slots(&self.config.name, owned.len());
+        self.status
+            .slots(&self.config.name, SlotsReport { count, owned });
+    }
+
+    /// The slot of the reader `namespace`.
+    fn slot_of(&self, namespace: &str) -> i32 {
+        slots::slot_of(&self.config.name, namespace, self.config.slots)
+    }
+
+    /// The readers (namespaces) of each owned slot that has any.
+    fn readers_by_owned_slot(&self) -> BTreeMap<i32, Vec<String>> {
+        let namespaces: Vec<String> = Scope::of(&self.config)
+            .iter()
+            .map(Scope::namespace)
+            .collect();
+        let mut map = slots::by_slot(
+            &self.config.name,
+            namespaces.iter().map(String::as_str),
+            self.config.slots,
+        );
+        map.retain(|slot, _| self.ownership.owned().contains_key(slot));
+        map
     }
 
     /// Where a reader without an acknowledged position or a checkpoint starts: where its
@@ -414,7 +513,10 @@ impl SourceSupervisor {
     }
 
     fn spawn_reader(&mut self, namespace: &str, start: StartAt, ctx: &mut Context<Self>) {
-        let Some(running) = &self.running else { return };
+        let owner = self.slot_of(namespace);
+        let Some(run) = self.running.as_ref().and_then(|r| r.slots.get(&owner)) else {
+            return;
+        };
         let Some(slot) = self.readers.get_mut(namespace) else {
             return;
         };
@@ -423,6 +525,7 @@ impl SourceSupervisor {
             generation: slot.generation,
         };
         tracing::info!(pipeline = %self.config.name, namespace, start = start.name(), generation = slot.generation, "starting reader");
+        slot.launch = self.lifecycle.launch();
         slot.pin();
         slot.progress = Arc::default();
         slot.addr = Some(
@@ -430,7 +533,7 @@ impl SourceSupervisor {
                 id,
                 slot.watched.clone(),
                 start,
-                running.shared.clone(),
+                run.shared.clone(),
                 ctx.address().recipient(),
                 slot.progress.clone(),
             )
@@ -450,9 +553,25 @@ impl SourceSupervisor {
             generation: slot.generation,
         };
         let delay = slot.backoff.next_delay();
-        let producer = self.running.as_ref().map(|r| r.producer.clone());
+        let owner = slots::slot_of(&self.config.name, &namespace, self.config.slots);
+        let producer = self
+            .running
+            .as_ref()
+            .and_then(|r| r.slots.get(&owner))
+            .map(|run| run.producer.clone());
+        let launch = self.lifecycle.launch();
+        let generation = slot.generation;
+        // Whether the restart still stands: the launch runs and no newer restart of the
+        // reader began (else a second reader would run beside the launch's own).
+        let stands = move |act: &Self, namespace: &str| {
+            act.lifecycle.is_current(Origin::Launch(launch))
+                && act
+                    .readers
+                    .get(namespace)
+                    .is_some_and(|slot| slot.generation == generation)
+        };
         ctx.run_later(delay, move |act, ctx| {
-            if act.stopping {
+            if !stands(act, &namespace) {
                 return;
             }
             let Some(producer) = producer else { return };
@@ -468,7 +587,7 @@ impl SourceSupervisor {
             ctx.spawn(
                 ask.into_actor(act)
                     .map(move |(namespace, acknowledged), act, ctx| {
-                        if act.stopping {
+                        if !stands(act, &namespace) {
                             return;
                         }
                         let start = match (resume, acknowledged) {
@@ -498,7 +617,7 @@ impl SourceSupervisor {
     /// Reports readers whose stream has not advanced for `stall_timeout` on `/ready` and in
     /// the metrics, and restarts them; clears the report once they advance again.
     fn check_stalls(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping || self.running.is_none() {
+        if self.lifecycle.phase() != Phase::Running || self.running.is_none() {
             return;
         }
         let timeout = self.config.stall_timeout;
@@ -543,34 +662,127 @@ impl SourceSupervisor {
         }
     }
 
-    /// Stops every reader and the producer, then starts again after a backoff.
+    /// Stops every reader, aborts the producer's open transaction and closes it, then
+    /// starts again after a backoff. The old producer is closed before the new one exists:
+    /// none of its scheduled commits can land once the new start reads the checkpoints.
     fn retry_pipeline(&mut self, error: SourceError, ctx: &mut Context<Self>) {
-        if self.restarting {
+        if !self.lifecycle.restart() {
             tracing::debug!(pipeline = %self.config.name, %error, "the pipeline is restarting already");
             return;
         }
-        self.restarting = true;
         let delay = self.pipeline_backoff.next_delay();
         tracing::warn!(pipeline = %self.config.name, %error, retry_in = ?delay, "restarting the source pipeline");
         self.metrics
             .actor_restarted(&self.config.name, "source_pipeline", error.kind());
-        let readers: Vec<_> = self
-            .readers
-            .values_mut()
-            .filter_map(|slot| slot.addr.take())
-            .collect();
-        self.running = None;
-        let stop_all = join_all(readers.into_iter().map(|addr| async move {
-            let _ = addr.send(StopReader).await;
-        }));
-        ctx.spawn(stop_all.into_actor(self).map(move |_, _, ctx| {
+        self.restart_after(Ending::Failure, delay, ctx);
+    }
+
+    /// Winds the launch down for `ending`, answers the hand-overs waiting for it, then
+    /// starts again after `delay` (with the slots owned then).
+    fn restart_after(&mut self, ending: Ending, delay: Duration, ctx: &mut Context<Self>) {
+        self.winding_down = true;
+        let wind_down = self.wind_down(ending);
+        ctx.spawn(wind_down.into_actor(self).map(move |_, act, ctx| {
+            act.handed_over();
             ctx.run_later(delay, |act, ctx| {
-                act.restarting = false;
-                if !act.stopping {
-                    act.start(ctx);
+                if let Some(attempt) = act.lifecycle.start_again() {
+                    act.start(attempt, ctx);
                 }
             });
         }));
+    }
+
+    /// The launch is wound down: the revoked or lost slots waiting for it are handed over.
+    fn handed_over(&mut self) {
+        self.winding_down = false;
+        for done in self.handovers.drain(..) {
+            let _ = done.send(());
+        }
+    }
+
+    /// Joins the pipeline's group (once the checkpoint topic has a partition per slot: the
+    /// group hands those out); tries again every few seconds until it is in.
+    fn join_group(&mut self, ctx: &mut Context<Self>) {
+        let Some(changes) = self.changes.clone() else {
+            return;
+        };
+        let kafka = self.kafka.clone();
+        let join = Join {
+            pipeline: self.config.name.clone(),
+            topic: self.config.checkpoint_topic.clone(),
+            handover: self.shutdown_deadline,
+        };
+        let partitions = i32::try_from(self.config.slots).unwrap_or(i32::MAX);
+        let joining = async move {
+            checkpoint::ensure_topic(&kafka, &join.topic, partitions).await?;
+            Membership::join(&kafka, &join, changes).map_err(SourceError::from)
+        };
+        ctx.spawn(joining.into_actor(self).map(|joined, act, ctx| match joined {
+            Ok(membership) => {
+                act.membership = Some(membership);
+                if act.lifecycle.is_stopped() {
+                    act.leave_group();
+                }
+            }
+            Err(error) => {
+                if act.lifecycle.is_stopped() {
+                    return;
+                }
+                tracing::warn!(pipeline = %act.config.name, %error, "could not join the group of the pipeline's daemons; trying again");
+                ctx.run_later(Duration::from_secs(5), |act, ctx| act.join_group(ctx));
+            }
+        }));
+    }
+
+    /// Leaves the pipeline's group, off the actor thread (the revoke is served first).
+    fn leave_group(&mut self) {
+        if let Some(membership) = self.membership.take() {
+            tokio::task::spawn_blocking(move || membership.leave());
+        }
+    }
+
+    /// Takes the readers and the producer of the running launch (failures they report
+    /// from here on are stale: their generations move on) and answers the future that stops
+    /// the readers (aborting those that do not stop before the shutdown deadline), then
+    /// drains and closes the producer for `ending`. It answers what was left undone.
+    fn wind_down(&mut self, ending: Ending) -> impl std::future::Future<Output = Vec<String>> {
+        let readers: Vec<_> = self
+            .readers
+            .values_mut()
+            .filter_map(|slot| {
+                slot.generation += 1;
+                slot.addr.take()
+            })
+            .collect();
+        let producers: Vec<Addr<RecordProducer>> = self
+            .running
+            .take()
+            .map(|r| r.slots.into_values().map(|run| run.producer).collect())
+            .unwrap_or_default();
+        let deadline = self.shutdown_deadline;
+        let name = self.config.name.clone();
+        async move {
+            let mut left = Vec::new();
+            let stops = join_all(readers.iter().map(|addr| addr.send(StopReader)));
+            if tokio::time::timeout(deadline, stops).await.is_err() {
+                // A reader waiting on a server that does not answer: abandon its read.
+                tracing::error!(pipeline = %name, "readers did not stop before the shutdown deadline; aborting them");
+                join_all(readers.iter().map(|addr| addr.send(AbortReader))).await;
+                left.push("readers waiting for MongoDB".to_owned());
+            }
+            let drains = join_all(
+                producers
+                    .iter()
+                    .map(|producer| producer.send(Drain { deadline, ending })),
+            )
+            .await;
+            let batches: usize = drains.into_iter().filter_map(Result::ok).sum();
+            if batches > 0 {
+                tracing::error!(pipeline = %name, batches, "records still unacknowledged at shutdown; they will be sent again at the next start");
+                left.push(format!("{batches} batches not acknowledged by Kafka"));
+            }
+            left
+        }
     }
 
     /// Stops the pipeline for good and says why: an error no restart can fix.
@@ -582,27 +794,60 @@ impl SourceSupervisor {
             health::pipeline(&self.config.name),
             format!("source pipeline failed: {error}"),
         );
-        self.stopping = true;
-        let readers: Vec<_> = self
-            .readers
-            .values_mut()
-            .filter_map(|slot| slot.addr.take())
-            .collect();
-        let producer = self.running.take().map(|r| r.producer);
-        let deadline = self.shutdown_deadline;
-        ctx.spawn(
-            async move {
-                join_all(readers.into_iter().map(|addr| async move {
-                    let _ = addr.send(StopReader).await;
-                }))
-                .await;
-                if let Some(producer) = producer {
-                    let _ = producer.send(Drain(deadline)).await;
-                }
-            }
-            .into_actor(self),
-        );
+        self.lifecycle.stop();
+        self.metrics.owned_slots(&self.config.name, 0);
+        self.winding_down = true;
+        let wind_down = self.wind_down(Ending::Failure);
+        // Its slots go to the other daemons, if any.
+        ctx.spawn(wind_down.into_actor(self).map(|_, act, _| {
+            act.handed_over();
+            act.leave_group();
+        }));
     }
+}
+
+/// The producers of the owned slots with readers. At-least-once: one client shared by all.
+/// Exactly-once: one per slot (`transactional.id = mongo-kafka-bridge-<name>-<slot>`), each
+/// initialised, which fences any earlier owner of the slot and aborts what it left open; the
+/// `transactional.id` of versions before slots is fenced too.
+async fn slot_producers(
+    kafka_config: &KafkaConfig,
+    config: &SourceConfig,
+    slots: &[i32],
+) -> Result<BTreeMap<i32, kafka::KafkaProducer>, SourceError> {
+    if config.delivery == Delivery::AtLeastOnce {
+        if slots.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let producer = kafka::producer(kafka_config)?;
+        return Ok(slots.iter().map(|&s| (s, producer.clone())).collect());
+    }
+    let timeout = kafka_config.request_timeout.max(Duration::from_secs(30));
+    let fence = |id: String| async move {
+        let producer = kafka::transactional_producer(kafka_config, &id)?;
+        let init = producer.clone();
+        tokio::task::spawn_blocking(move || init.init_transactions(timeout))
+            .await
+            .map_err(|e| SourceError::Start(e.to_string()))?
+            .map_err(|source| SourceError::Transaction {
+                what: "initialising",
+                source: Box::new(source),
+            })?;
+        Ok::<_, SourceError>(producer)
+    };
+    let legacy = format!("mongo-kafka-bridge-{}", config.name);
+    let fenced = join_all(
+        slots
+            .iter()
+            .map(|&slot| fence(membership::transactional_id(&config.name, slot))),
+    );
+    let (legacy, fenced) = futures_util::future::join(fence(legacy), fenced).await;
+    drop(legacy?);
+    slots
+        .iter()
+        .zip(fenced)
+        .map(|(&slot, producer)| Ok((slot, producer?)))
+        .collect()
 }
 
 /// Creates the topics of the pipeline's collection readers (and its heartbeat and dead
@@ -675,7 +920,20 @@ impl Actor for SourceSupervisor {
         self.readiness
             .set_problem(health::pipeline(&self.config.name), "starting");
         tracing::info!(pipeline = %self.config.name, "source pipeline started");
-        self.start(ctx);
+        // The group's callbacks run on its own thread: their changes come here as messages.
+        let (changes, mut received) = tokio::sync::mpsc::unbounded_channel();
+        self.changes = Some(changes);
+        let me = ctx.address();
+        actix::spawn(async move {
+            while let Some(change) = received.recv().await {
+                if me.send(SlotsChanged(change)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        // The first start waits for the group's first assignment: starting before would
+        // fence and read checkpoints for no slot, then do it all again.
+        self.join_group(ctx);
         let every = (self.config.stall_timeout / 4)
             .clamp(Duration::from_millis(250), Duration::from_secs(10));
         ctx.run_interval(every, |act, ctx| act.check_stalls(ctx));
@@ -730,11 +988,11 @@ impl Handler<ReaderFailed> for SourceSupervisor {
 
     fn handle(&mut self, msg: ReaderFailed, ctx: &mut Self::Context) {
         let ReaderFailed { reader, error } = msg;
-        let current = self
-            .readers
-            .get(&reader.namespace)
-            .is_some_and(|s| s.generation == reader.generation);
-        if self.stopping || !current {
+        let current = self.readers.get(&reader.namespace).is_some_and(|slot| {
+            slot.generation == reader.generation
+                && self.lifecycle.is_current(Origin::Launch(slot.launch))
+        });
+        if !current {
             return;
         }
         let decision = RestartPolicy::decide(Failed::Reader(&error), &self.config);
@@ -746,10 +1004,27 @@ impl Handler<ProducerFailed> for SourceSupervisor {
     type Result = ();
 
     fn handle(&mut self, failed: ProducerFailed, ctx: &mut Self::Context) {
-        let ProducerFailed { launch, error } = failed;
+        let ProducerFailed {
+            launch,
+            slot,
+            error,
+        } = failed;
         // A producer of an earlier launch failing late (its pipeline restarted already)
         // restarts nothing.
-        if self.stopping || launch != self.launches {
+        if !self.lifecycle.is_current(Origin::Launch(launch)) {
+            return;
+        }
+        if policy::classify(&error) == ErrorClass::Fenced {
+            // Another daemon owns the slot now (this one was paused, or cut off, past the
+            // session timeout): the slot is lost, not the pipeline. The rest starts again
+            // without it; the group hands it back if it is still ours.
+            tracing::warn!(pipeline = %self.config.name, slot, %error, "the slot's producer was fenced by another daemon: dropping the slot");
+            self.ownership.fenced(slot);
+            self.metrics
+                .actor_restarted(&self.config.name, "source_pipeline", "slot_lost");
+            if self.lifecycle.restart() {
+                self.restart_after(Ending::Failure, Duration::ZERO, ctx);
+            }
             return;
         }
         let decision = RestartPolicy::decide(Failed::Producer(&error), &self.config);
@@ -757,49 +1032,64 @@ impl Handler<ProducerFailed> for SourceSupervisor {
     }
 }
 
+impl Handler<SlotsChanged> for SourceSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, SlotsChanged(rebalanced): SlotsChanged, ctx: &mut Self::Context) {
+        let Rebalanced {
+            change,
+            handed_over,
+        } = rebalanced;
+        let actions = self.ownership.apply(&change);
+        if !actions.is_empty() {
+            self.metrics.rebalanced(&self.config.name);
+        }
+        let ending = match change {
+            Change::Lost(_) => Ending::Failure,
+            Change::Assigned(_) | Change::Revoked(_) => Ending::Stop,
+        };
+        if actions.is_empty() || self.lifecycle.is_stopped() || !self.started {
+            if let Some(done) = handed_over {
+                let _ = done.send(());
+            }
+            if !self.started && !self.lifecycle.is_stopped() && !actions.is_empty() {
+                self.started = true;
+                self.start(self.lifecycle.attempt(), ctx);
+            }
+            return;
+        }
+        tracing::info!(pipeline = %self.config.name, ?change, owned = ?self.ownership.owned().keys().collect::<Vec<_>>(), "the group moved slots: starting again with the slots owned now");
+        self.handovers.extend(handed_over);
+        if self.lifecycle.restart() {
+            // Readers stop after whole batches, the open transaction is committed (aborted
+            // when the slots are lost), the producers closed; then the slots owned now start
+            // at once (fence, checkpoints, readers).
+            self.restart_after(ending, Duration::ZERO, ctx);
+        } else if !self.winding_down {
+            // Waiting for a restart's backoff: nothing runs, and the next start takes the
+            // slots owned then.
+            self.handed_over();
+        }
+    }
+}
+
 impl Handler<StopPipeline> for SourceSupervisor {
     type Result = ResponseActFuture<Self, Option<String>>;
 
     fn handle(&mut self, _: StopPipeline, _: &mut Self::Context) -> Self::Result {
-        self.stopping = true;
+        self.lifecycle.stop();
         // A stopped pipeline reports nothing any more: a reload may have removed it.
         self.readiness.clear(&health::pipeline(&self.config.name));
         self.readiness
             .clear_prefix(&health::reader(&self.config.name, ""));
-        let readers: Vec<_> = self
-            .readers
-            .values_mut()
-            .filter_map(|slot| slot.addr.take())
-            .collect();
-        let producer = self.running.take().map(|r| r.producer);
-        let deadline = self.shutdown_deadline;
-        let name = self.config.name.clone();
-        Box::pin(
-            async move {
-                let mut left = Vec::new();
-                let stops = join_all(readers.iter().map(|addr| addr.send(StopReader)));
-                if tokio::time::timeout(deadline, stops).await.is_err() {
-                    // A reader waiting on a server that does not answer: abandon its read.
-                    tracing::error!(pipeline = %name, "readers did not stop before the shutdown deadline; aborting them");
-                    join_all(readers.iter().map(|addr| addr.send(AbortReader))).await;
-                    left.push("readers waiting for MongoDB".to_owned());
-                }
-                if let Some(producer) = producer {
-                    if let Ok(batches) = producer.send(Drain(deadline)).await {
-                        if batches > 0 {
-                            tracing::error!(pipeline = %name, batches, "records still unacknowledged at shutdown; they will be sent again at the next start");
-                            left.push(format!("{batches} batches not acknowledged by Kafka"));
-                        }
-                    }
-                }
-                (!left.is_empty()).then(|| left.join(", "))
-            }
-            .into_actor(self)
-            .map(|left, _, ctx| {
-                ctx.stop();
-                left
-            }),
-        )
+        self.winding_down = true;
+        let wind_down = self.wind_down(Ending::Stop);
+        Box::pin(wind_down.into_actor(self).map(|left, act, ctx| {
+            act.handed_over();
+            act.leave_group();
+            ctx.stop();
+            (!left.is_empty()).then(|| left.join(", "))
+        }))
     }
 }
 

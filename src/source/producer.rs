@@ -15,9 +15,10 @@ use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::checkpoint::{self, Checkpoint, CheckpointKey};
-use super::ledger::{Action, CheckpointLedger, Ticket};
+use super::ledger::{Action, CheckpointLedger, Closing, Commit, Ending, Ticket};
 use super::model::Position;
 pub use super::model::{OutgoingRecord, ReaderId};
+use super::slots::slot_of;
 use super::SourceError;
 use crate::chunks::{self, ChunkHeader};
 use crate::clients::kafka;
@@ -55,11 +56,19 @@ pub struct ProduceBatch {
 #[rtype(result = "Option<Position>")]
 pub struct LastAcknowledged(pub ReaderId);
 
-/// Waits until every record handed over is acknowledged and every checkpoint written, or
-/// until the deadline; answers how many batches were still in flight.
+/// Ends the producer: exactly-once, commits its open transaction on a clean stop and
+/// aborts it on a failure (see [`CheckpointLedger::close`]); then waits until every record
+/// handed over is acknowledged and every checkpoint written, or until the deadline, and
+/// stops. Answers how many batches were still in flight. From the moment it arrives, no
+/// batch is taken and no scheduled commit runs.
 #[derive(Message, Debug)]
 #[rtype(result = "usize")]
-pub struct Drain(pub Duration);
+pub struct Drain {
+    /// How long the records in flight may take.
+    pub deadline: Duration,
+    /// Why the producer ends.
+    pub ending: Ending,
+}
 
 /// Tells the pipeline supervisor the producer failed; it restarts the pipeline.
 #[derive(Message, Debug)]
@@ -67,6 +76,8 @@ pub struct Drain(pub Duration);
 pub struct ProducerFailed {
     /// The launch of the pipeline the producer served.
     pub launch: u64,
+    /// The slot it served.
+    pub slot: i32,
     /// Why it failed.
     pub error: SourceError,
 }
@@ -79,8 +90,12 @@ pub struct ProducerSetup {
     /// Which launch of the pipeline the producer serves: its failure names it, so a late
     /// failure of an earlier launch's producer restarts nothing.
     pub launch: u64,
+    /// The slot whose readers it serves (a fencing error loses this slot).
+    pub slot: i32,
     /// Where checkpoints go.
     pub checkpoint_topic: String,
+    /// The pipeline's slot count: a reader's checkpoints go to its slot's partition.
+    pub slots: u32,
     /// A reader's checkpoint (or an exactly-once transaction) is written at most this often.
     pub checkpoint_interval: Duration,
     /// What to do with records that cannot be published as they are.
@@ -96,6 +111,8 @@ pub struct RecordProducer {
     ledger: CheckpointLedger,
     pending_checkpoint_writes: usize,
     transaction_timeout: Duration,
+    /// Draining or failed: no batch is taken, no scheduled commit runs.
+    closing: bool,
     supervisor: Recipient<ProducerFailed>,
     metrics: Metrics,
 }
@@ -124,6 +141,7 @@ impl RecordProducer {
             producer,
             pending_checkpoint_writes: 0,
             transaction_timeout: Duration::from_secs(30),
+            closing: false,
             supervisor,
             metrics,
         }
@@ -131,14 +149,53 @@ impl RecordProducer {
 
     fn fail(&mut self, error: SourceError, ctx: &mut Context<Self>) {
         tracing::error!(pipeline = %self.setup.pipeline, %error, "producer failed");
+        self.closing = true;
         let supervisor = self.supervisor.clone();
-        let launch = self.setup.launch;
+        let (launch, slot) = (self.setup.launch, self.setup.slot);
+        // Exactly-once: the open transaction is aborted before the supervisor hears of the
+        // failure, so nothing of it can commit once the pipeline restarts.
+        let abort = (self.ledger.close(Ending::Failure) == Closing::Abort).then(|| {
+            self.ledger.aborted();
+            self.abort_transaction()
+        });
         // Not on this actor's context: a stopping actor polls none of its futures, so the
         // report would be dropped and the pipeline never restarted.
         actix::spawn(async move {
-            let _ = supervisor.send(ProducerFailed { launch, error }).await;
+            if let Some(abort) = abort {
+                abort.await;
+            }
+            let _ = supervisor
+                .send(ProducerFailed {
+                    launch,
+                    slot,
+                    error,
+                })
+                .await;
         });
         ctx.stop();
+    }
+
+    /// Aborts the open transaction, off the actor thread; a failure to abort is logged (a
+    /// fenced or failed producer's transaction is aborted by the next `init_transactions`).
+    fn abort_transaction(&self) -> impl std::future::Future<Output = ()> {
+        let producer = self.producer.clone();
+        let timeout = self.transaction_timeout;
+        let pipeline = self.setup.pipeline.clone();
+        async move {
+            let aborted =
+                tokio::task::spawn_blocking(move || producer.abort_transaction(timeout)).await;
+            match aborted {
+                Ok(Ok(())) => {
+                    tracing::info!(pipeline = %pipeline, "aborted the open Kafka transaction")
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(pipeline = %pipeline, %error, "could not abort the open Kafka transaction; the next start fences it")
+                }
+                Err(error) => {
+                    tracing::warn!(pipeline = %pipeline, %error, "could not abort the open Kafka transaction; the next start fences it")
+                }
+            }
+        }
     }
 
     fn delivered(
@@ -181,7 +238,7 @@ impl RecordProducer {
         position: &Position,
         ctx: &mut Context<Self>,
     ) {
-        let record = match checkpoint_record(&self.setup.pipeline, &namespace, position) {
+        let record = match checkpoint_record(&self.setup, &namespace, position) {
             Ok(record) => record,
             Err(error) => return self.fail(error, ctx),
         };
@@ -233,15 +290,21 @@ impl RecordProducer {
     /// Exactly-once: writes the checkpoints of the open transaction into it (waiting while
     /// librdkafka's queue is full) and commits it. No batch is handled meanwhile.
     fn commit(&mut self, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
         let Some(commit) = self.ledger.begin_commit() else {
             return;
         };
+        self.commit_with(commit, ctx);
+    }
+
+    /// Exactly-once: writes `commit`'s checkpoints into the open transaction and commits it.
+    fn commit_with(&mut self, commit: Commit, ctx: &mut Context<Self>) {
         let records = commit
             .checkpoints
             .iter()
-            .map(|(namespace, position)| {
-                checkpoint_record(&self.setup.pipeline, namespace, position)
-            })
+            .map(|(namespace, position)| checkpoint_record(&self.setup, namespace, position))
             .collect::<Result<Vec<_>, _>>();
         let records = match records {
             Ok(records) => records,
@@ -308,34 +371,54 @@ impl RecordProducer {
     }
 }
 
-/// The key and value of the checkpoint record of `namespace` at `position`.
+/// A checkpoint record: the partition of its reader's slot, its key and its value.
+struct CheckpointRecord {
+    partition: i32,
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+/// The checkpoint record of `namespace` at `position`, for the slot of `namespace`.
 fn checkpoint_record(
-    pipeline: &str,
+    setup: &ProducerSetup,
     namespace: &str,
     position: &Position,
-) -> Result<(Vec<u8>, Vec<u8>), SourceError> {
+) -> Result<CheckpointRecord, SourceError> {
     let key = CheckpointKey {
-        pipeline: pipeline.to_owned(),
+        pipeline: setup.pipeline.clone(),
         namespace: namespace.to_owned(),
     };
-    Checkpoint::new(position)
+    let (key, value) = Checkpoint::new(position)
         .map_err(|e| e.to_string())
         .and_then(|cp| checkpoint::record(&key, &cp).map_err(|e| e.to_string()))
         .map_err(|reason| SourceError::Checkpoint {
             namespace: namespace.to_owned(),
             reason,
-        })
+        })?;
+    Ok(CheckpointRecord {
+        partition: slot_of(&setup.pipeline, namespace, setup.slots),
+        key,
+        value,
+    })
 }
 
-/// Hands a checkpoint record to librdkafka; a full queue is backpressure, not an error: it
-/// waits for room, calling `on_wait` each time.
+/// Hands a checkpoint record to librdkafka, to its slot's partition; a full queue is
+/// backpressure, not an error: it waits for room, calling `on_wait` each time.
 async fn enqueue_checkpoint(
     producer: &kafka::KafkaProducer,
     topic: &str,
-    (key, value): &(Vec<u8>, Vec<u8>),
+    record: &CheckpointRecord,
     on_wait: impl FnMut(),
 ) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
-    kafka::enqueue_waiting(producer, topic, Some(key), Some(value), None, on_wait).await
+    kafka::enqueue_to_partition(
+        producer,
+        topic,
+        record.partition,
+        &record.key,
+        &record.value,
+        on_wait,
+    )
+    .await
 }
 
 impl Actor for RecordProducer {
@@ -570,11 +653,24 @@ impl Handler<ProduceBatch> for RecordProducer {
     type Result = AtomicResponse<Self, Result<(), SourceError>>;
 
     fn handle(&mut self, batch: ProduceBatch, ctx: &mut Self::Context) -> Self::Result {
+        self.metrics
+            .mailbox(&self.setup.pipeline, MAILBOX_RECORD_PRODUCER, -1);
+        if self.closing {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(
+                SourceError::ProducerGone {
+                    namespace: batch.reader.namespace,
+                },
+            ))));
+        }
+        if !self.ledger.admits(&batch.reader) {
+            // A restarted reader's predecessor, still in the mailbox: its successor reads
+            // these events again.
+            tracing::debug!(pipeline = %self.setup.pipeline, namespace = %batch.reader.namespace, generation = batch.reader.generation, "refusing a batch of a restarted reader's predecessor");
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(()))));
+        }
         if let Err(error) = self.ensure_transaction(ctx) {
             return AtomicResponse::new(Box::pin(actix::fut::ready(Err(error))));
         }
-        self.metrics
-            .mailbox(&self.setup.pipeline, MAILBOX_RECORD_PRODUCER, -1);
         let publisher = Publisher {
             producer: self.producer.clone(),
             pipeline: self.setup.pipeline.clone(),
@@ -586,8 +682,16 @@ impl Handler<ProduceBatch> for RecordProducer {
             Ok::<_, SourceError>((batch.reader, batch.token, deliveries))
         };
         AtomicResponse::new(Box::pin(enqueue_all.into_actor(self).map(
-            |result, act, ctx| {
-                let (reader, token, deliveries) = result?;
+            |result: Result<_, SourceError>, act, ctx| {
+                let (reader, token, deliveries) = match result {
+                    Ok(sent) => sent,
+                    Err(error) => {
+                        // Part of the batch may be in the open transaction, its position
+                        // never recorded: that transaction may only be aborted.
+                        act.ledger.partly_sent();
+                        return Err(error);
+                    }
+                };
                 let Some(ticket) = act.ledger.sent(&reader, token) else {
                     // Exactly-once: the commit resolves these deliveries, and fails if any
                     // of them did.
@@ -653,8 +757,18 @@ impl Handler<LastAcknowledged> for RecordProducer {
 impl Handler<Drain> for RecordProducer {
     type Result = ResponseActFuture<Self, usize>;
 
-    fn handle(&mut self, Drain(deadline): Drain, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, drain: Drain, ctx: &mut Self::Context) -> Self::Result {
+        let Drain { deadline, ending } = drain;
         let until = Instant::now() + deadline;
+        self.closing = true;
+        match self.ledger.close(ending) {
+            Closing::Nothing => {}
+            Closing::Commit(commit) => self.commit_with(commit, ctx),
+            Closing::Abort => {
+                self.ledger.aborted();
+                ctx.wait(self.abort_transaction().into_actor(self));
+            }
+        }
         Box::pin(
             async move {}
                 .into_actor(self)
@@ -670,7 +784,6 @@ fn drain_step(
     ctx: &mut Context<RecordProducer>,
     until: Instant,
 ) -> ResponseActFuture<RecordProducer, usize> {
-    act.commit(ctx);
     for action in act.ledger.flush(Instant::now()) {
         act.perform(Some(action), ctx);
     }

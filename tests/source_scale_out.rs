@@ -1,0 +1,243 @@
+//! Several daemons with one configuration share a source pipeline's slots through the
+//! consumer group (issue 14): through a `kill -9`, a pause past the session timeout and a
+//! daemon joining mid-stream, the slots are owned once each, and a `read_committed`
+//! consumer sees every change of every collection (exactly-once: once, in order).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use mongodb::bson::{doc, Document};
+
+const WAIT: Duration = Duration::from_secs(120);
+const COLLECTIONS: usize = 12;
+const SLOTS: i32 = 16;
+
+struct Cluster {
+    db: String,
+    pipeline: String,
+    names: Vec<String>,
+    extra: String,
+}
+
+impl Cluster {
+    fn config(&self, port: u16) -> String {
+        format!(
+            "{}[[source]]\nname = \"{}\"\ndatabase = \"{}\"\ncollection = {:?}\nmax_await_time = \"200ms\"\ncheckpoint_interval = \"200ms\"\n{}\n",
+            common::config_toml(port, "")
+                .replace("[kafka]\n", "[kafka]\nconsumer = { \"session.timeout.ms\" = 6000, \"heartbeat.interval.ms\" = 1000 }\n"),
+            self.pipeline,
+            self.db,
+            self.names,
+            self.extra
+        )
+    }
+
+    fn start(&self) -> (common::Daemon, u16) {
+        let port = common::free_port();
+        (common::Daemon::start(&self.config(port)), port)
+    }
+}
+
+/// The slots a daemon says it owns on `/status`.
+fn owned(port: u16, pipeline: &str) -> Option<BTreeSet<i32>> {
+    let (_, body) = common::http_get(port, "/status")?;
+    let status: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let owned = status["pipelines"][pipeline]["slots"]["owned"].as_object()?;
+    Some(owned.keys().filter_map(|k| k.parse().ok()).collect())
+}
+
+/// Whether the daemons on `ports` own every slot once between them.
+fn slots_split(ports: &[u16], pipeline: &str) -> Result<(), String> {
+    let mut seen = BTreeMap::new();
+    for &port in ports {
+        let slots = owned(port, pipeline).ok_or(format!("no /status on {port}"))?;
+        if slots.is_empty() {
+            return Err(format!("the daemon on {port} owns no slot"));
+        }
+        for slot in slots {
+            if let Some(other) = seen.insert(slot, port) {
+                return Err(format!("slot {slot} owned by {other} and {port}"));
+            }
+        }
+    }
+    let missing: Vec<i32> = (0..SLOTS).filter(|s| !seen.contains_key(s)).collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "slots owned by nobody: {missing:?}; owned: {seen:?}"
+        ))
+    }
+}
+
+async fn await_split(ports: &[u16], pipeline: &str, what: &str, logs: impl Fn() -> String) {
+    let settled = common::eventually(WAIT, || {
+        let ok = slots_split(ports, pipeline).is_ok();
+        async move { ok }
+    })
+    .await;
+    assert!(
+        settled,
+        "{what}: {:?}; logs:\n{}",
+        slots_split(ports, pipeline),
+        logs()
+    );
+}
+
+/// The `seq`s of the records of `topic`, in the order read (relaxed JSON values).
+fn seqs(records: &[common::Consumed]) -> Vec<i64> {
+    records
+        .iter()
+        .filter_map(|r| r.value.as_deref())
+        .filter_map(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+        .filter_map(|v| v["fullDocument"]["seq"].as_i64())
+        .collect()
+}
+
+async fn scale_out(delivery: &str) {
+    const PER_COLLECTION: i64 = 60;
+    let cluster = Cluster {
+        db: common::unique("own_scale"),
+        pipeline: common::unique("own_scalesrc"),
+        names: (0..COLLECTIONS).map(|i| format!("c{i}")).collect(),
+        extra: format!(
+            "delivery = \"{delivery}\"\ncheckpoint_topic = \"{}\"",
+            common::unique("own_scaleckpt")
+        ),
+    };
+    let client = common::mongo_client().await;
+    let mut colls = Vec::new();
+    for name in &cluster.names {
+        let coll = client.database(&cluster.db).collection::<Document>(name);
+        coll.insert_one(doc! { "_id": "seed" }).await.expect("seed");
+        common::create_topic(&format!("{}.{name}", cluster.db), 1).await;
+        colls.push(coll);
+    }
+    let (mut a, port_a) = cluster.start();
+    let (mut b, port_b) = cluster.start();
+    let (mut c, port_c) = cluster.start();
+    for daemon in [&mut a, &mut b, &mut c] {
+        daemon.wait_for_log("source pipeline running", 1, WAIT);
+    }
+    await_split(
+        &[port_a, port_b, port_c],
+        &cluster.pipeline,
+        "three daemons",
+        || format!("{}\n---\n{}\n---\n{}", a.log(), b.log(), c.log()),
+    )
+    .await;
+    // Every collection open somewhere before the writes start.
+    let opened = common::eventually(WAIT, || {
+        let open: usize = [&a, &b, &c]
+            .iter()
+            .map(|d| d.log().matches("change stream open").count())
+            .sum();
+        async move { open >= COLLECTIONS }
+    })
+    .await;
+    assert!(opened, "not every collection opened");
+
+    let writer = {
+        let colls = colls.clone();
+        tokio::spawn(async move {
+            for seq in 0..PER_COLLECTION {
+                for coll in &colls {
+                    coll.insert_one(doc! { "_id": seq, "seq": seq })
+                        .await
+                        .expect("insert");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    a.signal("KILL");
+    a.wait(WAIT);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Paused past the session timeout: the group moves its slots; resumed, it is fenced.
+    b.signal("STOP");
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    b.signal("CONT");
+    let (mut d, port_d) = cluster.start();
+    writer.await.expect("writer");
+    d.wait_for_log("source pipeline running", 1, WAIT);
+    let live = [port_b, port_c, port_d];
+    await_split(&live, &cluster.pipeline, "after the faults", || {
+        format!("{}\n---\n{}\n---\n{}", b.log(), c.log(), d.log())
+    })
+    .await;
+    // The faults did what they should: the paused daemon found its slots gone (lost, or
+    // fenced by their new owners), and the one that joined took some over.
+    let paused = b.log();
+    assert!(
+        paused.contains("slots lost") || paused.contains("fenced by another daemon"),
+        "the paused daemon never noticed its slots were gone:\n{paused}\n---\n{}\n---\n{}",
+        c.log(),
+        d.log()
+    );
+    assert!(
+        !owned(port_d, &cluster.pipeline)
+            .unwrap_or_default()
+            .is_empty(),
+        "the joining daemon owns nothing"
+    );
+
+    let exactly_once = delivery == "exactly-once";
+    let expected: Vec<i64> = (0..PER_COLLECTION).collect();
+    for name in &cluster.names {
+        let topic = format!("{}.{name}", cluster.db);
+        let records = common::consume_until(&topic, WAIT, exactly_once, |r| {
+            let got: BTreeSet<i64> = seqs(r).into_iter().collect();
+            got.len() >= expected.len()
+        })
+        .await;
+        // A little longer, so that late duplicates show.
+        let again = common::consume(
+            &topic,
+            records.len() + 1,
+            Duration::from_secs(5),
+            exactly_once,
+        )
+        .await;
+        let records = if again.len() > records.len() {
+            again
+        } else {
+            records
+        };
+        let got = seqs(&records);
+        let distinct: BTreeSet<i64> = got.iter().copied().collect();
+        let missing: Vec<&i64> = expected.iter().filter(|s| !distinct.contains(s)).collect();
+        assert!(
+            missing.is_empty(),
+            "{topic}: missing {missing:?}; logs:\n{}\n---\n{}\n---\n{}",
+            b.log(),
+            c.log(),
+            d.log()
+        );
+        if exactly_once {
+            assert_eq!(
+                got,
+                expected,
+                "{topic}: not exactly once in order; logs:\n{}\n---\n{}\n---\n{}",
+                b.log(),
+                c.log(),
+                d.log()
+            );
+        }
+    }
+    for daemon in [&mut b, &mut c, &mut d] {
+        daemon.terminate(WAIT);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_daemons_share_the_slots_through_a_kill_a_pause_and_a_join_exactly_once() {
+    scale_out("exactly-once").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_daemons_share_the_slots_through_a_kill_a_pause_and_a_join_at_least_once() {
+    scale_out("at-least-once").await;
+}
