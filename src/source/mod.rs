@@ -36,12 +36,13 @@ use self::producer::{
     Drain, LastAcknowledged, ProducerFailed, ProducerSetup, ReaderId, RecordPolicy, RecordProducer,
 };
 use self::reader::{
-    AbortReader, ChangeStreamReader, ReaderContext, ReaderFailed, ReaderProgress, StopReader,
+    AbortReader, ChangeStreamReader, ReaderContext, ReaderFailed, ReaderProgress, ReaderSettings,
+    StopReader,
 };
 use self::topic::TopicMapper;
 use crate::backoff::Backoff;
 use crate::clients::{kafka, ClientError};
-use crate::config::{Delivery, KafkaConfig, SourceConfig, StartupMode};
+use crate::config::{Delivery, KafkaConfig, SourceConfig};
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
 use crate::pipeline::{PipelineEnv, StopPipeline};
@@ -329,6 +330,10 @@ impl SourceSupervisor {
                 return self.fail(error, ctx);
             }
         };
+        let settings = match ReaderSettings::resolve(&self.config) {
+            Ok(settings) => settings,
+            Err(error) => return self.fail(error, ctx),
+        };
         self.launches += 1;
         let producer = RecordProducer::new(
             ProducerSetup {
@@ -356,6 +361,7 @@ impl SourceSupervisor {
         .start();
         let shared = Arc::new(ReaderContext {
             config: self.config.clone(),
+            settings,
             conversion: Conversion::for_source(&self.config),
             topics,
             mongo: self.mongo.clone(),
@@ -403,13 +409,11 @@ impl SourceSupervisor {
     }
 
     fn initial_start(&self) -> StartAt {
-        match self.config.startup_mode {
-            StartupMode::Latest => StartAt::Latest,
-            StartupMode::Timestamp => match self.config.startup_time() {
-                Ok(Some(at)) => StartAt::Time(at),
-                _ => StartAt::Latest,
-            },
-            StartupMode::CopyExisting => StartAt::CopyExisting,
+        match &self.running {
+            // Resolved once, when the pipeline launched (which fails on an unusable one).
+            Some(running) => running.shared.settings.initial_start.clone(),
+            // No pipeline runs: `spawn_reader` starts no reader, whatever this says.
+            None => StartAt::Latest,
         }
     }
 
