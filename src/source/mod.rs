@@ -70,12 +70,21 @@ pub enum SourceError {
     },
     /// MongoDB cannot return an event over 16 MiB (error 10334): a restart at the same
     /// resume token meets it again.
-    #[error("{namespace}: MongoDB cannot return a change event larger than 16 MiB (error 10334); a `$project` in `pipeline` that leaves out large fields avoids it: {source}")]
+    #[error("{namespace}: MongoDB cannot return a change event larger than 16 MiB (error 10334); a `$project` in `pipeline` that leaves out large fields avoids it, and so does `oversize = \"skip\"` or `\"split\"` on MongoDB 6.0.9 or later (the event is read in fragments): {source}")]
     EventTooLarge {
         /// The reader's namespace.
         namespace: String,
         /// The driver's error.
         source: Box<mongodb::error::Error>,
+    },
+    /// The fragments of an event MongoDB split (`$changeStreamSplitLargeEvent`) do not
+    /// make one event; the reader starts again before the first one.
+    #[error("{namespace}: reassembling a change event MongoDB returned in fragments: {reason}")]
+    Fragments {
+        /// The reader's namespace.
+        namespace: String,
+        /// Why.
+        reason: String,
     },
     /// An event could not be converted.
     #[error("converting the event {origin}: {source}")]
@@ -157,6 +166,7 @@ impl SourceError {
             Self::Format { .. } => "format",
             Self::TooLarge { .. } => "too_large",
             Self::EventTooLarge { .. } => "event_too_large",
+            Self::Fragments { .. } => "fragments",
             Self::Transaction { .. } => "transaction",
             Self::Kafka { .. } | Self::Delivery { .. } => "kafka",
             Self::Checkpoint { .. } => "checkpoint",

@@ -100,7 +100,9 @@ pub fn classify(error: &SourceError) -> ErrorClass {
         SourceError::Kafka { source, .. }
         | SourceError::Delivery { source, .. }
         | SourceError::Transaction { source, .. } => classify_kafka(source),
+        // The reader starts again at its last position, before the first fragment.
         SourceError::Checkpoint { .. }
+        | SourceError::Fragments { .. }
         | SourceError::ProducerGone { .. }
         | SourceError::Start(_) => ErrorClass::Transient,
     }

@@ -14,13 +14,14 @@ use mongodb::change_stream::ChangeStream;
 use mongodb::options::{ChangeStreamOptions, FullDocumentBeforeChangeType, FullDocumentType};
 
 use super::copy::Copier;
+use super::fragments::Reassembler;
 use super::records::{self, Records};
 use super::{ReaderContext, ReaderProgress};
 use crate::config::{FullDocument, FullDocumentBeforeChange, SourceConfig};
 use crate::ops::metrics::MAILBOX_RECORD_PRODUCER;
 use crate::source::copy::CopyProgress;
 use crate::source::model::{OutgoingRecord, Position, ReaderId, Scope, StartAt};
-use crate::source::policy::{EVENT_TOO_LARGE, HISTORY_LOST};
+use crate::source::policy::{RestartPolicy, TooLarge, EVENT_TOO_LARGE, HISTORY_LOST};
 use crate::source::producer::ProduceBatch;
 use crate::source::SourceError;
 
@@ -101,13 +102,19 @@ impl ReadLoop {
         }
     }
 
-    async fn open(&self, start: &StartAt) -> Result<ChangeStream<RawDocumentBuf>, SourceError> {
+    /// Opens the change stream at `start`, asking for large events in fragments when
+    /// `fragments` says so.
+    async fn open(
+        &self,
+        start: &StartAt,
+        fragments: bool,
+    ) -> Result<ChangeStream<RawDocumentBuf>, SourceError> {
         let mongo = &self.shared.mongo;
         let options = options(&self.shared.config, start);
         let stages = self
             .shared
             .settings
-            .change_stream_stages(&self.watched, false);
+            .change_stream_stages(&self.watched, fragments);
         let opened = match &self.watched {
             Scope::Deployment => mongo.watch().pipeline(stages).with_options(options).await,
             Scope::Database { db, .. } => {
@@ -178,8 +185,45 @@ impl ReadLoop {
         token.map(Position::stream)
     }
 
+    /// After MongoDB could not return the next event whole (`error`, a 10334): the stream
+    /// opened again at its position, asking for large events in fragments, when the
+    /// `oversize` policy says so; else `error`.
+    async fn fragmenting(
+        &self,
+        stream: &ChangeStream<RawDocumentBuf>,
+        error: SourceError,
+        fragments: bool,
+    ) -> Result<ChangeStream<RawDocumentBuf>, SourceError> {
+        let decision = RestartPolicy::event_too_large(&self.shared.config, fragments);
+        // Without a position the event cannot be found again: never skip silently.
+        let (TooLarge::Fragment, Some(token)) = (decision, stream.resume_token()) else {
+            return Err(error);
+        };
+        let pipeline = &self.shared.config.name;
+        tracing::warn!(pipeline = %pipeline, namespace = %self.namespace(), "MongoDB cannot return the next change event whole (over 16 MiB); reading it in fragments ($changeStreamSplitLargeEvent), then `oversize` applies");
+        self.shared.metrics.oversize_event(pipeline, "fragmented");
+        match self
+            .open(&StartAt::Resume(Position::stream(token)), true)
+            .await
+        {
+            Ok(stream) => Ok(stream),
+            // A server before 6.0.9 refuses the stage: the event stays out of reach, and
+            // the pipeline stops saying so rather than restarting into it again.
+            Err(SourceError::Mongo { source, .. })
+                if matches!(&*source.kind, mongodb::error::ErrorKind::Command(_)) =>
+            {
+                tracing::error!(pipeline = %pipeline, namespace = %self.namespace(), refused = %source, "the server refused `$changeStreamSplitLargeEvent` (MongoDB 7.0, 6.0.9 or later)");
+                Err(error)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
     pub async fn run(self, start: StartAt) -> Result<(), SourceError> {
-        let mut stream = self.open(&start).await?;
+        // Whether the stream asks for events over 16 MiB in fragments, and those collected.
+        let mut fragments = self.shared.settings.fragments();
+        let mut reassembler = Reassembler::default();
+        let mut stream = self.open(&start, fragments).await?;
         self.progress.advanced();
         if let (StartAt::Latest | StartAt::Time(_), Some(token)) = (&start, stream.resume_token()) {
             // The token of a stream that returned nothing yet: where it opened.
@@ -213,18 +257,35 @@ impl ReadLoop {
                 // collection created again under the name is followed too.
                 let token = stream.resume_token();
                 tracing::info!(namespace = %self.namespace(), "change stream invalidated; reopening");
-                stream = self
-                    .open(&token.map_or(StartAt::Latest, |t| StartAt::Resume(Position::stream(t))))
-                    .await?;
+                let at = token.map_or(StartAt::Latest, |t| StartAt::Resume(Position::stream(t)));
+                stream = self.open(&at, fragments).await?;
                 continue;
             }
-            let next = stream
-                .next_if_any()
-                .await
-                .map_err(self.mongo_error("reading the change stream"))?;
+            let next = match stream.next_if_any().await {
+                Ok(next) => next,
+                Err(error) => match self.mongo_error("reading the change stream")(error) {
+                    too_large @ SourceError::EventTooLarge { .. } => {
+                        stream = self.fragmenting(&stream, too_large, fragments).await?;
+                        fragments = true;
+                        continue;
+                    }
+                    other => return Err(other),
+                },
+            };
             self.progress.advanced();
             match next {
-                Some(raw) => {
+                Some(fragment) => {
+                    let raw = match reassembler.push(fragment) {
+                        Ok(Some(event)) => event,
+                        // More fragments to come; no position inside an event is sent.
+                        Ok(None) => continue,
+                        Err(error) => {
+                            return Err(SourceError::Fragments {
+                                namespace: self.namespace().to_owned(),
+                                reason: error.to_string(),
+                            })
+                        }
+                    };
                     let token = stream.resume_token();
                     self.shared
                         .metrics
@@ -234,6 +295,8 @@ impl ReadLoop {
                         .await?;
                     last_publish = Instant::now();
                 }
+                // Between the fragments of one event: its position is no checkpoint.
+                None if reassembler.in_progress() => {}
                 None => {
                     self.shared
                         .metrics
