@@ -9,6 +9,7 @@
 pub mod checkpoint;
 pub mod copy;
 pub mod copy_progress;
+pub mod extjson;
 pub mod format;
 pub mod ledger;
 pub mod model;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bson::{doc, Bson, Document};
+use bson::{doc, Bson, Document, RawBson, RawBsonRef, RawDocumentBuf};
 use futures_util::future::try_join_all;
 use futures_util::TryStreamExt;
 use mongodb::change_stream::event::ResumeToken;
@@ -46,7 +46,7 @@ struct Batch {
     bytes: usize,
     documents: u64,
     /// The last `_id` in it, when `_id`s are tracked.
-    last_id: Option<Bson>,
+    last_id: Option<RawBson>,
 }
 
 impl Batch {
@@ -239,7 +239,10 @@ impl<'a> Copier<'a> {
             .collection
             .aggregate(stages)
             .await
-            .map_err(reader.mongo_error("copying existing documents"))?;
+            .map_err(reader.mongo_error("copying existing documents"))?
+            // Raw: the event is built and written from the bytes, and a document that does
+            // not decode is dead-lettered or named instead of failing the cursor.
+            .with_type::<RawDocumentBuf>();
         let pipeline = &reader.shared.config.name;
         let namespace = target.namespace.as_str();
         let mut batch = Batch::new();
@@ -252,12 +255,18 @@ impl<'a> Copier<'a> {
                 return Ok(false);
             }
             reader.progress.advanced();
-            let id = document.get("_id").cloned().unwrap_or(Bson::Null);
+            let id = document
+                .get("_id")
+                .map_err(|e| SourceError::Checkpoint {
+                    namespace: namespace.to_owned(),
+                    reason: format!("the `_id` of a copied document does not decode: {e}"),
+                })?
+                .unwrap_or(RawBsonRef::Null);
             if track_ids {
-                batch.last_id = Some(id.clone());
+                batch.last_id = Some(id.to_raw_bson());
             }
-            let event = copied_event(target.db, target.coll, id, document);
-            if let Some(record) = reader.records().record(event)? {
+            let event = copied_event(target.db, target.coll, id, &document);
+            if let Some(record) = reader.records().event(&event)? {
                 batch.bytes += record.value.as_ref().map_or(0, Vec::len);
                 batch.records.push(record);
             }
@@ -283,8 +292,17 @@ impl<'a> Copier<'a> {
         done: bool,
     ) -> Result<(), SourceError> {
         self.reader.shared.copies.copied(namespace, batch.documents);
+        let last_id =
+            batch
+                .last_id
+                .map(Bson::try_from)
+                .transpose()
+                .map_err(|e| SourceError::Checkpoint {
+                    namespace: namespace.to_owned(),
+                    reason: format!("the `_id` of a copied document does not decode: {e}"),
+                })?;
         let mut state = self.state.lock().await;
-        state.advance(namespace, index, batch.last_id.as_ref(), done);
+        state.advance(namespace, index, last_id.as_ref(), done);
         let position = self.start_token.clone().map(|token| Position {
             token,
             copy: Some(Arc::new(state.clone())),

@@ -5,13 +5,14 @@
 
 use std::time::Duration;
 
-use bson::{doc, Bson, Document, RawDocument};
+use bson::{Bson, RawBsonRef, RawDocument, RawDocumentBuf};
 use mongodb::change_stream::event::ResumeToken;
 
 use super::ReaderContext;
-use crate::config::{ErrorsConfig, OutputFormat, Tolerance};
+use crate::config::{ErrorsConfig, Tolerance};
 use crate::ops::metrics::SKIPPED_NO_DOCUMENT;
-use crate::source::format::{self, Converted};
+use crate::source::extjson::{self, Mode};
+use crate::source::format::{Converted, FormatError};
 use crate::source::model::{OutgoingRecord, Scope};
 use crate::source::progress::now_millis;
 use crate::source::topic::TopicMapper;
@@ -30,22 +31,14 @@ pub(super) struct Records<'a> {
 impl Records<'_> {
     /// The record of an event as the server returned it; `Ok(None)` when nothing is
     /// published for it. An event that does not decode is dead-lettered raw or stops the
-    /// pipeline ([`undecodable`]).
-    pub fn event(&self, raw: &RawDocument) -> Result<Option<OutgoingRecord>, SourceError> {
-        match Document::try_from(raw) {
-            Ok(event) => self.record(event),
-            Err(error) => undecodable(
-                raw,
-                &error.to_string(),
-                &self.shared.topics,
-                &self.shared.config.errors,
-            ),
-        }
-    }
-
-    /// Converts one event; `Ok(None)` when nothing is published for it.
-    pub fn record(&self, event: Document) -> Result<Option<OutgoingRecord>, SourceError> {
+    /// pipeline ([`undecodable`]); one that cannot be converted is dead-lettered (with
+    /// `errors.tolerance = "all"`) or stops it.
+    pub fn event(&self, event: &RawDocument) -> Result<Option<OutgoingRecord>, SourceError> {
         let shared = self.shared;
+        let converted = shared.conversion.convert_raw(event);
+        if let Err(FormatError::Decode(reason)) = &converted {
+            return undecodable(event, reason, &shared.topics, &shared.config.errors);
+        }
         // `ns` is on every event MongoDB emits; where a server leaves it out, the watched
         // namespace stands in.
         let ns = event.get_document("ns").ok();
@@ -53,27 +46,22 @@ impl Records<'_> {
         let db = ns
             .and_then(|n| n.get_str("db").ok())
             .or(watched_db)
-            .unwrap_or_default()
-            .to_owned();
-        let coll = ns
-            .and_then(|n| n.get_str("coll").ok())
-            .or(watched_coll)
-            .map(str::to_owned);
-        let origin = format!(
-            "{db}{}{} {}",
-            if coll.is_some() { "." } else { "" },
-            coll.as_deref().unwrap_or_default(),
-            event
-                .get("documentKey")
-                .map(Bson::to_string)
-                .unwrap_or_else(|| event.get_str("operationType").unwrap_or("event").to_owned())
-        );
-        let topic = shared.topics.topic(&db, coll.as_deref());
-        let errors = &shared.config.errors;
-        // Kept for the dead letter, should the conversion fail.
-        let tolerated = (errors.tolerance == Tolerance::All && errors.dead_letter_topic.is_some())
-            .then(|| (event.get("documentKey").cloned(), event.clone()));
-        match shared.conversion.convert(event) {
+            .unwrap_or_default();
+        let coll = ns.and_then(|n| n.get_str("coll").ok()).or(watched_coll);
+        let key = event.get("documentKey").ok().flatten();
+        let named = match key {
+            Some(key) => bson::Bson::try_from(key.to_raw_bson()).map_or_else(
+                |_| "(a key that does not decode)".to_owned(),
+                |k| k.to_string(),
+            ),
+            None => event.get_str("operationType").unwrap_or("event").to_owned(),
+        };
+        let origin = match coll {
+            Some(coll) => format!("{db}.{coll} {named}"),
+            None => format!("{db} {named}"),
+        };
+        let topic = shared.topics.topic(db, coll);
+        match converted {
             Ok(Converted::Record { key, value }) => {
                 Ok(Some(OutgoingRecord::new(topic, key, value, origin)))
             }
@@ -85,16 +73,15 @@ impl Records<'_> {
                 Ok(None)
             }
             Err(source) if source.is_transient() => Err(SourceError::Format { origin, source }),
-            Err(source) => match tolerated {
-                Some((key, event)) => Ok(Some(unconvertible(
-                    topic,
-                    origin,
-                    key,
-                    event,
-                    &source.to_string(),
-                ))),
-                None => Err(SourceError::Format { origin, source }),
-            },
+            Err(source) => {
+                let errors = &shared.config.errors;
+                if errors.tolerance == Tolerance::All && errors.dead_letter_topic.is_some() {
+                    let reason = source.to_string();
+                    Ok(Some(unconvertible(topic, origin, key, event, &reason)))
+                } else {
+                    Err(SourceError::Format { origin, source })
+                }
+            }
         }
     }
 
@@ -141,14 +128,27 @@ pub fn lag(event: &RawDocument) -> Option<Duration> {
 }
 
 /// The insert event a copied document is published as, marked `copyingData`.
-pub fn copied_event(db: &str, coll: &str, id: Bson, document: Document) -> Document {
-    doc! {
-        "_id": { "_id": id.clone(), "copyingData": true },
-        "operationType": "insert",
-        "ns": { "db": db, "coll": coll },
-        "documentKey": { "_id": id },
-        "fullDocument": document,
-    }
+pub fn copied_event(
+    db: &str,
+    coll: &str,
+    id: RawBsonRef<'_>,
+    document: &RawDocument,
+) -> RawDocumentBuf {
+    let mut event_id = RawDocumentBuf::new();
+    event_id.append_ref("_id", id);
+    event_id.append("copyingData", true);
+    let mut ns = RawDocumentBuf::new();
+    ns.append("db", db);
+    ns.append("coll", coll);
+    let mut key = RawDocumentBuf::new();
+    key.append_ref("_id", id);
+    let mut event = RawDocumentBuf::new();
+    event.append("_id", event_id);
+    event.append("operationType", "insert");
+    event.append("ns", ns);
+    event.append("documentKey", key);
+    event.append_ref("fullDocument", document);
+    event
 }
 
 /// An event that is valid BSON but not a document the daemon can read (a string that is
@@ -180,7 +180,7 @@ pub fn undecodable(
     }
     Err(SourceError::Format {
         origin,
-        source: format::FormatError::Decode(reason.to_owned()),
+        source: FormatError::Decode(reason.to_owned()),
     })
 }
 
@@ -189,17 +189,21 @@ pub fn undecodable(
 fn unconvertible(
     topic: String,
     origin: String,
-    key: Option<Bson>,
-    event: Document,
+    key: Option<RawBsonRef<'_>>,
+    event: &RawDocument,
     reason: &str,
 ) -> OutgoingRecord {
-    let encode = |doc: Document| format::encode(doc, OutputFormat::CanonicalJson).ok();
+    let key = key.and_then(|key| match key {
+        RawBsonRef::Document(doc) => extjson::to_vec(doc, Mode::Canonical).ok(),
+        other => {
+            let mut wrapped = RawDocumentBuf::new();
+            wrapped.append_ref("_id", other);
+            extjson::to_vec(&wrapped, Mode::Canonical).ok()
+        }
+    });
     OutgoingRecord {
-        key: key.and_then(|k| match k {
-            Bson::Document(doc) => encode(doc),
-            other => encode(doc! { "_id": other }),
-        }),
-        value: encode(event),
+        key,
+        value: extjson::to_vec(event, Mode::Canonical).ok(),
         failure: Some(format!("converting the event: {reason}")),
         ..OutgoingRecord::new(topic, None, None, origin)
     }
@@ -207,7 +211,7 @@ fn unconvertible(
 
 #[cfg(test)]
 mod tests {
-    use bson::RawDocumentBuf;
+    use bson::{doc, Document};
 
     use super::*;
 
@@ -219,11 +223,12 @@ mod tests {
             "documentKey": { "_id": 7_i64 },
             "fullDocument": { "_id": 7_i64, "d": bson::Decimal128::from_bytes([1; 16]) },
         };
+        let raw = RawDocumentBuf::from_document(&event).unwrap_or_else(|e| panic!("{e}"));
         let record = unconvertible(
             "db.c".into(),
             "db.c { \"_id\": 7 }".into(),
-            event.get("documentKey").cloned(),
-            event.clone(),
+            raw.get("documentKey").ok().flatten(),
+            &raw,
             "encoding BSON: too deep",
         );
         assert_eq!(record.topic, "db.c");
@@ -244,7 +249,14 @@ mod tests {
             "canonical JSON round-trips"
         );
         // A key that is not a document is wrapped as `{_id: ...}`.
-        let plain = unconvertible("t".into(), "o".into(), Some(Bson::Int32(1)), doc! {}, "x");
+        let empty = RawDocumentBuf::new();
+        let plain = unconvertible(
+            "t".into(),
+            "o".into(),
+            Some(RawBsonRef::Int32(1)),
+            &empty,
+            "x",
+        );
         assert_eq!(
             plain.key.as_deref(),
             Some(br#"{"_id":{"$numberInt":"1"}}"#.as_slice())
