@@ -82,7 +82,7 @@ impl Reassembler {
             return Ok(None);
         }
         let fragments = std::mem::take(&mut self.pending);
-        Ok(Some(join(&fragments)))
+        join(&fragments).map(Some)
     }
 
     fn out_of_order(&mut self, got: String) -> FragmentError {
@@ -126,25 +126,56 @@ fn split_event(event: &RawDocument) -> Result<Option<(i64, i64)>, FragmentError>
 
 /// One event from its fragments: the last fragment's `_id` (the token to resume after the
 /// whole event), then every other field in the order the fragments hold them, without
-/// `splitEvent`.
-fn join(fragments: &[RawDocumentBuf]) -> RawDocumentBuf {
-    let mut event = RawDocumentBuf::new();
-    let last_id = fragments
-        .last()
-        .and_then(|last| last.get("_id").ok().flatten());
-    if let Some(id) = last_id {
-        event.append_ref("_id", id);
-    }
-    for fragment in fragments {
-        // Fields of a document the stream returned decode; one that does not is left for
-        // the record builder to report, with the event it belongs to.
-        for (name, value) in fragment.iter().flatten() {
-            if name != "_id" && name != SPLIT_EVENT {
-                event.append_ref(name, value);
+/// `splitEvent`. Fields are copied as bytes, undecoded: one that does not decode (a string
+/// that is not UTF-8) reaches the record builder, which dead-letters the event or stops the
+/// pipeline naming it, as for any event.
+fn join(fragments: &[RawDocumentBuf]) -> Result<RawDocumentBuf, FragmentError> {
+    let total: usize = fragments.iter().map(|f| f.as_bytes().len()).sum();
+    let mut bytes = Vec::with_capacity(total);
+    bytes.extend_from_slice(&[0; 4]);
+    let last = fragments.len().saturating_sub(1);
+    for pass in [Pass::Id, Pass::Fields] {
+        for (i, fragment) in fragments.iter().enumerate() {
+            for (name, element) in elements(fragment)? {
+                let keep = match pass {
+                    Pass::Id => name == "_id" && i == last,
+                    Pass::Fields => name != "_id" && name != SPLIT_EVENT,
+                };
+                if keep {
+                    bytes.extend_from_slice(element);
+                }
             }
         }
     }
-    event
+    bytes.push(0);
+    let length = i32::try_from(bytes.len())
+        .map_err(|_| FragmentError::Malformed("the joined event exceeds 2 GiB".into()))?;
+    bytes[..4].copy_from_slice(&length.to_le_bytes());
+    RawDocumentBuf::from_bytes(bytes).map_err(|e| FragmentError::Malformed(e.to_string()))
+}
+
+#[derive(Clone, Copy)]
+enum Pass {
+    Id,
+    Fields,
+}
+
+/// The top-level elements of `doc`: each name and the element's bytes (type, name, value).
+fn elements(doc: &RawDocument) -> Result<Vec<(&str, &[u8])>, FragmentError> {
+    let bytes = doc.as_bytes();
+    let mut at = 4;
+    let mut out = Vec::new();
+    for element in doc.iter_elements() {
+        let element = element.map_err(|e| FragmentError::Malformed(e.to_string()))?;
+        // Type byte, the name and its NUL, the value: elements follow one another.
+        let length = 2 + element.key().len() + element.len();
+        let slice = bytes
+            .get(at..at + length)
+            .ok_or_else(|| FragmentError::Malformed("an element runs past its fragment".into()))?;
+        out.push((element.key(), slice));
+        at += length;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -284,6 +315,32 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"));
         }
         assert!(last.is_some());
+    }
+
+    #[test]
+    fn a_field_that_does_not_decode_is_kept_for_the_record_builder_to_report() {
+        let first = raw(
+            doc! { "_id": { "_data": "01" }, "splitEvent": { "fragment": 1, "of": 2 }, "operationType": "insert" },
+        );
+        let mut second = raw(doc! { "_id": { "_data": "02" }, "splitEvent": { "fragment": 2, "of": 2 }, "fullDocument": { "s": "abc" } }).into_bytes();
+        let at = second
+            .windows(3)
+            .position(|w| w == b"abc")
+            .unwrap_or_default();
+        second[at + 2] = 0xff;
+        let second = RawDocumentBuf::from_bytes(second).unwrap_or_else(|e| panic!("{e}"));
+        let mut reassembler = Reassembler::default();
+        assert_eq!(reassembler.push(first), Ok(None));
+        let whole = reassembler
+            .push(second)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("complete"));
+        assert!(
+            whole.to_document().is_err(),
+            "the broken string is still there"
+        );
+        assert_eq!(whole.get_str("operationType"), Ok("insert"));
+        assert!(whole.as_bytes().windows(3).any(|w| w == b"ab\xff"));
     }
 
     #[test]
