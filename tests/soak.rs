@@ -57,9 +57,11 @@ async fn soak_under_faults_loses_nothing_and_memory_stays_flat() {
     coll.insert_one(doc! {"_id": -1_i64}).await.expect("seed");
     common::create_topic(&format!("{db}.c"), 4).await;
     let port = common::free_port();
+    // Names of their own: checkpoints and the sink's consumer group never meet another run's.
+    let (source, sink) = (common::unique("soaksrc"), common::unique("soaksnk"));
     let pipelines = format!(
-        "[[source]]\nname = \"soaksrc\"\ndatabase = \"{db}\"\ncollection = \"c\"\ncheckpoint_interval = \"500ms\"\nmax_await_time = \"500ms\"\nstall_timeout = \"3s\"\n\
-         [[sink]]\nname = \"soaksnk\"\ntopics = [\"{db}.c\"]\ndatabase = \"{db}\"\ncollection = \"c_copy\"\ncdc_handler = \"mongodb\"\nmax_num_retries = 30\n"
+        "[[source]]\nname = \"{source}\"\ndatabase = \"{db}\"\ncollection = \"c\"\ncheckpoint_interval = \"500ms\"\nmax_await_time = \"500ms\"\nstall_timeout = \"3s\"\n\
+         [[sink]]\nname = \"{sink}\"\ntopics = [\"{db}.c\"]\ndatabase = \"{db}\"\ncollection = \"c_copy\"\ncdc_handler = \"mongodb\"\nmax_num_retries = 30\n"
     );
     let config = proxy::config_through(&common::config_toml(port, &pipelines), &proxy);
     let mut daemon = common::Daemon::start(&config);

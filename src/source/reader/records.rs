@@ -9,23 +9,45 @@ use bson::{Bson, RawBsonRef, RawDocument, RawDocumentBuf};
 use mongodb::change_stream::event::ResumeToken;
 
 use super::ReaderContext;
+use crate::config::SourceConfig;
 use crate::config::{ErrorsConfig, Tolerance};
-use crate::ops::metrics::SKIPPED_NO_DOCUMENT;
+use crate::ops::metrics::{Metrics, SKIPPED_NO_DOCUMENT};
 use crate::source::extjson::{self, Mode};
-use crate::source::format::{Converted, FormatError};
+use crate::source::format::{Conversion, Converted, FormatError};
 use crate::source::model::{OutgoingRecord, Scope};
 use crate::source::progress::now_millis;
 use crate::source::topic::TopicMapper;
 use crate::source::SourceError;
 
-/// Builds the records of one reader's events.
+/// Builds the records of one reader's events: what of the pipeline's context they need,
+/// borrowed, so it is built (and tested) without a MongoDB client or a producer.
 pub(super) struct Records<'a> {
-    /// The pipeline's readers' context.
-    pub shared: &'a ReaderContext,
+    /// The pipeline configuration.
+    pub config: &'a SourceConfig,
+    /// Events → records.
+    pub conversion: &'a Conversion,
+    /// Namespace → topic.
+    pub topics: &'a TopicMapper,
+    /// Metrics.
+    pub metrics: &'a Metrics,
     /// What the reader watches (the namespace of events that do not name theirs).
     pub watched: &'a Scope,
     /// The reader's namespace.
     pub namespace: &'a str,
+}
+
+impl<'a> Records<'a> {
+    /// The record builder of a reader of `watched` in the pipeline `shared`.
+    pub fn of(shared: &'a ReaderContext, watched: &'a Scope, namespace: &'a str) -> Self {
+        Self {
+            config: &shared.config,
+            conversion: &shared.conversion,
+            topics: &shared.topics,
+            metrics: &shared.metrics,
+            watched,
+            namespace,
+        }
+    }
 }
 
 impl Records<'_> {
@@ -34,10 +56,9 @@ impl Records<'_> {
     /// pipeline ([`undecodable`]); one that cannot be converted is dead-lettered (with
     /// `errors.tolerance = "all"`) or stops it.
     pub fn event(&self, event: &RawDocument) -> Result<Option<OutgoingRecord>, SourceError> {
-        let shared = self.shared;
-        let converted = shared.conversion.convert_raw(event);
+        let converted = self.conversion.convert_raw(event);
         if let Err(FormatError::Decode(reason)) = &converted {
-            return undecodable(event, reason, &shared.topics, &shared.config.errors);
+            return undecodable(event, reason, self.topics, &self.config.errors);
         }
         // `ns` is on every event MongoDB emits; where a server leaves it out, the watched
         // namespace stands in.
@@ -60,21 +81,20 @@ impl Records<'_> {
             Some(coll) => format!("{db}.{coll} {named}"),
             None => format!("{db} {named}"),
         };
-        let topic = shared.topics.topic(db, coll);
+        let topic = self.topics.topic(db, coll);
         match converted {
             Ok(Converted::Record { key, value }) => {
                 Ok(Some(OutgoingRecord::new(topic, key, value, origin)))
             }
             Ok(Converted::Skip) => {
-                tracing::debug!(pipeline = %shared.config.name, %origin, "no document to publish; skipped");
-                shared
-                    .metrics
-                    .event_skipped(&shared.config.name, SKIPPED_NO_DOCUMENT);
+                tracing::debug!(pipeline = %self.config.name, %origin, "no document to publish; skipped");
+                self.metrics
+                    .event_skipped(&self.config.name, SKIPPED_NO_DOCUMENT);
                 Ok(None)
             }
             Err(source) if source.is_transient() => Err(SourceError::Format { origin, source }),
             Err(source) => {
-                let errors = &shared.config.errors;
+                let errors = &self.config.errors;
                 if errors.tolerance == Tolerance::All && errors.dead_letter_topic.is_some() {
                     let reason = source.to_string();
                     Ok(Some(unconvertible(topic, origin, key, event, &reason)))
@@ -87,7 +107,7 @@ impl Records<'_> {
 
     /// The heartbeat record: the pipeline, the namespace and the stream's position.
     pub fn heartbeat(&self, token: Option<&ResumeToken>) -> Result<OutgoingRecord, SourceError> {
-        let config = &self.shared.config;
+        let config = self.config;
         let key = serde_json::json!({ "pipeline": config.name, "namespace": self.namespace });
         let token_json = token
             .and_then(|t| bson::to_bson(t).ok())
@@ -261,6 +281,89 @@ mod tests {
             plain.key.as_deref(),
             Some(br#"{"_id":{"$numberInt":"1"}}"#.as_slice())
         );
+    }
+
+    fn pipeline(extra: &str) -> SourceConfig {
+        crate::config::load_str(
+            &format!("[mongodb]\nuri = \"mongodb://h\"\n[kafka]\nbootstrap_servers = \"h:1\"\n[[source]]\nname = \"s\"\n{extra}\n"),
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .sources
+        .remove(0)
+    }
+
+    /// The whole path of an event the stream returns: raw bytes in, the record out, for an
+    /// event that converts, one that does not decode, and one without a document.
+    #[test]
+    fn raw_events_become_records_dead_letters_or_nothing() {
+        let config = pipeline(
+            "errors = { tolerance = \"all\", dead_letter_topic = \"dlq\" }\npublish_full_document_only = true",
+        );
+        let conversion = Conversion::for_source(&config);
+        let whole_events = Conversion {
+            full_document_only: false,
+            ..conversion.clone()
+        };
+        let topics = TopicMapper::new(&config).unwrap_or_else(|e| panic!("{e}"));
+        let metrics = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
+        let watched = Scope::Deployment;
+        let records = Records {
+            config: &config,
+            conversion: &conversion,
+            topics: &topics,
+            metrics: &metrics,
+            watched: &watched,
+            namespace: "*",
+        };
+        let insert = RawDocumentBuf::from_document(&doc! {
+            "_id": { "_data": "01" },
+            "operationType": "insert",
+            "ns": { "db": "d", "coll": "c" },
+            "documentKey": { "_id": 7 },
+            "fullDocument": { "_id": 7, "n": 1 },
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let record = records.event(&insert);
+        let Ok(Some(record)) = record else {
+            panic!("expected a record, got {record:?}")
+        };
+        assert_eq!(record.topic, "d.c");
+        assert_eq!(record.origin, "d.c { \"_id\": 7 }");
+        assert_eq!(record.key.as_deref(), Some(br#"{"_id":7}"#.as_slice()));
+        assert_eq!(
+            record.value.as_deref(),
+            Some(br#"{"_id":7,"n":1}"#.as_slice())
+        );
+        assert!(record.failure.is_none());
+        // Valid BSON, not UTF-8, in what is published: dead-lettered raw. (Publishing only
+        // `fullDocument`, the rest of the event need not decode.)
+        let broken = event_with_a_broken_string();
+        let dead = Records {
+            conversion: &whole_events,
+            ..records
+        }
+        .event(&broken);
+        let Ok(Some(dead)) = dead else {
+            panic!("expected a dead letter, got {dead:?}")
+        };
+        assert_eq!(dead.value.as_deref(), Some(broken.as_bytes()));
+        assert!(dead
+            .failure
+            .is_some_and(|f| f.starts_with("decoding the event: ")));
+        // A delete has no document to publish: nothing, counted.
+        let delete = RawDocumentBuf::from_document(&doc! {
+            "_id": { "_data": "02" },
+            "operationType": "delete",
+            "ns": { "db": "d", "coll": "c" },
+            "documentKey": { "_id": 7 },
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let skipped = Records {
+            conversion: &conversion,
+            ..records
+        };
+        assert!(matches!(skipped.event(&delete), Ok(None)));
     }
 
     /// `{ns: {db: "d", coll: "c"}, s: <"ab" then the byte 0xff>}`: valid BSON, not UTF-8.

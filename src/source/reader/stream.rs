@@ -72,11 +72,7 @@ impl ReadLoop {
 
     /// The builder of this reader's records.
     pub fn records(&self) -> Records<'_> {
-        Records {
-            shared: &self.shared,
-            watched: &self.watched,
-            namespace: self.namespace(),
-        }
+        Records::of(&self.shared, &self.watched, self.namespace())
     }
 
     pub fn mongo_error(
