@@ -240,15 +240,66 @@ impl Writer<'_> {
         const YEAR_10000_MILLIS: i64 = 253_402_300_800_000;
         let millis = date.timestamp_millis();
         if self.mode == Mode::Relaxed && (0..YEAR_10000_MILLIS).contains(&millis) {
-            if let Ok(text) = date.try_to_rfc3339_string() {
-                self.wrapped_text("$date", text);
-                return;
-            }
+            self.raw(b"{\"$date\":\"");
+            rfc3339(self.out, millis);
+            self.raw(b"\"}");
+            return;
         }
         self.raw(b"{\"$date\":");
         self.wrapped_text("$numberLong", millis);
         self.out.push(b'}');
     }
+}
+
+/// `millis` (0 to the end of year 9999) as RFC 3339 in UTC, as the `time` crate writes it
+/// for the `bson` crate: seconds always, then the milliseconds without trailing zeros when
+/// there are any, then `Z`. Without the crate's allocation and general formatter, which
+/// took a fifth of an event's time.
+fn rfc3339(out: &mut Vec<u8>, millis: i64) {
+    let (days, of_day) = (millis.div_euclid(86_400_000), millis.rem_euclid(86_400_000));
+    // Days since 1970-01-01 → civil date (Howard Hinnant's `civil_from_days`).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let digits = |out: &mut Vec<u8>, value: i64, width: u32| {
+        for place in (0..width).rev() {
+            let digit = (value / 10_i64.pow(place)) % 10;
+            out.push(b'0' + u8::try_from(digit).unwrap_or_default());
+        }
+    };
+    digits(out, year, 4);
+    out.push(b'-');
+    digits(out, month, 2);
+    out.push(b'-');
+    digits(out, day, 2);
+    out.push(b'T');
+    digits(out, of_day / 3_600_000, 2);
+    out.push(b':');
+    digits(out, of_day / 60_000 % 60, 2);
+    out.push(b':');
+    digits(out, of_day / 1000 % 60, 2);
+    let mut fraction = of_day % 1000;
+    if fraction != 0 {
+        out.push(b'.');
+        let mut width = 3;
+        while fraction % 10 == 0 {
+            fraction /= 10;
+            width -= 1;
+        }
+        digits(out, fraction, width);
+    }
+    out.push(b'Z');
 }
 
 fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -382,6 +433,38 @@ mod tests {
         };
         for mode in [Mode::Relaxed, Mode::Canonical] {
             assert_eq!(text(&doc, mode), crate_text(&doc, mode), "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn dates_are_written_as_the_bson_crate_writes_them() {
+        let mut millis: Vec<i64> = vec![
+            0,
+            1,
+            10,
+            100,
+            120,
+            999,
+            86_399_999,
+            951_782_400_000,     // 2000-02-29
+            4_107_542_400_000,   // 2100-02-28
+            253_402_300_799_999, // 9999-12-31T23:59:59.999
+        ];
+        // Every day across 400 years' worth of leap rules, at varying times.
+        let mut at = 0_i64;
+        while at < 253_402_300_800_000 {
+            millis.push(at);
+            at += 86_400_000 * 37 + 3_723_456;
+        }
+        for ms in millis {
+            let date = bson::DateTime::from_millis(ms);
+            let mut out = Vec::new();
+            rfc3339(&mut out, ms);
+            assert_eq!(
+                String::from_utf8(out).ok(),
+                date.try_to_rfc3339_string().ok(),
+                "{ms}"
+            );
         }
     }
 
