@@ -11,8 +11,14 @@
 //! saying so. Its figure is the steady state: schema inferred and encoded per event, the
 //! registry's id from the cache.
 //!
+//! - `source_raw/<path>/<format>`: what the reader does with each event the driver returns
+//!   as raw BSON: `old` decodes it into a `Document` and converts that (the path before issue
+//!   12), `raw` writes relaxed or canonical extended JSON straight from the bytes
+//!   (`src/source/extjson.rs`). Both in one run, so their ratio is what changed.
+//!
 //! Criterion runs on one thread, so its `elem/s` is events per second per core; the target of
-//! issue 7 is ≥ 200,000. Run: `cargo bench --bench conversion`.
+//! issue 7 is ≥ 200,000, of issue 12 ≥ 300,000 for `source_raw/raw/*`. Run:
+//! `cargo bench --bench conversion`.
 
 mod common;
 
@@ -22,7 +28,7 @@ use bson::{Bson, Document};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use mongo_kafka_bridge::config::{KeyMode, OutputFormat, SinkConfig, SourceConfig};
 use mongo_kafka_bridge::sink::convert::{Converter, RawRecord};
-use mongo_kafka_bridge::source::format::{encode, Conversion};
+use mongo_kafka_bridge::source::format::{encode, Conversion, Converted};
 
 /// Events per measured batch: enough that the per-batch overhead of `iter_batched` vanishes.
 const BATCH: usize = 64;
@@ -68,6 +74,58 @@ fn source_format(c: &mut Criterion) {
                 },
                 BatchSize::LargeInput,
             )
+        });
+    }
+    group.finish();
+}
+
+/// The reader's conversion of raw change events, before and after issue 12, side by side.
+fn source_raw(c: &mut Criterion) {
+    let events: Vec<bson::RawDocumentBuf> = (0..BATCH as i64)
+        .map(|i| {
+            bson::RawDocumentBuf::from_document(&common::insert_event(i))
+                .unwrap_or_else(|e| panic!("bench event: {e}"))
+        })
+        .collect();
+    let mut group = c.benchmark_group("source_raw");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    for (name, format) in [
+        ("relaxed_json", OutputFormat::RelaxedJson),
+        ("canonical_json", OutputFormat::CanonicalJson),
+    ] {
+        let conversion = Conversion {
+            key: KeyMode::DocumentKey,
+            format,
+            full_document_only: false,
+            tombstone_on_delete: false,
+            registered: None,
+        };
+        let old = |raw: &bson::RawDocumentBuf| {
+            Document::try_from(raw.as_ref())
+                .map_err(|e| e.to_string())
+                .and_then(|event| conversion.convert(event).map_err(|e| e.to_string()))
+        };
+        // Both paths must give the same record, or the comparison would be meaningless.
+        for (i, raw) in events.iter().enumerate() {
+            let new = conversion.convert_raw(raw).map_err(|e| e.to_string());
+            match (old(raw), new) {
+                (Ok(a @ Converted::Record { .. }), Ok(b)) if a == b => {}
+                other => panic!("{name}: event {i} converts differently: {other:?}"),
+            }
+        }
+        group.bench_function(format!("old/{name}"), |b| {
+            b.iter(|| {
+                for raw in &events {
+                    let _ = black_box(old(raw));
+                }
+            })
+        });
+        group.bench_function(format!("raw/{name}"), |b| {
+            b.iter(|| {
+                for raw in &events {
+                    let _ = black_box(conversion.convert_raw(raw));
+                }
+            })
         });
     }
     group.finish();
@@ -191,5 +249,5 @@ fn sizes(_: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, sizes, source_format, sink_convert);
+criterion_group!(benches, sizes, source_format, source_raw, sink_convert);
 criterion_main!(benches);

@@ -9,12 +9,13 @@ use bson::{
     oid::ObjectId, Binary, Bson, DateTime, Decimal128, Document, JavaScriptCodeWithScope, Regex,
     Timestamp,
 };
-use mongo_kafka_bridge::config::{OutputFormat, RecordFormat, SinkConfig};
+use mongo_kafka_bridge::config::{KeyMode, OutputFormat, RecordFormat, SinkConfig};
 use mongo_kafka_bridge::sink::convert::{Converter, RawRecord};
 use mongo_kafka_bridge::sink::decode::{decode_key, decode_value};
 use mongo_kafka_bridge::sink::id::IdAssigner;
 use mongo_kafka_bridge::sink::model::SinkRecord;
-use mongo_kafka_bridge::source::format;
+use mongo_kafka_bridge::source::extjson::{self, Mode};
+use mongo_kafka_bridge::source::format::{self, Conversion};
 use proptest::prelude::*;
 
 /// Field names: any text without NUL (BSON names are C strings) that does not start with
@@ -263,6 +264,55 @@ proptest! {
             .expect("a value");
         let expected = relaxed_shape(Bson::Document(doc)).into_canonical_extjson();
         prop_assert_eq!(Bson::Document(back).into_canonical_extjson(), expected);
+    }
+
+    /// The source writes relaxed and canonical JSON straight from the raw BSON the driver
+    /// returns: byte for byte what the `bson` crate writes through a `Document`.
+    #[test]
+    fn json_written_from_raw_bson_is_the_bson_crates_byte_for_byte(doc in document()) {
+        let raw = bson::RawDocumentBuf::from_document(&doc).expect("encodes");
+        let relaxed = serde_json::to_vec(&format::relaxed(Bson::Document(doc.clone()))).expect("JSON");
+        let canonical = serde_json::to_vec(&Bson::Document(doc.clone()).into_canonical_extjson()).expect("JSON");
+        let from_raw = |mode| {
+            let bytes = extjson::to_vec(&raw, mode).unwrap_or_else(|e| panic!("{e}"));
+            String::from_utf8(bytes).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap_or_else(|e| panic!("{e}"));
+        prop_assert_eq!(from_raw(Mode::Relaxed), text(relaxed));
+        prop_assert_eq!(from_raw(Mode::Canonical), text(canonical));
+    }
+
+    /// A change event converted from raw BSON gives the record the `Document` path gives.
+    #[test]
+    fn change_events_convert_from_raw_bson_as_from_documents(
+        full in document(),
+        key in value(),
+        operation in prop::sample::select(vec!["insert", "update", "delete"]),
+        format in prop::sample::select(vec![OutputFormat::RelaxedJson, OutputFormat::CanonicalJson]),
+        key_mode in prop::sample::select(vec![KeyMode::DocumentKey, KeyMode::EventId]),
+        only in any::<bool>(),
+        tombstone in any::<bool>(),
+    ) {
+        let mut event = bson::doc! {
+            "_id": { "_data": "826E8E8A2C000000012B" },
+            "operationType": operation,
+            "ns": { "db": "shop", "coll": "orders" },
+            "documentKey": key,
+        };
+        if operation != "delete" {
+            event.insert("fullDocument", full);
+        }
+        let conversion = Conversion {
+            key: key_mode,
+            format,
+            full_document_only: only,
+            tombstone_on_delete: only && tombstone,
+            registered: None,
+        };
+        let raw = bson::RawDocumentBuf::from_document(&event).expect("encodes");
+        let from_raw = conversion.convert_raw(&raw).map_err(|e| e.to_string());
+        let from_document = conversion.convert(event).map_err(|e| e.to_string());
+        prop_assert_eq!(from_raw, from_document);
     }
 
     #[test]

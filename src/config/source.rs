@@ -390,7 +390,12 @@ const CHANGE_STREAM_STAGES: &[&str] = &[
     "$redact",
     "$set",
     "$unset",
+    SPLIT_LARGE_EVENT,
 ];
+
+/// The stage that makes MongoDB (7.0, 6.0.9) return an event over 16 MiB in fragments; it
+/// must be the last one.
+pub const SPLIT_LARGE_EVENT: &str = "$changeStreamSplitLargeEvent";
 
 /// Parses a JSON array of aggregation stages (extended JSON allowed).
 pub fn parse_pipeline(text: &str) -> Result<Vec<bson::Document>, String> {
@@ -425,6 +430,11 @@ impl SourceConfig {
                 return Err(format!(
                     "stage {i} `{name}` cannot follow $changeStream; allowed: {}",
                     CHANGE_STREAM_STAGES.join(", ")
+                ));
+            }
+            if name == SPLIT_LARGE_EVENT && i + 1 != stages.len() {
+                return Err(format!(
+                    "stage {i}: `{SPLIT_LARGE_EVENT}` must be the last stage"
                 ));
             }
         }
@@ -759,6 +769,20 @@ mod tests {
             "database = \"d\"\ncollection_regex = \"(\"\n",
             "source[0].collection_regex",
             "not a valid regex",
+        );
+    }
+
+    /// Issue 12, defect 5: `$changeStreamSplitLargeEvent` (MongoDB 7.0, 6.0.9) is how a
+    /// change stream returns an event over 16 MiB; it must be the last stage.
+    #[test]
+    fn split_large_event_is_allowed_as_the_last_stage() {
+        let s = source("pipeline = '[{\"$match\": {}}, {\"$changeStreamSplitLargeEvent\": {}}]'\n")
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(s.stages().map(|s| s.len()), Ok(2));
+        invalid(
+            "pipeline = '[{\"$changeStreamSplitLargeEvent\": {}}, {\"$match\": {}}]'\n",
+            "source[0].pipeline",
+            "`$changeStreamSplitLargeEvent` must be the last stage",
         );
     }
 

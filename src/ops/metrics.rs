@@ -412,7 +412,7 @@ impl Metrics {
         }
         self.produce_retries.with_label_values(&[pipeline]);
         self.rebalances.with_label_values(&[pipeline]);
-        for action in ["split", "skipped", "dead_lettered", "failed"] {
+        for action in ["split", "skipped", "dead_lettered", "failed", "fragmented"] {
             self.oversize_events.with_label_values(&[pipeline, action]);
         }
         for reason in ["too_large", "format"] {

@@ -13,6 +13,7 @@
 pub mod checkpoint;
 pub mod copy;
 pub mod copy_progress;
+pub mod extjson;
 pub mod format;
 pub mod ledger;
 pub mod lifecycle;
@@ -49,12 +50,13 @@ use self::producer::{
     Drain, LastAcknowledged, ProducerFailed, ProducerSetup, ReaderId, RecordPolicy, RecordProducer,
 };
 use self::reader::{
-    AbortReader, ChangeStreamReader, ReaderContext, ReaderFailed, ReaderProgress, StopReader,
+    AbortReader, ChangeStreamReader, ReaderContext, ReaderFailed, ReaderProgress, ReaderSettings,
+    StopReader,
 };
 use self::topic::TopicMapper;
 use crate::backoff::Backoff;
 use crate::clients::{kafka, ClientError};
-use crate::config::{Delivery, KafkaConfig, SourceConfig, StartupMode};
+use crate::config::{Delivery, KafkaConfig, SourceConfig};
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
 use crate::ops::status::{SlotsReport, StatusBoard};
@@ -83,12 +85,21 @@ pub enum SourceError {
     },
     /// MongoDB cannot return an event over 16 MiB (error 10334): a restart at the same
     /// resume token meets it again.
-    #[error("{namespace}: MongoDB cannot return a change event larger than 16 MiB (error 10334); a `$project` in `pipeline` that leaves out large fields avoids it: {source}")]
+    #[error("{namespace}: MongoDB cannot return a change event larger than 16 MiB (error 10334); a `$project` in `pipeline` that leaves out large fields avoids it, and so does `oversize = \"skip\"` or `\"split\"` on MongoDB 6.0.9 or later (the event is read in fragments): {source}")]
     EventTooLarge {
         /// The reader's namespace.
         namespace: String,
         /// The driver's error.
         source: Box<mongodb::error::Error>,
+    },
+    /// The fragments of an event MongoDB split (`$changeStreamSplitLargeEvent`) do not
+    /// make one event; the reader starts again before the first one.
+    #[error("{namespace}: reassembling a change event MongoDB returned in fragments: {reason}")]
+    Fragments {
+        /// The reader's namespace.
+        namespace: String,
+        /// Why.
+        reason: String,
     },
     /// An event could not be converted.
     #[error("converting the event {origin}: {source}")]
@@ -170,6 +181,7 @@ impl SourceError {
             Self::Format { .. } => "format",
             Self::TooLarge { .. } => "too_large",
             Self::EventTooLarge { .. } => "event_too_large",
+            Self::Fragments { .. } => "fragments",
             Self::Transaction { .. } => "transaction",
             Self::Kafka { .. } | Self::Delivery { .. } => "kafka",
             Self::Checkpoint { .. } => "checkpoint",
@@ -231,6 +243,8 @@ struct SlotRun {
 /// A launch: the owned slots with readers, each with its producer.
 struct Running {
     slots: BTreeMap<i32, SlotRun>,
+    /// The pipeline's configuration, resolved once at the launch.
+    settings: ReaderSettings,
 }
 
 /// The group told the supervisor its slots changed (see `membership.rs`).
@@ -377,6 +391,10 @@ impl SourceSupervisor {
                 return self.fail(error, ctx);
             }
         };
+        let settings = match ReaderSettings::resolve(&self.config) {
+            Ok(settings) => settings,
+            Err(error) => return self.fail(error, ctx),
+        };
         let conversion = Conversion::for_source(&self.config);
         let mut slots = BTreeMap::new();
         for (slot, producer) in producers {
@@ -408,6 +426,7 @@ impl SourceSupervisor {
             .start();
             let shared = Arc::new(ReaderContext {
                 config: self.config.clone(),
+                settings: settings.clone(),
                 conversion: conversion.clone(),
                 topics: topics.clone(),
                 mongo: self.mongo.clone(),
@@ -418,7 +437,7 @@ impl SourceSupervisor {
             slots.insert(slot, SlotRun { producer, shared });
         }
         let owned: Vec<i32> = slots.keys().copied().collect();
-        self.running = Some(Running { slots });
+        self.running = Some(Running { slots, settings });
         for watched in Scope::of(&self.config) {
             let namespace = watched.namespace();
             if !owned.contains(&self.slot_of(&namespace)) {
@@ -502,13 +521,11 @@ impl SourceSupervisor {
     }
 
     fn initial_start(&self) -> StartAt {
-        match self.config.startup_mode {
-            StartupMode::Latest => StartAt::Latest,
-            StartupMode::Timestamp => match self.config.startup_time() {
-                Ok(Some(at)) => StartAt::Time(at),
-                _ => StartAt::Latest,
-            },
-            StartupMode::CopyExisting => StartAt::CopyExisting,
+        match &self.running {
+            // Resolved once, when the pipeline launched (which fails on an unusable one).
+            Some(running) => running.settings.initial_start.clone(),
+            // No pipeline runs: `spawn_reader` starts no reader, whatever this says.
+            None => StartAt::Latest,
         }
     }
 

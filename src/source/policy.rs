@@ -6,7 +6,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::SourceError;
-use crate::config::{Delivery, LostResumePoint, SourceConfig};
+use crate::config::{Delivery, LostResumePoint, Oversize, SourceConfig};
 
 /// MongoDB's error codes for a resume point that is gone from the oplog.
 pub const HISTORY_LOST: &[i32] = &[136, 280, 286];
@@ -100,7 +100,9 @@ pub fn classify(error: &SourceError) -> ErrorClass {
         SourceError::Kafka { source, .. }
         | SourceError::Delivery { source, .. }
         | SourceError::Transaction { source, .. } => classify_kafka(source),
+        // The reader starts again at its last position, before the first fragment.
         SourceError::Checkpoint { .. }
+        | SourceError::Fragments { .. }
         | SourceError::ProducerGone { .. }
         | SourceError::Start(_) => ErrorClass::Transient,
     }
@@ -139,10 +141,33 @@ fn classify_kafka(error: &KafkaError) -> ErrorClass {
     }
 }
 
+/// What a reader does when MongoDB cannot return the next event whole (error 10334).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TooLarge {
+    /// Report [`SourceError::EventTooLarge`]: the pipeline stops, saying how to avoid it.
+    Fail,
+    /// Open the stream again at the same position with `$changeStreamSplitLargeEvent` as
+    /// its last stage, put the fragments back together and publish the event through the
+    /// `oversize` policy.
+    Fragment,
+}
+
 /// The restart policy of source pipelines.
 pub struct RestartPolicy;
 
 impl RestartPolicy {
+    /// What a reader does about an event MongoDB cannot return (10334), its stream already
+    /// fetching large events in fragments or not.
+    pub fn event_too_large(config: &SourceConfig, fragmenting: bool) -> TooLarge {
+        match config.oversize {
+            // Fragments that are still too large (a single top-level field over 16 MiB):
+            // opening again would meet the same error at the same token.
+            _ if fragmenting => TooLarge::Fail,
+            Oversize::Fail => TooLarge::Fail,
+            Oversize::Skip | Oversize::Split => TooLarge::Fragment,
+        }
+    }
+
     /// What to do about `failed` in the pipeline configured by `config`.
     pub fn decide(failed: Failed<'_>, config: &SourceConfig) -> Decision {
         let (error, from_reader) = match failed {
@@ -239,6 +264,29 @@ mod tests {
             classify(&mongo(command_error(EVENT_TOO_LARGE))),
             ErrorClass::Unfixable
         );
+    }
+
+    /// Issue 12, defect 5: with `oversize = "skip"` or `"split"`, an event MongoDB cannot
+    /// return whole (10334) is fetched in fragments (`$changeStreamSplitLargeEvent`) and
+    /// goes through the `oversize` policy like any large event; only `fail`, or a stream
+    /// that fragments already and still meets it, stops the pipeline.
+    #[test]
+    fn an_event_mongodb_cannot_return_goes_through_the_oversize_policy() {
+        let fail = config("");
+        let skip = config("oversize = \"skip\"");
+        let split = config("oversize = \"split\"");
+        assert_eq!(RestartPolicy::event_too_large(&fail, false), TooLarge::Fail);
+        assert_eq!(
+            RestartPolicy::event_too_large(&skip, false),
+            TooLarge::Fragment
+        );
+        assert_eq!(
+            RestartPolicy::event_too_large(&split, false),
+            TooLarge::Fragment
+        );
+        // Fragments that are still too large (one top-level field over 16 MiB): no loop.
+        assert_eq!(RestartPolicy::event_too_large(&split, true), TooLarge::Fail);
+        assert_eq!(RestartPolicy::event_too_large(&skip, true), TooLarge::Fail);
     }
 
     #[test]

@@ -1,0 +1,203 @@
+//! The parts of a source configuration a reader uses, resolved once when the pipeline
+//! starts: stages parsed, regexes compiled, the start position read. Validation checked
+//! them already; should one still not resolve, the pipeline stops saying which key, instead
+//! of a reader falling back to something the user did not ask for.
+
+use bson::{doc, Document};
+use regex::Regex;
+
+use crate::config::{SourceConfig, StartupMode, SPLIT_LARGE_EVENT};
+use crate::source::model::{Scope, StartAt};
+use crate::source::SourceError;
+
+/// What a pipeline's readers take from its configuration, parsed.
+#[derive(Debug, Clone)]
+pub struct ReaderSettings {
+    /// The stages of `pipeline`, appended to `$changeStream`.
+    stages: Vec<Document>,
+    /// Whether `pipeline` ends in `$changeStreamSplitLargeEvent`.
+    fragments: bool,
+    /// The stages of `copy_existing_pipeline`.
+    pub copy_stages: Vec<Document>,
+    /// `collection_regex`: the collections a database copy covers.
+    pub collection_regex: Option<Regex>,
+    /// `copy_existing_namespace_regex`: the namespaces (`db.coll`) a copy covers.
+    pub copy_namespaces: Option<Regex>,
+    /// Where a reader without a checkpoint (or a pinned position) starts.
+    pub initial_start: StartAt,
+}
+
+impl ReaderSettings {
+    /// Resolves the settings of the pipeline `config`; an error names the key.
+    pub fn resolve(config: &SourceConfig) -> Result<Self, SourceError> {
+        let refused = |key: &str, reason: String| SourceError::Config {
+            namespace: config.name.clone(),
+            reason: format!("`{key}`: {reason}"),
+        };
+        let regex = |key: &str, text: &Option<String>| {
+            text.as_deref()
+                .map(Regex::new)
+                .transpose()
+                .map_err(|e| refused(key, e.to_string()))
+        };
+        let stages = config.stages().map_err(|e| refused("pipeline", e))?;
+        let fragments = stages
+            .last()
+            .is_some_and(|stage| stage.contains_key(SPLIT_LARGE_EVENT));
+        let copy_stages = match &config.copy_existing_pipeline {
+            Some(text) => crate::config::parse_pipeline(text)
+                .map_err(|e| refused("copy_existing_pipeline", e))?,
+            None => Vec::new(),
+        };
+        let initial_start = match config.startup_mode {
+            StartupMode::Latest => StartAt::Latest,
+            StartupMode::CopyExisting => StartAt::CopyExisting,
+            StartupMode::Timestamp => match config.startup_time() {
+                Ok(Some(at)) => StartAt::Time(at),
+                Ok(None) => {
+                    return Err(refused(
+                        "startup_timestamp",
+                        "is required with `startup_mode = \"timestamp\"`".into(),
+                    ))
+                }
+                Err(e) => return Err(refused("startup_timestamp", e)),
+            },
+        };
+        Ok(Self {
+            stages,
+            fragments,
+            copy_stages,
+            collection_regex: regex("collection_regex", &config.collection_regex)?,
+            copy_namespaces: regex(
+                "copy_existing_namespace_regex",
+                &config.copy_existing_namespace_regex,
+            )?,
+            initial_start,
+        })
+    }
+
+    /// Whether the user's `pipeline` makes MongoDB return large events in fragments.
+    pub fn fragments(&self) -> bool {
+        self.fragments
+    }
+
+    /// The stages of a change stream over `watched`: the collection filter of a database
+    /// stream, the user's stages, and `$changeStreamSplitLargeEvent` last when `fragments`
+    /// asks for it and the user's stages do not end in it already.
+    pub fn change_stream_stages(&self, watched: &Scope, fragments: bool) -> Vec<Document> {
+        let mut stages = Vec::with_capacity(self.stages.len() + 2);
+        if let Scope::Database {
+            collection_regex: Some(re),
+            ..
+        } = watched
+        {
+            stages.push(doc! { "$match": { "ns.coll": { "$regex": re.as_str() } } });
+        }
+        stages.extend(self.stages.iter().cloned());
+        if fragments && !self.fragments {
+            stages.push(doc! { SPLIT_LARGE_EVENT: {} });
+        }
+        stages
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> SourceConfig {
+        let text = format!(
+            "[mongodb]\nuri = \"mongodb://h\"\n[kafka]\nbootstrap_servers = \"h:1\"\n[[source]]\nname = \"s\"\ndatabase = \"db\"\n{extra}\n"
+        );
+        crate::config::load_str(&text, std::path::Path::new("t.toml"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .sources
+            .remove(0)
+    }
+
+    fn resolve(config: &SourceConfig) -> ReaderSettings {
+        ReaderSettings::resolve(config).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_split_stage_is_appended_last_and_only_once() {
+        let plain = resolve(&config(
+            "collection_regex = \"^o\"\npipeline = '[{\"$match\": {\"operationType\": \"insert\"}}]'",
+        ));
+        let watched = Scope::Database {
+            db: "db".into(),
+            collection_regex: Some("^o".into()),
+        };
+        let names = |stages: Vec<Document>| {
+            stages
+                .iter()
+                .map(|s| s.keys().next().cloned().unwrap_or_default())
+                .collect::<Vec<_>>()
+        };
+        assert!(!plain.fragments());
+        assert_eq!(
+            names(plain.change_stream_stages(&watched, false)),
+            ["$match", "$match"]
+        );
+        assert_eq!(
+            names(plain.change_stream_stages(&watched, true)),
+            ["$match", "$match", SPLIT_LARGE_EVENT]
+        );
+        let user = resolve(&config(
+            "pipeline = '[{\"$changeStreamSplitLargeEvent\": {}}]'",
+        ));
+        assert!(user.fragments());
+        assert_eq!(
+            names(user.change_stream_stages(&Scope::Deployment, true)),
+            [SPLIT_LARGE_EVENT]
+        );
+    }
+
+    #[test]
+    fn the_start_and_the_copy_filters_are_resolved_once() {
+        let at = resolve(&config(
+            "startup_mode = \"timestamp\"\nstartup_timestamp = \"1700000000\"",
+        ));
+        assert!(
+            matches!(at.initial_start, StartAt::Time(t) if t.time == 1_700_000_000),
+            "{:?}",
+            at.initial_start
+        );
+        let copy = resolve(&config(
+            "startup_mode = \"copy_existing\"\ncollection_regex = \"^o\"\ncopy_existing_namespace_regex = \"^db\\\\.orders$\"\ncopy_existing_pipeline = '[{\"$match\": {}}]'",
+        ));
+        assert!(matches!(copy.initial_start, StartAt::CopyExisting));
+        assert_eq!(copy.copy_stages.len(), 1);
+        let matches =
+            |re: &Option<Regex>, text: &str| re.as_ref().is_some_and(|re| re.is_match(text));
+        assert!(matches(&copy.collection_regex, "orders"));
+        assert!(!matches(&copy.collection_regex, "x"));
+        assert!(matches(&copy.copy_namespaces, "db.orders"));
+        assert!(!matches(&copy.copy_namespaces, "db.orders2"));
+    }
+
+    #[test]
+    fn what_does_not_resolve_is_an_error_naming_the_key() {
+        // Validation refuses these; a configuration built past it still names the key.
+        let mut broken = config("");
+        broken.startup_mode = StartupMode::Timestamp;
+        let error = ReaderSettings::resolve(&broken)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        assert_eq!(
+            error,
+            Err("s: configuration: `startup_timestamp`: is required with `startup_mode = \"timestamp\"`".into())
+        );
+        let mut broken = config("");
+        broken.copy_existing_namespace_regex = Some("(".into());
+        let error = ReaderSettings::resolve(&broken)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("`copy_existing_namespace_regex`")),
+            "{error:?}"
+        );
+    }
+}

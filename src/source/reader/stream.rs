@@ -1,0 +1,316 @@
+//! The read loop of one reader: opens the change stream (from a checkpoint, or by the
+//! startup mode), runs the copy first when one is due, converts each event to a record and
+//! hands it to the producer with the stream's position, awaiting the producer's bounded
+//! mailbox so a slow Kafka stops it pulling from MongoDB. Plain async code, run by the
+//! reader actor.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bson::{Document, RawDocumentBuf};
+use mongodb::change_stream::event::ResumeToken;
+use mongodb::change_stream::ChangeStream;
+use mongodb::options::{ChangeStreamOptions, FullDocumentBeforeChangeType, FullDocumentType};
+
+use super::copy::Copier;
+use super::fragments::Reassembler;
+use super::records::{self, Records};
+use super::{ReaderContext, ReaderProgress};
+use crate::config::{FullDocument, FullDocumentBeforeChange, SourceConfig};
+use crate::ops::metrics::MAILBOX_RECORD_PRODUCER;
+use crate::source::copy::CopyProgress;
+use crate::source::model::{OutgoingRecord, Position, ReaderId, Scope, StartAt};
+use crate::source::policy::{RestartPolicy, TooLarge, EVENT_TOO_LARGE, HISTORY_LOST};
+use crate::source::producer::ProduceBatch;
+use crate::source::SourceError;
+
+/// The reading itself, kept out of the actor so it is plain async code.
+pub(super) struct ReadLoop {
+    pub id: ReaderId,
+    pub watched: Scope,
+    pub shared: Arc<ReaderContext>,
+    pub stop: Arc<AtomicBool>,
+    pub progress: Arc<ReaderProgress>,
+}
+
+/// The options of a change stream opened at `start` for the pipeline `config`.
+fn options(config: &SourceConfig, start: &StartAt) -> ChangeStreamOptions {
+    let mut options = ChangeStreamOptions::default();
+    options.full_document = match config.full_document {
+        // As the MongoDB Kafka Connector does: publishing only documents needs the
+        // document of updates too, which only a lookup provides.
+        FullDocument::Default if config.publish_full_document_only => {
+            Some(FullDocumentType::UpdateLookup)
+        }
+        FullDocument::Default => None,
+        FullDocument::UpdateLookup => Some(FullDocumentType::UpdateLookup),
+        FullDocument::WhenAvailable => Some(FullDocumentType::WhenAvailable),
+        FullDocument::Required => Some(FullDocumentType::Required),
+    };
+    options.full_document_before_change = match config.full_document_before_change {
+        FullDocumentBeforeChange::Off => None,
+        FullDocumentBeforeChange::WhenAvailable => {
+            Some(FullDocumentBeforeChangeType::WhenAvailable)
+        }
+        FullDocumentBeforeChange::Required => Some(FullDocumentBeforeChangeType::Required),
+    };
+    options.batch_size = config.batch_size;
+    options.max_await_time = Some(config.max_await_time);
+    match start {
+        StartAt::Resume(position) => options.start_after = Some(position.token.clone()),
+        StartAt::Time(at) => options.start_at_operation_time = Some(*at),
+        StartAt::Latest | StartAt::CopyExisting => {}
+    }
+    options
+}
+
+impl ReadLoop {
+    pub fn namespace(&self) -> &str {
+        &self.id.namespace
+    }
+
+    /// The builder of this reader's records.
+    pub fn records(&self) -> Records<'_> {
+        Records::of(&self.shared, &self.watched, self.namespace())
+    }
+
+    pub fn mongo_error(
+        &self,
+        what: &'static str,
+    ) -> impl FnOnce(mongodb::error::Error) -> SourceError + '_ {
+        move |source| {
+            let source = Box::new(source);
+            let namespace = self.namespace().to_owned();
+            match &*source.kind {
+                mongodb::error::ErrorKind::Command(c) if HISTORY_LOST.contains(&c.code) => {
+                    SourceError::HistoryLost { namespace, source }
+                }
+                mongodb::error::ErrorKind::Command(c) if c.code == EVENT_TOO_LARGE => {
+                    SourceError::EventTooLarge { namespace, source }
+                }
+                _ => SourceError::Mongo {
+                    namespace,
+                    what,
+                    source,
+                },
+            }
+        }
+    }
+
+    /// Opens the change stream at `start`, asking for large events in fragments when
+    /// `fragments` says so.
+    async fn open(
+        &self,
+        start: &StartAt,
+        fragments: bool,
+    ) -> Result<ChangeStream<RawDocumentBuf>, SourceError> {
+        let mongo = &self.shared.mongo;
+        let options = options(&self.shared.config, start);
+        let stages = self
+            .shared
+            .settings
+            .change_stream_stages(&self.watched, fragments);
+        let opened = match &self.watched {
+            Scope::Deployment => mongo.watch().pipeline(stages).with_options(options).await,
+            Scope::Database { db, .. } => {
+                mongo
+                    .database(db)
+                    .watch()
+                    .pipeline(stages)
+                    .with_options(options)
+                    .await
+            }
+            Scope::Collection { db, coll } => {
+                mongo
+                    .database(db)
+                    .collection::<Document>(coll)
+                    .watch()
+                    .pipeline(stages)
+                    .with_options(options)
+                    .await
+            }
+        };
+        opened
+            // Raw: an event the driver could not decode as a `Document` (a string that is
+            // not UTF-8) would otherwise fail the stream at the same event forever.
+            .map(ChangeStream::with_type::<RawDocumentBuf>)
+            .map_err(self.mongo_error("opening the change stream"))
+    }
+
+    /// Hands records to the producer with the position they bring the reader to, waiting
+    /// for room in its mailbox (not a stall: [`ReaderProgress::waiting_for_kafka`]).
+    pub async fn send(
+        &self,
+        records: Vec<OutgoingRecord>,
+        token: Option<Position>,
+    ) -> Result<(), SourceError> {
+        let batch = ProduceBatch {
+            reader: self.id.clone(),
+            records,
+            token,
+        };
+        let pipeline = &self.shared.config.name;
+        self.shared
+            .metrics
+            .mailbox(pipeline, MAILBOX_RECORD_PRODUCER, 1);
+        self.progress.waiting_for_kafka(true);
+        let sent = self.shared.producer.send(batch).await;
+        self.progress.waiting_for_kafka(false);
+        match sent {
+            Ok(result) => result,
+            Err(_) => {
+                // The message never reached the handler that counts it out.
+                self.shared
+                    .metrics
+                    .mailbox(pipeline, MAILBOX_RECORD_PRODUCER, -1);
+                Err(SourceError::ProducerGone {
+                    namespace: self.namespace().to_owned(),
+                })
+            }
+        }
+    }
+
+    /// Whether the reader was asked to stop.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// The stream's position as a checkpoint position.
+    fn position(token: Option<ResumeToken>) -> Option<Position> {
+        token.map(Position::stream)
+    }
+
+    /// After MongoDB could not return the next event whole (`error`, a 10334): the stream
+    /// opened again at its position, asking for large events in fragments, when the
+    /// `oversize` policy says so; else `error`.
+    async fn fragmenting(
+        &self,
+        stream: &ChangeStream<RawDocumentBuf>,
+        error: SourceError,
+        fragments: bool,
+    ) -> Result<ChangeStream<RawDocumentBuf>, SourceError> {
+        let decision = RestartPolicy::event_too_large(&self.shared.config, fragments);
+        // Without a position the event cannot be found again: never skip silently.
+        let (TooLarge::Fragment, Some(token)) = (decision, stream.resume_token()) else {
+            return Err(error);
+        };
+        let pipeline = &self.shared.config.name;
+        tracing::warn!(pipeline = %pipeline, namespace = %self.namespace(), "MongoDB cannot return the next change event whole (over 16 MiB); reading it in fragments ($changeStreamSplitLargeEvent), then `oversize` applies");
+        self.shared.metrics.oversize_event(pipeline, "fragmented");
+        match self
+            .open(&StartAt::Resume(Position::stream(token)), true)
+            .await
+        {
+            Ok(stream) => Ok(stream),
+            // A server before 6.0.9 refuses the stage: the event stays out of reach, and
+            // the pipeline stops saying so rather than restarting into it again.
+            Err(SourceError::Mongo { source, .. })
+                if matches!(&*source.kind, mongodb::error::ErrorKind::Command(_)) =>
+            {
+                tracing::error!(pipeline = %pipeline, namespace = %self.namespace(), refused = %source, "the server refused `$changeStreamSplitLargeEvent` (MongoDB 7.0, 6.0.9 or later)");
+                Err(error)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    pub async fn run(self, start: StartAt) -> Result<(), SourceError> {
+        // Whether the stream asks for events over 16 MiB in fragments, and those collected.
+        let mut fragments = self.shared.settings.fragments();
+        let mut reassembler = Reassembler::default();
+        let mut stream = self.open(&start, fragments).await?;
+        self.progress.advanced();
+        if let (StartAt::Latest | StartAt::Time(_), Some(token)) = (&start, stream.resume_token()) {
+            // The token of a stream that returned nothing yet: where it opened.
+            self.progress.opened(Position::stream(token));
+        }
+        let copy = match &start {
+            StartAt::CopyExisting => Some(CopyProgress::default()),
+            StartAt::Resume(position) => position.copy.as_deref().cloned(),
+            StartAt::Latest | StartAt::Time(_) => None,
+        };
+        if let Some(progress) = copy {
+            // The copy's checkpoints hold the stream's start, so a restart resumes both.
+            let start_token = match &start {
+                StartAt::Resume(position) => Some(position.token.clone()),
+                _ => stream.resume_token(),
+            };
+            if !Copier::run(&self, progress, start_token).await? {
+                return Ok(());
+            }
+            // Only now may a plain stream checkpoint be stored.
+            self.send(Vec::new(), Self::position(stream.resume_token()))
+                .await?;
+        }
+        tracing::info!(pipeline = %self.shared.config.name, namespace = %self.namespace(), "change stream open");
+        let heartbeat = self.shared.config.heartbeat_interval;
+        let pipeline = &self.shared.config.name;
+        let mut last_publish = Instant::now();
+        while !self.stopping() {
+            if !stream.is_alive() {
+                // After an invalidate (drop, rename) the stream ends; start after it, so a
+                // collection created again under the name is followed too.
+                let token = stream.resume_token();
+                tracing::info!(namespace = %self.namespace(), "change stream invalidated; reopening");
+                let at = token.map_or(StartAt::Latest, |t| StartAt::Resume(Position::stream(t)));
+                stream = self.open(&at, fragments).await?;
+                continue;
+            }
+            let next = match stream.next_if_any().await {
+                Ok(next) => next,
+                Err(error) => match self.mongo_error("reading the change stream")(error) {
+                    too_large @ SourceError::EventTooLarge { .. } => {
+                        stream = self.fragmenting(&stream, too_large, fragments).await?;
+                        fragments = true;
+                        continue;
+                    }
+                    other => return Err(other),
+                },
+            };
+            self.progress.advanced();
+            match next {
+                Some(fragment) => {
+                    let raw = match reassembler.push(fragment) {
+                        Ok(Some(event)) => event,
+                        // More fragments to come; no position inside an event is sent.
+                        Ok(None) => continue,
+                        Err(error) => {
+                            return Err(SourceError::Fragments {
+                                namespace: self.namespace().to_owned(),
+                                reason: error.to_string(),
+                            })
+                        }
+                    };
+                    let token = stream.resume_token();
+                    self.shared
+                        .metrics
+                        .event_read(pipeline, self.namespace(), records::lag(&raw));
+                    let records = self.records().event(&raw)?;
+                    self.send(records.into_iter().collect(), Self::position(token))
+                        .await?;
+                    last_publish = Instant::now();
+                }
+                // Between the fragments of one event: its position is no checkpoint.
+                None if reassembler.in_progress() => {}
+                None => {
+                    self.shared
+                        .metrics
+                        .source_caught_up(pipeline, self.namespace());
+                    // Idle: the post-batch token moves the checkpoint without any record.
+                    let mut records = Vec::new();
+                    if heartbeat.is_some_and(|every| last_publish.elapsed() >= every) {
+                        records.push(self.records().heartbeat(stream.resume_token().as_ref())?);
+                        last_publish = Instant::now();
+                    }
+                    let token = stream.resume_token();
+                    if token.is_some() || !records.is_empty() {
+                        self.send(records, Self::position(token)).await?;
+                    }
+                }
+            }
+        }
+        tracing::info!(pipeline = %self.shared.config.name, namespace = %self.namespace(), "reader stopped");
+        Ok(())
+    }
+}
