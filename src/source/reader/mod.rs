@@ -11,6 +11,7 @@
 //! - [`settings`]: the configuration resolved once when the pipeline starts (pure);
 //! - stall tracking is [`ReaderProgress`] (`crate::source::progress`).
 
+pub mod batching;
 mod copy;
 pub mod fragments;
 pub mod records;

@@ -1,18 +1,23 @@
 //! The read loop of one reader: opens the change stream (from a checkpoint, or by the
 //! startup mode), runs the copy first when one is due, converts each event to a record and
 //! hands it to the producer with the stream's position, awaiting the producer's bounded
-//! mailbox so a slow Kafka stops it pulling from MongoDB. Plain async code, run by the
-//! reader actor.
+//! mailbox so a slow Kafka stops it pulling from MongoDB. Reading and handing over run side
+//! by side: what is read while one batch travels goes next as one batch (`batching`). Plain
+//! async code, run by the reader actor.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bson::{Document, RawDocumentBuf};
+use futures_util::future::try_join;
 use mongodb::change_stream::event::ResumeToken;
 use mongodb::change_stream::ChangeStream;
 use mongodb::options::{ChangeStreamOptions, FullDocumentBeforeChangeType, FullDocumentType};
 
+use tokio::sync::mpsc;
+
+use super::batching::{self, PendingBatch, ReadItem};
 use super::copy::Copier;
 use super::fragments::Reassembler;
 use super::records::{self, Records};
@@ -217,9 +222,8 @@ impl ReadLoop {
 
     pub async fn run(self, start: StartAt) -> Result<(), SourceError> {
         // Whether the stream asks for events over 16 MiB in fragments, and those collected.
-        let mut fragments = self.shared.settings.fragments();
-        let mut reassembler = Reassembler::default();
-        let mut stream = self.open(&start, fragments).await?;
+        let fragments = self.shared.settings.fragments();
+        let stream = self.open(&start, fragments).await?;
         self.progress.advanced();
         if let (StartAt::Latest | StartAt::Time(_), Some(token)) = (&start, stream.resume_token()) {
             // The token of a stream that returned nothing yet: where it opened.
@@ -244,6 +248,27 @@ impl ReadLoop {
                 .await?;
         }
         tracing::info!(pipeline = %self.shared.config.name, namespace = %self.namespace(), "change stream open");
+        // Reading and handing over run side by side: what is read while a batch travels to
+        // the producer waits in a bounded queue and goes next, as one batch.
+        let (items, pending) = mpsc::channel(batching::PENDING_ITEMS);
+        try_join(
+            self.read_stream(stream, fragments, items),
+            self.hand_over(pending),
+        )
+        .await?;
+        tracing::info!(pipeline = %self.shared.config.name, namespace = %self.namespace(), "reader stopped");
+        Ok(())
+    }
+
+    /// Reads the stream until asked to stop, queueing each read's records and position;
+    /// `fragments`: whether the stream asks for large events in fragments.
+    async fn read_stream(
+        &self,
+        mut stream: ChangeStream<RawDocumentBuf>,
+        mut fragments: bool,
+        items: mpsc::Sender<ReadItem>,
+    ) -> Result<(), SourceError> {
+        let mut reassembler = Reassembler::default();
         let heartbeat = self.shared.config.heartbeat_interval;
         let pipeline = &self.shared.config.name;
         let mut last_publish = Instant::now();
@@ -287,8 +312,8 @@ impl ReadLoop {
                         .metrics
                         .event_read(pipeline, self.namespace(), records::lag(&raw));
                     let records = self.records().event(&raw)?;
-                    self.send(records.into_iter().collect(), Self::position(token))
-                        .await?;
+                    let records = records.into_iter().collect();
+                    self.queue(&items, records, Self::position(token)).await?;
                     last_publish = Instant::now();
                 }
                 // Between the fragments of one event: its position is no checkpoint.
@@ -305,12 +330,55 @@ impl ReadLoop {
                     }
                     let token = stream.resume_token();
                     if token.is_some() || !records.is_empty() {
-                        self.send(records, Self::position(token)).await?;
+                        self.queue(&items, records, Self::position(token)).await?;
                     }
                 }
             }
         }
-        tracing::info!(pipeline = %self.shared.config.name, namespace = %self.namespace(), "reader stopped");
         Ok(())
+    }
+
+    /// Queues one read for the hand-over, waiting while the queue is full.
+    async fn queue(
+        &self,
+        items: &mpsc::Sender<ReadItem>,
+        records: Vec<OutgoingRecord>,
+        position: Option<Position>,
+    ) -> Result<(), SourceError> {
+        items
+            .send(ReadItem { records, position })
+            .await
+            // Only when the hand-over ended, with its error, which is what the reader reports.
+            .map_err(|_| SourceError::ProducerGone {
+                namespace: self.namespace().to_owned(),
+            })
+    }
+
+    /// Hands the queued reads to the producer, each time as one batch of all that waits (up
+    /// to [`batching::MAX_BATCH_RECORDS`]), until the reading ended and the queue is empty.
+    async fn hand_over(&self, mut pending: mpsc::Receiver<ReadItem>) -> Result<(), SourceError> {
+        let mut carried = None;
+        loop {
+            let first = match carried.take() {
+                Some(item) => item,
+                None => match pending.recv().await {
+                    Some(item) => item,
+                    None => return Ok(()),
+                },
+            };
+            let mut batch = PendingBatch::new(first);
+            while !batch.is_full() {
+                match pending.try_recv() {
+                    Ok(item) if batch.has_room_for(&item) => batch.push(item),
+                    Ok(item) => {
+                        carried = Some(item);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let (records, position) = batch.into_parts();
+            self.send(records, position).await?;
+        }
     }
 }
