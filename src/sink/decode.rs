@@ -4,8 +4,9 @@
 //! ObjectId). Nesting deeper than MongoDB's 100 levels is refused, checked without
 //! recursion, so a hostile record cannot exhaust the stack.
 
-use bson::{Bson, Document, RawBsonRef, RawDocument};
+use bson::{Bson, Document, RawBsonRef, RawDocument, RawDocumentBuf};
 
+use super::extjson;
 use super::model::{RecordError, Stage, MAX_NESTING_DEPTH};
 use crate::avro::{AvroError, AvroReader};
 use crate::config::{RecordFormat, SinkConfig};
@@ -90,6 +91,42 @@ impl Decoder {
             None => decode_value(bytes, self.value_format),
         }
     }
+}
+
+impl Decoder {
+    /// The value as raw BSON, for the writes that take it as it is: JSON is read in one
+    /// pass ([`extjson`]) and BSON is checked and taken as it came; other formats, and JSON
+    /// the one-pass reader leaves alone, go through [`Self::value`].
+    pub fn raw_value(&self, bytes: Option<&[u8]>) -> Result<Option<RawDocumentBuf>, RecordError> {
+        let Some(bytes) = bytes.filter(|b| !b.is_empty()) else {
+            return raw(self.value(bytes)?);
+        };
+        match self.value_format {
+            RecordFormat::Json => {
+                if let Some(doc) = extjson::document(bytes) {
+                    check_raw(&doc, "value")?;
+                    return Ok(Some(doc));
+                }
+            }
+            RecordFormat::Bson => {
+                let doc = RawDocument::from_bytes(bytes)
+                    .map_err(|e| error("value", format_args!("is not a BSON document: {e}")))?;
+                check_raw(doc, "value")?;
+                return Ok(Some(doc.to_raw_document_buf()));
+            }
+            _ => {}
+        }
+        raw(self.value(Some(bytes))?)
+    }
+}
+
+/// `doc` as raw BSON.
+fn raw(doc: Option<Document>) -> Result<Option<RawDocumentBuf>, RecordError> {
+    doc.map(|d| {
+        RawDocumentBuf::from_document(&d)
+            .map_err(|e| error("value", format_args!("cannot be encoded as BSON: {e}")))
+    })
+    .transpose()
 }
 
 fn error(part: &str, message: impl std::fmt::Display) -> RecordError {
@@ -248,6 +285,12 @@ fn check_depth(value: &Bson, part: &str) -> Result<(), RecordError> {
 fn bson(bytes: &[u8], part: &str) -> Result<Document, RecordError> {
     let raw = RawDocument::from_bytes(bytes)
         .map_err(|e| error(part, format_args!("is not a BSON document: {e}")))?;
+    check_raw(raw, part)?;
+    Document::try_from(raw).map_err(|e| error(part, format_args!("is not valid BSON: {e}")))
+}
+
+/// Walks every element of `raw` (which validates it) and bounds its depth, without recursion.
+fn check_raw(raw: &RawDocument, part: &str) -> Result<(), RecordError> {
     let mut stack = vec![(RawBsonRef::Document(raw), 0usize)];
     while let Some((value, depth)) = stack.pop() {
         if depth > MAX_NESTING_DEPTH {
@@ -267,7 +310,7 @@ fn bson(bytes: &[u8], part: &str) -> Result<Document, RecordError> {
             stack.push((child, depth + 1));
         }
     }
-    Document::try_from(raw).map_err(|e| error(part, format_args!("is not valid BSON: {e}")))
+    Ok(())
 }
 
 #[cfg(test)]

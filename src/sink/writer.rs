@@ -24,7 +24,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 
 use super::batch::PartitionBatch;
-use super::bulk::{self, Item, Outcome};
+use super::bulk::{self, Item, Outcome, Prepared};
 use super::convert::{Converter, Namespace, RawRecord};
 use super::lease::{Incarnation, Lease};
 use super::model::{RecordError, Stage};
@@ -125,6 +125,10 @@ pub struct WriterShared {
     pub supervisor: Recipient<WriterFailed>,
     /// The time-series collections known to exist (created by a writer, or found).
     pub time_series_ready: Mutex<HashSet<Namespace>>,
+    /// Batches being converted and written at once, across the pipeline's writers: what a
+    /// batch takes beyond its records (its statements, the command, the driver's copy) is
+    /// held by at most this many, however many partitions the pipeline has.
+    pub writes_in_flight: tokio::sync::Semaphore,
 }
 
 /// The settings of one writer (its topic's).
@@ -491,6 +495,17 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
     shared
         .metrics
         .records_consumed(pipeline, &job.topic, entries.len() as u64);
+    let permit = tokio::select! {
+        permit = shared.writes_in_flight.acquire() => permit.ok(),
+        () = job.lease.ended() => None,
+    };
+    let Some(permit) = permit else {
+        // Revoked while waiting for its turn: the next owner writes these records.
+        return BatchDone {
+            committed: None,
+            failure: None,
+        };
+    };
     let batch = PartitionBatch::new(
         entries
             .iter()
@@ -532,6 +547,8 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
             }
         }
     }
+    // Encoded once: a retry sends the same statements again.
+    let prepared = bulk::prepare(items);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let outcome = loop {
         if !job.lease.is_live() {
@@ -541,7 +558,7 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
                 failure: None,
             };
         }
-        match write_items(&shared, &settings, &items).await {
+        match write_items(&shared, &settings, &prepared).await {
             Ok(outcome) => break outcome,
             Err(error) if backoff.failures() >= settings.max_retries => {
                 return BatchDone {
@@ -560,6 +577,8 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
             }
         }
     };
+    drop(prepared);
+    drop(permit);
     for (kind, n) in &outcome.applied {
         shared.metrics.sink_written(pipeline, kind, *n);
     }
@@ -619,7 +638,7 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
 async fn write_items(
     shared: &WriterShared,
     settings: &WriterSettings,
-    items: &[Item],
+    prepared: &Prepared,
 ) -> Result<Outcome, String> {
     if let Some(series) = settings.converter.timeseries() {
         let missing: Vec<Namespace> = {
@@ -627,9 +646,8 @@ async fn write_items(
                 .time_series_ready
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let mut missing: Vec<Namespace> = items
-                .iter()
-                .map(|i| &i.namespace)
+            let mut missing: Vec<Namespace> = prepared
+                .namespaces()
                 .filter(|ns| !ready.contains(*ns))
                 .cloned()
                 .collect();
@@ -651,7 +669,7 @@ async fn write_items(
                 .insert(namespace);
         }
     }
-    bulk::execute(&shared.mongo, items)
+    bulk::execute(&shared.mongo, prepared)
         .await
         .map_err(|e| e.to_string())
 }

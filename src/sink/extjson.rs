@@ -1,0 +1,347 @@
+//! Extended JSON text → raw BSON in one pass, without building a JSON tree or a
+//! [`Document`](bson::Document) first.
+//!
+//! Plain fields are written straight into the [`RawDocumentBuf`] as the parser meets them.
+//! An object whose first key starts with `$` is an extended JSON wrapper (`{"$oid": ...}`,
+//! `{"$date": ...}`): that small object alone goes through the `bson` crate's own reading,
+//! so every wrapper means exactly what it means there. Whatever this reader does not take
+//! the same way as `Bson::try_from(serde_json::Value)` (invalid JSON, a duplicate key, a key
+//! holding NUL, a `$` key after a plain one, a top-level `$` key) answers `None`, and the
+//! caller reads the text the slow way, which says what is wrong. So the two readers agree on
+//! every text, which `tests::agrees_with_the_tree_reader` checks.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bson::{Bson, RawArrayBuf, RawBson, RawBsonRef, RawDocument, RawDocumentBuf};
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+
+/// The JSON object `bytes` as raw BSON; `None` when the text is not one this reader takes
+/// (see the module doc).
+pub fn document(bytes: &[u8]) -> Option<RawDocumentBuf> {
+    let mut parser = serde_json::Deserializer::from_slice(bytes);
+    let doc = (&mut parser)
+        .deserialize_map(DocumentVisitor { top: true })
+        .ok()?;
+    parser.end().ok()?;
+    Some(doc)
+}
+
+/// Gives up on the fast reading; the caller reads the text the slow way.
+fn give_up<E: serde::de::Error>() -> E {
+    E::custom("not for the one-pass reader")
+}
+
+/// A map key, borrowed from the input when it has no escapes.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+/// Reads an object into a new document; `top`: the record's value itself, where any `$`
+/// key is left to the slow reader.
+struct DocumentVisitor {
+    top: bool,
+}
+
+impl<'de> Visitor<'de> for DocumentVisitor {
+    type Value = RawDocumentBuf;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut doc = RawDocumentBuf::new();
+        while let Some(key) = map.next_key_seed(Key)? {
+            if key.starts_with('$') || key.contains('\0') {
+                return Err(give_up());
+            }
+            map.next_value_seed(Field {
+                doc: &mut doc,
+                key: &key,
+            })?;
+        }
+        if self.top && has_duplicate_keys(&doc) {
+            return Err(give_up());
+        }
+        Ok(doc)
+    }
+}
+
+/// Whether two fields of `doc` share a name (a JSON object may say a key twice; its last
+/// value wins in the slow reader). Nested documents are checked as they are appended.
+fn has_duplicate_keys(doc: &RawDocument) -> bool {
+    let mut keys: Vec<&str> = Vec::with_capacity(16);
+    for element in doc.iter() {
+        let Ok((key, _)) = element else { return true };
+        if keys.contains(&key) {
+            return true;
+        }
+        keys.push(key);
+    }
+    false
+}
+
+/// Reads one value and appends it to `doc` under `key`.
+struct Field<'a> {
+    doc: &'a mut RawDocumentBuf,
+    key: &'a str,
+}
+
+impl<'de> DeserializeSeed<'de> for Field<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// An integer as the slow reader types it: int32 when it fits, else int64.
+fn integer(v: i64) -> RawBsonRef<'static> {
+    match i32::try_from(v) {
+        Ok(small) => RawBsonRef::Int32(small),
+        Err(_) => RawBsonRef::Int64(v),
+    }
+}
+
+fn unsigned(v: u64) -> RawBsonRef<'static> {
+    match i64::try_from(v) {
+        Ok(v) => integer(v),
+        // Beyond int64: a double, as `serde_json::Number::as_f64` gives it.
+        Err(_) => RawBsonRef::Double(v as f64),
+    }
+}
+
+impl<'de> Visitor<'de> for Field<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.doc.append_ref(self.key, RawBsonRef::Boolean(v));
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.doc.append_ref(self.key, integer(v));
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.doc.append_ref(self.key, unsigned(v));
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.doc.append_ref(self.key, RawBsonRef::Double(v));
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.doc.append_ref(self.key, RawBsonRef::String(v));
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.doc.append_ref(self.key, RawBsonRef::Null);
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        let array = array(seq)?;
+        self.doc.append(self.key, array);
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        match object(map)? {
+            RawBson::Document(child) => self.doc.append_ref(self.key, RawBsonRef::Document(&child)),
+            other => self.doc.append(self.key, other),
+        }
+        Ok(())
+    }
+}
+
+/// An object: a plain document, or the value an extended JSON wrapper stands for.
+fn object<'de, A: MapAccess<'de>>(mut map: A) -> Result<RawBson, A::Error> {
+    let Some(first) = map.next_key_seed(Key)? else {
+        return Ok(RawBson::Document(RawDocumentBuf::new()));
+    };
+    if first.starts_with('$') {
+        // A wrapper (or a document of `$` keys): small; read it as the `bson` crate does.
+        let mut object = serde_json::Map::new();
+        object.insert(first.into_owned(), map.next_value()?);
+        while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
+            object.insert(key, value);
+        }
+        let value = Bson::try_from(serde_json::Value::Object(object)).map_err(A::Error::custom)?;
+        return RawBson::try_from(value).map_err(A::Error::custom);
+    }
+    if first.contains('\0') {
+        return Err(give_up());
+    }
+    let mut doc = RawDocumentBuf::new();
+    map.next_value_seed(Field {
+        doc: &mut doc,
+        key: &first,
+    })?;
+    while let Some(key) = map.next_key_seed(Key)? {
+        if key.starts_with('$') || key.contains('\0') {
+            return Err(give_up());
+        }
+        map.next_value_seed(Field {
+            doc: &mut doc,
+            key: &key,
+        })?;
+    }
+    if has_duplicate_keys(&doc) {
+        return Err(give_up());
+    }
+    Ok(RawBson::Document(doc))
+}
+
+/// A JSON array, each element read as [`Element`] reads it.
+fn array<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<RawArrayBuf, A::Error> {
+    let mut array = RawArrayBuf::new();
+    while let Some(value) = seq.next_element_seed(Element)? {
+        array.push(value);
+    }
+    Ok(array)
+}
+
+/// One array element.
+struct Element;
+
+impl<'de> DeserializeSeed<'de> for Element {
+    type Value = RawBson;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawBson, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Element {
+    type Value = RawBson;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<RawBson, E> {
+        Ok(RawBson::Boolean(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<RawBson, E> {
+        Ok(integer(v).to_raw_bson())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<RawBson, E> {
+        Ok(unsigned(v).to_raw_bson())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<RawBson, E> {
+        Ok(RawBson::Double(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<RawBson, E> {
+        Ok(RawBson::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<RawBson, E> {
+        Ok(RawBson::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<RawBson, E> {
+        Ok(RawBson::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<RawBson, A::Error> {
+        array(seq).map(RawBson::Array)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawBson, A::Error> {
+        object(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The slow reader: JSON tree, then `Bson`, then raw BSON.
+    fn tree(bytes: &[u8]) -> Option<RawDocumentBuf> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        match Bson::try_from(value).ok()? {
+            Bson::Document(doc) => RawDocumentBuf::from_document(&doc).ok(),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn agrees_with_the_tree_reader() {
+        let texts: &[&str] = &[
+            r#"{}"#,
+            r#"{"a": 1, "b": -2, "c": 3000000000, "d": -3000000000, "e": 18446744073709551615}"#,
+            r#"{"f": 1.5, "g": 1e300, "h": -0.0, "i": 2.0}"#,
+            r#"{"s": "text", "esc": "a\"b\\c\u00e9\n", "t": true, "n": null}"#,
+            r#"{"k\u0041y": 1, "nested": {"x": {"y": [1, "two", {"z": null}, [3]]}}}"#,
+            r#"{"_id": {"$oid": "64b7f0c2a1b2c3d4e5f60718"}, "at": {"$date": "2023-11-14T22:13:20Z"}}"#,
+            r#"{"at": {"$date": {"$numberLong": "1700000000000"}}, "l": {"$numberLong": "5"}}"#,
+            r#"{"d": {"$numberDecimal": "1.10"}, "b": {"$binary": {"base64": "AQI=", "subType": "00"}}}"#,
+            r#"{"u": {"$uuid": "00112233-4455-6677-8899-aabbccddeeff"}, "r": {"$regularExpression": {"pattern": "a", "options": "i"}}}"#,
+            r#"{"arr": [{"$oid": "64b7f0c2a1b2c3d4e5f60718"}, {"$numberDouble": "NaN"}, {"$minKey": 1}]}"#,
+            r#"{"op": {"$set": {"a": 1}}, "ts": {"$timestamp": {"t": 1, "i": 2}}}"#,
+            r#"{"code": {"$code": "x", "$scope": {"a": 1}}}"#,
+        ];
+        for text in texts {
+            let fast = document(text.as_bytes());
+            assert!(fast.is_some(), "the one-pass reader gave up on {text}");
+            assert_eq!(fast, tree(text.as_bytes()), "{text}");
+        }
+    }
+
+    #[test]
+    fn gives_up_where_the_slow_reader_decides() {
+        for text in [
+            r#"{"a": 1, "a": 2}"#,
+            r#"{"x": {"a": 1, "a": 2}}"#,
+            r#"{"x": {"a": 1, "$oid": "64b7f0c2a1b2c3d4e5f60718"}}"#,
+            r#"{"$oid": "64b7f0c2a1b2c3d4e5f60718"}"#,
+            r#"{"a\u0000b": 1}"#,
+            r#"{"x": {"$oid": "not an id"}}"#,
+            r#"[1]"#,
+            r#"{"a": 1"#,
+            r#"{"a": 1} trailing"#,
+        ] {
+            assert_eq!(document(text.as_bytes()), None, "{text}");
+        }
+    }
+}
