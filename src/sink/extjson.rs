@@ -13,7 +13,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use bson::{Bson, RawArrayBuf, RawBson, RawBsonRef, RawDocument, RawDocumentBuf};
+use bson::oid::ObjectId;
+use bson::{Bson, DateTime, RawArrayBuf, RawBson, RawBsonRef, RawDocument, RawDocumentBuf};
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 
 /// The JSON object `bytes` as raw BSON; `None` when the text is not one this reader takes
@@ -197,10 +198,32 @@ fn object<'de, A: MapAccess<'de>>(mut map: A) -> Result<RawBson, A::Error> {
     };
     if first.starts_with('$') {
         // A wrapper (or a document of `$` keys): small; read it as the `bson` crate does.
+        let value: serde_json::Value = map.next_value()?;
+        let second = map.next_key_seed(Key)?;
+        if second.is_none() {
+            // The two wrappers of every change event, taken without the general reading;
+            // anything else about them (a bad id or date) is left to it.
+            match (first.as_ref(), &value) {
+                ("$oid", serde_json::Value::String(hex)) => {
+                    if let Ok(id) = ObjectId::parse_str(hex) {
+                        return Ok(RawBson::ObjectId(id));
+                    }
+                }
+                ("$date", serde_json::Value::String(text)) => {
+                    if let Ok(date) = DateTime::parse_rfc3339_str(text) {
+                        return Ok(RawBson::DateTime(date));
+                    }
+                }
+                _ => {}
+            }
+        }
         let mut object = serde_json::Map::new();
-        object.insert(first.into_owned(), map.next_value()?);
-        while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
-            object.insert(key, value);
+        object.insert(first.into_owned(), value);
+        if let Some(second) = second {
+            object.insert(second.into_owned(), map.next_value()?);
+            while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
+                object.insert(key, value);
+            }
         }
         let value = Bson::try_from(serde_json::Value::Object(object)).map_err(A::Error::custom)?;
         return RawBson::try_from(value).map_err(A::Error::custom);
@@ -320,6 +343,8 @@ mod tests {
             r#"{"arr": [{"$oid": "64b7f0c2a1b2c3d4e5f60718"}, {"$numberDouble": "NaN"}, {"$minKey": 1}]}"#,
             r#"{"op": {"$set": {"a": 1}}, "ts": {"$timestamp": {"t": 1, "i": 2}}}"#,
             r#"{"code": {"$code": "x", "$scope": {"a": 1}}}"#,
+            r#"{"at": {"$date": "2023-11-14T22:13:20.123+02:00"}, "old": {"$date": 5}}"#,
+            r#"{"at": {"$date": "1969-12-31T23:59:59.999Z"}, "u": {"$undefined": true}}"#,
         ];
         for text in texts {
             let fast = document(text.as_bytes());
@@ -337,6 +362,8 @@ mod tests {
             r#"{"$oid": "64b7f0c2a1b2c3d4e5f60718"}"#,
             r#"{"a\u0000b": 1}"#,
             r#"{"x": {"$oid": "not an id"}}"#,
+            r#"{"x": {"$date": "yesterday"}}"#,
+            r#"{"x": {"$oid": "64b7f0c2a1b2c3d4e5f60718", "y": 1}}"#,
             r#"[1]"#,
             r#"{"a": 1"#,
             r#"{"a": 1} trailing"#,

@@ -2,7 +2,9 @@
 //!
 //! Records arrive in partition order through a bounded mailbox, fed by the partition's
 //! reader task (see `consumer`). The writer collects them into a batch (`max_batch_size`
-//! records or `max_batch_delay`), converts each, writes the batch with [`bulk::execute`],
+//! records or `max_batch_delay`), waits for one of the pipeline's `WRITES_IN_FLIGHT` turns,
+//! converts each record into a raw BSON write, prepares the statements once
+//! ([`bulk::prepare`]), writes them with [`bulk::execute`] (again on a retry),
 //! sends what MongoDB or the converter refused to the dead letter topic (or stops the
 //! pipeline, naming the record), and only then commits the partition's offset, as
 //! [`PartitionBatch`] decides. While a batch is being written the writer reads no more
