@@ -6,7 +6,8 @@
 //! `{"$date": ...}`): that small object alone goes through the `bson` crate's own reading,
 //! so every wrapper means exactly what it means there. Whatever this reader does not take
 //! the same way as `Bson::try_from(serde_json::Value)` (invalid JSON, a duplicate key, a key
-//! holding NUL, a `$` key after a plain one, a top-level `$` key) answers `None`, and the
+//! holding NUL, a `$` key after a plain one, a top-level `$` key, a wrapper that nests, more
+//! than MongoDB's 100 levels) answers `None`, and the
 //! caller reads the text the slow way, which says what is wrong. So the two readers agree on
 //! every text, which `tests::agrees_with_the_tree_reader` checks.
 
@@ -14,16 +15,17 @@ use std::borrow::Cow;
 use std::fmt;
 
 use bson::oid::ObjectId;
-use bson::{Bson, DateTime, RawArrayBuf, RawBson, RawBsonRef, RawDocument, RawDocumentBuf};
+use bson::{Bson, DateTime, RawArrayBuf, RawBson, RawBsonRef, RawDocumentBuf};
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 
-/// The JSON object `bytes` as raw BSON; `None` when the text is not one this reader takes
-/// (see the module doc).
+use super::model::MAX_NESTING_DEPTH;
+
+/// The JSON object `bytes` as raw BSON, no deeper than MongoDB takes and without duplicate
+/// keys (both checked while it is written); `None` when the text is not one this reader
+/// takes (see the module doc).
 pub fn document(bytes: &[u8]) -> Option<RawDocumentBuf> {
     let mut parser = serde_json::Deserializer::from_slice(bytes);
-    let doc = (&mut parser)
-        .deserialize_map(DocumentVisitor { top: true })
-        .ok()?;
+    let doc = (&mut parser).deserialize_map(TopLevel).ok()?;
     parser.end().ok()?;
     Some(doc)
 }
@@ -64,13 +66,10 @@ impl<'de> Visitor<'de> for Key {
     }
 }
 
-/// Reads an object into a new document; `top`: the record's value itself, where any `$`
-/// key is left to the slow reader.
-struct DocumentVisitor {
-    top: bool,
-}
+/// The record's value itself: any `$` key is left to the slow reader.
+struct TopLevel;
 
-impl<'de> Visitor<'de> for DocumentVisitor {
+impl<'de> Visitor<'de> for TopLevel {
     type Value = RawDocumentBuf;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -79,46 +78,55 @@ impl<'de> Visitor<'de> for DocumentVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut doc = RawDocumentBuf::new();
-        while let Some(key) = map.next_key_seed(Key)? {
-            if key.starts_with('$') || key.contains('\0') {
-                return Err(give_up());
-            }
-            map.next_value_seed(Field {
-                doc: &mut doc,
-                key: &key,
-            })?;
-        }
-        if self.top && has_duplicate_keys(&doc) {
-            return Err(give_up());
-        }
+        fill(&mut map, &mut doc, None, 1)?;
         Ok(doc)
     }
 }
 
-/// Whether two fields of `doc` share a name (a JSON object may say a key twice; its last
-/// value wins in the slow reader). Nested documents are checked as they are appended.
-fn has_duplicate_keys(doc: &RawDocument) -> bool {
-    let mut keys: Vec<&str> = Vec::with_capacity(16);
-    for element in doc.iter() {
-        let Ok((key, _)) = element else { return true };
-        if keys.contains(&key) {
-            return true;
-        }
-        keys.push(key);
+/// Writes the fields of `map` (after `first`, already read) into `doc`, each at `depth`;
+/// gives up on a `$` key, a key holding NUL or one said twice (its last value wins in the
+/// slow reader).
+fn fill<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    doc: &mut RawDocumentBuf,
+    first: Option<Cow<'de, str>>,
+    depth: usize,
+) -> Result<(), A::Error> {
+    let mut keys: Vec<Cow<'de, str>> = Vec::with_capacity(8);
+    let mut next = first;
+    if next.is_none() {
+        next = map.next_key_seed(Key)?;
     }
-    false
+    while let Some(key) = next {
+        if key.starts_with('$') || key.contains('\0') || keys.contains(&key) {
+            return Err(give_up());
+        }
+        map.next_value_seed(Field {
+            doc: &mut *doc,
+            key: &key,
+            depth,
+        })?;
+        keys.push(key);
+        next = map.next_key_seed(Key)?;
+    }
+    Ok(())
 }
 
-/// Reads one value and appends it to `doc` under `key`.
+/// Reads one value and appends it to `doc` under `key`; `depth`: the value's, counted as
+/// the sink's depth check counts it (the record's fields are at 1).
 struct Field<'a> {
     doc: &'a mut RawDocumentBuf,
     key: &'a str,
+    depth: usize,
 }
 
 impl<'de> DeserializeSeed<'de> for Field<'_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if self.depth > MAX_NESTING_DEPTH {
+            return Err(give_up());
+        }
         d.deserialize_any(self)
     }
 }
@@ -177,13 +185,13 @@ impl<'de> Visitor<'de> for Field<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        let array = array(seq)?;
+        let array = array(seq, self.depth + 1)?;
         self.doc.append(self.key, array);
         Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        match object(map)? {
+        match object(map, self.depth + 1)? {
             RawBson::Document(child) => self.doc.append_ref(self.key, RawBsonRef::Document(&child)),
             other => self.doc.append(self.key, other),
         }
@@ -191,8 +199,9 @@ impl<'de> Visitor<'de> for Field<'_> {
     }
 }
 
-/// An object: a plain document, or the value an extended JSON wrapper stands for.
-fn object<'de, A: MapAccess<'de>>(mut map: A) -> Result<RawBson, A::Error> {
+/// An object whose fields are at `depth`: a plain document, or the value an extended JSON
+/// wrapper stands for.
+fn object<'de, A: MapAccess<'de>>(mut map: A, depth: usize) -> Result<RawBson, A::Error> {
     let Some(first) = map.next_key_seed(Key)? else {
         return Ok(RawBson::Document(RawDocumentBuf::new()));
     };
@@ -226,47 +235,42 @@ fn object<'de, A: MapAccess<'de>>(mut map: A) -> Result<RawBson, A::Error> {
             }
         }
         let value = Bson::try_from(serde_json::Value::Object(object)).map_err(A::Error::custom)?;
-        return RawBson::try_from(value).map_err(A::Error::custom);
-    }
-    if first.contains('\0') {
-        return Err(give_up());
-    }
-    let mut doc = RawDocumentBuf::new();
-    map.next_value_seed(Field {
-        doc: &mut doc,
-        key: &first,
-    })?;
-    while let Some(key) = map.next_key_seed(Key)? {
-        if key.starts_with('$') || key.contains('\0') {
+        // A document of `$` keys or a code with scope nests: rare, and its depth is for the
+        // slow reader to count.
+        if matches!(
+            value,
+            Bson::Document(_) | Bson::Array(_) | Bson::JavaScriptCodeWithScope(_)
+        ) {
             return Err(give_up());
         }
-        map.next_value_seed(Field {
-            doc: &mut doc,
-            key: &key,
-        })?;
+        return RawBson::try_from(value).map_err(A::Error::custom);
     }
-    if has_duplicate_keys(&doc) {
-        return Err(give_up());
-    }
+    let mut doc = RawDocumentBuf::new();
+    fill(&mut map, &mut doc, Some(first), depth)?;
     Ok(RawBson::Document(doc))
 }
 
-/// A JSON array, each element read as [`Element`] reads it.
-fn array<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<RawArrayBuf, A::Error> {
+/// A JSON array whose elements are at `depth`, each read as [`Element`] reads it.
+fn array<'de, A: SeqAccess<'de>>(mut seq: A, depth: usize) -> Result<RawArrayBuf, A::Error> {
     let mut array = RawArrayBuf::new();
-    while let Some(value) = seq.next_element_seed(Element)? {
+    while let Some(value) = seq.next_element_seed(Element { depth })? {
         array.push(value);
     }
     Ok(array)
 }
 
-/// One array element.
-struct Element;
+/// One array element, at `depth`.
+struct Element {
+    depth: usize,
+}
 
 impl<'de> DeserializeSeed<'de> for Element {
     type Value = RawBson;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawBson, D::Error> {
+        if self.depth > MAX_NESTING_DEPTH {
+            return Err(give_up());
+        }
         d.deserialize_any(self)
     }
 }
@@ -307,11 +311,11 @@ impl<'de> Visitor<'de> for Element {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<RawBson, A::Error> {
-        array(seq).map(RawBson::Array)
+        array(seq, self.depth + 1).map(RawBson::Array)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawBson, A::Error> {
-        object(map)
+        object(map, self.depth + 1)
     }
 }
 
@@ -341,8 +345,7 @@ mod tests {
             r#"{"d": {"$numberDecimal": "1.10"}, "b": {"$binary": {"base64": "AQI=", "subType": "00"}}}"#,
             r#"{"u": {"$uuid": "00112233-4455-6677-8899-aabbccddeeff"}, "r": {"$regularExpression": {"pattern": "a", "options": "i"}}}"#,
             r#"{"arr": [{"$oid": "64b7f0c2a1b2c3d4e5f60718"}, {"$numberDouble": "NaN"}, {"$minKey": 1}]}"#,
-            r#"{"op": {"$set": {"a": 1}}, "ts": {"$timestamp": {"t": 1, "i": 2}}}"#,
-            r#"{"code": {"$code": "x", "$scope": {"a": 1}}}"#,
+            r#"{"ts": {"$timestamp": {"t": 1, "i": 2}}, "c": {"$code": "x"}}"#,
             r#"{"at": {"$date": "2023-11-14T22:13:20.123+02:00"}, "old": {"$date": 5}}"#,
             r#"{"at": {"$date": "1969-12-31T23:59:59.999Z"}, "u": {"$undefined": true}}"#,
         ];
@@ -350,6 +353,30 @@ mod tests {
             let fast = document(text.as_bytes());
             assert!(fast.is_some(), "the one-pass reader gave up on {text}");
             assert_eq!(fast, tree(text.as_bytes()), "{text}");
+        }
+    }
+
+    #[test]
+    fn takes_documents_up_to_mongodbs_depth_and_no_deeper() {
+        let nested = |depth: usize| format!("{}1{}", "{\"a\": ".repeat(depth), "}".repeat(depth));
+        let arrays = |depth: usize| {
+            format!(
+                "{{\"a\": {}1{}}}",
+                "[".repeat(depth - 1),
+                "]".repeat(depth - 1)
+            )
+        };
+        for (depth, taken) in [(100, true), (101, false)] {
+            assert_eq!(
+                document(nested(depth).as_bytes()).is_some(),
+                taken,
+                "{depth}"
+            );
+            assert_eq!(
+                document(arrays(depth).as_bytes()).is_some(),
+                taken,
+                "{depth}"
+            );
         }
     }
 
@@ -363,6 +390,9 @@ mod tests {
             r#"{"a\u0000b": 1}"#,
             r#"{"x": {"$oid": "not an id"}}"#,
             r#"{"x": {"$date": "yesterday"}}"#,
+            // Wrappers that nest are left to the slow reader, which counts their depth.
+            r#"{"code": {"$code": "x", "$scope": {"a": 1}}}"#,
+            r#"{"op": {"$set": {"a": 1}}}"#,
             r#"{"x": {"$oid": "64b7f0c2a1b2c3d4e5f60718", "y": 1}}"#,
             r#"[1]"#,
             r#"{"a": 1"#,
