@@ -12,7 +12,7 @@ use libfuzzer_sys::fuzz_target;
 use mongo_kafka_bridge::config::{OutputFormat, RecordFormat, SinkConfig};
 use mongo_kafka_bridge::sink::convert::{Converter, RawRecord};
 use mongo_kafka_bridge::sink::decode::{decode_key, decode_value};
-use mongo_kafka_bridge::sink::model::WriteOp;
+use mongo_kafka_bridge::sink::model::RawWrite;
 use mongo_kafka_bridge::source::format;
 
 /// Pipeline settings the records go through (with each key and value format).
@@ -114,23 +114,23 @@ fn round_trips(doc: &Document) {
     let _ = format::encode(doc.clone(), OutputFormat::SimplifiedJson);
 }
 
-/// The documents of a write, encoded as the bulk writer encodes them.
-fn encode_op(op: &WriteOp) {
-    let docs: Vec<&Document> = match op {
-        WriteOp::Insert(doc) => vec![doc],
-        WriteOp::Replace {
+/// The documents of a write, read back as the server would read them: they must be valid
+/// BSON however the record was written.
+fn check_op(op: &RawWrite) {
+    let docs: Vec<&bson::RawDocument> = match op {
+        RawWrite::Insert(doc) => vec![doc],
+        RawWrite::Replace {
             filter,
             replacement,
             ..
         } => vec![filter, replacement],
-        WriteOp::Update { filter, .. } => vec![filter],
-        WriteOp::Delete { filter } => vec![filter],
+        RawWrite::Update { filter, .. } => vec![filter],
+        RawWrite::Delete { filter } => vec![filter],
     };
     for doc in docs {
-        let _ = bson::RawDocumentBuf::from_document(doc);
-    }
-    if let WriteOp::Update { update, .. } = op {
-        let _ = update.to_bson();
+        if let Err(e) = Document::try_from(doc) {
+            panic!("a write holds invalid BSON: {e}");
+        }
     }
 }
 
@@ -155,6 +155,6 @@ fuzz_target!(|input: Input<'_>| {
         value: input.value,
     });
     if let Ok(Some(converted)) = converted {
-        encode_op(&converted.op);
+        check_op(&converted.op);
     }
 });

@@ -42,7 +42,8 @@ pub struct SinkConfig {
     /// Settings for one topic: a table of any per-topic key below, keyed by topic name.
     #[serde(default)]
     pub topic_overrides: BTreeMap<String, toml::Table>,
-    /// Records buffered per partition writer; while its buffer is full the partition is not read.
+    /// Records waiting in a partition writer's mailbox; while it is full the partition's reader
+    /// waits, and librdkafka stops fetching the partition once its own queue is full.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
 
@@ -376,8 +377,11 @@ pub enum CdcHandler {
     DebeziumRdbms,
 }
 
+/// About half a default batch: with librdkafka's 512 KiB per partition ahead of it, the next
+/// batch is ready when the last one is written, and a 32-partition pipeline holds a few MiB
+/// of records in mailboxes, not tens.
 fn default_queue_capacity() -> usize {
-    1024
+    256
 }
 
 fn default_max_batch_size() -> usize {

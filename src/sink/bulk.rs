@@ -14,11 +14,12 @@
 //! idempotent).
 
 use std::collections::HashSet;
+use std::io::Write as _;
 
-use bson::{Bson, RawArrayBuf, RawBson, RawDocumentBuf};
+use bson::{Bson, RawBsonRef, RawDocumentBuf};
 
 use super::convert::Namespace;
-use super::model::{RecordError, Stage, WriteOp, MAX_DOCUMENT_BYTES};
+use super::model::{RawWrite, RecordError, Stage, MAX_DOCUMENT_BYTES};
 
 /// Statements per command at most (MongoDB's `maxWriteBatchSize`).
 const MAX_STATEMENTS: usize = 100_000;
@@ -66,7 +67,7 @@ pub struct Item {
     /// The collection written.
     pub namespace: Namespace,
     /// The write.
-    pub op: WriteOp,
+    pub op: RawWrite,
 }
 
 /// What a batch did.
@@ -97,11 +98,11 @@ enum Command {
 }
 
 impl Command {
-    fn of(op: &WriteOp) -> Self {
+    fn of(op: &RawWrite) -> Self {
         match op {
-            WriteOp::Insert(_) => Self::Insert,
-            WriteOp::Replace { .. } | WriteOp::Update { .. } => Self::Update,
-            WriteOp::Delete { .. } => Self::Delete,
+            RawWrite::Insert(_) => Self::Insert,
+            RawWrite::Replace { .. } | RawWrite::Update { .. } => Self::Update,
+            RawWrite::Delete { .. } => Self::Delete,
         }
     }
 
@@ -122,118 +123,176 @@ impl Command {
     }
 }
 
-fn op_kind(op: &WriteOp) -> &'static str {
-    match op {
-        WriteOp::Insert(_) => "insert",
-        WriteOp::Replace { .. } => "replace",
-        WriteOp::Update { .. } => "update",
-        WriteOp::Delete { .. } => "delete",
-    }
-}
-
-/// A statement serialized once: its size is known before the command is built.
+/// A statement encoded once per batch: a retry sends the same bytes again.
+#[derive(Debug)]
 struct Statement {
     index: usize,
+    command: Command,
     kind: &'static str,
-    id: Option<Bson>,
+    id: Option<Vec<u8>>,
     bytes: RawDocumentBuf,
 }
 
-fn statement(item: &Item) -> Result<RawDocumentBuf, RecordError> {
-    let raw = |doc: &bson::Document| {
-        RawDocumentBuf::from_document(doc)
-            .map_err(|e| RecordError::new(Stage::Write, format!("cannot encode as BSON: {e}")))
-    };
-    let too_large = |size: usize| {
-        RecordError::new(
-            Stage::Size,
-            format!(
-                "the document is {size} bytes as BSON; MongoDB accepts at most {MAX_DOCUMENT_BYTES}"
-            ),
-        )
-    };
-    let statement = match &item.op {
-        WriteOp::Insert(doc) => {
-            let doc = raw(doc)?;
+/// A batch made into statements, per collection in order of first appearance (the order
+/// across collections is free), once; [`execute`] sends it, as often as it is retried.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    namespaces: Vec<(Namespace, Vec<Statement>)>,
+    /// Statements refused before anything was sent (a document over 16 MiB).
+    refused: Vec<(usize, RecordError)>,
+}
+
+impl Prepared {
+    /// The collections written.
+    pub fn namespaces(&self) -> impl Iterator<Item = &Namespace> {
+        self.namespaces.iter().map(|(ns, _)| ns)
+    }
+}
+
+/// Makes `items` into statements, moving their documents (an insert's document is its
+/// statement; a replace's is appended once to its `q`/`u` envelope).
+pub fn prepare(items: Vec<Item>) -> Prepared {
+    let mut prepared = Prepared::default();
+    for item in items {
+        let command = Command::of(&item.op);
+        let kind = item.op.kind();
+        let id = item.op.document_id();
+        let bytes = match statement(item.op) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                prepared.refused.push((item.index, error));
+                continue;
+            }
+        };
+        let statement = Statement {
+            index: item.index,
+            command,
+            kind,
+            id,
+            bytes,
+        };
+        match prepared
+            .namespaces
+            .iter_mut()
+            .find(|(ns, _)| *ns == item.namespace)
+        {
+            Some((_, statements)) => statements.push(statement),
+            None => prepared.namespaces.push((item.namespace, vec![statement])),
+        }
+    }
+    prepared
+}
+
+fn too_large(size: usize) -> RecordError {
+    RecordError::new(
+        Stage::Size,
+        format!(
+            "the document is {size} bytes as BSON; MongoDB accepts at most {MAX_DOCUMENT_BYTES}"
+        ),
+    )
+}
+
+fn statement(op: RawWrite) -> Result<RawDocumentBuf, RecordError> {
+    let statement = match op {
+        RawWrite::Insert(doc) => {
             if doc.as_bytes().len() > MAX_DOCUMENT_BYTES {
                 return Err(too_large(doc.as_bytes().len()));
             }
             doc
         }
-        WriteOp::Replace {
+        RawWrite::Replace {
             filter,
             replacement,
             upsert,
         } => {
-            let replacement = raw(replacement)?;
             if replacement.as_bytes().len() > MAX_DOCUMENT_BYTES {
                 return Err(too_large(replacement.as_bytes().len()));
             }
             let mut s = RawDocumentBuf::new();
-            s.append("q", raw(filter)?);
-            s.append("u", replacement);
-            s.append("upsert", *upsert);
-            s.append("multi", false);
+            s.append_ref("q", RawBsonRef::Document(&filter));
+            s.append_ref("u", RawBsonRef::Document(&replacement));
+            s.append_ref("upsert", RawBsonRef::Boolean(upsert));
+            s.append_ref("multi", RawBsonRef::Boolean(false));
             s
         }
-        WriteOp::Update {
+        RawWrite::Update {
             filter,
             update,
             upsert,
         } => {
-            let update = match update.to_bson() {
-                Bson::Document(doc) => RawBson::Document(raw(&doc)?),
-                Bson::Array(stages) => {
-                    let mut array = RawArrayBuf::new();
-                    for stage in stages {
-                        if let Bson::Document(stage) = stage {
-                            array.push(raw(&stage)?);
-                        }
-                    }
-                    RawBson::Array(array)
-                }
-                _ => {
-                    return Err(RecordError::new(
-                        Stage::Write,
-                        "an update is a document or a pipeline",
-                    ))
-                }
-            };
             let mut s = RawDocumentBuf::new();
-            s.append("q", raw(filter)?);
-            s.append("u", update);
-            s.append("upsert", *upsert);
-            s.append("multi", false);
+            s.append_ref("q", RawBsonRef::Document(&filter));
+            s.append_ref("u", update.as_raw_bson_ref());
+            s.append_ref("upsert", RawBsonRef::Boolean(upsert));
+            s.append_ref("multi", RawBsonRef::Boolean(false));
             if s.as_bytes().len() > MAX_DOCUMENT_BYTES {
                 return Err(too_large(s.as_bytes().len()));
             }
             s
         }
-        WriteOp::Delete { filter } => {
+        RawWrite::Delete { filter } => {
             let mut s = RawDocumentBuf::new();
-            s.append("q", raw(filter)?);
-            s.append("limit", 1);
+            s.append_ref("q", RawBsonRef::Document(&filter));
+            s.append_ref("limit", RawBsonRef::Int32(1));
             s
         }
     };
     Ok(statement)
 }
 
-/// Writes `items` (in their order) with `client`. Borrowed, so a caller retrying the batch
-/// keeps one copy of it.
-pub async fn execute(client: &mongodb::Client, items: &[Item]) -> Result<Outcome, Transient> {
-    let mut outcome = Outcome::default();
-    // Namespaces in order of first appearance; the order across collections is free.
-    let mut namespaces: Vec<Namespace> = Vec::new();
-    for item in items {
-        if !namespaces.contains(&item.namespace) {
-            namespaces.push(item.namespace.clone());
-        }
+/// The command `{<name>: <coll>, <field>: [statements...], ordered: <ordered>}`, each
+/// statement's bytes copied once, straight into place (the driver takes the command by
+/// value, so each attempt gets its own).
+fn command_body(
+    command: Command,
+    coll: &str,
+    statements: &[Statement],
+    ordered: bool,
+) -> Result<RawDocumentBuf, bson::raw::Error> {
+    let mut head = RawDocumentBuf::new();
+    head.append_ref(command.name(), RawBsonRef::String(coll));
+    let mut bytes = head.into_bytes();
+    // Drop the document's terminating NUL: more elements follow.
+    bytes.pop();
+    let size: usize = statements
+        .iter()
+        .map(|s| s.bytes.as_bytes().len() + 8)
+        .sum();
+    bytes.reserve(size + 64);
+    bytes.push(0x04);
+    bytes.extend_from_slice(command.field().as_bytes());
+    bytes.push(0);
+    let array_start = bytes.len();
+    bytes.extend_from_slice(&[0; 4]);
+    for (i, s) in statements.iter().enumerate() {
+        bytes.push(0x03);
+        // Writing into a Vec cannot fail.
+        let _ = write!(bytes, "{i}");
+        bytes.push(0);
+        bytes.extend_from_slice(s.bytes.as_bytes());
     }
-    let writes = namespaces.iter().map(|ns| {
-        let mine: Vec<&Item> = items.iter().filter(|i| &i.namespace == ns).collect();
-        write_namespace(client, ns, mine)
-    });
+    bytes.push(0);
+    let array_len = i32::try_from(bytes.len() - array_start).unwrap_or(i32::MAX);
+    bytes[array_start..array_start + 4].copy_from_slice(&array_len.to_le_bytes());
+    bytes.push(0x08);
+    bytes.extend_from_slice(b"ordered\0");
+    bytes.push(u8::from(ordered));
+    bytes.push(0);
+    let total = i32::try_from(bytes.len()).unwrap_or(i32::MAX);
+    bytes[0..4].copy_from_slice(&total.to_le_bytes());
+    RawDocumentBuf::from_bytes(bytes)
+}
+
+/// Writes `prepared` with `client`; borrowed, so a retry sends the same statements.
+pub async fn execute(client: &mongodb::Client, prepared: &Prepared) -> Result<Outcome, Transient> {
+    let mut outcome = Outcome {
+        refused: prepared.refused.clone(),
+        applied: Vec::new(),
+    };
+    let writes = prepared
+        .namespaces
+        .iter()
+        .map(|(ns, statements)| write_namespace(client, ns, statements));
     for result in futures_util::future::join_all(writes).await {
         let one = result?;
         outcome.refused.extend(one.refused);
@@ -251,61 +310,42 @@ pub async fn execute(client: &mongodb::Client, items: &[Item]) -> Result<Outcome
 async fn write_namespace(
     client: &mongodb::Client,
     namespace: &Namespace,
-    items: Vec<&Item>,
+    statements: &[Statement],
 ) -> Result<Outcome, Transient> {
     let db = client.database(&namespace.db);
     let mut outcome = Outcome::default();
-    let mut run: Vec<Statement> = Vec::new();
-    let mut run_command = None;
-    let mut run_bytes = 0;
-    for item in items {
-        let command = Command::of(&item.op);
-        let bytes = match statement(item) {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                outcome.refused.push((item.index, error));
-                continue;
-            }
-        };
-        let fits = run_command == Some(command)
-            && run.len() < MAX_STATEMENTS
-            && run_bytes + bytes.as_bytes().len() <= MAX_COMMAND_BYTES;
-        if !fits && !run.is_empty() {
-            if let Some(previous) = run_command {
-                send(
-                    &db,
-                    namespace,
-                    previous,
-                    std::mem::take(&mut run),
-                    &mut outcome,
-                )
-                .await?;
-            }
-            run_bytes = 0;
+    let mut start = 0;
+    while start < statements.len() {
+        let command = statements[start].command;
+        let mut end = start;
+        let mut bytes = 0;
+        while end < statements.len()
+            && statements[end].command == command
+            && end - start < MAX_STATEMENTS
+            && (end == start || bytes + statements[end].bytes.as_bytes().len() <= MAX_COMMAND_BYTES)
+        {
+            bytes += statements[end].bytes.as_bytes().len();
+            end += 1;
         }
-        run_command = Some(command);
-        run_bytes += bytes.as_bytes().len();
-        run.push(Statement {
-            index: item.index,
-            kind: op_kind(&item.op),
-            id: item.op.document_id().cloned(),
-            bytes,
-        });
-    }
-    if let Some(command) = run_command {
-        if !run.is_empty() {
-            send(&db, namespace, command, run, &mut outcome).await?;
-        }
+        send(
+            &db,
+            namespace,
+            command,
+            &statements[start..end],
+            &mut outcome,
+        )
+        .await?;
+        start = end;
     }
     Ok(outcome)
 }
 
 /// Unordered only when every statement names a different `_id`.
 fn needs_order(statements: &[Statement]) -> bool {
-    let mut seen = HashSet::with_capacity(statements.len());
+    let mut seen: HashSet<&[u8]> = HashSet::with_capacity(statements.len());
     statements.iter().any(|s| match &s.id {
         // Bson is not Hash: its canonical extended JSON text is a faithful key.
-        Some(id) => !seen.insert(id.clone().into_canonical_extjson().to_string()),
+        Some(id) => !seen.insert(id.as_slice()),
         None => true,
     })
 }
@@ -315,26 +355,30 @@ async fn send(
     db: &mongodb::Database,
     namespace: &Namespace,
     command: Command,
-    mut statements: Vec<Statement>,
+    mut statements: &[Statement],
     outcome: &mut Outcome,
 ) -> Result<(), Transient> {
-    let ordered = needs_order(&statements);
+    let ordered = needs_order(statements);
     while !statements.is_empty() {
-        let mut array = RawArrayBuf::new();
-        for s in &statements {
-            array.push(s.bytes.clone());
-        }
-        let mut body = RawDocumentBuf::new();
-        body.append(command.name(), namespace.coll.as_str());
-        body.append(command.field(), array);
-        body.append("ordered", ordered);
+        let body =
+            command_body(command, &namespace.coll, statements, ordered).map_err(|e| Transient {
+                namespace: namespace.to_string(),
+                source: Box::new(e),
+            })?;
         let reply = match db.run_raw_command(body).await {
             Ok(reply) => reply,
             Err(error) => match permanent_code(&error) {
                 // One of the statements is refused as a whole command: find which, alone.
                 Some(_) if statements.len() > 1 => {
                     for s in statements {
-                        Box::pin(send(db, namespace, command, vec![s], outcome)).await?;
+                        Box::pin(send(
+                            db,
+                            namespace,
+                            command,
+                            std::slice::from_ref(s),
+                            outcome,
+                        ))
+                        .await?;
                     }
                     return Ok(());
                 }
@@ -407,7 +451,7 @@ async fn send(
             }
         }
         let _ = applied;
-        statements.drain(..attempted);
+        statements = &statements[attempted..];
     }
     Ok(())
 }
@@ -447,7 +491,9 @@ impl LossyInt for Bson {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bson::doc;
+    use bson::{doc, Document};
+
+    use crate::sink::model::WriteOp;
 
     fn item(index: usize, op: WriteOp) -> Item {
         Item {
@@ -456,38 +502,44 @@ mod tests {
                 db: "d".into(),
                 coll: "c".into(),
             },
-            op,
+            op: RawWrite::encode(&op).expect("encodes"),
         }
     }
 
-    fn stmt(i: &Item) -> Statement {
+    fn stmt(i: Item) -> Statement {
         Statement {
             index: i.index,
-            kind: op_kind(&i.op),
-            id: i.op.document_id().cloned(),
-            bytes: statement(i).expect("encodes"),
+            command: Command::of(&i.op),
+            kind: i.op.kind(),
+            id: i.op.document_id(),
+            bytes: statement(i.op).expect("encodes"),
         }
     }
 
     #[test]
     fn distinct_ids_go_unordered_and_repeated_ones_ordered() {
-        let a = item(0, WriteOp::Insert(doc! {"_id": 1}));
-        let b = item(1, WriteOp::Insert(doc! {"_id": 2}));
-        let c = item(
-            2,
-            WriteOp::Delete {
-                filter: doc! {"_id": 1},
-            },
-        );
+        let a = || item(0, WriteOp::Insert(doc! {"_id": 1}));
+        let b = || item(1, WriteOp::Insert(doc! {"_id": 2}));
+        let c = || {
+            item(
+                2,
+                WriteOp::Delete {
+                    filter: doc! {"_id": 1},
+                },
+            )
+        };
         let by_key = item(
             3,
             WriteOp::Delete {
                 filter: doc! {"sku": "x"},
             },
         );
-        assert!(!needs_order(&[stmt(&a), stmt(&b)]));
-        assert!(needs_order(&[stmt(&a), stmt(&b), stmt(&c)]));
-        assert!(needs_order(&[stmt(&by_key)]), "no _id: order is kept");
+        assert!(!needs_order(&[stmt(a()), stmt(b())]));
+        assert!(needs_order(&[stmt(a()), stmt(b()), stmt(c())]));
+        assert!(needs_order(&[stmt(by_key)]), "no _id: order is kept");
+        // 1 and 1L are different values to the order check, as they were before.
+        let long = item(4, WriteOp::Insert(doc! {"_id": 1i64}));
+        assert!(!needs_order(&[stmt(a()), stmt(long)]));
     }
 
     #[test]
@@ -500,18 +552,21 @@ mod tests {
                 upsert: true,
             },
         );
-        let raw = statement(&replace).expect("encodes");
+        let raw = statement(replace.op).expect("encodes");
         let doc = raw.to_document().expect("document");
         assert_eq!(
             doc,
             doc! {"q": {"_id": 1}, "u": {"_id": 1, "a": 2}, "upsert": true, "multi": false}
         );
-        let delete = statement(&item(
-            1,
-            WriteOp::Delete {
-                filter: doc! {"_id": 1},
-            },
-        ))
+        let delete = statement(
+            item(
+                1,
+                WriteOp::Delete {
+                    filter: doc! {"_id": 1},
+                },
+            )
+            .op,
+        )
         .expect("encodes")
         .to_document()
         .expect("document");
@@ -519,11 +574,54 @@ mod tests {
     }
 
     #[test]
-    fn a_document_over_16_mib_is_refused_before_sending() {
+    fn the_command_holds_the_statements_as_an_array() {
+        let statements: Vec<Statement> = (0..12)
+            .map(|i| stmt(item(i, WriteOp::Insert(doc! {"_id": i as i32, "n": "x"}))))
+            .collect();
+        for ordered in [false, true] {
+            let body = command_body(Command::Insert, "coll", &statements, ordered)
+                .expect("a document")
+                .to_document()
+                .expect("valid BSON");
+            let documents: Vec<bson::Bson> = (0..12)
+                .map(|i| bson::Bson::Document(doc! {"_id": i, "n": "x"}))
+                .collect();
+            assert_eq!(
+                body,
+                doc! {"insert": "coll", "documents": documents, "ordered": ordered}
+            );
+        }
+        let empty = command_body(Command::Delete, "c", &[], false)
+            .expect("a document")
+            .to_document()
+            .expect("valid BSON");
+        assert_eq!(empty, doc! {"delete": "c", "deletes": [], "ordered": false});
+    }
+
+    #[test]
+    fn prepare_groups_by_collection_in_order_and_refuses_what_is_too_large() {
+        let other = Namespace {
+            db: "d".into(),
+            coll: "other".into(),
+        };
+        let mut items = vec![
+            item(0, WriteOp::Insert(doc! {"_id": 1})),
+            item(1, WriteOp::Insert(doc! {"_id": 2})),
+            item(2, WriteOp::Insert(doc! {"_id": 3})),
+        ];
+        items[1].namespace = other.clone();
         let big = "x".repeat(MAX_DOCUMENT_BYTES);
-        let err = statement(&item(0, WriteOp::Insert(doc! {"_id": 1, "big": big})))
-            .expect_err("too large");
-        assert_eq!(err.stage, Stage::Size);
-        assert!(err.message.contains("16777216"), "{err}");
+        items.push(item(3, WriteOp::Insert(doc! {"_id": 4, "big": big})));
+        let prepared = prepare(items);
+        let names: Vec<&Namespace> = prepared.namespaces().collect();
+        assert_eq!(names.len(), 2);
+        assert_eq!(names[1], &other);
+        let first: Vec<usize> = prepared.namespaces[0].1.iter().map(|s| s.index).collect();
+        assert_eq!(first, [0, 2]);
+        assert_eq!(prepared.refused.len(), 1);
+        assert_eq!(prepared.refused[0].0, 3);
+        assert_eq!(prepared.refused[0].1.stage, Stage::Size);
+        assert!(prepared.refused[0].1.message.contains("16777216"));
+        let _: Option<Document> = None;
     }
 }

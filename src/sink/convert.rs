@@ -1,12 +1,12 @@
 //! One Kafka record → one write: decoding, the target namespace, then either CDC replay or
 //! id + post-processing + write model, and the size check. Pure: no I/O.
 
-use bson::{Bson, Document};
+use bson::{Bson, DateTime, Document};
 
 use super::cdc::CdcReplayer;
 use super::decode::Decoder;
 use super::id::IdAssigner;
-use super::model::{RecordError, SinkRecord, Stage, WriteOp};
+use super::model::{RawWrite, RecordError, SinkRecord, Stage, WriteOp};
 use super::process::PostProcessor;
 use super::timeseries::TimeSeries;
 use super::write_model::WriteModelBuilder;
@@ -32,8 +32,8 @@ impl std::fmt::Display for Namespace {
 pub struct Converted {
     /// Where it goes.
     pub namespace: Namespace,
-    /// What it does.
-    pub op: WriteOp,
+    /// What it does, ready for a bulk command.
+    pub op: RawWrite,
 }
 
 /// The raw parts of a Kafka record the converter reads.
@@ -62,25 +62,87 @@ pub struct Converter {
     model: WriteModelBuilder,
     cdc: CdcReplayer,
     timeseries: Option<TimeSeries>,
+    /// Whether values go from their bytes to raw BSON and into the write as they are: no
+    /// CDC handler, no time series, nothing that rewrites the value and a namespace that
+    /// does not come from it. Otherwise the value is read as a [`Document`].
+    raw: bool,
 }
 
 impl Converter {
     /// A converter for records read with `config` (already resolved for the topic).
     pub fn new(config: SinkConfig) -> Result<Self, String> {
+        let process = PostProcessor::new(&config)?;
+        let timeseries = TimeSeries::new(&config)?;
+        let raw = config.cdc_handler == CdcHandler::None
+            && timeseries.is_none()
+            && process.keeps_values()
+            && config.namespace_from != NamespaceFrom::Value;
         Ok(Self {
             decoder: Decoder::new(&config)?,
             ids: IdAssigner::new(&config),
-            process: PostProcessor::new(&config)?,
+            process,
             model: WriteModelBuilder::new(&config),
             cdc: CdcReplayer::new(&config),
-            timeseries: TimeSeries::new(&config)?,
+            timeseries,
             config,
+            raw,
         })
     }
 
     /// The write `raw` becomes; `Ok(None)` when it writes nothing (a tombstone without
     /// `delete_on_null_values`, a change event without a document effect).
     pub fn convert(&self, raw: RawRecord<'_>) -> Result<Option<Converted>, RecordError> {
+        self.convert_at(raw, DateTime::now())
+    }
+
+    /// [`Self::convert`], with `now` as the time `update_one_timestamps` writes.
+    fn convert_at(
+        &self,
+        raw: RawRecord<'_>,
+        now: DateTime,
+    ) -> Result<Option<Converted>, RecordError> {
+        if !self.raw {
+            let Some((namespace, op)) = self.convert_document(raw, now)? else {
+                return Ok(None);
+            };
+            let op = RawWrite::encode(&op)?;
+            return Ok(Some(Converted { namespace, op }));
+        }
+        let mut record = SinkRecord {
+            topic: raw.topic.to_owned(),
+            partition: raw.partition,
+            offset: raw.offset,
+            timestamp: raw.timestamp,
+            key: self.decoder.key(raw.key)?,
+            value: None,
+        };
+        let value = self.decoder.raw_value(raw.value)?;
+        let namespace = self.namespace(&record)?;
+        let value = match value {
+            Some(value) => Some(self.ids.assign_raw(&record, value)?),
+            None => None,
+        };
+        // Key projections only: the value is left as it is (`keeps_values`).
+        self.process.apply(&mut record)?;
+        let op = match value {
+            Some(value) => self.model.build_raw(record, value, now)?,
+            None => self
+                .model
+                .build_at(&record, now)?
+                .as_ref()
+                .map(RawWrite::encode)
+                .transpose()?,
+        };
+        Ok(op.map(|op| Converted { namespace, op }))
+    }
+
+    /// The write `raw` becomes, its value read as a [`Document`] (CDC replay, projections,
+    /// renames, metadata, time series, a namespace from the value).
+    fn convert_document(
+        &self,
+        raw: RawRecord<'_>,
+        now: DateTime,
+    ) -> Result<Option<(Namespace, WriteOp)>, RecordError> {
         let mut record = SinkRecord {
             topic: raw.topic.to_owned(),
             partition: raw.partition,
@@ -99,11 +161,11 @@ impl Converter {
             if let (Some(series), Some(value)) = (&self.timeseries, record.value.as_mut()) {
                 series.convert(value)?;
             }
-            self.model.build(&record)?
+            self.model.build_at(&record, now)?
         } else {
             self.cdc.replay(&record)?
         };
-        Ok(op.map(|op| Converted { namespace, op }))
+        Ok(op.map(|op| (namespace, op)))
     }
 
     /// The time-series settings of the topic, when its collection is one.
@@ -224,11 +286,11 @@ mod tests {
         );
         assert_eq!(
             out.op,
-            WriteOp::Replace {
+            encoded(WriteOp::Replace {
                 filter: doc! {"_id": 5},
                 replacement: doc! {"_id": 5, "qty": 2},
                 upsert: true
-            }
+            })
         );
     }
 
@@ -270,9 +332,106 @@ mod tests {
             .expect("writes");
         assert_eq!(
             out.op,
-            WriteOp::Delete {
+            encoded(WriteOp::Delete {
                 filter: doc! {"_id": 9}
-            }
+            })
         );
+    }
+
+    fn encoded(op: WriteOp) -> RawWrite {
+        RawWrite::encode(&op).expect("encodes")
+    }
+
+    /// The raw path gives what the document path gives, for every id strategy and write
+    /// model it takes, values and tombstones, errors included (same stage, same message).
+    #[test]
+    fn the_raw_path_writes_what_the_document_path_writes() {
+        let now = DateTime::from_millis(1_700_000_000_000);
+        // `object_id` and `uuid` make a new id each time: `kafka_meta` stands for them (one
+        // code path chooses every generated id).
+        let configs = [
+            "id_strategy = \"provided_in_value\"",
+            "id_strategy = \"kafka_meta\"",
+            "id_strategy = \"kafka_meta\"\nid_overwrite_existing = true",
+            "id_strategy = \"full_key\"",
+            "id_strategy = \"provided_in_key\"",
+            "id_strategy = \"partial_key\"\nid_fields = [\"_id\"]",
+            "id_strategy = \"partial_value\"\nid_fields = [\"c.n\", \"q\"]\nid_overwrite_existing = true",
+            "id_strategy = \"partial_value\"\nid_fields = [\"c.n\"]\nid_fields_projection = \"block\"\nid_overwrite_existing = true",
+            "id_strategy = \"uuid_provided_in_value\"",
+            "id_strategy = \"uuid_provided_in_key\"",
+            "write_model = \"insert_one\"\nid_strategy = \"provided_in_value\"",
+            "write_model = \"update_one\"\nid_strategy = \"provided_in_value\"",
+            "write_model = \"update_one_timestamps\"\nid_strategy = \"provided_in_value\"",
+            "write_model = \"delete_one\"",
+            "write_model = \"replace_business_key\"\nbusiness_key_fields = [\"c.n\"]\nid_strategy = \"provided_in_value\"",
+            "delete_on_null_values = true\nid_strategy = \"provided_in_value\"",
+            "namespace_from = \"key\"\ncollection_field = \"k\"\nid_strategy = \"provided_in_value\"",
+            "key_allow_fields = [\"_id\"]\nwrite_model = \"delete_one\"",
+            "value_format = \"bson\"\nid_strategy = \"provided_in_value\"",
+        ];
+        let uuid = "00112233-4455-6677-8899-aabbccddeeff";
+        let json_values: Vec<Option<String>> = vec![
+            Some(r#"{"_id": 5, "q": 2, "c": {"n": "x"}}"#.into()),
+            Some(r#"{"q": 2, "c": {"n": "x"}, "_modifiedTS": 1, "_insertedTS": 2}"#.into()),
+            Some(format!(r#"{{"_id": "{uuid}", "q": {{"$numberLong": "7"}}}}"#)),
+            Some(r#"{"_id": {"$oid": "64b7f0c2a1b2c3d4e5f60718"}, "at": {"$date": "2023-11-14T22:13:20Z"}, "c": {"n": [1, {"a": null}]}}"#.into()),
+            Some(r#"{"_id": {"$ne": 1}, "q": 1}"#.into()),
+            Some(r#"{"_id": 1, "q": 1, "q": 2}"#.into()),
+            Some(r#"{"not json"#.into()),
+            None,
+        ];
+        let keys: Vec<Option<String>> = vec![
+            Some(r#"{"_id": 5, "k": "coll"}"#.into()),
+            Some(format!(r#"{{"_id": "{uuid}"}}"#)),
+            Some(r#"7"#.into()),
+            None,
+        ];
+        for extra in configs {
+            let c = converter(extra);
+            assert!(c.raw, "{extra}: not on the raw path");
+            let bson_values = extra.contains("\"bson\"");
+            for value in &json_values {
+                let value: Option<Vec<u8>> = match (value, bson_values) {
+                    (Some(v), true) => {
+                        let parsed: serde_json::Value = match serde_json::from_str(v) {
+                            Ok(parsed) => parsed,
+                            Err(_) => continue,
+                        };
+                        match Bson::try_from(parsed) {
+                            Ok(Bson::Document(d)) => Some(bson::to_vec(&d).expect("encodes")),
+                            _ => continue,
+                        }
+                    }
+                    (Some(v), false) => Some(v.clone().into_bytes()),
+                    (None, _) => None,
+                };
+                for key in &keys {
+                    let record = raw(key.as_deref().map(str::as_bytes), value.as_deref());
+                    let fast = c.convert_at(record, now);
+                    let slow = c.convert_document(record, now).and_then(|out| {
+                        out.map(|(namespace, op)| {
+                            RawWrite::encode(&op).map(|op| Converted { namespace, op })
+                        })
+                        .transpose()
+                    });
+                    assert_eq!(fast, slow, "{extra}\nkey {key:?}\nvalue {value:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn values_that_are_rewritten_take_the_document_path() {
+        for extra in [
+            "cdc_handler = \"mongodb\"",
+            "value_block_fields = [\"a\"]",
+            "field_renames = { a = \"b\" }",
+            "kafka_metadata_field = \"meta\"",
+            "namespace_from = \"value\"\ncollection_field = \"c\"",
+            "timeseries_time_field = \"ts\"",
+        ] {
+            assert!(!converter(extra).raw, "{extra}");
+        }
     }
 }

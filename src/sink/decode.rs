@@ -4,8 +4,9 @@
 //! ObjectId). Nesting deeper than MongoDB's 100 levels is refused, checked without
 //! recursion, so a hostile record cannot exhaust the stack.
 
-use bson::{Bson, Document, RawBsonRef, RawDocument};
+use bson::{Bson, Document, RawBsonRef, RawDocument, RawDocumentBuf};
 
+use super::extjson;
 use super::model::{RecordError, Stage, MAX_NESTING_DEPTH};
 use crate::avro::{AvroError, AvroReader};
 use crate::config::{RecordFormat, SinkConfig};
@@ -90,6 +91,42 @@ impl Decoder {
             None => decode_value(bytes, self.value_format),
         }
     }
+}
+
+impl Decoder {
+    /// The value as raw BSON, for the writes that take it as it is: JSON is read in one
+    /// pass ([`extjson`]) and BSON is checked and taken as it came; other formats, and JSON
+    /// the one-pass reader leaves alone, go through [`Self::value`].
+    pub fn raw_value(&self, bytes: Option<&[u8]>) -> Result<Option<RawDocumentBuf>, RecordError> {
+        let Some(bytes) = bytes.filter(|b| !b.is_empty()) else {
+            return raw(self.value(bytes)?);
+        };
+        match self.value_format {
+            RecordFormat::Json => {
+                // Bounded in depth and valid by construction; anything else is read below.
+                if let Some(doc) = extjson::document(bytes) {
+                    return Ok(Some(doc));
+                }
+            }
+            RecordFormat::Bson => {
+                let doc = RawDocument::from_bytes(bytes)
+                    .map_err(|e| error("value", format_args!("is not a BSON document: {e}")))?;
+                check_raw(doc, "value")?;
+                return Ok(Some(doc.to_raw_document_buf()));
+            }
+            _ => {}
+        }
+        raw(self.value(Some(bytes))?)
+    }
+}
+
+/// `doc` as raw BSON.
+fn raw(doc: Option<Document>) -> Result<Option<RawDocumentBuf>, RecordError> {
+    doc.map(|d| {
+        RawDocumentBuf::from_document(&d)
+            .map_err(|e| error("value", format_args!("cannot be encoded as BSON: {e}")))
+    })
+    .transpose()
 }
 
 fn error(part: &str, message: impl std::fmt::Display) -> RecordError {
@@ -248,6 +285,12 @@ fn check_depth(value: &Bson, part: &str) -> Result<(), RecordError> {
 fn bson(bytes: &[u8], part: &str) -> Result<Document, RecordError> {
     let raw = RawDocument::from_bytes(bytes)
         .map_err(|e| error(part, format_args!("is not a BSON document: {e}")))?;
+    check_raw(raw, part)?;
+    Document::try_from(raw).map_err(|e| error(part, format_args!("is not valid BSON: {e}")))
+}
+
+/// Walks every element of `raw` (which validates it) and bounds its depth, without recursion.
+fn check_raw(raw: &RawDocument, part: &str) -> Result<(), RecordError> {
     let mut stack = vec![(RawBsonRef::Document(raw), 0usize)];
     while let Some((value, depth)) = stack.pop() {
         if depth > MAX_NESTING_DEPTH {
@@ -267,7 +310,7 @@ fn bson(bytes: &[u8], part: &str) -> Result<Document, RecordError> {
             stack.push((child, depth + 1));
         }
     }
-    Document::try_from(raw).map_err(|e| error(part, format_args!("is not valid BSON: {e}")))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -410,6 +453,37 @@ mod tests {
                 let bytes = encode(too_deep.clone(), out).expect("encodes");
                 let err = decode_value(Some(&bytes), read).expect_err("too deep");
                 assert!(err.message.contains("deeper"), "{out:?}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_raw_reader_refuses_what_the_document_reader_refuses() {
+        let config: SinkConfig = toml::from_str("name = \"s\"\ntopics = [\"t\"]\ndatabase = \"d\"")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let decoder = Decoder::new(&config).unwrap_or_else(|e| panic!("{e}"));
+        for depth in [1usize, 98, 99, 100, 101, 102, 126, 127, 200] {
+            let docs = format!("{}1{}", "{\"a\": ".repeat(depth), "}".repeat(depth));
+            let arrays = format!(
+                "{{\"a\": {}1{}}}",
+                "[".repeat(depth - 1),
+                "]".repeat(depth - 1)
+            );
+            let mixed = format!(
+                "{}[{{\"d\": {{\"$date\": \"2023-11-14T22:13:20Z\"}}}}]{}",
+                "{\"a\": ".repeat(depth - 1),
+                "}".repeat(depth - 1)
+            );
+            for text in [docs, arrays, mixed] {
+                let slow = decode_value(Some(text.as_bytes()), RecordFormat::Json);
+                let fast = decoder.raw_value(Some(text.as_bytes()));
+                match (&slow, &fast) {
+                    (Ok(Some(slow)), Ok(Some(fast))) => {
+                        assert_eq!(&fast.to_document().expect("valid"), slow, "{depth}: {text}")
+                    }
+                    (Err(slow), Err(fast)) => assert_eq!(slow, fast, "{depth}"),
+                    _ => panic!("{depth}: {slow:?} against {fast:?}"),
+                }
             }
         }
     }

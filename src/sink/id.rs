@@ -4,7 +4,10 @@
 //! the key's. The `uuid_provided_*` strategies read a UUID (hyphenated or 32 hex digits, or
 //! binary subtype 4) and store it as binary subtype 4, as the connector does.
 
-use bson::{oid::ObjectId, spec::BinarySubtype, Binary, Bson, Document};
+use bson::{
+    oid::ObjectId, spec::BinarySubtype, Binary, Bson, Document, RawBson, RawDocument,
+    RawDocumentBuf,
+};
 
 use super::model::{RecordError, SinkRecord, Stage};
 use super::process::{allow_paths, block_paths, get_path};
@@ -37,10 +40,78 @@ impl IdAssigner {
 
     /// Sets the `_id` of `value`, the value of `record`.
     pub fn assign(&self, record: &SinkRecord, value: &mut Document) -> Result<(), RecordError> {
+        let chosen = self.choose(record, value.get("_id"), || self.partial(value, "value"))?;
+        if let Some(id) = chosen {
+            value.insert("_id", id);
+        }
+        Ok(())
+    }
+
+    /// [`Self::assign`] for a value in raw BSON: a new `_id` takes the place of the old one,
+    /// or goes last when there was none (where [`Document::insert`] puts it).
+    pub fn assign_raw(
+        &self,
+        record: &SinkRecord,
+        value: RawDocumentBuf,
+    ) -> Result<RawDocumentBuf, RecordError> {
+        let existing = match value.get("_id") {
+            Ok(Some(id)) => Some(raw_to_bson(id)?),
+            Ok(None) => None,
+            Err(e) => return Err(error(format!("the value is not valid BSON: {e}"))),
+        };
+        let chosen = self.choose(record, existing.as_ref(), || {
+            self.partial(&self.partial_source(&value)?, "value")
+        })?;
+        let Some(id) = chosen else { return Ok(value) };
+        let id = RawBson::try_from(id).map_err(|e| error(format!("the `_id` is not BSON: {e}")))?;
+        let mut out = RawDocumentBuf::new();
+        let mut replaced = false;
+        for field in value.iter() {
+            let (key, field) =
+                field.map_err(|e| error(format!("the value is not valid BSON: {e}")))?;
+            if key == "_id" {
+                out.append_ref(key, id.as_raw_bson_ref());
+                replaced = true;
+            } else {
+                out.append_ref(key, field);
+            }
+        }
+        if !replaced {
+            out.append_ref("_id", id.as_raw_bson_ref());
+        }
+        Ok(out)
+    }
+
+    /// What of a raw value `partial_value` reads: with an allow list, only the top-level
+    /// fields the list goes through (the projection keeps nothing else), else all of it.
+    fn partial_source(&self, value: &RawDocument) -> Result<Document, RecordError> {
+        let invalid = |e: bson::raw::Error| error(format!("the value is not valid BSON: {e}"));
+        if self.projection == IdProjection::Block {
+            return Document::try_from(value).map_err(invalid);
+        }
+        let mut doc = Document::new();
+        for field in value.iter() {
+            let (key, field) = field.map_err(invalid)?;
+            let used = self.fields.iter().any(|f| f.split('.').next() == Some(key));
+            if used {
+                doc.insert(key, raw_to_bson(field)?);
+            }
+        }
+        Ok(doc)
+    }
+
+    /// The `_id` the strategy gives a value whose `_id` is `existing`; `None` keeps it.
+    /// `partial_value` makes the `partial_value` strategy's id, when that is the strategy.
+    fn choose(
+        &self,
+        record: &SinkRecord,
+        existing: Option<&Bson>,
+        partial_value: impl FnOnce() -> Result<Bson, RecordError>,
+    ) -> Result<Option<Bson>, RecordError> {
         let id = match self.strategy {
             IdStrategy::ProvidedInValue => {
-                return match value.get("_id") {
-                    Some(_) => Ok(()),
+                return match existing {
+                    Some(_) => Ok(None),
                     None => Err(error("the value has no `_id` (id_strategy = \"provided_in_value\")")),
                 }
             }
@@ -69,9 +140,9 @@ impl IdAssigner {
                 }
             },
             IdStrategy::UuidProvidedInValue => {
-                uuid_id(value.get("_id"), "value", "uuid_provided_in_value")?
+                uuid_id(existing, "value", "uuid_provided_in_value")?
             }
-            _ if value.contains_key("_id") && !self.overwrite => return Ok(()),
+            _ if existing.is_some() && !self.overwrite => return Ok(None),
             IdStrategy::ObjectId => Bson::ObjectId(ObjectId::new()),
             IdStrategy::KafkaMeta => Bson::String(format!(
                 "{}-{}-{}",
@@ -99,10 +170,9 @@ impl IdAssigner {
                     ))
                 }
             },
-            IdStrategy::PartialValue => self.partial(value, "value")?,
+            IdStrategy::PartialValue => partial_value()?,
         };
-        value.insert("_id", id);
-        Ok(())
+        Ok(Some(id))
     }
 
     fn partial(&self, doc: &Document, side: &str) -> Result<Bson, RecordError> {
@@ -129,6 +199,12 @@ impl IdAssigner {
             }
         }
     }
+}
+
+/// A raw value as a [`Bson`] (small values: ids, fields an id is made of).
+pub fn raw_to_bson(value: bson::RawBsonRef<'_>) -> Result<Bson, RecordError> {
+    Bson::try_from(value.to_raw_bson())
+        .map_err(|e| error(format!("the value is not valid BSON: {e}")))
 }
 
 /// The UUID in `id` (the `_id` of the record's `side`) as binary subtype 4.

@@ -14,6 +14,7 @@ pub mod cdc;
 pub mod consumer;
 pub mod convert;
 pub mod decode;
+pub mod extjson;
 pub mod id;
 pub mod lease;
 pub mod model;
@@ -48,6 +49,11 @@ use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
 use crate::ops::status::StatusBoard;
 use crate::pipeline::{PipelineEnv, StopPipeline};
+
+/// Bulk writes a pipeline converts and sends at once, whatever its number of partitions:
+/// the driver's default pool holds 10 connections, and what a batch takes beyond its records
+/// (statements, command, the driver's copy) stays bounded per pipeline, not per partition.
+pub const WRITES_IN_FLIGHT: usize = 8;
 
 /// How often the consumer reports its lag per partition.
 const CONSUMER_STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
@@ -181,6 +187,7 @@ impl SinkSupervisor {
             metrics: self.metrics.clone(),
             supervisor: ctx.address().recipient(),
             time_series_ready: Mutex::default(),
+            writes_in_flight: tokio::sync::Semaphore::new(WRITES_IN_FLIGHT),
         });
         let make_writer = writer_factory(
             config.clone(),

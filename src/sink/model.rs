@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use bson::{Bson, Document};
+use bson::{Bson, Document, RawArrayBuf, RawBson, RawDocument, RawDocumentBuf};
 
 /// A Kafka record with its key and value decoded.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +85,128 @@ impl WriteOp {
             Self::Replace { filter, .. }
             | Self::Update { filter, .. }
             | Self::Delete { filter } => filter.get("_id").filter(|_| filter.len() == 1),
+        }
+    }
+}
+
+/// A write as a bulk command carries it: its documents raw BSON, encoded once, moved (never
+/// copied) from the record's value into the statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawWrite {
+    /// Insert the document.
+    Insert(RawDocumentBuf),
+    /// Replace the document matching `filter`.
+    Replace {
+        /// Which document.
+        filter: RawDocumentBuf,
+        /// The new document.
+        replacement: RawDocumentBuf,
+        /// Insert when nothing matches.
+        upsert: bool,
+    },
+    /// Update the document matching `filter`.
+    Update {
+        /// Which document.
+        filter: RawDocumentBuf,
+        /// Update operators (a document) or an aggregation pipeline (an array).
+        update: RawBson,
+        /// Insert when nothing matches.
+        upsert: bool,
+    },
+    /// Delete the document matching `filter`.
+    Delete {
+        /// Which document.
+        filter: RawDocumentBuf,
+    },
+}
+
+impl RawWrite {
+    /// The raw form of `op`: where a write is built as a [`Document`] (CDC replay, business
+    /// keys, tombstones), this is the one place it is encoded.
+    pub fn encode(op: &WriteOp) -> Result<Self, RecordError> {
+        let raw = |doc: &Document| {
+            RawDocumentBuf::from_document(doc)
+                .map_err(|e| RecordError::new(Stage::Write, format!("cannot encode as BSON: {e}")))
+        };
+        Ok(match op {
+            WriteOp::Insert(doc) => Self::Insert(raw(doc)?),
+            WriteOp::Replace {
+                filter,
+                replacement,
+                upsert,
+            } => Self::Replace {
+                filter: raw(filter)?,
+                replacement: raw(replacement)?,
+                upsert: *upsert,
+            },
+            WriteOp::Update {
+                filter,
+                update,
+                upsert,
+            } => Self::Update {
+                filter: raw(filter)?,
+                update: match update {
+                    UpdateSpec::Operators(doc) => RawBson::Document(raw(doc)?),
+                    UpdateSpec::Pipeline(stages) => {
+                        let mut array = RawArrayBuf::new();
+                        for stage in stages {
+                            array.push(raw(stage)?);
+                        }
+                        RawBson::Array(array)
+                    }
+                },
+                upsert: *upsert,
+            },
+            WriteOp::Delete { filter } => Self::Delete {
+                filter: raw(filter)?,
+            },
+        })
+    }
+
+    /// The filter that identifies the document written, `None` for an insert.
+    pub fn filter(&self) -> Option<&RawDocument> {
+        match self {
+            Self::Insert(_) => None,
+            Self::Replace { filter, .. }
+            | Self::Update { filter, .. }
+            | Self::Delete { filter } => Some(filter),
+        }
+    }
+
+    /// The `_id` of the document written, when the write names exactly one, as the bytes of
+    /// a one-field document holding it: two writes with equal keys name the same document.
+    pub fn document_id(&self) -> Option<Vec<u8>> {
+        let (doc, filter) = match self {
+            Self::Insert(doc) => (doc.as_ref(), false),
+            Self::Replace { filter, .. }
+            | Self::Update { filter, .. }
+            | Self::Delete { filter } => (filter.as_ref(), true),
+        };
+        let mut id = None;
+        let mut fields = 0;
+        for field in doc.iter() {
+            let (key, value) = field.ok()?;
+            fields += 1;
+            if key == "_id" {
+                id = Some(value);
+            }
+        }
+        // A filter on more than `_id` may match no document at all: not one to reorder.
+        if filter && fields != 1 {
+            return None;
+        }
+        let mut key = RawDocumentBuf::new();
+        key.append_ref("", id?);
+        Some(key.into_bytes())
+    }
+
+    /// `insert`, `replace`, `update` or `delete`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Insert(_) => "insert",
+            Self::Replace { .. } => "replace",
+            Self::Update { .. } => "update",
+            Self::Delete { .. } => "delete",
         }
     }
 }

@@ -215,6 +215,14 @@ impl PostProcessor {
         })
     }
 
+    /// Whether the processors leave values as they are (they may still project keys).
+    pub fn keeps_values(&self) -> bool {
+        matches!(self.value, Projection::None)
+            && self.renames.is_empty()
+            && self.regex_renames.is_empty()
+            && self.metadata_field.is_none()
+    }
+
     /// Applies every processor to `record`'s key (when a document) and value.
     pub fn apply(&self, record: &mut SinkRecord) -> Result<(), RecordError> {
         if let Some(Bson::Document(key)) = &mut record.key {

@@ -30,10 +30,10 @@
 //! operator (a document with a `$` key) or as a pattern (a regex) is refused, so a crafted
 //! record cannot make a delete or update match some other document.
 
-use bson::{doc, Bson, DateTime, Document};
+use bson::{doc, Bson, DateTime, Document, RawBson, RawBsonRef, RawDocument, RawDocumentBuf};
 
-use super::id::key_id;
-use super::model::{RecordError, SinkRecord, Stage, UpdateSpec, WriteOp};
+use super::id::{key_id, raw_to_bson};
+use super::model::{RawWrite, RecordError, SinkRecord, Stage, UpdateSpec, WriteOp};
 use super::process::get_path;
 use crate::config::{DeleteWriteModel, SinkConfig, WriteModelKind};
 
@@ -139,6 +139,71 @@ impl WriteModelBuilder {
         Ok(Some(op))
     }
 
+    /// [`Self::build_at`] for `record` whose value is `value`, in raw BSON with its `_id`
+    /// set: `replace_one` and `insert_one` take the value as the statement's document as it
+    /// is, `update_one` and `update_one_timestamps` copy its fields once into their `$set`.
+    /// The business key models read the value as a [`Document`], here only.
+    pub fn build_raw(
+        &self,
+        mut record: SinkRecord,
+        value: RawDocumentBuf,
+        now: DateTime,
+    ) -> Result<Option<RawWrite>, RecordError> {
+        let encode = |op: Option<WriteOp>| op.as_ref().map(RawWrite::encode).transpose();
+        let write = match self.kind {
+            WriteModelKind::DeleteOne => return encode(Some(self.delete_by_key(&record)?)),
+            WriteModelKind::ReplaceOne => RawWrite::Replace {
+                filter: raw_id_filter(&value)?,
+                replacement: value,
+                upsert: true,
+            },
+            WriteModelKind::InsertOne => {
+                // Without an `_id` a redelivered record would be inserted twice. (An insert
+                // has no filter: any `_id` is a value.)
+                match value.get("_id") {
+                    Ok(Some(_)) => RawWrite::Insert(value),
+                    Ok(None) => return Err(error("the document has no `_id`")),
+                    Err(e) => return Err(error(format!("the document is not valid BSON: {e}"))),
+                }
+            }
+            WriteModelKind::UpdateOne => {
+                let filter = raw_id_filter(&value)?;
+                let mut update = RawDocumentBuf::new();
+                update.append("$set", without_raw(&value, &["_id"], None)?);
+                RawWrite::Update {
+                    filter,
+                    update: RawBson::Document(update),
+                    upsert: true,
+                }
+            }
+            WriteModelKind::UpdateOneTimestamps => {
+                let filter = raw_id_filter(&value)?;
+                let set = without_raw(&value, &["_id", INSERTED_FIELD], Some(now))?;
+                let mut update = RawDocumentBuf::new();
+                update.append("$set", set);
+                let mut inserted = RawDocumentBuf::new();
+                inserted.append(INSERTED_FIELD, now);
+                update.append("$setOnInsert", inserted);
+                RawWrite::Update {
+                    filter,
+                    update: RawBson::Document(update),
+                    upsert: true,
+                }
+            }
+            WriteModelKind::ReplaceBusinessKey
+            | WriteModelKind::UpdateBusinessKeyTimestamps
+            | WriteModelKind::DeleteBusinessKey => {
+                record.value = Some(
+                    value
+                        .to_document()
+                        .map_err(|e| error(format!("the document is not valid BSON: {e}")))?,
+                );
+                return encode(self.build_at(&record, now)?);
+            }
+        };
+        Ok(Some(write))
+    }
+
     fn delete_by_key(&self, record: &SinkRecord) -> Result<WriteOp, RecordError> {
         // `key_id` reports as the id step; what failed here is building the delete.
         let id = key_id(record).map_err(|e| {
@@ -188,6 +253,52 @@ fn timestamped_update(filter: Document, value: &Document, now: DateTime) -> Writ
         update: UpdateSpec::Operators(doc! {"$set": set, "$setOnInsert": {INSERTED_FIELD: now}}),
         upsert: true,
     }
+}
+
+/// `{_id: <the value's _id>}`, refused as [`id_filter`] refuses it.
+fn raw_id_filter(value: &RawDocument) -> Result<RawDocumentBuf, RecordError> {
+    let id = match value.get("_id") {
+        Ok(Some(id)) => id,
+        Ok(None) => return Err(error("the document has no `_id`")),
+        Err(e) => return Err(error(format!("the document is not valid BSON: {e}"))),
+    };
+    // Only a document or a regex can be refused; other ids are taken without a look.
+    if matches!(
+        id,
+        RawBsonRef::Document(_) | RawBsonRef::RegularExpression(_)
+    ) {
+        literal("_id", &raw_to_bson(id)?)?;
+    }
+    let mut filter = RawDocumentBuf::new();
+    filter.append_ref("_id", id);
+    Ok(filter)
+}
+
+/// `value` without the fields `skip`, with `_modifiedTS` set to `modified` when given (in
+/// its place when the value has it, else last: where [`Document::insert`] puts it).
+fn without_raw(
+    value: &RawDocument,
+    skip: &[&str],
+    modified: Option<DateTime>,
+) -> Result<RawDocumentBuf, RecordError> {
+    let mut out = RawDocumentBuf::new();
+    let mut stamped = false;
+    for field in value.iter() {
+        let (key, field) =
+            field.map_err(|e| error(format!("the document is not valid BSON: {e}")))?;
+        match modified {
+            Some(now) if key == MODIFIED_FIELD => {
+                out.append(key, now);
+                stamped = true;
+            }
+            _ if skip.contains(&key) => {}
+            _ => out.append_ref(key, field),
+        }
+    }
+    if let (Some(now), false) = (modified, stamped) {
+        out.append(MODIFIED_FIELD, now);
+    }
+    Ok(out)
 }
 
 fn value_id(value: &Document) -> Result<Bson, RecordError> {

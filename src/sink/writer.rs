@@ -2,7 +2,9 @@
 //!
 //! Records arrive in partition order through a bounded mailbox, fed by the partition's
 //! reader task (see `consumer`). The writer collects them into a batch (`max_batch_size`
-//! records or `max_batch_delay`), converts each, writes the batch with [`bulk::execute`],
+//! records or `max_batch_delay`), waits for one of the pipeline's `WRITES_IN_FLIGHT` turns,
+//! converts each record into a raw BSON write, prepares the statements once
+//! ([`bulk::prepare`]), writes them with [`bulk::execute`] (again on a retry),
 //! sends what MongoDB or the converter refused to the dead letter topic (or stops the
 //! pipeline, naming the record), and only then commits the partition's offset, as
 //! [`PartitionBatch`] decides. While a batch is being written the writer reads no more
@@ -24,7 +26,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 
 use super::batch::PartitionBatch;
-use super::bulk::{self, Item, Outcome};
+use super::bulk::{self, Item, Outcome, Prepared};
 use super::convert::{Converter, Namespace, RawRecord};
 use super::lease::{Incarnation, Lease};
 use super::model::{RecordError, Stage};
@@ -125,6 +127,10 @@ pub struct WriterShared {
     pub supervisor: Recipient<WriterFailed>,
     /// The time-series collections known to exist (created by a writer, or found).
     pub time_series_ready: Mutex<HashSet<Namespace>>,
+    /// Batches being converted and written at once, across the pipeline's writers: what a
+    /// batch takes beyond its records (its statements, the command, the driver's copy) is
+    /// held by at most this many, however many partitions the pipeline has.
+    pub writes_in_flight: tokio::sync::Semaphore,
 }
 
 /// The settings of one writer (its topic's).
@@ -491,6 +497,17 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
     shared
         .metrics
         .records_consumed(pipeline, &job.topic, entries.len() as u64);
+    let permit = tokio::select! {
+        permit = shared.writes_in_flight.acquire() => permit.ok(),
+        () = job.lease.ended() => None,
+    };
+    let Some(permit) = permit else {
+        // Revoked while waiting for its turn: the next owner writes these records.
+        return BatchDone {
+            committed: None,
+            failure: None,
+        };
+    };
     let batch = PartitionBatch::new(
         entries
             .iter()
@@ -532,6 +549,8 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
             }
         }
     }
+    // Encoded once: a retry sends the same statements again.
+    let prepared = bulk::prepare(items);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let outcome = loop {
         if !job.lease.is_live() {
@@ -541,7 +560,7 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
                 failure: None,
             };
         }
-        match write_items(&shared, &settings, &items).await {
+        match write_items(&shared, &settings, &prepared).await {
             Ok(outcome) => break outcome,
             Err(error) if backoff.failures() >= settings.max_retries => {
                 return BatchDone {
@@ -560,6 +579,8 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
             }
         }
     };
+    drop(prepared);
+    drop(permit);
     for (kind, n) in &outcome.applied {
         shared.metrics.sink_written(pipeline, kind, *n);
     }
@@ -619,7 +640,7 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
 async fn write_items(
     shared: &WriterShared,
     settings: &WriterSettings,
-    items: &[Item],
+    prepared: &Prepared,
 ) -> Result<Outcome, String> {
     if let Some(series) = settings.converter.timeseries() {
         let missing: Vec<Namespace> = {
@@ -627,9 +648,8 @@ async fn write_items(
                 .time_series_ready
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let mut missing: Vec<Namespace> = items
-                .iter()
-                .map(|i| &i.namespace)
+            let mut missing: Vec<Namespace> = prepared
+                .namespaces()
                 .filter(|ns| !ready.contains(*ns))
                 .cloned()
                 .collect();
@@ -651,7 +671,7 @@ async fn write_items(
                 .insert(namespace);
         }
     }
-    bulk::execute(&shared.mongo, items)
+    bulk::execute(&shared.mongo, prepared)
         .await
         .map_err(|e| e.to_string())
 }
