@@ -364,10 +364,8 @@ async fn a_registry_down_mid_stream_delays_the_source_and_loses_nothing() {
     registry_script(&["up"], &env);
     let reader = mongo_kafka_bridge::avro::AvroReader::new(
         &mongo_kafka_bridge::config::SchemaRegistryConfig {
-            url: url.clone(),
-            username: None,
-            password: None,
             timeout: std::time::Duration::from_secs(5),
+            ..mongo_kafka_bridge::config::SchemaRegistryConfig::at(url.clone())
         },
     )
     .expect("a reader");
@@ -506,10 +504,10 @@ async fn a_registry_down_holds_the_sink_back_and_loses_nothing() {
     }
     let _down = Down(&env);
     let config = mongo_kafka_bridge::config::SchemaRegistryConfig {
-        url: format!("http://127.0.0.1:{port}/apis/ccompat/v7"),
-        username: None,
-        password: None,
         timeout: std::time::Duration::from_secs(5),
+        ..mongo_kafka_bridge::config::SchemaRegistryConfig::at(format!(
+            "http://127.0.0.1:{port}/apis/ccompat/v7"
+        ))
     };
     let register = || {
         let writer = mongo_kafka_bridge::avro::AvroWriter::new(&config).expect("a writer");

@@ -44,7 +44,7 @@ use crate::clients::{kafka, ClientError};
 use crate::config::{Delivery, KafkaConfig, SourceConfig, StartupMode};
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
-use crate::pipeline::{PipelineEnv, StopPipeline};
+use crate::pipeline::{registry_readiness, PipelineEnv, StopPipeline};
 
 /// Why a source pipeline or one of its readers failed.
 #[derive(Debug, thiserror::Error)]
@@ -356,7 +356,10 @@ impl SourceSupervisor {
         .start();
         let shared = Arc::new(ReaderContext {
             config: self.config.clone(),
-            conversion: Conversion::for_source(&self.config),
+            conversion: Conversion::for_source(
+                &self.config,
+                Some(registry_readiness(&self.readiness, &self.config.name)),
+            ),
             topics,
             mongo: self.mongo.clone(),
             producer: producer.clone(),
@@ -764,6 +767,8 @@ impl Handler<StopPipeline> for SourceSupervisor {
         self.stopping = true;
         // A stopped pipeline reports nothing any more: a reload may have removed it.
         self.readiness.clear(&health::pipeline(&self.config.name));
+        self.readiness
+            .clear(&health::schema_registry(&self.config.name));
         self.readiness
             .clear_prefix(&health::reader(&self.config.name, ""));
         let readers: Vec<_> = self
