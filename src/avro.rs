@@ -1056,9 +1056,22 @@ mod tests {
             "min": Bson::MinKey,
             "mixed": [1, "two", { "three": 3 }],
             "undefined": Bson::Undefined,
+            "max": Bson::MaxKey,
+            "code": Bson::JavaScriptCode("f()".into()),
+            "scoped": bson::JavaScriptCodeWithScope { code: "x".into(), scope: doc! { "x": 1 } },
+            "pointer": Bson::try_from(json!({"$dbPointer": {"$ref": "db.c", "$id": {"$oid": "64b7f0c2a1b2c3d4e5f60718"}}})).expect("a DBPointer"),
+            "symbol": Bson::Symbol("sym".into()),
+            "inf": f64::INFINITY,
         };
         let (schema, back) = round_trip(&doc);
-        for name in ["nan", "regex", "ts", "min", "mixed"] {
+        assert_eq!(field_type(&schema, "symbol"), &json!("string"));
+        assert_eq!(back.get_str("symbol").ok(), Some("sym"));
+        assert_eq!(field_type(&schema, "inf"), &json!("double"));
+        assert_eq!(back.get_f64("inf").ok(), Some(f64::INFINITY));
+        assert_eq!(back.get_str("code").ok(), Some(r#"{"$code":"f()"}"#));
+        for name in [
+            "nan", "regex", "ts", "min", "mixed", "max", "code", "scoped", "pointer",
+        ] {
             assert_eq!(field_type(&schema, name), &json!("string"), "{name}");
         }
         assert_eq!(
