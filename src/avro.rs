@@ -766,6 +766,11 @@ struct InferredSchema {
 /// The cache key of the given schema's id (inferred ones are keyed by shape and name).
 const GIVEN: u128 = 0;
 
+/// The most inferred schemas (and their ids) a writer keeps: change events whose
+/// `updatedFields` name ever new fields are ever new shapes, so the caches start over when
+/// full rather than grow without end (a schema dropped is inferred and its id asked again).
+const MAX_CACHED_SHAPES: usize = 4096;
+
 impl AvroWriter {
     /// A writer registering in the registry `config` names.
     pub fn new(config: &SchemaRegistryConfig) -> Result<Self, String> {
@@ -841,10 +846,15 @@ impl AvroWriter {
         let schema = Schema::parse_str(&text)
             .map_err(|e| AvroError::Invalid(format!("inferred schema {text}: {e}")))?;
         let found = Arc::new(InferredSchema { text, schema });
-        self.shapes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, found.clone());
+        let mut shapes = self.shapes.lock().unwrap_or_else(PoisonError::into_inner);
+        if shapes.len() >= MAX_CACHED_SHAPES {
+            shapes.clear();
+            self.ids
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|key, _| *key == GIVEN);
+        }
+        shapes.insert(key, found.clone());
         Ok(found)
     }
 

@@ -32,6 +32,9 @@ pub const MAGIC_BYTE: u8 = 0;
 /// filling the memory.
 const MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// The most (subject, schema) → id entries a client keeps.
+const MAX_CACHED_IDS: usize = 4096;
+
 /// Why the registry did not give what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
@@ -204,10 +207,13 @@ impl RegistryClient {
             .and_then(Value::as_u64)
             .and_then(|id| u32::try_from(id).ok())
             .ok_or_else(|| self.unreachable(format!("{what}: the answer has no id: {answer}")))?;
-        self.ids
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(cache_key, id);
+        let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+        // Ever new schemas (change events naming ever new fields) must not grow it without
+        // end: start over when full; a schema dropped costs one request again.
+        if ids.len() >= MAX_CACHED_IDS {
+            ids.clear();
+        }
+        ids.insert(cache_key, id);
         Ok(id)
     }
 
