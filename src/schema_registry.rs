@@ -124,7 +124,8 @@ pub struct RegistryClient {
     timeout: Duration,
     tls: Option<Arc<rustls::ClientConfig>>,
     reachability: Option<Reachability>,
-    ids: Mutex<HashMap<(String, String), u32>>,
+    /// Subject → schema text → id: looked up without copying the text.
+    ids: Mutex<HashMap<String, HashMap<String, u32>>>,
     schemas: Mutex<HashMap<u32, Arc<RegisteredSchema>>>,
 }
 
@@ -176,14 +177,14 @@ impl RegistryClient {
         schema_type: &str,
         schema: &str,
     ) -> Result<u32, RegistryError> {
-        let cache_key = (subject.to_owned(), schema.to_owned());
-        if let Some(id) = self
+        let cached = self
             .ids
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&cache_key)
-        {
-            return Ok(*id);
+            .get(subject)
+            .and_then(|schemas| schemas.get(schema).copied());
+        if let Some(id) = cached {
+            return Ok(id);
         }
         let mut body = serde_json::json!({ "schema": schema });
         if schema_type != "AVRO" {
@@ -210,10 +211,12 @@ impl RegistryClient {
         let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
         // Ever new schemas (change events naming ever new fields) must not grow it without
         // end: start over when full; a schema dropped costs one request again.
-        if ids.len() >= MAX_CACHED_IDS {
+        if ids.values().map(HashMap::len).sum::<usize>() >= MAX_CACHED_IDS {
             ids.clear();
         }
-        ids.insert(cache_key, id);
+        ids.entry(subject.to_owned())
+            .or_default()
+            .insert(schema.to_owned(), id);
         Ok(id)
     }
 
