@@ -54,7 +54,17 @@ pub enum RegistryError {
         /// The id asked for.
         id: u32,
     },
-    /// The registry refused the request (an invalid or incompatible schema, bad credentials).
+    /// The registry refused a new schema under the subject's compatibility rule (HTTP 409).
+    #[error("schema registry at {url} refused the new schema of `{subject}` (HTTP 409): it breaks the subject's compatibility rule: {body}")]
+    Incompatible {
+        /// The registry.
+        url: String,
+        /// The subject.
+        subject: String,
+        /// The registry's reason, cut to 500 bytes.
+        body: String,
+    },
+    /// The registry refused the request (an invalid schema, bad credentials).
     #[error("schema registry at {url} answered {status} to {what}: {body}")]
     Refused {
         /// The registry.
@@ -74,7 +84,7 @@ impl RegistryError {
         match self {
             Self::Unreachable { .. } => true,
             Self::Refused { status, .. } => *status >= 500 || *status == 429,
-            Self::UnknownId { .. } => false,
+            Self::UnknownId { .. } | Self::Incompatible { .. } => false,
         }
     }
 }
@@ -199,7 +209,18 @@ impl RegistryClient {
             // again it answers with the id. A schema refused as incompatible is refused again.
             Err(RegistryError::Refused { status: 409, .. }) => {
                 std::thread::sleep(Duration::from_millis(100));
-                self.request("POST", &path, Some(&body), &what)?
+                match self.request("POST", &path, Some(&body), &what) {
+                    Err(RegistryError::Refused {
+                        status: 409, body, ..
+                    }) => {
+                        return Err(RegistryError::Incompatible {
+                            url: self.url.clone(),
+                            subject: subject.to_owned(),
+                            body,
+                        })
+                    }
+                    other => other?,
+                }
             }
             other => other?,
         };

@@ -865,7 +865,8 @@ async fn schema_evolution_follows_the_subjects_compatibility_and_refusals_are_de
     assert_eq!(dead.len(), 1, "log:\n{}", daemon.log());
     let reason = header(&dead[0], "mkb.error");
     assert!(
-        reason.contains("409") && reason.contains(&format!("{topic}-value")),
+        reason.contains("(HTTP 409): it breaks the subject's compatibility rule")
+            && reason.contains(&format!("`{topic}-value`")),
         "the refusal and the subject: {reason}"
     );
     // The refused event is in the dead letter, whole (nothing lost).
