@@ -103,15 +103,15 @@ impl Writer {
                 .as_ref()
                 .ok_or("the `avro` and `json_schema` formats need `schema_registry`")
         };
-        Ok(Some(match (format, given) {
-            (OutputFormat::Avro, given) => {
+        Ok(Some(match format {
+            OutputFormat::Avro => {
                 let writer = AvroWriter::new(registry()?)?.reporting_to(hook);
                 Self::Avro(Arc::new(match given {
                     Some(text) => writer.with_schema(text)?,
                     None => writer,
                 }))
             }
-            (OutputFormat::JsonSchema, given) => {
+            OutputFormat::JsonSchema => {
                 let writer = JsonSchemaWriter::new(registry()?)?.reporting_to(hook);
                 Self::JsonSchema(Arc::new(match given {
                     Some(text) => writer.with_schema(text)?,
