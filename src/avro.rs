@@ -117,6 +117,12 @@ fn avro_name(key: &str) -> String {
     name
 }
 
+/// Whether `key` is a valid Avro name as it is (what [`avro_name`] leaves unchanged).
+fn is_avro_name(key: &str) -> bool {
+    key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 fn unique(name: String, taken: &mut HashSet<String>) -> String {
     let mut candidate = name.clone();
     let mut n = 2;
@@ -189,6 +195,9 @@ fn array(items: &[Bson], path: &str) -> (Json, Value) {
 pub fn shape(doc: &Document) -> (u128, Value) {
     let mut fingerprint = Fingerprint::new(SHAPE_RECORD);
     let mut values = Vec::with_capacity(doc.len());
+    // Keys that are valid Avro names already (most) are the names `record` gives them: no
+    // renaming, so no name can collide.
+    let renamed = !doc.keys().all(|key| is_avro_name(key));
     let mut taken = HashSet::new();
     for (key, bson) in doc {
         let (child, value) = shape_of(bson);
@@ -199,7 +208,11 @@ pub fn shape(doc: &Document) -> (u128, Value) {
             Value::Null => Value::Null,
             value => Value::Union(1, Box::new(value)),
         };
-        values.push((unique(avro_name(key), &mut taken), value));
+        let name = match renamed {
+            true => unique(avro_name(key), &mut taken),
+            false => key.clone(),
+        };
+        values.push((name, value));
     }
     (fingerprint.finish(), Value::Record(values))
 }
