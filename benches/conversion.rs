@@ -9,10 +9,13 @@
 //!   `sink_convert/cdc_mongodb` replays the source's own change events instead (a
 //!   `Document` path). The sink's target (issue 13) is ≥ 300,000 records/s per core.
 //!
-//! `source_format/avro` needs the schema registry of `test-services/services.sh up` (or one
-//! at `SCHEMA_REGISTRY_URL`), asked once to register the schema; without one it is left out,
-//! saying so. Its figure is the steady state: schema inferred and encoded per event, the
-//! registry's id from the cache.
+//! `source_format/avro` and `source_format/json_schema` need the schema registry of
+//! `test-services/services.sh up` (or one at `SCHEMA_REGISTRY_URL`), asked once to register
+//! the schemas; without one they are left out, saying so. Their figure is the steady state:
+//! the schema and the registry's id from the caches. `source_format/avro_infer_each` is the
+//! Avro path as it was before schemas were cached by document shape (a schema inferred,
+//! serialized and looked up by its text for every key and value), rebuilt here from the
+//! crate's public parts, so the two are compared in one run.
 //!
 //! - `source_raw/<path>/<format>`: what the reader does with each event the driver returns
 //!   as raw BSON: `old` decodes it into a `Document` and converts that (the path before issue
@@ -26,6 +29,7 @@
 mod common;
 
 use std::hint::black_box;
+use std::sync::Arc;
 
 use bson::{Bson, Document};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -49,6 +53,7 @@ fn source_format(c: &mut Criterion) {
         let conversion = Conversion {
             key: KeyMode::DocumentKey,
             format,
+            key_format: format,
             full_document_only: false,
             tombstone_on_delete: false,
             registered: None,
@@ -66,8 +71,11 @@ fn source_format(c: &mut Criterion) {
             )
         });
     }
-    if let Some(conversion) = avro_conversion(&events) {
-        group.bench_function("avro", |b| {
+    for format in ["avro", "json_schema"] {
+        let Some(conversion) = registry_conversion(&events, format) else {
+            continue;
+        };
+        group.bench_function(format, |b| {
             b.iter_batched(
                 || events.clone(),
                 |events| {
@@ -79,6 +87,18 @@ fn source_format(c: &mut Criterion) {
             )
         });
     }
+    let before = InferEach::default();
+    group.bench_function("avro_infer_each", |b| {
+        b.iter_batched(
+            || events.clone(),
+            |events| {
+                for event in events {
+                    let _ = black_box(before.convert(event));
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
     group.finish();
 }
 
@@ -99,6 +119,7 @@ fn source_raw(c: &mut Criterion) {
         let conversion = Conversion {
             key: KeyMode::DocumentKey,
             format,
+            key_format: format,
             full_document_only: false,
             tombstone_on_delete: false,
             registered: None,
@@ -134,24 +155,72 @@ fn source_raw(c: &mut Criterion) {
     group.finish();
 }
 
-/// The `format = "avro"` conversion, its schemas registered by converting `events[0]` once;
-/// `None`, said on stderr, when no registry answers.
-fn avro_conversion(events: &[Document]) -> Option<Conversion> {
+/// The `format` (`avro`, `json_schema`) conversion, its schemas registered by converting
+/// `events[0]` once; `None`, said on stderr, when no registry answers.
+fn registry_conversion(events: &[Document], format: &str) -> Option<Conversion> {
     let url = std::env::var("SCHEMA_REGISTRY_URL")
         .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".to_owned());
     let text = format!(
-        "name = \"bench\"\ndatabase = \"shop\"\ncollection = \"orders\"\nformat = \"avro\"\n\
+        "name = \"bench\"\ndatabase = \"shop\"\ncollection = \"orders\"\nformat = \"{format}\"\n\
          schema_registry = {{ url = \"{url}\" }}\n"
     );
     let config: SourceConfig =
         toml::from_str(&text).unwrap_or_else(|e| panic!("bench source config: {e}"));
-    let conversion = Conversion::for_source(&config);
+    let conversion = Conversion::for_source(&config, None);
     match conversion.convert(events.first()?.clone()) {
         Ok(_) => Some(conversion),
         Err(e) => {
-            eprintln!("SKIPPED source_format/avro: no schema registry at {url} ({e}); start one with test-services/services.sh up");
+            eprintln!("SKIPPED source_format/{format}: no schema registry at {url} ({e}); start one with test-services/services.sh up");
             None
         }
+    }
+}
+
+/// The Avro path before the shape cache: per key and value, the schema inferred and written
+/// out as text, parsed schemas looked up by that text, registry ids by subject and text (the
+/// registry itself is not asked: ids are made up, as the cache would have them).
+#[derive(Default)]
+struct InferEach {
+    schemas: std::sync::Mutex<std::collections::HashMap<String, Arc<apache_avro::Schema>>>,
+    ids: std::sync::Mutex<std::collections::HashMap<(String, String), u32>>,
+}
+
+impl InferEach {
+    fn convert(&self, event: Document) -> Option<(Vec<u8>, Vec<u8>)> {
+        // The old conversion cloned the whole event to name the subjects.
+        let whole = event.clone();
+        let ns = whole.get_document("ns").ok()?;
+        let topic = format!("{}.{}", ns.get_str("db").ok()?, ns.get_str("coll").ok()?);
+        let key = match event.get("documentKey") {
+            Some(Bson::Document(key)) => key.clone(),
+            _ => return None,
+        };
+        let key = self.write(&key, "Key", &format!("{topic}-key"))?;
+        let value = self.write(&event, "ChangeEvent", &format!("{topic}-value"))?;
+        Some((key, value))
+    }
+
+    fn write(&self, doc: &Document, name: &str, subject: &str) -> Option<Vec<u8>> {
+        let inferred = mongo_kafka_bridge::avro::infer(doc, name);
+        let schema = {
+            let mut schemas = self.schemas.lock().ok()?;
+            match schemas.get(&inferred.schema) {
+                Some(schema) => schema.clone(),
+                None => {
+                    let schema = Arc::new(apache_avro::Schema::parse_str(&inferred.schema).ok()?);
+                    schemas.insert(inferred.schema.clone(), schema.clone());
+                    schema
+                }
+            }
+        };
+        let id = {
+            let mut ids = self.ids.lock().ok()?;
+            let next = u32::try_from(ids.len()).ok()? + 1;
+            *ids.entry((subject.to_owned(), inferred.schema.clone()))
+                .or_insert(next)
+        };
+        let datum = apache_avro::to_avro_datum(&schema, inferred.value).ok()?;
+        Some(mongo_kafka_bridge::schema_registry::wire_format(id, &datum))
     }
 }
 

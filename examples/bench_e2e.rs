@@ -18,6 +18,10 @@
 //!   with `tasks.max` = partitions, reading the same topic; CPU per record against it.
 //! - copy: `copy_existing` of one collection of N documents with `copy_existing_parallelism`
 //!   1 and 4: documents/s from the daemon's start until every copy is readable in Kafka.
+//! - formats: the source scenario's daemon run again writing `relaxed_json`, `avro` and
+//!   `json_schema` (the latter two through the schema registry of `services.sh up`, or
+//!   `SCHEMA_REGISTRY_URL`; left out, saying so, when none answers): events/s and CPU per event
+//!   against the same run's `canonical_json` source.
 //! - scale: the source with 1, 10 and 100 collections in one pipeline (one change stream
 //!   each; baseline: the driver draining as many streams), and with the 100 collections
 //!   through one database-level stream (`collection_regex`); the sink with 1, 8 and 32
@@ -28,8 +32,8 @@
 //! and peak RSS come from /proc of the daemon or the Connect worker.
 //!
 //! Environment: `KAFKA_BOOTSTRAP` and `MONGODB_URI` (required), `BENCH_DOCS`,
-//! `BENCH_ONLY` (comma-separated: `source`, `sink`, `copy`, `scale`, `scale-source`,
-//! `scale-sink`),
+//! `BENCH_ONLY` (comma-separated: `source`, `sink`, `copy`, `formats`, `scale`,
+//! `scale-source`, `scale-sink`),
 //! `BENCH_SCALE=0`, `CONNECT_PORT`; to investigate: `BENCH_PERF=1` (`perf record` each daemon
 //! run into the results folder), `BENCH_DAEMON_LOG=<folder>` (keep the daemons' logs),
 //! `BENCH_PIPELINE_CONFIG` (keys added to every `[[source]]`/`[[sink]]`),
@@ -223,6 +227,8 @@ impl Drop for Process {
 #[derive(Clone, Copy, PartialEq)]
 enum Mover {
     Daemon,
+    /// The daemon writing records in this `format` instead of `canonical_json`.
+    DaemonIn(&'static str),
     /// The daemon watching the source's collections through one database-level change stream
     /// (`collection_regex`) instead of one stream per collection.
     DaemonOneStream,
@@ -418,6 +424,35 @@ struct Tally {
     last: Option<Instant>,
     warm: HashSet<String>,
     warm_records: usize,
+    /// Turns a value in a schema registry's wire format into JSON the tally reads.
+    decode: Option<Decoder>,
+}
+
+type Decoder = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
+
+/// The schema registry of the `avro` and `json_schema` runs.
+fn registry_url() -> String {
+    std::env::var("SCHEMA_REGISTRY_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".to_owned())
+}
+
+/// The decoder of records the source writes in `format`: Avro read with the registry's schema
+/// and written out as relaxed JSON; JSON Schema records are JSON after the 5-byte header.
+fn registry_decoder(format: &str) -> Result<Option<Decoder>, Error> {
+    use mongo_kafka_bridge::config::SchemaRegistryConfig;
+    Ok(match format {
+        "avro" => {
+            let reader = mongo_kafka_bridge::avro::AvroReader::new(&SchemaRegistryConfig::at(
+                registry_url(),
+            ))?;
+            Some(Arc::new(move |bytes: &[u8]| {
+                let value = reader.read(bytes).ok()?;
+                serde_json::to_vec(&value.into_relaxed_extjson()).ok()
+            }))
+        }
+        "json_schema" => Some(Arc::new(|bytes: &[u8]| Some(bytes.get(5..)?.to_vec()))),
+        _ => None,
+    })
 }
 
 fn spawn_reader(consumer: StreamConsumer, tally: Arc<Mutex<Tally>>) -> tokio::task::JoinHandle<()> {
@@ -430,6 +465,13 @@ fn spawn_reader(consumer: StreamConsumer, tally: Arc<Mutex<Tally>>) -> tokio::ta
             let Some(value) = message.payload() else {
                 continue;
             };
+            let decode = tally
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .decode
+                .clone();
+            let decoded = decode.and_then(|decode| decode(value));
+            let value = decoded.as_deref().unwrap_or(value);
             let mut tally = tally.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(sent) = json_i64(value, "sent_ms") {
                 tally.latencies.push(received - sent);
@@ -551,6 +593,15 @@ impl Bench {
                     list.join(", ")
                 ))?
             }
+            Mover::DaemonIn(format) => {
+                let list: Vec<String> = names.iter().map(|c| format!("\"{c}\"")).collect();
+                self.daemon(&format!("source-{format}-{}", names.len()), &format!(
+                    "[[source]]\nname = \"{pipeline}\"\ndatabase = \"{db_name}\"\ncollection = [{}]\nmax_await_time = \"100ms\"\nformat = \"{format}\"\n\
+                     schema_registry = {{ url = \"{}\" }}\n",
+                    list.join(", "),
+                    registry_url()
+                ))?
+            }
             Mover::DaemonOneStream => self.daemon(
                 &format!("source-regex-{}", names.len()),
                 &format!(
@@ -585,7 +636,13 @@ impl Bench {
             assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
         }
         consumer.assign(&assignment)?;
-        let tally = Arc::new(Mutex::new(Tally::default()));
+        let tally = Arc::new(Mutex::new(Tally {
+            decode: match mover {
+                Mover::DaemonIn(format) => registry_decoder(format)?,
+                _ => None,
+            },
+            ..Tally::default()
+        }));
         let reader = spawn_reader(consumer, tally.clone());
         let outcome = self
             .source_measure(&process, collections, topics, &tally)
@@ -790,7 +847,9 @@ impl Bench {
         let db_name = unique("benchsinkdb");
         let pipeline = unique("bench");
         let process = match mover {
-            Mover::DaemonOneStream => return Err("a sink has no change streams".into()),
+            Mover::DaemonOneStream | Mover::DaemonIn(_) => {
+                return Err("the sink scenario reads canonical JSON".into())
+            }
             Mover::Daemon => self.daemon(&format!("sink-{partitions}"), &format!(
                 "[[sink]]\nname = \"{pipeline}\"\ntopics = [\"{topic}\"]\ndatabase = \"{db_name}\"\ncollection = \"c\"\nid_strategy = \"provided_in_value\"\nmax_batch_size = {BATCH}\n"
             ))?,
@@ -1197,6 +1256,64 @@ fn push_footprint(report: &mut Report, s: &str, unit: &str, d: &Run, connector: 
     }
 }
 
+/// The source in `relaxed_json`, `avro` and `json_schema` against the `canonical_json` run of
+/// the source scenario (`canonical`, measured again when missing).
+async fn formats_scenario(bench: &Bench, report: &mut Report, canonical: Option<Run>) {
+    let registry = std::net::TcpStream::connect(
+        url_host_port(&registry_url()).unwrap_or_else(|| "127.0.0.1:8081".to_owned()),
+    )
+    .is_ok();
+    let canonical = match canonical {
+        Some(run) => Some(run),
+        None => {
+            report
+                .step("formats: canonical_json", bench.source(Mover::Daemon, 1))
+                .await
+        }
+    };
+    let Some(c) = canonical else { return };
+    for format in ["relaxed_json", "avro", "json_schema"] {
+        if format != "relaxed_json" && !registry {
+            eprintln!(
+                "bench: formats: {format} SKIPPED: no schema registry at {} (test-services/services.sh up, or SCHEMA_REGISTRY_URL)",
+                registry_url()
+            );
+            continue;
+        }
+        let run = report
+            .step(
+                &format!("formats: {format}"),
+                bench.source(Mover::DaemonIn(format), 1),
+            )
+            .await;
+        report.note(&format!("source_{format}"), &run);
+        let Some(d) = run else { continue };
+        let s = format!("source {format}");
+        report.push(
+            &s,
+            "events/s",
+            d.rate,
+            "source canonical_json",
+            c.rate,
+            Target::None,
+        );
+        report.push(
+            &s,
+            "CPU ms per 1k events",
+            d.cpu_ms_per_1k,
+            "source canonical_json",
+            c.cpu_ms_per_1k,
+            Target::None,
+        );
+    }
+}
+
+/// `host:port` of an `http://` URL.
+fn url_host_port(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://")?;
+    Some(rest.split('/').next()?.to_owned())
+}
+
 /// `copy_existing` of one collection with 1 and with 4 workers.
 async fn copy_scenario(bench: &Bench, report: &mut Report) {
     let one = report.step("copy: parallelism 1", bench.copy(1)).await;
@@ -1529,7 +1646,8 @@ async fn main() -> Result<(), Error> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5_000);
-    let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "source,sink,copy,scale".into());
+    let only =
+        std::env::var("BENCH_ONLY").unwrap_or_else(|_| "source,sink,copy,formats,scale".into());
     let parts: Vec<&str> = only
         .split(',')
         .map(str::trim)
@@ -1541,12 +1659,19 @@ async fn main() -> Result<(), Error> {
             !p.starts_with("scale") || std::env::var("BENCH_SCALE").map_or(true, |v| v != "0")
         })
         .collect();
-    if let Some(unknown) = parts
-        .iter()
-        .find(|p| !["source", "sink", "copy", "scale-source", "scale-sink"].contains(p))
-    {
+    if let Some(unknown) = parts.iter().find(|p| {
+        ![
+            "source",
+            "sink",
+            "copy",
+            "formats",
+            "scale-source",
+            "scale-sink",
+        ]
+        .contains(p)
+    }) {
         return Err(format!(
-            "BENCH_ONLY: unknown part {unknown} (source, sink, copy, scale, scale-source, scale-sink)"
+            "BENCH_ONLY: unknown part {unknown} (source, sink, copy, formats, scale, scale-source, scale-sink)"
         )
         .into());
     }
@@ -1606,6 +1731,9 @@ async fn main() -> Result<(), Error> {
     };
     if parts.contains(&"copy") {
         copy_scenario(&bench, &mut report).await;
+    }
+    if parts.contains(&"formats") {
+        formats_scenario(&bench, &mut report, source_one.clone()).await;
     }
     if parts.contains(&"scale-source") {
         scale_source(&bench, &mut report, source_one).await;

@@ -26,9 +26,10 @@
 //! which the reader restores. Record names follow the path (`Document_address_geo`).
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use apache_avro::schema::{DecimalSchema, RecordSchema, UnionSchema};
+use apache_avro::schema::{DecimalSchema, Name, RecordSchema, ResolvedSchema, UnionSchema};
 use apache_avro::types::Value;
 use apache_avro::{Decimal, Schema};
 use bson::spec::BinarySubtype;
@@ -36,7 +37,7 @@ use bson::{Binary, Bson, DateTime, Decimal128, Document};
 use serde_json::{json, Value as Json};
 
 use crate::config::SchemaRegistryConfig;
-use crate::schema_registry::{self, RegistryClient, RegistryError};
+use crate::schema_registry::{self, Reachability, RegistryClient, RegistryError};
 
 /// The field attribute holding a field's MongoDB name where Avro's rules changed it.
 pub const MONGO_NAME: &str = "mongo_name";
@@ -116,6 +117,12 @@ fn avro_name(key: &str) -> String {
     name
 }
 
+/// Whether `key` is a valid Avro name as it is (what [`avro_name`] leaves unchanged).
+fn is_avro_name(key: &str) -> bool {
+    key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 fn unique(name: String, taken: &mut HashSet<String>) -> String {
     let mut candidate = name.clone();
     let mut n = 2;
@@ -180,6 +187,378 @@ fn array(items: &[Bson], path: &str) -> (Json, Value) {
         object([("type", Json::from("array")), ("items", item_schema)]),
         Value::Array(converted.into_iter().map(|(_, v)| v).collect()),
     )
+}
+
+/// The shape of a document: a fingerprint of the schema [`infer`] gives it (two documents of
+/// one shape have one schema), and its Avro value, in one walk that builds no schema. A stream
+/// of same-shaped documents infers its schema once.
+pub fn shape(doc: &Document) -> (u128, Value) {
+    let mut fingerprint = Fingerprint::new(SHAPE_RECORD);
+    let mut values = Vec::with_capacity(doc.len());
+    // Keys that are valid Avro names already (most) are the names `record` gives them: no
+    // renaming, so no name can collide.
+    let renamed = !doc.keys().all(|key| is_avro_name(key));
+    let mut taken = HashSet::new();
+    for (key, bson) in doc {
+        let (child, value) = shape_of(bson);
+        fingerprint.write_str(key);
+        fingerprint.write_u128(child);
+        // As in `record`: every field is `["null", T]` but those that are always null.
+        let value = match value {
+            Value::Null => Value::Null,
+            value => Value::Union(1, Box::new(value)),
+        };
+        let name = match renamed {
+            true => unique(avro_name(key), &mut taken),
+            false => key.clone(),
+        };
+        values.push((name, value));
+    }
+    (fingerprint.finish(), Value::Record(values))
+}
+
+/// The schema classes `convert` maps BSON into: values of one class share a schema.
+const SHAPE_RECORD: u8 = 1;
+const SHAPE_EMPTY_ARRAY: u8 = 2;
+const SHAPE_ARRAY: u8 = 3;
+const SHAPE_STRING: u8 = 4;
+const SHAPE_DOUBLE: u8 = 5;
+const SHAPE_BYTES: u8 = 6;
+const SHAPE_BOOLEAN: u8 = 7;
+const SHAPE_TIMESTAMP: u8 = 8;
+const SHAPE_NULL: u8 = 9;
+const SHAPE_INT: u8 = 10;
+const SHAPE_LONG: u8 = 11;
+const SHAPE_DECIMAL: u8 = 12;
+
+/// A 128-bit fingerprint from two differently seeded hashers: a collision would put a
+/// document under another document's schema, so it must never happen in practice.
+struct Fingerprint(
+    std::collections::hash_map::DefaultHasher,
+    std::collections::hash_map::DefaultHasher,
+);
+
+impl Fingerprint {
+    fn new(class: u8) -> Self {
+        let mut one = std::collections::hash_map::DefaultHasher::new();
+        let mut two = std::collections::hash_map::DefaultHasher::new();
+        0x5eed_u16.hash(&mut two);
+        one.write_u8(class);
+        two.write_u8(class);
+        Self(one, two)
+    }
+
+    fn leaf(class: u8) -> u128 {
+        Self::new(class).finish()
+    }
+
+    fn write_str(&mut self, text: &str) {
+        text.hash(&mut self.0);
+        text.hash(&mut self.1);
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0.write_u128(n);
+        self.1.write_u128(n);
+    }
+
+    fn finish(&self) -> u128 {
+        (u128::from(self.0.finish()) << 64) | u128::from(self.1.finish())
+    }
+}
+
+/// The shape and value of one BSON value, as `convert` would have them.
+fn shape_of(bson: &Bson) -> (u128, Value) {
+    match bson {
+        Bson::Double(f) => (Fingerprint::leaf(SHAPE_DOUBLE), Value::Double(*f)),
+        Bson::String(s) | Bson::Symbol(s) => {
+            (Fingerprint::leaf(SHAPE_STRING), Value::String(s.clone()))
+        }
+        Bson::Document(doc) => shape(doc),
+        Bson::Array(items) => {
+            let shaped: Vec<(u128, Value)> = items.iter().map(shape_of).collect();
+            match shaped.first() {
+                None => (
+                    Fingerprint::leaf(SHAPE_EMPTY_ARRAY),
+                    Value::Array(Vec::new()),
+                ),
+                Some((first, _)) if shaped.iter().all(|(s, _)| s == first) => {
+                    let mut fingerprint = Fingerprint::new(SHAPE_ARRAY);
+                    fingerprint.write_u128(*first);
+                    let values = shaped.into_iter().map(|(_, v)| v).collect();
+                    (fingerprint.finish(), Value::Array(values))
+                }
+                Some(_) => {
+                    let relaxed = Bson::Array(items.clone()).into_relaxed_extjson();
+                    (
+                        Fingerprint::leaf(SHAPE_STRING),
+                        Value::String(relaxed.to_string()),
+                    )
+                }
+            }
+        }
+        Bson::Binary(bin) => (
+            Fingerprint::leaf(SHAPE_BYTES),
+            Value::Bytes(bin.bytes.clone()),
+        ),
+        Bson::ObjectId(oid) => (Fingerprint::leaf(SHAPE_STRING), Value::String(oid.to_hex())),
+        Bson::Boolean(b) => (Fingerprint::leaf(SHAPE_BOOLEAN), Value::Boolean(*b)),
+        Bson::DateTime(dt) => (
+            Fingerprint::leaf(SHAPE_TIMESTAMP),
+            Value::TimestampMillis(dt.timestamp_millis()),
+        ),
+        Bson::Null | Bson::Undefined => (Fingerprint::leaf(SHAPE_NULL), Value::Null),
+        Bson::Int32(i) => (Fingerprint::leaf(SHAPE_INT), Value::Int(*i)),
+        Bson::Int64(i) => (Fingerprint::leaf(SHAPE_LONG), Value::Long(*i)),
+        Bson::Decimal128(d) => match decimal(d) {
+            Some((unscaled, scale)) => {
+                let mut fingerprint = Fingerprint::new(SHAPE_DECIMAL);
+                let digits = unscaled.unsigned_abs().to_string().len();
+                fingerprint
+                    .0
+                    .write_usize(digits.max(scale).max(DECIMAL128_DIGITS));
+                fingerprint.0.write_usize(scale);
+                fingerprint
+                    .1
+                    .write_usize(digits.max(scale).max(DECIMAL128_DIGITS));
+                fingerprint.1.write_usize(scale);
+                (
+                    fingerprint.finish(),
+                    Value::Decimal(Decimal::from(twos_complement(unscaled))),
+                )
+            }
+            None => extended_json_shape(bson),
+        },
+        _ => extended_json_shape(bson),
+    }
+}
+
+fn extended_json_shape(bson: &Bson) -> (u128, Value) {
+    let (_, value) = extended_json(bson);
+    (Fingerprint::leaf(SHAPE_STRING), value)
+}
+
+/// `bson` as a value of `schema`, a schema given in the configuration; `at` names the value
+/// in errors. Fields are matched by name (or their `mongo_name`); fields the schema lacks are
+/// left out, fields the document lacks take the schema's default; decimals are rescaled to
+/// the schema's scale (never rounded).
+fn conform(bson: &Bson, schema: &Schema, names: &Names<'_>, at: &str) -> Result<Value, String> {
+    let kind = || apache_avro::schema::SchemaKind::from(schema);
+    let refused = || {
+        format!(
+            "`{at}` is {} and cannot be written as Avro `{:?}`",
+            type_name(bson),
+            kind()
+        )
+    };
+    Ok(match (schema, bson) {
+        (Schema::Ref { name }, _) => {
+            let named = names.get(name).ok_or_else(|| {
+                format!(
+                    "`{at}`: the schema names `{}`, which it does not define",
+                    name.name
+                )
+            })?;
+            return conform(bson, named, names, at);
+        }
+        (Schema::Union(union), _) => {
+            let null = union.variants().iter().position(|v| *v == Schema::Null);
+            if let (Some(i), Bson::Null | Bson::Undefined) = (null, bson) {
+                return Ok(Value::Union(index(i)?, Box::new(Value::Null)));
+            }
+            let mut why = Vec::new();
+            for (i, variant) in union.variants().iter().enumerate() {
+                if *variant == Schema::Null {
+                    continue;
+                }
+                match conform(bson, variant, names, at) {
+                    Ok(value) => return Ok(Value::Union(index(i)?, Box::new(value))),
+                    Err(e) => why.push(e),
+                }
+            }
+            return Err(why.pop().unwrap_or_else(refused));
+        }
+        (Schema::Null, Bson::Null | Bson::Undefined) => Value::Null,
+        (Schema::Boolean, Bson::Boolean(b)) => Value::Boolean(*b),
+        (Schema::Int, Bson::Int32(i)) => Value::Int(*i),
+        (Schema::Int, Bson::Int64(i)) => Value::Int(
+            i32::try_from(*i).map_err(|_| format!("`{at}` = {i} does not fit an Avro `int`"))?,
+        ),
+        (Schema::Long, Bson::Int32(i)) => Value::Long(i64::from(*i)),
+        (Schema::Long, Bson::Int64(i)) => Value::Long(*i),
+        (Schema::Float, Bson::Double(f)) => Value::Float(*f as f32),
+        (Schema::Double, Bson::Double(f)) => Value::Double(*f),
+        (Schema::Double, Bson::Int32(i)) => Value::Double(f64::from(*i)),
+        (Schema::Double, Bson::Int64(i)) => Value::Double(*i as f64),
+        (Schema::Bytes, Bson::Binary(bin)) => Value::Bytes(bin.bytes.clone()),
+        (Schema::String, Bson::String(s) | Bson::Symbol(s)) => Value::String(s.clone()),
+        (Schema::String, Bson::ObjectId(oid)) => Value::String(oid.to_hex()),
+        (Schema::String, Bson::Decimal128(d)) => Value::String(d.to_string()),
+        (Schema::String, Bson::Document(_) | Bson::Array(_)) => {
+            Value::String(bson.clone().into_relaxed_extjson().to_string())
+        }
+        // Types Avro has no twin for are their extended JSON, as when inferred.
+        (
+            Schema::String,
+            Bson::RegularExpression(_)
+            | Bson::JavaScriptCode(_)
+            | Bson::JavaScriptCodeWithScope(_)
+            | Bson::Timestamp(_)
+            | Bson::MinKey
+            | Bson::MaxKey
+            | Bson::DbPointer(_),
+        ) => extended_json(bson).1,
+        (Schema::Enum(e), Bson::String(s)) => match e.symbols.iter().position(|x| x == s) {
+            Some(i) => Value::Enum(index(i)?, s.clone()),
+            None => {
+                return Err(format!(
+                    "`{at}` = `{s}` is not a symbol of the schema's enum"
+                ))
+            }
+        },
+        (Schema::Uuid, Bson::Binary(bin)) if bin.subtype == BinarySubtype::Uuid => Value::Uuid(
+            apache_avro::Uuid::from_slice(&bin.bytes).map_err(|e| format!("`{at}`: {e}"))?,
+        ),
+        (Schema::TimestampMillis, Bson::DateTime(dt)) => {
+            Value::TimestampMillis(dt.timestamp_millis())
+        }
+        (Schema::LocalTimestampMillis, Bson::DateTime(dt)) => {
+            Value::LocalTimestampMillis(dt.timestamp_millis())
+        }
+        (Schema::TimestampMicros, Bson::DateTime(dt)) => {
+            Value::TimestampMicros(dt.timestamp_millis().saturating_mul(1000))
+        }
+        (Schema::LocalTimestampMicros, Bson::DateTime(dt)) => {
+            Value::LocalTimestampMicros(dt.timestamp_millis().saturating_mul(1000))
+        }
+        (Schema::Date, Bson::DateTime(dt)) => Value::Date(
+            i32::try_from(dt.timestamp_millis().div_euclid(86_400_000))
+                .map_err(|_| format!("`{at}` is out of an Avro `date`'s range"))?,
+        ),
+        (Schema::Decimal(d), Bson::Decimal128(_) | Bson::Int32(_) | Bson::Int64(_)) => {
+            if *d.inner != Schema::Bytes {
+                return Err(format!(
+                    "`{at}`: decimals on `fixed` are not supported; use `bytes`"
+                ));
+            }
+            let (unscaled, scale) = match bson {
+                Bson::Decimal128(value) => decimal(value)
+                    .ok_or_else(|| format!("`{at}` = {value} is not a finite decimal"))?,
+                Bson::Int32(i) => (i128::from(*i), 0),
+                Bson::Int64(i) => (i128::from(*i), 0),
+                _ => return Err(refused()),
+            };
+            let rescaled = d
+                .scale
+                .checked_sub(scale)
+                .and_then(|up| u32::try_from(up).ok())
+                .and_then(|up| 10i128.checked_pow(up))
+                .and_then(|factor| unscaled.checked_mul(factor))
+                .ok_or_else(|| {
+                    format!(
+                        "`{at}` has scale {scale}, more than the schema's {} (it would be rounded)",
+                        d.scale
+                    )
+                })?;
+            if rescaled.unsigned_abs().to_string().len() > d.precision {
+                return Err(format!(
+                    "`{at}` has more digits than the schema's precision {}",
+                    d.precision
+                ));
+            }
+            Value::Decimal(Decimal::from(twos_complement(rescaled)))
+        }
+        (Schema::Array(array), Bson::Array(items)) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| conform(item, &array.items, names, &format!("{at}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        (Schema::Map(map), Bson::Document(doc)) => Value::Map(
+            doc.iter()
+                .map(|(k, v)| {
+                    Ok((
+                        k.clone(),
+                        conform(v, &map.types, names, &format!("{at}.{k}"))?,
+                    ))
+                })
+                .collect::<Result<_, String>>()?,
+        ),
+        (Schema::Record(record), Bson::Document(doc)) => conform_record(doc, record, names, at)?,
+        _ => return Err(refused()),
+    })
+}
+
+/// `doc` as a value of the record schema `record` (see [`conform`]).
+fn conform_record(
+    doc: &Document,
+    record: &RecordSchema,
+    names: &Names<'_>,
+    at: &str,
+) -> Result<Value, String> {
+    let mut fields = Vec::with_capacity(record.fields.len());
+    for field in &record.fields {
+        let key = field
+            .custom_attributes
+            .get(MONGO_NAME)
+            .and_then(Json::as_str)
+            .unwrap_or(&field.name);
+        let path = if at.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{at}.{key}")
+        };
+        let value = match (doc.get(key), &field.default) {
+            (Some(value), _) => conform(value, &field.schema, names, &path)?,
+            (None, Some(default)) => Value::from(default.clone())
+                .resolve_schemata(&field.schema, vec![names.root])
+                .map_err(|e| format!("`{path}`: the schema's default does not fit it: {e}"))?,
+            (None, None) => {
+                return Err(format!(
+                    "`{path}` is missing, and the schema gives it no default"
+                ))
+            }
+        };
+        fields.push((field.name.clone(), value));
+    }
+    Ok(Value::Record(fields))
+}
+
+/// A schema given in the configuration, and its named types.
+pub(crate) struct Names<'s> {
+    root: &'s Schema,
+    named: HashMap<Name, &'s Schema>,
+}
+
+impl<'s> Names<'s> {
+    fn of(root: &'s Schema) -> Result<Self, String> {
+        let named = ResolvedSchema::try_from(root)
+            .map_err(|e| format!("the configured schema: {e}"))?
+            .get_names()
+            .clone();
+        Ok(Self { root, named })
+    }
+
+    fn get(&self, name: &Name) -> Option<&'s Schema> {
+        self.named
+            .get(name)
+            .or_else(|| {
+                self.named
+                    .iter()
+                    .find(|(n, _)| n.name == name.name)
+                    .map(|(_, s)| s)
+            })
+            .copied()
+    }
+}
+
+fn index(i: usize) -> Result<u32, String> {
+    u32::try_from(i).map_err(|_| "a union with more than 2^32 branches".to_owned())
+}
+
+fn type_name(bson: &Bson) -> String {
+    format!("{:?}", bson.element_type()).to_lowercase()
 }
 
 /// A finite decimal128 as its unscaled value and scale (≥ 0), when an `i128` holds it.
@@ -371,45 +750,154 @@ pub enum AvroError {
     Invalid(String),
 }
 
-/// Documents → Avro in the registry wire format, registering each new inferred schema under
-/// its subject (`<topic>-key` / `<topic>-value`).
+/// Documents → Avro in the registry wire format, registering each new schema under its
+/// subject (`<topic>-key` / `<topic>-value`): the schema given in the configuration, or the one
+/// inferred from the document, cached by the document's shape, so a stream of same-shaped
+/// documents infers, parses and registers one schema.
 #[derive(Debug)]
 pub struct AvroWriter {
     registry: RegistryClient,
-    schemas: Mutex<HashMap<String, Arc<Schema>>>,
+    given: Option<Given>,
+    shapes: Mutex<HashMap<u128, Arc<InferredSchema>>>,
+    ids: Mutex<HashMap<u128, HashMap<String, u32>>>,
 }
+
+/// A schema given in the configuration.
+#[derive(Debug)]
+struct Given {
+    text: String,
+    schema: Schema,
+}
+
+/// An inferred schema: its text, as registered, and parsed.
+#[derive(Debug)]
+struct InferredSchema {
+    text: String,
+    schema: Schema,
+}
+
+/// The cache key of the given schema's id (inferred ones are keyed by shape and name).
+const GIVEN: u128 = 0;
+
+/// The most inferred schemas (and their ids) a writer keeps: change events whose
+/// `updatedFields` name ever new fields are ever new shapes, so the caches start over when
+/// full rather than grow without end (a schema dropped is inferred and its id asked again).
+const MAX_CACHED_SHAPES: usize = 4096;
 
 impl AvroWriter {
     /// A writer registering in the registry `config` names.
     pub fn new(config: &SchemaRegistryConfig) -> Result<Self, String> {
         Ok(Self {
             registry: RegistryClient::new(config)?,
-            schemas: Mutex::default(),
+            given: None,
+            shapes: Mutex::default(),
+            ids: Mutex::default(),
         })
+    }
+
+    /// This writer, writing every document in the schema `text` (a record) instead of
+    /// inferring one.
+    pub fn with_schema(mut self, text: &str) -> Result<Self, String> {
+        let schema =
+            Schema::parse_str(text).map_err(|e| format!("is not a valid Avro schema: {e}"))?;
+        if !matches!(schema, Schema::Record(_)) {
+            return Err("is not an Avro record schema".into());
+        }
+        // Registered as written: the canonical form would drop logical types and `mongo_name`.
+        self.given = Some(Given {
+            text: text.trim().to_owned(),
+            schema,
+        });
+        Ok(self)
+    }
+
+    /// This writer, telling `hook` whether the registry answers.
+    pub fn reporting_to(mut self, hook: Option<Reachability>) -> Self {
+        self.registry = self.registry.reporting_to(hook);
+        self
     }
 
     /// `doc` as a record named `name`, its schema registered under `subject`.
     pub fn write(&self, doc: &Document, name: &str, subject: &str) -> Result<Vec<u8>, AvroError> {
-        let Inferred { schema, value } = infer(doc, name);
-        let parsed = self.parsed(&schema)?;
-        let id = self.registry.register(subject, "AVRO", &schema)?;
-        let datum = apache_avro::to_avro_datum(&parsed, value)
-            .map_err(|e| AvroError::Invalid(format!("encoding Avro: {e}")))?;
-        Ok(schema_registry::wire_format(id, &datum))
+        if let Some(given) = &self.given {
+            let names = Names::of(&given.schema).map_err(AvroError::Invalid)?;
+            let value = match &given.schema {
+                Schema::Record(record) => conform_record(doc, record, &names, ""),
+                _ => Err("the configured schema is not a record".into()),
+            }
+            .map_err(|e| AvroError::Invalid(format!("does not fit the configured schema: {e}")))?;
+            let id = self.id(GIVEN, subject, &given.text)?;
+            return encode(&given.schema, value, id);
+        }
+        let (shape, value) = shape(doc);
+        let mut key = Fingerprint::new(0);
+        key.write_str(name);
+        key.write_u128(shape);
+        let key = key.finish().max(GIVEN + 1);
+        let inferred = self.inferred(key, doc, name)?;
+        let id = self.id(key, subject, &inferred.text)?;
+        encode(&inferred.schema, value, id)
     }
 
-    fn parsed(&self, text: &str) -> Result<Arc<Schema>, AvroError> {
-        let mut schemas = self.schemas.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(schema) = schemas.get(text) {
-            return Ok(schema.clone());
+    /// The schema of documents shaped as `doc`, inferred and parsed once.
+    fn inferred(
+        &self,
+        key: u128,
+        doc: &Document,
+        name: &str,
+    ) -> Result<Arc<InferredSchema>, AvroError> {
+        let cached = self
+            .shapes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        if let Some(found) = cached {
+            return Ok(found);
         }
-        let schema = Arc::new(
-            Schema::parse_str(text)
-                .map_err(|e| AvroError::Invalid(format!("inferred schema {text}: {e}")))?,
-        );
-        schemas.insert(text.to_owned(), schema.clone());
-        Ok(schema)
+        let Inferred { schema: text, .. } = infer(doc, name);
+        let schema = Schema::parse_str(&text)
+            .map_err(|e| AvroError::Invalid(format!("inferred schema {text}: {e}")))?;
+        let found = Arc::new(InferredSchema { text, schema });
+        let mut shapes = self.shapes.lock().unwrap_or_else(PoisonError::into_inner);
+        if shapes.len() >= MAX_CACHED_SHAPES {
+            shapes.clear();
+            self.ids
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|key, _| *key == GIVEN);
+        }
+        shapes.insert(key, found.clone());
+        Ok(found)
     }
+
+    /// The registry's id of the schema `text` (cached under `key`) under `subject`.
+    fn id(&self, key: u128, subject: &str, text: &str) -> Result<u32, AvroError> {
+        let cached = self
+            .ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .and_then(|subjects| subjects.get(subject).copied());
+        if let Some(id) = cached {
+            return Ok(id);
+        }
+        let id = self.registry.register(subject, "AVRO", text)?;
+        self.ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_default()
+            .insert(subject.to_owned(), id);
+        Ok(id)
+    }
+}
+
+/// `value` in `schema`, behind the wire format's header for schema `id`.
+fn encode(schema: &Schema, value: Value, id: u32) -> Result<Vec<u8>, AvroError> {
+    let datum = apache_avro::to_avro_datum(schema, value)
+        .map_err(|e| AvroError::Invalid(format!("encoding Avro: {e}")))?;
+    Ok(schema_registry::wire_format(id, &datum))
 }
 
 /// Avro in the registry wire format → BSON, with the schema the registry has under the id.
@@ -426,6 +914,12 @@ impl AvroReader {
             registry: RegistryClient::new(config)?,
             schemas: Mutex::default(),
         })
+    }
+
+    /// This reader, telling `hook` whether the registry answers.
+    pub fn reporting_to(mut self, hook: Option<Reachability>) -> Self {
+        self.registry = self.registry.reporting_to(hook);
+        self
     }
 
     /// The value of a record in the wire format.
@@ -585,9 +1079,22 @@ mod tests {
             "min": Bson::MinKey,
             "mixed": [1, "two", { "three": 3 }],
             "undefined": Bson::Undefined,
+            "max": Bson::MaxKey,
+            "code": Bson::JavaScriptCode("f()".into()),
+            "scoped": bson::JavaScriptCodeWithScope { code: "x".into(), scope: doc! { "x": 1 } },
+            "pointer": Bson::try_from(json!({"$dbPointer": {"$ref": "db.c", "$id": {"$oid": "64b7f0c2a1b2c3d4e5f60718"}}})).expect("a DBPointer"),
+            "symbol": Bson::Symbol("sym".into()),
+            "inf": f64::INFINITY,
         };
         let (schema, back) = round_trip(&doc);
-        for name in ["nan", "regex", "ts", "min", "mixed"] {
+        assert_eq!(field_type(&schema, "symbol"), &json!("string"));
+        assert_eq!(back.get_str("symbol").ok(), Some("sym"));
+        assert_eq!(field_type(&schema, "inf"), &json!("double"));
+        assert_eq!(back.get_f64("inf").ok(), Some(f64::INFINITY));
+        assert_eq!(back.get_str("code").ok(), Some(r#"{"$code":"f()"}"#));
+        for name in [
+            "nan", "regex", "ts", "min", "mixed", "max", "code", "scoped", "pointer",
+        ] {
             assert_eq!(field_type(&schema, name), &json!("string"), "{name}");
         }
         assert_eq!(
@@ -630,6 +1137,142 @@ mod tests {
             &json!({"type": "array", "items": "null"})
         );
         assert_eq!(back, doc);
+    }
+
+    /// Documents of many shapes, some alike: every BSON type, nesting, arrays of one and of
+    /// mixed items, decimals of several scales, renamed fields.
+    fn shapes() -> Vec<Document> {
+        let decimal = |text: &str| text.parse::<Decimal128>().expect("decimal");
+        vec![
+            doc! { "_id": 1, "a": "x" },
+            doc! { "_id": 2, "a": "y" },
+            doc! { "_id": 3_i64, "a": "y" },
+            doc! { "a": "y", "_id": 3 },
+            doc! { "_id": 4, "a": "z", "b": true },
+            doc! { "_id": 5, "a": Bson::Null },
+            doc! { "_id": 6, "d": decimal("1.10") },
+            doc! { "_id": 7, "d": decimal("2.20") },
+            doc! { "_id": 8, "d": decimal("2.2") },
+            doc! { "_id": 9, "d": decimal("NaN") },
+            doc! { "_id": 10, "l": [1, 2] },
+            doc! { "_id": 11, "l": [3] },
+            doc! { "_id": 12, "l": [1, "two"] },
+            doc! { "_id": 13, "l": [] },
+            doc! { "_id": 14, "l": [{ "x": 1 }, { "x": 2 }] },
+            doc! { "_id": 15, "l": [{ "x": 1 }, { "y": 2 }] },
+            doc! { "_id": 16, "n": { "a.b": 1, "a_b": 2 } },
+            doc! { "_id": 17, "n": { "a_b": 1, "a.b": 2 } },
+            doc! { "_id": 18, "o": ObjectId::new(), "s": Bson::Symbol("s".into()) },
+            doc! { "_id": 19, "o": "text", "s": "text" },
+            doc! { "_id": 20, "t": DateTime::from_millis(5), "r": Regex { pattern: "a".into(), options: String::new() } },
+            doc! { "_id": 21, "t": DateTime::from_millis(6), "r": Timestamp { time: 1, increment: 1 } },
+            doc! { "_id": 22, "bin": Binary { subtype: BinarySubtype::Generic, bytes: vec![1] }, "f": 1.5 },
+            doc! { "_id": 23, "u": Bson::Undefined, "m": Bson::MaxKey },
+        ]
+    }
+
+    #[test]
+    fn the_shape_walk_gives_the_inferred_value_and_tells_schemas_apart() {
+        let docs = shapes();
+        for doc in &docs {
+            let (_, value) = shape(doc);
+            assert_eq!(value, infer(doc, "Document").value, "{doc}");
+        }
+        // Same fingerprint exactly when same schema.
+        for a in &docs {
+            for b in &docs {
+                let same_shape = shape(a).0 == shape(b).0;
+                let same_schema = infer(a, "Document").schema == infer(b, "Document").schema;
+                assert_eq!(same_shape, same_schema, "{a} / {b}");
+            }
+        }
+    }
+
+    /// A schema given in the configuration: a record with a renamed field, a nested record
+    /// used twice (a reference), a decimal of scale 2, a field with a default.
+    const GIVEN: &str = r#"{
+        "type": "record", "name": "Order", "fields": [
+            {"name": "_id", "type": "long"},
+            {"name": "odd_name", "type": "string", "mongo_name": "odd name"},
+            {"name": "price", "type": {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2}},
+            {"name": "at", "type": ["null", {"type": "long", "logicalType": "timestamp-millis"}], "default": null},
+            {"name": "ship", "type": {"type": "record", "name": "Address", "fields": [{"name": "city", "type": "string"}]}},
+            {"name": "bill", "type": ["null", "Address"], "default": null},
+            {"name": "tags", "type": {"type": "array", "items": "string"}, "default": []}
+        ]}"#;
+
+    fn given() -> (Schema, RecordSchema) {
+        let schema = Schema::parse_str(GIVEN).expect("the schema");
+        let Schema::Record(record) = schema.clone() else {
+            panic!("a record")
+        };
+        (schema, record)
+    }
+
+    fn write_given(doc: &Document) -> Result<Document, String> {
+        let (schema, record) = given();
+        let names = Names::of(&schema)?;
+        let value = conform_record(doc, &record, &names, "")?;
+        let datum = apache_avro::to_avro_datum(&schema, value).map_err(|e| e.to_string())?;
+        let read = apache_avro::from_avro_datum(&schema, &mut datum.as_slice(), None)
+            .map_err(|e| e.to_string())?;
+        match to_bson(read, &schema)? {
+            Bson::Document(doc) => Ok(doc),
+            other => Err(format!("not a document: {other}")),
+        }
+    }
+
+    #[test]
+    fn documents_are_written_in_a_given_schema_by_field_name() {
+        let price = "12.5".parse::<Decimal128>().expect("decimal");
+        let doc = doc! {
+            "_id": 7,
+            "odd name": "kept",
+            "price": price,
+            "ship": { "city": "Oslo", "zip": "0150" },
+            "bill": { "city": "Bergen" },
+            "not in the schema": true,
+        };
+        let back = write_given(&doc).expect("fits");
+        assert_eq!(
+            back,
+            doc! {
+                "_id": 7_i64,
+                "odd name": "kept",
+                // Rescaled to the schema's scale 2, same value.
+                "price": "12.50".parse::<Decimal128>().expect("decimal"),
+                "at": Bson::Null,
+                "ship": { "city": "Oslo" },
+                "bill": { "city": "Bergen" },
+                "tags": [],
+            }
+        );
+    }
+
+    #[test]
+    fn documents_that_do_not_fit_a_given_schema_say_where() {
+        let base = doc! { "_id": 1, "odd name": "x", "price": 1, "ship": { "city": "c" } };
+        if let Err(e) = write_given(&base) {
+            panic!("{base}: {e}");
+        }
+        for (edit, why) in [
+            (
+                doc! { "price": "1.234".parse::<Decimal128>().expect("d") },
+                "`price` has scale 3, more than the schema's 2",
+            ),
+            (doc! { "ship": { "town": "c" } }, "`ship.city` is missing"),
+            (doc! { "_id": "one" }, "`_id` is string"),
+            (
+                doc! { "price": "123456789.5".parse::<Decimal128>().expect("d") },
+                "`price` has more digits than the schema's precision 10",
+            ),
+            (doc! { "tags": ["a", 2] }, "`tags[1]` is int32"),
+        ] {
+            let mut doc = base.clone();
+            doc.extend(edit);
+            let err = write_given(&doc).expect_err("does not fit");
+            assert!(err.contains(why), "{doc}: {err}");
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use bson::{Bson, Document};
 use serde_json::{json, Map, Value};
 
 use crate::config::SchemaRegistryConfig;
-use crate::schema_registry::{self, RegistryClient, RegistryError};
+use crate::schema_registry::{self, Reachability, RegistryClient, RegistryError};
 
 /// The JSON Schema dialect the schemas name.
 pub const DRAFT: &str = "http://json-schema.org/draft-07/schema#";
@@ -149,11 +149,13 @@ pub fn to_bson(value: Value, schema: &Value) -> Result<Bson, String> {
     }
 }
 
-/// Documents → JSON in the registry wire format, registering each new inferred schema (type
-/// `JSON`) under its subject.
+/// Documents → JSON in the registry wire format, registering each new schema (type `JSON`)
+/// under its subject: the one given in the configuration, or the one inferred from each
+/// document.
 #[derive(Debug)]
 pub struct JsonSchemaWriter {
     registry: RegistryClient,
+    given: Option<String>,
 }
 
 impl JsonSchemaWriter {
@@ -161,7 +163,26 @@ impl JsonSchemaWriter {
     pub fn new(config: &SchemaRegistryConfig) -> Result<Self, String> {
         Ok(Self {
             registry: RegistryClient::new(config)?,
+            given: None,
         })
+    }
+
+    /// This writer, registering the JSON Schema `text` for every document instead of
+    /// inferring one. Documents are not checked against it: the registry's consumers are.
+    pub fn with_schema(mut self, text: &str) -> Result<Self, String> {
+        let schema: Value = serde_json::from_str(text).map_err(|e| format!("is not JSON: {e}"))?;
+        if !schema.is_object() {
+            return Err("is not a JSON Schema: not a JSON object".into());
+        }
+        // Registered compact, as inferred schemas are.
+        self.given = Some(schema.to_string());
+        Ok(self)
+    }
+
+    /// This writer, telling `hook` whether the registry answers.
+    pub fn reporting_to(mut self, hook: Option<Reachability>) -> Self {
+        self.registry = self.registry.reporting_to(hook);
+        self
     }
 
     /// `doc` with a schema titled `title`, registered under `subject`.
@@ -172,9 +193,12 @@ impl JsonSchemaWriter {
         subject: &str,
     ) -> Result<Vec<u8>, JsonSchemaError> {
         let (schema, value) = infer(doc, title);
-        let id = self
-            .registry
-            .register(subject, "JSON", &schema.to_string())?;
+        let id = match &self.given {
+            Some(given) => self.registry.register(subject, "JSON", given)?,
+            None => self
+                .registry
+                .register(subject, "JSON", &schema.to_string())?,
+        };
         let json = serde_json::to_vec(&value)
             .map_err(|e| JsonSchemaError::Invalid(format!("encoding JSON: {e}")))?;
         Ok(schema_registry::wire_format(id, &json))
@@ -196,6 +220,12 @@ impl JsonSchemaReader {
             registry: RegistryClient::new(config)?,
             schemas: Mutex::default(),
         })
+    }
+
+    /// This reader, telling `hook` whether the registry answers.
+    pub fn reporting_to(mut self, hook: Option<Reachability>) -> Self {
+        self.registry = self.registry.reporting_to(hook);
+        self
     }
 
     /// The value of a record in the wire format.

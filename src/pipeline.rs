@@ -11,6 +11,7 @@ use crate::config::KafkaConfig;
 use crate::ops::health::Readiness;
 use crate::ops::metrics::Metrics;
 use crate::ops::status::StatusBoard;
+use crate::schema_registry::Reachability;
 
 /// What every pipeline supervisor gets from the root supervisor besides its configuration.
 pub struct PipelineEnv {
@@ -26,6 +27,21 @@ pub struct PipelineEnv {
     pub shutdown_deadline: Duration,
     /// Where the pipeline reports the progress of long jobs (`/status`).
     pub status: StatusBoard,
+}
+
+/// A schema registry hook keeping `pipeline` not ready, saying why, while its registry does
+/// not answer: the pipeline holds its records back meanwhile (and retries), so `/ready` is
+/// where an operator sees the reason.
+pub fn registry_readiness(readiness: &Readiness, pipeline: &str) -> Reachability {
+    let readiness = readiness.clone();
+    let component = crate::ops::health::schema_registry(pipeline);
+    Arc::new(move |_url, error| match error {
+        Some(error) => readiness.set_problem(
+            component.clone(),
+            format!("{error}; records are held back until it answers"),
+        ),
+        None => readiness.clear(&component),
+    })
 }
 
 /// Asks a pipeline supervisor to drain and stop (within the shutdown deadline); answers

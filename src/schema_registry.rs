@@ -4,9 +4,13 @@
 //!
 //! It speaks HTTP/1.0 over `std::net` (one connection per request, closed by the server, so
 //! no chunked bodies and no connection pool): the registry is asked once per new schema, and
-//! no HTTP client crate is in the dependency tree. Requests block the calling thread for at
-//! most `timeout`; callers are the pure record conversions, which have no async context.
-//! `https` is not supported yet (the configuration refuses it).
+//! no HTTP client crate is in the dependency tree. `https` goes through `rustls` (the MongoDB
+//! driver's TLS library), the certificate checked against the configured CA file or the
+//! Mozilla roots. Requests block the calling thread for at most `timeout`; callers are the
+//! pure record conversions, which have no async context.
+//!
+//! Whether the registry answers is told to an optional [`Reachability`] hook after each
+//! request, so `/ready` can say why a pipeline holds back.
 //!
 //! The wire format the schemas are used in: byte 0 is 0 (the format's version), bytes 1..5
 //! the schema id, big-endian, then the encoded datum.
@@ -28,6 +32,9 @@ pub const MAGIC_BYTE: u8 = 0;
 /// filling the memory.
 const MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// The most (subject, schema) → id entries a client keeps.
+const MAX_CACHED_IDS: usize = 4096;
+
 /// Why the registry did not give what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
@@ -47,7 +54,17 @@ pub enum RegistryError {
         /// The id asked for.
         id: u32,
     },
-    /// The registry refused the request (an invalid or incompatible schema, bad credentials).
+    /// The registry refused a new schema under the subject's compatibility rule (HTTP 409).
+    #[error("schema registry at {url} refused the new schema of `{subject}` (HTTP 409): it breaks the subject's compatibility rule: {body}")]
+    Incompatible {
+        /// The registry.
+        url: String,
+        /// The subject.
+        subject: String,
+        /// The registry's reason, cut to 500 bytes.
+        body: String,
+    },
+    /// The registry refused the request (an invalid schema, bad credentials).
     #[error("schema registry at {url} answered {status} to {what}: {body}")]
     Refused {
         /// The registry.
@@ -67,7 +84,7 @@ impl RegistryError {
         match self {
             Self::Unreachable { .. } => true,
             Self::Refused { status, .. } => *status >= 500 || *status == 429,
-            Self::UnknownId { .. } => false,
+            Self::UnknownId { .. } | Self::Incompatible { .. } => false,
         }
     }
 }
@@ -105,15 +122,30 @@ pub struct RegisteredSchema {
     pub schema_type: String,
 }
 
+/// Told after each request to a registry whether it answered: `None` when it did, the
+/// error when it could not be reached (or answered 5xx/429). `/ready` reports through it.
+pub type Reachability = Arc<dyn Fn(&str, Option<&RegistryError>) + Send + Sync>;
+
 /// A registry client with its caches; one per pipeline (or per sink topic).
-#[derive(Debug)]
 pub struct RegistryClient {
     url: String,
     address: RegistryAddress,
     authorization: Option<String>,
     timeout: Duration,
-    ids: Mutex<HashMap<(String, String), u32>>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    reachability: Option<Reachability>,
+    /// Subject → schema text → id: looked up without copying the text.
+    ids: Mutex<HashMap<String, HashMap<String, u32>>>,
     schemas: Mutex<HashMap<u32, Arc<RegisteredSchema>>>,
+}
+
+impl std::fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryClient")
+            .field("url", &self.url)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl RegistryClient {
@@ -124,14 +156,26 @@ impl RegistryClient {
             let pair = format!("{user}:{}", config.password.as_deref().unwrap_or_default());
             format!("Basic {}", base64(pair.as_bytes()))
         });
+        let tls = match address.tls {
+            true => Some(tls_config(config)?),
+            false => None,
+        };
         Ok(Self {
             url: config.url.clone(),
             address,
             authorization,
             timeout: config.timeout,
+            tls,
+            reachability: None,
             ids: Mutex::default(),
             schemas: Mutex::default(),
         })
+    }
+
+    /// This client, telling `hook` after each request whether the registry answered.
+    pub fn reporting_to(mut self, hook: Option<Reachability>) -> Self {
+        self.reachability = hook;
+        self
     }
 
     /// The id of `schema` (`schema_type` `AVRO` or `JSON`) under `subject`, registering it
@@ -143,14 +187,14 @@ impl RegistryClient {
         schema_type: &str,
         schema: &str,
     ) -> Result<u32, RegistryError> {
-        let cache_key = (subject.to_owned(), schema.to_owned());
-        if let Some(id) = self
+        let cached = self
             .ids
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&cache_key)
-        {
-            return Ok(*id);
+            .get(subject)
+            .and_then(|schemas| schemas.get(schema).copied());
+        if let Some(id) = cached {
+            return Ok(id);
         }
         let mut body = serde_json::json!({ "schema": schema });
         if schema_type != "AVRO" {
@@ -165,7 +209,18 @@ impl RegistryClient {
             // again it answers with the id. A schema refused as incompatible is refused again.
             Err(RegistryError::Refused { status: 409, .. }) => {
                 std::thread::sleep(Duration::from_millis(100));
-                self.request("POST", &path, Some(&body), &what)?
+                match self.request("POST", &path, Some(&body), &what) {
+                    Err(RegistryError::Refused {
+                        status: 409, body, ..
+                    }) => {
+                        return Err(RegistryError::Incompatible {
+                            url: self.url.clone(),
+                            subject: subject.to_owned(),
+                            body,
+                        })
+                    }
+                    other => other?,
+                }
             }
             other => other?,
         };
@@ -174,10 +229,15 @@ impl RegistryClient {
             .and_then(Value::as_u64)
             .and_then(|id| u32::try_from(id).ok())
             .ok_or_else(|| self.unreachable(format!("{what}: the answer has no id: {answer}")))?;
-        self.ids
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(cache_key, id);
+        let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+        // Ever new schemas (change events naming ever new fields) must not grow it without
+        // end: start over when full; a schema dropped costs one request again.
+        if ids.values().map(HashMap::len).sum::<usize>() >= MAX_CACHED_IDS {
+            ids.clear();
+        }
+        ids.entry(subject.to_owned())
+            .or_default()
+            .insert(schema.to_owned(), id);
         Ok(id)
     }
 
@@ -229,8 +289,26 @@ impl RegistryClient {
         }
     }
 
-    /// One HTTP request; the JSON body of a 2xx answer.
+    /// One HTTP request; the JSON body of a 2xx answer. Tells the reachability hook how it
+    /// went.
     fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        what: &str,
+    ) -> Result<Value, RegistryError> {
+        let result = self.exchange(method, path, body, what);
+        if let Some(hook) = &self.reachability {
+            match &result {
+                Err(e) if e.is_transient() => hook(&self.url, Some(e)),
+                _ => hook(&self.url, None),
+            }
+        }
+        result
+    }
+
+    fn exchange(
         &self,
         method: &str,
         path: &str,
@@ -242,15 +320,27 @@ impl RegistryClient {
             host,
             port,
             path: prefix,
+            ..
         } = &self.address;
         let addr = (host.as_str(), *port)
             .to_socket_addrs()
             .map_err(io)?
             .next()
             .ok_or_else(|| self.unreachable(format!("{what}: {host} has no address")))?;
-        let mut stream = TcpStream::connect_timeout(&addr, self.timeout).map_err(io)?;
-        stream.set_read_timeout(Some(self.timeout)).map_err(io)?;
-        stream.set_write_timeout(Some(self.timeout)).map_err(io)?;
+        let tcp = TcpStream::connect_timeout(&addr, self.timeout).map_err(io)?;
+        tcp.set_read_timeout(Some(self.timeout)).map_err(io)?;
+        tcp.set_write_timeout(Some(self.timeout)).map_err(io)?;
+        let mut stream: Box<dyn ReadWrite> = match &self.tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let name = rustls_pki_types::ServerName::try_from(host.clone()).map_err(|e| {
+                    self.unreachable(format!("{what}: `{host}` is not a TLS server name: {e}"))
+                })?;
+                let connection = rustls::ClientConnection::new(tls.clone(), name)
+                    .map_err(|e| self.unreachable(format!("{what}: TLS: {e}")))?;
+                Box::new(rustls::StreamOwned::new(connection, tcp))
+            }
+        };
         let body = body.unwrap_or_default();
         let mut request = format!(
             "{method} {prefix}{path} HTTP/1.0\r\nHost: {host}:{port}\r\n\
@@ -265,10 +355,13 @@ impl RegistryClient {
         request.push_str(body);
         stream.write_all(request.as_bytes()).map_err(io)?;
         let mut answer = Vec::new();
-        stream
-            .take(MAX_RESPONSE_BYTES)
-            .read_to_end(&mut answer)
-            .map_err(io)?;
+        match stream.take(MAX_RESPONSE_BYTES).read_to_end(&mut answer) {
+            Ok(_) => {}
+            // A TLS server that closes the connection without `close_notify`: the answer
+            // ends with the connection, as in plain HTTP/1.0.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {}
+            Err(e) => return Err(io(e)),
+        }
         let (status, body) =
             parse_response(&answer).map_err(|e| self.unreachable(format!("{what}: {e}")))?;
         if !(200..300).contains(&status) {
@@ -283,6 +376,33 @@ impl RegistryClient {
         serde_json::from_slice(body)
             .map_err(|e| self.unreachable(format!("{what}: the answer is not JSON: {e}")))
     }
+}
+
+/// A plain or TLS connection.
+trait ReadWrite: Read + Write {}
+
+impl<T: Read + Write> ReadWrite for T {}
+
+/// The TLS settings of an `https` registry: its CA file's certificates, or the Mozilla roots.
+fn tls_config(config: &SchemaRegistryConfig) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &config.ca_file {
+        Some(file) => {
+            for certificate in crate::config::ca_certificates(file)? {
+                roots.add(certificate).map_err(|e| {
+                    format!("`{}`: a certificate is not usable: {e}", file.display())
+                })?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(tls))
 }
 
 /// The status and body of an HTTP/1.x answer read to its end.
@@ -403,14 +523,24 @@ mod tests {
             .map(|a| a.port())
             .expect("a free port");
         let client = RegistryClient::new(&SchemaRegistryConfig {
-            url: format!("http://127.0.0.1:{port}"),
-            username: None,
-            password: None,
             timeout: Duration::from_secs(2),
+            ..SchemaRegistryConfig::at(format!("http://127.0.0.1:{port}"))
         })
         .expect("a client");
+        let told: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+        let hook: Reachability = {
+            let told = told.clone();
+            Arc::new(move |_, error| {
+                told.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(error.map(ToString::to_string))
+            })
+        };
+        let client = client.reporting_to(Some(hook));
         let err = client.schema(1).expect_err("nothing listens");
         assert!(err.is_transient(), "{err}");
         assert!(err.to_string().contains("unreachable"), "{err}");
+        let told = told.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        assert_eq!(told, vec![Some(err.to_string())], "the hook hears why");
     }
 }

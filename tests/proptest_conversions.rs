@@ -305,6 +305,7 @@ proptest! {
         let conversion = Conversion {
             key: key_mode,
             format,
+            key_format: format,
             full_document_only: only,
             tombstone_on_delete: only && tombstone,
             registered: None,

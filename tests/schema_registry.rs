@@ -364,10 +364,8 @@ async fn a_registry_down_mid_stream_delays_the_source_and_loses_nothing() {
     registry_script(&["up"], &env);
     let reader = mongo_kafka_bridge::avro::AvroReader::new(
         &mongo_kafka_bridge::config::SchemaRegistryConfig {
-            url: url.clone(),
-            username: None,
-            password: None,
             timeout: std::time::Duration::from_secs(5),
+            ..mongo_kafka_bridge::config::SchemaRegistryConfig::at(url.clone())
         },
     )
     .expect("a reader");
@@ -506,10 +504,10 @@ async fn a_registry_down_holds_the_sink_back_and_loses_nothing() {
     }
     let _down = Down(&env);
     let config = mongo_kafka_bridge::config::SchemaRegistryConfig {
-        url: format!("http://127.0.0.1:{port}/apis/ccompat/v7"),
-        username: None,
-        password: None,
         timeout: std::time::Duration::from_secs(5),
+        ..mongo_kafka_bridge::config::SchemaRegistryConfig::at(format!(
+            "http://127.0.0.1:{port}/apis/ccompat/v7"
+        ))
     };
     let register = || {
         let writer = mongo_kafka_bridge::avro::AvroWriter::new(&config).expect("a writer");
@@ -573,4 +571,589 @@ async fn a_registry_down_holds_the_sink_back_and_loses_nothing() {
     let dead = common::consume(&dlq, 1, std::time::Duration::from_secs(2), false).await;
     assert!(dead.is_empty(), "dead-lettered: {dead:?}");
     sink.stop(daemon).await;
+}
+
+/// `method path` on the registry with a JSON `body`: status and body. Panics when no
+/// registry answers.
+fn registry_send(method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let url = url::Url::parse(&format!("{}{path}", registry_url())).expect("registry URL");
+    let port = url.port().unwrap_or(80);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("no schema registry at {}: {e}", registry_url()));
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "{method} {} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        url.path(),
+        body.len()
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("answer");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not HTTP: {response}"));
+    let (_, body) = response.split_once("\r\n\r\n").unwrap_or_default();
+    (status, body.to_owned())
+}
+
+/// The latest schema under `subject`: its type (`AVRO` when the registry leaves it out) and
+/// its text, parsed.
+fn latest_schema(subject: &str) -> (String, serde_json::Value) {
+    let (status, body) = registry_get(&format!("/subjects/{subject}/versions/latest"));
+    assert_eq!(status, 200, "{subject}: {body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let kind = answer["schemaType"].as_str().unwrap_or("AVRO").to_owned();
+    let schema = serde_json::from_str(answer["schema"].as_str().expect("a schema")).expect("JSON");
+    (kind, schema)
+}
+
+/// Waits until the `_id`s `ids` of `copy` hold `expected` (in order); panics with the log.
+async fn wait_for_copy(
+    copy: &mongodb::Collection<Document>,
+    expected: &[Document],
+    daemon: &common::Daemon,
+) {
+    let arrived = common::eventually(WAIT, || {
+        let (copy, expected) = (copy.clone(), expected.to_vec());
+        async move {
+            for doc in &expected {
+                let found = copy
+                    .find_one(doc! {"_id": doc.get("_id").cloned()})
+                    .await
+                    .ok()
+                    .flatten();
+                if found.as_ref() != Some(doc) {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    if !arrived {
+        let found: Vec<Document> = match copy.find(doc! {}).await {
+            Ok(cursor) => futures_util::TryStreamExt::try_collect(cursor)
+                .await
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        panic!(
+            "the copy is not what was expected:\n expected {expected:#?}\n found {found:#?}\nlog:\n{}",
+            daemon.log()
+        );
+    }
+}
+
+#[tokio::test]
+async fn key_and_value_formats_apart_round_trip_through_the_shared_registry() {
+    let (status, _) = registry_get("/subjects");
+    assert_eq!(status, 200, "the registry's /subjects");
+    let db = common::unique("schm_kv");
+    let topic = format!("{db}.c");
+    // One registry for every pipeline, in `[kafka]`; neither pipeline names one.
+    let config = common::config_toml(
+        common::free_port(),
+        &format!(
+            "[kafka.schema_registry]\nurl = \"{url}\"\n\
+             [[source]]\nname = \"{src}\"\ndatabase = \"{db}\"\ncollection = \"c\"\n\
+             key_format = \"avro\"\nvalue_format = \"json_schema\"\n\
+             full_document = \"updateLookup\"\nmax_await_time = \"300ms\"\n\
+             [[sink]]\nname = \"{snk}\"\ntopics = [\"{topic}\"]\ndatabase = \"{db}\"\ncollection = \"c_copy\"\n\
+             cdc_handler = \"mongodb\"\nkey_format = \"avro\"\nvalue_format = \"json_schema\"\nmax_batch_delay = \"50ms\"\n",
+            url = registry_url(),
+            src = common::unique("schm_kvsrc"),
+            snk = common::unique("schm_kvsnk"),
+        ),
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    daemon.wait_for_log("sink pipeline running", 1, WAIT);
+    let client = common::mongo_client().await;
+    let source = client.database(&db).collection::<Document>("c");
+    let at = DateTime::from_millis(1_700_000_000_123);
+    source
+        .insert_many([
+            doc! {"_id": 1, "name": "one", "at": at, "tags": ["a", "b"]},
+            doc! {"_id": 2, "name": "two", "nested": {"n": 2_i64}},
+        ])
+        .await
+        .expect("insert");
+    source
+        .update_one(doc! {"_id": 1}, doc! {"$set": {"name": "uno"}})
+        .await
+        .expect("update");
+    let copy = client.database(&db).collection::<Document>("c_copy");
+    wait_for_copy(
+        &copy,
+        &[
+            doc! {"_id": 1, "name": "uno", "at": at, "tags": ["a", "b"]},
+            // JSON carries the int64 2 as a number that fits int32.
+            doc! {"_id": 2, "name": "two", "nested": {"n": 2}},
+        ],
+        &daemon,
+    )
+    .await;
+    // Each part in its own format, under its own subject.
+    let (key_type, key_schema) = latest_schema(&format!("{topic}-key"));
+    assert_eq!(key_type, "AVRO", "{key_schema}");
+    assert_eq!(key_schema["type"], "record", "{key_schema}");
+    let (value_type, value_schema) = latest_schema(&format!("{topic}-value"));
+    assert_eq!(value_type, "JSON", "{value_schema}");
+    assert_eq!(value_schema["type"], "object", "{value_schema}");
+    daemon.terminate(WAIT);
+    let _ = client.database(&db).drop().await;
+}
+
+/// The Avro schema the source is given for document values: a renamed field, a decimal of
+/// scale 2, a field with a default.
+const GIVEN_VALUE_SCHEMA: &str = r#"{"type": "record", "name": "Product", "namespace": "schm.test", "fields": [
+    {"name": "_id", "type": "long"},
+    {"name": "name", "type": "string"},
+    {"name": "list_price", "type": {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2}, "mongo_name": "list price"},
+    {"name": "tags", "type": {"type": "array", "items": "string"}, "default": []}
+]}"#;
+
+/// The JSON Schema the source is given for keys.
+const GIVEN_KEY_SCHEMA: &str = r#"{"$schema": "http://json-schema.org/draft-07/schema#", "title": "ProductKey", "type": "object", "properties": {"_id": {"type": "integer"}}}"#;
+
+#[tokio::test]
+async fn schemas_given_in_the_config_are_registered_and_what_does_not_fit_is_dead_lettered() {
+    let (status, _) = registry_get("/subjects");
+    assert_eq!(status, 200, "the registry's /subjects");
+    let db = common::unique("schm_given");
+    let topic = format!("{db}.c");
+    let dlq = common::unique("schm_dlq");
+    let toml_text = |text: &str| format!("'''{text}'''");
+    let config = common::config_toml(
+        common::free_port(),
+        &format!(
+            "[[source]]\nname = \"{src}\"\ndatabase = \"{db}\"\ncollection = \"c\"\n\
+             key_format = \"json_schema\"\nvalue_format = \"avro\"\npublish_full_document_only = true\n\
+             key_schema = {key_schema}\nvalue_schema = {value_schema}\nmax_await_time = \"300ms\"\n\
+             errors = {{ tolerance = \"all\", dead_letter_topic = \"{dlq}\" }}\n{registry}\
+             [[sink]]\nname = \"{snk}\"\ntopics = [\"{topic}\"]\ndatabase = \"{db}\"\ncollection = \"c_copy\"\n\
+             key_format = \"json_schema\"\nvalue_format = \"avro\"\nmax_batch_delay = \"50ms\"\n{registry}",
+            key_schema = toml_text(GIVEN_KEY_SCHEMA),
+            value_schema = toml_text(GIVEN_VALUE_SCHEMA),
+            registry = registry_toml(),
+            src = common::unique("schm_gsrc"),
+            snk = common::unique("schm_gsnk"),
+        ),
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    daemon.wait_for_log("sink pipeline running", 1, WAIT);
+    let client = common::mongo_client().await;
+    let source = client.database(&db).collection::<Document>("c");
+    let price = |text: &str| text.parse::<Decimal128>().expect("decimal");
+    source
+        .insert_one(
+            doc! {"_id": 1, "name": "kept", "list price": price("9.5"), "not in the schema": true},
+        )
+        .await
+        .expect("insert");
+    source
+        .insert_one(doc! {"_id": 2, "name": 5, "list price": price("1")})
+        .await
+        .expect("insert");
+    source
+        .insert_one(doc! {"_id": 3, "name": "also kept", "list price": 12_i32, "tags": ["x"]})
+        .await
+        .expect("insert");
+    let copy = client.database(&db).collection::<Document>("c_copy");
+    wait_for_copy(
+        &copy,
+        &[
+            // In the schema's shape: `_id` a long, the price at scale 2, the default tags.
+            doc! {"_id": 1_i64, "name": "kept", "list price": price("9.50"), "tags": []},
+            doc! {"_id": 3_i64, "name": "also kept", "list price": price("12.00"), "tags": ["x"]},
+        ],
+        &daemon,
+    )
+    .await;
+    let dead = common::consume(&dlq, 1, WAIT, false).await;
+    assert_eq!(dead.len(), 1, "log:\n{}", daemon.log());
+    let reason = header(&dead[0], "mkb.error");
+    assert!(
+        reason.contains("does not fit the configured schema") && reason.contains("`name` is int32"),
+        "{reason}"
+    );
+    assert!(
+        copy.find_one(doc! {"_id": 2})
+            .await
+            .expect("find")
+            .is_none(),
+        "document 2 does not fit and is not written"
+    );
+    // The registry holds the schemas as given.
+    let (kind, schema) = latest_schema(&format!("{topic}-value"));
+    assert_eq!(kind, "AVRO");
+    assert_eq!(
+        schema,
+        serde_json::from_str::<serde_json::Value>(GIVEN_VALUE_SCHEMA).expect("JSON")
+    );
+    let (kind, schema) = latest_schema(&format!("{topic}-key"));
+    assert_eq!(kind, "JSON");
+    assert_eq!(
+        schema,
+        serde_json::from_str::<serde_json::Value>(GIVEN_KEY_SCHEMA).expect("JSON")
+    );
+    daemon.terminate(WAIT);
+    let _ = client.database(&db).drop().await;
+}
+
+#[tokio::test]
+async fn schema_evolution_follows_the_subjects_compatibility_and_refusals_are_dead_lettered() {
+    let (status, _) = registry_get("/subjects");
+    assert_eq!(status, 200, "the registry's /subjects");
+    let db = common::unique("schm_evo");
+    let topic = format!("{db}.c");
+    let dlq = common::unique("schm_dlq");
+    // The subject's rule, set through the Confluent-compatible API before anything is
+    // registered: a new schema must read data written with the one before.
+    let (status, body) = registry_send(
+        "PUT",
+        &format!("/config/{topic}-value"),
+        r#"{"compatibility": "BACKWARD"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let config = common::config_toml(
+        common::free_port(),
+        &format!(
+            "[[source]]\nname = \"{src}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nformat = \"avro\"\n\
+             publish_full_document_only = true\nmax_await_time = \"300ms\"\n\
+             errors = {{ tolerance = \"all\", dead_letter_topic = \"{dlq}\" }}\n{registry}\
+             [[sink]]\nname = \"{snk}\"\ntopics = [\"{topic}\"]\ndatabase = \"{db}\"\ncollection = \"c_copy\"\n\
+             key_format = \"avro\"\nvalue_format = \"avro\"\nmax_batch_delay = \"50ms\"\n{registry}",
+            registry = registry_toml(),
+            src = common::unique("schm_esrc"),
+            snk = common::unique("schm_esnk"),
+        ),
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    daemon.wait_for_log("sink pipeline running", 1, WAIT);
+    let client = common::mongo_client().await;
+    let source = client.database(&db).collection::<Document>("c");
+    let docs = [
+        doc! {"_id": 1, "a": "first"},
+        // A new field: its schema reads the first's records (the field defaults to null).
+        doc! {"_id": 2, "a": "second", "b": true},
+        // `a` changes type: the registry refuses the schema under BACKWARD.
+        doc! {"_id": 3, "a": 3},
+        // The field gone again: the first schema, registered already.
+        doc! {"_id": 4, "a": "fourth"},
+    ];
+    for doc in &docs {
+        source.insert_one(doc.clone()).await.expect("insert");
+    }
+    let copy = client.database(&db).collection::<Document>("c_copy");
+    wait_for_copy(
+        &copy,
+        &[docs[0].clone(), docs[1].clone(), docs[3].clone()],
+        &daemon,
+    )
+    .await;
+    let dead = common::consume(&dlq, 1, WAIT, false).await;
+    assert_eq!(dead.len(), 1, "log:\n{}", daemon.log());
+    let reason = header(&dead[0], "mkb.error");
+    assert!(
+        reason.contains("(HTTP 409): it breaks the subject's compatibility rule")
+            && reason.contains(&format!("`{topic}-value`")),
+        "the refusal and the subject: {reason}"
+    );
+    // The refused event is in the dead letter, whole (nothing lost).
+    let dead_event = dead[0].json();
+    assert_eq!(
+        dead_event["fullDocument"]["a"],
+        serde_json::json!({"$numberInt": "3"}),
+        "{dead_event}"
+    );
+    assert!(
+        copy.find_one(doc! {"_id": 3})
+            .await
+            .expect("find")
+            .is_none(),
+        "document 3 was refused"
+    );
+    let (status, versions) = registry_get(&format!("/subjects/{topic}-value/versions"));
+    assert_eq!(status, 200, "{versions}");
+    let versions: Vec<u32> = serde_json::from_str(&versions).expect("versions");
+    assert_eq!(versions.len(), 2, "the first schema and the one with `b`");
+    daemon.terminate(WAIT);
+    let _ = client.database(&db).drop().await;
+}
+
+/// The broker's test TLS material (`services.sh up` makes it): the CA file, and the broker's
+/// certificate and key (the key taken out of its PKCS#12 keystore with `openssl`) in `dir`.
+fn tls_material(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("test-services/.cache/tls");
+    let (ca, cert, keystore) = (
+        tls.join("ca.pem"),
+        tls.join("broker.pem"),
+        tls.join("broker.p12"),
+    );
+    assert!(
+        ca.exists() && cert.exists() && keystore.exists(),
+        "no test TLS material in {}: start the services with `test-services/services.sh up`",
+        tls.display()
+    );
+    let key = dir.join("broker.key.pem");
+    // The keystore password of `services.sh` (TLS_STORE_PASSWORD).
+    let out = std::process::Command::new("openssl")
+        .args([
+            "pkcs12",
+            "-nocerts",
+            "-nodes",
+            "-passin",
+            "pass:mkb-test-keystore",
+            "-in",
+        ])
+        .arg(&keystore)
+        .arg("-out")
+        .arg(&key)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl pkcs12: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (ca, cert, key)
+}
+
+/// A TLS-terminating proxy made for this test (rustls, with the broker's test certificate)
+/// in front of the plain registry on `upstream`, since Apicurio is run without TLS: each
+/// connection carries one HTTP/1.0 request and its answer. Answers its port.
+fn tls_proxy(cert: &std::path::Path, key: &std::path::Path, upstream: u16) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{Read, Write};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .expect("the certificate")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("PEM");
+    let key = PrivateKeyDer::from_pem_file(key).expect("the key");
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("a server certificate");
+    let config = std::sync::Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let Ok(connection) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                let mut tls = rustls::StreamOwned::new(connection, tcp);
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                // The head, then as many body bytes as it announces.
+                let complete = |request: &[u8]| {
+                    let text = String::from_utf8_lossy(request);
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        return false;
+                    };
+                    let length = head
+                        .lines()
+                        .filter_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .next()
+                        .unwrap_or(0);
+                    body.len() >= length
+                };
+                while !complete(&request) {
+                    match tls.read(&mut buffer) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let Ok(mut plain) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                    return;
+                };
+                let mut answer = Vec::new();
+                if plain.write_all(&request).is_err() || plain.read_to_end(&mut answer).is_err() {
+                    return;
+                }
+                let _ = tls.write_all(&answer);
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn an_https_registry_is_trusted_through_its_ca_file() {
+    let (status, _) = registry_get("/subjects");
+    assert_eq!(status, 200, "the registry's /subjects");
+    let upstream = url::Url::parse(&registry_url())
+        .ok()
+        .and_then(|u| u.port())
+        .expect("the registry's port");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = tls_material(dir.path());
+    let port = tls_proxy(&cert, &key, upstream);
+    let url = format!("https://127.0.0.1:{port}/apis/ccompat/v7");
+
+    // Without the CA file the certificate is not trusted: the registry is unreachable.
+    let untrusted = mongo_kafka_bridge::avro::AvroWriter::new(
+        &mongo_kafka_bridge::config::SchemaRegistryConfig::at(url.clone()),
+    )
+    .expect("a writer");
+    let err = untrusted
+        .write(&doc! {"_id": 1}, "Document", "schm_untrusted-value")
+        .expect_err("an unknown CA");
+    assert!(
+        err.to_string().contains("unreachable") && err.to_string().contains("certificate"),
+        "{err}"
+    );
+
+    let db = common::unique("schm_tls");
+    let topic = format!("{db}.c");
+    let registry = format!(
+        "schema_registry = {{ url = \"{url}\", ca_file = \"{}\" }}\n",
+        ca.display()
+    );
+    let config = common::config_toml(
+        common::free_port(),
+        &format!(
+            "[[source]]\nname = \"{src}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nformat = \"avro\"\n\
+             publish_full_document_only = true\nmax_await_time = \"300ms\"\n{registry}\
+             [[sink]]\nname = \"{snk}\"\ntopics = [\"{topic}\"]\ndatabase = \"{db}\"\ncollection = \"c_copy\"\n\
+             key_format = \"avro\"\nvalue_format = \"avro\"\nmax_batch_delay = \"50ms\"\n{registry}",
+            src = common::unique("schm_tsrc"),
+            snk = common::unique("schm_tsnk"),
+        ),
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    daemon.wait_for_log("sink pipeline running", 1, WAIT);
+    let client = common::mongo_client().await;
+    let doc = doc! {"_id": 1, "over": "tls", "at": DateTime::from_millis(5)};
+    client
+        .database(&db)
+        .collection::<Document>("c")
+        .insert_one(doc.clone())
+        .await
+        .expect("insert");
+    let copy = client.database(&db).collection::<Document>("c_copy");
+    wait_for_copy(&copy, &[doc], &daemon).await;
+    // Registered through the proxy: the plain registry has it.
+    let (kind, _) = latest_schema(&format!("{topic}-value"));
+    assert_eq!(kind, "AVRO");
+    daemon.terminate(WAIT);
+    let _ = client.database(&db).drop().await;
+}
+
+#[tokio::test]
+async fn ready_says_why_while_the_registry_does_not_answer_and_nothing_is_lost() {
+    let (status, _) = registry_get("/subjects");
+    assert_eq!(status, 200, "the registry's /subjects");
+    let upstream = url::Url::parse(&registry_url())
+        .ok()
+        .and_then(|u| u.port())
+        .expect("the registry's port");
+    // The daemon reaches the registry through a proxy of this test, cut at first.
+    let proxy = common::proxy::Proxy::start(&format!("127.0.0.1:{upstream}"));
+    proxy.cut();
+    let through = format!("http://127.0.0.1:{}/apis/ccompat/v7", proxy.port());
+
+    // A record for the sink, written with the registry itself.
+    let db = common::unique("schm_ready");
+    let sink_topic = common::unique("schm_ready_in");
+    common::create_topic(&sink_topic, 1).await;
+    let writer = mongo_kafka_bridge::avro::AvroWriter::new(
+        &mongo_kafka_bridge::config::SchemaRegistryConfig::at(registry_url()),
+    )
+    .expect("a writer");
+    let value = writer
+        .write(
+            &doc! {"_id": 100, "from": "kafka"},
+            "Document",
+            &format!("{sink_topic}-value"),
+        )
+        .expect("registers");
+    common::produce(
+        &sink_topic,
+        &[Outgoing {
+            value: Some(value),
+            ..Outgoing::default()
+        }],
+    )
+    .await;
+
+    let http = common::free_port();
+    let (src, snk) = (common::unique("schm_rsrc"), common::unique("schm_rsnk"));
+    let config = common::config_toml(
+        http,
+        &format!(
+            "[kafka.schema_registry]\nurl = \"{through}\"\ntimeout = \"2s\"\n\
+             [[source]]\nname = \"{src}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nformat = \"avro\"\n\
+             publish_full_document_only = true\nmax_await_time = \"300ms\"\n\
+             [[sink]]\nname = \"{snk}\"\ntopics = [\"{sink_topic}\"]\ndatabase = \"{db}\"\ncollection = \"copy\"\n\
+             value_format = \"avro\"\nid_strategy = \"provided_in_value\"\nmax_batch_delay = \"50ms\"\n",
+        ),
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    let client = common::mongo_client().await;
+    client
+        .database(&db)
+        .collection::<Document>("c")
+        .insert_one(doc! {"_id": 1, "from": "mongodb"})
+        .await
+        .expect("insert");
+    // Both pipelines hold back, and `/ready` says why, for each.
+    let deadline = std::time::Instant::now() + WAIT;
+    let body = loop {
+        let answer = common::http_get(http, "/ready");
+        if let Some((503, body)) = &answer {
+            if body.contains(&format!("schema registry {src}"))
+                && body.contains(&format!("schema registry {snk}"))
+            {
+                break body.clone();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/ready never named both registries: {answer:?}\nlog:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(
+        body.contains(&through) && body.contains("unreachable") && body.contains("held back"),
+        "{body}"
+    );
+    // The registry answers again: everything arrives, and the daemon is ready.
+    proxy.forward();
+    common::wait_for_status(http, "/ready", 200, WAIT);
+    let source_topic = format!("{db}.c");
+    let published = common::consume(&source_topic, 1, WAIT, false).await;
+    assert_eq!(published.len(), 1, "log:\n{}", daemon.log());
+    let copy = client.database(&db).collection::<Document>("copy");
+    wait_for_copy(&copy, &[doc! {"_id": 100, "from": "kafka"}], &daemon).await;
+    daemon.terminate(WAIT);
+    let _ = client.database(&db).drop().await;
 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use diff::{pipeline_names, ConfigDiff};
 pub use load::{load, load_str, ConfigError};
-pub use registry::{RegistryAddress, SchemaRegistryConfig};
+pub use registry::{ca_certificates, RegistryAddress, SchemaRegistryConfig};
 pub use secrets::masked;
 pub use sink::*;
 pub use source::*;
@@ -100,6 +100,27 @@ pub struct KafkaConfig {
     /// How long a metadata request or a connectivity check may take.
     #[serde(default = "default_kafka_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// The schema registry of every pipeline without a `schema_registry` of its own (the
+    /// `avro` and `json_schema` formats).
+    #[serde(default)]
+    pub schema_registry: Option<SchemaRegistryConfig>,
+}
+
+impl Config {
+    /// Gives every pipeline without a schema registry of its own the shared one of
+    /// `[kafka.schema_registry]`, so each pipeline's settings say which registry it uses.
+    pub fn share_schema_registry(&mut self) {
+        let Some(shared) = &self.kafka.schema_registry else {
+            return;
+        };
+        let sources = self.sources.iter_mut().map(|s| &mut s.schema_registry);
+        let sinks = self.sinks.iter_mut().map(|s| &mut s.schema_registry);
+        for registry in sources.chain(sinks) {
+            if registry.is_none() {
+                *registry = Some(shared.clone());
+            }
+        }
+    }
 }
 
 /// `[http]`

@@ -1,20 +1,25 @@
-//! `schema_registry`: the schema registry of a pipeline whose records are Avro, and its
+//! `schema_registry`: the schema registry of a pipeline whose records are Avro or JSON Schema
+//! (in `[kafka]`, shared by every pipeline, or in a pipeline, for it alone), and its
 //! validation.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::source::OutputFormat;
 use super::validate::Violation;
 
 /// A Confluent-compatible schema registry (Confluent Schema Registry, Apicurio Registry's
-/// `/apis/ccompat/v7`, Karapace), for `format = "avro"` (source) and `key_format` /
-/// `value_format = "avro"` (sink).
+/// `/apis/ccompat/v7`, Karapace), for the `avro` and `json_schema` formats. Given in
+/// `[kafka.schema_registry]`, it is every pipeline's; a pipeline's own `schema_registry`
+/// replaces it (as a whole) for that pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SchemaRegistryConfig {
     /// The registry's base URL, `http://host:port` plus the API's path if it has one
-    /// (`http://127.0.0.1:8081/apis/ccompat/v7`). `https` is not supported yet.
+    /// (`http://127.0.0.1:8081/apis/ccompat/v7`), or `https://...` (TLS, the server's
+    /// certificate checked against `ca_file`, or else the Mozilla root certificates).
     pub url: String,
     /// HTTP basic authentication: the user.
     #[serde(default)]
@@ -22,9 +27,26 @@ pub struct SchemaRegistryConfig {
     /// HTTP basic authentication: the password (masked in every output).
     #[serde(default)]
     pub password: Option<String>,
+    /// With an `https` URL: a PEM file of the certificate authorities the registry's
+    /// certificate must chain to (instead of the Mozilla root certificates).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// How long one request to the registry may take, connection included.
     #[serde(default = "default_registry_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+}
+
+impl SchemaRegistryConfig {
+    /// A registry at `url` with the defaults: no credentials, no CA file, a 10 s timeout.
+    pub fn at(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            username: None,
+            password: None,
+            ca_file: None,
+            timeout: default_registry_timeout(),
+        }
+    }
 }
 
 fn default_registry_timeout() -> Duration {
@@ -36,8 +58,10 @@ fn default_registry_timeout() -> Duration {
 pub struct RegistryAddress {
     /// Host name or address.
     pub host: String,
-    /// TCP port (80 when the URL gives none).
+    /// TCP port (80, or 443 with TLS, when the URL gives none).
     pub port: u16,
+    /// Whether the registry speaks TLS (`https`).
+    pub tls: bool,
     /// The API's path prefix, without a trailing `/` (empty for the root).
     pub path: String,
 }
@@ -46,12 +70,15 @@ impl SchemaRegistryConfig {
     /// The URL taken apart, or why it is not one the daemon can use.
     pub fn address(&self) -> Result<RegistryAddress, String> {
         let url = url::Url::parse(&self.url).map_err(|e| format!("not a URL: {e}"))?;
-        if url.scheme() != "http" {
-            return Err(format!(
-                "`{}` URLs are not supported yet: give an `http://` URL",
-                url.scheme()
-            ));
-        }
+        let tls = match url.scheme() {
+            "http" => false,
+            "https" => true,
+            other => {
+                return Err(format!(
+                    "`{other}` URLs are not supported: give an `http://` or `https://` URL"
+                ))
+            }
+        };
         if !url.username().is_empty() || url.password().is_some() {
             return Err("holds credentials: give them as `username` and `password`".into());
         }
@@ -66,7 +93,8 @@ impl SchemaRegistryConfig {
             .to_owned();
         Ok(RegistryAddress {
             host,
-            port: url.port().unwrap_or(80),
+            port: url.port().unwrap_or(if tls { 443 } else { 80 }),
+            tls,
             path: url.path().trim_end_matches('/').to_owned(),
         })
     }
@@ -88,7 +116,65 @@ impl SchemaRegistryConfig {
                 "must be longer than 0",
             ));
         }
+        if let Some(file) = &self.ca_file {
+            if let Err(message) = ca_certificates(file) {
+                out.push(Violation::new(format!("{key}.ca_file"), message));
+            }
+            if self.address().is_ok_and(|a| !a.tls) {
+                out.push(Violation::new(
+                    format!("{key}.ca_file"),
+                    "is used only with an `https://` URL",
+                ));
+            }
+        }
     }
+}
+
+/// Why `text`, a schema given in the configuration for records in `format`, cannot be used:
+/// an Avro schema must parse and be a record, a JSON Schema must be a JSON object describing
+/// an object.
+pub fn given_schema(text: &str, format: OutputFormat) -> Result<(), String> {
+    match format {
+        OutputFormat::Avro => match apache_avro::Schema::parse_str(text) {
+            Ok(apache_avro::Schema::Record(_)) => Ok(()),
+            Ok(other) => Err(format!(
+                "is an Avro `{:?}` schema; documents need a `record`",
+                apache_avro::schema::SchemaKind::from(&other)
+            )),
+            Err(e) => Err(format!("is not a valid Avro schema: {e}")),
+        },
+        OutputFormat::JsonSchema => {
+            let schema: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| format!("is not JSON: {e}"))?;
+            let Some(object) = schema.as_object() else {
+                return Err("is not a JSON Schema: not a JSON object".into());
+            };
+            match object.get("type") {
+                None => Ok(()),
+                Some(serde_json::Value::String(kind)) if kind == "object" => Ok(()),
+                Some(other) => Err(format!(
+                    "describes `\"type\": {other}`; documents need `\"type\": \"object\"`"
+                )),
+            }
+        }
+        _ => Err("is used only with the `avro` and `json_schema` formats".into()),
+    }
+}
+
+/// The certificates of the PEM file `file`, or why there are none.
+pub fn ca_certificates(
+    file: &std::path::Path,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let shown = file.display();
+    let certificates = rustls_pki_types::CertificateDer::pem_file_iter(file)
+        .map_err(|e| format!("`{shown}` cannot be read: {e}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("`{shown}` is not a PEM file of certificates: {e}"))?;
+    if certificates.is_empty() {
+        return Err(format!("`{shown}` holds no PEM certificate"));
+    }
+    Ok(certificates)
 }
 
 /// The `schema_registry` problem of a pipeline that needs one (`needed` names the setting that
@@ -114,12 +200,7 @@ mod tests {
     use super::*;
 
     fn config(url: &str) -> SchemaRegistryConfig {
-        SchemaRegistryConfig {
-            url: url.into(),
-            username: None,
-            password: None,
-            timeout: default_registry_timeout(),
-        }
+        SchemaRegistryConfig::at(url)
     }
 
     #[test]
@@ -127,7 +208,7 @@ mod tests {
         let text = "[mongodb]\nuri = \"mongodb://h\"\n[kafka]\nbootstrap_servers = \"k:9092\"\n\
              [[source]]\nname = \"s\"\nformat = \"avro\"\n\
              [[sink]]\nname = \"k\"\ntopics = [\"t\"]\ndatabase = \"d\"\nkey_format = \"avro\"\n\
-             [sink.topic_overrides.t]\nschema_registry = { url = \"https://r\" }\n";
+             [sink.topic_overrides.t]\nschema_registry = { url = \"ftp://r\" }\n";
         let message = match super::super::load_str(text, std::path::Path::new("t.toml")) {
             Ok(_) => panic!("accepted"),
             Err(e) => e.to_string(),
@@ -142,9 +223,133 @@ mod tests {
             "{message}"
         );
         assert!(
-            message.contains("`sink[0].topic_overrides.t.schema_registry.url`: `https` URLs"),
+            message.contains("`sink[0].topic_overrides.t.schema_registry.url`: `ftp` URLs"),
             "{message}"
         );
+    }
+
+    fn load(text: &str) -> Result<super::super::Config, String> {
+        let head = "[mongodb]\nuri = \"mongodb://h\"\n[kafka]\nbootstrap_servers = \"k:9092\"\n";
+        super::super::load_str(&format!("{head}{text}"), std::path::Path::new("t.toml"))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn key_and_value_formats_and_schemas_are_checked_at_load_naming_the_key() {
+        let message = load(
+            "[[source]]\nname = \"s\"\nkey_format = \"json_schema\"\n\
+             value_schema = '{\"type\": \"record\", \"name\": \"R\", \"fields\": [{\"name\": \"a\", \"type\": \"strin\"}]}'\n\
+             [[source]]\nname = \"t\"\nvalue_format = \"avro\"\nschema_registry = { url = \"http://r\" }\n\
+             key_schema = '[1]'\nvalue_schema = '\"string\"'\n\
+             [[source]]\nname = \"u\"\nformat = \"json_schema\"\nschema_registry = { url = \"http://r\" }\n\
+             key_schema = '{\"type\": \"array\"}'\nvalue_schema = 'nope'\n",
+        )
+        .expect_err("invalid");
+        for expected in [
+            "`source[0].schema_registry`: is missing: `key_format = \"json_schema\"` needs a schema registry",
+            "`source[0].value_schema`: is used only with the `avro` and `json_schema` formats",
+            "`source[1].key_schema`: is used only with",
+            "`source[1].value_schema`: is an Avro `String` schema; documents need a `record`",
+            "`source[2].key_schema`: describes `\"type\": \"array\"`",
+            "`source[2].value_schema`: is not JSON",
+        ] {
+            assert!(message.contains(expected), "{expected}\n in {message}");
+        }
+        assert!(message.contains("6 problems"), "{message}");
+        let bad_avro = load(
+            "[[source]]\nname = \"s\"\nformat = \"avro\"\nschema_registry = { url = \"http://r\" }\n\
+             value_schema = '{\"type\": \"record\", \"name\": \"R\", \"fields\": [{\"name\": \"a\", \"type\": \"strin\"}]}'\n",
+        )
+        .expect_err("invalid");
+        assert!(
+            bad_avro.contains("`source[0].value_schema`: is not a valid Avro schema"),
+            "{bad_avro}"
+        );
+        let config = load(
+            "[[source]]\nname = \"s\"\nkey_format = \"avro\"\nvalue_format = \"json_schema\"\n\
+             schema_registry = { url = \"http://r\" }\n\
+             key_schema = '{\"type\": \"record\", \"name\": \"K\", \"fields\": [{\"name\": \"_id\", \"type\": \"long\"}]}'\n\
+             value_schema = '{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"string\"}}}'\n",
+        )
+        .expect("valid");
+        assert_eq!(config.sources[0].key_format(), OutputFormat::Avro);
+        assert_eq!(config.sources[0].value_format(), OutputFormat::JsonSchema);
+    }
+
+    #[test]
+    fn the_shared_registry_is_every_pipelines_unless_one_has_its_own_and_reported_once() {
+        let config = load(
+            "schema_registry = { url = \"http://shared:8081\" }\n\
+             [[source]]\nname = \"s\"\nformat = \"avro\"\n\
+             [[sink]]\nname = \"k\"\ntopics = [\"t\"]\ndatabase = \"d\"\nvalue_format = \"avro\"\n\
+             schema_registry = { url = \"http://own:8081\" }\n",
+        );
+        // `schema_registry` written after `bootstrap_servers` belongs to `[kafka]`.
+        let config = config.expect("valid");
+        let url = |r: &Option<SchemaRegistryConfig>| r.as_ref().map(|r| r.url.clone());
+        assert_eq!(
+            url(&config.sources[0].schema_registry).as_deref(),
+            Some("http://shared:8081")
+        );
+        assert_eq!(
+            url(&config.sinks[0].schema_registry).as_deref(),
+            Some("http://own:8081")
+        );
+        let message = load(
+            "schema_registry = { url = \"ftp://shared\", timeout = \"0s\" }\n\
+             [[source]]\nname = \"s\"\nformat = \"avro\"\n\
+             [[source]]\nname = \"t\"\nformat = \"avro\"\n",
+        )
+        .expect_err("invalid");
+        assert!(message.contains("2 problems"), "{message}");
+        assert!(
+            message.contains("`kafka.schema_registry.url`: `ftp` URLs are not supported"),
+            "{message}"
+        );
+        assert!(
+            message.contains("`kafka.schema_registry.timeout`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_certificates_and_go_with_https() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pem = dir.path().join("ca.pem");
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").expect("write");
+        // A self-signed certificate, as PEM (its content is not checked here, only parsed).
+        std::fs::write(
+            &pem,
+            "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUe7s=\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        for (url, file, why) in [
+            (
+                "https://r",
+                dir.path().join("missing.pem"),
+                "cannot be read",
+            ),
+            ("https://r", junk.clone(), "holds no PEM certificate"),
+            ("http://r", pem.clone(), "only with an `https://` URL"),
+        ] {
+            let mut out = Vec::new();
+            SchemaRegistryConfig {
+                ca_file: Some(file),
+                ..config(url)
+            }
+            .validate("kafka.schema_registry", &mut out);
+            assert_eq!(out.len(), 1, "{out:?}");
+            assert_eq!(out[0].key, "kafka.schema_registry.ca_file");
+            assert!(out[0].message.contains(why), "{why}: {out:?}");
+        }
+        let mut out = Vec::new();
+        SchemaRegistryConfig {
+            ca_file: Some(pem),
+            ..config("https://r")
+        }
+        .validate("k", &mut out);
+        assert!(out.is_empty(), "{out:?}");
     }
 
     #[test]
@@ -154,6 +359,7 @@ mod tests {
             Ok(RegistryAddress {
                 host: "127.0.0.1".into(),
                 port: 8081,
+                tls: false,
                 path: "/apis/ccompat/v7".into()
             })
         );
@@ -162,7 +368,17 @@ mod tests {
             Ok(RegistryAddress {
                 host: "registry.example".into(),
                 port: 80,
+                tls: false,
                 path: String::new()
+            })
+        );
+        assert_eq!(
+            config("https://registry.example/api").address(),
+            Ok(RegistryAddress {
+                host: "registry.example".into(),
+                port: 443,
+                tls: true,
+                path: "/api".into()
             })
         );
         assert_eq!(
@@ -174,8 +390,8 @@ mod tests {
     #[test]
     fn unusable_urls_say_why() {
         for (url, why) in [
-            ("https://r:8081", "not supported yet"),
-            ("r:8081", "not supported yet"),
+            ("ftp://r:8081", "not supported"),
+            ("r:8081", "not supported"),
             ("not a url", "not a URL"),
             ("http://u:p@r:8081", "credentials"),
             ("http://r:8081/?x=1", "query"),

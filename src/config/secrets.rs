@@ -127,7 +127,8 @@ pub fn masked(config: &Config) -> Config {
             out.sinks
                 .iter_mut()
                 .filter_map(|s| s.schema_registry.as_mut()),
-        );
+        )
+        .chain(out.kafka.schema_registry.as_mut());
     for registry in registries {
         if registry.password.is_some() {
             registry.password = Some(MASK.to_owned());
@@ -173,6 +174,36 @@ mod tests {
             assert_eq!(registry.username.as_deref(), Some("u"));
         }
         assert!(!format!("{shown:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn masks_the_shared_schema_registry_password_and_its_copies() {
+        let text = "[mongodb]\nuri = \"mongodb://h\"\n[kafka]\nbootstrap_servers = \"k:9092\"\n\
+             schema_registry = { url = \"http://r:8081\", username = \"u\", password = \"hunter2\" }\n\
+             [[source]]\nname = \"s\"\nvalue_format = \"avro\"\n\
+             [[sink]]\nname = \"k\"\ntopics = [\"t\"]\ndatabase = \"d\"\nkey_format = \"json_schema\"\n";
+        let config = super::super::load_str(text, Path::new("t.toml")).expect("valid");
+        // Each pipeline says which registry it uses: the shared one.
+        assert_eq!(
+            config.sources[0].schema_registry,
+            config.kafka.schema_registry
+        );
+        assert_eq!(
+            config.sinks[0].schema_registry,
+            config.kafka.schema_registry
+        );
+        let shown = masked(&config);
+        assert_eq!(
+            shown
+                .kafka
+                .schema_registry
+                .as_ref()
+                .and_then(|r| r.password.as_deref()),
+            Some(MASK)
+        );
+        let printed = toml::to_string(&shown).expect("TOML");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("username = \"u\""), "{printed}");
     }
 
     #[test]

@@ -103,14 +103,33 @@ pub struct SourceConfig {
     /// document lands in one partition, in order) or `event_id` (the resume token).
     #[serde(default)]
     pub key: KeyMode,
-    /// The record value (and key) format: `relaxed_json`, `canonical_json`,
+    /// The record value and key format: `relaxed_json`, `canonical_json`,
     /// `simplified_json`, `bson`, `avro` or `json_schema` (a schema inferred from each
-    /// document, registered in `schema_registry` under `<topic>-key` / `<topic>-value`, and
-    /// the registry's wire format: a zero byte, the schema id, the Avro binary datum or the
-    /// `simplified_json` text).
+    /// document, or given in `key_schema` / `value_schema`, registered in the schema registry
+    /// under `<topic>-key` / `<topic>-value`, and the registry's wire format: a zero byte, the
+    /// schema id, the Avro binary datum or the `simplified_json` text).
     #[serde(default)]
     pub format: OutputFormat,
-    /// The schema registry `format = "avro"` registers its schemas in.
+    /// The record key's format, when it differs from `format` (the connector's
+    /// `output.format.key`).
+    #[serde(default)]
+    pub key_format: Option<OutputFormat>,
+    /// The record value's format, when it differs from `format` (the connector's
+    /// `output.format.value`).
+    #[serde(default)]
+    pub value_format: Option<OutputFormat>,
+    /// The schema of every record key instead of one inferred from each key (the connector's
+    /// `output.schema.key`): an Avro schema (a record) with `avro`, a JSON Schema with
+    /// `json_schema`, as JSON text. Documents are written in it: fields it lacks are left out,
+    /// fields missing from the document take the schema's default.
+    #[serde(default)]
+    pub key_schema: Option<String>,
+    /// The schema of every record value instead of one inferred from each value (the
+    /// connector's `output.schema.value`), as `key_schema`.
+    #[serde(default)]
+    pub value_schema: Option<String>,
+    /// The schema registry of the `avro` and `json_schema` formats. Absent: the one in
+    /// `[kafka.schema_registry]`.
     #[serde(default)]
     pub schema_registry: Option<SchemaRegistryConfig>,
     /// Publish a heartbeat to `heartbeat_topic` when a watched namespace has been idle this
@@ -477,15 +496,51 @@ impl SourceConfig {
         Ok(Some(bson::Timestamp { time, increment: 0 }))
     }
 
+    /// The format of record keys: `key_format`, else `format`.
+    pub fn key_format(&self) -> OutputFormat {
+        self.key_format.unwrap_or(self.format)
+    }
+
+    /// The format of record values: `value_format`, else `format`.
+    pub fn value_format(&self) -> OutputFormat {
+        self.value_format.unwrap_or(self.format)
+    }
+
     /// Checks this pipeline; `key` is its path (`source[0]`).
     pub fn validate(&self, key: &str, out: &mut Vec<Violation>) {
         let at = |field: &str| format!("{key}.{field}");
-        let avro = match self.format {
-            OutputFormat::Avro => Some("`format = \"avro\"`"),
-            OutputFormat::JsonSchema => Some("`format = \"json_schema\"`"),
-            _ => None,
-        };
-        registry::required(key, self.schema_registry.as_ref(), avro, out);
+        let needs_registry = [
+            ("key_format", self.key_format()),
+            ("value_format", self.value_format()),
+        ]
+        .into_iter()
+        .find_map(|(name, format)| {
+            let name = match (name, self.key_format, self.value_format) {
+                ("key_format", Some(_), _) | ("value_format", _, Some(_)) => name,
+                _ => "format",
+            };
+            match format {
+                OutputFormat::Avro => Some(format!("`{name} = \"avro\"`")),
+                OutputFormat::JsonSchema => Some(format!("`{name} = \"json_schema\"`")),
+                _ => None,
+            }
+        });
+        registry::required(
+            key,
+            self.schema_registry.as_ref(),
+            needs_registry.as_deref(),
+            out,
+        );
+        for (name, schema, format) in [
+            ("key_schema", &self.key_schema, self.key_format()),
+            ("value_schema", &self.value_schema, self.value_format()),
+        ] {
+            if let Some(text) = schema {
+                if let Err(message) = registry::given_schema(text, format) {
+                    out.push(Violation::new(at(name), message));
+                }
+            }
+        }
         if let Some(db) = &self.database {
             database_name(&at("database"), db, out);
         }

@@ -83,15 +83,46 @@ pub fn validate(config: &Config) -> Vec<Violation> {
         "the graceful shutdown deadline",
     );
     let mut names: BTreeMap<&str, String> = BTreeMap::new();
+    let shared = config.kafka.schema_registry.as_ref();
+    if let Some(registry) = shared {
+        registry.validate("kafka.schema_registry", &mut out);
+    }
     for (i, source) in config.sources.iter().enumerate() {
         let key = format!("source[{i}]");
         validate_name(&key, &source.name, &mut names, &mut out);
-        source.validate(&key, &mut out);
+        let mut found = Vec::new();
+        source.validate(&key, &mut found);
+        out.extend(without_shared_registry(
+            found,
+            &key,
+            shared.filter(|s| source.schema_registry.as_ref() == Some(*s)),
+        ));
     }
     for (i, sink) in config.sinks.iter().enumerate() {
-        validate_sink(&format!("sink[{i}]"), sink, &mut names, &mut out);
+        let key = format!("sink[{i}]");
+        let mut found = Vec::new();
+        validate_sink(&key, sink, &mut names, &mut found);
+        out.extend(without_shared_registry(
+            found,
+            &key,
+            shared.filter(|s| sink.schema_registry.as_ref() == Some(*s)),
+        ));
     }
     out
+}
+
+/// The problems of a pipeline but those of the `[kafka.schema_registry]` it was given
+/// (`shared`): they are reported once, under `kafka.schema_registry`.
+fn without_shared_registry(
+    found: Vec<Violation>,
+    key: &str,
+    shared: Option<&super::SchemaRegistryConfig>,
+) -> Vec<Violation> {
+    let own = format!("{key}.schema_registry.");
+    found
+        .into_iter()
+        .filter(|v| shared.is_none() || !v.key.starts_with(&own))
+        .collect()
 }
 
 /// Why the driver refused `uri`, saying no part of its password: the driver quotes what it

@@ -31,6 +31,11 @@ pub fn partition(pipeline: &str, partition: &str) -> String {
     format!("partition {pipeline}/{partition}")
 }
 
+/// The component of a pipeline's schema registry: not ready while it does not answer.
+pub fn schema_registry(pipeline: &str) -> String {
+    format!("schema registry {pipeline}")
+}
+
 /// Whether the daemon is ready, and if not, why.
 #[derive(Debug, Clone)]
 pub struct Readiness(Arc<RwLock<BTreeMap<String, String>>>);

@@ -11,6 +11,7 @@ use super::process::PostProcessor;
 use super::timeseries::TimeSeries;
 use super::write_model::WriteModelBuilder;
 use crate::config::{CdcHandler, NamespaceFrom, SinkConfig};
+use crate::schema_registry::Reachability;
 
 /// A database and collection written to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -87,6 +88,12 @@ impl Converter {
             config,
             raw,
         })
+    }
+
+    /// This converter, telling `hook` whether its schema registry answers.
+    pub fn reporting_to(mut self, hook: Option<Reachability>) -> Self {
+        self.decoder = self.decoder.reporting_to(hook);
+        self
     }
 
     /// The write `raw` becomes; `Ok(None)` when it writes nothing (a tombstone without

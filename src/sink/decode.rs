@@ -11,7 +11,7 @@ use super::model::{RecordError, Stage, MAX_NESTING_DEPTH};
 use crate::avro::{AvroError, AvroReader};
 use crate::config::{RecordFormat, SinkConfig};
 use crate::json_schema::{JsonSchemaError, JsonSchemaReader};
-use crate::schema_registry::RegistryError;
+use crate::schema_registry::{Reachability, RegistryError};
 
 /// Decodes the keys and values of one topic's records, in its formats; `avro` and
 /// `json_schema` ones through its schema registry (each schema fetched once).
@@ -47,6 +47,13 @@ impl Decoder {
             avro,
             json_schema,
         })
+    }
+
+    /// This decoder, telling `hook` whether its schema registry answers.
+    pub fn reporting_to(mut self, hook: Option<Reachability>) -> Self {
+        self.avro = self.avro.map(|r| r.reporting_to(hook.clone()));
+        self.json_schema = self.json_schema.map(|r| r.reporting_to(hook));
+        self
     }
 
     /// A record part in a registry format, read by its reader; `None` for other formats.

@@ -48,7 +48,8 @@ use crate::config::{KafkaConfig, SinkConfig, Tolerance};
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
 use crate::ops::status::StatusBoard;
-use crate::pipeline::{PipelineEnv, StopPipeline};
+use crate::pipeline::{registry_readiness, PipelineEnv, StopPipeline};
+use crate::schema_registry::Reachability;
 
 /// Bulk writes a pipeline converts and sends at once, whatever its number of partitions:
 /// the driver's default pool holds 10 connections, and what a batch takes beyond its records
@@ -194,6 +195,7 @@ impl SinkSupervisor {
             shared,
             dead_letter_producer,
             writers_thread.clone(),
+            registry_readiness(&self.readiness, &config.name),
         );
         let context = RebalanceContext::new(ContextParts {
             pipeline: config.name.clone(),
@@ -325,6 +327,7 @@ fn writer_factory(
     shared: Arc<WriterShared>,
     dead_letter_producer: Option<kafka::KafkaProducer>,
     writers_thread: ArbiterHandle,
+    registry_hook: Reachability,
 ) -> WriterFactory {
     let settings: Mutex<HashMap<String, Arc<WriterSettings>>> = Mutex::new(HashMap::new());
     Box::new(move |assignment: Assignment| {
@@ -333,9 +336,10 @@ fn writer_factory(
         let settings = match cache.get(topic) {
             Some(settings) => settings.clone(),
             None => {
-                let built = config
-                    .for_topic(topic)
-                    .and_then(|c| Converter::new(c.clone()).map(|conv| (c, conv)));
+                let built = config.for_topic(topic).and_then(|c| {
+                    let converter = Converter::new(c.clone())?;
+                    Ok((c, converter.reporting_to(Some(registry_hook.clone()))))
+                });
                 let (topic_config, converter) = match built {
                     Ok(built) => built,
                     Err(error) => {
@@ -451,6 +455,8 @@ impl Handler<StopPipeline> for SinkSupervisor {
         self.stopping = true;
         // A stopped pipeline reports nothing any more: a reload may have removed it.
         self.readiness.clear(&health::pipeline(&self.config.name));
+        self.readiness
+            .clear(&health::schema_registry(&self.config.name));
         let name = self.config.name.clone();
         Box::pin(self.drain().into_actor(self).map(move |left, _, ctx| {
             ctx.stop();

@@ -334,8 +334,11 @@ fn base64(out: &mut Vec<u8>, bytes: &[u8]) {
 
 impl Conversion {
     /// The JSON mode this conversion writes straight from raw BSON, if it does: relaxed
-    /// and canonical JSON without a schema registry.
+    /// and canonical JSON without a schema registry, the same for key and value.
     fn raw_mode(&self) -> Option<Mode> {
+        if self.key_format != self.format {
+            return None;
+        }
         match (self.format, &self.registered) {
             (OutputFormat::RelaxedJson, None) => Some(Mode::Relaxed),
             (OutputFormat::CanonicalJson, None) => Some(Mode::Canonical),
@@ -496,6 +499,7 @@ mod tests {
         let conversion = Conversion {
             key: KeyMode::DocumentKey,
             format: OutputFormat::RelaxedJson,
+            key_format: OutputFormat::RelaxedJson,
             full_document_only: false,
             tombstone_on_delete: false,
             registered: None,
@@ -525,6 +529,7 @@ mod tests {
                     let conversion = Conversion {
                         key,
                         format,
+                        key_format: format,
                         full_document_only,
                         tombstone_on_delete,
                         registered: None,
@@ -545,6 +550,7 @@ mod tests {
         let conversion = Conversion {
             key: KeyMode::DocumentKey,
             format: OutputFormat::CanonicalJson,
+            key_format: OutputFormat::CanonicalJson,
             full_document_only: false,
             tombstone_on_delete: false,
             registered: None,

@@ -9,6 +9,7 @@ use super::topic::TopicMapper;
 use crate::avro::{AvroError, AvroWriter};
 use crate::config::{KeyMode, OutputFormat, SourceConfig};
 use crate::json_schema::{JsonSchemaError, JsonSchemaWriter};
+use crate::schema_registry::Reachability;
 
 /// Why an event could not become a record.
 #[derive(Debug, thiserror::Error)]
@@ -58,8 +59,10 @@ impl From<bson::ser::Error> for FormatError {
 pub struct Conversion {
     /// What the key holds.
     pub key: KeyMode,
-    /// The encoding of key and value.
+    /// The encoding of the value.
     pub format: OutputFormat,
+    /// The encoding of the key.
+    pub key_format: OutputFormat,
     /// Publish `fullDocument` instead of the event.
     pub full_document_only: bool,
     /// With `full_document_only`, deletes become tombstones.
@@ -69,11 +72,13 @@ pub struct Conversion {
     pub registered: Option<Registered>,
 }
 
-/// What the formats with a schema registry need besides the document: the registry's writer,
-/// and the topic of each event, which names the subjects (`<topic>-key`, `<topic>-value`).
+/// What the formats with a schema registry need besides the document: the registry's writers
+/// of key and value (`None` for a part in another format), and the topic of each event, which
+/// names the subjects (`<topic>-key`, `<topic>-value`).
 #[derive(Debug, Clone)]
 pub struct Registered {
-    writer: Writer,
+    key: Option<Writer>,
+    value: Option<Writer>,
     topics: TopicMapper,
 }
 
@@ -83,25 +88,68 @@ enum Writer {
     JsonSchema(Arc<JsonSchemaWriter>),
 }
 
-impl Registered {
-    /// The writer of a pipeline with `format = "avro"` or `"json_schema"`, `None` for other
-    /// formats.
-    pub fn for_source(config: &SourceConfig) -> Result<Option<Self>, String> {
+impl Writer {
+    /// The writer of records in `format` with the schema `given` (else inferred); `None` for
+    /// formats without a registry.
+    fn new(
+        config: &SourceConfig,
+        format: OutputFormat,
+        given: Option<&str>,
+        hook: Option<Reachability>,
+    ) -> Result<Option<Self>, String> {
         let registry = || {
             config
                 .schema_registry
                 .as_ref()
-                .ok_or("this `format` needs `schema_registry`")
+                .ok_or("the `avro` and `json_schema` formats need `schema_registry`")
         };
-        let writer = match config.format {
-            OutputFormat::Avro => Writer::Avro(Arc::new(AvroWriter::new(registry()?)?)),
+        Ok(Some(match format {
+            OutputFormat::Avro => {
+                let writer = AvroWriter::new(registry()?)?.reporting_to(hook);
+                Self::Avro(Arc::new(match given {
+                    Some(text) => writer.with_schema(text)?,
+                    None => writer,
+                }))
+            }
             OutputFormat::JsonSchema => {
-                Writer::JsonSchema(Arc::new(JsonSchemaWriter::new(registry()?)?))
+                let writer = JsonSchemaWriter::new(registry()?)?.reporting_to(hook);
+                Self::JsonSchema(Arc::new(match given {
+                    Some(text) => writer.with_schema(text)?,
+                    None => writer,
+                }))
             }
             _ => return Ok(None),
-        };
+        }))
+    }
+}
+
+impl Registered {
+    /// The writers of a pipeline whose key or value format is `avro` or `json_schema`, `None`
+    /// when neither is; `hook` is told whether the registry answers.
+    pub fn for_source(
+        config: &SourceConfig,
+        hook: Option<Reachability>,
+    ) -> Result<Option<Self>, String> {
+        let key = Writer::new(
+            config,
+            config.key_format(),
+            config.key_schema.as_deref(),
+            hook.clone(),
+        )
+        .map_err(|e| format!("`key_schema`/`key_format`: {e}"))?;
+        let value = Writer::new(
+            config,
+            config.value_format(),
+            config.value_schema.as_deref(),
+            hook,
+        )
+        .map_err(|e| format!("`value_schema`/`value_format`: {e}"))?;
+        if key.is_none() && value.is_none() {
+            return Ok(None);
+        }
         Ok(Some(Self {
-            writer,
+            key,
+            value,
             topics: TopicMapper::new(config)?,
         }))
     }
@@ -119,32 +167,41 @@ impl Conversion {
     /// The conversion of the pipeline `config` describes. Its registry settings were
     /// validated with the configuration; should they still be unusable, that is logged and
     /// every Avro record fails to convert, saying why.
-    pub fn for_source(config: &SourceConfig) -> Self {
-        let registered = Registered::for_source(config).unwrap_or_else(|error| {
+    pub fn for_source(config: &SourceConfig, hook: Option<Reachability>) -> Self {
+        let registered = Registered::for_source(config, hook).unwrap_or_else(|error| {
             tracing::error!(pipeline = %config.name, %error, "schema registry settings");
             None
         });
         Self {
             key: config.key,
-            format: config.format,
+            format: config.value_format(),
+            key_format: config.key_format(),
             full_document_only: config.publish_full_document_only,
             tombstone_on_delete: config.tombstone_on_delete,
             registered,
         }
     }
 
-    /// Encodes the key or value `doc` of `event`'s record.
-    fn encode(&self, doc: Document, event: &Document, part: Part) -> Result<Vec<u8>, FormatError> {
-        let Some(registered) = &self.registered else {
-            return encode(doc, self.format);
+    /// Encodes the key or value `doc` of a record on `topic`.
+    fn encode(&self, doc: Document, topic: &str, part: Part) -> Result<Vec<u8>, FormatError> {
+        let format = match part {
+            Part::Key => self.key_format,
+            Part::Value => self.format,
+        };
+        let writer = self.registered.as_ref().and_then(|registered| match part {
+            Part::Key => registered.key.as_ref(),
+            Part::Value => registered.value.as_ref(),
+        });
+        let Some(writer) = writer else {
+            return encode(doc, format);
         };
         let (name, suffix) = match part {
             Part::Key => ("Key", "key"),
             Part::Value if self.full_document_only => ("Document", "value"),
             Part::Value => ("ChangeEvent", "value"),
         };
-        let subject = format!("{}-{suffix}", registered.topic(event));
-        match &registered.writer {
+        let subject = format!("{topic}-{suffix}");
+        match writer {
             Writer::Avro(avro) => Ok(avro.write(&doc, name, &subject)?),
             Writer::JsonSchema(json) => Ok(json.write(&doc, name, &subject)?),
         }
@@ -174,12 +231,13 @@ pub enum Converted {
 impl Conversion {
     /// Converts one change event.
     pub fn convert(&self, mut event: Document) -> Result<Converted, FormatError> {
-        // Registered schemas are named after the event's topic, which needs the whole event.
-        let whole = self
+        // Registered schemas go under subjects named after the event's topic.
+        let topic = self
             .registered
             .as_ref()
-            .map(|_| event.clone())
+            .map(|registered| registered.topic(&event))
             .unwrap_or_default();
+        let topic = topic.as_str();
         let key = match self.key {
             KeyMode::DocumentKey => event.get("documentKey").cloned(),
             KeyMode::EventId => Some(
@@ -190,20 +248,20 @@ impl Conversion {
             ),
         };
         let key = match key {
-            Some(Bson::Document(doc)) => Some(self.encode(doc, &whole, Part::Key)?),
-            Some(other) => Some(self.encode(single("_id", other), &whole, Part::Key)?),
+            Some(Bson::Document(doc)) => Some(self.encode(doc, topic, Part::Key)?),
+            Some(other) => Some(self.encode(single("_id", other), topic, Part::Key)?),
             None => None,
         };
         if !self.full_document_only {
             return Ok(Converted::Record {
                 key,
-                value: Some(self.encode(event, &whole, Part::Value)?),
+                value: Some(self.encode(event, topic, Part::Value)?),
             });
         }
         match event.remove("fullDocument") {
             Some(Bson::Document(doc)) => Ok(Converted::Record {
                 key,
-                value: Some(self.encode(doc, &whole, Part::Value)?),
+                value: Some(self.encode(doc, topic, Part::Value)?),
             }),
             _ if self.tombstone_on_delete && event.get_str("operationType") == Ok("delete") => {
                 Ok(Converted::Record { key, value: None })
@@ -382,6 +440,7 @@ mod tests {
         Conversion {
             key: KeyMode::DocumentKey,
             format,
+            key_format: format,
             full_document_only: false,
             tombstone_on_delete: false,
             registered: None,

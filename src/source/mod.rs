@@ -60,7 +60,7 @@ use crate::config::{Delivery, KafkaConfig, SourceConfig};
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
 use crate::ops::status::{SlotsReport, StatusBoard};
-use crate::pipeline::{PipelineEnv, StopPipeline};
+use crate::pipeline::{registry_readiness, PipelineEnv, StopPipeline};
 
 /// Why a source pipeline or one of its readers failed.
 #[derive(Debug, thiserror::Error)]
@@ -395,7 +395,10 @@ impl SourceSupervisor {
             Ok(settings) => settings,
             Err(error) => return self.fail(error, ctx),
         };
-        let conversion = Conversion::for_source(&self.config);
+        let conversion = Conversion::for_source(
+            &self.config,
+            Some(registry_readiness(&self.readiness, &self.config.name)),
+        );
         let mut slots = BTreeMap::new();
         for (slot, producer) in producers {
             let producer = RecordProducer::new(
@@ -1097,6 +1100,8 @@ impl Handler<StopPipeline> for SourceSupervisor {
         self.lifecycle.stop();
         // A stopped pipeline reports nothing any more: a reload may have removed it.
         self.readiness.clear(&health::pipeline(&self.config.name));
+        self.readiness
+            .clear(&health::schema_registry(&self.config.name));
         self.readiness
             .clear_prefix(&health::reader(&self.config.name, ""));
         self.winding_down = true;

@@ -300,7 +300,7 @@ mod tests {
         let config = pipeline(
             "errors = { tolerance = \"all\", dead_letter_topic = \"dlq\" }\npublish_full_document_only = true",
         );
-        let conversion = Conversion::for_source(&config);
+        let conversion = Conversion::for_source(&config, None);
         let whole_events = Conversion {
             full_document_only: false,
             ..conversion.clone()
