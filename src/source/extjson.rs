@@ -521,7 +521,9 @@ mod tests {
         let mut update = event.clone();
         update.insert("operationType", "update");
         update.insert("fullDocument", doc! { "_id": 42_i64, "n": 1.5 });
-        for format in [OutputFormat::RelaxedJson, OutputFormat::CanonicalJson] {
+        let json = [OutputFormat::RelaxedJson, OutputFormat::CanonicalJson];
+        // Every pair of key and value formats: a key in a format of its own too.
+        for (format, key_format) in json.iter().flat_map(|v| json.iter().map(move |k| (*v, *k))) {
             for key in [KeyMode::DocumentKey, KeyMode::EventId] {
                 for (full_document_only, tombstone_on_delete) in
                     [(false, false), (true, false), (true, true)]
@@ -529,7 +531,7 @@ mod tests {
                     let conversion = Conversion {
                         key,
                         format,
-                        key_format: format,
+                        key_format,
                         full_document_only,
                         tombstone_on_delete,
                         registered: None,
@@ -538,7 +540,7 @@ mod tests {
                         assert_eq!(
                             conversion.convert_raw(&raw(e)).ok(),
                             conversion.convert(e.clone()).ok(),
-                            "{format:?} {key:?} {full_document_only} {tombstone_on_delete}"
+                            "{format:?} key {key_format:?} {key:?} {full_document_only} {tombstone_on_delete}"
                         );
                     }
                 }
