@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bson::{Bson, Document};
 use serde_json::{json, Map, Value};
 
-use crate::config::SchemaRegistryConfig;
+use crate::config::{json_schema_validator, SchemaRegistryConfig};
 use crate::schema_registry::{self, Reachability, RegistryClient, RegistryError};
 
 /// The JSON Schema dialect the schemas name.
@@ -155,7 +155,16 @@ pub fn to_bson(value: Value, schema: &Value) -> Result<Bson, String> {
 #[derive(Debug)]
 pub struct JsonSchemaWriter {
     registry: RegistryClient,
-    given: Option<String>,
+    given: Option<Given>,
+}
+
+/// A JSON Schema given in the configuration: registered as it is, and every document checked
+/// against it before it is written.
+#[derive(Debug)]
+struct Given {
+    /// The schema, compact, as it is registered.
+    text: String,
+    validator: jsonschema::Validator,
 }
 
 impl JsonSchemaWriter {
@@ -168,14 +177,19 @@ impl JsonSchemaWriter {
     }
 
     /// This writer, registering the JSON Schema `text` for every document instead of
-    /// inferring one. Documents are not checked against it: the registry's consumers are.
+    /// inferring one, and checking every document against it: one that does not fit is
+    /// [`JsonSchemaError::Invalid`], naming where it does not, and is never written.
     pub fn with_schema(mut self, text: &str) -> Result<Self, String> {
         let schema: Value = serde_json::from_str(text).map_err(|e| format!("is not JSON: {e}"))?;
         if !schema.is_object() {
             return Err("is not a JSON Schema: not a JSON object".into());
         }
+        let validator = json_schema_validator(&schema)?;
         // Registered compact, as inferred schemas are.
-        self.given = Some(schema.to_string());
+        self.given = Some(Given {
+            text: schema.to_string(),
+            validator,
+        });
         Ok(self)
     }
 
@@ -194,7 +208,15 @@ impl JsonSchemaWriter {
     ) -> Result<Vec<u8>, JsonSchemaError> {
         let (schema, value) = infer(doc, title);
         let id = match &self.given {
-            Some(given) => self.registry.register(subject, "JSON", given)?,
+            Some(given) => {
+                given.validator.validate(&value).map_err(|e| {
+                    JsonSchemaError::Invalid(format!(
+                        "the document does not fit the given JSON Schema at `{}`: {e}",
+                        e.instance_path()
+                    ))
+                })?;
+                self.registry.register(subject, "JSON", &given.text)?
+            }
             None => self
                 .registry
                 .register(subject, "JSON", &schema.to_string())?,
@@ -273,6 +295,48 @@ mod tests {
     use bson::{doc, Binary, DateTime, Decimal128, Regex};
 
     use super::*;
+
+    #[test]
+    fn a_document_that_does_not_fit_a_given_schema_is_refused_naming_where() {
+        // Nothing answers on port 1: a document that fits gets as far as the registry, one
+        // that does not is refused before it.
+        let writer = JsonSchemaWriter::new(&SchemaRegistryConfig::at("http://127.0.0.1:1"))
+            .and_then(|w| {
+                w.with_schema(
+                    r#"{"type": "object", "required": ["price"],
+                        "properties": {"price": {"type": "number", "minimum": 0}}}"#,
+                )
+            })
+            .expect("a writer");
+        let refused = |doc: Document| match writer.write(&doc, "t", "t-value") {
+            Err(JsonSchemaError::Invalid(reason)) => reason,
+            other => panic!("{doc}: not refused: {other:?}"),
+        };
+        let negative = refused(doc! {"_id": 1, "price": -2.5});
+        assert!(
+            negative.contains("does not fit the given JSON Schema at `/price`"),
+            "{negative}"
+        );
+        let missing = refused(doc! {"_id": 1});
+        assert!(
+            missing.contains("\"price\" is a required property"),
+            "{missing}"
+        );
+        assert!(matches!(
+            writer.write(&doc! {"_id": 1, "price": 3}, "t", "t-value"),
+            Err(JsonSchemaError::Registry(_))
+        ));
+    }
+
+    #[test]
+    fn a_given_schema_that_is_not_a_json_schema_is_refused() {
+        let writer = JsonSchemaWriter::new(&SchemaRegistryConfig::at("http://127.0.0.1:1"))
+            .expect("a writer");
+        let error = writer
+            .with_schema(r#"{"type": "object", "properties": {"price": {"type": 5}}}"#)
+            .expect_err("accepted");
+        assert!(error.starts_with("is not a valid JSON Schema"), "{error}");
+    }
 
     #[test]
     fn schemas_say_what_each_value_is_and_the_reader_restores_dates_and_binaries() {

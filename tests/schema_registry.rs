@@ -721,7 +721,7 @@ const GIVEN_VALUE_SCHEMA: &str = r#"{"type": "record", "name": "Product", "names
 ]}"#;
 
 /// The JSON Schema the source is given for keys.
-const GIVEN_KEY_SCHEMA: &str = r#"{"$schema": "http://json-schema.org/draft-07/schema#", "title": "ProductKey", "type": "object", "properties": {"_id": {"type": "integer"}}}"#;
+const GIVEN_KEY_SCHEMA: &str = r#"{"$schema": "http://json-schema.org/draft-07/schema#", "title": "ProductKey", "type": "object", "properties": {"_id": {"type": "integer", "minimum": 0}}}"#;
 
 #[tokio::test]
 async fn schemas_given_in_the_config_are_registered_and_what_does_not_fit_is_dead_lettered() {
@@ -767,6 +767,11 @@ async fn schemas_given_in_the_config_are_registered_and_what_does_not_fit_is_dea
         .insert_one(doc! {"_id": 3, "name": "also kept", "list price": 12_i32, "tags": ["x"]})
         .await
         .expect("insert");
+    // A key the given JSON Schema refuses (`minimum: 0`): checked before it is written.
+    source
+        .insert_one(doc! {"_id": -4, "name": "negative key", "list price": price("2")})
+        .await
+        .expect("insert");
     let copy = client.database(&db).collection::<Document>("c_copy");
     wait_for_copy(
         &copy,
@@ -778,20 +783,27 @@ async fn schemas_given_in_the_config_are_registered_and_what_does_not_fit_is_dea
         &daemon,
     )
     .await;
-    let dead = common::consume(&dlq, 1, WAIT, false).await;
-    assert_eq!(dead.len(), 1, "log:\n{}", daemon.log());
+    let dead = common::consume(&dlq, 2, WAIT, false).await;
+    assert_eq!(dead.len(), 2, "log:\n{}", daemon.log());
     let reason = header(&dead[0], "mkb.error");
     assert!(
         reason.contains("does not fit the configured schema") && reason.contains("`name` is int32"),
         "{reason}"
     );
+    let reason = header(&dead[1], "mkb.error");
     assert!(
-        copy.find_one(doc! {"_id": 2})
-            .await
-            .expect("find")
-            .is_none(),
-        "document 2 does not fit and is not written"
+        reason.contains("does not fit the given JSON Schema at `/_id`"),
+        "{reason}"
     );
+    for id in [2, -4] {
+        assert!(
+            copy.find_one(doc! {"_id": id})
+                .await
+                .expect("find")
+                .is_none(),
+            "document {id} does not fit and is not written"
+        );
+    }
     // The registry holds the schemas as given.
     let (kind, schema) = latest_schema(&format!("{topic}-value"));
     assert_eq!(kind, "AVRO");

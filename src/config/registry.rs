@@ -130,6 +130,12 @@ impl SchemaRegistryConfig {
     }
 }
 
+/// The validator of a JSON Schema given in the configuration, or why it is not one (no remote
+/// `$ref`s: a schema must be whole).
+pub fn json_schema_validator(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
+    jsonschema::validator_for(schema).map_err(|e| format!("is not a valid JSON Schema: {e}"))
+}
+
 /// Why `text`, a schema given in the configuration for records in `format`, cannot be used:
 /// an Avro schema must parse and be a record, a JSON Schema must be a JSON object describing
 /// an object.
@@ -150,12 +156,15 @@ pub fn given_schema(text: &str, format: OutputFormat) -> Result<(), String> {
                 return Err("is not a JSON Schema: not a JSON object".into());
             };
             match object.get("type") {
-                None => Ok(()),
-                Some(serde_json::Value::String(kind)) if kind == "object" => Ok(()),
-                Some(other) => Err(format!(
-                    "describes `\"type\": {other}`; documents need `\"type\": \"object\"`"
-                )),
+                None => {}
+                Some(serde_json::Value::String(kind)) if kind == "object" => {}
+                Some(other) => {
+                    return Err(format!(
+                        "describes `\"type\": {other}`; documents need `\"type\": \"object\"`"
+                    ))
+                }
             }
+            json_schema_validator(&schema).map(drop)
         }
         _ => Err("is used only with the `avro` and `json_schema` formats".into()),
     }
@@ -264,6 +273,15 @@ mod tests {
         assert!(
             bad_avro.contains("`source[0].value_schema`: is not a valid Avro schema"),
             "{bad_avro}"
+        );
+        let bad_json_schema = load(
+            "[[source]]\nname = \"s\"\nformat = \"json_schema\"\nschema_registry = { url = \"http://r\" }\n\
+             value_schema = '{\"type\": \"object\", \"properties\": {\"a\": {\"type\": 5}}}'\n",
+        )
+        .expect_err("invalid");
+        assert!(
+            bad_json_schema.contains("`source[0].value_schema`: is not a valid JSON Schema"),
+            "{bad_json_schema}"
         );
         let config = load(
             "[[source]]\nname = \"s\"\nkey_format = \"avro\"\nvalue_format = \"json_schema\"\n\
