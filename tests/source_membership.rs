@@ -33,6 +33,7 @@ impl Member {
             pipeline: pipeline.to_owned(),
             topic: topic.to_owned(),
             handover: Duration::from_secs(10),
+            agreement: None,
         };
         let membership = Membership::join(&config.kafka, &join, tx)
             .unwrap_or_else(|e| panic!("joining the group: {e}"));

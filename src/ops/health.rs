@@ -21,6 +21,12 @@ pub fn pipeline(name: &str) -> String {
     format!("pipeline {name}")
 }
 
+/// The component of a source pipeline's agreement on its configuration with the other
+/// daemons of its group.
+pub fn config(pipeline: &str) -> String {
+    format!("config {pipeline}")
+}
+
 /// The component of one change-stream reader's progress.
 pub fn reader(pipeline: &str, namespace: &str) -> String {
     format!("reader {pipeline}/{namespace}")
@@ -61,6 +67,14 @@ impl Readiness {
         self.update(|problems| {
             problems.remove(component);
         });
+    }
+
+    /// Whether `component` reported a problem.
+    pub fn has_problem(&self, component: &str) -> bool {
+        match self.0.read() {
+            Ok(guard) => guard.contains_key(component),
+            Err(poisoned) => poisoned.into_inner().contains_key(component),
+        }
     }
 
     /// Clears every component whose name starts with `prefix` (a removed pipeline's readers).

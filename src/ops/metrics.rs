@@ -82,6 +82,7 @@ pub struct Metrics {
     checkpoint_times: Arc<Mutex<HashMap<(String, String), Instant>>>,
     stalled_readers: StateGauge,
     owned_slots: StateGauge,
+    config_mismatch: StateGauge,
     rebalances: IntCounterVec,
     dead_letters: IntCounterVec,
     checkpoints_written: IntCounterVec,
@@ -264,6 +265,11 @@ impl Metrics {
             owned_slots: b.state_gauge(
                 "source_owned_slots",
                 "Slots of a source pipeline (partitions of its checkpoint topic) this daemon owns and runs the readers of, by pipeline.",
+                &["pipeline"],
+            )?,
+            config_mismatch: b.state_gauge(
+                "source_config_mismatch",
+                "1 when daemons in the group of a source pipeline run it with another configuration than this daemon (fingerprints differ), else 0, by pipeline.",
                 &["pipeline"],
             )?,
             rebalances: b.counter(
@@ -454,6 +460,7 @@ impl Metrics {
             &self.checkpoint_age,
             &self.stalled_readers,
             &self.owned_slots,
+            &self.config_mismatch,
             &self.consumer_lag,
             &self.stalled_partitions,
             &self.copy_total,
@@ -576,6 +583,12 @@ impl Metrics {
     /// Sets how many slots of the source `pipeline` this daemon owns.
     pub fn owned_slots(&self, pipeline: &str, count: usize) {
         self.owned_slots.set(&[pipeline], count as f64);
+    }
+
+    /// Sets whether daemons in the group of the source `pipeline` run another configuration.
+    pub fn config_mismatch(&self, pipeline: &str, mismatch: bool) {
+        self.config_mismatch
+            .set(&[pipeline], if mismatch { 1.0 } else { 0.0 });
     }
 
     /// Records a restart of an `actor` kind of `pipeline` because of `reason` (a bounded
@@ -715,6 +728,7 @@ impl Metrics {
             &self.checkpoint_age,
             &self.stalled_readers,
             &self.owned_slots,
+            &self.config_mismatch,
             &self.consumer_lag,
             &self.stalled_partitions,
             &self.copy_total,

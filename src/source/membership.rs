@@ -22,6 +22,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::TopicPartitionList;
 
+use super::agreement::{self, Agreement};
 use super::ownership::Change;
 use crate::clients::{kafka, ClientError};
 use crate::config::KafkaConfig;
@@ -55,6 +56,54 @@ pub struct Join {
     pub topic: String,
     /// The longest a revoke or a loss waits for its hand-over.
     pub handover: Duration,
+    /// Publish this fingerprint of the pipeline's configuration to the other members and
+    /// compare theirs with it (`agreement.rs`); `None`: no check.
+    pub agreement: Option<Agreeing>,
+}
+
+/// This daemon's fingerprint, and where to say whether the group agrees with it.
+#[derive(Debug, Clone)]
+pub struct Agreeing {
+    /// The fingerprint of this daemon's pipeline configuration.
+    pub fingerprint: String,
+    /// Receives the comparison each time its outcome changes.
+    pub report: tokio::sync::mpsc::UnboundedSender<Agreement>,
+}
+
+/// How often the members' fingerprints are compared (about: one poll of the group waits
+/// up to 100 ms).
+const COMPARE_EVERY_POLLS: u32 = 20;
+
+/// Compares the fingerprints of the live members of `group` with ours, reporting when the
+/// outcome changed. Only a stable group is compared: mid-rebalance, its member list is
+/// partial.
+fn compare_members(
+    consumer: &BaseConsumer<GroupContext>,
+    group: &str,
+    agreeing: &Agreeing,
+    last: &mut Option<Agreement>,
+) {
+    let list = match consumer.fetch_group_list(Some(group), Duration::from_secs(5)) {
+        Ok(list) => list,
+        Err(error) => {
+            tracing::debug!(group, %error, "could not describe the group to compare configurations");
+            return;
+        }
+    };
+    let Some(info) = list.groups().iter().find(|g| g.name() == group) else {
+        return;
+    };
+    if info.state() != "Stable" {
+        return;
+    }
+    let outcome = agreement::compare(
+        &agreeing.fingerprint,
+        info.members().iter().map(|m| m.client_id()),
+    );
+    if last.as_ref() != Some(&outcome) {
+        *last = Some(outcome.clone());
+        let _ = agreeing.report.send(outcome);
+    }
 }
 
 struct GroupContext {
@@ -145,19 +194,24 @@ impl Membership {
             changes,
             handover: join.handover,
         };
-        let consumer: BaseConsumer<GroupContext> =
-            kafka::client_config(kafka_config, kafka::Role::Consumer)
-                .set("group.id", group_id(&join.pipeline))
-                .set("partition.assignment.strategy", "cooperative-sticky")
-                .set("enable.auto.commit", "false")
-                .set("enable.auto.offset.store", "false")
-                .create_with_context(context)
-                .map_err(|source| ClientError::Kafka {
-                    servers: kafka_config.bootstrap_servers.clone(),
-                    what: "joining the group of a source pipeline",
-                    source: Box::new(source),
-                    broker_error: None,
-                })?;
+        let mut config = kafka::client_config(kafka_config, kafka::Role::Consumer);
+        if let Some(agreeing) = &join.agreement {
+            let base = config.get("client.id").unwrap_or("mongo-kafka-bridge");
+            let id = agreement::client_id(base, &agreeing.fingerprint);
+            config.set("client.id", id);
+        }
+        let consumer: BaseConsumer<GroupContext> = config
+            .set("group.id", group_id(&join.pipeline))
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .create_with_context(context)
+            .map_err(|source| ClientError::Kafka {
+                servers: kafka_config.bootstrap_servers.clone(),
+                what: "joining the group of a source pipeline",
+                source: Box::new(source),
+                broker_error: None,
+            })?;
         consumer
             .subscribe(&[&join.topic])
             .map_err(|source| ClientError::Kafka {
@@ -169,13 +223,23 @@ impl Membership {
         let stop = Arc::new(AtomicBool::new(false));
         let running = stop.clone();
         let pipeline = join.pipeline.clone();
+        let group = group_id(&join.pipeline);
+        let agreeing = join.agreement.clone();
         let thread = std::thread::Builder::new()
             .name(format!("mkb-group-{pipeline}"))
             .spawn(move || {
+                let mut polls = 0u32;
+                let mut last = None;
                 while !running.load(Ordering::SeqCst) {
                     // Paused partitions return no record: a poll serves the group.
                     if let Some(Err(error)) = consumer.poll(Duration::from_millis(100)) {
                         kafka::log_event(&error, "polling the group of a source pipeline");
+                    }
+                    polls = polls.wrapping_add(1);
+                    if let Some(agreeing) = &agreeing {
+                        if polls.is_multiple_of(COMPARE_EVERY_POLLS) {
+                            compare_members(&consumer, &group, agreeing, &mut last);
+                        }
                     }
                 }
                 // Leaving: the revoke callback hands the slots over first.

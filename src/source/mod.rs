@@ -10,6 +10,7 @@
 //! when the group moves slots (a fenced producer loses its slot), and drains everything on
 //! stop.
 
+pub mod agreement;
 pub mod checkpoint;
 pub mod copy;
 pub mod copy_progress;
@@ -36,12 +37,13 @@ use futures_util::future::join_all;
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::producer::Producer;
 
+use self::agreement::Agreement;
 use self::checkpoint::Checkpoint;
 use self::copy_progress::CopyTracker;
 use self::format::{Conversion, FormatError};
 use self::ledger::Ending;
 use self::lifecycle::{Lifecycle, Origin, Phase};
-use self::membership::{Join, Membership, Rebalanced};
+use self::membership::{Agreeing, Join, Membership, Rebalanced};
 use self::model::{Position, Scope, StartAt};
 use self::ownership::{Change, Ownership};
 use self::policy::ErrorClass;
@@ -252,6 +254,12 @@ struct Running {
 #[rtype(result = "()")]
 struct SlotsChanged(Rebalanced);
 
+/// The group's members were compared with this daemon's configuration (`agreement.rs`),
+/// with another outcome than the time before.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ConfigCompared(Agreement);
+
 /// Supervises one source pipeline.
 pub struct SourceSupervisor {
     config: SourceConfig,
@@ -277,6 +285,8 @@ pub struct SourceSupervisor {
     membership: Option<Membership>,
     /// Where the group's callbacks send their changes (to this actor).
     changes: Option<tokio::sync::mpsc::UnboundedSender<Rebalanced>>,
+    /// Where the group's thread says whether the members agree on the configuration.
+    agreements: Option<tokio::sync::mpsc::UnboundedSender<Agreement>>,
     /// A launch is being wound down: hand-overs answer once it is.
     winding_down: bool,
     /// Revoked or lost slots waiting for the wind-down under way.
@@ -326,6 +336,7 @@ impl SourceSupervisor {
             ownership: Ownership::new(config_slots),
             membership: None,
             changes: None,
+            agreements: None,
             winding_down: false,
             handovers: Vec::new(),
             started: false,
@@ -731,6 +742,10 @@ impl SourceSupervisor {
             pipeline: self.config.name.clone(),
             topic: self.config.checkpoint_topic.clone(),
             handover: self.shutdown_deadline,
+            agreement: self.agreements.clone().map(|report| Agreeing {
+                fingerprint: agreement::fingerprint(&self.config),
+                report,
+            }),
         };
         let partitions = i32::try_from(self.config.slots).unwrap_or(i32::MAX);
         let joining = async move {
@@ -816,6 +831,9 @@ impl SourceSupervisor {
         );
         self.lifecycle.stop();
         self.metrics.owned_slots(&self.config.name, 0);
+        // Out of the group, it shares nothing: whether the others agree no longer matters.
+        self.metrics.config_mismatch(&self.config.name, false);
+        self.readiness.clear(&health::config(&self.config.name));
         self.winding_down = true;
         let wind_down = self.wind_down(Ending::Failure);
         // Its slots go to the other daemons, if any.
@@ -947,6 +965,17 @@ impl Actor for SourceSupervisor {
         actix::spawn(async move {
             while let Some(change) = received.recv().await {
                 if me.send(SlotsChanged(change)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let (agreements, mut compared) = tokio::sync::mpsc::unbounded_channel();
+        self.agreements = Some(agreements);
+        self.metrics.config_mismatch(&self.config.name, false);
+        let me = ctx.address();
+        actix::spawn(async move {
+            while let Some(outcome) = compared.recv().await {
+                if me.send(ConfigCompared(outcome)).await.is_err() {
                     break;
                 }
             }
@@ -1093,6 +1122,39 @@ impl Handler<SlotsChanged> for SourceSupervisor {
     }
 }
 
+impl Handler<ConfigCompared> for SourceSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, ConfigCompared(outcome): ConfigCompared, _: &mut Self::Context) {
+        // A late report from a group this pipeline has left.
+        if self.lifecycle.is_stopped() {
+            return;
+        }
+        let name = &self.config.name;
+        match outcome {
+            Agreement::Agreed => {
+                self.metrics.config_mismatch(name, false);
+                if self.readiness.has_problem(&health::config(name)) {
+                    tracing::info!(pipeline = %name, "the daemons of the pipeline's group run one configuration again");
+                }
+                self.readiness.clear(&health::config(name));
+            }
+            Agreement::Mismatch { ours, theirs } => {
+                let theirs: Vec<String> = theirs.into_iter().collect();
+                tracing::warn!(pipeline = %name, ours = %ours, theirs = %theirs.join(","), "daemons sharing this source pipeline's slots run another configuration of it: each publishes its half of the collections its own way; give every daemon the same [[source]] section");
+                self.metrics.config_mismatch(name, true);
+                self.readiness.set_problem(
+                    health::config(name),
+                    format!(
+                        "daemons of the group run another configuration of source pipeline {name} (this one {ours}, others {})",
+                        theirs.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+}
+
 impl Handler<StopPipeline> for SourceSupervisor {
     type Result = ResponseActFuture<Self, Option<String>>;
 
@@ -1100,6 +1162,7 @@ impl Handler<StopPipeline> for SourceSupervisor {
         self.lifecycle.stop();
         // A stopped pipeline reports nothing any more: a reload may have removed it.
         self.readiness.clear(&health::pipeline(&self.config.name));
+        self.readiness.clear(&health::config(&self.config.name));
         self.readiness
             .clear(&health::schema_registry(&self.config.name));
         self.readiness

@@ -21,6 +21,11 @@ fn fnv1a(bytes: impl IntoIterator<Item = u8>, mut hash: u64) -> u64 {
     hash
 }
 
+/// FNV-1a (64 bits) of `bytes`: a hash that never changes between builds.
+pub fn fnv1a_64(bytes: &[u8]) -> u64 {
+    fnv1a(bytes.iter().copied(), FNV_OFFSET)
+}
+
 /// The slot (and checkpoint partition) of the reader `namespace` of `pipeline` among
 /// `slots` (at least 1; validation sees to it, and 0 is taken as 1).
 pub fn slot_of(pipeline: &str, namespace: &str, slots: u32) -> i32 {

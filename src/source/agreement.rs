@@ -1,0 +1,257 @@
+//! Config agreement (issue 14): daemons sharing a source pipeline's slots must run it with
+//! one configuration, or they silently split the work between two different pipelines (one
+//! half of the collections published as JSON, the other as Avro, say). Each daemon computes
+//! a fingerprint of the parts of its pipeline's configuration that decide what is read and
+//! where it goes, and publishes it to the other members of the pipeline's group in the
+//! `client.id` of its group membership (`<client.id>#config=<fingerprint>`), which the
+//! group's description lists for each member.
+//!
+//! Why there: librdkafka offers no way to put data of our own in a member's metadata (the
+//! assignor owns its `userdata`), and a record in the checkpoint topic outlives the daemon
+//! that wrote it (a `kill -9` leaves it behind), so it would need a liveness rule of its own;
+//! the group's member list is exactly the live members. Members that publish no fingerprint
+//! (daemons from before this check) are left out of the comparison.
+//!
+//! What the fingerprint covers: the watched scope, the change-stream stages and options,
+//! startup, the record format and key, the topic naming, the checkpoint topic, `slots`,
+//! `delivery` and the error routing. Not: the pipeline's name (the group is per name
+//! already), secrets (the schema registry's credentials), timeouts, intervals, batch and
+//! queue sizes, copy parallelism or topic creation, which may differ between machines
+//! without changing any record. Pure: no I/O.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use super::slots;
+use crate::config::SourceConfig;
+
+/// What separates the configured `client.id` from the fingerprint in a member's `client.id`.
+const MARK: &str = "#config=";
+
+/// The parts of a pipeline's configuration the fingerprint covers, in a fixed order.
+#[derive(Serialize)]
+struct Effective<'a> {
+    database: &'a Option<String>,
+    collection: Option<Vec<&'a str>>,
+    collection_regex: &'a Option<String>,
+    pipeline: Option<serde_json::Value>,
+    full_document: &'a crate::config::FullDocument,
+    full_document_before_change: &'a crate::config::FullDocumentBeforeChange,
+    publish_full_document_only: bool,
+    tombstone_on_delete: bool,
+    startup_mode: &'a crate::config::StartupMode,
+    startup_timestamp: &'a Option<String>,
+    copy_existing_pipeline: Option<serde_json::Value>,
+    copy_existing_namespace_regex: &'a Option<String>,
+    topic_prefix: &'a Option<String>,
+    topic_suffix: &'a Option<String>,
+    topic_separator: &'a str,
+    topic_namespace_map: &'a std::collections::BTreeMap<String, String>,
+    key: &'a crate::config::KeyMode,
+    format: &'a crate::config::OutputFormat,
+    heartbeat_topic: Option<&'a str>,
+    checkpoint_topic: &'a str,
+    slots: u32,
+    delivery: &'a crate::config::Delivery,
+    on_lost_resume_point: &'a crate::config::LostResumePoint,
+    oversize: &'a crate::config::Oversize,
+    errors: &'a crate::config::ErrorsConfig,
+}
+
+/// Stages written differently but meaning the same (spacing, line breaks) compare equal;
+/// text that is not JSON (validation refuses it) is taken as it is.
+fn stages(text: &Option<String>) -> Option<serde_json::Value> {
+    text.as_ref()
+        .map(|t| serde_json::from_str(t).unwrap_or_else(|_| serde_json::Value::String(t.clone())))
+}
+
+/// The fingerprint of `config`: 16 hex digits, the same on every daemon and every build for
+/// the same effective configuration.
+pub fn fingerprint(config: &SourceConfig) -> String {
+    let effective = Effective {
+        database: &config.database,
+        collection: config.collection.as_ref().map(|c| c.names()),
+        collection_regex: &config.collection_regex,
+        pipeline: stages(&config.pipeline),
+        full_document: &config.full_document,
+        full_document_before_change: &config.full_document_before_change,
+        publish_full_document_only: config.publish_full_document_only,
+        tombstone_on_delete: config.tombstone_on_delete,
+        startup_mode: &config.startup_mode,
+        startup_timestamp: &config.startup_timestamp,
+        copy_existing_pipeline: stages(&config.copy_existing_pipeline),
+        copy_existing_namespace_regex: &config.copy_existing_namespace_regex,
+        topic_prefix: &config.topic_prefix,
+        topic_suffix: &config.topic_suffix,
+        topic_separator: &config.topic_separator,
+        topic_namespace_map: &config.topic_namespace_map,
+        key: &config.key,
+        format: &config.format,
+        // Where heartbeats go matters only when they are sent; how often does not.
+        heartbeat_topic: config
+            .heartbeat_interval
+            .map(|_| config.heartbeat_topic.as_str()),
+        checkpoint_topic: &config.checkpoint_topic,
+        slots: config.slots,
+        delivery: &config.delivery,
+        on_lost_resume_point: &config.on_lost_resume_point,
+        oversize: &config.oversize,
+        errors: &config.errors,
+    };
+    // Plain enums, strings, maps ordered by key: serialising cannot fail; should it, every
+    // daemon gets the same empty text and the check sees agreement rather than crashing.
+    let text = serde_json::to_vec(&effective).unwrap_or_default();
+    format!("{:016x}", slots::fnv1a_64(&text))
+}
+
+/// The `client.id` of a group member that runs a pipeline with `fingerprint`, `base` being
+/// the configured `client.id` (kept first, for quotas and logs on the broker).
+pub fn client_id(base: &str, fingerprint: &str) -> String {
+    format!("{base}{MARK}{fingerprint}")
+}
+
+/// The fingerprint a member published in its `client.id`, if any.
+pub fn fingerprint_of(client_id: &str) -> Option<&str> {
+    client_id
+        .rsplit_once(MARK)
+        .map(|(_, fp)| fp)
+        .filter(|fp| !fp.is_empty())
+}
+
+/// Whether the members of a pipeline's group run it with this daemon's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Agreement {
+    /// Every member that published a fingerprint published ours.
+    Agreed,
+    /// Some members run another configuration: their fingerprints.
+    Mismatch {
+        /// This daemon's fingerprint.
+        ours: String,
+        /// The other fingerprints seen in the group.
+        theirs: BTreeSet<String>,
+    },
+}
+
+/// Compares `ours` with the fingerprints in the `client.id`s of the group's members (this
+/// daemon among them).
+pub fn compare<'a>(ours: &str, members: impl IntoIterator<Item = &'a str>) -> Agreement {
+    let theirs: BTreeSet<String> = members
+        .into_iter()
+        .filter_map(fingerprint_of)
+        .filter(|fp| *fp != ours)
+        .map(str::to_owned)
+        .collect();
+    if theirs.is_empty() {
+        Agreement::Agreed
+    } else {
+        Agreement::Mismatch {
+            ours: ours.to_owned(),
+            theirs,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Delivery;
+    use crate::config::OutputFormat;
+
+    fn source(extra: &str) -> SourceConfig {
+        let text =
+            format!("name = \"orders\"\ndatabase = \"shop\"\ncollection = [\"a\", \"b\"]\n{extra}");
+        match toml::from_str(&text) {
+            Ok(config) => config,
+            Err(e) => panic!("test config: {e}"),
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_is_stable_and_short() {
+        let fp = fingerprint(&source(""));
+        assert_eq!(fp.len(), 16);
+        assert!(fp.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(fp, fingerprint(&source("")));
+    }
+
+    #[test]
+    fn what_decides_the_records_changes_the_fingerprint() {
+        let base = source("");
+        let fp = fingerprint(&base);
+        let mut changed = Vec::new();
+        let mut c = base.clone();
+        c.format = OutputFormat::Bson;
+        changed.push(c);
+        let mut c = base.clone();
+        c.delivery = Delivery::ExactlyOnce;
+        changed.push(c);
+        let mut c = base.clone();
+        c.slots = 8;
+        changed.push(c);
+        changed.push(source("topic_prefix = \"p\""));
+        changed.push(source(
+            "pipeline = '[{\"$match\": {\"operationType\": \"insert\"}}]'",
+        ));
+        changed.push(source("startup_mode = \"copy_existing\""));
+        changed.push(source("[topic_namespace_map]\n\"shop.a\" = \"t\""));
+        let mut c = base.clone();
+        c.collection = Some(crate::config::Collections::One("a".to_owned()));
+        changed.push(c);
+        for config in changed {
+            assert_ne!(fingerprint(&config), fp, "{config:?}");
+        }
+    }
+
+    #[test]
+    fn timeouts_sizes_and_spacing_do_not() {
+        let fp = fingerprint(&source("pipeline = '[{\"$match\": {\"a\": 1}}]'"));
+        let same = source(
+            "pipeline = '''[ {\"$match\":\n {\"a\": 1} } ]'''\nmax_await_time = \"5s\"\nbatch_size = 10\n\
+             checkpoint_interval = \"3s\"\nstall_timeout = \"1m\"\nqueue_capacity = 7\n\
+             copy_existing_parallelism = 4\ncreate_topics = true\ntopic_partitions = 6\n\
+             heartbeat_topic = \"unused-without-an-interval\"",
+        );
+        assert_eq!(fingerprint(&same), fp);
+        // The name is the group's: daemons of one group share it anyway.
+        let mut renamed = source("pipeline = '[{\"$match\": {\"a\": 1}}]'");
+        renamed.name = "other".to_owned();
+        assert_eq!(fingerprint(&renamed), fp);
+    }
+
+    #[test]
+    fn the_fingerprint_travels_in_the_client_id() {
+        let id = client_id("mongo-kafka-bridge", "0123456789abcdef");
+        assert_eq!(id, "mongo-kafka-bridge#config=0123456789abcdef");
+        assert_eq!(fingerprint_of(&id), Some("0123456789abcdef"));
+        assert_eq!(fingerprint_of("a#config=x#config=fp"), Some("fp"));
+        assert_eq!(fingerprint_of("mongo-kafka-bridge"), None);
+        assert_eq!(fingerprint_of("mongo-kafka-bridge#config="), None);
+    }
+
+    #[test]
+    fn members_agree_unless_one_published_another_fingerprint() {
+        let ours = "aaaa";
+        assert_eq!(compare(ours, []), Agreement::Agreed);
+        assert_eq!(
+            compare(ours, ["x#config=aaaa", "y#config=aaaa", "old-daemon"]),
+            Agreement::Agreed,
+            "members without a fingerprint are left out"
+        );
+        assert_eq!(
+            compare(
+                ours,
+                [
+                    "x#config=aaaa",
+                    "y#config=bbbb",
+                    "z#config=cccc",
+                    "w#config=bbbb"
+                ]
+            ),
+            Agreement::Mismatch {
+                ours: ours.to_owned(),
+                theirs: ["bbbb".to_owned(), "cccc".to_owned()].into_iter().collect(),
+            }
+        );
+    }
+}
