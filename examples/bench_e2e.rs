@@ -25,7 +25,8 @@
 //! - scale: the source with 1, 10 and 100 collections in one pipeline (one change stream
 //!   each; baseline: the driver draining as many streams), and with the 100 collections
 //!   through one database-level stream (`collection_regex`); the sink with 1, 8 and 32
-//!   partitions (one writer actor each).
+//!   partitions (one writer actor each); scale-out: one source pipeline on 12 collections run
+//!   by 1, 2 and 3 daemons sharing its slots (README "Scaling out").
 //!
 //! Every source or sink run first moves N/5 documents unmeasured (a JVM compiles its hot paths
 //! meanwhile), and the MongoDB stand-in gets the same warm-up before the first run. CPU time
@@ -71,6 +72,10 @@ const BATCH: usize = 500;
 const SCENARIO_LIMIT: Duration = Duration::from_secs(240);
 /// How long a scenario may go without progress before it fails.
 const STALL_LIMIT: Duration = Duration::from_secs(45);
+/// Collections of the scale-out part (issue 14's "12 collections").
+const SCALE_OUT_COLLECTIONS: usize = 12;
+/// How long several daemons of one pipeline get to join its group and share the slots.
+const SETTLE: Duration = Duration::from_secs(10);
 
 struct Bench {
     kafka: String,
@@ -232,6 +237,9 @@ enum Mover {
     /// The daemon watching the source's collections through one database-level change stream
     /// (`collection_regex`) instead of one stream per collection.
     DaemonOneStream,
+    /// This many daemons running the same source pipeline, sharing its slots through the
+    /// pipeline's consumer group (README "Scaling out").
+    Instances(usize),
     Connector,
 }
 
@@ -585,6 +593,9 @@ impl Bench {
         topics: &[String],
     ) -> Result<Run, Error> {
         let pipeline = unique("bench");
+        // With `Mover::Instances`, the daemons besides the measured one (CPU and RSS are the
+        // first's); they stop when dropped, after the measurement.
+        let mut others = Vec::new();
         let process = match mover {
             Mover::Daemon => {
                 let list: Vec<String> = names.iter().map(|c| format!("\"{c}\"")).collect();
@@ -608,6 +619,22 @@ impl Bench {
                     "[[source]]\nname = \"{pipeline}\"\ndatabase = \"{db_name}\"\ncollection_regex = \"^c[0-9]+$\"\nmax_await_time = \"100ms\"\nformat = \"canonical_json\"\n"
                 ),
             )?,
+            Mover::Instances(k) => {
+                let list: Vec<String> = names.iter().map(|c| format!("\"{c}\"")).collect();
+                let body = format!(
+                    "[[source]]\nname = \"{pipeline}\"\ndatabase = \"{db_name}\"\ncollection = [{}]\nmax_await_time = \"100ms\"\nformat = \"canonical_json\"\n",
+                    list.join(", ")
+                );
+                let mut all = (0..k)
+                    .map(|i| self.daemon(&format!("scale-out-{k}-{i}"), &body))
+                    .collect::<Result<Vec<_>, _>>()?;
+                // Every daemon joins the group and the slots are handed out before the
+                // warm-up, so no rebalance falls into the measured phase.
+                tokio::time::sleep(SETTLE).await;
+                let first = all.remove(0);
+                others = all;
+                first
+            }
             Mover::Connector => {
                 if names.len() != 1 {
                     return Err("the connector runs with one collection".into());
@@ -650,6 +677,7 @@ impl Bench {
         reader.abort();
         let run = outcome?;
         drop(process);
+        drop(others);
         Ok(run)
     }
 
@@ -847,7 +875,7 @@ impl Bench {
         let db_name = unique("benchsinkdb");
         let pipeline = unique("bench");
         let process = match mover {
-            Mover::DaemonOneStream | Mover::DaemonIn(_) => {
+            Mover::DaemonOneStream | Mover::DaemonIn(_) | Mover::Instances(_) => {
                 return Err("the sink scenario reads canonical JSON".into())
             }
             Mover::Daemon => self.daemon(&format!("sink-{partitions}"), &format!(
@@ -1548,6 +1576,41 @@ async fn scale_source(bench: &Bench, report: &mut Report, source_one: Option<Run
     }
 }
 
+/// Scale-out (issue 14): one source pipeline on 12 collections run by 1, 2 and 3 daemons
+/// sharing its slots through the pipeline's consumer group; events/s and p99 latency of 2 and
+/// 3 daemons against 1, in the same run.
+async fn scale_out(bench: &Bench, report: &mut Report) {
+    let mut runs = Vec::new();
+    for k in [1usize, 2, 3] {
+        let run = report
+            .step(
+                &format!("scale-out: {k} daemon(s), {SCALE_OUT_COLLECTIONS} collections"),
+                bench.source(Mover::Instances(k), SCALE_OUT_COLLECTIONS),
+            )
+            .await;
+        report.note(&format!("source_instances_{k}"), &run);
+        runs.push(run);
+    }
+    let Some(Some(one)) = runs.first().cloned() else {
+        return;
+    };
+    for (k, run) in runs.iter().enumerate().skip(1) {
+        let Some(run) = run else {
+            continue;
+        };
+        let s = format!("scale-out x{}", k + 1);
+        report.push(&s, "events/s", run.rate, "1 daemon", one.rate, Target::None);
+        report.push(
+            &s,
+            "p99 latency ms",
+            run.p99_ms,
+            "1 daemon",
+            one.p99_ms,
+            Target::None,
+        );
+    }
+}
+
 /// The sink with 1, 8 and 32 partitions. `sink_eight` is the run of the sink scenario,
 /// measured again when missing; the 1-partition run is held to the sequential baseline.
 async fn scale_sink(
@@ -1652,7 +1715,7 @@ async fn main() -> Result<(), Error> {
         .split(',')
         .map(str::trim)
         .flat_map(|p| match p {
-            "scale" => vec!["scale-source", "scale-sink"],
+            "scale" => vec!["scale-source", "scale-sink", "scale-out"],
             other => vec![other],
         })
         .filter(|p| {
@@ -1667,11 +1730,12 @@ async fn main() -> Result<(), Error> {
             "formats",
             "scale-source",
             "scale-sink",
+            "scale-out",
         ]
         .contains(p)
     }) {
         return Err(format!(
-            "BENCH_ONLY: unknown part {unknown} (source, sink, copy, formats, scale, scale-source, scale-sink)"
+            "BENCH_ONLY: unknown part {unknown} (source, sink, copy, formats, scale, scale-source, scale-sink, scale-out)"
         )
         .into());
     }
@@ -1740,6 +1804,9 @@ async fn main() -> Result<(), Error> {
     }
     if parts.contains(&"scale-sink") {
         scale_sink(&bench, &mut report, sink_eight, sink_baselines).await;
+    }
+    if parts.contains(&"scale-out") {
+        scale_out(&bench, &mut report).await;
     }
 
     print_table(n, &report.rows);

@@ -13,10 +13,12 @@
 # Environment:
 #   BENCH_DOCS=N        documents per scenario (default 5000)
 #   BENCH_PEER=0        skip the MongoDB Kafka Connector (it needs Java and Maven Central once)
-#   BENCH_SCALE=0       skip the scale scenarios (10/100 collections, 1/32 partitions)
+#   BENCH_SCALE=0       skip the scale scenarios (10/100 collections, 1/32 partitions, 1/2/3
+#                       daemons sharing one source pipeline)
 #   BENCH_ONLY=...      only these parts: source, sink, copy, formats (the source in relaxed_json,
 #                       avro and json_schema against canonical_json; avro and json_schema need
-#                       the schema registry of services.sh up), scale, scale-source, scale-sink
+#                       the schema registry of services.sh up), scale, scale-source, scale-sink,
+#                       scale-out
 #   BENCH_CRITERION=1   also run the in-process criterion benches (`cargo bench`) and summarise
 #   KAFKA_BOOTSTRAP, MONGODB_URI   default: 127.0.0.1 on KAFKA_PORT (9092) and MONGO_PORT (27017)
 #   CONNECT_PORT        the Connect worker's REST port (default: a free one)
