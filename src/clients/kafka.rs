@@ -200,10 +200,12 @@ pub fn consumer_with_context<C: ConsumerContext + 'static>(
         // Once a partition's queue is over that limit librdkafka fetches it again only after
         // this back-off (1 s by default): with a queue this small and a writer that empties
         // it in tens of milliseconds, 1 s made a 1-partition sink wait most of the time.
-        .set("fetch.queue.backoff.ms", "20")
+        .set("fetch.queue.backoff.ms", "20");
+    if !consumer_group_protocol(kafka) {
         // A rebalance stops only the partitions that move (the user's properties may say
         // otherwise; every member of a group must agree).
-        .set("partition.assignment.strategy", "cooperative-sticky");
+        cfg.set("partition.assignment.strategy", "cooperative-sticky");
+    }
     if let Some(every) = statistics {
         // The context receives librdkafka's statistics (consumer lag per partition).
         cfg.set("statistics.interval.ms", every.as_millis().to_string());
@@ -214,6 +216,17 @@ pub fn consumer_with_context<C: ConsumerContext + 'static>(
         .set("enable.auto.offset.store", "false")
         .create_with_context(context)
         .map_err(error(kafka, "creating a consumer"))
+}
+
+/// Whether the consumers of `kafka` use Kafka's new group protocol (KIP-848, `group.protocol =
+/// "consumer"` in `[kafka.consumer]` or `[kafka.properties]`): the broker assigns partitions
+/// there, always incrementally, and librdkafka refuses a `partition.assignment.strategy`.
+pub fn consumer_group_protocol(kafka: &KafkaConfig) -> bool {
+    kafka
+        .consumer
+        .get("group.protocol")
+        .or_else(|| kafka.properties.get("group.protocol"))
+        .is_some_and(|protocol| protocol.eq_ignore_ascii_case("consumer"))
 }
 
 /// An admin client, for topic management and metadata.
@@ -374,6 +387,29 @@ pub async fn enqueue_to_partition(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_new_group_protocol_is_read_from_consumer_or_shared_properties() {
+        let kafka = |text: &str| {
+            crate::config::load_str(
+                &format!("[mongodb]\nuri = \"mongodb://h\"\n[kafka]\nbootstrap_servers = \"k:9092\"\n{text}"),
+                std::path::Path::new("t.toml"),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+            .kafka
+        };
+        assert!(!consumer_group_protocol(&kafka("")));
+        assert!(consumer_group_protocol(&kafka(
+            "[kafka.consumer]\n\"group.protocol\" = \"consumer\"\n"
+        )));
+        assert!(consumer_group_protocol(&kafka(
+            "[kafka.properties]\n\"group.protocol\" = \"CONSUMER\"\n"
+        )));
+        // The consumer's own setting wins over the shared one.
+        assert!(!consumer_group_protocol(&kafka(
+            "[kafka.properties]\n\"group.protocol\" = \"consumer\"\n[kafka.consumer]\n\"group.protocol\" = \"classic\"\n"
+        )));
+    }
 
     fn global(code: RDKafkaErrorCode) -> KafkaError {
         KafkaError::Global(code)

@@ -195,14 +195,24 @@ impl Membership {
             handover: join.handover,
         };
         let mut config = kafka::client_config(kafka_config, kafka::Role::Consumer);
-        if let Some(agreeing) = &join.agreement {
+        let new_protocol = kafka::consumer_group_protocol(kafka_config);
+        let agreement = join.agreement.as_ref().filter(|_| !new_protocol);
+        if new_protocol && join.agreement.is_some() {
+            // The classic DescribeGroups the comparison uses does not list the members of a
+            // KIP-848 group: say so rather than compare nothing in silence.
+            tracing::warn!(pipeline = %join.pipeline, "with `group.protocol = \"consumer\"` the daemons of a source pipeline cannot compare their configurations (librdkafka describes only classic groups): keep them identical; `mkb_source_config_mismatch` stays 0");
+        }
+        if let Some(agreeing) = agreement {
             let base = config.get("client.id").unwrap_or("mongo-kafka-bridge");
             let id = agreement::client_id(base, &agreeing.fingerprint);
             config.set("client.id", id);
         }
+        if !kafka::consumer_group_protocol(kafka_config) {
+            // With the classic protocol; KIP-848's broker-side assignment is incremental too.
+            config.set("partition.assignment.strategy", "cooperative-sticky");
+        }
         let consumer: BaseConsumer<GroupContext> = config
             .set("group.id", group_id(&join.pipeline))
-            .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .create_with_context(context)
@@ -224,7 +234,7 @@ impl Membership {
         let running = stop.clone();
         let pipeline = join.pipeline.clone();
         let group = group_id(&join.pipeline);
-        let agreeing = join.agreement.clone();
+        let agreeing = agreement.cloned();
         let thread = std::thread::Builder::new()
             .name(format!("mkb-group-{pipeline}"))
             .spawn(move || {
