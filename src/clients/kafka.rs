@@ -332,9 +332,9 @@ pub async fn enqueue_waiting(
     key: Option<&[u8]>,
     value: Option<&[u8]>,
     headers: Option<OwnedHeaders>,
-    mut on_wait: impl FnMut(),
+    on_wait: impl FnMut(),
 ) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
-    loop {
+    let record = || {
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
         if let Some(key) = key {
             record = record.key(key);
@@ -345,16 +345,9 @@ pub async fn enqueue_waiting(
         if let Some(headers) = headers.clone() {
             record = record.headers(headers);
         }
-        match producer.send_result(record) {
-            Ok(delivery) => return Ok(delivery),
-            // A full queue means "slow down", not an error.
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                on_wait();
-                tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
-            }
-            Err((error, _)) => return Err(error),
-        }
-    }
+        record
+    };
+    send_waiting(producer, record, on_wait).await
 }
 
 /// [`enqueue_waiting`] of a keyed record to `partition`, chosen by the caller rather than
@@ -365,16 +358,28 @@ pub async fn enqueue_to_partition(
     partition: i32,
     key: &[u8],
     value: &[u8],
+    on_wait: impl FnMut(),
+) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
+    let record = || {
+        FutureRecord::<'_, [u8], [u8]>::to(topic)
+            .partition(partition)
+            .key(key)
+            .payload(value)
+    };
+    send_waiting(producer, record, on_wait).await
+}
+
+/// Hands the record `record()` makes to librdkafka; a full queue is backpressure, not an
+/// error: it waits and tries again (with a new record: librdkafka hands the refused one
+/// back), calling `on_wait` each time.
+async fn send_waiting<'a>(
+    producer: &KafkaProducer,
+    record: impl Fn() -> FutureRecord<'a, [u8], [u8]>,
     mut on_wait: impl FnMut(),
 ) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
     loop {
-        let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
-            .partition(partition)
-            .key(key)
-            .payload(value);
-        match producer.send_result(record) {
+        match producer.send_result(record()) {
             Ok(delivery) => return Ok(delivery),
-            // A full queue means "slow down", not an error.
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 on_wait();
                 tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
