@@ -172,6 +172,8 @@ enum Process {
         child: Child,
         /// `perf record` attached to the daemon (`BENCH_PERF=1`).
         perf: Option<Child>,
+        /// Where it serves `/metrics`.
+        metrics: u16,
         _dir: tempfile::TempDir,
     },
     Connect {
@@ -189,6 +191,79 @@ impl Process {
             Self::Connect { pid, .. } => *pid,
         }
     }
+
+    /// The sums and counts of the daemon's hop histograms now (none for a connector, or
+    /// when `/metrics` does not answer).
+    fn hops(&self) -> Option<HopTotals> {
+        let Self::Daemon { metrics, .. } = self else {
+            return None;
+        };
+        let text = http_get(*metrics, "/metrics").ok()?;
+        let total = |name: &str| -> f64 {
+            text.lines()
+                .filter(|line| line.starts_with(name))
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        Some(HopTotals {
+            handover: (
+                total("mkb_source_handover_duration_seconds_sum"),
+                total("mkb_source_handover_duration_seconds_count"),
+            ),
+            delivery: (
+                total("mkb_source_delivery_duration_seconds_sum"),
+                total("mkb_source_delivery_duration_seconds_count"),
+            ),
+        })
+    }
+}
+
+/// The daemon's hop histograms at one moment: (sum of seconds, count) for the time from
+/// reading an event to librdkafka holding its record, and from there to Kafka's
+/// acknowledgement.
+#[derive(Clone, Copy, Default)]
+struct HopTotals {
+    handover: (f64, f64),
+    delivery: (f64, f64),
+}
+
+impl HopTotals {
+    /// The mean milliseconds of each hop between `before` and `self`.
+    fn means_since(&self, before: &HopTotals) -> Hops {
+        let mean = |now: (f64, f64), then: (f64, f64)| {
+            let count = now.1 - then.1;
+            if count > 0.0 {
+                (now.0 - then.0) * 1000.0 / count
+            } else {
+                0.0
+            }
+        };
+        Hops {
+            handover_ms: mean(self.handover, before.handover),
+            delivery_ms: mean(self.delivery, before.delivery),
+        }
+    }
+}
+
+/// Mean milliseconds of the daemon's hops in the measured phase.
+#[derive(Clone, Copy, Default)]
+struct Hops {
+    handover_ms: f64,
+    delivery_ms: f64,
+}
+
+/// The body of `GET path` on the daemon's HTTP port (HTTP/1.0: the server closes).
+fn http_get(port: u16, path: &str) -> Result<String, Error> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map_or(text.as_str(), |(_, body)| body)
+        .to_owned())
 }
 
 impl Drop for Process {
@@ -249,9 +324,13 @@ struct Run {
     rate: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// The p50 of the MongoDB side: insert → `produce` call (a run through Kafka only).
+    p50_to_kafka_ms: f64,
     rss_mib: f64,
     /// CPU milliseconds per 1000 events during the measured phase.
     cpu_ms_per_1k: f64,
+    /// The daemon's hops (a source daemon only).
+    hops: Option<Hops>,
 }
 
 impl Bench {
@@ -264,8 +343,9 @@ impl Bench {
         // table, BENCH_DAEMON_CONFIG more tables (e.g. `[kafka.consumer]`).
         let pipeline = std::env::var("BENCH_PIPELINE_CONFIG").unwrap_or_default();
         let extra = std::env::var("BENCH_DAEMON_CONFIG").unwrap_or_default();
+        let metrics = free_port()?;
         let config = format!(
-            "[mongodb]\nuri = \"{}\"\n[kafka]\nbootstrap_servers = \"{}\"\n[http]\nenabled = false\n[log]\nlevel = \"warn\"\n{body}\n{pipeline}\n{extra}\n",
+            "[mongodb]\nuri = \"{}\"\n[kafka]\nbootstrap_servers = \"{}\"\n[http]\naddress = \"127.0.0.1:{metrics}\"\n[log]\nlevel = \"warn\"\n{body}\n{pipeline}\n{extra}\n",
             self.mongo, self.kafka
         );
         std::fs::write(&path, config)?;
@@ -298,6 +378,7 @@ impl Bench {
         Ok(Process::Daemon {
             child,
             perf,
+            metrics,
             _dir: dir,
         })
     }
@@ -429,6 +510,9 @@ async fn insert_spread(
 #[derive(Default)]
 struct Tally {
     latencies: Vec<i64>,
+    /// For each of them, the time from the insert to the producer's `produce` call (the
+    /// record's create time): the MongoDB side of the latency; the rest is Kafka's.
+    to_kafka: Vec<i64>,
     last: Option<Instant>,
     warm: HashSet<String>,
     warm_records: usize,
@@ -483,6 +567,9 @@ fn spawn_reader(consumer: StreamConsumer, tally: Arc<Mutex<Tally>>) -> tokio::ta
             let mut tally = tally.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(sent) = json_i64(value, "sent_ms") {
                 tally.latencies.push(received - sent);
+                if let Some(created) = message.timestamp().to_millis() {
+                    tally.to_kafka.push(created - sent);
+                }
                 tally.last = Some(Instant::now());
             } else if contains(value, "\"warmup\"") {
                 tally.warm.insert(message.topic().to_owned());
@@ -672,7 +759,7 @@ impl Bench {
         }));
         let reader = spawn_reader(consumer, tally.clone());
         let outcome = self
-            .source_measure(&process, collections, topics, &tally)
+            .source_measure(Some(&process), collections, topics, &tally)
             .await;
         reader.abort();
         let run = outcome?;
@@ -683,7 +770,7 @@ impl Bench {
 
     async fn source_measure(
         &self,
-        process: &Process,
+        process: Option<&Process>,
         collections: &[mongodb::Collection<Document>],
         topics: &[String],
         tally: &Arc<Mutex<Tally>>,
@@ -721,8 +808,10 @@ impl Bench {
             tally.lock().unwrap_or_else(|p| p.into_inner()).warm_records
         })
         .await?;
-        let pid = process.pid();
-        let cpu_before = cpu_ticks(pid);
+        // Without a process (the in-bench baseline), no CPU, RSS or hops.
+        let pid = process.map(Process::pid);
+        let cpu_before = pid.map_or(0.0, cpu_ticks);
+        let hops_before = process.and_then(Process::hops);
         let started = Instant::now();
         insert_spread(collections, self.n, false).await?;
         let total = (self.n / collections.len()) * collections.len();
@@ -734,17 +823,25 @@ impl Bench {
                 .len()
         })
         .await?;
-        let cpu = cpu_ticks(pid) - cpu_before;
+        let cpu = pid.map_or(0.0, cpu_ticks) - cpu_before;
+        let hops = match (process.and_then(Process::hops), hops_before) {
+            (Some(after), Some(before)) => Some(after.means_since(&before)),
+            _ => None,
+        };
         let tally = tally.lock().unwrap_or_else(|p| p.into_inner());
         let mut latencies = tally.latencies.clone();
         latencies.sort_unstable();
+        let mut to_kafka = tally.to_kafka.clone();
+        to_kafka.sort_unstable();
         let elapsed = tally.last.unwrap_or_else(Instant::now) - started;
         Ok(Run {
             rate: total as f64 / elapsed.as_secs_f64(),
             p50_ms: percentile(&latencies, 50.0),
             p99_ms: percentile(&latencies, 99.0),
-            rss_mib: peak_rss_mib(pid),
+            p50_to_kafka_ms: percentile(&to_kafka, 50.0),
+            rss_mib: pid.map_or(0.0, peak_rss_mib),
             cpu_ms_per_1k: self.cpu_ms(cpu) * 1000.0 / total as f64,
+            hops,
         })
     }
 
@@ -818,6 +915,69 @@ impl Bench {
             p99_ms: percentile(&latencies, 99.0),
             ..Run::default()
         })
+    }
+
+    /// Baseline, the shortest path from MongoDB to Kafka: the driver drains one change stream
+    /// per collection (`k` of them) and hands each inserted document, as canonical extended
+    /// JSON, straight to a producer with the daemon's settings (no acknowledgement awaited,
+    /// no checkpoint); latency is measured as the daemon's is, by a consumer.
+    async fn source_forward(&self, k: usize) -> Result<Run, Error> {
+        let reader = mongodb::Client::with_uri_str(&self.mongo).await?;
+        let db_name = unique("benchfw");
+        let db = self.client.database(&db_name);
+        let names: Vec<String> = (0..k).map(|i| format!("c{i}")).collect();
+        let collections: Vec<_> = names.iter().map(|c| db.collection::<Document>(c)).collect();
+        let topics: Vec<String> = names.iter().map(|c| format!("{db_name}.{c}")).collect();
+        self.create_topics(&topics, 1).await?;
+        let producer = self.producer()?;
+        let mut forwards = Vec::new();
+        for ((name, coll), topic) in names.iter().zip(&collections).zip(&topics) {
+            coll.insert_one(doc! {"_id": -1}).await?;
+            let mut stream = reader
+                .database(&db_name)
+                .collection::<Document>(name)
+                .watch()
+                .max_await_time(Duration::from_millis(100))
+                .await?;
+            let (producer, topic) = (producer.clone(), topic.clone());
+            forwards.push(tokio::spawn(async move {
+                while let Some(Ok(event)) = stream.next().await {
+                    let Some(document) = event.full_document else {
+                        continue;
+                    };
+                    let key = document
+                        .get("_id")
+                        .map(|id| id.to_string())
+                        .unwrap_or_default();
+                    let Ok(value) = serde_json::to_vec(
+                        &mongodb::bson::Bson::Document(document).into_canonical_extjson(),
+                    ) else {
+                        continue;
+                    };
+                    let record = FutureRecord::to(&topic).key(&key).payload(&value);
+                    // Queued, its delivery not awaited: the daemon does not wait either.
+                    let _ = producer.send_result(record);
+                }
+            }));
+        }
+        let consumer = self.consumer()?;
+        let mut assignment = TopicPartitionList::new();
+        for topic in &topics {
+            assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
+        }
+        consumer.assign(&assignment)?;
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let counting = spawn_reader(consumer, tally.clone());
+        let outcome = self
+            .source_measure(None, &collections, &topics, &tally)
+            .await;
+        counting.abort();
+        for forward in forwards {
+            forward.abort();
+        }
+        self.delete_topics(&topics).await;
+        let _ = db.drop().await;
+        outcome
     }
 
     /// Baseline: rdkafka alone produces N change events of the source's size and format, at
@@ -1128,7 +1288,10 @@ impl Report {
             self.runs.insert(
                 name.to_owned(),
                 serde_json::json!({"rate": run.rate, "p50_ms": run.p50_ms, "p99_ms": run.p99_ms,
-                    "peak_rss_mib": run.rss_mib, "cpu_ms_per_1k": run.cpu_ms_per_1k}),
+                    "peak_rss_mib": run.rss_mib, "cpu_ms_per_1k": run.cpu_ms_per_1k,
+                    "p50_to_kafka_ms": run.p50_to_kafka_ms,
+                    "handover_mean_ms": run.hops.map(|h| h.handover_ms),
+                    "delivery_mean_ms": run.hops.map(|h| h.delivery_ms)}),
             );
         }
     }
@@ -1165,6 +1328,9 @@ async fn source_scenario(bench: &Bench, report: &mut Report) -> Option<Run> {
     let produce = report
         .step("source baseline: rdkafka produce", bench.produce())
         .await;
+    let forward = report
+        .step("source baseline: drain → rdkafka", bench.source_forward(1))
+        .await;
     let daemon = report
         .step("source: daemon", bench.source(Mover::Daemon, 1))
         .await;
@@ -1177,6 +1343,7 @@ async fn source_scenario(bench: &Bench, report: &mut Report) -> Option<Run> {
         None => None,
     };
     report.note("source_drain", &drain);
+    report.note("source_forward", &forward);
     report.note("source_daemon", &daemon);
     report.note("source_connector", &connector);
     let d = daemon.as_ref()?;
@@ -1218,7 +1385,7 @@ async fn source_scenario(bench: &Bench, report: &mut Report) -> Option<Run> {
             d.p50_ms,
             "change-stream drain",
             b.p50_ms,
-            Target::None,
+            Target::AtMost(1.2),
         );
         report.push(
             s,
@@ -1247,8 +1414,59 @@ async fn source_scenario(bench: &Bench, report: &mut Report) -> Option<Run> {
             Target::None,
         );
     }
+    push_hops(report, s, d, forward.as_ref());
     push_footprint(report, s, "events", d, connector.as_ref());
     daemon
+}
+
+/// Where a source daemon's latency goes: its p50 against the shortest path from MongoDB to
+/// Kafka (`forward`), and the mean of its own hops (reading → librdkafka holding the record →
+/// Kafka's acknowledgement) against its p50.
+fn push_hops(report: &mut Report, s: &str, d: &Run, forward: Option<&Run>) {
+    if let Some(f) = forward {
+        report.push(
+            s,
+            "p50 latency ms",
+            d.p50_ms,
+            "drain → rdkafka",
+            f.p50_ms,
+            Target::None,
+        );
+        report.push(
+            s,
+            "p99 latency ms",
+            d.p99_ms,
+            "drain → rdkafka",
+            f.p99_ms,
+            Target::None,
+        );
+        report.push(
+            s,
+            "p50 insert → produce ms",
+            d.p50_to_kafka_ms,
+            "drain → rdkafka",
+            f.p50_to_kafka_ms,
+            Target::None,
+        );
+    }
+    if let Some(hops) = d.hops {
+        report.push(
+            s,
+            "hop read → librdkafka, mean ms",
+            hops.handover_ms,
+            "daemon p50",
+            d.p50_ms,
+            Target::None,
+        );
+        report.push(
+            s,
+            "hop librdkafka → acked, mean ms",
+            hops.delivery_ms,
+            "daemon p50",
+            d.p50_ms,
+            Target::None,
+        );
+    }
 }
 
 /// CPU per 1000 `unit` against the connector, and peak RSS against the 64 MiB target and
@@ -1483,6 +1701,17 @@ async fn scale_source(bench: &Bench, report: &mut Report, source_one: Option<Run
                 bench.source_drain(k, bench.n),
             )
             .await;
+        let forward = if k == 100 {
+            report
+                .step(
+                    &format!("scale: drain → rdkafka, {k} collections"),
+                    bench.source_forward(k),
+                )
+                .await
+        } else {
+            None
+        };
+        report.note(&format!("source_forward_{k}"), &forward);
         let d = report
             .step(
                 &format!("scale: daemon, {k} collections"),
@@ -1519,8 +1748,9 @@ async fn scale_source(bench: &Bench, report: &mut Report, source_one: Option<Run
             d.p99_ms,
             "source x1",
             one.p99_ms,
-            Target::None,
+            Target::AtMost(2.0),
         );
+        push_hops(report, &s, &d, forward.as_ref());
         report.push(
             &s,
             "peak RSS MiB",

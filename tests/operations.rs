@@ -102,6 +102,8 @@ async fn metrics_exist_and_move_under_traffic() {
         ("mkb_source_records_produced_total", &p_src, 40.0),
         ("mkb_source_checkpoints_written_total", &p_src, 1.0),
         ("mkb_source_delivery_duration_seconds_count", &p_src, 40.0),
+        // At least one hand-over, however the 40 events were batched.
+        ("mkb_source_handover_duration_seconds_count", &p_src, 1.0),
         ("mkb_source_event_lag_seconds_count", &p_src, 40.0),
         ("mkb_sink_records_consumed_total", &p_snk, 41.0),
         ("mkb_sink_writes_total", &p_snk, 40.0),

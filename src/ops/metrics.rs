@@ -76,6 +76,7 @@ pub struct Metrics {
     events_skipped: IntCounterVec,
     copied_documents: IntCounterVec,
     delivery_duration: HistogramVec,
+    handover_duration: HistogramVec,
     event_lag: HistogramVec,
     source_lag: StateGauge,
     checkpoint_age: StateGauge,
@@ -237,6 +238,12 @@ impl Metrics {
             delivery_duration: b.histogram(
                 "source_delivery_duration_seconds",
                 "Time from handing a record to librdkafka to Kafka's acknowledgement, by pipeline.",
+                &["pipeline"],
+                seconds_buckets()?,
+            )?,
+            handover_duration: b.histogram(
+                "source_handover_duration_seconds",
+                "Time from reading a change event to librdkafka holding its record (the reader's queue and the producer's mailbox), for the oldest event of each hand-over, by pipeline.",
                 &["pipeline"],
                 seconds_buckets()?,
             )?,
@@ -544,6 +551,14 @@ impl Metrics {
     /// Records how long Kafka took to acknowledge a record.
     pub fn delivered(&self, pipeline: &str, took: Duration) {
         self.delivery_duration
+            .with_label_values(&[pipeline])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records how long the oldest event of a hand-over waited, from its reading to
+    /// librdkafka holding its record.
+    pub fn handed_over(&self, pipeline: &str, took: Duration) {
+        self.handover_duration
             .with_label_values(&[pipeline])
             .observe(took.as_secs_f64());
     }

@@ -14,6 +14,8 @@
 //! - A batch never exceeds [`MAX_BATCH_RECORDS`] records unless a single item alone does (an
 //!   item is never cut: a split event's chunks belong together).
 
+use std::time::Instant;
+
 use crate::source::model::{OutgoingRecord, Position};
 
 /// Records per hand-off to the producer, at most (unless one item alone has more).
@@ -30,6 +32,8 @@ pub struct ReadItem {
     pub records: Vec<OutgoingRecord>,
     /// The position after them.
     pub position: Option<Position>,
+    /// When it was read.
+    pub read_at: Instant,
 }
 
 /// Items merged into one hand-off.
@@ -38,6 +42,8 @@ pub struct PendingBatch {
     records: Vec<OutgoingRecord>,
     position: Option<Position>,
     items: usize,
+    /// When its oldest item was read.
+    oldest: Option<Instant>,
 }
 
 impl PendingBatch {
@@ -65,6 +71,12 @@ impl PendingBatch {
             self.position = item.position;
         }
         self.items += 1;
+        self.oldest = Some(self.oldest.map_or(item.read_at, |t| t.min(item.read_at)));
+    }
+
+    /// When the oldest item was read.
+    pub fn oldest(&self) -> Option<Instant> {
+        self.oldest
     }
 
     /// How many reads the batch holds.
@@ -103,6 +115,7 @@ mod tests {
         ReadItem {
             records: records.map(record).collect(),
             position: at.and_then(position),
+            read_at: Instant::now(),
         }
     }
 
@@ -122,6 +135,17 @@ mod tests {
         let (records, at) = batch.into_parts();
         assert_eq!(keys(&records), ["0", "1", "2"]);
         assert_eq!(at, position(3));
+    }
+
+    #[test]
+    fn the_oldest_read_time_is_kept() {
+        let first = item(0..1, Some(1));
+        let read_at = first.read_at;
+        let mut batch = PendingBatch::new(first);
+        let mut later = item(1..2, Some(2));
+        later.read_at = read_at + std::time::Duration::from_millis(5);
+        batch.push(later);
+        assert_eq!(batch.oldest(), Some(read_at));
     }
 
     #[test]

@@ -346,7 +346,11 @@ impl ReadLoop {
         position: Option<Position>,
     ) -> Result<(), SourceError> {
         items
-            .send(ReadItem { records, position })
+            .send(ReadItem {
+                records,
+                position,
+                read_at: Instant::now(),
+            })
             .await
             // Only when the hand-over ended, with its error, which is what the reader reports.
             .map_err(|_| SourceError::ProducerGone {
@@ -377,8 +381,14 @@ impl ReadLoop {
                     Err(_) => break,
                 }
             }
+            let oldest = batch.oldest();
             let (records, position) = batch.into_parts();
             self.send(records, position).await?;
+            if let Some(read_at) = oldest {
+                self.shared
+                    .metrics
+                    .handed_over(&self.shared.config.name, read_at.elapsed());
+            }
         }
     }
 }
