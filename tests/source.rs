@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use mongo_kafka_bridge::config::OutputFormat;
@@ -534,7 +534,15 @@ async fn copy_existing_with_concurrent_writes_loses_nothing() {
     let mut daemon = common::Daemon::start(&pipeline.config());
     // Writes while the copy runs; the change stream opened before the copy sees them.
     insert_range(&coll, 500..700).await;
-    let records = common::consume(&pipeline.topic(), 701, WAIT, false).await;
+    // Until every id arrived, not until 701 records did: a concurrent write may arrive twice
+    // (copied, and its insert event), and duplicates could fill a count first.
+    let (mut seen, mut read) = (BTreeSet::new(), 0);
+    let records = common::consume_until(&pipeline.topic(), WAIT, false, |records| {
+        seen.extend(key_ids(&records[read..]));
+        read = records.len();
+        (-1..700).all(|id| seen.contains(&id))
+    })
+    .await;
     let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
     for id in key_ids(&records) {
         *counts.entry(id).or_insert(0) += 1;
