@@ -9,7 +9,11 @@
 //!   and rdkafka alone producing N records of the same size at the daemon's settings. Peer:
 //!   the connector's source. Daemon and peer both write canonical extended JSON (the
 //!   connector's `ExtendedJson` formatter), the whole change event, and wait 100 ms for new
-//!   events (`max_await_time`, `poll.await.time.ms`).
+//!   events (`max_await_time`, `poll.await.time.ms`). Where the daemon's latency goes: a
+//!   third baseline, drain → rdkafka (the driver's stream forwarded straight to a producer,
+//!   the shortest path from MongoDB to Kafka), the latency split at each record's create time
+//!   (insert → `produce` call, then Kafka), and the daemon's own hops from its `/metrics`
+//!   (read → librdkafka, librdkafka → acknowledged; means over the measured phase).
 //! - sink: N records in an 8-partition topic → documents in MongoDB (replace by `_id`,
 //!   upserting, batches of 500). Baselines: the driver alone writing the same documents in
 //!   batches of 500, as `insert` commands and as the `update` commands of upserting replaces
@@ -23,7 +27,8 @@
 //!   `SCHEMA_REGISTRY_URL`; left out, saying so, when none answers): events/s and CPU per event
 //!   against the same run's `canonical_json` source.
 //! - scale: the source with 1, 10 and 100 collections in one pipeline (one change stream
-//!   each; baseline: the driver draining as many streams), and with the 100 collections
+//!   each; baselines: the driver draining as many streams, and for 100 the drain →
+//!   rdkafka path with its hops as in the source scenario), and with the 100 collections
 //!   through one database-level stream (`collection_regex`); the sink with 1, 8 and 32
 //!   partitions (one writer actor each); scale-out: one source pipeline on 12 collections run
 //!   by 1, 2 and 3 daemons sharing its slots (README "Scaling out").
