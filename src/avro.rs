@@ -37,7 +37,7 @@ use bson::{Binary, Bson, DateTime, Decimal128, Document};
 use serde_json::{json, Value as Json};
 
 use crate::config::SchemaRegistryConfig;
-use crate::schema_registry::{self, Reachability, RegistryClient, RegistryError};
+use crate::schema_registry::{self, ParsedSchemas, Reachability, RegistryClient, RegistryError};
 
 /// The field attribute holding a field's MongoDB name where Avro's rules changed it.
 pub const MONGO_NAME: &str = "mongo_name";
@@ -903,23 +903,22 @@ fn encode(schema: &Schema, value: Value, id: u32) -> Result<Vec<u8>, AvroError> 
 /// Avro in the registry wire format → BSON, with the schema the registry has under the id.
 #[derive(Debug)]
 pub struct AvroReader {
-    registry: RegistryClient,
-    schemas: Mutex<HashMap<u32, Arc<Schema>>>,
+    schemas: ParsedSchemas<Schema>,
 }
 
 impl AvroReader {
     /// A reader fetching schemas from the registry `config` names.
     pub fn new(config: &SchemaRegistryConfig) -> Result<Self, String> {
         Ok(Self {
-            registry: RegistryClient::new(config)?,
-            schemas: Mutex::default(),
+            schemas: ParsedSchemas::new(config)?,
         })
     }
 
     /// This reader, telling `hook` whether the registry answers.
-    pub fn reporting_to(mut self, hook: Option<Reachability>) -> Self {
-        self.registry = self.registry.reporting_to(hook);
-        self
+    pub fn reporting_to(self, hook: Option<Reachability>) -> Self {
+        Self {
+            schemas: self.schemas.reporting_to(hook),
+        }
     }
 
     /// The value of a record in the wire format.
@@ -939,30 +938,16 @@ impl AvroReader {
     }
 
     fn schema(&self, id: u32) -> Result<Arc<Schema>, AvroError> {
-        if let Some(schema) = self
-            .schemas
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-        {
-            return Ok(schema.clone());
-        }
-        let registered = self.registry.schema(id)?;
-        if registered.schema_type != "AVRO" {
-            return Err(AvroError::Invalid(format!(
-                "schema {id} is {}, not Avro",
-                registered.schema_type
-            )));
-        }
-        let schema = Arc::new(
+        self.schemas.get(id, |registered| {
+            if registered.schema_type != "AVRO" {
+                return Err(AvroError::Invalid(format!(
+                    "schema {id} is {}, not Avro",
+                    registered.schema_type
+                )));
+            }
             Schema::parse_str(&registered.schema)
-                .map_err(|e| AvroError::Invalid(format!("schema {id} is not valid Avro: {e}")))?,
-        );
-        self.schemas
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, schema.clone());
-        Ok(schema)
+                .map_err(|e| AvroError::Invalid(format!("schema {id} is not valid Avro: {e}")))
+        })
     }
 }
 

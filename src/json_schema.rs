@@ -10,14 +10,13 @@
 //! turns back into dates and binaries. Extended JSON objects (`{"$regularExpression": ...}`)
 //! are read back as their types.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use bson::{Bson, Document};
 use serde_json::{json, Map, Value};
 
 use crate::config::{json_schema_validator, SchemaRegistryConfig};
-use crate::schema_registry::{self, Reachability, RegistryClient, RegistryError};
+use crate::schema_registry::{self, ParsedSchemas, Reachability, RegistryClient, RegistryError};
 
 /// The JSON Schema dialect the schemas name.
 pub const DRAFT: &str = "http://json-schema.org/draft-07/schema#";
@@ -231,23 +230,22 @@ impl JsonSchemaWriter {
 /// the record's id.
 #[derive(Debug)]
 pub struct JsonSchemaReader {
-    registry: RegistryClient,
-    schemas: Mutex<HashMap<u32, Arc<Value>>>,
+    schemas: ParsedSchemas<Value>,
 }
 
 impl JsonSchemaReader {
     /// A reader fetching schemas from the registry `config` names.
     pub fn new(config: &SchemaRegistryConfig) -> Result<Self, String> {
         Ok(Self {
-            registry: RegistryClient::new(config)?,
-            schemas: Mutex::default(),
+            schemas: ParsedSchemas::new(config)?,
         })
     }
 
     /// This reader, telling `hook` whether the registry answers.
-    pub fn reporting_to(mut self, hook: Option<Reachability>) -> Self {
-        self.registry = self.registry.reporting_to(hook);
-        self
+    pub fn reporting_to(self, hook: Option<Reachability>) -> Self {
+        Self {
+            schemas: self.schemas.reporting_to(hook),
+        }
     }
 
     /// The value of a record in the wire format.
@@ -261,30 +259,17 @@ impl JsonSchemaReader {
     }
 
     fn schema(&self, id: u32) -> Result<Arc<Value>, JsonSchemaError> {
-        let cached = self
-            .schemas
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-            .cloned();
-        if let Some(schema) = cached {
-            return Ok(schema);
-        }
-        let registered = self.registry.schema(id)?;
-        if registered.schema_type != "JSON" {
-            return Err(JsonSchemaError::Invalid(format!(
-                "schema {id} is {}, not a JSON Schema",
-                registered.schema_type
-            )));
-        }
-        let schema: Value = serde_json::from_str(&registered.schema)
-            .map_err(|e| JsonSchemaError::Invalid(format!("schema {id} is not valid JSON: {e}")))?;
-        let schema = Arc::new(schema);
-        self.schemas
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, schema.clone());
-        Ok(schema)
+        self.schemas.get(id, |registered| {
+            if registered.schema_type != "JSON" {
+                return Err(JsonSchemaError::Invalid(format!(
+                    "schema {id} is {}, not a JSON Schema",
+                    registered.schema_type
+                )));
+            }
+            serde_json::from_str(&registered.schema).map_err(|e| {
+                JsonSchemaError::Invalid(format!("schema {id} is not valid JSON: {e}"))
+            })
+        })
     }
 }
 

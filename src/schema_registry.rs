@@ -465,6 +465,56 @@ pub(crate) fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// The schemas a reader of the wire format met, each parsed once: fetched from the registry
+/// the first time its id is seen, then handed out from here. One per reader; what "parsed"
+/// means (an Avro schema, a JSON Schema document) is the reader's.
+#[derive(Debug)]
+pub struct ParsedSchemas<S> {
+    registry: RegistryClient,
+    parsed: Mutex<HashMap<u32, Arc<S>>>,
+}
+
+impl<S> ParsedSchemas<S> {
+    /// Schemas fetched from the registry `config` names.
+    pub fn new(config: &SchemaRegistryConfig) -> Result<Self, String> {
+        Ok(Self {
+            registry: RegistryClient::new(config)?,
+            parsed: Mutex::default(),
+        })
+    }
+
+    /// These schemas, telling `hook` whether the registry answers.
+    pub fn reporting_to(mut self, hook: Option<Reachability>) -> Self {
+        self.registry = self.registry.reporting_to(hook);
+        self
+    }
+
+    /// The schema under `id`, parsed by `parse` the first time (which also refuses a schema of
+    /// the wrong type); a failed parse is not kept, so the next record asks again.
+    pub fn get<E: From<RegistryError>>(
+        &self,
+        id: u32,
+        parse: impl FnOnce(&RegisteredSchema) -> Result<S, E>,
+    ) -> Result<Arc<S>, E> {
+        let known = self
+            .parsed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned();
+        if let Some(schema) = known {
+            return Ok(schema);
+        }
+        let registered = self.registry.schema(id)?;
+        let schema = Arc::new(parse(&registered)?);
+        self.parsed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, schema.clone());
+        Ok(schema)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,6 +563,59 @@ mod tests {
         );
         assert_eq!(percent_encode("db.c-value"), "db.c-value");
         assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
+    }
+
+    /// A registry answering every request with `schema` (type `JSON`), counting requests.
+    fn one_schema_registry(schema: &'static str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = serde_json::json!({"schema": schema, "schemaType": "JSON"}).to_string();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        (url, requests)
+    }
+
+    #[test]
+    fn parsed_schemas_parse_each_id_once_and_keep_no_failure() {
+        let (url, requests) = one_schema_registry("{\"type\":\"object\"}");
+        let schemas: ParsedSchemas<String> =
+            ParsedSchemas::new(&SchemaRegistryConfig::at(url)).expect("a registry URL");
+        let parses = std::cell::Cell::new(0);
+        let parse = |registered: &RegisteredSchema| -> Result<String, RegistryError> {
+            parses.set(parses.get() + 1);
+            Ok(format!("{} {}", registered.schema_type, registered.schema))
+        };
+        for _ in 0..3 {
+            let schema = schemas.get(7, parse).expect("schema 7");
+            assert_eq!(*schema, "JSON {\"type\":\"object\"}");
+        }
+        assert_eq!(parses.get(), 1, "parsed once");
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // A refused parse is the caller's error, and is asked again next time.
+        let refuse = |_: &RegisteredSchema| -> Result<String, RegistryError> {
+            Err(RegistryError::UnknownId {
+                url: String::new(),
+                id: 8,
+            })
+        };
+        assert!(schemas.get(8, refuse).is_err());
+        assert!(schemas.get(8, parse).is_ok(), "the failure was not kept");
     }
 
     #[test]
