@@ -37,19 +37,24 @@ pub struct ReadItem {
 }
 
 /// Items merged into one hand-off.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PendingBatch {
     records: Vec<OutgoingRecord>,
     position: Option<Position>,
     items: usize,
-    /// When its oldest item was read.
-    oldest: Option<Instant>,
+    /// When its first, so oldest, item was read (items come in reading order).
+    oldest: Instant,
 }
 
 impl PendingBatch {
     /// A batch of `first`.
     pub fn new(first: ReadItem) -> Self {
-        let mut batch = Self::default();
+        let mut batch = Self {
+            records: Vec::new(),
+            position: None,
+            items: 0,
+            oldest: first.read_at,
+        };
         batch.push(first);
         batch
     }
@@ -71,11 +76,10 @@ impl PendingBatch {
             self.position = item.position;
         }
         self.items += 1;
-        self.oldest = Some(self.oldest.map_or(item.read_at, |t| t.min(item.read_at)));
     }
 
     /// When the oldest item was read.
-    pub fn oldest(&self) -> Option<Instant> {
+    pub fn oldest(&self) -> Instant {
         self.oldest
     }
 
@@ -145,7 +149,7 @@ mod tests {
         let mut later = item(1..2, Some(2));
         later.read_at = read_at + std::time::Duration::from_millis(5);
         batch.push(later);
-        assert_eq!(batch.oldest(), Some(read_at));
+        assert_eq!(batch.oldest(), read_at);
     }
 
     #[test]

@@ -384,11 +384,9 @@ impl ReadLoop {
             let oldest = batch.oldest();
             let (records, position) = batch.into_parts();
             self.send(records, position).await?;
-            if let Some(read_at) = oldest {
-                self.shared
-                    .metrics
-                    .handed_over(&self.shared.config.name, read_at.elapsed());
-            }
+            self.shared
+                .metrics
+                .handed_over(&self.shared.config.name, oldest.elapsed());
         }
     }
 }
