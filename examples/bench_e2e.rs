@@ -321,6 +321,9 @@ enum Mover {
     /// pipeline's consumer group (README "Scaling out").
     Instances(usize),
     Connector,
+    /// No daemon: the driver's change streams forwarded straight to a producer (the source's
+    /// shortest-path baseline, [`Bench::source_forward`]).
+    Forward,
 }
 
 /// What one run of the source or sink measured.
@@ -689,6 +692,12 @@ impl Bench {
         // first's); they stop when dropped, after the measurement.
         let mut others = Vec::new();
         let process = match mover {
+            // Nothing to start: the baseline moves the events itself.
+            Mover::Forward => {
+                return self
+                    .source_forward(db_name, names, collections, topics)
+                    .await
+            }
             Mover::Daemon => {
                 let list: Vec<String> = names.iter().map(|c| format!("\"{c}\"")).collect();
                 self.daemon(&format!("source-{}", names.len()), &format!(
@@ -749,6 +758,28 @@ impl Bench {
                 )?
             }
         };
+        let decode = match mover {
+            Mover::DaemonIn(format) => registry_decoder(format)?,
+            _ => None,
+        };
+        let run = self
+            .source_measure(Some(&process), collections, topics, decode)
+            .await?;
+        drop(process);
+        drop(others);
+        Ok(run)
+    }
+
+    /// Reads `topics` from their beginning (values decoded by `decode` when given) while the
+    /// inserts into `collections` run, and measures them; `process` is what moves them, for
+    /// its CPU, RSS and hops.
+    async fn source_measure(
+        &self,
+        process: Option<&Process>,
+        collections: &[mongodb::Collection<Document>],
+        topics: &[String],
+        decode: Option<Decoder>,
+    ) -> Result<Run, Error> {
         let consumer = self.consumer()?;
         let mut assignment = TopicPartitionList::new();
         for topic in topics {
@@ -756,24 +787,19 @@ impl Bench {
         }
         consumer.assign(&assignment)?;
         let tally = Arc::new(Mutex::new(Tally {
-            decode: match mover {
-                Mover::DaemonIn(format) => registry_decoder(format)?,
-                _ => None,
-            },
+            decode,
             ..Tally::default()
         }));
         let reader = spawn_reader(consumer, tally.clone());
         let outcome = self
-            .source_measure(Some(&process), collections, topics, &tally)
+            .source_tally(process, collections, topics, &tally)
             .await;
         reader.abort();
-        let run = outcome?;
-        drop(process);
-        drop(others);
-        Ok(run)
+        outcome
     }
 
-    async fn source_measure(
+    /// The measurement of [`Bench::source_measure`], counting with `tally`.
+    async fn source_tally(
         &self,
         process: Option<&Process>,
         collections: &[mongodb::Collection<Document>],
@@ -926,20 +952,19 @@ impl Bench {
     /// per collection (`k` of them) and hands each inserted document, as canonical extended
     /// JSON, straight to a producer with the daemon's settings (no acknowledgement awaited,
     /// no checkpoint); latency is measured as the daemon's is, by a consumer.
-    async fn source_forward(&self, k: usize) -> Result<Run, Error> {
+    async fn source_forward(
+        &self,
+        db_name: &str,
+        names: &[String],
+        collections: &[mongodb::Collection<Document>],
+        topics: &[String],
+    ) -> Result<Run, Error> {
         let reader = mongodb::Client::with_uri_str(&self.mongo).await?;
-        let db_name = unique("benchfw");
-        let db = self.client.database(&db_name);
-        let names: Vec<String> = (0..k).map(|i| format!("c{i}")).collect();
-        let collections: Vec<_> = names.iter().map(|c| db.collection::<Document>(c)).collect();
-        let topics: Vec<String> = names.iter().map(|c| format!("{db_name}.{c}")).collect();
-        self.create_topics(&topics, 1).await?;
         let producer = self.producer()?;
         let mut forwards = Vec::new();
-        for ((name, coll), topic) in names.iter().zip(&collections).zip(&topics) {
-            coll.insert_one(doc! {"_id": -1}).await?;
+        for (name, topic) in names.iter().zip(topics) {
             let mut stream = reader
-                .database(&db_name)
+                .database(db_name)
                 .collection::<Document>(name)
                 .watch()
                 .max_await_time(Duration::from_millis(100))
@@ -965,23 +990,10 @@ impl Bench {
                 }
             }));
         }
-        let consumer = self.consumer()?;
-        let mut assignment = TopicPartitionList::new();
-        for topic in &topics {
-            assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
-        }
-        consumer.assign(&assignment)?;
-        let tally = Arc::new(Mutex::new(Tally::default()));
-        let counting = spawn_reader(consumer, tally.clone());
-        let outcome = self
-            .source_measure(None, &collections, &topics, &tally)
-            .await;
-        counting.abort();
+        let outcome = self.source_measure(None, collections, topics, None).await;
         for forward in forwards {
             forward.abort();
         }
-        self.delete_topics(&topics).await;
-        let _ = db.drop().await;
         outcome
     }
 
@@ -1040,7 +1052,7 @@ impl Bench {
         let db_name = unique("benchsinkdb");
         let pipeline = unique("bench");
         let process = match mover {
-            Mover::DaemonOneStream | Mover::DaemonIn(_) | Mover::Instances(_) => {
+            Mover::DaemonOneStream | Mover::DaemonIn(_) | Mover::Instances(_) | Mover::Forward => {
                 return Err("the sink scenario reads canonical JSON".into())
             }
             Mover::Daemon => self.daemon(&format!("sink-{partitions}"), &format!(
@@ -1334,7 +1346,10 @@ async fn source_scenario(bench: &Bench, report: &mut Report) -> Option<Run> {
         .step("source baseline: rdkafka produce", bench.produce())
         .await;
     let forward = report
-        .step("source baseline: drain → rdkafka", bench.source_forward(1))
+        .step(
+            "source baseline: drain → rdkafka",
+            bench.source(Mover::Forward, 1),
+        )
         .await;
     let daemon = report
         .step("source: daemon", bench.source(Mover::Daemon, 1))
@@ -1710,7 +1725,7 @@ async fn scale_source(bench: &Bench, report: &mut Report, source_one: Option<Run
             report
                 .step(
                     &format!("scale: drain → rdkafka, {k} collections"),
-                    bench.source_forward(k),
+                    bench.source(Mover::Forward, k),
                 )
                 .await
         } else {
