@@ -1,6 +1,7 @@
 //! The Grafana dashboard against a real Prometheus server (Debian's `prometheus` package)
 //! scraping a running daemon: after a little traffic, with a dead letter, a failed pipeline
-//! and a restarted reader, every query of every panel and variable parses and returns data.
+//! and a restarted reader, every query of every panel and variable parses and returns data,
+//! and the alerting rules (`dashboards/alerts.yaml`) whose condition that made are raised.
 
 mod common;
 
@@ -31,7 +32,84 @@ fn prometheus_binary() -> PathBuf {
     path
 }
 
-/// A Prometheus server scraping `target` every second; killed when dropped.
+/// The alerting rules shipped with the dashboard.
+fn alerts_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/alerts.yaml")
+}
+
+/// `promtool`, beside the Prometheus server the tests use or on the PATH.
+fn promtool_binary() -> PathBuf {
+    let beside = prometheus_binary().with_file_name("promtool");
+    if beside.exists() {
+        return beside;
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("promtool"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("no promtool beside {} nor on the PATH: `test-services/services.sh up` fetches Prometheus with it", beside.display()))
+}
+
+#[test]
+fn the_alerting_rules_pass_promtool() {
+    let out = Command::new(promtool_binary())
+        .args(["check", "rules"])
+        .arg(alerts_file())
+        .output()
+        .expect("running promtool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool check rules:\n{text}");
+    assert!(text.contains("SUCCESS"), "{text}");
+    // Each rule raised under its condition and quiet without it, on synthetic series.
+    let tests = alerts_file().with_file_name("alerts_test.yaml");
+    let out = Command::new(promtool_binary())
+        .args(["test", "rules"])
+        .arg(&tests)
+        .output()
+        .expect("running promtool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool test rules:\n{text}");
+    let rules = std::fs::read_to_string(alerts_file()).expect("alerts.yaml");
+    let cases = std::fs::read_to_string(&tests).expect("alerts_test.yaml");
+    for alert in rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+    {
+        assert!(
+            cases.contains(&format!("alertname: {alert}\n")),
+            "{alert} has no case in {}",
+            tests.display()
+        );
+    }
+}
+
+/// The alerts Prometheus has pending or firing, by name.
+fn active_alerts(prometheus: &Prometheus) -> Vec<String> {
+    let answer = prometheus.query("ALERTS");
+    let mut names: Vec<String> = answer["data"]["result"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|s| s["metric"]["alertname"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// A Prometheus server scraping `target` every second, with the alerting rules loaded;
+/// killed when dropped.
 struct Prometheus {
     child: Child,
     port: u16,
@@ -45,7 +123,8 @@ impl Prometheus {
             dir.path(),
             "prometheus.yml",
             &format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: mongo-kafka-bridge\n    static_configs:\n      - targets: ['{target}']\n"
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - '{}'\nscrape_configs:\n  - job_name: mongo-kafka-bridge\n    static_configs:\n      - targets: ['{target}']\n",
+                alerts_file().display()
             ),
         );
         let port = common::free_port();
@@ -73,7 +152,13 @@ impl Prometheus {
     /// Runs an instant query; the API's JSON answer.
     fn query(&self, promql: &str) -> Value {
         let encoded: String = url::form_urlencoded::byte_serialize(promql.as_bytes()).collect();
-        let (status, body) = common::http_get(self.port, &format!("/api/v1/query?query={encoded}"))
+        self.api(&format!("/api/v1/query?query={encoded}"))
+    }
+
+    /// `GET path` on the API; its JSON answer, which must say `success`.
+    fn api(&self, path: &str) -> Value {
+        let promql = path;
+        let (status, body) = common::http_get(self.port, path)
             .unwrap_or_else(|| panic!("Prometheus did not answer `{promql}`"));
         // The body is chunked when large; the JSON object is between the outer braces.
         let json = body
@@ -242,6 +327,35 @@ async fn every_dashboard_query_returns_data_from_a_running_daemon() {
         "queries without data: {empty:#?}\nlog:\n{}",
         daemon.log()
     );
+    // The alerts whose condition the scenario made go pending or firing; the others (no
+    // configuration mismatch, no old checkpoint, the daemon up) stay quiet.
+    let rules = prometheus.api("/api/v1/rules");
+    let loaded = rules["data"]["groups"][0]["rules"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert!(loaded >= 10, "the alerting rules were not loaded: {rules}");
+    let expected = ["MkbDeadLetters", "MkbPipelineFailed", "MkbReaderRestarted"];
+    let raised = common::eventually(WAIT, || {
+        let active = active_alerts(&prometheus);
+        async move { expected.iter().all(|a| active.iter().any(|n| n == a)) }
+    })
+    .await;
+    let active = active_alerts(&prometheus);
+    assert!(
+        raised,
+        "expected {expected:?} among the alerts, got {active:?}"
+    );
+    for quiet in [
+        "MkbDaemonDown",
+        "MkbSourceConfigMismatch",
+        "MkbSourceCheckpointOld",
+        "MkbSinkLagGrowing",
+    ] {
+        assert!(
+            !active.iter().any(|n| n == quiet),
+            "{quiet} raised without its condition: {active:?}"
+        );
+    }
     daemon.signal("TERM");
     daemon.wait(WAIT);
     let _ = client.database(&db).drop().await;
