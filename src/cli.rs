@@ -1,6 +1,8 @@
 //! Command-line interface.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -33,5 +35,20 @@ pub enum Command {
         /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Ask a running daemon whether it is healthy, for container health checks (no `curl`
+    /// in the image). Exits 0 when `/health` (or `/ready` with `--ready`) answers 200,
+    /// 1 otherwise, saying why.
+    Healthcheck {
+        /// The daemon's `http.address`; one on every interface (`0.0.0.0`, `::`) is asked
+        /// on loopback.
+        #[arg(long, env = "MKB__HTTP__ADDRESS", default_value = "127.0.0.1:9187")]
+        address: SocketAddr,
+        /// Ask `/ready` (every pipeline moving) instead of `/health` (the daemon alive).
+        #[arg(long)]
+        ready: bool,
+        /// How long to wait to connect, and again for the answer.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
     },
 }

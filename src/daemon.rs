@@ -75,6 +75,7 @@ async fn serve(config: Config, path: PathBuf) -> Result<i32, StartError> {
     let draining = supervisor.draining();
     let supervisor = supervisor.start();
     systemd::ready("running");
+    systemd::spawn_watchdog();
 
     let signal = loop {
         match signals.next().await {

@@ -27,6 +27,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Healthcheck {
+            address,
+            ready,
+            timeout,
+        } => {
+            let path = if ready { "/ready" } else { "/health" };
+            match ops::healthcheck::probe(address, path, timeout) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("unhealthy: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config: path } => {
             let config = match config::load(&path) {
                 Ok(config) => config,

@@ -20,6 +20,7 @@ fn the_systemd_unit_is_valid_notify_reloadable_and_hardened() {
         "Type=notify",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "Restart=on-failure",
+        "WatchdogSec=",
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
         "DynamicUser=yes",
@@ -103,10 +104,32 @@ fn the_dockerfile_builds_in_stages_and_runs_unprivileged_with_a_healthcheck() {
         .next_back()
         .expect("a USER");
     assert!(user != "root" && user != "0", "runs as {user}");
-    assert!(dockerfile.contains("HEALTHCHECK"), "a health check");
+    // Numeric, so Kubernetes' `runAsNonRoot` can tell it is not root.
+    let numeric = user
+        .split(':')
+        .all(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) && id != "0");
+    assert!(numeric, "USER {user} is not a numeric uid:gid");
+    let healthcheck = dockerfile
+        .split("HEALTHCHECK")
+        .nth(1)
+        .expect("a health check");
     assert!(
-        dockerfile.contains("/health"),
-        "the health check asks /health"
+        healthcheck.contains("\"healthcheck\"]"),
+        "the health check is the daemon's own subcommand: {healthcheck}"
+    );
+    let runtime = dockerfile.rsplit("\nFROM ").next().unwrap_or_default();
+    let installs_curl = runtime
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .any(|l| l.contains("curl"));
+    assert!(!installs_curl, "no curl in the runtime image");
+    // Dependencies are built in a layer before the sources are copied.
+    let (before_sources, _) = dockerfile
+        .split_once("COPY src ")
+        .expect("the sources are copied");
+    assert!(
+        before_sources.contains("cargo build --release --locked"),
+        "the dependencies are not built in a layer of their own"
     );
     assert!(dockerfile.contains("/etc/mongo-kafka-bridge/config.toml"));
     assert!(dockerfile.contains("--locked"), "builds from Cargo.lock");

@@ -1,6 +1,7 @@
 //! What operators see and touch: logs, metrics, the HTTP endpoint, health, signals.
 
 pub mod health;
+pub mod healthcheck;
 pub mod http;
 pub mod logging;
 pub mod metrics;
