@@ -2,6 +2,7 @@
 //! machine has it) and says what operators rely on; the Dockerfile keeps its promises. No
 //! Docker engine runs here: the Dockerfile's runtime stage is checked as text, and its build
 //! stage is replayed (the files it copies, laid out alone, and its cargo command run there).
+//! The Kubernetes manifests parse and agree with the binary, the image and the configuration.
 
 mod common;
 
@@ -244,5 +245,206 @@ fn the_dockerfile_build_stage_builds_from_exactly_what_it_copies() {
         "cargo {} failed in the Dockerfile's build context:\n{}",
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every YAML document of `deploy/kubernetes/`, by file name.
+fn kubernetes_manifests() -> Vec<(String, yaml_rust2::Yaml)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let mut documents = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("deploy/kubernetes") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let name = path
+                .file_name()
+                .expect("a file name")
+                .to_string_lossy()
+                .into_owned();
+            let text = std::fs::read_to_string(&path).expect("manifest");
+            let docs = yaml_rust2::YamlLoader::load_from_str(&text)
+                .unwrap_or_else(|e| panic!("{name} is not YAML: {e}"));
+            assert!(!docs.is_empty(), "{name} is empty");
+            documents.extend(docs.into_iter().map(|d| (name.clone(), d)));
+        }
+    }
+    documents
+}
+
+fn yaml_str<'a>(value: &'a yaml_rust2::Yaml, what: &str) -> &'a str {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("{what} is not a string: {value:?}"))
+}
+
+/// The kustomize base in `deploy/kubernetes/`: every manifest parses, what the kustomization
+/// names exists, and the Deployment agrees with the binary (its arguments parse as the
+/// daemon's command line and its configuration passes `check-config`), with the Dockerfile
+/// (user, port) and with the configuration (the HTTP port, a grace period above
+/// `shutdown.timeout`); probes and the PodMonitor ask paths the daemon serves.
+#[test]
+fn the_kubernetes_manifests_parse_and_agree_with_the_binary_and_the_image() {
+    use clap::Parser;
+    use mongo_kafka_bridge::cli::{Cli, Command as Subcommand};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let manifests = kubernetes_manifests();
+    let kind = |kind: &str| {
+        manifests
+            .iter()
+            .find(|(_, d)| d["kind"].as_str() == Some(kind))
+            .map(|(_, d)| d)
+            .unwrap_or_else(|| panic!("no {kind} in deploy/kubernetes"))
+    };
+    let kustomization = kind("Kustomization");
+    for resource in kustomization["resources"].as_vec().expect("resources") {
+        let file = yaml_str(resource, "a resource");
+        assert!(
+            dir.join(file).exists(),
+            "the kustomization names {file}, which is missing"
+        );
+    }
+    let generator = &kustomization["configMapGenerator"][0];
+    let config_file = yaml_str(&generator["files"][0], "the ConfigMap's file");
+    let config_path = dir.join(config_file);
+    let secrets = &kustomization["secretGenerator"][0];
+
+    let deployment = kind("Deployment");
+    assert_eq!(
+        deployment["spec"]["strategy"]["type"].as_str(),
+        Some("Recreate")
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+
+    // The arguments are the daemon's command line, reading the mounted configuration.
+    let args: Vec<&str> = container["args"]
+        .as_vec()
+        .expect("container args")
+        .iter()
+        .map(|a| yaml_str(a, "an argument"))
+        .collect();
+    let cli =
+        Cli::try_parse_from(std::iter::once("mongo-kafka-bridge").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("the container's args {args:?}: {e}"));
+    let Subcommand::Run { config: mounted } = cli.command else {
+        panic!("the container does not `run`: {args:?}");
+    };
+    let mount = container["volumeMounts"]
+        .as_vec()
+        .expect("volume mounts")
+        .iter()
+        .find(|m| m["name"].as_str() == Some("config"))
+        .expect("the config volume is mounted");
+    assert_eq!(
+        Path::new(yaml_str(&mount["mountPath"], "mountPath")).join(config_file),
+        mounted,
+        "the daemon reads the mounted ConfigMap"
+    );
+    let volume = pod["volumes"]
+        .as_vec()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"].as_str() == Some("config"))
+        .expect("the config volume");
+    assert_eq!(
+        volume["configMap"]["name"].as_str(),
+        generator["name"].as_str(),
+        "the volume is the generated ConfigMap"
+    );
+    assert_eq!(
+        container["envFrom"][0]["secretRef"]["name"].as_str(),
+        secrets["name"].as_str(),
+        "the environment comes from the generated Secret"
+    );
+
+    // The configuration, with the Secret's variables, passes check-config.
+    let env: Vec<(String, String)> = secrets["literals"]
+        .as_vec()
+        .expect("secret literals")
+        .iter()
+        .filter_map(|l| l.as_str()?.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_mongo-kafka-bridge"))
+        .args(["check-config", "--config"])
+        .arg(&config_path)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("check-config");
+    assert!(
+        out.status.success(),
+        "check-config on {}: {}",
+        config_path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = mongo_kafka_bridge::config::load(&config_path).expect("the configuration loads");
+
+    // One port everywhere: the container's, the configuration's, the environment's, the image's.
+    let port = container["ports"][0]["containerPort"]
+        .as_i64()
+        .expect("a containerPort");
+    let port_name = yaml_str(&container["ports"][0]["name"], "the port's name");
+    assert_eq!(i64::from(config.http.address.port()), port, "http.address");
+    assert!(
+        !config.http.address.ip().is_loopback(),
+        "the configuration listens on loopback only: probes cannot reach it"
+    );
+    let http_env = container["env"]
+        .as_vec()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"].as_str() == Some("MKB__HTTP__ADDRESS"))
+        .map(|e| yaml_str(&e["value"], "MKB__HTTP__ADDRESS").to_owned())
+        .expect("MKB__HTTP__ADDRESS");
+    assert!(http_env.ends_with(&format!(":{port}")), "{http_env}");
+    let dockerfile = read("Dockerfile");
+    assert!(
+        dockerfile.contains(&format!("EXPOSE {port}")),
+        "the image exposes {port}"
+    );
+
+    // The probes and the scrape ask what the daemon serves, on the named port.
+    for (probe, path) in [("livenessProbe", "/health"), ("readinessProbe", "/ready")] {
+        assert_eq!(
+            container[probe]["httpGet"]["path"].as_str(),
+            Some(path),
+            "{probe}"
+        );
+        assert_eq!(
+            container[probe]["httpGet"]["port"].as_str(),
+            Some(port_name),
+            "{probe}"
+        );
+    }
+    let monitor = &kind("PodMonitor")["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(monitor["port"].as_str(), Some(port_name));
+    assert_eq!(monitor["path"].as_str(), Some("/metrics"));
+    assert!(kind("PodDisruptionBudget")["spec"]["maxUnavailable"]
+        .as_i64()
+        .is_some());
+
+    // The image's numeric user, and a drain never cut short.
+    let user = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("USER "))
+        .next_back()
+        .expect("a USER");
+    let security = &pod["securityContext"];
+    assert_eq!(security["runAsNonRoot"].as_bool(), Some(true));
+    assert_eq!(
+        format!(
+            "{}:{}",
+            security["runAsUser"].as_i64().unwrap_or(-1),
+            security["runAsGroup"].as_i64().unwrap_or(-1)
+        ),
+        user,
+        "the pod runs as the image's user"
+    );
+    let grace = pod["terminationGracePeriodSeconds"]
+        .as_i64()
+        .expect("terminationGracePeriodSeconds");
+    assert!(
+        u64::try_from(grace).unwrap_or(0) > config.shutdown.timeout.as_secs(),
+        "a grace period of {grace}s cuts a shutdown of {:?} short",
+        config.shutdown.timeout
     );
 }
