@@ -51,6 +51,71 @@ fn promtool_binary() -> PathBuf {
         .unwrap_or_else(|| panic!("no promtool beside {} nor on the PATH: `test-services/services.sh up` fetches Prometheus with it", beside.display()))
 }
 
+/// The names of the metrics `src/ops/metrics.rs` defines, with their prefix.
+fn defined_metrics() -> Vec<String> {
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops/metrics.rs"))
+            .expect("src/ops/metrics.rs");
+    let pattern = regex::Regex::new(r#"b\.\w+\(\s*"([a-z0-9_]+)""#).expect("pattern");
+    pattern
+        .captures_iter(&source)
+        .map(|c| format!("mkb_{}", &c[1]))
+        .collect()
+}
+
+/// Every metric the daemon defines is in the README's Metrics table, and is plotted on the
+/// dashboard unless its row says `not plotted` and why; no timeseries panel plots a total
+/// over the dashboard's range (`[$__range]`), which moves with the time picker instead of
+/// showing a rate.
+#[test]
+fn every_metric_is_documented_and_plotted_or_said_not_to_be() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let metrics = defined_metrics();
+    assert!(metrics.len() > 30, "the metrics were not read: {metrics:?}");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let section = readme
+        .split("\n## Metrics\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Metrics section");
+    let dashboard_text = std::fs::read_to_string(root.join("dashboards/mongo-kafka-bridge.json"))
+        .expect("dashboard");
+    let mut problems = Vec::new();
+    for metric in &metrics {
+        let row = section
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{metric}` |")));
+        match row {
+            None => problems.push(format!("{metric} has no row in the README's Metrics table")),
+            Some(row) => {
+                if !dashboard_text.contains(metric.as_str()) && !row.contains("not plotted") {
+                    problems.push(format!(
+                        "{metric} is on no panel and its row does not say `not plotted`"
+                    ));
+                }
+            }
+        }
+    }
+    let dashboard: Value = serde_json::from_str(&dashboard_text).expect("JSON");
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        if panel["type"] != "timeseries" {
+            continue;
+        }
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            if target["expr"]
+                .as_str()
+                .is_some_and(|e| e.contains("[$__range]"))
+            {
+                problems.push(format!(
+                    "panel {} plots a moving total: {}",
+                    panel["title"], target["expr"]
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 #[test]
 fn the_alerting_rules_pass_promtool() {
     let out = Command::new(promtool_binary())
@@ -265,11 +330,12 @@ async fn every_dashboard_query_returns_data_from_a_running_daemon() {
     let pipelines = format!(
         "[[source]]\nname = \"dsrc\"\ndatabase = \"{db}\"\ncollection = \"a\"\nstartup_mode = \"copy_existing\"\nmax_await_time = \"200ms\"\ncheckpoint_interval = \"200ms\"\n\
          [[sink]]\nname = \"dsink\"\ntopics = [\"{topic}\"]\ndatabase = \"{db}\"\ncollection = \"b\"\ncdc_handler = \"mongodb\"\nmax_batch_delay = \"50ms\"\n[sink.errors]\ntolerance = \"all\"\ndead_letter_topic = \"{dlq}\"\n\
-         [[sink]]\nname = \"dbroken\"\ntopics = [\"{broken_topic}\"]\ndatabase = \"{db}\"\n"
+         [[sink]]\nname = \"dbroken\"\ntopics = [\"{broken_topic}\"]\ndatabase = \"{db}\"\n\
+         [[source]]\nname = \"dfull\"\ndatabase = \"{db}\"\ncollection = \"a\"\ntopic_prefix = \"full\"\npublish_full_document_only = true\nmax_await_time = \"200ms\"\n"
     );
     let config = proxy::config_through(&common::config_toml(port, &pipelines), &mongo_proxy);
     let mut daemon = common::Daemon::start(&config);
-    daemon.wait_for_log("change stream open", 1, WAIT);
+    daemon.wait_for_log("change stream open", 2, WAIT);
     let prometheus = Prometheus::start(&format!("127.0.0.1:{port}"));
 
     // Traffic, a dead letter, a pipeline that fails on a bad record.
@@ -281,6 +347,8 @@ async fn every_dashboard_query_returns_data_from_a_running_daemon() {
     coll.update_one(doc! {"_id": 1_i64}, doc! {"$set": {"v": -1}})
         .await
         .expect("update");
+    // A delete has no document: `dfull` publishes it as nothing, and counts it.
+    coll.delete_one(doc! {"_id": 2_i64}).await.expect("delete");
     common::produce(
         &topic,
         &[common::Outgoing::json(
@@ -299,7 +367,7 @@ async fn every_dashboard_query_returns_data_from_a_running_daemon() {
     mongo_proxy.cut();
     daemon.wait_for_log("reader failed; restarting it", 1, WAIT);
     mongo_proxy.forward();
-    daemon.wait_for_log("change stream open", 2, WAIT);
+    daemon.wait_for_log("change stream open", 3, WAIT);
     daemon.signal("HUP");
     daemon.wait_for_log("configuration reloaded", 1, WAIT);
     for i in 60..80_i64 {
