@@ -285,6 +285,7 @@ async fn large_documents_with_a_paused_kafka_stay_within_the_memory_budget() {
         let peak = peak_rss_kib(daemon.pid(), Duration::from_secs(4)).await;
         let read_now = common::metric_sum(port, events);
         let growth_mib = peak.saturating_sub(baseline) / 1024;
+        eprintln!("RSS grew by {growth_mib} MiB while Kafka was paused ({read_now} events read)");
         assert!(
             growth_mib < BUDGET_MIB + OVERHEAD_MIB,
             "RSS grew by {growth_mib} MiB (from {baseline} KiB) while Kafka was paused, over the budget of {BUDGET_MIB} MiB and {OVERHEAD_MIB} MiB of overhead ({read_now} events read)"
@@ -335,7 +336,10 @@ async fn large_records_with_a_paused_mongodb_stay_within_the_memory_budget() {
     daemon.wait_for_log("sink pipeline running", 1, WAIT);
     let records = |ids: std::ops::Range<i64>| -> Vec<common::Outgoing> {
         ids.map(|id| {
-            common::Outgoing::json(json!({"_id": id}), json!({"n": id, "pad": "x".repeat(LARGE)}))
+            common::Outgoing::json(
+                json!({"_id": id}),
+                json!({"n": id, "pad": "x".repeat(LARGE)}),
+            )
         })
         .collect()
     };
@@ -363,6 +367,7 @@ async fn large_records_with_a_paused_mongodb_stay_within_the_memory_budget() {
         tokio::time::sleep(Duration::from_secs(4)).await;
         let peak = peak_rss_kib(daemon.pid(), Duration::from_secs(4)).await;
         let growth_mib = peak.saturating_sub(baseline) / 1024;
+        eprintln!("RSS grew by {growth_mib} MiB while MongoDB was paused");
         assert!(
             growth_mib < 3 * BUDGET_MIB + OVERHEAD_MIB,
             "RSS grew by {growth_mib} MiB (from {baseline} KiB) while 110 MiB waited in Kafka, over three times the budget of {BUDGET_MIB} MiB and {OVERHEAD_MIB} MiB of overhead"

@@ -43,6 +43,7 @@ use self::writer::{
     Assignment, DeadLetters, Flush, PartitionWriter, WriterFailed, WriterSettings, WriterShared,
 };
 use crate::backoff::Backoff;
+use crate::budget::Budget;
 use crate::clients::kafka;
 use crate::config::{KafkaConfig, SinkConfig, Tolerance};
 use crate::ops::health::{self, Readiness};
@@ -207,6 +208,11 @@ impl SinkSupervisor {
             metrics: self.metrics.clone(),
             readiness: self.readiness.clone(),
             status: self.status.clone(),
+            budget: Budget::new(
+                &config.name,
+                config.memory_budget.as_u64(),
+                Some(self.metrics.clone()),
+            ),
         });
         let consumer = Arc::new(
             kafka::consumer_with_context(
