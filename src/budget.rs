@@ -17,14 +17,16 @@
 //!   (published, written, refused, dropped with a revoked partition or a stopped reader).
 //! - What is held is exported per pipeline (`mkb_memory_budget_held_bytes`, next to
 //!   `mkb_memory_budget_bytes`); each wait is counted (`mkb_memory_budget_waits_total`), and
-//!   one longer than [`LONG_WAIT`] is logged (WARN). A wait that lasts is the downstream
-//!   service's stall, reported where that is (a sink's stalled partitions on `/ready`).
+//!   one longer than [`LONG_WAIT`] is logged (WARN) and reported on `/ready` until no wait
+//!   that long is left: nothing downstream took room back for that long, a stall.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
 
 /// The unit room is counted in.
@@ -43,7 +45,46 @@ struct Inner {
     semaphore: Arc<Semaphore>,
     units: u32,
     pipeline: String,
-    metrics: Option<Metrics>,
+    report: Option<Report>,
+    /// Waits longer than [`LONG_WAIT`] going on.
+    long_waits: AtomicUsize,
+}
+
+/// Where a budget reports what it holds and its long waits.
+#[derive(Clone)]
+pub struct Report {
+    /// The metrics.
+    pub metrics: Metrics,
+    /// `/ready`.
+    pub readiness: Readiness,
+}
+
+/// A wait longer than [`LONG_WAIT`], reported on `/ready` until it ends (or is abandoned).
+struct LongWait<'a>(&'a Inner);
+
+impl<'a> LongWait<'a> {
+    fn start(inner: &'a Inner, reason: String) -> Self {
+        inner.long_waits.fetch_add(1, Ordering::SeqCst);
+        if let Some(report) = &inner.report {
+            report
+                .readiness
+                .set_problem(health::memory_budget(&inner.pipeline), reason);
+        }
+        Self(inner)
+    }
+}
+
+impl Drop for LongWait<'_> {
+    fn drop(&mut self) {
+        let inner = self.0;
+        if inner.long_waits.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if let Some(report) = &inner.report {
+                report
+                    .readiness
+                    .clear(&health::memory_budget(&inner.pipeline));
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Budget {
@@ -103,8 +144,8 @@ impl Drop for Held {
 
 impl Inner {
     fn report_held(&self, delta: i64) {
-        if let Some(metrics) = &self.metrics {
-            metrics.budget_held(&self.pipeline, delta);
+        if let Some(report) = &self.report {
+            report.metrics.budget_held(&self.pipeline, delta);
         }
     }
 }
@@ -117,20 +158,23 @@ pub fn units_for(bytes: usize, total: u32) -> u32 {
 }
 
 impl Budget {
-    /// A budget of `bytes` (at least one unit) for `pipeline`, reported in `metrics`.
-    pub fn new(pipeline: &str, bytes: u64, metrics: Option<Metrics>) -> Self {
+    /// A budget of `bytes` (at least one unit) for `pipeline`, reported to `report`.
+    pub fn new(pipeline: &str, bytes: u64, report: Option<Report>) -> Self {
         let units = u32::try_from(bytes / UNIT)
             .unwrap_or(u32::MAX)
             .clamp(1, u32::try_from(Semaphore::MAX_PERMITS).unwrap_or(u32::MAX));
-        if let Some(metrics) = &metrics {
-            metrics.budget_size(pipeline, u64::from(units) * UNIT);
+        if let Some(report) = &report {
+            report
+                .metrics
+                .budget_size(pipeline, u64::from(units) * UNIT);
         }
         Self {
             inner: Arc::new(Inner {
                 semaphore: Arc::new(Semaphore::new(units as usize)),
                 units,
                 pipeline: pipeline.to_owned(),
-                metrics,
+                report,
+                long_waits: AtomicUsize::new(0),
             }),
         }
     }
@@ -158,15 +202,20 @@ impl Budget {
         let permit = match semaphore.clone().try_acquire_many_owned(units) {
             Ok(permit) => Some(permit),
             Err(_) => {
-                if let Some(metrics) = &inner.metrics {
-                    metrics.budget_waited(&inner.pipeline);
+                if let Some(report) = &inner.report {
+                    report.metrics.budget_waited(&inner.pipeline);
                 }
                 let acquire = semaphore.acquire_many_owned(units);
                 tokio::pin!(acquire);
                 match tokio::time::timeout(LONG_WAIT, &mut acquire).await {
                     Ok(permit) => permit.ok(),
                     Err(_) => {
-                        tracing::warn!(pipeline = %inner.pipeline, holder = what, bytes, budget = self.bytes(), held = self.held_bytes(), waited_s = LONG_WAIT.as_secs(), "waiting for room in the pipeline's memory_budget: the records it holds are not taken downstream");
+                        let (budget, held) = (self.bytes(), self.held_bytes());
+                        tracing::warn!(pipeline = %inner.pipeline, holder = what, bytes, budget, held, waited_s = LONG_WAIT.as_secs(), "waiting for room in the pipeline's memory_budget: the records it holds are not taken downstream");
+                        let _reported = LongWait::start(
+                            inner,
+                            format!("{what} has waited over {} s for room in memory_budget ({held} of {budget} bytes held, not taken downstream)", LONG_WAIT.as_secs()),
+                        );
                         acquire.await.ok()
                     }
                 }
@@ -262,10 +311,18 @@ mod tests {
         assert!(small.await.is_ok());
     }
 
+    fn report() -> Option<Report> {
+        Some(Report {
+            metrics: Metrics::new().ok()?,
+            readiness: Readiness::default(),
+        })
+    }
+
     #[tokio::test]
     async fn merged_room_is_released_together_and_reported() {
-        let metrics = Metrics::new().ok();
-        let budget = Budget::new("p", 8 * 1024, metrics.clone());
+        let report = report();
+        let metrics = report.as_ref().map(|r| r.metrics.clone());
+        let budget = Budget::new("p", 8 * 1024, report);
         let mut held = Held::default();
         held.merge(budget.take(1024, "t").await);
         held.merge(budget.take(2048, "t").await);
@@ -290,10 +347,52 @@ mod tests {
         assert!(rendered.contains("mkb_memory_budget_held_bytes{pipeline=\"p\"} 0"));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_long_wait_is_on_ready_until_it_ends() {
+        let report = report();
+        let readiness = report.as_ref().map(|r| r.readiness.clone());
+        let problem = || {
+            readiness
+                .as_ref()
+                .is_some_and(|r| r.has_problem(&health::memory_budget("p")))
+        };
+        let budget = Budget::new("p", 1024, report);
+        let all = budget.take(1024, "t").await;
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.take(1024, "db.coll").await.bytes() }
+        });
+        tokio::time::sleep(LONG_WAIT - Duration::from_secs(1)).await;
+        assert!(!problem(), "not before the long wait");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(problem(), "reported after the long wait");
+        let status = readiness.as_ref().map(Readiness::status);
+        assert!(
+            matches!(&status, Some(Err(e)) if e.contains("memory budget p: db.coll has waited over 30 s")),
+            "{status:?}"
+        );
+        drop(all);
+        assert_eq!(waiting.await.ok(), Some(1024));
+        assert!(!problem(), "cleared once the wait ended");
+        // An abandoned long wait (its reader stopped) clears too.
+        let all = budget.take(1024, "t").await;
+        let abandoned = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.take(1024, "t").await.bytes() }
+        });
+        tokio::time::sleep(LONG_WAIT + Duration::from_secs(1)).await;
+        assert!(problem());
+        abandoned.abort();
+        let _ = abandoned.await;
+        assert!(!problem());
+        drop(all);
+    }
+
     #[tokio::test]
     async fn a_wait_is_counted() {
-        let metrics = Metrics::new().ok();
-        let budget = Budget::new("p", 1024, metrics.clone());
+        let report = report();
+        let metrics = report.as_ref().map(|r| r.metrics.clone());
+        let budget = Budget::new("p", 1024, report);
         let all = budget.take(1024, "t").await;
         let waiting = tokio::spawn({
             let budget = budget.clone();

@@ -43,7 +43,7 @@ use self::writer::{
     Assignment, DeadLetters, Flush, PartitionWriter, WriterFailed, WriterSettings, WriterShared,
 };
 use crate::backoff::Backoff;
-use crate::budget::Budget;
+use crate::budget::{Budget, Report as BudgetReport};
 use crate::clients::kafka;
 use crate::config::{KafkaConfig, SinkConfig, Tolerance};
 use crate::ops::health::{self, Readiness};
@@ -211,7 +211,10 @@ impl SinkSupervisor {
             budget: Budget::new(
                 &config.name,
                 config.memory_budget.as_u64(),
-                Some(self.metrics.clone()),
+                Some(BudgetReport {
+                    metrics: self.metrics.clone(),
+                    readiness: self.readiness.clone(),
+                }),
             ),
         });
         let consumer = Arc::new(

@@ -57,7 +57,7 @@ use self::reader::{
 };
 use self::topic::TopicMapper;
 use crate::backoff::Backoff;
-use crate::budget::Budget;
+use crate::budget::{Budget, Report as BudgetReport};
 use crate::clients::{kafka, ClientError};
 use crate::config::{Delivery, KafkaConfig, SourceConfig};
 use crate::ops::health::{self, Readiness};
@@ -415,7 +415,10 @@ impl SourceSupervisor {
         let budget = Budget::new(
             &self.config.name,
             self.config.memory_budget.as_u64(),
-            Some(self.metrics.clone()),
+            Some(BudgetReport {
+                metrics: self.metrics.clone(),
+                readiness: self.readiness.clone(),
+            }),
         );
         let mut slots = BTreeMap::new();
         for (slot, producer) in producers {
