@@ -5,6 +5,7 @@
 
 pub mod avro;
 pub mod backoff;
+pub mod budget;
 pub mod chunks;
 pub mod cli;
 pub mod clients;

@@ -8,10 +8,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
 use super::registry::{self, SchemaRegistryConfig};
-use super::source::ErrorsConfig;
+use super::source::{default_memory_budget, validate_memory_budget, ErrorsConfig};
 use super::validate::{collection_name, database_name, topic_name, Violation};
 
 /// Keys that belong to the pipeline as a whole and cannot be overridden per topic.
@@ -22,6 +23,7 @@ const PIPELINE_KEYS: &[&str] = &[
     "group_id",
     "topic_overrides",
     "queue_capacity",
+    "memory_budget",
 ];
 
 /// One `[[sink]]` pipeline: Kafka topics → MongoDB collections.
@@ -46,6 +48,13 @@ pub struct SinkConfig {
     /// waits, and librdkafka stops fetching the partition once its own queue is full.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
+    /// Bytes of records the pipeline's partitions hold at once, all partitions together,
+    /// from taking a record off librdkafka's queue until MongoDB acknowledged its write
+    /// (`"64MiB"`, `"500MB"`, or a number of bytes; at least 1 MiB). While it is spent the
+    /// partitions read no more and records wait in Kafka; a record larger than the whole
+    /// budget passes alone. README "Memory" adds what else the daemon holds.
+    #[serde(default = "default_memory_budget")]
+    pub memory_budget: ByteSize,
 
     // ---- per-topic settings ----
     /// The database written to (also the fallback of `namespace_from = "key"|"value"`).
@@ -466,6 +475,7 @@ impl SinkConfig {
             ));
         }
         at_least_one(&format!("{key}.queue_capacity"), self.queue_capacity, out);
+        validate_memory_budget(&format!("{key}.memory_budget"), self.memory_budget, out);
         self.validate_topic_settings(key, out);
         for topic in self.topic_overrides.keys() {
             let path = format!("{key}.topic_overrides.{topic}");
@@ -780,6 +790,27 @@ mod tests {
         assert_eq!(s.id_strategy, IdStrategy::ObjectId);
         assert_eq!(s.write_model, WriteModelKind::ReplaceOne);
         assert_eq!(s.max_batch_size, 500);
+        assert_eq!(s.memory_budget, ByteSize::mib(64));
+    }
+
+    #[test]
+    fn the_memory_budget_is_a_size_of_at_least_1_mib() {
+        assert_eq!(
+            sink("memory_budget = \"8MiB\"").memory_budget.as_u64(),
+            8 << 20
+        );
+        assert_eq!(
+            sink("memory_budget = \"500 MB\"").memory_budget.as_u64(),
+            500_000_000
+        );
+        assert_eq!(
+            sink("memory_budget = 2097152").memory_budget.as_u64(),
+            2 << 20
+        );
+        assert_eq!(
+            violations("memory_budget = \"100KiB\""),
+            ["key `sink[0].memory_budget`: must be at least 1 MiB (1048576 bytes), not 100.0 KiB"]
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
 use super::registry::{self, SchemaRegistryConfig};
@@ -176,6 +177,12 @@ pub struct SourceConfig {
     /// Records that may wait for the producer; when full, readers stop pulling from MongoDB.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
+    /// Bytes of records the pipeline's readers hold at once, from reading an event until
+    /// librdkafka took its records (`"64MiB"`, `"500MB"`, or a number of bytes; at least
+    /// 1 MiB). While it is spent the readers read no more; an event larger than the whole
+    /// budget passes alone. README "Memory" adds what else the daemon holds.
+    #[serde(default = "default_memory_budget")]
+    pub memory_budget: ByteSize,
     /// What happens to an event that cannot be converted or is too large for Kafka.
     #[serde(default)]
     pub errors: ErrorsConfig,
@@ -386,6 +393,27 @@ fn default_checkpoint_interval() -> Duration {
 
 fn default_queue_capacity() -> usize {
     1024
+}
+
+/// The default `memory_budget` of a pipeline, source or sink.
+pub(super) fn default_memory_budget() -> ByteSize {
+    ByteSize::mib(64)
+}
+
+/// The smallest `memory_budget`: below it a pipeline would hold a few large events at most.
+pub const MIN_MEMORY_BUDGET: ByteSize = ByteSize::mib(1);
+
+/// Checks the `memory_budget` at `key`.
+pub(super) fn validate_memory_budget(key: &str, budget: ByteSize, out: &mut Vec<Violation>) {
+    if budget < MIN_MEMORY_BUDGET {
+        out.push(Violation::new(
+            key,
+            format!(
+                "must be at least 1 MiB ({} bytes), not {budget}",
+                MIN_MEMORY_BUDGET.as_u64()
+            ),
+        ));
+    }
 }
 
 fn default_parallelism() -> usize {
@@ -734,6 +762,7 @@ impl SourceConfig {
         if self.queue_capacity == 0 {
             out.push(Violation::new(at("queue_capacity"), "must be at least 1"));
         }
+        validate_memory_budget(&at("memory_budget"), self.memory_budget, out);
         if !(1..=MAX_SLOTS).contains(&self.slots) {
             out.push(Violation::new(
                 at("slots"),
@@ -1045,6 +1074,11 @@ mod tests {
             "queue_capacity = 0\n",
             "source[0].queue_capacity",
             "at least 1",
+        );
+        invalid(
+            "memory_budget = \"512KiB\"\n",
+            "source[0].memory_budget",
+            "at least 1 MiB",
         );
         invalid(
             "heartbeat_interval = \"0s\"\n",

@@ -37,6 +37,12 @@ pub fn partition(pipeline: &str, partition: &str) -> String {
     format!("partition {pipeline}/{partition}")
 }
 
+/// The component of a pipeline's memory budget: not ready while something waits long for
+/// room in it.
+pub fn memory_budget(pipeline: &str) -> String {
+    format!("memory budget {pipeline}")
+}
+
 /// The component of a pipeline's schema registry: not ready while it does not answer.
 pub fn schema_registry(pipeline: &str) -> String {
     format!("schema registry {pipeline}")

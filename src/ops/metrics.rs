@@ -105,6 +105,9 @@ pub struct Metrics {
     copy_eta: StateGauge,
     catch_up_eta: StateGauge,
     mailbox_depth: IntGaugeVec,
+    budget_bytes: IntGaugeVec,
+    budget_held: IntGaugeVec,
+    budget_waits: IntCounterVec,
     config_reloads: IntCounterVec,
 }
 
@@ -385,6 +388,21 @@ impl Metrics {
                 "mailbox_depth_messages",
                 "Messages waiting in actors' bounded mailboxes, by pipeline and actor kind (`record_producer`, `partition_writer`).",
                 &["pipeline", "actor"],
+            )?,
+            budget_bytes: b.int_gauge(
+                "memory_budget_bytes",
+                "The `memory_budget` of each pipeline: bytes of records it may hold at once.",
+                &["pipeline"],
+            )?,
+            budget_held: b.int_gauge(
+                "memory_budget_held_bytes",
+                "Bytes of records each pipeline holds now, counted in its `memory_budget` (a source's readers until librdkafka took the records, a sink's partitions until MongoDB acknowledged them).",
+                &["pipeline"],
+            )?,
+            budget_waits: b.counter(
+                "memory_budget_waits_total",
+                "Times a reader of a pipeline waited for room in its `memory_budget` (the records it holds are not taken downstream fast enough), by pipeline.",
+                &["pipeline"],
             )?,
             config_reloads: b.counter(
                 "config_reloads_total",
@@ -722,6 +740,25 @@ impl Metrics {
         self.mailbox_depth
             .with_label_values(&[pipeline, actor])
             .add(delta);
+    }
+
+    /// Sets the `memory_budget` of `pipeline`, in bytes, and creates its series at 0.
+    pub fn budget_size(&self, pipeline: &str, bytes: u64) {
+        self.budget_bytes
+            .with_label_values(&[pipeline])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.budget_held.with_label_values(&[pipeline]);
+        self.budget_waits.with_label_values(&[pipeline]);
+    }
+
+    /// Records bytes taken (`delta` > 0) or released in the `memory_budget` of `pipeline`.
+    pub fn budget_held(&self, pipeline: &str, delta: i64) {
+        self.budget_held.with_label_values(&[pipeline]).add(delta);
+    }
+
+    /// Records a wait for room in the `memory_budget` of `pipeline`.
+    pub fn budget_waited(&self, pipeline: &str) {
+        self.budget_waits.with_label_values(&[pipeline]).inc();
     }
 
     /// Records a configuration reload and its `result`.

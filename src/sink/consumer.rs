@@ -8,7 +8,9 @@
 //! bounded mailbox, waiting when it is full. A waiting reader reads no more, librdkafka
 //! stops fetching the partition once its queue holds `queued.max.messages.kbytes`, and
 //! nothing is paused, dropped or fetched twice. The consumer's own queue, polled by
-//! [`run`], serves rebalances, statistics and errors.
+//! [`run`], serves rebalances, statistics and errors. Before handing a record over, the
+//! reader takes its room in the pipeline's memory budget (shared by its partitions), waiting
+//! while it is spent: the same stop, in bytes, whatever the number of partitions.
 //!
 //! Revoke: the callback stops the leases of the revoked partitions (no new write starts),
 //! waits (up to the shutdown deadline) until the writers finished the write on their way,
@@ -27,7 +29,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -35,6 +37,7 @@ use super::lease::{Incarnation, Lease};
 use super::stall::{self, StallChange, StallDetector};
 use super::writer::{Assignment, OffsetCommitter, PartitionWriter, Record, WriterFailed};
 use super::SinkError;
+use crate::budget::Budget;
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::{Metrics, MAILBOX_PARTITION_WRITER};
 use crate::ops::progress::{human_seconds, CatchUp};
@@ -199,6 +202,8 @@ pub struct ContextParts {
     pub readiness: Readiness,
     /// Where the catch-up on a backlog is reported (`/status`).
     pub status: StatusBoard,
+    /// The pipeline's memory budget, shared by its partitions.
+    pub budget: Budget,
 }
 
 /// The consumer's context: sets up and tears down partitions on rebalances, exports the
@@ -314,6 +319,7 @@ impl RebalanceContext {
             lease: lease.clone(),
             metrics: parts.metrics.clone(),
             progress: progress.clone(),
+            budget: parts.budget.clone(),
             _alive: alive,
         };
         if !parts.readers.spawn(reader.run(queue, stopped)) {
@@ -465,7 +471,23 @@ struct Reader {
     lease: Arc<Lease>,
     metrics: Metrics,
     progress: Arc<AtomicU64>,
+    budget: Budget,
     _alive: std::sync::mpsc::Sender<()>,
+}
+
+/// The bytes a record holds in memory, as counted in the memory budget.
+fn message_bytes(message: &OwnedMessage) -> usize {
+    let headers = message.headers().map_or(0, |headers| {
+        headers
+            .iter()
+            .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+            .sum()
+    });
+    std::mem::size_of::<OwnedMessage>()
+        + message.payload().map_or(0, <[u8]>::len)
+        + message.key().map_or(0, <[u8]>::len)
+        + message.topic().len()
+        + headers
 }
 
 impl Reader {
@@ -476,6 +498,7 @@ impl Reader {
         queue: StreamPartitionQueue<RebalanceContext>,
         mut stop: tokio::sync::oneshot::Receiver<()>,
     ) {
+        let name = self.partition.to_string();
         loop {
             let received = tokio::select! {
                 biased;
@@ -491,7 +514,14 @@ impl Reader {
                     continue;
                 }
             };
-            let handed = match self.writer.try_send(Record(message)) {
+            // Its room in the budget goes with it and is released once the writer is done.
+            let room = tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                () = self.lease.ended() => break,
+                room = self.budget.take(message_bytes(&message), &name) => room,
+            };
+            let handed = match self.writer.try_send(Record(message, room)) {
                 Ok(()) => true,
                 // The mailbox is full: wait for room, reading nothing more meanwhile, so
                 // librdkafka stops fetching once the partition's queue is full.

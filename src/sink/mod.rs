@@ -43,6 +43,7 @@ use self::writer::{
     Assignment, DeadLetters, Flush, PartitionWriter, WriterFailed, WriterSettings, WriterShared,
 };
 use crate::backoff::Backoff;
+use crate::budget::{Budget, Report as BudgetReport};
 use crate::clients::kafka;
 use crate::config::{KafkaConfig, SinkConfig, Tolerance};
 use crate::ops::health::{self, Readiness};
@@ -207,6 +208,14 @@ impl SinkSupervisor {
             metrics: self.metrics.clone(),
             readiness: self.readiness.clone(),
             status: self.status.clone(),
+            budget: Budget::new(
+                &config.name,
+                config.memory_budget.as_u64(),
+                Some(BudgetReport {
+                    metrics: self.metrics.clone(),
+                    readiness: self.readiness.clone(),
+                }),
+            ),
         });
         let consumer = Arc::new(
             kafka::consumer_with_context(

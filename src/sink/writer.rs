@@ -34,6 +34,7 @@ use super::rate_limit::RateLimit;
 use super::timeseries;
 use super::SinkError;
 use crate::backoff::Backoff;
+use crate::budget::Held;
 use crate::chunks::{self, ChunkHeader, Fed, Reassembler};
 use crate::clients::kafka;
 use crate::config::{DeadLetterHeaders, Tolerance};
@@ -75,10 +76,11 @@ pub trait OffsetCommitter: Send + Sync {
     ) -> Result<(), KafkaError>;
 }
 
-/// One record for the writer.
+/// One record for the writer, with its room in the pipeline's memory budget: the writer
+/// holds the room until the record's batch is written (or dropped).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Record(pub OwnedMessage);
+pub struct Record(pub OwnedMessage, pub Held);
 
 /// Writes what is buffered and commits it; with `close`, the writer then ignores anything
 /// else it receives and stops. Answers the next offset to read (committed), if any record
@@ -173,6 +175,8 @@ pub struct PartitionWriter {
     shared: Arc<WriterShared>,
     settings: Arc<WriterSettings>,
     buffer: Vec<Entry>,
+    /// The room of the buffered records in the memory budget.
+    held: Held,
     chunks: Reassembler,
     timer: Option<SpawnHandle>,
     committed: Option<i64>,
@@ -202,6 +206,7 @@ impl PartitionWriter {
             rate_limit: settings.rate_limit.clone(),
             settings,
             buffer: Vec::new(),
+            held: Held::default(),
             chunks: Reassembler::new(MAX_PENDING_SPLIT_BYTES),
             timer: None,
             committed: None,
@@ -306,6 +311,8 @@ impl PartitionWriter {
             return;
         }
         let entries = std::mem::take(&mut self.buffer);
+        // Released once the batch is written, or at once when it is dropped unwritten.
+        let held = std::mem::take(&mut self.held);
         if !self.lease.is_live() {
             return;
         }
@@ -322,7 +329,8 @@ impl PartitionWriter {
         ctx.wait(
             write_batch(job, entries)
                 .into_actor(self)
-                .map(|done, act, ctx| {
+                .map(move |done, act, ctx| {
+                    drop(held);
                     if let Some(next) = done.committed {
                         act.committed = Some(next);
                     }
@@ -358,6 +366,7 @@ impl PartitionWriter {
     fn lease_ended(&mut self, ctx: &mut Context<Self>) {
         self.closed = true;
         self.buffer.clear();
+        self.held = Held::default();
         if let Some(timer) = self.timer.take() {
             ctx.cancel_future(timer);
         }
@@ -387,7 +396,7 @@ impl Actor for PartitionWriter {
 impl Handler<Record> for PartitionWriter {
     type Result = ();
 
-    fn handle(&mut self, Record(message): Record, ctx: &mut Self::Context) {
+    fn handle(&mut self, Record(message, held): Record, ctx: &mut Self::Context) {
         self.shared
             .metrics
             .mailbox(&self.shared.pipeline, MAILBOX_PARTITION_WRITER, -1);
@@ -395,8 +404,12 @@ impl Handler<Record> for PartitionWriter {
             return;
         }
         let Some(entry) = self.reassemble(message) else {
+            // A chunk kept for its split event: the reassembly has a byte limit of its own
+            // (`MAX_PENDING_SPLIT_BYTES`), and holding its room until the event completes
+            // could wait for room that only the event's later chunks would free.
             return;
         };
+        self.held.merge(held);
         self.buffer.push(entry);
         if self.buffer.len() >= self.settings.max_batch_size {
             self.flush(CommitMode::Async, ctx);

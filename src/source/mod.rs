@@ -57,6 +57,7 @@ use self::reader::{
 };
 use self::topic::TopicMapper;
 use crate::backoff::Backoff;
+use crate::budget::{Budget, Report as BudgetReport};
 use crate::clients::{kafka, ClientError};
 use crate::config::{Delivery, KafkaConfig, SourceConfig};
 use crate::ops::health::{self, Readiness};
@@ -410,6 +411,15 @@ impl SourceSupervisor {
             &self.config,
             Some(registry_readiness(&self.readiness, &self.config.name)),
         );
+        // One budget for the pipeline, whatever the slots it owns.
+        let budget = Budget::new(
+            &self.config.name,
+            self.config.memory_budget.as_u64(),
+            Some(BudgetReport {
+                metrics: self.metrics.clone(),
+                readiness: self.readiness.clone(),
+            }),
+        );
         let mut slots = BTreeMap::new();
         for (slot, producer) in producers {
             let producer = RecordProducer::new(
@@ -447,6 +457,7 @@ impl SourceSupervisor {
                 producer: producer.clone(),
                 metrics: self.metrics.clone(),
                 copies: self.copies.clone(),
+                budget: budget.clone(),
             });
             slots.insert(slot, SlotRun { producer, shared });
         }

@@ -2,7 +2,7 @@
 //! a stream opened without a position first found itself. The reader writes it, the
 //! supervisor reads it (stall restarts, the pinned start).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::model::Position;
@@ -14,7 +14,10 @@ pub struct ReaderProgress {
     started_millis: u64,
     /// 0 until the stream first answered.
     last_millis: AtomicU64,
-    waiting_for_kafka: AtomicBool,
+    /// How many of the reader's tasks wait for Kafka (its mailbox, or room in the memory
+    /// budget that records on their way to Kafka hold): reading and handing over run side by
+    /// side, and one ending its wait does not end the other's.
+    waiting_for_kafka: AtomicUsize,
     /// Where a reader started without a position (`latest`, a timestamp) found its stream
     /// when it opened: every restart before a checkpoint starts there.
     opened_at: std::sync::OnceLock<Position>,
@@ -32,7 +35,7 @@ impl Default for ReaderProgress {
         Self {
             started_millis: now_millis(),
             last_millis: AtomicU64::new(0),
-            waiting_for_kafka: AtomicBool::new(false),
+            waiting_for_kafka: AtomicUsize::new(0),
             opened_at: std::sync::OnceLock::new(),
         }
     }
@@ -54,9 +57,17 @@ impl ReaderProgress {
         let _ = self.opened_at.set(position);
     }
 
-    /// Records whether the reader waits for room in the producer's mailbox.
+    /// Records that one of the reader's tasks starts (`true`) or ends (`false`) waiting for
+    /// Kafka: room in the producer's mailbox, or in the memory budget. Calls pair up.
     pub fn waiting_for_kafka(&self, waiting: bool) {
-        self.waiting_for_kafka.store(waiting, Ordering::Relaxed);
+        if waiting {
+            self.waiting_for_kafka.fetch_add(1, Ordering::Relaxed);
+        } else {
+            // Never below 0, should a call be unpaired.
+            let _ =
+                self.waiting_for_kafka
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
     }
 
     /// Where the stream of a reader started without a position opened, once it did.
@@ -67,7 +78,7 @@ impl ReaderProgress {
     /// How long the stream has not advanced (since the reader started, if it never did);
     /// `None` while the reader waits for Kafka.
     pub fn idle_for(&self) -> Option<Duration> {
-        if self.waiting_for_kafka.load(Ordering::Relaxed) {
+        if self.waiting_for_kafka.load(Ordering::Relaxed) > 0 {
             return None;
         }
         let last = self
@@ -93,5 +104,17 @@ mod tests {
         assert!(progress.has_advanced());
         progress.waiting_for_kafka(true);
         assert_eq!(progress.idle_for(), None);
+    }
+
+    #[test]
+    fn one_task_ending_its_wait_for_kafka_does_not_end_the_others() {
+        let progress = ReaderProgress::default();
+        progress.waiting_for_kafka(true);
+        progress.waiting_for_kafka(true);
+        progress.waiting_for_kafka(false);
+        assert_eq!(progress.idle_for(), None);
+        progress.waiting_for_kafka(false);
+        progress.waiting_for_kafka(false);
+        assert!(progress.idle_for().is_some());
     }
 }

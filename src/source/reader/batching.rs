@@ -13,9 +13,12 @@
 //!   within a reader, and an item without one (nothing read yet) never moves it back.
 //! - A batch never exceeds [`MAX_BATCH_RECORDS`] records unless a single item alone does (an
 //!   item is never cut: a split event's chunks belong together).
+//! - Each item holds its records' room in the pipeline's memory budget ([`record_bytes`]);
+//!   a batch holds its items' room until it is released, once librdkafka took the records.
 
 use std::time::Instant;
 
+use crate::budget::Held;
 use crate::source::model::{OutgoingRecord, Position};
 
 /// Records per hand-off to the producer, at most (unless one item alone has more).
@@ -34,6 +37,24 @@ pub struct ReadItem {
     pub position: Option<Position>,
     /// When it was read.
     pub read_at: Instant,
+    /// The records' room in the pipeline's memory budget.
+    pub held: Held,
+}
+
+/// The bytes `records` hold in memory, as counted in the memory budget: their buffers (as
+/// allocated, not only as filled) and the record itself.
+pub fn record_bytes(records: &[OutgoingRecord]) -> usize {
+    records
+        .iter()
+        .map(|r| {
+            std::mem::size_of::<OutgoingRecord>()
+                + r.key.as_ref().map_or(0, Vec::capacity)
+                + r.value.as_ref().map_or(0, Vec::capacity)
+                + r.topic.capacity()
+                + r.origin.capacity()
+                + r.failure.as_ref().map_or(0, String::capacity)
+        })
+        .sum()
 }
 
 /// Items merged into one hand-off.
@@ -42,6 +63,7 @@ pub struct PendingBatch {
     records: Vec<OutgoingRecord>,
     position: Option<Position>,
     items: usize,
+    held: Held,
     /// When its first, so oldest, item was read (items come in reading order).
     oldest: Instant,
 }
@@ -53,6 +75,7 @@ impl PendingBatch {
             records: Vec::new(),
             position: None,
             items: 0,
+            held: Held::default(),
             oldest: first.read_at,
         };
         batch.push(first);
@@ -76,6 +99,7 @@ impl PendingBatch {
             self.position = item.position;
         }
         self.items += 1;
+        self.held.merge(item.held);
     }
 
     /// When the oldest item was read.
@@ -88,9 +112,9 @@ impl PendingBatch {
         self.items
     }
 
-    /// The records and the position after them.
-    pub fn into_parts(self) -> (Vec<OutgoingRecord>, Option<Position>) {
-        (self.records, self.position)
+    /// The records, the position after them and their room in the memory budget.
+    pub fn into_parts(self) -> (Vec<OutgoingRecord>, Option<Position>, Held) {
+        (self.records, self.position, self.held)
     }
 }
 
@@ -120,6 +144,7 @@ mod tests {
             records: records.map(record).collect(),
             position: at.and_then(position),
             read_at: Instant::now(),
+            held: Held::default(),
         }
     }
 
@@ -136,7 +161,7 @@ mod tests {
         batch.push(item(2..3, Some(2)));
         batch.push(item(3..3, Some(3)));
         assert_eq!(batch.items(), 3);
-        let (records, at) = batch.into_parts();
+        let (records, at, _) = batch.into_parts();
         assert_eq!(keys(&records), ["0", "1", "2"]);
         assert_eq!(at, position(3));
     }
@@ -156,10 +181,10 @@ mod tests {
     fn an_item_without_a_position_never_moves_it_back() {
         let mut batch = PendingBatch::new(item(0..1, Some(5)));
         batch.push(item(1..2, None));
-        let (records, at) = batch.into_parts();
+        let (records, at, _) = batch.into_parts();
         assert_eq!(records.len(), 2);
         assert_eq!(at, position(5));
-        let (_, none) = PendingBatch::new(item(0..1, None)).into_parts();
+        let (_, none, _) = PendingBatch::new(item(0..1, None)).into_parts();
         assert_eq!(none, None);
     }
 
@@ -176,5 +201,35 @@ mod tests {
         let big = PendingBatch::new(item(0..limit + 10, Some(3)));
         assert!(big.is_full());
         assert_eq!(big.into_parts().0.len(), MAX_BATCH_RECORDS + 10);
+    }
+
+    #[tokio::test]
+    async fn a_batch_holds_its_items_room_until_it_is_dropped() {
+        let budget = crate::budget::Budget::new("p", 64 * 1024, None);
+        let mut first = item(0..1, Some(1));
+        first.held = budget.take(2048, "t").await;
+        let mut second = item(1..2, Some(2));
+        second.held = budget.take(1024, "t").await;
+        let mut batch = PendingBatch::new(first);
+        batch.push(second);
+        assert_eq!(budget.held_bytes(), 3 * 1024);
+        let (_, _, held) = batch.into_parts();
+        assert_eq!(held.bytes(), 3 * 1024);
+        drop(held);
+        assert_eq!(budget.held_bytes(), 0);
+    }
+
+    #[test]
+    fn record_bytes_count_the_buffers_as_allocated() {
+        let mut one = record(1);
+        let mut value = Vec::with_capacity(4096);
+        value.extend_from_slice(b"{}");
+        one.value = Some(value);
+        let bytes = record_bytes(&[one]);
+        assert!(
+            bytes >= 4096 + std::mem::size_of::<OutgoingRecord>(),
+            "{bytes}"
+        );
+        assert_eq!(record_bytes(&[]), 0);
     }
 }

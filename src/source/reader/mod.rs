@@ -33,6 +33,7 @@ use super::producer::RecordProducer;
 pub use super::progress::ReaderProgress;
 use super::topic::TopicMapper;
 use super::SourceError;
+use crate::budget::Budget;
 use crate::config::SourceConfig;
 use crate::ops::metrics::Metrics;
 
@@ -54,6 +55,8 @@ pub struct ReaderContext {
     pub metrics: Metrics,
     /// The copies' progress.
     pub copies: Arc<CopyTracker>,
+    /// The pipeline's memory budget, shared by the readers of all its slots.
+    pub budget: Budget,
 }
 
 /// Tells the pipeline supervisor a reader ended with an error.

@@ -2,8 +2,11 @@
 //! startup mode), runs the copy first when one is due, converts each event to a record and
 //! hands it to the producer with the stream's position, awaiting the producer's bounded
 //! mailbox so a slow Kafka stops it pulling from MongoDB. Reading and handing over run side
-//! by side: what is read while one batch travels goes next as one batch (`batching`). Plain
-//! async code, run by the reader actor.
+//! by side: what is read while one batch travels goes next as one batch (`batching`). Each
+//! read takes its records' room in the pipeline's memory budget before it is queued, and
+//! the room is released once the producer answered, librdkafka holding the records: the
+//! readers of a pipeline hold at most `memory_budget` bytes of records. Plain async code,
+//! run by the reader actor.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,6 +25,7 @@ use super::copy::Copier;
 use super::fragments::Reassembler;
 use super::records::{self, Records};
 use super::{ReaderContext, ReaderProgress};
+use crate::budget::Held;
 use crate::config::{FullDocument, FullDocumentBeforeChange, SourceConfig};
 use crate::ops::metrics::MAILBOX_RECORD_PRODUCER;
 use crate::source::copy::CopyProgress;
@@ -338,18 +342,31 @@ impl ReadLoop {
         Ok(())
     }
 
-    /// Queues one read for the hand-over, waiting while the queue is full.
+    /// Takes the room of `records` in the pipeline's memory budget, waiting while it is
+    /// spent: the records holding it wait for Kafka, and so does the reader (not a stall).
+    async fn room(&self, records: &[OutgoingRecord]) -> Held {
+        let bytes = batching::record_bytes(records);
+        self.progress.waiting_for_kafka(true);
+        let held = self.shared.budget.take(bytes, self.namespace()).await;
+        self.progress.waiting_for_kafka(false);
+        held
+    }
+
+    /// Queues one read for the hand-over, waiting for its room in the memory budget and
+    /// while the queue is full.
     async fn queue(
         &self,
         items: &mpsc::Sender<ReadItem>,
         records: Vec<OutgoingRecord>,
         position: Option<Position>,
     ) -> Result<(), SourceError> {
+        let held = self.room(&records).await;
         items
             .send(ReadItem {
                 records,
                 position,
                 read_at: Instant::now(),
+                held,
             })
             .await
             // Only when the hand-over ended, with its error, which is what the reader reports.
@@ -382,8 +399,10 @@ impl ReadLoop {
                 }
             }
             let oldest = batch.oldest();
-            let (records, position) = batch.into_parts();
+            let (records, position, held) = batch.into_parts();
             self.send(records, position).await?;
+            // The producer answered: librdkafka holds the records (or they were refused).
+            drop(held);
             self.shared
                 .metrics
                 .handed_over(&self.shared.config.name, oldest.elapsed());
