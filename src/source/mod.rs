@@ -85,6 +85,16 @@ pub enum SourceError {
         /// The driver's error.
         source: Box<mongodb::error::Error>,
     },
+    /// MongoDB refused to resume after a fragment of an event it split (error 280, although
+    /// the stream asked for fragments): the position is not lost from the oplog, and no
+    /// restart at it fares better.
+    #[error("{namespace}: MongoDB refused to resume after a fragment of a change event it split (`$changeStreamSplitLargeEvent`); the resume point is not lost from the oplog: {source}")]
+    SplitResume {
+        /// The reader's namespace.
+        namespace: String,
+        /// The driver's error.
+        source: Box<mongodb::error::Error>,
+    },
     /// MongoDB cannot return an event over 16 MiB (error 10334): a restart at the same
     /// resume token meets it again.
     #[error("{namespace}: MongoDB cannot return a change event larger than 16 MiB (error 10334); a `$project` in `pipeline` that leaves out large fields avoids it, and so does `oversize = \"skip\"` or `\"split\"` on MongoDB 6.0.9 or later (the event is read in fragments): {source}")]
@@ -180,6 +190,7 @@ impl SourceError {
         match self {
             Self::Mongo { .. } => "mongodb",
             Self::HistoryLost { .. } => "history_lost",
+            Self::SplitResume { .. } => "split_resume",
             Self::Format { .. } => "format",
             Self::TooLarge { .. } => "too_large",
             Self::EventTooLarge { .. } => "event_too_large",
