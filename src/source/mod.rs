@@ -27,6 +27,7 @@ pub mod progress;
 pub mod reader;
 pub mod slots;
 pub mod topic;
+pub mod topic_limits;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -56,6 +57,7 @@ use self::reader::{
     StopReader,
 };
 use self::topic::TopicMapper;
+use self::topic_limits::TopicLimits;
 use crate::backoff::Backoff;
 use crate::clients::{kafka, ClientError};
 use crate::config::{Delivery, KafkaConfig, SourceConfig};
@@ -435,6 +437,12 @@ impl SourceSupervisor {
             &self.config,
             Some(registry_readiness(&self.readiness, &self.config.name)),
         );
+        let max_message_bytes = kafka::producer_max_message_bytes(&self.kafka);
+        let topic_limits = Arc::new(TopicLimits::new(
+            kafka::admin(&self.kafka).ok(),
+            self.kafka.request_timeout,
+            max_message_bytes,
+        ));
         let mut slots = BTreeMap::new();
         for (slot, producer) in producers {
             let producer = RecordProducer::new(
@@ -448,7 +456,8 @@ impl SourceSupervisor {
                     policy: RecordPolicy {
                         errors: self.config.errors.clone(),
                         oversize: self.config.oversize,
-                        max_message_bytes: kafka::producer_max_message_bytes(&self.kafka),
+                        max_message_bytes,
+                        topic_limits: topic_limits.clone(),
                     },
                     mailbox_capacity: self.config.queue_capacity,
                 },

@@ -141,6 +141,8 @@ fn classify_kafka(error: &KafkaError) -> ErrorClass {
     match error.rdkafka_error_code() {
         Some(code) if KAFKA_FENCED.contains(&code) => ErrorClass::Fenced,
         Some(code) if KAFKA_AUTH.contains(&code) => ErrorClass::Auth,
+        // Sent again, the same record is refused again.
+        Some(RDKafkaErrorCode::MessageSizeTooLarge) => ErrorClass::Unfixable,
         Some(
             RDKafkaErrorCode::BrokerTransportFailure
             | RDKafkaErrorCode::AllBrokersDown
