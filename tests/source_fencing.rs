@@ -207,3 +207,138 @@ async fn a_failure_drain_commits_no_part_of_a_copy_batch() {
     }
     fixed.terminate(WAIT);
 }
+
+/// Issue 21, item 1: a stray producer takes the `transactional.id` of the pipeline's slot
+/// (`init_transactions`) while the daemon stays in the group. The slot used to be dropped
+/// for good (`source pipeline running readers=0 slots=[]`, the partition still assigned
+/// here, `/ready` 200): the changes after the fence never arrived. The slot must be taken
+/// again, nothing published twice to a `read_committed` consumer, and the wait visible on
+/// `/ready`, in `mkb_source_fenced_slots` and in a WARN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_fenced_by_a_stray_producer_is_taken_again_without_duplicates() {
+    use rdkafka::producer::{BaseProducer, Producer};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    const DOCS: i64 = 20;
+    let db = common::unique("slots_fence");
+    let coll = collection(&db, "c").await;
+    let topic = format!("{db}.c");
+    common::create_topic(&topic, 1).await;
+    let name = common::unique("slots_fencesrc");
+    let port = common::free_port();
+    // MongoDB through a proxy the test freezes: the reader sends nothing while the commit
+    // finds the fence, so the producer's failure, not the reader's "producer gone", reaches
+    // the supervisor (as with a quiet collection on a real replica set).
+    use common::proxy::{self, Proxy};
+    let proxy = Proxy::start(&proxy::mongodb_target(&common::mongodb_uri()));
+    let config = proxy::config_through(
+        &common::config_toml(
+            port,
+            &format!(
+                "[[source]]\nname = \"{name}\"\ndatabase = \"{db}\"\ncollection = \"c\"\ndelivery = \"exactly-once\"\nslots = 1\nmax_await_time = \"200ms\"\ncheckpoint_interval = \"2s\"\ncheckpoint_topic = \"{}\"\n",
+                common::unique("slots_fenceckpt")
+            ),
+        ),
+        &proxy,
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    common::wait_for_status(port, "/ready", 200, WAIT);
+    for id in 0..DOCS / 2 {
+        coll.insert_one(doc! { "_id": id }).await.expect("insert");
+    }
+    let before = common::consume_until(&topic, WAIT, true, |records| {
+        (0..DOCS / 2).all(|id| key_counts(records).contains_key(&id))
+    })
+    .await;
+    assert_eq!(
+        key_counts(&before).len(),
+        usize::try_from(DOCS / 2).unwrap_or(usize::MAX),
+        "the first changes were not committed; log:\n{}",
+        daemon.log()
+    );
+
+    // What `/ready` and the metric say from now on.
+    let watching = Arc::new(AtomicBool::new(true));
+    let seen: Arc<Mutex<(Vec<String>, f64)>> = Arc::default();
+    let watcher = {
+        let (watching, seen) = (watching.clone(), seen.clone());
+        std::thread::spawn(move || {
+            while watching.load(Ordering::SeqCst) {
+                if let Some((503, body)) = common::http_get(port, "/ready") {
+                    let fenced = common::metric_sum(port, "mkb_source_fenced_slots");
+                    if let Ok(mut seen) = seen.lock() {
+                        seen.0.push(body);
+                        seen.1 = seen.1.max(fenced);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+
+    // One change into a new transaction, then the stray producer: the slot's
+    // transactional.id, initialised, which aborts that transaction.
+    coll.insert_one(doc! { "_id": DOCS / 2 })
+        .await
+        .expect("insert");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.freeze();
+    let stray: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", common::kafka_bootstrap())
+        .set("transactional.id", format!("mongo-kafka-bridge-{name}-0"))
+        .create()
+        .expect("stray producer");
+    let stray = tokio::task::spawn_blocking(move || {
+        stray
+            .init_transactions(Duration::from_secs(30))
+            .map(|()| stray)
+    })
+    .await
+    .expect("join")
+    .expect("init_transactions of the stray producer");
+    // The commit finds the fence.
+    daemon.wait_for_log("producer failed", 1, WAIT);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.forward();
+    for id in DOCS / 2 + 1..DOCS {
+        coll.insert_one(doc! { "_id": id }).await.expect("insert");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let records = common::consume_until(&topic, WAIT, true, |records| {
+        (0..DOCS).all(|id| key_counts(records).contains_key(&id))
+    })
+    .await;
+    // A little longer, so that late duplicates show.
+    let again = common::consume(&topic, records.len() + 1, Duration::from_secs(5), true).await;
+    let records = if again.len() > records.len() {
+        again
+    } else {
+        records
+    };
+    watching.store(false, Ordering::SeqCst);
+    let _ = watcher.join();
+    drop(stray);
+    if let Some(problem) = exactly_once(&key_counts(&records), 0..DOCS) {
+        panic!(
+            "after the slot's producer was fenced: {problem}; log:\n{}",
+            daemon.log()
+        );
+    }
+    let (bodies, fenced) = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert!(
+        bodies.iter().any(|b| b.contains("fenced")),
+        "/ready never said the slot was fenced: {bodies:?}; log:\n{}",
+        daemon.log()
+    );
+    assert!(fenced >= 1.0, "mkb_source_fenced_slots stayed 0");
+    let log = daemon.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("fenced") && l.contains("again")),
+        "no WARN said the slot is taken again; log:\n{log}"
+    );
+    common::wait_for_status(port, "/ready", 200, WAIT);
+    assert_eq!(common::metric_sum(port, "mkb_source_fenced_slots"), 0.0);
+    daemon.terminate(WAIT);
+}

@@ -395,3 +395,121 @@ async fn lost_resume_points_follow_the_configured_policy() {
     daemon.terminate(WAIT);
     let _ = client.database(&db).drop().await;
 }
+
+/// Issue 21, item 9: a topic whose `max.message.bytes` is below the producer's
+/// `message.max.bytes` refuses a large record broker-side; the delivery report's
+/// `MessageSizeTooLarge` was taken for a transient error and the pipeline restarted on the
+/// same event forever. The topic's limit is read (describe_configs) and `oversize` applies:
+/// skipped and counted, or split into chunks that fit (the sink puts them back together),
+/// or the pipeline stops naming the event. 4000 bytes: a chunk leaves 1 KiB of room for
+/// its key and headers and is at least 1 KiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topics_own_smaller_message_limit_goes_through_the_oversize_policy() {
+    let db = common::unique("slots_topiclimit");
+    let client = common::mongo_client().await;
+    let names = ["split", "skip", "fail"];
+    for name in names {
+        let coll = client.database(&db).collection::<Document>(name);
+        coll.insert_one(doc! {"_id": -1_i64}).await.expect("seed");
+        common::create_topic_with(&format!("{db}.{name}"), 1, &[("max.message.bytes", "4000")])
+            .await;
+    }
+    let port = common::free_port();
+    let pipeline = |name: &str| format!("{db}_{name}");
+    let split_topic = format!("{db}.split");
+    let pipelines = source(&pipeline("split"), &db, "split", "oversize = \"split\"\nformat = \"bson\"")
+        + &source(&pipeline("skip"), &db, "skip", "oversize = \"skip\"")
+        + &source(&pipeline("fail"), &db, "fail", "oversize = \"fail\"")
+        + &format!(
+            "[[sink]]\nname = \"{db}_reasm\"\ntopics = [\"{split_topic}\"]\ndatabase = \"{db}\"\ncollection = \"split_copy\"\ncdc_handler = \"mongodb\"\nkey_format = \"bson\"\nvalue_format = \"bson\"\nmax_batch_delay = \"50ms\"\n"
+        );
+    let mut daemon = common::Daemon::start(&common::config_toml(port, &pipelines));
+    daemon.wait_for_log("change stream open", 3, WAIT);
+    let payload: String = (0..10_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    for name in names {
+        let coll = client.database(&db).collection::<Document>(name);
+        coll.insert_one(doc! {"_id": 1_i64, "payload": &payload})
+            .await
+            .expect("big insert");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        coll.insert_one(doc! {"_id": 2_i64, "small": true})
+            .await
+            .expect("small insert");
+    }
+
+    // Skip: the big one counted, the small one after it published.
+    let skipped = common::consume_until(&format!("{db}.skip"), WAIT, false, |r| {
+        r.iter().any(|r| key_id(r) == Some(2))
+    })
+    .await;
+    assert_eq!(
+        skipped.iter().filter_map(key_id).collect::<Vec<_>>(),
+        [2],
+        "skip: the change after the large one did not flow; log:\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        common::metric_with(
+            port,
+            "mkb_source_oversize_events_total",
+            &[
+                &format!("pipeline=\"{}\"", pipeline("skip")),
+                "action=\"skipped\""
+            ]
+        ),
+        1.0,
+        "skip: not counted; log:\n{}",
+        daemon.log()
+    );
+
+    // Split: chunks that fit the topic, put back together by the sink.
+    let copy = client.database(&db).collection::<Document>("split_copy");
+    let reassembled = common::eventually(WAIT, || {
+        let copy = copy.clone();
+        async move {
+            copy.count_documents(doc! {"_id": {"$in": [1_i64, 2_i64]}})
+                .await
+                .unwrap_or(0)
+                == 2
+        }
+    })
+    .await;
+    assert!(
+        reassembled,
+        "split: not reassembled; log:\n{}",
+        daemon.log()
+    );
+    let whole = copy
+        .find_one(doc! {"_id": 1_i64})
+        .await
+        .expect("find")
+        .expect("the big document");
+    assert_eq!(whole.get_str("payload").ok(), Some(payload.as_str()));
+    let records = common::consume(&split_topic, 3, WAIT, false).await;
+    let chunks: Vec<&common::Consumed> = records
+        .iter()
+        .filter(|r| r.headers.iter().any(|(k, _)| k == "mkb.chunk.id"))
+        .collect();
+    assert!(chunks.len() >= 3, "split: {} chunks", chunks.len());
+
+    // Fail: the pipeline stops, naming the event, instead of restarting into it.
+    daemon.wait_for_log("source pipeline failed", 1, WAIT);
+    let log = daemon.log();
+    let failed = log
+        .lines()
+        .find(|l| l.contains("source pipeline failed"))
+        .unwrap_or_default();
+    assert!(
+        failed.contains(&format!("{db}.fail {{")) && failed.contains("max.message.bytes"),
+        "fail: the failure does not name the event and the topic's limit: {failed}"
+    );
+    assert!(
+        !log.contains("restarting the source pipeline"),
+        "a pipeline restarted on a record the topic refuses:\n{log}"
+    );
+    daemon.signal("TERM");
+    daemon.wait(WAIT);
+    let _ = client.database(&db).drop().await;
+}

@@ -92,6 +92,7 @@ pub fn validate(config: &Config) -> Vec<Violation> {
         validate_name(&key, &source.name, &mut names, &mut out);
         let mut found = Vec::new();
         source.validate(&key, &mut found);
+        transaction_room(&config.kafka, source, &key, &mut found);
         out.extend(without_shared_registry(
             found,
             &key,
@@ -109,6 +110,77 @@ pub fn validate(config: &Config) -> Vec<Violation> {
         ));
     }
     out
+}
+
+/// librdkafka's default `transaction.timeout.ms`.
+const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The longest a commit of a source transaction may take (`RecordProducer::exactly_once`).
+fn commit_timeout(kafka: &KafkaConfig) -> Duration {
+    kafka.request_timeout.max(Duration::from_secs(30))
+}
+
+/// Exactly-once (issue 21, item 2): a transaction opens with the first record after a
+/// commit and is committed `checkpoint_interval` later, which may take up to the commit
+/// timeout; the broker aborts a transaction older than the producer's
+/// `transaction.timeout.ms` (librdkafka: 60 s), and with it everything published in it, in
+/// silence. The interval must leave the commit its time within that timeout.
+fn transaction_room(
+    kafka: &KafkaConfig,
+    source: &super::SourceConfig,
+    key: &str,
+    out: &mut Vec<Violation>,
+) {
+    let Ok((timeout, from)) = transaction_timeout(kafka) else {
+        // Reported once, by `validate_kafka`.
+        return;
+    };
+    if source.delivery != super::Delivery::ExactlyOnce {
+        return;
+    }
+    let commit = commit_timeout(kafka);
+    if source.checkpoint_interval + commit > timeout {
+        out.push(Violation::new(
+            format!("{key}.checkpoint_interval"),
+            format!(
+                "{} plus the time a commit may take ({} s, from `kafka.request_timeout`, at least 30 s) exceeds {from}: with `delivery = \"exactly-once\"` the broker would abort every transaction before its commit and nothing would reach a `read_committed` consumer; shorten `checkpoint_interval` to at most {} s or raise `{TRANSACTION_TIMEOUT}` in `[kafka.producer]` (the broker caps it at `transaction.max.timeout.ms`, 15 min by default)",
+                humantime::format_duration(source.checkpoint_interval),
+                commit.as_secs(),
+                timeout.saturating_sub(commit).as_secs(),
+            ),
+        ));
+    }
+}
+
+const TRANSACTION_TIMEOUT: &str = "transaction.timeout.ms";
+
+/// The producers' `transaction.timeout.ms` and where it comes from (for messages), or the
+/// violation of a value that is not a number of milliseconds.
+fn transaction_timeout(kafka: &KafkaConfig) -> Result<(Duration, String), Violation> {
+    const NAME: &str = TRANSACTION_TIMEOUT;
+    // `kafka.producer` wins over `kafka.properties`.
+    let set = [
+        ("kafka.producer", &kafka.producer),
+        ("kafka.properties", &kafka.properties),
+    ]
+    .into_iter()
+    .find_map(|(section, map)| map.get(NAME).map(|value| (section, value)));
+    match set {
+        None => Ok((
+            DEFAULT_TRANSACTION_TIMEOUT,
+            format!("`{NAME}` (librdkafka's default, 60 s)"),
+        )),
+        Some((section, value)) => match value.trim().parse::<u64>() {
+            Ok(ms) => Ok((
+                Duration::from_millis(ms),
+                format!("{section}.\"{NAME}\" ({ms} ms)"),
+            )),
+            Err(_) => Err(Violation::new(
+                format!("{section}.\"{NAME}\""),
+                format!("`{value}` is not a number of milliseconds"),
+            )),
+        },
+    }
 }
 
 /// The problems of a pipeline but those of the `[kafka.schema_registry]` it was given
@@ -365,6 +437,9 @@ fn validate_kafka(kafka: &KafkaConfig, out: &mut Vec<Violation>) {
         kafka.request_timeout,
         "the request timeout",
     );
+    if let Err(violation) = transaction_timeout(kafka) {
+        out.push(violation);
+    }
 }
 
 fn validate_log(config: &Config, out: &mut Vec<Violation>) {
@@ -811,6 +886,57 @@ bootstrap_servers = "127.0.0.1:9092"
             "[[sink]]\nname = \"s\"\ntopics = [\"t\"]\ndatabase = \"\"\ncollection = \"\"\n",
             "sink[0].collection",
             "must not be empty",
+        );
+    }
+
+    /// Issue 21, item 2: with `checkpoint_interval = "90s"` an exactly-once pipeline opened
+    /// transactions that the broker aborted at librdkafka's `transaction.timeout.ms` (60 s)
+    /// before any commit: nothing reached a `read_committed` consumer, silently.
+    #[test]
+    fn an_exactly_once_checkpoint_interval_must_leave_room_in_the_transaction_timeout() {
+        let source = |extra: &str| {
+            format!("[[source]]\nname = \"s\"\ndelivery = \"exactly-once\"\n{extra}\n")
+        };
+        invalid(
+            &source("checkpoint_interval = \"90s\""),
+            "source[0].checkpoint_interval",
+            "`transaction.timeout.ms`",
+        );
+        // A producer option moves the limit, both ways.
+        invalid(
+            &format!(
+                "[kafka.producer]\n\"transaction.timeout.ms\" = \"40000\"\n{}",
+                source("checkpoint_interval = \"20s\"")
+            ),
+            "source[0].checkpoint_interval",
+            "kafka.producer.\"transaction.timeout.ms\"",
+        );
+        assert_eq!(
+            violations(
+                |b| b.to_owned(),
+                &format!(
+                    "[kafka.producer]\n\"transaction.timeout.ms\" = \"300000\"\n{}",
+                    source("checkpoint_interval = \"90s\"")
+                )
+            ),
+            []
+        );
+        assert_eq!(
+            violations(|b| b.to_owned(), &source("checkpoint_interval = \"30s\"")),
+            []
+        );
+        // At least once opens no transaction.
+        assert_eq!(
+            violations(
+                |b| b.to_owned(),
+                "[[source]]\nname = \"s\"\ncheckpoint_interval = \"90s\"\n"
+            ),
+            []
+        );
+        invalid(
+            "[kafka.producer]\n\"transaction.timeout.ms\" = \"soon\"\n",
+            "kafka.producer.\"transaction.timeout.ms\"",
+            "milliseconds",
         );
     }
 

@@ -32,6 +32,12 @@ pub fn reader(pipeline: &str, namespace: &str) -> String {
     format!("reader {pipeline}/{namespace}")
 }
 
+/// The component of one slot of a source pipeline (its producer fenced, waiting to be
+/// taken again).
+pub fn slot(pipeline: &str, slot: &str) -> String {
+    format!("slot {pipeline}/{slot}")
+}
+
 /// The component of one sink partition's progress.
 pub fn partition(pipeline: &str, partition: &str) -> String {
     format!("partition {pipeline}/{partition}")

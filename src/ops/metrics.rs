@@ -83,6 +83,7 @@ pub struct Metrics {
     checkpoint_times: Arc<Mutex<HashMap<(String, String), Instant>>>,
     stalled_readers: StateGauge,
     owned_slots: StateGauge,
+    fenced_slots: StateGauge,
     config_mismatch: StateGauge,
     rebalances: IntCounterVec,
     dead_letters: IntCounterVec,
@@ -275,6 +276,11 @@ impl Metrics {
             owned_slots: b.state_gauge(
                 "source_owned_slots",
                 "Slots of a source pipeline (partitions of its checkpoint topic) this daemon owns and runs the readers of, by pipeline.",
+                &["pipeline"],
+            )?,
+            fenced_slots: b.state_gauge(
+                "source_fenced_slots",
+                "Slots of a source pipeline the group assigns to this daemon whose producer was fenced (another producer initialised its transactional.id, or the broker aborted its transaction) and that do not run again yet: their changes wait, by pipeline.",
                 &["pipeline"],
             )?,
             config_mismatch: b.state_gauge(
@@ -485,6 +491,7 @@ impl Metrics {
             &self.checkpoint_age,
             &self.stalled_readers,
             &self.owned_slots,
+            &self.fenced_slots,
             &self.config_mismatch,
             &self.consumer_lag,
             &self.stalled_partitions,
@@ -616,6 +623,11 @@ impl Metrics {
     /// Sets how many slots of the source `pipeline` this daemon owns.
     pub fn owned_slots(&self, pipeline: &str, count: usize) {
         self.owned_slots.set(&[pipeline], count as f64);
+    }
+
+    /// Sets how many slots of the source `pipeline` wait to be taken again after a fence.
+    pub fn fenced_slots(&self, pipeline: &str, count: usize) {
+        self.fenced_slots.set(&[pipeline], count as f64);
     }
 
     /// Sets whether daemons in the group of the source `pipeline` run another configuration.
@@ -780,6 +792,7 @@ impl Metrics {
             &self.checkpoint_age,
             &self.stalled_readers,
             &self.owned_slots,
+            &self.fenced_slots,
             &self.config_mismatch,
             &self.consumer_lag,
             &self.stalled_partitions,

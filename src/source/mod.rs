@@ -7,8 +7,8 @@
 //! [`reader::ChangeStreamReader`] per watched namespace of those slots, restarts a failed
 //! reader with backoff from its newest acknowledged position (other readers keep running),
 //! restarts the whole pipeline when a producer fails, starts again with the slots owned
-//! when the group moves slots (a fenced producer loses its slot), and drains everything on
-//! stop.
+//! when the group moves slots (a fenced producer loses its slot, taken again after a delay
+//! unless the group moves it), and drains everything on stop.
 
 pub mod agreement;
 pub mod checkpoint;
@@ -27,6 +27,7 @@ pub mod progress;
 pub mod reader;
 pub mod slots;
 pub mod topic;
+pub mod topic_limits;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -56,6 +57,7 @@ use self::reader::{
     StopReader,
 };
 use self::topic::TopicMapper;
+use self::topic_limits::TopicLimits;
 use crate::backoff::Backoff;
 use crate::budget::{Budget, Report as BudgetReport};
 use crate::clients::{kafka, ClientError};
@@ -81,6 +83,16 @@ pub enum SourceError {
     /// The resume point is no longer in the oplog.
     #[error("{namespace}: the resume point is gone from the oplog: {source}")]
     HistoryLost {
+        /// The reader's namespace.
+        namespace: String,
+        /// The driver's error.
+        source: Box<mongodb::error::Error>,
+    },
+    /// MongoDB refused to resume after a fragment of an event it split (error 280, although
+    /// the stream asked for fragments): the position is not lost from the oplog, and no
+    /// restart at it fares better.
+    #[error("{namespace}: MongoDB refused to resume after a fragment of a change event it split (`$changeStreamSplitLargeEvent`); the resume point is not lost from the oplog: {source}")]
+    SplitResume {
         /// The reader's namespace.
         namespace: String,
         /// The driver's error.
@@ -181,6 +193,7 @@ impl SourceError {
         match self {
             Self::Mongo { .. } => "mongodb",
             Self::HistoryLost { .. } => "history_lost",
+            Self::SplitResume { .. } => "split_resume",
             Self::Format { .. } => "format",
             Self::TooLarge { .. } => "too_large",
             Self::EventTooLarge { .. } => "event_too_large",
@@ -294,6 +307,11 @@ pub struct SourceSupervisor {
     handovers: Vec<std::sync::mpsc::Sender<()>>,
     /// The first start attempt began (at the group's first assignment).
     started: bool,
+    /// Slots whose producer was fenced while the group still assigns them here, until they
+    /// run again (or the group moves them): `/ready`, `mkb_source_fenced_slots`.
+    fenced_waiting: std::collections::BTreeSet<i32>,
+    /// How long a fenced slot waits before it is taken again.
+    fence_backoff: Backoff,
 }
 
 /// A reader or pipeline that ran this long before failing again restarts after the shortest
@@ -302,6 +320,13 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 fn restart_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(250), Duration::from_secs(30)).reset_after(HEALTHY_RUN)
+}
+
+/// How long a fenced slot waits before it is taken again: long enough for a daemon that was
+/// paused past its session timeout to hear from the group that the slot is gone (then the
+/// fence was its new owner's, and nothing is taken), doubling while fences repeat.
+fn fence_backoff() -> Backoff {
+    Backoff::new(Duration::from_secs(5), Duration::from_secs(60)).reset_after(HEALTHY_RUN)
 }
 
 impl SourceSupervisor {
@@ -341,6 +366,8 @@ impl SourceSupervisor {
             winding_down: false,
             handovers: Vec::new(),
             started: false,
+            fenced_waiting: std::collections::BTreeSet::new(),
+            fence_backoff: fence_backoff(),
         }
     }
 
@@ -420,6 +447,12 @@ impl SourceSupervisor {
                 readiness: self.readiness.clone(),
             }),
         );
+        let max_message_bytes = kafka::producer_max_message_bytes(&self.kafka);
+        let topic_limits = Arc::new(TopicLimits::new(
+            kafka::admin(&self.kafka).ok(),
+            self.kafka.request_timeout,
+            max_message_bytes,
+        ));
         let mut slots = BTreeMap::new();
         for (slot, producer) in producers {
             let producer = RecordProducer::new(
@@ -433,7 +466,8 @@ impl SourceSupervisor {
                     policy: RecordPolicy {
                         errors: self.config.errors.clone(),
                         oversize: self.config.oversize,
-                        max_message_bytes: kafka::producer_max_message_bytes(&self.kafka),
+                        max_message_bytes,
+                        topic_limits: topic_limits.clone(),
                     },
                     mailbox_capacity: self.config.queue_capacity,
                 },
@@ -494,6 +528,9 @@ impl SourceSupervisor {
         }
         self.metrics.stalled_readers(&self.config.name, 0);
         self.report_slots();
+        // Fenced slots taken again run now.
+        self.fenced_waiting.retain(|slot| !owned.contains(slot));
+        self.report_fenced();
         self.readiness.clear(&health::pipeline(&self.config.name));
         tracing::info!(pipeline = %self.config.name, readers = self.readers.values().filter(|r| r.addr.is_some()).count(), slots = ?owned, "source pipeline running");
     }
@@ -514,6 +551,42 @@ impl SourceSupervisor {
         self.metrics.owned_slots(&self.config.name, owned.len());
         self.status
             .slots(&self.config.name, SlotsReport { count, owned });
+    }
+
+    /// Reports the slots waiting after a fence on `/ready` and in `mkb_source_fenced_slots`;
+    /// those the group moved meanwhile wait no more (another daemon runs them).
+    fn report_fenced(&mut self) {
+        let ownership = &self.ownership;
+        self.fenced_waiting.retain(|slot| {
+            ownership.fenced_slots().contains(slot) || ownership.owned().contains_key(slot)
+        });
+        let name = &self.config.name;
+        self.metrics.fenced_slots(name, self.fenced_waiting.len());
+        self.readiness.clear_prefix(&health::slot(name, ""));
+        for slot in &self.fenced_waiting {
+            self.readiness.set_problem(
+                health::slot(name, &slot.to_string()),
+                format!("slot {slot} of source pipeline {name} was fenced (another producer initialised its transactional.id, or the broker aborted its transaction): its changes wait until it is taken again"),
+            );
+        }
+    }
+
+    /// Takes the fenced slots the group still assigns here over again: a restart with the
+    /// slots owned then (fence, checkpoints, readers).
+    fn take_fenced_again(&mut self, ctx: &mut Context<Self>) {
+        if self.lifecycle.is_stopped() {
+            return;
+        }
+        let actions = self.ownership.take_again();
+        self.report_fenced();
+        if actions.is_empty() {
+            return;
+        }
+        tracing::warn!(pipeline = %self.config.name, slots = ?self.fenced_waiting, "taking fenced slots again: fencing their producers, reading their checkpoints, starting their readers");
+        if self.lifecycle.restart() {
+            self.restart_after(Ending::Stop, Duration::ZERO, ctx);
+        }
+        // Else a restart is under way: its start takes the slots owned then.
     }
 
     /// The slot of the reader `namespace`.
@@ -842,6 +915,9 @@ impl SourceSupervisor {
         );
         self.lifecycle.stop();
         self.metrics.owned_slots(&self.config.name, 0);
+        self.metrics.fenced_slots(&self.config.name, 0);
+        self.readiness
+            .clear_prefix(&health::slot(&self.config.name, ""));
         // Out of the group, it shares nothing: whether the others agree no longer matters.
         self.metrics.config_mismatch(&self.config.name, false);
         self.readiness.clear(&health::config(&self.config.name));
@@ -1055,6 +1131,13 @@ impl Handler<ReaderFailed> for SourceSupervisor {
         if !current {
             return;
         }
+        if matches!(error, SourceError::ProducerGone { .. }) {
+            // The slot's producer stopped on a failure of its own, which it reports
+            // (`ProducerFailed`): that report decides. Deciding here as well raced it, and a
+            // fenced slot was taken back at once, fencing its new owner in turn.
+            tracing::debug!(pipeline = %self.config.name, namespace = %reader.namespace, "the reader's producer is gone; its own failure decides");
+            return;
+        }
         let decision = RestartPolicy::decide(Failed::Reader(&error), &self.config);
         self.decided(decision, Some(reader), error, ctx);
     }
@@ -1075,11 +1158,18 @@ impl Handler<ProducerFailed> for SourceSupervisor {
             return;
         }
         if policy::classify(&error) == ErrorClass::Fenced {
-            // Another daemon owns the slot now (this one was paused, or cut off, past the
-            // session timeout): the slot is lost, not the pipeline. The rest starts again
-            // without it; the group hands it back if it is still ours.
-            tracing::warn!(pipeline = %self.config.name, slot, %error, "the slot's producer was fenced by another daemon: dropping the slot");
-            self.ownership.fenced(slot);
+            // Another producer initialised the slot's transactional.id (a daemon the group
+            // gave the slot to while this one was paused, a stray or overtaken start, or the
+            // broker aborted a transaction that ran out of time): the slot is lost, not the
+            // pipeline. The rest starts again without it; after a delay it is taken again,
+            // unless the group moved it meanwhile (issue 21: it used to stay dropped).
+            if !self.ownership.fenced(slot).is_empty() {
+                self.fenced_waiting.insert(slot);
+                let delay = self.fence_backoff.next_delay();
+                tracing::warn!(pipeline = %self.config.name, slot, %error, retry_in = ?delay, "the slot's producer was fenced: dropping the slot; it is taken again after the delay unless the group moves it");
+                self.report_fenced();
+                ctx.run_later(delay, |act, ctx| act.take_fenced_again(ctx));
+            }
             self.metrics
                 .actor_restarted(&self.config.name, "source_pipeline", "slot_lost");
             if self.lifecycle.restart() {
@@ -1104,6 +1194,7 @@ impl Handler<SlotsChanged> for SourceSupervisor {
         if !actions.is_empty() {
             self.metrics.rebalanced(&self.config.name);
         }
+        self.report_fenced();
         let ending = match change {
             Change::Lost(_) => Ending::Failure,
             Change::Assigned(_) | Change::Revoked(_) => Ending::Stop,
@@ -1178,6 +1269,9 @@ impl Handler<StopPipeline> for SourceSupervisor {
             .clear(&health::schema_registry(&self.config.name));
         self.readiness
             .clear_prefix(&health::reader(&self.config.name, ""));
+        self.readiness
+            .clear_prefix(&health::slot(&self.config.name, ""));
+        self.metrics.fenced_slots(&self.config.name, 0);
         self.winding_down = true;
         let wind_down = self.wind_down(Ending::Stop);
         Box::pin(wind_down.into_actor(self).map(|left, act, ctx| {

@@ -12,6 +12,13 @@
 //!   readers stopped after whole batches), [`SlotAction::CloseProducer`].
 //! - Lost (the group went on without us, or a produce/commit was fenced): the same without
 //!   committing. A fencing error loses one slot; it is no reason to restart anything else.
+//! - Fenced while the group still hands the slot to this daemon (a stray producer's
+//!   `init_transactions` on the slot's `transactional.id`, an overtaken start attempt, a
+//!   transaction the broker aborted): the slot is dropped, then [`Ownership::take_again`]
+//!   after a delay takes it over from the start (fence, checkpoints, readers), unless the
+//!   group revoked or lost it meanwhile (another daemon owns it: its fence was legitimate).
+//!   Issue 21: a fenced slot used to stay dropped for good, its partition still assigned here,
+//!   so nobody published its changes.
 //!
 //! A single daemon is assigned every slot, so it runs every reader, as before slots.
 //!
@@ -20,7 +27,7 @@
 //! owned then: simpler than taking slots over one by one, at the price of a short pause of
 //! the slots it keeps.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What the group did to this daemon's slots.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +78,9 @@ pub struct Ownership {
     /// pipeline of more slots) are not slots of this pipeline.
     slots: u32,
     owned: BTreeMap<i32, SlotState>,
+    /// Slots dropped because their producer was fenced, which the group did not take from
+    /// this daemon (yet): [`Ownership::take_again`] takes them over again.
+    fenced: BTreeSet<i32>,
     /// How many times the group moved slots to or from this daemon.
     rebalances: u64,
 }
@@ -94,6 +104,7 @@ impl Ownership {
         let (slots, commit) = match change {
             Change::Assigned(slots) => {
                 for &slot in slots {
+                    self.fenced.remove(&slot);
                     if self.is_slot(slot) && !self.owned.contains_key(&slot) {
                         self.owned.insert(slot, SlotState::Starting);
                         actions.extend([
@@ -112,6 +123,8 @@ impl Ownership {
             Change::Lost(slots) => (slots, false),
         };
         for &slot in slots {
+            // The group moved it: whoever owns it now fenced it rightly.
+            self.fenced.remove(&slot);
             if self.owned.remove(&slot).is_some() {
                 actions.extend([
                     SlotAction::StopReaders(slot),
@@ -133,10 +146,27 @@ impl Ownership {
         }
     }
 
-    /// A produce or commit of `slot` failed with a fencing error: another daemon owns it
-    /// now. The slot is lost (nothing else restarts).
+    /// A produce or commit of `slot` failed with a fencing error: another producer took its
+    /// `transactional.id`. The slot is dropped (nothing else restarts) and remembered as
+    /// fenced: unless the group moves it meanwhile, [`Ownership::take_again`] takes it back.
     pub fn fenced(&mut self, slot: i32) -> Vec<SlotAction> {
-        self.apply(&Change::Lost(vec![slot]))
+        let actions = self.apply(&Change::Lost(vec![slot]));
+        if !actions.is_empty() {
+            self.fenced.insert(slot);
+        }
+        actions
+    }
+
+    /// Takes the fenced slots the group still hands to this daemon over again, from the
+    /// start (their fence aborts whatever the fencing producer left open).
+    pub fn take_again(&mut self) -> Vec<SlotAction> {
+        let slots: Vec<i32> = std::mem::take(&mut self.fenced).into_iter().collect();
+        self.apply(&Change::Assigned(slots))
+    }
+
+    /// The slots dropped after a fence and not taken again yet: their changes wait.
+    pub fn fenced_slots(&self) -> &BTreeSet<i32> {
+        &self.fenced
     }
 
     /// The owned slots and their state.
@@ -230,6 +260,44 @@ mod tests {
             ownership.apply(&Change::Assigned(vec![2])),
             [Fence(2), ReadCheckpoints(2), StartReaders(2)]
         );
+    }
+
+    /// Issue 21: a slot fenced while the group still assigns it here (a stray producer took
+    /// its `transactional.id`) was dropped for good; it is taken again, once, unless the
+    /// group moved it meanwhile.
+    #[test]
+    fn a_fenced_slot_the_group_still_assigns_here_is_taken_again() {
+        let mut ownership = Ownership::new(4);
+        ownership.apply(&Change::Assigned(vec![0, 1, 2]));
+        ownership.fenced(1);
+        ownership.fenced(2);
+        assert_eq!(
+            ownership.fenced_slots().iter().copied().collect::<Vec<_>>(),
+            [1, 2]
+        );
+        // Meanwhile the group gives slot 2 to another daemon (whose fence was legitimate).
+        assert_eq!(ownership.apply(&Change::Revoked(vec![2])), []);
+        assert_eq!(
+            ownership.take_again(),
+            [Fence(1), ReadCheckpoints(1), StartReaders(1)]
+        );
+        assert!(ownership.fenced_slots().is_empty());
+        assert_eq!(
+            ownership.owned().keys().copied().collect::<Vec<_>>(),
+            [0, 1]
+        );
+        assert_eq!(ownership.take_again(), [], "taken once");
+        // A slot assigned by the group while waiting is not taken twice.
+        ownership.fenced(0);
+        assert_eq!(
+            ownership.apply(&Change::Assigned(vec![0])),
+            [Fence(0), ReadCheckpoints(0), StartReaders(0)]
+        );
+        assert_eq!(ownership.take_again(), []);
+        // Lost to the group while fenced: not ours to take.
+        ownership.fenced(0);
+        ownership.apply(&Change::Lost(vec![0]));
+        assert_eq!(ownership.take_again(), []);
     }
 
     #[test]

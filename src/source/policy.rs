@@ -11,6 +11,16 @@ use crate::config::{Delivery, LostResumePoint, Oversize, SourceConfig};
 /// MongoDB's error codes for a resume point that is gone from the oplog.
 pub const HISTORY_LOST: &[i32] = &[136, 280, 286];
 
+/// Whether MongoDB's error `code` means the resume point is gone from the oplog, for a
+/// stream opened after a fragment of an event MongoDB split (`after_fragment`) or not.
+/// MongoDB answers 280 (`ChangeStreamFatalError`) to a fragment's token without
+/// `$changeStreamSplitLargeEvent` in the pipeline: the position is there, the stream was
+/// opened wrong. A lost position after a fragment is 286, as servers that split events
+/// report it (issue 21, item 3).
+pub fn history_lost(code: i32, after_fragment: bool) -> bool {
+    HISTORY_LOST.contains(&code) && !(after_fragment && code == 280)
+}
+
 /// MongoDB's error code for a document (here: a change event) over 16 MiB, which no
 /// restart at the same resume token can get past.
 pub const EVENT_TOO_LARGE: i32 = 10334;
@@ -95,7 +105,8 @@ pub fn classify(error: &SourceError) -> ErrorClass {
         SourceError::Config { .. }
         | SourceError::Format { .. }
         | SourceError::TooLarge { .. }
-        | SourceError::EventTooLarge { .. } => ErrorClass::Unfixable,
+        | SourceError::EventTooLarge { .. }
+        | SourceError::SplitResume { .. } => ErrorClass::Unfixable,
         SourceError::Mongo { source, .. } => classify_mongo(source),
         SourceError::Kafka { source, .. }
         | SourceError::Delivery { source, .. }
@@ -130,6 +141,8 @@ fn classify_kafka(error: &KafkaError) -> ErrorClass {
     match error.rdkafka_error_code() {
         Some(code) if KAFKA_FENCED.contains(&code) => ErrorClass::Fenced,
         Some(code) if KAFKA_AUTH.contains(&code) => ErrorClass::Auth,
+        // Sent again, the same record is refused again.
+        Some(RDKafkaErrorCode::MessageSizeTooLarge) => ErrorClass::Unfixable,
         Some(
             RDKafkaErrorCode::BrokerTransportFailure
             | RDKafkaErrorCode::AllBrokersDown
@@ -250,6 +263,27 @@ mod tests {
         assert_eq!(
             classify(&mongo(command_error(136))),
             ErrorClass::HistoryLost
+        );
+    }
+
+    /// Issue 21, item 3: after a fragment's token, 280 is a stream opened without the split
+    /// stage, not a lost resume point (which `on_lost_resume_point = "latest"` would skip
+    /// past, losing changes).
+    #[test]
+    fn error_280_after_a_fragment_is_no_lost_resume_point() {
+        assert!(history_lost(280, false));
+        assert!(!history_lost(280, true));
+        assert!(history_lost(286, true));
+        assert!(history_lost(136, true));
+        assert!(!history_lost(10334, false));
+        let refused = SourceError::SplitResume {
+            namespace: "db.c".into(),
+            source: Box::new(command_error(280)),
+        };
+        assert_eq!(classify(&refused), ErrorClass::Unfixable);
+        assert_eq!(
+            reader(&refused, &config("on_lost_resume_point = \"latest\"")),
+            Decision::Fail
         );
     }
 

@@ -19,6 +19,7 @@ use super::ledger::{Action, CheckpointLedger, Closing, Commit, Ending, Ticket};
 use super::model::Position;
 pub use super::model::{OutgoingRecord, ReaderId};
 use super::slots::slot_of;
+use super::topic_limits::{record_size, TopicLimits};
 use super::SourceError;
 use crate::chunks::{self, ChunkHeader};
 use crate::clients::kafka;
@@ -34,6 +35,8 @@ pub struct RecordPolicy {
     pub oversize: Oversize,
     /// The producer's `message.max.bytes`.
     pub max_message_bytes: usize,
+    /// Each topic's own `max.message.bytes`, which may be smaller.
+    pub topic_limits: std::sync::Arc<TopicLimits>,
 }
 
 /// Publishes `records`; once they (and everything the reader sent before) are
@@ -456,6 +459,29 @@ fn dead_letter_headers(
         })
 }
 
+/// The error of a failed delivery. The broker refusing a record as too large (a topic's
+/// `max.message.bytes` below the producer's) is no transient failure: sent again, it is
+/// refused again, so it stops the pipeline naming the record (issue 21, item 9: it used to
+/// restart the pipeline into the same event forever). Records over the topic's limit go
+/// through `oversize` before they are sent; this is what is left: a limit that could not be
+/// read, or several records librdkafka put in one request over the limit.
+fn delivery_error(origin: String, topic: String, source: KafkaError) -> SourceError {
+    match source {
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge) => {
+            SourceError::TooLarge {
+                origin,
+                topic,
+                reason: "the broker refused it as larger than the topic's `max.message.bytes` (or the request holding it as larger: set `kafka.producer` `batch.size` at most the topic's `max.message.bytes`)".to_owned(),
+            }
+        }
+        source => SourceError::Delivery {
+            origin,
+            topic,
+            source: Box::new(source),
+        },
+    }
+}
+
 /// The deliveries of one batch: what each record was, where it went, when it was handed
 /// over, and its acknowledgement.
 type Deliveries = Vec<(String, String, Instant, rdkafka::producer::DeliveryFuture)>;
@@ -489,6 +515,24 @@ impl Publisher {
                 deliveries.extend(delivery);
                 continue;
             }
+            let key_len = record.key.as_ref().map_or(0, Vec::len);
+            let value_len = record.value.as_ref().map_or(0, Vec::len);
+            // A topic set below the producer's limit refuses the record broker-side: the
+            // policy applies before it is sent (issue 21, item 9).
+            let topic_limit = policy
+                .topic_limits
+                .limit(&record.topic)
+                .await
+                .filter(|limit| *limit < policy.max_message_bytes);
+            if let Some(limit) = topic_limit {
+                if record_size(key_len, value_len, 0) > limit {
+                    let reason = format!(
+                        "the record ({value_len} bytes of value) is larger than the topic's `max.message.bytes` ({limit} bytes)"
+                    );
+                    deliveries.extend(self.oversize(record, &reason, limit, true).await?);
+                    continue;
+                }
+            }
             let sent = kafka::enqueue_waiting(
                 producer,
                 &record.topic,
@@ -509,40 +553,12 @@ impl Publisher {
                     ));
                 }
                 Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
-                    metrics.produce_error(pipeline, "too_large");
                     let reason = format!(
-                    "the record is larger than the producer's `message.max.bytes` ({} bytes of value, limit {})",
-                    record.value.as_ref().map_or(0, Vec::len),
-                    policy.max_message_bytes,
-                );
-                    let key_len = record.key.as_ref().map_or(0, Vec::len);
-                    match (
-                        policy.oversize,
-                        chunks::chunk_size(policy.max_message_bytes, key_len),
-                    ) {
-                        (Oversize::Skip, _) => {
-                            tracing::warn!(pipeline, origin = %record.origin, topic = %record.topic, %reason, "skipping an event too large for Kafka (`oversize = \"skip\"`)");
-                            metrics.oversize_event(pipeline, "skipped");
-                        }
-                        (Oversize::Split, Some(size)) => {
-                            let parts = self.split(record, size).await?;
-                            tracing::info!(pipeline, origin = %record.origin, topic = %record.topic, chunks = parts.len(), "split an event too large for Kafka");
-                            metrics.oversize_event(pipeline, "split");
-                            deliveries.extend(parts);
-                        }
-                        _ => {
-                            let delivery = self.dead_letter(record, &reason, "too_large").await?;
-                            metrics.oversize_event(
-                                pipeline,
-                                if delivery.is_some() {
-                                    "dead_lettered"
-                                } else {
-                                    "failed"
-                                },
-                            );
-                            deliveries.extend(delivery);
-                        }
-                    }
+                        "the record is larger than the producer's `message.max.bytes` ({value_len} bytes of value, limit {})",
+                        policy.max_message_bytes,
+                    );
+                    let limit = policy.max_message_bytes;
+                    deliveries.extend(self.oversize(record, &reason, limit, false).await?);
                 }
                 Err(source) => {
                     metrics.produce_error(pipeline, "refused");
@@ -556,11 +572,71 @@ impl Publisher {
         Ok(deliveries)
     }
 
-    /// Publishes `record`'s value in chunks of at most `size` bytes, all with its key.
-    async fn split(&self, record: &OutgoingRecord, size: usize) -> Result<Deliveries, SourceError> {
+    /// What `oversize` says for a record over `limit` (`reason` says whose): skipped
+    /// (counted), split into chunks that fit (`apart`: each in a request of its own, for a
+    /// topic whose limit is below what librdkafka puts in one request), dead-lettered, or
+    /// the error that stops the pipeline naming the record.
+    async fn oversize(
+        &self,
+        record: &OutgoingRecord,
+        reason: &str,
+        limit: usize,
+        apart: bool,
+    ) -> Result<Deliveries, SourceError> {
+        let (pipeline, policy, metrics) = (self.pipeline.as_str(), &self.policy, &self.metrics);
+        metrics.produce_error(pipeline, "too_large");
+        let key_len = record.key.as_ref().map_or(0, Vec::len);
+        match (policy.oversize, chunks::chunk_size(limit, key_len)) {
+            (Oversize::Skip, _) => {
+                tracing::warn!(pipeline, origin = %record.origin, topic = %record.topic, %reason, "skipping an event too large for Kafka (`oversize = \"skip\"`)");
+                metrics.oversize_event(pipeline, "skipped");
+                Ok(Vec::new())
+            }
+            (Oversize::Split, Some(size)) => {
+                let parts = self.split(record, size, apart).await?;
+                tracing::info!(pipeline, origin = %record.origin, topic = %record.topic, limit, "split an event too large for Kafka");
+                metrics.oversize_event(pipeline, "split");
+                Ok(parts)
+            }
+            _ => {
+                let delivery = self.dead_letter(record, reason, "too_large").await?;
+                metrics.oversize_event(
+                    pipeline,
+                    if delivery.is_some() {
+                        "dead_lettered"
+                    } else {
+                        "failed"
+                    },
+                );
+                Ok(delivery.into_iter().collect())
+            }
+        }
+    }
+
+    /// Publishes `record`'s value in chunks of at most `size` bytes, all with its key;
+    /// `apart`: each chunk in a request of its own (what was handed over before is flushed
+    /// first, each chunk acknowledged before the next), so that no request holds more than
+    /// one chunk.
+    async fn split(
+        &self,
+        record: &OutgoingRecord,
+        size: usize,
+        apart: bool,
+    ) -> Result<Deliveries, SourceError> {
         let (producer, pipeline, metrics) = (&self.producer, self.pipeline.as_str(), &self.metrics);
         let value = record.value.as_deref().unwrap_or_default();
         let parts = chunks::split(value, size);
+        if apart {
+            let flushing = producer.clone();
+            let flushed =
+                tokio::task::spawn_blocking(move || flushing.flush(Duration::from_secs(30)))
+                    .await
+                    .unwrap_or(Err(KafkaError::Canceled));
+            flushed.map_err(|source| SourceError::Kafka {
+                topic: record.topic.clone(),
+                source: Box::new(source),
+            })?;
+        }
         let id = bson::oid::ObjectId::new().to_hex();
         let mut deliveries = Vec::with_capacity(parts.len());
         for (index, part) in parts.iter().enumerate() {
@@ -585,12 +661,23 @@ impl Publisher {
                 source: Box::new(source),
             })?;
             metrics.record_produced(pipeline, &record.topic);
-            deliveries.push((
-                format!("{} (chunk {index})", record.origin),
-                record.topic.clone(),
-                Instant::now(),
-                delivery,
-            ));
+            let origin = format!("{} (chunk {index})", record.origin);
+            if apart {
+                match delivery.await {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err((source, _))) => {
+                        return Err(delivery_error(origin, record.topic.clone(), source))
+                    }
+                    Err(_) => {
+                        return Err(delivery_error(
+                            origin,
+                            record.topic.clone(),
+                            KafkaError::Canceled,
+                        ))
+                    }
+                }
+            }
+            deliveries.push((origin, record.topic.clone(), Instant::now(), delivery));
         }
         Ok(deliveries)
     }
@@ -714,11 +801,7 @@ impl Handler<ProduceBatch> for RecordProducer {
                         match delivery {
                             Ok(Ok(_)) => metrics.delivered(&pipeline, took),
                             Ok(Err((source, _))) => {
-                                return Err(SourceError::Delivery {
-                                    origin,
-                                    topic,
-                                    source: Box::new(source),
-                                })
+                                return Err(delivery_error(origin, topic, source))
                             }
                             Err(_) => {
                                 return Err(SourceError::Delivery {

@@ -12,6 +12,7 @@
 //!   ([`Reassembler::in_progress`]): a restart then starts at the first fragment again.
 
 use bson::{RawBsonRef, RawDocument, RawDocumentBuf};
+use mongodb::change_stream::event::ResumeToken;
 
 /// The field marking a fragment.
 pub const SPLIT_EVENT: &str = "splitEvent";
@@ -94,6 +95,105 @@ impl Reassembler {
         // What was held cannot be completed any more.
         self.pending.clear();
         error
+    }
+}
+
+/// The fragment number (0-based) a resume token carries: `Some` for the token of a fragment
+/// of an event MongoDB split, which MongoDB resumes after only with
+/// `$changeStreamSplitLargeEvent` in the pipeline (without it: error 280).
+///
+/// The token's `_data` is a hex KeyString of, in order (MongoDB's `resume_token.cpp`): the
+/// cluster time, the version, the token type, `txnOpIndex`, `fromInvalidate`, the
+/// collection's UUID (or null), the event identifier (an object), then, for a fragment
+/// (version 2 on), its number. The header is read up to the event identifier; the number,
+/// if any, is what follows the identifier's closing byte, before the end marker. A token
+/// in another shape (an older version, a high-water mark, another server's) carries none.
+pub fn token_fragment(token: &ResumeToken) -> Option<u64> {
+    let bson::Bson::Document(token) = bson::to_bson(token).ok()? else {
+        return None;
+    };
+    keystring_fragment(&hex(token.get_str("_data").ok()?)?)
+}
+
+fn hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// KeyString type bytes (MongoDB's `key_string.h`, `CType`).
+mod ctype {
+    pub const NULLISH: u8 = 20;
+    pub const NUMERIC_ZERO: u8 = 41;
+    pub const NUMERIC_POSITIVE_1_BYTE_INT: u8 = 43;
+    pub const NUMERIC_POSITIVE_8_BYTE_INT: u8 = 50;
+    pub const OBJECT: u8 = 70;
+    pub const BIN_DATA: u8 = 90;
+    pub const BOOL_FALSE: u8 = 110;
+    pub const BOOL_TRUE: u8 = 111;
+    pub const TIMESTAMP: u8 = 130;
+    pub const END: u8 = 4;
+}
+
+/// A non-negative integer at `at` (zero, or 1 to 8 big-endian bytes holding the value
+/// shifted left by one, the low bit saying a fraction follows), moving `at` past it.
+fn keystring_uint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let kind = *bytes.get(*at)?;
+    *at += 1;
+    match kind {
+        ctype::NUMERIC_ZERO => Some(0),
+        ctype::NUMERIC_POSITIVE_1_BYTE_INT..=ctype::NUMERIC_POSITIVE_8_BYTE_INT => {
+            let len = usize::from(kind - ctype::NUMERIC_POSITIVE_1_BYTE_INT) + 1;
+            let raw = bytes.get(*at..*at + len)?;
+            *at += len;
+            let shifted = raw.iter().fold(0_u64, |n, b| (n << 8) | u64::from(*b));
+            (shifted & 1 == 0).then_some(shifted >> 1)
+        }
+        _ => None,
+    }
+}
+
+fn keystring_fragment(bytes: &[u8]) -> Option<u64> {
+    let mut at = 0;
+    if *bytes.first()? != ctype::TIMESTAMP {
+        return None;
+    }
+    at += 1 + 8;
+    let version = keystring_uint(bytes, &mut at)?;
+    if version < 2 {
+        // Fragments came with version 2.
+        return None;
+    }
+    let _token_type = keystring_uint(bytes, &mut at)?;
+    let _txn_op_index = keystring_uint(bytes, &mut at)?;
+    match *bytes.get(at)? {
+        ctype::BOOL_FALSE | ctype::BOOL_TRUE => at += 1,
+        _ => return None,
+    }
+    match *bytes.get(at)? {
+        ctype::NULLISH => at += 1,
+        // A one-byte size (a UUID's 16), the subtype, the bytes.
+        ctype::BIN_DATA => at += 3 + usize::from(*bytes.get(at + 1)?),
+        _ => return None,
+    }
+    if *bytes.get(at)? != ctype::OBJECT || *bytes.last()? != ctype::END {
+        // A high-water mark has no event identifier.
+        return None;
+    }
+    let rest = bytes.get(at..bytes.len() - 1)?;
+    // The identifier closes with 0; a fragment number follows it. Without one, the last
+    // byte is that 0, which none of these forms ends in.
+    match *rest {
+        [.., 0, ctype::NUMERIC_ZERO] => Some(0),
+        [.., 0, kind @ ctype::NUMERIC_POSITIVE_1_BYTE_INT, n] if n != 0 => {
+            keystring_uint(&[kind, n], &mut 0)
+        }
+        [.., 0, kind @ 44, high, low] if low != 0 => keystring_uint(&[kind, high, low], &mut 0),
+        _ => None,
     }
 }
 
@@ -341,6 +441,42 @@ mod tests {
         );
         assert_eq!(whole.get_str("operationType"), Ok("insert"));
         assert!(whole.as_bytes().windows(3).any(|w| w == b"ab\xff"));
+    }
+
+    fn token(hex: &str) -> ResumeToken {
+        bson::from_document(doc! { "_data": hex }).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Tokens as MongoDB's `resume_token.cpp` writes them: the header of the documented
+    /// example (cluster time, v2, event token, txnOpIndex 0, not from an invalidate, the
+    /// UUID), the event identifier `{operationType: "update", documentKey: {_id: 0}}`, then
+    /// the fragment number (0-based) of a fragment.
+    #[test]
+    fn the_fragment_number_is_read_from_the_resume_token() {
+        const HEADER: &str =
+            "826E8E8A2C000000012B042C0100296E5A100416E3B7B3F7AF4C26B5B4E8FB27F0E3B1";
+        const IDENTIFIER: &str = "463C6F7065726174696F6E54797065003C7570646174650046646F63756D656E744B657900461E5F69640029000000";
+        let with = |fragment: &str| token(&format!("{HEADER}{IDENTIFIER}{fragment}04"));
+        assert_eq!(token_fragment(&with("")), None, "a whole event");
+        assert_eq!(token_fragment(&with("29")), Some(0));
+        assert_eq!(token_fragment(&with("2B02")), Some(1));
+        assert_eq!(token_fragment(&with("2B04")), Some(2));
+        assert_eq!(token_fragment(&with("2C0102")), Some(129));
+        // A version 2 high-water mark: no UUID (null), no identifier.
+        assert_eq!(
+            token_fragment(&token("826E8E8A2C000000012B0429296E1404")),
+            None
+        );
+        // The documentation's example token; the stand-in's, and anything else.
+        assert_eq!(
+            token_fragment(&token("826E8E8A2C000000012B042C0100296E5A100416E3B7B3F7AF4C26B5B4E8FB27F0E3B1463C6F7065726174696F6E54797065003C7570646174650046646F63756D656E744B657900461E5F6964002B00000004")),
+            None
+        );
+        assert_eq!(token_fragment(&token("not hex")), None);
+        assert_eq!(token_fragment(&token("")), None);
+        let other: ResumeToken =
+            bson::from_document(doc! { "_data": 5 }).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(token_fragment(&other), None);
     }
 
     #[test]

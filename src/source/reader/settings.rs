@@ -6,6 +6,7 @@
 use bson::{doc, Document};
 use regex::Regex;
 
+use super::fragments::token_fragment;
 use crate::config::{SourceConfig, StartupMode, SPLIT_LARGE_EVENT};
 use crate::source::model::{Scope, StartAt};
 use crate::source::SourceError;
@@ -25,6 +26,11 @@ pub struct ReaderSettings {
     pub copy_namespaces: Option<Regex>,
     /// Where a reader without a checkpoint (or a pinned position) starts.
     pub initial_start: StartAt,
+}
+
+/// Whether `start` is after a fragment of an event MongoDB split.
+pub fn resumes_after_a_fragment(start: &StartAt) -> bool {
+    matches!(start, StartAt::Resume(position) if token_fragment(&position.token).is_some())
 }
 
 impl ReaderSettings {
@@ -81,6 +87,14 @@ impl ReaderSettings {
         self.fragments
     }
 
+    /// Whether a change stream opened at `start` asks for large events in fragments: the
+    /// user's `pipeline` does, or `start` is after a fragment of an event MongoDB split
+    /// (the checkpoint after a split event is its last fragment's token), which MongoDB
+    /// resumes after only with `$changeStreamSplitLargeEvent` (without it: error 280).
+    pub fn fragments_at(&self, start: &StartAt) -> bool {
+        self.fragments || resumes_after_a_fragment(start)
+    }
+
     /// The stages of a change stream over `watched`: the collection filter of a database
     /// stream, the user's stages, and `$changeStreamSplitLargeEvent` last when `fragments`
     /// asks for it and the user's stages do not end in it already.
@@ -104,6 +118,7 @@ impl ReaderSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::model::Position;
 
     fn config(extra: &str) -> SourceConfig {
         let text = format!(
@@ -150,6 +165,71 @@ mod tests {
         assert_eq!(
             names(user.change_stream_stages(&Scope::Deployment, true)),
             [SPLIT_LARGE_EVENT]
+        );
+    }
+
+    /// A resume token of a fragment of a split event, as MongoDB's `resume_token.cpp`
+    /// encodes it (a KeyString, hex): cluster time, version 2, event token (128),
+    /// txnOpIndex 0, not from an invalidate, the collection's UUID, the event identifier
+    /// (`{operationType: "update", documentKey: {_id: 0}}`, as in the documentation's
+    /// example of `$changeStreamSplitLargeEvent`), then `fragment` (0-based), if any.
+    fn token(fragment: Option<u8>) -> Position {
+        let mut hex = String::from(
+            "826E8E8A2C000000012B042C0100296E5A100416E3B7B3F7AF4C26B5B4E8FB27F0E3B146",
+        );
+        // operationType: "update"
+        hex.push_str("3C6F7065726174696F6E54797065003C75706461746500");
+        // documentKey: {_id: 0}
+        hex.push_str("46646F63756D656E744B657900461E5F6964002900");
+        // The end of the event identifier.
+        hex.push_str("00");
+        match fragment {
+            Some(0) => hex.push_str("29"),
+            Some(n) => hex.push_str(&format!("2B{:02X}", u16::from(n) * 2)),
+            None => {}
+        }
+        hex.push_str("04");
+        let token: mongodb::change_stream::event::ResumeToken =
+            bson::from_document(doc! { "_data": hex }).unwrap_or_else(|e| panic!("{e}"));
+        Position::stream(token)
+    }
+
+    /// Issue 21, item 3: the checkpoint after an event MongoDB split is the last
+    /// fragment's token; a restart opened the stream there without
+    /// `$changeStreamSplitLargeEvent`, and MongoDB refused it (280), which the daemon took
+    /// for a lost resume point.
+    #[test]
+    fn resuming_after_a_fragment_asks_for_fragments_again() {
+        let plain = resolve(&config(""));
+        let watched = Scope::Collection {
+            db: "db".into(),
+            coll: "c".into(),
+        };
+        let names = |stages: Vec<Document>| {
+            stages
+                .iter()
+                .map(|s| s.keys().next().cloned().unwrap_or_default())
+                .collect::<Vec<_>>()
+        };
+        for fragment in [0, 1, 2] {
+            let at = StartAt::Resume(token(Some(fragment)));
+            assert!(plain.fragments_at(&at), "after fragment {fragment}");
+            assert_eq!(
+                names(plain.change_stream_stages(&watched, plain.fragments_at(&at))),
+                [SPLIT_LARGE_EVENT]
+            );
+        }
+        let whole = StartAt::Resume(token(None));
+        assert!(!plain.fragments_at(&whole), "an event that was not split");
+        assert!(!plain.fragments_at(&StartAt::Latest));
+        // The user's own stage is not added twice.
+        let user = resolve(&config(
+            "pipeline = '[{\"$match\": {}}, {\"$changeStreamSplitLargeEvent\": {}}]'",
+        ));
+        let at = StartAt::Resume(token(Some(2)));
+        assert_eq!(
+            names(user.change_stream_stages(&watched, user.fragments_at(&at))),
+            ["$match", SPLIT_LARGE_EVENT]
         );
     }
 

@@ -24,15 +24,24 @@ use super::batching::{self, PendingBatch, ReadItem};
 use super::copy::Copier;
 use super::fragments::Reassembler;
 use super::records::{self, Records};
+use super::settings::resumes_after_a_fragment;
 use super::{ReaderContext, ReaderProgress};
 use crate::budget::Held;
 use crate::config::{FullDocument, FullDocumentBeforeChange, SourceConfig};
 use crate::ops::metrics::MAILBOX_RECORD_PRODUCER;
 use crate::source::copy::CopyProgress;
 use crate::source::model::{OutgoingRecord, Position, ReaderId, Scope, StartAt};
-use crate::source::policy::{RestartPolicy, TooLarge, EVENT_TOO_LARGE, HISTORY_LOST};
+use crate::source::policy::{history_lost, RestartPolicy, TooLarge, EVENT_TOO_LARGE, HISTORY_LOST};
 use crate::source::producer::ProduceBatch;
 use crate::source::SourceError;
+
+/// The code of a command error, 0 for any other error.
+fn command_code(error: &mongodb::error::Error) -> i32 {
+    match &*error.kind {
+        mongodb::error::ErrorKind::Command(command) => command.code,
+        _ => 0,
+    }
+}
 
 /// The reading itself, kept out of the actor so it is plain async code.
 pub(super) struct ReadLoop {
@@ -140,11 +149,20 @@ impl ReadLoop {
                     .await
             }
         };
+        let after_fragment = resumes_after_a_fragment(start);
         opened
             // Raw: an event the driver could not decode as a `Document` (a string that is
             // not UTF-8) would otherwise fail the stream at the same event forever.
             .map(ChangeStream::with_type::<RawDocumentBuf>)
             .map_err(self.mongo_error("opening the change stream"))
+            .map_err(|error| match error {
+                SourceError::HistoryLost { namespace, source }
+                    if !history_lost(command_code(&source), after_fragment) =>
+                {
+                    SourceError::SplitResume { namespace, source }
+                }
+                other => other,
+            })
     }
 
     /// Hands records to the producer with the position they bring the reader to, waiting
@@ -226,7 +244,7 @@ impl ReadLoop {
 
     pub async fn run(self, start: StartAt) -> Result<(), SourceError> {
         // Whether the stream asks for events over 16 MiB in fragments, and those collected.
-        let fragments = self.shared.settings.fragments();
+        let fragments = self.shared.settings.fragments_at(&start);
         let stream = self.open(&start, fragments).await?;
         self.progress.advanced();
         if let (StartAt::Latest | StartAt::Time(_), Some(token)) = (&start, stream.resume_token()) {
