@@ -66,6 +66,9 @@ impl StateGauge {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// The process collector's standard `process_*` metrics (CPU, RSS, open files, threads),
+    /// exported without the `mkb_` prefix so that dashboards made for any process read them.
+    process: Registry,
     pipelines_running: IntGaugeVec,
     connect_failures: IntCounterVec,
     events_read: IntCounterVec,
@@ -177,6 +180,15 @@ fn seconds_buckets() -> Result<Vec<f64>, prometheus::Error> {
 /// Buckets of batch sizes in records: 1 to about 131,000.
 fn records_buckets() -> Result<Vec<f64>, prometheus::Error> {
     prometheus::exponential_buckets(1.0, 2.0, 18)
+}
+
+/// A registry holding the collector of this process's `process_*` metrics.
+fn process_registry() -> Result<Registry, prometheus::Error> {
+    let registry = Registry::new();
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    Ok(registry)
 }
 
 impl Metrics {
@@ -416,6 +428,7 @@ impl Metrics {
                 &["result"],
             )?,
             registry: b.registry,
+            process: process_registry()?,
         }
         .with_known_series())
     }
@@ -804,7 +817,9 @@ impl Metrics {
             gauge.publish();
         }
         let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
+        TextEncoder::new().encode(&families, &mut buf)?;
         String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
     }
 }
@@ -812,6 +827,21 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renders_the_process_metrics_without_the_prefix() -> Result<(), prometheus::Error> {
+        let text = Metrics::new()?.render()?;
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_threads",
+        ] {
+            assert!(text.contains(&format!("\n{name} ")), "{name} missing:\n{text}");
+        }
+        Ok(())
+    }
 
     #[test]
     fn renders_build_info_and_counts_pipelines() -> Result<(), prometheus::Error> {
