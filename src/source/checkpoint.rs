@@ -573,10 +573,11 @@ pub async fn load(
             })
         }
     };
-    if let Some(reason) = refusal(reading, &read.neighbours, &read.held) {
+    let neighbours = read.neighbours();
+    if let Some(reason) = refusal(reading, &neighbours, &read.held) {
         return Err(CheckpointError::Shared { reason });
     }
-    for warning in warnings(reading, &read.neighbours, &read.held) {
+    for warning in warnings(reading, &neighbours, &read.held) {
         tracing::warn!(topic = %reading.topic, pipeline = %reading.pipeline, "{warning}");
     }
     let generation = read
@@ -621,9 +622,27 @@ pub fn report_load(metrics: &Metrics, pipeline: &str, loaded: &Loaded, took: Dur
 /// What reading the topic found.
 struct Read {
     stored: Vec<Stored>,
-    neighbours: BTreeSet<Neighbour>,
+    /// The other pipelines' readers in the owned partitions: whether their newest record
+    /// is a checkpoint written exactly-once (`None`: a tombstone, the reader is gone).
+    others: HashMap<(String, String, i32), Option<bool>>,
     held: Vec<HeldBack>,
     records_read: u64,
+}
+
+impl Read {
+    /// The other pipelines still present in the owned partitions.
+    fn neighbours(&self) -> BTreeSet<Neighbour> {
+        self.others
+            .iter()
+            .filter_map(|((pipeline, _, partition), exactly_once)| {
+                Some(Neighbour {
+                    pipeline: pipeline.clone(),
+                    partition: *partition,
+                    exactly_once: (*exactly_once)?,
+                })
+            })
+            .collect()
+    }
 }
 
 fn read_all(
@@ -663,7 +682,7 @@ fn read_all(
     }
     let mut read = Read {
         stored: Vec::new(),
-        neighbours: BTreeSet::new(),
+        others: HashMap::new(),
         held: Vec::new(),
         records_read: 0,
     };
@@ -723,11 +742,11 @@ fn read_all(
         let checkpoint = message.payload().map(serde_json::from_slice::<Checkpoint>);
         if key.pipeline != pipeline {
             if reading.owned.contains(&message.partition()) {
-                read.neighbours.insert(Neighbour {
-                    pipeline: key.pipeline,
-                    partition: message.partition(),
-                    exactly_once: matches!(&checkpoint, Some(Ok(c)) if c.exactly_once),
-                });
+                // Records of a partition come in offset order: the last one counts.
+                read.others.insert(
+                    (key.pipeline, key.namespace, message.partition()),
+                    checkpoint.map(|c| c.is_ok_and(|c| c.exactly_once)),
+                );
             }
             continue;
         }

@@ -388,6 +388,12 @@ impl SourceSupervisor {
                 }
                 Err(error) => {
                     if act.lifecycle.is_current(Origin::Start(attempt)) {
+                        // Not ready while it cannot start (a checkpoint topic it may not
+                        // share, a load that stopped moving): `/ready` says why.
+                        act.readiness.set_problem(
+                            health::pipeline(&act.config.name),
+                            format!("source pipeline cannot start: {error}"),
+                        );
                         act.retry_pipeline(error, ctx);
                     }
                 }
