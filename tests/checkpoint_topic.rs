@@ -327,3 +327,61 @@ async fn an_open_transaction_of_another_pipeline_never_makes_a_start_go_back() {
         Err(e) => panic!("load: {e}"),
     }
 }
+
+/// Issue 21, item 5, the transaction alone: the other pipeline never committed a checkpoint
+/// in the shared partition, only opened a transaction there. The load sees no other
+/// pipeline's checkpoint, but the partition is held back before the first pipeline's newest
+/// checkpoint: it refuses rather than start from the older one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_transaction_alone_holds_back_an_exactly_once_start() {
+    let topic = common::unique("checkpoints_held");
+    let (first, other) = ("checkpoints_first", "checkpoints_other");
+    let kafka = common::config("").kafka;
+    checkpoint::ensure_topic(&kafka, &topic, 1)
+        .await
+        .unwrap_or_else(|e| panic!("ensure_topic: {e}"));
+    let (t_first, t_other) = (
+        common::unique("checkpoints_tx_first"),
+        common::unique("checkpoints_tx_other"),
+    );
+    let holder = {
+        let topic = topic.clone();
+        tokio::task::spawn_blocking(move || {
+            let first_producer = transactional(&t_first);
+            let other_producer = transactional(&t_other);
+            write_in_transaction(&first_producer, &topic, &key(first, "db.c"), &value(1));
+            first_producer
+                .commit_transaction(Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("commit: {e}"));
+            write_in_transaction(&other_producer, &topic, &key(other, "db.c"), &value(1));
+            write_in_transaction(&first_producer, &topic, &key(first, "db.c"), &value(2));
+            first_producer
+                .commit_transaction(Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("commit: {e}"));
+            other_producer
+        })
+        .await
+        .unwrap_or_else(|e| panic!("transactions: {e}"))
+    };
+    let reading = Reading {
+        topic: topic.clone(),
+        pipeline: first.to_owned(),
+        slots: 1,
+        exactly_once: true,
+        owned: vec![0],
+    };
+    let loaded = checkpoint::load(&kafka, &reading).await;
+    let _ = tokio::task::spawn_blocking(move || holder.abort_transaction(Duration::from_secs(30)))
+        .await;
+    match loaded {
+        Err(CheckpointError::Shared { reason }) => assert!(
+            reason.contains("holds back") && reason.contains(first) && reason.contains(&topic),
+            "{reason}"
+        ),
+        Ok(loaded) => panic!(
+            "the load started from {:?} behind an open transaction",
+            loaded.checkpoints.get("db.c").map(token_of)
+        ),
+        Err(e) => panic!("load: {e}"),
+    }
+}

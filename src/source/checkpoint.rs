@@ -550,6 +550,11 @@ pub async fn load(
         // checkpoint.
         .set("isolation.level", "read_committed")
         .to_owned();
+    // Only for the true end of the partitions (metadata and watermarks), never reading.
+    let uncommitted_config = consumer_config
+        .clone()
+        .set("isolation.level", "read_uncommitted")
+        .to_owned();
     let timeout = kafka_config.request_timeout;
     let owned = reading.clone();
     // librdkafka's blocking calls stay off the actor threads.
@@ -561,7 +566,14 @@ pub async fn load(
                 what: "creating a reader",
                 source,
             })?;
-        read_all(&consumer, &owned, timeout)
+        let uncommitted: BaseConsumer<kafka::LeveledEvents> = uncommitted_config
+            .create_with_context(kafka::LeveledEvents)
+            .map_err(|source| CheckpointError::Kafka {
+                topic: owned.topic.clone(),
+                what: "creating a reader",
+                source,
+            })?;
+        read_all(&consumer, &uncommitted, &owned, timeout)
     });
     let read = match read.await {
         Ok(result) => result?,
@@ -578,7 +590,12 @@ pub async fn load(
         return Err(CheckpointError::Shared { reason });
     }
     for warning in warnings(reading, &neighbours, &read.held) {
-        tracing::warn!(topic = %reading.topic, pipeline = %reading.pipeline, "{warning}");
+        tracing::warn!(
+            topic = %reading.topic,
+            pipeline = %reading.pipeline,
+            reason = %warning,
+            "the checkpoint topic is shared with an exactly-once pipeline or held back by an open transaction"
+        );
     }
     let generation = read
         .stored
@@ -645,8 +662,11 @@ impl Read {
     }
 }
 
+/// Reads the topic with `consumer` (`read_committed`); `uncommitted` (a
+/// `read_uncommitted` client) tells the true end of the owned partitions.
 fn read_all(
     consumer: &BaseConsumer<kafka::LeveledEvents>,
+    uncommitted: &BaseConsumer<kafka::LeveledEvents>,
     reading: &Reading,
     timeout: Duration,
 ) -> Result<Read, CheckpointError> {
@@ -668,11 +688,30 @@ fn read_all(
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     let mut ends = HashMap::new();
+    let mut held = Vec::new();
     let mut assignment = TopicPartitionList::new();
     for &partition in &partitions {
+        // The true end first, then the last stable offset (a `read_committed` client's
+        // high watermark: where the partition's first open transaction begins). In this
+        // order, records written in between never look like an open transaction.
+        let end = if reading.owned.contains(&partition) {
+            let (_, end) = uncommitted
+                .fetch_watermarks(topic, partition, timeout)
+                .map_err(err("fetching watermarks"))?;
+            Some(end)
+        } else {
+            None
+        };
         let (low, high) = consumer
             .fetch_watermarks(topic, partition, timeout)
             .map_err(err("fetching watermarks"))?;
+        if let Some(end) = end.filter(|end| high < *end) {
+            held.push(HeldBack {
+                partition,
+                stable: high,
+                end,
+            });
+        }
         if high > low {
             ends.insert(partition, high);
             assignment
@@ -683,7 +722,7 @@ fn read_all(
     let mut read = Read {
         stored: Vec::new(),
         others: HashMap::new(),
-        held: Vec::new(),
+        held,
         records_read: 0,
     };
     if ends.is_empty() {
@@ -710,16 +749,7 @@ fn read_all(
         let message = match message {
             Ok(message) => message,
             Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => {
-                if let Some(end) = ends.remove(&partition) {
-                    let stable = position(consumer, topic, partition).unwrap_or(end);
-                    if stable < end {
-                        read.held.push(HeldBack {
-                            partition,
-                            stable,
-                            end,
-                        });
-                    }
-                }
+                ends.remove(&partition);
                 continue;
             }
             Err(e) => return Err(err("reading")(e)),
@@ -768,20 +798,6 @@ fn read_all(
         });
     }
     Ok(read)
-}
-
-/// The consumer's position in `partition`: after an end-of-partition event, where
-/// `read_committed` reading stopped (the last stable offset).
-fn position(
-    consumer: &BaseConsumer<kafka::LeveledEvents>,
-    topic: &str,
-    partition: i32,
-) -> Option<i64> {
-    let positions = consumer.position().ok()?;
-    match positions.find_partition(topic, partition)?.offset() {
-        Offset::Offset(offset) => Some(offset),
-        _ => None,
-    }
 }
 
 /// The key and value bytes of a checkpoint record.
