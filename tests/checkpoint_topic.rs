@@ -385,3 +385,45 @@ async fn an_open_transaction_alone_holds_back_an_exactly_once_start() {
         Err(e) => panic!("load: {e}"),
     }
 }
+
+/// Issue 21, item 4: a checkpoint topic created by an earlier version (compacted, segments
+/// at the broker's defaults) is given the settings that keep loads bounded, and a setting
+/// someone set on it is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_checkpoint_topic_gets_the_missing_settings_and_keeps_its_own() {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let topic = common::unique("checkpoints_old");
+    common::create_topic_with(
+        &topic,
+        1,
+        &[("cleanup.policy", "compact"), ("retention.ms", "86400000")],
+    )
+    .await;
+    let kafka = common::config("").kafka;
+    checkpoint::ensure_topic(&kafka, &topic, 1)
+        .await
+        .unwrap_or_else(|e| panic!("ensure_topic: {e}"));
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", common::kafka_bootstrap())
+        .create()
+        .unwrap_or_else(|e| panic!("admin: {e}"));
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Topic(&topic)], &AdminOptions::new())
+        .await
+        .unwrap_or_else(|e| panic!("describe {topic}: {e}"));
+    let resource = match described.into_iter().next() {
+        Some(Ok(resource)) => resource,
+        other => panic!("describe {topic}: {other:?}"),
+    };
+    let value = |name: &str| resource.get(name).and_then(|e| e.value.clone());
+    for (name, expected) in [
+        ("cleanup.policy", "compact"),
+        ("segment.bytes", "1048576"),
+        ("segment.ms", "600000"),
+        ("min.cleanable.dirty.ratio", "0.1"),
+        ("retention.ms", "86400000"),
+    ] {
+        assert_eq!(value(name).as_deref(), Some(expected), "{topic}: {name}");
+    }
+}
