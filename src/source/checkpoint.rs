@@ -267,6 +267,19 @@ async fn apply_settings(
         );
         return Ok(());
     };
+    // A broker that does not say where a setting comes from (before Kafka 1.1): what was
+    // set on the topic is unknown, and `AlterConfigs` would reset it.
+    if resource
+        .entries
+        .iter()
+        .any(|e| e.source == ConfigSource::Unknown)
+    {
+        tracing::warn!(
+            topic,
+            "the broker does not tell which settings of the checkpoint topic were set on it; its compaction settings are left as they are"
+        );
+        return Ok(());
+    }
     let current: Vec<TopicSetting> = resource
         .entries
         .iter()
