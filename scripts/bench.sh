@@ -19,6 +19,9 @@
 #                       avro and json_schema against canonical_json; avro and json_schema need
 #                       the schema registry of services.sh up), scale, scale-source, scale-sink,
 #                       scale-out
+#   BENCH_CHECKPOINT_LOAD=0   skip the checkpoint load scenario (examples/bench_checkpoint_load.rs:
+#                       a load from a topic of 1,000,000 old checkpoints as a ratio to a fresh one;
+#                       BENCH_CHECKPOINTS=N old checkpoints)
 #   BENCH_CRITERION=1   also run the in-process criterion benches (`cargo bench`) and summarise
 #   KAFKA_BOOTSTRAP, MONGODB_URI   default: 127.0.0.1 on KAFKA_PORT (9092) and MONGO_PORT (27017)
 #   CONNECT_PORT        the Connect worker's REST port (default: a free one)
@@ -34,13 +37,17 @@ if ! test-services/services.sh status >/dev/null 2>&1; then
     exit 1
 fi
 started=$SECONDS
-cargo build --release --bin mongo-kafka-bridge --example bench_e2e
+cargo build --release --bin mongo-kafka-bridge --example bench_e2e --example bench_checkpoint_load
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB RAM; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (modified)')"
 peer=()
 if [ "${BENCH_PEER:-1}" != 0 ]; then peer=(test-services/connect.sh); fi
 status=0
 target/release/examples/bench_e2e target/release/mongo-kafka-bridge bench-results "${peer[@]}" || status=$?
+if [ "${BENCH_CHECKPOINT_LOAD:-1}" != 0 ]; then
+    echo
+    target/release/examples/bench_checkpoint_load || status=$?
+fi
 
 if [ "${BENCH_CRITERION:-0}" = 1 ]; then
     cargo bench --bench conversion --bench mailbox -- --noplot

@@ -518,7 +518,15 @@ async fn sigkill_mid_stream_loses_nothing_at_least_once() {
 
 #[tokio::test]
 async fn sigkill_mid_stream_exactly_once_for_read_committed_consumers() {
-    let (counts, log) = kill_and_resume("delivery = \"exactly-once\"", true).await;
+    let (counts, log) = kill_and_resume(
+        // An exactly-once pipeline never shares its checkpoint topic.
+        &format!(
+            "delivery = \"exactly-once\"\ncheckpoint_topic = \"{}\"",
+            common::unique("killcp")
+        ),
+        true,
+    )
+    .await;
     let missing: Vec<i64> = (0..410).filter(|id| !counts.contains_key(id)).collect();
     assert!(missing.is_empty(), "missing ids {missing:?}; log:\n{log}");
     let duplicated: Vec<(&i64, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();

@@ -13,7 +13,8 @@ const WAIT: Duration = Duration::from_secs(90);
 
 fn source(name: &str, db: &str, coll: &str, extra: &str) -> String {
     format!(
-        "[[source]]\nname = \"{name}\"\ndatabase = \"{db}\"\ncollection = \"{coll}\"\nmax_await_time = \"200ms\"\ndelivery = \"exactly-once\"\n{extra}\n"
+        // An exactly-once pipeline never shares its checkpoint topic.
+        "[[source]]\nname = \"{name}\"\ndatabase = \"{db}\"\ncollection = \"{coll}\"\nmax_await_time = \"200ms\"\ndelivery = \"exactly-once\"\ncheckpoint_topic = \"{name}-checkpoints\"\n{extra}\n"
     )
 }
 

@@ -203,7 +203,8 @@ impl Model {
 
     fn perform(&mut self, action: Option<Action>) {
         match action {
-            None => {}
+            // The position is the one stored already.
+            None | Some(Action::Unchanged { .. }) => {}
             Some(Action::WakeAfter { namespace, after }) => {
                 self.wakes.push((self.now + after, namespace));
             }

@@ -56,7 +56,8 @@ async fn a_full_queue_slows_checkpoints(delivery: &str) {
                 &name,
                 &db,
                 "c",
-                &format!("checkpoint_interval = \"20ms\"\ndelivery = \"{delivery}\"")
+                // An exactly-once pipeline never shares its checkpoint topic.
+                &format!("checkpoint_interval = \"20ms\"\ndelivery = \"{delivery}\"\ncheckpoint_topic = \"{name}-checkpoints\"")
             )
         ),
     );

@@ -91,6 +91,8 @@ pub struct Metrics {
     rebalances: IntCounterVec,
     dead_letters: IntCounterVec,
     checkpoints_written: IntCounterVec,
+    checkpoint_load_records: StateGauge,
+    checkpoint_load_duration: HistogramVec,
     actor_restarts: IntCounterVec,
     pipeline_failures: IntCounterVec,
     resume_gaps: IntCounterVec,
@@ -315,6 +317,17 @@ impl Metrics {
                 "Resume tokens written to the checkpoint topic, by pipeline and namespace.",
                 &["pipeline", "namespace"],
             )?,
+            checkpoint_load_records: b.state_gauge(
+                "source_checkpoint_load_records",
+                "Records of the checkpoint topic the last load of a source pipeline's checkpoints read (every pipeline's sharing the topic; compaction bounds it), by pipeline.",
+                &["pipeline"],
+            )?,
+            checkpoint_load_duration: b.histogram(
+                "source_checkpoint_load_duration_seconds",
+                "Time a load of a source pipeline's checkpoints took (at every start and rebalance), by pipeline.",
+                &["pipeline"],
+                vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0],
+            )?,
             actor_restarts: b.counter(
                 "actor_restarts_total",
                 "Actors restarted by their supervisor, by pipeline, actor kind and cause.",
@@ -502,6 +515,7 @@ impl Metrics {
         for gauge in [
             &self.source_lag,
             &self.checkpoint_age,
+            &self.checkpoint_load_records,
             &self.stalled_readers,
             &self.owned_slots,
             &self.fenced_slots,
@@ -621,6 +635,25 @@ impl Metrics {
             .inc();
         self.checkpoint_times_lock()
             .insert((pipeline.to_owned(), namespace.to_owned()), Instant::now());
+    }
+
+    /// Records that a reader's stored checkpoint is still its position (it did not move,
+    /// so none was written): its age starts again.
+    pub fn checkpoint_current(&self, pipeline: &str, namespace: &str) {
+        self.checkpoint_times_lock()
+            .insert((pipeline.to_owned(), namespace.to_owned()), Instant::now());
+    }
+
+    /// Records a load of `pipeline`'s checkpoints: how many records of the checkpoint topic
+    /// it read, and how long it took.
+    pub fn checkpoints_loaded(&self, pipeline: &str, records: u64, took: Duration) {
+        // Precise below 2^53 records, far beyond any topic.
+        #[allow(clippy::cast_precision_loss)]
+        self.checkpoint_load_records
+            .set(&[pipeline], records as f64);
+        self.checkpoint_load_duration
+            .with_label_values(&[pipeline])
+            .observe(took.as_secs_f64());
     }
 
     /// Sets how many readers of `pipeline` are stalled.
@@ -803,6 +836,7 @@ impl Metrics {
         for gauge in [
             &self.source_lag,
             &self.checkpoint_age,
+            &self.checkpoint_load_records,
             &self.stalled_readers,
             &self.owned_slots,
             &self.fenced_slots,

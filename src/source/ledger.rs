@@ -98,6 +98,12 @@ pub enum Action {
         /// Its new checkpoint.
         position: Position,
     },
+    /// Nothing to write: the released position of `namespace` is the one written last
+    /// (an idle reader whose token did not move). The stored checkpoint is current.
+    Unchanged {
+        /// The reader's namespace.
+        namespace: String,
+    },
     /// Call [`CheckpointLedger::wake`] for `namespace` after `after`: a checkpoint is
     /// released, but the last one was written less than the interval ago.
     WakeAfter {
@@ -359,11 +365,19 @@ impl CheckpointLedger {
     }
 
     /// Writes the released token of `namespace` unless one was written less than
-    /// `interval` ago (then asks to be woken).
+    /// `interval` ago (then asks to be woken), or it is the one written last: a reader
+    /// whose position did not move writes nothing, so an idle pipeline does not fill the
+    /// checkpoint topic.
     fn due(&mut self, namespace: &str, now: Instant, force: bool) -> Option<Action> {
         let interval = self.interval;
         let state = self.readers.get_mut(namespace)?;
         state.unwritten.as_ref()?;
+        if state.unwritten == state.written {
+            state.unwritten = None;
+            return Some(Action::Unchanged {
+                namespace: namespace.to_owned(),
+            });
+        }
         if let Some(last) = state.last_write {
             let since = now.saturating_duration_since(last);
             if !force && since < interval {
@@ -409,9 +423,17 @@ impl CheckpointLedger {
         }
         tx.committing = true;
         tx.committing_tokens = std::mem::take(&mut tx.tokens);
+        let readers = &self.readers;
+        // A reader whose position did not move since its last committed checkpoint writes
+        // none.
         let mut checkpoints: Vec<(String, Position)> = tx
             .committing_tokens
             .iter()
+            .filter(|(namespace, position)| {
+                readers
+                    .get(namespace.as_str())
+                    .is_none_or(|r| r.written.as_ref() != Some(position))
+            })
             .map(|(namespace, position)| (namespace.clone(), position.clone()))
             .collect();
         checkpoints.sort_by(|a, b| a.0.cmp(&b.0));
@@ -582,6 +604,55 @@ mod tests {
         assert_eq!(ledger.acknowledged(&c, later), None, "a wake-up is pending");
         assert_eq!(ledger.wake("db.c", start + interval), write(3));
         assert_eq!(ledger.wake("db.c", start + interval), None);
+    }
+
+    /// Issue 21, item 4: an idle reader hands over the same resume token every read; it
+    /// wrote it as a checkpoint again every interval, filling the checkpoint topic while
+    /// nothing happened.
+    #[test]
+    fn an_idle_reader_whose_position_did_not_move_writes_no_checkpoint() {
+        let start = Instant::now();
+        let interval = Duration::from_millis(100);
+        let mut ledger = CheckpointLedger::at_least_once(interval);
+        let first = ledger.sent(&reader(1), Some(token(1))).unwrap();
+        assert_eq!(ledger.acknowledged(&first, start), write(1));
+        let mut writes = 0;
+        for i in 1..=5_u32 {
+            let idle = ledger.sent(&reader(1), Some(token(1))).unwrap();
+            let at = start + interval * i;
+            if let Some(Action::Write { .. }) = ledger.acknowledged(&idle, at) {
+                writes += 1;
+            }
+            for action in ledger.flush(at) {
+                if let Action::Write { .. } = action {
+                    writes += 1;
+                }
+            }
+        }
+        assert_eq!(writes, 0, "an unmoved position was written again");
+        // Once it moves, it is written.
+        let moved = ledger.sent(&reader(1), Some(token(2))).unwrap();
+        assert_eq!(ledger.acknowledged(&moved, start + interval * 7), write(2));
+        assert_eq!(ledger.restart(&reader(2)), Some(token(2)));
+    }
+
+    #[test]
+    fn an_idle_exactly_once_reader_commits_no_checkpoint_again() {
+        let mut ledger = CheckpointLedger::exactly_once(Duration::from_secs(1));
+        assert!(ledger.open_transaction());
+        assert_eq!(ledger.sent(&reader(1), Some(token(1))), None);
+        let commit = ledger.begin_commit().unwrap();
+        ledger.commit_finished(commit, true);
+        assert!(ledger.open_transaction());
+        assert_eq!(ledger.sent(&reader(1), Some(token(1))), None);
+        let idle = ledger.begin_commit().unwrap();
+        assert_eq!(
+            idle.checkpoints,
+            vec![],
+            "an unmoved position was committed again"
+        );
+        ledger.commit_finished(idle, true);
+        assert_eq!(ledger.restart(&reader(2)), Some(token(1)));
     }
 
     #[test]

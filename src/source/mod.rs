@@ -286,6 +286,8 @@ pub struct SourceSupervisor {
     copies: Arc<CopyTracker>,
     running: Option<Running>,
     checkpoints: HashMap<String, Checkpoint>,
+    /// The generation the checkpoints of this launch carry (`checkpoint.rs`).
+    checkpoint_generation: u64,
     readers: BTreeMap<String, ReaderSlot>,
     pipeline_backoff: Backoff,
     /// Starting, running, restarting or stopped: which failures count, and which start
@@ -356,6 +358,7 @@ impl SourceSupervisor {
             shutdown_deadline,
             running: None,
             checkpoints: HashMap::new(),
+            checkpoint_generation: 0,
             readers: BTreeMap::new(),
             pipeline_backoff: restart_backoff(),
             lifecycle: Lifecycle::new(),
@@ -388,23 +391,37 @@ impl SourceSupervisor {
             if config.create_topics {
                 create_topics(&kafka, &config).await?;
             }
-            let loaded =
-                checkpoint::load(&kafka, &config.checkpoint_topic, &config.name, config.slots)
-                    .await?;
-            Ok::<_, SourceError>((loaded, producers))
+            let reading = checkpoint::Reading {
+                topic: config.checkpoint_topic.clone(),
+                pipeline: config.name.clone(),
+                slots: config.slots,
+                exactly_once: config.delivery == Delivery::ExactlyOnce,
+                owned: slots,
+            };
+            let began = std::time::Instant::now();
+            let loaded = checkpoint::load(&kafka, &reading).await?;
+            Ok::<_, SourceError>(((loaded, began.elapsed()), producers))
         };
         ctx.spawn(prepare.into_actor(self).map(move |result, act, ctx| {
             match result {
-                Ok((loaded, producers)) => {
+                Ok(((loaded, took), producers)) => {
+                    checkpoint::report_load(&act.metrics, &act.config.name, &loaded, took);
                     // An attempt overtaken by a newer one (or a stop) launches nothing; its
                     // producers are dropped unused.
                     if let Some(launch) = act.lifecycle.prepared(attempt) {
-                        act.checkpoints = loaded;
+                        act.checkpoints = loaded.checkpoints;
+                        act.checkpoint_generation = loaded.generation;
                         act.launch(producers, launch, ctx);
                     }
                 }
                 Err(error) => {
                     if act.lifecycle.is_current(Origin::Start(attempt)) {
+                        // Not ready while it cannot start (a checkpoint topic it may not
+                        // share, a load that stopped moving): `/ready` says why.
+                        act.readiness.set_problem(
+                            health::pipeline(&act.config.name),
+                            format!("source pipeline cannot start: {error}"),
+                        );
                         act.retry_pipeline(error, ctx);
                     }
                 }
@@ -463,6 +480,7 @@ impl SourceSupervisor {
                     checkpoint_topic: self.config.checkpoint_topic.clone(),
                     slots: self.config.slots,
                     checkpoint_interval: self.config.checkpoint_interval,
+                    generation: self.checkpoint_generation,
                     policy: RecordPolicy {
                         errors: self.config.errors.clone(),
                         oversize: self.config.oversize,

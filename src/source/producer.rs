@@ -101,6 +101,8 @@ pub struct ProducerSetup {
     pub slots: u32,
     /// A reader's checkpoint (or an exactly-once transaction) is written at most this often.
     pub checkpoint_interval: Duration,
+    /// The generation its checkpoints carry (see [`checkpoint::Loaded::generation`]).
+    pub generation: u64,
     /// What to do with records that cannot be published as they are.
     pub policy: RecordPolicy,
     /// The bound of its mailbox.
@@ -225,6 +227,9 @@ impl RecordProducer {
                     act.perform(action, ctx);
                 });
             }
+            Some(Action::Unchanged { namespace }) => self
+                .metrics
+                .checkpoint_current(&self.setup.pipeline, &namespace),
             Some(Action::Write {
                 namespace,
                 position,
@@ -241,7 +246,7 @@ impl RecordProducer {
         position: &Position,
         ctx: &mut Context<Self>,
     ) {
-        let record = match checkpoint_record(&self.setup, &namespace, position) {
+        let record = match checkpoint_record(&self.setup, &namespace, position, false) {
             Ok(record) => record,
             Err(error) => return self.fail(error, ctx),
         };
@@ -307,7 +312,7 @@ impl RecordProducer {
         let records = commit
             .checkpoints
             .iter()
-            .map(|(namespace, position)| checkpoint_record(&self.setup, namespace, position))
+            .map(|(namespace, position)| checkpoint_record(&self.setup, namespace, position, true))
             .collect::<Result<Vec<_>, _>>();
         let records = match records {
             Ok(records) => records,
@@ -382,16 +387,20 @@ struct CheckpointRecord {
 }
 
 /// The checkpoint record of `namespace` at `position`, for the slot of `namespace`.
+/// It carries the start's generation, and whether it is written in a transaction
+/// (`exactly_once`).
 fn checkpoint_record(
     setup: &ProducerSetup,
     namespace: &str,
     position: &Position,
+    exactly_once: bool,
 ) -> Result<CheckpointRecord, SourceError> {
     let key = CheckpointKey {
         pipeline: setup.pipeline.clone(),
         namespace: namespace.to_owned(),
     };
     let (key, value) = Checkpoint::new(position)
+        .map(|cp| cp.stamped(setup.generation, exactly_once))
         .map_err(|e| e.to_string())
         .and_then(|cp| checkpoint::record(&key, &cp).map_err(|e| e.to_string()))
         .map_err(|reason| SourceError::Checkpoint {
