@@ -78,6 +78,7 @@ async fn time_loads(
         slots: SLOTS,
         exactly_once: false,
         owned: (0..16).collect(),
+        legacy_topic: None,
     };
     let mut times = Vec::new();
     let mut records = 0;

@@ -178,6 +178,7 @@ async fn a_load_reads_what_compaction_leaves_not_every_old_checkpoint() {
         slots,
         exactly_once: false,
         owned: (0..4).collect(),
+        legacy_topic: None,
     };
     let loaded = checkpoint::load(&kafka, &reading)
         .await
@@ -305,6 +306,7 @@ async fn an_open_transaction_of_another_pipeline_never_makes_a_start_go_back() {
         slots: 1,
         exactly_once: true,
         owned: vec![0],
+        legacy_topic: None,
     };
     let loaded = checkpoint::load(&kafka, &reading).await;
     let _ = tokio::task::spawn_blocking(move || holder.abort_transaction(Duration::from_secs(30)))
@@ -369,6 +371,7 @@ async fn an_open_transaction_alone_holds_back_an_exactly_once_start() {
         slots: 1,
         exactly_once: true,
         owned: vec![0],
+        legacy_topic: None,
     };
     let loaded = checkpoint::load(&kafka, &reading).await;
     let _ = tokio::task::spawn_blocking(move || holder.abort_transaction(Duration::from_secs(30)))
@@ -426,4 +429,69 @@ async fn an_existing_checkpoint_topic_gets_the_missing_settings_and_keeps_its_ow
     ] {
         assert_eq!(value(name).as_deref(), Some(expected), "{topic}: {name}");
     }
+}
+
+/// Issue 21, item 5, the upgrade: an exactly-once pipeline that names no `checkpoint_topic`
+/// now gets one of its own; its checkpoints from before are in the shared topic. A start
+/// that finds none of its checkpoints in its own topic reads them there (other pipelines'
+/// checkpoints beside them are no reason to refuse: sharing that topic was the default);
+/// once its own topic holds one, the shared one is not read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exactly_once_pipeline_on_a_topic_of_its_own_resumes_from_the_shared_one() {
+    let kafka = common::config("").kafka;
+    let legacy = common::unique("checkpoints_legacy");
+    let own = common::unique("checkpoints_own");
+    let pipeline = "checkpoints_upgraded";
+    let slots: u32 = 4;
+    for topic in [&legacy, &own] {
+        checkpoint::ensure_topic(&kafka, topic, 4)
+            .await
+            .unwrap_or_else(|e| panic!("ensure_topic {topic}: {e}"));
+    }
+    {
+        let legacy = legacy.clone();
+        tokio::task::spawn_blocking(move || {
+            write_old_checkpoints(&legacy, pipeline, slots, 30);
+            // Another pipeline's checkpoints beside them, as in the shared topic.
+            write_old_checkpoints(&legacy, "checkpoints_neighbour", slots, 10);
+        })
+        .await
+        .unwrap_or_else(|e| panic!("writer: {e}"));
+    }
+    let reading = Reading {
+        topic: own.clone(),
+        pipeline: pipeline.to_owned(),
+        slots,
+        exactly_once: true,
+        owned: (0..4).collect(),
+        legacy_topic: Some(legacy.clone()),
+    };
+    let loaded = checkpoint::load(&kafka, &reading)
+        .await
+        .unwrap_or_else(|e| panic!("load: {e}"));
+    let tokens: HashMap<String, String> = loaded
+        .checkpoints
+        .iter()
+        .map(|(namespace, c)| (namespace.clone(), token_of(c)))
+        .collect();
+    let expected: HashMap<String, String> = (0..READERS)
+        .map(|i| (format!("db.c{i}"), format!("{:016X}", 20 + i as u64)))
+        .collect();
+    assert_eq!(
+        tokens, expected,
+        "the shared topic's checkpoints were not read"
+    );
+
+    // Its own topic holds one now: that one counts, the shared topic is left alone.
+    {
+        let own = own.clone();
+        tokio::task::spawn_blocking(move || write_old_checkpoints(&own, pipeline, slots, 1))
+            .await
+            .unwrap_or_else(|e| panic!("writer: {e}"));
+    }
+    let loaded = checkpoint::load(&kafka, &reading)
+        .await
+        .unwrap_or_else(|e| panic!("load: {e}"));
+    let tokens: Vec<String> = loaded.checkpoints.values().map(token_of).collect();
+    assert_eq!(tokens, ["0000000000000000"], "{:?}", loaded.checkpoints);
 }

@@ -74,6 +74,7 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         serde_path_to_error::deserialize(merged).map_err(|e| key_error(path, e))?;
     normalize_env_kafka_keys(&mut config);
     config.share_schema_registry();
+    config.resolve_checkpoint_topics();
     let violations = validate(&config);
     if violations.is_empty() {
         Ok(config)

@@ -107,6 +107,14 @@ pub struct KafkaConfig {
 }
 
 impl Config {
+    /// Fills in every source's `checkpoint_topic` left out (see
+    /// [`SourceConfig::resolve_checkpoint_topic`]).
+    pub fn resolve_checkpoint_topics(&mut self) {
+        for source in &mut self.sources {
+            source.resolve_checkpoint_topic();
+        }
+    }
+
     /// Gives every pipeline without a schema registry of its own the shared one of
     /// `[kafka.schema_registry]`, so each pipeline's settings say which registry it uses.
     pub fn share_schema_registry(&mut self) {

@@ -140,8 +140,12 @@ pub struct SourceConfig {
     /// The topic heartbeats go to.
     #[serde(default = "default_heartbeat_topic")]
     pub heartbeat_topic: String,
-    /// The compacted topic holding every reader's resume token.
-    #[serde(default = "default_checkpoint_topic")]
+    /// The compacted topic holding every reader's resume token. Left out, at-least-once
+    /// pipelines share [`SHARED_CHECKPOINT_TOPIC`] and an exactly-once pipeline gets one of
+    /// its own, `mongo-kafka-bridge-checkpoints-<name>` ([`SourceConfig::resolve_checkpoint_topic`]):
+    /// another pipeline's open transaction on a shared partition would hold its checkpoints
+    /// back.
+    #[serde(default)]
     pub checkpoint_topic: String,
     /// The most often a reader writes its checkpoint.
     #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
@@ -373,8 +377,14 @@ fn default_heartbeat_topic() -> String {
     "__mongodb_heartbeats".to_owned()
 }
 
-fn default_checkpoint_topic() -> String {
-    "mongo-kafka-bridge-checkpoints".to_owned()
+/// The checkpoint topic at-least-once pipelines share when they name none; exactly-once
+/// pipelines that name none had it before they got one of their own, and a start that finds
+/// nothing in their own reads their checkpoints there once (an upgrade keeps its positions).
+pub const SHARED_CHECKPOINT_TOPIC: &str = "mongo-kafka-bridge-checkpoints";
+
+/// The checkpoint topic of an exactly-once pipeline named `name` that names none.
+pub fn own_checkpoint_topic(name: &str) -> String {
+    format!("{SHARED_CHECKPOINT_TOPIC}-{name}")
 }
 
 /// The default of `slots`.
@@ -465,6 +475,25 @@ pub fn parse_pipeline(text: &str) -> Result<Vec<bson::Document>, String> {
 }
 
 impl SourceConfig {
+    /// Fills in a `checkpoint_topic` left out: the shared one for at-least-once, one of its
+    /// own for exactly-once. Called once, when the configuration is loaded.
+    pub fn resolve_checkpoint_topic(&mut self) {
+        if self.checkpoint_topic.is_empty() {
+            self.checkpoint_topic = match self.delivery {
+                Delivery::ExactlyOnce => own_checkpoint_topic(&self.name),
+                Delivery::AtLeastOnce => SHARED_CHECKPOINT_TOPIC.to_owned(),
+            };
+        }
+    }
+
+    /// Where this pipeline's checkpoints were before it had a topic of its own: the shared
+    /// topic, for an exactly-once pipeline on its own default topic; `None` otherwise.
+    pub fn legacy_checkpoint_topic(&self) -> Option<&'static str> {
+        (self.delivery == Delivery::ExactlyOnce
+            && self.checkpoint_topic == own_checkpoint_topic(&self.name))
+        .then_some(SHARED_CHECKPOINT_TOPIC)
+    }
+
     /// The change-stream stages of `pipeline`, validated.
     pub fn stages(&self) -> Result<Vec<bson::Document>, String> {
         let stages = match &self.pipeline {

@@ -109,7 +109,42 @@ pub fn validate(config: &Config) -> Vec<Violation> {
             shared.filter(|s| sink.schema_registry.as_ref() == Some(*s)),
         ));
     }
+    exactly_once_checkpoint_topics(&config.sources, &mut out);
     out
+}
+
+/// Issue 21, item 5: an exactly-once pipeline's open transaction holds back every
+/// `read_committed` reading of the checkpoint partitions it writes to, so a pipeline sharing
+/// them would start from older checkpoints. Two pipelines of one configuration may share a
+/// `checkpoint_topic` only when both are at-least-once (a start meeting another daemon's
+/// pipeline there refuses the same way, at run time).
+fn exactly_once_checkpoint_topics(sources: &[super::SourceConfig], out: &mut Vec<Violation>) {
+    for (i, source) in sources.iter().enumerate() {
+        let earlier = sources[..i]
+            .iter()
+            .enumerate()
+            .find(|(_, other)| other.checkpoint_topic == source.checkpoint_topic);
+        let Some((j, other)) = earlier else {
+            continue;
+        };
+        if source.delivery == super::Delivery::ExactlyOnce
+            || other.delivery == super::Delivery::ExactlyOnce
+        {
+            out.push(Violation::new(
+                format!("source[{i}].checkpoint_topic"),
+                format!(
+                    "`{}` is also the checkpoint topic of `source[{j}]` (`{}`), and an exactly-once pipeline's open transactions hold back the checkpoints of every pipeline sharing it: give the exactly-once pipeline a topic of its own (leave `checkpoint_topic` out and it gets `{}`)",
+                    source.checkpoint_topic,
+                    other.name,
+                    super::own_checkpoint_topic(if source.delivery == super::Delivery::ExactlyOnce {
+                        &source.name
+                    } else {
+                        &other.name
+                    }),
+                ),
+            ));
+        }
+    }
 }
 
 /// librdkafka's default `transaction.timeout.ms`.
@@ -558,6 +593,71 @@ mod tests {
 
     use super::super::{load_str, ConfigError};
     use super::*;
+
+    fn sources(pipelines: &str) -> Result<crate::config::Config, crate::config::ConfigError> {
+        crate::config::load_str(
+            &format!("[mongodb]\nuri = \"mongodb://h\"\n[kafka]\nbootstrap_servers = \"h:1\"\n{pipelines}"),
+            std::path::Path::new("t.toml"),
+        )
+    }
+
+    #[test]
+    fn an_exactly_once_pipeline_gets_a_checkpoint_topic_of_its_own_unless_it_names_one() {
+        let config = sources(
+            "[[source]]\nname = \"a\"\ndatabase = \"d\"\n\
+             [[source]]\nname = \"b\"\ndatabase = \"d\"\n\
+             [[source]]\nname = \"e\"\ndatabase = \"d\"\ndelivery = \"exactly-once\"\n\
+             [[source]]\nname = \"f\"\ndatabase = \"d\"\ndelivery = \"exactly-once\"\ncheckpoint_topic = \"f-positions\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let topics: Vec<&str> = config
+            .sources
+            .iter()
+            .map(|s| s.checkpoint_topic.as_str())
+            .collect();
+        assert_eq!(
+            topics,
+            [
+                "mongo-kafka-bridge-checkpoints",
+                "mongo-kafka-bridge-checkpoints",
+                "mongo-kafka-bridge-checkpoints-e",
+                "f-positions"
+            ]
+        );
+        let legacy: Vec<Option<&str>> = config
+            .sources
+            .iter()
+            .map(|s| s.legacy_checkpoint_topic())
+            .collect();
+        assert_eq!(
+            legacy,
+            [None, None, Some("mongo-kafka-bridge-checkpoints"), None],
+            "only a defaulted exactly-once topic looks for its older checkpoints in the shared one"
+        );
+    }
+
+    #[test]
+    fn an_exactly_once_pipeline_sharing_a_checkpoint_topic_is_refused_naming_both() {
+        let error = sources(
+            "[[source]]\nname = \"a\"\ndatabase = \"d\"\ncheckpoint_topic = \"pos\"\n\
+             [[source]]\nname = \"e\"\ndatabase = \"d\"\ndelivery = \"exactly-once\"\ncheckpoint_topic = \"pos\"\n",
+        )
+        .map(|_| ())
+        .expect_err("refused");
+        let text = error.to_string();
+        assert!(
+            text.contains("source[1].checkpoint_topic")
+                && text.contains("source[0]")
+                && text.contains("`a`"),
+            "{text}"
+        );
+        // At-least-once pipelines may share one.
+        assert!(sources(
+            "[[source]]\nname = \"a\"\ndatabase = \"d\"\ncheckpoint_topic = \"pos\"\n\
+             [[source]]\nname = \"b\"\ndatabase = \"d\"\ncheckpoint_topic = \"pos\"\n",
+        )
+        .is_ok());
+    }
 
     const BASE: &str = r#"
 [mongodb]

@@ -872,7 +872,10 @@ mod tests {
             "process_max_fds",
             "process_threads",
         ] {
-            assert!(text.contains(&format!("\n{name} ")), "{name} missing:\n{text}");
+            assert!(
+                text.contains(&format!("\n{name} ")),
+                "{name} missing:\n{text}"
+            );
         }
         Ok(())
     }

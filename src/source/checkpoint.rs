@@ -431,6 +431,10 @@ pub struct Reading {
     /// The slots (partitions) whose readers it starts: they must not be shared with
     /// another pipeline when either is exactly-once.
     pub owned: Vec<i32>,
+    /// Where its checkpoints were before it had a topic of its own (an exactly-once
+    /// pipeline on its default topic: the shared one). Read once, when its own topic holds
+    /// none of its checkpoints, so an upgrade resumes where it was.
+    pub legacy_topic: Option<String>,
 }
 
 /// What a load found.
@@ -543,6 +547,69 @@ pub async fn load(
     kafka_config: &KafkaConfig,
     reading: &Reading,
 ) -> Result<Loaded, CheckpointError> {
+    let read = read_topic(kafka_config, reading).await?;
+    let neighbours = read.neighbours();
+    if let Some(reason) = refusal(reading, &neighbours, &read.held) {
+        return Err(CheckpointError::Shared { reason });
+    }
+    for warning in warnings(reading, &neighbours, &read.held) {
+        tracing::warn!(
+            topic = %reading.topic,
+            pipeline = %reading.pipeline,
+            reason = %warning,
+            "the checkpoint topic is shared with an exactly-once pipeline or held back by an open transaction"
+        );
+    }
+    let mut stored = read.stored;
+    let mut records_read = read.records_read;
+    let own_found = stored.iter().any(|s| s.checkpoint.is_some());
+    if let (false, Some(legacy)) = (own_found, reading.legacy_topic.as_ref()) {
+        // Its positions from before it had a topic of its own. Other pipelines share that
+        // topic by design: only an open transaction in its partitions stands in the way.
+        let earlier = Reading {
+            topic: legacy.clone(),
+            legacy_topic: None,
+            ..reading.clone()
+        };
+        let read = read_topic(kafka_config, &earlier).await?;
+        if let Some(reason) = refusal(&earlier, &BTreeSet::new(), &read.held) {
+            return Err(CheckpointError::Shared { reason });
+        }
+        if read.stored.iter().any(|s| s.checkpoint.is_some()) {
+            tracing::info!(
+                pipeline = %reading.pipeline,
+                from = %legacy,
+                to = %reading.topic,
+                "resuming from the checkpoints of the shared topic, where this exactly-once pipeline kept them before it had a topic of its own; its next ones go to its own"
+            );
+        }
+        records_read += read.records_read;
+        stored.extend(read.stored);
+    }
+    let generation = stored
+        .iter()
+        .filter_map(|s| s.checkpoint.as_ref())
+        .map(|c| c.generation)
+        .max()
+        .unwrap_or(0)
+        .saturating_add(1);
+    let pipeline = reading.pipeline.clone();
+    let slots = reading.slots;
+    Ok(Loaded {
+        checkpoints: newest(stored, |namespace| {
+            super::slots::slot_of(&pipeline, namespace, slots)
+        }),
+        generation,
+        records_read,
+    })
+}
+
+/// Reads every record of `reading`'s topic (off the actor threads): the pipeline's
+/// checkpoints, the other pipelines met in its partitions, the partitions held back.
+async fn read_topic(
+    kafka_config: &KafkaConfig,
+    reading: &Reading,
+) -> Result<Read, CheckpointError> {
     let topic = reading.topic.clone();
     let consumer_config = kafka::client_config(kafka_config, kafka::Role::Consumer)
         // A group of its own: readers of several pipelines load at once, and nothing is
@@ -588,45 +655,14 @@ pub async fn load(
             })?;
         read_all(&consumer, &uncommitted, &owned, timeout)
     });
-    let read = match read.await {
-        Ok(result) => result?,
-        Err(_) => {
-            return Err(CheckpointError::Kafka {
-                topic,
-                what: "reading checkpoints",
-                source: rdkafka::error::KafkaError::Canceled,
-            })
-        }
-    };
-    let neighbours = read.neighbours();
-    if let Some(reason) = refusal(reading, &neighbours, &read.held) {
-        return Err(CheckpointError::Shared { reason });
-    }
-    for warning in warnings(reading, &neighbours, &read.held) {
-        tracing::warn!(
-            topic = %reading.topic,
-            pipeline = %reading.pipeline,
-            reason = %warning,
-            "the checkpoint topic is shared with an exactly-once pipeline or held back by an open transaction"
-        );
-    }
-    let generation = read
-        .stored
-        .iter()
-        .filter_map(|s| s.checkpoint.as_ref())
-        .map(|c| c.generation)
-        .max()
-        .unwrap_or(0)
-        .saturating_add(1);
-    let pipeline = reading.pipeline.clone();
-    let slots = reading.slots;
-    Ok(Loaded {
-        checkpoints: newest(read.stored, |namespace| {
-            super::slots::slot_of(&pipeline, namespace, slots)
+    match read.await {
+        Ok(result) => result,
+        Err(_) => Err(CheckpointError::Kafka {
+            topic,
+            what: "reading checkpoints",
+            source: rdkafka::error::KafkaError::Canceled,
         }),
-        generation,
-        records_read: read.records_read,
-    })
+    }
 }
 
 /// Above this many records read, a load says the topic is not kept small: compaction is
@@ -947,6 +983,7 @@ mod tests {
             slots: 16,
             exactly_once,
             owned: vec![3],
+            legacy_topic: None,
         }
     }
 

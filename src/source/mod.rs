@@ -397,6 +397,7 @@ impl SourceSupervisor {
                 slots: config.slots,
                 exactly_once: config.delivery == Delivery::ExactlyOnce,
                 owned: slots,
+                legacy_topic: config.legacy_checkpoint_topic().map(str::to_owned),
             };
             let began = std::time::Instant::now();
             let loaded = checkpoint::load(&kafka, &reading).await?;
