@@ -137,6 +137,15 @@ pub struct SinkConfig {
     /// key's.
     #[serde(default)]
     pub delete_write_model: DeleteWriteModel,
+    /// A field holding the record's version (a number, a date, the source's cluster time):
+    /// a replace or update then overwrites a stored document only when the stored field is
+    /// not newer (or missing), and a record older than what is stored is skipped and counted
+    /// (`mkb_sink_stale_writes_skipped_total`), so a replayed or late record never writes an
+    /// older version over a newer one. With the `_id`-based upserting write models
+    /// (`replace_one`, `update_one`, `update_one_timestamps`) and CDC handlers; a record
+    /// without the field, and a delete, are written unguarded.
+    #[serde(default)]
+    pub stale_write_guard: Option<String>,
     /// Write to a time-series collection whose time field is this top-level field (the
     /// connector's `timeseries.timefield`); the collection is created as one when missing,
     /// and the default `write_model` becomes `insert_one`.
@@ -625,6 +634,7 @@ impl SinkConfig {
                 "is read only with `delete_on_null_values = true` (it says how a tombstone deletes)",
             ));
         }
+        self.validate_stale_write_guard(key, out);
         self.validate_time_series(key, out);
         if self.rate_limiting_every_n == Some(0) {
             out.push(Violation::new(
@@ -659,6 +669,38 @@ impl SinkConfig {
 }
 
 impl SinkConfig {
+    fn validate_stale_write_guard(&self, key: &str, out: &mut Vec<Violation>) {
+        let Some(field) = &self.stale_write_guard else {
+            return;
+        };
+        let key = format!("{key}.stale_write_guard");
+        field_path(&key, field, out);
+        if field == "_id" || field.starts_with("_id.") {
+            out.push(Violation::new(
+                &key,
+                "must name a version field, not the `_id` a document is found by",
+            ));
+        }
+        let guarded_model = matches!(
+            self.write_model,
+            WriteModelKind::ReplaceOne
+                | WriteModelKind::UpdateOne
+                | WriteModelKind::UpdateOneTimestamps
+        );
+        if self.cdc_handler == CdcHandler::None && !guarded_model {
+            out.push(Violation::new(
+                &key,
+                "works with the `_id`-based upserting write models (`replace_one`, `update_one`, `update_one_timestamps`) or a `cdc_handler`",
+            ));
+        }
+        if self.timeseries_time_field.is_some() {
+            out.push(Violation::new(
+                &key,
+                "cannot be used with a time-series collection (it takes inserts only)",
+            ));
+        }
+    }
+
     fn validate_time_series(&self, key: &str, out: &mut Vec<Violation>) {
         let Some(time_field) = &self.timeseries_time_field else {
             for (field, set) in [
@@ -770,6 +812,22 @@ mod tests {
         let mut out = Vec::new();
         sink(extra).validate("sink[0]", &mut out);
         out.into_iter().map(|v| v.to_string()).collect()
+    }
+
+    #[test]
+    fn the_stale_write_guard_names_a_version_field_of_an_upserting_model() {
+        assert!(violations("stale_write_guard = \"version\"").is_empty());
+        assert!(
+            violations("stale_write_guard = \"meta.v\"\nwrite_model = \"update_one\"").is_empty()
+        );
+        assert!(violations("stale_write_guard = \"v\"\ncdc_handler = \"mongodb\"").is_empty());
+        let refused = violations("stale_write_guard = \"_id\"\nwrite_model = \"insert_one\"");
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(refused
+            .iter()
+            .all(|v| v.contains("sink[0].stale_write_guard")));
+        assert!(refused[1].contains("upserting write models"), "{refused:?}");
+        assert_eq!(violations("stale_write_guard = \"a..b\"").len(), 1);
     }
 
     #[test]

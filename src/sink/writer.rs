@@ -151,6 +151,8 @@ pub struct WriterSettings {
     pub max_retries: u32,
     /// When a writer pauses between batches (`rate_limiting_*`); each writer counts its own.
     pub rate_limit: RateLimit,
+    /// `stale_write_guard`: the field whose older value never overwrites a newer one.
+    pub stale_write_guard: Option<String>,
 }
 
 /// One assignment of a partition to a writer.
@@ -550,7 +552,7 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
         }
     }
     // Encoded once: a retry sends the same statements again.
-    let prepared = bulk::prepare(items);
+    let prepared = bulk::prepare(items, settings.stale_write_guard.as_deref());
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let outcome = loop {
         if !job.lease.is_live() {
@@ -583,6 +585,10 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
     drop(permit);
     for (kind, n) in &outcome.applied {
         shared.metrics.sink_written(pipeline, kind, *n);
+    }
+    if outcome.stale > 0 {
+        shared.metrics.stale_writes_skipped(pipeline, outcome.stale);
+        tracing::debug!(pipeline, partition = %name, skipped = outcome.stale, "stale writes skipped: a newer version is stored");
     }
     refused.extend(outcome.refused);
     let settlement = batch.settle(refused);
