@@ -95,6 +95,55 @@ async fn every_write_command_carries_the_configured_write_concern() {
     sink.stop(daemon).await;
 }
 
+/// Item 10: a sink's own `write_concern` (here on one topic) replaces the connection
+/// string's on that sink's commands.
+#[tokio::test]
+async fn a_sinks_own_write_concern_replaces_the_connection_strings() {
+    let mut sink = Sink::new(1, "id_strategy = \"provided_in_key\"").await;
+    let other = sink.add_topic().await;
+    sink.extra.push_str(&format!(
+        "\ntopic_overrides = {{ \"{other}\" = {{ collection = \"other\", write_concern = {{ w = 1, journal = false, wtimeout = \"2s\" }} }} }}"
+    ));
+    let tap = Tap::start(&common::proxy::mongodb_target(&common::mongodb_uri()));
+    let config = config_through_tap(&sink, &tap, "w=1&journal=true&wtimeoutMS=4321");
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("sink pipeline running", 1, WAIT);
+    common::produce(&sink.topic, &[keyed(1, json!({"v": 1}))]).await;
+    common::produce(&other, &[keyed(2, json!({"v": 2}))]).await;
+    let written = common::eventually(WAIT, || async {
+        let updates = tap.commands("update");
+        ["docs", "other"].iter().all(|coll| {
+            updates
+                .iter()
+                .any(|c| c.get_str("update").ok() == Some(*coll))
+        })
+    })
+    .await;
+    assert!(written, "log:\n{}", daemon.log());
+    for command in tap.commands("update") {
+        let concern = command
+            .get_document("writeConcern")
+            .unwrap_or_else(|_| panic!("without writeConcern: {command}"));
+        let journal = concern.get_bool("j").ok();
+        let timeout = concern.get("wtimeout").and_then(|t| match t {
+            Bson::Int32(n) => Some(i64::from(*n)),
+            Bson::Int64(n) => Some(*n),
+            _ => None,
+        });
+        match command.get_str("update") {
+            Ok("other") => assert_eq!((journal, timeout), (Some(false), Some(2000)), "{command}"),
+            _ => assert_eq!((journal, timeout), (Some(true), Some(4321)), "{command}"),
+        }
+    }
+    let _ = common::mongo_client()
+        .await
+        .database(&sink.db)
+        .collection::<mongodb::bson::Document>("other")
+        .drop()
+        .await;
+    sink.stop(daemon).await;
+}
+
 /// Item 12: an `insert_one` batch whose first attempt was applied but whose reply was lost
 /// (a cut connection) is retried; the retry meets its own documents (E11000) and must take
 /// them as written, not stop the pipeline (`errors.tolerance = "none"`).

@@ -31,6 +31,7 @@ use bson::{Bson, RawBsonRef, RawDocumentBuf};
 
 use super::convert::Namespace;
 use super::model::{RawWrite, RecordError, Stage, MAX_DOCUMENT_BYTES};
+use crate::config::{WriteAcknowledgment, WriteConcernConfig};
 
 /// Statements per command at most (MongoDB's `maxWriteBatchSize`).
 const MAX_STATEMENTS: usize = 100_000;
@@ -450,8 +451,35 @@ fn command_body(
     RawDocumentBuf::from_bytes(bytes)
 }
 
-/// Writes `prepared` with `client`; borrowed, so a retry sends the same statements.
-pub async fn execute(client: &mongodb::Client, prepared: &Prepared) -> Result<Outcome, Transient> {
+/// The `writeConcern` document of a sink's own `write_concern`.
+pub fn write_concern_of(config: &WriteConcernConfig) -> RawDocumentBuf {
+    let mut concern = RawDocumentBuf::new();
+    match &config.w {
+        Some(WriteAcknowledgment::Nodes(n)) => {
+            concern.append("w", i64::from(*n));
+        }
+        Some(WriteAcknowledgment::Named(name)) => concern.append("w", name.as_str()),
+        None => {}
+    }
+    if let Some(journal) = config.journal {
+        concern.append("j", journal);
+    }
+    if let Some(timeout) = config.wtimeout {
+        concern.append(
+            "wtimeout",
+            i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX),
+        );
+    }
+    concern
+}
+
+/// Writes `prepared` with `client`; borrowed, so a retry sends the same statements. Every
+/// command carries `concern` (a sink's own `write_concern`), or else the database's.
+pub async fn execute(
+    client: &mongodb::Client,
+    prepared: &Prepared,
+    concern: Option<&RawDocumentBuf>,
+) -> Result<Outcome, Transient> {
     let mut outcome = Outcome {
         refused: prepared.refused.clone(),
         ..Outcome::default()
@@ -459,7 +487,7 @@ pub async fn execute(client: &mongodb::Client, prepared: &Prepared) -> Result<Ou
     let writes = prepared
         .namespaces
         .iter()
-        .map(|(ns, statements)| write_namespace(client, ns, statements));
+        .map(|(ns, statements)| write_namespace(client, ns, statements, concern));
     for result in futures_util::future::join_all(writes).await {
         let one = result?;
         outcome.refused.extend(one.refused);
@@ -499,9 +527,13 @@ async fn write_namespace(
     client: &mongodb::Client,
     namespace: &Namespace,
     statements: &[Statement],
+    own_concern: Option<&RawDocumentBuf>,
 ) -> Result<Outcome, Transient> {
     let db = client.database(&namespace.db);
-    let concern = write_concern(&db, namespace)?;
+    let concern = match own_concern {
+        Some(concern) => Some(concern.clone()),
+        None => write_concern(&db, namespace)?,
+    };
     let mut outcome = Outcome::default();
     let mut start = 0;
     while start < statements.len() {
@@ -814,6 +846,24 @@ mod tests {
             .to_document()
             .expect("valid BSON");
         assert_eq!(empty, doc! {"delete": "c", "deletes": [], "ordered": false});
+    }
+
+    #[test]
+    fn a_sinks_write_concern_is_the_commands() {
+        let concern = write_concern_of(&WriteConcernConfig {
+            w: Some(WriteAcknowledgment::Named("majority".into())),
+            journal: Some(true),
+            wtimeout: Some(std::time::Duration::from_millis(2500)),
+        });
+        assert_eq!(
+            concern.to_document().expect("document"),
+            doc! {"w": "majority", "j": true, "wtimeout": 2500i64}
+        );
+        let nodes = write_concern_of(&WriteConcernConfig {
+            w: Some(WriteAcknowledgment::Nodes(2)),
+            ..WriteConcernConfig::default()
+        });
+        assert_eq!(nodes.to_document().expect("document"), doc! {"w": 2i64});
     }
 
     /// Issue 21, item 12: a duplicate `_id` on an insert that may have been applied by an

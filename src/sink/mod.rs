@@ -421,6 +421,10 @@ fn writer_factory(
                     max_retries: topic_config.max_num_retries,
                     rate_limit: RateLimit::new(&topic_config),
                     stale_write_guard: topic_config.stale_write_guard.clone(),
+                    write_concern: topic_config
+                        .write_concern
+                        .as_ref()
+                        .map(bulk::write_concern_of),
                 });
                 cache.insert(topic.to_owned(), built.clone());
                 built

@@ -153,6 +153,9 @@ pub struct WriterSettings {
     pub rate_limit: RateLimit,
     /// `stale_write_guard`: the field whose older value never overwrites a newer one.
     pub stale_write_guard: Option<String>,
+    /// The sink's own `write_concern`, as the commands carry it; `None`: the connection
+    /// string's.
+    pub write_concern: Option<bson::RawDocumentBuf>,
 }
 
 /// One assignment of a partition to a writer.
@@ -677,7 +680,7 @@ async fn write_items(
                 .insert(namespace);
         }
     }
-    bulk::execute(&shared.mongo, prepared)
+    bulk::execute(&shared.mongo, prepared, settings.write_concern.as_ref())
         .await
         .map_err(|e| e.to_string())
 }
