@@ -37,7 +37,7 @@ use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::lease::{Incarnation, Lease, SessionClock};
+use super::lease::{Incarnation, Lease, LeaseState, SessionClock};
 use super::stall::{self, StallChange, StallDetector};
 use super::writer::{Assignment, OffsetCommitter, PartitionWriter, Record, WriterFailed};
 use super::SinkError;
@@ -360,9 +360,14 @@ impl RebalanceContext {
         let parts = &self.parts;
         let names: Vec<String> = owned.iter().map(|(p, _)| p.to_string()).collect();
         tracing::warn!(pipeline = %parts.pipeline, partitions = ?names, session_timeout = ?parts.session.timeout(), "partitions lost: the consumer group session expired; their writers are fenced at once (a write already on its way may still land: `stale_write_guard` keeps it from overwriting a newer version)");
+        // Those the session watch fenced already were counted there.
+        let newly = owned
+            .iter()
+            .filter(|(_, o)| o.lease.state() != LeaseState::Fenced)
+            .count();
         parts
             .metrics
-            .assignments_lost(&parts.pipeline, owned.len() as u64);
+            .assignments_lost(&parts.pipeline, newly as u64);
         for (_, o) in owned {
             o.lease.fence();
             drop(o.stop_reading);
