@@ -355,3 +355,76 @@ async fn a_daemon_stopped_past_its_session_writes_nothing_over_the_new_owner() {
     first.terminate(WAIT);
     sink.stop(second).await;
 }
+
+/// Sets `configs` on `topic` (the others go back to the broker's defaults).
+async fn alter_topic(topic: &str, configs: &[(&str, &str)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", common::kafka_bootstrap())
+        .create()
+        .unwrap_or_else(|e| panic!("admin client: {e}"));
+    let mut config = AlterConfig::new(ResourceSpecifier::Topic(topic));
+    for (key, value) in configs {
+        config = config.set(key, value);
+    }
+    let results = admin
+        .alter_configs(&[config], &AdminOptions::new())
+        .await
+        .unwrap_or_else(|e| panic!("altering {topic}: {e}"));
+    for result in results {
+        if let Err((_, code)) = result {
+            panic!("altering {topic}: {code}");
+        }
+    }
+}
+
+/// Item 12: once the failure passes and the pipeline ran a healthy minute, `/ready` answers
+/// 200 again and the restart backoff starts over: the next failure waits 500 ms, not the
+/// delay the earlier failures had grown it to.
+#[tokio::test]
+async fn a_healthy_minute_clears_ready_and_starts_the_restart_backoff_over() {
+    let dlq = common::unique("sink_dlq");
+    common::create_topic_with(&dlq, 1, &[("max.message.bytes", "1")]).await;
+    let sink = Sink::new(
+        1,
+        &format!(
+            "id_strategy = \"provided_in_key\"\nmax_num_retries = 1\nerrors = {{ tolerance = \"all\", dead_letter_topic = \"{dlq}\" }}"
+        ),
+    )
+    .await;
+    let mut daemon = sink.start();
+    let poison = |id: i64| Outgoing {
+        key: Some(format!("{{\"_id\": {id}}}").into_bytes()),
+        value: Some(b"{not json".to_vec()),
+        ..Outgoing::default()
+    };
+    common::produce(&sink.topic, &[poison(1)]).await;
+    daemon.wait_for_log("restarting the sink pipeline", 3, WAIT);
+    // The dead letter topic takes the record now: the next run goes through.
+    alter_topic(&dlq, &[]).await;
+    let dead = common::consume(&dlq, 1, WAIT, false).await;
+    assert_eq!(dead.len(), 1, "log:\n{}", daemon.log());
+    let body = common::wait_for_status(sink.port, "/ready", 200, Duration::from_secs(120));
+    assert!(!body.contains(&sink.name), "{body}");
+    // It fails again: the backoff starts over.
+    alter_topic(&dlq, &[("max.message.bytes", "1")]).await;
+    let before = daemon.log().matches("restarting the sink pipeline").count();
+    common::produce(&sink.topic, &[poison(2)]).await;
+    daemon.wait_for_log("restarting the sink pipeline", before + 1, WAIT);
+    let log = daemon.log();
+    let last = log
+        .lines()
+        .rfind(|l| l.contains("restarting the sink pipeline"))
+        .unwrap_or_default();
+    assert!(
+        last.contains("retry_in=500ms"),
+        "the backoff did not start over: {last}"
+    );
+    let ready = common::http_get(sink.port, "/ready");
+    assert!(
+        matches!(&ready, Some((503, body)) if body.contains(&sink.name)),
+        "{ready:?}"
+    );
+    sink.stop(daemon).await;
+}
