@@ -146,6 +146,19 @@ pub struct SinkConfig {
     /// key's.
     #[serde(default)]
     pub delete_write_model: DeleteWriteModel,
+    /// A field holding the record's version (a number, a date, the source's cluster time):
+    /// a replace or update then overwrites a stored document only when the stored field is
+    /// not newer (or missing), and a record older than what is stored is skipped and counted
+    /// (`mkb_sink_stale_writes_skipped_total`), so a replayed or late record never writes an
+    /// older version over a newer one. With the `_id`-based upserting write models
+    /// (`replace_one`, `update_one`, `update_one_timestamps`) and CDC handlers; a record
+    /// without the field, and a delete, are written unguarded.
+    #[serde(default)]
+    pub stale_write_guard: Option<String>,
+    /// The write concern of this sink's writes, instead of the connection string's (`w`,
+    /// `journal`, `wtimeoutMS`); absent: the connection string's.
+    #[serde(default)]
+    pub write_concern: Option<WriteConcernConfig>,
     /// Write to a time-series collection whose time field is this top-level field (the
     /// connector's `timeseries.timefield`); the collection is created as one when missing,
     /// and the default `write_model` becomes `insert_one`.
@@ -200,6 +213,34 @@ pub struct SinkConfig {
     /// What happens to a record that cannot be decoded, mapped or written.
     #[serde(default)]
     pub errors: ErrorsConfig,
+}
+
+/// `write_concern`: what MongoDB acknowledges before a sink's write counts as done (and its
+/// offset is committed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteConcernConfig {
+    /// Members that must have applied the write: a number (at least 1), `"majority"` or a
+    /// custom write concern's name.
+    #[serde(default)]
+    pub w: Option<WriteAcknowledgment>,
+    /// Whether the write must be in the on-disk journal.
+    #[serde(default)]
+    pub journal: Option<bool>,
+    /// How long the server waits for `w` before it answers with a write concern error
+    /// (retried as one).
+    #[serde(default, with = "humantime_serde")]
+    pub wtimeout: Option<Duration>,
+}
+
+/// `write_concern.w`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WriteAcknowledgment {
+    /// This many members.
+    Nodes(u32),
+    /// `"majority"`, or a custom write concern's name.
+    Named(String),
 }
 
 /// `namespace_from`.
@@ -635,6 +676,26 @@ impl SinkConfig {
                 "is read only with `delete_on_null_values = true` (it says how a tombstone deletes)",
             ));
         }
+        self.validate_stale_write_guard(key, out);
+        if let Some(concern) = &self.write_concern {
+            let key = format!("{key}.write_concern");
+            if concern == &WriteConcernConfig::default() {
+                out.push(Violation::new(
+                    &key,
+                    "sets nothing: give `w`, `journal` or `wtimeout`, or leave it out for the connection string's",
+                ));
+            }
+            match &concern.w {
+                Some(WriteAcknowledgment::Nodes(0)) => out.push(Violation::new(
+                    format!("{key}.w"),
+                    "must be at least 1: an unacknowledged write (w = 0) cannot be known written before its offset is committed",
+                )),
+                Some(WriteAcknowledgment::Named(name)) if name.is_empty() => out.push(
+                    Violation::new(format!("{key}.w"), "must be a number, \"majority\" or a custom write concern's name"),
+                ),
+                _ => {}
+            }
+        }
         self.validate_time_series(key, out);
         if self.rate_limiting_every_n == Some(0) {
             out.push(Violation::new(
@@ -669,6 +730,38 @@ impl SinkConfig {
 }
 
 impl SinkConfig {
+    fn validate_stale_write_guard(&self, key: &str, out: &mut Vec<Violation>) {
+        let Some(field) = &self.stale_write_guard else {
+            return;
+        };
+        let key = format!("{key}.stale_write_guard");
+        field_path(&key, field, out);
+        if field == "_id" || field.starts_with("_id.") {
+            out.push(Violation::new(
+                &key,
+                "must name a version field, not the `_id` a document is found by",
+            ));
+        }
+        let guarded_model = matches!(
+            self.write_model,
+            WriteModelKind::ReplaceOne
+                | WriteModelKind::UpdateOne
+                | WriteModelKind::UpdateOneTimestamps
+        );
+        if self.cdc_handler == CdcHandler::None && !guarded_model {
+            out.push(Violation::new(
+                &key,
+                "works with the `_id`-based upserting write models (`replace_one`, `update_one`, `update_one_timestamps`) or a `cdc_handler`",
+            ));
+        }
+        if self.timeseries_time_field.is_some() {
+            out.push(Violation::new(
+                &key,
+                "cannot be used with a time-series collection (it takes inserts only)",
+            ));
+        }
+    }
+
     fn validate_time_series(&self, key: &str, out: &mut Vec<Violation>) {
         let Some(time_field) = &self.timeseries_time_field else {
             for (field, set) in [
@@ -780,6 +873,47 @@ mod tests {
         let mut out = Vec::new();
         sink(extra).validate("sink[0]", &mut out);
         out.into_iter().map(|v| v.to_string()).collect()
+    }
+
+    #[test]
+    fn a_write_concern_acknowledges_every_write() {
+        assert!(violations(
+            "write_concern = { w = \"majority\", journal = true, wtimeout = \"5s\" }"
+        )
+        .is_empty());
+        assert!(violations("write_concern = { w = 2 }").is_empty());
+        let refused = violations("write_concern = { w = 0 }");
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            refused[0].contains("sink[0].write_concern.w"),
+            "{refused:?}"
+        );
+        assert_eq!(violations("write_concern = {}").len(), 1);
+        let parsed = sink("write_concern = { w = \"majority\", wtimeout = \"1500ms\" }");
+        assert_eq!(
+            parsed.write_concern,
+            Some(WriteConcernConfig {
+                w: Some(WriteAcknowledgment::Named("majority".into())),
+                journal: None,
+                wtimeout: Some(Duration::from_millis(1500)),
+            })
+        );
+    }
+
+    #[test]
+    fn the_stale_write_guard_names_a_version_field_of_an_upserting_model() {
+        assert!(violations("stale_write_guard = \"version\"").is_empty());
+        assert!(
+            violations("stale_write_guard = \"meta.v\"\nwrite_model = \"update_one\"").is_empty()
+        );
+        assert!(violations("stale_write_guard = \"v\"\ncdc_handler = \"mongodb\"").is_empty());
+        let refused = violations("stale_write_guard = \"_id\"\nwrite_model = \"insert_one\"");
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(refused
+            .iter()
+            .all(|v| v.contains("sink[0].stale_write_guard")));
+        assert!(refused[1].contains("upserting write models"), "{refused:?}");
+        assert_eq!(violations("stale_write_guard = \"a..b\"").len(), 1);
     }
 
     #[test]

@@ -100,6 +100,8 @@ pub struct Metrics {
     sink_writes: IntCounterVec,
     write_errors: IntCounterVec,
     records_skipped: IntCounterVec,
+    stale_writes_skipped: IntCounterVec,
+    assignments_lost: IntCounterVec,
     write_retries: IntCounterVec,
     chunk_sets_abandoned: IntCounterVec,
     batch_size: HistogramVec,
@@ -363,6 +365,16 @@ impl Metrics {
                 "Records that write nothing by design (tombstones without `delete_on_null_values`, change events without a document effect), by pipeline.",
                 &["pipeline"],
             )?,
+            stale_writes_skipped: b.counter(
+                "sink_stale_writes_skipped_total",
+                "Writes the stale write guard skipped because the stored document holds a newer version (`stale_write_guard`), by pipeline.",
+                &["pipeline"],
+            )?,
+            assignments_lost: b.counter(
+                "sink_assignments_lost_total",
+                "Partitions whose assignment was lost (the consumer group session expired: the process was paused or cut off past `session.timeout.ms`); their writers were fenced at once, by pipeline.",
+                &["pipeline"],
+            )?,
             write_retries: b.counter(
                 "sink_write_retries_total",
                 "Bulk writes retried after a failure that may pass (network, step-down), by pipeline.",
@@ -498,6 +510,8 @@ impl Metrics {
     /// Creates the series of a sink pipeline whose labels are known in advance, at 0.
     pub fn sink_pipeline_series(&self, pipeline: &str, stages: &[&str]) {
         self.records_skipped.with_label_values(&[pipeline]);
+        self.stale_writes_skipped.with_label_values(&[pipeline]);
+        self.assignments_lost.with_label_values(&[pipeline]);
         self.write_retries.with_label_values(&[pipeline]);
         self.chunk_sets_abandoned.with_label_values(&[pipeline]);
         for stage in stages {
@@ -723,6 +737,20 @@ impl Metrics {
         self.write_errors
             .with_label_values(&[pipeline, stage])
             .inc();
+    }
+
+    /// Records `n` writes skipped by the stale write guard.
+    pub fn stale_writes_skipped(&self, pipeline: &str, n: u64) {
+        self.stale_writes_skipped
+            .with_label_values(&[pipeline])
+            .inc_by(n);
+    }
+
+    /// Records `n` partitions whose assignment was lost.
+    pub fn assignments_lost(&self, pipeline: &str, n: u64) {
+        self.assignments_lost
+            .with_label_values(&[pipeline])
+            .inc_by(n);
     }
 
     /// Records a record that writes nothing by design.

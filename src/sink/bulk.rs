@@ -10,16 +10,28 @@
 //! Failures are sorted per statement: a statement MongoDB refuses for good (duplicate key,
 //! validation, a document too large) is reported with its index, for the dead letter topic;
 //! anything that may pass on a retry (network, primary step-down, write concern) fails the
-//! whole call, and the caller retries the batch (every write model but `insert_one` is
-//! idempotent).
+//! whole call, and the caller retries the batch. Every write model but `insert_one` is
+//! idempotent; an insert is made so by remembering, across the attempts of one batch,
+//! which statements may have been applied: a duplicate key on one of them in a retry is its
+//! own earlier write, not a refusal.
+//!
+//! Every command carries the write concern of the database (the URI's `w`, `journal`,
+//! `wtimeoutMS`): `run_raw_command` sends a command as it is given.
+//!
+//! With a stale write guard (`stale_write_guard = "<field>"`), a replace or update only
+//! matches a stored document whose field is not newer than the record's (or that has none),
+//! and upserts otherwise: when a newer version is stored, the upsert meets its `_id` (E11000)
+//! and the statement is skipped as stale, counted, not refused.
 
 use std::collections::HashSet;
 use std::io::Write as _;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use bson::{Bson, RawBsonRef, RawDocumentBuf};
 
 use super::convert::Namespace;
 use super::model::{RawWrite, RecordError, Stage, MAX_DOCUMENT_BYTES};
+use crate::config::{WriteAcknowledgment, WriteConcernConfig};
 
 /// Statements per command at most (MongoDB's `maxWriteBatchSize`).
 const MAX_STATEMENTS: usize = 100_000;
@@ -46,6 +58,9 @@ const TRANSIENT_CODES: &[i32] = &[
     64,    // WriteConcernFailed
     100,   // UnsatisfiableWriteConcern
 ];
+
+/// The server's duplicate key error.
+const DUPLICATE_KEY: i32 = 11000;
 
 /// Command-level server error codes that no retry fixes: the command itself (so one of
 /// its statements) is wrong.
@@ -77,6 +92,8 @@ pub struct Outcome {
     pub refused: Vec<(usize, RecordError)>,
     /// Statements applied, by kind: `insert`, `replace`, `update`, `delete`.
     pub applied: Vec<(&'static str, u64)>,
+    /// Statements skipped by the stale write guard: a newer version was stored.
+    pub stale: u64,
 }
 
 /// A failure that may pass on a retry of the whole batch.
@@ -123,6 +140,19 @@ impl Command {
     }
 }
 
+/// What is known of a statement across the attempts of its batch.
+mod state {
+    /// Not sent yet.
+    pub const UNSENT: u8 = 0;
+    /// Sent, and its fate is unknown (the reply was lost, the command failed as a whole):
+    /// it may have been applied.
+    pub const UNKNOWN: u8 = 1;
+    /// Applied.
+    pub const APPLIED: u8 = 2;
+    /// Refused.
+    pub const REFUSED: u8 = 3;
+}
+
 /// A statement encoded once per batch: a retry sends the same bytes again.
 #[derive(Debug)]
 struct Statement {
@@ -131,6 +161,47 @@ struct Statement {
     kind: &'static str,
     id: Option<Vec<u8>>,
     bytes: RawDocumentBuf,
+    /// Its filter holds the stale write guard.
+    guarded: bool,
+    /// One of [`state`]'s values, kept across the attempts of the batch.
+    state: AtomicU8,
+}
+
+/// What a write error of a statement comes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// Written after all: an insert retried after it may have been applied meets its own
+    /// document.
+    Applied,
+    /// The guard found a newer version stored: skipped, not an error.
+    Stale,
+    /// Refused for good.
+    Refused,
+}
+
+/// What write error `code` of a statement sent as `command` means, the statement `guarded`
+/// or not, `prior` being what was known of it before this attempt and `on_id` whether the
+/// duplicate key (if it is one) is on `_id`.
+fn settle(command: Command, guarded: bool, prior: u8, code: i32, on_id: bool) -> Settled {
+    if code != DUPLICATE_KEY || !on_id {
+        return Settled::Refused;
+    }
+    match command {
+        Command::Insert if matches!(prior, state::UNKNOWN | state::APPLIED) => Settled::Applied,
+        Command::Update if guarded => Settled::Stale,
+        _ => Settled::Refused,
+    }
+}
+
+/// Whether the duplicate key error `error` (a `writeErrors` entry) is on `_id`: its
+/// `keyPattern` (MongoDB 4.4+) or else its message names the `_id` index.
+fn duplicate_on_id(error: &bson::Document) -> bool {
+    match error.get_document("keyPattern") {
+        Ok(pattern) => pattern.keys().eq(["_id"]),
+        Err(_) => error
+            .get_str("errmsg")
+            .is_ok_and(|m| m.contains("index: _id_ ") || m.contains("_id_ dup key")),
+    }
 }
 
 /// A batch made into statements, per collection in order of first appearance (the order
@@ -150,14 +221,26 @@ impl Prepared {
 }
 
 /// Makes `items` into statements, moving their documents (an insert's document is its
-/// statement; a replace's is appended once to its `q`/`u` envelope).
-pub fn prepare(items: Vec<Item>) -> Prepared {
+/// statement; a replace's is appended once to its `q`/`u` envelope). With `guard` (the
+/// `stale_write_guard` field), replaces and updates that carry the field only match a
+/// document whose field is not newer.
+pub fn prepare(items: Vec<Item>, guard: Option<&str>) -> Prepared {
     let mut prepared = Prepared::default();
     for item in items {
         let command = Command::of(&item.op);
         let kind = item.op.kind();
         let id = item.op.document_id();
-        let bytes = match statement(item.op) {
+        let (op, guarded) = match guard {
+            Some(field) => match guarded(item.op, field) {
+                Ok(guarded) => guarded,
+                Err(error) => {
+                    prepared.refused.push((item.index, error));
+                    continue;
+                }
+            },
+            None => (item.op, false),
+        };
+        let bytes = match statement(op) {
             Ok(bytes) => bytes,
             Err(error) => {
                 prepared.refused.push((item.index, error));
@@ -170,6 +253,8 @@ pub fn prepare(items: Vec<Item>) -> Prepared {
             kind,
             id,
             bytes,
+            guarded,
+            state: AtomicU8::new(state::UNSENT),
         };
         match prepared
             .namespaces
@@ -181,6 +266,89 @@ pub fn prepare(items: Vec<Item>) -> Prepared {
         }
     }
     prepared
+}
+
+/// The value at the dotted `path` of `doc`, if it is there.
+fn raw_path<'a>(doc: &'a bson::RawDocument, path: &str) -> Option<RawBsonRef<'a>> {
+    let mut doc = doc;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let value = doc.get(part).ok()??;
+        if parts.peek().is_none() {
+            return Some(value);
+        }
+        doc = value.as_document()?;
+    }
+    None
+}
+
+/// `op` with the stale write guard on `field` added to its filter, and whether it was:
+/// only a replace, or an update `$set`ting the field, that carries the field is guarded
+/// (and the upsert it makes meets a newer stored version as a duplicate `_id`).
+fn guarded(op: RawWrite, field: &str) -> Result<(RawWrite, bool), RecordError> {
+    let value = match &op {
+        RawWrite::Replace {
+            filter,
+            replacement,
+            upsert: true,
+        } if filter.get("_id").ok().flatten().is_some() => raw_path(replacement, field),
+        RawWrite::Update {
+            filter,
+            update: bson::RawBson::Document(update),
+            upsert: true,
+        } if filter.get("_id").ok().flatten().is_some() => {
+            update.get_document("$set").ok().and_then(|set| {
+                set.get(field)
+                    .ok()
+                    .flatten()
+                    .or_else(|| raw_path(set, field))
+            })
+        }
+        _ => None,
+    };
+    let Some(value) = value.map(bson::RawBsonRef::to_raw_bson) else {
+        return Ok((op, false));
+    };
+    let guard = |filter: &RawDocumentBuf| -> Result<RawDocumentBuf, RecordError> {
+        let mut newer = RawDocumentBuf::new();
+        newer.append(field, bson::rawdoc! { "$lte": value.clone() });
+        let mut missing = RawDocumentBuf::new();
+        missing.append(field, bson::rawdoc! { "$exists": false });
+        let mut guarded = filter.clone();
+        if guarded.get("$or").ok().flatten().is_some() {
+            return Err(RecordError::new(
+                Stage::WriteModel,
+                "the filter has an `$or` already; the stale write guard cannot be added",
+            ));
+        }
+        let mut or = bson::RawArrayBuf::new();
+        or.push(newer);
+        or.push(missing);
+        guarded.append("$or", or);
+        Ok(guarded)
+    };
+    let op = match op {
+        RawWrite::Replace {
+            filter,
+            replacement,
+            upsert,
+        } => RawWrite::Replace {
+            filter: guard(&filter)?,
+            replacement,
+            upsert,
+        },
+        RawWrite::Update {
+            filter,
+            update,
+            upsert,
+        } => RawWrite::Update {
+            filter: guard(&filter)?,
+            update,
+            upsert,
+        },
+        other => return Ok((other, false)),
+    };
+    Ok((op, true))
 }
 
 fn too_large(size: usize) -> RecordError {
@@ -283,19 +451,47 @@ fn command_body(
     RawDocumentBuf::from_bytes(bytes)
 }
 
-/// Writes `prepared` with `client`; borrowed, so a retry sends the same statements.
-pub async fn execute(client: &mongodb::Client, prepared: &Prepared) -> Result<Outcome, Transient> {
+/// The `writeConcern` document of a sink's own `write_concern`.
+pub fn write_concern_of(config: &WriteConcernConfig) -> RawDocumentBuf {
+    let mut concern = RawDocumentBuf::new();
+    match &config.w {
+        Some(WriteAcknowledgment::Nodes(n)) => {
+            concern.append("w", i64::from(*n));
+        }
+        Some(WriteAcknowledgment::Named(name)) => concern.append("w", name.as_str()),
+        None => {}
+    }
+    if let Some(journal) = config.journal {
+        concern.append("j", journal);
+    }
+    if let Some(timeout) = config.wtimeout {
+        concern.append(
+            "wtimeout",
+            i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX),
+        );
+    }
+    concern
+}
+
+/// Writes `prepared` with `client`; borrowed, so a retry sends the same statements. Every
+/// command carries `concern` (a sink's own `write_concern`), or else the database's.
+pub async fn execute(
+    client: &mongodb::Client,
+    prepared: &Prepared,
+    concern: Option<&RawDocumentBuf>,
+) -> Result<Outcome, Transient> {
     let mut outcome = Outcome {
         refused: prepared.refused.clone(),
-        applied: Vec::new(),
+        ..Outcome::default()
     };
     let writes = prepared
         .namespaces
         .iter()
-        .map(|(ns, statements)| write_namespace(client, ns, statements));
+        .map(|(ns, statements)| write_namespace(client, ns, statements, concern));
     for result in futures_util::future::join_all(writes).await {
         let one = result?;
         outcome.refused.extend(one.refused);
+        outcome.stale += one.stale;
         for (kind, n) in one.applied {
             match outcome.applied.iter_mut().find(|(k, _)| *k == kind) {
                 Some((_, total)) => *total += n,
@@ -307,12 +503,37 @@ pub async fn execute(client: &mongodb::Client, prepared: &Prepared) -> Result<Ou
     Ok(outcome)
 }
 
+/// The write concern every command to `db` carries: the database's (from the client's
+/// options, so the URI's `w`, `journal` and `wtimeoutMS`), if any is set.
+fn write_concern(
+    db: &mongodb::Database,
+    namespace: &Namespace,
+) -> Result<Option<RawDocumentBuf>, Transient> {
+    let Some(concern) = db
+        .write_concern()
+        .filter(|c| *c != &mongodb::options::WriteConcern::default())
+    else {
+        return Ok(None);
+    };
+    bson::to_raw_document_buf(concern)
+        .map(Some)
+        .map_err(|e| Transient {
+            namespace: namespace.to_string(),
+            source: Box::new(e),
+        })
+}
+
 async fn write_namespace(
     client: &mongodb::Client,
     namespace: &Namespace,
     statements: &[Statement],
+    own_concern: Option<&RawDocumentBuf>,
 ) -> Result<Outcome, Transient> {
     let db = client.database(&namespace.db);
+    let concern = match own_concern {
+        Some(concern) => Some(concern.clone()),
+        None => write_concern(&db, namespace)?,
+    };
     let mut outcome = Outcome::default();
     let mut start = 0;
     while start < statements.len() {
@@ -327,17 +548,22 @@ async fn write_namespace(
             bytes += statements[end].bytes.as_bytes().len();
             end += 1;
         }
-        send(
-            &db,
+        let target = Target {
+            db: &db,
             namespace,
-            command,
-            &statements[start..end],
-            &mut outcome,
-        )
-        .await?;
+            concern: concern.as_ref(),
+        };
+        send(&target, command, &statements[start..end], &mut outcome).await?;
         start = end;
     }
     Ok(outcome)
+}
+
+/// Where a command goes, and the write concern it carries.
+struct Target<'a> {
+    db: &'a mongodb::Database,
+    namespace: &'a Namespace,
+    concern: Option<&'a RawDocumentBuf>,
 }
 
 /// Unordered only when every statement names a different `_id`.
@@ -352,58 +578,62 @@ fn needs_order(statements: &[Statement]) -> bool {
 
 /// Sends one command, and again from after each refused statement of an ordered one.
 async fn send(
-    db: &mongodb::Database,
-    namespace: &Namespace,
+    target: &Target<'_>,
     command: Command,
     mut statements: &[Statement],
     outcome: &mut Outcome,
 ) -> Result<(), Transient> {
+    let namespace = target.namespace;
+    let transient = |source: Box<dyn std::error::Error + Send + Sync>| Transient {
+        namespace: namespace.to_string(),
+        source,
+    };
     let ordered = needs_order(statements);
     while !statements.is_empty() {
-        let body =
-            command_body(command, &namespace.coll, statements, ordered).map_err(|e| Transient {
-                namespace: namespace.to_string(),
-                source: Box::new(e),
-            })?;
-        let reply = match db.run_raw_command(body).await {
+        let mut body = command_body(command, &namespace.coll, statements, ordered)
+            .map_err(|e| transient(Box::new(e)))?;
+        if let Some(concern) = target.concern {
+            body.append_ref("writeConcern", RawBsonRef::Document(concern));
+        }
+        // What was known before this attempt; from now on, each may have been applied.
+        let prior: Vec<u8> = statements
+            .iter()
+            .map(|s| {
+                let prior = s.state.load(Ordering::SeqCst);
+                if prior == state::UNSENT {
+                    s.state.store(state::UNKNOWN, Ordering::SeqCst);
+                }
+                prior
+            })
+            .collect();
+        let reply = match target.db.run_raw_command(body).await {
             Ok(reply) => reply,
             Err(error) => match permanent_code(&error) {
                 // One of the statements is refused as a whole command: find which, alone.
                 Some(_) if statements.len() > 1 => {
+                    for (s, prior) in statements.iter().zip(&prior) {
+                        s.state.store(*prior, Ordering::SeqCst);
+                    }
                     for s in statements {
-                        Box::pin(send(
-                            db,
-                            namespace,
-                            command,
-                            std::slice::from_ref(s),
-                            outcome,
-                        ))
-                        .await?;
+                        Box::pin(send(target, command, std::slice::from_ref(s), outcome)).await?;
                     }
                     return Ok(());
                 }
                 Some(_) => {
                     let s = &statements[0];
+                    s.state.store(state::REFUSED, Ordering::SeqCst);
                     outcome
                         .refused
                         .push((s.index, RecordError::new(Stage::Write, error.to_string())));
                     return Ok(());
                 }
-                None => {
-                    return Err(Transient {
-                        namespace: namespace.to_string(),
-                        source: Box::new(error),
-                    })
-                }
+                None => return Err(transient(Box::new(error))),
             },
         };
         if let Ok(concern) = reply.get_document("writeConcernError") {
-            return Err(Transient {
-                namespace: namespace.to_string(),
-                source: format!("write concern error: {concern}").into(),
-            });
+            return Err(transient(format!("write concern error: {concern}").into()));
         }
-        let mut failed: Vec<(usize, i32, String)> = Vec::new();
+        let mut failed: Vec<(usize, i32, String, bool)> = Vec::new();
         if let Ok(errors) = reply.get_array("writeErrors") {
             for e in errors {
                 let Some(e) = e.as_document() else { continue };
@@ -419,12 +649,9 @@ async fn send(
                 let code = i32::try_from(code).unwrap_or(i32::MAX);
                 let message = e.get_str("errmsg").unwrap_or("refused").to_owned();
                 if TRANSIENT_CODES.contains(&code) {
-                    return Err(Transient {
-                        namespace: namespace.to_string(),
-                        source: format!("write error {code}: {message}").into(),
-                    });
+                    return Err(transient(format!("write error {code}: {message}").into()));
                 }
-                failed.push((index, code, message));
+                failed.push((index, code, message, duplicate_on_id(e)));
             }
         }
         failed.sort_by_key(|f| f.0);
@@ -434,23 +661,44 @@ async fn send(
             None
         };
         let attempted = stop.map_or(statements.len(), |i| (i + 1).min(statements.len()));
-        let mut applied = 0;
-        for (position, s) in statements.iter().take(attempted).enumerate() {
-            match failed.iter().find(|f| f.0 == position) {
-                Some((_, code, message)) => outcome.refused.push((
-                    s.index,
-                    RecordError::new(
-                        Stage::Write,
-                        format!("MongoDB refused the {}: error {code}: {message}", s.kind),
-                    ),
-                )),
-                None => {
-                    applied += 1;
+        for (position, s) in statements.iter().enumerate().take(attempted) {
+            let settled = match failed.iter().find(|f| f.0 == position) {
+                None => Settled::Applied,
+                Some((_, code, message, on_id)) => {
+                    match settle(command, s.guarded, prior[position], *code, *on_id) {
+                        Settled::Refused => {
+                            outcome.refused.push((
+                                s.index,
+                                RecordError::new(
+                                    Stage::Write,
+                                    format!(
+                                        "MongoDB refused the {}: error {code}: {message}",
+                                        s.kind
+                                    ),
+                                ),
+                            ));
+                            Settled::Refused
+                        }
+                        other => other,
+                    }
+                }
+            };
+            match settled {
+                Settled::Applied => {
+                    s.state.store(state::APPLIED, Ordering::SeqCst);
                     bump(outcome, s.kind);
                 }
+                Settled::Stale => {
+                    s.state.store(state::APPLIED, Ordering::SeqCst);
+                    outcome.stale += 1;
+                }
+                Settled::Refused => s.state.store(state::REFUSED, Ordering::SeqCst),
             }
         }
-        let _ = applied;
+        // An ordered command stopped at its first error: what follows was not attempted.
+        for (s, prior) in statements.iter().zip(&prior).skip(attempted) {
+            s.state.store(*prior, Ordering::SeqCst);
+        }
         statements = &statements[attempted..];
     }
     Ok(())
@@ -513,6 +761,8 @@ mod tests {
             kind: i.op.kind(),
             id: i.op.document_id(),
             bytes: statement(i.op).expect("encodes"),
+            guarded: false,
+            state: AtomicU8::new(state::UNSENT),
         }
     }
 
@@ -599,6 +849,113 @@ mod tests {
     }
 
     #[test]
+    fn a_sinks_write_concern_is_the_commands() {
+        let concern = write_concern_of(&WriteConcernConfig {
+            w: Some(WriteAcknowledgment::Named("majority".into())),
+            journal: Some(true),
+            wtimeout: Some(std::time::Duration::from_millis(2500)),
+        });
+        assert_eq!(
+            concern.to_document().expect("document"),
+            doc! {"w": "majority", "j": true, "wtimeout": 2500i64}
+        );
+        let nodes = write_concern_of(&WriteConcernConfig {
+            w: Some(WriteAcknowledgment::Nodes(2)),
+            ..WriteConcernConfig::default()
+        });
+        assert_eq!(nodes.to_document().expect("document"), doc! {"w": 2i64});
+    }
+
+    /// Issue 21, item 12: a duplicate `_id` on an insert that may have been applied by an
+    /// earlier attempt of its batch is that attempt's own write; the first time, or on
+    /// another index, it is a refusal.
+    #[test]
+    fn a_duplicate_id_on_a_retried_insert_is_its_own_earlier_write() {
+        use state::{APPLIED, REFUSED, UNKNOWN, UNSENT};
+        let insert = |prior, code, on_id| settle(Command::Insert, false, prior, code, on_id);
+        assert_eq!(insert(UNKNOWN, DUPLICATE_KEY, true), Settled::Applied);
+        assert_eq!(insert(APPLIED, DUPLICATE_KEY, true), Settled::Applied);
+        assert_eq!(insert(UNSENT, DUPLICATE_KEY, true), Settled::Refused);
+        assert_eq!(insert(REFUSED, DUPLICATE_KEY, true), Settled::Refused);
+        assert_eq!(insert(UNKNOWN, DUPLICATE_KEY, false), Settled::Refused);
+        assert_eq!(insert(UNKNOWN, 121, true), Settled::Refused);
+        // A guarded upsert meeting a newer version is stale; unguarded, a refusal.
+        assert_eq!(
+            settle(Command::Update, true, UNSENT, DUPLICATE_KEY, true),
+            Settled::Stale
+        );
+        assert_eq!(
+            settle(Command::Update, false, UNSENT, DUPLICATE_KEY, true),
+            Settled::Refused
+        );
+        assert!(duplicate_on_id(&doc! {"keyPattern": {"_id": 1}}));
+        assert!(!duplicate_on_id(&doc! {"keyPattern": {"sku": 1}}));
+        assert!(duplicate_on_id(
+            &doc! {"errmsg": "E11000 duplicate key error collection: d.c index: _id_ dup key: { _id: 1 }"}
+        ));
+        assert!(!duplicate_on_id(
+            &doc! {"errmsg": "E11000 duplicate key error collection: d.c index: sku_1 dup key: { sku: 1 }"}
+        ));
+    }
+
+    /// Issue 21, item 11: the stale write guard goes into the filter of `_id`-based
+    /// upserts that carry the field, and nowhere else.
+    #[test]
+    fn the_stale_write_guard_conditions_upserts_on_the_stored_version() {
+        let replace = item(
+            0,
+            WriteOp::Replace {
+                filter: doc! {"_id": 1},
+                replacement: doc! {"_id": 1, "meta": {"v": 7}},
+                upsert: true,
+            },
+        );
+        let (op, guarded_) = guarded(replace.op, "meta.v").expect("guards");
+        assert!(guarded_);
+        let RawWrite::Replace { filter, .. } = op else {
+            panic!("a replace");
+        };
+        assert_eq!(
+            filter.to_document().expect("document"),
+            doc! {"_id": 1, "$or": [{"meta.v": {"$lte": 7}}, {"meta.v": {"$exists": false}}]}
+        );
+        let update = item(
+            1,
+            WriteOp::Update {
+                filter: doc! {"_id": 2},
+                update: crate::sink::model::UpdateSpec::Operators(doc! {"$set": {"v": 3}}),
+                upsert: true,
+            },
+        );
+        let (op, guarded_) = guarded(update.op, "v").expect("guards");
+        assert!(guarded_);
+        let RawWrite::Update { filter, .. } = op else {
+            panic!("an update");
+        };
+        assert_eq!(
+            filter.to_document().expect("document"),
+            doc! {"_id": 2, "$or": [{"v": {"$lte": 3}}, {"v": {"$exists": false}}]}
+        );
+        // Without the field, a delete, an insert: unguarded, unchanged.
+        for op in [
+            WriteOp::Replace {
+                filter: doc! {"_id": 1},
+                replacement: doc! {"_id": 1},
+                upsert: true,
+            },
+            WriteOp::Delete {
+                filter: doc! {"_id": 1},
+            },
+            WriteOp::Insert(doc! {"_id": 1, "v": 1}),
+        ] {
+            let raw = item(2, op).op;
+            let (same, guarded_) = guarded(raw.clone(), "v").expect("passes");
+            assert!(!guarded_);
+            assert_eq!(same, raw);
+        }
+    }
+
+    #[test]
     fn prepare_groups_by_collection_in_order_and_refuses_what_is_too_large() {
         let other = Namespace {
             db: "d".into(),
@@ -612,7 +969,7 @@ mod tests {
         items[1].namespace = other.clone();
         let big = "x".repeat(MAX_DOCUMENT_BYTES);
         items.push(item(3, WriteOp::Insert(doc! {"_id": 4, "big": big})));
-        let prepared = prepare(items);
+        let prepared = prepare(items, None);
         let names: Vec<&Namespace> = prepared.namespaces().collect();
         assert_eq!(names.len(), 2);
         assert_eq!(names[1], &other);

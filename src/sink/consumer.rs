@@ -16,6 +16,12 @@
 //! waits (up to the shutdown deadline) until the writers finished the write on their way,
 //! committed it and stopped, and the readers dropped their queues; then it fences the
 //! leases, so nothing written or committed afterwards can come from them.
+//!
+//! Lost assignment: when the group session expired (the process was paused or cut off from
+//! the broker past `session.timeout.ms`), librdkafka revokes with the assignment lost. The
+//! partitions may have a new owner already: their leases are fenced at once, without
+//! waiting for the write on its way or committing it. A process that was stopped that long
+//! is caught earlier by [`watch_session`], before librdkafka notices (see [`SessionClock`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -33,7 +39,7 @@ use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::lease::{Incarnation, Lease};
+use super::lease::{Incarnation, Lease, LeaseState, SessionClock};
 use super::stall::{self, StallChange, StallDetector};
 use super::writer::{Assignment, OffsetCommitter, PartitionWriter, Record, WriterFailed};
 use super::SinkError;
@@ -142,6 +148,16 @@ impl Partitions {
         self.lock().drain().collect()
     }
 
+    /// Fences every owned partition's lease (their session is lost), leaving them owned
+    /// until librdkafka revokes them; answers which.
+    fn fence_all(&self) -> Vec<Partition> {
+        let owned = self.lock();
+        for o in owned.values() {
+            o.lease.fence();
+        }
+        owned.keys().cloned().collect()
+    }
+
     fn take(&self, partitions: &[Partition]) -> Vec<(Partition, Owned)> {
         let mut owned = self.lock();
         partitions
@@ -204,6 +220,8 @@ pub struct ContextParts {
     pub status: StatusBoard,
     /// The pipeline's memory budget, shared by its partitions.
     pub budget: Budget,
+    /// The group session as this process sees it; every lease belongs to it.
+    pub session: Arc<SessionClock>,
 }
 
 /// The consumer's context: sets up and tears down partitions on rebalances, exports the
@@ -300,7 +318,7 @@ impl RebalanceContext {
             return;
         };
         let incarnation = Incarnation(parts.partitions.incarnations.fetch_add(1, Ordering::SeqCst));
-        let lease = Arc::new(Lease::new(incarnation));
+        let lease = Arc::new(Lease::in_session(incarnation, parts.session.clone()));
         let (alive, gone) = std::sync::mpsc::channel();
         let progress = Arc::new(AtomicU64::new(0));
         let Some(writer) = (parts.make_writer)(Assignment {
@@ -339,6 +357,26 @@ impl RebalanceContext {
             // Assigned twice without a revoke between: the earlier writer must not go on.
             tracing::warn!(pipeline = %parts.pipeline, %partition, "a partition was assigned again before being revoked; fencing its earlier writer");
             self.release(vec![(partition, previous)]);
+        }
+    }
+
+    /// Fences the writers of `owned` at once: their assignment is lost, the partitions may
+    /// have a new owner already, so nothing more is written or committed.
+    fn release_lost(&self, owned: Vec<(Partition, Owned)>) {
+        let parts = &self.parts;
+        let names: Vec<String> = owned.iter().map(|(p, _)| p.to_string()).collect();
+        tracing::warn!(pipeline = %parts.pipeline, partitions = ?names, session_timeout = ?parts.session.timeout(), "partitions lost: the consumer group session expired; their writers are fenced at once (a write already on its way may still land: `stale_write_guard` keeps it from overwriting a newer version)");
+        // Those the session watch fenced already were counted there.
+        let newly = owned
+            .iter()
+            .filter(|(_, o)| o.lease.state() != LeaseState::Fenced)
+            .count();
+        parts
+            .metrics
+            .assignments_lost(&parts.pipeline, newly as u64);
+        for (_, o) in owned {
+            o.lease.fence();
+            drop(o.stop_reading);
         }
     }
 
@@ -419,12 +457,22 @@ fn partitions_of(list: &TopicPartitionList) -> Vec<Partition> {
 }
 
 impl ConsumerContext for RebalanceContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(revoked) = rebalance else {
             return;
         };
         let owned = self.parts.partitions.take(&partitions_of(revoked));
         if owned.is_empty() {
+            return;
+        }
+        if consumer.assignment_lost() {
+            self.parts.metrics.forget_consumer_lag(&self.parts.pipeline);
+            for (partition, _) in &owned {
+                if self.stalls().forget(partition) {
+                    self.report_stall(partition, Some(StallChange::Recovered), 0);
+                }
+            }
+            self.release_lost(owned);
             return;
         }
         let names: Vec<String> = owned.iter().map(|(p, _)| p.to_string()).collect();
@@ -544,6 +592,37 @@ impl Reader {
         }
         drop(queue);
     }
+}
+
+/// How often [`watch_session`] marks the process running.
+const SESSION_TICK: Duration = Duration::from_millis(200);
+
+/// Marks `session` every [`SESSION_TICK`] on a thread of its own (a revoke blocking the
+/// consumer's thread is no pause of the process), until `partitions` is gone; when the
+/// process did not run for the session timeout, fences every owned partition at once: the
+/// broker gave them away meanwhile, and librdkafka will say so only a moment later.
+pub fn watch_session(
+    pipeline: String,
+    session: Arc<SessionClock>,
+    partitions: Weak<Partitions>,
+    metrics: Metrics,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("session-{pipeline}"))
+        .spawn(move || loop {
+            std::thread::sleep(SESSION_TICK);
+            let Some(partitions) = partitions.upgrade() else {
+                return;
+            };
+            session.tick(Instant::now(), |gap| {
+                let fenced = partitions.fence_all();
+                if fenced.is_empty() {
+                    return;
+                }
+                tracing::warn!(pipeline = %pipeline, paused_for = ?gap, session_timeout = ?session.timeout(), partitions = ?fenced.iter().map(ToString::to_string).collect::<Vec<_>>(), "the process did not run for longer than the consumer group session timeout: its partitions belong to another consumer now; their writers are fenced");
+                metrics.assignments_lost(&pipeline, fenced.len() as u64);
+            });
+        })
 }
 
 /// Polls the consumer's own queue (rebalances, statistics, errors) until `stop` resolves.

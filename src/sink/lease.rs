@@ -12,9 +12,18 @@
 //!
 //! Every message a writer sends carries its incarnation, so the supervisor can tell a
 //! current writer's failure from a revoked one's.
+//!
+//! A lost assignment (the group session expired: the process was paused, or cut off from
+//! the broker, longer than `session.timeout.ms`) is fenced at once, without waiting for the
+//! write on its way: the partition may have a new owner already. A process that was stopped
+//! longer than the session timeout learns it from librdkafka only after it ran again for a
+//! moment, so a lease also holds the [`SessionClock`]: once the process has not run for the
+//! session timeout, no write starts and nothing is committed under it, whichever thread
+//! wakes first.
 
 use std::fmt;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -40,6 +49,55 @@ pub enum LeaseState {
     Fenced,
 }
 
+/// Whether this process ran recently enough for its consumer group session to be alive:
+/// a ticker marks it every few hundred milliseconds; a gap of the session timeout or more
+/// means the process was stopped (a paused VM, SIGSTOP) long enough for the broker to give
+/// its partitions to another consumer.
+#[derive(Debug)]
+pub struct SessionClock {
+    timeout: Duration,
+    last_tick: Mutex<Instant>,
+}
+
+impl SessionClock {
+    /// A clock for a session of `timeout` (`session.timeout.ms`), marked at `now`.
+    pub fn new(timeout: Duration, now: Instant) -> Self {
+        Self {
+            timeout,
+            last_tick: Mutex::new(now),
+        }
+    }
+
+    /// The session timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether the gap between the last mark and `now` still lets the session be alive.
+    pub fn may_be_alive(&self, now: Instant) -> bool {
+        let last = *self
+            .last_tick
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        now.saturating_duration_since(last) < self.timeout
+    }
+
+    /// Marks the process running at `now`, after `on_gap` ran with the gap when it was the
+    /// session timeout or more (the caller fences its leases there: until the mark, no
+    /// lease of this clock is live, so nothing slips between).
+    pub fn tick(&self, now: Instant, on_gap: impl FnOnce(Duration)) {
+        let mut last = self
+            .last_tick
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let gap = now.saturating_duration_since(*last);
+        if gap >= self.timeout {
+            on_gap(gap);
+        }
+        *last = now;
+    }
+}
+
 /// One incarnation's right to write and commit its partition.
 #[derive(Debug)]
 pub struct Lease {
@@ -47,6 +105,8 @@ pub struct Lease {
     state: watch::Sender<LeaseState>,
     /// Held across a commit and across fencing, so the two never interleave.
     gate: Mutex<()>,
+    /// The group session the assignment belongs to, when one is watched.
+    session: Option<Arc<SessionClock>>,
 }
 
 impl Lease {
@@ -56,7 +116,23 @@ impl Lease {
             incarnation,
             state: watch::Sender::new(LeaseState::Live),
             gate: Mutex::new(()),
+            session: None,
         }
+    }
+
+    /// A live lease of `incarnation` in the group session `session`: not live once the
+    /// process has not run for the session timeout.
+    pub fn in_session(incarnation: Incarnation, session: Arc<SessionClock>) -> Self {
+        Self {
+            session: Some(session),
+            ..Self::new(incarnation)
+        }
+    }
+
+    fn session_may_be_alive(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_none_or(|s| s.may_be_alive(Instant::now()))
     }
 
     /// The incarnation holding the lease.
@@ -69,9 +145,9 @@ impl Lease {
         *self.state.borrow()
     }
 
-    /// Whether a new write may start.
+    /// Whether a new write may start: the lease is live and its session may be.
     pub fn is_live(&self) -> bool {
-        self.state() == LeaseState::Live
+        self.state() == LeaseState::Live && self.session_may_be_alive()
     }
 
     /// Begins the end: no new write starts (a fenced lease stays fenced).
@@ -95,7 +171,7 @@ impl Lease {
     /// `None` when fenced.
     pub fn commit_with<T>(&self, commit: impl FnOnce() -> T) -> Option<T> {
         let _gate = self.gate.lock().unwrap_or_else(PoisonError::into_inner);
-        (self.state() != LeaseState::Fenced).then(commit)
+        (self.state() != LeaseState::Fenced && self.session_may_be_alive()).then(commit)
     }
 
     /// Resolves once the lease is no longer live.
@@ -152,6 +228,32 @@ mod tests {
         assert!(done.load(Ordering::SeqCst));
         assert_eq!(committing.join().ok().flatten(), Some("committed"));
         assert_eq!(lease.commit_with(|| "late"), None);
+    }
+
+    /// Issue 21, item 11: a process stopped longer than its session timeout starts no
+    /// write and commits nothing when it runs again, whether the writer or the ticker wakes
+    /// first; the ticker reports the gap once.
+    #[test]
+    fn a_process_stopped_past_the_session_timeout_writes_and_commits_nothing() {
+        let start = Instant::now();
+        let clock = Arc::new(SessionClock::new(Duration::from_secs(6), start));
+        let lease = Lease::in_session(Incarnation(1), clock.clone());
+        assert!(lease.is_live());
+        clock.tick(start + Duration::from_secs(5), |_| panic!("no gap yet"));
+        assert!(clock.may_be_alive(start + Duration::from_secs(10)));
+        // Stopped from 5 s to 12 s: the writer wakes first.
+        assert!(!clock.may_be_alive(start + Duration::from_secs(12)));
+        let mut gaps = Vec::new();
+        clock.tick(start + Duration::from_secs(12), |gap| {
+            gaps.push(gap);
+            lease.fence();
+        });
+        assert_eq!(gaps, [Duration::from_secs(7)]);
+        assert!(!lease.is_live());
+        assert_eq!(lease.commit_with(|| "late"), None);
+        clock.tick(start + Duration::from_secs(13), |_| panic!("one gap"));
+        // A lease without a session is not affected.
+        assert!(Lease::new(Incarnation(2)).is_live());
     }
 
     #[tokio::test]

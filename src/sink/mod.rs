@@ -17,6 +17,7 @@ pub mod decode;
 pub mod extjson;
 pub mod id;
 pub mod lease;
+pub mod lifecycle;
 pub mod model;
 pub mod process;
 pub mod rate_limit;
@@ -37,12 +38,13 @@ use self::consumer::{
     ConsumerHandle, ContextParts, Partitions, RebalanceContext, SinkConsumer, WriterFactory,
 };
 use self::convert::Converter;
+use self::lease::SessionClock;
+use self::lifecycle::Restarts;
 use self::model::RecordError;
 use self::rate_limit::RateLimit;
 use self::writer::{
     Assignment, DeadLetters, Flush, PartitionWriter, WriterFailed, WriterSettings, WriterShared,
 };
-use crate::backoff::Backoff;
 use crate::budget::{Budget, Report as BudgetReport};
 use crate::clients::kafka;
 use crate::config::{KafkaConfig, SinkConfig, Tolerance};
@@ -141,7 +143,7 @@ pub struct SinkSupervisor {
     status: StatusBoard,
     running: Option<Running>,
     stopping: bool,
-    restarts: Backoff,
+    restarts: Restarts,
     /// The first incarnation number of the next run.
     next_incarnation: u64,
 }
@@ -167,7 +169,7 @@ impl SinkSupervisor {
             status,
             running: None,
             stopping: false,
-            restarts: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
+            restarts: Restarts::default(),
             next_incarnation: 0,
         }
     }
@@ -198,6 +200,10 @@ impl SinkSupervisor {
             writers_thread.clone(),
             registry_readiness(&self.readiness, &config.name),
         );
+        let session = Arc::new(SessionClock::new(
+            session_timeout(&self.kafka),
+            std::time::Instant::now(),
+        ));
         let context = RebalanceContext::new(ContextParts {
             pipeline: config.name.clone(),
             partitions: partitions.clone(),
@@ -216,6 +222,7 @@ impl SinkSupervisor {
                     readiness: self.readiness.clone(),
                 }),
             ),
+            session: session.clone(),
         });
         let consumer = Arc::new(
             kafka::consumer_with_context(
@@ -238,6 +245,13 @@ impl SinkSupervisor {
         consumer
             .subscribe(&names)
             .map_err(|e| SinkError::Start(format!("subscribing to {names:?}: {e}")))?;
+        consumer::watch_session(
+            config.name.clone(),
+            session,
+            Arc::downgrade(&partitions),
+            self.metrics.clone(),
+        )
+        .map_err(|e| SinkError::Start(format!("starting the session watch: {e}")))?;
         let (stop, stop_rx) = tokio::sync::oneshot::channel();
         let (done_tx, done) = tokio::sync::oneshot::channel();
         let thread = Arbiter::new();
@@ -259,7 +273,14 @@ impl SinkSupervisor {
             partitions,
             thread,
         });
-        self.readiness.clear(&health::pipeline(&config.name));
+        // A pipeline restarted after a failure stays reported until it ran healthily.
+        match self.restarts.healthy_at() {
+            Some(at) if self.restarts.is_failing(tokio::time::Instant::now()) => {
+                let wait = at.saturating_duration_since(tokio::time::Instant::now());
+                ctx.run_later(wait, |act, _| act.check_healthy());
+            }
+            _ => self.readiness.clear(&health::pipeline(&config.name)),
+        }
         tracing::info!(
             pipeline = %config.name,
             topics = ?subscription,
@@ -309,6 +330,23 @@ impl SinkSupervisor {
         }
     }
 
+    /// Clears the pipeline's failure on `/ready` once it ran healthily since its last restart.
+    fn check_healthy(&mut self) {
+        if self.stopping
+            || self.running.is_none()
+            || self.restarts.is_failing(tokio::time::Instant::now())
+        {
+            return;
+        }
+        if self
+            .readiness
+            .has_problem(&health::pipeline(&self.config.name))
+        {
+            tracing::info!(pipeline = %self.config.name, healthy_for = ?lifecycle::HEALTHY_RUN, "sink pipeline healthy again after its restarts");
+            self.readiness.clear(&health::pipeline(&self.config.name));
+        }
+    }
+
     fn fail(&mut self, error: SinkError, ctx: &mut Context<Self>) {
         tracing::error!(pipeline = %self.config.name, %error, "sink pipeline failed; it stays stopped until the configuration changes or the daemon restarts");
         self.metrics
@@ -320,6 +358,20 @@ impl SinkSupervisor {
         self.stopping = true;
         ctx.spawn(self.drain().into_actor(self).map(|_, _, _| ()));
     }
+}
+
+/// librdkafka's default `session.timeout.ms`.
+const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// The consumer group session timeout the pipeline's consumer runs with
+/// (`kafka.consumer` over `kafka.properties`, else librdkafka's default).
+fn session_timeout(kafka: &KafkaConfig) -> Duration {
+    kafka
+        .consumer
+        .get("session.timeout.ms")
+        .or_else(|| kafka.properties.get("session.timeout.ms"))
+        .and_then(|ms| ms.trim().parse::<u64>().ok())
+        .map_or(DEFAULT_SESSION_TIMEOUT, Duration::from_millis)
 }
 
 /// Whether any topic of the pipeline dead-letters.
@@ -377,6 +429,11 @@ fn writer_factory(
                     mailbox_capacity: config.queue_capacity,
                     max_retries: topic_config.max_num_retries,
                     rate_limit: RateLimit::new(&topic_config),
+                    stale_write_guard: topic_config.stale_write_guard.clone(),
+                    write_concern: topic_config
+                        .write_concern
+                        .as_ref()
+                        .map(bulk::write_concern_of),
                 });
                 cache.insert(topic.to_owned(), built.clone());
                 built
@@ -429,15 +486,20 @@ impl Handler<WriterFailed> for SinkSupervisor {
             return;
         }
         if msg.error.may_pass() {
-            let delay = self.restarts.next_delay();
-            tracing::warn!(pipeline = %self.config.name, partition = %msg.partition, error = %msg.error, retry_in = ?delay, "restarting the sink pipeline from its committed offsets");
+            let restart = self.restarts.failed(tokio::time::Instant::now());
+            let delay = restart.delay;
+            tracing::warn!(pipeline = %self.config.name, partition = %msg.partition, error = %msg.error, retry_in = ?delay, failures_in_a_row = restart.in_a_row, "restarting the sink pipeline from its committed offsets");
             self.metrics
                 .actor_restarted(&self.config.name, "sink_pipeline", msg.error.kind());
-            // Until it runs again, `/ready` says why: a failure that keeps coming back (a dead
-            // letter topic the daemon may not write to) shows for most of every backoff.
+            // `/ready` says why until the pipeline ran healthily again: a failure that keeps
+            // coming back (a dead letter topic the daemon may not write to) shows the whole
+            // time, not only during each backoff.
             self.readiness.set_problem(
                 health::pipeline(&self.config.name),
-                format!("sink pipeline restarting in {delay:?} after: {}", msg.error),
+                format!(
+                    "sink pipeline failing ({} failures in a row, restarting in {delay:?}) after: {}",
+                    restart.in_a_row, msg.error
+                ),
             );
             let drained = self.drain();
             ctx.spawn(drained.into_actor(self).map(move |_, _, ctx| {

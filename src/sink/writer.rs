@@ -153,6 +153,11 @@ pub struct WriterSettings {
     pub max_retries: u32,
     /// When a writer pauses between batches (`rate_limiting_*`); each writer counts its own.
     pub rate_limit: RateLimit,
+    /// `stale_write_guard`: the field whose older value never overwrites a newer one.
+    pub stale_write_guard: Option<String>,
+    /// The sink's own `write_concern`, as the commands carry it; `None`: the connection
+    /// string's.
+    pub write_concern: Option<bson::RawDocumentBuf>,
 }
 
 /// One assignment of a partition to a writer.
@@ -563,7 +568,7 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
         }
     }
     // Encoded once: a retry sends the same statements again.
-    let prepared = bulk::prepare(items);
+    let prepared = bulk::prepare(items, settings.stale_write_guard.as_deref());
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let outcome = loop {
         if !job.lease.is_live() {
@@ -596,6 +601,10 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
     drop(permit);
     for (kind, n) in &outcome.applied {
         shared.metrics.sink_written(pipeline, kind, *n);
+    }
+    if outcome.stale > 0 {
+        shared.metrics.stale_writes_skipped(pipeline, outcome.stale);
+        tracing::debug!(pipeline, partition = %name, skipped = outcome.stale, "stale writes skipped: a newer version is stored");
     }
     refused.extend(outcome.refused);
     let settlement = batch.settle(refused);
@@ -684,7 +693,7 @@ async fn write_items(
                 .insert(namespace);
         }
     }
-    bulk::execute(&shared.mongo, prepared)
+    bulk::execute(&shared.mongo, prepared, settings.write_concern.as_ref())
         .await
         .map_err(|e| e.to_string())
 }

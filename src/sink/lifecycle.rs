@@ -1,0 +1,143 @@
+//! [`Restarts`]: when a sink pipeline restarts after a failure that may pass, and whether
+//! it is still failing, as pure decisions the supervisor carries out (as the source's
+//! `RestartPolicy` and `Lifecycle`).
+//!
+//! A failure that keeps coming back (a dead letter topic the daemon may not write to, or
+//! that refuses every record) restarts the pipeline again and again. Such a pipeline is
+//! failing the whole time, not only during each backoff: `/ready` says so, with the last
+//! reason, from the first failure until the pipeline ran [`HEALTHY_RUN`] without failing
+//! again. The backoff grows while it fails, and starts over after such a healthy run, so one
+//! bad hour does not make every later recovery wait the longest delay.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::backoff::Backoff;
+
+/// How long a restarted pipeline runs without failing before it counts as healthy again:
+/// `/ready` stops reporting it and the backoff starts over.
+pub const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// The first restart's delay.
+const FIRST_DELAY: Duration = Duration::from_millis(500);
+/// The longest delay between restarts.
+const MAX_DELAY: Duration = Duration::from_secs(60);
+
+/// What to do about one failure that may pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restart {
+    /// Wait this long, then start the pipeline again.
+    pub delay: Duration,
+    /// Failures in a row, this one included (since the last healthy run).
+    pub in_a_row: u32,
+}
+
+/// The restarts of one sink pipeline.
+#[derive(Debug)]
+pub struct Restarts {
+    backoff: Backoff,
+    healthy_after: Duration,
+    /// When the pipeline last started again after a failure, while it has not run
+    /// `healthy_after` since.
+    failing_since_restart: Option<Instant>,
+}
+
+impl Default for Restarts {
+    fn default() -> Self {
+        Self::new(HEALTHY_RUN)
+    }
+}
+
+impl Restarts {
+    /// Restarts that count a run of `healthy_after` without failure as healthy.
+    pub fn new(healthy_after: Duration) -> Self {
+        Self {
+            backoff: Backoff::new(FIRST_DELAY, MAX_DELAY).reset_after(healthy_after),
+            healthy_after,
+            failing_since_restart: None,
+        }
+    }
+
+    /// The pipeline failed for a reason that may pass, at `now`: when to start it again.
+    pub fn failed(&mut self, now: Instant) -> Restart {
+        if !self.is_failing(now) {
+            // A healthy run lay between: the failures before it are forgotten.
+            self.backoff.reset();
+        }
+        let delay = self.backoff.next_delay();
+        self.failing_since_restart = Some(now + delay);
+        Restart {
+            delay,
+            in_a_row: self.backoff.failures(),
+        }
+    }
+
+    /// Whether the pipeline is still failing at `now`: it failed, and has not run
+    /// `healthy_after` since it was started again.
+    pub fn is_failing(&self, now: Instant) -> bool {
+        self.failing_since_restart
+            .is_some_and(|restarted| now.saturating_duration_since(restarted) < self.healthy_after)
+    }
+
+    /// When to ask [`Restarts::is_failing`] again to see the pipeline healthy (if it does not
+    /// fail meanwhile); `None` when it is not failing.
+    pub fn healthy_at(&self) -> Option<Instant> {
+        self.failing_since_restart
+            .map(|restarted| restarted + self.healthy_after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 21, item 12: a failure that keeps coming back keeps the pipeline failing
+    /// through every restart, with a growing backoff.
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_that_keeps_coming_back_stays_failing_with_a_growing_backoff() {
+        let mut restarts = Restarts::new(Duration::from_secs(60));
+        assert!(!restarts.is_failing(Instant::now()));
+        let mut delays = Vec::new();
+        for _ in 0..5 {
+            let restart = restarts.failed(Instant::now());
+            delays.push(restart.delay.as_millis());
+            // Started again after the delay, failing again a second later.
+            tokio::time::advance(restart.delay).await;
+            assert!(
+                restarts.is_failing(Instant::now()),
+                "failing right after a restart"
+            );
+            tokio::time::advance(Duration::from_secs(1)).await;
+            assert!(restarts.is_failing(Instant::now()));
+        }
+        assert_eq!(delays, [500, 1000, 2000, 4000, 8000]);
+        assert_eq!(restarts.failed(Instant::now()).in_a_row, 6);
+    }
+
+    /// Issue 21, item 12: after a healthy run the pipeline is no longer failing, and the
+    /// next failure waits the first delay again instead of the grown one.
+    #[tokio::test(start_paused = true)]
+    async fn a_healthy_run_clears_the_failure_and_resets_the_backoff() {
+        let mut restarts = Restarts::new(Duration::from_secs(60));
+        let mut last = Duration::ZERO;
+        for _ in 0..8 {
+            last = restarts.failed(Instant::now()).delay;
+            tokio::time::advance(last).await;
+        }
+        assert_eq!(last, MAX_DELAY);
+        let healthy_at = restarts.healthy_at().unwrap_or_else(|| panic!("failing"));
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(
+            restarts.is_failing(Instant::now()),
+            "59 s is not a healthy run"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(Instant::now(), healthy_at);
+        assert!(!restarts.is_failing(Instant::now()));
+        let restart = restarts.failed(Instant::now());
+        assert_eq!(restart.delay, FIRST_DELAY);
+        assert_eq!(restart.in_a_row, 1);
+        assert!(restarts.is_failing(Instant::now()));
+    }
+}
