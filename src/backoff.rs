@@ -1,4 +1,7 @@
-//! Capped exponential backoff, used wherever something is retried or restarted.
+//! Capped exponential backoff, used wherever something is retried or restarted; with
+//! [`Backoff::with_jitter`], every delay after the first is shortened by up to a quarter at
+//! random, so that daemons failing together (a broker restart, a MongoDB election) do not
+//! all come back at the same instant again and again.
 
 use std::time::Duration;
 
@@ -15,6 +18,8 @@ pub struct Backoff {
     healthy_after: Option<Duration>,
     /// When the last delay ends: the retried thing runs from then on.
     retry_at: Option<Instant>,
+    /// Whether delays after the first are spread over `[3/4, 1]` of their nominal length.
+    jitter: bool,
 }
 
 impl Backoff {
@@ -26,7 +31,16 @@ impl Backoff {
             failures: 0,
             healthy_after: None,
             retry_at: None,
+            jitter: false,
         }
+    }
+
+    /// Spreads every delay but the first over `[3/4, 1]` of its nominal length, at random:
+    /// for restarts, which many daemons may go through at once. The first stays exact, so a
+    /// single failure is retried when the logs say.
+    pub fn with_jitter(mut self) -> Self {
+        self.jitter = true;
+        self
     }
 
     /// Forgets past failures when the retried thing ran for `healthy` before failing again:
@@ -49,7 +63,12 @@ impl Backoff {
         }
         let factor = 2u32.saturating_pow(self.failures.min(31));
         self.failures = self.failures.saturating_add(1);
-        let delay = self.initial.saturating_mul(factor).min(self.max);
+        let nominal = self.initial.saturating_mul(factor).min(self.max);
+        let delay = if self.jitter && self.failures > 1 {
+            nominal.mul_f64(1.0 - random_fraction() / 4.0)
+        } else {
+            nominal
+        };
         self.retry_at = Some(now + delay);
         delay
     }
@@ -65,9 +84,62 @@ impl Backoff {
     }
 }
 
+/// A number in `[0, 1)`, different at every call: std's randomly keyed hasher over a
+/// counter and the clock (no cryptographic quality needed to spread retries).
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(CALLS.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    // 53 bits: every value exactly representable.
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_spreads_every_delay_but_the_first_within_a_quarter() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).with_jitter();
+        assert_eq!(
+            b.next_delay(),
+            Duration::from_millis(100),
+            "the first is exact"
+        );
+        let mut at_cap = Vec::new();
+        for failure in 1..60u32 {
+            let nominal = Duration::from_millis(100)
+                .saturating_mul(2u32.saturating_pow(failure.min(31)))
+                .min(Duration::from_secs(1));
+            let delay = b.next_delay();
+            assert!(
+                delay <= nominal && delay >= nominal.mul_f64(0.75),
+                "failure {failure}: {delay:?} outside [3/4, 1] of {nominal:?}"
+            );
+            if nominal == Duration::from_secs(1) {
+                at_cap.push(delay);
+            }
+        }
+        at_cap.sort();
+        at_cap.dedup();
+        assert!(
+            at_cap.len() > 10,
+            "delays at the cap do not spread: {at_cap:?}"
+        );
+        b.reset();
+        assert_eq!(
+            b.next_delay(),
+            Duration::from_millis(100),
+            "exact again after a reset"
+        );
+    }
 
     #[test]
     fn doubles_up_to_the_cap_and_resets() {

@@ -91,7 +91,8 @@ impl Supervisor {
             status,
             mongo: None,
             pipelines: BTreeMap::new(),
-            connect_backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+            connect_backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
+                .with_jitter(),
             probing: false,
             unhealthy: BTreeSet::new(),
             shutting_down: false,

@@ -53,7 +53,9 @@ impl Restarts {
     /// Restarts that count a run of `healthy_after` without failure as healthy.
     pub fn new(healthy_after: Duration) -> Self {
         Self {
-            backoff: Backoff::new(FIRST_DELAY, MAX_DELAY).reset_after(healthy_after),
+            backoff: Backoff::new(FIRST_DELAY, MAX_DELAY)
+                .reset_after(healthy_after)
+                .with_jitter(),
             healthy_after,
             failing_since_restart: None,
         }
@@ -111,7 +113,11 @@ mod tests {
             tokio::time::advance(Duration::from_secs(1)).await;
             assert!(restarts.is_failing(Instant::now()));
         }
-        assert_eq!(delays, [500, 1000, 2000, 4000, 8000]);
+        // Doubling, each after the first spread over [3/4, 1] of its length (jitter).
+        for (delay, nominal) in delays.iter().zip([500, 1000, 2000, 4000, 8000]) {
+            assert!(*delay <= nominal && *delay * 4 >= nominal * 3, "{delays:?}");
+        }
+        assert_eq!(delays[0], 500, "the first delay is exact");
         assert_eq!(restarts.failed(Instant::now()).in_a_row, 6);
     }
 
@@ -125,7 +131,10 @@ mod tests {
             last = restarts.failed(Instant::now()).delay;
             tokio::time::advance(last).await;
         }
-        assert_eq!(last, MAX_DELAY);
+        assert!(
+            last <= MAX_DELAY && last >= MAX_DELAY.mul_f64(0.75),
+            "{last:?}"
+        );
         let healthy_at = restarts.healthy_at().unwrap_or_else(|| panic!("failing"));
         tokio::time::advance(Duration::from_secs(59)).await;
         assert!(

@@ -321,14 +321,18 @@ pub struct SourceSupervisor {
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 fn restart_backoff() -> Backoff {
-    Backoff::new(Duration::from_millis(250), Duration::from_secs(30)).reset_after(HEALTHY_RUN)
+    Backoff::new(Duration::from_millis(250), Duration::from_secs(30))
+        .reset_after(HEALTHY_RUN)
+        .with_jitter()
 }
 
 /// How long a fenced slot waits before it is taken again: long enough for a daemon that was
 /// paused past its session timeout to hear from the group that the slot is gone (then the
 /// fence was its new owner's, and nothing is taken), doubling while fences repeat.
 fn fence_backoff() -> Backoff {
-    Backoff::new(Duration::from_secs(5), Duration::from_secs(60)).reset_after(HEALTHY_RUN)
+    Backoff::new(Duration::from_secs(5), Duration::from_secs(60))
+        .reset_after(HEALTHY_RUN)
+        .with_jitter()
 }
 
 impl SourceSupervisor {
@@ -1315,10 +1319,10 @@ mod tests {
             let delay = backoff.next_delay();
             tokio::time::advance(delay).await;
         }
-        assert_eq!(
-            backoff.next_delay(),
-            Duration::from_secs(30),
-            "a crash loop backs off"
+        let capped = backoff.next_delay();
+        assert!(
+            capped <= Duration::from_secs(30) && capped >= Duration::from_millis(22_500),
+            "a crash loop backs off to the cap, less its jitter: {capped:?}"
         );
         tokio::time::advance(Duration::from_secs(30)).await;
         // Then it runs healthily for an hour, and fails once.
