@@ -340,23 +340,8 @@ pub fn simplify(value: Bson) -> Value {
 }
 
 fn base64_encode(bytes: &[u8]) -> String {
-    // The relaxed extended JSON of a binary is `{"$binary": {"base64": ..., "subType": ..}}`:
-    // take its base64 rather than carry a second encoder.
-    match Bson::Binary(bson::Binary {
-        subtype: bson::spec::BinarySubtype::Generic,
-        bytes: bytes.to_vec(),
-    })
-    .into_relaxed_extjson()
-    {
-        Value::Object(mut outer) => match outer.remove("$binary") {
-            Some(Value::Object(mut inner)) => match inner.remove("base64") {
-                Some(Value::String(b64)) => b64,
-                _ => String::new(),
-            },
-            _ => String::new(),
-        },
-        _ => String::new(),
-    }
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// Decodes a value written in `format` back into a document (tests, and the sink's
