@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 
 pub use diff::{pipeline_names, ConfigDiff};
 pub use load::{load, load_str, ConfigError};
-pub use registry::{ca_certificates, json_schema_validator, RegistryAddress, SchemaRegistryConfig};
+pub use registry::{
+    ca_certificates, client_identity, json_schema_validator, RegistryAddress, SchemaRegistryConfig,
+};
 pub use secrets::masked;
 pub use sink::*;
 pub use source::*;

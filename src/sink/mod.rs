@@ -195,7 +195,7 @@ impl SinkSupervisor {
             shared,
             dead_letter_producer,
             writers_thread.clone(),
-            registry_readiness(&self.readiness, &config.name),
+            registry_readiness(&self.readiness, &self.metrics, &config.name),
         );
         let context = RebalanceContext::new(ContextParts {
             pipeline: config.name.clone(),

@@ -408,7 +408,11 @@ impl SourceSupervisor {
         };
         let conversion = Conversion::for_source(
             &self.config,
-            Some(registry_readiness(&self.readiness, &self.config.name)),
+            Some(registry_readiness(
+                &self.readiness,
+                &self.metrics,
+                &self.config.name,
+            )),
         );
         let mut slots = BTreeMap::new();
         for (slot, producer) in producers {

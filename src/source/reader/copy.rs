@@ -266,7 +266,7 @@ impl<'a> Copier<'a> {
                 batch.last_id = Some(id.to_raw_bson());
             }
             let event = copied_event(target.db, target.coll, id, &document);
-            if let Some(record) = reader.records().event(&event)? {
+            if let Some(record) = reader.records().event(&event).await? {
                 batch.bytes += record.value.as_ref().map_or(0, Vec::len);
                 batch.records.push(record);
             }

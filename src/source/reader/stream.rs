@@ -311,7 +311,7 @@ impl ReadLoop {
                     self.shared
                         .metrics
                         .event_read(pipeline, self.namespace(), records::lag(&raw));
-                    let records = self.records().event(&raw)?;
+                    let records = self.records().event(&raw).await?;
                     let records = records.into_iter().collect();
                     self.queue(&items, records, Self::position(token)).await?;
                     last_publish = Instant::now();
