@@ -217,6 +217,9 @@ url = "http://shared-registry:8081"
 username = "shown-registry-user"
 password = "REGISTRY-PW-1"
 ca_file = "/shown/ca.pem"
+cert_file = "/shown/client.pem"
+key_file = "/shown/client.key"
+proxy = "http://proxy-user:PROXY-PW-1@proxy:3128"
 timeout = "5s"
 
 [http]
@@ -271,7 +274,7 @@ stall_timeout = "9m"
 oversize = "split"
 queue_capacity = 9
 errors = { tolerance = "all", dead_letter_topic = "dlq", dead_letter_headers = "both" }
-schema_registry = { url = "http://source-registry:8081", username = "u", password = "REGISTRY-PW-2", ca_file = "/ca", timeout = "1s" }
+schema_registry = { url = "http://source-registry:8081", username = "u", password = "REGISTRY-PW-2", ca_file = "/ca", cert_file = "/c", key_file = "/k", proxy = "http://p:PROXY-PW-2@proxy:3128", timeout = "1s" }
 
 [[sink]]
 name = "shown-sink"
@@ -315,7 +318,7 @@ max_num_retries = 14
 rate_limiting_every_n = 15
 rate_limiting_timeout = "16ms"
 errors = { tolerance = "all", dead_letter_topic = "sink-dlq", dead_letter_headers = "mkb" }
-schema_registry = { url = "http://sink-registry:8081", username = "u", password = "REGISTRY-PW-3", ca_file = "/ca", timeout = "1s" }
+schema_registry = { url = "http://sink-registry:8081", username = "u", password = "REGISTRY-PW-3", ca_file = "/ca", cert_file = "/c", key_file = "/k", proxy = "http://p:PROXY-PW-3@proxy:3128", timeout = "1s" }
 [sink.topic_overrides.t1]
 collection = "shown-override"
 schema_registry = { url = "http://override-registry:8081", username = "u", password = "REGISTRY-PW-4" }
@@ -416,6 +419,9 @@ schema_registry = { url = "http://override-registry:8081", username = "u", passw
             "REGISTRY-PW-2",
             "REGISTRY-PW-3",
             "REGISTRY-PW-4",
+            "PROXY-PW-1",
+            "PROXY-PW-2",
+            "PROXY-PW-3",
         ] {
             assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
         }
@@ -432,6 +438,8 @@ schema_registry = { url = "http://override-registry:8081", username = "u", passw
             "http://override-registry:8081",
             "mongodb://app:****@db1:27017",
             "event_id",
+            "/shown/client.key",
+            "http://proxy-user:****@proxy:3128",
         ] {
             assert!(printed.contains(shown), "{shown} masked:\n{printed}");
         }
