@@ -6,6 +6,7 @@
 //! express live in [`validate`].
 
 mod diff;
+mod env;
 mod load;
 mod registry;
 mod secrets;
