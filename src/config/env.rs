@@ -174,9 +174,11 @@ fn resolve(text: &str, sources: &Sources<'_>) -> Result<String, String> {
                 let content = content.strip_suffix('\n').unwrap_or(&content);
                 content.strip_suffix('\r').unwrap_or(content).to_owned()
             }
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "`${{{reference}}}` is not a reference: use `${{env:NAME}}` or `${{file:/path}}`"
-            )),
+            ))
+            }
         };
         out.push_str(&value);
         rest = &after[end + 1..];

@@ -438,6 +438,54 @@ mod tests {
     }
 
     #[test]
+    fn client_certificates_come_in_pairs_of_usable_files_and_a_proxy_is_a_url() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.pem");
+        for (changed, key, why) in [
+            (
+                SchemaRegistryConfig {
+                    cert_file: Some(missing.clone()),
+                    ..config("https://r")
+                },
+                "k.key_file",
+                "`cert_file` needs it",
+            ),
+            (
+                SchemaRegistryConfig {
+                    key_file: Some(missing.clone()),
+                    ..config("https://r")
+                },
+                "k.cert_file",
+                "`key_file` needs it",
+            ),
+            (
+                SchemaRegistryConfig {
+                    cert_file: Some(missing.clone()),
+                    key_file: Some(missing.clone()),
+                    ..config("https://r")
+                },
+                "k.cert_file",
+                "cannot be read",
+            ),
+            (
+                SchemaRegistryConfig {
+                    proxy: Some("not a url".into()),
+                    ..config("https://r")
+                },
+                "k.proxy",
+                "is not a URL",
+            ),
+        ] {
+            let mut out = Vec::new();
+            changed.validate("k", &mut out);
+            assert!(
+                out.iter().any(|v| v.key == key && v.message.contains(why)),
+                "{key} {why}: {out:?}"
+            );
+        }
+    }
+
+    #[test]
     fn address_takes_host_port_and_path() {
         assert_eq!(
             config("http://127.0.0.1:8081/apis/ccompat/v7/").address(),
