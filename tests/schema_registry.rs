@@ -950,6 +950,17 @@ fn tls_material(
 /// in front of the plain registry on `upstream`, since Apicurio is run without TLS: each
 /// connection carries one HTTP/1.0 request and its answer. Answers its port.
 fn tls_proxy(cert: &std::path::Path, key: &std::path::Path, upstream: u16) -> u16 {
+    tls_proxy_with(cert, key, upstream, None)
+}
+
+/// [`tls_proxy`], asking every client for a certificate signed by `client_ca` when given
+/// (mutual TLS).
+fn tls_proxy_with(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    upstream: u16,
+    client_ca: Option<&std::path::Path>,
+) -> u16 {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use std::io::{Read, Write};
@@ -958,14 +969,31 @@ fn tls_proxy(cert: &std::path::Path, key: &std::path::Path, upstream: u16) -> u1
         .collect::<Result<Vec<_>, _>>()
         .expect("PEM");
     let key = PrivateKeyDer::from_pem_file(key).expect("the key");
-    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .expect("a server certificate");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions");
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for certificate in CertificateDer::pem_file_iter(ca).expect("the client CA") {
+                roots
+                    .add(certificate.expect("PEM"))
+                    .expect("a CA certificate");
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                std::sync::Arc::new(roots),
+                provider,
+            )
+            .build()
+            .expect("a client verifier");
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
+        .with_single_cert(chain, key)
+        .expect("a server certificate");
     let config = std::sync::Arc::new(config);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("address").port();
@@ -1454,4 +1482,117 @@ async fn refused_credentials_hold_the_pipelines_back_and_dead_letter_nothing() {
     assert!(proxy.refused.load(std::sync::atomic::Ordering::SeqCst) > 0);
     daemon.terminate(WAIT);
     let _ = client.database(&db).drop().await;
+}
+
+/// A client certificate (with the `clientAuth` usage) and its key, signed by the test CA of
+/// `services.sh`.
+fn client_material(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("test-services/.cache/tls");
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let ca_p12 = tls.join("ca.p12").into_os_string();
+    let ca_pem = tls.join("ca.pem").into_os_string();
+    // The CA keystore's password is the one of `services.sh` (TLS_STORE_PASSWORD).
+    openssl(&[
+        &os("pkcs12"),
+        &os("-in"),
+        &ca_p12,
+        &os("-nocerts"),
+        &os("-nodes"),
+        &os("-passin"),
+        &os("pass:mkb-test-keystore"),
+        &os("-out"),
+        &os("ca.key"),
+    ]);
+    openssl(&[
+        &os("req"),
+        &os("-new"),
+        &os("-newkey"),
+        &os("rsa:2048"),
+        &os("-nodes"),
+        &os("-keyout"),
+        &os("client.key"),
+        &os("-subj"),
+        &os("/CN=bridge-client"),
+        &os("-out"),
+        &os("client.csr"),
+    ]);
+    std::fs::write(dir.join("ext.cnf"), "extendedKeyUsage=clientAuth\n").expect("write");
+    openssl(&[
+        &os("x509"),
+        &os("-req"),
+        &os("-in"),
+        &os("client.csr"),
+        &os("-CA"),
+        &ca_pem,
+        &os("-CAkey"),
+        &os("ca.key"),
+        &os("-CAcreateserial"),
+        &os("-days"),
+        &os("1"),
+        &os("-extfile"),
+        &os("ext.cnf"),
+        &os("-out"),
+        &os("client.pem"),
+    ]);
+    (dir.join("client.pem"), dir.join("client.key"))
+}
+
+/// A registry that asks for a client certificate (mutual TLS) gets the one of `cert_file` and
+/// `key_file`; without one the handshake fails, and the registry counts as unreachable.
+#[tokio::test]
+async fn a_registry_asking_for_a_client_certificate_gets_the_configured_one() {
+    let (status, _) = registry_get("/subjects");
+    assert_eq!(status, 200, "the registry's /subjects");
+    let upstream = url::Url::parse(&registry_url())
+        .ok()
+        .and_then(|u| u.port())
+        .expect("the registry's port");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = tls_material(dir.path());
+    let (client_cert, client_key) = client_material(dir.path());
+    let port = tls_proxy_with(&cert, &key, upstream, Some(&ca));
+    let at = mongo_kafka_bridge::config::SchemaRegistryConfig {
+        ca_file: Some(ca.clone()),
+        timeout: std::time::Duration::from_secs(5),
+        ..mongo_kafka_bridge::config::SchemaRegistryConfig::at(format!(
+            "https://127.0.0.1:{port}/apis/ccompat/v7"
+        ))
+    };
+    let subject = format!("{}-value", common::unique("config_mtls"));
+    let doc = doc! {"_id": 1, "over": "mutual TLS"};
+
+    let without = mongo_kafka_bridge::avro::AvroWriter::new(&at).expect("a writer");
+    let err =
+        mongo_kafka_bridge::schema_registry::fetching(|| without.write(&doc, "Document", &subject))
+            .await
+            .expect_err("no client certificate");
+    assert!(err.to_string().contains("unreachable"), "{err}");
+
+    let with = mongo_kafka_bridge::avro::AvroWriter::new(
+        &mongo_kafka_bridge::config::SchemaRegistryConfig {
+            cert_file: Some(client_cert),
+            key_file: Some(client_key),
+            ..at
+        },
+    )
+    .expect("a writer");
+    let value =
+        mongo_kafka_bridge::schema_registry::fetching(|| with.write(&doc, "Document", &subject))
+            .await
+            .expect("registers through mutual TLS");
+    assert_eq!(value.first(), Some(&0), "the wire format");
+    let (kind, _) = latest_schema(&subject);
+    assert_eq!(kind, "AVRO");
 }
