@@ -319,7 +319,15 @@ impl<'a> Copier<'a> {
                 batch.last_id = Some(id.to_raw_bson());
             }
             let event = copied_event(target.db, target.coll, id, &document);
-            if let Some(record) = reader.records().event(&event).await? {
+            let builder = reader.records();
+            let record = tokio::select! {
+                biased;
+                record = builder.event(&event) => record?,
+                // A stop does not wait for the schema registry: the copy resumes at its
+                // last acknowledged `_id`.
+                () = reader.stopped() => return Ok(false),
+            };
+            if let Some(record) = record {
                 batch.bytes += record.value.as_ref().map_or(0, Vec::len);
                 batch.records.push(record);
             }
