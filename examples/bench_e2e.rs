@@ -546,7 +546,8 @@ fn registry_decoder(format: &str) -> Result<Option<Decoder>, Error> {
                 registry_url(),
             ))?;
             Some(Arc::new(move |bytes: &[u8]| {
-                let value = reader.read(bytes).ok()?;
+                let value =
+                    mongo_kafka_bridge::schema_registry::blocking(|| reader.read(bytes)).ok()?;
                 serde_json::to_vec(&value.into_relaxed_extjson()).ok()
             }))
         }

@@ -37,7 +37,9 @@ use bson::{Binary, Bson, DateTime, Decimal128, Document};
 use serde_json::{json, Value as Json};
 
 use crate::config::SchemaRegistryConfig;
-use crate::schema_registry::{self, ParsedSchemas, Reachability, RegistryClient, RegistryError};
+use crate::schema_registry::{
+    self, AwaitsRegistry, Lookup, ParsedSchemas, Reachability, RegistryClient, RegistryError,
+};
 
 /// The field attribute holding a field's MongoDB name where Avro's rules changed it.
 pub const MONGO_NAME: &str = "mongo_name";
@@ -750,6 +752,19 @@ pub enum AvroError {
     Invalid(String),
 }
 
+impl AwaitsRegistry for AvroError {
+    fn pending(&self) -> Option<&Lookup> {
+        match self {
+            Self::Registry(e) => e.pending(),
+            Self::Invalid(_) => None,
+        }
+    }
+
+    fn failed(self, error: RegistryError) -> Self {
+        Self::Registry(error)
+    }
+}
+
 /// Documents → Avro in the registry wire format, registering each new schema under its
 /// subject (`<topic>-key` / `<topic>-value`): the schema given in the configuration, or the one
 /// inferred from the document, cached by the document's shape, so a stream of same-shaped
@@ -882,7 +897,7 @@ impl AvroWriter {
         if let Some(id) = cached {
             return Ok(id);
         }
-        let id = self.registry.register(subject, "AVRO", text)?;
+        let id = self.registry.known_id(subject, "AVRO", text)?;
         self.ids
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -918,6 +933,16 @@ impl AvroReader {
     pub fn reporting_to(self, hook: Option<Reachability>) -> Self {
         Self {
             schemas: self.schemas.reporting_to(hook),
+        }
+    }
+
+    /// Makes sure the schema a record in the wire format names is at hand for
+    /// [`Self::read`]: fetched from the registry unless it was before. Bytes without the
+    /// header are left to `read` to refuse.
+    pub async fn fetch(&self, bytes: &[u8]) -> Result<(), RegistryError> {
+        match schema_registry::split_wire_format(bytes) {
+            Ok((id, _)) => self.schemas.fetch(id).await,
+            Err(_) => Ok(()),
         }
     }
 

@@ -16,7 +16,9 @@ use bson::{Bson, Document};
 use serde_json::{json, Map, Value};
 
 use crate::config::{json_schema_validator, SchemaRegistryConfig};
-use crate::schema_registry::{self, ParsedSchemas, Reachability, RegistryClient, RegistryError};
+use crate::schema_registry::{
+    self, AwaitsRegistry, Lookup, ParsedSchemas, Reachability, RegistryClient, RegistryError,
+};
 
 /// The JSON Schema dialect the schemas name.
 pub const DRAFT: &str = "http://json-schema.org/draft-07/schema#";
@@ -30,6 +32,19 @@ pub enum JsonSchemaError {
     /// The bytes or the schema are not what this format reads.
     #[error("{0}")]
     Invalid(String),
+}
+
+impl AwaitsRegistry for JsonSchemaError {
+    fn pending(&self) -> Option<&Lookup> {
+        match self {
+            Self::Registry(e) => e.pending(),
+            Self::Invalid(_) => None,
+        }
+    }
+
+    fn failed(self, error: RegistryError) -> Self {
+        Self::Registry(error)
+    }
 }
 
 /// The schema (titled `title`) and JSON of `doc`.
@@ -214,11 +229,11 @@ impl JsonSchemaWriter {
                         e.instance_path()
                     ))
                 })?;
-                self.registry.register(subject, "JSON", &given.text)?
+                self.registry.known_id(subject, "JSON", &given.text)?
             }
             None => self
                 .registry
-                .register(subject, "JSON", &schema.to_string())?,
+                .known_id(subject, "JSON", &schema.to_string())?,
         };
         let json = serde_json::to_vec(&value)
             .map_err(|e| JsonSchemaError::Invalid(format!("encoding JSON: {e}")))?;
@@ -245,6 +260,16 @@ impl JsonSchemaReader {
     pub fn reporting_to(self, hook: Option<Reachability>) -> Self {
         Self {
             schemas: self.schemas.reporting_to(hook),
+        }
+    }
+
+    /// Makes sure the schema a record in the wire format names is at hand for
+    /// [`Self::read`]: fetched from the registry unless it was before. Bytes without the
+    /// header are left to `read` to refuse.
+    pub async fn fetch(&self, bytes: &[u8]) -> Result<(), RegistryError> {
+        match schema_registry::split_wire_format(bytes) {
+            Ok((id, _)) => self.schemas.fetch(id).await,
+            Err(_) => Ok(()),
         }
     }
 

@@ -11,7 +11,7 @@ use crate::config::KafkaConfig;
 use crate::ops::health::Readiness;
 use crate::ops::metrics::Metrics;
 use crate::ops::status::StatusBoard;
-use crate::schema_registry::Reachability;
+use crate::schema_registry::{Reachability, RegistryError};
 
 /// What every pipeline supervisor gets from the root supervisor besides its configuration.
 pub struct PipelineEnv {
@@ -30,17 +30,45 @@ pub struct PipelineEnv {
 }
 
 /// A schema registry hook keeping `pipeline` not ready, saying why, while its registry does
-/// not answer: the pipeline holds its records back meanwhile (and retries), so `/ready` is
-/// where an operator sees the reason.
-pub fn registry_readiness(readiness: &Readiness, pipeline: &str) -> Reachability {
+/// not answer or refuses it (401/403, a URL that leads nowhere): the pipeline holds its
+/// records back meanwhile (and retries), so `/ready`, the `schema_registry_held_back` metric
+/// and a WARN (once per reason) are where an operator sees it.
+pub fn registry_readiness(
+    readiness: &Readiness,
+    metrics: &Metrics,
+    pipeline: &str,
+) -> Reachability {
     let readiness = readiness.clone();
-    let component = crate::ops::health::schema_registry(pipeline);
-    Arc::new(move |_url, error| match error {
-        Some(error) => readiness.set_problem(
-            component.clone(),
-            format!("{error}; records are held back until it answers"),
-        ),
-        None => readiness.clear(&component),
+    let metrics = metrics.clone();
+    let pipeline = pipeline.to_owned();
+    let component = crate::ops::health::schema_registry(&pipeline);
+    let last: std::sync::Mutex<Option<&'static str>> = std::sync::Mutex::new(None);
+    Arc::new(move |url, error| {
+        let reason = error.map(RegistryError::reason);
+        let mut last = last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match error {
+            Some(error) => {
+                if *last != reason {
+                    tracing::warn!(pipeline = %pipeline, registry = %url, reason = reason.unwrap_or_default(), %error, "the schema registry does not answer or refuses the daemon; records are held back until it answers");
+                }
+                readiness.set_problem(
+                    component.clone(),
+                    format!("{error}; records are held back until it answers"),
+                );
+            }
+            None => {
+                if last.is_some() {
+                    tracing::info!(pipeline = %pipeline, registry = %url, "the schema registry answers again");
+                }
+                readiness.clear(&component);
+            }
+        }
+        if *last != reason {
+            metrics.registry_held_back(&pipeline, reason);
+        }
+        *last = reason;
     })
 }
 

@@ -2,12 +2,16 @@
 //! Registry's `/apis/ccompat/v7`, Karapace): registers schemas under a subject and fetches
 //! schemas by id, caching both, so each schema costs one request per process.
 //!
-//! It speaks HTTP/1.0 over `std::net` (one connection per request, closed by the server, so
-//! no chunked bodies and no connection pool): the registry is asked once per new schema, and
-//! no HTTP client crate is in the dependency tree. `https` goes through `rustls` (the MongoDB
-//! driver's TLS library), the certificate checked against the configured CA file or the
-//! Mozilla roots. Requests block the calling thread for at most `timeout`; callers are the
-//! pure record conversions, which have no async context.
+//! The requests are async ([`reqwest`] over rustls: proxies from `HTTP(S)_PROXY`/`NO_PROXY`
+//! or `proxy`, every resolved address tried, chunked answers, client certificates), awaited
+//! by the pipeline's tasks, never on a thread they block: a registry that does not answer
+//! holds back its own pipeline for at most `timeout` per request, and nothing else.
+//!
+//! The record conversions that use it are pure and synchronous: they only read the caches
+//! ([`RegistryClient::known_id`], [`ParsedSchemas::get`]). What the caches lack comes back
+//! as [`RegistryError::Pending`], carrying the [`Lookup`] to make; the caller awaits
+//! [`Lookup::resolve`] and converts again ([`fetching`] does both), so a conversion runs twice
+//! once per new schema and once otherwise.
 //!
 //! Whether the registry answers is told to an optional [`Reachability`] hook after each
 //! request, so `/ready` can say why a pipeline holds back.
@@ -16,24 +20,30 @@
 //! the schema id, big-endian, then the encoded datum.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::config::{RegistryAddress, SchemaRegistryConfig};
+use crate::config::SchemaRegistryConfig;
 
 /// The registry wire format's first byte.
 pub const MAGIC_BYTE: u8 = 0;
 
 /// The largest registry answer read: schemas are small, and a bound keeps a wrong server from
 /// filling the memory.
-const MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 /// The most (subject, schema) → id entries a client keeps.
 const MAX_CACHED_IDS: usize = 4096;
+
+/// The most lookups one conversion may wait for ([`fetching`]): a key and a value, each
+/// needing one, with room for a cache that started over meanwhile.
+const MAX_LOOKUPS: usize = 8;
+
+/// The error code a Confluent-compatible registry gives a schema id it does not have (with
+/// HTTP 404); any other 404 means the URL does not lead to the registry's API.
+const SCHEMA_NOT_FOUND: i64 = 40403;
 
 /// Why the registry did not give what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,7 +74,7 @@ pub enum RegistryError {
         /// The registry's reason, cut to 500 bytes.
         body: String,
     },
-    /// The registry refused the request (an invalid schema, bad credentials).
+    /// The registry refused the request (an invalid schema, bad credentials, a wrong path).
     #[error("schema registry at {url} answered {status} to {what}: {body}")]
     Refused {
         /// The registry.
@@ -76,17 +86,120 @@ pub enum RegistryError {
         /// The body of the answer, cut to 500 bytes.
         body: String,
     },
+    /// The caches lack what a conversion needs: the caller awaits the lookup and converts
+    /// again.
+    #[error("{0}")]
+    Pending(Lookup),
 }
 
 impl RegistryError {
-    /// Whether asking again later may succeed (the registry is down or overloaded).
+    /// Whether the pipeline holds back and asks again later rather than refusing the record:
+    /// the registry is down or overloaded (5xx, 429), refuses the daemon's credentials
+    /// (401, 403: a rotation under way), or its URL leads nowhere (404 other than an unknown
+    /// schema id). None of these is the record's fault; a record it refused is.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Unreachable { .. } => true,
-            Self::Refused { status, .. } => *status >= 500 || *status == 429,
+            Self::Unreachable { .. } | Self::Pending(_) => true,
+            Self::Refused { status, .. } => {
+                *status >= 500 || matches!(*status, 401 | 403 | 404 | 429)
+            }
             Self::UnknownId { .. } | Self::Incompatible { .. } => false,
         }
     }
+}
+
+impl RegistryError {
+    /// Why the pipeline holds back, as a metric label: `unreachable`, `unauthorized` (401),
+    /// `forbidden` (403), `not_found` (404: the URL leads elsewhere), `unavailable` (5xx,
+    /// 429); `refused` for what is the record's fault.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unreachable { .. } | Self::Pending(_) => "unreachable",
+            Self::Refused { status: 401, .. } => "unauthorized",
+            Self::Refused { status: 403, .. } => "forbidden",
+            Self::Refused { status: 404, .. } => "not_found",
+            Self::Refused { status, .. } if *status >= 500 || *status == 429 => "unavailable",
+            Self::Refused { .. } | Self::UnknownId { .. } | Self::Incompatible { .. } => "refused",
+        }
+    }
+}
+
+/// Errors that may carry a registry lookup to await ([`fetching`]).
+pub trait AwaitsRegistry: Sized {
+    /// The lookup this error waits for, if it is [`RegistryError::Pending`].
+    fn pending(&self) -> Option<&Lookup>;
+    /// This error with the registry error `error` in place of the pending lookup (the way the
+    /// lookup failed).
+    fn failed(self, error: RegistryError) -> Self;
+}
+
+impl AwaitsRegistry for RegistryError {
+    fn pending(&self) -> Option<&Lookup> {
+        match self {
+            Self::Pending(lookup) => Some(lookup),
+            _ => None,
+        }
+    }
+
+    fn failed(self, error: RegistryError) -> Self {
+        error
+    }
+}
+
+/// Runs `attempt` (a conversion reading the registry's caches) until it needs nothing more
+/// of the registry, awaiting each lookup it asks for; a lookup that fails is the error, in
+/// the place of the pending one.
+pub async fn fetching<T, E: AwaitsRegistry>(
+    mut attempt: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    for _ in 0..MAX_LOOKUPS {
+        match attempt() {
+            Err(error) => {
+                let Some(lookup) = error.pending().cloned() else {
+                    return Err(error);
+                };
+                if let Err(failed) = lookup.resolve().await {
+                    return Err(error.failed(failed));
+                }
+            }
+            done => return done,
+        }
+    }
+    attempt()
+}
+
+/// [`fetching`] for callers without an async context (tools, tests, benchmarks): each lookup
+/// runs on a thread of its own, with a runtime of its own, while this thread waits. Never
+/// on the daemon's threads.
+pub fn blocking<T, E: AwaitsRegistry>(mut attempt: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+    for _ in 0..MAX_LOOKUPS {
+        match attempt() {
+            Err(error) => {
+                let Some(lookup) = error.pending().cloned() else {
+                    return Err(error);
+                };
+                let resolved = std::thread::scope(|scope| {
+                    scope
+                        .spawn(|| {
+                            tokio::runtime::Builder::new_current_thread()
+                                .enable_all()
+                                .build()
+                                .map_err(|e| lookup.client.unreachable(format!("a runtime: {e}")))?
+                                .block_on(lookup.resolve())
+                        })
+                        .join()
+                        .unwrap_or_else(|_| {
+                            Err(lookup.client.unreachable("the lookup panicked".into()))
+                        })
+                });
+                if let Err(failed) = resolved {
+                    return Err(error.failed(failed));
+                }
+            }
+            done => return done,
+        }
+    }
+    attempt()
 }
 
 /// The wire format's header: the schema id, and the datum after it.
@@ -123,17 +236,95 @@ pub struct RegisteredSchema {
 }
 
 /// Told after each request to a registry whether it answered: `None` when it did, the
-/// error when it could not be reached (or answered 5xx/429). `/ready` reports through it.
+/// error when the pipeline must hold back ([`RegistryError::is_transient`]: unreachable,
+/// 5xx/429, 401/403, a path that leads nowhere). `/ready` reports through it.
 pub type Reachability = Arc<dyn Fn(&str, Option<&RegistryError>) + Send + Sync>;
 
-/// A registry client with its caches; one per pipeline (or per sink topic).
+/// What a conversion needs of the registry and the caches lack: an id to register (or look
+/// up) under a subject, or a schema to fetch by id.
+#[derive(Clone)]
+pub struct Lookup {
+    client: Arc<Client>,
+    asked: Asked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Asked {
+    Id {
+        subject: String,
+        schema_type: String,
+        schema: String,
+    },
+    Schema(u32),
+}
+
+impl Lookup {
+    /// Asks the registry, and keeps the answer in the client's caches.
+    pub async fn resolve(&self) -> Result<(), RegistryError> {
+        match &self.asked {
+            Asked::Id {
+                subject,
+                schema_type,
+                schema,
+            } => self
+                .client
+                .register(subject, schema_type, schema)
+                .await
+                .map(drop),
+            Asked::Schema(id) => self.client.schema(*id).await.map(drop),
+        }
+    }
+}
+
+impl std::fmt::Debug for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lookup")
+            .field("url", &self.client.url)
+            .field("asked", &self.asked)
+            .finish()
+    }
+}
+
+impl std::fmt::Display for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = &self.client.url;
+        match &self.asked {
+            Asked::Id { subject, .. } => write!(
+                f,
+                "schema registry at {url}: the id of a schema under `{subject}` is not known yet"
+            ),
+            Asked::Schema(id) => {
+                write!(
+                    f,
+                    "schema registry at {url}: schema {id} is not fetched yet"
+                )
+            }
+        }
+    }
+}
+
+impl PartialEq for Lookup {
+    fn eq(&self, other: &Self) -> bool {
+        self.client.url == other.client.url && self.asked == other.asked
+    }
+}
+
+impl Eq for Lookup {}
+
+/// A registry client with its caches; one per pipeline (or per sink topic). Cheap to clone:
+/// the clones share the connection settings and the caches.
+#[derive(Clone)]
 pub struct RegistryClient {
+    client: Arc<Client>,
+}
+
+struct Client {
     url: String,
-    address: RegistryAddress,
+    /// The URL without its trailing `/`: paths are appended to it.
+    base: String,
     authorization: Option<String>,
-    timeout: Duration,
-    tls: Option<Arc<rustls::ClientConfig>>,
-    reachability: Option<Reachability>,
+    http: reqwest::Client,
+    reachability: Mutex<Option<Reachability>>,
     /// Subject → schema text → id: looked up without copying the text.
     ids: Mutex<HashMap<String, HashMap<String, u32>>>,
     schemas: Mutex<HashMap<u32, Arc<RegisteredSchema>>>,
@@ -142,8 +333,7 @@ pub struct RegistryClient {
 impl std::fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryClient")
-            .field("url", &self.url)
-            .field("tls", &self.tls.is_some())
+            .field("url", &self.client.url)
             .finish_non_exhaustive()
     }
 }
@@ -156,44 +346,123 @@ impl RegistryClient {
             let pair = format!("{user}:{}", config.password.as_deref().unwrap_or_default());
             format!("Basic {}", base64(pair.as_bytes()))
         });
-        let tls = match address.tls {
-            true => Some(tls_config(config)?),
-            false => None,
-        };
+        let mut builder = reqwest::Client::builder()
+            .use_preconfigured_tls(tls_config(config)?)
+            .connect_timeout(config.timeout)
+            .timeout(config.timeout)
+            // One connection per request, as the registry is asked once per new schema: no
+            // idle connection outlives the runtime of the task that opened it.
+            .pool_max_idle_per_host(0)
+            .user_agent(concat!("mongo-kafka-bridge/", env!("CARGO_PKG_VERSION")));
+        if let Some(proxy) = &config.proxy {
+            let proxy = reqwest::Proxy::all(proxy.as_str())
+                .map_err(|e| format!("`proxy` is not usable: {e}"))?;
+            builder = builder.proxy(proxy);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| format!("the HTTP client: {e}"))?;
+        let base = format!(
+            "{}://{}{}",
+            if address.tls { "https" } else { "http" },
+            authority(&address.host, address.port),
+            address.path
+        );
         Ok(Self {
-            url: config.url.clone(),
-            address,
-            authorization,
-            timeout: config.timeout,
-            tls,
-            reachability: None,
-            ids: Mutex::default(),
-            schemas: Mutex::default(),
+            client: Arc::new(Client {
+                url: config.url.clone(),
+                base,
+                authorization,
+                http,
+                reachability: Mutex::new(None),
+                ids: Mutex::default(),
+                schemas: Mutex::default(),
+            }),
         })
     }
 
     /// This client, telling `hook` after each request whether the registry answered.
-    pub fn reporting_to(mut self, hook: Option<Reachability>) -> Self {
-        self.reachability = hook;
+    pub fn reporting_to(self, hook: Option<Reachability>) -> Self {
+        *self
+            .client
+            .reachability
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = hook;
         self
     }
 
-    /// The id of `schema` (`schema_type` `AVRO` or `JSON`) under `subject`, registering it
-    /// there unless this client did so before. The registry answers with the id it already
-    /// has for an identical schema.
-    pub fn register(
+    /// The id of `schema` (`schema_type` `AVRO` or `JSON`) under `subject`, from the cache:
+    /// [`RegistryError::Pending`] when it is not there yet (await the lookup, then ask again).
+    pub fn known_id(
         &self,
         subject: &str,
         schema_type: &str,
         schema: &str,
     ) -> Result<u32, RegistryError> {
-        let cached = self
-            .ids
+        self.client.cached_id(subject, schema).ok_or_else(|| {
+            RegistryError::Pending(Lookup {
+                client: self.client.clone(),
+                asked: Asked::Id {
+                    subject: subject.to_owned(),
+                    schema_type: schema_type.to_owned(),
+                    schema: schema.to_owned(),
+                },
+            })
+        })
+    }
+
+    /// The schema with `id`, from the cache: [`RegistryError::Pending`] when it is not there
+    /// yet.
+    pub fn known_schema(&self, id: u32) -> Result<Arc<RegisteredSchema>, RegistryError> {
+        self.client.cached_schema(id).ok_or_else(|| {
+            RegistryError::Pending(Lookup {
+                client: self.client.clone(),
+                asked: Asked::Schema(id),
+            })
+        })
+    }
+
+    /// The id of `schema` under `subject`, registering it there unless this client did so
+    /// before. The registry answers with the id it already has for an identical schema.
+    pub async fn register(
+        &self,
+        subject: &str,
+        schema_type: &str,
+        schema: &str,
+    ) -> Result<u32, RegistryError> {
+        self.client.register(subject, schema_type, schema).await
+    }
+
+    /// The schema with `id`, from the cache or the registry.
+    pub async fn schema(&self, id: u32) -> Result<Arc<RegisteredSchema>, RegistryError> {
+        self.client.schema(id).await
+    }
+}
+
+impl Client {
+    fn cached_id(&self, subject: &str, schema: &str) -> Option<u32> {
+        self.ids
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(subject)
-            .and_then(|schemas| schemas.get(schema).copied());
-        if let Some(id) = cached {
+            .and_then(|schemas| schemas.get(schema).copied())
+    }
+
+    fn cached_schema(&self, id: u32) -> Option<Arc<RegisteredSchema>> {
+        self.schemas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned()
+    }
+
+    async fn register(
+        &self,
+        subject: &str,
+        schema_type: &str,
+        schema: &str,
+    ) -> Result<u32, RegistryError> {
+        if let Some(id) = self.cached_id(subject, schema) {
             return Ok(id);
         }
         let mut body = serde_json::json!({ "schema": schema });
@@ -203,13 +472,13 @@ impl RegistryClient {
         let path = format!("/subjects/{}/versions", percent_encode(subject));
         let what = format!("registering a schema under `{subject}`");
         let body = body.to_string();
-        let answer = match self.request("POST", &path, Some(&body), &what) {
+        let answer = match self.request(Some(&body), &path, &what).await {
             // Apicurio Registry answers 409 ("already exists") when another client registers
             // the same schema text at the same moment (its content is stored once); asked
             // again it answers with the id. A schema refused as incompatible is refused again.
             Err(RegistryError::Refused { status: 409, .. }) => {
-                std::thread::sleep(Duration::from_millis(100));
-                match self.request("POST", &path, Some(&body), &what) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                match self.request(Some(&body), &path, &what).await {
                     Err(RegistryError::Refused {
                         status: 409, body, ..
                     }) => {
@@ -241,19 +510,20 @@ impl RegistryClient {
         Ok(id)
     }
 
-    /// The schema with `id`, from the cache or the registry.
-    pub fn schema(&self, id: u32) -> Result<Arc<RegisteredSchema>, RegistryError> {
-        if let Some(found) = self
-            .schemas
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-        {
-            return Ok(found.clone());
+    async fn schema(&self, id: u32) -> Result<Arc<RegisteredSchema>, RegistryError> {
+        if let Some(found) = self.cached_schema(id) {
+            return Ok(found);
         }
         let what = format!("fetching schema {id}");
-        let answer = match self.request("GET", &format!("/schemas/ids/{id}"), None, &what) {
-            Err(RegistryError::Refused { status: 404, .. }) => {
+        let answer = match self
+            .request(None, &format!("/schemas/ids/{id}"), &what)
+            .await
+        {
+            // Only the registry's own "schema not found" is the record's fault; any other
+            // 404 (a URL that leads elsewhere) holds the pipeline back.
+            Err(RegistryError::Refused {
+                status: 404, body, ..
+            }) if error_code(&body) == Some(SCHEMA_NOT_FOUND) => {
                 return Err(RegistryError::UnknownId {
                     url: self.url.clone(),
                     id,
@@ -289,17 +559,21 @@ impl RegistryClient {
         }
     }
 
-    /// One HTTP request; the JSON body of a 2xx answer. Tells the reachability hook how it
-    /// went.
-    fn request(
+    /// One HTTP request (a POST of `body`, or a GET): the JSON body of a 2xx answer. Tells
+    /// the reachability hook how it went.
+    async fn request(
         &self,
-        method: &str,
-        path: &str,
         body: Option<&str>,
+        path: &str,
         what: &str,
     ) -> Result<Value, RegistryError> {
-        let result = self.exchange(method, path, body, what);
-        if let Some(hook) = &self.reachability {
+        let result = self.exchange(body, path, what).await;
+        let hook = self
+            .reachability
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(hook) = hook {
             match &result {
                 Err(e) if e.is_transient() => hook(&self.url, Some(e)),
                 _ => hook(&self.url, None),
@@ -308,64 +582,51 @@ impl RegistryClient {
         result
     }
 
-    fn exchange(
+    async fn exchange(
         &self,
-        method: &str,
-        path: &str,
         body: Option<&str>,
+        path: &str,
         what: &str,
     ) -> Result<Value, RegistryError> {
-        let io = |e: std::io::Error| self.unreachable(format!("{what}: {e}"));
-        let RegistryAddress {
-            host,
-            port,
-            path: prefix,
-            ..
-        } = &self.address;
-        let addr = (host.as_str(), *port)
-            .to_socket_addrs()
-            .map_err(io)?
-            .next()
-            .ok_or_else(|| self.unreachable(format!("{what}: {host} has no address")))?;
-        let tcp = TcpStream::connect_timeout(&addr, self.timeout).map_err(io)?;
-        tcp.set_read_timeout(Some(self.timeout)).map_err(io)?;
-        tcp.set_write_timeout(Some(self.timeout)).map_err(io)?;
-        let mut stream: Box<dyn ReadWrite> = match &self.tls {
-            None => Box::new(tcp),
-            Some(tls) => {
-                let name = rustls_pki_types::ServerName::try_from(host.clone()).map_err(|e| {
-                    self.unreachable(format!("{what}: `{host}` is not a TLS server name: {e}"))
-                })?;
-                let connection = rustls::ClientConnection::new(tls.clone(), name)
-                    .map_err(|e| self.unreachable(format!("{what}: TLS: {e}")))?;
-                Box::new(rustls::StreamOwned::new(connection, tcp))
-            }
+        let url = format!("{}{path}", self.base);
+        let request = match body {
+            Some(body) => self.http.post(&url).body(body.to_owned()),
+            None => self.http.get(&url),
+        }
+        .header(
+            reqwest::header::ACCEPT,
+            "application/vnd.schemaregistry.v1+json, application/json",
+        )
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/vnd.schemaregistry.v1+json",
+        )
+        // No connection is kept (`pool_max_idle_per_host(0)`): the server need not either.
+        .header(reqwest::header::CONNECTION, "close");
+        let request = match &self.authorization {
+            Some(authorization) => request.header(reqwest::header::AUTHORIZATION, authorization),
+            None => request,
         };
-        let body = body.unwrap_or_default();
-        let mut request = format!(
-            "{method} {prefix}{path} HTTP/1.0\r\nHost: {host}:{port}\r\n\
-             Accept: application/vnd.schemaregistry.v1+json, application/json\r\n\
-             Content-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        if let Some(authorization) = &self.authorization {
-            request.push_str(&format!("Authorization: {authorization}\r\n"));
-        }
-        request.push_str("Connection: close\r\n\r\n");
-        request.push_str(body);
-        stream.write_all(request.as_bytes()).map_err(io)?;
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| self.unreachable(format!("{what}: {}", error_chain(&e))))?;
+        let status = response.status().as_u16();
         let mut answer = Vec::new();
-        match stream.take(MAX_RESPONSE_BYTES).read_to_end(&mut answer) {
-            Ok(_) => {}
-            // A TLS server that closes the connection without `close_notify`: the answer
-            // ends with the connection, as in plain HTTP/1.0.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {}
-            Err(e) => return Err(io(e)),
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.unreachable(format!("{what}: {}", error_chain(&e))))?
+        {
+            if answer.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(self.unreachable(format!(
+                    "{what}: the answer is longer than {MAX_RESPONSE_BYTES} bytes"
+                )));
+            }
+            answer.extend_from_slice(&chunk);
         }
-        let (status, body) =
-            parse_response(&answer).map_err(|e| self.unreachable(format!("{what}: {e}")))?;
         if !(200..300).contains(&status) {
-            let text = String::from_utf8_lossy(body);
+            let text = String::from_utf8_lossy(&answer);
             return Err(RegistryError::Refused {
                 url: self.url.clone(),
                 what: what.to_owned(),
@@ -373,18 +634,43 @@ impl RegistryClient {
                 body: text.chars().take(500).collect(),
             });
         }
-        serde_json::from_slice(body)
+        serde_json::from_slice(&answer)
             .map_err(|e| self.unreachable(format!("{what}: the answer is not JSON: {e}")))
     }
 }
 
-/// A plain or TLS connection.
-trait ReadWrite: Read + Write {}
+/// `host:port`, an IPv6 address in brackets.
+fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
 
-impl<T: Read + Write> ReadWrite for T {}
+/// The `error_code` of a registry's error answer, if it has one.
+fn error_code(body: &str) -> Option<i64> {
+    serde_json::from_str::<Value>(body)
+        .ok()?
+        .get("error_code")
+        .and_then(Value::as_i64)
+}
 
-/// The TLS settings of an `https` registry: its CA file's certificates, or the Mozilla roots.
-fn tls_config(config: &SchemaRegistryConfig) -> Result<Arc<rustls::ClientConfig>, String> {
+/// An error with its causes (reqwest's own message says little: "error sending request").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The TLS settings of the registry: its CA file's certificates, or the Mozilla roots; the
+/// client certificate and key, when given.
+fn tls_config(config: &SchemaRegistryConfig) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     match &config.ca_file {
         Some(file) => {
@@ -400,36 +686,13 @@ fn tls_config(config: &SchemaRegistryConfig) -> Result<Arc<rustls::ClientConfig>
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(tls))
-}
-
-/// The status and body of an HTTP/1.x answer read to its end.
-fn parse_response(answer: &[u8]) -> Result<(u16, &[u8]), String> {
-    let end = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("the answer has no end of headers")?;
-    let head = std::str::from_utf8(&answer[..end]).map_err(|_| "the headers are not text")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .filter(|_| status_line.starts_with("HTTP/1."))
-        .ok_or_else(|| format!("not an HTTP answer: `{status_line}`"))?;
-    let chunked = lines.any(|line| {
-        let line = line.to_ascii_lowercase();
-        line.starts_with("transfer-encoding:") && line.contains("chunked")
-    });
-    let body = &answer[end + 4..];
-    if chunked {
-        // HTTP/1.0 answers are not chunked; a server that does it anyway is not supported.
-        return Err("the answer is chunked, which an HTTP/1.0 request does not expect".into());
+        .with_root_certificates(roots);
+    match crate::config::client_identity(config)? {
+        Some((certificates, key)) => tls
+            .with_client_auth_cert(certificates, key)
+            .map_err(|e| format!("the client certificate is not usable: {e}")),
+        None => Ok(tls.with_no_client_auth()),
     }
-    Ok((status, body))
 }
 
 /// Subjects are topic names plus `-key`/`-value`; anything else is escaped for the path.
@@ -505,7 +768,7 @@ impl<S> ParsedSchemas<S> {
         if let Some(schema) = known {
             return Ok(schema);
         }
-        let registered = self.registry.schema(id)?;
+        let registered = self.registry.known_schema(id)?;
         let schema = Arc::new(parse(&registered)?);
         self.parsed
             .lock()
@@ -513,10 +776,18 @@ impl<S> ParsedSchemas<S> {
             .insert(id, schema.clone());
         Ok(schema)
     }
+
+    /// Makes sure the registry's schema `id` is at hand for [`Self::get`]: fetched unless
+    /// it was before.
+    pub async fn fetch(&self, id: u32) -> Result<(), RegistryError> {
+        self.registry.schema(id).await.map(drop)
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+
     use super::*;
 
     #[test]
@@ -550,19 +821,49 @@ mod tests {
     }
 
     #[test]
-    fn responses_are_parsed_and_refusals_kept() {
-        let answer = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"id\":3}";
-        assert_eq!(parse_response(answer), Ok((200, &b"{\"id\":3}"[..])));
-        let answer = b"HTTP/1.1 404 Not Found\r\n\r\n{\"error_code\":40403}";
-        assert_eq!(parse_response(answer).map(|(s, _)| s), Ok(404));
-        assert!(parse_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
-        assert!(parse_response(b"HTTP/1.0 200 OK\r\n").is_err());
+    fn refused_credentials_and_wrong_paths_hold_back_and_refused_records_do_not() {
+        let refused = |status| RegistryError::Refused {
+            url: "http://r".into(),
+            what: "fetching schema 1".into(),
+            status,
+            body: String::new(),
+        };
+        for (status, reason) in [
+            (401, "unauthorized"),
+            (403, "forbidden"),
+            (404, "not_found"),
+            (429, "unavailable"),
+            (503, "unavailable"),
+        ] {
+            assert!(refused(status).is_transient(), "{status}");
+            assert_eq!(refused(status).reason(), reason);
+        }
+        for status in [400, 409, 422] {
+            assert!(!refused(status).is_transient(), "{status}");
+        }
+        let unknown = RegistryError::UnknownId {
+            url: "http://r".into(),
+            id: 9,
+        };
         assert!(
-            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc")
-                .is_err()
+            !unknown.is_transient(),
+            "an unknown id is the record's fault"
         );
+    }
+
+    #[test]
+    fn subjects_are_escaped_and_error_codes_read() {
         assert_eq!(percent_encode("db.c-value"), "db.c-value");
         assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
+        assert_eq!(
+            error_code(
+                r#"{"message":"No content with id/hash 'contentId-9' was found.","error_code":40403}"#
+            ),
+            Some(SCHEMA_NOT_FOUND)
+        );
+        assert_eq!(error_code("<html>Not Found</html>"), None);
+        assert_eq!(authority("::1", 8081), "[::1]:8081");
+        assert_eq!(authority("r", 80), "r:80");
     }
 
     /// A registry answering every request with `schema` (type `JSON`), counting requests.
@@ -602,7 +903,7 @@ mod tests {
             Ok(format!("{} {}", registered.schema_type, registered.schema))
         };
         for _ in 0..3 {
-            let schema = schemas.get(7, parse).expect("schema 7");
+            let schema = blocking(|| schemas.get(7, parse)).expect("schema 7");
             assert_eq!(*schema, "JSON {\"type\":\"object\"}");
         }
         assert_eq!(parses.get(), 1, "parsed once");
@@ -614,12 +915,12 @@ mod tests {
                 id: 8,
             })
         };
-        assert!(schemas.get(8, refuse).is_err());
+        assert!(blocking(|| schemas.get(8, refuse)).is_err());
         assert!(schemas.get(8, parse).is_ok(), "the failure was not kept");
     }
 
-    #[test]
-    fn an_unreachable_registry_is_transient() {
+    #[tokio::test]
+    async fn an_unreachable_registry_is_transient() {
         // A port nothing listens on: bound, then released.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -640,7 +941,7 @@ mod tests {
             })
         };
         let client = client.reporting_to(Some(hook));
-        let err = client.schema(1).expect_err("nothing listens");
+        let err = client.schema(1).await.expect_err("nothing listens");
         assert!(err.is_transient(), "{err}");
         assert!(err.to_string().contains("unreachable"), "{err}");
         let told = told.lock().unwrap_or_else(PoisonError::into_inner).clone();

@@ -299,7 +299,8 @@ fn full_document_id(
     reader: &mongo_kafka_bridge::avro::AvroReader,
     record: &common::Consumed,
 ) -> Option<i32> {
-    match reader.read(record.value.as_deref()?) {
+    let value = record.value.as_deref()?;
+    match mongo_kafka_bridge::schema_registry::blocking(|| reader.read(value)) {
         Ok(Bson::Document(event)) => event.get_document("fullDocument").ok()?.get_i32("_id").ok(),
         _ => None,
     }
@@ -513,9 +514,11 @@ async fn a_registry_down_holds_the_sink_back_and_loses_nothing() {
         let writer = mongo_kafka_bridge::avro::AvroWriter::new(&config).expect("a writer");
         (1..=3)
             .map(|i| {
-                let value = writer
-                    .write(&doc! {"_id": i, "n": i * 10}, "Document", "held-value")
-                    .expect("registers and encodes");
+                let doc = doc! {"_id": i, "n": i * 10};
+                let value = mongo_kafka_bridge::schema_registry::blocking(|| {
+                    writer.write(&doc, "Document", "held-value")
+                })
+                .expect("registers and encodes");
                 assert_eq!(
                     &value[..5],
                     &[0, 0, 0, 0, 1],
@@ -947,6 +950,17 @@ fn tls_material(
 /// in front of the plain registry on `upstream`, since Apicurio is run without TLS: each
 /// connection carries one HTTP/1.0 request and its answer. Answers its port.
 fn tls_proxy(cert: &std::path::Path, key: &std::path::Path, upstream: u16) -> u16 {
+    tls_proxy_with(cert, key, upstream, None)
+}
+
+/// [`tls_proxy`], asking every client for a certificate signed by `client_ca` when given
+/// (mutual TLS).
+fn tls_proxy_with(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    upstream: u16,
+    client_ca: Option<&std::path::Path>,
+) -> u16 {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use std::io::{Read, Write};
@@ -955,14 +969,31 @@ fn tls_proxy(cert: &std::path::Path, key: &std::path::Path, upstream: u16) -> u1
         .collect::<Result<Vec<_>, _>>()
         .expect("PEM");
     let key = PrivateKeyDer::from_pem_file(key).expect("the key");
-    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .expect("a server certificate");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions");
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for certificate in CertificateDer::pem_file_iter(ca).expect("the client CA") {
+                roots
+                    .add(certificate.expect("PEM"))
+                    .expect("a CA certificate");
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                std::sync::Arc::new(roots),
+                provider,
+            )
+            .build()
+            .expect("a client verifier");
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
+        .with_single_cert(chain, key)
+        .expect("a server certificate");
     let config = std::sync::Arc::new(config);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("address").port();
@@ -1033,9 +1064,11 @@ async fn an_https_registry_is_trusted_through_its_ca_file() {
         &mongo_kafka_bridge::config::SchemaRegistryConfig::at(url.clone()),
     )
     .expect("a writer");
-    let err = untrusted
-        .write(&doc! {"_id": 1}, "Document", "schm_untrusted-value")
-        .expect_err("an unknown CA");
+    let err = mongo_kafka_bridge::schema_registry::fetching(|| {
+        untrusted.write(&doc! {"_id": 1}, "Document", "schm_untrusted-value")
+    })
+    .await
+    .expect_err("an unknown CA");
     assert!(
         err.to_string().contains("unreachable") && err.to_string().contains("certificate"),
         "{err}"
@@ -1099,13 +1132,12 @@ async fn ready_says_why_while_the_registry_does_not_answer_and_nothing_is_lost()
         &mongo_kafka_bridge::config::SchemaRegistryConfig::at(registry_url()),
     )
     .expect("a writer");
-    let value = writer
-        .write(
-            &doc! {"_id": 100, "from": "kafka"},
-            "Document",
-            &format!("{sink_topic}-value"),
-        )
-        .expect("registers");
+    let doc = doc! {"_id": 100, "from": "kafka"};
+    let subject = format!("{sink_topic}-value");
+    let value =
+        mongo_kafka_bridge::schema_registry::fetching(|| writer.write(&doc, "Document", &subject))
+            .await
+            .expect("registers");
     common::produce(
         &sink_topic,
         &[Outgoing {
@@ -1168,4 +1200,400 @@ async fn ready_says_why_while_the_registry_does_not_answer_and_nothing_is_lost()
     wait_for_copy(&copy, &[doc! {"_id": 100, "from": "kafka"}], &daemon).await;
     daemon.terminate(WAIT);
     let _ = client.database(&db).drop().await;
+}
+
+/// A registry that accepts connections and never answers (a blackholed address): each
+/// connection is held open until the test ends.
+fn silent_registry() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let port = listener.local_addr().expect("its address").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    port
+}
+
+/// The registry is asked off the thread that runs every reader, the producer and `/health`:
+/// one pipeline whose registry never answers holds back its own records, and no other
+/// pipeline's.
+#[tokio::test]
+async fn a_silent_registry_of_one_pipeline_does_not_hold_back_another_or_health() {
+    let silent = silent_registry();
+    let db = common::unique("config_silent");
+    let http = common::free_port();
+    let config = common::config_toml(
+        http,
+        &format!(
+            "[[source]]\nname = \"{held}\"\ndatabase = \"{db}\"\ncollection = \"held\"\nformat = \"avro\"\n\
+             max_await_time = \"300ms\"\n\
+             schema_registry = {{ url = \"http://127.0.0.1:{silent}\", timeout = \"60s\" }}\n\
+             [[source]]\nname = \"{free}\"\ndatabase = \"{db}\"\ncollection = \"free\"\n\
+             max_await_time = \"300ms\"\n",
+            held = common::unique("config_held"),
+            free = common::unique("config_free"),
+        ),
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 2, WAIT);
+    let client = common::mongo_client().await;
+    // The held pipeline asks the silent registry for its first record's schema id, and
+    // would wait up to 60 s for the answer: longer than the 20 s shutdown deadline, which
+    // the daemon meets all the same below (a stop does not wait for the registry).
+    client
+        .database(&db)
+        .collection::<Document>("held")
+        .insert_one(doc! {"_id": 0})
+        .await
+        .expect("insert");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let free_topic = format!("{db}.free");
+    let free = client.database(&db).collection::<Document>("free");
+    for id in 1..=3 {
+        free.insert_one(doc! {"_id": id}).await.expect("insert");
+        // Generous: the other pipeline's records arrive well before the registry's timeout.
+        let records = common::consume_until(
+            &free_topic,
+            std::time::Duration::from_secs(10),
+            false,
+            |records| {
+                records
+                    .iter()
+                    .any(|r| r.json()["fullDocument"]["_id"] == serde_json::json!(id))
+            },
+        )
+        .await;
+        assert!(
+            records
+                .iter()
+                .any(|r| r.json()["fullDocument"]["_id"] == serde_json::json!(id)),
+            "record {id} of the other pipeline held back with the silent registry; log:\n{}",
+            daemon.log()
+        );
+        assert_eq!(
+            common::http_get(http, "/health").map(|(status, _)| status),
+            Some(200),
+            "/health did not answer within 5 s"
+        );
+    }
+    daemon.terminate(WAIT);
+    let _ = client.database(&db).drop().await;
+}
+
+/// An HTTP proxy of this test in front of the registry: while `refusing`, it answers every
+/// request with 401 itself (credentials rotated, say); otherwise it forwards the request.
+struct RefusingProxy {
+    port: u16,
+    refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RefusingProxy {
+    fn start(upstream: u16) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = listener.local_addr().expect("its address").port();
+        let refusing = std::sync::Arc::new(AtomicBool::new(true));
+        let refused = std::sync::Arc::new(AtomicUsize::new(0));
+        let (flag, count) = (refusing.clone(), refused.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (flag, count) = (flag.clone(), count.clone());
+                std::thread::spawn(move || {
+                    let _ = Self::serve(client, upstream, &flag, &count);
+                });
+            }
+        });
+        Self {
+            port,
+            refusing,
+            refused,
+        }
+    }
+
+    fn serve(
+        mut client: std::net::TcpStream,
+        upstream: u16,
+        refusing: &std::sync::atomic::AtomicBool,
+        refused: &std::sync::atomic::AtomicUsize,
+    ) -> std::io::Result<()> {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        client.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if client.read(&mut byte)? == 0 {
+                return Ok(());
+            }
+            head.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let length = text
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())
+                    .flatten()
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        client.read_exact(&mut body)?;
+        if refusing.load(Ordering::SeqCst) {
+            refused.fetch_add(1, Ordering::SeqCst);
+            let answer = r#"{"error_code":40101,"message":"Unauthorized"}"#;
+            write!(
+                client,
+                "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            )?;
+            return Ok(());
+        }
+        // Forwarded with `Connection: close`, so the answer ends with the connection.
+        let head: String = text
+            .trim_end()
+            .lines()
+            .filter(|line| !line.to_ascii_lowercase().starts_with("connection:"))
+            .map(|line| format!("{line}\r\n"))
+            .collect();
+        let mut server = std::net::TcpStream::connect(("127.0.0.1", upstream))?;
+        server.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        write!(server, "{head}Connection: close\r\n\r\n")?;
+        server.write_all(&body)?;
+        std::io::copy(&mut server, &mut client)?;
+        Ok(())
+    }
+
+    fn forward(&self) {
+        self.refusing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Credentials the registry refuses (401, a rotation under way) hold the pipelines back, as an
+/// unreachable registry does, saying why on `/ready`: with `tolerance = "all"`, nothing is
+/// dead-lettered, and once the registry takes the credentials everything arrives.
+#[tokio::test]
+async fn refused_credentials_hold_the_pipelines_back_and_dead_letter_nothing() {
+    let (status, _) = registry_get("/subjects");
+    assert_eq!(status, 200, "the registry's /subjects");
+    let upstream = url::Url::parse(&registry_url())
+        .ok()
+        .and_then(|u| u.port())
+        .expect("the registry's port");
+    let proxy = RefusingProxy::start(upstream);
+    let through = format!("http://127.0.0.1:{}/apis/ccompat/v7", proxy.port);
+
+    // A record for the sink, written with the registry itself.
+    let db = common::unique("config_401");
+    let sink_topic = common::unique("config_401_in");
+    common::create_topic(&sink_topic, 1).await;
+    let writer = mongo_kafka_bridge::avro::AvroWriter::new(
+        &mongo_kafka_bridge::config::SchemaRegistryConfig::at(registry_url()),
+    )
+    .expect("a writer");
+    let doc = doc! {"_id": 100, "from": "kafka"};
+    let subject = format!("{sink_topic}-value");
+    let value =
+        mongo_kafka_bridge::schema_registry::fetching(|| writer.write(&doc, "Document", &subject))
+            .await
+            .expect("registers");
+    common::produce(
+        &sink_topic,
+        &[Outgoing {
+            value: Some(value),
+            ..Outgoing::default()
+        }],
+    )
+    .await;
+
+    let http = common::free_port();
+    let (src, snk) = (
+        common::unique("config_401src"),
+        common::unique("config_401snk"),
+    );
+    let (src_dlq, snk_dlq) = (
+        common::unique("config_401sdlq"),
+        common::unique("config_401kdlq"),
+    );
+    let config = common::config_toml(
+        http,
+        &format!(
+            "[kafka.schema_registry]\nurl = \"{through}\"\nusername = \"bridge\"\npassword = \"rotated\"\ntimeout = \"2s\"\n\
+             [[source]]\nname = \"{src}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nformat = \"avro\"\n\
+             publish_full_document_only = true\nmax_await_time = \"300ms\"\n\
+             errors = {{ tolerance = \"all\", dead_letter_topic = \"{src_dlq}\" }}\n\
+             [[sink]]\nname = \"{snk}\"\ntopics = [\"{sink_topic}\"]\ndatabase = \"{db}\"\ncollection = \"copy\"\n\
+             value_format = \"avro\"\nid_strategy = \"provided_in_value\"\nmax_batch_delay = \"50ms\"\n\
+             errors = {{ tolerance = \"all\", dead_letter_topic = \"{snk_dlq}\" }}\n",
+        ),
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    let client = common::mongo_client().await;
+    client
+        .database(&db)
+        .collection::<Document>("c")
+        .insert_one(doc! {"_id": 1, "from": "mongodb"})
+        .await
+        .expect("insert");
+    // Both pipelines hold back, and `/ready` says why, for each.
+    let deadline = std::time::Instant::now() + WAIT;
+    let body = loop {
+        let answer = common::http_get(http, "/ready");
+        if let Some((503, body)) = &answer {
+            if body.contains(&format!("schema registry {src}"))
+                && body.contains(&format!("schema registry {snk}"))
+            {
+                break body.clone();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/ready never named both registries: {answer:?}\nlog:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(body.contains("401") && body.contains("held back"), "{body}");
+    assert!(
+        common::metric_with(
+            http,
+            "mkb_schema_registry_held_back",
+            &[&format!("pipeline=\"{snk}\""), "reason=\"unauthorized\""]
+        ) >= 1.0,
+        "the held-back metric"
+    );
+    assert!(daemon.log().contains("WARN"), "a WARN names the refusal");
+    // The registry takes the credentials again: everything arrives, nothing was
+    // dead-lettered.
+    proxy.forward();
+    common::wait_for_status(http, "/ready", 200, WAIT);
+    let published = common::consume(&format!("{db}.c"), 1, WAIT, false).await;
+    assert_eq!(published.len(), 1, "log:\n{}", daemon.log());
+    let copy = client.database(&db).collection::<Document>("copy");
+    wait_for_copy(&copy, &[doc! {"_id": 100, "from": "kafka"}], &daemon).await;
+    for dlq in [&src_dlq, &snk_dlq] {
+        let dead = common::consume(dlq, 1, std::time::Duration::from_secs(3), false).await;
+        assert!(dead.is_empty(), "dead-lettered on {dlq}: {dead:?}");
+    }
+    assert!(proxy.refused.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    daemon.terminate(WAIT);
+    let _ = client.database(&db).drop().await;
+}
+
+/// A client certificate (with the `clientAuth` usage) and its key, signed by the test CA of
+/// `services.sh`.
+fn client_material(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("test-services/.cache/tls");
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let ca_p12 = tls.join("ca.p12").into_os_string();
+    let ca_pem = tls.join("ca.pem").into_os_string();
+    // The CA keystore's password is the one of `services.sh` (TLS_STORE_PASSWORD).
+    openssl(&[
+        &os("pkcs12"),
+        &os("-in"),
+        &ca_p12,
+        &os("-nocerts"),
+        &os("-nodes"),
+        &os("-passin"),
+        &os("pass:mkb-test-keystore"),
+        &os("-out"),
+        &os("ca.key"),
+    ]);
+    openssl(&[
+        &os("req"),
+        &os("-new"),
+        &os("-newkey"),
+        &os("rsa:2048"),
+        &os("-nodes"),
+        &os("-keyout"),
+        &os("client.key"),
+        &os("-subj"),
+        &os("/CN=bridge-client"),
+        &os("-out"),
+        &os("client.csr"),
+    ]);
+    std::fs::write(dir.join("ext.cnf"), "extendedKeyUsage=clientAuth\n").expect("write");
+    openssl(&[
+        &os("x509"),
+        &os("-req"),
+        &os("-in"),
+        &os("client.csr"),
+        &os("-CA"),
+        &ca_pem,
+        &os("-CAkey"),
+        &os("ca.key"),
+        &os("-CAcreateserial"),
+        &os("-days"),
+        &os("1"),
+        &os("-extfile"),
+        &os("ext.cnf"),
+        &os("-out"),
+        &os("client.pem"),
+    ]);
+    (dir.join("client.pem"), dir.join("client.key"))
+}
+
+/// A registry that asks for a client certificate (mutual TLS) gets the one of `cert_file` and
+/// `key_file`; without one the handshake fails, and the registry counts as unreachable.
+#[tokio::test]
+async fn a_registry_asking_for_a_client_certificate_gets_the_configured_one() {
+    let (status, _) = registry_get("/subjects");
+    assert_eq!(status, 200, "the registry's /subjects");
+    let upstream = url::Url::parse(&registry_url())
+        .ok()
+        .and_then(|u| u.port())
+        .expect("the registry's port");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = tls_material(dir.path());
+    let (client_cert, client_key) = client_material(dir.path());
+    let port = tls_proxy_with(&cert, &key, upstream, Some(&ca));
+    let at = mongo_kafka_bridge::config::SchemaRegistryConfig {
+        ca_file: Some(ca.clone()),
+        timeout: std::time::Duration::from_secs(5),
+        ..mongo_kafka_bridge::config::SchemaRegistryConfig::at(format!(
+            "https://127.0.0.1:{port}/apis/ccompat/v7"
+        ))
+    };
+    let subject = format!("{}-value", common::unique("config_mtls"));
+    let doc = doc! {"_id": 1, "over": "mutual TLS"};
+
+    let without = mongo_kafka_bridge::avro::AvroWriter::new(&at).expect("a writer");
+    let err =
+        mongo_kafka_bridge::schema_registry::fetching(|| without.write(&doc, "Document", &subject))
+            .await
+            .expect_err("no client certificate");
+    assert!(err.to_string().contains("unreachable"), "{err}");
+
+    let with = mongo_kafka_bridge::avro::AvroWriter::new(
+        &mongo_kafka_bridge::config::SchemaRegistryConfig {
+            cert_file: Some(client_cert),
+            key_file: Some(client_key),
+            ..at
+        },
+    )
+    .expect("a writer");
+    let value =
+        mongo_kafka_bridge::schema_registry::fetching(|| with.write(&doc, "Document", &subject))
+            .await
+            .expect("registers through mutual TLS");
+    assert_eq!(value.first(), Some(&0), "the wire format");
+    let (kind, _) = latest_schema(&subject);
+    assert_eq!(kind, "AVRO");
 }

@@ -121,3 +121,76 @@ fn a_reload_with_a_malformed_uri_logs_no_part_of_the_password() {
     assert_no_piece(&format!("{metrics}{ready}"), "/metrics and /ready");
     daemon.terminate(WAIT);
 }
+
+/// Per-pipeline keys, secrets among them, come from the environment: `MKB__SOURCE__0__...`
+/// indexes the file's `[[source]]` tables; and any string value may be (or hold) a
+/// `${env:NAME}` or `${file:/path}` reference (systemd `LoadCredential`, Kubernetes secrets),
+/// read when the configuration is loaded.
+#[test]
+fn pipeline_keys_and_secrets_come_from_the_environment_and_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A credential file as systemd and Kubernetes write them: the secret, maybe a newline.
+    let user_file = common::write_file(dir.path(), "registry-user", "user-from-file\n");
+    let password_file = common::write_file(dir.path(), "registry-password", "Pw-From-File");
+    let text = format!(
+        "[mongodb]\nuri = \"mongodb://app:${{env:CONFIG_TEST_MONGO_PW}}@db.example:27017/\"\n\
+         [kafka]\nbootstrap_servers = \"127.0.0.1:1\"\n\
+         [[source]]\nname = \"orders\"\ndatabase = \"shop\"\ncollection = \"orders\"\nformat = \"avro\"\n\
+         schema_registry = {{ url = \"http://r:8081\", username = \"${{file:{}}}\", password = \"${{file:{}}}\" }}\n\
+         [[sink]]\nname = \"copy\"\ntopics = [\"t\"]\ndatabase = \"shop\"\nvalue_format = \"avro\"\n\
+         schema_registry = {{ url = \"http://r:8081\" }}\n",
+        user_file.display(),
+        password_file.display(),
+    );
+    let env = [
+        ("CONFIG_TEST_MONGO_PW", "Pw-From-Env"),
+        ("MKB__SOURCE__0__TOPIC_PREFIX", "from-env"),
+        (
+            "MKB__SINK__0__SCHEMA_REGISTRY__USERNAME",
+            "sink-user-from-env",
+        ),
+        (
+            "MKB__SINK__0__SCHEMA_REGISTRY__PASSWORD",
+            "Sink-Pw-From-Env",
+        ),
+    ];
+    let (code, out, err) = common::run_to_end("check-config", &text, &env);
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    for shown in [
+        "topic_prefix = \"from-env\"",
+        "username = \"user-from-file\"",
+        "username = \"sink-user-from-env\"",
+        "mongodb://app:****@db.example",
+    ] {
+        assert!(out.contains(shown), "no `{shown}` in:\n{out}");
+    }
+    for secret in ["Pw-From-Env", "Pw-From-File", "Sink-Pw-From-Env", "${"] {
+        assert!(!out.contains(secret), "`{secret}` in:\n{out}");
+    }
+
+    // What cannot be read is named by its key, in one pass, and the reference is not
+    // quoted with a secret.
+    let missing = text.replace("CONFIG_TEST_MONGO_PW", "CONFIG_TEST_UNSET_VARIABLE");
+    let broken = missing.replace(&password_file.display().to_string(), "/nonexistent/pw");
+    let (code, out, err) = common::run_to_end("check-config", &broken, &[]);
+    assert_eq!(code, Some(1), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        err.contains("key `mongodb.uri`") && err.contains("CONFIG_TEST_UNSET_VARIABLE"),
+        "{err}"
+    );
+    assert!(
+        err.contains("key `source[0].schema_registry.password`") && err.contains("/nonexistent/pw"),
+        "{err}"
+    );
+    // An index past the file's pipelines is named, not silently dropped.
+    let (code, _, err) = common::run_to_end(
+        "check-config",
+        &text,
+        &[
+            ("CONFIG_TEST_MONGO_PW", "x"),
+            ("MKB__SOURCE__3__TOPIC_PREFIX", "p"),
+        ],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("MKB__SOURCE__3__TOPIC_PREFIX"), "{err}");
+}

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use config::{Environment, File, FileFormat};
+use config::{File, FileFormat};
 
 use super::{validate, Config, Violation};
 
@@ -53,23 +53,55 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     load_str(&text, path)
 }
 
-/// Like [`load`], with the file's text already read; `path` is only used in errors.
+/// Like [`load`], with the file's text already read; `path` is only used in errors. The
+/// environment is the process's.
 pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    load_with(
+        text,
+        path,
+        std::env::vars(),
+        &|name| std::env::var(name).ok(),
+        &|file| std::fs::read_to_string(file).map_err(|e| e.to_string()),
+    )
+}
+
+/// Like [`load_str`], with `vars` as the `MKB__` overrides, `env` resolving `${env:NAME}`
+/// and `read` resolving `${file:/path}` ([`super::env`]).
+pub(crate) fn load_with(
+    text: &str,
+    path: &Path,
+    vars: impl IntoIterator<Item = (String, String)>,
+    env: &dyn Fn(&str) -> Option<String>,
+    read: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<Config, ConfigError> {
     let read_error = |e: config::ConfigError| ConfigError::Read {
         file: path.to_owned(),
         reason: without_source_lines(&e.to_string()),
     };
+    check_file_types(text, path)?;
+    let mut tree: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Read {
+        file: path.to_owned(),
+        reason: without_source_lines(&e.to_string()),
+    })?;
+    // Overrides first, so that values set through the environment may be references too.
+    let mut violations = super::env::apply_overrides(&mut tree, vars);
+    violations.extend(super::env::resolve_references(&mut tree, env, read));
+    if !violations.is_empty() {
+        return Err(ConfigError::Invalid {
+            file: path.to_owned(),
+            violations,
+        });
+    }
+    // The tree, typed by the `config` crate: values from the environment are text, read as
+    // their key's type.
+    let merged_text = toml::to_string(&tree).map_err(|e| ConfigError::Read {
+        file: path.to_owned(),
+        reason: format!("the configuration with its overrides: {e}"),
+    })?;
     let merged = config::Config::builder()
-        .add_source(File::from_str(text, FileFormat::Toml))
-        .add_source(
-            Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator(ENV_SEPARATOR)
-                .separator(ENV_SEPARATOR)
-                .try_parsing(true),
-        )
+        .add_source(File::from_str(&merged_text, FileFormat::Toml))
         .build()
         .map_err(read_error)?;
-    check_file_types(text, path)?;
     let mut config: Config =
         serde_path_to_error::deserialize(merged).map_err(|e| key_error(path, e))?;
     normalize_env_kafka_keys(&mut config);

@@ -6,6 +6,7 @@
 //! express live in [`validate`].
 
 mod diff;
+mod env;
 mod load;
 mod registry;
 mod secrets;
@@ -21,7 +22,9 @@ use serde::{Deserialize, Serialize};
 
 pub use diff::{pipeline_names, ConfigDiff};
 pub use load::{load, load_str, ConfigError};
-pub use registry::{ca_certificates, json_schema_validator, RegistryAddress, SchemaRegistryConfig};
+pub use registry::{
+    ca_certificates, client_identity, json_schema_validator, RegistryAddress, SchemaRegistryConfig,
+};
 pub use secrets::masked;
 pub use sink::*;
 pub use source::*;

@@ -31,7 +31,20 @@ pub struct SchemaRegistryConfig {
     /// certificate must chain to (instead of the Mozilla root certificates).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-    /// How long one request to the registry may take, connection included.
+    /// With an `https` URL: a PEM file of the certificate (chain) the daemon presents to a
+    /// registry that asks for client certificates (mutual TLS); needs `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// With `cert_file`: a PEM file of its private key (PKCS#8, PKCS#1 or SEC1, unencrypted).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The HTTP proxy to reach the registry through (`http://proxy:3128`, credentials
+    /// allowed in it and masked in every output). Absent: the `HTTPS_PROXY`, `HTTP_PROXY`,
+    /// `ALL_PROXY` and `NO_PROXY` environment variables decide, as for `curl`.
+    #[serde(default)]
+    pub proxy: Option<String>,
+    /// How long one request to the registry may take, connection included. The request
+    /// holds back only its own pipeline meanwhile; each address a name resolves to is tried.
     #[serde(default = "default_registry_timeout", with = "humantime_serde")]
     pub timeout: Duration,
 }
@@ -44,6 +57,9 @@ impl SchemaRegistryConfig {
             username: None,
             password: None,
             ca_file: None,
+            cert_file: None,
+            key_file: None,
+            proxy: None,
             timeout: default_registry_timeout(),
         }
     }
@@ -116,6 +132,36 @@ impl SchemaRegistryConfig {
                 "must be longer than 0",
             ));
         }
+        if let Some(proxy) = &self.proxy {
+            if let Err(e) = url::Url::parse(proxy) {
+                out.push(Violation::new(
+                    format!("{key}.proxy"),
+                    format!("is not a URL: {e}"),
+                ));
+            }
+        }
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => out.push(Violation::new(
+                format!("{key}.key_file"),
+                "is missing: `cert_file` needs it",
+            )),
+            (None, Some(_)) => out.push(Violation::new(
+                format!("{key}.cert_file"),
+                "is missing: `key_file` needs it",
+            )),
+            (Some(_), Some(_)) => {
+                if let Err(message) = client_identity(self) {
+                    out.push(Violation::new(format!("{key}.cert_file"), message));
+                }
+                if self.address().is_ok_and(|a| !a.tls) {
+                    out.push(Violation::new(
+                        format!("{key}.cert_file"),
+                        "is used only with an `https://` URL",
+                    ));
+                }
+            }
+            (None, None) => {}
+        }
         if let Some(file) = &self.ca_file {
             if let Err(message) = ca_certificates(file) {
                 out.push(Violation::new(format!("{key}.ca_file"), message));
@@ -184,6 +230,27 @@ pub fn ca_certificates(
         return Err(format!("`{shown}` holds no PEM certificate"));
     }
     Ok(certificates)
+}
+
+/// The client certificate chain and key of `config` (`cert_file`, `key_file`), `None` when
+/// it has none, or why they are not usable.
+pub fn client_identity(
+    config: &SchemaRegistryConfig,
+) -> Result<
+    Option<(
+        Vec<rustls_pki_types::CertificateDer<'static>>,
+        rustls_pki_types::PrivateKeyDer<'static>,
+    )>,
+    String,
+> {
+    use rustls_pki_types::pem::PemObject;
+    let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) else {
+        return Ok(None);
+    };
+    let certificates = ca_certificates(cert)?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("`{}` holds no usable PEM private key: {e}", key.display()))?;
+    Ok(Some((certificates, key)))
 }
 
 /// The `schema_registry` problem of a pipeline that needs one (`needed` names the setting that
@@ -368,6 +435,54 @@ mod tests {
         }
         .validate("k", &mut out);
         assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn client_certificates_come_in_pairs_of_usable_files_and_a_proxy_is_a_url() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.pem");
+        for (changed, key, why) in [
+            (
+                SchemaRegistryConfig {
+                    cert_file: Some(missing.clone()),
+                    ..config("https://r")
+                },
+                "k.key_file",
+                "`cert_file` needs it",
+            ),
+            (
+                SchemaRegistryConfig {
+                    key_file: Some(missing.clone()),
+                    ..config("https://r")
+                },
+                "k.cert_file",
+                "`key_file` needs it",
+            ),
+            (
+                SchemaRegistryConfig {
+                    cert_file: Some(missing.clone()),
+                    key_file: Some(missing.clone()),
+                    ..config("https://r")
+                },
+                "k.cert_file",
+                "cannot be read",
+            ),
+            (
+                SchemaRegistryConfig {
+                    proxy: Some("not a url".into()),
+                    ..config("https://r")
+                },
+                "k.proxy",
+                "is not a URL",
+            ),
+        ] {
+            let mut out = Vec::new();
+            changed.validate("k", &mut out);
+            assert!(
+                out.iter().any(|v| v.key == key && v.message.contains(why)),
+                "{key} {why}: {out:?}"
+            );
+        }
     }
 
     #[test]

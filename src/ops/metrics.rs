@@ -85,6 +85,7 @@ pub struct Metrics {
     checkpoint_age: StateGauge,
     checkpoint_times: Arc<Mutex<HashMap<(String, String), Instant>>>,
     stalled_readers: StateGauge,
+    registry_held_back: StateGauge,
     owned_slots: StateGauge,
     fenced_slots: StateGauge,
     config_mismatch: StateGauge,
@@ -402,6 +403,11 @@ impl Metrics {
                 "Records between a partition's committed offset and its end, by pipeline, topic and partition (from librdkafka's statistics).",
                 &["pipeline", "topic", "partition"],
             )?,
+            registry_held_back: b.state_gauge(
+                "schema_registry_held_back",
+                "1 while a pipeline holds its records back because its schema registry does not answer or refuses it, by pipeline and reason (`unreachable`, `unauthorized`, `forbidden`, `not_found`, `unavailable`).",
+                &["pipeline", "reason"],
+            )?,
             stalled_partitions: b.state_gauge(
                 "sink_stalled_partitions",
                 "Partitions with records waiting (queued or not fetched yet) while none reached their writer for longer than the stall limit, by pipeline.",
@@ -531,6 +537,7 @@ impl Metrics {
             &self.checkpoint_age,
             &self.checkpoint_load_records,
             &self.stalled_readers,
+            &self.registry_held_back,
             &self.owned_slots,
             &self.fenced_slots,
             &self.config_mismatch,
@@ -673,6 +680,14 @@ impl Metrics {
     /// Sets how many readers of `pipeline` are stalled.
     pub fn stalled_readers(&self, pipeline: &str, count: usize) {
         self.stalled_readers.set(&[pipeline], count as f64);
+    }
+
+    /// Sets why `pipeline` holds back for its schema registry (`None`: it does not).
+    pub fn registry_held_back(&self, pipeline: &str, reason: Option<&str>) {
+        self.registry_held_back.forget_pipeline(pipeline);
+        if let Some(reason) = reason {
+            self.registry_held_back.set(&[pipeline, reason], 1.0);
+        }
     }
 
     /// Counts a move of slots of the source `pipeline` to or from this daemon.
@@ -866,6 +881,7 @@ impl Metrics {
             &self.checkpoint_age,
             &self.checkpoint_load_records,
             &self.stalled_readers,
+            &self.registry_held_back,
             &self.owned_slots,
             &self.fenced_slots,
             &self.config_mismatch,

@@ -96,6 +96,12 @@ impl Converter {
         self
     }
 
+    /// Fetches the schemas `raw`'s registry-format parts name, unless at hand: awaited
+    /// before [`Self::convert`], which only reads the caches.
+    pub async fn fetch_schemas(&self, raw: RawRecord<'_>) -> Result<(), RecordError> {
+        self.decoder.fetch_schemas(raw.key, raw.value).await
+    }
+
     /// The write `raw` becomes; `Ok(None)` when it writes nothing (a tombstone without
     /// `delete_on_null_values`, a change event without a document effect).
     pub fn convert(&self, raw: RawRecord<'_>) -> Result<Option<Converted>, RecordError> {

@@ -78,6 +78,30 @@ impl Decoder {
         }
     }
 
+    /// Makes sure the schemas the registry-format parts of a record name are at hand for
+    /// [`Self::key`] and [`Self::value`], which only read the caches: each schema is fetched
+    /// once, awaited (the registry never blocks the thread). A registry that cannot be asked
+    /// is a transient error, an unknown schema id the record's.
+    pub async fn fetch_schemas(
+        &self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<(), RecordError> {
+        for (part, format, bytes) in [
+            ("key", self.key_format, key),
+            ("value", self.value_format, value),
+        ] {
+            let Some(bytes) = bytes else { continue };
+            let fetched = match (format, &self.avro, &self.json_schema) {
+                (RecordFormat::Avro, Some(avro), _) => avro.fetch(bytes).await,
+                (RecordFormat::JsonSchema, _, Some(json)) => json.fetch(bytes).await,
+                _ => Ok(()),
+            };
+            fetched.map_err(|e| registry_error(part, e))?;
+        }
+        Ok(())
+    }
+
     /// The key: `None` when the record has none.
     pub fn key(&self, bytes: Option<&[u8]>) -> Result<Option<Bson>, RecordError> {
         match bytes.and_then(|b| self.registered(b, self.key_format, "key")) {

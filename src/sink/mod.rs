@@ -198,7 +198,7 @@ impl SinkSupervisor {
             shared,
             dead_letter_producer,
             writers_thread.clone(),
-            registry_readiness(&self.readiness, &config.name),
+            registry_readiness(&self.readiness, &self.metrics, &config.name),
         );
         let session = Arc::new(SessionClock::new(
             session_timeout(&self.kafka),

@@ -540,14 +540,23 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
         let message = &entry.message;
         let converted = match &entry.known {
             Some(error) => Err(error.clone()),
-            None => settings.converter.convert(RawRecord {
-                topic: &job.topic,
-                partition: job.partition,
-                offset: message.offset(),
-                timestamp: message.timestamp().to_millis(),
-                key: message.key(),
-                value: message.payload(),
-            }),
+            None => {
+                let raw = RawRecord {
+                    topic: &job.topic,
+                    partition: job.partition,
+                    offset: message.offset(),
+                    timestamp: message.timestamp().to_millis(),
+                    key: message.key(),
+                    value: message.payload(),
+                };
+                // The schema registry is awaited (a revoke does not wait for it), then the
+                // conversion reads its cache.
+                let fetched = tokio::select! {
+                    fetched = settings.converter.fetch_schemas(raw) => fetched,
+                    () = job.lease.ended() => return BatchDone { committed: None, failure: None },
+                };
+                fetched.and_then(|()| settings.converter.convert(raw))
+            }
         };
         match converted {
             Ok(Some(converted)) => items.push(Item {

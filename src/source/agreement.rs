@@ -13,7 +13,8 @@
 //! (daemons from before this check) are left out of the comparison.
 //!
 //! What the fingerprint covers: the watched scope, the change-stream stages and options,
-//! startup, the record format and key, the topic naming, the checkpoint topic, `slots`,
+//! startup, the record format and key (the formats of key and value, their given schemas and
+//! the schema registry's URL), the topic naming, the checkpoint topic, `slots`,
 //! `delivery` and the error routing. Not: the pipeline's name (the group is per name
 //! already), secrets (the schema registry's credentials), timeouts, intervals, batch and
 //! queue sizes, copy parallelism or topic creation, which may differ between machines
@@ -50,6 +51,11 @@ struct Effective<'a> {
     topic_namespace_map: &'a std::collections::BTreeMap<String, String>,
     key: &'a crate::config::KeyMode,
     format: &'a crate::config::OutputFormat,
+    key_format: crate::config::OutputFormat,
+    value_format: crate::config::OutputFormat,
+    key_schema: Option<serde_json::Value>,
+    value_schema: Option<serde_json::Value>,
+    schema_registry_url: Option<&'a str>,
     heartbeat_topic: Option<&'a str>,
     checkpoint_topic: &'a str,
     slots: u32,
@@ -59,7 +65,8 @@ struct Effective<'a> {
     errors: &'a crate::config::ErrorsConfig,
 }
 
-/// Stages written differently but meaning the same (spacing, line breaks) compare equal;
+/// Stages (and schemas) written differently but meaning the same (spacing, line breaks)
+/// compare equal;
 /// text that is not JSON (validation refuses it) is taken as it is.
 fn stages(text: &Option<String>) -> Option<serde_json::Value> {
     text.as_ref()
@@ -88,6 +95,13 @@ pub fn fingerprint(config: &SourceConfig) -> String {
         topic_namespace_map: &config.topic_namespace_map,
         key: &config.key,
         format: &config.format,
+        // What each part is written in, and with which schema, decides the records; the
+        // registry decides which ids they carry (its credentials and timeout do not).
+        key_format: config.key_format(),
+        value_format: config.value_format(),
+        key_schema: stages(&config.key_schema),
+        value_schema: stages(&config.value_schema),
+        schema_registry_url: config.schema_registry.as_ref().map(|r| r.url.as_str()),
         // Where heartbeats go matters only when they are sent; how often does not.
         heartbeat_topic: config
             .heartbeat_interval
@@ -201,6 +215,38 @@ mod tests {
         for config in changed {
             assert_ne!(fingerprint(&config), fp, "{config:?}");
         }
+    }
+
+    #[test]
+    fn formats_schemas_and_the_registry_change_the_fingerprint() {
+        let registry = "[schema_registry]\nurl = \"http://r:8081\"\n";
+        let avro = |extra: &str| source(&format!("format = \"avro\"\n{extra}\n{registry}"));
+        let fp = fingerprint(&avro(""));
+        let schema =
+            r#"{"type": "record", "name": "D", "fields": [{"name": "_id", "type": "int"}]}"#;
+        for (what, changed) in [
+            ("key_format", avro("key_format = \"relaxed_json\"")),
+            ("value_format", avro("value_format = \"json_schema\"")),
+            ("key_schema", avro(&format!("key_schema = '{schema}'"))),
+            ("value_schema", avro(&format!("value_schema = '{schema}'"))),
+            (
+                "schema_registry.url",
+                source("format = \"avro\"\n[schema_registry]\nurl = \"http://other:8081\"\n"),
+            ),
+        ] {
+            assert_ne!(fingerprint(&changed), fp, "{what} left out");
+        }
+        // The registry's credentials and timeout are not part of what is written.
+        let same = source(&format!(
+            "format = \"avro\"\n{registry}username = \"u\"\npassword = \"p\"\ntimeout = \"3s\"\n"
+        ));
+        assert_eq!(fingerprint(&same), fp);
+        // A schema written with other spacing is the same schema.
+        let spaced = schema.replace(", ", ",\n  ");
+        assert_eq!(
+            fingerprint(&avro(&format!("value_schema = '''{spaced}'''"))),
+            fingerprint(&avro(&format!("value_schema = '{schema}'"))),
+        );
     }
 
     #[test]

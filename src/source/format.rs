@@ -9,7 +9,7 @@ use super::topic::TopicMapper;
 use crate::avro::{AvroError, AvroWriter};
 use crate::config::{KeyMode, OutputFormat, SourceConfig};
 use crate::json_schema::{JsonSchemaError, JsonSchemaWriter};
-use crate::schema_registry::Reachability;
+use crate::schema_registry::{AwaitsRegistry, Lookup, Reachability, RegistryError};
 
 /// Why an event could not become a record.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,24 @@ impl FormatError {
                 e.is_transient()
             }
             _ => false,
+        }
+    }
+}
+
+impl AwaitsRegistry for FormatError {
+    fn pending(&self) -> Option<&Lookup> {
+        match self {
+            Self::Avro(e) => e.pending(),
+            Self::JsonSchema(e) => e.pending(),
+            _ => None,
+        }
+    }
+
+    fn failed(self, error: RegistryError) -> Self {
+        match self {
+            Self::JsonSchema(e) => Self::JsonSchema(e.failed(error)),
+            Self::Avro(e) => Self::Avro(e.failed(error)),
+            other => other,
         }
     }
 }

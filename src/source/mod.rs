@@ -458,7 +458,11 @@ impl SourceSupervisor {
         };
         let conversion = Conversion::for_source(
             &self.config,
-            Some(registry_readiness(&self.readiness, &self.config.name)),
+            Some(registry_readiness(
+                &self.readiness,
+                &self.metrics,
+                &self.config.name,
+            )),
         );
         // One budget for the pipeline, whatever the slots it owns.
         let budget = Budget::new(

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bson::{doc, Bson, Document, RawBson, RawBsonRef, RawDocumentBuf};
+use bson::{doc, Bson, Document, RawBson, RawBsonRef, RawDocument, RawDocumentBuf};
 use futures_util::future::try_join_all;
 use futures_util::TryStreamExt;
 use mongodb::change_stream::event::ResumeToken;
@@ -14,7 +14,9 @@ use mongodb::Collection;
 
 use super::records::copied_event;
 use super::stream::ReadLoop;
+use crate::config::{ErrorsConfig, Tolerance};
 use crate::source::copy::{self, CopyProgress, RangeCopy};
+use crate::source::format::FormatError;
 use crate::source::model::{OutgoingRecord, Position, Scope};
 use crate::source::SourceError;
 
@@ -62,6 +64,50 @@ impl Batch {
     fn full(&self) -> bool {
         self.records.len() >= COPY_BATCH_DOCUMENTS || self.bytes >= COPY_BATCH_BYTES
     }
+}
+
+/// The `_id` of a copied document, or why it does not decode (a string that is not UTF-8,
+/// which MongoDB stores as it is given): such an `_id` can be neither published as an event
+/// nor kept as the copy's position.
+fn copied_id(document: &RawDocument) -> Result<RawBsonRef<'_>, String> {
+    let id = document
+        .get("_id")
+        .map_err(|e| e.to_string())?
+        .unwrap_or(RawBsonRef::Null);
+    Bson::try_from(id.to_raw_bson()).map_err(|e| e.to_string())?;
+    Ok(id)
+}
+
+/// The dead letter of a copied document whose `_id` does not decode (its raw bytes, with
+/// `errors.tolerance = "all"` and a dead letter topic), or the error that stops the pipeline,
+/// naming the namespace and the `_id` (read leniently). Not transient: the same document
+/// fails the same way at every restart.
+fn undecodable_id(
+    document: &RawDocument,
+    namespace: &str,
+    reason: &str,
+    topic: String,
+    errors: &ErrorsConfig,
+) -> Result<OutgoingRecord, SourceError> {
+    let shown = bson::from_slice::<bson::serde_helpers::Utf8LossyDeserialization<Document>>(
+        document.as_bytes(),
+    )
+    .ok()
+    .and_then(|d| d.0.get("_id").map(ToString::to_string))
+    .unwrap_or_else(|| "(unreadable)".to_owned());
+    let origin = format!("{namespace} a copied document with `_id` {shown}");
+    let reason = format!("the copied document's `_id` does not decode: {reason}");
+    if errors.tolerance == Tolerance::All && errors.dead_letter_topic.is_some() {
+        return Ok(OutgoingRecord {
+            value: Some(document.as_bytes().to_vec()),
+            failure: Some(reason),
+            ..OutgoingRecord::new(topic, None, None, origin)
+        });
+    }
+    Err(SourceError::Format {
+        origin,
+        source: FormatError::Decode(reason),
+    })
 }
 
 impl<'a> Copier<'a> {
@@ -255,18 +301,33 @@ impl<'a> Copier<'a> {
                 return Ok(false);
             }
             reader.progress.advanced();
-            let id = document
-                .get("_id")
-                .map_err(|e| SourceError::Checkpoint {
-                    namespace: namespace.to_owned(),
-                    reason: format!("the `_id` of a copied document does not decode: {e}"),
-                })?
-                .unwrap_or(RawBsonRef::Null);
+            let id = match copied_id(&document) {
+                Ok(id) => id,
+                Err(reason) => {
+                    // Never a position to resume from: the copy goes on past it (dead
+                    // letter) or the pipeline stops, naming it; it is not read again.
+                    let topic = reader.shared.topics.topic(target.db, Some(target.coll));
+                    let errors = &reader.shared.config.errors;
+                    let dead = undecodable_id(&document, namespace, &reason, topic, errors)?;
+                    tracing::warn!(pipeline = %pipeline, %namespace, %reason, "a copied document's `_id` does not decode; dead-lettered");
+                    batch.records.push(dead);
+                    batch.documents += 1;
+                    continue;
+                }
+            };
             if track_ids {
                 batch.last_id = Some(id.to_raw_bson());
             }
             let event = copied_event(target.db, target.coll, id, &document);
-            if let Some(record) = reader.records().event(&event)? {
+            let builder = reader.records();
+            let record = tokio::select! {
+                biased;
+                record = builder.event(&event) => record?,
+                // A stop does not wait for the schema registry: the copy resumes at its
+                // last acknowledged `_id`.
+                () = reader.stopped() => return Ok(false),
+            };
+            if let Some(record) = record {
                 batch.bytes += record.value.as_ref().map_or(0, Vec::len);
                 batch.records.push(record);
             }
@@ -308,5 +369,64 @@ impl<'a> Copier<'a> {
             copy: Some(Arc::new(state.clone())),
         });
         self.reader.send(batch.records, position).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `{_id: <"ab" then the bytes 0xff 0xfe>, n: 2}`: valid BSON, its `_id` not UTF-8.
+    fn document_with_a_broken_id() -> RawDocumentBuf {
+        let mut raw = RawDocumentBuf::new();
+        raw.append("_id", "abXY");
+        raw.append("n", 2);
+        let mut bytes = raw.into_bytes();
+        let at = bytes
+            .windows(4)
+            .position(|w| w == b"abXY")
+            .unwrap_or_else(|| panic!("the placeholder"));
+        bytes[at + 2] = 0xff;
+        bytes[at + 3] = 0xfe;
+        RawDocumentBuf::from_bytes(bytes).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_copied_id_that_does_not_decode_is_dead_lettered_or_stops_the_pipeline_naming_it() {
+        let broken = document_with_a_broken_id();
+        let reason = copied_id(&broken).expect_err("not UTF-8");
+        let good =
+            RawDocumentBuf::from_document(&doc! {"_id": 7}).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(copied_id(&good).ok(), Some(RawBsonRef::Int32(7)));
+
+        let tolerant = ErrorsConfig {
+            tolerance: Tolerance::All,
+            dead_letter_topic: Some("dlq".into()),
+            ..ErrorsConfig::default()
+        };
+        let dead = undecodable_id(&broken, "d.c", &reason, "d.c".into(), &tolerant)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(dead.value.as_deref(), Some(broken.as_bytes()));
+        assert!(
+            dead.origin
+                .starts_with("d.c a copied document with `_id` \"ab"),
+            "{}",
+            dead.origin
+        );
+        assert!(dead.failure.is_some_and(|f| f.contains("does not decode")));
+
+        let strict = ErrorsConfig::default();
+        let stop = undecodable_id(&broken, "d.c", &reason, "d.c".into(), &strict)
+            .expect_err("stops the pipeline");
+        let text = stop.to_string();
+        assert!(
+            text.contains("d.c") && text.contains("`_id` \"ab"),
+            "{text}"
+        );
+        // Not a restart: the same document fails the same way every time.
+        assert_eq!(
+            crate::source::policy::classify(&stop),
+            crate::source::policy::ErrorClass::Unfixable
+        );
     }
 }

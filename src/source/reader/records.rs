@@ -12,6 +12,7 @@ use super::ReaderContext;
 use crate::config::SourceConfig;
 use crate::config::{ErrorsConfig, Tolerance};
 use crate::ops::metrics::{Metrics, SKIPPED_NO_DOCUMENT};
+use crate::schema_registry;
 use crate::source::extjson::{self, Mode};
 use crate::source::format::{Conversion, Converted, FormatError};
 use crate::source::model::{OutgoingRecord, Scope};
@@ -55,8 +56,11 @@ impl Records<'_> {
     /// published for it. An event that does not decode is dead-lettered raw or stops the
     /// pipeline ([`undecodable`]); one that cannot be converted is dead-lettered (with
     /// `errors.tolerance = "all"`) or stops it.
-    pub fn event(&self, event: &RawDocument) -> Result<Option<OutgoingRecord>, SourceError> {
-        let converted = self.conversion.convert_raw(event);
+    ///
+    /// A conversion that needs the schema registry awaits it (never blocking the thread),
+    /// then converts again.
+    pub async fn event(&self, event: &RawDocument) -> Result<Option<OutgoingRecord>, SourceError> {
+        let converted = schema_registry::fetching(|| self.conversion.convert_raw(event)).await;
         if let Err(FormatError::Decode(reason)) = &converted {
             return undecodable(event, reason, self.topics, &self.config.errors);
         }
@@ -295,8 +299,8 @@ mod tests {
 
     /// The whole path of an event the stream returns: raw bytes in, the record out, for an
     /// event that converts, one that does not decode, and one without a document.
-    #[test]
-    fn raw_events_become_records_dead_letters_or_nothing() {
+    #[tokio::test]
+    async fn raw_events_become_records_dead_letters_or_nothing() {
         let config = pipeline(
             "errors = { tolerance = \"all\", dead_letter_topic = \"dlq\" }\npublish_full_document_only = true",
         );
@@ -324,7 +328,7 @@ mod tests {
             "fullDocument": { "_id": 7, "n": 1 },
         })
         .unwrap_or_else(|e| panic!("{e}"));
-        let record = records.event(&insert);
+        let record = records.event(&insert).await;
         let Ok(Some(record)) = record else {
             panic!("expected a record, got {record:?}")
         };
@@ -343,7 +347,8 @@ mod tests {
             conversion: &whole_events,
             ..records
         }
-        .event(&broken);
+        .event(&broken)
+        .await;
         let Ok(Some(dead)) = dead else {
             panic!("expected a dead letter, got {dead:?}")
         };
@@ -363,7 +368,7 @@ mod tests {
             conversion: &conversion,
             ..records
         };
-        assert!(matches!(skipped.event(&delete), Ok(None)));
+        assert!(matches!(skipped.event(&delete).await, Ok(None)));
     }
 
     /// `{ns: {db: "d", coll: "c"}, s: <"ab" then the byte 0xff>}`: valid BSON, not UTF-8.

@@ -203,6 +203,14 @@ impl ReadLoop {
         self.stop.load(Ordering::SeqCst)
     }
 
+    /// Resolves once the reader is asked to stop (checked every 50 ms): raced with what may
+    /// wait long within one event, such as the schema registry.
+    pub async fn stopped(&self) {
+        while !self.stopping() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// The stream's position as a checkpoint position.
     fn position(token: Option<ResumeToken>) -> Option<Position> {
         token.map(Position::stream)
@@ -333,7 +341,14 @@ impl ReadLoop {
                     self.shared
                         .metrics
                         .event_read(pipeline, self.namespace(), records::lag(&raw));
-                    let records = self.records().event(&raw)?;
+                    let builder = self.records();
+                    let records = tokio::select! {
+                        biased;
+                        records = builder.event(&raw) => records?,
+                        // A stop (shutdown, hand-over) does not wait for a schema registry
+                        // that does not answer: the event is read again after it.
+                        () = self.stopped() => break,
+                    };
                     let records = records.into_iter().collect();
                     self.queue(&items, records, Self::position(token)).await?;
                     last_publish = Instant::now();
