@@ -305,6 +305,8 @@ write_model = "update_one"
 business_key_fields = ["bk"]
 delete_on_null_values = true
 delete_write_model = "delete_tombstone_business_key"
+stale_write_guard = "version"
+write_concern = { w = "majority", journal = true, wtimeout = "5s" }
 timeseries_time_field = "ts"
 timeseries_time_field_auto_convert = true
 timeseries_time_field_format = "%Y"
