@@ -90,3 +90,44 @@ fn the_check_sees_a_crate_that_is_not_used() {
         "a prefix of another crate's name is not a use"
     );
 }
+
+/// The versions of each package in `Cargo.lock`.
+fn locked_versions() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let lock = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock"))
+        .expect("Cargo.lock");
+    let mut versions =
+        std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+    for package in lock.split("[[package]]").skip(1) {
+        let field = |key: &str| {
+            package
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+                .map(|v| v.trim_end_matches('"').to_owned())
+        };
+        if let (Some(name), Some(version)) = (field("name"), field("version")) {
+            versions.entry(name).or_default().insert(version);
+        }
+    }
+    versions
+}
+
+/// One version of each crate the daemon depends on directly (`toml` was compiled twice,
+/// ours and the `config` crate's), but where a dependency of ours insists on another.
+#[test]
+fn each_direct_dependency_is_compiled_in_one_version() {
+    // hyper-util (under reqwest) wants base64 0.23; bson and mongodb, which ours matches, 0.22.
+    const ALLOWED: [&str; 1] = ["base64"];
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+            .expect("Cargo.toml");
+    let versions = locked_versions();
+    let twice: Vec<String> = section(&manifest, "dependencies")
+        .into_iter()
+        .filter(|n| !ALLOWED.contains(&n.as_str()))
+        .filter_map(|n| {
+            let found = versions.get(&n)?;
+            (found.len() > 1).then(|| format!("{n} {found:?}"))
+        })
+        .collect();
+    assert!(twice.is_empty(), "compiled in several versions: {twice:?}");
+}
