@@ -739,24 +739,43 @@ impl Publisher {
 impl Handler<ProduceBatch> for RecordProducer {
     type Result = AtomicResponse<Self, Result<(), SourceError>>;
 
-    fn handle(&mut self, batch: ProduceBatch, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, batch: ProduceBatch, _: &mut Self::Context) -> Self::Result {
         self.metrics
             .mailbox(&self.setup.pipeline, MAILBOX_RECORD_PRODUCER, -1);
+        // Everything that reads or moves the transaction happens once the response runs, not
+        // here: actix may run a due timer (the scheduled commit) between this handler and
+        // the first poll of its response, and that commit's wait runs first. A transaction
+        // found open here was committed by then, and the batch went to librdkafka outside
+        // any transaction (`State (Local: Erroneous state)`), restarting the pipeline.
+        AtomicResponse::new(Box::pin(
+            async {}
+                .into_actor(self)
+                .then(move |(), act, ctx| act.take(batch, ctx)),
+        ))
+    }
+}
+
+impl RecordProducer {
+    /// Hands `batch` to librdkafka (exactly-once: into the open transaction, opened here if
+    /// none is), with the actor to itself until every record is handed over.
+    fn take(
+        &mut self,
+        batch: ProduceBatch,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<(), SourceError>> {
         if self.closing {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(
-                SourceError::ProducerGone {
-                    namespace: batch.reader.namespace,
-                },
-            ))));
+            return Box::pin(actix::fut::ready(Err(SourceError::ProducerGone {
+                namespace: batch.reader.namespace,
+            })));
         }
         if !self.ledger.admits(&batch.reader) {
             // A restarted reader's predecessor, still in the mailbox: its successor reads
             // these events again.
             tracing::debug!(pipeline = %self.setup.pipeline, namespace = %batch.reader.namespace, generation = batch.reader.generation, "refusing a batch of a restarted reader's predecessor");
-            return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(()))));
+            return Box::pin(actix::fut::ready(Ok(())));
         }
         if let Err(error) = self.ensure_transaction(ctx) {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(error))));
+            return Box::pin(actix::fut::ready(Err(error)));
         }
         let publisher = Publisher {
             producer: self.producer.clone(),
@@ -768,60 +787,62 @@ impl Handler<ProduceBatch> for RecordProducer {
             let deliveries = publisher.enqueue_batch(&batch.records).await?;
             Ok::<_, SourceError>((batch.reader, batch.token, deliveries))
         };
-        AtomicResponse::new(Box::pin(enqueue_all.into_actor(self).map(
-            |result: Result<_, SourceError>, act, ctx| {
-                let (reader, token, deliveries) = match result {
-                    Ok(sent) => sent,
-                    Err(error) => {
-                        // Part of the batch may be in the open transaction, its position
-                        // never recorded: that transaction may only be aborted.
-                        act.ledger.partly_sent();
-                        return Err(error);
-                    }
-                };
-                let Some(ticket) = act.ledger.sent(&reader, token) else {
-                    // Exactly-once: the commit resolves these deliveries, and fails if any
-                    // of them did.
-                    drop(deliveries);
-                    return Ok(());
-                };
-                let metrics = act.metrics.clone();
-                let pipeline = act.setup.pipeline.clone();
-                let acknowledged = async move {
-                    for (origin, topic, took, delivery) in
-                        join_all(deliveries.into_iter().map(|(o, t, at, d)| async move {
-                            let delivery = d.await;
-                            (o, t, at.elapsed(), delivery)
-                        }))
-                        .await
-                    {
-                        if !matches!(delivery, Ok(Ok(_))) {
-                            metrics.produce_error(&pipeline, "delivery");
+        Box::pin(
+            enqueue_all
+                .into_actor(self)
+                .map(|result: Result<_, SourceError>, act, ctx| {
+                    let (reader, token, deliveries) = match result {
+                        Ok(sent) => sent,
+                        Err(error) => {
+                            // Part of the batch may be in the open transaction, its position
+                            // never recorded: that transaction may only be aborted.
+                            act.ledger.partly_sent();
+                            return Err(error);
                         }
-                        match delivery {
-                            Ok(Ok(_)) => metrics.delivered(&pipeline, took),
-                            Ok(Err((source, _))) => {
-                                return Err(delivery_error(origin, topic, source))
+                    };
+                    let Some(ticket) = act.ledger.sent(&reader, token) else {
+                        // Exactly-once: the commit resolves these deliveries, and fails if any
+                        // of them did.
+                        drop(deliveries);
+                        return Ok(());
+                    };
+                    let metrics = act.metrics.clone();
+                    let pipeline = act.setup.pipeline.clone();
+                    let acknowledged = async move {
+                        for (origin, topic, took, delivery) in
+                            join_all(deliveries.into_iter().map(|(o, t, at, d)| async move {
+                                let delivery = d.await;
+                                (o, t, at.elapsed(), delivery)
+                            }))
+                            .await
+                        {
+                            if !matches!(delivery, Ok(Ok(_))) {
+                                metrics.produce_error(&pipeline, "delivery");
                             }
-                            Err(_) => {
-                                return Err(SourceError::Delivery {
-                                    origin,
-                                    topic,
-                                    source: Box::new(KafkaError::Canceled),
-                                })
+                            match delivery {
+                                Ok(Ok(_)) => metrics.delivered(&pipeline, took),
+                                Ok(Err((source, _))) => {
+                                    return Err(delivery_error(origin, topic, source))
+                                }
+                                Err(_) => {
+                                    return Err(SourceError::Delivery {
+                                        origin,
+                                        topic,
+                                        source: Box::new(KafkaError::Canceled),
+                                    })
+                                }
                             }
                         }
-                    }
+                        Ok(())
+                    };
+                    ctx.spawn(
+                        acknowledged
+                            .into_actor(act)
+                            .map(move |result, act, ctx| act.delivered(&ticket, result, ctx)),
+                    );
                     Ok(())
-                };
-                ctx.spawn(
-                    acknowledged
-                        .into_actor(act)
-                        .map(move |result, act, ctx| act.delivered(&ticket, result, ctx)),
-                );
-                Ok(())
-            },
-        )))
+                }),
+        )
     }
 }
 
