@@ -801,10 +801,11 @@ impl Handler<ProduceBatch> for RecordProducer {
         self.metrics
             .mailbox(&self.setup.pipeline, MAILBOX_RECORD_PRODUCER, -1);
         // Everything that reads or moves the transaction happens once the response runs, not
-        // here: actix may run a due timer (the scheduled commit) between this handler and
-        // the first poll of its response, and that commit's wait runs first. A transaction
-        // found open here was committed by then, and the batch went to librdkafka outside
-        // any transaction (`State (Local: Erroneous state)`), restarting the pipeline.
+        // here. actix queues this response to wait but, in the same turn, still polls the
+        // actor's timers; a due commit queues its own wait after it, and the last one queued
+        // runs first. The transaction this handler found open was then committed before the
+        // batch's first record, which went to librdkafka outside any transaction (`State
+        // (Local: Erroneous state)`), restarting the pipeline every few seconds.
         AtomicResponse::new(Box::pin(
             async {}
                 .into_actor(self)
