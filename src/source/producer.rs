@@ -118,6 +118,8 @@ pub struct RecordProducer {
     transaction_timeout: Duration,
     /// Draining or failed: no batch is taken, no scheduled commit runs.
     closing: bool,
+    /// Records and checkpoints go into Kafka transactions.
+    exactly_once: bool,
     supervisor: Recipient<ProducerFailed>,
     metrics: Metrics,
 }
@@ -129,6 +131,7 @@ impl RecordProducer {
     pub fn exactly_once(mut self, timeout: Duration) -> Self {
         self.ledger = CheckpointLedger::exactly_once(self.setup.checkpoint_interval);
         self.transaction_timeout = timeout;
+        self.exactly_once = true;
         self
     }
 
@@ -147,6 +150,7 @@ impl RecordProducer {
             pending_checkpoint_writes: 0,
             transaction_timeout: Duration::from_secs(30),
             closing: false,
+            exactly_once: false,
             supervisor,
             metrics,
         }
@@ -178,6 +182,21 @@ impl RecordProducer {
                 .await;
         });
         ctx.stop();
+    }
+
+    /// Exactly-once: the open transaction can only be aborted (`error`: a record of it was
+    /// not delivered, librdkafka refused the next one with `State`, or its commit failed that
+    /// way). Says so, naming the cause, then fails: the transaction is aborted and the
+    /// pipeline starts again from its last committed checkpoint, with nothing of the aborted
+    /// transaction visible to a `read_committed` consumer.
+    fn abandon_transaction(&mut self, error: SourceError, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        tracing::warn!(pipeline = %self.setup.pipeline, slot = self.setup.slot, cause = %error, "the open Kafka transaction can only be aborted; aborting it, the pipeline starts again from its last committed checkpoint");
+        self.metrics
+            .produce_error(&self.setup.pipeline, "transaction_aborted");
+        self.fail(error, ctx);
     }
 
     /// Aborts the open transaction, off the actor thread; a failure to abort is logged (a
@@ -347,13 +366,17 @@ impl RecordProducer {
                                     .checkpoint_written(&act.setup.pipeline, namespace);
                             }
                         }
-                        Err(error) => act.fail(
-                            SourceError::Transaction {
+                        Err(error) => {
+                            let error = SourceError::Transaction {
                                 what: "committing",
                                 source: Box::new(error),
-                            },
-                            ctx,
-                        ),
+                            };
+                            if error_requires_abort(&error) {
+                                act.abandon_transaction(error, ctx);
+                            } else {
+                                act.fail(error, ctx);
+                            }
+                        }
                     }
                 }),
         );
@@ -489,6 +512,41 @@ fn delivery_error(origin: String, topic: String, source: KafkaError) -> SourceEr
             source: Box::new(source),
         },
     }
+}
+
+/// Whether `error` leaves the open Kafka transaction only to be aborted: librdkafka refuses
+/// records with `State` once a record or a request of the transaction failed (or outside a
+/// transaction), and says of a failed commit whether it requires an abort.
+fn error_requires_abort(error: &SourceError) -> bool {
+    let source = match error {
+        SourceError::Kafka { source, .. }
+        | SourceError::Delivery { source, .. }
+        | SourceError::Transaction { source, .. } => source,
+        _ => return false,
+    };
+    match source.as_ref() {
+        KafkaError::Transaction(error) => error.txn_requires_abort(),
+        other => other.rdkafka_error_code() == Some(RDKafkaErrorCode::State),
+    }
+}
+
+/// The first failed delivery of `deliveries`, as the error naming its record, once all are
+/// answered.
+async fn first_failure(deliveries: Deliveries) -> Option<SourceError> {
+    for (origin, topic, _, delivery) in deliveries {
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((source, _))) => return Some(delivery_error(origin, topic, source)),
+            Err(_) => {
+                return Some(SourceError::Delivery {
+                    origin,
+                    topic,
+                    source: Box::new(KafkaError::Canceled),
+                })
+            }
+        }
+    }
+    None
 }
 
 /// The deliveries of one batch: what each record was, where it went, when it was handed
@@ -748,24 +806,44 @@ impl Publisher {
 impl Handler<ProduceBatch> for RecordProducer {
     type Result = AtomicResponse<Self, Result<(), SourceError>>;
 
-    fn handle(&mut self, batch: ProduceBatch, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, batch: ProduceBatch, _: &mut Self::Context) -> Self::Result {
         self.metrics
             .mailbox(&self.setup.pipeline, MAILBOX_RECORD_PRODUCER, -1);
+        // Everything that reads or moves the transaction happens once the response runs, not
+        // here. actix queues this response to wait but, in the same turn, still polls the
+        // actor's timers; a due commit queues its own wait after it, and the last one queued
+        // runs first. The transaction this handler found open was then committed before the
+        // batch's first record, which went to librdkafka outside any transaction (`State
+        // (Local: Erroneous state)`), restarting the pipeline every few seconds.
+        AtomicResponse::new(Box::pin(
+            async {}
+                .into_actor(self)
+                .then(move |(), act, ctx| act.take(batch, ctx)),
+        ))
+    }
+}
+
+impl RecordProducer {
+    /// Hands `batch` to librdkafka (exactly-once: into the open transaction, opened here if
+    /// none is), with the actor to itself until every record is handed over.
+    fn take(
+        &mut self,
+        batch: ProduceBatch,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<(), SourceError>> {
         if self.closing {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(
-                SourceError::ProducerGone {
-                    namespace: batch.reader.namespace,
-                },
-            ))));
+            return Box::pin(actix::fut::ready(Err(SourceError::ProducerGone {
+                namespace: batch.reader.namespace,
+            })));
         }
         if !self.ledger.admits(&batch.reader) {
             // A restarted reader's predecessor, still in the mailbox: its successor reads
             // these events again.
             tracing::debug!(pipeline = %self.setup.pipeline, namespace = %batch.reader.namespace, generation = batch.reader.generation, "refusing a batch of a restarted reader's predecessor");
-            return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(()))));
+            return Box::pin(actix::fut::ready(Ok(())));
         }
         if let Err(error) = self.ensure_transaction(ctx) {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(error))));
+            return Box::pin(actix::fut::ready(Err(error)));
         }
         let publisher = Publisher {
             producer: self.producer.clone(),
@@ -773,25 +851,40 @@ impl Handler<ProduceBatch> for RecordProducer {
             policy: self.setup.policy.clone(),
             metrics: self.metrics.clone(),
         };
+        let namespace = batch.reader.namespace.clone();
         let enqueue_all = async move {
             let deliveries = publisher.enqueue_batch(&batch.records).await?;
             Ok::<_, SourceError>((batch.reader, batch.token, deliveries))
         };
-        AtomicResponse::new(Box::pin(enqueue_all.into_actor(self).map(
-            |result: Result<_, SourceError>, act, ctx| {
+        Box::pin(enqueue_all.into_actor(self).map(
+            move |result: Result<_, SourceError>, act, ctx| {
                 let (reader, token, deliveries) = match result {
                     Ok(sent) => sent,
                     Err(error) => {
                         // Part of the batch may be in the open transaction, its position
                         // never recorded: that transaction may only be aborted.
                         act.ledger.partly_sent();
+                        if act.exactly_once && error_requires_abort(&error) {
+                            // The producer's own report decides.
+                            act.abandon_transaction(error, ctx);
+                            return Err(SourceError::ProducerGone { namespace });
+                        }
                         return Err(error);
                     }
                 };
                 let Some(ticket) = act.ledger.sent(&reader, token) else {
                     // Exactly-once: the commit resolves these deliveries, and fails if any
-                    // of them did.
-                    drop(deliveries);
+                    // of them did. A failed one leaves the transaction abortable (librdkafka
+                    // refuses its next records with `State`): it is aborted at once.
+                    ctx.spawn(
+                        first_failure(deliveries)
+                            .into_actor(act)
+                            .map(|failed, act, ctx| {
+                                if let (Some(error), false) = (failed, act.closing) {
+                                    act.abandon_transaction(error, ctx);
+                                }
+                            }),
+                    );
                     return Ok(());
                 };
                 let metrics = act.metrics.clone();
@@ -830,7 +923,7 @@ impl Handler<ProduceBatch> for RecordProducer {
                 );
                 Ok(())
             },
-        )))
+        ))
     }
 }
 
@@ -897,4 +990,38 @@ fn drain_step(
             .into_actor(act)
             .then(move |_, act, ctx| drain_step(act, ctx, until)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(code: RDKafkaErrorCode) -> SourceError {
+        SourceError::Kafka {
+            topic: "db.c".to_owned(),
+            source: Box::new(KafkaError::MessageProduction(code)),
+        }
+    }
+
+    /// librdkafka refusing a record with `State` inside a transaction means the transaction
+    /// can only be aborted: the producer aborts it on purpose and the pipeline starts again
+    /// from its last committed checkpoint. Other refusals (a full queue waits, a record too
+    /// large goes through `oversize`) are not that.
+    #[test]
+    fn a_state_refusal_requires_the_transaction_to_be_aborted() {
+        assert!(error_requires_abort(&refused(RDKafkaErrorCode::State)));
+        let failed_delivery = SourceError::Delivery {
+            origin: "event 1".to_owned(),
+            topic: "db.c".to_owned(),
+            source: Box::new(KafkaError::MessageProduction(RDKafkaErrorCode::State)),
+        };
+        assert!(error_requires_abort(&failed_delivery));
+        assert!(!error_requires_abort(&refused(RDKafkaErrorCode::QueueFull)));
+        assert!(!error_requires_abort(&refused(
+            RDKafkaErrorCode::MessageSizeTooLarge
+        )));
+        assert!(!error_requires_abort(&SourceError::ProducerGone {
+            namespace: "db.c".to_owned()
+        }));
+    }
 }
