@@ -322,7 +322,10 @@ pub async fn run(config: &Config) -> Vec<Outcome> {
     outcomes.extend(run_mongo(config, &mongo_checks).await);
     let kafka_checks: Vec<&Check> = checks.iter().filter(|c| c.is_kafka()).collect();
     outcomes.extend(run_kafka(config, &kafka_checks).await);
-    for check in checks.iter().filter(|c| matches!(c, Check::Registry { .. })) {
+    for check in checks
+        .iter()
+        .filter(|c| matches!(c, Check::Registry { .. }))
+    {
         if let Check::Registry { registry, .. } = check {
             outcomes.push(ask_registry(check, registry).await);
         }
@@ -341,7 +344,12 @@ async fn within<T>(
 ) -> Result<T, String> {
     tokio::time::timeout(deadline, what)
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {}", humantime::format_duration(deadline))))
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "no answer within {}",
+                humantime::format_duration(deadline)
+            ))
+        })
 }
 
 async fn run_mongo(config: &Config, checks: &[&Check]) -> Vec<Outcome> {
@@ -371,7 +379,9 @@ async fn run_mongo(config: &Config, checks: &[&Check]) -> Vec<Outcome> {
             return outcomes;
         }
     };
-    let mut outcomes = vec![Outcome::Ok(format!("mongodb.uri: MongoDB at {hosts} answers"))];
+    let mut outcomes = vec![Outcome::Ok(format!(
+        "mongodb.uri: MongoDB at {hosts} answers"
+    ))];
     let version = within(deadline, server_version(&client)).await;
     for check in checks {
         let outcome = match check {
@@ -412,10 +422,7 @@ async fn run_mongo(config: &Config, checks: &[&Check]) -> Vec<Outcome> {
 }
 
 fn source_named<'a>(config: &'a Config, pipeline: &str) -> Option<&'a SourceConfig> {
-    config
-        .sources
-        .iter()
-        .find(|s| source_label(s) == pipeline)
+    config.sources.iter().find(|s| source_label(s) == pipeline)
 }
 
 /// The server's version, as its major and the whole text.
@@ -730,7 +737,12 @@ async fn creatable(
     }
 }
 
-async fn kafka_check(config: &Config, cluster: &Cluster, check: &Check, deadline: Duration) -> Outcome {
+async fn kafka_check(
+    config: &Config,
+    cluster: &Cluster,
+    check: &Check,
+    deadline: Duration,
+) -> Outcome {
     match check {
         Check::SourceTopic {
             topic,
@@ -789,9 +801,7 @@ async fn kafka_check(config: &Config, cluster: &Cluster, check: &Check, deadline
                 )),
             }
         }
-        Check::Transactions { prefix, .. } => {
-            transactions(config, prefix, deadline, check).await
-        }
+        Check::Transactions { prefix, .. } => transactions(config, prefix, deadline, check).await,
         Check::ConsumerGroup { group, .. } => {
             let cfg = kafka::client_config(&config.kafka, kafka::Role::Admin);
             let timeout = config.kafka.request_timeout;
@@ -854,7 +864,10 @@ async fn ask_registry(check: &Check, registry: &SchemaRegistryConfig) -> Outcome
     };
     // Connecting and reading each wait `timeout`.
     let deadline = registry.timeout * 2 + Duration::from_secs(1);
-    let answered = blocking(deadline, move || client.subjects().map_err(|e| e.to_string())).await;
+    let answered = blocking(deadline, move || {
+        client.subjects().map_err(|e| e.to_string())
+    })
+    .await;
     match answered {
         Ok(subjects) => Outcome::Ok(format!("{check}: answers ({subjects} subjects)")),
         Err(e) => Outcome::Problem(format!("{check}: {e}")),
@@ -921,12 +934,14 @@ mod tests {
             "source `o`: delivery = exactly-once: transactional ids `mongo-kafka-bridge-o-*`",
             "source `o`: checkpoint_topic `mongo-kafka-bridge-checkpoints-o`",
         ] {
-            assert!(lines.iter().any(|l| l == expected), "{expected} in {lines:#?}");
+            assert!(
+                lines.iter().any(|l| l == expected),
+                "{expected} in {lines:#?}"
+            );
         }
-        assert!(checks.iter().any(|c| matches!(
-            c,
-            Check::CheckpointTopic { partitions: 16, .. }
-        )));
+        assert!(checks
+            .iter()
+            .any(|c| matches!(c, Check::CheckpointTopic { partitions: 16, .. })));
         assert!(checks
             .iter()
             .any(|c| matches!(c, Check::Registry { registry, .. } if registry.url == "http://127.0.0.1:1")));
