@@ -267,3 +267,69 @@ async fn pre_images_the_server_cannot_record_are_a_problem_saying_so() {
         );
     }
 }
+
+#[tokio::test]
+async fn kafka_unreachable_is_a_problem_naming_it() {
+    let db = common::unique("cc");
+    let port = common::free_port();
+    let text = common::config_toml(
+        common::free_port(),
+        &format!("[[sink]]\nname = \"{db}_sink\"\ntopics = [\"{db}_in\"]\ndatabase = \"{db}\"\n"),
+    )
+    .replace(
+        &format!("bootstrap_servers = \"{}\"", common::kafka_bootstrap()),
+        &format!("bootstrap_servers = \"127.0.0.1:{port}\""),
+    )
+    .replace("request_timeout = \"5s\"", "request_timeout = \"2s\"");
+    let started = Instant::now();
+    let (code, stdout, stderr) = check_connect(&text);
+    let _ = common::mongo_client().await.database(&db).drop().await;
+    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let found = problems(&stdout);
+    assert_eq!(found.len(), 1, "{stdout}");
+    assert!(
+        found[0].starts_with(&format!(
+            "problem: kafka.bootstrap_servers: Kafka at 127.0.0.1:{port} does not answer: "
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "skipped: sink `{db}_sink`: topics: `{db}_in` (Kafka does not answer)"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_topic_create_topics_could_not_create_is_a_problem_and_nothing_is_created() {
+    let db = common::unique("cc");
+    // One broker: a replication factor of 3 is refused.
+    let text = common::config_toml(
+        common::free_port(),
+        &format!(
+            "[[source]]\nname = \"{db}_src\"\ndatabase = \"{db}\"\ncollection = \"orders\"\n\
+             create_topics = true\ntopic_replication_factor = 3\n"
+        ),
+    );
+    let (code, stdout, stderr) = check_connect(&text);
+    let _ = common::mongo_client().await.database(&db).drop().await;
+    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(
+        problems(&stdout).len(),
+        1,
+        "a single-broker cluster is expected (KAFKA_BOOTSTRAP): {stdout}"
+    );
+    assert!(
+        problems(&stdout)[0].starts_with(&format!(
+            "problem: source `{db}_src`: topic `{db}.orders`: missing, and create_topics cannot create it: the broker refuses to create it"
+        )),
+        "{stdout}"
+    );
+    assert!(!topic_names().contains(&format!("{db}.orders")));
+}

@@ -628,7 +628,7 @@ async fn run_kafka(config: &Config, checks: &[&Check]) -> Vec<Outcome> {
     .await;
     if let Err(e) = reachable {
         let mut outcomes = vec![Outcome::Problem(format!(
-            "kafka.bootstrap_servers: {servers}: {e}"
+            "kafka.bootstrap_servers: Kafka at {servers} does not answer: {e}"
         ))];
         outcomes.extend(
             checks
