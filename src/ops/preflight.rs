@@ -322,10 +322,7 @@ pub async fn run(config: &Config) -> Vec<Outcome> {
     outcomes.extend(run_mongo(config, &mongo_checks).await);
     let kafka_checks: Vec<&Check> = checks.iter().filter(|c| c.is_kafka()).collect();
     outcomes.extend(run_kafka(config, &kafka_checks).await);
-    for check in checks
-        .iter()
-        .filter(|c| matches!(c, Check::Registry { .. }))
-    {
+    for check in &checks {
         if let Check::Registry { registry, .. } = check {
             outcomes.push(ask_registry(check, registry).await);
         }
