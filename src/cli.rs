@@ -35,6 +35,11 @@ pub enum Command {
         /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// After the static checks, ask the services the configuration names whether the
+        /// daemon could do its work (README "Checking a configuration"), printing one line
+        /// per check and problem instead of the configuration; exits 1 on any problem.
+        #[arg(long)]
+        connect: bool,
     },
     /// Ask a running daemon whether it is healthy, for container health checks (no `curl`
     /// in the image). Exits 0 when `/health` (or `/ready` with `--ready`) answers 200,

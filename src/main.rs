@@ -7,10 +7,34 @@ use clap::Parser;
 use mongo_kafka_bridge::cli::{Cli, Command};
 use mongo_kafka_bridge::{config, daemon, ops};
 
+/// `check-config --connect`: the static checks, then the services' answers.
+fn check_connections(path: &std::path::Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("{}: configuration is valid", path.display());
+    match ops::preflight::check(&config) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { config: path } => match config::load(&path) {
+        Command::CheckConfig {
+            config: path,
+            connect: true,
+        } => check_connections(&path),
+        Command::CheckConfig { config: path, .. } => match config::load(&path) {
             Ok(config) => match toml::to_string_pretty(&config::masked(&config)) {
                 Ok(text) => {
                     print!("{text}");

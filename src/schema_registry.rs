@@ -552,6 +552,13 @@ impl Client {
         Ok(found)
     }
 
+    /// How many subjects the registry lists (`GET /subjects`): proves it answers and takes
+    /// the credentials, without changing anything (`check-config --connect`).
+    pub fn subjects(&self) -> Result<usize, RegistryError> {
+        let answer = self.request("GET", "/subjects", None, "listing the subjects")?;
+        Ok(answer.as_array().map_or(0, Vec::len))
+    }
+
     fn unreachable(&self, message: String) -> RegistryError {
         RegistryError::Unreachable {
             url: self.url.clone(),

@@ -25,6 +25,7 @@ use actix::prelude::*;
 use tokio::sync::watch;
 
 pub use self::settings::ReaderSettings;
+pub(crate) use self::stream::options as change_stream_options;
 use self::stream::ReadLoop;
 use super::copy_progress::CopyTracker;
 use super::format::Conversion;

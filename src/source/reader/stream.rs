@@ -53,7 +53,7 @@ pub(super) struct ReadLoop {
 }
 
 /// The options of a change stream opened at `start` for the pipeline `config`.
-fn options(config: &SourceConfig, start: &StartAt) -> ChangeStreamOptions {
+pub(crate) fn options(config: &SourceConfig, start: &StartAt) -> ChangeStreamOptions {
     let mut options = ChangeStreamOptions::default();
     options.full_document = match config.full_document {
         // As the MongoDB Kafka Connector does: publishing only documents needs the
