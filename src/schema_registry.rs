@@ -437,6 +437,12 @@ impl RegistryClient {
     pub async fn schema(&self, id: u32) -> Result<Arc<RegisteredSchema>, RegistryError> {
         self.client.schema(id).await
     }
+
+    /// How many subjects the registry lists (`GET /subjects`): proves it answers and takes
+    /// the credentials, without changing anything (`check-config --connect`).
+    pub async fn subjects(&self) -> Result<usize, RegistryError> {
+        self.client.subjects().await
+    }
 }
 
 impl Client {
@@ -552,10 +558,11 @@ impl Client {
         Ok(found)
     }
 
-    /// How many subjects the registry lists (`GET /subjects`): proves it answers and takes
-    /// the credentials, without changing anything (`check-config --connect`).
-    pub fn subjects(&self) -> Result<usize, RegistryError> {
-        let answer = self.request("GET", "/subjects", None, "listing the subjects")?;
+    /// How many subjects the registry lists (`GET /subjects`).
+    async fn subjects(&self) -> Result<usize, RegistryError> {
+        let answer = self
+            .request(None, "/subjects", "listing the subjects")
+            .await?;
         Ok(answer.as_array().map_or(0, Vec::len))
     }
 

@@ -861,10 +861,10 @@ async fn ask_registry(check: &Check, registry: &SchemaRegistryConfig) -> Outcome
     };
     // Connecting and reading each wait `timeout`.
     let deadline = registry.timeout * 2 + Duration::from_secs(1);
-    let answered = blocking(deadline, move || {
-        client.subjects().map_err(|e| e.to_string())
-    })
-    .await;
+    let answered = match tokio::time::timeout(deadline, client.subjects()).await {
+        Ok(answer) => answer.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {deadline:?}")),
+    };
     match answered {
         Ok(subjects) => Outcome::Ok(format!("{check}: answers ({subjects} subjects)")),
         Err(e) => Outcome::Problem(format!("{check}: {e}")),
