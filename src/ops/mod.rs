@@ -5,6 +5,7 @@ pub mod healthcheck;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod positions;
 pub mod progress;
 pub mod signals;
 pub mod status;
