@@ -552,7 +552,7 @@ fn write_checkpoints(
             ))
         })?;
         written.push(match &plan.checkpoint {
-            Some(c) => format!("{}", describe_checkpoint(ns, plan.partition, Some(c))),
+            Some(c) => describe_checkpoint(ns, plan.partition, Some(c)),
             None => format!(
                 "{ns}\tpartition {}\ttombstone (startup_mode decides)",
                 plan.partition
