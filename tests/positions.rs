@@ -296,3 +296,56 @@ async fn moving_positions_is_refused_while_a_daemon_runs_the_pipeline() {
     }
     let _ = common::mongo_client().await.database(&db).drop().await;
 }
+
+#[tokio::test]
+async fn a_source_set_back_to_an_earlier_token_publishes_what_followed_it_again() {
+    let db = common::unique("posdb");
+    let name = common::unique("possrc");
+    let coll = collection(&db).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = common::config_toml(common::free_port(), &source_table(&name, &db));
+    let path = common::write_file(dir.path(), "bridge.toml", &text);
+    let topic = format!("{db}.c");
+
+    let mut daemon = common::Daemon::start(&text);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    for id in 1..=3 {
+        coll.insert_one(doc! { "_id": id }).await.expect("insert");
+    }
+    let first = common::consume_until(&topic, WAIT, false, |r| ids(r).contains(&3)).await;
+    assert_eq!(ids(&first), [1, 2, 3], "log:\n{}", daemon.log());
+    // The change event's `_id` is its resume token.
+    let token = first[0].json()["_id"].to_string();
+    assert!(token.contains("_data"), "a resume token: {token}");
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    daemon.terminate(WAIT);
+
+    let (code, out, err) = command(
+        &[
+            "checkpoints",
+            "set",
+            "--pipeline",
+            &name,
+            "--namespace",
+            &format!("{db}.c"),
+            "--token",
+            &token,
+        ],
+        &path,
+    );
+    assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}");
+    let mut daemon = common::Daemon::start(&text);
+    let all = common::consume_until(&topic, WAIT, false, |r| {
+        ids(r).iter().filter(|&&id| id == 3).count() >= 2
+    })
+    .await;
+    let all = ids(&all);
+    assert_eq!(
+        all,
+        [1, 2, 3, 2, 3],
+        "what followed the token is published again, not the change it names; log:\n{}",
+        daemon.log()
+    );
+    daemon.terminate(WAIT);
+    let _ = common::mongo_client().await.database(&db).drop().await;
+}
