@@ -349,3 +349,44 @@ async fn a_source_set_back_to_an_earlier_token_publishes_what_followed_it_again(
     daemon.terminate(WAIT);
     let _ = common::mongo_client().await.database(&db).drop().await;
 }
+
+#[tokio::test]
+async fn a_source_set_to_copy_copies_the_existing_documents_again() {
+    let db = common::unique("posdb");
+    let name = common::unique("possrc");
+    let coll = collection(&db).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = common::config_toml(common::free_port(), &source_table(&name, &db));
+    let path = common::write_file(dir.path(), "bridge.toml", &text);
+    let topic = format!("{db}.c");
+
+    let mut daemon = common::Daemon::start(&text);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    coll.insert_one(doc! { "_id": 1 }).await.expect("insert");
+    let first = common::consume_until(&topic, WAIT, false, |r| ids(r).contains(&1)).await;
+    assert_eq!(ids(&first), [1], "log:\n{}", daemon.log());
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    daemon.terminate(WAIT);
+
+    let (code, out, err) = command(
+        &["checkpoints", "set", "--pipeline", &name, "--copy"],
+        &path,
+    );
+    assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}");
+    let mut daemon = common::Daemon::start(&text);
+    let all = common::consume_until(&topic, WAIT, false, |r| {
+        let ids = ids(r);
+        ids.contains(&-1) && ids.iter().filter(|&&id| id == 1).count() >= 2
+    })
+    .await;
+    let mut copied = ids(&all)[1..].to_vec();
+    copied.sort_unstable();
+    assert_eq!(
+        copied,
+        [-1, 1],
+        "every existing document copied again; log:\n{}",
+        daemon.log()
+    );
+    daemon.terminate(WAIT);
+    let _ = common::mongo_client().await.database(&db).drop().await;
+}
