@@ -390,3 +390,64 @@ async fn a_source_set_to_copy_copies_the_existing_documents_again() {
     daemon.terminate(WAIT);
     let _ = common::mongo_client().await.database(&db).drop().await;
 }
+
+/// An exactly-once pipeline upgraded from the shared checkpoint topic resumes from its
+/// checkpoints there while its own topic holds none: a reset removes them there too.
+#[tokio::test]
+async fn a_reset_removes_an_exactly_once_readers_checkpoint_from_the_shared_topic_too() {
+    use mongo_kafka_bridge::config::SHARED_CHECKPOINT_TOPIC;
+    use mongo_kafka_bridge::source::{checkpoint, slots};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let db = common::unique("posdb");
+    let name = common::unique("posxo");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = common::config_toml(
+        common::free_port(),
+        &format!("{}delivery = \"exactly-once\"\n", source_table(&name, &db)),
+    );
+    let path = common::write_file(dir.path(), "bridge.toml", &text);
+    let config = mongo_kafka_bridge::config::load(&path).expect("configuration");
+    let source = &config.sources[0];
+    let namespace = format!("{db}.c");
+    checkpoint::ensure_topic(&config.kafka, SHARED_CHECKPOINT_TOPIC, 16)
+        .await
+        .expect("shared topic");
+    let key = checkpoint::CheckpointKey {
+        pipeline: name.clone(),
+        namespace: namespace.clone(),
+    };
+    let (key, value) = (
+        serde_json::to_vec(&key).expect("key"),
+        br#"{"resume_token":{"_data":"8200000001"},"generation":3}"#.to_vec(),
+    );
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", common::kafka_bootstrap())
+        .create()
+        .expect("producer");
+    producer
+        .send(
+            FutureRecord::to(SHARED_CHECKPOINT_TOPIC)
+                .key(&key)
+                .payload(&value)
+                .partition(slots::slot_of(&name, &namespace, source.slots)),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("checkpoint written");
+
+    let (code, listed, err) = command(&["checkpoints", "list", "--pipeline", &name], &path);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        listed.contains("8200000001"),
+        "the shared topic's checkpoint: {listed}"
+    );
+    let (code, out, err) = command(&["checkpoints", "reset", "--pipeline", &name], &path);
+    assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}");
+    assert!(out.contains(SHARED_CHECKPOINT_TOPIC), "{out}");
+    let (_, listed, _) = command(&["checkpoints", "list", "--pipeline", &name], &path);
+    assert!(
+        listed.contains("no checkpoint") && !listed.contains("8200000001"),
+        "{listed}"
+    );
+}

@@ -468,9 +468,24 @@ pub async fn list_checkpoints(
     source: &SourceConfig,
     namespace: Option<&str>,
 ) -> Result<Vec<String>, PositionError> {
-    let stored = checkpoint::stored(kafka_config, &reading(source))
+    let mut stored = checkpoint::stored(kafka_config, &reading(source))
         .await
         .map_err(fail)?;
+    // What a start loads: the shared topic's too while its own holds none (`load`).
+    if let (false, Some(legacy)) = (
+        stored.iter().any(|s| s.checkpoint.is_some()),
+        source.legacy_checkpoint_topic(),
+    ) {
+        let earlier = checkpoint::Reading {
+            topic: legacy.to_owned(),
+            ..reading(source)
+        };
+        stored.extend(
+            checkpoint::stored(kafka_config, &earlier)
+                .await
+                .map_err(fail)?,
+        );
+    }
     let configured: Vec<String> = Scope::of(source).iter().map(Scope::namespace).collect();
     let mut namespaces: BTreeSet<String> = readers(&source.name, &configured, &stored, namespace)
         .map_err(fail)?
@@ -512,7 +527,43 @@ pub async fn move_checkpoints(
     let configured: Vec<String> = Scope::of(source).iter().map(Scope::namespace).collect();
     let namespaces = readers(&source.name, &configured, &stored, namespace).map_err(fail)?;
     let planned = plan_checkpoints(source, &namespaces, &stored, moved);
-    let topic = source.checkpoint_topic.clone();
+    let mut written = write(kafka_config, &source.checkpoint_topic, planned).await?;
+    // An exactly-once pipeline whose own topic holds none of its checkpoints resumes from
+    // the shared topic where it kept them before (`checkpoint::load`): a reset removes them
+    // there too, or they would come back.
+    if let (CheckpointMove::Reset, Some(legacy)) = (moved, source.legacy_checkpoint_topic()) {
+        let earlier = checkpoint::Reading {
+            topic: legacy.to_owned(),
+            ..reading(source)
+        };
+        let stored = checkpoint::stored(kafka_config, &earlier)
+            .await
+            .map_err(fail)?;
+        let theirs: Vec<String> = namespaces
+            .iter()
+            .filter(|ns| stored.iter().any(|s| &s.namespace == *ns))
+            .cloned()
+            .collect();
+        let planned = plan_checkpoints(source, &theirs, &stored, moved);
+        let more = write(kafka_config, legacy, planned).await?;
+        written.extend(
+            more.into_iter()
+                .map(|line| format!("{line}\t(in `{legacy}`)")),
+        );
+    }
+    Ok(written)
+}
+
+/// Writes `planned` to `topic` off the runtime's threads.
+async fn write(
+    kafka_config: &KafkaConfig,
+    topic: &str,
+    planned: Vec<PlannedCheckpoint>,
+) -> Result<Vec<String>, PositionError> {
+    if planned.is_empty() {
+        return Ok(Vec::new());
+    }
+    let topic = topic.to_owned();
     let config = kafka_config.clone();
     let write = move || write_checkpoints(&config, &topic, &planned);
     tokio::task::spawn_blocking(write)
