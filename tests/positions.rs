@@ -451,3 +451,60 @@ async fn a_reset_removes_an_exactly_once_readers_checkpoint_from_the_shared_topi
         "{listed}"
     );
 }
+
+#[tokio::test]
+async fn offsets_move_to_the_latest_a_time_and_given_offsets() {
+    let name = common::unique("possink");
+    let topic = common::unique("posin");
+    let db = common::unique("posdb");
+    common::create_topic(&topic, 1).await;
+    let records: Vec<common::Outgoing> = (0..5)
+        .map(|i| {
+            common::Outgoing::json(serde_json::json!({"_id": i}), serde_json::json!({"_id": i}))
+        })
+        .collect();
+    common::produce(&topic, &records).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = common::config_toml(common::free_port(), &sink_table(&name, &topic, &db));
+    let path = common::write_file(dir.path(), "bridge.toml", &text);
+    let set = |to: &[&str]| {
+        let mut args = vec!["offsets", "set", "--pipeline", name.as_str()];
+        args.extend_from_slice(to);
+        let (code, out, err) = command(&args, &path);
+        assert_eq!(code, Some(0), "{to:?}: stdout: {out}\nstderr: {err}");
+        out
+    };
+    let (_, listed, _) = command(&["offsets", "list", "--pipeline", &name], &path);
+    assert!(listed.contains("committed none\tend 5\tlag 5"), "{listed}");
+    let out = set(&["--to-latest"]);
+    assert!(out.contains("committed 5\tend 5\tlag 0"), "{out}");
+    let out = set(&["--topic", &topic, "--to-offset", "0:2"]);
+    assert!(out.contains("committed 2\tend 5\tlag 3"), "{out}");
+    let out = set(&["--to-timestamp", "0"]);
+    assert!(out.contains("committed 0\tend 5\tlag 5"), "{out}");
+    let out = set(&["--to-timestamp", "2999-01-01T00:00:00Z"]);
+    assert!(
+        out.contains("committed 5\tend 5\tlag 0"),
+        "a time after every record: the end; {out}"
+    );
+    let (code, _, err) = command(
+        &[
+            "offsets",
+            "set",
+            "--pipeline",
+            &name,
+            "--topic",
+            &topic,
+            "--to-offset",
+            "0:9",
+        ],
+        &path,
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(&format!(
+            "topic `{topic}` partition 0: offset 9 is outside 0..=5"
+        )),
+        "{err}"
+    );
+}
