@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::LogFormat;
 
@@ -56,4 +56,121 @@ pub enum Command {
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// A source pipeline's checkpoints: list them, or move its readers (refused while a
+    /// daemon runs the pipeline).
+    Checkpoints {
+        /// What to do.
+        #[command(subcommand)]
+        action: CheckpointsAction,
+    },
+    /// A sink pipeline's committed offsets: list them with the lag, or move them (refused
+    /// while a daemon runs the pipeline).
+    Offsets {
+        /// What to do.
+        #[command(subcommand)]
+        action: OffsetsAction,
+    },
+}
+
+/// Which source pipeline, and which of its readers.
+#[derive(Debug, Args)]
+pub struct SourceTarget {
+    /// The TOML configuration file.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The source pipeline's name.
+    #[arg(long)]
+    pub pipeline: String,
+    /// Only this reader (`db.coll`, `db`, `db./regex/` or `*`); default: every reader.
+    #[arg(long)]
+    pub namespace: Option<String>,
+}
+
+/// Where `checkpoints set` starts the readers.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct CheckpointTo {
+    /// At this cluster time: RFC 3339, seconds since the epoch, or
+    /// `{"$timestamp": {"t": S, "i": I}}`.
+    #[arg(long)]
+    pub timestamp: Option<String>,
+    /// After this resume token: its document (`{"_data": "82..."}`) or its `_data`.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// At the newest change.
+    #[arg(long)]
+    pub latest: bool,
+    /// Copy the existing documents again, then follow the changes.
+    #[arg(long)]
+    pub copy: bool,
+}
+
+/// `checkpoints` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CheckpointsAction {
+    /// Print each reader's namespace, slot and position (token, copy progress, generation).
+    List(SourceTarget),
+    /// Write checkpoints that start the readers elsewhere; they win over every earlier one.
+    Set {
+        /// The pipeline and readers.
+        #[command(flatten)]
+        target: SourceTarget,
+        /// Where to start.
+        #[command(flatten)]
+        to: CheckpointTo,
+    },
+    /// Remove the readers' checkpoints (tombstones): `startup_mode` decides where they
+    /// start.
+    Reset(SourceTarget),
+}
+
+/// Which sink pipeline, and which of its topics.
+#[derive(Debug, Args)]
+pub struct SinkTarget {
+    /// The TOML configuration file.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The sink pipeline's name.
+    #[arg(long)]
+    pub pipeline: String,
+    /// Only this topic; default: every topic the pipeline reads.
+    #[arg(long)]
+    pub topic: Option<String>,
+}
+
+/// Where `offsets set` moves the committed offsets.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct OffsetsTo {
+    /// Each partition's first offset.
+    #[arg(long)]
+    pub to_earliest: bool,
+    /// Each partition's end (skip everything not yet written).
+    #[arg(long)]
+    pub to_latest: bool,
+    /// The first record at or after this time: RFC 3339 or milliseconds since the epoch.
+    #[arg(long)]
+    pub to_timestamp: Option<String>,
+    /// These offsets of one topic: `PARTITION:OFFSET,...`.
+    #[arg(long)]
+    pub to_offset: Option<String>,
+}
+
+/// `offsets` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum OffsetsAction {
+    /// Print each partition's committed offset, end and lag.
+    List(SinkTarget),
+    /// Commit new offsets for the pipeline's group.
+    Set {
+        /// The pipeline and topics.
+        #[command(flatten)]
+        target: SinkTarget,
+        /// Where to move.
+        #[command(flatten)]
+        to: OffsetsTo,
+    },
+    /// Remove the group's committed offsets (the group is deleted): the sink starts from
+    /// its `auto.offset.reset` (earliest).
+    Reset(SinkTarget),
 }

@@ -65,6 +65,10 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Checkpoints { action } => {
+            print_positions(ops::positions::checkpoints_command(&action))
+        }
+        Command::Offsets { action } => print_positions(ops::positions::offsets_command(&action)),
         Command::Run { config: path } => {
             let config = match config::load(&path) {
                 Ok(config) => config,
@@ -82,6 +86,22 @@ fn main() -> ExitCode {
                 0 => ExitCode::SUCCESS,
                 code => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             }
+        }
+    }
+}
+
+/// Prints what a `checkpoints` or `offsets` command did, or why it did not.
+fn print_positions(result: Result<Vec<String>, ops::positions::PositionError>) -> ExitCode {
+    match result {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod preflight;
+pub mod positions;
 pub mod progress;
 pub mod signals;
 pub mod status;

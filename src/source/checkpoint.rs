@@ -36,7 +36,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use super::copy::CopyProgress;
-use super::model::Position;
+use super::model::{Position, StartAt};
 use crate::clients::{kafka, ClientError};
 use crate::config::KafkaConfig;
 use crate::ops::metrics::Metrics;
@@ -53,8 +53,15 @@ pub struct CheckpointKey {
 /// The stored position of a reader.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
-    /// The resume token, as canonical extended JSON.
+    /// The resume token, as canonical extended JSON (`null` when [`Checkpoint::start`]
+    /// says where to start instead).
+    #[serde(default)]
     pub resume_token: serde_json::Value,
+    /// Where the reader starts instead of after a resume token: written by
+    /// `mongo-kafka-bridge checkpoints set` (`--timestamp`, `--latest`, `--copy`). Absent
+    /// from every checkpoint a pipeline writes, and from those written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<StartFrom>,
     /// While existing documents are copied: how far the copy got.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy: Option<CopyProgress>,
@@ -67,6 +74,24 @@ pub struct Checkpoint {
     pub exactly_once: bool,
 }
 
+/// Where a checkpoint written by an operator makes its reader start, other than after a
+/// resume token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "at")]
+pub enum StartFrom {
+    /// At this cluster time (`startAtOperationTime`).
+    Timestamp {
+        /// Seconds since the epoch.
+        t: u32,
+        /// The operation within that second.
+        i: u32,
+    },
+    /// At the newest change.
+    Latest,
+    /// Copy the existing documents again, then follow changes from when the copy began.
+    CopyExisting,
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -76,9 +101,35 @@ impl Checkpoint {
     pub fn new(position: &Position) -> Result<Self, bson::ser::Error> {
         Ok(Self {
             resume_token: bson::to_bson(&position.token)?.into_canonical_extjson(),
+            start: None,
             copy: position.copy.as_deref().cloned(),
             generation: 0,
             exactly_once: false,
+        })
+    }
+
+    /// A checkpoint that makes its reader start at `start` instead of after a token
+    /// (generation 0; see [`Checkpoint::stamped`]).
+    pub fn starting(start: StartFrom) -> Self {
+        Self {
+            resume_token: serde_json::Value::Null,
+            start: Some(start),
+            copy: None,
+            generation: 0,
+            exactly_once: false,
+        }
+    }
+
+    /// Where the reader of this checkpoint starts, or why the checkpoint is unreadable.
+    pub fn start_at(&self) -> Result<StartAt, String> {
+        Ok(match &self.start {
+            Some(StartFrom::Timestamp { t, i }) => StartAt::Time(bson::Timestamp {
+                time: *t,
+                increment: *i,
+            }),
+            Some(StartFrom::Latest) => StartAt::Latest,
+            Some(StartFrom::CopyExisting) => StartAt::CopyExisting,
+            None => StartAt::Resume(self.position()?),
         })
     }
 
@@ -604,6 +655,15 @@ pub async fn load(
     })
 }
 
+/// Every checkpoint record of `reading`'s pipeline in its own topic (not the legacy one),
+/// tombstones included, in the order read: what `checkpoints list|set|reset` plans from.
+pub async fn stored(
+    kafka_config: &KafkaConfig,
+    reading: &Reading,
+) -> Result<Vec<Stored>, CheckpointError> {
+    Ok(read_topic(kafka_config, reading).await?.stored)
+}
+
 /// Reads every record of `reading`'s topic (off the actor threads): the pipeline's
 /// checkpoints, the other pipelines met in its partitions, the partitions held back.
 async fn read_topic(
@@ -908,6 +968,35 @@ mod tests {
         let text = serde_json::to_string(&cp).unwrap();
         let back: Checkpoint = serde_json::from_str(&text).unwrap();
         assert_eq!(back.position().unwrap(), position, "{text}");
+    }
+
+    /// A checkpoint written before `start` existed reads as before; one that names a start
+    /// makes its reader start there.
+    #[test]
+    fn a_checkpoint_from_before_start_points_still_reads() {
+        let old = r#"{"resume_token":{"_data":"T3"},"generation":4}"#;
+        let back: Checkpoint = serde_json::from_str(old).unwrap();
+        assert_eq!(back.start, None);
+        assert_eq!(back.generation, 4);
+        assert!(matches!(back.start_at(), Ok(StartAt::Resume(p)) if p == token(3)));
+        let at = Checkpoint::starting(StartFrom::Timestamp {
+            t: 1_700_000_000,
+            i: 2,
+        });
+        let text = serde_json::to_string(&at.clone().stamped(5, false)).unwrap();
+        assert_eq!(
+            text,
+            r#"{"resume_token":null,"start":{"at":"timestamp","t":1700000000,"i":2},"generation":5}"#
+        );
+        let back: Checkpoint = serde_json::from_str(&text).unwrap();
+        assert!(
+            matches!(back.start_at(), Ok(StartAt::Time(t)) if t.time == 1_700_000_000 && t.increment == 2)
+        );
+        let latest: Checkpoint =
+            serde_json::from_str(r#"{"start":{"at":"latest"},"generation":1}"#).unwrap();
+        assert!(matches!(latest.start_at(), Ok(StartAt::Latest)));
+        let copy = Checkpoint::starting(StartFrom::CopyExisting);
+        assert!(matches!(copy.start_at(), Ok(StartAt::CopyExisting)));
     }
 
     fn stored(partition: i32, offset: i64, timestamp: i64, n: Option<i32>) -> Stored {

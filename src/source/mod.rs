@@ -544,8 +544,8 @@ impl SourceSupervisor {
                     pinned: None,
                 });
             slot.generation += 1;
-            let start = match self.checkpoints.get(&namespace).map(Checkpoint::position) {
-                Some(Ok(position)) => StartAt::Resume(position),
+            let start = match self.checkpoints.get(&namespace).map(Checkpoint::start_at) {
+                Some(Ok(start)) => start,
                 Some(Err(reason)) => {
                     return self.fail(SourceError::Checkpoint { namespace, reason }, ctx);
                 }
@@ -744,8 +744,8 @@ impl SourceSupervisor {
                             }
                             (ResumeAt::Acknowledged, Some(position)) => StartAt::Resume(position),
                             (ResumeAt::Acknowledged, None) => {
-                                match act.checkpoints.get(&namespace).map(Checkpoint::position) {
-                                    Some(Ok(position)) => StartAt::Resume(position),
+                                match act.checkpoints.get(&namespace).map(Checkpoint::start_at) {
+                                    Some(Ok(start)) => start,
                                     _ => act.start_without_checkpoint(&namespace),
                                 }
                             }
