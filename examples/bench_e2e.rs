@@ -31,7 +31,7 @@
 //!   rdkafka path with its hops as in the source scenario), and with the 100 collections
 //!   through one database-level stream (`collection_regex`); the sink with 1, 8 and 32
 //!   partitions (one writer actor each); scale-out: one source pipeline on 12 collections run
-//!   by 1, 2 and 3 daemons sharing its slots (README "Scaling out").
+//!   by 1, 2 and 3 daemons sharing its slots (`docs/scaling-out.md`).
 //!
 //! Every source or sink run first moves N/5 documents unmeasured (a JVM compiles its hot paths
 //! meanwhile), and the MongoDB stand-in gets the same warm-up before the first run. CPU time
@@ -318,7 +318,7 @@ enum Mover {
     /// (`collection_regex`) instead of one stream per collection.
     DaemonOneStream,
     /// This many daemons running the same source pipeline, sharing its slots through the
-    /// pipeline's consumer group (README "Scaling out").
+    /// pipeline's consumer group (`docs/scaling-out.md`).
     Instances(usize),
     Connector,
     /// No daemon: the driver's change streams forwarded straight to a producer (the source's

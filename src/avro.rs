@@ -2,7 +2,7 @@
 //! Connector's `output.schema.infer.value`), and the codecs that put Avro behind a schema
 //! registry's wire format.
 //!
-//! The mapping (the README's table is written from it):
+//! The mapping (the table in `docs/configuration.md` is written from it):
 //!
 //! | BSON | Avro schema | back to BSON |
 //! |---|---|---|

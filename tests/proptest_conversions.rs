@@ -20,7 +20,7 @@ use proptest::prelude::*;
 
 /// Field names: any text without NUL (BSON names are C strings) that does not start with
 /// `$`, since extended JSON reads `{"$oid": ...}`-like documents as values. Such names are
-/// the one thing the JSON formats cannot carry (see the README's output formats).
+/// the one thing the JSON formats cannot carry (see the output formats in `docs/configuration.md`).
 fn field_name() -> impl Strategy<Value = String> {
     "[^\u{0}$][^\u{0}]{0,6}"
 }

@@ -83,7 +83,7 @@ fn canonical(doc: &Document) -> String {
 }
 
 /// Whether a field name anywhere starts with `$`: extended JSON may read such a document as
-/// a value (`{"$oid": ...}`), the one thing the JSON formats do not carry (see the README).
+/// a value (`{"$oid": ...}`), the one thing the JSON formats do not carry (see `docs/configuration.md`).
 fn has_dollar_names(doc: &Document) -> bool {
     fn value(v: &Bson) -> bool {
         match v {

@@ -5,7 +5,7 @@
 //! as files). Both apply to the file's TOML tree before it is typed; pure but for reading the
 //! referenced files and variables.
 //!
-//! Rules, as the README states them:
+//! Rules, as `docs/configuration.md` states them:
 //! - a variable `MKB__A__B__C` sets the key `a.b.c` (segments lower-cased); a segment that is
 //!   a number indexes an array the file has (`[[source]]`, `[[sink]]`, a list), and an index
 //!   past its end is an error naming the variable; tables are created as needed; the value is

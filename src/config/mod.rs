@@ -1,9 +1,9 @@
 //! The typed configuration: one TOML file plus `MKB__` environment overrides.
 //!
-//! Every field's doc comment is the reference for that key (the README's
-//! configuration reference is written from them). Defaults live in the
-//! `default_*` functions of this file and nowhere else; checks that serde cannot
-//! express live in [`validate`].
+//! Every field's doc comment is the reference for that key (the configuration reference,
+//! `docs/configuration.md`, is written from them). Defaults live in the `default_*`
+//! functions of this file and nowhere else; checks that serde cannot express live in
+//! [`validate`].
 
 mod diff;
 mod env;

@@ -52,7 +52,8 @@ pub struct SinkConfig {
     /// from taking a record off librdkafka's queue until MongoDB acknowledged its write
     /// (`"64MiB"`, `"500MB"`, or a number of bytes; at least 1 MiB). While it is spent the
     /// partitions read no more and records wait in Kafka; a record larger than the whole
-    /// budget passes alone. README "Memory" adds what else the daemon holds.
+    /// budget passes alone. `docs/configuration.md` "Memory" adds what else the daemon
+    /// holds.
     #[serde(default = "default_memory_budget")]
     pub memory_budget: ByteSize,
 

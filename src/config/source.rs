@@ -153,8 +153,8 @@ pub struct SourceConfig {
     /// The pipeline's readers are hashed onto this many slots; slot `s` is partition `s` of
     /// `checkpoint_topic` (created with at least this many partitions; a topic with fewer is
     /// grown, its checkpoints kept). Several daemons with one configuration share the slots.
-    /// Changing it moves readers between slots: a migration, not a reload (README "Scaling
-    /// out").
+    /// Changing it moves readers between slots: a migration, not a reload
+    /// (`docs/scaling-out.md`).
     #[serde(default = "default_slots")]
     pub slots: u32,
     /// `at-least-once`: records are acknowledged before their checkpoint is written, so a
@@ -184,7 +184,8 @@ pub struct SourceConfig {
     /// Bytes of records the pipeline's readers hold at once, from reading an event until
     /// librdkafka took its records (`"64MiB"`, `"500MB"`, or a number of bytes; at least
     /// 1 MiB). While it is spent the readers read no more; an event larger than the whole
-    /// budget passes alone. README "Memory" adds what else the daemon holds.
+    /// budget passes alone. `docs/configuration.md` "Memory" adds what else the daemon
+    /// holds.
     #[serde(default = "default_memory_budget")]
     pub memory_budget: ByteSize,
     /// What happens to an event that cannot be converted or is too large for Kafka.
