@@ -40,6 +40,12 @@ use crate::clients::kafka;
 use crate::config::{DeadLetterHeaders, Tolerance};
 use crate::ops::metrics::{Metrics, MAILBOX_PARTITION_WRITER};
 
+/// The first wait before asking a registry that did not answer (or refused the
+/// credentials) again; it doubles up to [`REGISTRY_RETRY_MAX`].
+const REGISTRY_RETRY_FIRST: Duration = Duration::from_millis(500);
+/// The longest wait between two lookups at a registry that holds a partition back.
+const REGISTRY_RETRY_MAX: Duration = Duration::from_secs(10);
+
 /// Bytes of split events a writer holds at once while their chunks arrive, however many
 /// events: at least one MongoDB document of 16 MiB as JSON, several times over.
 const MAX_PENDING_SPLIT_BYTES: usize = 64 * 1024 * 1024;
@@ -550,10 +556,27 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
                     value: message.payload(),
                 };
                 // The schema registry is awaited (a revoke does not wait for it), then the
-                // conversion reads its cache.
-                let fetched = tokio::select! {
-                    fetched = settings.converter.fetch_schemas(raw) => fetched,
-                    () = job.lease.ended() => return BatchDone { committed: None, failure: None },
+                // conversion reads its cache. A registry that does not answer, or refuses
+                // the credentials (a transient error), holds the partition back: the lookup
+                // is tried again until it answers or the lease ends, and the pipeline is not
+                // failed for it (its `/ready` reason, metric and WARN come from the registry
+                // client's reports).
+                let mut wait = REGISTRY_RETRY_FIRST;
+                let fetched = loop {
+                    let fetched = tokio::select! {
+                        fetched = settings.converter.fetch_schemas(raw) => fetched,
+                        () = job.lease.ended() => return BatchDone { committed: None, failure: None },
+                    };
+                    match fetched {
+                        Err(error) if error.transient => {
+                            tokio::select! {
+                                () = tokio::time::sleep(wait) => {}
+                                () = job.lease.ended() => return BatchDone { committed: None, failure: None },
+                            }
+                            wait = (wait * 2).min(REGISTRY_RETRY_MAX);
+                        }
+                        other => break other,
+                    }
                 };
                 fetched.and_then(|()| settings.converter.convert(raw))
             }
