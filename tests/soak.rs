@@ -387,13 +387,17 @@ async fn soak_scale_out_three_daemons_exactly_once_every_key_at_its_last_version
             .filter(|w| w.coll == index)
             .map(|w| w.version)
             .collect();
+        // Incremental: the closure sees every record read so far at each new one, and
+        // parsing them all again each time is quadratic (tens of thousands of records).
+        let (mut seen_so_far, mut looked) = (BTreeSet::new(), 0);
         let records = common::consume_until_on(&kafka.address(), topic, WAIT, true, |r| {
-            let seen: BTreeSet<i64> = r
-                .iter()
-                .filter(|c| c.value.is_some())
-                .filter_map(|c| version_of(&c.json()))
-                .collect();
-            expected.is_subset(&seen)
+            for c in r[looked..].iter().filter(|c| c.value.is_some()) {
+                if let Some(version) = version_of(&c.json()) {
+                    seen_so_far.insert(version);
+                }
+            }
+            looked = r.len();
+            expected.is_subset(&seen_so_far)
         })
         .await;
         let mut seen = BTreeMap::<i64, usize>::new();
