@@ -468,24 +468,14 @@ pub async fn list_checkpoints(
     source: &SourceConfig,
     namespace: Option<&str>,
 ) -> Result<Vec<String>, PositionError> {
-    let mut stored = checkpoint::stored(kafka_config, &reading(source))
+    // What a start loads: the shared topic's too while its own holds none.
+    let as_loaded = checkpoint::Reading {
+        legacy_topic: source.legacy_checkpoint_topic().map(str::to_owned),
+        ..reading(source)
+    };
+    let stored = checkpoint::stored_as_loaded(kafka_config, &as_loaded)
         .await
         .map_err(fail)?;
-    // What a start loads: the shared topic's too while its own holds none (`load`).
-    if let (false, Some(legacy)) = (
-        stored.iter().any(|s| s.checkpoint.is_some()),
-        source.legacy_checkpoint_topic(),
-    ) {
-        let earlier = checkpoint::Reading {
-            topic: legacy.to_owned(),
-            ..reading(source)
-        };
-        stored.extend(
-            checkpoint::stored(kafka_config, &earlier)
-                .await
-                .map_err(fail)?,
-        );
-    }
     let configured: Vec<String> = Scope::of(source).iter().map(Scope::namespace).collect();
     let mut namespaces: BTreeSet<String> = readers(&source.name, &configured, &stored, namespace)
         .map_err(fail)?

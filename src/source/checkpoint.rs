@@ -488,6 +488,23 @@ pub struct Reading {
     pub legacy_topic: Option<String>,
 }
 
+impl Reading {
+    /// The reading of the topic its checkpoints were in before it had one of its own
+    /// (`legacy_topic`); `None` when there is none.
+    pub fn before(&self) -> Option<Reading> {
+        self.legacy_topic.as_ref().map(|topic| Reading {
+            topic: topic.clone(),
+            legacy_topic: None,
+            ..self.clone()
+        })
+    }
+}
+
+/// Whether `stored` holds a checkpoint (not only tombstones).
+fn holds_checkpoints(stored: &[Stored]) -> bool {
+    stored.iter().any(|s| s.checkpoint.is_some())
+}
+
 /// What a load found.
 #[derive(Debug, Clone, Default)]
 pub struct Loaded {
@@ -613,20 +630,15 @@ pub async fn load(
     }
     let mut stored = read.stored;
     let mut records_read = read.records_read;
-    let own_found = stored.iter().any(|s| s.checkpoint.is_some());
-    if let (false, Some(legacy)) = (own_found, reading.legacy_topic.as_ref()) {
+    if let (false, Some(earlier)) = (holds_checkpoints(&stored), reading.before()) {
         // Its positions from before it had a topic of its own. Other pipelines share that
         // topic by design: only an open transaction in its partitions stands in the way.
-        let earlier = Reading {
-            topic: legacy.clone(),
-            legacy_topic: None,
-            ..reading.clone()
-        };
+        let legacy = &earlier.topic;
         let read = read_topic(kafka_config, &earlier).await?;
         if let Some(reason) = refusal(&earlier, &BTreeSet::new(), &read.held) {
             return Err(CheckpointError::Shared { reason });
         }
-        if read.stored.iter().any(|s| s.checkpoint.is_some()) {
+        if holds_checkpoints(&read.stored) {
             tracing::info!(
                 pipeline = %reading.pipeline,
                 from = %legacy,
@@ -662,6 +674,19 @@ pub async fn stored(
     reading: &Reading,
 ) -> Result<Vec<Stored>, CheckpointError> {
     Ok(read_topic(kafka_config, reading).await?.stored)
+}
+
+/// [`stored`] as a start sees it ([`load`]): the checkpoints of its topic, and those of the
+/// topic it used before ([`Reading::before`]) while its own holds none; no refusal.
+pub async fn stored_as_loaded(
+    kafka_config: &KafkaConfig,
+    reading: &Reading,
+) -> Result<Vec<Stored>, CheckpointError> {
+    let mut found = stored(kafka_config, reading).await?;
+    if let (false, Some(earlier)) = (holds_checkpoints(&found), reading.before()) {
+        found.extend(stored(kafka_config, &earlier).await?);
+    }
+    Ok(found)
 }
 
 /// Reads every record of `reading`'s topic (off the actor threads): the pipeline's
