@@ -118,6 +118,30 @@ async fn metrics_exist_and_move_under_traffic() {
             "{metric}{{{labels}}} is {value}, expected at least {at_least}"
         );
     }
+    // Bytes: each event carries its document (at least its BSON size), each record its JSON,
+    // each insert its document; the sink read every produced record and the bad one.
+    let doc_bytes = bson::to_vec(&doc! {"_id": 0_i64, "v": 0_i64}).map_or(0, |v| v.len()) as f64;
+    let read = common::metric_with(port, "mkb_source_bytes_read_total", &[&p_src]);
+    let produced = common::metric_with(port, "mkb_source_bytes_produced_total", &[&p_src]);
+    let consumed = common::metric_with(port, "mkb_sink_bytes_consumed_total", &[&p_snk]);
+    let written = common::metric_with(port, "mkb_sink_bytes_written_total", &[&p_snk]);
+    let json_bytes = r#"{"_id": 0, "v": 0}"#.len() as f64 - 4.0;
+    assert!(
+        read >= 40.0 * doc_bytes,
+        "bytes read {read} < 40 x {doc_bytes}"
+    );
+    assert!(
+        produced >= 40.0 * json_bytes,
+        "bytes produced {produced} < 40 x {json_bytes}"
+    );
+    assert!(
+        consumed > produced,
+        "bytes consumed {consumed} <= produced {produced} (+ the bad record)"
+    );
+    assert!(
+        written >= 40.0 * doc_bytes,
+        "bytes written {written} < 40 x {doc_bytes}"
+    );
     let (_, body) = common::http_get(port, "/metrics").expect("metrics");
     for series in [
         format!("mkb_source_lag_seconds{{namespace=\"{db}.m\",{p_src}}}"),

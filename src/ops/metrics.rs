@@ -72,7 +72,9 @@ pub struct Metrics {
     pipelines_running: IntGaugeVec,
     connect_failures: IntCounterVec,
     events_read: IntCounterVec,
+    bytes_read: IntCounterVec,
     records_produced: IntCounterVec,
+    bytes_produced: IntCounterVec,
     produce_errors: IntCounterVec,
     produce_retries: IntCounterVec,
     oversize_events: IntCounterVec,
@@ -98,7 +100,9 @@ pub struct Metrics {
     pipeline_failures: IntCounterVec,
     resume_gaps: IntCounterVec,
     records_consumed: IntCounterVec,
+    bytes_consumed: IntCounterVec,
     sink_writes: IntCounterVec,
+    bytes_written: IntCounterVec,
     write_errors: IntCounterVec,
     records_skipped: IntCounterVec,
     stale_writes_skipped: IntCounterVec,
@@ -226,9 +230,19 @@ impl Metrics {
                 "Change events read from MongoDB, by pipeline and namespace.",
                 &["pipeline", "namespace"],
             )?,
+            bytes_read: b.counter(
+                "source_bytes_read_total",
+                "Bytes read from MongoDB by source pipelines (change events and copied documents, as BSON), by pipeline and namespace.",
+                &["pipeline", "namespace"],
+            )?,
             records_produced: b.counter(
                 "source_records_produced_total",
                 "Records handed to Kafka by source pipelines, by pipeline and topic.",
+                &["pipeline", "topic"],
+            )?,
+            bytes_produced: b.counter(
+                "source_bytes_produced_total",
+                "Bytes (key and value) of the records handed to Kafka by source pipelines, by pipeline and topic.",
                 &["pipeline", "topic"],
             )?,
             produce_errors: b.counter(
@@ -350,6 +364,16 @@ impl Metrics {
                 "sink_records_consumed_total",
                 "Records read from Kafka by sink pipelines, by pipeline and topic.",
                 &["pipeline", "topic"],
+            )?,
+            bytes_consumed: b.counter(
+                "sink_bytes_consumed_total",
+                "Bytes (key and value) of the records read from Kafka by sink pipelines, by pipeline and topic.",
+                &["pipeline", "topic"],
+            )?,
+            bytes_written: b.counter(
+                "sink_bytes_written_total",
+                "Bytes of the write statements MongoDB acknowledged (documents, filters and updates, as BSON), by pipeline.",
+                &["pipeline"],
             )?,
             sink_writes: b.counter(
                 "sink_writes_total",
@@ -510,11 +534,13 @@ impl Metrics {
     /// Creates the series of one reader of a source pipeline, at 0.
     pub fn reader_series(&self, pipeline: &str, namespace: &str) {
         self.events_read.with_label_values(&[pipeline, namespace]);
+        self.bytes_read.with_label_values(&[pipeline, namespace]);
         self.resume_gaps.with_label_values(&[pipeline, namespace]);
     }
 
     /// Creates the series of a sink pipeline whose labels are known in advance, at 0.
     pub fn sink_pipeline_series(&self, pipeline: &str, stages: &[&str]) {
+        self.bytes_written.with_label_values(&[pipeline]);
         self.records_skipped.with_label_values(&[pipeline]);
         self.stale_writes_skipped.with_label_values(&[pipeline]);
         self.assignments_lost.with_label_values(&[pipeline]);
@@ -581,11 +607,22 @@ impl Metrics {
         self.source_lag.set(&[pipeline, namespace], 0.0);
     }
 
-    /// Records a record handed to Kafka by a source pipeline.
-    pub fn record_produced(&self, pipeline: &str, topic: &str) {
+    /// Records `bytes` read from MongoDB by a source pipeline: a change event or a copied
+    /// document, as BSON.
+    pub fn source_bytes_read(&self, pipeline: &str, namespace: &str, bytes: usize) {
+        self.bytes_read
+            .with_label_values(&[pipeline, namespace])
+            .inc_by(bytes as u64);
+    }
+
+    /// Records a record of `bytes` (key and value) handed to Kafka by a source pipeline.
+    pub fn record_produced(&self, pipeline: &str, topic: &str, bytes: usize) {
         self.records_produced
             .with_label_values(&[pipeline, topic])
             .inc();
+        self.bytes_produced
+            .with_label_values(&[pipeline, topic])
+            .inc_by(bytes as u64);
     }
 
     /// Records a record Kafka refused or did not acknowledge.
@@ -733,11 +770,21 @@ impl Metrics {
             .inc();
     }
 
-    /// Records `n` records read by a sink pipeline from `topic`.
-    pub fn records_consumed(&self, pipeline: &str, topic: &str, n: u64) {
+    /// Records `n` records of `bytes` (keys and values) read by a sink pipeline from `topic`.
+    pub fn records_consumed(&self, pipeline: &str, topic: &str, n: u64, bytes: u64) {
         self.records_consumed
             .with_label_values(&[pipeline, topic])
             .inc_by(n);
+        self.bytes_consumed
+            .with_label_values(&[pipeline, topic])
+            .inc_by(bytes);
+    }
+
+    /// Records `bytes` of write statements acknowledged by MongoDB.
+    pub fn sink_bytes_written(&self, pipeline: &str, bytes: u64) {
+        self.bytes_written
+            .with_label_values(&[pipeline])
+            .inc_by(bytes);
     }
 
     /// Records `n` writes of `operation` acknowledged by MongoDB.

@@ -94,6 +94,8 @@ pub struct Outcome {
     pub applied: Vec<(&'static str, u64)>,
     /// Statements skipped by the stale write guard: a newer version was stored.
     pub stale: u64,
+    /// The BSON bytes of the statements applied (`applied`), as sent to MongoDB.
+    pub applied_bytes: u64,
 }
 
 /// A failure that may pass on a retry of the whole batch.
@@ -492,6 +494,7 @@ pub async fn execute(
         let one = result?;
         outcome.refused.extend(one.refused);
         outcome.stale += one.stale;
+        outcome.applied_bytes += one.applied_bytes;
         for (kind, n) in one.applied {
             match outcome.applied.iter_mut().find(|(k, _)| *k == kind) {
                 Some((_, total)) => *total += n,
@@ -686,7 +689,7 @@ async fn send(
             match settled {
                 Settled::Applied => {
                     s.state.store(state::APPLIED, Ordering::SeqCst);
-                    bump(outcome, s.kind);
+                    bump(outcome, s);
                 }
                 Settled::Stale => {
                     s.state.store(state::APPLIED, Ordering::SeqCst);
@@ -704,7 +707,9 @@ async fn send(
     Ok(())
 }
 
-fn bump(outcome: &mut Outcome, kind: &'static str) {
+fn bump(outcome: &mut Outcome, statement: &Statement) {
+    let kind = statement.kind;
+    outcome.applied_bytes += statement.bytes.as_bytes().len() as u64;
     match outcome.applied.iter_mut().find(|(k, _)| *k == kind) {
         Some((_, n)) => *n += 1,
         None => outcome.applied.push((kind, 1)),

@@ -518,9 +518,15 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
     let settings = job.settings.clone();
     let pipeline = shared.pipeline.as_str();
     let name = job.name();
+    let bytes: usize = entries
+        .iter()
+        .map(|e| {
+            e.message.key().map_or(0, <[u8]>::len) + e.message.payload().map_or(0, <[u8]>::len)
+        })
+        .sum();
     shared
         .metrics
-        .records_consumed(pipeline, &job.topic, entries.len() as u64);
+        .records_consumed(pipeline, &job.topic, entries.len() as u64, bytes as u64);
     let permit = tokio::select! {
         permit = shared.writes_in_flight.acquire() => permit.ok(),
         () = job.lease.ended() => None,
@@ -634,6 +640,9 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
     for (kind, n) in &outcome.applied {
         shared.metrics.sink_written(pipeline, kind, *n);
     }
+    shared
+        .metrics
+        .sink_bytes_written(pipeline, outcome.applied_bytes);
     if outcome.stale > 0 {
         shared.metrics.stale_writes_skipped(pipeline, outcome.stale);
         tracing::debug!(pipeline, partition = %name, skipped = outcome.stale, "stale writes skipped: a newer version is stored");

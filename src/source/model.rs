@@ -53,6 +53,11 @@ impl OutgoingRecord {
             failure: None,
         }
     }
+
+    /// Its key and value bytes, as sent to Kafka whole.
+    pub fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len)
+    }
 }
 
 /// Where a reader is: after its stream's resume token and, while it copies existing

@@ -611,7 +611,7 @@ impl Publisher {
             .await;
             match sent {
                 Ok(delivery) => {
-                    metrics.record_produced(pipeline, &record.topic);
+                    metrics.record_produced(pipeline, &record.topic, record.size());
                     deliveries.push((
                         record.origin.clone(),
                         record.topic.clone(),
@@ -727,7 +727,8 @@ impl Publisher {
                 topic: record.topic.clone(),
                 source: Box::new(source),
             })?;
-            metrics.record_produced(pipeline, &record.topic);
+            let key = record.key.as_ref().map_or(0, Vec::len);
+            metrics.record_produced(pipeline, &record.topic, key + part.len());
             let origin = format!("{} (chunk {index})", record.origin);
             if apart {
                 match delivery.await {

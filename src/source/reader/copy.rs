@@ -332,6 +332,10 @@ impl<'a> Copier<'a> {
                 batch.records.push(record);
             }
             reader.shared.metrics.document_copied(pipeline, namespace);
+            reader
+                .shared
+                .metrics
+                .source_bytes_read(pipeline, namespace, document.as_bytes().len());
             batch.documents += 1;
             if batch.full() {
                 let full = std::mem::replace(&mut batch, Batch::new());

@@ -341,6 +341,11 @@ impl ReadLoop {
                     self.shared
                         .metrics
                         .event_read(pipeline, self.namespace(), records::lag(&raw));
+                    self.shared.metrics.source_bytes_read(
+                        pipeline,
+                        self.namespace(),
+                        raw.as_bytes().len(),
+                    );
                     let builder = self.records();
                     let records = tokio::select! {
                         biased;
