@@ -433,3 +433,119 @@ async fn txn_steady_load_commits_every_change_once_without_restarts() {
     }
     daemon.terminate(WAIT);
 }
+
+/// Issue 21, item 2: the broker aborts a transaction that outlived the producer's
+/// `transaction.timeout.ms` (here the daemon frozen past it, as a paused VM or a long stop
+/// of the process would), and with it every change published in it. The daemon finds the
+/// abort when it commits: the changes of the aborted transaction are published again, once,
+/// a `read_committed` consumer sees every change exactly once, and the pipeline does not
+/// restart again and again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_the_broker_aborted_is_published_again_once_without_restarting_forever() {
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+    use std::sync::Arc;
+    // The smallest timeout the configuration accepts with a 1 s interval (1 s + 30 s for
+    // a commit); the broker looks for timed-out transactions every 10 s.
+    const TIMEOUT: Duration = Duration::from_secs(32);
+    let db = common::unique("txn_abort");
+    let coll = collection(&db, "c").await;
+    let topic = format!("{db}.c");
+    common::create_topic(&topic, 1).await;
+    let name = common::unique("txn_abortsrc");
+    let port = common::free_port();
+    let config = common::config_toml(
+        port,
+        &format!(
+            "[kafka.producer]\n\"transaction.timeout.ms\" = \"{}\"\n{}",
+            TIMEOUT.as_millis(),
+            source(&name, &db, "c", "checkpoint_interval = \"1s\"")
+        ),
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    common::wait_for_status(port, "/ready", 200, WAIT);
+
+    // A write every 20 ms, from before the freeze until after it.
+    let writing = Arc::new(AtomicBool::new(true));
+    let written = Arc::new(AtomicI64::new(0));
+    let writer = {
+        let (writing, written, coll) = (writing.clone(), written.clone(), coll.clone());
+        tokio::spawn(async move {
+            let mut id = 0_i64;
+            while writing.load(Ordering::SeqCst) {
+                coll.insert_one(doc! { "_id": id }).await.expect("insert");
+                id += 1;
+                written.store(id, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // Some changes committed, then the freeze with a transaction open.
+    let committed = common::consume_until(&topic, WAIT, true, |records| {
+        key_counts(records).len() >= 50
+    })
+    .await;
+    assert!(
+        key_counts(&committed).len() >= 50,
+        "nothing committed before the freeze; log:\n{}",
+        daemon.log()
+    );
+    daemon.signal("STOP");
+    tokio::time::sleep(TIMEOUT + Duration::from_secs(15)).await;
+    daemon.signal("CONT");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    writing.store(false, Ordering::SeqCst);
+    writer.await.expect("writer");
+    let total = written.load(Ordering::SeqCst);
+
+    // Counted once per check: thousands of records.
+    let records = common::consume_until(&topic, WAIT, true, |records| {
+        let counts = key_counts(records);
+        (0..total).all(|id| counts.contains_key(&id))
+    })
+    .await;
+    // A little longer, so that late duplicates show.
+    let again = common::consume(&topic, records.len() + 1, Duration::from_secs(5), true).await;
+    let records = if again.len() > records.len() {
+        again
+    } else {
+        records
+    };
+    if let Some(problem) = exactly_once(&key_counts(&records), 0..total) {
+        panic!(
+            "after the broker aborted a transaction: {problem}; log:\n{}",
+            daemon.log()
+        );
+    }
+    // Recovered, and not restarting any more.
+    common::wait_for_status(port, "/ready", 200, WAIT);
+    let failures = common::metric_sum(port, "mkb_pipeline_failures_total");
+    for id in total..total + 20 {
+        coll.insert_one(doc! { "_id": id }).await.expect("insert");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let later = common::consume_until(&topic, WAIT, true, |records| {
+        let counts = key_counts(records);
+        (total..total + 20).all(|id| counts.contains_key(&id))
+    })
+    .await;
+    assert!(
+        exactly_once(&key_counts(&later), 0..total + 20).is_none(),
+        "the changes after the recovery: {:?}; log:\n{}",
+        exactly_once(&key_counts(&later), 0..total + 20),
+        daemon.log()
+    );
+    let failures_after = common::metric_sum(port, "mkb_pipeline_failures_total");
+    assert_eq!(
+        failures,
+        failures_after,
+        "the pipeline kept failing after it recovered; log:\n{}",
+        daemon.log()
+    );
+    assert!(
+        failures <= 3.0,
+        "{failures} pipeline failures for one aborted transaction; log:\n{}",
+        daemon.log()
+    );
+    daemon.terminate(WAIT);
+}
