@@ -392,7 +392,7 @@ impl Supervisor {
             act.restarting.remove(&name);
             match stopped {
                 Ok(Some(left)) => {
-                    tracing::warn!(pipeline = %name, %left, "pipeline stopped before finishing; what was left is read again at its start")
+                    tracing::warn!(pipeline = %name, %left, "pipeline stopped before finishing; what was left is read again at its next start")
                 }
                 Err(error) => tracing::warn!(pipeline = %name, %error, "pipeline was already gone"),
                 Ok(None) => {}
