@@ -453,6 +453,60 @@ async fn a_failed_pipeline_stays_failed_until_restarted_by_hand_or_by_a_reload()
     sink.stop(daemon).await;
 }
 
+/// (e) The same for a source: an event Kafka cannot take (over `message.max.bytes`,
+/// `oversize = "fail"`) stops it for good; it stays failed, and a restart by hand starts it
+/// again (to fail again on the same event: a restart does not fix that, and says so).
+#[tokio::test]
+async fn a_failed_source_stays_failed_and_a_restart_by_hand_starts_it_again() {
+    let db = common::unique("control_srcdb");
+    let name = common::unique("control_src");
+    let port = common::free_port();
+    let coll = common::mongo_client()
+        .await
+        .database(&db)
+        .collection::<Document>("docs");
+    coll.insert_one(doc! { "_id": -1, "seed": true })
+        .await
+        .expect("seed");
+    let config = common::config_toml(
+        port,
+        &format!(
+            "[[source]]\nname = \"{name}\"\ndatabase = \"{db}\"\ncollection = \"docs\"\ncheckpoint_interval = \"100ms\"\nmax_await_time = \"200ms\"\n"
+        ),
+    )
+    .replace(
+        "[kafka]\n",
+        "[kafka]\nproducer = { \"message.max.bytes\" = 20000 }\n",
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    coll.insert_one(doc! { "_id": 2, "big": "y".repeat(50_000) })
+        .await
+        .expect("insert");
+    wait_for_state(&daemon, port, &name, "failed");
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, report) = json_request(port, "GET", &format!("/pipelines/{name}"));
+    assert_eq!(report["state"], "failed", "{report}");
+    assert_eq!(report["kind"], "source", "{report}");
+    assert!(report["last_error"].is_string(), "{report}");
+    let ready = common::wait_for_status(port, "/ready", 503, WAIT);
+    assert!(
+        ready.contains(&format!("pipeline {name}: source pipeline failed"))
+            && ready.contains("stays failed until restarted"),
+        "{ready}"
+    );
+    let (status, body) = json_request(port, "POST", &format!("/pipelines/{name}/pause"));
+    assert_eq!(status, 409, "{body}");
+
+    let report = command(&daemon, port, &name, "restart");
+    assert_eq!(report["restarts"], 1, "{report}");
+    daemon.wait_for_log("source pipeline failed", 2, WAIT);
+    wait_for_state(&daemon, port, &name, "failed");
+    daemon.signal("TERM");
+    daemon.wait(WAIT);
+    let _ = common::mongo_client().await.database(&db).drop().await;
+}
+
 /// (f) Listening off loopback: refused at load without a token (naming the keys); with
 /// one (from the environment), the control paths answer 401 without it and 200 with it,
 /// while `/health`, `/ready` and `/metrics` stay open; `check-config` masks it.

@@ -56,10 +56,15 @@ pub fn authorized(token: Option<&str>, authorization: Option<&str>) -> bool {
     let Some(token) = token else {
         return true;
     };
-    let Some(given) = authorization.and_then(|h| h.strip_prefix("Bearer ")) else {
+    // The scheme is case-insensitive (RFC 9110).
+    let Some(given) = authorization
+        .and_then(|h| h.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
+        .map(|(_, given)| given.trim())
+    else {
         return false;
     };
-    bool::from(given.trim().as_bytes().ct_eq(token.as_bytes()))
+    bool::from(given.as_bytes().ct_eq(token.as_bytes()))
 }
 
 fn json_error(mut response: actix_web::HttpResponseBuilder, message: &str) -> HttpResponse {
@@ -237,6 +242,24 @@ fn post_only(path: &str, route: Route) -> Resource {
         }))
 }
 
+/// Every path the endpoint serves.
+fn routes(config: &mut web::ServiceConfig) {
+    config
+        .service(read_only("/health", web::route().to(health)))
+        .service(read_only("/ready", web::route().to(ready)))
+        .service(read_only("/metrics", web::route().to(render_metrics)))
+        .service(read_only("/status", web::route().to(render_status)))
+        .service(read_only("/pipelines", web::route().to(list_pipelines)))
+        .service(read_only(
+            "/pipelines/{name}",
+            web::route().to(show_pipeline),
+        ))
+        .service(post_only(
+            "/pipelines/{name}/{command}",
+            web::route().to(command_pipeline),
+        ));
+}
+
 /// Binds `address` and returns the server; the caller spawns it and stops it on shutdown.
 /// Signals are left to the daemon, which shuts the server down after the pipelines.
 pub fn serve(address: SocketAddr, reporters: Reporters) -> std::io::Result<Server> {
@@ -258,27 +281,13 @@ pub fn serve(address: SocketAddr, reporters: Reporters) -> std::io::Result<Serve
         token,
         deadline,
     });
-    Ok(HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .service(read_only("/health", web::route().to(health)))
-            .service(read_only("/ready", web::route().to(ready)))
-            .service(read_only("/metrics", web::route().to(render_metrics)))
-            .service(read_only("/status", web::route().to(render_status)))
-            .service(read_only("/pipelines", web::route().to(list_pipelines)))
-            .service(read_only(
-                "/pipelines/{name}",
-                web::route().to(show_pipeline),
-            ))
-            .service(post_only(
-                "/pipelines/{name}/{command}",
-                web::route().to(command_pipeline),
-            ))
-    })
-    .workers(1)
-    .disable_signals()
-    .bind(address)?
-    .run())
+    Ok(
+        HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
+            .workers(1)
+            .disable_signals()
+            .bind(address)?
+            .run(),
+    )
 }
 
 #[cfg(test)]
@@ -297,5 +306,111 @@ mod tests {
         assert!(!authorized(token, Some("Basic s3cret-token")));
         assert!(!authorized(token, Some("s3cret-token")));
         assert!(!authorized(token, Some("Bearer ")));
+        assert!(
+            authorized(token, Some("bearer s3cret-token")),
+            "the scheme's case"
+        );
+    }
+
+    /// A supervisor that never answers.
+    struct Stuck;
+
+    impl actix::Actor for Stuck {
+        type Context = actix::Context<Self>;
+    }
+
+    impl actix::Handler<Control> for Stuck {
+        type Result = actix::ResponseFuture<Result<PipelineReport, ControlError>>;
+
+        fn handle(&mut self, _: Control, _: &mut Self::Context) -> Self::Result {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    /// A supervisor refusing every command as the state rules do a failed pipeline's.
+    struct Refusing;
+
+    impl actix::Actor for Refusing {
+        type Context = actix::Context<Self>;
+    }
+
+    impl actix::Handler<Control> for Refusing {
+        type Result = Result<PipelineReport, ControlError>;
+
+        fn handle(&mut self, msg: Control, _: &mut Self::Context) -> Self::Result {
+            Err(ControlError::Conflict(format!(
+                "pipeline `{}` failed",
+                msg.pipeline
+            )))
+        }
+    }
+
+    async fn post(
+        control: Recipient<Control>,
+        token: Option<&str>,
+        path: &str,
+        auth: Option<&str>,
+    ) -> (u16, String) {
+        use actix_web::test;
+        let metrics = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
+        let board = PipelineBoard::default();
+        board.register("p", super::super::control::Kind::Sink);
+        let state = web::Data::new(State {
+            readiness: Readiness::default(),
+            metrics,
+            status: StatusBoard::default(),
+            board,
+            control: Some(control),
+            token: token.map(str::to_owned),
+            deadline: Duration::from_millis(300),
+        });
+        let app = test::init_service(App::new().app_data(state).configure(routes)).await;
+        let mut request = test::TestRequest::post().uri(path);
+        if let Some(auth) = auth {
+            request = request.insert_header((header::AUTHORIZATION, auth));
+        }
+        let response = test::call_service(&app, request.to_request()).await;
+        let status = response.status().as_u16();
+        let body = test::read_body(response).await;
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// A supervisor that does not answer gets a 503 with the reason within the deadline,
+    /// never a hang; a refusal is 409, a missing token 401.
+    #[actix_web::test]
+    async fn commands_answer_503_when_the_supervisor_does_not_and_409_when_refused() {
+        use actix::Actor;
+        let began = std::time::Instant::now();
+        let (status, body) =
+            post(Stuck.start().recipient(), None, "/pipelines/p/pause", None).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("no answer within 300ms"), "{body}");
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            began.elapsed()
+        );
+
+        let (status, body) = post(
+            Refusing.start().recipient(),
+            None,
+            "/pipelines/p/resume",
+            None,
+        )
+        .await;
+        assert_eq!(status, 409, "{body}");
+        assert!(body.contains("pipeline `p` failed"), "{body}");
+
+        let refusing = Refusing.start().recipient();
+        let (status, body) = post(refusing.clone(), Some("t"), "/pipelines/p/restart", None).await;
+        assert_eq!(status, 401, "{body}");
+        let (status, _) = post(
+            refusing,
+            Some("t"),
+            "/pipelines/p/restart",
+            Some("Bearer t"),
+        )
+        .await;
+        assert_eq!(status, 409, "authorised, then refused by the supervisor");
     }
 }
