@@ -569,38 +569,70 @@ fn state_with(port: u16, path: &str, token: &str) -> String {
 }
 
 /// A reload keeps a pause: an unchanged paused pipeline is left paused, a changed one is
-/// started anew paused; nothing is written until the resume.
+/// started anew paused (a sink and a source); nothing is written or published until the
+/// resume, then everything, once.
 #[tokio::test]
 async fn a_reload_keeps_paused_pipelines_paused() {
     let sink = control_sink("").await;
-    let mut daemon = sink.start();
+    let db = common::unique("control_srcdb");
+    let source = common::unique("control_src");
+    let coll = common::mongo_client()
+        .await
+        .database(&db)
+        .collection::<Document>("orders");
+    coll.insert_one(doc! { "_id": -1, "seed": true })
+        .await
+        .expect("seed");
+    let source_table = |await_time: &str| {
+        format!(
+            "[[source]]\nname = \"{source}\"\ndatabase = \"{db}\"\ncollection = \"orders\"\ncheckpoint_interval = \"100ms\"\nmax_await_time = \"{await_time}\"\n"
+        )
+    };
+    let config = format!("{}\n{}", sink.config(), source_table("200ms"));
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("sink pipeline running", 1, WAIT);
+    daemon.wait_for_log("change stream open", 1, WAIT);
     let port = sink.port;
+    let topic = format!("{db}.orders");
+    coll.insert_one(doc! { "_id": 1 }).await.expect("insert");
+    assert_eq!(common::consume(&topic, 1, WAIT, false).await.len(), 1);
     command(&daemon, port, &sink.name, "pause");
+    command(&daemon, port, &source, "pause");
     common::produce(&sink.topic, &(1..=3).map(keyed).collect::<Vec<_>>()).await;
+    coll.insert_one(doc! { "_id": 2 }).await.expect("insert");
 
     daemon.signal("HUP");
     daemon.wait_for_log("configuration reloaded", 1, WAIT);
-    assert_eq!(
-        state(port, &sink.name),
-        "paused",
-        "unchanged; log:\n{}",
-        daemon.log()
-    );
+    for name in [&sink.name, &source] {
+        assert_eq!(
+            state(port, name),
+            "paused",
+            "unchanged {name}; log:\n{}",
+            daemon.log()
+        );
+    }
 
-    let changed = sink
-        .config()
-        .replace("max_batch_delay = \"50ms\"", "max_batch_delay = \"60ms\"");
+    let changed = format!(
+        "{}\n{}",
+        sink.config()
+            .replace("max_batch_delay = \"50ms\"", "max_batch_delay = \"60ms\""),
+        source_table("250ms")
+    );
     daemon.rewrite_config(&changed);
     daemon.signal("HUP");
     daemon.wait_for_log("configuration reloaded", 2, WAIT);
     daemon.wait_for_log("sink pipeline running", 2, WAIT);
+    daemon.wait_for_log("source pipeline paused", 2, WAIT);
+    coll.insert_one(doc! { "_id": 3 }).await.expect("insert");
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(
-        state(port, &sink.name),
-        "paused",
-        "changed; log:\n{}",
-        daemon.log()
-    );
+    for name in [&sink.name, &source] {
+        assert_eq!(
+            state(port, name),
+            "paused",
+            "changed {name}; log:\n{}",
+            daemon.log()
+        );
+    }
     let count = sink
         .collection()
         .await
@@ -608,8 +640,28 @@ async fn a_reload_keeps_paused_pipelines_paused() {
         .await
         .expect("count");
     assert_eq!(count, 0, "written while paused; log:\n{}", daemon.log());
+    let published = common::consume(&topic, 2, Duration::from_secs(3), false).await;
+    assert_eq!(
+        published.len(),
+        1,
+        "published while paused; log:\n{}",
+        daemon.log()
+    );
 
     command(&daemon, port, &sink.name, "resume");
+    command(&daemon, port, &source, "resume");
     assert_eq!(sink.wait_for_count(3).await, 3, "log:\n{}", daemon.log());
+    let published = common::consume(&topic, 3, WAIT, false).await;
+    let published = if published.len() == 3 {
+        common::consume(&topic, 4, Duration::from_secs(3), false).await
+    } else {
+        published
+    };
+    let ids: Vec<i64> = published
+        .iter()
+        .map(|r| r.key_json()["_id"].as_i64().unwrap_or(-100))
+        .collect();
+    assert_eq!(ids, [1, 2, 3], "log:\n{}", daemon.log());
     sink.stop(daemon).await;
+    let _ = common::mongo_client().await.database(&db).drop().await;
 }
