@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use futures_util::future::join_all;
+use futures_util::future::{join_all, BoxFuture, Shared};
+use futures_util::FutureExt;
 
 use crate::backoff::Backoff;
 use crate::clients::{kafka, mongo, ClientError};
@@ -103,8 +104,9 @@ pub struct Supervisor {
     board: PipelineBoard,
     /// The pipelines paused by hand: a reload that starts one anew starts it paused.
     paused: BTreeSet<String>,
-    /// The pipelines a restart by hand is stopping, to start anew once stopped.
-    restarting: BTreeSet<String>,
+    /// The pipelines a restart by hand is stopping, to start anew once stopped, with the
+    /// stop (a shutdown meanwhile waits for it too); it answers what was left undone.
+    restarting: BTreeMap<String, Shared<BoxFuture<'static, Option<String>>>>,
 }
 
 impl Supervisor {
@@ -133,7 +135,7 @@ impl Supervisor {
             draining: Draining::default(),
             board,
             paused: BTreeSet::new(),
-            restarting: BTreeSet::new(),
+            restarting: BTreeMap::new(),
         }
     }
 
@@ -239,7 +241,7 @@ impl Supervisor {
 
     fn start_pipeline(&mut self, name: &str, mongo: &mongodb::Client) {
         // A restart by hand still stopping it starts it once stopped.
-        if self.restarting.contains(name) || self.pipelines.contains_key(name) {
+        if self.restarting.contains_key(name) || self.pipelines.contains_key(name) {
             return;
         }
         let env = PipelineEnv {
@@ -363,6 +365,17 @@ impl Handler<Reload> for Supervisor {
     }
 }
 
+/// Stops `pipeline`; answers what it left undone (a pipeline already gone left nothing).
+async fn stop_reporting(name: String, pipeline: Pipeline) -> Option<String> {
+    match pipeline.stop().await {
+        Ok(left) => left,
+        Err(error) => {
+            tracing::warn!(pipeline = %name, %error, "pipeline was already gone");
+            None
+        }
+    }
+}
+
 /// Enters every pipeline of `config` on `board` (those new to it as starting).
 fn register(board: &PipelineBoard, config: &Config) {
     for source in &config.sources {
@@ -387,16 +400,14 @@ impl Supervisor {
             return;
         };
         tracing::info!(pipeline = %name, "restarting the pipeline by hand");
-        self.restarting.insert(name.clone());
-        ctx.spawn(pipeline.stop().into_actor(self).map(move |stopped, act, _| {
+        let stop = stop_reporting(name.clone(), pipeline).boxed().shared();
+        self.restarting.insert(name.clone(), stop.clone());
+        ctx.spawn(stop.into_actor(self).map(move |left, act, _| {
             act.restarting.remove(&name);
-            match stopped {
-                Ok(Some(left)) => {
-                    tracing::warn!(pipeline = %name, %left, "pipeline stopped before finishing; what was left is read again at its next start")
-                }
-                Err(error) => tracing::warn!(pipeline = %name, %error, "pipeline was already gone"),
-                Ok(None) => {}
+            if let Some(left) = left {
+                tracing::warn!(pipeline = %name, %left, "pipeline stopped before finishing; what was left is read again at its next start");
             }
+            // A shutdown meanwhile waited for this stop, and starts nothing.
             if act.shutting_down {
                 return;
             }
@@ -426,7 +437,7 @@ impl Handler<Control> for Supervisor {
                 "the daemon is shutting down".to_owned(),
             )));
         }
-        if self.restarting.contains(&name) {
+        if self.restarting.contains_key(&name) {
             return answer(Err(ControlError::Conflict(format!(
                 "pipeline `{name}` is being restarted: it is still stopping"
             ))));
@@ -484,18 +495,28 @@ impl Handler<Shutdown> for Supervisor {
                     .map(|name| (name.clone(), "draining".to_owned())),
             );
         }
-        let stops: Vec<_> = pipelines
+        // The pipelines a restart by hand is stopping are waited for as well.
+        let restarting = std::mem::take(&mut self.restarting);
+        if let Ok(mut draining) = self.draining.lock() {
+            draining.extend(
+                restarting
+                    .keys()
+                    .map(|name| (name.clone(), "draining".to_owned())),
+            );
+        }
+        let stopping = pipelines
             .into_iter()
-            .map(|(name, pipeline)| {
+            .map(|(name, pipeline)| (name.clone(), stop_reporting(name, pipeline).boxed()))
+            .chain(
+                restarting
+                    .into_iter()
+                    .map(|(name, stop)| (name, stop.boxed())),
+            );
+        let stops: Vec<_> = stopping
+            .map(|(name, stop)| {
                 let draining = self.draining.clone();
                 async move {
-                    let left = match pipeline.stop().await {
-                        Ok(left) => left,
-                        Err(error) => {
-                            tracing::warn!(pipeline = %name, %error, "pipeline was already gone at shutdown");
-                            None
-                        }
-                    };
+                    let left = stop.await;
                     if let Ok(mut draining) = draining.lock() {
                         match &left {
                             None => {
