@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use actix::prelude::*;
 
 use crate::config::{self, Config};
+use crate::ops::control::PipelineBoard;
 use crate::ops::health::Readiness;
 use crate::ops::metrics::Metrics;
 use crate::ops::signals::{Request, Signals};
@@ -54,12 +55,20 @@ async fn serve(config: Config, path: PathBuf) -> Result<i32, StartError> {
     let metrics = Metrics::new()?;
     let readiness = Readiness::default();
     let status = StatusBoard::default();
+    let board = PipelineBoard::new(Some(metrics.clone()));
+    // The supervisor's address before it starts: the HTTP endpoint sends it commands.
+    let supervisor_context = actix::Context::<Supervisor>::new();
     let http = if config.http.enabled {
         let address = config.http.address;
         let reporters = http::Reporters {
             readiness: readiness.clone(),
             metrics: metrics.clone(),
             status: status.clone(),
+            board: board.clone(),
+            control: Some(supervisor_context.address().recipient()),
+            token: config.http.token.clone(),
+            // A pause waits for the readers to stop and the producers to drain.
+            deadline: config.shutdown.timeout + std::time::Duration::from_secs(5),
         };
         let server = http::serve(address, reporters)
             .map_err(|source| StartError::Http { address, source })?;
@@ -71,9 +80,9 @@ async fn serve(config: Config, path: PathBuf) -> Result<i32, StartError> {
         None
     };
     let mut deadline = config.shutdown.timeout;
-    let supervisor = Supervisor::new(config, readiness, metrics.clone(), status);
+    let supervisor = Supervisor::new(config, readiness, metrics.clone(), status, board);
     let draining = supervisor.draining();
-    let supervisor = supervisor.start();
+    let supervisor = supervisor_context.run(supervisor);
     systemd::ready("running");
     systemd::spawn_watchdog();
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::config::KafkaConfig;
+use crate::ops::control::PipelineBoard;
 use crate::ops::health::Readiness;
 use crate::ops::metrics::Metrics;
 use crate::ops::status::StatusBoard;
@@ -27,6 +28,10 @@ pub struct PipelineEnv {
     pub shutdown_deadline: Duration,
     /// Where the pipeline reports the progress of long jobs (`/status`).
     pub status: StatusBoard,
+    /// Where the pipeline reports its state, failures and restarts (`/pipelines`).
+    pub board: PipelineBoard,
+    /// Start paused (paused by hand before a reload started it anew).
+    pub paused: bool,
 }
 
 /// A schema registry hook keeping `pipeline` not ready, saying why, while its registry does
@@ -77,3 +82,11 @@ pub fn registry_readiness(
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Option<String>")]
 pub struct StopPipeline;
+
+/// Asks a pipeline supervisor to pause (`true`) or resume (`false`). A paused source reads
+/// nothing and keeps its checkpoints and its slots; a paused sink writes and commits nothing
+/// and keeps its partitions (its consumer stays in the group). It answers once a pause took
+/// effect (readers stopped, partitions paused) or a resume began.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct SetPaused(pub bool);

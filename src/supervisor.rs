@@ -3,22 +3,31 @@
 //! (only to the pipelines that changed), and stops them all on shutdown.
 //!
 //! Restart policy lives here and in the pipeline supervisors, not in the actors they
-//! supervise.
+//! supervise. Commands by hand ([`Control`]: pause, resume, restart one pipeline) are
+//! decided by `ops::control` and carried out here.
+//!
+//! Across a reload: a removed pipeline is stopped and forgets its pause; a changed one is
+//! started anew, paused if it was paused; an unchanged one is left as it is (paused stays
+//! paused), unless it failed for good: a reload starts failed pipelines anew.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use futures_util::future::join_all;
+use futures_util::future::{join_all, BoxFuture, Shared};
+use futures_util::FutureExt;
 
 use crate::backoff::Backoff;
 use crate::clients::{kafka, mongo, ClientError};
 use crate::config::{pipeline_names, Config, ConfigDiff};
+use crate::ops::control::{
+    self, Action, Control, ControlError, Kind, PipelineBoard, PipelineReport,
+};
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
 use crate::ops::status::StatusBoard;
-use crate::pipeline::{PipelineEnv, StopPipeline};
+use crate::pipeline::{PipelineEnv, SetPaused, StopPipeline};
 use crate::sink::SinkSupervisor;
 use crate::source::SourceSupervisor;
 
@@ -40,6 +49,23 @@ impl Pipeline {
         match self {
             Self::Source(addr) => addr.send(StopPipeline).await,
             Self::Sink(addr) => addr.send(StopPipeline).await,
+        }
+    }
+
+    /// Pauses or resumes the pipeline; answers once it took effect.
+    fn set_paused(
+        &self,
+        pause: bool,
+    ) -> impl std::future::Future<Output = Result<(), MailboxError>> {
+        let this = match self {
+            Self::Source(addr) => Self::Source(addr.clone()),
+            Self::Sink(addr) => Self::Sink(addr.clone()),
+        };
+        async move {
+            match this {
+                Self::Source(addr) => addr.send(SetPaused(pause)).await,
+                Self::Sink(addr) => addr.send(SetPaused(pause)).await,
+            }
         }
     }
 }
@@ -74,16 +100,26 @@ pub struct Supervisor {
     unhealthy: BTreeSet<&'static str>,
     shutting_down: bool,
     draining: Draining,
+    /// Every pipeline's state, as `/pipelines` shows it.
+    board: PipelineBoard,
+    /// The pipelines paused by hand: a reload that starts one anew starts it paused.
+    paused: BTreeSet<String>,
+    /// The pipelines a restart by hand is stopping, to start anew once stopped, with the
+    /// stop (a shutdown meanwhile waits for it too); it answers what was left undone.
+    restarting: BTreeMap<String, Shared<BoxFuture<'static, Option<String>>>>,
 }
 
 impl Supervisor {
-    /// A supervisor for `config`, reporting through `readiness`, `metrics` and `status`.
+    /// A supervisor for `config`, reporting through `readiness`, `metrics`, `status` and
+    /// `board`.
     pub fn new(
         config: Config,
         readiness: Readiness,
         metrics: Metrics,
         status: StatusBoard,
+        board: PipelineBoard,
     ) -> Self {
+        register(&board, &config);
         Self {
             config: Arc::new(config),
             readiness,
@@ -97,6 +133,9 @@ impl Supervisor {
             unhealthy: BTreeSet::new(),
             shutting_down: false,
             draining: Draining::default(),
+            board,
+            paused: BTreeSet::new(),
+            restarting: BTreeMap::new(),
         }
     }
 
@@ -201,6 +240,10 @@ impl Supervisor {
     }
 
     fn start_pipeline(&mut self, name: &str, mongo: &mongodb::Client) {
+        // A restart by hand still stopping it starts it once stopped.
+        if self.restarting.contains_key(name) || self.pipelines.contains_key(name) {
+            return;
+        }
         let env = PipelineEnv {
             mongo: mongo.clone(),
             kafka: Arc::new(self.config.kafka.clone()),
@@ -208,10 +251,14 @@ impl Supervisor {
             readiness: self.readiness.clone(),
             shutdown_deadline: self.config.shutdown.timeout,
             status: self.status.clone(),
+            board: self.board.clone(),
+            paused: self.paused.contains(name),
         };
         let pipeline = if let Some(source) = self.config.sources.iter().find(|s| s.name == name) {
+            self.board.register(name, Kind::Source);
             Pipeline::Source(SourceSupervisor::new(source.clone(), env).start())
         } else if let Some(sink) = self.config.sinks.iter().find(|s| s.name == name) {
+            self.board.register(name, Kind::Sink);
             Pipeline::Sink(SinkSupervisor::new(sink.clone(), env).start())
         } else {
             return;
@@ -238,12 +285,24 @@ impl Handler<Reload> for Supervisor {
         let diff = ConfigDiff::between(&self.config, &config);
         let mongo_changed = self.config.mongodb != config.mongodb;
         self.config = Arc::new(config);
+        register(&self.board, &self.config);
+        // Failed for good: a reload starts them anew, changed or not.
+        let failed: Vec<String> = diff
+            .unchanged
+            .iter()
+            .filter(|name| self.board.get(name).map(|r| r.state) == Some(control::State::Failed))
+            .cloned()
+            .collect();
+        for name in &diff.removed {
+            self.paused.remove(name);
+        }
         // Not connected yet: the pipelines start with the new configuration once connected.
         let connected = self.mongo.is_some() && !self.shutting_down;
         let stopping: Vec<(String, Pipeline)> = if connected {
             diff.removed
                 .iter()
                 .chain(&diff.changed)
+                .chain(&failed)
                 .filter_map(|name| self.pipelines.remove(name).map(|p| (name.clone(), p)))
                 .collect()
         } else {
@@ -276,6 +335,7 @@ impl Handler<Reload> for Supervisor {
                 for name in &diff.removed {
                     act.metrics.forget_pipeline(name);
                     act.status.remove(name);
+                    act.board.remove(name);
                 }
                 if !connected {
                     return diff;
@@ -290,7 +350,10 @@ impl Handler<Reload> for Supervisor {
                     None => {}
                 }
                 if let Some(client) = act.mongo.clone() {
-                    for name in diff.added.iter().chain(&diff.changed) {
+                    for name in diff.changed.iter().chain(&failed) {
+                        act.board.restarted(name);
+                    }
+                    for name in diff.added.iter().chain(&diff.changed).chain(&failed) {
                         act.metrics.forget_pipeline(name);
                         act.status.remove(name);
                         act.start_pipeline(name, &client);
@@ -299,6 +362,122 @@ impl Handler<Reload> for Supervisor {
                 diff
             },
         )))
+    }
+}
+
+/// Stops `pipeline`; answers what it left undone (a pipeline already gone left nothing).
+async fn stop_reporting(name: String, pipeline: Pipeline) -> Option<String> {
+    match pipeline.stop().await {
+        Ok(left) => left,
+        Err(error) => {
+            tracing::warn!(pipeline = %name, %error, "pipeline was already gone");
+            None
+        }
+    }
+}
+
+/// Enters every pipeline of `config` on `board` (those new to it as starting).
+fn register(board: &PipelineBoard, config: &Config) {
+    for source in &config.sources {
+        board.register(&source.name, Kind::Source);
+    }
+    for sink in &config.sinks {
+        board.register(&sink.name, Kind::Sink);
+    }
+}
+
+impl Supervisor {
+    /// Starts the pipeline `name` anew: stops it (drains, writes its checkpoints or
+    /// offsets), then starts it with the configuration of then, running.
+    fn restart(&mut self, name: String, ctx: &mut Context<Self>) {
+        self.paused.remove(&name);
+        self.board.restarted(&name);
+        self.readiness.clear(&health::pipeline(&name));
+        let Some(pipeline) = self.pipelines.remove(&name) else {
+            if let Some(client) = self.mongo.clone() {
+                self.start_pipeline(&name, &client);
+            }
+            return;
+        };
+        tracing::info!(pipeline = %name, "restarting the pipeline by hand");
+        let stop = stop_reporting(name.clone(), pipeline).boxed().shared();
+        self.restarting.insert(name.clone(), stop.clone());
+        ctx.spawn(stop.into_actor(self).map(move |left, act, _| {
+            act.restarting.remove(&name);
+            if let Some(left) = left {
+                tracing::warn!(pipeline = %name, %left, "pipeline stopped before finishing; what was left is read again at its next start");
+            }
+            // A shutdown meanwhile waited for this stop, and starts nothing.
+            if act.shutting_down {
+                return;
+            }
+            if let Some(client) = act.mongo.clone() {
+                act.metrics.forget_pipeline(&name);
+                act.status.remove(&name);
+                act.start_pipeline(&name, &client);
+            }
+        }));
+    }
+}
+
+impl Handler<Control> for Supervisor {
+    type Result = ResponseActFuture<Self, Result<PipelineReport, ControlError>>;
+
+    fn handle(&mut self, msg: Control, ctx: &mut Self::Context) -> Self::Result {
+        let Control {
+            pipeline: name,
+            command,
+        } = msg;
+        let answer = |result| -> Self::Result { Box::pin(fut::ready(result)) };
+        let Some(report) = self.board.get(&name) else {
+            return answer(Err(ControlError::NotFound(name)));
+        };
+        if self.shutting_down {
+            return answer(Err(ControlError::Unavailable(
+                "the daemon is shutting down".to_owned(),
+            )));
+        }
+        if self.restarting.contains_key(&name) {
+            return answer(Err(ControlError::Conflict(format!(
+                "pipeline `{name}` is being restarted: it is still stopping"
+            ))));
+        }
+        let action = match control::decide(&name, report.state, command) {
+            Ok(Action::Nothing) => return answer(Ok(report)),
+            Ok(action) => action,
+            Err(error) => return answer(Err(error)),
+        };
+        if self.mongo.is_none() {
+            return answer(Err(ControlError::Unavailable(format!(
+                "pipeline `{name}` has not started: the daemon is still connecting to MongoDB and Kafka"
+            ))));
+        }
+        if action == Action::Restart {
+            self.restart(name.clone(), ctx);
+            return answer(self.board.get(&name).ok_or(ControlError::NotFound(name)));
+        }
+        let pause = action == Action::Pause;
+        let Some(pipeline) = self.pipelines.get(&name) else {
+            return answer(Err(ControlError::Unavailable(format!(
+                "pipeline `{name}` is not running in this daemon"
+            ))));
+        };
+        if pause {
+            self.paused.insert(name.clone());
+        } else {
+            self.paused.remove(&name);
+        }
+        Box::pin(
+            pipeline
+                .set_paused(pause)
+                .into_actor(self)
+                .map(move |sent, act, _| match sent {
+                    Ok(()) => act.board.get(&name).ok_or(ControlError::NotFound(name)),
+                    Err(error) => Err(ControlError::Unavailable(format!(
+                        "pipeline `{name}` did not take the command: {error}"
+                    ))),
+                }),
+        )
     }
 }
 
@@ -316,18 +495,28 @@ impl Handler<Shutdown> for Supervisor {
                     .map(|name| (name.clone(), "draining".to_owned())),
             );
         }
-        let stops: Vec<_> = pipelines
+        // The pipelines a restart by hand is stopping are waited for as well.
+        let restarting = std::mem::take(&mut self.restarting);
+        if let Ok(mut draining) = self.draining.lock() {
+            draining.extend(
+                restarting
+                    .keys()
+                    .map(|name| (name.clone(), "draining".to_owned())),
+            );
+        }
+        let stopping = pipelines
             .into_iter()
-            .map(|(name, pipeline)| {
+            .map(|(name, pipeline)| (name.clone(), stop_reporting(name, pipeline).boxed()))
+            .chain(
+                restarting
+                    .into_iter()
+                    .map(|(name, stop)| (name, stop.boxed())),
+            );
+        let stops: Vec<_> = stopping
+            .map(|(name, stop)| {
                 let draining = self.draining.clone();
                 async move {
-                    let left = match pipeline.stop().await {
-                        Ok(left) => left,
-                        Err(error) => {
-                            tracing::warn!(pipeline = %name, %error, "pipeline was already gone at shutdown");
-                            None
-                        }
-                    };
+                    let left = stop.await;
                     if let Ok(mut draining) = draining.lock() {
                         match &left {
                             None => {

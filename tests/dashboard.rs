@@ -406,7 +406,12 @@ async fn every_dashboard_query_returns_data_from_a_running_daemon() {
         .as_array()
         .map_or(0, Vec::len);
     assert!(loaded >= 10, "the alerting rules were not loaded: {rules}");
-    let expected = ["MkbDeadLetters", "MkbPipelineFailed", "MkbReaderRestarted"];
+    let expected = [
+        "MkbDeadLetters",
+        "MkbPipelineFailed",
+        "MkbPipelineStaysFailed",
+        "MkbReaderRestarted",
+    ];
     let raised = common::eventually(WAIT, || {
         let active = active_alerts(&prometheus);
         async move { expected.iter().all(|a| active.iter().any(|n| n == a)) }

@@ -376,6 +376,11 @@ fn the_kubernetes_manifests_parse_and_agree_with_the_binary_and_the_image() {
         config_path.display(),
         String::from_utf8_lossy(&out.stderr)
     );
+    // Loaded here too, with the Secret's variables (its control token among them: the
+    // endpoint listens beyond loopback); no other test of this file reads them.
+    for (key, value) in &env {
+        std::env::set_var(key, value);
+    }
     let config = mongo_kafka_bridge::config::load(&config_path).expect("the configuration loads");
 
     // One port everywhere: the container's, the configuration's, the environment's, the image's.

@@ -107,7 +107,12 @@ pub(crate) fn load_with(
     normalize_env_kafka_keys(&mut config);
     config.share_schema_registry();
     config.resolve_checkpoint_topics();
-    let violations = validate(&config);
+    let mut violations = Vec::new();
+    match http_token(&config.http, env, read) {
+        Ok(token) => config.http.token = token,
+        Err(violation) => violations.push(violation),
+    }
+    violations.extend(validate(&config));
     if violations.is_empty() {
         Ok(config)
     } else {
@@ -116,6 +121,34 @@ pub(crate) fn load_with(
             violations,
         })
     }
+}
+
+/// The HTTP control token: `http.token_file`'s content, else `MKB_HTTP_TOKEN`, trimmed;
+/// `None` when neither gives one.
+fn http_token(
+    http: &super::HttpConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    read: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<Option<String>, Violation> {
+    const KEY: &str = "http.token_file";
+    let Some(file) = &http.token_file else {
+        return Ok(env(super::HTTP_TOKEN_ENV)
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty()));
+    };
+    let text = read(&file.to_string_lossy())
+        .map_err(|e| Violation::new(KEY, format!("cannot read `{}`: {e}", file.display())))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(Violation::new(
+            KEY,
+            format!(
+                "`{}` is empty: it must hold the control endpoints' bearer token",
+                file.display()
+            ),
+        ));
+    }
+    Ok(Some(token.to_owned()))
 }
 
 /// The `config` crate coerces scalars (`name = 5` becomes `"5"`, `"yes"` a boolean), which
@@ -248,6 +281,68 @@ bootstrap_servers = "127.0.0.1:9092"
             "no key `{key}` in: {text}"
         );
         assert!(text.contains(reason), "no `{reason}` in: {text}");
+    }
+
+    /// Off loopback the control endpoints need a token: refused at load without one,
+    /// naming the keys; the token comes from `http.token_file`, else `MKB_HTTP_TOKEN`.
+    #[test]
+    fn a_non_loopback_http_address_needs_a_control_token() {
+        let with = |extra: &str, env_token: Option<&str>| {
+            let env_token = env_token.map(str::to_owned);
+            load_with(
+                &format!("{BASE}{extra}"),
+                Path::new("test.toml"),
+                Vec::new(),
+                &move |name| {
+                    (name == "MKB_HTTP_TOKEN")
+                        .then(|| env_token.clone())
+                        .flatten()
+                },
+                &|path| match path {
+                    "/run/token" => Ok(" file-token\n".to_owned()),
+                    "/run/empty" => Ok("\n".to_owned()),
+                    _ => Err("No such file or directory".to_owned()),
+                },
+            )
+        };
+        let open = "[http]\naddress = \"0.0.0.0:9187\"\n";
+        let text = match with(open, None) {
+            Ok(config) => panic!("accepted without a token: {config:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(text.contains("key `http.address`"), "{text}");
+        assert!(
+            text.contains("http.token_file") && text.contains("MKB_HTTP_TOKEN"),
+            "{text}"
+        );
+        let from_env = with(open, Some("env-token")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(from_env.http.token.as_deref(), Some("env-token"));
+        let from_file = with(
+            &format!("{open}token_file = \"/run/token\"\n"),
+            Some("env-token"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            from_file.http.token.as_deref(),
+            Some("file-token"),
+            "the file wins"
+        );
+        for (file, reason) in [
+            ("/run/missing", "cannot read `/run/missing`"),
+            ("/run/empty", "is empty"),
+        ] {
+            let text = match with(&format!("{open}token_file = \"{file}\"\n"), None) {
+                Ok(config) => panic!("accepted: {config:?}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                text.contains("key `http.token_file`") && text.contains(reason),
+                "{text}"
+            );
+        }
+        // Loopback needs none; a token written in the file itself is no key.
+        assert!(with("", None).is_ok_and(|c| c.http.token.is_none()));
+        assert!(with("[http]\ntoken = \"x\"\n", None).is_err());
     }
 
     #[test]

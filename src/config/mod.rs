@@ -16,6 +16,7 @@ mod validate;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -38,7 +39,8 @@ pub struct Config {
     pub mongodb: MongoConfig,
     /// How to reach Kafka.
     pub kafka: KafkaConfig,
-    /// The HTTP endpoint serving `/health`, `/ready` and `/metrics`.
+    /// The HTTP endpoint serving `/health`, `/ready`, `/metrics`, `/status` and the control
+    /// of pipelines (`/pipelines`).
     #[serde(default)]
     pub http: HttpConfig,
     /// Logging.
@@ -141,10 +143,25 @@ pub struct HttpConfig {
     /// Serve `/health`, `/ready` and `/metrics`. Disable only where nothing scrapes the daemon.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// The address to listen on. Loopback by default: expose it deliberately.
+    /// The address to listen on. Loopback by default: expose it deliberately. On any other
+    /// address the control endpoints (`/pipelines`) need a token (`token_file` or the
+    /// environment variable `MKB_HTTP_TOKEN`): the daemon refuses to start without one.
     #[serde(default = "default_http_address")]
     pub address: SocketAddr,
+    /// A file holding the bearer token the control endpoints (`GET /pipelines`,
+    /// `POST /pipelines/<name>/...`) require (`Authorization: Bearer <token>`); surrounding
+    /// white space is ignored. Without it, the environment variable `MKB_HTTP_TOKEN` gives
+    /// the token. Read at start; `/health`, `/ready`, `/metrics` and `/status` stay open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// The token read from `token_file` or `MKB_HTTP_TOKEN` (never from the file's keys);
+    /// shown masked.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
+
+/// The environment variable giving the HTTP control token when `http.token_file` is not set.
+pub const HTTP_TOKEN_ENV: &str = "MKB_HTTP_TOKEN";
 
 /// `[log]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,6 +202,8 @@ impl Default for HttpConfig {
         Self {
             enabled: default_true(),
             address: default_http_address(),
+            token_file: None,
+            token: None,
         }
     }
 }

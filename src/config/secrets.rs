@@ -225,6 +225,7 @@ timeout = "5s"
 [http]
 enabled = true
 address = "127.0.0.1:9999"
+token_file = "/shown/token"
 
 [log]
 level = "debug"
@@ -441,10 +442,30 @@ schema_registry = { url = "http://override-registry:8081", username = "u", passw
             "mongodb://app:****@db1:27017",
             "event_id",
             "/shown/client.key",
+            "/shown/token",
             "http://proxy-user:****@proxy:3128",
         ] {
             assert!(printed.contains(shown), "{shown} masked:\n{printed}");
         }
+    }
+
+    /// The control token read from `http.token_file` or `MKB_HTTP_TOKEN` is shown masked,
+    /// by the one rule (its key is `token`).
+    #[test]
+    fn masks_the_http_control_token() {
+        let text = "[mongodb]\nuri = \"mongodb://h\"\n[kafka]\nbootstrap_servers = \"k:9092\"\n[http]\naddress = \"0.0.0.0:9187\"\n";
+        let config = super::super::load::load_with(
+            text,
+            Path::new("t.toml"),
+            Vec::new(),
+            &|name| (name == "MKB_HTTP_TOKEN").then(|| "HTTP-TOKEN-1".to_owned()),
+            &|_| Err("no files".to_owned()),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.http.token.as_deref(), Some("HTTP-TOKEN-1"));
+        let printed = toml::to_string_pretty(&masked(&config)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!printed.contains("HTTP-TOKEN-1"), "{printed}");
+        assert!(printed.contains("token = \"****\""), "{printed}");
     }
 
     #[test]

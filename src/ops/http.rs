@@ -1,11 +1,22 @@
 //! The HTTP endpoint: `/health` (alive), `/ready` (pipelines running and connected),
-//! `/metrics` (Prometheus text format), `/status` (what each pipeline is doing, as JSON).
+//! `/metrics` (Prometheus text format), `/status` (what each pipeline is doing, as JSON),
+//! and the control of pipelines: `GET /pipelines`, `GET /pipelines/<name>`,
+//! `POST /pipelines/<name>/pause|resume|restart` (see `ops::control`).
+//!
+//! With a token (`http.token_file` or `MKB_HTTP_TOKEN`; required on a non-loopback address)
+//! the control paths answer only requests with `Authorization: Bearer <token>`; `/health`,
+//! `/ready`, `/metrics` and `/status` stay open for probes and Prometheus.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use actix::Recipient;
 use actix_web::dev::Server;
-use actix_web::{guard, web, App, HttpResponse, HttpServer, Resource, Route};
+use actix_web::http::header;
+use actix_web::{guard, web, App, HttpRequest, HttpResponse, HttpServer, Resource, Route};
+use subtle::ConstantTimeEq;
 
+use super::control::{Command, Control, ControlError, PipelineBoard, PipelineReport};
 use super::health::Readiness;
 use super::metrics::Metrics;
 use super::status::StatusBoard;
@@ -14,16 +25,85 @@ struct State {
     readiness: Readiness,
     metrics: Metrics,
     status: StatusBoard,
+    board: PipelineBoard,
+    control: Option<Recipient<Control>>,
+    token: Option<String>,
+    deadline: Duration,
 }
 
-/// What the endpoint reports from.
+/// What the endpoint reports from, and where it sends commands.
 pub struct Reporters {
     /// For `/ready`.
     pub readiness: Readiness,
     /// For `/metrics`.
     pub metrics: Metrics,
-    /// For `/status`.
+    /// For `/status` (and each pipeline's `status` on `/pipelines`).
     pub status: StatusBoard,
+    /// For `/pipelines`.
+    pub board: PipelineBoard,
+    /// The root supervisor, which carries out `POST /pipelines/<name>/<command>`.
+    pub control: Option<Recipient<Control>>,
+    /// The bearer token the control paths require, if any.
+    pub token: Option<String>,
+    /// How long a command may take before the answer is 503 (a supervisor that does not
+    /// answer, a pause that does not finish).
+    pub deadline: Duration,
+}
+
+/// Whether `authorization` (the header's value) carries `token`, compared in constant time;
+/// always when no token is set.
+pub fn authorized(token: Option<&str>, authorization: Option<&str>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    // The scheme is case-insensitive (RFC 9110).
+    let Some(given) = authorization
+        .and_then(|h| h.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
+        .map(|(_, given)| given.trim())
+    else {
+        return false;
+    };
+    bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+}
+
+fn json_error(mut response: actix_web::HttpResponseBuilder, message: &str) -> HttpResponse {
+    response
+        .content_type("application/json")
+        .body(serde_json::json!({ "error": message }).to_string())
+}
+
+/// `None` when the request may use the control paths, else the 401 answer.
+fn refused(state: &State, request: &HttpRequest) -> Option<HttpResponse> {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if authorized(state.token.as_deref(), given) {
+        return None;
+    }
+    let mut response = HttpResponse::Unauthorized();
+    response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+    Some(json_error(
+        response,
+        "the control endpoints need `Authorization: Bearer <token>` with the token of `http.token_file` or MKB_HTTP_TOKEN",
+    ))
+}
+
+fn report_json(state: &State, name: &str, report: &PipelineReport) -> serde_json::Value {
+    let mut value = serde_json::to_value(report).unwrap_or_else(|_| serde_json::json!({}));
+    if let Some(map) = value.as_object_mut() {
+        map.insert("name".to_owned(), serde_json::json!(name));
+        map.insert("status".to_owned(), state.status.pipeline_json(name));
+    }
+    value
+}
+
+fn not_found(name: &str) -> HttpResponse {
+    json_error(
+        HttpResponse::NotFound(),
+        &ControlError::NotFound(name.to_owned()).to_string(),
+    )
 }
 
 async fn health() -> HttpResponse {
@@ -56,6 +136,88 @@ async fn render_metrics(state: web::Data<State>) -> HttpResponse {
     }
 }
 
+async fn list_pipelines(state: web::Data<State>, request: HttpRequest) -> HttpResponse {
+    if let Some(refused) = refused(&state, &request) {
+        return refused;
+    }
+    let pipelines: serde_json::Map<String, serde_json::Value> = state
+        .board
+        .all()
+        .iter()
+        .map(|(name, report)| (name.clone(), report_json(&state, name, report)))
+        .collect();
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(serde_json::json!({ "pipelines": pipelines }).to_string())
+}
+
+async fn show_pipeline(
+    state: web::Data<State>,
+    request: HttpRequest,
+    name: web::Path<String>,
+) -> HttpResponse {
+    if let Some(refused) = refused(&state, &request) {
+        return refused;
+    }
+    match state.board.get(&name) {
+        Some(report) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(report_json(&state, &name, &report).to_string()),
+        None => not_found(&name),
+    }
+}
+
+async fn command_pipeline(
+    state: web::Data<State>,
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    if let Some(refused) = refused(&state, &request) {
+        return refused;
+    }
+    let (name, command) = path.into_inner();
+    let Some(command) = Command::parse(&command) else {
+        return json_error(
+            HttpResponse::NotFound(),
+            &format!("no command `{command}`: POST /pipelines/{name}/pause, /resume or /restart"),
+        );
+    };
+    let Some(control) = &state.control else {
+        return json_error(
+            HttpResponse::ServiceUnavailable(),
+            "the daemon takes no commands (no supervisor)",
+        );
+    };
+    let sent = control.send(Control {
+        pipeline: name.clone(),
+        command,
+    });
+    let answer = match tokio::time::timeout(state.deadline, sent).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(error)) => Err(ControlError::Unavailable(format!(
+            "the supervisor did not take the command: {error}"
+        ))),
+        Err(_) => Err(ControlError::Unavailable(format!(
+            "no answer within {:?}: the command may still take effect; GET /pipelines/{name} shows the pipeline's state",
+            state.deadline
+        ))),
+    };
+    match answer {
+        Ok(report) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(report_json(&state, &name, &report).to_string()),
+        Err(error @ ControlError::NotFound(_)) => {
+            json_error(HttpResponse::NotFound(), &error.to_string())
+        }
+        Err(error @ ControlError::Conflict(_)) => {
+            json_error(HttpResponse::Conflict(), &error.to_string())
+        }
+        Err(error @ ControlError::Unavailable(_)) => {
+            json_error(HttpResponse::ServiceUnavailable(), &error.to_string())
+        }
+    }
+}
+
 /// A path whose `route` answers GET and HEAD (the same response, which actix-web sends
 /// without its body) and that refuses any other method with 405 and `Allow: GET, HEAD`.
 /// Unknown paths get 404.
@@ -64,9 +226,38 @@ fn read_only(path: &str, route: Route) -> Resource {
         .route(route.guard(guard::Any(guard::Get()).or(guard::Head())))
         .default_service(web::to(|| async {
             HttpResponse::MethodNotAllowed()
-                .insert_header((actix_web::http::header::ALLOW, "GET, HEAD"))
+                .insert_header((header::ALLOW, "GET, HEAD"))
                 .finish()
         }))
+}
+
+/// A path whose `route` answers POST only; other methods get 405 and `Allow: POST`.
+fn post_only(path: &str, route: Route) -> Resource {
+    web::resource(path)
+        .route(route.guard(guard::Post()))
+        .default_service(web::to(|| async {
+            HttpResponse::MethodNotAllowed()
+                .insert_header((header::ALLOW, "POST"))
+                .finish()
+        }))
+}
+
+/// Every path the endpoint serves.
+fn routes(config: &mut web::ServiceConfig) {
+    config
+        .service(read_only("/health", web::route().to(health)))
+        .service(read_only("/ready", web::route().to(ready)))
+        .service(read_only("/metrics", web::route().to(render_metrics)))
+        .service(read_only("/status", web::route().to(render_status)))
+        .service(read_only("/pipelines", web::route().to(list_pipelines)))
+        .service(read_only(
+            "/pipelines/{name}",
+            web::route().to(show_pipeline),
+        ))
+        .service(post_only(
+            "/pipelines/{name}/{command}",
+            web::route().to(command_pipeline),
+        ));
 }
 
 /// Binds `address` and returns the server; the caller spawns it and stops it on shutdown.
@@ -76,22 +267,150 @@ pub fn serve(address: SocketAddr, reporters: Reporters) -> std::io::Result<Serve
         readiness,
         metrics,
         status,
+        board,
+        control,
+        token,
+        deadline,
     } = reporters;
     let state = web::Data::new(State {
         readiness,
         metrics,
         status,
+        board,
+        control,
+        token,
+        deadline,
     });
-    Ok(HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .service(read_only("/health", web::route().to(health)))
-            .service(read_only("/ready", web::route().to(ready)))
-            .service(read_only("/metrics", web::route().to(render_metrics)))
-            .service(read_only("/status", web::route().to(render_status)))
-    })
-    .workers(1)
-    .disable_signals()
-    .bind(address)?
-    .run())
+    Ok(
+        HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
+            .workers(1)
+            .disable_signals()
+            .bind(address)?
+            .run(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_control_paths_need_the_bearer_token_when_one_is_set() {
+        assert!(authorized(None, None), "no token set: open");
+        assert!(authorized(None, Some("Bearer anything")));
+        let token = Some("s3cret-token");
+        assert!(authorized(token, Some("Bearer s3cret-token")));
+        assert!(!authorized(token, None));
+        assert!(!authorized(token, Some("Bearer s3cret-toke")));
+        assert!(!authorized(token, Some("Bearer s3cret-token2")));
+        assert!(!authorized(token, Some("Basic s3cret-token")));
+        assert!(!authorized(token, Some("s3cret-token")));
+        assert!(!authorized(token, Some("Bearer ")));
+        assert!(
+            authorized(token, Some("bearer s3cret-token")),
+            "the scheme's case"
+        );
+    }
+
+    /// A supervisor that never answers.
+    struct Stuck;
+
+    impl actix::Actor for Stuck {
+        type Context = actix::Context<Self>;
+    }
+
+    impl actix::Handler<Control> for Stuck {
+        type Result = actix::ResponseFuture<Result<PipelineReport, ControlError>>;
+
+        fn handle(&mut self, _: Control, _: &mut Self::Context) -> Self::Result {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    /// A supervisor refusing every command as the state rules do a failed pipeline's.
+    struct Refusing;
+
+    impl actix::Actor for Refusing {
+        type Context = actix::Context<Self>;
+    }
+
+    impl actix::Handler<Control> for Refusing {
+        type Result = Result<PipelineReport, ControlError>;
+
+        fn handle(&mut self, msg: Control, _: &mut Self::Context) -> Self::Result {
+            Err(ControlError::Conflict(format!(
+                "pipeline `{}` failed",
+                msg.pipeline
+            )))
+        }
+    }
+
+    async fn post(
+        control: Recipient<Control>,
+        token: Option<&str>,
+        path: &str,
+        auth: Option<&str>,
+    ) -> (u16, String) {
+        use actix_web::test;
+        let metrics = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
+        let board = PipelineBoard::default();
+        board.register("p", super::super::control::Kind::Sink);
+        let state = web::Data::new(State {
+            readiness: Readiness::default(),
+            metrics,
+            status: StatusBoard::default(),
+            board,
+            control: Some(control),
+            token: token.map(str::to_owned),
+            deadline: Duration::from_millis(300),
+        });
+        let app = test::init_service(App::new().app_data(state).configure(routes)).await;
+        let mut request = test::TestRequest::post().uri(path);
+        if let Some(auth) = auth {
+            request = request.insert_header((header::AUTHORIZATION, auth));
+        }
+        let response = test::call_service(&app, request.to_request()).await;
+        let status = response.status().as_u16();
+        let body = test::read_body(response).await;
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// A supervisor that does not answer gets a 503 with the reason within the deadline,
+    /// never a hang; a refusal is 409, a missing token 401.
+    #[actix_web::test]
+    async fn commands_answer_503_when_the_supervisor_does_not_and_409_when_refused() {
+        use actix::Actor;
+        let began = std::time::Instant::now();
+        let (status, body) =
+            post(Stuck.start().recipient(), None, "/pipelines/p/pause", None).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("no answer within 300ms"), "{body}");
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            began.elapsed()
+        );
+
+        let (status, body) = post(
+            Refusing.start().recipient(),
+            None,
+            "/pipelines/p/resume",
+            None,
+        )
+        .await;
+        assert_eq!(status, 409, "{body}");
+        assert!(body.contains("pipeline `p` failed"), "{body}");
+
+        let refusing = Refusing.start().recipient();
+        let (status, body) = post(refusing.clone(), Some("t"), "/pipelines/p/restart", None).await;
+        assert_eq!(status, 401, "{body}");
+        let (status, _) = post(
+            refusing,
+            Some("t"),
+            "/pipelines/p/restart",
+            Some("Bearer t"),
+        )
+        .await;
+        assert_eq!(status, 409, "authorised, then refused by the supervisor");
+    }
 }

@@ -70,6 +70,7 @@ pub struct Metrics {
     /// exported without the `mkb_` prefix so that dashboards made for any process read them.
     process: Registry,
     pipelines_running: IntGaugeVec,
+    pipeline_state: StateGauge,
     connect_failures: IntCounterVec,
     events_read: IntCounterVec,
     bytes_read: IntCounterVec,
@@ -219,6 +220,11 @@ impl Metrics {
                 "pipelines_running",
                 "Pipelines currently running, by kind (`source`, `sink`).",
                 &["kind"],
+            )?,
+            pipeline_state: b.state_gauge(
+                "pipeline_state",
+                "Each pipeline's state: 1 for the one it is in (`running`, `paused`, `restarting`, `failed`, `stopped`), 0 for the others.",
+                &["pipeline", "state"],
             )?,
             connect_failures: b.counter(
                 "connect_failures_total",
@@ -502,6 +508,19 @@ impl Metrics {
     /// Records that a pipeline of `kind` (`source`, `sink`) started.
     pub fn pipeline_started(&self, kind: &str) {
         self.pipelines_running.with_label_values(&[kind]).inc();
+    }
+
+    /// Records that `pipeline` is in `state`, one of `states` (the others are 0).
+    pub fn pipeline_state(&self, pipeline: &str, state: &str, states: &[&str]) {
+        for each in states {
+            self.pipeline_state
+                .set(&[pipeline, each], if *each == state { 1.0 } else { 0.0 });
+        }
+    }
+
+    /// Drops the `mkb_pipeline_state` series of a removed pipeline.
+    pub fn forget_pipeline_state(&self, pipeline: &str) {
+        self.pipeline_state.forget_pipeline(pipeline);
     }
 
     /// Records that a pipeline of `kind` stopped.
@@ -938,6 +957,7 @@ impl Metrics {
             &self.copy_progress,
             &self.copy_eta,
             &self.catch_up_eta,
+            &self.pipeline_state,
         ] {
             gauge.publish();
         }

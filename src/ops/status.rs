@@ -68,6 +68,15 @@ impl StatusBoard {
             .remove(pipeline);
     }
 
+    /// What `pipeline` reports, as JSON (`{}` when it reported nothing yet).
+    pub fn pipeline_json(&self, pipeline: &str) -> serde_json::Value {
+        let board = self.0.read().unwrap_or_else(|p| p.into_inner());
+        board
+            .get(pipeline)
+            .and_then(|s| serde_json::to_value(s).ok())
+            .unwrap_or_else(|| serde_json::json!({}))
+    }
+
     /// The board as `/status` answers it: `{"pipelines": {"<name>": {...}}}`.
     pub fn to_json(&self) -> serde_json::Value {
         let board = self.0.read().unwrap_or_else(|p| p.into_inner());

@@ -22,10 +22,16 @@
 //! partitions may have a new owner already: their leases are fenced at once, without
 //! waiting for the write on its way or committing it. A process that was stopped that long
 //! is caught earlier by [`watch_session`], before librdkafka notices (see [`SessionClock`]).
+//!
+//! Paused by hand (`POST /pipelines/<name>/pause`, [`ContextParts::paused`]): every
+//! partition owned is paused in librdkafka (nothing more is fetched, what waited in its
+//! queue is dropped and fetched again at the resume), and so is every partition assigned
+//! while paused. [`run`] keeps polling, so the consumer stays in its group and keeps its
+//! partitions; their stalls are not watched while paused (deliberate, not a problem).
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -222,6 +228,8 @@ pub struct ContextParts {
     pub budget: Budget,
     /// The group session as this process sees it; every lease belongs to it.
     pub session: Arc<SessionClock>,
+    /// Paused by hand: partitions assigned are paused at once.
+    pub paused: Arc<AtomicBool>,
 }
 
 /// The consumer's context: sets up and tears down partitions on rebalances, exports the
@@ -411,6 +419,7 @@ impl ClientContext for RebalanceContext {
     }
 
     fn stats(&self, statistics: Statistics) {
+        let paused = self.parts.paused.load(Ordering::SeqCst);
         let mut total_lag = 0;
         for (topic, stats) in &statistics.topics {
             for (partition, p) in &stats.partitions {
@@ -435,6 +444,13 @@ impl ClientContext for RebalanceContext {
                     continue;
                 };
                 total_lag += p.consumer_lag.max(0);
+                if paused {
+                    // Deliberate: records wait, and that is no stall.
+                    if self.stalls().forget(&partition) {
+                        self.report_stall(&partition, Some(StallChange::Recovered), 0);
+                    }
+                    continue;
+                }
                 let waiting = stall::waiting(p.fetchq_cnt, p.next_offset, p.ls_offset, p.hi_offset);
                 let change = self
                     .stalls()
@@ -499,14 +515,48 @@ impl ConsumerContext for RebalanceContext {
             return;
         };
         tracing::info!(pipeline = %self.parts.pipeline, partitions = ?assigned.iter().map(ToString::to_string).collect::<Vec<_>>(), "partitions assigned");
-        for partition in assigned {
-            self.assign(&consumer, partition);
+        for partition in &assigned {
+            self.assign(&consumer, partition.clone());
+        }
+        if self.parts.paused.load(Ordering::SeqCst) {
+            set_paused(&self.parts.pipeline, &consumer, &assigned, true);
+            // A resume between the check and the pause saw the partitions unpaused.
+            if !self.parts.paused.load(Ordering::SeqCst) {
+                set_paused(&self.parts.pipeline, &consumer, &assigned, false);
+            }
         }
     }
 
     fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _: &TopicPartitionList) {
         if let Err(error) = result {
             tracing::warn!(pipeline = %self.parts.pipeline, %error, "an offset commit failed");
+        }
+    }
+}
+
+/// Pauses (`pause`) or resumes fetching `partitions`; a failure is logged (the pipeline
+/// then goes on fetching or stays paused, as it was).
+fn set_paused(pipeline: &str, consumer: &SinkConsumer, partitions: &[Partition], pause: bool) {
+    let mut list = TopicPartitionList::new();
+    for partition in partitions {
+        list.add_partition(&partition.topic, partition.number);
+    }
+    let result = if pause {
+        consumer.pause(&list)
+    } else {
+        consumer.resume(&list)
+    };
+    if let Err(error) = result {
+        tracing::warn!(pipeline, partitions = ?partitions.iter().map(ToString::to_string).collect::<Vec<_>>(), pause, %error, "pausing or resuming the partitions failed");
+    }
+}
+
+/// Pauses (`pause`) or resumes fetching every partition `consumer` owns now.
+pub fn pause_owned(pipeline: &str, consumer: &SinkConsumer, pause: bool) {
+    match consumer.assignment() {
+        Ok(list) => set_paused(pipeline, consumer, &partitions_of(&list), pause),
+        Err(error) => {
+            tracing::warn!(pipeline, pause, %error, "reading the consumer's assignment to pause or resume it failed");
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod write_model;
 pub mod writer;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,10 +49,11 @@ use self::writer::{
 use crate::budget::{Budget, Report as BudgetReport};
 use crate::clients::kafka;
 use crate::config::{KafkaConfig, SinkConfig, Tolerance};
+use crate::ops::control::PipelineBoard;
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
 use crate::ops::status::StatusBoard;
-use crate::pipeline::{registry_readiness, PipelineEnv, StopPipeline};
+use crate::pipeline::{registry_readiness, PipelineEnv, SetPaused, StopPipeline};
 use crate::schema_registry::Reachability;
 
 /// Bulk writes a pipeline converts and sends at once, whatever its number of partitions:
@@ -146,6 +148,10 @@ pub struct SinkSupervisor {
     restarts: Restarts,
     /// The first incarnation number of the next run.
     next_incarnation: u64,
+    /// Where the pipeline's state is reported (`/pipelines`).
+    board: PipelineBoard,
+    /// Paused by hand: its partitions are paused, in every run (see `consumer.rs`).
+    paused: Arc<AtomicBool>,
 }
 
 impl SinkSupervisor {
@@ -158,6 +164,8 @@ impl SinkSupervisor {
             readiness,
             shutdown_deadline,
             status,
+            board,
+            paused,
         } = env;
         Self {
             config,
@@ -171,6 +179,8 @@ impl SinkSupervisor {
             stopping: false,
             restarts: Restarts::default(),
             next_incarnation: 0,
+            board,
+            paused: Arc::new(AtomicBool::new(paused)),
         }
     }
 
@@ -223,6 +233,7 @@ impl SinkSupervisor {
                 }),
             ),
             session: session.clone(),
+            paused: self.paused.clone(),
         });
         let consumer = Arc::new(
             kafka::consumer_with_context(
@@ -280,6 +291,11 @@ impl SinkSupervisor {
                 ctx.run_later(wait, |act, _| act.check_healthy());
             }
             _ => self.readiness.clear(&health::pipeline(&config.name)),
+        }
+        if self.paused.load(Ordering::SeqCst) {
+            self.board.paused(&config.name);
+        } else {
+            self.board.running(&config.name);
         }
         tracing::info!(
             pipeline = %config.name,
@@ -348,13 +364,17 @@ impl SinkSupervisor {
     }
 
     fn fail(&mut self, error: SinkError, ctx: &mut Context<Self>) {
-        tracing::error!(pipeline = %self.config.name, %error, "sink pipeline failed; it stays stopped until the configuration changes or the daemon restarts");
+        tracing::error!(pipeline = %self.config.name, %error, "sink pipeline failed; it stays failed until restarted (POST /pipelines/<name>/restart, a reload or a restart of the daemon)");
         self.metrics
             .pipeline_failed(&self.config.name, "sink", error.kind());
         self.readiness.set_problem(
             health::pipeline(&self.config.name),
-            format!("sink pipeline failed: {error}"),
+            format!(
+                "sink pipeline failed: {error}; {}",
+                crate::ops::control::failed_until(&self.config.name)
+            ),
         );
+        self.board.failed(&self.config.name, &error.to_string());
         self.stopping = true;
         ctx.spawn(self.drain().into_actor(self).map(|_, _, _| ()));
     }
@@ -491,6 +511,8 @@ impl Handler<WriterFailed> for SinkSupervisor {
             tracing::warn!(pipeline = %self.config.name, partition = %msg.partition, error = %msg.error, retry_in = ?delay, failures_in_a_row = restart.in_a_row, "restarting the sink pipeline from its committed offsets");
             self.metrics
                 .actor_restarted(&self.config.name, "sink_pipeline", msg.error.kind());
+            self.board
+                .restarting_after(&self.config.name, &msg.error.to_string());
             // `/ready` says why until the pipeline ran healthily again: a failure that keeps
             // coming back (a dead letter topic the daemon may not write to) shows the whole
             // time, not only during each backoff.
@@ -524,6 +546,7 @@ impl Handler<StopPipeline> for SinkSupervisor {
 
     fn handle(&mut self, _: StopPipeline, _: &mut Self::Context) -> Self::Result {
         self.stopping = true;
+        self.board.stopped(&self.config.name);
         // A stopped pipeline reports nothing any more: a reload may have removed it.
         self.readiness.clear(&health::pipeline(&self.config.name));
         self.readiness
@@ -539,5 +562,37 @@ impl Handler<StopPipeline> for SinkSupervisor {
                 }
             })
         }))
+    }
+}
+
+impl Handler<SetPaused> for SinkSupervisor {
+    type Result = ();
+
+    /// Pauses or resumes the partitions of the running consumer, and of every consumer a
+    /// restart makes meanwhile. What the writers hold already is written and committed;
+    /// nothing more arrives until the resume.
+    fn handle(&mut self, SetPaused(pause): SetPaused, _: &mut Self::Context) {
+        if self.stopping {
+            return;
+        }
+        let name = &self.config.name;
+        if self.paused.swap(pause, Ordering::SeqCst) == pause {
+            return;
+        }
+        if let Some(running) = &self.running {
+            consumer::pause_owned(name, &running.consumer, pause);
+        }
+        if pause {
+            self.board.paused(name);
+            tracing::info!(pipeline = %name, "sink pipeline paused: its partitions are paused, its consumer stays in the group");
+        } else {
+            if self.running.is_some() {
+                self.board.running(name);
+            } else {
+                // Waiting for a restart's backoff: it reports running once started.
+                self.board.resuming(name);
+            }
+            tracing::info!(pipeline = %name, "sink pipeline resumed");
+        }
     }
 }

@@ -8,6 +8,10 @@
 //! already replaced, or a start attempt finishing after a newer one began, each used to
 //! start a restart of its own (a restart storm; under exactly-once, producers sharing one
 //! `transactional.id` fencing each other in a loop). Here they collapse into one restart.
+//!
+//! A pause by hand (`POST /pipelines/<name>/pause`) winds the launch down as a restart does
+//! and holds the next start back until the resume: a restart under way (after a failure, a
+//! change of slots) waits for it too, so a paused pipeline reads nothing.
 
 /// What the pipeline is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +43,10 @@ pub struct Lifecycle {
     attempt: u64,
     /// The newest launch (a start attempt that got to start its readers).
     launch: u64,
+    /// Paused by hand.
+    paused: bool,
+    /// A start came due while paused: the resume makes it.
+    held: bool,
 }
 
 impl Default for Lifecycle {
@@ -54,6 +62,8 @@ impl Lifecycle {
             phase: Phase::Starting,
             attempt: 1,
             launch: 0,
+            paused: false,
+            held: false,
         }
     }
 
@@ -106,14 +116,49 @@ impl Lifecycle {
     }
 
     /// What ran is stopped and the backoff passed: the start attempt to make now, or `None`
-    /// when the pipeline stopped meanwhile.
+    /// when the pipeline stopped meanwhile or is paused (the resume starts it).
     pub fn start_again(&mut self) -> Option<u64> {
         if self.phase != Phase::Restarting {
+            return None;
+        }
+        if self.paused {
+            self.held = true;
             return None;
         }
         self.attempt += 1;
         self.phase = Phase::Starting;
         Some(self.attempt)
+    }
+
+    /// Paused by hand: `true` when what runs (or starts) must be wound down now; `false` when
+    /// a restart is under way already (its start is held back) or the pipeline stopped.
+    pub fn pause(&mut self) -> bool {
+        self.paused = true;
+        match self.phase {
+            Phase::Starting | Phase::Running => {
+                self.phase = Phase::Restarting;
+                true
+            }
+            Phase::Restarting | Phase::Stopped => false,
+        }
+    }
+
+    /// Resumed: the start attempt to make now, or `None` when none is due yet (a wind-down
+    /// or backoff still under way starts it when it ends) or the pipeline is not paused.
+    pub fn resume(&mut self) -> Option<u64> {
+        if !std::mem::take(&mut self.paused) {
+            return None;
+        }
+        if std::mem::take(&mut self.held) {
+            self.start_again()
+        } else {
+            None
+        }
+    }
+
+    /// Whether the pipeline is paused by hand.
+    pub fn is_paused(&self) -> bool {
+        self.paused
     }
 
     /// The pipeline stops for good.
@@ -175,6 +220,63 @@ mod tests {
         assert!(!life.is_current(Origin::Start(1)));
         assert_eq!(life.prepared(2), Some(1), "the first launch");
         assert_eq!(life.prepared(2), None, "launched once");
+    }
+
+    #[test]
+    fn a_paused_pipeline_starts_again_only_when_resumed() {
+        let mut life = running();
+        assert!(life.pause(), "the launch is wound down");
+        assert!(
+            !life.is_current(Origin::Launch(1)),
+            "its failures are stale"
+        );
+        assert!(!life.restart(), "nothing restarts while paused");
+        assert_eq!(
+            life.start_again(),
+            None,
+            "the wound-down launch's start is held"
+        );
+        assert!(!life.pause(), "paused twice: nothing more to wind down");
+        assert_eq!(
+            life.resume(),
+            Some(2),
+            "the held start is made at the resume"
+        );
+        assert_eq!(life.prepared(2), Some(2));
+        assert_eq!(life.resume(), None, "not paused");
+    }
+
+    #[test]
+    fn a_pause_during_a_restart_holds_its_start_and_a_resume_before_it_leaves_it_due() {
+        let mut life = running();
+        assert!(life.restart(), "a failure");
+        assert!(!life.pause(), "the restart winds down already");
+        assert_eq!(life.start_again(), None, "its backoff ends while paused");
+        assert_eq!(life.resume(), Some(2));
+
+        let mut life = running();
+        assert!(life.restart());
+        assert!(!life.pause());
+        assert_eq!(life.resume(), None, "the backoff is still under way");
+        assert_eq!(
+            life.start_again(),
+            Some(2),
+            "it starts when the backoff ends"
+        );
+    }
+
+    #[test]
+    fn a_pipeline_paused_while_starting_launches_nothing_until_resumed() {
+        let mut life = Lifecycle::new();
+        assert!(life.pause());
+        assert_eq!(
+            life.prepared(1),
+            None,
+            "the start attempt under way is dropped"
+        );
+        assert_eq!(life.start_again(), None);
+        assert_eq!(life.resume(), Some(2));
+        assert_eq!(life.prepared(2), Some(1));
     }
 
     #[test]

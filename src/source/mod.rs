@@ -62,10 +62,11 @@ use crate::backoff::Backoff;
 use crate::budget::{Budget, Report as BudgetReport};
 use crate::clients::{kafka, ClientError};
 use crate::config::{Delivery, KafkaConfig, SourceConfig};
+use crate::ops::control::PipelineBoard;
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
 use crate::ops::status::{SlotsReport, StatusBoard};
-use crate::pipeline::{registry_readiness, PipelineEnv, StopPipeline};
+use crate::pipeline::{registry_readiness, PipelineEnv, SetPaused, StopPipeline};
 
 /// Why a source pipeline or one of its readers failed.
 #[derive(Debug, thiserror::Error)]
@@ -314,6 +315,10 @@ pub struct SourceSupervisor {
     fenced_waiting: std::collections::BTreeSet<i32>,
     /// How long a fenced slot waits before it is taken again.
     fence_backoff: Backoff,
+    /// Where the pipeline's state is reported (`/pipelines`).
+    board: PipelineBoard,
+    /// Start paused (a reload started a paused pipeline anew).
+    start_paused: bool,
 }
 
 /// A reader or pipeline that ran this long before failing again restarts after the shortest
@@ -345,6 +350,8 @@ impl SourceSupervisor {
             readiness,
             shutdown_deadline,
             status,
+            board,
+            paused,
         } = env;
         let config_slots = config.slots;
         Self {
@@ -375,6 +382,8 @@ impl SourceSupervisor {
             started: false,
             fenced_waiting: std::collections::BTreeSet::new(),
             fence_backoff: fence_backoff(),
+            board,
+            start_paused: paused,
         }
     }
 
@@ -559,6 +568,7 @@ impl SourceSupervisor {
         self.fenced_waiting.retain(|slot| !owned.contains(slot));
         self.report_fenced();
         self.readiness.clear(&health::pipeline(&self.config.name));
+        self.board.running(&self.config.name);
         tracing::info!(pipeline = %self.config.name, readers = self.readers.values().filter(|r| r.addr.is_some()).count(), slots = ?owned, "source pipeline running");
     }
 
@@ -814,6 +824,8 @@ impl SourceSupervisor {
         }
         let delay = self.pipeline_backoff.next_delay();
         tracing::warn!(pipeline = %self.config.name, %error, retry_in = ?delay, "restarting the source pipeline");
+        self.board
+            .restarting_after(&self.config.name, &error.to_string());
         self.metrics
             .actor_restarted(&self.config.name, "source_pipeline", error.kind());
         self.restart_after(Ending::Failure, delay, ctx);
@@ -933,13 +945,17 @@ impl SourceSupervisor {
 
     /// Stops the pipeline for good and says why: an error no restart can fix.
     fn fail(&mut self, error: SourceError, ctx: &mut Context<Self>) {
-        tracing::error!(pipeline = %self.config.name, %error, "source pipeline failed; it stays stopped until the configuration changes or the daemon restarts");
+        tracing::error!(pipeline = %self.config.name, %error, "source pipeline failed; it stays failed until restarted (POST /pipelines/<name>/restart, a reload or a restart of the daemon)");
         self.metrics
             .pipeline_failed(&self.config.name, "source", error.kind());
         self.readiness.set_problem(
             health::pipeline(&self.config.name),
-            format!("source pipeline failed: {error}"),
+            format!(
+                "source pipeline failed: {error}; {}",
+                crate::ops::control::failed_until(&self.config.name)
+            ),
         );
+        self.board.failed(&self.config.name, &error.to_string());
         self.lifecycle.stop();
         self.metrics.owned_slots(&self.config.name, 0);
         self.metrics.fenced_slots(&self.config.name, 0);
@@ -1097,6 +1113,10 @@ impl Actor for SourceSupervisor {
         // The first start waits for the group's first assignment: starting before would
         // fence and read checkpoints for no slot, then do it all again.
         self.join_group(ctx);
+        if self.start_paused {
+            let pausing = self.pause();
+            ctx.spawn(pausing);
+        }
         let every = (self.config.stall_timeout / 4)
             .clamp(Duration::from_millis(250), Duration::from_secs(10));
         ctx.run_interval(every, |act, ctx| act.check_stalls(ctx));
@@ -1232,7 +1252,10 @@ impl Handler<SlotsChanged> for SourceSupervisor {
             }
             if !self.started && !self.lifecycle.is_stopped() && !actions.is_empty() {
                 self.started = true;
-                self.start(self.lifecycle.attempt(), ctx);
+                // Paused before it: the resume starts it.
+                if !self.lifecycle.is_paused() {
+                    self.start(self.lifecycle.attempt(), ctx);
+                }
             }
             return;
         }
@@ -1289,6 +1312,7 @@ impl Handler<StopPipeline> for SourceSupervisor {
 
     fn handle(&mut self, _: StopPipeline, _: &mut Self::Context) -> Self::Result {
         self.lifecycle.stop();
+        self.board.stopped(&self.config.name);
         // A stopped pipeline reports nothing any more: a reload may have removed it.
         self.readiness.clear(&health::pipeline(&self.config.name));
         self.readiness.clear(&health::config(&self.config.name));
@@ -1307,6 +1331,56 @@ impl Handler<StopPipeline> for SourceSupervisor {
             ctx.stop();
             (!left.is_empty()).then(|| left.join(", "))
         }))
+    }
+}
+
+impl SourceSupervisor {
+    /// Pauses the pipeline: winds its launch down (readers stopped after their batch, the
+    /// open transaction committed, checkpoints written, producers closed) and holds its next
+    /// start back until the resume. It stays in its group: its slots stay its own.
+    fn pause(&mut self) -> ResponseActFuture<Self, ()> {
+        let name = self.config.name.clone();
+        // Deliberate: not a readiness problem, whatever kept it from starting before.
+        self.readiness.clear(&health::pipeline(&name));
+        self.board.paused(&name);
+        if !self.lifecycle.pause() {
+            tracing::info!(pipeline = %name, "source pipeline paused");
+            return Box::pin(fut::ready(()));
+        }
+        self.winding_down = true;
+        let wind_down = self.wind_down(Ending::Stop);
+        Box::pin(wind_down.into_actor(self).map(move |_, act, ctx| {
+            act.handed_over();
+            // Held back while paused: the resume makes it.
+            if let Some(attempt) = act.lifecycle.start_again() {
+                act.start(attempt, ctx);
+            }
+            tracing::info!(pipeline = %name, "source pipeline paused: its readers stopped, its checkpoints are written");
+        }))
+    }
+}
+
+impl Handler<SetPaused> for SourceSupervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, SetPaused(pause): SetPaused, ctx: &mut Self::Context) -> Self::Result {
+        if self.lifecycle.is_stopped() {
+            return Box::pin(fut::ready(()));
+        }
+        if pause {
+            return self.pause();
+        }
+        if self.lifecycle.is_paused() {
+            self.board.resuming(&self.config.name);
+            tracing::info!(pipeline = %self.config.name, "source pipeline resumed");
+            // Before the group's first assignment the first start waits for it, as always.
+            if let Some(attempt) = self.lifecycle.resume() {
+                if self.started {
+                    self.start(attempt, ctx);
+                }
+            }
+        }
+        Box::pin(fut::ready(()))
     }
 }
 
