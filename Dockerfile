@@ -30,7 +30,7 @@ USER 10001:10001
 # The HTTP endpoint must listen beyond loopback inside a container: set
 # `http.address = "0.0.0.0:9187"` in the mounted config (or MKB__HTTP__ADDRESS). Beyond
 # loopback the control endpoints (/pipelines) need a bearer token: give the container
-# MKB_HTTP_TOKEN (or `http.token_file`), else the daemon refuses to start.
+# MKB_HTTP_TOKEN (or `http.token_file`), else they are disabled (403).
 ENV MKB__HTTP__ADDRESS=0.0.0.0:9187
 EXPOSE 9187
 # The daemon's own probe (no curl in the image); it reads MKB__HTTP__ADDRESS and asks

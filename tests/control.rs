@@ -507,8 +507,9 @@ async fn a_failed_source_stays_failed_and_a_restart_by_hand_starts_it_again() {
     let _ = common::mongo_client().await.database(&db).drop().await;
 }
 
-/// (f) Listening off loopback: refused at load without a token (naming the keys); with
-/// one (from the environment), the control paths answer 401 without it and 200 with it,
+/// (f) Listening off loopback: without a token the control paths are disabled (403, a WARN
+/// at start; the daemon still starts, so a container upgraded without one keeps its probes
+/// and metrics); with one (from the environment), they answer 401 without it and 200 with it,
 /// while `/health`, `/ready` and `/metrics` stay open; `check-config` masks it.
 #[tokio::test]
 async fn off_loopback_the_control_endpoints_need_the_bearer_token() {
@@ -518,16 +519,30 @@ async fn off_loopback_the_control_endpoints_need_the_bearer_token() {
         &format!("address = \"0.0.0.0:{}\"", sink.port),
     );
     assert!(config.contains("0.0.0.0"), "{config}");
+    // Without a token the daemon runs, its probes answer, and its control paths are
+    // disabled (403, said at start in a WARN) rather than open to the network.
     let (code, _, stderr) = common::run_to_end("check-config", &config, &[]);
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(
-        stderr.contains("key `http.address`")
-            && stderr.contains("http.token_file")
-            && stderr.contains("MKB_HTTP_TOKEN"),
-        "{stderr}"
+    assert_eq!(code, Some(0), "{stderr}");
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("sink pipeline running", 1, WAIT);
+    let (status, body) = request(
+        sink.port,
+        "POST",
+        &format!("/pipelines/{}/pause", sink.name),
+        None,
     );
-    let (code, _, stderr) = common::run_to_end("run", &config, &[]);
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("MKB_HTTP_TOKEN"), "{body}");
+    common::wait_for_status(sink.port, "/ready", 200, WAIT);
+    assert!(
+        daemon
+            .log()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("control endpoints are disabled")),
+        "no WARN said the control endpoints are disabled; log:\n{}",
+        daemon.log()
+    );
+    daemon.terminate(WAIT);
 
     let token = "control-token-4711";
     let (code, stdout, stderr) =

@@ -76,7 +76,6 @@ pub fn validate(config: &Config) -> Vec<Violation> {
     validate_mongodb(config, &mut out);
     validate_kafka(&config.kafka, &mut out);
     validate_log(config, &mut out);
-    validate_http(config, &mut out);
     positive(
         &mut out,
         "shutdown.timeout",
@@ -483,21 +482,6 @@ fn validate_log(config: &Config, out: &mut Vec<Violation>) {
         out.push(Violation::new(
             "log.level",
             format!("not a valid log filter: {e}"),
-        ));
-    }
-}
-
-/// Off loopback, the control endpoints take commands from the network: only with a token.
-fn validate_http(config: &Config, out: &mut Vec<Violation>) {
-    let http = &config.http;
-    if http.enabled && !http.address.ip().is_loopback() && http.token.is_none() {
-        out.push(Violation::new(
-            "http.address",
-            format!(
-                "{} is not a loopback address, and the control endpoints (`/pipelines`) take commands there: give them a bearer token with `http.token_file` or the environment variable {}, or listen on 127.0.0.1",
-                http.address,
-                super::HTTP_TOKEN_ENV
-            ),
         ));
     }
 }

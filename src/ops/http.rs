@@ -3,9 +3,11 @@
 //! and the control of pipelines: `GET /pipelines`, `GET /pipelines/<name>`,
 //! `POST /pipelines/<name>/pause|resume|restart` (see `ops::control`).
 //!
-//! With a token (`http.token_file` or `MKB_HTTP_TOKEN`; required on a non-loopback address)
-//! the control paths answer only requests with `Authorization: Bearer <token>`; `/health`,
-//! `/ready`, `/metrics` and `/status` stay open for probes and Prometheus.
+//! With a token (`http.token_file` or `MKB_HTTP_TOKEN`) the control paths answer only
+//! requests with `Authorization: Bearer <token>`. Without one they answer only on a loopback
+//! address: listening beyond it (a container's `0.0.0.0`, for its probes and Prometheus)
+//! without a token leaves them disabled (403, and a WARN at start) rather than open to the
+//! network or refusing to start. `/health`, `/ready`, `/metrics` and `/status` stay open.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -28,6 +30,8 @@ struct State {
     board: PipelineBoard,
     control: Option<Recipient<Control>>,
     token: Option<String>,
+    /// Beyond loopback without a token: the control paths answer 403.
+    disabled: bool,
     deadline: Duration,
 }
 
@@ -73,8 +77,14 @@ fn json_error(mut response: actix_web::HttpResponseBuilder, message: &str) -> Ht
         .body(serde_json::json!({ "error": message }).to_string())
 }
 
-/// `None` when the request may use the control paths, else the 401 answer.
+/// Why the control paths answer 403.
+const DISABLED: &str = "the control endpoints are disabled: the HTTP endpoint listens beyond loopback without a token; give one with `http.token_file` or MKB_HTTP_TOKEN";
+
+/// `None` when the request may use the control paths, else the 401 (or 403) answer.
 fn refused(state: &State, request: &HttpRequest) -> Option<HttpResponse> {
+    if state.disabled {
+        return Some(json_error(HttpResponse::Forbidden(), DISABLED));
+    }
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -272,6 +282,10 @@ pub fn serve(address: SocketAddr, reporters: Reporters) -> std::io::Result<Serve
         token,
         deadline,
     } = reporters;
+    let disabled = token.is_none() && !address.ip().is_loopback();
+    if disabled {
+        tracing::warn!(%address, "{DISABLED}");
+    }
     let state = web::Data::new(State {
         readiness,
         metrics,
@@ -279,6 +293,7 @@ pub fn serve(address: SocketAddr, reporters: Reporters) -> std::io::Result<Serve
         board,
         control,
         token,
+        disabled,
         deadline,
     });
     Ok(
@@ -345,9 +360,18 @@ mod tests {
         }
     }
 
+    /// How the endpoint under test guards its control paths.
+    #[derive(Clone, Copy)]
+    enum Guard<'a> {
+        Open,
+        Token(&'a str),
+        /// Beyond loopback without a token.
+        Disabled,
+    }
+
     async fn post(
         control: Recipient<Control>,
-        token: Option<&str>,
+        guard: Guard<'_>,
         path: &str,
         auth: Option<&str>,
     ) -> (u16, String) {
@@ -361,7 +385,11 @@ mod tests {
             status: StatusBoard::default(),
             board,
             control: Some(control),
-            token: token.map(str::to_owned),
+            disabled: matches!(guard, Guard::Disabled),
+            token: match guard {
+                Guard::Token(token) => Some(token.to_owned()),
+                Guard::Open | Guard::Disabled => None,
+            },
             deadline: Duration::from_millis(300),
         });
         let app = test::init_service(App::new().app_data(state).configure(routes)).await;
@@ -376,13 +404,19 @@ mod tests {
     }
 
     /// A supervisor that does not answer gets a 503 with the reason within the deadline,
-    /// never a hang; a refusal is 409, a missing token 401.
+    /// never a hang; a refusal is 409, a missing token 401, and beyond loopback without a
+    /// token the control paths are disabled: 403.
     #[actix_web::test]
     async fn commands_answer_503_when_the_supervisor_does_not_and_409_when_refused() {
         use actix::Actor;
         let began = std::time::Instant::now();
-        let (status, body) =
-            post(Stuck.start().recipient(), None, "/pipelines/p/pause", None).await;
+        let (status, body) = post(
+            Stuck.start().recipient(),
+            Guard::Open,
+            "/pipelines/p/pause",
+            None,
+        )
+        .await;
         assert_eq!(status, 503, "{body}");
         assert!(body.contains("no answer within 300ms"), "{body}");
         assert!(
@@ -393,7 +427,7 @@ mod tests {
 
         let (status, body) = post(
             Refusing.start().recipient(),
-            None,
+            Guard::Open,
             "/pipelines/p/resume",
             None,
         )
@@ -402,11 +436,26 @@ mod tests {
         assert!(body.contains("pipeline `p` failed"), "{body}");
 
         let refusing = Refusing.start().recipient();
-        let (status, body) = post(refusing.clone(), Some("t"), "/pipelines/p/restart", None).await;
+        let (status, body) = post(
+            refusing.clone(),
+            Guard::Token("t"),
+            "/pipelines/p/restart",
+            None,
+        )
+        .await;
         assert_eq!(status, 401, "{body}");
+        let (status, body) = post(
+            refusing.clone(),
+            Guard::Disabled,
+            "/pipelines/p/restart",
+            Some("Bearer t"),
+        )
+        .await;
+        assert_eq!(status, 403, "beyond loopback without a token: {body}");
+        assert!(body.contains("MKB_HTTP_TOKEN"), "{body}");
         let (status, _) = post(
             refusing,
-            Some("t"),
+            Guard::Token("t"),
             "/pipelines/p/restart",
             Some("Bearer t"),
         )
