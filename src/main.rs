@@ -65,6 +65,10 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::ImportConnect {
+            connector,
+            bootstrap_servers,
+        } => import_connect(&connector, bootstrap_servers),
         Command::Checkpoints { action } => {
             print_positions(ops::positions::checkpoints_command(&action))
         }
@@ -86,6 +90,50 @@ fn main() -> ExitCode {
                 0 => ExitCode::SUCCESS,
                 code => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             }
+        }
+    }
+}
+
+/// `import-connect`: reads the connector's configuration, prints the translation and its
+/// findings, and checks that the translation loads.
+fn import_connect(path: &std::path::Path, bootstrap_servers: Option<String>) -> ExitCode {
+    use config::import_connect;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("error: {}: cannot read the file: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = import_connect::Options {
+        bootstrap_servers,
+        fallback_name: path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        origin: format!("`{}`", path.display()),
+    };
+    let translation = match import_connect::parse(&text, path)
+        .and_then(|connector| import_connect::translate(&connector, &options))
+    {
+        Ok(translation) => translation,
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", translation.toml);
+    for dropped in &translation.dropped {
+        eprintln!("{dropped}");
+    }
+    for note in &translation.notes {
+        eprintln!("note: {note}");
+    }
+    match import_connect::check(&translation.toml) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: the translation does not load yet, edit it first: {e}");
+            ExitCode::FAILURE
         }
     }
 }
