@@ -143,6 +143,7 @@ fn the_source_tutorial_publishes_full_documents() {
     assert_eq!(s.format, OutputFormat::RelaxedJson);
     assert!(i.dropped.is_empty(), "{}", i.stderr);
     i.assert_noted("DefaultJson");
+    i.assert_noted("resume tokens (in Kafka Connect's offsets topic) are not read");
     assert!(i.config.sinks.is_empty());
 }
 

@@ -36,6 +36,7 @@ pub(super) fn translate(
     topics(props, &mut t, out);
     formats(props, &mut t, converters, out);
     startup(props, &mut t, out);
+    out.note("the connector's resume tokens (in Kafka Connect's offsets topic) are not read: to take over from a running connector, stop it and start this pipeline with `startup_mode = \"timestamp\"` and a `startup_timestamp` a little before it stopped (docs/migrating-from-the-connector.md, \"Moving a running connector over\")");
     errors(props, &mut t, name, out);
     let heartbeat = props.take("heartbeat.interval.ms");
     if let Some(ms) = out
