@@ -248,6 +248,11 @@ fn formats(props: &mut Props, t: &mut toml::Table, converters: &Converters, out:
         let format = given.as_deref().unwrap_or("json");
         let class = converter.class();
         let converter_property = format!("{side}.converter");
+        if class.is_none() && format != "schema" {
+            out.note(format!(
+                "`{converter_property}` is not in the connector's configuration: the worker's converter applies, which this tool cannot see (with `StringConverter` records match ours; with `JsonConverter` they were JSON strings)"
+            ));
+        }
         let ours = match (format, class) {
             ("json", None | Some(ConverterClass::String)) => Some(json_format),
             ("json", Some(ConverterClass::Json)) => {

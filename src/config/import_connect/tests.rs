@@ -700,3 +700,255 @@ fn names_are_made_valid() {
     assert!(check(&t.toml).is_ok());
     assert!(t.notes.iter().any(|n| n.contains("mongo-source-v1")));
 }
+
+/// The backticked words of a Markdown table cell.
+fn ticked(cell: &str) -> Vec<&str> {
+    cell.split('`').skip(1).step_by(2).collect()
+}
+
+/// The rows (cells) of the first table after the line starting with `heading` in the guide.
+fn guide_table(heading: &str) -> Vec<Vec<String>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(GUIDE);
+    let text = std::fs::read_to_string(path).expect("reading the guide");
+    let after = text
+        .lines()
+        .skip_while(|l| !l.starts_with(heading))
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2);
+    after
+        .map(|l| {
+            l.trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// The guide's hand-written converter tables agree with what the importer does with each
+/// converter: the format it names, or a listed reason where it says "none".
+#[test]
+fn the_guides_converter_tables_agree_with_the_importer() {
+    let sink_rows = guide_table("**Sink**");
+    assert!(sink_rows.len() >= 6, "{sink_rows:?}");
+    for row in &sink_rows {
+        let (converters, ours) = (&row[0], &row[1]);
+        let expected = ticked(ours).first().map(|f| {
+            f.trim_start_matches("key_format = \"")
+                .trim_end_matches('"')
+                .to_owned()
+        });
+        for item in converters.split(", ") {
+            let Some(class) = ticked(item).into_iter().find(|w| w.ends_with("Converter")) else {
+                continue;
+            };
+            let full = format!("org.example.{class}");
+            let mut pairs = vec![("topics", "t"), ("database", "d")];
+            let side = if item.contains("for keys") {
+                "key"
+            } else {
+                "value"
+            };
+            let converter = format!("{side}.converter");
+            pairs.push((converter.as_str(), full.as_str()));
+            let schemas = format!("{side}.converter.schemas.enable");
+            if item.contains("schemas.enable=false") {
+                pairs.push((schemas.as_str(), "false"));
+            }
+            if ours.starts_with("none") {
+                let t = translate(&connector(SINK_CLASS, &pairs), &options()).expect("translates");
+                assert!(dropped(&t, &converter).is_some(), "{item}: {:?}", t.dropped);
+                continue;
+            }
+            let registry = format!("{side}.converter.schema.registry.url");
+            if matches!(class, "AvroConverter" | "JsonSchemaConverter") {
+                pairs.push((registry.as_str(), "http://r:8081"));
+            }
+            let (config, _) = loaded(SINK_CLASS, &pairs);
+            let s = &config.sinks[0];
+            let format = if side == "key" {
+                s.key_format
+            } else {
+                s.value_format
+            };
+            let format = toml::Value::try_from(format).expect("a format");
+            assert_eq!(
+                format.as_str(),
+                expected.as_deref(),
+                "the guide's sink converter row `{item}`"
+            );
+        }
+    }
+    let source_rows = guide_table("**Source**");
+    assert!(source_rows.len() >= 5, "{source_rows:?}");
+    for row in &source_rows {
+        let output = ticked(&row[0])
+            .first()
+            .and_then(|w| w.split(" = ").nth(1))
+            .expect("an output format")
+            .to_owned();
+        let converter_cell = &row[1];
+        let class = ticked(converter_cell)
+            .into_iter()
+            .find(|w| w.ends_with("Converter"))
+            .expect("a converter");
+        let full = format!("org.example.{class}");
+        let mut pairs = vec![
+            ("output.format.value", output.as_str()),
+            ("output.format.key", output.as_str()),
+            ("value.converter", full.as_str()),
+            ("key.converter", full.as_str()),
+        ];
+        if converter_cell.contains("schema.registry.url") {
+            pairs.push(("value.converter.schema.registry.url", "http://r:8081"));
+        }
+        if converter_cell.contains("schemas.enable=true") {
+            pairs.push(("value.converter.schemas.enable", "true"));
+        }
+        let ours = &row[2];
+        if ours.starts_with("none") {
+            let t = translate(&connector(SOURCE_CLASS, &pairs), &options()).expect("translates");
+            assert!(
+                dropped(&t, "output.format.value").is_some(),
+                "{row:?}: {:?}",
+                t.dropped
+            );
+            continue;
+        }
+        let (config, _) = loaded(SOURCE_CLASS, &pairs);
+        let format = toml::Value::try_from(config.sources[0].value_format()).expect("a format");
+        let named: Vec<&str> = ticked(ours)
+            .into_iter()
+            .take_while(|w| !w.contains('.'))
+            .collect();
+        assert!(
+            format.as_str().is_some_and(|f| named.contains(&f)),
+            "the guide's source converter row {row:?}: {format:?} is not among {named:?}"
+        );
+    }
+}
+
+#[test]
+fn field_path_namespaces_renames_and_tombstones() {
+    let (config, t) = loaded(
+        SINK_CLASS,
+        &[
+            ("topics", "t"),
+            ("database", "d"),
+            ("namespace.mapper", "com.mongodb.kafka.connect.sink.namespace.mapping.FieldPathNamespaceMapper"),
+            ("namespace.mapper.value.database.field", "db"),
+            ("namespace.mapper.value.collection.field", "meta.coll"),
+            ("namespace.mapper.key.collection.field", "c"),
+            ("namespace.mapper.error.if.invalid", "true"),
+            ("post.processor.chain", "com.mongodb.kafka.connect.sink.processor.field.renaming.RenameByRegExp,com.mongodb.kafka.connect.sink.processor.NullFieldValueRemover"),
+            ("field.renamer.regexp", "[{\"regexp\": \"^value\\\\..*my.*$\", \"pattern\": \"my\", \"replace\": \"\"}, {\"regexp\": \"^key\\\\..*\", \"pattern\": \"a\", \"replace\": \"b\"}]"),
+            ("document.id.strategy", "com.mongodb.kafka.connect.sink.processor.id.strategy.PartialKeyStrategy"),
+            ("document.id.strategy.partial.key.projection.type", "AllowList"),
+            ("document.id.strategy.partial.key.projection.list", "tenant,id"),
+            ("delete.on.null.values", "true"),
+            ("delete.writemodel.strategy", "com.mongodb.kafka.connect.sink.writemodel.strategy.DeleteOneTombstoneBusinessKeyStrategy"),
+        ],
+    );
+    let s = &config.sinks[0];
+    assert_eq!(s.namespace_from, crate::config::NamespaceFrom::Value);
+    assert_eq!(s.database_field.as_deref(), Some("db"));
+    assert_eq!(s.collection_field.as_deref(), Some("meta.coll"));
+    assert!(dropped(&t, "namespace.mapper.key.collection.field")
+        .is_some_and(|r| r.contains("one side")));
+    assert_eq!(
+        dropped(&t, "namespace.mapper.error.if.invalid"),
+        None,
+        "true is ours"
+    );
+    assert_eq!(s.field_rename_regex.len(), 1);
+    assert_eq!(s.field_rename_regex[0].pattern, "my");
+    assert!(dropped(&t, "field.renamer.regexp").is_some_and(|r| r.contains("only value fields")));
+    assert!(
+        dropped(&t, "post.processor.chain").is_some_and(|r| r.contains("NullFieldValueRemover"))
+    );
+    assert_eq!(s.id_strategy, crate::config::IdStrategy::PartialKey);
+    assert_eq!(s.id_fields, ["tenant", "id"]);
+    assert_eq!(
+        s.delete_write_model,
+        crate::config::DeleteWriteModel::DeleteTombstoneBusinessKey
+    );
+    assert_eq!(s.business_key_fields, ["tenant", "id"]);
+}
+
+#[test]
+fn exactly_once_topic_creation_and_checkpoints() {
+    let (config, t) = loaded(
+        SOURCE_CLASS,
+        &[
+            ("exactly.once.support", "required"),
+            ("transaction.boundary", "interval"),
+            ("transaction.boundary.interval.ms", "2000"),
+            ("topic.creation.default.partitions", "6"),
+            ("topic.creation.default.replication.factor", "-1"),
+            ("topic.creation.default.cleanup.policy", "compact"),
+            ("offsets.storage.topic", "connect-offsets-orders"),
+            ("consumer.override.group.id", "g"),
+            ("producer.override.linger.ms", "5"),
+        ],
+    );
+    let s = &config.sources[0];
+    assert_eq!(s.delivery, crate::config::Delivery::ExactlyOnce);
+    assert_eq!(s.checkpoint_interval, std::time::Duration::from_secs(2));
+    assert!(s.create_topics);
+    assert_eq!(s.topic_partitions, 6);
+    assert_eq!(s.topic_replication_factor, 1);
+    assert_eq!(s.checkpoint_topic, "connect-offsets-orders");
+    assert!(dropped(&t, "topic.creation.default.cleanup.policy")
+        .is_some_and(|r| r.contains("not supported yet")));
+    assert!(dropped(&t, "consumer.override.group.id").is_some());
+    assert_eq!(
+        config.kafka.producer.get("linger.ms").map(String::as_str),
+        Some("5")
+    );
+    let (_, t) = loaded(
+        SINK_CLASS,
+        &[
+            ("topics", "t"),
+            ("database", "d"),
+            ("topic.creation.enable", "true"),
+        ],
+    );
+    assert!(dropped(&t, "topic.creation.enable")
+        .is_some_and(|r| r.contains("a source connector's setting")));
+}
+
+#[test]
+fn connect_config_provider_references() {
+    let t = translate(
+        &connector(
+            SINK_CLASS,
+            &[
+                ("topics", "t"),
+                ("database", "d"),
+                (
+                    "connection.uri",
+                    "${file:/opt/secrets.properties:mongo-uri}",
+                ),
+                (
+                    "value.converter.basic.auth.user.info",
+                    "${vault:secret/registry:auth}",
+                ),
+            ],
+        ),
+        &options(),
+    )
+    .expect("translates");
+    assert!(
+        t.notes.iter().any(|n| n.contains("FileConfigProvider")),
+        "{:?}",
+        t.notes
+    );
+    assert!(
+        t.notes
+            .iter()
+            .any(|n| n.contains("`vault` config provider")),
+        "{:?}",
+        t.notes
+    );
+}
