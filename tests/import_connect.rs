@@ -494,3 +494,61 @@ fn a_translation_that_does_not_load_says_so() {
         "the translation is printed, to be edited"
     );
 }
+
+/// Every property the connector's documentation lists with a literal default, at that default:
+/// the translation is our defaults (but the one default that differs), and what is listed is
+/// what has no key here, each with the table's reason.
+#[test]
+fn every_documented_property_at_its_default() {
+    let i = import("all-properties-source.properties");
+    let s = &i.config.sources[0];
+    assert_eq!(s.name, "all-source-defaults");
+    assert_eq!(s.startup_mode, StartupMode::Latest);
+    assert_eq!(s.full_document, FullDocument::Default);
+    assert_eq!(s.format, OutputFormat::RelaxedJson);
+    assert_eq!(s.topic_separator, ".");
+    assert_eq!(s.heartbeat_interval, None);
+    assert!(s.database.is_none() && s.collection.is_none() && s.pipeline.is_none());
+    // The connector waits 5 s for changes, we wait 1 s unless told.
+    assert_eq!(s.max_await_time, Duration::from_secs(5));
+    let listed: Vec<&str> = i.dropped.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        listed,
+        [
+            "mongo.errors.log.enable",
+            "poll.max.batch.size",
+            "startup.mode.copy.existing.allow.disk.use",
+            "startup.mode.copy.existing.queue.size",
+            "topic.mapper",
+        ]
+    );
+    for (property, reason) in &i.dropped {
+        assert!(
+            reason.starts_with("not needed") || reason.starts_with("replaced by"),
+            "{property}: {reason}"
+        );
+    }
+
+    let i = import("all-properties-sink.properties");
+    let s = &i.config.sinks[0];
+    assert_eq!(s.id_strategy, IdStrategy::ObjectId);
+    assert_eq!(s.write_model, WriteModelKind::ReplaceOne);
+    assert_eq!(s.cdc_handler, CdcHandler::None);
+    assert_eq!(s.max_batch_size, 500);
+    assert!(!s.delete_on_null_values && s.timeseries_time_field.is_none());
+    assert!(s.field_renames.is_empty() && s.value_allow_fields.is_empty());
+    let listed: Vec<&str> = i.dropped.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        listed,
+        [
+            "bulk.write.ordered",
+            "errors.deadletterqueue.topic.replication.factor",
+            "errors.log.include.messages",
+            "mongo.errors.log.enable",
+            "namespace.mapper.error.if.invalid",
+            "timeseries.timefield.auto.convert.locale.language.tag",
+        ]
+    );
+    // The connector's default falls back to the configured namespace; ours never does.
+    i.assert_dropped("namespace.mapper.error.if.invalid", "not supported yet");
+}

@@ -282,11 +282,10 @@ pub fn translate(connector: &Connector, options: &Options) -> Result<Translation
             );
         }
     }
-    for (property, _) in props
-        .rest()
-        .into_iter()
-        .filter(|(_, v)| !v.trim().is_empty())
-    {
+    for (property, value) in props.rest() {
+        if value.trim().is_empty() || unchanged(kind, &property, &value) {
+            continue;
+        }
         let reason = leftover_reason(kind, &property);
         out.drop(property, reason);
     }
@@ -338,6 +337,18 @@ fn provider_references(props: &Props, out: &mut Out) {
             }
         }
     }
+}
+
+/// Whether the table says `value` of `property` loses nothing.
+fn unchanged(kind: Kind, property: &str, value: &str) -> bool {
+    let own = match kind {
+        Kind::Source => Section::Source,
+        Kind::Sink => Section::Sink,
+    };
+    [own, Section::Worker, Section::Registry]
+        .into_iter()
+        .find_map(|section| table::find(section, property))
+        .is_some_and(|row| row.is_unchanged(value))
 }
 
 /// Why a property nobody took is left out: the table's reason, or that it is unknown.

@@ -880,7 +880,10 @@ fn time_series(props: &mut Props, t: &mut toml::Table, p: &dyn Fn(&str) -> Strin
     let field = props.take("timeseries.timefield");
     let convert = props.take("timeseries.timefield.auto.convert");
     let convert = out.boolean(&p("timeseries.timefield.auto.convert"), convert) == Some(true);
-    let format = props.take("timeseries.timefield.auto.convert.date.format");
+    // The connector's default (ISO dates with optional times) is what ours reads unless told.
+    let format = props
+        .take("timeseries.timefield.auto.convert.date.format")
+        .filter(|f| !f.starts_with("yyyy-MM-dd[['T'][ ]]"));
     let meta = props.take("timeseries.metafield");
     let expire = props.take("timeseries.expire.after.seconds");
     let expire = out
@@ -915,8 +918,6 @@ fn time_series(props: &mut Props, t: &mut toml::Table, p: &dyn Fn(&str) -> Strin
                 property,
                 "read only with `timeseries.timefield.auto.convert=true`",
             );
-        } else if pattern.starts_with("yyyy-MM-dd[") {
-            // The connector's default: ISO dates with optional times, which ours reads too.
         } else {
             match java_date_format(&pattern) {
                 Ok(ours) => {

@@ -17,6 +17,10 @@ pub struct Property {
     pub ours: Ours,
     /// The notes column (Markdown).
     pub notes: &'static str,
+    /// Values (lower case) at which the connector does what the daemon does without the
+    /// property (`change.stream.show.expanded.events=false`): nothing is lost, nothing is
+    /// listed.
+    pub unchanged: &'static [&'static str],
 }
 
 /// Where a property goes.
@@ -154,6 +158,22 @@ impl Property {
     }
 }
 
+impl Property {
+    /// This row, listing nothing when the value is one of `values`.
+    const fn unless(self, values: &'static [&'static str]) -> Self {
+        Property {
+            unchanged: values,
+            ..self
+        }
+    }
+
+    /// Whether `value` of this row's property loses nothing.
+    pub fn is_unchanged(&self, value: &str) -> bool {
+        self.unchanged
+            .contains(&value.trim().to_ascii_lowercase().as_str())
+    }
+}
+
 /// The row naming `name` in `section`, if any.
 pub fn find(section: Section, name: &str) -> Option<&'static Property> {
     section.rows().iter().find(|row| row.matches(name))
@@ -223,6 +243,7 @@ const fn row(names: &'static [&'static str], ours: Ours, notes: &'static str) ->
         qualifier: "",
         ours,
         notes,
+        unchanged: &[],
     }
 }
 
@@ -237,6 +258,7 @@ const fn row_q(
         qualifier,
         ours,
         notes,
+        unchanged: &[],
     }
 }
 
@@ -274,7 +296,7 @@ pub static SOURCE: &[Property] = &[
     row(&["batch.size"], key("`batch_size`"), "the cursor batch size"),
     row(&["change.stream.full.document"], key("`full_document`"), "same values: `default`, `updateLookup`, `whenAvailable`, `required`"),
     row(&["change.stream.full.document.before.change"], key("`full_document_before_change`"), "`off` (the connector's `default` and `off`), `whenAvailable`, `required`"),
-    row(&["change.stream.show.expanded.events"], NOT_YET, ""),
+    row(&["change.stream.show.expanded.events"], NOT_YET, "").unless(&["false"]),
     row(&["change.stream.document.key.as.key"], key("`key`"), "`true` (default): `key = \"document_key\"`; `false`: `key = \"event_id\"`, the event's `_id` (resume token)"),
     row(&["collation"], NOT_YET, ""),
     row(&["publish.full.document.only"], key("`publish_full_document_only`"), "turns on `updateLookup`, as the connector does"),
@@ -289,7 +311,7 @@ pub static SOURCE: &[Property] = &[
     row(&["output.format.key", "output.format.value"], key("`key_format`, `value_format` (or `format` for both)"), "`json` → one of the JSON formats (next row), `bson` → `bson`, `schema` → `avro` or `json_schema` with a `schema_registry` ([Output formats](configuration.md#output-formats))"),
     row(&["output.json.formatter"], key("`format`"), "`ExtendedJson` → `canonical_json`; `SimplifiedJson` → `simplified_json`; `DefaultJson` (the legacy strict mode) has no exact twin: `relaxed_json` (our default) or `canonical_json`"),
     row(&["output.schema.key", "output.schema.value"], key("`key_schema`, `value_schema`"), "an Avro schema (or a JSON Schema with `json_schema`) as JSON text, registered as given"),
-    row(&["output.schema.infer.value"], NOT_NEEDED, "schemas are always inferred unless `key_schema` / `value_schema` is given"),
+    row(&["output.schema.infer.value"], NOT_NEEDED, "schemas are always inferred unless `key_schema` / `value_schema` is given").unless(&["false"]),
     row(&["startup.mode"], key("`startup_mode`"), "`latest`, `timestamp`, `copy_existing`"),
     row(&["startup.mode.timestamp.start.at.operation.time"], key("`startup_timestamp`"), "RFC 3339, seconds since the epoch or a BSON timestamp"),
     row(&["startup.mode.copy.existing.pipeline", "copy.existing.pipeline"], key("`copy_existing_pipeline`"), ""),
@@ -355,7 +377,7 @@ pub static SINK: &[Property] = &[
     row(&["timeseries.metafield"], key("`timeseries_meta_field`"), ""),
     row(&["timeseries.expire.after.seconds"], key("`timeseries_expire_after`"), "a duration"),
     row(&["timeseries.granularity"], key("`timeseries_granularity`"), ""),
-    row(&["csfle.enabled", "csfle.key.vault.namespace", "csfle.local.master.key", "csfle.schema.map", "csfle.bypass.query.analysis"], NOT_YET, "client-side field level encryption is not supported"),
+    row(&["csfle.enabled", "csfle.key.vault.namespace", "csfle.local.master.key", "csfle.schema.map", "csfle.bypass.query.analysis"], NOT_YET, "client-side field level encryption is not supported").unless(&["false"]),
     row(&["server.api.version", "server.api.strict", "server.api.deprecation.errors"], key("`mongodb.server_api_version`, `mongodb.server_api_strict`, `mongodb.server_api_deprecation_errors`"), ""),
     row(&["connection.ssl.*", "mongo.custom.auth.mechanism.*"], key("as for sources"), ""),
     row(&["provider"], NOT_NEEDED, "as for sources"),
