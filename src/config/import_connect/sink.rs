@@ -196,6 +196,17 @@ fn formats(t: &mut toml::Table, converters: &Converters, key_read: bool, out: &m
     for (side, converter) in [("key", &converters.key), ("value", &converters.value)] {
         let property = format!("{side}.converter");
         let format = match converter.class() {
+            // `schemas.enable` without a class: the worker's converter is `JsonConverter`.
+            None if converter.schemas_enable.is_some() => {
+                out.note(format!(
+                    "`{property}` is the worker's, which this tool cannot see; `{property}.schemas.enable` says it is `JsonConverter`"
+                ));
+                if converter.schemas_enable == Some(true) {
+                    "connect_json"
+                } else {
+                    "json"
+                }
+            }
             None => {
                 out.note(format!(
                     "`{property}` is not in the connector's configuration: the worker's converter applies, which this tool cannot see; `{side}_format` is left at `json` (Kafka Connect's example workers use `JsonConverter` with schemas: `connect_json`)"

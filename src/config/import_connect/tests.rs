@@ -952,3 +952,31 @@ fn connect_config_provider_references() {
         t.notes
     );
 }
+
+#[test]
+fn schemas_enable_without_a_class_names_the_workers_json_converter() {
+    let (config, t) = loaded(
+        SINK_CLASS,
+        &[
+            ("topics", "t"),
+            ("database", "d"),
+            ("value.converter.schemas.enable", "true"),
+            ("key.converter.schemas.enable", "false"),
+        ],
+    );
+    assert_eq!(
+        config.sinks[0].value_format,
+        crate::config::RecordFormat::ConnectJson
+    );
+    assert_eq!(
+        config.sinks[0].key_format,
+        crate::config::RecordFormat::Json
+    );
+    assert!(
+        t.notes
+            .iter()
+            .any(|n| n.contains("says it is `JsonConverter`")),
+        "{:?}",
+        t.notes
+    );
+}
