@@ -173,14 +173,14 @@ impl Out {
     /// `property` is not carried over, because of `reason`.
     pub(crate) fn drop(&mut self, property: impl Into<String>, reason: impl Into<String>) {
         self.dropped.push(Dropped {
-            property: property.into(),
-            reason: reason.into(),
+            property: one_line(property.into()),
+            reason: one_line(reason.into()),
         });
     }
 
     /// Something the user should know.
     pub(crate) fn note(&mut self, text: impl Into<String>) {
-        let text = text.into();
+        let text = one_line(text.into());
         if !self.notes.contains(&text) {
             self.notes.push(text);
         }
@@ -217,6 +217,15 @@ impl Out {
             .and_then(table::Property::reason)
             .unwrap_or_else(|| UNHANDLED.to_owned());
         self.drop(shown, reason);
+    }
+}
+
+/// `text` on one line: a finding is one line on stderr and one comment in the TOML.
+fn one_line(text: String) -> String {
+    if text.contains(['\n', '\r']) {
+        text.replace("\r\n", " ").replace(['\n', '\r'], " ")
+    } else {
+        text
     }
 }
 
@@ -378,7 +387,8 @@ fn header(kind: Kind, connector: &str, options: &Options, out: &Out) -> String {
     };
     let mut text = format!(
         "# Translated by `mongo-kafka-bridge import-connect` from {}\n# (the MongoDB Kafka Connector {kind} `{connector}`).\n# Check it with `mongo-kafka-bridge check-config --config FILE`.\n",
-        options.origin
+        one_line(options.origin.clone()),
+        connector = one_line(connector.to_owned()),
     );
     if !out.dropped.is_empty() {
         text.push_str("#\n# Not carried over:\n");

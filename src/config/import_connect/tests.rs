@@ -980,3 +980,27 @@ fn schemas_enable_without_a_class_names_the_workers_json_converter() {
         t.notes
     );
 }
+
+/// Values may hold line breaks (a pretty-printed JSON value); a reason quoting one must stay
+/// one line, on stderr and in the TOML's header of comments.
+#[test]
+fn reasons_quoting_values_with_line_breaks_stay_one_line() {
+    let (_, t) = loaded(
+        SOURCE_CLASS,
+        &[
+            ("startup.mode", "copy\nexisting"),
+            ("output.json.formatter", "com.example.My\r\nFormatter"),
+        ],
+    );
+    assert!(dropped(&t, "startup.mode").is_some(), "{:?}", t.dropped);
+    let mut c = connector(
+        SINK_CLASS,
+        &[("topics", "t"), ("database", "d"), ("odd\nname", "1")],
+    );
+    c.name = Some("two\nlines".into());
+    let t = translate(&c, &options()).expect("translates");
+    check(&t.toml).unwrap_or_else(|e| panic!("{e}\n{}", t.toml));
+    for d in &t.dropped {
+        assert!(!d.reason.contains(['\n', '\r']), "{d:?}");
+    }
+}
