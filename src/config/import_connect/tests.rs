@@ -1004,3 +1004,49 @@ fn reasons_quoting_values_with_line_breaks_stay_one_line() {
         assert!(!d.reason.contains(['\n', '\r']), "{d:?}");
     }
 }
+
+mod robustness {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn names() -> Vec<String> {
+        Section::ALL
+            .iter()
+            .flat_map(|s| s.rows())
+            .flat_map(|row| row.names.iter().flat_map(|n| instances(n)))
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any mix of the connector's properties, with any values, translates without a
+        /// panic into a TOML file that parses (whether it validates depends on the values),
+        /// and every finding is one line.
+        #[test]
+        fn any_properties_translate_to_parsable_toml(
+            sink in any::<bool>(),
+            picks in proptest::collection::vec((0usize..400, "[ -~\n]{0,12}|true|false|0|1|-1|\\[\\]|AllowList"), 0..25),
+        ) {
+            let names = names();
+            let mut pairs: Vec<(String, String)> = picks
+                .into_iter()
+                .map(|(i, v)| (names[i % names.len()].clone(), v))
+                .collect();
+            pairs.push(("topics".into(), "t".into()));
+            pairs.push(("database".into(), "d".into()));
+            let class = if sink { SINK_CLASS } else { SOURCE_CLASS };
+            let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            match translate(&connector(class, &refs), &options()) {
+                Ok(t) => {
+                    prop_assert!(toml::from_str::<toml::Table>(&t.toml).is_ok(), "{}", t.toml);
+                    for d in &t.dropped {
+                        prop_assert!(!d.to_string().contains('\n'), "{d}");
+                    }
+                }
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+    }
+}
