@@ -66,9 +66,9 @@ fn main() -> ExitCode {
             }
         }
         Command::ImportConnect {
-            connector,
+            connectors,
             bootstrap_servers,
-        } => import_connect(&connector, bootstrap_servers),
+        } => import_connect(&connectors, bootstrap_servers),
         Command::Checkpoints { action } => {
             print_positions(ops::positions::checkpoints_command(&action))
         }
@@ -94,31 +94,37 @@ fn main() -> ExitCode {
     }
 }
 
-/// `import-connect`: reads the connector's configuration, prints the translation and its
+/// `import-connect`: reads the connectors' configurations, prints the translation and its
 /// findings, and checks that the translation loads.
-fn import_connect(path: &std::path::Path, bootstrap_servers: Option<String>) -> ExitCode {
+fn import_connect(paths: &[std::path::PathBuf], bootstrap_servers: Option<String>) -> ExitCode {
     use config::import_connect;
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) => {
-            eprintln!("error: {}: cannot read the file: {e}", path.display());
-            return ExitCode::FAILURE;
+    let mut connectors = Vec::new();
+    for path in paths {
+        let read = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the file: {e}"))
+            .and_then(|text| import_connect::parse(&text, path).map_err(|e| e.to_string()));
+        match read {
+            Ok(found) => connectors.extend(found),
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
         }
-    };
+    }
     let options = import_connect::Options {
         bootstrap_servers,
-        fallback_name: path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        origin: format!("`{}`", path.display()),
+        fallback_name: "connector".to_owned(),
+        origin: paths
+            .iter()
+            .map(|p| format!("`{}`", p.display()))
+            .collect::<Vec<_>>()
+            .join(", "),
     };
-    let translation = match import_connect::parse(&text, path)
-        .and_then(|connector| import_connect::translate(&connector, &options))
-    {
+    let translation = match import_connect::translate_all(&connectors, &options) {
         Ok(translation) => translation,
         Err(e) => {
-            eprintln!("error: {}: {e}", path.display());
+            let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            eprintln!("error: {}: {e}", files.join(", "));
             return ExitCode::FAILURE;
         }
     };

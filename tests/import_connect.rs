@@ -552,3 +552,76 @@ fn every_documented_property_at_its_default() {
     // The connector's default falls back to the configured namespace; ours never does.
     i.assert_dropped("namespace.mapper.error.if.invalid", "not supported yet");
 }
+
+/// Several connectors become several pipelines of one daemon: given as several files, or as
+/// one `GET /connectors?expand=info` answer.
+#[test]
+fn several_connectors_become_one_daemons_pipelines() {
+    let out = common::binary()
+        .arg("import-connect")
+        .arg(fixture("cdc-source.json"))
+        .arg(fixture("cdc-sink.json"))
+        .args(["--bootstrap-servers", "127.0.0.1:9092"])
+        .output()
+        .expect("running import-connect");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = common::write_file(dir.path(), "both.toml", &stdout);
+    let config = config::load(&path).unwrap_or_else(|e| panic!("{e}\n{stdout}"));
+    assert_eq!(config.sources[0].name, "mongo-cdc-source");
+    assert_eq!(config.sinks[0].name, "mongo-cdc-sink");
+    assert_eq!(config.sinks[0].cdc_handler, CdcHandler::Mongodb);
+
+    // `GET /connectors?expand=info`: every connector of a Kafka Connect cluster at once.
+    let info = |file: &str| {
+        let text = std::fs::read_to_string(fixture(file)).expect("fixture");
+        let mut value: serde_json::Value = serde_json::from_str(&text).expect("json");
+        value["tasks"] = serde_json::json!([]);
+        value["type"] = serde_json::json!(if file.contains("source") {
+            "source"
+        } else {
+            "sink"
+        });
+        (
+            value["name"].as_str().unwrap_or_default().to_owned(),
+            serde_json::json!({ "info": value }),
+        )
+    };
+    let (a, a_info) = info("tutorial-source.json");
+    let (b, b_info) = info("tutorial-sink.json");
+    let cluster = serde_json::json!({ a: a_info, b: b_info });
+    let path = common::write_file(dir.path(), "connectors.json", &cluster.to_string());
+    let out = run(&path);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = common::write_file(dir.path(), "cluster.toml", &stdout);
+    let config = config::load(&path).unwrap_or_else(|e| panic!("{e}\n{stdout}"));
+    assert_eq!(config.sources[0].name, "mongo-simple-source");
+    assert_eq!(config.sinks[0].name, "mongo-tutorial-sink");
+
+    // One MongoDB deployment per daemon.
+    let out = common::binary()
+        .arg("import-connect")
+        .arg(fixture("tutorial-source.json"))
+        .arg(fixture("secrets-sink.json"))
+        .output()
+        .expect("running import-connect");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("one MongoDB deployment per daemon"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("hunter2"),
+        "a password in an error: {stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}

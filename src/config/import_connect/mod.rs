@@ -44,6 +44,9 @@ pub enum ImportError {
         "`connector.class` `{0}` is no connector of the MongoDB Kafka Connector this tool knows (`{SOURCE_CLASS}` or `{SINK_CLASS}`)"
     )]
     UnknownMongoClass(String),
+    /// Several connectors that cannot share one daemon.
+    #[error("{0}")]
+    Conflict(String),
     /// A property the pipeline cannot do without is missing.
     #[error("{property}: {reason}")]
     Required {
@@ -65,7 +68,7 @@ pub struct Options {
     /// `kafka.bootstrap_servers` (the worker's `bootstrap.servers`, not in a connector's
     /// configuration).
     pub bootstrap_servers: Option<String>,
-    /// The pipeline's name when the input names no connector (the file's stem).
+    /// The pipeline's name when a connector has none ([`parse`] names them after their file).
     pub fallback_name: String,
     /// Where the configuration came from, for the TOML's header.
     pub origin: String,
@@ -98,10 +101,8 @@ impl fmt::Display for Dropped {
 /// The result of [`translate`].
 #[derive(Debug, Clone)]
 pub struct Translation {
-    /// Source or sink.
-    pub kind: Kind,
-    /// The pipeline's name.
-    pub name: String,
+    /// Each connector's pipeline: source or sink, and its name.
+    pub pipelines: Vec<(Kind, String)>,
     /// The TOML configuration, with a header of comments.
     pub toml: String,
     /// Every property not carried over, in the connector's order of names.
@@ -237,8 +238,135 @@ pub const UNHANDLED: &str =
 pub const UNKNOWN: &str =
     "not a property of the MongoDB Kafka Connector or of Kafka Connect that this tool knows";
 
+/// One connector translated, before it joins the others.
+struct Part {
+    kind: Kind,
+    name: String,
+    connector_name: String,
+    mongodb: toml::Table,
+    kafka: toml::Table,
+    pipeline: toml::Table,
+    out: Out,
+}
+
 /// Translates a connector's configuration.
 pub fn translate(connector: &Connector, options: &Options) -> Result<Translation, ImportError> {
+    translate_all(std::slice::from_ref(connector), options)
+}
+
+/// Translates several connectors into the pipelines of one daemon: they must name one MongoDB
+/// deployment and one Kafka cluster. Each finding names its connector when there are several.
+pub fn translate_all(
+    connectors: &[Connector],
+    options: &Options,
+) -> Result<Translation, ImportError> {
+    let mut parts = connectors
+        .iter()
+        .map(|c| translate_one(c, options))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(first) = parts.first() else {
+        return Err(ImportError::NotAConnector(
+            "it holds no connector".to_owned(),
+        ));
+    };
+    let mongodb = first.mongodb.clone();
+    let mut kafka = first.kafka.clone();
+    let first_name = first.connector_name.clone();
+    for part in &parts[1..] {
+        if part.mongodb != mongodb {
+            return Err(ImportError::Conflict(format!(
+                "one MongoDB deployment per daemon: `{first_name}` and `{}` name different `[mongodb]` settings (connection string or Stable API); translate them into separate files",
+                part.connector_name
+            )));
+        }
+        merge_kafka(&mut kafka, &part.kafka, "kafka").map_err(|key| {
+            ImportError::Conflict(format!(
+                "one Kafka cluster per daemon: `{first_name}` and `{}` differ in `{key}`; translate them into separate files",
+                part.connector_name
+            ))
+        })?;
+    }
+    let several = parts.len() > 1;
+    let mut root = toml::Table::new();
+    root.insert("mongodb".into(), mongodb.into());
+    root.insert("kafka".into(), kafka.into());
+    let (mut sources, mut sinks, mut taken) = (Vec::new(), Vec::new(), Vec::<String>::new());
+    let mut out = Out::default();
+    let mut pipelines = Vec::new();
+    for part in &mut parts {
+        let mut name = part.name.clone();
+        let mut n = 2;
+        while taken.contains(&name) {
+            name = format!("{}-{n}", part.name);
+            n += 1;
+        }
+        if name != part.name {
+            part.out.note(format!(
+                "the pipeline is named `{name}`: another connector's pipeline is `{}`",
+                part.name
+            ));
+            part.pipeline.insert("name".into(), name.clone().into());
+        }
+        taken.push(name.clone());
+        pipelines.push((part.kind, name));
+        let pipeline = toml::Value::Table(std::mem::take(&mut part.pipeline));
+        match part.kind {
+            Kind::Source => sources.push(pipeline),
+            Kind::Sink => sinks.push(pipeline),
+        }
+        let whose = |text: String| {
+            if several {
+                format!("{text} (connector `{}`)", part.connector_name)
+            } else {
+                text
+            }
+        };
+        for dropped in std::mem::take(&mut part.out.dropped) {
+            out.drop(dropped.property, whose(dropped.reason));
+        }
+        for note in std::mem::take(&mut part.out.notes) {
+            out.note(whose(note));
+        }
+    }
+    if !sources.is_empty() {
+        root.insert("source".into(), toml::Value::Array(sources));
+    }
+    if !sinks.is_empty() {
+        root.insert("sink".into(), toml::Value::Array(sinks));
+    }
+    let body = toml::to_string(&root).map_err(|e| ImportError::NotAConnector(e.to_string()))?;
+    let named: Vec<(Kind, &str)> = parts
+        .iter()
+        .map(|p| (p.kind, p.connector_name.as_str()))
+        .collect();
+    let toml = header(&named, options, &out) + &body;
+    Ok(Translation {
+        pipelines,
+        toml,
+        dropped: out.dropped,
+        notes: out.notes,
+    })
+}
+
+/// Adds `other`'s settings to `into`; the dotted key of the first that differs.
+fn merge_kafka(into: &mut toml::Table, other: &toml::Table, path: &str) -> Result<(), String> {
+    for (key, value) in other {
+        let at = format!("{path}.{key}");
+        match (into.get_mut(key), value) {
+            (None, _) => {
+                into.insert(key.clone(), value.clone());
+            }
+            (Some(toml::Value::Table(mine)), toml::Value::Table(theirs)) => {
+                merge_kafka(mine, theirs, &at)?;
+            }
+            (Some(mine), theirs) if mine == theirs => {}
+            (Some(_), _) => return Err(at),
+        }
+    }
+    Ok(())
+}
+
+fn translate_one(connector: &Connector, options: &Options) -> Result<Part, ImportError> {
     let mut props = Props(connector.properties.clone());
     let class = props.take("connector.class").ok_or(ImportError::NoClass)?;
     let kind = connector_kind(&class)?;
@@ -256,10 +384,7 @@ pub fn translate(connector: &Connector, options: &Options) -> Result<Translation
     let mongodb = mongodb_table(&mut props, &mut out);
     let (kafka, group_override) = kafka_table(&mut props, options, &mut out);
     let converters = Converters::take(&mut props, &mut out);
-    let mut root = toml::Table::new();
-    root.insert("mongodb".into(), mongodb.clone().into());
-    root.insert("kafka".into(), kafka.into());
-    match kind {
+    let pipeline = match kind {
         Kind::Source => {
             if let Some(group) = group_override {
                 out.drop(
@@ -267,11 +392,7 @@ pub fn translate(connector: &Connector, options: &Options) -> Result<Translation
                     format!("`{group}`: a source has no consumer group"),
                 );
             }
-            let source = source::translate(&mut props, &name, &converters, &mut out);
-            root.insert(
-                "source".into(),
-                toml::Value::Array(vec![toml::Value::Table(source)]),
-            );
+            source::translate(&mut props, &name, &converters, &mut out)
         }
         Kind::Sink => {
             let context = sink::Context {
@@ -284,13 +405,9 @@ pub fn translate(connector: &Connector, options: &Options) -> Result<Translation
                 group_override,
                 converters: &converters,
             };
-            let sink = sink::translate(&mut props, &context, &mut out)?;
-            root.insert(
-                "sink".into(),
-                toml::Value::Array(vec![toml::Value::Table(sink)]),
-            );
+            sink::translate(&mut props, &context, &mut out)?
         }
-    }
+    };
     for (property, value) in props.rest() {
         if value.trim().is_empty() || unchanged(kind, &property, &value) {
             continue;
@@ -299,14 +416,14 @@ pub fn translate(connector: &Connector, options: &Options) -> Result<Translation
         out.drop(property, reason);
     }
     out.dropped.sort_by(|a, b| a.property.cmp(&b.property));
-    let body = toml::to_string(&root).map_err(|e| ImportError::NotAConnector(e.to_string()))?;
-    let toml = header(kind, &connector_name, options, &out) + &body;
-    Ok(Translation {
+    Ok(Part {
         kind,
         name,
-        toml,
-        dropped: out.dropped,
-        notes: out.notes,
+        connector_name,
+        mongodb,
+        kafka,
+        pipeline,
+        out,
     })
 }
 
@@ -380,15 +497,21 @@ fn leftover_reason(kind: Kind, property: &str) -> String {
     UNKNOWN.to_owned()
 }
 
-fn header(kind: Kind, connector: &str, options: &Options, out: &Out) -> String {
-    let kind = match kind {
-        Kind::Source => "source",
-        Kind::Sink => "sink",
-    };
+fn header(connectors: &[(Kind, &str)], options: &Options, out: &Out) -> String {
+    let named: Vec<String> = connectors
+        .iter()
+        .map(|(kind, name)| {
+            let kind = match kind {
+                Kind::Source => "source",
+                Kind::Sink => "sink",
+            };
+            format!("{kind} `{}`", one_line((*name).to_owned()))
+        })
+        .collect();
     let mut text = format!(
-        "# Translated by `mongo-kafka-bridge import-connect` from {}\n# (the MongoDB Kafka Connector {kind} `{connector}`).\n# Check it with `mongo-kafka-bridge check-config --config FILE`.\n",
+        "# Translated by `mongo-kafka-bridge import-connect` from {}\n# (the MongoDB Kafka Connector {}).\n# Check it with `mongo-kafka-bridge check-config --config FILE`.\n",
         one_line(options.origin.clone()),
-        connector = one_line(connector.to_owned()),
+        named.join(", "),
     );
     if !out.dropped.is_empty() {
         text.push_str("#\n# Not carried over:\n");

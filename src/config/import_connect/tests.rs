@@ -696,7 +696,7 @@ fn names_are_made_valid() {
     let mut c = connector(SOURCE_CLASS, &[]);
     c.name = Some("mongo.source v1".into());
     let t = translate(&c, &options()).expect("translates");
-    assert_eq!(t.name, "mongo-source-v1");
+    assert_eq!(t.pipelines, [(Kind::Source, "mongo-source-v1".to_owned())]);
     assert!(check(&t.toml).is_ok());
     assert!(t.notes.iter().any(|n| n.contains("mongo-source-v1")));
 }
@@ -1049,4 +1049,40 @@ mod robustness {
             }
         }
     }
+}
+
+#[test]
+fn several_connectors_share_one_daemon_or_say_why_not() {
+    let a = connector(SINK_CLASS, &[("topics", "a"), ("database", "d")]);
+    let b = connector(SOURCE_CLASS, &[("collation", "x")]);
+    let mut c = connector(SINK_CLASS, &[("topics", "c"), ("database", "d")]);
+    c.name = Some("other".into());
+    let t = translate_all(&[a.clone(), b, a.clone(), c], &options()).expect("translates");
+    let names: Vec<&str> = t.pipelines.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(names, ["unit", "unit-2", "unit-3", "other"]);
+    let config = check(&t.toml).unwrap_or_else(|e| panic!("{e}\n{}", t.toml));
+    assert_eq!((config.sources.len(), config.sinks.len()), (1, 3));
+    assert_eq!(
+        dropped(&t, "collation"),
+        Some("not supported yet (connector `unit`)")
+    );
+    let mut d = a.clone();
+    d.properties
+        .insert("producer.override.linger.ms".into(), "5".into());
+    let mut e = a.clone();
+    e.properties
+        .insert("producer.override.linger.ms".into(), "50".into());
+    let err = translate_all(&[d, e], &options())
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        err.as_deref()
+            .is_some_and(|e| e.contains("one Kafka cluster per daemon")
+                && e.contains("kafka.producer.linger.ms")),
+        "{err:?}"
+    );
+    assert!(matches!(
+        translate_all(&[], &options()),
+        Err(ImportError::NotAConnector(_))
+    ));
 }
