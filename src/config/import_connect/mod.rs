@@ -287,6 +287,13 @@ pub fn translate_all(
         })?;
     }
     let several = parts.len() > 1;
+    let shared: Vec<String> = first
+        .out
+        .notes
+        .iter()
+        .filter(|n| parts.iter().all(|p| p.out.notes.contains(n)))
+        .cloned()
+        .collect();
     let mut root = toml::Table::new();
     root.insert("mongodb".into(), mongodb.into());
     root.insert("kafka".into(), kafka.into());
@@ -325,7 +332,12 @@ pub fn translate_all(
             out.drop(dropped.property, whose(dropped.reason));
         }
         for note in std::mem::take(&mut part.out.notes) {
-            out.note(whose(note));
+            // A note every connector has (the bootstrap servers) is said once.
+            if shared.contains(&note) {
+                out.note(note);
+            } else {
+                out.note(whose(note));
+            }
         }
     }
     if !sources.is_empty() {
