@@ -56,6 +56,23 @@ pub enum Command {
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Translate MongoDB Kafka Connector configurations (source or sink) into this daemon's
+    /// TOML on standard output; every property not carried over is printed on standard error
+    /// with the reason (`property: reason`), then notes (`note: ...`). Exits 0 when the
+    /// translation loads as `check-config` would load it, 1 when the input cannot be read or
+    /// the translation needs editing first.
+    ImportConnect {
+        /// The connector's configuration: JSON as Kafka Connect's REST API returns it
+        /// (`GET /connectors/<name>` or `GET /connectors/<name>/config`), or a `.properties`
+        /// file. Several files, or a `GET /connectors?expand=info` answer, become the
+        /// pipelines of one daemon.
+        #[arg(required = true)]
+        connectors: Vec<PathBuf>,
+        /// `kafka.bootstrap_servers`: the Kafka Connect worker's `bootstrap.servers`, which a
+        /// connector's configuration does not hold. Default: `localhost:9092`, with a note.
+        #[arg(long)]
+        bootstrap_servers: Option<String>,
+    },
     /// A source pipeline's checkpoints: list them, or move its readers (refused while a
     /// daemon runs the pipeline).
     Checkpoints {

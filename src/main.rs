@@ -65,6 +65,10 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::ImportConnect {
+            connectors,
+            bootstrap_servers,
+        } => import_connect(&connectors, bootstrap_servers),
         Command::Checkpoints { action } => {
             print_positions(ops::positions::checkpoints_command(&action))
         }
@@ -86,6 +90,56 @@ fn main() -> ExitCode {
                 0 => ExitCode::SUCCESS,
                 code => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             }
+        }
+    }
+}
+
+/// `import-connect`: reads the connectors' configurations, prints the translation and its
+/// findings, and checks that the translation loads.
+fn import_connect(paths: &[std::path::PathBuf], bootstrap_servers: Option<String>) -> ExitCode {
+    use config::import_connect;
+    let mut connectors = Vec::new();
+    for path in paths {
+        let read = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the file: {e}"))
+            .and_then(|text| import_connect::parse(&text, path).map_err(|e| e.to_string()));
+        match read {
+            Ok(found) => connectors.extend(found),
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let options = import_connect::Options {
+        bootstrap_servers,
+        fallback_name: "connector".to_owned(),
+        origin: paths
+            .iter()
+            .map(|p| format!("`{}`", p.display()))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let translation = match import_connect::translate_all(&connectors, &options) {
+        Ok(translation) => translation,
+        Err(e) => {
+            let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            eprintln!("error: {}: {e}", files.join(", "));
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", translation.toml);
+    for dropped in &translation.dropped {
+        eprintln!("{dropped}");
+    }
+    for note in &translation.notes {
+        eprintln!("note: {note}");
+    }
+    match import_connect::check(&translation.toml) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: the translation does not load yet, edit it first: {e}");
+            ExitCode::FAILURE
         }
     }
 }

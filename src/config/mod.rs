@@ -7,6 +7,7 @@
 
 mod diff;
 mod env;
+pub mod import_connect;
 mod load;
 mod registry;
 mod secrets;
