@@ -8,6 +8,7 @@
 mod diff;
 mod env;
 mod load;
+pub mod namespace_map;
 mod registry;
 mod secrets;
 mod sink;
@@ -28,7 +29,7 @@ pub use registry::{
 pub use secrets::masked;
 pub use sink::*;
 pub use source::*;
-pub use validate::{validate, Violation};
+pub use validate::{validate, warnings, Violation};
 
 /// The whole daemon configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

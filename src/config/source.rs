@@ -3,12 +3,12 @@
 //! Key names follow the MongoDB Kafka Connector's where one exists (`publish.full.document.only`
 //! is `publish_full_document_only` here).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
+use super::namespace_map::{self, KeyKind, NamespaceMap, NamespaceRules, TopicTemplate};
 use super::registry::{self, SchemaRegistryConfig};
 use super::validate::{collection_name, database_name, positive, topic_name, Violation};
 
@@ -86,10 +86,14 @@ pub struct SourceConfig {
     /// Joins prefix, database, collection and suffix into a topic name.
     #[serde(default = "default_topic_separator")]
     pub topic_separator: String,
-    /// Namespace → topic overrides. Keys are `db.coll`, `db.*` or `*` (most specific wins);
-    /// values are topic names (prefix and suffix are still applied).
+    /// Namespace → topic rules, as the connector's `topic.namespace.map`: keys `db.coll`,
+    /// `db` (the topic, the separator and the collection), `/regex` (the whole namespace,
+    /// tried in the order written, `{db}`, `{coll}`, `{sep}`, `{sep_coll}`, `{coll_sep}`,
+    /// `{sep_coll_sep}` in the topic) and `*`, tried in that order; this daemon's `db.*` and
+    /// `/regex/` keep their earlier meaning, with a warning. The prefix and suffix are still
+    /// applied. See [`super::namespace_map`].
     #[serde(default)]
-    pub topic_namespace_map: BTreeMap<String, String>,
+    pub topic_namespace_map: NamespaceMap,
     /// Create missing topics (with `topic_partitions`, `topic_replication_factor`) instead of
     /// relying on the broker's auto-creation.
     #[serde(default)]
@@ -564,6 +568,30 @@ impl SourceConfig {
         self.value_format.unwrap_or(self.format)
     }
 
+    /// `topic_namespace_map`: every key means something and every topic it can name is a
+    /// valid topic name.
+    fn validate_namespace_map(&self, key: &str, out: &mut Vec<Violation>) {
+        let path = |k: &str| format!("{key}.topic_namespace_map.\"{k}\"");
+        if let Err(errors) = NamespaceRules::new(&self.topic_namespace_map) {
+            out.extend(errors.into_iter().map(|(k, e)| Violation::new(path(&k), e)));
+        }
+        for (k, topic) in self.topic_namespace_map.iter() {
+            // An empty topic leaves the key out, as in the connector.
+            if topic.is_empty() {
+                continue;
+            }
+            match namespace_map::key_kind(k) {
+                Ok(KeyKind::Regex(_) | KeyKind::LegacyRegex(_)) => {
+                    // Placeholders stand for names, which are valid in topic names.
+                    if let Ok(template) = TopicTemplate::parse(topic) {
+                        topic_name(&path(k), &template.expand("db", Some("coll"), "."), out);
+                    }
+                }
+                _ => topic_name(&path(k), topic, out),
+            }
+        }
+    }
+
     /// Checks this pipeline; `key` is its path (`source[0]`).
     pub fn validate(&self, key: &str, out: &mut Vec<Violation>) {
         let at = |field: &str| format!("{key}.{field}");
@@ -729,41 +757,7 @@ impl SourceConfig {
                 format!("holds `{c}`; Kafka topic names allow letters, digits, `.`, `_`, `-`"),
             ));
         }
-        for (namespace, topic) in &self.topic_namespace_map {
-            let path = format!("{key}.topic_namespace_map.\"{namespace}\"");
-            if let Some(pattern) = namespace
-                .strip_prefix('/')
-                .and_then(|p| p.strip_suffix('/'))
-            {
-                if let Err(e) = regex::Regex::new(pattern) {
-                    out.push(Violation::new(
-                        path.clone(),
-                        format!("not a valid regex: {e}"),
-                    ));
-                }
-                // `{db}` and `{coll}` stand for names, which are valid in topic names.
-                topic_name(
-                    &path,
-                    &topic.replace("{db}", "db").replace("{coll}", "coll"),
-                    out,
-                );
-                continue;
-            }
-            let valid_key = namespace == "*"
-                || namespace.split_once('.').is_some_and(|(db, coll)| {
-                    !db.is_empty()
-                        && !coll.is_empty()
-                        && !db.contains('*')
-                        && (coll == "*" || !coll.contains('*'))
-                });
-            if !valid_key {
-                out.push(Violation::new(
-                    path.clone(),
-                    "keys are `db.coll`, `db.*`, `/regex/` or `*`",
-                ));
-            }
-            topic_name(&path, topic, out);
-        }
+        self.validate_namespace_map(key, out);
         if self.topic_partitions < 1 {
             out.push(Violation::new(at("topic_partitions"), "must be at least 1"));
         }
@@ -1053,9 +1047,9 @@ mod tests {
             "holds `/`",
         );
         invalid(
-            "[source.topic_namespace_map]\n\"a.b.*x\" = \"t\"\n",
-            "source[0].topic_namespace_map.\"a.b.*x\"",
-            "keys are",
+            "[source.topic_namespace_map]\n\"a/b\" = \"t\"\n",
+            "source[0].topic_namespace_map.\"a/b\"",
+            "`/` is not allowed",
         );
         invalid(
             "[source.topic_namespace_map]\n\"db.*\" = \"bad topic\"\n",
@@ -1075,6 +1069,20 @@ mod tests {
         assert!(
             source("[source.topic_namespace_map]\n\"/^logs\\\\./\" = \"{db}-{coll}\"\n").is_ok(),
             "a regex key with placeholders is valid"
+        );
+        invalid(
+            "[source.topic_namespace_map]\n\"/a\" = \"{DB}\"\n",
+            "source[0].topic_namespace_map.\"/a\"",
+            "is not a placeholder",
+        );
+        invalid(
+            "[source.topic_namespace_map]\n\"/(?=a)\" = \"t\"\n",
+            "source[0].topic_namespace_map.\"/(?=a)\"",
+            "not a valid regex",
+        );
+        assert!(
+            source("[source.topic_namespace_map]\n\"/a\" = \"\"\n\"b\" = \"\"\n").is_ok(),
+            "an empty topic leaves its key out, as in the connector"
         );
         invalid(
             "topic_partitions = 0\n",
@@ -1120,6 +1128,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.topic_namespace_map.len(), 3);
+    }
+
+    /// Regex keys are tried in the order written, so loading (which goes through the
+    /// `config` crate's unordered tables) keeps the map's document order; the connector's
+    /// database-only keys are valid.
+    #[test]
+    fn the_namespace_map_keeps_its_order_through_loading() {
+        let keys = [
+            "/z.*", "carDb", "/a.*", "carDb.ev", "*", "/m[0-9]+", "/b.*", "/y.*", "/c.*", "/x.*",
+            "/d.*", "/w.*",
+        ];
+        let table: String = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{k:?} = \"t{i}\"\n"))
+            .collect();
+        let s = source(&format!("[source.topic_namespace_map]\n{table}"))
+            .unwrap_or_else(|v| panic!("{v:?}"));
+        let loaded: Vec<&str> = s
+            .topic_namespace_map
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(loaded, keys);
     }
 
     #[test]
