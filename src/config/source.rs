@@ -280,6 +280,15 @@ pub enum OutputFormat {
     CanonicalJson,
     /// Plain JSON: ObjectIds as hex strings, dates as ISO-8601 strings, decimals as strings.
     SimplifiedJson,
+    /// The MongoDB Kafka Connector's default JSON, byte for byte (`output.format.value =
+    /// json` with `output.json.formatter` `DefaultJson`): legacy extended JSON,
+    /// `{"$date": <millis>}`, `{"$numberLong": "..."}`.
+    ConnectorDefaultJson,
+    /// The connector's JSON with the `ExtendedJson` formatter, byte for byte: canonical
+    /// extended JSON as the Java driver writes it.
+    ConnectorExtendedJson,
+    /// The connector's JSON with the `SimplifiedJson` formatter, byte for byte.
+    ConnectorSimplifiedJson,
     /// The raw BSON bytes of the document.
     Bson,
     /// Avro in a schema registry's wire format, the schema inferred from each document.
