@@ -30,6 +30,10 @@ pub struct SourceConfig {
     /// database-level change stream (collections created later are picked up).
     #[serde(default)]
     pub collection_regex: Option<String>,
+    /// Collections of `database` not to watch nor copy, by name, with or without
+    /// `collection_regex` (a database stream, like Debezium's `collection.exclude.list`).
+    #[serde(default)]
+    pub collection_exclude: Vec<String>,
     /// Aggregation stages appended to `$changeStream`, as a JSON array (extended JSON allowed),
     /// e.g. `'[{"$match": {"operationType": "insert"}}]'`.
     #[serde(default)]
@@ -77,6 +81,20 @@ pub struct SourceConfig {
     /// continues the copy instead of starting it over.
     #[serde(default = "default_parallelism")]
     pub copy_existing_parallelism: usize,
+    /// With `copy_existing`: let MongoDB write to disk when the copy's aggregation outgrows
+    /// its memory (a `copy_existing_pipeline` that sorts or groups); the connector's
+    /// `startup.mode.copy.existing.allow.disk.use`, on by default as there.
+    #[serde(default = "super::default_true")]
+    pub copy_existing_allow_disk_use: bool,
+    /// The change stream's collation, as JSON (`'{"locale": "en", "strength": 2}'`): how the
+    /// stream's stages compare strings (the connector's `collation`).
+    #[serde(default)]
+    pub collation: Option<String>,
+    /// Ask MongoDB 6.0+ for the expanded events: `create`, `createIndexes`, `dropIndexes`,
+    /// `modify`, `shardCollection`, ..., and `updateDescription.disambiguatedPaths` (6.1+)
+    /// (the connector's `change.stream.show.expanded.events`).
+    #[serde(default)]
+    pub show_expanded_events: bool,
     /// Prefix of generated topic names.
     #[serde(default)]
     pub topic_prefix: Option<String>,
@@ -508,6 +526,22 @@ impl SourceConfig {
         .then_some(SHARED_CHECKPOINT_TOPIC)
     }
 
+    /// The change stream's `collation`, parsed.
+    pub fn collation(&self) -> Result<Option<mongodb::options::Collation>, String> {
+        let Some(text) = &self.collation else {
+            return Ok(None);
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let doc = match bson::Bson::try_from(json) {
+            Ok(bson::Bson::Document(doc)) => doc,
+            _ => return Err("must be a JSON object such as {\"locale\": \"en\"}".to_owned()),
+        };
+        bson::from_document(doc)
+            .map(Some)
+            .map_err(|e| format!("not a collation: {e}"))
+    }
+
     /// The change-stream stages of `pipeline`, validated.
     pub fn stages(&self) -> Result<Vec<bson::Document>, String> {
         let stages = match &self.pipeline {
@@ -680,6 +714,20 @@ impl SourceConfig {
         }
         if let Err(e) = self.stages() {
             out.push(Violation::new(at("pipeline"), e));
+        }
+        if let Err(e) = self.collation() {
+            out.push(Violation::new(at("collation"), e));
+        }
+        if !self.collection_exclude.is_empty()
+            && (self.database.is_none() || self.collection.is_some())
+        {
+            out.push(Violation::new(
+                at("collection_exclude"),
+                "applies to a database stream: needs `database`, without `collection`",
+            ));
+        }
+        for (i, name) in self.collection_exclude.iter().enumerate() {
+            collection_name(&format!("{key}.collection_exclude[{i}]"), name, out);
         }
         if self.batch_size == Some(0) {
             out.push(Violation::new(at("batch_size"), "must be at least 1"));
@@ -1117,6 +1165,27 @@ mod tests {
             "never dropped",
         );
         invalid("batch_size = 0\n", "source[0].batch_size", "at least 1");
+        invalid(
+            "collation = '{\"strength\": 2}'\n",
+            "source[0].collation",
+            "not a collation",
+        );
+        invalid("collation = '[1]'\n", "source[0].collation", "JSON object");
+        assert!(
+            source("database = \"d\"\ncollation = '{\"locale\": \"en\", \"strength\": 2}'\n")
+                .is_ok()
+        );
+        invalid(
+            "collection_exclude = [\"a\"]\n",
+            "source[0].collection_exclude",
+            "needs `database`",
+        );
+        invalid(
+            "database = \"d\"\ncollection = \"a\"\ncollection_exclude = [\"b\"]\n",
+            "source[0].collection_exclude",
+            "without `collection`",
+        );
+        assert!(source("database = \"d\"\ncollection_exclude = [\"b\"]\n").is_ok());
         invalid(
             "queue_capacity = 0\n",
             "source[0].queue_capacity",

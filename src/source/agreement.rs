@@ -36,6 +36,12 @@ struct Effective<'a> {
     database: &'a Option<String>,
     collection: Option<Vec<&'a str>>,
     collection_regex: &'a Option<String>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    collection_exclude: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    collation: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    show_expanded_events: bool,
     pipeline: Option<serde_json::Value>,
     full_document: &'a crate::config::FullDocument,
     full_document_before_change: &'a crate::config::FullDocumentBeforeChange,
@@ -94,6 +100,9 @@ pub fn fingerprint(config: &SourceConfig) -> String {
         database: &config.database,
         collection: config.collection.as_ref().map(|c| c.names()),
         collection_regex: &config.collection_regex,
+        collection_exclude: &config.collection_exclude,
+        collation: stages(&config.collation),
+        show_expanded_events: config.show_expanded_events,
         pipeline: stages(&config.pipeline),
         full_document: &config.full_document,
         full_document_before_change: &config.full_document_before_change,
