@@ -408,7 +408,7 @@ mod tests {
 
     use super::*;
 
-    fn text(doc: &bson::Document, formatter: Formatter) -> String {
+    fn text_of(doc: &bson::Document, formatter: Formatter) -> String {
         let raw = RawDocumentBuf::from_document(doc).unwrap_or_else(|e| panic!("{e}"));
         String::from_utf8(to_vec(&raw, formatter).unwrap_or_else(|e| panic!("{e}")))
             .unwrap_or_else(|e| panic!("{e}"))
@@ -461,6 +461,50 @@ mod tests {
         }
     }
 
+    /// Characters of each Unicode category, keys included, as the Java driver 4.7.2 on Java
+    /// 17 escaped them.
+    #[test]
+    fn characters_escaped_as_the_java_driver_does() {
+        let doc = doc! {
+            "k\u{301}": "\u{2b0}\u{903}\u{20dd}\u{2029}\u{200b}^_\u{378}\u{ffff}\u{a0}\u{3000}\u{2160}\u{bd}\u{ab}\u{bb}\u{20ac}\u{a9}\u{1c5}~`\u{0}\u{1f} \u{e9}\u{300}",
+        };
+        assert_eq!(
+            text_of(&doc, Formatter::Extended),
+            "{\"k\\u0301\": \"\\u02b0\\u0903\\u20dd\\u2029\\u200b^_\\u0378\\uffff\u{a0}\u{3000}\u{2160}\u{bd}\u{ab}\u{bb}\u{20ac}\u{a9}\u{1c5}~`\\u0000\\u001f \u{e9}\\u0300\"}"
+        );
+    }
+
+    /// Decimals as the Java driver's `Decimal128.toString` writes them (4.7.2).
+    #[test]
+    fn decimals_as_java_writes_them() {
+        for (text, java) in [
+            ("0", "0"),
+            ("-0", "-0"),
+            ("0E+3", "0E+3"),
+            ("0E-10", "0E-10"),
+            ("1E-7", "1E-7"),
+            ("1.000000", "1.000000"),
+            (
+                "123456789012345678901234567890123E+10",
+                "1.23456789012345678901234567890123E+42",
+            ),
+            ("1E+6144", "1.000000000000000000000000000000000E+6144"),
+            ("-1.5E-400", "-1.5E-400"),
+            ("0.000001", "0.000001"),
+            ("0.0000001", "1E-7"),
+            ("12345E-10", "0.0000012345"),
+            ("1E3", "1E+3"),
+        ] {
+            let decimal: bson::Decimal128 = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+            let doc = doc! {"d": decimal};
+            assert_eq!(
+                text_of(&doc, Formatter::Extended),
+                format!("{{\"d\": {{\"$numberDecimal\": \"{java}\"}}}}"),
+                "{text}"
+            );
+        }
+    }
+
     /// What the MongoDB Java driver 4.7.2 (the connector 2.0.1's) wrote for this document
     /// with each formatter's settings (`BsonDocument.toJson`), including the types the MongoDB
     /// stand-in cannot store, which `tests/connector_json.rs` compares on a real server.
@@ -485,15 +529,15 @@ mod tests {
             "i64": i64::MAX,
         };
         assert_eq!(
-            text(&doc, Formatter::Default),
+            text_of(&doc, Formatter::Default),
             r#"{"_id": {"$oid": "64b7f0c2a1b2c3d4e5f60718"}, "nan": NaN, "inf": -Infinity, "s": "hé\"llo\n\u0001\u007f/\u00ad\u0301\u2028<\ud83d\ude00", "a": [1, {"$numberLong": "2"}, {"x": null}], "bin": {"$binary": "Bw==", "$type": "AB"}, "undef": {"$undefined": true}, "date": {"$date": 1700000000123}, "re": {"$regex": "^a\"", "$options": "im"}, "dbp": {"$ref": "db.coll", "$id": {"$oid": "64b7f0c2a1b2c3d4e5f60718"}}, "sym": {"$symbol": "sym"}, "cws": {"$code": "x + y", "$scope": {"x": 1}}, "i64": {"$numberLong": "9223372036854775807"}}"#
         );
         assert_eq!(
-            text(&doc, Formatter::Extended),
+            text_of(&doc, Formatter::Extended),
             r#"{"_id": {"$oid": "64b7f0c2a1b2c3d4e5f60718"}, "nan": {"$numberDouble": "NaN"}, "inf": {"$numberDouble": "-Infinity"}, "s": "hé\"llo\n\u0001\u007f/\u00ad\u0301\u2028<\ud83d\ude00", "a": [{"$numberInt": "1"}, {"$numberLong": "2"}, {"x": null}], "bin": {"$binary": {"base64": "Bw==", "subType": "AB"}}, "undef": {"$undefined": true}, "date": {"$date": {"$numberLong": "1700000000123"}}, "re": {"$regularExpression": {"pattern": "^a\"", "options": "im"}}, "dbp": {"$dbPointer": {"$ref": "db.coll", "$id": {"$oid": "64b7f0c2a1b2c3d4e5f60718"}}}, "sym": {"$symbol": "sym"}, "cws": {"$code": "x + y", "$scope": {"x": {"$numberInt": "1"}}}, "i64": {"$numberLong": "9223372036854775807"}}"#
         );
         assert_eq!(
-            text(&doc, Formatter::Simplified),
+            text_of(&doc, Formatter::Simplified),
             r#"{"_id": "64b7f0c2a1b2c3d4e5f60718", "nan": {"$numberDouble": "NaN"}, "inf": {"$numberDouble": "-Infinity"}, "s": "hé\"llo\n\u0001\u007f/\u00ad\u0301\u2028<\ud83d\ude00", "a": [1, 2, {"x": null}], "bin": "Bw==", "undef": {"$undefined": true}, "date": "2023-11-14T22:13:20.123Z", "re": {"$regularExpression": {"pattern": "^a\"", "options": "im"}}, "dbp": {"$ref": "db.coll", "$id": "64b7f0c2a1b2c3d4e5f60718"}, "sym": "sym", "cws": {"$code": "x + y", "$scope": {"x": 1}}, "i64": 9223372036854775807}"#
         );
     }
