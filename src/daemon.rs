@@ -156,6 +156,9 @@ async fn reload(
             None
         }
         Ok(config) => {
+            for warning in config::warnings(&config) {
+                tracing::warn!(key = %warning.key, warning = %warning.message, "configuration warning");
+            }
             let deadline = config.shutdown.timeout;
             match supervisor.send(Reload(config)).await {
                 Ok(diff) => {

@@ -17,6 +17,9 @@ fn check_connections(path: &std::path::Path) -> ExitCode {
         }
     };
     eprintln!("{}: configuration is valid", path.display());
+    for warning in config::warnings(&config) {
+        eprintln!("warning: {warning}");
+    }
     match ops::preflight::check(&config) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -38,6 +41,9 @@ fn main() -> ExitCode {
             Ok(config) => match toml::to_string_pretty(&config::masked(&config)) {
                 Ok(text) => {
                     print!("{text}");
+                    for warning in config::warnings(&config) {
+                        eprintln!("warning: {warning}");
+                    }
                     eprintln!("{}: configuration is valid", path.display());
                     ExitCode::SUCCESS
                 }
@@ -86,6 +92,9 @@ fn main() -> ExitCode {
                 cli.log_format.unwrap_or(config.log.format),
             );
             tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "starting");
+            for warning in config::warnings(&config) {
+                tracing::warn!(key = %warning.key, warning = %warning.message, "configuration warning");
+            }
             match daemon::run(config, path) {
                 0 => ExitCode::SUCCESS,
                 code => ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -385,6 +385,13 @@ async fn every_output_format_round_trips_every_bson_type() {
             OutputFormat::Avro | OutputFormat::JsonSchema => {
                 unreachable!("{prefix}: registry formats are tested in tests/schema_registry.rs")
             }
+            OutputFormat::ConnectorDefaultJson
+            | OutputFormat::ConnectorExtendedJson
+            | OutputFormat::ConnectorSimplifiedJson => {
+                unreachable!(
+                    "{prefix}: the connector's formats are tested in tests/connector_json.rs"
+                )
+            }
             OutputFormat::SimplifiedJson => {
                 let event: serde_json::Value = serde_json::from_slice(&value).expect("JSON");
                 let full = &event["fullDocument"];

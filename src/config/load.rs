@@ -105,6 +105,7 @@ pub(crate) fn load_with(
     let mut config: Config =
         serde_path_to_error::deserialize(merged).map_err(|e| key_error(path, e))?;
     normalize_env_kafka_keys(&mut config);
+    restore_namespace_map_order(&tree, &mut config);
     config.share_schema_registry();
     config.resolve_checkpoint_topics();
     let mut violations = Vec::new();
@@ -229,6 +230,22 @@ fn key_error(path: &Path, e: serde_path_to_error::Error<config::ConfigError>) ->
         file: path.to_owned(),
         key,
         reason,
+    }
+}
+
+/// The `config` crate keeps tables in hash maps, so `topic_namespace_map` (whose regex keys
+/// are tried in the order written) comes out of it in no particular order; the TOML tree,
+/// with the environment's overrides, holds the order written.
+fn restore_namespace_map_order(tree: &toml::Table, config: &mut Config) {
+    let Some(toml::Value::Array(sources)) = tree.get("source") else {
+        return;
+    };
+    for (source, written) in config.sources.iter_mut().zip(sources) {
+        if let Some(toml::Value::Table(map)) = written.get("topic_namespace_map") {
+            source
+                .topic_namespace_map
+                .reorder(map.keys().map(String::as_str));
+        }
     }
 }
 

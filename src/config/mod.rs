@@ -9,6 +9,7 @@ mod diff;
 mod env;
 pub mod import_connect;
 mod load;
+pub mod namespace_map;
 mod registry;
 mod secrets;
 mod sink;
@@ -30,7 +31,7 @@ pub use registry::{
 pub use secrets::masked;
 pub use sink::*;
 pub use source::*;
-pub use validate::{validate, Violation};
+pub use validate::{validate, warnings, Violation};
 
 /// The whole daemon configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

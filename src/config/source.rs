@@ -3,12 +3,12 @@
 //! Key names follow the MongoDB Kafka Connector's where one exists (`publish.full.document.only`
 //! is `publish_full_document_only` here).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
+use super::namespace_map::{self, KeyKind, NamespaceMap, NamespaceRules, TopicTemplate};
 use super::registry::{self, SchemaRegistryConfig};
 use super::validate::{collection_name, database_name, positive, topic_name, Violation};
 
@@ -30,6 +30,10 @@ pub struct SourceConfig {
     /// database-level change stream (collections created later are picked up).
     #[serde(default)]
     pub collection_regex: Option<String>,
+    /// Collections of `database` not to watch nor copy, by name, with or without
+    /// `collection_regex` (a database stream, like Debezium's `collection.exclude.list`).
+    #[serde(default)]
+    pub collection_exclude: Vec<String>,
     /// Aggregation stages appended to `$changeStream`, as a JSON array (extended JSON allowed),
     /// e.g. `'[{"$match": {"operationType": "insert"}}]'`.
     #[serde(default)]
@@ -77,6 +81,20 @@ pub struct SourceConfig {
     /// continues the copy instead of starting it over.
     #[serde(default = "default_parallelism")]
     pub copy_existing_parallelism: usize,
+    /// With `copy_existing`: let MongoDB write to disk when the copy's aggregation outgrows
+    /// its memory (a `copy_existing_pipeline` that sorts or groups); the connector's
+    /// `startup.mode.copy.existing.allow.disk.use`, on by default as there.
+    #[serde(default = "super::default_true")]
+    pub copy_existing_allow_disk_use: bool,
+    /// The change stream's collation, as JSON (`'{"locale": "en", "strength": 2}'`): how the
+    /// stream's stages compare strings (the connector's `collation`).
+    #[serde(default)]
+    pub collation: Option<String>,
+    /// Ask MongoDB 6.0+ for the expanded events: `create`, `createIndexes`, `dropIndexes`,
+    /// `modify`, `shardCollection`, ..., and `updateDescription.disambiguatedPaths` (6.1+)
+    /// (the connector's `change.stream.show.expanded.events`).
+    #[serde(default)]
+    pub show_expanded_events: bool,
     /// Prefix of generated topic names.
     #[serde(default)]
     pub topic_prefix: Option<String>,
@@ -86,10 +104,14 @@ pub struct SourceConfig {
     /// Joins prefix, database, collection and suffix into a topic name.
     #[serde(default = "default_topic_separator")]
     pub topic_separator: String,
-    /// Namespace → topic overrides. Keys are `db.coll`, `db.*` or `*` (most specific wins);
-    /// values are topic names (prefix and suffix are still applied).
+    /// Namespace → topic rules, as the connector's `topic.namespace.map`: keys `db.coll`,
+    /// `db` (the topic, the separator and the collection), `/regex` (the whole namespace,
+    /// tried in the order written, `{db}`, `{coll}`, `{sep}`, `{sep_coll}`, `{coll_sep}`,
+    /// `{sep_coll_sep}` in the topic) and `*`, tried in that order; this daemon's `db.*` and
+    /// `/regex/` keep their earlier meaning, with a warning. The prefix and suffix are still
+    /// applied. See [`super::namespace_map`].
     #[serde(default)]
-    pub topic_namespace_map: BTreeMap<String, String>,
+    pub topic_namespace_map: NamespaceMap,
     /// Create missing topics (with `topic_partitions`, `topic_replication_factor`) instead of
     /// relying on the broker's auto-creation.
     #[serde(default)]
@@ -276,6 +298,15 @@ pub enum OutputFormat {
     CanonicalJson,
     /// Plain JSON: ObjectIds as hex strings, dates as ISO-8601 strings, decimals as strings.
     SimplifiedJson,
+    /// The MongoDB Kafka Connector's default JSON, byte for byte (`output.format.value =
+    /// json` with `output.json.formatter` `DefaultJson`): legacy extended JSON,
+    /// `{"$date": <millis>}`, `{"$numberLong": "..."}`.
+    ConnectorDefaultJson,
+    /// The connector's JSON with the `ExtendedJson` formatter, byte for byte: canonical
+    /// extended JSON as the Java driver writes it.
+    ConnectorExtendedJson,
+    /// The connector's JSON with the `SimplifiedJson` formatter, byte for byte.
+    ConnectorSimplifiedJson,
     /// The raw BSON bytes of the document.
     Bson,
     /// Avro in a schema registry's wire format, the schema inferred from each document.
@@ -495,6 +526,22 @@ impl SourceConfig {
         .then_some(SHARED_CHECKPOINT_TOPIC)
     }
 
+    /// The change stream's `collation`, parsed.
+    pub fn collation(&self) -> Result<Option<mongodb::options::Collation>, String> {
+        let Some(text) = &self.collation else {
+            return Ok(None);
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let doc = match bson::Bson::try_from(json) {
+            Ok(bson::Bson::Document(doc)) => doc,
+            _ => return Err("must be a JSON object such as {\"locale\": \"en\"}".to_owned()),
+        };
+        bson::from_document(doc)
+            .map(Some)
+            .map_err(|e| format!("not a collation: {e}"))
+    }
+
     /// The change-stream stages of `pipeline`, validated.
     pub fn stages(&self) -> Result<Vec<bson::Document>, String> {
         let stages = match &self.pipeline {
@@ -562,6 +609,30 @@ impl SourceConfig {
     /// The format of record values: `value_format`, else `format`.
     pub fn value_format(&self) -> OutputFormat {
         self.value_format.unwrap_or(self.format)
+    }
+
+    /// `topic_namespace_map`: every key means something and every topic it can name is a
+    /// valid topic name.
+    fn validate_namespace_map(&self, key: &str, out: &mut Vec<Violation>) {
+        let path = |k: &str| format!("{key}.topic_namespace_map.\"{k}\"");
+        if let Err(errors) = NamespaceRules::new(&self.topic_namespace_map) {
+            out.extend(errors.into_iter().map(|(k, e)| Violation::new(path(&k), e)));
+        }
+        for (k, topic) in self.topic_namespace_map.iter() {
+            // An empty topic leaves the key out, as in the connector.
+            if topic.is_empty() {
+                continue;
+            }
+            match namespace_map::key_kind(k) {
+                Ok(KeyKind::Regex(_) | KeyKind::LegacyRegex(_)) => {
+                    // Placeholders stand for names, which are valid in topic names.
+                    if let Ok(template) = TopicTemplate::parse(topic) {
+                        topic_name(&path(k), &template.expand("db", Some("coll"), "."), out);
+                    }
+                }
+                _ => topic_name(&path(k), topic, out),
+            }
+        }
     }
 
     /// Checks this pipeline; `key` is its path (`source[0]`).
@@ -643,6 +714,20 @@ impl SourceConfig {
         }
         if let Err(e) = self.stages() {
             out.push(Violation::new(at("pipeline"), e));
+        }
+        if let Err(e) = self.collation() {
+            out.push(Violation::new(at("collation"), e));
+        }
+        if !self.collection_exclude.is_empty()
+            && (self.database.is_none() || self.collection.is_some())
+        {
+            out.push(Violation::new(
+                at("collection_exclude"),
+                "applies to a database stream: needs `database`, without `collection`",
+            ));
+        }
+        for (i, name) in self.collection_exclude.iter().enumerate() {
+            collection_name(&format!("{key}.collection_exclude[{i}]"), name, out);
         }
         if self.batch_size == Some(0) {
             out.push(Violation::new(at("batch_size"), "must be at least 1"));
@@ -729,41 +814,7 @@ impl SourceConfig {
                 format!("holds `{c}`; Kafka topic names allow letters, digits, `.`, `_`, `-`"),
             ));
         }
-        for (namespace, topic) in &self.topic_namespace_map {
-            let path = format!("{key}.topic_namespace_map.\"{namespace}\"");
-            if let Some(pattern) = namespace
-                .strip_prefix('/')
-                .and_then(|p| p.strip_suffix('/'))
-            {
-                if let Err(e) = regex::Regex::new(pattern) {
-                    out.push(Violation::new(
-                        path.clone(),
-                        format!("not a valid regex: {e}"),
-                    ));
-                }
-                // `{db}` and `{coll}` stand for names, which are valid in topic names.
-                topic_name(
-                    &path,
-                    &topic.replace("{db}", "db").replace("{coll}", "coll"),
-                    out,
-                );
-                continue;
-            }
-            let valid_key = namespace == "*"
-                || namespace.split_once('.').is_some_and(|(db, coll)| {
-                    !db.is_empty()
-                        && !coll.is_empty()
-                        && !db.contains('*')
-                        && (coll == "*" || !coll.contains('*'))
-                });
-            if !valid_key {
-                out.push(Violation::new(
-                    path.clone(),
-                    "keys are `db.coll`, `db.*`, `/regex/` or `*`",
-                ));
-            }
-            topic_name(&path, topic, out);
-        }
+        self.validate_namespace_map(key, out);
         if self.topic_partitions < 1 {
             out.push(Violation::new(at("topic_partitions"), "must be at least 1"));
         }
@@ -1053,9 +1104,9 @@ mod tests {
             "holds `/`",
         );
         invalid(
-            "[source.topic_namespace_map]\n\"a.b.*x\" = \"t\"\n",
-            "source[0].topic_namespace_map.\"a.b.*x\"",
-            "keys are",
+            "[source.topic_namespace_map]\n\"a/b\" = \"t\"\n",
+            "source[0].topic_namespace_map.\"a/b\"",
+            "`/` is not allowed",
         );
         invalid(
             "[source.topic_namespace_map]\n\"db.*\" = \"bad topic\"\n",
@@ -1075,6 +1126,20 @@ mod tests {
         assert!(
             source("[source.topic_namespace_map]\n\"/^logs\\\\./\" = \"{db}-{coll}\"\n").is_ok(),
             "a regex key with placeholders is valid"
+        );
+        invalid(
+            "[source.topic_namespace_map]\n\"/a\" = \"{DB}\"\n",
+            "source[0].topic_namespace_map.\"/a\"",
+            "is not a placeholder",
+        );
+        invalid(
+            "[source.topic_namespace_map]\n\"/(?=a)\" = \"t\"\n",
+            "source[0].topic_namespace_map.\"/(?=a)\"",
+            "not a valid regex",
+        );
+        assert!(
+            source("[source.topic_namespace_map]\n\"/a\" = \"\"\n\"b\" = \"\"\n").is_ok(),
+            "an empty topic leaves its key out, as in the connector"
         );
         invalid(
             "topic_partitions = 0\n",
@@ -1101,6 +1166,27 @@ mod tests {
         );
         invalid("batch_size = 0\n", "source[0].batch_size", "at least 1");
         invalid(
+            "collation = '{\"strength\": 2}'\n",
+            "source[0].collation",
+            "not a collation",
+        );
+        invalid("collation = '[1]'\n", "source[0].collation", "JSON object");
+        assert!(
+            source("database = \"d\"\ncollation = '{\"locale\": \"en\", \"strength\": 2}'\n")
+                .is_ok()
+        );
+        invalid(
+            "collection_exclude = [\"a\"]\n",
+            "source[0].collection_exclude",
+            "needs `database`",
+        );
+        invalid(
+            "database = \"d\"\ncollection = \"a\"\ncollection_exclude = [\"b\"]\n",
+            "source[0].collection_exclude",
+            "without `collection`",
+        );
+        assert!(source("database = \"d\"\ncollection_exclude = [\"b\"]\n").is_ok());
+        invalid(
             "queue_capacity = 0\n",
             "source[0].queue_capacity",
             "at least 1",
@@ -1120,6 +1206,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.topic_namespace_map.len(), 3);
+    }
+
+    /// Regex keys are tried in the order written, so loading (which goes through the
+    /// `config` crate's unordered tables) keeps the map's document order; the connector's
+    /// database-only keys are valid.
+    #[test]
+    fn the_namespace_map_keeps_its_order_through_loading() {
+        let keys = [
+            "/z.*", "carDb", "/a.*", "carDb.ev", "*", "/m[0-9]+", "/b.*", "/y.*", "/c.*", "/x.*",
+            "/d.*", "/w.*",
+        ];
+        let table: String = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{k:?} = \"t{i}\"\n"))
+            .collect();
+        let s = source(&format!("[source.topic_namespace_map]\n{table}"))
+            .unwrap_or_else(|v| panic!("{v:?}"));
+        let loaded: Vec<&str> = s
+            .topic_namespace_map
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(loaded, keys);
     }
 
     #[test]

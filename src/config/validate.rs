@@ -70,6 +70,22 @@ const KAFKA_RESERVED_CONSUMER: &[(&str, &str)] = &[
     ),
 ];
 
+/// What a valid configuration holds that may not do what its author meant, each with its
+/// key: logged as warnings at start and reload, printed by `check-config`. Today: the
+/// `topic_namespace_map` keys the MongoDB Kafka Connector would read otherwise.
+pub fn warnings(config: &Config) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for (i, source) in config.sources.iter().enumerate() {
+        for (key, message) in super::namespace_map::warnings(&source.topic_namespace_map) {
+            out.push(Violation::new(
+                format!("source[{i}].topic_namespace_map.\"{key}\""),
+                message,
+            ));
+        }
+    }
+    out
+}
+
 /// Returns every problem found in `config`; empty means valid.
 pub fn validate(config: &Config) -> Vec<Violation> {
     let mut out = Vec::new();

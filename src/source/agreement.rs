@@ -36,6 +36,12 @@ struct Effective<'a> {
     database: &'a Option<String>,
     collection: Option<Vec<&'a str>>,
     collection_regex: &'a Option<String>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    collection_exclude: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    collation: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    show_expanded_events: bool,
     pipeline: Option<serde_json::Value>,
     full_document: &'a crate::config::FullDocument,
     full_document_before_change: &'a crate::config::FullDocumentBeforeChange,
@@ -48,7 +54,11 @@ struct Effective<'a> {
     topic_prefix: &'a Option<String>,
     topic_suffix: &'a Option<String>,
     topic_separator: &'a str,
-    topic_namespace_map: &'a std::collections::BTreeMap<String, String>,
+    topic_namespace_map: std::collections::BTreeMap<&'a str, &'a str>,
+    /// The regex keys in the order written, where that order can decide a topic (two or
+    /// more); absent otherwise, so fingerprints of maps from before the order counted stay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic_namespace_regex_order: Option<Vec<&'a str>>,
     key: &'a crate::config::KeyMode,
     format: &'a crate::config::OutputFormat,
     key_format: crate::config::OutputFormat,
@@ -73,6 +83,16 @@ fn stages(text: &Option<String>) -> Option<serde_json::Value> {
         .map(|t| serde_json::from_str(t).unwrap_or_else(|_| serde_json::Value::String(t.clone())))
 }
 
+fn regex_order(config: &SourceConfig) -> Option<Vec<&str>> {
+    let regexes: Vec<&str> = config
+        .topic_namespace_map
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| k.starts_with('/'))
+        .collect();
+    (regexes.len() > 1).then_some(regexes)
+}
+
 /// The fingerprint of `config`: 16 hex digits, the same on every daemon and every build for
 /// the same effective configuration.
 pub fn fingerprint(config: &SourceConfig) -> String {
@@ -80,6 +100,9 @@ pub fn fingerprint(config: &SourceConfig) -> String {
         database: &config.database,
         collection: config.collection.as_ref().map(|c| c.names()),
         collection_regex: &config.collection_regex,
+        collection_exclude: &config.collection_exclude,
+        collation: stages(&config.collation),
+        show_expanded_events: config.show_expanded_events,
         pipeline: stages(&config.pipeline),
         full_document: &config.full_document,
         full_document_before_change: &config.full_document_before_change,
@@ -92,7 +115,12 @@ pub fn fingerprint(config: &SourceConfig) -> String {
         topic_prefix: &config.topic_prefix,
         topic_suffix: &config.topic_suffix,
         topic_separator: &config.topic_separator,
-        topic_namespace_map: &config.topic_namespace_map,
+        topic_namespace_map: config
+            .topic_namespace_map
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+        topic_namespace_regex_order: regex_order(config),
         key: &config.key,
         format: &config.format,
         // What each part is written in, and with which schema, decides the records; the
@@ -215,6 +243,19 @@ mod tests {
         for config in changed {
             assert_ne!(fingerprint(&config), fp, "{config:?}");
         }
+    }
+
+    #[test]
+    fn the_order_of_regex_keys_counts_and_no_other_order_does() {
+        let fp = |map: &str| fingerprint(&source(&format!("[topic_namespace_map]\n{map}")));
+        assert_ne!(
+            fp("\"/a.*\" = \"x\"\n\"/.*\" = \"y\"\n"),
+            fp("\"/.*\" = \"y\"\n\"/a.*\" = \"x\"\n")
+        );
+        assert_eq!(
+            fp("\"a\" = \"x\"\n\"/.*\" = \"y\"\n\"b.c\" = \"z\"\n"),
+            fp("\"b.c\" = \"z\"\n\"/.*\" = \"y\"\n\"a\" = \"x\"\n")
+        );
     }
 
     #[test]

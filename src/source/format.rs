@@ -5,6 +5,7 @@ use std::sync::Arc;
 use bson::{Bson, Document};
 use serde_json::Value;
 
+use super::connector_json::{self, Formatter};
 use super::topic::TopicMapper;
 use crate::avro::{AvroError, AvroWriter};
 use crate::config::{KeyMode, OutputFormat, SourceConfig};
@@ -304,6 +305,9 @@ pub fn encode(doc: Document, format: OutputFormat) -> Result<Vec<u8>, FormatErro
         }
         OutputFormat::SimplifiedJson => serde_json::to_vec(&simplify(Bson::Document(doc)))?,
         OutputFormat::Bson => bson::to_vec(&doc)?,
+        OutputFormat::ConnectorDefaultJson => connector_json(&doc, Formatter::Default)?,
+        OutputFormat::ConnectorExtendedJson => connector_json(&doc, Formatter::Extended)?,
+        OutputFormat::ConnectorSimplifiedJson => connector_json(&doc, Formatter::Simplified)?,
         OutputFormat::Avro | OutputFormat::JsonSchema => {
             return Err(FormatError::Decode(
                 "`avro` and `json_schema` are written through a schema registry, by a `Conversion`"
@@ -311,6 +315,12 @@ pub fn encode(doc: Document, format: OutputFormat) -> Result<Vec<u8>, FormatErro
             ))
         }
     })
+}
+
+fn connector_json(doc: &Document, formatter: Formatter) -> Result<Vec<u8>, FormatError> {
+    let raw =
+        bson::RawDocumentBuf::from_document(doc).map_err(|e| FormatError::Decode(e.to_string()))?;
+    Ok(connector_json::to_vec(&raw, formatter)?)
 }
 
 /// Relaxed extended JSON. The `bson` crate writes the scope of JavaScript-with-scope values

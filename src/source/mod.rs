@@ -12,6 +12,7 @@
 
 pub mod agreement;
 pub mod checkpoint;
+pub mod connector_json;
 pub mod copy;
 pub mod copy_progress;
 pub mod extjson;

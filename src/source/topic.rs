@@ -1,15 +1,14 @@
 //! Namespace → topic name. Pure.
 //!
-//! The namespace map's keys are tried from the most specific: `db.coll`, then `db.*`, then
-//! regex keys written `/pattern/` (matched anywhere in `db.coll`, or in `db` for
-//! database-wide events, as the MongoDB Kafka Connector's `topic.namespace.map` matches them;
-//! anchor with `^` and `$`), in the order of their text, then `*`. A regex key's topic may
-//! name the event's database and collection as `{db}` and `{coll}`.
+//! As the MongoDB Kafka Connector's `DefaultTopicMapper`: the namespace map's rules
+//! ([`crate::config::namespace_map`]) are tried from the most specific: the `db.coll` key,
+//! then the `db` key (its topic, the separator and the collection), then this daemon's `db.*`
+//! key, then the regex keys in the order written (each matching the whole namespace, `db.coll`
+//! or `db` for database-wide events; the first that matches names the topic through its
+//! template), then `*`. Without a match the topic is the database and the collection joined
+//! by the separator. The prefix and suffix are added either way.
 
-use std::collections::BTreeMap;
-
-use regex::Regex;
-
+use crate::config::namespace_map::NamespaceRules;
 use crate::config::SourceConfig;
 
 /// Maps the namespace of a change event to its topic.
@@ -18,39 +17,26 @@ pub struct TopicMapper {
     prefix: Option<String>,
     suffix: Option<String>,
     separator: String,
-    map: BTreeMap<String, String>,
-    patterns: Vec<(Regex, String)>,
-}
-
-/// The pattern of a regex key (`/pattern/`) of the namespace map, if it is one.
-pub fn regex_key(key: &str) -> Option<&str> {
-    key.strip_prefix('/')?.strip_suffix('/')
+    rules: NamespaceRules,
 }
 
 impl TopicMapper {
-    /// The mapper of a source pipeline; a regex key that does not compile is an error
-    /// naming it (validation reports it first, with its key).
+    /// The mapper of a source pipeline; a key that means nothing (a regex or a template that
+    /// does not parse) is an error naming it (validation reports them first, each with its
+    /// key).
     pub fn new(config: &SourceConfig) -> Result<Self, String> {
-        let mut map = BTreeMap::new();
-        let mut patterns = Vec::new();
-        for (key, topic) in &config.topic_namespace_map {
-            match regex_key(key) {
-                Some(pattern) => patterns.push((
-                    Regex::new(pattern)
-                        .map_err(|e| format!("topic_namespace_map key `{key}`: {e}"))?,
-                    topic.clone(),
-                )),
-                None => {
-                    map.insert(key.clone(), topic.clone());
-                }
-            }
-        }
+        let rules = NamespaceRules::new(&config.topic_namespace_map).map_err(|errors| {
+            errors
+                .iter()
+                .map(|(key, e)| format!("topic_namespace_map key `{key}`: {e}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
         Ok(Self {
             prefix: config.topic_prefix.clone().filter(|p| !p.is_empty()),
             suffix: config.topic_suffix.clone().filter(|s| !s.is_empty()),
             separator: config.topic_separator.clone(),
-            map,
-            patterns,
+            rules,
         })
     }
 
@@ -58,24 +44,27 @@ impl TopicMapper {
     /// as `dropDatabase`), by the namespace map (see the module's rules); otherwise `db` and
     /// `coll` joined by the separator. The prefix and suffix are added either way.
     pub fn topic(&self, db: &str, coll: Option<&str>) -> String {
+        let rules = &self.rules;
         let namespace = match coll {
             Some(c) => format!("{db}.{c}"),
             None => db.to_owned(),
         };
+        let with_collection = |topic: &str| match coll {
+            Some(coll) => format!("{topic}{}{coll}", self.separator),
+            None => topic.to_owned(),
+        };
         let mapped = coll
-            .and_then(|_| self.map.get(&namespace).cloned())
-            .or_else(|| self.map.get(&format!("{db}.*")).cloned())
+            .and_then(|_| rules.namespaces.get(&namespace).cloned())
+            .or_else(|| rules.databases.get(db).map(|t| with_collection(t)))
+            .or_else(|| rules.whole_databases.get(db).cloned())
             .or_else(|| {
-                self.patterns
+                rules
+                    .regexes
                     .iter()
-                    .find(|(regex, _)| regex.is_match(&namespace))
-                    .map(|(_, topic)| {
-                        topic
-                            .replace("{db}", db)
-                            .replace("{coll}", coll.unwrap_or_default())
-                    })
+                    .find(|rule| rule.regex.is_match(&namespace))
+                    .map(|rule| rule.template.expand(db, coll, &self.separator))
             })
-            .or_else(|| self.map.get("*").cloned());
+            .or_else(|| rules.wildcard.clone());
         let mut parts: Vec<&str> = Vec::with_capacity(4);
         if let Some(prefix) = &self.prefix {
             parts.push(prefix);
@@ -148,7 +137,7 @@ mod tests {
     }
 
     #[test]
-    fn regex_keys_map_what_exact_keys_do_not() {
+    fn regex_keys_of_the_earlier_form_match_anywhere() {
         let m = mapper(
             None,
             None,
@@ -171,18 +160,154 @@ mod tests {
         // An exact `db.*` key is more specific than any regex.
         let m = mapper(None, None, ".", &[("/shop/", "r"), ("shop.*", "all-shop")]);
         assert_eq!(m.topic("shop", Some("x")), "all-shop");
-        // Several regex keys: the first by their text wins.
-        let m = mapper(None, None, ".", &[("/b/", "second"), ("/a/", "first")]);
+        // Several regex keys: the first written wins.
+        let m = mapper(None, None, ".", &[("/b/", "first"), ("/a/", "second")]);
         assert_eq!(m.topic("ab", Some("c")), "first");
+    }
+
+    /// A mapper from the `[source]` keys in `toml` (`topic_namespace_map` in document order).
+    fn mapper_toml(toml: &str) -> TopicMapper {
+        let config: SourceConfig =
+            toml::from_str(&format!("name = \"s\"\n{toml}")).unwrap_or_else(|e| panic!("{e}"));
+        TopicMapper::new(&config).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `db.coll` or `db` as the connector's tests name a namespace.
+    fn topic_of(m: &TopicMapper, namespace: &str) -> String {
+        match namespace.split_once('.') {
+            Some((db, coll)) => m.topic(db, Some(coll)),
+            None => m.topic(namespace, None),
+        }
+    }
+
+    // The examples of the connector's documentation, "Topic Naming": `topic.namespace.map`.
+    #[test]
+    fn connector_docs_database_and_collection_names() {
+        let map = "[topic_namespace_map]\n\"carDb\" = \"automobiles\"\n\"carDb.ev\" = \"electricVehicles\"\n";
+        let m = mapper_toml(map);
+        assert_eq!(topic_of(&m, "carDb.ev"), "electricVehicles");
+        assert_eq!(topic_of(&m, "carDb.sedans"), "automobiles.sedans");
+        assert_eq!(topic_of(&m, "carDb"), "automobiles");
+        assert_eq!(topic_of(&m, "trucks.big"), "trucks.big");
+        let m = mapper_toml(&format!(
+            "topic_prefix = \"p\"\ntopic_suffix = \"s\"\n{map}"
+        ));
+        assert_eq!(topic_of(&m, "carDb.ev"), "p.electricVehicles.s");
+        assert_eq!(topic_of(&m, "carDb.sedans"), "p.automobiles.sedans.s");
+    }
+
+    #[test]
+    fn connector_docs_regular_expressions() {
+        let m = mapper_toml(
+            "[topic_namespace_map]\n\"/vertical(?:\\\\..*)?\" = \"industrial{sep_coll}\"\n\"vertical.health\" = \"healthcare\"\n",
+        );
+        assert_eq!(topic_of(&m, "vertical.health"), "healthcare");
+        assert_eq!(
+            topic_of(&m, "vertical.wasteManagement"),
+            "industrial.wasteManagement"
+        );
+        assert_eq!(topic_of(&m, "vertical"), "industrial");
+        // The pattern must match the whole namespace.
+        assert_eq!(topic_of(&m, "verticals.a"), "verticals.a");
+        assert_eq!(topic_of(&m, "the_vertical.a"), "the_vertical.a");
+    }
+
+    #[test]
+    fn connector_docs_wildcard() {
+        let m = mapper_toml(
+            "[topic_namespace_map]\n\"carDb\" = \"automobiles\"\n\"carDb.ev\" = \"electricVehicles\"\n\"*\" = \"otherVehicles\"\n",
+        );
+        assert_eq!(topic_of(&m, "carDb.ev"), "electricVehicles");
+        assert_eq!(topic_of(&m, "carDb.vans"), "automobiles.vans");
+        assert_eq!(topic_of(&m, "boats.sail"), "otherVehicles");
+        assert_eq!(topic_of(&m, "boats"), "otherVehicles");
+    }
+
+    // The examples of the connector's `topic.namespace.map` reference (separator `-`).
+    #[test]
+    fn connector_reference_examples() {
+        let m = mapper_toml(
+            "topic_separator = \"-\"\n[topic_namespace_map]\n\"myDb\" = \"topicTwo\"\n\"myDb.myColl\" = \"topicOne\"\n",
+        );
+        assert_eq!(topic_of(&m, "myDb.myColl"), "topicOne");
+        assert_eq!(topic_of(&m, "myDb.other"), "topicTwo-other");
+        assert_eq!(topic_of(&m, "myDb"), "topicTwo");
+        assert_eq!(topic_of(&m, "db2.c"), "db2-c");
+        assert_eq!(topic_of(&m, "db2"), "db2");
+        let m = mapper_toml(
+            "topic_separator = \"-\"\n[topic_namespace_map]\n\"/myDb(?:\\\\..*)?\" = \"topicTwo{sep_coll}\"\n\"*\" = \"topicThree\"\n\"myDb.myColl\" = \"topicOne\"\n",
+        );
+        assert_eq!(topic_of(&m, "myDb.myColl"), "topicOne");
+        assert_eq!(topic_of(&m, "myDb.myColl2"), "topicTwo-myColl2");
+        assert_eq!(topic_of(&m, "myDb"), "topicTwo");
+        assert_eq!(topic_of(&m, "myDb2.myColl2"), "topicThree");
+    }
+
+    // The connector's own test (DefaultTopicMapperTest): order, precedence and the
+    // placeholders. Its duplicate `/my.*` key (TOML refuses duplicates) is here once, with the
+    // empty template that the connector keeps of it: an empty template is ignored.
+    #[test]
+    fn connector_test_extensive_map() {
+        let m = mapper_toml(
+            "[topic_namespace_map]\n\"/my.*\" = \"\"\n\"*\" = \"topicFive\"\n\"myDb\" = \"topicTwo\"\n\"/myDb\\\\d?\" = \"topicThree\"\n\"/myDb\\\\d{0,2}\" = \"topicFour\"\n\"myDb.myColl\" = \"topicOne\"\n",
+        );
+        assert_eq!(topic_of(&m, "myDb.myColl"), "topicOne");
+        assert_eq!(topic_of(&m, "myDb"), "topicTwo");
+        assert_eq!(topic_of(&m, "myDb.myColl2"), "topicTwo.myColl2");
+        assert_eq!(topic_of(&m, "myDb2"), "topicThree");
+        assert_eq!(topic_of(&m, "myDb3"), "topicThree");
+        assert_eq!(topic_of(&m, "myDb10"), "topicFour");
+        assert_eq!(topic_of(&m, "myDb100"), "topicFive");
+        for sep in ["-", "_", "."] {
+            let m = mapper_toml(&format!(
+                "topic_separator = \"{sep}\"\n[topic_namespace_map]\n\"/.*\" = \"begin{{coll}}{{sep}}{{db}}x{{sep_coll_sep}}y{{coll_sep}}{{db}}{{sep_coll}}end\"\n"
+            ));
+            assert_eq!(
+                topic_of(&m, "myDb.myColl"),
+                format!("beginmyColl{sep}myDbx{sep}myColl{sep}ymyColl{sep}myDb{sep}myCollend")
+            );
+            // Without a collection the collection placeholders are empty, `{sep}` is not.
+            assert_eq!(topic_of(&m, "myDb"), format!("begin{sep}myDbxymyDbend"));
+        }
+    }
+
+    #[test]
+    fn regex_keys_are_tried_in_the_order_configured() {
+        // By their text `/.*` would come first.
+        let m = mapper_toml("[topic_namespace_map]\n\"/z.*\" = \"first\"\n\"/.*\" = \"second\"\n");
+        assert_eq!(topic_of(&m, "zoo.c"), "first");
+        assert_eq!(topic_of(&m, "ape.c"), "second");
+    }
+
+    // The connector refuses these maps (DefaultTopicMapperTest): a `/` in a plain key,
+    // unbalanced braces, an unknown or upper-case placeholder, a regex that does not compile.
+    #[test]
+    fn maps_the_connector_refuses_are_refused() {
+        for (key, template) in [
+            ("myDb/myColl", "topicOne"),
+            ("/", "{"),
+            ("/", "}"),
+            ("/", "{}"),
+            ("/", "{{}"),
+            ("/", "{}}"),
+            ("/", "{unsupported_variable}"),
+            ("/", "{DB}"),
+            ("/[invalid", "topicOne"),
+        ] {
+            let mut config: SourceConfig =
+                toml::from_str("name = \"s\"").unwrap_or_else(|e| panic!("{e}"));
+            config.topic_namespace_map = toml::from_str(&format!("{key:?} = {template:?}"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let err = TopicMapper::new(&config).err();
+            assert!(err.is_some(), "`{key}` = `{template}` was accepted");
+        }
     }
 
     #[test]
     fn a_regex_key_that_does_not_compile_is_named() {
         let mut config: SourceConfig =
             toml::from_str("name = \"s\"").unwrap_or_else(|e| panic!("{e}"));
-        config
-            .topic_namespace_map
-            .insert("/(/".to_owned(), "t".to_owned());
+        config.topic_namespace_map = [("/(/".to_owned(), "t".to_owned())].into_iter().collect();
         let err = TopicMapper::new(&config).expect_err("bad regex");
         assert!(err.contains("`/(/`"), "{err}");
     }

@@ -165,7 +165,12 @@ impl<'a> Copier<'a> {
                 .await
                 .map_err(reader.mongo_error("listing collections"))?;
             for coll in names {
-                if coll.starts_with("system.") || coll_regex.is_some_and(|re| !re.is_match(&coll)) {
+                let excluded = matches!(reader.watched, Scope::Database { .. })
+                    && settings.collection_exclude.contains(&coll);
+                if excluded
+                    || coll.starts_with("system.")
+                    || coll_regex.is_some_and(|re| !re.is_match(&coll))
+                {
                     continue;
                 }
                 namespaces.push((db.clone(), coll));
@@ -248,6 +253,7 @@ impl<'a> Copier<'a> {
                     doc! { "$limit": 1 },
                     doc! { "$project": { "_id": 1 } },
                 ])
+                .allow_disk_use(reader.shared.config.copy_existing_allow_disk_use)
                 .await
                 .map_err(reader.mongo_error("splitting the copy"))?
                 .try_next()
@@ -284,6 +290,7 @@ impl<'a> Copier<'a> {
         let mut cursor = target
             .collection
             .aggregate(stages)
+            .allow_disk_use(reader.shared.config.copy_existing_allow_disk_use)
             .await
             .map_err(reader.mongo_error("copying existing documents"))?
             // Raw: the event is built and written from the bytes, and a document that does

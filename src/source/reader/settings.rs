@@ -22,6 +22,8 @@ pub struct ReaderSettings {
     pub copy_stages: Vec<Document>,
     /// `collection_regex`: the collections a database copy covers.
     pub collection_regex: Option<Regex>,
+    /// `collection_exclude`: collections a database stream and its copy leave out.
+    pub collection_exclude: Vec<String>,
     /// `copy_existing_namespace_regex`: the namespaces (`db.coll`) a copy covers.
     pub copy_namespaces: Option<Regex>,
     /// Where a reader without a checkpoint (or a pinned position) starts.
@@ -47,6 +49,7 @@ impl ReaderSettings {
                 .map_err(|e| refused(key, e.to_string()))
         };
         let stages = config.stages().map_err(|e| refused("pipeline", e))?;
+        config.collation().map_err(|e| refused("collation", e))?;
         let fragments = stages
             .last()
             .is_some_and(|stage| stage.contains_key(SPLIT_LARGE_EVENT));
@@ -74,6 +77,7 @@ impl ReaderSettings {
             fragments,
             copy_stages,
             collection_regex: regex("collection_regex", &config.collection_regex)?,
+            collection_exclude: config.collection_exclude.clone(),
             copy_namespaces: regex(
                 "copy_existing_namespace_regex",
                 &config.copy_existing_namespace_regex,
@@ -106,6 +110,9 @@ impl ReaderSettings {
         } = watched
         {
             stages.push(doc! { "$match": { "ns.coll": { "$regex": re.as_str() } } });
+        }
+        if matches!(watched, Scope::Database { .. }) && !self.collection_exclude.is_empty() {
+            stages.push(doc! { "$match": { "ns.coll": { "$nin": &self.collection_exclude } } });
         }
         stages.extend(self.stages.iter().cloned());
         if fragments && !self.fragments {

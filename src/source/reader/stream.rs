@@ -73,6 +73,9 @@ pub(crate) fn options(config: &SourceConfig, start: &StartAt) -> ChangeStreamOpt
         }
         FullDocumentBeforeChange::Required => Some(FullDocumentBeforeChangeType::Required),
     };
+    // Validated with the configuration; the reader's settings refuse it first otherwise.
+    options.collation = config.collation().ok().flatten();
+    options.show_expanded_events = config.show_expanded_events.then_some(true);
     options.batch_size = config.batch_size;
     options.max_await_time = Some(config.max_await_time);
     match start {
