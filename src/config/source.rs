@@ -287,6 +287,17 @@ pub enum KeyMode {
     EventId,
 }
 
+/// A collation given as JSON (`source.collation`, the connector's `collation`).
+pub fn parse_collation(text: &str) -> Result<mongodb::options::Collation, String> {
+    let json: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let doc = match bson::Bson::try_from(json) {
+        Ok(bson::Bson::Document(doc)) => doc,
+        _ => return Err("must be a JSON object such as {\"locale\": \"en\"}".to_owned()),
+    };
+    bson::from_document(doc).map_err(|e| format!("not a collation: {e}"))
+}
+
 /// `format`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -528,18 +539,7 @@ impl SourceConfig {
 
     /// The change stream's `collation`, parsed.
     pub fn collation(&self) -> Result<Option<mongodb::options::Collation>, String> {
-        let Some(text) = &self.collation else {
-            return Ok(None);
-        };
-        let json: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-        let doc = match bson::Bson::try_from(json) {
-            Ok(bson::Bson::Document(doc)) => doc,
-            _ => return Err("must be a JSON object such as {\"locale\": \"en\"}".to_owned()),
-        };
-        bson::from_document(doc)
-            .map(Some)
-            .map_err(|e| format!("not a collation: {e}"))
+        self.collation.as_deref().map(parse_collation).transpose()
     }
 
     /// The change-stream stages of `pipeline`, validated.

@@ -469,12 +469,10 @@ fn id_strategy(
             Some("uuid_provided_in_value")
         }
         Some(other) => {
-            let reason = if other.starts_with("BsonOidProvidedIn") {
-                format!("`{other}` is not supported yet; `object_id` is written")
-            } else {
-                format!("`{other}` is a custom class; `object_id` is written")
-            };
-            out.drop(p("document.id.strategy"), reason);
+            out.drop(
+                p("document.id.strategy"),
+                format!("`{other}` is a custom class; `object_id` is written"),
+            );
             None
         }
     };
@@ -778,12 +776,10 @@ fn write_model(
         Some("DeleteOneDefaultStrategy") => Some("delete_one"),
         Some("DeleteOneBusinessKeyStrategy") => Some("delete_business_key"),
         Some(other) => {
-            let reason = if other == "ReplaceOneShardKeyStrategy" {
-                format!("`{other}` is not supported yet; `replace_one` is written")
-            } else {
-                format!("`{other}` is a custom class; `replace_one` is written")
-            };
-            out.drop(p("writemodel.strategy"), reason);
+            out.drop(
+                p("writemodel.strategy"),
+                format!("`{other}` is a custom class; `replace_one` is written"),
+            );
             None
         }
     };

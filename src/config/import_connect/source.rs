@@ -101,6 +101,21 @@ fn change_stream(props: &mut Props, t: &mut toml::Table, out: &mut Out) {
             ),
         }
     }
+    let expanded = props.take("change.stream.show.expanded.events");
+    if let Some(true) = out.boolean("change.stream.show.expanded.events", expanded) {
+        t.insert("show_expanded_events".into(), true.into());
+    }
+    if let Some(collation) = props.take("collation") {
+        match crate::config::parse_collation(&collation) {
+            Ok(_) => {
+                t.insert("collation".into(), collation.into());
+            }
+            Err(e) => out.drop(
+                "collation",
+                format!("`{collation}` is not a collation ({e}); the connector refuses it"),
+            ),
+        }
+    }
     let key = props.take("change.stream.document.key.as.key");
     if let Some(false) = out.boolean("change.stream.document.key.as.key", key) {
         t.insert("key".into(), "event_id".into());
@@ -139,15 +154,13 @@ fn topics(props: &mut Props, t: &mut toml::Table, out: &mut Out) {
             t.insert(key.into(), value.into());
         }
     }
-    let separator = props.take("topic.separator");
-    if let Some(separator) = &separator {
+    if let Some(separator) = props.take("topic.separator") {
         if separator != "." {
-            t.insert("topic_separator".into(), separator.clone().into());
+            t.insert("topic_separator".into(), separator.into());
         }
     }
-    let separator = separator.unwrap_or_else(|| ".".to_owned());
     if let Some(map) = props.take("topic.namespace.map") {
-        match namespace_map(&map, &separator, out) {
+        match namespace_map(&map, out) {
             Ok(table) if table.is_empty() => {}
             Ok(table) => {
                 t.insert("topic_namespace_map".into(), table.into());
@@ -178,66 +191,69 @@ fn topics(props: &mut Props, t: &mut toml::Table, out: &mut Out) {
     }
 }
 
-/// The connector's `topic.namespace.map` (JSON) as our `topic_namespace_map`.
-fn namespace_map(json: &str, separator: &str, out: &mut Out) -> Result<toml::Table, String> {
+/// The connector's `topic.namespace.map` (JSON) as our `topic_namespace_map`: our map reads
+/// the connector's keys and topic templates as it does, so they are carried as written, in
+/// the order written (serde_json's `preserve_order` keeps an object's order; regex keys are
+/// tried in that order). Two spellings the connector reads otherwise than ours are rewritten.
+fn namespace_map(json: &str, out: &mut Out) -> Result<toml::Table, String> {
     let value: serde_json::Value =
         serde_json::from_str(json).map_err(|e| format!("not a JSON object: {e}"))?;
     let serde_json::Value::Object(map) = value else {
         return Err("not a JSON object".to_owned());
     };
     let mut table = toml::Table::new();
-    for (pattern, topic) in map {
+    for (key, topic) in map {
         let serde_json::Value::String(topic) = topic else {
-            return Err(format!("the topic of `{pattern}` is not a string"));
+            return Err(format!("the topic of `{key}` is not a string"));
         };
         if topic.is_empty() {
+            // The connector leaves such a key out; so would ours.
             continue;
         }
-        let template = |t: &str| {
-            t.replace("{sep_coll_sep}", &format!("{separator}{{coll}}{separator}"))
-                .replace("{sep_coll}", &format!("{separator}{{coll}}"))
-                .replace("{coll_sep}", &format!("{{coll}}{separator}"))
-                .replace("{sep}", separator)
+        let key = match namespace_map_key(&key) {
+            Some(ours) => {
+                out.note(format!(
+                    "`topic.namespace.map` key `{key}` became `{ours}`: written as the connector's, it would be read as this daemon's earlier form (docs/configuration.md, \"Topic names\")"
+                ));
+                ours
+            }
+            None => key,
         };
-        if pattern == "*" {
-            table.insert("*".into(), topic.into());
-        } else if let Some(regex) = pattern.strip_prefix('/') {
-            // The connector's regex must match the whole namespace; ours matches anywhere.
-            table.insert(format!("/^(?:{regex})$/"), template(&topic).into());
-        } else if pattern.contains('.') {
-            table.insert(pattern, topic.into());
-        } else {
-            // A database: the connector's topic is `<topic><separator><collection>`.
-            let key = format!("/^{}\\./", regex::escape(&pattern));
-            out.note(format!(
-                "`topic.namespace.map` key `{pattern}` (a database) became the regex key `{key}` with the topic `{topic}{separator}{{coll}}`"
-            ));
-            table.insert(key, format!("{topic}{separator}{{coll}}").into());
-        }
+        table.insert(key, topic.into());
     }
     Ok(table)
 }
 
+/// Our key for a connector key our map reads otherwise, if any: `/pattern/` is, to the
+/// connector, the regex `pattern/` matching the whole namespace (ours: `pattern` anywhere);
+/// `db.*` is the collection `*` of `db` (ours: every collection of `db`).
+fn namespace_map_key(key: &str) -> Option<String> {
+    if let Some(pattern) = key.strip_prefix('/').filter(|p| p.ends_with('/')) {
+        // Anchored at both ends, our earlier form means what the connector reads.
+        return Some(format!("/^(?:{pattern})$/"));
+    }
+    let database = key.strip_suffix(".*");
+    if database.is_some_and(|db| !db.is_empty() && !db.contains(['.', '/'])) {
+        return Some(format!("/{}", regex::escape(key)));
+    }
+    None
+}
+
 /// `output.format.*`, `output.json.formatter`, `output.schema.*` and the converters.
 fn formats(props: &mut Props, t: &mut toml::Table, converters: &Converters, out: &mut Out) {
+    // Each of the connector's formatters has a twin writing the same bytes.
     let json_format = match props.take("output.json.formatter") {
-        None => {
-            out.note("JSON records: the connector's default `DefaultJson` formatter has no exact twin, `relaxed_json` is written; compare a few records before switching consumers");
-            "relaxed_json"
-        }
+        None => "connector_default_json",
         Some(class) => match class.rsplit('.').next().unwrap_or(&class) {
-            "ExtendedJson" => "canonical_json",
-            "SimplifiedJson" => "simplified_json",
-            "DefaultJson" => {
-                out.note("`output.json.formatter` `DefaultJson` has no exact twin: `relaxed_json` is written; compare a few records before switching consumers");
-                "relaxed_json"
-            }
+            "DefaultJson" => "connector_default_json",
+            "ExtendedJson" => "connector_extended_json",
+            "SimplifiedJson" => "connector_simplified_json",
             _ => {
                 out.drop(
                     "output.json.formatter",
-                    format!("`{class}` is a custom formatter; `relaxed_json` is written"),
+                    format!("`{class}` is a custom formatter; `connector_default_json` (the connector's default) is written"),
                 );
-                "relaxed_json"
+                "connector_default_json"
             }
         },
     };
@@ -380,6 +396,7 @@ fn startup(props: &mut Props, t: &mut toml::Table, out: &mut Out) {
         t.insert("startup_mode".into(), "copy_existing".into());
     }
     for (suffix, key) in [
+        ("allow.disk.use", "copy_existing_allow_disk_use"),
         ("pipeline", "copy_existing_pipeline"),
         ("namespace.regex", "copy_existing_namespace_regex"),
         ("max.threads", "copy_existing_parallelism"),
@@ -395,6 +412,19 @@ fn startup(props: &mut Props, t: &mut toml::Table, out: &mut Out) {
             (None, Some(value)) => (old, value),
             (None, None) => continue,
         };
+        if key == "copy_existing_allow_disk_use" {
+            // On by default, as the connector's: only `false` says something.
+            match out.boolean(&property, Some(value)) {
+                Some(false) if copying => {
+                    t.insert(key.into(), false.into());
+                }
+                Some(false) => {
+                    out.drop(property, "read only with `startup.mode=copy_existing`");
+                }
+                _ => {}
+            }
+            continue;
+        }
         if !copying {
             out.drop(property, "read only with `startup.mode=copy_existing`");
             continue;

@@ -18,7 +18,7 @@ pub struct Property {
     /// The notes column (Markdown).
     pub notes: &'static str,
     /// Values (lower case) at which the connector does what the daemon does without the
-    /// property (`change.stream.show.expanded.events=false`): nothing is lost, nothing is
+    /// property (`output.schema.infer.value=false`): nothing is lost, nothing is
     /// listed.
     pub unchanged: &'static [&'static str],
 }
@@ -296,9 +296,9 @@ pub static SOURCE: &[Property] = &[
     row(&["batch.size"], key("`batch_size`"), "the cursor batch size"),
     row(&["change.stream.full.document"], key("`full_document`"), "same values: `default`, `updateLookup`, `whenAvailable`, `required`"),
     row(&["change.stream.full.document.before.change"], key("`full_document_before_change`"), "`off` (the connector's `default` and `off`), `whenAvailable`, `required`"),
-    row(&["change.stream.show.expanded.events"], NOT_YET, "").unless(&["false"]),
+    row(&["change.stream.show.expanded.events"], key("`show_expanded_events`"), "MongoDB 6.0+"),
     row(&["change.stream.document.key.as.key"], key("`key`"), "`true` (default): `key = \"document_key\"`; `false`: `key = \"event_id\"`, the event's `_id` (resume token)"),
-    row(&["collation"], NOT_YET, ""),
+    row(&["collation"], key("`collation`"), "the same JSON object, for the change stream only, as the connector"),
     row(&["publish.full.document.only"], key("`publish_full_document_only`"), "turns on `updateLookup`, as the connector does"),
     row(&["publish.full.document.only.tombstone.on.delete"], key("`tombstone_on_delete`"), ""),
     row(&["poll.max.batch.size"], replaced_by("`queue_capacity` and `memory_budget`"), "readers hand events over in batches of up to 500 records; what may wait is bounded in events and in bytes"),
@@ -306,10 +306,10 @@ pub static SOURCE: &[Property] = &[
     row(&["topic.prefix"], key("`topic_prefix`"), ""),
     row(&["topic.suffix"], key("`topic_suffix`"), ""),
     row(&["topic.separator"], key("`topic_separator`"), ""),
-    row(&["topic.namespace.map"], key("`topic_namespace_map`"), "a TOML table; `db.coll`, `db.*`, `/regex/` and `*` keys as the connector's, `{db}` and `{coll}` in regex topics ([Topic names](configuration.md#topic-names)); a database key (`\"db\"`, topics `<topic>.<collection>`) becomes a regex key"),
+    row(&["topic.namespace.map"], key("`topic_namespace_map`"), "a TOML table with the connector's keys and rules: `db.coll`, `db` (topic, separator, collection), `/regex` matching the whole namespace, tried in the order written, with `{db}`, `{coll}`, `{sep}`, `{sep_coll}`, `{coll_sep}`, `{sep_coll_sep}`, and `*`; regexes in Rust's syntax (no look-around); our older `db.*` and `/regex/` keys keep their meaning, with a warning ([Topic names](configuration.md#topic-names))"),
     row(&["topic.mapper"], NOT_NEEDED, "custom class; `topic_namespace_map` covers `DefaultTopicMapper`"),
     row(&["output.format.key", "output.format.value"], key("`key_format`, `value_format` (or `format` for both)"), "`json` → one of the JSON formats (next row), `bson` → `bson`, `schema` → `avro` or `json_schema` with a `schema_registry` ([Output formats](configuration.md#output-formats))"),
-    row(&["output.json.formatter"], key("`format`"), "`ExtendedJson` → `canonical_json`; `SimplifiedJson` → `simplified_json`; `DefaultJson` (the legacy strict mode) has no exact twin: `relaxed_json` (our default) or `canonical_json`"),
+    row(&["output.json.formatter"], key("`format` (or `key_format`, `value_format`)"), "byte for byte: `DefaultJson` (the connector's default) → `connector_default_json`; `ExtendedJson` → `connector_extended_json`; `SimplifiedJson` → `connector_simplified_json` (compared with the connector's records in `tests/connector_json.rs`). Our `canonical_json`, `relaxed_json` and `simplified_json` hold the same values in another spelling (no spaces, the Rust `bson` crate's numbers and dates) ([Output formats](configuration.md#output-formats))"),
     row(&["output.schema.key", "output.schema.value"], key("`key_schema`, `value_schema`"), "an Avro schema (or a JSON Schema with `json_schema`) as JSON text, registered as given"),
     row(&["output.schema.infer.value"], NOT_NEEDED, "schemas are always inferred unless `key_schema` / `value_schema` is given").unless(&["false"]),
     row(&["startup.mode"], key("`startup_mode`"), "`latest`, `timestamp`, `copy_existing`"),
@@ -318,7 +318,7 @@ pub static SOURCE: &[Property] = &[
     row(&["startup.mode.copy.existing.namespace.regex", "copy.existing.namespace.regex"], key("`copy_existing_namespace_regex`"), ""),
     row(&["startup.mode.copy.existing.max.threads", "copy.existing.max.threads"], key("`copy_existing_parallelism`"), "workers per collection, each an `_id` range; the copy resumes after a crash"),
     row(&["startup.mode.copy.existing.queue.size", "copy.existing.queue.size"], replaced_by("`queue_capacity` and `memory_budget`"), ""),
-    row(&["startup.mode.copy.existing.allow.disk.use", "copy.existing.allow.disk.use"], NOT_NEEDED, "the copy reads `_id` ranges sorted by `_id`, which the `_id` index serves without an in-memory sort"),
+    row(&["startup.mode.copy.existing.allow.disk.use", "copy.existing.allow.disk.use"], key("`copy_existing_allow_disk_use`"), "on by default, as the connector's"),
     row(&["copy.existing"], key("`startup_mode = \"copy_existing\"`"), ""),
     row(&["errors.tolerance", "mongo.errors.tolerance"], key("`errors.tolerance`"), "one setting; the connector's override has no counterpart (`mongo.errors.tolerance` wins when both are given)"),
     row(&["errors.deadletterqueue.topic.name", "mongo.errors.deadletterqueue.topic.name"], key("`errors.dead_letter_topic`"), ""),
@@ -347,7 +347,7 @@ pub static SINK: &[Property] = &[
     row(&["namespace.mapper.key.database.field", "namespace.mapper.value.database.field"], key("`database_field` with `namespace_from = \"key\"` or `\"value\"`"), ""),
     row(&["namespace.mapper.key.collection.field", "namespace.mapper.value.collection.field"], key("`collection_field` with `namespace_from = \"key\"` or `\"value\"`"), ""),
     row(&["namespace.mapper.error.if.invalid"], NOT_YET, "a missing or invalid field is always a `namespace` error (the connector's `true`), never a fallback"),
-    row(&["document.id.strategy"], key("`id_strategy`"), "`BsonOidStrategy` → `object_id`, `KafkaMetaDataStrategy` → `kafka_meta`, `FullKeyStrategy` → `full_key`, `PartialKeyStrategy` → `partial_key`, `PartialValueStrategy` → `partial_value`, `ProvidedInKeyStrategy` → `provided_in_key`, `ProvidedInValueStrategy` → `provided_in_value`, `UuidStrategy` → `uuid`, `UuidProvidedInKeyStrategy` → `uuid_provided_in_key`, `UuidProvidedInValueStrategy` → `uuid_provided_in_value`; `BsonOidProvidedInKeyStrategy`, `BsonOidProvidedInValueStrategy`: not yet"),
+    row(&["document.id.strategy"], key("`id_strategy`"), "`BsonOidStrategy` → `object_id`, `KafkaMetaDataStrategy` → `kafka_meta`, `FullKeyStrategy` → `full_key`, `PartialKeyStrategy` → `partial_key`, `PartialValueStrategy` → `partial_value`, `ProvidedInKeyStrategy` → `provided_in_key`, `ProvidedInValueStrategy` → `provided_in_value`, `UuidStrategy` → `uuid`, `UuidProvidedInKeyStrategy` → `uuid_provided_in_key`, `UuidProvidedInValueStrategy` → `uuid_provided_in_value` (every strategy the connector ships)"),
     row(&["document.id.strategy.overwrite.existing"], key("`id_overwrite_existing`"), ""),
     row(&["document.id.strategy.uuid.format"], key("`uuid_representation`"), "`string` or `binary`"),
     row(&["document.id.strategy.partial.key.projection.type", "document.id.strategy.partial.value.projection.type"], key("`id_fields_projection`"), "`AllowList` → `allow`, `BlockList` → `block`"),
@@ -358,7 +358,7 @@ pub static SINK: &[Property] = &[
     row(&["field.renamer.regexp"], key("`field_rename_regex`"), "a list of `{ pattern, replace }`; the connector's `regexp` (which fields) has no counterpart: `pattern` is matched against each value field's path"),
     row(&["post.processor.chain"], replaced_by("a fixed order"), "projections, renames, Kafka metadata, after the id strategy; `DocumentIdAdder` is `id_strategy`, `KafkaMetaAdder` is `kafka_metadata_field`, the projectors and renamers are the keys above; `NullFieldValueRemover` and custom post-processors: not yet"),
     row(&["field.value.transformer", "field.value.transformer.fields"], NOT_NEEDED, "a custom Java class"),
-    row(&["writemodel.strategy"], key("`write_model`"), "`DefaultWriteModelStrategy` → the default `replace_one` (`insert_one` for time series); `ReplaceOneDefaultStrategy` → `replace_one`, `ReplaceOneBusinessKeyStrategy` → `replace_business_key`, `UpdateOneDefaultStrategy` → `update_one`, `UpdateOneTimestampsStrategy` → `update_one_timestamps`, `UpdateOneBusinessKeyTimestampStrategy` → `update_business_key_timestamps`, `InsertOneDefaultStrategy` → `insert_one`, `DeleteOneDefaultStrategy` → `delete_one`, `DeleteOneBusinessKeyStrategy` → `delete_business_key`; `ReplaceOneShardKeyStrategy`: not yet. Business keys are `business_key_fields`, read from the value ([Write models](configuration.md#write-models)); `import-connect` takes them from the partial id strategy's allow list"),
+    row(&["writemodel.strategy"], key("`write_model`"), "`DefaultWriteModelStrategy` → the default `replace_one` (`insert_one` for time series); `ReplaceOneDefaultStrategy` → `replace_one`, `ReplaceOneBusinessKeyStrategy` → `replace_business_key`, `UpdateOneDefaultStrategy` → `update_one`, `UpdateOneTimestampsStrategy` → `update_one_timestamps`, `UpdateOneBusinessKeyTimestampStrategy` → `update_business_key_timestamps`, `InsertOneDefaultStrategy` → `insert_one`, `DeleteOneDefaultStrategy` → `delete_one`, `DeleteOneBusinessKeyStrategy` → `delete_business_key`. Business keys are `business_key_fields`, read from the value ([Write models](configuration.md#write-models)); `import-connect` takes them from the partial id strategy's allow list"),
     row(&["delete.on.null.values"], key("`delete_on_null_values`"), ""),
     row(&["delete.writemodel.strategy"], key("`delete_write_model`"), "`DeleteOneDefaultStrategy` → `delete_one`, `DeleteOneTombstoneBusinessKeyStrategy` → `delete_tombstone_business_key`"),
     row(&["max.batch.size"], key("`max_batch_size`"), "default 500 (the connector's 0: whatever Kafka Connect hands over at once); `max_batch_delay` bounds how long a batch waits"),
@@ -381,7 +381,7 @@ pub static SINK: &[Property] = &[
     row(&["server.api.version", "server.api.strict", "server.api.deprecation.errors"], key("`mongodb.server_api_version`, `mongodb.server_api_strict`, `mongodb.server_api_deprecation_errors`"), ""),
     row(&["connection.ssl.*", "mongo.custom.auth.mechanism.*"], key("as for sources"), ""),
     row(&["provider"], NOT_NEEDED, "as for sources"),
-    row_q(&["max.num.retries", "retries.defer.timeout"], "(connector 1.x, removed since)", key("`max_num_retries`; the backoff is fixed"), "retries of a bulk write that may pass, 200 ms doubling to 30 s"),
+    row_q(&["max.num.retries", "retries.defer.timeout"], "(dropped by the connector in 1.7, which leaves retries to the Java driver)", key("`max_num_retries`; the backoff is fixed"), "retries of a bulk write that may pass, 200 ms doubling to 30 s"),
 ];
 
 /// The schema registry settings of Confluent's converters.

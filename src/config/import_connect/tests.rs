@@ -38,6 +38,11 @@ fn loaded(class: &str, pairs: &[(&str, &str)]) -> (Config, Translation) {
     }
 }
 
+/// A `topic_namespace_map`'s keys and topics, in its order.
+fn map_entries(map: &crate::config::namespace_map::NamespaceMap) -> Vec<(&str, &str)> {
+    map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 fn dropped<'a>(translation: &'a Translation, property: &str) -> Option<&'a str> {
     translation
         .dropped
@@ -180,7 +185,7 @@ fn properties_without_a_key_are_listed_with_the_tables_reason() {
     let (_, t) = loaded(
         SOURCE_CLASS,
         &[
-            ("collation", "{\"locale\": \"fr\"}"),
+            ("topic.creation.default.cleanup.policy", "compact"),
             ("tasks.max", "3"),
             ("poll.max.batch.size", "1000"),
             ("transforms", "unwrap"),
@@ -188,7 +193,12 @@ fn properties_without_a_key_are_listed_with_the_tables_reason() {
             ("writemodel.strategy", "x"),
         ],
     );
-    assert_eq!(dropped(&t, "collation"), Some("not supported yet"));
+    assert!(
+        dropped(&t, "topic.creation.default.cleanup.policy")
+            .is_some_and(|r| r.starts_with("not supported yet")),
+        "{:?}",
+        t.dropped
+    );
     assert_eq!(
         dropped(&t, "tasks.max"),
         None,
@@ -229,6 +239,8 @@ fn a_source_carries_its_change_stream_topics_and_startup() {
             ("errors.deadletterqueue.topic.name", "dlq"),
             ("errors.deadletterqueue.context.headers.enable", "true"),
             ("server.api.version", "1"),
+            ("change.stream.show.expanded.events", "true"),
+            ("collation", "{\"locale\": \"fr\", \"strength\": 2}"),
         ],
     );
     let s = &config.sources[0];
@@ -246,11 +258,21 @@ fn a_source_carries_its_change_stream_topics_and_startup() {
     assert_eq!(s.key, crate::config::KeyMode::EventId);
     assert_eq!(s.topic_prefix.as_deref(), Some("mongo"));
     assert_eq!(s.topic_separator, "-");
-    let map = &s.topic_namespace_map;
-    assert_eq!(map["carDb.ev"], "electricVehicles");
-    assert_eq!(map["/^carDb\\./"], "automobiles-{coll}");
-    assert_eq!(map["/^(?:vertical(?:\\..*)?)$/"], "industrial-{coll}");
-    assert_eq!(map["*"], "otherVehicles");
+    // The connector's keys and templates mean the same in ours: carried as written, in order.
+    assert_eq!(
+        map_entries(&s.topic_namespace_map),
+        [
+            ("carDb", "automobiles"),
+            ("carDb.ev", "electricVehicles"),
+            ("/vertical(?:\\..*)?", "industrial{sep_coll}"),
+            ("*", "otherVehicles"),
+        ]
+    );
+    assert!(s.show_expanded_events);
+    assert_eq!(
+        s.collation().ok().flatten().map(|c| c.locale),
+        Some("fr".to_owned())
+    );
     assert_eq!(s.startup_mode, crate::config::StartupMode::Timestamp);
     assert_eq!(s.startup_timestamp.as_deref(), Some("2026-11-24T10:00:00Z"));
     assert_eq!(
@@ -288,7 +310,10 @@ fn source_formats_follow_the_converters() {
         ],
     );
     let s = &config.sources[0];
-    assert_eq!(s.key_format(), crate::config::OutputFormat::SimplifiedJson);
+    assert_eq!(
+        s.key_format(),
+        crate::config::OutputFormat::ConnectorSimplifiedJson
+    );
     assert_eq!(s.value_format(), crate::config::OutputFormat::Avro);
     assert!(s.value_schema.is_some());
     assert!(
@@ -1062,9 +1087,12 @@ fn several_connectors_share_one_daemon_or_say_why_not() {
     assert_eq!(names, ["unit", "unit-2", "unit-3", "other"]);
     let config = check(&t.toml).unwrap_or_else(|e| panic!("{e}\n{}", t.toml));
     assert_eq!((config.sources.len(), config.sinks.len()), (1, 3));
-    assert_eq!(
-        dropped(&t, "collation"),
-        Some("not supported yet (connector `unit`)")
+    assert!(
+        dropped(&t, "collation").is_some_and(
+            |r| r.starts_with("`x` is not a collation") && r.ends_with("(connector `unit`)")
+        ),
+        "{:?}",
+        t.dropped
     );
     let mut d = a.clone();
     d.properties
@@ -1085,4 +1113,190 @@ fn several_connectors_share_one_daemon_or_say_why_not() {
         translate_all(&[], &options()),
         Err(ImportError::NotAConnector(_))
     ));
+}
+
+#[test]
+fn regex_keys_of_the_namespace_map_keep_the_order_written() {
+    // The connector tries regex keys in the order written: the first that matches wins.
+    let (config, t) = loaded(
+        SOURCE_CLASS,
+        &[(
+            "topic.namespace.map",
+            r#"{"/shop\\.z.*": "first{sep_coll_sep}x", "/shop\\..*": "{db}{coll_sep}", "/a.*": "third", "empty.one": ""}"#,
+        )],
+    );
+    let s = &config.sources[0];
+    assert_eq!(
+        map_entries(&s.topic_namespace_map),
+        [
+            ("/shop\\.z.*", "first{sep_coll_sep}x"),
+            ("/shop\\..*", "{db}{coll_sep}"),
+            ("/a.*", "third"),
+        ]
+    );
+    let rules = crate::config::namespace_map::NamespaceRules::new(&s.topic_namespace_map)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let keys: Vec<&str> = rules.regexes.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(keys, ["/shop\\.z.*", "/shop\\..*", "/a.*"]);
+    assert!(t.dropped.is_empty(), "{:?}", t.dropped);
+}
+
+#[test]
+fn the_json_formatter_becomes_the_connectors_own_bytes() {
+    use crate::config::OutputFormat;
+    let formatter = "com.mongodb.kafka.connect.source.json.formatter.";
+    let cases = [
+        (None, OutputFormat::ConnectorDefaultJson),
+        (Some("DefaultJson"), OutputFormat::ConnectorDefaultJson),
+        (Some("ExtendedJson"), OutputFormat::ConnectorExtendedJson),
+        (
+            Some("SimplifiedJson"),
+            OutputFormat::ConnectorSimplifiedJson,
+        ),
+    ];
+    for (class, expected) in cases {
+        let class = class.map(|c| format!("{formatter}{c}"));
+        let mut pairs = vec![(
+            "value.converter",
+            "org.apache.kafka.connect.storage.StringConverter",
+        )];
+        pairs.push((
+            "key.converter",
+            "org.apache.kafka.connect.storage.StringConverter",
+        ));
+        if let Some(class) = &class {
+            pairs.push(("output.json.formatter", class.as_str()));
+        }
+        let (config, t) = loaded(SOURCE_CLASS, &pairs);
+        let s = &config.sources[0];
+        assert_eq!(
+            (s.key_format(), s.value_format()),
+            (expected, expected),
+            "{class:?}"
+        );
+        assert!(t.dropped.is_empty(), "{class:?}: {:?}", t.dropped);
+        assert!(
+            !t.notes.iter().any(|n| n.contains("no exact twin")),
+            "{class:?}: {:?}",
+            t.notes
+        );
+    }
+    let (config, t) = loaded(
+        SOURCE_CLASS,
+        &[("output.json.formatter", "com.example.MyJson")],
+    );
+    assert_eq!(
+        config.sources[0].value_format(),
+        OutputFormat::ConnectorDefaultJson
+    );
+    assert!(
+        dropped(&t, "output.json.formatter").is_some_and(|r| r.contains("custom formatter")),
+        "{:?}",
+        t.dropped
+    );
+}
+
+#[test]
+fn the_copys_allow_disk_use_is_carried() {
+    for property in [
+        "startup.mode.copy.existing.allow.disk.use",
+        "copy.existing.allow.disk.use",
+    ] {
+        let (config, t) = loaded(
+            SOURCE_CLASS,
+            &[("startup.mode", "copy_existing"), (property, "false")],
+        );
+        assert!(
+            !config.sources[0].copy_existing_allow_disk_use,
+            "{property}"
+        );
+        assert!(t.dropped.is_empty(), "{property}: {:?}", t.dropped);
+        // The connector's default, and ours.
+        let (config, t) = loaded(
+            SOURCE_CLASS,
+            &[("startup.mode", "copy_existing"), (property, "true")],
+        );
+        assert!(config.sources[0].copy_existing_allow_disk_use, "{property}");
+        assert!(t.dropped.is_empty(), "{property}: {:?}", t.dropped);
+        let (_, t) = loaded(SOURCE_CLASS, &[(property, "false")]);
+        assert!(
+            dropped(&t, property).is_some_and(|r| r.starts_with("read only with")),
+            "{property}: {:?}",
+            t.dropped
+        );
+    }
+}
+
+#[test]
+fn new_source_options_are_carried_and_defaults_list_nothing() {
+    let (config, t) = loaded(
+        SOURCE_CLASS,
+        &[
+            ("change.stream.show.expanded.events", "false"),
+            ("collation", ""),
+        ],
+    );
+    let s = &config.sources[0];
+    assert!(!s.show_expanded_events && s.collation.is_none());
+    assert!(t.dropped.is_empty(), "{:?}", t.dropped);
+    let (_, t) = loaded(SOURCE_CLASS, &[("collation", "[1]")]);
+    assert!(
+        dropped(&t, "collation").is_some_and(|r| r.contains("not a collation")),
+        "{:?}",
+        t.dropped
+    );
+}
+
+#[test]
+fn strategies_the_connector_never_had_are_unknown_classes() {
+    let (_, t) = loaded(
+        SINK_CLASS,
+        &[
+            ("topics", "t"),
+            ("database", "d"),
+            (
+                "writemodel.strategy",
+                "com.mongodb.kafka.connect.sink.writemodel.strategy.ReplaceOneShardKeyStrategy",
+            ),
+            (
+                "document.id.strategy",
+                "com.mongodb.kafka.connect.sink.processor.id.strategy.BsonOidProvidedInKeyStrategy",
+            ),
+        ],
+    );
+    for property in ["writemodel.strategy", "document.id.strategy"] {
+        assert!(
+            dropped(&t, property).is_some_and(|r| r.contains("is a custom class")),
+            "{property}: {:?}",
+            t.dropped
+        );
+    }
+}
+
+#[test]
+fn namespace_map_keys_our_map_reads_otherwise_are_rewritten() {
+    // To the connector `/a/b/` is the regex `a/b/` on the whole namespace and `shop.*` the
+    // collection `*`; ours would read them as its earlier forms.
+    let (config, t) = loaded(
+        SOURCE_CLASS,
+        &[(
+            "topic.namespace.map",
+            r#"{"/a/b/": "t1", "shop.*": "t2", "x.y.*": "t3"}"#,
+        )],
+    );
+    assert_eq!(
+        map_entries(&config.sources[0].topic_namespace_map),
+        [
+            ("/^(?:a/b/)$/", "t1"),
+            ("/shop\\.\\*", "t2"),
+            ("x.y.*", "t3")
+        ]
+    );
+    assert!(
+        t.notes
+            .iter()
+            .any(|n| n.contains("key `shop.*` became `/shop\\.\\*`")),
+        "{:?}",
+        t.notes
+    );
 }
