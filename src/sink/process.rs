@@ -1,7 +1,10 @@
 //! Post-processors, applied after the `_id` is set, in this order: key projection, value
 //! projection (allow- or block-list of dotted paths; `_id` always stays), `field_renames`,
 //! `field_rename_regex`, then `kafka_metadata_field`. A path through an array applies to
-//! every document in it, as the MongoDB Kafka Connector's projections do.
+//! every document in it, and `*`, `**` and `ab*` are read, as the MongoDB Kafka Connector's
+//! projections do (`AllowListProjector`, `BlockListProjector`).
+
+use std::collections::HashSet;
 
 use bson::{doc, Bson, DateTime, Document};
 use regex::Regex;
@@ -36,145 +39,192 @@ pub fn set_path(doc: &mut Document, path: &str, value: Bson) {
     }
 }
 
-/// The parsed form of a list of dotted paths: a tree of segments; a leaf keeps the whole
-/// subtree.
-#[derive(Debug, Default, Clone)]
-struct PathTree {
-    children: Vec<(String, PathTree)>,
-    leaf: bool,
+/// An allow-list of dotted paths as the MongoDB Kafka Connector's `AllowListProjector` reads
+/// it: each path with all its prefixes (so a kept field's parents stay); a segment `*` stands
+/// for any one field, a path `**` keeps everything, `a.**` all of `a`, a top-level `ab*`
+/// every field whose path starts with `ab`. Documents in arrays are projected like the array.
+#[derive(Debug, Clone)]
+struct AllowList {
+    /// The paths and their prefixes.
+    fields: HashSet<String>,
 }
 
-impl PathTree {
+impl AllowList {
     fn new(paths: &[String]) -> Self {
-        let mut root = Self::default();
+        let mut fields = HashSet::new();
         for path in paths {
-            let mut node = &mut root;
-            for segment in path.split('.') {
-                let at = match node.children.iter().position(|(s, _)| s == segment) {
-                    Some(at) => at,
-                    None => {
-                        node.children.push((segment.to_owned(), Self::default()));
-                        node.children.len() - 1
-                    }
-                };
-                node = &mut node.children[at].1;
+            let mut entry = path.as_str();
+            fields.insert(entry.to_owned());
+            while let Some((prefix, _)) = entry.rsplit_once('.') {
+                if !prefix.is_empty() {
+                    fields.insert(prefix.to_owned());
+                }
+                entry = prefix;
             }
-            node.leaf = true;
         }
-        root
+        Self { fields }
     }
 
-    fn child(&self, name: &str) -> Option<&PathTree> {
-        self.children
-            .iter()
-            .find(|(s, _)| s == name)
-            .map(|(_, t)| t)
-    }
-}
-
-fn allow_value(value: Bson, tree: &PathTree) -> Option<Bson> {
-    match value {
-        Bson::Document(doc) => Some(Bson::Document(allow_doc(doc, tree))),
-        Bson::Array(items) => Some(Bson::Array(
-            items
-                .into_iter()
-                .filter_map(|i| match i {
-                    Bson::Document(_) | Bson::Array(_) => allow_value(i, tree),
-                    _ => None,
-                })
-                .collect(),
-        )),
-        _ => None,
-    }
-}
-
-fn allow_doc(doc: Document, tree: &PathTree) -> Document {
-    let mut out = Document::new();
-    for (key, value) in doc {
-        let Some(node) = tree.child(&key) else {
-            continue;
-        };
-        if node.leaf {
-            out.insert(key, value);
-        } else if let Some(kept) = allow_value(value, node) {
-            out.insert(key, kept);
+    fn project(&self, doc: &mut Document) {
+        if !self.fields.contains(DOUBLE_WILDCARD) {
+            self.project_at("", doc);
         }
     }
-    out
+
+    fn project_at(&self, prefix: &str, doc: &mut Document) {
+        for (key, mut value) in std::mem::take(doc) {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            if !self.fields.contains(&path) && !self.wildcard_match(&path) {
+                continue;
+            }
+            // `path.**` keeps the whole field, documents in an array included.
+            if !self.fields.contains(&format!("{path}.{DOUBLE_WILDCARD}")) {
+                match &mut value {
+                    Bson::Document(inner) => self.project_at(&path, inner),
+                    Bson::Array(items) => {
+                        for item in items {
+                            if let Bson::Document(inner) = item {
+                                self.project_at(&path, inner);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            doc.insert(key, value);
+        }
+    }
+
+    /// Whether `path` matches a top-level `prefix*` or a path with `*` segments.
+    fn wildcard_match(&self, path: &str) -> bool {
+        let parts: Vec<&str> = path.split('.').collect();
+        self.fields.iter().any(|field| {
+            if !field.contains('.') && field != SINGLE_WILDCARD {
+                if let Some(start) = field.strip_suffix('*') {
+                    if path.starts_with(start) {
+                        return true;
+                    }
+                }
+            }
+            let segments: Vec<&str> = field.split('.').collect();
+            segments.len() == parts.len()
+                && segments
+                    .iter()
+                    .zip(&parts)
+                    .all(|(s, p)| *s == SINGLE_WILDCARD || s == p)
+        })
+    }
 }
 
-fn block_doc(doc: &mut Document, tree: &PathTree) {
-    for (segment, node) in &tree.children {
-        if node.leaf {
-            doc.remove(segment);
-        } else if let Some(value) = doc.get_mut(segment) {
-            block_value(value, node);
+const SINGLE_WILDCARD: &str = "*";
+const DOUBLE_WILDCARD: &str = "**";
+
+/// Removes dotted `field` from `doc` as the MongoDB Kafka Connector's `BlockListProjector`
+/// does: a segment `*` is every field there (the fields that are not documents go; the
+/// documents are looked into for the rest of the path), `**` is everything, a top-level
+/// `ab*` every field whose name starts with `ab`; documents in arrays are looked into.
+fn block_field(doc: &mut Document, field: &str) {
+    let (first, rest) = field.split_once('.').unwrap_or((field, ""));
+    if first == SINGLE_WILDCARD || first == DOUBLE_WILDCARD {
+        if first == DOUBLE_WILDCARD {
+            doc.clear();
+            return;
+        }
+        for (key, mut value) in std::mem::take(doc) {
+            if let Bson::Document(inner) = &mut value {
+                if !rest.is_empty() {
+                    block_field(inner, rest);
+                }
+                doc.insert(key, value);
+            }
+        }
+    } else if rest.is_empty() {
+        match field.strip_suffix('*') {
+            Some(start) => {
+                for (key, value) in std::mem::take(doc) {
+                    if !key.starts_with(start) {
+                        doc.insert(key, value);
+                    }
+                }
+            }
+            None => {
+                doc.remove(field);
+            }
+        }
+    } else {
+        match doc.get_mut(first) {
+            Some(Bson::Document(inner)) => block_field(inner, rest),
+            Some(Bson::Array(items)) => {
+                for item in items {
+                    if let Bson::Document(inner) = item {
+                        block_field(inner, rest);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }
 
-fn block_value(value: &mut Bson, tree: &PathTree) {
-    match value {
-        Bson::Document(doc) => block_doc(doc, tree),
-        Bson::Array(items) => items.iter_mut().for_each(|i| block_value(i, tree)),
-        _ => {}
-    }
+/// Whether `path` holds a wildcard (`*`, `**`, `ab*`).
+pub fn has_wildcard(path: &str) -> bool {
+    path.contains('*')
 }
 
-/// `doc` without the dotted `paths` (inside arrays too).
+/// `doc` without the dotted `paths` (inside arrays too; wildcards as the connector's).
 pub fn block_paths(mut doc: Document, paths: &[String]) -> Document {
-    block_doc(&mut doc, &PathTree::new(paths));
+    for path in paths {
+        block_field(&mut doc, path);
+    }
     doc
 }
 
-/// `doc` with only the dotted `paths` (nested structure kept).
-pub fn allow_paths(doc: Document, paths: &[String]) -> Document {
-    allow_doc(doc, &PathTree::new(paths))
+/// `doc` with only the dotted `paths` (nested structure kept; wildcards as the connector's).
+pub fn allow_paths(mut doc: Document, paths: &[String]) -> Document {
+    AllowList::new(paths).project(&mut doc);
+    doc
 }
 
 #[derive(Debug, Clone)]
 enum Projection {
     None,
-    Allow(PathTree),
-    Block(PathTree),
+    Allow(AllowList),
+    Block(Vec<String>),
 }
 
 impl Projection {
     fn new(allow: &[String], block: &[String]) -> Self {
         if !allow.is_empty() {
-            Self::Allow(PathTree::new(allow))
+            Self::Allow(AllowList::new(allow))
         } else if !block.is_empty() {
-            Self::Block(PathTree::new(block))
+            Self::Block(block.to_vec())
         } else {
             Self::None
         }
     }
 
     fn apply(&self, doc: &mut Document, keep_id: bool) {
+        let id = match self {
+            Self::None => return,
+            _ if keep_id => doc.get("_id").cloned(),
+            _ => None,
+        };
         match self {
             Self::None => {}
-            Self::Allow(tree) => {
-                let id = if keep_id {
-                    doc.get("_id").cloned()
-                } else {
-                    None
-                };
-                let mut kept = allow_doc(std::mem::take(doc), tree);
-                if let Some(id) = id {
-                    kept.insert("_id", id);
+            Self::Allow(list) => list.project(doc),
+            Self::Block(fields) => {
+                for field in fields {
+                    block_field(doc, field);
                 }
-                *doc = kept;
             }
-            Self::Block(tree) => {
-                let id = if keep_id {
-                    doc.get("_id").cloned()
-                } else {
-                    None
-                };
-                block_doc(doc, tree);
-                if let Some(id) = id {
-                    doc.insert("_id", id);
-                }
+        }
+        if let Some(id) = id {
+            if !doc.contains_key("_id") {
+                doc.insert("_id", id);
             }
         }
     }
