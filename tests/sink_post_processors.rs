@@ -307,3 +307,133 @@ fn the_configuration_guides_projection_examples_hold() {
         ],
     );
 }
+
+/// The problems `validate` finds in a sink with `extra`, as text.
+fn violations(extra: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    config(extra).validate("sink[0]", &mut out);
+    out.into_iter().map(|v| v.to_string()).collect()
+}
+
+#[test]
+fn null_fields_are_removed_as_the_connectors_null_field_value_remover() {
+    let record = processed(
+        "remove_null_fields = true",
+        d("{}"),
+        d(
+            r#"{"_id": 1, "a": null, "b": {"c": null, "d": 1}, "list": [{"e": null, "f": 2}, null, 3]}"#,
+        ),
+    );
+    // Nested documents and documents in arrays lose their null fields; an array's null
+    // items stay, as the connector's `BsonDocumentNullValueRemover` leaves them.
+    assert_eq!(
+        record.value,
+        Some(d(
+            r#"{"_id": 1, "b": {"d": 1}, "list": [{"f": 2}, null, 3]}"#
+        ))
+    );
+    let record = processed("", d("{}"), d(r#"{"_id": 1, "a": null}"#));
+    assert_eq!(
+        record.value,
+        Some(d(r#"{"_id": 1, "a": null}"#)),
+        "off by default"
+    );
+}
+
+#[test]
+fn the_post_processor_chain_runs_in_the_configured_order() {
+    let value = r#"{"_id": 1, "a": 1, "z": null}"#;
+    // The default order projects before it renames: `a` is gone before it could be `b`.
+    let record = processed(
+        "field_renames = { a = \"b\" }\nvalue_allow_fields = [\"b\"]",
+        d("{}"),
+        d(value),
+    );
+    assert_eq!(record.value, Some(d(r#"{"_id": 1}"#)));
+    let record = processed(
+        "field_renames = { a = \"b\" }\nvalue_allow_fields = [\"b\", \"meta.*\", \"z\"]\nkafka_metadata_field = \"meta\"\npost_processor_chain = [\"kafka_metadata\", \"rename\", \"allow_value\", \"remove_nulls\"]",
+        d("{}"),
+        d(value),
+    );
+    assert_eq!(
+        record.value,
+        Some(d(
+            r#"{"_id": 1, "b": 1, "meta": {"topic": "sinkpp_t", "partition": 0, "offset": {"$numberLong": "7"}, "timestamp": {"$date": {"$numberLong": "1000"}}}}"#
+        ))
+    );
+}
+
+#[test]
+fn the_id_runs_where_the_chain_puts_it_and_first_otherwise() {
+    let base =
+        "id_strategy = \"partial_value\"\nid_fields = [\"b\"]\nfield_renames = { a = \"b\" }";
+    let converted = |extra: &str| {
+        let mut record = SinkRecord {
+            topic: "sinkpp_t".into(),
+            partition: 0,
+            offset: 7,
+            timestamp: None,
+            key: None,
+            value: Some(d(r#"{"a": 1, "b": 2}"#)),
+        };
+        let config = config(&format!("{base}\n{extra}"));
+        let ids = IdAssigner::new(&config);
+        let outcome = PostProcessor::new(&config)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .apply_with_id(&mut record, &ids);
+        (outcome.map_err(|e| e.to_string()), record.value)
+    };
+    // First (the default): the id is made of `b` before the rename finds `b` taken.
+    let (outcome, _) = converted("");
+    assert!(outcome.is_err_and(|e| e.contains("already has `b`")));
+    // After the rename (and a block of the old `b`): the id is the renamed `a`.
+    let (outcome, value) = converted(
+        "value_block_fields = [\"b\"]\npost_processor_chain = [\"block_value\", \"rename\", \"id\"]",
+    );
+    assert_eq!(outcome, Ok(()));
+    assert_eq!(value, Some(d(r#"{"b": 1, "_id": {"b": 1}}"#)));
+}
+
+#[test]
+fn an_impossible_chain_is_refused_naming_its_key() {
+    assert!(violations(
+        "remove_null_fields = true\npost_processor_chain = [\"id\", \"remove_nulls\"]"
+    )
+    .is_empty());
+    let v = violations("post_processor_chain = [\"id\", \"NullFieldValueRemover\", \"id\"]");
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert!(
+        v[0].contains("sink[0].post_processor_chain[1]") && v[0].contains("remove_nulls"),
+        "{v:?}"
+    );
+    assert!(
+        v[1].contains("sink[0].post_processor_chain[2]") && v[1].contains("twice"),
+        "{v:?}"
+    );
+    // A step without its settings, settings without their step.
+    let v = violations("value_block_fields = [\"x\"]\npost_processor_chain = [\"allow_value\"]");
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert!(
+        v.iter()
+            .any(|v| v.contains("sink[0].post_processor_chain[0]")
+                && v.contains("value_allow_fields")),
+        "{v:?}"
+    );
+    assert!(
+        v.iter()
+            .any(|v| v.contains("sink[0].value_block_fields") && v.contains("block_value")),
+        "{v:?}"
+    );
+    let v = violations("remove_null_fields = true\npost_processor_chain = []");
+    assert!(
+        v.iter()
+            .any(|v| v.contains("sink[0].remove_null_fields") && v.contains("remove_nulls")),
+        "{v:?}"
+    );
+    let v = violations("cdc_handler = \"mongodb\"\npost_processor_chain = [\"id\"]");
+    assert!(
+        v.iter()
+            .any(|v| v.contains("sink[0].post_processor_chain") && v.contains("cdc_handler")),
+        "{v:?}"
+    );
+}

@@ -26,6 +26,32 @@ const PIPELINE_KEYS: &[&str] = &[
     "memory_budget",
 ];
 
+/// The steps `post_processor_chain` may name, each with the key that configures it and the
+/// MongoDB Kafka Connector's post-processor it stands for.
+pub const POST_PROCESSOR_STEPS: &[(&str, &str, &str)] = &[
+    ("id", "id_strategy", "DocumentIdAdder"),
+    ("allow_key", "key_allow_fields", "AllowListKeyProjector"),
+    ("block_key", "key_block_fields", "BlockListKeyProjector"),
+    (
+        "allow_value",
+        "value_allow_fields",
+        "AllowListValueProjector",
+    ),
+    (
+        "block_value",
+        "value_block_fields",
+        "BlockListValueProjector",
+    ),
+    ("rename", "field_renames", "RenameByMapping"),
+    ("rename_regex", "field_rename_regex", "RenameByRegExp"),
+    ("kafka_metadata", "kafka_metadata_field", "KafkaMetaAdder"),
+    (
+        "remove_nulls",
+        "remove_null_fields",
+        "NullFieldValueRemover",
+    ),
+];
+
 /// One `[[sink]]` pipeline: Kafka topics → MongoDB collections.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,6 +155,15 @@ pub struct SinkConfig {
     /// document.
     #[serde(default)]
     pub kafka_metadata_field: Option<String>,
+    /// Remove the value's null fields, in nested documents and documents in arrays too (the
+    /// MongoDB Kafka Connector's `NullFieldValueRemover`).
+    #[serde(default)]
+    pub remove_null_fields: bool,
+    /// The post-processors in the order they run, by the names of [`POST_PROCESSOR_STEPS`];
+    /// `None`: the id, projections, renames, Kafka metadata, null removal. `id` runs first
+    /// when left out (as the connector's `DocumentIdAdder`).
+    #[serde(default)]
+    pub post_processor_chain: Option<Vec<String>>,
     /// How a record becomes a write.
     #[serde(default)]
     pub write_model: WriteModelKind,
@@ -540,6 +575,75 @@ impl SinkConfig {
         }
     }
 
+    /// Whether the post-processor step `name` has its settings (`id` and `remove_nulls`
+    /// need none).
+    fn post_processor_configured(&self, name: &str) -> bool {
+        match name {
+            "allow_key" => !self.key_allow_fields.is_empty(),
+            "block_key" => !self.key_block_fields.is_empty(),
+            "allow_value" => !self.value_allow_fields.is_empty(),
+            "block_value" => !self.value_block_fields.is_empty(),
+            "rename" => !self.field_renames.is_empty(),
+            "rename_regex" => !self.field_rename_regex.is_empty(),
+            "kafka_metadata" => self.kafka_metadata_field.is_some(),
+            "remove_nulls" => self.remove_null_fields,
+            _ => true,
+        }
+    }
+
+    /// `post_processor_chain`: known names, each once, each with its settings, and every
+    /// configured post-processor in it (a setting left out of the chain would not run).
+    fn validate_post_processor_chain(&self, key: &str, out: &mut Vec<Violation>) {
+        let Some(chain) = &self.post_processor_chain else {
+            return;
+        };
+        if self.cdc_handler != CdcHandler::None {
+            out.push(Violation::new(
+                format!("{key}.post_processor_chain"),
+                "post-processors do not run with a `cdc_handler` (the events are replayed as they are, as the connector's CDC handlers do)",
+            ));
+        }
+        let names: Vec<&str> = POST_PROCESSOR_STEPS.iter().map(|s| s.0).collect();
+        for (i, name) in chain.iter().enumerate() {
+            let at = format!("{key}.post_processor_chain[{i}]");
+            let Some((_, setting, _)) = POST_PROCESSOR_STEPS.iter().find(|s| s.0 == name) else {
+                let connector = name.rsplit('.').next().unwrap_or_default();
+                let hint = POST_PROCESSOR_STEPS
+                    .iter()
+                    .find(|s| s.2 == connector)
+                    .map(|s| format!("use `{}` (the connector's `{}`); ", s.0, s.2))
+                    .unwrap_or_default();
+                out.push(Violation::new(
+                    at,
+                    format!(
+                        "`{name}` is not a post-processor: {hint}the steps are `{}`",
+                        names.join("`, `")
+                    ),
+                ));
+                continue;
+            };
+            if chain[..i].contains(name) {
+                out.push(Violation::new(at, format!("`{name}` is listed twice")));
+            } else if name != "remove_nulls" && !self.post_processor_configured(name) {
+                out.push(Violation::new(
+                    at,
+                    format!("`{name}` needs `{setting}`: set it, or leave `{name}` out"),
+                ));
+            }
+        }
+        for (name, setting, _) in POST_PROCESSOR_STEPS {
+            if *name != "id"
+                && self.post_processor_configured(name)
+                && !chain.iter().any(|c| c == name)
+            {
+                out.push(Violation::new(
+                    format!("{key}.{setting}"),
+                    format!("is set but `post_processor_chain` has no `{name}`: it would not run"),
+                ));
+            }
+        }
+    }
+
     /// The checks of the settings that may differ per topic.
     fn validate_topic_settings(&self, key: &str, out: &mut Vec<Violation>) {
         database_name(&format!("{key}.database"), &self.database, out);
@@ -653,6 +757,7 @@ impl SinkConfig {
                 ));
             }
         }
+        self.validate_post_processor_chain(key, out);
         let tombstone_business_key =
             self.delete_write_model == DeleteWriteModel::DeleteTombstoneBusinessKey;
         let business = self.write_model.uses_business_key() || tombstone_business_key;

@@ -166,11 +166,7 @@ impl Converter {
         };
         let namespace = self.namespace(&record)?;
         let op = if self.config.cdc_handler == CdcHandler::None {
-            if let Some(mut value) = record.value.take() {
-                self.ids.assign(&record, &mut value)?;
-                record.value = Some(value);
-            }
-            self.process.apply(&mut record)?;
+            self.process.apply_with_id(&mut record, &self.ids)?;
             if let (Some(series), Some(value)) = (&self.timeseries, record.value.as_mut()) {
                 series.convert(value)?;
             }

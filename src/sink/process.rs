@@ -1,6 +1,7 @@
-//! Post-processors, applied after the `_id` is set, in this order: key projection, value
+//! Post-processors, applied after the `_id` is set, in this order (or the one
+//! `post_processor_chain` gives, the id among them): key projection, value
 //! projection (allow- or block-list of dotted paths; `_id` always stays), `field_renames`,
-//! `field_rename_regex`, then `kafka_metadata_field`. A path through an array applies to
+//! `field_rename_regex`, `kafka_metadata_field`, then null removal. A path through an array applies to
 //! every document in it, and `*`, `**` and `ab*` are read, as the MongoDB Kafka Connector's
 //! projections do (`AllowListProjector`, `BlockListProjector`).
 
@@ -9,6 +10,7 @@ use std::collections::HashSet;
 use bson::{doc, Bson, DateTime, Document};
 use regex::Regex;
 
+use super::id::IdAssigner;
 use super::model::{RecordError, SinkRecord, Stage};
 use crate::config::SinkConfig;
 
@@ -230,6 +232,34 @@ impl Projection {
     }
 }
 
+/// One step of the post-processor chain (`post_processor_chain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Id,
+    Key,
+    Value,
+    Rename,
+    RenameRegex,
+    KafkaMetadata,
+    RemoveNulls,
+}
+
+impl Step {
+    /// The step a name of `post_processor_chain` stands for (validated at load).
+    fn named(name: &str) -> Option<Self> {
+        Some(match name {
+            "id" => Self::Id,
+            "allow_key" | "block_key" => Self::Key,
+            "allow_value" | "block_value" => Self::Value,
+            "rename" => Self::Rename,
+            "rename_regex" => Self::RenameRegex,
+            "kafka_metadata" => Self::KafkaMetadata,
+            "remove_nulls" => Self::RemoveNulls,
+            _ => return None,
+        })
+    }
+}
+
 /// The post-processors of one topic.
 pub struct PostProcessor {
     key: Projection,
@@ -237,10 +267,14 @@ pub struct PostProcessor {
     renames: Vec<(String, String)>,
     regex_renames: Vec<(Regex, String)>,
     metadata_field: Option<String>,
+    remove_nulls: bool,
+    /// The order they run in.
+    steps: Vec<Step>,
 }
 
 impl PostProcessor {
-    /// The processors `config` asks for; regexes are compiled once here.
+    /// The processors `config` asks for, in its `post_processor_chain` order or the default
+    /// one; regexes are compiled once here.
     pub fn new(config: &SinkConfig) -> Result<Self, String> {
         let regex_renames = config
             .field_rename_regex
@@ -252,6 +286,32 @@ impl PostProcessor {
                     .map_err(|e| format!("`field_rename_regex[{i}].pattern`: {e}"))
             })
             .collect::<Result<_, _>>()?;
+        let steps = match &config.post_processor_chain {
+            None => vec![
+                Step::Id,
+                Step::Key,
+                Step::Value,
+                Step::Rename,
+                Step::RenameRegex,
+                Step::KafkaMetadata,
+                Step::RemoveNulls,
+            ],
+            Some(chain) => {
+                let mut steps = chain
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| {
+                        Step::named(name).ok_or_else(|| {
+                            format!("`post_processor_chain[{i}]`: `{name}` is not a post-processor")
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if !steps.contains(&Step::Id) {
+                    steps.insert(0, Step::Id);
+                }
+                steps
+            }
+        };
         Ok(Self {
             key: Projection::new(&config.key_allow_fields, &config.key_block_fields),
             value: Projection::new(&config.value_allow_fields, &config.value_block_fields),
@@ -262,47 +322,123 @@ impl PostProcessor {
                 .collect(),
             regex_renames,
             metadata_field: config.kafka_metadata_field.clone(),
+            remove_nulls: config.remove_null_fields
+                || config
+                    .post_processor_chain
+                    .as_ref()
+                    .is_some_and(|c| c.iter().any(|n| n == "remove_nulls")),
+            steps,
         })
     }
 
-    /// Whether the processors leave values as they are (they may still project keys).
+    /// Whether the processors leave values as they are (they may still project keys) and
+    /// the id comes before them: the value's `_id` can then be set on its raw BSON first.
     pub fn keeps_values(&self) -> bool {
         matches!(self.value, Projection::None)
             && self.renames.is_empty()
             && self.regex_renames.is_empty()
             && self.metadata_field.is_none()
+            && !self.remove_nulls
+            && self.steps.first() == Some(&Step::Id)
     }
 
-    /// Applies every processor to `record`'s key (when a document) and value.
+    /// Applies every processor but the id to `record`'s key (when a document) and value.
     pub fn apply(&self, record: &mut SinkRecord) -> Result<(), RecordError> {
-        if let Some(Bson::Document(key)) = &mut record.key {
-            self.key.apply(key, false);
+        for step in &self.steps {
+            self.apply_step(*step, record)?;
         }
-        let metadata = self.metadata_field.as_ref().map(|_| {
-            let mut meta = doc! {
-                "topic": record.topic.as_str(),
-                "partition": record.partition,
-                "offset": record.offset,
-            };
-            if let Some(ts) = record.timestamp {
-                meta.insert("timestamp", DateTime::from_millis(ts));
+        Ok(())
+    }
+
+    /// Applies every processor, the id strategy `ids` at its place in the chain.
+    pub fn apply_with_id(
+        &self,
+        record: &mut SinkRecord,
+        ids: &IdAssigner,
+    ) -> Result<(), RecordError> {
+        for step in &self.steps {
+            if *step == Step::Id {
+                if let Some(mut value) = record.value.take() {
+                    let assigned = ids.assign(record, &mut value);
+                    record.value = Some(value);
+                    assigned?;
+                }
+            } else {
+                self.apply_step(*step, record)?;
             }
-            meta
-        });
+        }
+        Ok(())
+    }
+
+    fn apply_step(&self, step: Step, record: &mut SinkRecord) -> Result<(), RecordError> {
+        if step == Step::Key {
+            if let Some(Bson::Document(key)) = &mut record.key {
+                self.key.apply(key, false);
+            }
+            return Ok(());
+        }
+        let metadata = match (step, &self.metadata_field) {
+            (Step::KafkaMetadata, Some(_)) => {
+                let mut meta = doc! {
+                    "topic": record.topic.as_str(),
+                    "partition": record.partition,
+                    "offset": record.offset,
+                };
+                if let Some(ts) = record.timestamp {
+                    meta.insert("timestamp", DateTime::from_millis(ts));
+                }
+                Some(meta)
+            }
+            _ => None,
+        };
         let Some(value) = &mut record.value else {
             return Ok(());
         };
-        self.value.apply(value, true);
-        for (from, to) in &self.renames {
-            rename(value, from, to)?;
-        }
-        if !self.regex_renames.is_empty() {
-            regex_rename(value, "", &self.regex_renames)?;
-        }
-        if let (Some(field), Some(meta)) = (&self.metadata_field, metadata) {
-            set_path(value, field, Bson::Document(meta));
+        match step {
+            Step::Id | Step::Key => {}
+            Step::Value => self.value.apply(value, true),
+            Step::Rename => {
+                for (from, to) in &self.renames {
+                    rename(value, from, to)?;
+                }
+            }
+            Step::RenameRegex => {
+                if !self.regex_renames.is_empty() {
+                    regex_rename(value, "", &self.regex_renames)?;
+                }
+            }
+            Step::KafkaMetadata => {
+                if let (Some(field), Some(meta)) = (&self.metadata_field, metadata) {
+                    set_path(value, field, Bson::Document(meta));
+                }
+            }
+            Step::RemoveNulls => {
+                if self.remove_nulls {
+                    remove_nulls(value);
+                }
+            }
         }
         Ok(())
+    }
+}
+
+/// Removes the null fields of `doc`, of its documents and of the documents in its arrays (an
+/// array's null items stay), as the connector's `BsonDocumentNullValueRemover`.
+pub fn remove_nulls(doc: &mut Document) {
+    for (key, mut value) in std::mem::take(doc) {
+        match &mut value {
+            Bson::Null => continue,
+            Bson::Document(inner) => remove_nulls(inner),
+            Bson::Array(items) => {
+                for item in items {
+                    if let Bson::Document(inner) = item {
+                        remove_nulls(inner);
+                    }
+                }
+            }
+            _ => {}
+        }
+        doc.insert(key, value);
     }
 }
 
