@@ -6,8 +6,9 @@
 mod common;
 
 use mongo_kafka_bridge::config::SinkConfig;
+use mongo_kafka_bridge::sink::cdc::CdcReplayer;
 use mongo_kafka_bridge::sink::id::IdAssigner;
-use mongo_kafka_bridge::sink::model::SinkRecord;
+use mongo_kafka_bridge::sink::model::{SinkRecord, UpdateSpec, WriteOp};
 use mongo_kafka_bridge::sink::process::PostProcessor;
 use mongodb::bson::{Bson, Document};
 
@@ -434,6 +435,73 @@ fn an_impossible_chain_is_refused_naming_its_key() {
     assert!(
         v.iter()
             .any(|v| v.contains("sink[0].post_processor_chain") && v.contains("cdc_handler")),
+        "{v:?}"
+    );
+}
+
+/// The write the `mongodb` CDC handler makes of `event`, with `extra` settings.
+fn replayed(extra: &str, event: &str) -> Option<WriteOp> {
+    let config = config(&format!("cdc_handler = \"mongodb\"\n{extra}"));
+    let record = SinkRecord {
+        topic: "sinkpp_t".into(),
+        partition: 0,
+        offset: 7,
+        timestamp: None,
+        key: None,
+        value: Some(d(event)),
+    };
+    CdcReplayer::new(&config)
+        .replay(&record)
+        .unwrap_or_else(|e| panic!("{e}: {event}"))
+}
+
+#[test]
+fn cdc_writes_lose_their_null_values_as_the_connectors_cdc_null_field_value_remover() {
+    const ON: &str = "cdc_remove_null_values = true";
+    let replace = r#"{"operationType": "replace", "documentKey": {"_id": 1}, "fullDocument": {"_id": 1, "a": null, "b": {"c": null, "d": 1}}}"#;
+    match replayed(ON, replace) {
+        Some(WriteOp::Replace { replacement, .. }) => {
+            assert_eq!(replacement, d(r#"{"_id": 1, "b": {"d": 1}}"#));
+        }
+        other => panic!("{other:?}"),
+    }
+    match replayed("", replace) {
+        Some(WriteOp::Replace { replacement, .. }) => {
+            assert_eq!(replacement.get("a"), Some(&Bson::Null), "off by default");
+        }
+        other => panic!("{other:?}"),
+    }
+    // An update's `$set` loses its nulls, `$unset` stays; a `$set` left empty goes.
+    let update = r#"{"operationType": "update", "documentKey": {"_id": 1}, "updateDescription": {"updatedFields": {"a": null, "b": 2}, "removedFields": ["c"], "truncatedArrays": []}}"#;
+    match replayed(ON, update) {
+        Some(WriteOp::Update {
+            update: UpdateSpec::Operators(ops),
+            ..
+        }) => {
+            assert_eq!(ops, d(r#"{"$set": {"b": 2}, "$unset": {"c": ""}}"#));
+        }
+        other => panic!("{other:?}"),
+    }
+    let update = r#"{"operationType": "update", "documentKey": {"_id": 1}, "updateDescription": {"updatedFields": {"a": null}, "removedFields": ["c"], "truncatedArrays": []}}"#;
+    match replayed(ON, update) {
+        Some(WriteOp::Update {
+            update: UpdateSpec::Operators(ops),
+            ..
+        }) => {
+            assert_eq!(ops, d(r#"{"$unset": {"c": ""}}"#));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Nothing left to write: no write, as the connector's remover returns none.
+    let update = r#"{"operationType": "update", "documentKey": {"_id": 1}, "updateDescription": {"updatedFields": {"a": null}, "removedFields": [], "truncatedArrays": []}}"#;
+    assert_eq!(replayed(ON, update), None);
+    // Deletes are left as they are.
+    let delete = r#"{"operationType": "delete", "documentKey": {"_id": 1}}"#;
+    assert!(matches!(replayed(ON, delete), Some(WriteOp::Delete { .. })));
+    let v = violations(ON);
+    assert!(
+        v.iter()
+            .any(|v| v.contains("sink[0].cdc_remove_null_values") && v.contains("cdc_handler")),
         "{v:?}"
     );
 }

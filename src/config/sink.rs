@@ -228,6 +228,10 @@ pub struct SinkConfig {
     /// Connector's events), `debezium_mongodb`, `debezium_rdbms` (MySQL, PostgreSQL).
     #[serde(default)]
     pub cdc_handler: CdcHandler,
+    /// With a `cdc_handler`: remove null fields from the replacement of a replace and from
+    /// the `$set` of an update (the connector's `change.data.capture.handler.remove.null.values`).
+    #[serde(default)]
+    pub cdc_remove_null_values: bool,
     /// Records per bulk write.
     #[serde(default = "default_max_batch_size")]
     pub max_batch_size: usize,
@@ -758,6 +762,12 @@ impl SinkConfig {
             }
         }
         self.validate_post_processor_chain(key, out);
+        if self.cdc_remove_null_values && self.cdc_handler == CdcHandler::None {
+            out.push(Violation::new(
+                format!("{key}.cdc_remove_null_values"),
+                "is read only with a `cdc_handler` (`remove_null_fields` removes the nulls of documents written without one)",
+            ));
+        }
         let tombstone_business_key =
             self.delete_write_model == DeleteWriteModel::DeleteTombstoneBusinessKey;
         let business = self.write_model.uses_business_key() || tombstone_business_key;
