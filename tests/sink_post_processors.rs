@@ -7,6 +7,7 @@ mod common;
 
 use mongo_kafka_bridge::config::SinkConfig;
 use mongo_kafka_bridge::sink::cdc::CdcReplayer;
+use mongo_kafka_bridge::sink::convert::{Converter, RawRecord};
 use mongo_kafka_bridge::sink::id::IdAssigner;
 use mongo_kafka_bridge::sink::model::{SinkRecord, UpdateSpec, WriteOp};
 use mongo_kafka_bridge::sink::process::PostProcessor;
@@ -502,6 +503,75 @@ fn cdc_writes_lose_their_null_values_as_the_connectors_cdc_null_field_value_remo
     assert!(
         v.iter()
             .any(|v| v.contains("sink[0].cdc_remove_null_values") && v.contains("cdc_handler")),
+        "{v:?}"
+    );
+}
+
+/// Where the converter of a sink with `extra` sends a record of `key` and `value` (JSON).
+fn namespace_of(
+    extra: &str,
+    key: Option<&str>,
+    value: Option<&str>,
+) -> Result<Option<String>, String> {
+    let converter = Converter::new(config(extra)).unwrap_or_else(|e| panic!("{e}"));
+    converter
+        .convert(RawRecord {
+            topic: "sinkpp_t",
+            partition: 0,
+            offset: 1,
+            timestamp: None,
+            key: key.map(str::as_bytes),
+            value: value.map(str::as_bytes),
+        })
+        .map(|c| c.map(|c| c.namespace.to_string()))
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn an_invalid_namespace_from_a_record_falls_back_with_error_if_invalid_false() {
+    const FROM_VALUE: &str = "namespace_from = \"value\"\ndatabase_field = \"db\"\ncollection_field = \"meta.coll\"\ncollection = \"fallback\"\nid_strategy = \"provided_in_value\"";
+    let lenient = format!("{FROM_VALUE}\nerror_if_invalid = false");
+    let ok = |s: &str| Ok(Some(s.to_owned()));
+    assert_eq!(
+        namespace_of(
+            &lenient,
+            None,
+            Some(r#"{"_id": 1, "db": "a", "meta": {"coll": "b"}}"#)
+        ),
+        ok("a.b")
+    );
+    // Missing, not a string, empty: each part falls back on its own, as the connector's
+    // `FieldPathNamespaceMapper` with `namespace.mapper.error.if.invalid=false`.
+    assert_eq!(
+        namespace_of(&lenient, None, Some(r#"{"_id": 2, "meta": {"coll": 5}}"#)),
+        ok("sinkpp_db.fallback")
+    );
+    assert_eq!(
+        namespace_of(
+            &lenient,
+            None,
+            Some(r#"{"_id": 3, "db": "", "meta": {"coll": "c"}}"#)
+        ),
+        ok("sinkpp_db.c")
+    );
+    assert_eq!(
+        namespace_of(&lenient, None, Some(r#"{"_id": 4, "db": "d", "meta": 1}"#)),
+        ok("d.fallback")
+    );
+    // A tombstone has no value to read the namespace from: the default one, and no write.
+    assert_eq!(
+        namespace_of(&lenient, Some(r#"{"_id": 5}"#), None),
+        Ok(None)
+    );
+    // The default stays: an invalid namespace is an error naming the field.
+    let err = namespace_of(FROM_VALUE, None, Some(r#"{"_id": 2, "meta": {"coll": 5}}"#))
+        .expect_err("strict by default");
+    assert!(err.contains("`db`") || err.contains("`meta.coll`"), "{err}");
+    // Read only with a namespace taken from records.
+    let v = violations("error_if_invalid = false");
+    assert!(
+        v.iter()
+            .any(|v| v.contains("sink[0].error_if_invalid") && v.contains("namespace_from")),
         "{v:?}"
     );
 }

@@ -101,6 +101,12 @@ pub struct SinkConfig {
     /// Absent: `collection`, then the topic.
     #[serde(default)]
     pub collection_field: Option<String>,
+    /// With `namespace_from = "key"|"value"`: a missing, non-string or empty field (or no key
+    /// document, no value) is a `namespace` error; `false`: that part of the namespace is
+    /// `database` or `collection` (then the topic) instead (the connector's
+    /// `namespace.mapper.error.if.invalid`, whose default is `false`).
+    #[serde(default = "super::default_true")]
+    pub error_if_invalid: bool,
     /// How record keys are read: `json` (plain or extended JSON), `bson`, `string`, `avro`,
     /// `json_schema`, `connect_json` (Kafka Connect's `JsonConverter` envelope).
     #[serde(default)]
@@ -666,11 +672,12 @@ impl SinkConfig {
             collection_name(&format!("{key}.collection"), collection, out);
         }
         if self.namespace_from == NamespaceFrom::Config {
-            for (field, value) in [
-                ("database_field", &self.database_field),
-                ("collection_field", &self.collection_field),
+            for (field, set) in [
+                ("database_field", self.database_field.is_some()),
+                ("collection_field", self.collection_field.is_some()),
+                ("error_if_invalid", !self.error_if_invalid),
             ] {
-                if value.is_some() {
+                if set {
                     out.push(Violation::new(
                         format!("{key}.{field}"),
                         "is read only with `namespace_from = \"key\"` or `\"value\"`",
