@@ -575,3 +575,98 @@ fn an_invalid_namespace_from_a_record_falls_back_with_error_if_invalid_false() {
         "{v:?}"
     );
 }
+
+/// A sink pipeline (one new topic) named for this helper's tests, with `extra` in its table.
+async fn sink(extra: &str) -> common::sink::Sink {
+    let sink = common::sink::Sink {
+        name: common::unique("sinkpp_sink"),
+        topic: common::unique("sinkpp_in"),
+        more_topics: Vec::new(),
+        db: common::unique("sinkpp_db"),
+        port: common::free_port(),
+        extra: extra.to_owned(),
+    };
+    common::create_topic(&sink.topic, 1).await;
+    sink
+}
+
+#[tokio::test]
+async fn documents_are_written_projected_renamed_and_without_nulls_in_the_chains_order() {
+    use serde_json::json;
+    let sink = sink(
+        "id_strategy = \"provided_in_value\"\n\
+         field_renames = { a = \"b\" }\n\
+         value_allow_fields = [\"b\", \"sub.*\", \"list.x\", \"keep\"]\n\
+         remove_null_fields = true\n\
+         kafka_metadata_field = \"meta\"\n\
+         post_processor_chain = [\"rename\", \"allow_value\", \"remove_nulls\", \"kafka_metadata\"]",
+    )
+    .await;
+    let daemon = sink.start();
+    common::produce(
+        &sink.topic,
+        &[common::Outgoing::json(
+            json!(null),
+            json!({"_id": 1, "a": 1, "c": 2, "sub": {"x": 1, "y": null, "z": {"w": 1}},
+                   "list": [{"x": 1, "y": 2}, {"x": null}], "keep": null}),
+        )],
+    )
+    .await;
+    assert_eq!(sink.wait_for_count(1).await, 1, "log:\n{}", daemon.log());
+    let docs = sink.documents().await;
+    let mut written = docs.get("1").cloned().unwrap_or_else(|| panic!("{docs:?}"));
+    let meta = written.remove("meta");
+    assert_eq!(
+        written,
+        d(r#"{"_id": 1, "b": 1, "sub": {"x": 1, "z": {}}, "list": [{"x": 1}, {}]}"#),
+        "renamed before the projection (so `b` stays), `sub.*` one level deep, nulls removed"
+    );
+    let meta = match meta {
+        Some(Bson::Document(meta)) => meta,
+        other => panic!("no Kafka metadata: {other:?}"),
+    };
+    assert_eq!(meta.get_str("topic").ok(), Some(sink.topic.as_str()));
+    assert_eq!(meta.get_i64("offset").ok(), Some(0));
+    sink.stop(daemon).await;
+}
+
+#[tokio::test]
+async fn a_record_naming_no_valid_database_goes_to_the_configured_one_with_error_if_invalid_false()
+{
+    use serde_json::json;
+    let other = common::unique("sinkpp_other");
+    let sink = sink(
+        "id_strategy = \"provided_in_value\"\nnamespace_from = \"value\"\ndatabase_field = \"db\"\nerror_if_invalid = false",
+    )
+    .await;
+    let daemon = sink.start();
+    common::produce(
+        &sink.topic,
+        &[
+            common::Outgoing::json(json!(null), json!({"_id": 1, "db": other})),
+            common::Outgoing::json(json!(null), json!({"_id": 2, "db": 5})),
+            common::Outgoing::json(json!(null), json!({"_id": 3})),
+        ],
+    )
+    .await;
+    assert_eq!(sink.wait_for_count(2).await, 2, "log:\n{}", daemon.log());
+    let ids: Vec<String> = sink.documents().await.into_keys().collect();
+    assert_eq!(ids, ["2", "3"]);
+    let client = common::mongo_client().await;
+    let elsewhere = client.database(&other).collection::<Document>("docs");
+    let found = common::eventually(common::sink::WAIT, || async {
+        elsewhere
+            .count_documents(mongodb::bson::doc! {"_id": 1})
+            .await
+            .unwrap_or(0)
+            == 1
+    })
+    .await;
+    assert!(
+        found,
+        "the record naming `{other}` was not written there; log:\n{}",
+        daemon.log()
+    );
+    let _ = client.database(&other).drop().await;
+    sink.stop(daemon).await;
+}
