@@ -26,6 +26,32 @@ const PIPELINE_KEYS: &[&str] = &[
     "memory_budget",
 ];
 
+/// The steps `post_processor_chain` may name, each with the key that configures it and the
+/// MongoDB Kafka Connector's post-processor it stands for.
+pub const POST_PROCESSOR_STEPS: &[(&str, &str, &str)] = &[
+    ("id", "id_strategy", "DocumentIdAdder"),
+    ("allow_key", "key_allow_fields", "AllowListKeyProjector"),
+    ("block_key", "key_block_fields", "BlockListKeyProjector"),
+    (
+        "allow_value",
+        "value_allow_fields",
+        "AllowListValueProjector",
+    ),
+    (
+        "block_value",
+        "value_block_fields",
+        "BlockListValueProjector",
+    ),
+    ("rename", "field_renames", "RenameByMapping"),
+    ("rename_regex", "field_rename_regex", "RenameByRegExp"),
+    ("kafka_metadata", "kafka_metadata_field", "KafkaMetaAdder"),
+    (
+        "remove_nulls",
+        "remove_null_fields",
+        "NullFieldValueRemover",
+    ),
+];
+
 /// One `[[sink]]` pipeline: Kafka topics → MongoDB collections.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +101,12 @@ pub struct SinkConfig {
     /// Absent: `collection`, then the topic.
     #[serde(default)]
     pub collection_field: Option<String>,
+    /// With `namespace_from = "key"|"value"`: a missing, non-string or empty field (or no key
+    /// document, no value) is a `namespace` error; `false`: that part of the namespace is
+    /// `database` or `collection` (then the topic) instead (the connector's
+    /// `namespace.mapper.error.if.invalid`, whose default is `false`).
+    #[serde(default = "super::default_true")]
+    pub error_if_invalid: bool,
     /// How record keys are read: `json` (plain or extended JSON), `bson`, `string`, `avro`,
     /// `json_schema`, `connect_json` (Kafka Connect's `JsonConverter` envelope).
     #[serde(default)]
@@ -129,6 +161,15 @@ pub struct SinkConfig {
     /// document.
     #[serde(default)]
     pub kafka_metadata_field: Option<String>,
+    /// Remove the value's null fields, in nested documents and documents in arrays too (the
+    /// MongoDB Kafka Connector's `NullFieldValueRemover`).
+    #[serde(default)]
+    pub remove_null_fields: bool,
+    /// The post-processors in the order they run, by the names of [`POST_PROCESSOR_STEPS`];
+    /// `None`: the id, projections, renames, Kafka metadata, null removal. `id` runs first
+    /// when left out (as the connector's `DocumentIdAdder`).
+    #[serde(default)]
+    pub post_processor_chain: Option<Vec<String>>,
     /// How a record becomes a write.
     #[serde(default)]
     pub write_model: WriteModelKind,
@@ -193,6 +234,10 @@ pub struct SinkConfig {
     /// Connector's events), `debezium_mongodb`, `debezium_rdbms` (MySQL, PostgreSQL).
     #[serde(default)]
     pub cdc_handler: CdcHandler,
+    /// With a `cdc_handler`: remove null fields from the replacement of a replace and from
+    /// the `$set` of an update (the connector's `change.data.capture.handler.remove.null.values`).
+    #[serde(default)]
+    pub cdc_remove_null_values: bool,
     /// Records per bulk write.
     #[serde(default = "default_max_batch_size")]
     pub max_batch_size: usize,
@@ -540,6 +585,75 @@ impl SinkConfig {
         }
     }
 
+    /// Whether the post-processor step `name` has its settings (`id` and `remove_nulls`
+    /// need none).
+    fn post_processor_configured(&self, name: &str) -> bool {
+        match name {
+            "allow_key" => !self.key_allow_fields.is_empty(),
+            "block_key" => !self.key_block_fields.is_empty(),
+            "allow_value" => !self.value_allow_fields.is_empty(),
+            "block_value" => !self.value_block_fields.is_empty(),
+            "rename" => !self.field_renames.is_empty(),
+            "rename_regex" => !self.field_rename_regex.is_empty(),
+            "kafka_metadata" => self.kafka_metadata_field.is_some(),
+            "remove_nulls" => self.remove_null_fields,
+            _ => true,
+        }
+    }
+
+    /// `post_processor_chain`: known names, each once, each with its settings, and every
+    /// configured post-processor in it (a setting left out of the chain would not run).
+    fn validate_post_processor_chain(&self, key: &str, out: &mut Vec<Violation>) {
+        let Some(chain) = &self.post_processor_chain else {
+            return;
+        };
+        if self.cdc_handler != CdcHandler::None {
+            out.push(Violation::new(
+                format!("{key}.post_processor_chain"),
+                "post-processors do not run with a `cdc_handler` (the events are replayed as they are, as the connector's CDC handlers do)",
+            ));
+        }
+        let names: Vec<&str> = POST_PROCESSOR_STEPS.iter().map(|s| s.0).collect();
+        for (i, name) in chain.iter().enumerate() {
+            let at = format!("{key}.post_processor_chain[{i}]");
+            let Some((_, setting, _)) = POST_PROCESSOR_STEPS.iter().find(|s| s.0 == name) else {
+                let connector = name.rsplit('.').next().unwrap_or_default();
+                let hint = POST_PROCESSOR_STEPS
+                    .iter()
+                    .find(|s| s.2 == connector)
+                    .map(|s| format!("use `{}` (the connector's `{}`); ", s.0, s.2))
+                    .unwrap_or_default();
+                out.push(Violation::new(
+                    at,
+                    format!(
+                        "`{name}` is not a post-processor: {hint}the steps are `{}`",
+                        names.join("`, `")
+                    ),
+                ));
+                continue;
+            };
+            if chain[..i].contains(name) {
+                out.push(Violation::new(at, format!("`{name}` is listed twice")));
+            } else if name != "remove_nulls" && !self.post_processor_configured(name) {
+                out.push(Violation::new(
+                    at,
+                    format!("`{name}` needs `{setting}`: set it, or leave `{name}` out"),
+                ));
+            }
+        }
+        for (name, setting, _) in POST_PROCESSOR_STEPS {
+            if *name != "id"
+                && self.post_processor_configured(name)
+                && !chain.iter().any(|c| c == name)
+            {
+                out.push(Violation::new(
+                    format!("{key}.{setting}"),
+                    format!("is set but `post_processor_chain` has no `{name}`: it would not run"),
+                ));
+            }
+        }
+    }
+
     /// The checks of the settings that may differ per topic.
     fn validate_topic_settings(&self, key: &str, out: &mut Vec<Violation>) {
         database_name(&format!("{key}.database"), &self.database, out);
@@ -558,11 +672,12 @@ impl SinkConfig {
             collection_name(&format!("{key}.collection"), collection, out);
         }
         if self.namespace_from == NamespaceFrom::Config {
-            for (field, value) in [
-                ("database_field", &self.database_field),
-                ("collection_field", &self.collection_field),
+            for (field, set) in [
+                ("database_field", self.database_field.is_some()),
+                ("collection_field", self.collection_field.is_some()),
+                ("error_if_invalid", !self.error_if_invalid),
             ] {
-                if value.is_some() {
+                if set {
                     out.push(Violation::new(
                         format!("{key}.{field}"),
                         "is read only with `namespace_from = \"key\"` or `\"value\"`",
@@ -652,6 +767,13 @@ impl SinkConfig {
                     format!("not a valid regex: {e}"),
                 ));
             }
+        }
+        self.validate_post_processor_chain(key, out);
+        if self.cdc_remove_null_values && self.cdc_handler == CdcHandler::None {
+            out.push(Violation::new(
+                format!("{key}.cdc_remove_null_values"),
+                "is read only with a `cdc_handler` (`remove_null_fields` removes the nulls of documents written without one)",
+            ));
         }
         let tombstone_business_key =
             self.delete_write_model == DeleteWriteModel::DeleteTombstoneBusinessKey;

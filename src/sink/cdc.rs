@@ -16,11 +16,14 @@
 use bson::{doc, Bson, Document};
 
 use super::model::{RecordError, SinkRecord, Stage, UpdateSpec, WriteOp};
+use super::process::remove_nulls;
 use crate::config::{CdcHandler, SinkConfig};
 
 /// Replays the change events of one topic.
 pub struct CdcReplayer {
     handler: CdcHandler,
+    /// `cdc_remove_null_values`.
+    remove_nulls: bool,
 }
 
 fn error(message: impl Into<String>) -> RecordError {
@@ -32,6 +35,7 @@ impl CdcReplayer {
     pub fn new(config: &SinkConfig) -> Self {
         Self {
             handler: config.cdc_handler,
+            remove_nulls: config.cdc_remove_null_values,
         }
     }
 
@@ -40,12 +44,59 @@ impl CdcReplayer {
         let Some(value) = &record.value else {
             return Ok(None);
         };
-        match self.handler {
+        let op = match self.handler {
             CdcHandler::None => Ok(None),
             CdcHandler::Mongodb => mongodb_event(value),
             CdcHandler::DebeziumMongodb => debezium_mongodb(unwrap(value), record),
             CdcHandler::DebeziumRdbms => debezium_rdbms(unwrap(value), record),
+        }?;
+        Ok(if self.remove_nulls {
+            op.and_then(without_null_values)
+        } else {
+            op
+        })
+    }
+}
+
+/// `op` without null values, as the connector's `CdcNullFieldValueRemover`: a replacement
+/// (or insert) loses its null fields, an update the null fields of its `$set` (a `$set` left
+/// empty goes; `$unset` and pipeline updates stay); `None` when nothing is left to write.
+pub fn without_null_values(op: WriteOp) -> Option<WriteOp> {
+    match op {
+        WriteOp::Insert(mut doc) => {
+            remove_nulls(&mut doc);
+            (!doc.is_empty()).then_some(WriteOp::Insert(doc))
         }
+        WriteOp::Replace {
+            filter,
+            mut replacement,
+            upsert,
+        } => {
+            remove_nulls(&mut replacement);
+            (!replacement.is_empty()).then_some(WriteOp::Replace {
+                filter,
+                replacement,
+                upsert,
+            })
+        }
+        WriteOp::Update {
+            filter,
+            update: UpdateSpec::Operators(mut ops),
+            upsert,
+        } => {
+            if let Ok(set) = ops.get_document_mut("$set") {
+                remove_nulls(set);
+                if set.is_empty() {
+                    ops.remove("$set");
+                }
+            }
+            (!ops.is_empty()).then_some(WriteOp::Update {
+                filter,
+                update: UpdateSpec::Operators(ops),
+                upsert,
+            })
+        }
+        other => Some(other),
     }
 }
 

@@ -166,11 +166,7 @@ impl Converter {
         };
         let namespace = self.namespace(&record)?;
         let op = if self.config.cdc_handler == CdcHandler::None {
-            if let Some(mut value) = record.value.take() {
-                self.ids.assign(&record, &mut value)?;
-                record.value = Some(value);
-            }
-            self.process.apply(&mut record)?;
+            self.process.apply_with_id(&mut record, &self.ids)?;
             if let (Some(series), Some(value)) = (&self.timeseries, record.value.as_mut()) {
                 series.convert(value)?;
             }
@@ -194,33 +190,32 @@ impl Converter {
         let source = match self.config.namespace_from {
             NamespaceFrom::Config => return Ok(default),
             NamespaceFrom::Key => match &record.key {
-                Some(Bson::Document(key)) => key,
-                _ => {
-                    return Err(RecordError::new(
-                        Stage::Namespace,
-                        "`namespace_from = \"key\"` needs a key that is a document",
-                    ))
-                }
+                Some(Bson::Document(key)) => Ok(key),
+                _ => Err(RecordError::new(
+                    Stage::Namespace,
+                    "`namespace_from = \"key\"` needs a key that is a document",
+                )),
             },
-            NamespaceFrom::Value => match &record.value {
-                Some(value) => value,
-                None => {
-                    return Err(RecordError::new(
-                        Stage::Namespace,
-                        "`namespace_from = \"value\"` needs a value; the record is a tombstone",
-                    ))
-                }
+            NamespaceFrom::Value => record.value.as_ref().ok_or_else(|| {
+                RecordError::new(
+                    Stage::Namespace,
+                    "`namespace_from = \"value\"` needs a value; the record is a tombstone",
+                )
+            }),
+        };
+        let lenient = !self.config.error_if_invalid;
+        // With `error_if_invalid = false`, each part that cannot be read is the default one.
+        let part = |path: &Option<String>, default: String| match path {
+            None => Ok(default),
+            Some(path) => match source.clone().and_then(|doc| name_at(doc, path)) {
+                Err(_) if lenient => Ok(default),
+                read => read,
             },
         };
-        let db = match &self.config.database_field {
-            Some(path) => name_at(source, path)?,
-            None => default.db,
-        };
-        let coll = match &self.config.collection_field {
-            Some(path) => name_at(source, path)?,
-            None => default.coll,
-        };
-        Ok(Namespace { db, coll })
+        Ok(Namespace {
+            db: part(&self.config.database_field, default.db)?,
+            coll: part(&self.config.collection_field, default.coll)?,
+        })
     }
 }
 

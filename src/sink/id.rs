@@ -10,7 +10,7 @@ use bson::{
 };
 
 use super::model::{RecordError, SinkRecord, Stage};
-use super::process::{allow_paths, block_paths, get_path};
+use super::process::{allow_paths, block_paths, get_path, has_wildcard};
 use crate::config::{IdProjection, IdStrategy, SinkConfig, UuidRepresentation};
 
 /// Sets `_id` on values, per the topic's strategy.
@@ -178,7 +178,11 @@ impl IdAssigner {
     fn partial(&self, doc: &Document, side: &str) -> Result<Bson, RecordError> {
         match self.projection {
             IdProjection::Allow => {
-                if let Some(missing) = self.fields.iter().find(|f| get_path(doc, f).is_none()) {
+                if let Some(missing) = self
+                    .fields
+                    .iter()
+                    .find(|f| !has_wildcard(f) && get_path(doc, f).is_none())
+                {
                     return Err(error(format!(
                         "the {side} has no field `{missing}` (id_fields)"
                     )));

@@ -1,11 +1,16 @@
-//! Post-processors, applied after the `_id` is set, in this order: key projection, value
+//! Post-processors, applied after the `_id` is set, in this order (or the one
+//! `post_processor_chain` gives, the id among them): key projection, value
 //! projection (allow- or block-list of dotted paths; `_id` always stays), `field_renames`,
-//! `field_rename_regex`, then `kafka_metadata_field`. A path through an array applies to
-//! every document in it, as the MongoDB Kafka Connector's projections do.
+//! `field_rename_regex`, `kafka_metadata_field`, then null removal. A path through an array applies to
+//! every document in it, and `*`, `**` and `ab*` are read, as the MongoDB Kafka Connector's
+//! projections do (`AllowListProjector`, `BlockListProjector`).
+
+use std::collections::HashSet;
 
 use bson::{doc, Bson, DateTime, Document};
 use regex::Regex;
 
+use super::id::IdAssigner;
 use super::model::{RecordError, SinkRecord, Stage};
 use crate::config::SinkConfig;
 
@@ -36,147 +41,222 @@ pub fn set_path(doc: &mut Document, path: &str, value: Bson) {
     }
 }
 
-/// The parsed form of a list of dotted paths: a tree of segments; a leaf keeps the whole
-/// subtree.
-#[derive(Debug, Default, Clone)]
-struct PathTree {
-    children: Vec<(String, PathTree)>,
-    leaf: bool,
+/// An allow-list of dotted paths as the MongoDB Kafka Connector's `AllowListProjector` reads
+/// it: each path with all its prefixes (so a kept field's parents stay); a segment `*` stands
+/// for any one field, a path `**` keeps everything, `a.**` all of `a`, a top-level `ab*`
+/// every field whose path starts with `ab`. Documents in arrays are projected like the array.
+#[derive(Debug, Clone)]
+struct AllowList {
+    /// The paths and their prefixes.
+    fields: HashSet<String>,
 }
 
-impl PathTree {
+impl AllowList {
     fn new(paths: &[String]) -> Self {
-        let mut root = Self::default();
+        let mut fields = HashSet::new();
         for path in paths {
-            let mut node = &mut root;
-            for segment in path.split('.') {
-                let at = match node.children.iter().position(|(s, _)| s == segment) {
-                    Some(at) => at,
-                    None => {
-                        node.children.push((segment.to_owned(), Self::default()));
-                        node.children.len() - 1
-                    }
-                };
-                node = &mut node.children[at].1;
+            let mut entry = path.as_str();
+            fields.insert(entry.to_owned());
+            while let Some((prefix, _)) = entry.rsplit_once('.') {
+                if !prefix.is_empty() {
+                    fields.insert(prefix.to_owned());
+                }
+                entry = prefix;
             }
-            node.leaf = true;
         }
-        root
+        Self { fields }
     }
 
-    fn child(&self, name: &str) -> Option<&PathTree> {
-        self.children
-            .iter()
-            .find(|(s, _)| s == name)
-            .map(|(_, t)| t)
-    }
-}
-
-fn allow_value(value: Bson, tree: &PathTree) -> Option<Bson> {
-    match value {
-        Bson::Document(doc) => Some(Bson::Document(allow_doc(doc, tree))),
-        Bson::Array(items) => Some(Bson::Array(
-            items
-                .into_iter()
-                .filter_map(|i| match i {
-                    Bson::Document(_) | Bson::Array(_) => allow_value(i, tree),
-                    _ => None,
-                })
-                .collect(),
-        )),
-        _ => None,
-    }
-}
-
-fn allow_doc(doc: Document, tree: &PathTree) -> Document {
-    let mut out = Document::new();
-    for (key, value) in doc {
-        let Some(node) = tree.child(&key) else {
-            continue;
-        };
-        if node.leaf {
-            out.insert(key, value);
-        } else if let Some(kept) = allow_value(value, node) {
-            out.insert(key, kept);
+    fn project(&self, doc: &mut Document) {
+        if !self.fields.contains(DOUBLE_WILDCARD) {
+            self.project_at("", doc);
         }
     }
-    out
+
+    fn project_at(&self, prefix: &str, doc: &mut Document) {
+        for (key, mut value) in std::mem::take(doc) {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            if !self.fields.contains(&path) && !self.wildcard_match(&path) {
+                continue;
+            }
+            // `path.**` keeps the whole field, documents in an array included.
+            if !self.fields.contains(&format!("{path}.{DOUBLE_WILDCARD}")) {
+                match &mut value {
+                    Bson::Document(inner) => self.project_at(&path, inner),
+                    Bson::Array(items) => {
+                        for item in items {
+                            if let Bson::Document(inner) = item {
+                                self.project_at(&path, inner);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            doc.insert(key, value);
+        }
+    }
+
+    /// Whether `path` matches a top-level `prefix*` or a path with `*` segments.
+    fn wildcard_match(&self, path: &str) -> bool {
+        let parts: Vec<&str> = path.split('.').collect();
+        self.fields.iter().any(|field| {
+            if !field.contains('.') && field != SINGLE_WILDCARD {
+                if let Some(start) = field.strip_suffix('*') {
+                    if path.starts_with(start) {
+                        return true;
+                    }
+                }
+            }
+            let segments: Vec<&str> = field.split('.').collect();
+            segments.len() == parts.len()
+                && segments
+                    .iter()
+                    .zip(&parts)
+                    .all(|(s, p)| *s == SINGLE_WILDCARD || s == p)
+        })
+    }
 }
 
-fn block_doc(doc: &mut Document, tree: &PathTree) {
-    for (segment, node) in &tree.children {
-        if node.leaf {
-            doc.remove(segment);
-        } else if let Some(value) = doc.get_mut(segment) {
-            block_value(value, node);
+const SINGLE_WILDCARD: &str = "*";
+const DOUBLE_WILDCARD: &str = "**";
+
+/// Removes dotted `field` from `doc` as the MongoDB Kafka Connector's `BlockListProjector`
+/// does: a segment `*` is every field there (the fields that are not documents go; the
+/// documents are looked into for the rest of the path), `**` is everything, a top-level
+/// `ab*` every field whose name starts with `ab`; documents in arrays are looked into.
+fn block_field(doc: &mut Document, field: &str) {
+    let (first, rest) = field.split_once('.').unwrap_or((field, ""));
+    if first == SINGLE_WILDCARD || first == DOUBLE_WILDCARD {
+        if first == DOUBLE_WILDCARD {
+            doc.clear();
+            return;
+        }
+        for (key, mut value) in std::mem::take(doc) {
+            if let Bson::Document(inner) = &mut value {
+                if !rest.is_empty() {
+                    block_field(inner, rest);
+                }
+                doc.insert(key, value);
+            }
+        }
+    } else if rest.is_empty() {
+        match field.strip_suffix('*') {
+            Some(start) => {
+                for (key, value) in std::mem::take(doc) {
+                    if !key.starts_with(start) {
+                        doc.insert(key, value);
+                    }
+                }
+            }
+            None => {
+                doc.remove(field);
+            }
+        }
+    } else {
+        match doc.get_mut(first) {
+            Some(Bson::Document(inner)) => block_field(inner, rest),
+            Some(Bson::Array(items)) => {
+                for item in items {
+                    if let Bson::Document(inner) = item {
+                        block_field(inner, rest);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }
 
-fn block_value(value: &mut Bson, tree: &PathTree) {
-    match value {
-        Bson::Document(doc) => block_doc(doc, tree),
-        Bson::Array(items) => items.iter_mut().for_each(|i| block_value(i, tree)),
-        _ => {}
-    }
+/// Whether `path` holds a wildcard (`*`, `**`, `ab*`).
+pub fn has_wildcard(path: &str) -> bool {
+    path.contains('*')
 }
 
-/// `doc` without the dotted `paths` (inside arrays too).
+/// `doc` without the dotted `paths` (inside arrays too; wildcards as the connector's).
 pub fn block_paths(mut doc: Document, paths: &[String]) -> Document {
-    block_doc(&mut doc, &PathTree::new(paths));
+    for path in paths {
+        block_field(&mut doc, path);
+    }
     doc
 }
 
-/// `doc` with only the dotted `paths` (nested structure kept).
-pub fn allow_paths(doc: Document, paths: &[String]) -> Document {
-    allow_doc(doc, &PathTree::new(paths))
+/// `doc` with only the dotted `paths` (nested structure kept; wildcards as the connector's).
+pub fn allow_paths(mut doc: Document, paths: &[String]) -> Document {
+    AllowList::new(paths).project(&mut doc);
+    doc
 }
 
 #[derive(Debug, Clone)]
 enum Projection {
     None,
-    Allow(PathTree),
-    Block(PathTree),
+    Allow(AllowList),
+    Block(Vec<String>),
 }
 
 impl Projection {
     fn new(allow: &[String], block: &[String]) -> Self {
         if !allow.is_empty() {
-            Self::Allow(PathTree::new(allow))
+            Self::Allow(AllowList::new(allow))
         } else if !block.is_empty() {
-            Self::Block(PathTree::new(block))
+            Self::Block(block.to_vec())
         } else {
             Self::None
         }
     }
 
     fn apply(&self, doc: &mut Document, keep_id: bool) {
+        let id = match self {
+            Self::None => return,
+            _ if keep_id => doc.get("_id").cloned(),
+            _ => None,
+        };
         match self {
             Self::None => {}
-            Self::Allow(tree) => {
-                let id = if keep_id {
-                    doc.get("_id").cloned()
-                } else {
-                    None
-                };
-                let mut kept = allow_doc(std::mem::take(doc), tree);
-                if let Some(id) = id {
-                    kept.insert("_id", id);
-                }
-                *doc = kept;
-            }
-            Self::Block(tree) => {
-                let id = if keep_id {
-                    doc.get("_id").cloned()
-                } else {
-                    None
-                };
-                block_doc(doc, tree);
-                if let Some(id) = id {
-                    doc.insert("_id", id);
+            Self::Allow(list) => list.project(doc),
+            Self::Block(fields) => {
+                for field in fields {
+                    block_field(doc, field);
                 }
             }
         }
+        if let Some(id) = id {
+            if !doc.contains_key("_id") {
+                doc.insert("_id", id);
+            }
+        }
+    }
+}
+
+/// One step of the post-processor chain (`post_processor_chain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Id,
+    Key,
+    Value,
+    Rename,
+    RenameRegex,
+    KafkaMetadata,
+    RemoveNulls,
+}
+
+impl Step {
+    /// The step a name of `post_processor_chain` stands for (validated at load).
+    fn named(name: &str) -> Option<Self> {
+        Some(match name {
+            "id" => Self::Id,
+            "allow_key" | "block_key" => Self::Key,
+            "allow_value" | "block_value" => Self::Value,
+            "rename" => Self::Rename,
+            "rename_regex" => Self::RenameRegex,
+            "kafka_metadata" => Self::KafkaMetadata,
+            "remove_nulls" => Self::RemoveNulls,
+            _ => return None,
+        })
     }
 }
 
@@ -187,10 +267,14 @@ pub struct PostProcessor {
     renames: Vec<(String, String)>,
     regex_renames: Vec<(Regex, String)>,
     metadata_field: Option<String>,
+    remove_nulls: bool,
+    /// The order they run in.
+    steps: Vec<Step>,
 }
 
 impl PostProcessor {
-    /// The processors `config` asks for; regexes are compiled once here.
+    /// The processors `config` asks for, in its `post_processor_chain` order or the default
+    /// one; regexes are compiled once here.
     pub fn new(config: &SinkConfig) -> Result<Self, String> {
         let regex_renames = config
             .field_rename_regex
@@ -202,6 +286,32 @@ impl PostProcessor {
                     .map_err(|e| format!("`field_rename_regex[{i}].pattern`: {e}"))
             })
             .collect::<Result<_, _>>()?;
+        let steps = match &config.post_processor_chain {
+            None => vec![
+                Step::Id,
+                Step::Key,
+                Step::Value,
+                Step::Rename,
+                Step::RenameRegex,
+                Step::KafkaMetadata,
+                Step::RemoveNulls,
+            ],
+            Some(chain) => {
+                let mut steps = chain
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| {
+                        Step::named(name).ok_or_else(|| {
+                            format!("`post_processor_chain[{i}]`: `{name}` is not a post-processor")
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if !steps.contains(&Step::Id) {
+                    steps.insert(0, Step::Id);
+                }
+                steps
+            }
+        };
         Ok(Self {
             key: Projection::new(&config.key_allow_fields, &config.key_block_fields),
             value: Projection::new(&config.value_allow_fields, &config.value_block_fields),
@@ -212,47 +322,123 @@ impl PostProcessor {
                 .collect(),
             regex_renames,
             metadata_field: config.kafka_metadata_field.clone(),
+            remove_nulls: config.remove_null_fields
+                || config
+                    .post_processor_chain
+                    .as_ref()
+                    .is_some_and(|c| c.iter().any(|n| n == "remove_nulls")),
+            steps,
         })
     }
 
-    /// Whether the processors leave values as they are (they may still project keys).
+    /// Whether the processors leave values as they are (they may still project keys) and
+    /// the id comes before them: the value's `_id` can then be set on its raw BSON first.
     pub fn keeps_values(&self) -> bool {
         matches!(self.value, Projection::None)
             && self.renames.is_empty()
             && self.regex_renames.is_empty()
             && self.metadata_field.is_none()
+            && !self.remove_nulls
+            && self.steps.first() == Some(&Step::Id)
     }
 
-    /// Applies every processor to `record`'s key (when a document) and value.
+    /// Applies every processor but the id to `record`'s key (when a document) and value.
     pub fn apply(&self, record: &mut SinkRecord) -> Result<(), RecordError> {
-        if let Some(Bson::Document(key)) = &mut record.key {
-            self.key.apply(key, false);
+        for step in &self.steps {
+            self.apply_step(*step, record)?;
         }
-        let metadata = self.metadata_field.as_ref().map(|_| {
-            let mut meta = doc! {
-                "topic": record.topic.as_str(),
-                "partition": record.partition,
-                "offset": record.offset,
-            };
-            if let Some(ts) = record.timestamp {
-                meta.insert("timestamp", DateTime::from_millis(ts));
+        Ok(())
+    }
+
+    /// Applies every processor, the id strategy `ids` at its place in the chain.
+    pub fn apply_with_id(
+        &self,
+        record: &mut SinkRecord,
+        ids: &IdAssigner,
+    ) -> Result<(), RecordError> {
+        for step in &self.steps {
+            if *step == Step::Id {
+                if let Some(mut value) = record.value.take() {
+                    let assigned = ids.assign(record, &mut value);
+                    record.value = Some(value);
+                    assigned?;
+                }
+            } else {
+                self.apply_step(*step, record)?;
             }
-            meta
-        });
+        }
+        Ok(())
+    }
+
+    fn apply_step(&self, step: Step, record: &mut SinkRecord) -> Result<(), RecordError> {
+        if step == Step::Key {
+            if let Some(Bson::Document(key)) = &mut record.key {
+                self.key.apply(key, false);
+            }
+            return Ok(());
+        }
+        let metadata = match (step, &self.metadata_field) {
+            (Step::KafkaMetadata, Some(_)) => {
+                let mut meta = doc! {
+                    "topic": record.topic.as_str(),
+                    "partition": record.partition,
+                    "offset": record.offset,
+                };
+                if let Some(ts) = record.timestamp {
+                    meta.insert("timestamp", DateTime::from_millis(ts));
+                }
+                Some(meta)
+            }
+            _ => None,
+        };
         let Some(value) = &mut record.value else {
             return Ok(());
         };
-        self.value.apply(value, true);
-        for (from, to) in &self.renames {
-            rename(value, from, to)?;
-        }
-        if !self.regex_renames.is_empty() {
-            regex_rename(value, "", &self.regex_renames)?;
-        }
-        if let (Some(field), Some(meta)) = (&self.metadata_field, metadata) {
-            set_path(value, field, Bson::Document(meta));
+        match step {
+            Step::Id | Step::Key => {}
+            Step::Value => self.value.apply(value, true),
+            Step::Rename => {
+                for (from, to) in &self.renames {
+                    rename(value, from, to)?;
+                }
+            }
+            Step::RenameRegex => {
+                if !self.regex_renames.is_empty() {
+                    regex_rename(value, "", &self.regex_renames)?;
+                }
+            }
+            Step::KafkaMetadata => {
+                if let (Some(field), Some(meta)) = (&self.metadata_field, metadata) {
+                    set_path(value, field, Bson::Document(meta));
+                }
+            }
+            Step::RemoveNulls => {
+                if self.remove_nulls {
+                    remove_nulls(value);
+                }
+            }
         }
         Ok(())
+    }
+}
+
+/// Removes the null fields of `doc`, of its documents and of the documents in its arrays (an
+/// array's null items stay), as the connector's `BsonDocumentNullValueRemover`.
+pub fn remove_nulls(doc: &mut Document) {
+    for (key, mut value) in std::mem::take(doc) {
+        match &mut value {
+            Bson::Null => continue,
+            Bson::Document(inner) => remove_nulls(inner),
+            Bson::Array(items) => {
+                for item in items {
+                    if let Bson::Document(inner) = item {
+                        remove_nulls(inner);
+                    }
+                }
+            }
+            _ => {}
+        }
+        doc.insert(key, value);
     }
 }
 
