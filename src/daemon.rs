@@ -66,6 +66,7 @@ async fn serve(config: Config, path: PathBuf) -> Result<i32, StartError> {
             status: status.clone(),
             board: board.clone(),
             control: Some(supervisor_context.address().recipient()),
+            snapshots: Some(supervisor_context.address().recipient()),
             token: config.http.token.clone(),
             // A pause waits for the readers to stop and the producers to drain.
             deadline: config.shutdown.timeout + std::time::Duration::from_secs(5),

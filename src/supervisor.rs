@@ -22,7 +22,8 @@ use crate::backoff::Backoff;
 use crate::clients::{kafka, mongo, ClientError};
 use crate::config::{pipeline_names, Config, ConfigDiff};
 use crate::ops::control::{
-    self, Action, Control, ControlError, Kind, PipelineBoard, PipelineReport,
+    self, Action, Control, ControlError, Kind, PipelineBoard, PipelineReport, Snapshot,
+    SnapshotControl,
 };
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
@@ -478,6 +479,43 @@ impl Handler<Control> for Supervisor {
                     ))),
                 }),
         )
+    }
+}
+
+impl Handler<SnapshotControl> for Supervisor {
+    type Result = ResponseActFuture<Self, Result<PipelineReport, ControlError>>;
+
+    fn handle(&mut self, msg: SnapshotControl, _: &mut Self::Context) -> Self::Result {
+        let SnapshotControl {
+            pipeline: name,
+            command,
+        } = msg;
+        let answer = |result| -> Self::Result { Box::pin(fut::ready(result)) };
+        let Some(report) = self.board.get(&name) else {
+            return answer(Err(ControlError::NotFound(name)));
+        };
+        if self.shutting_down {
+            return answer(Err(ControlError::Unavailable(
+                "the daemon is shutting down".to_owned(),
+            )));
+        }
+        if let Err(error) = control::snapshot_allowed(&name, report.kind, report.state) {
+            return answer(Err(error));
+        }
+        let Some(Pipeline::Source(addr)) = self.pipelines.get(&name) else {
+            return answer(Err(ControlError::Unavailable(format!(
+                "pipeline `{name}` is not running in this daemon"
+            ))));
+        };
+        Box::pin(addr.send(Snapshot(command)).into_actor(self).map(
+            move |sent, act, _| match sent {
+                Ok(Ok(())) => act.board.get(&name).ok_or(ControlError::NotFound(name)),
+                Ok(Err(refused)) => Err(ControlError::Conflict(refused)),
+                Err(error) => Err(ControlError::Unavailable(format!(
+                    "pipeline `{name}` did not take the command: {error}"
+                ))),
+            },
+        ))
     }
 }
 

@@ -86,6 +86,16 @@ pub struct SourceConfig {
     /// `startup.mode.copy.existing.allow.disk.use`, on by default as there.
     #[serde(default = "super::default_true")]
     pub copy_existing_allow_disk_use: bool,
+    /// A collection (`db.coll`) whose inserted documents are commands, by Debezium's
+    /// convention: `{type: "execute-snapshot", data: {"data-collections": ["db.coll"]}}`
+    /// starts a snapshot on demand, `{type: "stop-snapshot"}` cancels it. Each signal is
+    /// marked `processed` once taken. Unset: no signals (the HTTP endpoint still works).
+    #[serde(default)]
+    pub signal_collection: Option<String>,
+    /// Documents per chunk of a snapshot on demand (1 to 100000): each chunk is read between
+    /// two watermarks and emitted when the change stream passes the second.
+    #[serde(default = "default_snapshot_chunk_size")]
+    pub snapshot_chunk_size: u32,
     /// The change stream's collation, as JSON (`'{"locale": "en", "strength": 2}'`): how the
     /// stream's stages compare strings (the connector's `collation`).
     #[serde(default)]
@@ -469,6 +479,10 @@ pub(super) fn validate_memory_budget(key: &str, budget: ByteSize, out: &mut Vec<
     }
 }
 
+fn default_snapshot_chunk_size() -> u32 {
+    1024
+}
+
 fn default_parallelism() -> usize {
     1
 }
@@ -764,6 +778,21 @@ impl SourceConfig {
             if let Err(e) = parse_pipeline(text) {
                 out.push(Violation::new(at("copy_existing_pipeline"), e));
             }
+        }
+        if let Some(signals) = &self.signal_collection {
+            if !matches!(signals.split_once('.'), Some((db, coll)) if !db.is_empty() && !coll.is_empty())
+            {
+                out.push(Violation::new(
+                    at("signal_collection"),
+                    format!("`{signals}` is not `database.collection`"),
+                ));
+            }
+        }
+        if !(1..=100_000).contains(&self.snapshot_chunk_size) {
+            out.push(Violation::new(
+                at("snapshot_chunk_size"),
+                "must be 1 to 100000",
+            ));
         }
         if !(1..=MAX_COPY_PARALLELISM).contains(&self.copy_existing_parallelism) {
             out.push(Violation::new(

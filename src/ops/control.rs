@@ -326,6 +326,61 @@ pub struct Control {
     pub command: Command,
 }
 
+/// A snapshot asked for: namespaces `db.coll` and an optional MongoDB query (the body of
+/// `POST /pipelines/<name>/snapshot`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRequest {
+    /// The namespaces to copy again, `db.coll`.
+    pub namespaces: Vec<String>,
+    /// Only the documents matching this query.
+    #[serde(default)]
+    pub filter: Option<bson::Document>,
+}
+
+/// What to do about snapshots on demand.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SnapshotCommand {
+    /// Start one (`POST /pipelines/<name>/snapshot`, an `execute-snapshot` signal).
+    Start(SnapshotRequest),
+    /// Cancel every snapshot of the pipeline (`DELETE`, a `stop-snapshot` signal).
+    Cancel,
+}
+
+/// Asks the root supervisor to hand a snapshot command to the source pipeline `pipeline`;
+/// answers the pipeline's report once the pipeline took it.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<PipelineReport, ControlError>")]
+pub struct SnapshotControl {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// What to do.
+    pub command: SnapshotCommand,
+}
+
+/// Hands a snapshot command to a source pipeline's supervisor; answers why it is refused
+/// (a namespace none of its readers watches).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<(), String>")]
+pub struct Snapshot(pub SnapshotCommand);
+
+/// Whether a snapshot command applies to a pipeline in `state`.
+pub fn snapshot_allowed(name: &str, kind: Kind, state: State) -> Result<(), ControlError> {
+    match (kind, state) {
+        (Kind::Sink, _) => Err(ControlError::Conflict(format!(
+            "pipeline `{name}` is a sink: snapshots are for source pipelines"
+        ))),
+        (Kind::Source, State::Running | State::Paused | State::Restarting) => Ok(()),
+        (Kind::Source, State::Failed) => Err(ControlError::Conflict(format!(
+            "pipeline `{name}` failed: {}",
+            failed_until(name)
+        ))),
+        (Kind::Source, State::Stopped) => Err(ControlError::Conflict(format!(
+            "pipeline `{name}` is stopped"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,10 @@ use actix_web::http::header;
 use actix_web::{guard, web, App, HttpRequest, HttpResponse, HttpServer, Resource, Route};
 use subtle::ConstantTimeEq;
 
-use super::control::{Command, Control, ControlError, PipelineBoard, PipelineReport};
+use super::control::{
+    Command, Control, ControlError, PipelineBoard, PipelineReport, SnapshotCommand,
+    SnapshotControl, SnapshotRequest,
+};
 use super::health::Readiness;
 use super::metrics::Metrics;
 use super::status::StatusBoard;
@@ -29,6 +32,7 @@ struct State {
     status: StatusBoard,
     board: PipelineBoard,
     control: Option<Recipient<Control>>,
+    snapshots: Option<Recipient<SnapshotControl>>,
     token: Option<String>,
     /// Beyond loopback without a token: the control paths answer 403.
     disabled: bool,
@@ -47,6 +51,8 @@ pub struct Reporters {
     pub board: PipelineBoard,
     /// The root supervisor, which carries out `POST /pipelines/<name>/<command>`.
     pub control: Option<Recipient<Control>>,
+    /// The root supervisor, which hands `POST|DELETE /pipelines/<name>/snapshot` on.
+    pub snapshots: Option<Recipient<SnapshotControl>>,
     /// The bearer token the control paths require, if any.
     pub token: Option<String>,
     /// How long a command may take before the answer is 503 (a supervisor that does not
@@ -228,6 +234,95 @@ async fn command_pipeline(
     }
 }
 
+/// The body of `POST /pipelines/<name>/snapshot`: `{"namespaces": ["db.coll"], "filter":
+/// {...}}`, the filter in (relaxed or canonical) extended JSON.
+fn snapshot_request(body: &[u8]) -> Result<SnapshotRequest, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let Some(object) = value.as_object() else {
+        return Err("the body is not a JSON object".to_owned());
+    };
+    if let Some(unknown) = object
+        .keys()
+        .find(|k| !matches!(k.as_str(), "namespaces" | "filter"))
+    {
+        return Err(format!(
+            "unknown field `{unknown}`: the body has `namespaces` and `filter`"
+        ));
+    }
+    let namespaces = object
+        .get("namespaces")
+        .and_then(serde_json::Value::as_array)
+        .ok_or("`namespaces` must be an array of `db.coll` strings")?
+        .iter()
+        .map(|n| n.as_str().map(str::to_owned))
+        .collect::<Option<Vec<String>>>()
+        .ok_or("`namespaces` must be an array of `db.coll` strings")?;
+    let filter = match object.get("filter") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(filter) => match bson::Bson::try_from(filter.clone()) {
+            Ok(bson::Bson::Document(filter)) => Some(filter),
+            _ => return Err("`filter` must be a JSON object (a MongoDB query)".to_owned()),
+        },
+    };
+    Ok(SnapshotRequest { namespaces, filter })
+}
+
+/// `POST /pipelines/<name>/snapshot` (start one) and `DELETE` (cancel every one).
+async fn snapshot_pipeline(
+    state: web::Data<State>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Some(refused) = refused(&state, &request) {
+        return refused;
+    }
+    let name = path.into_inner();
+    let command = if request.method() == actix_web::http::Method::DELETE {
+        SnapshotCommand::Cancel
+    } else {
+        match snapshot_request(&body) {
+            Ok(request) => SnapshotCommand::Start(request),
+            Err(reason) => return json_error(HttpResponse::BadRequest(), &reason),
+        }
+    };
+    let Some(snapshots) = &state.snapshots else {
+        return json_error(
+            HttpResponse::ServiceUnavailable(),
+            "the daemon takes no commands (no supervisor)",
+        );
+    };
+    let sent = snapshots.send(SnapshotControl {
+        pipeline: name.clone(),
+        command,
+    });
+    let answer = match tokio::time::timeout(state.deadline, sent).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(error)) => Err(ControlError::Unavailable(format!(
+            "the supervisor did not take the command: {error}"
+        ))),
+        Err(_) => Err(ControlError::Unavailable(format!(
+            "no answer within {:?}: GET /status shows the pipeline's snapshots",
+            state.deadline
+        ))),
+    };
+    match answer {
+        Ok(report) => HttpResponse::Accepted()
+            .content_type("application/json")
+            .body(report_json(&state, &name, &report).to_string()),
+        Err(error @ ControlError::NotFound(_)) => {
+            json_error(HttpResponse::NotFound(), &error.to_string())
+        }
+        Err(error @ ControlError::Conflict(_)) => {
+            json_error(HttpResponse::Conflict(), &error.to_string())
+        }
+        Err(error @ ControlError::Unavailable(_)) => {
+            json_error(HttpResponse::ServiceUnavailable(), &error.to_string())
+        }
+    }
+}
+
 /// A path whose `route` answers GET and HEAD (the same response, which actix-web sends
 /// without its body) and that refuses any other method with 405 and `Allow: GET, HEAD`.
 /// Unknown paths get 404.
@@ -264,6 +359,16 @@ fn routes(config: &mut web::ServiceConfig) {
             "/pipelines/{name}",
             web::route().to(show_pipeline),
         ))
+        .service(
+            web::resource("/pipelines/{name}/snapshot")
+                .route(web::post().to(snapshot_pipeline))
+                .route(web::delete().to(snapshot_pipeline))
+                .default_service(web::to(|| async {
+                    HttpResponse::MethodNotAllowed()
+                        .insert_header((header::ALLOW, "POST, DELETE"))
+                        .finish()
+                })),
+        )
         .service(post_only(
             "/pipelines/{name}/{command}",
             web::route().to(command_pipeline),
@@ -279,6 +384,7 @@ pub fn serve(address: SocketAddr, reporters: Reporters) -> std::io::Result<Serve
         status,
         board,
         control,
+        snapshots,
         token,
         deadline,
     } = reporters;
@@ -292,6 +398,7 @@ pub fn serve(address: SocketAddr, reporters: Reporters) -> std::io::Result<Serve
         status,
         board,
         control,
+        snapshots,
         token,
         disabled,
         deadline,
@@ -385,6 +492,7 @@ mod tests {
             status: StatusBoard::default(),
             board,
             control: Some(control),
+            snapshots: None,
             disabled: matches!(guard, Guard::Disabled),
             token: match guard {
                 Guard::Token(token) => Some(token.to_owned()),

@@ -15,6 +15,13 @@ pub struct PipelineStatus {
     /// Copies of existing documents, by namespace (finished ones stay, at ratio 1).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub copy: BTreeMap<String, ProgressReport>,
+    /// Snapshots on demand (`POST /pipelines/<name>/snapshot`, a signal), by namespace; a
+    /// cancelled one stays with `cancelled` in `snapshot_state`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub snapshot: BTreeMap<String, ProgressReport>,
+    /// Each snapshot's state (`running`, `finished`, `cancelled`), by namespace.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub snapshot_state: BTreeMap<String, String>,
     /// A sink's catch-up on the records between its committed offsets and the partitions' ends.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catch_up: Option<CatchUpReport>,
@@ -47,6 +54,21 @@ impl StatusBoard {
     pub fn copy(&self, pipeline: &str, namespace: &str, report: ProgressReport) {
         self.update(pipeline, |s| {
             s.copy.insert(namespace.to_owned(), report);
+        });
+    }
+
+    /// The snapshot of `namespace` in `pipeline` has come this far.
+    pub fn snapshot(&self, pipeline: &str, namespace: &str, report: ProgressReport) {
+        self.update(pipeline, |s| {
+            s.snapshot.insert(namespace.to_owned(), report);
+        });
+    }
+
+    /// The snapshot of `namespace` in `pipeline` is in `state`.
+    pub fn snapshot_state(&self, pipeline: &str, namespace: &str, state: &str) {
+        self.update(pipeline, |s| {
+            s.snapshot_state
+                .insert(namespace.to_owned(), state.to_owned());
         });
     }
 

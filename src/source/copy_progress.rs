@@ -24,6 +24,8 @@ pub struct CopyTracker {
     metrics: Metrics,
     status: StatusBoard,
     copies: Mutex<HashMap<String, Copy>>,
+    /// Reports snapshots on demand (`/status` `snapshot`) rather than `copy_existing`.
+    snapshots: bool,
 }
 
 struct Copy {
@@ -40,7 +42,26 @@ impl CopyTracker {
             metrics,
             status,
             copies: Mutex::default(),
+            snapshots: false,
         }
+    }
+
+    /// The tracker of `pipeline`'s snapshots on demand: `/status` shows them under
+    /// `snapshot` with their state; no copy metric.
+    pub fn for_snapshots(pipeline: &str, metrics: Metrics, status: StatusBoard) -> Self {
+        Self {
+            snapshots: true,
+            ..Self::new(pipeline, metrics, status)
+        }
+    }
+
+    /// The snapshot of `namespace` ended this way (`finished`, `cancelled`).
+    pub fn ended(&self, namespace: &str, state: &str) {
+        if state == "finished" {
+            self.finished(namespace);
+        }
+        self.status.snapshot_state(&self.pipeline, namespace, state);
+        tracing::info!(pipeline = %self.pipeline, %namespace, %state, "snapshot ended");
     }
 
     /// The copy of `namespace` starts (or continues after a restart), with `total`
@@ -92,6 +113,12 @@ impl CopyTracker {
 
     fn publish(&self, namespace: &str, copy: &Copy) {
         let report = copy.progress.report();
+        if self.snapshots {
+            self.status.snapshot(&self.pipeline, namespace, report);
+            self.status
+                .snapshot_state(&self.pipeline, namespace, "running");
+            return;
+        }
         self.metrics
             .copy_progress(&self.pipeline, namespace, &report);
         self.status.copy(&self.pipeline, namespace, report);

@@ -26,6 +26,7 @@ pub mod policy;
 pub mod producer;
 pub mod progress;
 pub mod reader;
+pub mod signals;
 pub mod slots;
 pub mod topic;
 pub mod topic_limits;
@@ -53,6 +54,7 @@ use self::policy::{Decision, Failed, RestartPolicy, ResumeAt};
 use self::producer::{
     Drain, LastAcknowledged, ProducerFailed, ProducerSetup, ReaderId, RecordPolicy, RecordProducer,
 };
+use self::reader::snapshot::SnapshotInbox;
 use self::reader::{
     AbortReader, ChangeStreamReader, ReaderContext, ReaderFailed, ReaderProgress, ReaderSettings,
     StopReader,
@@ -64,6 +66,7 @@ use crate::budget::{Budget, Report as BudgetReport};
 use crate::clients::{kafka, ClientError};
 use crate::config::{Delivery, KafkaConfig, SourceConfig};
 use crate::ops::control::PipelineBoard;
+use crate::ops::control::{Snapshot, SnapshotCommand};
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
 use crate::ops::status::{SlotsReport, StatusBoard};
@@ -286,6 +289,10 @@ pub struct SourceSupervisor {
     shutdown_deadline: Duration,
     /// The copies' progress, across launches of the pipeline.
     copies: Arc<CopyTracker>,
+    /// Snapshots on demand waiting for the readers (`reader::snapshot`).
+    snapshots: Arc<SnapshotInbox>,
+    /// The snapshots' progress.
+    snapshot_progress: Arc<CopyTracker>,
     running: Option<Running>,
     checkpoints: HashMap<String, Checkpoint>,
     /// The generation the checkpoints of this launch carry (`checkpoint.rs`).
@@ -357,6 +364,12 @@ impl SourceSupervisor {
         let config_slots = config.slots;
         Self {
             copies: Arc::new(CopyTracker::new(
+                &config.name,
+                metrics.clone(),
+                status.clone(),
+            )),
+            snapshots: Arc::default(),
+            snapshot_progress: Arc::new(CopyTracker::for_snapshots(
                 &config.name,
                 metrics.clone(),
                 status.clone(),
@@ -529,6 +542,8 @@ impl SourceSupervisor {
                 metrics: self.metrics.clone(),
                 copies: self.copies.clone(),
                 budget: budget.clone(),
+                snapshots: self.snapshots.clone(),
+                snapshot_progress: self.snapshot_progress.clone(),
             });
             slots.insert(slot, SlotRun { producer, shared });
         }
@@ -1121,6 +1136,15 @@ impl Actor for SourceSupervisor {
         let every = (self.config.stall_timeout / 4)
             .clamp(Duration::from_millis(250), Duration::from_secs(10));
         ctx.run_interval(every, |act, ctx| act.check_stalls(ctx));
+        if let Some(signals) = self.config.signal_collection.clone() {
+            let watch = signals::watch(
+                self.config.name.clone(),
+                signals,
+                self.mongo.clone(),
+                ctx.address().downgrade(),
+            );
+            ctx.spawn(watch.into_actor(self));
+        }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -1358,6 +1382,48 @@ impl SourceSupervisor {
             }
             tracing::info!(pipeline = %name, "source pipeline paused: its readers stopped, its checkpoints are written");
         }))
+    }
+}
+
+impl Handler<Snapshot> for SourceSupervisor {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, Snapshot(command): Snapshot, _: &mut Self::Context) -> Self::Result {
+        let pipeline = &self.config.name;
+        match command {
+            SnapshotCommand::Cancel => {
+                tracing::warn!(pipeline = %pipeline, "snapshots cancelled");
+                self.snapshots.cancel();
+                Ok(())
+            }
+            SnapshotCommand::Start(request) => {
+                if request.namespaces.is_empty() {
+                    return Err(
+                        "`namespaces` is empty: name the collections (`db.coll`) to snapshot"
+                            .to_owned(),
+                    );
+                }
+                let scopes = Scope::of(&self.config);
+                let unwatched: Vec<&str> = request
+                    .namespaces
+                    .iter()
+                    .filter(|n| {
+                        !matches!(n.split_once('.'), Some((db, coll)) if !db.is_empty() && !coll.is_empty())
+                            || !scopes.iter().any(|scope| scope.covers(n))
+                    })
+                    .map(String::as_str)
+                    .collect();
+                if !unwatched.is_empty() {
+                    return Err(format!(
+                        "pipeline `{pipeline}` does not watch {}: a snapshot copies collections its change stream follows (`db.coll`)",
+                        unwatched.join(", ")
+                    ));
+                }
+                tracing::info!(pipeline = %pipeline, namespaces = ?request.namespaces, "snapshot on demand queued");
+                self.snapshots.push(request);
+                Ok(())
+            }
+        }
     }
 }
 

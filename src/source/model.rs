@@ -161,6 +161,19 @@ impl Scope {
         }
     }
 
+    /// Whether this scope's change stream carries the events of `namespace` (`db.coll`);
+    /// a database's collection regex is left to the caller.
+    pub fn covers(&self, namespace: &str) -> bool {
+        let Some((db, _)) = namespace.split_once('.') else {
+            return false;
+        };
+        match self {
+            Self::Deployment => true,
+            Self::Database { db: watched, .. } => watched == db,
+            Self::Collection { db, coll } => namespace == format!("{db}.{coll}"),
+        }
+    }
+
     /// The database and collection an event of this scope belongs to when the event does
     /// not say (`ns` is on every event MongoDB emits).
     pub fn default_ns(&self) -> (Option<&str>, Option<&str>) {

@@ -16,6 +16,8 @@ mod copy;
 pub mod fragments;
 pub mod records;
 pub mod settings;
+pub mod snapshot;
+mod snapshot_io;
 mod stream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +60,10 @@ pub struct ReaderContext {
     pub copies: Arc<CopyTracker>,
     /// The pipeline's memory budget, shared by the readers of all its slots.
     pub budget: Budget,
+    /// Snapshots on demand waiting for the readers watching their namespaces.
+    pub snapshots: Arc<snapshot::SnapshotInbox>,
+    /// The snapshots' progress (`/status` `snapshot`).
+    pub snapshot_progress: Arc<CopyTracker>,
 }
 
 /// Tells the pipeline supervisor a reader ended with an error.

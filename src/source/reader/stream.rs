@@ -25,6 +25,7 @@ use super::copy::Copier;
 use super::fragments::Reassembler;
 use super::records::{self, Records};
 use super::settings::resumes_after_a_fragment;
+use super::snapshot_io::Snapshots;
 use super::{ReaderContext, ReaderProgress};
 use crate::budget::Held;
 use crate::config::{FullDocument, FullDocumentBeforeChange, SourceConfig};
@@ -305,7 +306,14 @@ impl ReadLoop {
         let heartbeat = self.shared.config.heartbeat_interval;
         let pipeline = &self.shared.config.name;
         let mut last_publish = Instant::now();
+        // Snapshots on demand: one chunk at a time, read between watermarks and emitted
+        // when the stream passed the second (`snapshot`).
+        let mut snapshots = Snapshots::default();
         while !self.stopping() {
+            if !reassembler.in_progress() {
+                self.snapshot_commands(&mut snapshots);
+                self.next_chunk(&mut snapshots).await?;
+            }
             if !stream.is_alive() {
                 // After an invalidate (drop, rename) the stream ends; start after it, so a
                 // collection created again under the name is followed too.
@@ -349,6 +357,7 @@ impl ReadLoop {
                         self.namespace(),
                         raw.as_bytes().len(),
                     );
+                    self.before_event(&mut snapshots, &raw, &items).await?;
                     let builder = self.records();
                     let records = tokio::select! {
                         biased;
@@ -364,6 +373,7 @@ impl ReadLoop {
                 // Between the fragments of one event: its position is no checkpoint.
                 None if reassembler.in_progress() => {}
                 None => {
+                    self.stream_idle(&mut snapshots, &items).await?;
                     self.shared
                         .metrics
                         .source_caught_up(pipeline, self.namespace());
@@ -395,7 +405,7 @@ impl ReadLoop {
 
     /// Queues one read for the hand-over, waiting for its room in the memory budget and
     /// while the queue is full.
-    async fn queue(
+    pub(super) async fn queue(
         &self,
         items: &mpsc::Sender<ReadItem>,
         records: Vec<OutgoingRecord>,

@@ -1,0 +1,359 @@
+//! Snapshots on demand (issue 23): chosen collections of a running source pipeline copied
+//! again in `_id` chunks interleaved with its change stream, by DBLog's watermarks, started
+//! by `POST /pipelines/<name>/snapshot` or a signal document, cancelled by `DELETE` (or a
+//! `stop-snapshot` signal), and shown on `/status`.
+//!
+//! What holds downstream, per key, in topic order (one key, one partition): the versions its
+//! records carry (a `$set` of `v` in each update, `v` in the document of inserts and of the
+//! snapshot's reads) never decrease, so no record of the snapshot overwrites a newer change;
+//! and its last record carries its final version.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use mongodb::bson::{doc, Document};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(40);
+
+/// `method path` with a JSON `body` on 127.0.0.1:`port`: the status code and body.
+fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("connecting to the daemon's HTTP port {port}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn status(port: u16) -> Value {
+    common::http_get(port, "/status")
+        .and_then(|(code, body)| (code == 200).then_some(body))
+        .and_then(|body| serde_json::from_str(&body).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// The `snapshot_state` of `namespace` on `/status`.
+fn snapshot_state(port: u16, pipeline: &str, namespace: &str) -> String {
+    status(port)["pipelines"][pipeline]["snapshot_state"][namespace]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A source pipeline on `db.c`, running.
+fn start(db: &str, name: &str, port: u16, extra: &str) -> common::Daemon {
+    let mut daemon = common::Daemon::start(&common::config_toml(
+        port,
+        &format!(
+            "[[source]]\nname = \"{name}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nmax_await_time = \"200ms\"\n{extra}\n"
+        ),
+    ));
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    daemon
+}
+
+/// One record as the test reads it: the key, the version it carries, whether it is a read
+/// of the snapshot.
+#[derive(Debug)]
+struct Seen {
+    key: i64,
+    version: Option<i64>,
+    snapshot: bool,
+}
+
+fn seen(record: &common::Consumed) -> Seen {
+    let value = record.json();
+    let key = record.key_json()["_id"].as_i64().unwrap_or(-1);
+    let snapshot = value["_id"]["copyingData"] == Value::Bool(true);
+    let version = value["updateDescription"]["updatedFields"]["v"]
+        .as_i64()
+        .or_else(|| value["fullDocument"]["v"].as_i64());
+    Seen {
+        key,
+        version,
+        snapshot,
+    }
+}
+
+async fn seed(db: &str, count: i64) -> mongodb::Collection<Document> {
+    let coll = common::mongo_client()
+        .await
+        .database(db)
+        .collection::<Document>("c");
+    let docs: Vec<Document> = (0..count).map(|i| doc! {"_id": i, "v": 0_i64}).collect();
+    coll.insert_many(docs).await.expect("seeding");
+    coll
+}
+
+#[tokio::test]
+async fn a_snapshot_under_concurrent_writes_never_takes_a_key_back_and_ends_at_its_last_version() {
+    const KEYS: i64 = 400;
+    let began = Instant::now();
+    let db = common::unique("snapshot_conc");
+    let namespace = format!("{db}.c");
+    let coll = seed(&db, KEYS).await;
+    let name = common::unique("snapshot_p");
+    let port = common::free_port();
+    let mut daemon = start(&db, &name, port, "snapshot_chunk_size = 10");
+
+    // A writer updates keys all through the snapshot, each update a higher version.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let coll = coll.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut versions: HashMap<i64, i64> = HashMap::new();
+            let mut n: i64 = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let key = (n * 37) % KEYS;
+                let version = versions.entry(key).or_insert(0);
+                *version += 1;
+                let v = *version;
+                coll.update_one(doc! {"_id": key}, doc! {"$set": {"v": v}})
+                    .await
+                    .unwrap_or_else(|e| panic!("update of {key}: {e}"));
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            versions
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, body) = request(
+        port,
+        "POST",
+        &format!("/pipelines/{name}/snapshot"),
+        &format!("{{\"namespaces\": [\"{namespace}\"]}}"),
+    );
+    assert_eq!(code, 202, "{body}");
+    let finished = common::eventually(WAIT, || {
+        let done = snapshot_state(port, &name, &namespace) == "finished";
+        async move { done }
+    })
+    .await;
+    assert!(
+        finished,
+        "the snapshot did not finish; /status: {}; log:\n{}",
+        status(port),
+        daemon.log()
+    );
+    eprintln!("snapshot finished after {:?}", began.elapsed());
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let versions = writer.await.expect("the writer");
+    let finals: BTreeMap<i64, i64> = (0..KEYS)
+        .map(|k| (k, versions.get(&k).copied().unwrap_or(0)))
+        .collect();
+
+    let records = common::consume_until(&namespace, WAIT, false, |records| {
+        let mut last: HashMap<i64, Option<i64>> = HashMap::new();
+        for record in records {
+            let s = seen(record);
+            last.insert(s.key, s.version);
+        }
+        finals
+            .iter()
+            .filter(|(_, v)| **v > 0)
+            .all(|(k, v)| last.get(k) == Some(&Some(*v)))
+    })
+    .await;
+    eprintln!(
+        "{} records consumed after {:?}",
+        records.len(),
+        began.elapsed()
+    );
+    let seen: Vec<Seen> = records.iter().map(seen).collect();
+    let snapshot_reads = seen.iter().filter(|s| s.snapshot).count();
+    assert!(
+        snapshot_reads > 0,
+        "no snapshot record; log:\n{}",
+        daemon.log()
+    );
+    // Writes really happened while the snapshot was emitted.
+    let first = seen.iter().position(|s| s.snapshot).unwrap_or(0);
+    let last = seen.iter().rposition(|s| s.snapshot).unwrap_or(0);
+    let interleaved = seen[first..last].iter().filter(|s| !s.snapshot).count();
+    assert!(
+        interleaved > 0,
+        "no change event between the snapshot's first and last records: not concurrent"
+    );
+    let mut by_key: BTreeMap<i64, Vec<&Seen>> = BTreeMap::new();
+    for s in &seen {
+        by_key.entry(s.key).or_default().push(s);
+    }
+    for (key, final_version) in &finals {
+        let records = by_key.get(key).cloned().unwrap_or_default();
+        // A key nobody wrote during the test is in the snapshot.
+        if *final_version == 0 {
+            assert!(
+                records.iter().any(|s| s.snapshot),
+                "key {key}, untouched, has no snapshot record"
+            );
+        }
+        // Versions in topic order never decrease: no snapshot read overwrote a newer change.
+        let versions: Vec<i64> = records.iter().filter_map(|s| s.version).collect();
+        assert!(
+            versions.windows(2).all(|w| w[0] <= w[1]),
+            "key {key} went back: {records:?}"
+        );
+        // The last record carries the final version.
+        if let Some(last) = records.last() {
+            assert_eq!(last.version, Some(*final_version), "key {key}: {records:?}");
+        }
+    }
+    daemon.terminate(WAIT);
+    let _ = common::mongo_client().await.database(&db).drop().await;
+}
+
+#[tokio::test]
+async fn a_signal_document_starts_a_snapshot_with_its_condition() {
+    let db = common::unique("snapshot_sig");
+    let namespace = format!("{db}.c");
+    seed(&db, 30).await;
+    let name = common::unique("snapshot_p");
+    let port = common::free_port();
+    let mut daemon = start(
+        &db,
+        &name,
+        port,
+        &format!("signal_collection = \"{db}.signals\"\nsnapshot_chunk_size = 7"),
+    );
+    let signals = common::mongo_client()
+        .await
+        .database(&db)
+        .collection::<Document>("signals");
+    signals
+        .insert_one(doc! {
+            "_id": "ad-hoc-1",
+            "type": "execute-snapshot",
+            "data": {
+                "data-collections": [&namespace],
+                "type": "incremental",
+                "additional-conditions": [
+                    {"data-collection": &namespace, "filter": "{\"_id\": {\"$gte\": 20}}"}
+                ],
+            },
+        })
+        .await
+        .expect("signal");
+    let records = common::consume(&namespace, 10, WAIT, false).await;
+    let mut keys: Vec<i64> = records.iter().map(|r| seen(r).key).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, (20..30).collect::<Vec<_>>(), "log:\n{}", daemon.log());
+    assert!(records.iter().all(|r| seen(r).snapshot));
+    let finished = common::eventually(WAIT, || {
+        let done = snapshot_state(port, &name, &namespace) == "finished";
+        async move { done }
+    })
+    .await;
+    assert!(finished, "/status: {}", status(port));
+    let signal = signals
+        .find_one(doc! {"_id": "ad-hoc-1"})
+        .await
+        .expect("reading the signal")
+        .expect("the signal");
+    assert!(signal.contains_key("processed"), "{signal}");
+    // Nothing more: the condition held.
+    let again = common::consume(&namespace, 11, Duration::from_secs(2), false).await;
+    assert_eq!(again.len(), 10);
+    daemon.terminate(WAIT);
+    let _ = common::mongo_client().await.database(&db).drop().await;
+}
+
+#[tokio::test]
+async fn a_snapshot_shows_its_progress_and_stops_when_cancelled() {
+    const KEYS: i64 = 2_000;
+    let db = common::unique("snapshot_cancel");
+    let namespace = format!("{db}.c");
+    seed(&db, KEYS).await;
+    let name = common::unique("snapshot_p");
+    let port = common::free_port();
+    // Small chunks, each emitted once the idle stream passed its high watermark: slow
+    // enough to be seen under way.
+    let mut daemon = start(&db, &name, port, "snapshot_chunk_size = 10");
+    let path = format!("/pipelines/{name}/snapshot");
+    let (code, body) = request(port, "POST", &path, "{\"namespaces\": [\"nope.c\"]}");
+    assert_eq!(code, 409, "a namespace the pipeline does not watch: {body}");
+    assert!(body.contains("nope.c"), "{body}");
+    let (code, body) = request(port, "POST", &path, "{\"namespace\": []}");
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = request(
+        port,
+        "POST",
+        &path,
+        &format!("{{\"namespaces\": [\"{namespace}\"]}}"),
+    );
+    assert_eq!(code, 202, "{body}");
+    let mut under_way = Value::Null;
+    let progressing = common::eventually(WAIT, || {
+        under_way = status(port)["pipelines"][&name]["snapshot"][&namespace].clone();
+        let going = under_way["done"].as_u64().is_some_and(|d| d >= 30);
+        async move { going }
+    })
+    .await;
+    assert!(
+        progressing,
+        "/status: {}; log:\n{}",
+        status(port),
+        daemon.log()
+    );
+    assert_eq!(under_way["total"], Value::from(KEYS), "{under_way}");
+    assert!(
+        under_way["ratio"]
+            .as_f64()
+            .is_some_and(|r| r > 0.0 && r < 1.0),
+        "{under_way}"
+    );
+    assert!(under_way.get("eta_seconds").is_some(), "{under_way}");
+    assert_eq!(snapshot_state(port, &name, &namespace), "running");
+
+    let (code, body) = request(port, "DELETE", &path, "");
+    assert_eq!(code, 202, "{body}");
+    let cancelled = common::eventually(WAIT, || {
+        let done = snapshot_state(port, &name, &namespace) == "cancelled";
+        async move { done }
+    })
+    .await;
+    assert!(
+        cancelled,
+        "/status: {}; log:\n{}",
+        status(port),
+        daemon.log()
+    );
+    let count = |records: &[common::Consumed]| records.len();
+    let at_cancel =
+        count(&common::consume(&namespace, KEYS as usize, Duration::from_secs(3), false).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let later =
+        count(&common::consume(&namespace, KEYS as usize, Duration::from_secs(3), false).await);
+    assert_eq!(at_cancel, later, "records still came after the cancel");
+    assert!(
+        later < KEYS as usize,
+        "the snapshot ran to its end ({later} records) despite the cancel"
+    );
+    daemon.terminate(WAIT);
+    let _ = common::mongo_client().await.database(&db).drop().await;
+}
