@@ -357,3 +357,85 @@ async fn a_snapshot_shows_its_progress_and_stops_when_cancelled() {
     daemon.terminate(WAIT);
     let _ = common::mongo_client().await.database(&db).drop().await;
 }
+
+#[tokio::test]
+async fn a_snapshot_goes_on_after_a_crash_from_its_last_checkpointed_chunk() {
+    const KEYS: i64 = 200;
+    let db = common::unique("snapshot_crash");
+    let namespace = format!("{db}.c");
+    seed(&db, KEYS).await;
+    let name = common::unique("snapshot_p");
+    let port = common::free_port();
+    let extra = "snapshot_chunk_size = 10\ncheckpoint_interval = \"200ms\"";
+    let mut daemon = start(&db, &name, port, extra);
+    let (code, body) = request(
+        port,
+        "POST",
+        &format!("/pipelines/{name}/snapshot"),
+        &format!("{{\"namespaces\": [\"{namespace}\"]}}"),
+    );
+    assert_eq!(code, 202, "{body}");
+    let going = common::eventually(WAIT, || {
+        let done = status(port)["pipelines"][&name]["snapshot"][&namespace]["done"]
+            .as_u64()
+            .is_some_and(|d| d >= 60);
+        async move { done }
+    })
+    .await;
+    assert!(going, "/status: {}; log:\n{}", status(port), daemon.log());
+    daemon.signal("KILL");
+    daemon.wait(WAIT);
+
+    // The killed daemon's slots come free when its group session times out (librdkafka's
+    // 45 s), so the restart waits longer than the other steps.
+    let mut daemon = common::Daemon::start(&common::config_toml(
+        port,
+        &format!(
+            "[[source]]\nname = \"{name}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nmax_await_time = \"200ms\"\n{extra}\n"
+        ),
+    ));
+    daemon.wait_for_log("change stream open", 1, Duration::from_secs(60));
+    assert!(
+        daemon.log().contains("start=\"checkpoint\""),
+        "did not resume from a checkpoint:\n{}",
+        daemon.log()
+    );
+    let finished = common::eventually(WAIT, || {
+        let done = snapshot_state(port, &name, &namespace) == "finished";
+        async move { done }
+    })
+    .await;
+    assert!(
+        finished,
+        "the snapshot did not go on after the restart; /status: {}; log:\n{}",
+        status(port),
+        daemon.log()
+    );
+    let records = common::consume_until(&namespace, WAIT, false, |records| {
+        let keys: std::collections::BTreeSet<i64> = records
+            .iter()
+            .map(seen)
+            .filter(|s| s.snapshot)
+            .map(|s| s.key)
+            .collect();
+        keys.len() as i64 >= KEYS
+    })
+    .await;
+    let mut reads: BTreeMap<i64, usize> = BTreeMap::new();
+    for s in records.iter().map(seen).filter(|s| s.snapshot) {
+        *reads.entry(s.key).or_default() += 1;
+    }
+    assert_eq!(
+        reads.len() as i64,
+        KEYS,
+        "every key is read; log:\n{}",
+        daemon.log()
+    );
+    // The restart went on from its checkpoint, not from the start: the first chunk was
+    // emitted once (the chunks after the last checkpoint, at most, twice).
+    assert_eq!(reads.get(&0), Some(&1), "{reads:?}");
+    let twice = reads.values().filter(|n| **n > 1).count();
+    assert!(twice < 60, "{twice} keys read again after the restart");
+    daemon.terminate(WAIT);
+    let _ = common::mongo_client().await.database(&db).drop().await;
+}

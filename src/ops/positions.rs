@@ -146,6 +146,7 @@ pub fn plan_checkpoints(
                 resume_token: token.clone(),
                 start: None,
                 copy: None,
+                snapshot: None,
                 generation: 0,
                 exactly_once: false,
             }),
@@ -909,6 +910,7 @@ mod tests {
                     resume_token: serde_json::json!({ "_data": format!("T{offset}") }),
                     start: None,
                     copy: None,
+                    snapshot: None,
                     generation: 0,
                     exactly_once: false,
                 }

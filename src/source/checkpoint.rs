@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use super::copy::CopyProgress;
 use super::model::{Position, StartAt};
+use super::reader::snapshot::SnapshotProgress;
 use crate::clients::{kafka, ClientError};
 use crate::config::KafkaConfig;
 use crate::ops::metrics::Metrics;
@@ -65,6 +66,9 @@ pub struct Checkpoint {
     /// While existing documents are copied: how far the copy got.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy: Option<CopyProgress>,
+    /// While snapshots on demand run: the namespaces left and where each goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotProgress>,
     /// The start of the pipeline that wrote it: one more than the highest generation its
     /// load read. Across partitions the highest wins (0: written before generations).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -103,6 +107,7 @@ impl Checkpoint {
             resume_token: bson::to_bson(&position.token)?.into_canonical_extjson(),
             start: None,
             copy: position.copy.as_deref().cloned(),
+            snapshot: position.snapshot.as_deref().cloned(),
             generation: 0,
             exactly_once: false,
         })
@@ -115,6 +120,7 @@ impl Checkpoint {
             resume_token: serde_json::Value::Null,
             start: Some(start),
             copy: None,
+            snapshot: None,
             generation: 0,
             exactly_once: false,
         }
@@ -149,6 +155,7 @@ impl Checkpoint {
         Ok(Position {
             token: bson::from_bson(bson).map_err(|e| e.to_string())?,
             copy: self.copy.clone().map(Arc::new),
+            snapshot: self.snapshot.clone().map(Arc::new),
         })
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use mongodb::change_stream::event::ResumeToken;
 
 use super::copy::CopyProgress;
+use super::reader::snapshot::SnapshotProgress;
 use crate::config::SourceConfig;
 
 /// Which reader a batch comes from; a restarted reader has a new generation, so late
@@ -68,12 +69,18 @@ pub struct Position {
     pub token: ResumeToken,
     /// The copy's progress, while one runs.
     pub copy: Option<Arc<CopyProgress>>,
+    /// The snapshots on demand under way: what is left of them.
+    pub snapshot: Option<Arc<SnapshotProgress>>,
 }
 
 impl Position {
     /// A position in the change stream, no copy running.
     pub fn stream(token: ResumeToken) -> Self {
-        Self { token, copy: None }
+        Self {
+            token,
+            copy: None,
+            snapshot: None,
+        }
     }
 }
 

@@ -378,6 +378,7 @@ impl<'a> Copier<'a> {
         let position = self.start_token.clone().map(|token| Position {
             token,
             copy: Some(Arc::new(state.clone())),
+            snapshot: None,
         });
         self.reader.send(batch.records, position).await
     }

@@ -23,6 +23,7 @@
 use std::collections::{HashSet, VecDeque};
 
 use bson::{Bson, Document, Timestamp};
+use serde::{Deserialize, Serialize};
 
 /// A cluster time as one number (seconds in the high half), ordered as MongoDB orders them.
 pub fn time(at: Timestamp) -> u64 {
@@ -149,6 +150,28 @@ impl NamespaceSnapshot {
     }
 }
 
+/// What a checkpoint keeps of a reader's snapshots: the namespaces left, in order, each with
+/// its query and the last `_id` emitted (as canonical extended JSON), so a restart goes on
+/// after the last chunk emitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotProgress {
+    /// The snapshots left, the one under way first.
+    pub namespaces: Vec<SavedSnapshot>,
+}
+
+/// One namespace of [`SnapshotProgress`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedSnapshot {
+    /// `db.coll`.
+    pub namespace: String,
+    /// The query, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<serde_json::Value>,
+    /// The last `_id` emitted, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<serde_json::Value>,
+}
+
 /// The snapshots a reader has to run, in the order asked.
 #[derive(Debug, Default)]
 pub struct SnapshotQueue {
@@ -187,6 +210,53 @@ impl SnapshotQueue {
             }
             None => self.queue.pop_front().map(|s| s.namespace),
         }
+    }
+
+    /// What a checkpoint keeps of the queue; `None` when nothing is queued.
+    pub fn progress(&self) -> Option<SnapshotProgress> {
+        if self.queue.is_empty() {
+            return None;
+        }
+        let namespaces = self
+            .queue
+            .iter()
+            .map(|s| SavedSnapshot {
+                namespace: s.namespace.clone(),
+                filter: s
+                    .filter
+                    .clone()
+                    .map(|f| Bson::Document(f).into_canonical_extjson()),
+                after: s.after.clone().map(Bson::into_canonical_extjson),
+            })
+            .collect();
+        Some(SnapshotProgress { namespaces })
+    }
+
+    /// The queue a checkpoint kept, or why it does not read back.
+    pub fn restore(progress: &SnapshotProgress) -> Result<Self, String> {
+        let mut queue = VecDeque::new();
+        for saved in &progress.namespaces {
+            let filter = match saved.filter.clone().map(Bson::try_from).transpose() {
+                Ok(None) => None,
+                Ok(Some(Bson::Document(filter))) => Some(filter),
+                Ok(Some(_)) => {
+                    return Err(format!("{}: the filter is not a document", saved.namespace))
+                }
+                Err(e) => return Err(format!("{}: the filter: {e}", saved.namespace)),
+            };
+            let after = saved
+                .after
+                .clone()
+                .map(Bson::try_from)
+                .transpose()
+                .map_err(|e| format!("{}: the last `_id`: {e}", saved.namespace))?;
+            queue.push_back(NamespaceSnapshot {
+                namespace: saved.namespace.clone(),
+                filter,
+                after,
+            });
+        }
+        Ok(Self { queue })
     }
 
     /// Drops every snapshot; answers the namespaces dropped.
@@ -430,7 +500,14 @@ mod tests {
         );
         assert_eq!(queue.advance(None), Some("d.a".to_owned()));
         assert_eq!(queue.current().map(|s| s.namespace.as_str()), Some("d.b"));
+        assert_eq!(queue.advance(Some(Bson::Int64(9))), None);
+        let saved = queue.progress().expect("queued");
+        let text = serde_json::to_string(&saved).unwrap_or_default();
+        let back: SnapshotProgress = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        let restored = SnapshotQueue::restore(&back).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(restored.current(), queue.current(), "{text}");
         assert_eq!(queue.cancel(), vec!["d.b".to_owned()]);
+        assert_eq!(queue.progress(), None);
         assert!(queue.is_empty());
     }
 

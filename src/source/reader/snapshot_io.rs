@@ -3,14 +3,18 @@
 //! server's operation time before and after the read) and emits what the chunk's
 //! [`Window`] says, when it says. The rules are in [`super::snapshot`]; this is the I/O.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf};
 use futures_util::TryStreamExt;
 use tokio::sync::mpsc;
 
 use super::batching::ReadItem;
 use super::records::copied_event;
-use super::snapshot::{key_of, time, Key, SnapshotQueue, Step, Window};
+use super::snapshot::{key_of, time, Key, SnapshotProgress, SnapshotQueue, Step, Window};
 use super::stream::ReadLoop;
+use crate::source::model::Position;
 use crate::source::SourceError;
 
 /// A chunk row: the copied document.
@@ -19,10 +23,35 @@ type Row = RawDocumentBuf;
 /// What a reader keeps of the snapshots it runs.
 #[derive(Default)]
 pub(super) struct Snapshots {
+    /// The snapshots left; the current one's `after` is the last `_id` emitted.
     queue: SnapshotQueue,
-    window: Option<Window<Row>>,
+    /// The chunk read and not yet emitted, with its last `_id`.
+    window: Option<(Window<Row>, Bson)>,
     cancels: u64,
     started: bool,
+    /// The namespaces whose progress `/status` shows.
+    announced: HashSet<String>,
+}
+
+impl Snapshots {
+    /// The snapshots a checkpoint kept (`None`: none).
+    pub fn restored(progress: Option<&SnapshotProgress>) -> Result<Self, String> {
+        Ok(Self {
+            queue: match progress {
+                Some(progress) => SnapshotQueue::restore(progress)?,
+                None => SnapshotQueue::default(),
+            },
+            ..Self::default()
+        })
+    }
+
+    /// `position` carrying what the checkpoint keeps of the snapshots.
+    pub fn carried(&self, position: Position) -> Position {
+        Position {
+            snapshot: self.queue.progress().map(Arc::new),
+            ..position
+        }
+    }
 }
 
 /// The namespace, `_id` key and cluster time of a change event, when it has them.
@@ -56,6 +85,7 @@ impl ReadLoop {
             snapshots.cancels = cancels;
             snapshots.window = None;
             for namespace in snapshots.queue.cancel() {
+                snapshots.announced.remove(&namespace);
                 tracing::warn!(pipeline = %self.shared.config.name, %namespace, "snapshot cancelled");
                 self.shared.snapshot_progress.ended(&namespace, "cancelled");
             }
@@ -107,7 +137,7 @@ impl ReadLoop {
                 continue;
             };
             let collection = self.shared.mongo.database(db).collection::<Document>(coll);
-            if current.after.is_none() {
+            if snapshots.announced.insert(current.namespace.clone()) {
                 let total = collection.estimated_document_count().await.ok();
                 self.shared
                     .snapshot_progress
@@ -141,12 +171,15 @@ impl ReadLoop {
             match last {
                 None => {
                     if let Some(done) = snapshots.queue.advance(None) {
+                        snapshots.announced.remove(&done);
                         self.shared.snapshot_progress.ended(&done, "finished");
                     }
                 }
                 Some(last) => {
-                    snapshots.queue.advance(Some(last));
-                    snapshots.window = Some(Window::new(&current.namespace, low, high, keyed));
+                    // The queue moves past the chunk only once it is emitted: a restart
+                    // before reads it again.
+                    let window = Window::new(&current.namespace, low, high, keyed);
+                    snapshots.window = Some((window, last));
                     return Ok(());
                 }
             }
@@ -161,16 +194,17 @@ impl ReadLoop {
         event: &RawDocument,
         items: &mpsc::Sender<ReadItem>,
     ) -> Result<(), SourceError> {
-        let Some(window) = &mut snapshots.window else {
+        let Some((window, _)) = &mut snapshots.window else {
             return Ok(());
         };
         let Some((namespace, key, at)) = event_place(event) else {
             return Ok(());
         };
-        let chunk_namespace = window.namespace().to_owned();
         if let Step::EmitFirst(rows) = window.observe(&namespace, key.as_ref(), at) {
-            snapshots.window = None;
-            self.emit_chunk(&chunk_namespace, rows, items).await?;
+            if let Some((window, last)) = snapshots.window.take() {
+                self.emit_chunk(window.namespace(), rows, items).await?;
+                snapshots.queue.advance(Some(last));
+            }
         }
         Ok(())
     }
@@ -181,10 +215,10 @@ impl ReadLoop {
         snapshots: &mut Snapshots,
         items: &mpsc::Sender<ReadItem>,
     ) -> Result<(), SourceError> {
-        if let Some(mut window) = snapshots.window.take() {
-            let namespace = window.namespace().to_owned();
-            self.emit_chunk(&namespace, window.caught_up(), items)
-                .await?;
+        if let Some((mut window, last)) = snapshots.window.take() {
+            let rows = window.caught_up();
+            self.emit_chunk(window.namespace(), rows, items).await?;
+            snapshots.queue.advance(Some(last));
         }
         Ok(())
     }

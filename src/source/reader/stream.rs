@@ -25,6 +25,7 @@ use super::copy::Copier;
 use super::fragments::Reassembler;
 use super::records::{self, Records};
 use super::settings::resumes_after_a_fragment;
+use super::snapshot::SnapshotProgress;
 use super::snapshot_io::Snapshots;
 use super::{ReaderContext, ReaderProgress};
 use crate::budget::Held;
@@ -281,12 +282,16 @@ impl ReadLoop {
             self.send(Vec::new(), Self::position(stream.resume_token()))
                 .await?;
         }
+        let restored = match &start {
+            StartAt::Resume(position) => position.snapshot.clone(),
+            _ => None,
+        };
         tracing::info!(pipeline = %self.shared.config.name, namespace = %self.namespace(), "change stream open");
         // Reading and handing over run side by side: what is read while a batch travels to
         // the producer waits in a bounded queue and goes next, as one batch.
         let (items, pending) = mpsc::channel(batching::PENDING_ITEMS);
         try_join(
-            self.read_stream(stream, fragments, items),
+            self.read_stream(stream, fragments, items, restored),
             self.hand_over(pending),
         )
         .await?;
@@ -301,6 +306,7 @@ impl ReadLoop {
         mut stream: ChangeStream<RawDocumentBuf>,
         mut fragments: bool,
         items: mpsc::Sender<ReadItem>,
+        restored: Option<Arc<SnapshotProgress>>,
     ) -> Result<(), SourceError> {
         let mut reassembler = Reassembler::default();
         let heartbeat = self.shared.config.heartbeat_interval;
@@ -308,7 +314,11 @@ impl ReadLoop {
         let mut last_publish = Instant::now();
         // Snapshots on demand: one chunk at a time, read between watermarks and emitted
         // when the stream passed the second (`snapshot`).
-        let mut snapshots = Snapshots::default();
+        let mut snapshots =
+            Snapshots::restored(restored.as_deref()).map_err(|reason| SourceError::Checkpoint {
+                namespace: self.namespace().to_owned(),
+                reason: format!("the snapshot's progress does not read back: {reason}"),
+            })?;
         while !self.stopping() {
             if !reassembler.in_progress() {
                 self.snapshot_commands(&mut snapshots);
@@ -367,7 +377,8 @@ impl ReadLoop {
                         () = self.stopped() => break,
                     };
                     let records = records.into_iter().collect();
-                    self.queue(&items, records, Self::position(token)).await?;
+                    let position = Self::position(token).map(|p| snapshots.carried(p));
+                    self.queue(&items, records, position).await?;
                     last_publish = Instant::now();
                 }
                 // Between the fragments of one event: its position is no checkpoint.
@@ -385,7 +396,8 @@ impl ReadLoop {
                     }
                     let token = stream.resume_token();
                     if token.is_some() || !records.is_empty() {
-                        self.queue(&items, records, Self::position(token)).await?;
+                        let position = Self::position(token).map(|p| snapshots.carried(p));
+                        self.queue(&items, records, position).await?;
                     }
                 }
             }
