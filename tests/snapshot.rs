@@ -439,3 +439,51 @@ async fn a_snapshot_goes_on_after_a_crash_from_its_last_checkpointed_chunk() {
     daemon.terminate(WAIT);
     let _ = common::mongo_client().await.database(&db).drop().await;
 }
+
+#[tokio::test]
+async fn a_snapshot_covers_ids_of_mixed_types() {
+    let db = common::unique("snapshot_mixed");
+    let namespace = format!("{db}.c");
+    let coll = common::mongo_client()
+        .await
+        .database(&db)
+        .collection::<Document>("c");
+    let mut docs: Vec<Document> = (0..10).map(|i| doc! {"_id": i, "v": 0}).collect();
+    docs.extend(["a", "b", "c", "d", "e"].map(|s| doc! {"_id": s, "v": 0}));
+    docs.extend((0..3).map(|_| doc! {"_id": mongodb::bson::oid::ObjectId::new(), "v": 0}));
+    docs.push(doc! {"_id": {"nested": 1}, "v": 0});
+    coll.insert_many(docs).await.expect("seeding");
+    let name = common::unique("snapshot_p");
+    let port = common::free_port();
+    let mut daemon = start(&db, &name, port, "snapshot_chunk_size = 4");
+    let (code, body) = request(
+        port,
+        "POST",
+        &format!("/pipelines/{name}/snapshot"),
+        &format!("{{\"namespaces\": [\"{namespace}\"]}}"),
+    );
+    assert_eq!(code, 202, "{body}");
+    let finished = common::eventually(WAIT, || {
+        let done = snapshot_state(port, &name, &namespace) == "finished";
+        async move { done }
+    })
+    .await;
+    assert!(
+        finished,
+        "/status: {}; log:\n{}",
+        status(port),
+        daemon.log()
+    );
+    let records = common::consume(&namespace, 19, Duration::from_secs(10), false).await;
+    let keys: std::collections::BTreeSet<String> = records
+        .iter()
+        .map(|r| r.key_json()["_id"].to_string())
+        .collect();
+    assert_eq!(
+        keys.len(),
+        19,
+        "every `_id`, whatever its type, is copied once: {keys:?}"
+    );
+    daemon.terminate(WAIT);
+    let _ = common::mongo_client().await.database(&db).drop().await;
+}

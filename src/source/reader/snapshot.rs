@@ -130,11 +130,14 @@ pub struct NamespaceSnapshot {
 }
 
 impl NamespaceSnapshot {
-    /// The `$match` of the next chunk.
+    /// The query of the next chunk. `$expr` compares across BSON types (a plain
+    /// `{_id: {$gt: x}}` only matches `_id`s of `x`'s type), as the copy's ranges do.
     pub fn chunk_filter(&self) -> Document {
         let mut parts = Vec::new();
         if let Some(after) = &self.after {
-            parts.push(Bson::Document(bson::doc! {"_id": {"$gt": after.clone()}}));
+            parts.push(Bson::Document(
+                bson::doc! {"$expr": {"$gt": ["$_id", {"$literal": after.clone()}]}},
+            ));
         }
         if let Some(filter) = &self.filter {
             parts.push(Bson::Document(filter.clone()));
@@ -496,7 +499,7 @@ mod tests {
         assert_eq!(queue.advance(Some(Bson::Int32(7))), None);
         assert_eq!(
             queue.current().map(|s| s.chunk_filter()),
-            Some(doc! {"$and": [{"_id": {"$gt": 7}}, {"x": 1}]})
+            Some(doc! {"$and": [{"$expr": {"$gt": ["$_id", {"$literal": 7}]}}, {"x": 1}]})
         );
         assert_eq!(queue.advance(None), Some("d.a".to_owned()));
         assert_eq!(queue.current().map(|s| s.namespace.as_str()), Some("d.b"));
