@@ -293,7 +293,12 @@ async fn a_snapshot_shows_its_progress_and_stops_when_cancelled() {
     let port = common::free_port();
     // Small chunks, each emitted once the idle stream passed its high watermark: slow
     // enough to be seen under way.
-    let mut daemon = start(&db, &name, port, "snapshot_chunk_size = 10");
+    let mut daemon = start(
+        &db,
+        &name,
+        port,
+        &format!("snapshot_chunk_size = 10\nsignal_collection = \"{db}.signals\""),
+    );
     let path = format!("/pipelines/{name}/snapshot");
     let (code, body) = request(port, "POST", &path, "{\"namespaces\": [\"nope.c\"]}");
     assert_eq!(code, 409, "a namespace the pipeline does not watch: {body}");
@@ -353,6 +358,39 @@ async fn a_snapshot_shows_its_progress_and_stops_when_cancelled() {
     assert!(
         later < KEYS as usize,
         "the snapshot ran to its end ({later} records) despite the cancel"
+    );
+
+    // Started again, then cancelled by a `stop-snapshot` signal.
+    let (code, body) = request(
+        port,
+        "POST",
+        &path,
+        &format!("{{\"namespaces\": [\"{namespace}\"]}}"),
+    );
+    assert_eq!(code, 202, "{body}");
+    let running = common::eventually(WAIT, || {
+        let going = snapshot_state(port, &name, &namespace) == "running";
+        async move { going }
+    })
+    .await;
+    assert!(running, "/status: {}", status(port));
+    common::mongo_client()
+        .await
+        .database(&db)
+        .collection::<Document>("signals")
+        .insert_one(doc! {"type": "stop-snapshot", "data": {"data-collections": [&namespace], "type": "incremental"}})
+        .await
+        .expect("signal");
+    let cancelled = common::eventually(WAIT, || {
+        let done = snapshot_state(port, &name, &namespace) == "cancelled";
+        async move { done }
+    })
+    .await;
+    assert!(
+        cancelled,
+        "/status: {}; log:\n{}",
+        status(port),
+        daemon.log()
     );
     daemon.terminate(WAIT);
     let _ = common::mongo_client().await.database(&db).drop().await;
