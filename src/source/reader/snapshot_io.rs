@@ -14,6 +14,7 @@ use super::batching::ReadItem;
 use super::records::copied_event;
 use super::snapshot::{key_of, time, Key, SnapshotProgress, SnapshotQueue, Step, Window};
 use super::stream::ReadLoop;
+use crate::budget::Held;
 use crate::source::model::Position;
 use crate::source::SourceError;
 
@@ -25,8 +26,9 @@ type Row = RawDocumentBuf;
 pub(super) struct Snapshots {
     /// The snapshots left; the current one's `after` is the last `_id` emitted.
     queue: SnapshotQueue,
-    /// The chunk read and not yet emitted, with its last `_id`.
-    window: Option<(Window<Row>, Bson)>,
+    /// The chunk read and not yet emitted, with its last `_id` and its room in the
+    /// pipeline's memory budget.
+    window: Option<(Window<Row>, Bson, Held)>,
     cancels: u64,
     started: bool,
     /// The namespaces whose progress `/status` shows.
@@ -178,8 +180,14 @@ impl ReadLoop {
                 Some(last) => {
                     // The queue moves past the chunk only once it is emitted: a restart
                     // before reads it again.
+                    // The chunk holds its room in the memory budget until it is emitted:
+                    // while the budget is spent the reader reads no further.
+                    let bytes = keyed.iter().map(|(_, row)| row.as_bytes().len()).sum();
+                    self.progress.waiting_for_kafka(true);
+                    let held = self.shared.budget.take(bytes, &current.namespace).await;
+                    self.progress.waiting_for_kafka(false);
                     let window = Window::new(&current.namespace, low, high, keyed);
-                    snapshots.window = Some((window, last));
+                    snapshots.window = Some((window, last, held));
                     return Ok(());
                 }
             }
@@ -194,14 +202,16 @@ impl ReadLoop {
         event: &RawDocument,
         items: &mpsc::Sender<ReadItem>,
     ) -> Result<(), SourceError> {
-        let Some((window, _)) = &mut snapshots.window else {
+        let Some((window, _, _)) = &mut snapshots.window else {
             return Ok(());
         };
         let Some((namespace, key, at)) = event_place(event) else {
             return Ok(());
         };
         if let Step::EmitFirst(rows) = window.observe(&namespace, key.as_ref(), at) {
-            if let Some((window, last)) = snapshots.window.take() {
+            if let Some((window, last, held)) = snapshots.window.take() {
+                // The records take their own room as they are queued.
+                drop(held);
                 self.emit_chunk(window.namespace(), rows, items).await?;
                 snapshots.queue.advance(Some(last));
             }
@@ -215,8 +225,9 @@ impl ReadLoop {
         snapshots: &mut Snapshots,
         items: &mpsc::Sender<ReadItem>,
     ) -> Result<(), SourceError> {
-        if let Some((mut window, last)) = snapshots.window.take() {
+        if let Some((mut window, last, held)) = snapshots.window.take() {
             let rows = window.caught_up();
+            drop(held);
             self.emit_chunk(window.namespace(), rows, items).await?;
             snapshots.queue.advance(Some(last));
         }
