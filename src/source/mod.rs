@@ -1403,16 +1403,7 @@ impl Handler<Snapshot> for SourceSupervisor {
                             .to_owned(),
                     );
                 }
-                let scopes = Scope::of(&self.config);
-                let unwatched: Vec<&str> = request
-                    .namespaces
-                    .iter()
-                    .filter(|n| {
-                        !matches!(n.split_once('.'), Some((db, coll)) if !db.is_empty() && !coll.is_empty())
-                            || !scopes.iter().any(|scope| scope.covers(n))
-                    })
-                    .map(String::as_str)
-                    .collect();
+                let unwatched = reader::snapshot::unwatched(&self.config, &request.namespaces);
                 if !unwatched.is_empty() {
                     return Err(format!(
                         "pipeline `{pipeline}` does not watch {}: a snapshot copies collections its change stream follows (`db.coll`)",

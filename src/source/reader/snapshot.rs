@@ -330,6 +330,37 @@ impl SnapshotInbox {
     }
 }
 
+/// The namespaces of `namespaces` the pipeline `config`'s change streams do not follow (not
+/// `db.coll`, another database or collection, left out by `collection_regex` or
+/// `collection_exclude`): a snapshot of them is refused.
+pub fn unwatched<'a>(
+    config: &crate::config::SourceConfig,
+    namespaces: &'a [String],
+) -> Vec<&'a str> {
+    let scopes = crate::source::model::Scope::of(config);
+    let regex = config
+        .collection_regex
+        .as_deref()
+        .and_then(|re| regex::Regex::new(re).ok());
+    namespaces
+        .iter()
+        .filter(|namespace| {
+            let Some((db, coll)) = namespace.split_once('.') else {
+                return true;
+            };
+            if db.is_empty() || coll.is_empty() {
+                return true;
+            }
+            let database_wide = config.database.is_some() && config.collection.is_none();
+            let left_out = database_wide
+                && (regex.as_ref().is_some_and(|re| !re.is_match(coll))
+                    || config.collection_exclude.iter().any(|c| c == coll));
+            left_out || !scopes.iter().any(|scope| scope.covers(namespace))
+        })
+        .map(String::as_str)
+        .collect()
+}
+
 /// Why a signal document is not a snapshot command.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("signal {id}: {reason}")]
@@ -529,6 +560,28 @@ mod tests {
         assert_eq!(inbox.cancels(), 0);
         inbox.cancel();
         assert_eq!(inbox.cancels(), 1);
+    }
+
+    #[test]
+    fn only_namespaces_the_streams_follow_can_be_snapshotted() {
+        let config = |extra: &str| {
+            crate::config::load_str(
+                &format!("[mongodb]\nuri = \"mongodb://h\"\n[kafka]\nbootstrap_servers = \"k:9092\"\n[[source]]\nname = \"p\"\n{extra}\n"),
+                std::path::Path::new("t.toml"),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+            .sources
+            .remove(0)
+        };
+        let names = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let asked = names(&["d.a", "d.b", "e.a", "nodot", "d."]);
+        let one = config("database = \"d\"\ncollection = \"a\"");
+        assert_eq!(unwatched(&one, &asked), ["d.b", "e.a", "nodot", "d."]);
+        let database =
+            config("database = \"d\"\ncollection_regex = \"^[ab]$\"\ncollection_exclude = [\"b\"]");
+        assert_eq!(unwatched(&database, &asked), ["d.b", "e.a", "nodot", "d."]);
+        let everything = config("");
+        assert_eq!(unwatched(&everything, &asked), ["nodot", "d."]);
     }
 
     #[test]
