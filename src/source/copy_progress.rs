@@ -75,7 +75,11 @@ impl CopyTracker {
         };
         self.publish(namespace, &copy);
         self.copies().insert(namespace.to_owned(), copy);
-        tracing::info!(pipeline = %self.pipeline, %namespace, documents = ?total, "copy of existing documents started");
+        if self.snapshots {
+            tracing::info!(pipeline = %self.pipeline, %namespace, documents = ?total, "snapshot started");
+        } else {
+            tracing::info!(pipeline = %self.pipeline, %namespace, documents = ?total, "copy of existing documents started");
+        }
     }
 
     /// `count` more documents of `namespace` were handed over for publishing.
@@ -93,7 +97,7 @@ impl CopyTracker {
             let report = copy.progress.report();
             let percent = report.ratio.map(|r| format!("{:.1}%", r * 100.0));
             let left = report.eta_seconds.map(human_seconds);
-            tracing::info!(pipeline = %self.pipeline, %namespace, copied = report.done, total = ?report.total, percent = percent.as_deref().unwrap_or("unknown"), time_left = left.as_deref().unwrap_or("unknown"), "copy progress");
+            tracing::info!(pipeline = %self.pipeline, %namespace, copied = report.done, total = ?report.total, percent = percent.as_deref().unwrap_or("unknown"), time_left = left.as_deref().unwrap_or("unknown"), "{}", if self.snapshots { "snapshot progress" } else { "copy progress" });
         }
     }
 
@@ -108,7 +112,9 @@ impl CopyTracker {
         copy.progress = Progress::new(Some(done), Instant::now());
         copy.progress.advance_to(done, Instant::now());
         self.publish(namespace, copy);
-        tracing::info!(pipeline = %self.pipeline, %namespace, copied = done, "copy of existing documents finished");
+        if !self.snapshots {
+            tracing::info!(pipeline = %self.pipeline, %namespace, copied = done, "copy of existing documents finished");
+        }
     }
 
     fn publish(&self, namespace: &str, copy: &Copy) {
