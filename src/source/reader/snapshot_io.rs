@@ -76,14 +76,18 @@ fn event_place(event: &RawDocument) -> Option<(String, Option<Key>, u64)> {
 
 impl ReadLoop {
     /// Takes new snapshot commands; drops what runs after a cancel.
-    pub(super) fn snapshot_commands(&self, snapshots: &mut Snapshots) {
+    /// Answers whether the snapshots changed (taken or cancelled): the checkpoint should
+    /// say so at once, so a reader restarted before its next event does not forget them.
+    pub(super) fn snapshot_commands(&self, snapshots: &mut Snapshots) -> bool {
         let inbox = &self.shared.snapshots;
+        let mut changed = false;
         let cancels = inbox.cancels();
         if !snapshots.started {
             snapshots.started = true;
             snapshots.cancels = cancels;
         }
         if cancels != snapshots.cancels {
+            changed = true;
             snapshots.cancels = cancels;
             snapshots.window = None;
             for namespace in snapshots.queue.cancel() {
@@ -95,7 +99,9 @@ impl ReadLoop {
         for request in inbox.take(|n| self.watched.covers(n)) {
             tracing::info!(pipeline = %self.shared.config.name, namespaces = ?request.namespaces, filter = ?request.filter, "snapshot asked for");
             snapshots.queue.add(&request);
+            changed = true;
         }
+        changed
     }
 
     /// The server's operation time now, by MongoDB's reply to opening a change stream on

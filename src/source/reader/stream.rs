@@ -321,7 +321,14 @@ impl ReadLoop {
             })?;
         while !self.stopping() {
             if !reassembler.in_progress() {
-                self.snapshot_commands(&mut snapshots);
+                if self.snapshot_commands(&mut snapshots) {
+                    // Every event handed out so far is queued: the stream's token is a
+                    // position, now carrying the snapshots.
+                    let position = Self::position(stream.resume_token());
+                    if let Some(position) = position.map(|p| snapshots.carried(p)) {
+                        self.queue(&items, Vec::new(), Some(position)).await?;
+                    }
+                }
                 self.next_chunk(&mut snapshots).await?;
             }
             if !stream.is_alive() {
