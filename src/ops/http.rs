@@ -1,7 +1,8 @@
 //! The HTTP endpoint: `/health` (alive), `/ready` (pipelines running and connected),
 //! `/metrics` (Prometheus text format), `/status` (what each pipeline is doing, as JSON),
 //! and the control of pipelines: `GET /pipelines`, `GET /pipelines/<name>`,
-//! `POST /pipelines/<name>/pause|resume|restart` (see `ops::control`).
+//! `POST /pipelines/<name>/pause|resume|restart` (see `ops::control`), and
+//! `POST|DELETE /pipelines/<name>/snapshot` (a source's snapshots on demand).
 //!
 //! With a token (`http.token_file` or `MKB_HTTP_TOKEN`) the control paths answer only
 //! requests with `Authorization: Bearer <token>`. Without one they answer only on a loopback
@@ -414,6 +415,38 @@ pub fn serve(address: SocketAddr, reporters: Reporters) -> std::io::Result<Serve
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_snapshot_body_names_namespaces_and_an_optional_extended_json_filter() {
+        let request = super::snapshot_request(
+            br#"{"namespaces": ["d.a"], "filter": {"at": {"$gt": {"$date": "2024-01-01T00:00:00Z"}}}}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(request.namespaces, ["d.a"]);
+        let filter = request.filter.unwrap_or_default();
+        assert!(
+            matches!(
+                filter
+                    .get_document("at")
+                    .and_then(|at| at.get_datetime("$gt")),
+                Ok(_)
+            ),
+            "{filter}"
+        );
+        for (body, says) in [
+            (&b"nope"[..], "not JSON"),
+            (b"[]", "not a JSON object"),
+            (br#"{"namespace": ["d.a"]}"#, "unknown field `namespace`"),
+            (br#"{"namespaces": "d.a"}"#, "`namespaces` must be an array"),
+            (
+                br#"{"namespaces": ["d.a"], "filter": 3}"#,
+                "`filter` must be a JSON object",
+            ),
+        ] {
+            let error = super::snapshot_request(body).expect_err("refused");
+            assert!(error.contains(says), "{error}");
+        }
+    }
+
     use super::*;
 
     #[test]
