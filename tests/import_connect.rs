@@ -564,7 +564,6 @@ fn every_documented_property_at_its_default() {
             "errors.deadletterqueue.topic.replication.factor",
             "errors.log.include.messages",
             "mongo.errors.log.enable",
-            "namespace.mapper.error.if.invalid",
             "timeseries.timefield.auto.convert.locale.language.tag",
         ]
     );
