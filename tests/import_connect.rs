@@ -564,12 +564,12 @@ fn every_documented_property_at_its_default() {
             "errors.deadletterqueue.topic.replication.factor",
             "errors.log.include.messages",
             "mongo.errors.log.enable",
-            "namespace.mapper.error.if.invalid",
             "timeseries.timefield.auto.convert.locale.language.tag",
         ]
     );
-    // The connector's default falls back to the configured namespace; ours never does.
-    i.assert_dropped("namespace.mapper.error.if.invalid", "not supported yet");
+    // The connector's default (`false`) falls back to the configured namespace, and so does
+    // ours now (`error_if_invalid`); with the default mapper it changes nothing.
+    assert!(s.error_if_invalid);
 }
 
 /// Several connectors become several pipelines of one daemon: given as several files, or as

@@ -308,6 +308,7 @@ value_block_fields = ["vb"]
 field_renames = { "a" = "b" }
 field_rename_regex = [{ pattern = "^x", replace = "y" }]
 kafka_metadata_field = "meta"
+post_processor_chain = ["id", "allow_key", "block_key", "allow_value", "block_value", "rename", "rename_regex", "kafka_metadata"]
 write_model = "update_one"
 business_key_fields = ["bk"]
 delete_on_null_values = true

@@ -326,17 +326,23 @@ fn topic_settings(props: &mut Props, prefix: &str, out: &mut Out) -> toml::Table
         (None, _) => {}
     }
     cdc(props, &mut t, &p, out);
+    if t.contains_key("cdc_handler") && t.remove("post_processor_chain").is_some() {
+        out.note("a CDC handler writes what the change events say: the post-processor chain does not apply to it (as in the connector)");
+    }
     time_series(props, &mut t, &p, out);
     let remove_nulls = props.take("change.data.capture.handler.remove.null.values");
     if let Some(true) = out.boolean(
         &p("change.data.capture.handler.remove.null.values"),
         remove_nulls,
     ) {
-        out.drop_as_table(
-            Section::Sink,
-            "change.data.capture.handler.remove.null.values",
-            &p("change.data.capture.handler.remove.null.values"),
-        );
+        if t.contains_key("cdc_handler") {
+            t.insert("cdc_remove_null_values".into(), true.into());
+        } else {
+            out.drop(
+                p("change.data.capture.handler.remove.null.values"),
+                "the connector applies it only with a `change.data.capture.handler`, which has none here",
+            );
+        }
     }
     t
 }
@@ -369,17 +375,16 @@ fn namespace(props: &mut Props, t: &mut toml::Table, p: &dyn Fn(&str) -> String,
     .map(|(side, key, property)| (side, key, props.take(property)))
     .collect();
     let strict = props.take("namespace.mapper.error.if.invalid");
-    if let Some(false) = out.boolean(&p("namespace.mapper.error.if.invalid"), strict) {
-        out.drop_as_table(
-            Section::Sink,
-            "namespace.mapper.error.if.invalid",
-            &p("namespace.mapper.error.if.invalid"),
-        );
-    }
+    let strict = out.boolean(&p("namespace.mapper.error.if.invalid"), strict);
     let field_path = matches!(
         mapper.as_deref().map(|m| m.rsplit('.').next().unwrap_or(m)),
         Some("FieldPathNamespaceMapper")
     );
+    // The connector's default is `false` (fall back to the configured namespace), ours
+    // `true`: a field path mapper gets the connector's, unless it said otherwise.
+    if field_path && strict != Some(true) {
+        t.insert("error_if_invalid".into(), false.into());
+    }
     match mapper.as_deref().map(|m| m.rsplit('.').next().unwrap_or(m)) {
         None | Some("DefaultNamespaceMapper" | "FieldPathNamespaceMapper") => {}
         Some(_) => out.drop(
@@ -593,8 +598,24 @@ fn post_processors(
         .unwrap_or_default();
     let mut projectors: Vec<(&str, &str)> = Vec::new();
     let (mut by_mapping, mut by_regex) = (false, false);
+    // Our steps, in the connector's order (`post_processor_chain`).
+    let mut steps: Vec<&str> = Vec::new();
     for class in &chain {
-        match class.rsplit('.').next().unwrap_or(class) {
+        let simple = class.rsplit('.').next().unwrap_or(class);
+        let step = match simple {
+            "DocumentIdAdder" => Some("id"),
+            "AllowListKeyProjector" | "WhitelistKeyProjector" => Some("allow_key"),
+            "BlockListKeyProjector" | "BlacklistKeyProjector" => Some("block_key"),
+            "AllowListValueProjector" | "WhitelistValueProjector" => Some("allow_value"),
+            "BlockListValueProjector" | "BlacklistValueProjector" => Some("block_value"),
+            "RenameByMapping" => Some("rename"),
+            "RenameByRegExp" | "RenameByRegex" => Some("rename_regex"),
+            "KafkaMetaAdder" => Some("kafka_metadata"),
+            "NullFieldValueRemover" => Some("remove_nulls"),
+            _ => None,
+        };
+        steps.extend(step);
+        match simple {
             "DocumentIdAdder" => {}
             "AllowListKeyProjector" | "WhitelistKeyProjector" => projectors.push(("key", "allow")),
             "BlockListKeyProjector" | "BlacklistKeyProjector" => projectors.push(("key", "block")),
@@ -613,18 +634,14 @@ fn post_processors(
                 );
                 out.note("`KafkaMetaAdder` became `kafka_metadata_field = \"topic-partition-offset\"`, which holds a document `{topic, partition, offset, timestamp}` instead of the connector's `\"<topic>-<partition>-<offset>\"` text and `CreateTime` field");
             }
-            "NullFieldValueRemover" => out.drop(
-                p("post.processor.chain"),
-                "`NullFieldValueRemover` is not supported yet",
-            ),
+            "NullFieldValueRemover" => {
+                t.insert("remove_null_fields".into(), true.into());
+            }
             other => out.drop(
                 p("post.processor.chain"),
                 format!("`{other}` is a custom post-processor"),
             ),
         }
-    }
-    if chain.len() > 1 {
-        out.note("post-processors run in a fixed order here (id, projections, renames, Kafka metadata), whatever the order of `post.processor.chain`");
     }
     for side in ["key", "value"] {
         let kind = props.take(&format!("{side}.projection.type"));
@@ -705,6 +722,38 @@ fn post_processors(
                 Err(reason) => out.drop(property, reason),
             }
         }
+    }
+    // Our default order runs every configured step as the connector's usual chains do: a
+    // chain is written only when the connector's order differs from it.
+    let rank = |step: &str| match step {
+        "id" => 0,
+        "allow_key" | "block_key" => 1,
+        "allow_value" | "block_value" => 2,
+        "rename" => 3,
+        "rename_regex" => 4,
+        "kafka_metadata" => 5,
+        _ => 6,
+    };
+    let mut order: Vec<&str> = Vec::with_capacity(steps.len());
+    for step in steps {
+        let setting = crate::config::POST_PROCESSOR_STEPS
+            .iter()
+            .find(|(name, _, _)| *name == step)
+            .map(|(_, setting, _)| *setting);
+        // A projector or renamer the connector runs without its list does nothing: left out.
+        let has_setting = match step {
+            "id" => true,
+            _ => setting.is_some_and(|key| t.contains_key(key)),
+        };
+        if has_setting && !order.contains(&step) {
+            order.push(step);
+        }
+    }
+    if order.windows(2).any(|w| rank(w[0]) > rank(w[1])) {
+        t.insert(
+            "post_processor_chain".into(),
+            toml::Value::Array(order.iter().map(|s| (*s).into()).collect()),
+        );
     }
 }
 

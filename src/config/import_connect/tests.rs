@@ -889,9 +889,12 @@ fn field_path_namespaces_renames_and_tombstones() {
     assert_eq!(s.field_rename_regex.len(), 1);
     assert_eq!(s.field_rename_regex[0].pattern, "my");
     assert!(dropped(&t, "field.renamer.regexp").is_some_and(|r| r.contains("only value fields")));
-    assert!(
-        dropped(&t, "post.processor.chain").is_some_and(|r| r.contains("NullFieldValueRemover"))
-    );
+    // `NullFieldValueRemover` is ours now (`remove_null_fields`); the chain's order is our
+    // default one, so none is written.
+    assert_eq!(dropped(&t, "post.processor.chain"), None);
+    assert!(s.remove_null_fields);
+    assert_eq!(s.post_processor_chain, None);
+    assert!(s.error_if_invalid, "the connector said `true`");
     assert_eq!(s.id_strategy, crate::config::IdStrategy::PartialKey);
     assert_eq!(s.id_fields, ["tenant", "id"]);
     assert_eq!(
@@ -1298,5 +1301,72 @@ fn namespace_map_keys_our_map_reads_otherwise_are_rewritten() {
             .any(|n| n.contains("key `shop.*` became `/shop\\.\\*`")),
         "{:?}",
         t.notes
+    );
+}
+
+/// The sink's post-processors of issue 23: a chain whose order differs from ours is carried
+/// as `post_processor_chain`, `NullFieldValueRemover` as `remove_null_fields`, the field
+/// path mapper's default `error.if.invalid` (`false`) as `error_if_invalid = false`, and the
+/// CDC handler's null removal as `cdc_remove_null_values`.
+#[test]
+fn post_processors_in_the_connectors_order_and_null_removal_are_carried() {
+    let (config, t) = loaded(
+        SINK_CLASS,
+        &[
+            ("topics", "t"),
+            ("database", "d"),
+            ("namespace.mapper", "com.mongodb.kafka.connect.sink.namespace.mapping.FieldPathNamespaceMapper"),
+            ("namespace.mapper.value.database.field", "db"),
+            ("post.processor.chain", "com.mongodb.kafka.connect.sink.processor.NullFieldValueRemover,com.mongodb.kafka.connect.sink.processor.field.renaming.RenameByMapping,com.mongodb.kafka.connect.sink.processor.DocumentIdAdder"),
+            ("field.renamer.mapping", "[{\"oldName\": \"value.a\", \"newName\": \"b\"}]"),
+        ],
+    );
+    let s = &config.sinks[0];
+    assert!(s.remove_null_fields);
+    assert_eq!(
+        s.post_processor_chain.as_deref(),
+        Some(
+            &[
+                "remove_nulls".to_owned(),
+                "rename".to_owned(),
+                "id".to_owned()
+            ][..]
+        )
+    );
+    assert!(
+        !s.error_if_invalid,
+        "the connector's default with a field path mapper"
+    );
+    assert_eq!(dropped(&t, "post.processor.chain"), None);
+
+    let (config, t) = loaded(
+        SINK_CLASS,
+        &[
+            ("topics", "t"),
+            ("database", "d"),
+            (
+                "change.data.capture.handler",
+                "com.mongodb.kafka.connect.sink.cdc.mongodb.ChangeStreamHandler",
+            ),
+            ("change.data.capture.handler.remove.null.values", "true"),
+        ],
+    );
+    assert!(config.sinks[0].cdc_remove_null_values);
+    assert_eq!(
+        dropped(&t, "change.data.capture.handler.remove.null.values"),
+        None
+    );
+    let (config, t) = loaded(
+        SINK_CLASS,
+        &[
+            ("topics", "t"),
+            ("database", "d"),
+            ("change.data.capture.handler.remove.null.values", "true"),
+        ],
+    );
+    assert!(!config.sinks[0].cdc_remove_null_values);
+    assert!(
+        dropped(&t, "change.data.capture.handler.remove.null.values")
+            .is_some_and(|r| r.contains("change.data.capture.handler"))
     );
 }
