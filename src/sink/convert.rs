@@ -10,8 +10,8 @@ use super::model::{RawWrite, RecordError, SinkRecord, Stage, WriteOp};
 use super::process::PostProcessor;
 use super::timeseries::TimeSeries;
 use super::write_model::WriteModelBuilder;
+use crate::codec::schema_registry::Reachability;
 use crate::config::{CdcHandler, NamespaceFrom, SinkConfig};
-use crate::schema_registry::Reachability;
 
 /// A database and collection written to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -14,7 +14,6 @@ pub mod cdc;
 pub mod consumer;
 pub mod convert;
 pub mod decode;
-pub mod extjson;
 pub mod id;
 pub mod lease;
 pub mod lifecycle;
@@ -48,13 +47,13 @@ use self::writer::{
 };
 use crate::budget::{Budget, Report as BudgetReport};
 use crate::clients::kafka;
+use crate::codec::schema_registry::Reachability;
 use crate::config::{KafkaConfig, SinkConfig, Tolerance};
 use crate::ops::control::PipelineBoard;
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
 use crate::ops::status::StatusBoard;
 use crate::pipeline::{registry_readiness, PipelineEnv, SetPaused, StopPipeline};
-use crate::schema_registry::Reachability;
 
 /// Bulk writes a pipeline converts and sends at once, whatever its number of partitions:
 /// the driver's default pool holds 10 connections, and what a batch takes beyond its records

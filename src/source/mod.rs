@@ -12,10 +12,8 @@
 
 pub mod agreement;
 pub mod checkpoint;
-pub mod connector_json;
 pub mod copy;
 pub mod copy_progress;
-pub mod extjson;
 pub mod format;
 pub mod ledger;
 pub mod lifecycle;

@@ -9,11 +9,11 @@ use bson::{Bson, RawBsonRef, RawDocument, RawDocumentBuf};
 use mongodb::change_stream::event::ResumeToken;
 
 use super::ReaderContext;
+use crate::codec::extjson::write::{self as extjson, Mode};
+use crate::codec::schema_registry;
 use crate::config::SourceConfig;
 use crate::config::{ErrorsConfig, Tolerance};
 use crate::ops::metrics::{Metrics, SKIPPED_NO_DOCUMENT};
-use crate::schema_registry;
-use crate::source::extjson::{self, Mode};
 use crate::source::format::{Conversion, Converted, FormatError};
 use crate::source::model::{OutgoingRecord, Scope};
 use crate::source::progress::now_millis;

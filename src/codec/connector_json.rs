@@ -26,7 +26,7 @@ use std::io::Write;
 
 use bson::{RawArray, RawBsonRef, RawDocument};
 
-use super::extjson::RawError;
+use super::extjson::write::RawError;
 
 /// The connector's `output.json.formatter` choices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

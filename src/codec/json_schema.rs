@@ -15,10 +15,10 @@ use std::sync::Arc;
 use bson::{Bson, Document};
 use serde_json::{json, Map, Value};
 
-use crate::config::{json_schema_validator, SchemaRegistryConfig};
-use crate::schema_registry::{
+use crate::codec::schema_registry::{
     self, AwaitsRegistry, Lookup, ParsedSchemas, Reachability, RegistryClient, RegistryError,
 };
+use crate::config::{json_schema_validator, SchemaRegistryConfig};
 
 /// The JSON Schema dialect the schemas name.
 pub const DRAFT: &str = "http://json-schema.org/draft-07/schema#";

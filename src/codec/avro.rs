@@ -36,10 +36,10 @@ use bson::spec::BinarySubtype;
 use bson::{Binary, Bson, DateTime, Decimal128, Document};
 use serde_json::{json, Value as Json};
 
-use crate::config::SchemaRegistryConfig;
-use crate::schema_registry::{
+use crate::codec::schema_registry::{
     self, AwaitsRegistry, Lookup, ParsedSchemas, Reachability, RegistryClient, RegistryError,
 };
+use crate::config::SchemaRegistryConfig;
 
 /// The field attribute holding a field's MongoDB name where Avro's rules changed it.
 pub const MONGO_NAME: &str = "mongo_name";
