@@ -16,9 +16,9 @@ use super::records::copied_event;
 use super::stream::ReadLoop;
 use crate::config::{ErrorsConfig, Tolerance};
 use crate::source::copy::{self, CopyProgress, RangeCopy};
+use crate::source::error::SourceError;
 use crate::source::format::FormatError;
 use crate::source::model::{OutgoingRecord, Position, Scope};
-use crate::source::SourceError;
 
 /// Copied documents per batch handed to the producer, at most.
 const COPY_BATCH_DOCUMENTS: usize = 256;

@@ -33,10 +33,10 @@ use super::model::{ReaderId, Scope, StartAt};
 use super::producer::RecordProducer;
 pub use super::progress::ReaderProgress;
 use super::topic::TopicMapper;
-use super::SourceError;
 use crate::budget::Budget;
 use crate::config::SourceConfig;
 use crate::ops::metrics::Metrics;
+use crate::source::error::SourceError;
 
 /// Everything a reader needs, shared by the readers of one pipeline.
 pub struct ReaderContext {

@@ -14,11 +14,11 @@ use crate::codec::schema_registry;
 use crate::config::SourceConfig;
 use crate::config::{ErrorsConfig, Tolerance};
 use crate::ops::metrics::{Metrics, SKIPPED_NO_DOCUMENT};
+use crate::source::error::SourceError;
 use crate::source::format::{Conversion, Converted, FormatError};
 use crate::source::model::{OutgoingRecord, Scope};
 use crate::source::progress::now_millis;
 use crate::source::topic::TopicMapper;
-use crate::source::SourceError;
 
 /// Builds the records of one reader's events: what of the pipeline's context they need,
 /// borrowed, so it is built (and tested) without a MongoDB client or a producer.

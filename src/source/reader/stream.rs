@@ -30,10 +30,10 @@ use crate::budget::Held;
 use crate::config::{FullDocument, FullDocumentBeforeChange, SourceConfig};
 use crate::ops::metrics::MAILBOX_RECORD_PRODUCER;
 use crate::source::copy::CopyProgress;
+use crate::source::error::SourceError;
 use crate::source::model::{OutgoingRecord, Position, ReaderId, Scope, StartAt};
 use crate::source::policy::{history_lost, RestartPolicy, TooLarge, EVENT_TOO_LARGE, HISTORY_LOST};
 use crate::source::producer::ProduceBatch;
-use crate::source::SourceError;
 
 /// The code of a command error, 0 for any other error.
 fn command_code(error: &mongodb::error::Error) -> i32 {
