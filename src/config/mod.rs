@@ -7,6 +7,7 @@
 
 mod diff;
 mod env;
+mod format;
 pub mod import_connect;
 mod load;
 pub mod namespace_map;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use diff::{pipeline_names, ConfigDiff};
+pub use format::OutputFormat;
 pub use load::{load, load_str, ConfigError};
 pub use registry::{
     ca_certificates, client_identity, json_schema_validator, RegistryAddress, SchemaRegistryConfig,

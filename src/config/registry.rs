@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::source::OutputFormat;
+use super::format::OutputFormat;
 use super::validate::Violation;
 
 /// A Confluent-compatible schema registry (Confluent Schema Registry, Apicurio Registry's

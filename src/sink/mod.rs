@@ -19,6 +19,8 @@ pub mod id;
 pub mod lease;
 pub mod lifecycle;
 pub mod model;
+pub mod namespace;
+pub mod paths;
 pub mod process;
 pub mod rate_limit;
 pub mod stall;

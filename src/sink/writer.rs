@@ -27,10 +27,11 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 
 use super::batch::PartitionBatch;
 use super::bulk::{self, Item, Outcome, Prepared};
-use super::convert::{Converter, Namespace, RawRecord};
+use super::convert::{Converter, RawRecord};
 use super::error::SinkError;
 use super::lease::{Incarnation, Lease};
 use super::model::{RecordError, Stage};
+use super::namespace::Namespace;
 use super::rate_limit::RateLimit;
 use super::timeseries;
 use crate::backoff::Backoff;

@@ -12,8 +12,8 @@ use futures_util::TryStreamExt;
 use mongodb::change_stream::event::ResumeToken;
 use mongodb::Collection;
 
+use super::read_loop::ReadLoop;
 use super::records::copied_event;
-use super::stream::ReadLoop;
 use crate::config::{ErrorsConfig, Tolerance};
 use crate::source::copy::{self, CopyProgress, RangeCopy};
 use crate::source::error::SourceError;

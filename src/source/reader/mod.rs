@@ -14,6 +14,7 @@
 pub mod batching;
 mod copy;
 pub mod fragments;
+mod read_loop;
 pub mod records;
 pub mod settings;
 mod stream;
@@ -24,9 +25,9 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::watch;
 
+use self::read_loop::ReadLoop;
 pub use self::settings::ReaderSettings;
 pub(crate) use self::stream::options as change_stream_options;
-use self::stream::ReadLoop;
 use super::copy_progress::CopyTracker;
 use super::format::Conversion;
 use super::model::{ReaderId, Scope, StartAt};
