@@ -16,6 +16,7 @@ mod secrets;
 mod sink;
 mod source;
 mod validate;
+mod violation;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -33,7 +34,8 @@ pub use registry::{
 pub use secrets::masked;
 pub use sink::*;
 pub use source::*;
-pub use validate::{validate, warnings, Violation};
+pub use validate::{validate, warnings};
+pub use violation::Violation;
 
 /// The whole daemon configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

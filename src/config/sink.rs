@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::registry::{self, SchemaRegistryConfig};
 use super::source::{default_memory_budget, validate_memory_budget, ErrorsConfig};
-use super::validate::{collection_name, database_name, topic_name, Violation};
+use super::violation::{collection_name, database_name, topic_name, Violation};
 
 /// Keys that belong to the pipeline as a whole and cannot be overridden per topic.
 const PIPELINE_KEYS: &[&str] = &[

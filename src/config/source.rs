@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::format::OutputFormat;
 use super::namespace_map::{self, KeyKind, NamespaceMap, NamespaceRules, TopicTemplate};
 use super::registry::{self, SchemaRegistryConfig};
-use super::validate::{collection_name, database_name, positive, topic_name, Violation};
+use super::violation::{collection_name, database_name, positive, topic_name, Violation};
 
 /// One `[[source]]` pipeline: MongoDB change streams → Kafka.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
