@@ -12,18 +12,18 @@
 
 pub mod agreement;
 pub mod checkpoint;
-pub mod copy;
-pub mod copy_progress;
+pub mod copy_plan;
+pub mod copy_status;
 pub mod error;
 pub mod format;
 pub mod ledger;
 pub mod lifecycle;
+pub mod liveness;
 pub mod membership;
 pub mod model;
 pub mod ownership;
 pub mod policy;
 pub mod producer;
-pub mod progress;
 pub mod reader;
 pub mod slots;
 pub mod topic;
@@ -40,7 +40,7 @@ use rdkafka::producer::Producer;
 
 use self::agreement::Agreement;
 use self::checkpoint::Checkpoint;
-use self::copy_progress::CopyTracker;
+use self::copy_status::CopyTracker;
 use self::error::SourceError;
 use self::format::Conversion;
 use self::ledger::Ending;
@@ -54,7 +54,7 @@ use self::producer::{
     Drain, LastAcknowledged, ProducerFailed, ProducerSetup, ReaderId, RecordPolicy, RecordProducer,
 };
 use self::reader::{
-    AbortReader, ChangeStreamReader, ReaderContext, ReaderFailed, ReaderProgress, ReaderSettings,
+    AbortReader, ChangeStreamReader, ReaderContext, ReaderFailed, ReaderLiveness, ReaderSettings,
     StopReader,
 };
 use self::topic::TopicMapper;
@@ -76,7 +76,7 @@ struct ReaderSlot {
     launch: u64,
     addr: Option<Addr<ChangeStreamReader>>,
     backoff: Backoff,
-    progress: Arc<ReaderProgress>,
+    progress: Arc<ReaderLiveness>,
     stalled: bool,
     /// Where the reader's first open without a position (`latest`, a timestamp) found its
     /// stream: restarts before a checkpoint start there, not at `latest` again.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use mongodb::change_stream::event::ResumeToken;
 
-use super::copy::CopyProgress;
+use super::copy_plan::CopyProgress;
 use crate::config::SourceConfig;
 
 /// Which reader a batch comes from; a restarted reader has a new generation, so late

@@ -10,10 +10,10 @@ use super::records::Records;
 use super::ReaderContext;
 use crate::ops::metrics::MAILBOX_RECORD_PRODUCER;
 use crate::source::error::SourceError;
+use crate::source::liveness::ReaderLiveness;
 use crate::source::model::{OutgoingRecord, Position, ReaderId, Scope};
 use crate::source::policy::{EVENT_TOO_LARGE, HISTORY_LOST};
 use crate::source::producer::ProduceBatch;
-use crate::source::progress::ReaderProgress;
 
 /// The reading itself, kept out of the actor so it is plain async code.
 pub(super) struct ReadLoop {
@@ -21,7 +21,7 @@ pub(super) struct ReadLoop {
     pub watched: Scope,
     pub shared: Arc<ReaderContext>,
     pub stop: Arc<AtomicBool>,
-    pub progress: Arc<ReaderProgress>,
+    pub progress: Arc<ReaderLiveness>,
 }
 
 impl ReadLoop {
@@ -58,7 +58,7 @@ impl ReadLoop {
     }
 
     /// Hands records to the producer with the position they bring the reader to, waiting
-    /// for room in its mailbox (not a stall: [`ReaderProgress::waiting_for_kafka`]).
+    /// for room in its mailbox (not a stall: [`ReaderLiveness::waiting_for_kafka`]).
     pub async fn send(
         &self,
         records: Vec<OutgoingRecord>,

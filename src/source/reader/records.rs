@@ -16,8 +16,8 @@ use crate::config::{ErrorsConfig, Tolerance};
 use crate::ops::metrics::{Metrics, SKIPPED_NO_DOCUMENT};
 use crate::source::error::SourceError;
 use crate::source::format::{Conversion, Converted, FormatError};
+use crate::source::liveness::now_millis;
 use crate::source::model::{OutgoingRecord, Scope};
-use crate::source::progress::now_millis;
 use crate::source::topic::TopicMapper;
 
 /// Builds the records of one reader's events: what of the pipeline's context they need,

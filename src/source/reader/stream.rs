@@ -26,7 +26,7 @@ use super::records;
 use super::settings::resumes_after_a_fragment;
 use crate::budget::Held;
 use crate::config::{FullDocument, FullDocumentBeforeChange, SourceConfig};
-use crate::source::copy::CopyProgress;
+use crate::source::copy_plan::CopyProgress;
 use crate::source::error::SourceError;
 use crate::source::model::{OutgoingRecord, Position, Scope, StartAt};
 use crate::source::policy::{history_lost, RestartPolicy, TooLarge};
