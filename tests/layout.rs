@@ -26,7 +26,6 @@ use std::path::Path;
 
 /// Imports back up into a folder left for now: (importing module, ancestor's item).
 const KNOWN: &[(&str, &str)] = &[
-    ("config::diff", "Config"),
     ("config::import_connect::input", "ImportError"),
     ("config::import_connect::sink", "ConverterClass"),
     ("config::import_connect::sink", "Converters"),
@@ -37,10 +36,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("config::import_connect::source", "Converters"),
     ("config::import_connect::source", "Out"),
     ("config::import_connect::source", "Props"),
-    ("config::load", "Config"),
-    ("config::secrets", "Config"),
-    ("config::validate", "Config"),
-    ("config::validate", "KafkaConfig"),
     ("source::reader::read_loop", "ReaderContext"),
     ("source::reader::records", "ReaderContext"),
 ];

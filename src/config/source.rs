@@ -85,7 +85,7 @@ pub struct SourceConfig {
     /// With `copy_existing`: let MongoDB write to disk when the copy's aggregation outgrows
     /// its memory (a `copy_existing_pipeline` that sorts or groups); the connector's
     /// `startup.mode.copy.existing.allow.disk.use`, on by default as there.
-    #[serde(default = "super::default_true")]
+    #[serde(default = "super::root::default_true")]
     pub copy_existing_allow_disk_use: bool,
     /// The change stream's collation, as JSON (`'{"locale": "en", "strength": 2}'`): how the
     /// stream's stages compare strings (the connector's `collation`).
