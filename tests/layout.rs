@@ -26,16 +26,6 @@ use std::path::Path;
 
 /// Imports back up into a folder left for now: (importing module, ancestor's item).
 const KNOWN: &[(&str, &str)] = &[
-    ("config::import_connect::input", "ImportError"),
-    ("config::import_connect::sink", "ConverterClass"),
-    ("config::import_connect::sink", "Converters"),
-    ("config::import_connect::sink", "ImportError"),
-    ("config::import_connect::sink", "Out"),
-    ("config::import_connect::sink", "Props"),
-    ("config::import_connect::source", "ConverterClass"),
-    ("config::import_connect::source", "Converters"),
-    ("config::import_connect::source", "Out"),
-    ("config::import_connect::source", "Props"),
     ("source::reader::read_loop", "ReaderContext"),
     ("source::reader::records", "ReaderContext"),
 ];
