@@ -68,7 +68,7 @@ fn simple(bson: &Bson) -> Value {
         Bson::Double(f) if f.is_finite() => Value::from(*f),
         Bson::Double(f) => Value::String(f.to_string()),
         Bson::Decimal128(d) => Value::String(d.to_string()),
-        Bson::Binary(bin) => Value::String(schema_registry::base64(&bin.bytes)),
+        Bson::Binary(bin) => Value::String(super::base64::encode(&bin.bytes)),
         Bson::Symbol(s) | Bson::String(s) => Value::String(s.clone()),
         Bson::Boolean(b) => Value::Bool(*b),
         Bson::Null | Bson::Undefined => Value::Null,

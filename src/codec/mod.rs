@@ -8,8 +8,10 @@
 //! - [`avro`]: BSON ⇄ Avro with inferred schemas, and its registry wire format.
 //! - [`json_schema`]: BSON ⇄ JSON with an inferred JSON Schema.
 //! - [`schema_registry`]: the schema registry client and its caches.
+//! - [`base64`]: how binary data is spelled in JSON and in basic authentication.
 
 pub mod avro;
+pub mod base64;
 pub mod connect_json;
 pub mod connector_json;
 pub mod extjson;

@@ -9,6 +9,7 @@ use bson::{RawBsonRef, RawDocument};
 
 use super::topic::TopicMapper;
 use crate::codec::avro::{AvroError, AvroWriter};
+use crate::codec::base64::encode as base64_encode;
 use crate::codec::connector_json::{self, Formatter};
 use crate::codec::extjson::write::{to_vec, wrapped_id, Mode, RawError};
 use crate::codec::json_schema::{JsonSchemaError, JsonSchemaWriter};
@@ -368,11 +369,6 @@ pub fn simplify(value: Bson) -> Value {
         Bson::Null | Bson::Undefined => Value::Null,
         other => relaxed(other),
     }
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// Decodes a value written in `format` back into a document (tests, and the sink's

@@ -14,6 +14,8 @@ use std::io::Write;
 use bson::{RawArray, RawBsonRef, RawDocument};
 use serde::Serialize;
 
+use crate::codec::base64::encode_into as base64;
+
 /// Which extended JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -299,21 +301,6 @@ fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
         out.push(DIGITS[usize::from(byte >> 4)]);
         out.push(DIGITS[usize::from(byte & 0x0f)]);
     }
-}
-
-/// Standard base64 with padding, as extended JSON spells binary, appended to `out`.
-fn base64(out: &mut Vec<u8>, bytes: &[u8]) {
-    use base64::Engine;
-    let start = out.len();
-    let Some(len) = base64::encoded_len(bytes.len(), true) else {
-        // Only past `usize::MAX / 4 * 3` input bytes: no document is that large.
-        return;
-    };
-    out.resize(start + len, 0);
-    let written = base64::engine::general_purpose::STANDARD
-        .encode_slice(bytes, &mut out[start..])
-        .unwrap_or(0);
-    out.truncate(start + written);
 }
 
 #[cfg(test)]
