@@ -201,7 +201,7 @@ impl InferEach {
     }
 
     fn write(&self, doc: &Document, name: &str, subject: &str) -> Option<Vec<u8>> {
-        let inferred = mongo_kafka_bridge::avro::infer(doc, name);
+        let inferred = mongo_kafka_bridge::codec::avro::infer(doc, name);
         let schema = {
             let mut schemas = self.schemas.lock().ok()?;
             match schemas.get(&inferred.schema) {
@@ -220,7 +220,9 @@ impl InferEach {
                 .or_insert(next)
         };
         let datum = apache_avro::to_avro_datum(&schema, inferred.value).ok()?;
-        Some(mongo_kafka_bridge::schema_registry::wire_format(id, &datum))
+        Some(mongo_kafka_bridge::codec::schema_registry::wire_format(
+            id, &datum,
+        ))
     }
 }
 

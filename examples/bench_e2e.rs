@@ -542,12 +542,13 @@ fn registry_decoder(format: &str) -> Result<Option<Decoder>, Error> {
     use mongo_kafka_bridge::config::SchemaRegistryConfig;
     Ok(match format {
         "avro" => {
-            let reader = mongo_kafka_bridge::avro::AvroReader::new(&SchemaRegistryConfig::at(
-                registry_url(),
-            ))?;
+            let reader = mongo_kafka_bridge::codec::avro::AvroReader::new(
+                &SchemaRegistryConfig::at(registry_url()),
+            )?;
             Some(Arc::new(move |bytes: &[u8]| {
                 let value =
-                    mongo_kafka_bridge::schema_registry::blocking(|| reader.read(bytes)).ok()?;
+                    mongo_kafka_bridge::codec::schema_registry::blocking(|| reader.read(bytes))
+                        .ok()?;
                 serde_json::to_vec(&value.into_relaxed_extjson()).ok()
             }))
         }

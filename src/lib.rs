@@ -3,20 +3,17 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod avro;
 pub mod backoff;
 pub mod budget;
 pub mod chunks;
 pub mod cli;
 pub mod clients;
+pub mod codec;
 pub mod config;
-pub mod connect_json;
 pub mod daemon;
 pub mod dead_letter;
-pub mod json_schema;
 pub mod ops;
 pub mod pipeline;
-pub mod schema_registry;
 pub mod sink;
 pub mod source;
 pub mod supervisor;

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::codec::schema_registry::{Reachability, RegistryError};
 use crate::config::KafkaConfig;
 use crate::ops::control::PipelineBoard;
 use crate::ops::health::Readiness;
 use crate::ops::metrics::Metrics;
 use crate::ops::status::StatusBoard;
-use crate::schema_registry::{Reachability, RegistryError};
 
 /// What every pipeline supervisor gets from the root supervisor besides its configuration.
 pub struct PipelineEnv {

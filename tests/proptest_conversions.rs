@@ -9,12 +9,12 @@ use bson::{
     oid::ObjectId, Binary, Bson, DateTime, Decimal128, Document, JavaScriptCodeWithScope, Regex,
     Timestamp,
 };
+use mongo_kafka_bridge::codec::extjson::write::{self as extjson, Mode};
 use mongo_kafka_bridge::config::{KeyMode, OutputFormat, RecordFormat, SinkConfig};
 use mongo_kafka_bridge::sink::convert::{Converter, RawRecord};
 use mongo_kafka_bridge::sink::decode::{decode_key, decode_value};
 use mongo_kafka_bridge::sink::id::IdAssigner;
 use mongo_kafka_bridge::sink::model::SinkRecord;
-use mongo_kafka_bridge::source::extjson::{self, Mode};
 use mongo_kafka_bridge::source::format::{self, Conversion};
 use proptest::prelude::*;
 

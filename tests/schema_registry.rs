@@ -296,11 +296,11 @@ fn registry_script(args: &[&str], env: &[(&str, &str)]) {
 /// The `_id` of the `fullDocument` of an Avro change event record, read with `reader`; `None`
 /// when the reader's registry does not know the record's schema.
 fn full_document_id(
-    reader: &mongo_kafka_bridge::avro::AvroReader,
+    reader: &mongo_kafka_bridge::codec::avro::AvroReader,
     record: &common::Consumed,
 ) -> Option<i32> {
     let value = record.value.as_deref()?;
-    match mongo_kafka_bridge::schema_registry::blocking(|| reader.read(value)) {
+    match mongo_kafka_bridge::codec::schema_registry::blocking(|| reader.read(value)) {
         Ok(Bson::Document(event)) => event.get_document("fullDocument").ok()?.get_i32("_id").ok(),
         _ => None,
     }
@@ -363,7 +363,7 @@ async fn a_registry_down_mid_stream_delays_the_source_and_loses_nothing() {
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     // Up again (empty: its storage is in memory), and the event is published after all.
     registry_script(&["up"], &env);
-    let reader = mongo_kafka_bridge::avro::AvroReader::new(
+    let reader = mongo_kafka_bridge::codec::avro::AvroReader::new(
         &mongo_kafka_bridge::config::SchemaRegistryConfig {
             timeout: std::time::Duration::from_secs(5),
             ..mongo_kafka_bridge::config::SchemaRegistryConfig::at(url.clone())
@@ -511,11 +511,11 @@ async fn a_registry_down_holds_the_sink_back_and_loses_nothing() {
         ))
     };
     let register = || {
-        let writer = mongo_kafka_bridge::avro::AvroWriter::new(&config).expect("a writer");
+        let writer = mongo_kafka_bridge::codec::avro::AvroWriter::new(&config).expect("a writer");
         (1..=3)
             .map(|i| {
                 let doc = doc! {"_id": i, "n": i * 10};
-                let value = mongo_kafka_bridge::schema_registry::blocking(|| {
+                let value = mongo_kafka_bridge::codec::schema_registry::blocking(|| {
                     writer.write(&doc, "Document", "held-value")
                 })
                 .expect("registers and encodes");
@@ -1060,11 +1060,11 @@ async fn an_https_registry_is_trusted_through_its_ca_file() {
     let url = format!("https://127.0.0.1:{port}/apis/ccompat/v7");
 
     // Without the CA file the certificate is not trusted: the registry is unreachable.
-    let untrusted = mongo_kafka_bridge::avro::AvroWriter::new(
+    let untrusted = mongo_kafka_bridge::codec::avro::AvroWriter::new(
         &mongo_kafka_bridge::config::SchemaRegistryConfig::at(url.clone()),
     )
     .expect("a writer");
-    let err = mongo_kafka_bridge::schema_registry::fetching(|| {
+    let err = mongo_kafka_bridge::codec::schema_registry::fetching(|| {
         untrusted.write(&doc! {"_id": 1}, "Document", "schm_untrusted-value")
     })
     .await
@@ -1128,16 +1128,17 @@ async fn ready_says_why_while_the_registry_does_not_answer_and_nothing_is_lost()
     let db = common::unique("schm_ready");
     let sink_topic = common::unique("schm_ready_in");
     common::create_topic(&sink_topic, 1).await;
-    let writer = mongo_kafka_bridge::avro::AvroWriter::new(
+    let writer = mongo_kafka_bridge::codec::avro::AvroWriter::new(
         &mongo_kafka_bridge::config::SchemaRegistryConfig::at(registry_url()),
     )
     .expect("a writer");
     let doc = doc! {"_id": 100, "from": "kafka"};
     let subject = format!("{sink_topic}-value");
-    let value =
-        mongo_kafka_bridge::schema_registry::fetching(|| writer.write(&doc, "Document", &subject))
-            .await
-            .expect("registers");
+    let value = mongo_kafka_bridge::codec::schema_registry::fetching(|| {
+        writer.write(&doc, "Document", &subject)
+    })
+    .await
+    .expect("registers");
     common::produce(
         &sink_topic,
         &[Outgoing {
@@ -1391,16 +1392,17 @@ async fn refused_credentials_hold_the_pipelines_back_and_dead_letter_nothing() {
     let db = common::unique("config_401");
     let sink_topic = common::unique("config_401_in");
     common::create_topic(&sink_topic, 1).await;
-    let writer = mongo_kafka_bridge::avro::AvroWriter::new(
+    let writer = mongo_kafka_bridge::codec::avro::AvroWriter::new(
         &mongo_kafka_bridge::config::SchemaRegistryConfig::at(registry_url()),
     )
     .expect("a writer");
     let doc = doc! {"_id": 100, "from": "kafka"};
     let subject = format!("{sink_topic}-value");
-    let value =
-        mongo_kafka_bridge::schema_registry::fetching(|| writer.write(&doc, "Document", &subject))
-            .await
-            .expect("registers");
+    let value = mongo_kafka_bridge::codec::schema_registry::fetching(|| {
+        writer.write(&doc, "Document", &subject)
+    })
+    .await
+    .expect("registers");
     common::produce(
         &sink_topic,
         &[Outgoing {
@@ -1574,14 +1576,15 @@ async fn a_registry_asking_for_a_client_certificate_gets_the_configured_one() {
     let subject = format!("{}-value", common::unique("config_mtls"));
     let doc = doc! {"_id": 1, "over": "mutual TLS"};
 
-    let without = mongo_kafka_bridge::avro::AvroWriter::new(&at).expect("a writer");
-    let err =
-        mongo_kafka_bridge::schema_registry::fetching(|| without.write(&doc, "Document", &subject))
-            .await
-            .expect_err("no client certificate");
+    let without = mongo_kafka_bridge::codec::avro::AvroWriter::new(&at).expect("a writer");
+    let err = mongo_kafka_bridge::codec::schema_registry::fetching(|| {
+        without.write(&doc, "Document", &subject)
+    })
+    .await
+    .expect_err("no client certificate");
     assert!(err.to_string().contains("unreachable"), "{err}");
 
-    let with = mongo_kafka_bridge::avro::AvroWriter::new(
+    let with = mongo_kafka_bridge::codec::avro::AvroWriter::new(
         &mongo_kafka_bridge::config::SchemaRegistryConfig {
             cert_file: Some(client_cert),
             key_file: Some(client_key),
@@ -1589,10 +1592,11 @@ async fn a_registry_asking_for_a_client_certificate_gets_the_configured_one() {
         },
     )
     .expect("a writer");
-    let value =
-        mongo_kafka_bridge::schema_registry::fetching(|| with.write(&doc, "Document", &subject))
-            .await
-            .expect("registers through mutual TLS");
+    let value = mongo_kafka_bridge::codec::schema_registry::fetching(|| {
+        with.write(&doc, "Document", &subject)
+    })
+    .await
+    .expect("registers through mutual TLS");
     assert_eq!(value.first(), Some(&0), "the wire format");
     let (kind, _) = latest_schema(&subject);
     assert_eq!(kind, "AVRO");

@@ -14,7 +14,7 @@ use rdkafka::producer::{
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
-use super::ClientError;
+use super::error::ClientError;
 
 use crate::config::KafkaConfig;
 

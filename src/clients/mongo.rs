@@ -4,7 +4,7 @@ use mongodb::bson::doc;
 use mongodb::options::{ClientOptions, ServerApi, ServerApiVersion};
 use mongodb::Client;
 
-use super::ClientError;
+use super::error::ClientError;
 use crate::config::MongoConfig;
 
 /// The hosts of the connection string, for messages (never the credentials).

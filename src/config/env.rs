@@ -19,7 +19,7 @@
 //!   cannot be read is an error naming the key (never the value).
 
 use super::load::{ENV_PREFIX, ENV_SEPARATOR};
-use super::validate::Violation;
+use super::violation::Violation;
 
 /// Sets the `MKB__` variables of `vars` in `tree`; the problems, each naming its variable.
 pub fn apply_overrides(

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::source::OutputFormat;
-use super::validate::Violation;
+use super::format::OutputFormat;
+use super::violation::Violation;
 
 /// A Confluent-compatible schema registry (Confluent Schema Registry, Apicurio Registry's
 /// `/apis/ccompat/v7`, Karapace), for the `avro` and `json_schema` formats. Given in

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::registry::{self, SchemaRegistryConfig};
 use super::source::{default_memory_budget, validate_memory_budget, ErrorsConfig};
-use super::validate::{collection_name, database_name, topic_name, Violation};
+use super::violation::{collection_name, database_name, topic_name, Violation};
 
 /// Keys that belong to the pipeline as a whole and cannot be overridden per topic.
 const PIPELINE_KEYS: &[&str] = &[
@@ -105,7 +105,7 @@ pub struct SinkConfig {
     /// document, no value) is a `namespace` error; `false`: that part of the namespace is
     /// `database` or `collection` (then the topic) instead (the connector's
     /// `namespace.mapper.error.if.invalid`, whose default is `false`).
-    #[serde(default = "super::default_true")]
+    #[serde(default = "super::root::default_true")]
     pub error_if_invalid: bool,
     /// How record keys are read: `json` (plain or extended JSON), `bson`, `string`, `avro`,
     /// `json_schema`, `connect_json` (Kafka Connect's `JsonConverter` envelope).

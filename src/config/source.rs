@@ -8,9 +8,10 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
+use super::format::OutputFormat;
 use super::namespace_map::{self, KeyKind, NamespaceMap, NamespaceRules, TopicTemplate};
 use super::registry::{self, SchemaRegistryConfig};
-use super::validate::{collection_name, database_name, positive, topic_name, Violation};
+use super::violation::{collection_name, database_name, positive, topic_name, Violation};
 
 /// One `[[source]]` pipeline: MongoDB change streams → Kafka.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,7 +85,7 @@ pub struct SourceConfig {
     /// With `copy_existing`: let MongoDB write to disk when the copy's aggregation outgrows
     /// its memory (a `copy_existing_pipeline` that sorts or groups); the connector's
     /// `startup.mode.copy.existing.allow.disk.use`, on by default as there.
-    #[serde(default = "super::default_true")]
+    #[serde(default = "super::root::default_true")]
     pub copy_existing_allow_disk_use: bool,
     /// A collection (`db.coll`) whose inserted documents are commands, by Debezium's
     /// convention: `{type: "execute-snapshot", data: {"data-collections": ["db.coll"]}}`
@@ -306,35 +307,6 @@ pub fn parse_collation(text: &str) -> Result<mongodb::options::Collation, String
         _ => return Err("must be a JSON object such as {\"locale\": \"en\"}".to_owned()),
     };
     bson::from_document(doc).map_err(|e| format!("not a collation: {e}"))
-}
-
-/// `format`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutputFormat {
-    /// Relaxed extended JSON: plain numbers and ISO dates where lossless.
-    #[default]
-    RelaxedJson,
-    /// Canonical extended JSON: every BSON type explicit, round-trips exactly.
-    CanonicalJson,
-    /// Plain JSON: ObjectIds as hex strings, dates as ISO-8601 strings, decimals as strings.
-    SimplifiedJson,
-    /// The MongoDB Kafka Connector's default JSON, byte for byte (`output.format.value =
-    /// json` with `output.json.formatter` `DefaultJson`): legacy extended JSON,
-    /// `{"$date": <millis>}`, `{"$numberLong": "..."}`.
-    ConnectorDefaultJson,
-    /// The connector's JSON with the `ExtendedJson` formatter, byte for byte: canonical
-    /// extended JSON as the Java driver writes it.
-    ConnectorExtendedJson,
-    /// The connector's JSON with the `SimplifiedJson` formatter, byte for byte.
-    ConnectorSimplifiedJson,
-    /// The raw BSON bytes of the document.
-    Bson,
-    /// Avro in a schema registry's wire format, the schema inferred from each document.
-    Avro,
-    /// `simplified_json` in a schema registry's wire format, with a JSON Schema inferred from
-    /// each document.
-    JsonSchema,
 }
 
 /// `delivery`.

@@ -13,11 +13,11 @@ use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::clients::{kafka, mongo};
+use crate::codec::schema_registry::RegistryClient;
 use crate::config::{
     Config, Delivery, FullDocumentBeforeChange, OutputFormat, RecordFormat, SchemaRegistryConfig,
     SourceConfig,
 };
-use crate::schema_registry::RegistryClient;
 use crate::source::membership;
 use crate::source::model::{Scope, StartAt};
 use crate::source::reader::change_stream_options;

@@ -29,8 +29,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use bson::{Bson, RawBsonRef, RawDocumentBuf};
 
-use super::convert::Namespace;
 use super::model::{RawWrite, RecordError, Stage, MAX_DOCUMENT_BYTES};
+use super::namespace::Namespace;
 use crate::config::{WriteAcknowledgment, WriteConcernConfig};
 
 /// Statements per command at most (MongoDB's `maxWriteBatchSize`).

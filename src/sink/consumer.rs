@@ -45,10 +45,10 @@ use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use super::error::SinkError;
 use super::lease::{Incarnation, Lease, LeaseState, SessionClock};
 use super::stall::{self, StallChange, StallDetector};
 use super::writer::{Assignment, OffsetCommitter, PartitionWriter, Record, WriterFailed};
-use super::SinkError;
 use crate::budget::Budget;
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::{Metrics, MAILBOX_PARTITION_WRITER};

@@ -7,26 +7,12 @@ use super::cdc::CdcReplayer;
 use super::decode::Decoder;
 use super::id::IdAssigner;
 use super::model::{RawWrite, RecordError, SinkRecord, Stage, WriteOp};
+use super::namespace::Namespace;
 use super::process::PostProcessor;
 use super::timeseries::TimeSeries;
 use super::write_model::WriteModelBuilder;
+use crate::codec::schema_registry::Reachability;
 use crate::config::{CdcHandler, NamespaceFrom, SinkConfig};
-use crate::schema_registry::Reachability;
-
-/// A database and collection written to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Namespace {
-    /// The database.
-    pub db: String,
-    /// The collection.
-    pub coll: String,
-}
-
-impl std::fmt::Display for Namespace {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.db, self.coll)
-    }
-}
 
 /// A record turned into a write.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,12 +6,12 @@
 
 use bson::{Bson, Document, RawBsonRef, RawDocument, RawDocumentBuf};
 
-use super::extjson;
 use super::model::{RecordError, Stage, MAX_NESTING_DEPTH};
-use crate::avro::{AvroError, AvroReader};
+use crate::codec::avro::{AvroError, AvroReader};
+use crate::codec::extjson::read as extjson;
+use crate::codec::json_schema::{JsonSchemaError, JsonSchemaReader};
+use crate::codec::schema_registry::{Reachability, RegistryError};
 use crate::config::{RecordFormat, SinkConfig};
-use crate::json_schema::{JsonSchemaError, JsonSchemaReader};
-use crate::schema_registry::{Reachability, RegistryError};
 
 /// Decodes the keys and values of one topic's records, in its formats; `avro` and
 /// `json_schema` ones through its schema registry (each schema fetched once).
@@ -262,7 +262,8 @@ fn json(bytes: &[u8], part: &str) -> Result<Bson, RecordError> {
 
 /// A Kafka Connect JSON envelope's payload, read with its schema; `None` for a null payload.
 fn connect(bytes: &[u8], part: &str) -> Result<Option<Bson>, RecordError> {
-    let read = crate::connect_json::read(json_value(bytes, part)?).map_err(|e| error(part, e))?;
+    let read =
+        crate::codec::connect_json::read(json_value(bytes, part)?).map_err(|e| error(part, e))?;
     if let Some(value) = &read {
         check_depth(value, part)?;
     }

@@ -10,7 +10,7 @@ use bson::{
 };
 
 use super::model::{RecordError, SinkRecord, Stage};
-use super::process::{allow_paths, block_paths, get_path, has_wildcard};
+use super::paths::{allow_paths, block_paths, get_path, has_wildcard};
 use crate::config::{IdProjection, IdStrategy, SinkConfig, UuidRepresentation};
 
 /// Sets `_id` on values, per the topic's strategy.

@@ -14,11 +14,13 @@ pub mod cdc;
 pub mod consumer;
 pub mod convert;
 pub mod decode;
-pub mod extjson;
+pub mod error;
 pub mod id;
 pub mod lease;
 pub mod lifecycle;
 pub mod model;
+pub mod namespace;
+pub mod paths;
 pub mod process;
 pub mod rate_limit;
 pub mod stall;
@@ -39,22 +41,22 @@ use self::consumer::{
     ConsumerHandle, ContextParts, Partitions, RebalanceContext, SinkConsumer, WriterFactory,
 };
 use self::convert::Converter;
+use self::error::SinkError;
 use self::lease::SessionClock;
 use self::lifecycle::Restarts;
-use self::model::RecordError;
 use self::rate_limit::RateLimit;
 use self::writer::{
     Assignment, DeadLetters, Flush, PartitionWriter, WriterFailed, WriterSettings, WriterShared,
 };
 use crate::budget::{Budget, Report as BudgetReport};
 use crate::clients::kafka;
+use crate::codec::schema_registry::Reachability;
 use crate::config::{KafkaConfig, SinkConfig, Tolerance};
 use crate::ops::control::PipelineBoard;
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
 use crate::ops::status::StatusBoard;
 use crate::pipeline::{registry_readiness, PipelineEnv, SetPaused, StopPipeline};
-use crate::schema_registry::Reachability;
 
 /// Bulk writes a pipeline converts and sends at once, whatever its number of partitions:
 /// the driver's default pool holds 10 connections, and what a batch takes beyond its records
@@ -63,68 +65,6 @@ pub const WRITES_IN_FLIGHT: usize = 8;
 
 /// How often the consumer reports its lag per partition.
 const CONSUMER_STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Why a sink pipeline stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    /// A record cannot be written and `errors.tolerance` is `none`.
-    #[error("record {position}: {error}")]
-    Record {
-        /// `topic/partition@offset`.
-        position: String,
-        /// Why.
-        error: RecordError,
-    },
-    /// A refused record could not be sent to the dead letter topic after every retry; the
-    /// pipeline restarts.
-    #[error("record {position}: sending it to the dead letter topic failed: {source}")]
-    DeadLetter {
-        /// `topic/partition@offset`.
-        position: String,
-        /// The client's error.
-        source: rdkafka::error::KafkaError,
-    },
-    /// A record arrived on the consumer's own queue instead of its partition's; the
-    /// pipeline restarts from its committed offsets.
-    #[error("record {position} arrived outside its partition's queue")]
-    Unrouted {
-        /// `topic/partition@offset`.
-        position: String,
-    },
-    /// MongoDB kept failing a batch for a reason that may pass; the pipeline restarts.
-    #[error("{partition}: writing failed after every retry: {reason}")]
-    Unavailable {
-        /// `topic/partition`.
-        partition: String,
-        /// The last failure.
-        reason: String,
-    },
-    /// The pipeline could not start.
-    #[error("starting: {0}")]
-    Start(String),
-}
-
-impl SinkError {
-    /// A bounded label for metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Record { error, .. } => error.stage.as_str(),
-            Self::DeadLetter { .. } => "dead_letter",
-            Self::Unrouted { .. } => "consumer",
-            Self::Unavailable { .. } => "mongodb",
-            Self::Start(_) => "start",
-        }
-    }
-
-    /// Whether the failure may pass: the pipeline restarts (with backoff) instead of
-    /// staying stopped.
-    pub fn may_pass(&self) -> bool {
-        matches!(
-            self,
-            Self::Unavailable { .. } | Self::DeadLetter { .. } | Self::Unrouted { .. }
-        )
-    }
-}
 
 struct Running {
     stop: tokio::sync::oneshot::Sender<()>,

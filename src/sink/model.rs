@@ -321,9 +321,7 @@ impl fmt::Display for RecordError {
 
 impl std::error::Error for RecordError {}
 
-/// MongoDB's nesting limit for documents: deeper ones are refused by the server, so the
-/// sink refuses them while decoding (which also bounds the decoder's recursion).
-pub const MAX_NESTING_DEPTH: usize = 100;
+pub use crate::codec::extjson::read::MAX_NESTING_DEPTH;
 
 /// MongoDB's largest document, 16 MiB.
 pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;

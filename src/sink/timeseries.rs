@@ -18,8 +18,8 @@ use bson::{doc, Bson, DateTime, Document};
 use time::format_description::{well_known::Rfc3339, OwnedFormatItem};
 use time::{Date, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 
-use super::convert::Namespace;
 use super::model::{RecordError, Stage};
+use super::namespace::Namespace;
 use crate::config::SinkConfig;
 
 /// The time-series settings of one topic.

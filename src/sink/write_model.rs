@@ -34,7 +34,7 @@ use bson::{doc, Bson, DateTime, Document, RawBson, RawBsonRef, RawDocument, RawD
 
 use super::id::{key_id, raw_to_bson};
 use super::model::{RawWrite, RecordError, SinkRecord, Stage, UpdateSpec, WriteOp};
-use super::process::get_path;
+use super::paths::get_path;
 use crate::config::{DeleteWriteModel, SinkConfig, WriteModelKind};
 
 /// The field `update_one_timestamps` sets on each write.

@@ -27,12 +27,13 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 
 use super::batch::PartitionBatch;
 use super::bulk::{self, Item, Outcome, Prepared};
-use super::convert::{Converter, Namespace, RawRecord};
+use super::convert::{Converter, RawRecord};
+use super::error::SinkError;
 use super::lease::{Incarnation, Lease};
 use super::model::{RecordError, Stage};
+use super::namespace::Namespace;
 use super::rate_limit::RateLimit;
 use super::timeseries;
-use super::SinkError;
 use crate::backoff::Backoff;
 use crate::budget::Held;
 use crate::chunks::{self, ChunkHeader, Fed, Reassembler};

@@ -35,7 +35,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
-use super::copy::CopyProgress;
+use super::copy_plan::CopyProgress;
 use super::model::{Position, StartAt};
 use super::reader::snapshot::SnapshotProgress;
 use crate::clients::{kafka, ClientError};

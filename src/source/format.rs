@@ -5,12 +5,16 @@ use std::sync::Arc;
 use bson::{Bson, Document};
 use serde_json::Value;
 
-use super::connector_json::{self, Formatter};
+use bson::{RawBsonRef, RawDocument};
+
 use super::topic::TopicMapper;
-use crate::avro::{AvroError, AvroWriter};
+use crate::codec::avro::{AvroError, AvroWriter};
+use crate::codec::base64::encode as base64_encode;
+use crate::codec::connector_json::{self, Formatter};
+use crate::codec::extjson::write::{to_vec, wrapped_id, Mode, RawError};
+use crate::codec::json_schema::{JsonSchemaError, JsonSchemaWriter};
+use crate::codec::schema_registry::{AwaitsRegistry, Lookup, Reachability, RegistryError};
 use crate::config::{KeyMode, OutputFormat, SourceConfig};
-use crate::json_schema::{JsonSchemaError, JsonSchemaWriter};
-use crate::schema_registry::{AwaitsRegistry, Lookup, Reachability, RegistryError};
 
 /// Why an event could not become a record.
 #[derive(Debug, thiserror::Error)]
@@ -367,11 +371,6 @@ pub fn simplify(value: Bson) -> Value {
     }
 }
 
-fn base64_encode(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
 /// Decodes a value written in `format` back into a document (tests, and the sink's
 /// reading of our own records).
 pub fn decode(bytes: &[u8], format: OutputFormat) -> Result<Document, String> {
@@ -387,6 +386,66 @@ pub fn decode(bytes: &[u8], format: OutputFormat) -> Result<Document, String> {
                 Ok(other) => Err(format!("not a document: {other}")),
                 Err(e) => Err(e.to_string()),
             }
+        }
+    }
+}
+
+impl From<RawError> for FormatError {
+    fn from(e: RawError) -> Self {
+        FormatError::Decode(e.to_string())
+    }
+}
+
+impl Conversion {
+    /// The JSON mode this conversion writes straight from raw BSON, if it does: relaxed
+    /// and canonical JSON without a schema registry, the same for key and value.
+    fn raw_mode(&self) -> Option<Mode> {
+        if self.key_format != self.format {
+            return None;
+        }
+        match (self.format, &self.registered) {
+            (OutputFormat::RelaxedJson, None) => Some(Mode::Relaxed),
+            (OutputFormat::CanonicalJson, None) => Some(Mode::Canonical),
+            _ => None,
+        }
+    }
+
+    /// Converts one change event as the server returned it. Relaxed and canonical JSON are
+    /// written from the raw bytes; the other formats decode the event first. An event that
+    /// does not decode is [`FormatError::Decode`].
+    pub fn convert_raw(&self, event: &RawDocument) -> Result<Converted, FormatError> {
+        let Some(mode) = self.raw_mode() else {
+            let document =
+                bson::Document::try_from(event).map_err(|e| FormatError::Decode(e.to_string()))?;
+            return self.convert(document);
+        };
+        let field = |name: &str| event.get(name).map_err(RawError::from);
+        let key = match self.key {
+            KeyMode::DocumentKey => field("documentKey")?,
+            KeyMode::EventId => Some(field("_id")?.ok_or(FormatError::MissingField("_id"))?),
+        };
+        let key = match key {
+            Some(RawBsonRef::Document(doc)) => Some(to_vec(doc, mode)?),
+            Some(other) => Some(wrapped_id(other, mode)?),
+            None => None,
+        };
+        if !self.full_document_only {
+            return Ok(Converted::Record {
+                key,
+                value: Some(to_vec(event, mode)?),
+            });
+        }
+        match field("fullDocument")? {
+            Some(RawBsonRef::Document(doc)) => Ok(Converted::Record {
+                key,
+                value: Some(to_vec(doc, mode)?),
+            }),
+            _ if self.tombstone_on_delete
+                && matches!(field("operationType")?, Some(RawBsonRef::String("delete"))) =>
+            {
+                Ok(Converted::Record { key, value: None })
+            }
+            _ => Ok(Converted::Skip),
         }
     }
 }
@@ -621,7 +680,7 @@ mod tests {
 
     #[test]
     fn only_a_registry_that_did_not_answer_is_transient() {
-        use crate::schema_registry::RegistryError;
+        use crate::codec::schema_registry::RegistryError;
         let url = "http://r".to_owned();
         let unreachable = RegistryError::Unreachable {
             url: url.clone(),

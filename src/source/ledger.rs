@@ -14,7 +14,7 @@ use super::model::{Position, ReaderId};
 
 /// Where a batch handed to Kafka is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Delivery {
+enum BatchState {
     Sent,
     Acknowledged,
     /// Never acknowledged: it holds back every token after it for good.
@@ -27,7 +27,7 @@ enum Delivery {
 pub struct AckTracker {
     next: u64,
     /// Batches not yet acknowledged or not yet released, with their position.
-    pending: BTreeMap<u64, (Delivery, Option<Position>)>,
+    pending: BTreeMap<u64, (BatchState, Option<Position>)>,
 }
 
 impl AckTracker {
@@ -35,20 +35,20 @@ impl AckTracker {
     pub fn push(&mut self, token: Option<Position>) -> u64 {
         let seq = self.next;
         self.next += 1;
-        self.pending.insert(seq, (Delivery::Sent, token));
+        self.pending.insert(seq, (BatchState::Sent, token));
         seq
     }
 
     /// Marks batch `seq` acknowledged; returns the newest position that may now be stored.
     pub fn ack(&mut self, seq: u64) -> Option<Position> {
         if let Some(entry) = self.pending.get_mut(&seq) {
-            if entry.0 == Delivery::Sent {
-                entry.0 = Delivery::Acknowledged;
+            if entry.0 == BatchState::Sent {
+                entry.0 = BatchState::Acknowledged;
             }
         }
         let mut releasable = None;
         while let Some(entry) = self.pending.first_entry() {
-            if entry.get().0 != Delivery::Acknowledged {
+            if entry.get().0 != BatchState::Acknowledged {
                 break;
             }
             if let (_, Some(token)) = entry.remove() {
@@ -61,7 +61,7 @@ impl AckTracker {
     /// Marks batch `seq` failed: no token at or after it is ever released.
     pub fn fail(&mut self, seq: u64) {
         if let Some(entry) = self.pending.get_mut(&seq) {
-            entry.0 = Delivery::Failed;
+            entry.0 = BatchState::Failed;
         }
     }
 
@@ -74,7 +74,7 @@ impl AckTracker {
     fn unanswered(&self) -> usize {
         self.pending
             .values()
-            .filter(|(delivery, _)| *delivery == Delivery::Sent)
+            .filter(|(delivery, _)| *delivery == BatchState::Sent)
             .count()
     }
 }

@@ -12,19 +12,18 @@
 
 pub mod agreement;
 pub mod checkpoint;
-pub mod connector_json;
-pub mod copy;
-pub mod copy_progress;
-pub mod extjson;
+pub mod copy_plan;
+pub mod copy_status;
+pub mod error;
 pub mod format;
 pub mod ledger;
 pub mod lifecycle;
+pub mod liveness;
 pub mod membership;
 pub mod model;
 pub mod ownership;
 pub mod policy;
 pub mod producer;
-pub mod progress;
 pub mod reader;
 pub mod signals;
 pub mod slots;
@@ -42,8 +41,9 @@ use rdkafka::producer::Producer;
 
 use self::agreement::Agreement;
 use self::checkpoint::Checkpoint;
-use self::copy_progress::CopyTracker;
-use self::format::{Conversion, FormatError};
+use self::copy_status::CopyTracker;
+use self::error::SourceError;
+use self::format::Conversion;
 use self::ledger::Ending;
 use self::lifecycle::{Lifecycle, Origin, Phase};
 use self::membership::{Agreeing, Join, Membership, Rebalanced};
@@ -56,14 +56,14 @@ use self::producer::{
 };
 use self::reader::snapshot::SnapshotInbox;
 use self::reader::{
-    AbortReader, ChangeStreamReader, ReaderContext, ReaderFailed, ReaderProgress, ReaderSettings,
+    AbortReader, ChangeStreamReader, ReaderContext, ReaderFailed, ReaderLiveness, ReaderSettings,
     StopReader,
 };
 use self::topic::TopicMapper;
 use self::topic_limits::TopicLimits;
 use crate::backoff::Backoff;
 use crate::budget::{Budget, Report as BudgetReport};
-use crate::clients::{kafka, ClientError};
+use crate::clients::kafka;
 use crate::config::{Delivery, KafkaConfig, SourceConfig};
 use crate::ops::control::PipelineBoard;
 use crate::ops::control::{Snapshot, SnapshotCommand};
@@ -72,159 +72,6 @@ use crate::ops::metrics::Metrics;
 use crate::ops::status::{SlotsReport, StatusBoard};
 use crate::pipeline::{registry_readiness, PipelineEnv, SetPaused, StopPipeline};
 
-/// Why a source pipeline or one of its readers failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    /// A MongoDB operation failed.
-    #[error("{namespace}: {what}: {source}")]
-    Mongo {
-        /// The reader's namespace.
-        namespace: String,
-        /// What was being done.
-        what: &'static str,
-        /// The driver's error.
-        source: Box<mongodb::error::Error>,
-    },
-    /// The resume point is no longer in the oplog.
-    #[error("{namespace}: the resume point is gone from the oplog: {source}")]
-    HistoryLost {
-        /// The reader's namespace.
-        namespace: String,
-        /// The driver's error.
-        source: Box<mongodb::error::Error>,
-    },
-    /// MongoDB refused to resume after a fragment of an event it split (error 280, although
-    /// the stream asked for fragments): the position is not lost from the oplog, and no
-    /// restart at it fares better.
-    #[error("{namespace}: MongoDB refused to resume after a fragment of a change event it split (`$changeStreamSplitLargeEvent`); the resume point is not lost from the oplog: {source}")]
-    SplitResume {
-        /// The reader's namespace.
-        namespace: String,
-        /// The driver's error.
-        source: Box<mongodb::error::Error>,
-    },
-    /// MongoDB cannot return an event over 16 MiB (error 10334): a restart at the same
-    /// resume token meets it again.
-    #[error("{namespace}: MongoDB cannot return a change event larger than 16 MiB (error 10334); a `$project` in `pipeline` that leaves out large fields avoids it, and so does `oversize = \"skip\"` or `\"split\"` on MongoDB 6.0.9 or later (the event is read in fragments): {source}")]
-    EventTooLarge {
-        /// The reader's namespace.
-        namespace: String,
-        /// The driver's error.
-        source: Box<mongodb::error::Error>,
-    },
-    /// The fragments of an event MongoDB split (`$changeStreamSplitLargeEvent`) do not
-    /// make one event; the reader starts again before the first one.
-    #[error("{namespace}: reassembling a change event MongoDB returned in fragments: {reason}")]
-    Fragments {
-        /// The reader's namespace.
-        namespace: String,
-        /// Why.
-        reason: String,
-    },
-    /// An event could not be converted.
-    #[error("converting the event {origin}: {source}")]
-    Format {
-        /// Namespace and document key of the event.
-        origin: String,
-        /// Why.
-        source: FormatError,
-    },
-    /// An event is larger than Kafka accepts and `errors.tolerance` is `none`.
-    #[error("the event {origin} for topic `{topic}` cannot be published: {reason}")]
-    TooLarge {
-        /// Namespace and document key of the event.
-        origin: String,
-        /// Its topic.
-        topic: String,
-        /// Why.
-        reason: String,
-    },
-    /// librdkafka refused a record.
-    #[error("producing to `{topic}`: {source}")]
-    Kafka {
-        /// The topic.
-        topic: String,
-        /// The client's error.
-        source: Box<rdkafka::error::KafkaError>,
-    },
-    /// Kafka did not acknowledge a record.
-    #[error("delivering the event {origin} to `{topic}`: {source}")]
-    Delivery {
-        /// Namespace and document key of the event.
-        origin: String,
-        /// The topic.
-        topic: String,
-        /// The client's error.
-        source: Box<rdkafka::error::KafkaError>,
-    },
-    /// A Kafka transaction could not be begun or committed.
-    #[error("{what} the Kafka transaction: {source}")]
-    Transaction {
-        /// What was being done.
-        what: &'static str,
-        /// The client's error.
-        source: Box<rdkafka::error::KafkaError>,
-    },
-    /// A checkpoint could not be written or read.
-    #[error("checkpoint of {namespace}: {reason}")]
-    Checkpoint {
-        /// The reader's namespace.
-        namespace: String,
-        /// Why.
-        reason: String,
-    },
-    /// The pipeline's configuration is unusable (caught at `check-config` normally).
-    #[error("{namespace}: configuration: {reason}")]
-    Config {
-        /// The reader's namespace.
-        namespace: String,
-        /// Why.
-        reason: String,
-    },
-    /// The producer stopped while a reader was sending to it.
-    #[error("{namespace}: the producer is gone")]
-    ProducerGone {
-        /// The reader's namespace.
-        namespace: String,
-    },
-    /// The pipeline could not start.
-    #[error("starting: {0}")]
-    Start(String),
-}
-
-impl SourceError {
-    /// A bounded label for metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Mongo { .. } => "mongodb",
-            Self::HistoryLost { .. } => "history_lost",
-            Self::SplitResume { .. } => "split_resume",
-            Self::Format { .. } => "format",
-            Self::TooLarge { .. } => "too_large",
-            Self::EventTooLarge { .. } => "event_too_large",
-            Self::Fragments { .. } => "fragments",
-            Self::Transaction { .. } => "transaction",
-            Self::Kafka { .. } | Self::Delivery { .. } => "kafka",
-            Self::Checkpoint { .. } => "checkpoint",
-            Self::Config { .. } => "config",
-            Self::ProducerGone { .. } => "producer_gone",
-            Self::Start(_) => "start",
-        }
-    }
-}
-
-impl From<ClientError> for SourceError {
-    fn from(e: ClientError) -> Self {
-        Self::Start(e.to_string())
-    }
-}
-
-impl From<checkpoint::CheckpointError> for SourceError {
-    fn from(e: checkpoint::CheckpointError) -> Self {
-        Self::Start(e.to_string())
-    }
-}
-
 struct ReaderSlot {
     watched: Scope,
     generation: u64,
@@ -232,7 +79,7 @@ struct ReaderSlot {
     launch: u64,
     addr: Option<Addr<ChangeStreamReader>>,
     backoff: Backoff,
-    progress: Arc<ReaderProgress>,
+    progress: Arc<ReaderLiveness>,
     stalled: bool,
     /// Where the reader's first open without a position (`latest`, a timestamp) found its
     /// stream: restarts before a checkpoint start there, not at `latest` again.

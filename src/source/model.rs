@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use mongodb::change_stream::event::ResumeToken;
 
-use super::copy::CopyProgress;
+use super::copy_plan::CopyProgress;
 use super::reader::snapshot::SnapshotProgress;
 use crate::config::SourceConfig;
 

@@ -5,7 +5,7 @@
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::SourceError;
+use super::error::SourceError;
 use crate::config::{Delivery, LostResumePoint, Oversize, SourceConfig};
 
 /// MongoDB's error codes for a resume point that is gone from the oplog.

@@ -15,12 +15,12 @@ use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::checkpoint::{self, Checkpoint, CheckpointKey};
+use super::error::SourceError;
 use super::ledger::{Action, CheckpointLedger, Closing, Commit, Ending, Ticket};
 use super::model::Position;
 pub use super::model::{OutgoingRecord, ReaderId};
 use super::slots::slot_of;
 use super::topic_limits::{record_size, TopicLimits};
-use super::SourceError;
 use crate::chunks::{self, ChunkHeader};
 use crate::clients::kafka;
 use crate::config::{ErrorsConfig, Oversize, Tolerance};

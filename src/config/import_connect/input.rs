@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::ImportError;
+use super::error::ImportError;
 
 /// A connector's configuration, as read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

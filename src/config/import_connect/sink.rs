@@ -2,9 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use super::converters::{ConverterClass, Converters};
+use super::error::ImportError;
+use super::findings::{Out, Props};
 use super::source::dead_letter_settings;
 use super::table::{self, Section};
-use super::{ConverterClass, Converters, ImportError, Out, Props};
 
 /// What the sink's translation needs besides the properties.
 pub(super) struct Context<'a> {

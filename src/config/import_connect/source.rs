@@ -1,6 +1,7 @@
 //! A `MongoSourceConnector`'s properties made into a `[[source]]` table.
 
-use super::{ConverterClass, Converters, Out, Props};
+use super::converters::{ConverterClass, Converters};
+use super::findings::{Out, Props};
 
 /// The `[[source]]` table of the connector's properties; what it takes it removes from `props`.
 pub(super) fn translate(

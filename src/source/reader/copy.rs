@@ -1,5 +1,5 @@
 //! The copy of existing documents (`startup_mode = "copy_existing"`): each collection split
-//! into `_id` ranges by the plan of [`crate::source::copy`], one worker per range at once.
+//! into `_id` ranges by the plan of [`crate::source::copy_plan`], one worker per range at once.
 //! Each worker publishes its documents as insert events marked `copyingData`, in batches
 //! that carry the copy's progress for the checkpoint, so a restart continues the copy.
 
@@ -12,13 +12,13 @@ use futures_util::TryStreamExt;
 use mongodb::change_stream::event::ResumeToken;
 use mongodb::Collection;
 
+use super::read_loop::ReadLoop;
 use super::records::copied_event;
-use super::stream::ReadLoop;
 use crate::config::{ErrorsConfig, Tolerance};
-use crate::source::copy::{self, CopyProgress, RangeCopy};
+use crate::source::copy_plan::{self as copy, CopyProgress, RangeCopy};
+use crate::source::error::SourceError;
 use crate::source::format::FormatError;
 use crate::source::model::{OutgoingRecord, Position, Scope};
-use crate::source::SourceError;
 
 /// Copied documents per batch handed to the producer, at most.
 const COPY_BATCH_DOCUMENTS: usize = 256;

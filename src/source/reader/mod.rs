@@ -5,15 +5,16 @@
 //! - [`stream`]: the loop itself (open the change stream, read, hand records to the
 //!   producer, awaiting its bounded mailbox so a slow Kafka stops it pulling from MongoDB);
 //! - [`copy`]: the workers copying existing documents, over the plan of
-//!   [`crate::source::copy`];
+//!   [`crate::source::copy_plan`];
 //! - [`records`]: change event → record, heartbeats and dead letters (pure);
 //! - [`fragments`]: events MongoDB returned in fragments, put back together (pure);
 //! - [`settings`]: the configuration resolved once when the pipeline starts (pure);
-//! - stall tracking is [`ReaderProgress`] (`crate::source::progress`).
+//! - stall tracking is [`ReaderLiveness`] (`crate::source::liveness`).
 
 pub mod batching;
 mod copy;
 pub mod fragments;
+mod read_loop;
 pub mod records;
 pub mod settings;
 pub mod snapshot;
@@ -26,19 +27,19 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::watch;
 
+use self::read_loop::ReadLoop;
 pub use self::settings::ReaderSettings;
 pub(crate) use self::stream::options as change_stream_options;
-use self::stream::ReadLoop;
-use super::copy_progress::CopyTracker;
+use super::copy_status::CopyTracker;
 use super::format::Conversion;
+pub use super::liveness::ReaderLiveness;
 use super::model::{ReaderId, Scope, StartAt};
 use super::producer::RecordProducer;
-pub use super::progress::ReaderProgress;
 use super::topic::TopicMapper;
-use super::SourceError;
 use crate::budget::Budget;
 use crate::config::SourceConfig;
 use crate::ops::metrics::Metrics;
+use crate::source::error::SourceError;
 
 /// Everything a reader needs, shared by the readers of one pipeline.
 pub struct ReaderContext {
@@ -93,7 +94,7 @@ pub struct ChangeStreamReader {
     start: StartAt,
     shared: Arc<ReaderContext>,
     supervisor: Recipient<ReaderFailed>,
-    progress: Arc<ReaderProgress>,
+    progress: Arc<ReaderLiveness>,
     stop: Arc<AtomicBool>,
     finished: watch::Sender<bool>,
 }
@@ -106,7 +107,7 @@ impl ChangeStreamReader {
         start: StartAt,
         shared: Arc<ReaderContext>,
         supervisor: Recipient<ReaderFailed>,
-        progress: Arc<ReaderProgress>,
+        progress: Arc<ReaderLiveness>,
     ) -> Self {
         Self {
             id,

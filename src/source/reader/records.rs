@@ -9,16 +9,16 @@ use bson::{Bson, RawBsonRef, RawDocument, RawDocumentBuf};
 use mongodb::change_stream::event::ResumeToken;
 
 use super::ReaderContext;
+use crate::codec::extjson::write::{self as extjson, Mode};
+use crate::codec::schema_registry;
 use crate::config::SourceConfig;
 use crate::config::{ErrorsConfig, Tolerance};
 use crate::ops::metrics::{Metrics, SKIPPED_NO_DOCUMENT};
-use crate::schema_registry;
-use crate::source::extjson::{self, Mode};
+use crate::source::error::SourceError;
 use crate::source::format::{Conversion, Converted, FormatError};
+use crate::source::liveness::now_millis;
 use crate::source::model::{OutgoingRecord, Scope};
-use crate::source::progress::now_millis;
 use crate::source::topic::TopicMapper;
-use crate::source::SourceError;
 
 /// Builds the records of one reader's events: what of the pipeline's context they need,
 /// borrowed, so it is built (and tested) without a MongoDB client or a producer.

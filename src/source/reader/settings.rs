@@ -8,8 +8,8 @@ use regex::Regex;
 
 use super::fragments::token_fragment;
 use crate::config::{SourceConfig, StartupMode, SPLIT_LARGE_EVENT};
+use crate::source::error::SourceError;
 use crate::source::model::{Scope, StartAt};
-use crate::source::SourceError;
 
 /// What a pipeline's readers take from its configuration, parsed.
 #[derive(Debug, Clone)]

@@ -11,12 +11,12 @@ use futures_util::TryStreamExt;
 use tokio::sync::mpsc;
 
 use super::batching::ReadItem;
+use super::read_loop::ReadLoop;
 use super::records::copied_event;
 use super::snapshot::{key_of, time, Key, SnapshotProgress, SnapshotQueue, Step, Window};
-use super::stream::ReadLoop;
 use crate::budget::Held;
+use crate::source::error::SourceError;
 use crate::source::model::Position;
-use crate::source::SourceError;
 
 /// A chunk row: the copied document.
 type Row = RawDocumentBuf;

@@ -8,8 +8,6 @@
 //! readers of a pipeline hold at most `memory_budget` bytes of records. Plain async code,
 //! run by the reader actor.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use bson::{Document, RawDocumentBuf};
@@ -23,19 +21,18 @@ use tokio::sync::mpsc;
 use super::batching::{self, PendingBatch, ReadItem};
 use super::copy::Copier;
 use super::fragments::Reassembler;
-use super::records::{self, Records};
+use super::read_loop::ReadLoop;
+use super::records;
 use super::settings::resumes_after_a_fragment;
 use super::snapshot::SnapshotProgress;
 use super::snapshot_io::Snapshots;
-use super::{ReaderContext, ReaderProgress};
 use crate::budget::Held;
 use crate::config::{FullDocument, FullDocumentBeforeChange, SourceConfig};
-use crate::ops::metrics::MAILBOX_RECORD_PRODUCER;
-use crate::source::copy::CopyProgress;
-use crate::source::model::{OutgoingRecord, Position, ReaderId, Scope, StartAt};
-use crate::source::policy::{history_lost, RestartPolicy, TooLarge, EVENT_TOO_LARGE, HISTORY_LOST};
-use crate::source::producer::ProduceBatch;
-use crate::source::SourceError;
+use crate::source::copy_plan::CopyProgress;
+use crate::source::error::SourceError;
+use crate::source::model::{OutgoingRecord, Position, Scope, StartAt};
+use crate::source::policy::{history_lost, RestartPolicy, TooLarge};
+use std::sync::Arc;
 
 /// The code of a command error, 0 for any other error.
 fn command_code(error: &mongodb::error::Error) -> i32 {
@@ -43,15 +40,6 @@ fn command_code(error: &mongodb::error::Error) -> i32 {
         mongodb::error::ErrorKind::Command(command) => command.code,
         _ => 0,
     }
-}
-
-/// The reading itself, kept out of the actor so it is plain async code.
-pub(super) struct ReadLoop {
-    pub id: ReaderId,
-    pub watched: Scope,
-    pub shared: Arc<ReaderContext>,
-    pub stop: Arc<AtomicBool>,
-    pub progress: Arc<ReaderProgress>,
 }
 
 /// The options of a change stream opened at `start` for the pipeline `config`.
@@ -89,38 +77,6 @@ pub(crate) fn options(config: &SourceConfig, start: &StartAt) -> ChangeStreamOpt
 }
 
 impl ReadLoop {
-    pub fn namespace(&self) -> &str {
-        &self.id.namespace
-    }
-
-    /// The builder of this reader's records.
-    pub fn records(&self) -> Records<'_> {
-        Records::of(&self.shared, &self.watched, self.namespace())
-    }
-
-    pub fn mongo_error(
-        &self,
-        what: &'static str,
-    ) -> impl FnOnce(mongodb::error::Error) -> SourceError + '_ {
-        move |source| {
-            let source = Box::new(source);
-            let namespace = self.namespace().to_owned();
-            match &*source.kind {
-                mongodb::error::ErrorKind::Command(c) if HISTORY_LOST.contains(&c.code) => {
-                    SourceError::HistoryLost { namespace, source }
-                }
-                mongodb::error::ErrorKind::Command(c) if c.code == EVENT_TOO_LARGE => {
-                    SourceError::EventTooLarge { namespace, source }
-                }
-                _ => SourceError::Mongo {
-                    namespace,
-                    what,
-                    source,
-                },
-            }
-        }
-    }
-
     /// Opens the change stream at `start`, asking for large events in fragments when
     /// `fragments` says so.
     async fn open(
@@ -168,52 +124,6 @@ impl ReadLoop {
                 }
                 other => other,
             })
-    }
-
-    /// Hands records to the producer with the position they bring the reader to, waiting
-    /// for room in its mailbox (not a stall: [`ReaderProgress::waiting_for_kafka`]).
-    pub async fn send(
-        &self,
-        records: Vec<OutgoingRecord>,
-        token: Option<Position>,
-    ) -> Result<(), SourceError> {
-        let batch = ProduceBatch {
-            reader: self.id.clone(),
-            records,
-            token,
-        };
-        let pipeline = &self.shared.config.name;
-        self.shared
-            .metrics
-            .mailbox(pipeline, MAILBOX_RECORD_PRODUCER, 1);
-        self.progress.waiting_for_kafka(true);
-        let sent = self.shared.producer.send(batch).await;
-        self.progress.waiting_for_kafka(false);
-        match sent {
-            Ok(result) => result,
-            Err(_) => {
-                // The message never reached the handler that counts it out.
-                self.shared
-                    .metrics
-                    .mailbox(pipeline, MAILBOX_RECORD_PRODUCER, -1);
-                Err(SourceError::ProducerGone {
-                    namespace: self.namespace().to_owned(),
-                })
-            }
-        }
-    }
-
-    /// Whether the reader was asked to stop.
-    pub fn stopping(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-
-    /// Resolves once the reader is asked to stop (checked every 50 ms): raced with what may
-    /// wait long within one event, such as the schema registry.
-    pub async fn stopped(&self) {
-        while !self.stopping() {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
     }
 
     /// The stream's position as a checkpoint position.

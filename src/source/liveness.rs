@@ -10,7 +10,7 @@ use super::model::Position;
 /// When a reader last heard from its change stream (or copy), for stall detection. A
 /// reader waiting for room in the producer's mailbox is held back by Kafka, not stalled.
 #[derive(Debug)]
-pub struct ReaderProgress {
+pub struct ReaderLiveness {
     started_millis: u64,
     /// 0 until the stream first answered.
     last_millis: AtomicU64,
@@ -30,7 +30,7 @@ pub(super) fn now_millis() -> u64 {
         .unwrap_or_default()
 }
 
-impl Default for ReaderProgress {
+impl Default for ReaderLiveness {
     fn default() -> Self {
         Self {
             started_millis: now_millis(),
@@ -41,7 +41,7 @@ impl Default for ReaderProgress {
     }
 }
 
-impl ReaderProgress {
+impl ReaderLiveness {
     /// Records that the stream answered (an event, or an empty batch and its token).
     pub fn advanced(&self) {
         self.last_millis.store(now_millis(), Ordering::Relaxed);
@@ -95,7 +95,7 @@ mod tests {
 
     #[test]
     fn progress_reports_idle_time_but_not_while_waiting_for_kafka() {
-        let progress = ReaderProgress::default();
+        let progress = ReaderLiveness::default();
         assert!(!progress.has_advanced());
         assert!(progress
             .idle_for()
@@ -108,7 +108,7 @@ mod tests {
 
     #[test]
     fn one_task_ending_its_wait_for_kafka_does_not_end_the_others() {
-        let progress = ReaderProgress::default();
+        let progress = ReaderLiveness::default();
         progress.waiting_for_kafka(true);
         progress.waiting_for_kafka(true);
         progress.waiting_for_kafka(false);

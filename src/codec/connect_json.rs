@@ -22,6 +22,8 @@ use bson::spec::BinarySubtype;
 use bson::{Binary, Bson, DateTime, Decimal128, Document};
 use serde_json::Value;
 
+use super::base64::decode as base64_decode;
+
 const TIMESTAMP: &str = "org.apache.kafka.connect.data.Timestamp";
 const DATE: &str = "org.apache.kafka.connect.data.Date";
 const DECIMAL: &str = "org.apache.kafka.connect.data.Decimal";
@@ -144,14 +146,6 @@ fn decimal(bytes: &[u8], scale: u32) -> Result<Bson, String> {
         .parse::<Decimal128>()
         .map(Bson::Decimal128)
         .map_err(|e| format!("decimal {unscaled}E-{scale} does not fit a decimal128: {e}"))
-}
-
-/// Standard base64 (RFC 4648), as the JsonConverter writes bytes.
-fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map_err(|e| format!("`{text}` is not base64: {e}"))
 }
 
 #[cfg(test)]

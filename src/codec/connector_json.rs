@@ -26,7 +26,8 @@ use std::io::Write;
 
 use bson::{RawArray, RawBsonRef, RawDocument};
 
-use super::extjson::RawError;
+use super::base64::encode as base64;
+use super::extjson::write::RawError;
 
 /// The connector's `output.json.formatter` choices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,11 +251,6 @@ impl Writer<'_> {
         }
         Ok(())
     }
-}
-
-fn base64(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// A string as the Java driver's `StrictCharacterStreamJsonWriter.writeStringHelper` writes

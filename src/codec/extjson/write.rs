@@ -1,7 +1,7 @@
 //! Relaxed and canonical extended JSON written straight from the raw BSON the driver
 //! returns: no `Document`, no `serde_json::Value` tree in between, one output buffer per
 //! record. The output is byte for byte what the `bson` crate writes for the same document
-//! ([`crate::source::format::relaxed`] for relaxed JSON, `Bson::into_canonical_extjson` for
+//! (`crate::source::format::relaxed` for relaxed JSON, `Bson::into_canonical_extjson` for
 //! canonical JSON, both through `serde_json`), which `tests/proptest_conversions.rs` checks
 //! over arbitrary documents. Strings, keys and numbers go through `serde_json`'s own
 //! serializer, so escaping and float formatting are the crate's by construction.
@@ -14,8 +14,7 @@ use std::io::Write;
 use bson::{RawArray, RawBsonRef, RawDocument};
 use serde::Serialize;
 
-use super::format::{Conversion, Converted, FormatError};
-use crate::config::{KeyMode, OutputFormat};
+use crate::codec::base64::encode_into as base64;
 
 /// Which extended JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +37,6 @@ impl From<bson::raw::Error> for RawError {
     }
 }
 
-impl From<RawError> for FormatError {
-    fn from(e: RawError) -> Self {
-        FormatError::Decode(e.0)
-    }
-}
-
 /// `doc` as extended JSON.
 pub fn to_vec(doc: &RawDocument, mode: Mode) -> Result<Vec<u8>, RawError> {
     // Extended JSON is a little longer than the BSON it spells out.
@@ -57,7 +50,7 @@ pub fn to_vec(doc: &RawDocument, mode: Mode) -> Result<Vec<u8>, RawError> {
 }
 
 /// `{"_id": <value>}` as extended JSON: the key of an event whose key is not a document.
-fn wrapped_id(value: RawBsonRef<'_>, mode: Mode) -> Result<Vec<u8>, RawError> {
+pub fn wrapped_id(value: RawBsonRef<'_>, mode: Mode) -> Result<Vec<u8>, RawError> {
     let mut out = Vec::with_capacity(32);
     out.extend_from_slice(b"{\"_id\":");
     Writer {
@@ -310,81 +303,13 @@ fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
-/// Standard base64 with padding, as extended JSON spells binary, appended to `out`.
-fn base64(out: &mut Vec<u8>, bytes: &[u8]) {
-    use base64::Engine;
-    let start = out.len();
-    let Some(len) = base64::encoded_len(bytes.len(), true) else {
-        // Only past `usize::MAX / 4 * 3` input bytes: no document is that large.
-        return;
-    };
-    out.resize(start + len, 0);
-    let written = base64::engine::general_purpose::STANDARD
-        .encode_slice(bytes, &mut out[start..])
-        .unwrap_or(0);
-    out.truncate(start + written);
-}
-
-impl Conversion {
-    /// The JSON mode this conversion writes straight from raw BSON, if it does: relaxed
-    /// and canonical JSON without a schema registry, the same for key and value.
-    fn raw_mode(&self) -> Option<Mode> {
-        if self.key_format != self.format {
-            return None;
-        }
-        match (self.format, &self.registered) {
-            (OutputFormat::RelaxedJson, None) => Some(Mode::Relaxed),
-            (OutputFormat::CanonicalJson, None) => Some(Mode::Canonical),
-            _ => None,
-        }
-    }
-
-    /// Converts one change event as the server returned it. Relaxed and canonical JSON are
-    /// written from the raw bytes; the other formats decode the event first. An event that
-    /// does not decode is [`FormatError::Decode`].
-    pub fn convert_raw(&self, event: &RawDocument) -> Result<Converted, FormatError> {
-        let Some(mode) = self.raw_mode() else {
-            let document =
-                bson::Document::try_from(event).map_err(|e| FormatError::Decode(e.to_string()))?;
-            return self.convert(document);
-        };
-        let field = |name: &str| event.get(name).map_err(RawError::from);
-        let key = match self.key {
-            KeyMode::DocumentKey => field("documentKey")?,
-            KeyMode::EventId => Some(field("_id")?.ok_or(FormatError::MissingField("_id"))?),
-        };
-        let key = match key {
-            Some(RawBsonRef::Document(doc)) => Some(to_vec(doc, mode)?),
-            Some(other) => Some(wrapped_id(other, mode)?),
-            None => None,
-        };
-        if !self.full_document_only {
-            return Ok(Converted::Record {
-                key,
-                value: Some(to_vec(event, mode)?),
-            });
-        }
-        match field("fullDocument")? {
-            Some(RawBsonRef::Document(doc)) => Ok(Converted::Record {
-                key,
-                value: Some(to_vec(doc, mode)?),
-            }),
-            _ if self.tombstone_on_delete
-                && matches!(field("operationType")?, Some(RawBsonRef::String("delete"))) =>
-            {
-                Ok(Converted::Record { key, value: None })
-            }
-            _ => Ok(Converted::Skip),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use bson::{doc, Bson, Document, RawDocumentBuf};
 
     use super::*;
-    use crate::source::format;
+    use crate::config::{KeyMode, OutputFormat};
+    use crate::source::format::{self, Conversion, FormatError};
 
     fn raw(doc: &Document) -> RawDocumentBuf {
         RawDocumentBuf::from_document(doc).unwrap_or_else(|e| panic!("{e}"))

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::base64::encode as base64;
 use crate::config::SchemaRegistryConfig;
 
 /// The registry wire format's first byte.
@@ -717,13 +718,6 @@ fn percent_encode(text: &str) -> String {
         .remove(b'_')
         .remove(b'~');
     percent_encoding::utf8_percent_encode(text, RESERVED).to_string()
-}
-
-/// Standard base64 with padding (RFC 4648): the basic authentication header, and JSON
-/// Schema's `contentEncoding: base64` binaries.
-pub(crate) fn base64(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// The schemas a reader of the wire format met, each parsed once: fetched from the registry

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use bson::{Bson, Document};
 use serde_json::{json, Map, Value};
 
-use crate::config::{json_schema_validator, SchemaRegistryConfig};
-use crate::schema_registry::{
+use crate::codec::schema_registry::{
     self, AwaitsRegistry, Lookup, ParsedSchemas, Reachability, RegistryClient, RegistryError,
 };
+use crate::config::{json_schema_validator, SchemaRegistryConfig};
 
 /// The JSON Schema dialect the schemas name.
 pub const DRAFT: &str = "http://json-schema.org/draft-07/schema#";
@@ -68,7 +68,7 @@ fn simple(bson: &Bson) -> Value {
         Bson::Double(f) if f.is_finite() => Value::from(*f),
         Bson::Double(f) => Value::String(f.to_string()),
         Bson::Decimal128(d) => Value::String(d.to_string()),
-        Bson::Binary(bin) => Value::String(schema_registry::base64(&bin.bytes)),
+        Bson::Binary(bin) => Value::String(super::base64::encode(&bin.bytes)),
         Bson::Symbol(s) | Bson::String(s) => Value::String(s.clone()),
         Bson::Boolean(b) => Value::Bool(*b),
         Bson::Null | Bson::Undefined => Value::Null,

@@ -18,7 +18,9 @@ use bson::oid::ObjectId;
 use bson::{Bson, DateTime, RawArrayBuf, RawBson, RawBsonRef, RawDocumentBuf};
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 
-use super::model::MAX_NESTING_DEPTH;
+/// MongoDB's nesting limit for documents: deeper ones are refused by the server, so the
+/// sink refuses them while decoding (which also bounds the decoder's recursion).
+pub const MAX_NESTING_DEPTH: usize = 100;
 
 /// The JSON object `bytes` as raw BSON, no deeper than MongoDB takes and without duplicate
 /// keys (both checked while it is written); `None` when the text is not one this reader
