@@ -988,7 +988,9 @@ impl Actor for SourceSupervisor {
                 self.config.name.clone(),
                 signals,
                 self.mongo.clone(),
-                ctx.address().downgrade(),
+                ctx.address()
+                    .recipient::<crate::ops::control::Snapshot>()
+                    .downgrade(),
             );
             ctx.spawn(watch.into_actor(self));
         }

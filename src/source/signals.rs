@@ -7,11 +7,10 @@
 
 use std::time::Duration;
 
-use actix::WeakAddr;
+use actix::WeakRecipient;
 use bson::{doc, Document};
 
 use super::reader::snapshot::{parse_signal, Signal};
-use super::SourceSupervisor;
 use crate::ops::control::{Snapshot, SnapshotCommand};
 
 /// How often the signal collection is read.
@@ -22,7 +21,7 @@ pub async fn watch(
     pipeline: String,
     signals: String,
     mongo: mongodb::Client,
-    supervisor: WeakAddr<SourceSupervisor>,
+    supervisor: WeakRecipient<Snapshot>,
 ) {
     let Some((db, coll)) = signals.split_once('.') else {
         return;
