@@ -80,6 +80,7 @@ fn main() -> ExitCode {
         }
         Command::Offsets { action } => print_positions(ops::positions::offsets_command(&action)),
         Command::Run { config: path } => {
+            ops::allocator::return_large_buffers();
             let config = match config::load(&path) {
                 Ok(config) => config,
                 Err(e) => {

@@ -1,5 +1,6 @@
 //! What operators see and touch: logs, metrics, the HTTP endpoint, health, signals.
 
+pub mod allocator;
 pub mod control;
 pub mod health;
 pub mod healthcheck;
