@@ -209,20 +209,46 @@ async fn command_pipeline(
         pipeline: name.clone(),
         command,
     });
-    let answer = match tokio::time::timeout(state.deadline, sent).await {
+    let late = format!(
+        "the command may still take effect; GET /pipelines/{name} shows the pipeline's state"
+    );
+    let answer = within_deadline(&state, sent, &late).await;
+    respond(&state, &name, answer, HttpResponse::Ok())
+}
+
+/// The supervisor's answer to a command, or why there is none: it did not take the command,
+/// or did not answer within the deadline (`late` says what to look at then).
+async fn within_deadline(
+    state: &State,
+    sent: impl std::future::Future<
+        Output = Result<Result<PipelineReport, ControlError>, actix::MailboxError>,
+    >,
+    late: &str,
+) -> Result<PipelineReport, ControlError> {
+    match tokio::time::timeout(state.deadline, sent).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(error)) => Err(ControlError::Unavailable(format!(
             "the supervisor did not take the command: {error}"
         ))),
         Err(_) => Err(ControlError::Unavailable(format!(
-            "no answer within {:?}: the command may still take effect; GET /pipelines/{name} shows the pipeline's state",
+            "no answer within {:?}: {late}",
             state.deadline
         ))),
-    };
+    }
+}
+
+/// A command's answer as HTTP: `ok` with the pipeline's report, else 404, 409 or 503 with
+/// the reason.
+fn respond(
+    state: &State,
+    name: &str,
+    answer: Result<PipelineReport, ControlError>,
+    mut ok: actix_web::HttpResponseBuilder,
+) -> HttpResponse {
     match answer {
-        Ok(report) => HttpResponse::Ok()
+        Ok(report) => ok
             .content_type("application/json")
-            .body(report_json(&state, &name, &report).to_string()),
+            .body(report_json(state, name, &report).to_string()),
         Err(error @ ControlError::NotFound(_)) => {
             json_error(HttpResponse::NotFound(), &error.to_string())
         }
@@ -298,30 +324,8 @@ async fn snapshot_pipeline(
         pipeline: name.clone(),
         command,
     });
-    let answer = match tokio::time::timeout(state.deadline, sent).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(error)) => Err(ControlError::Unavailable(format!(
-            "the supervisor did not take the command: {error}"
-        ))),
-        Err(_) => Err(ControlError::Unavailable(format!(
-            "no answer within {:?}: GET /status shows the pipeline's snapshots",
-            state.deadline
-        ))),
-    };
-    match answer {
-        Ok(report) => HttpResponse::Accepted()
-            .content_type("application/json")
-            .body(report_json(&state, &name, &report).to_string()),
-        Err(error @ ControlError::NotFound(_)) => {
-            json_error(HttpResponse::NotFound(), &error.to_string())
-        }
-        Err(error @ ControlError::Conflict(_)) => {
-            json_error(HttpResponse::Conflict(), &error.to_string())
-        }
-        Err(error @ ControlError::Unavailable(_)) => {
-            json_error(HttpResponse::ServiceUnavailable(), &error.to_string())
-        }
-    }
+    let answer = within_deadline(&state, sent, "GET /status shows the pipeline's snapshots").await;
+    respond(&state, &name, answer, HttpResponse::Accepted())
 }
 
 /// A path whose `route` answers GET and HEAD (the same response, which actix-web sends
