@@ -769,10 +769,14 @@ impl<S> ParsedSchemas<S> {
         Ok(schema)
     }
 
-    /// Makes sure the registry's schema `id` is at hand for [`Self::get`]: fetched unless
-    /// it was before.
-    pub async fn fetch(&self, id: u32) -> Result<(), RegistryError> {
-        self.registry.schema(id).await.map(drop)
+    /// Makes sure the schema a record in the wire format names is at hand for
+    /// [`Self::get`]: fetched from the registry unless it was before. Bytes without the
+    /// header are left to the reader to refuse.
+    pub async fn fetch(&self, bytes: &[u8]) -> Result<(), RegistryError> {
+        match split_wire_format(bytes) {
+            Ok((id, _)) => self.registry.schema(id).await.map(drop),
+            Err(_) => Ok(()),
+        }
     }
 }
 

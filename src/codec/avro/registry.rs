@@ -215,10 +215,7 @@ impl AvroReader {
     /// [`Self::read`]: fetched from the registry unless it was before. Bytes without the
     /// header are left to `read` to refuse.
     pub async fn fetch(&self, bytes: &[u8]) -> Result<(), RegistryError> {
-        match schema_registry::split_wire_format(bytes) {
-            Ok((id, _)) => self.schemas.fetch(id).await,
-            Err(_) => Ok(()),
-        }
+        self.schemas.fetch(bytes).await
     }
 
     /// The value of a record in the wire format.
