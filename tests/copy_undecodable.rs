@@ -7,65 +7,63 @@ mod common;
 
 use std::time::Duration;
 
-use mongodb::bson::{doc, RawDocumentBuf};
+use common::tap::{self, Tap};
+use mongodb::bson::doc;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// `{_id: <"ab" then the bytes 0xff 0xfe>, n: 2}`: valid BSON, its `_id` not UTF-8.
-fn document_with_a_broken_id() -> RawDocumentBuf {
-    let mut raw = RawDocumentBuf::new();
-    raw.append("_id", "abXY");
-    raw.append("n", 2);
-    let mut bytes = raw.into_bytes();
-    let at = bytes
-        .windows(4)
-        .position(|w| w == b"abXY")
-        .expect("the placeholder");
-    bytes[at + 2] = 0xff;
-    bytes[at + 3] = 0xfe;
-    RawDocumentBuf::from_bytes(bytes).expect("valid BSON")
+/// The `_id` the test stores, and the bytes the daemon gets in its place: "ab" then 0xff
+/// 0xfe, valid BSON (the length is unchanged) but not UTF-8.
+const STORED_ID: &[u8] = b"abXY";
+const BROKEN_ID: &[u8] = b"ab\xff\xfe";
+
+/// A collection holding `_id`s 1, `abXY` and 3, and the configuration of a pipeline copying
+/// it with `errors` through a tap that gives the daemon [`BROKEN_ID`] for [`STORED_ID`].
+///
+/// A real replica set stores a string that is not UTF-8 as it was given; the stand-in
+/// decodes strings as Java does and would rewrite it. So the test stores `abXY` and the tap
+/// between the daemon and the server gives the daemon `ab\xff\xfe` in its place: the bytes
+/// a real replica set would have sent, on either server.
+async fn copied_through_a_tap(db: &str, errors: &str, port: u16) -> (Tap, String) {
+    let client = common::mongo_client().await;
+    let coll = client
+        .database(db)
+        .collection::<mongodb::bson::Document>("c");
+    coll.insert_many([
+        doc! {"_id": 1, "n": 1},
+        doc! {"_id": "abXY", "n": 2},
+        doc! {"_id": 3, "n": 3},
+    ])
+    .await
+    .expect("insert");
+    let uri = common::mongodb_uri();
+    let tap = Tap::start(&common::proxy::mongodb_target(&uri));
+    tap.rewrite_replies(STORED_ID, BROKEN_ID);
+    let config = common::config_toml(
+        port,
+        &format!(
+            "[[source]]\nname = \"{name}\"\ndatabase = \"{db}\"\ncollection = \"c\"\n\
+             startup_mode = \"copy_existing\"\nmax_await_time = \"300ms\"\nerrors = {errors}\n",
+            name = common::unique("config_copyid"),
+        ),
+    )
+    .replace(
+        &format!("uri = \"{uri}\""),
+        &format!("uri = \"{}\"", tap::uri_through(&uri, tap.port(), "")),
+    );
+    (tap, config)
 }
 
 #[tokio::test]
 async fn a_copied_document_whose_id_does_not_decode_is_dead_lettered_and_the_copy_goes_on() {
     let db = common::unique("config_copyid");
-    let client = common::mongo_client().await;
-    let raw = client.database(&db).collection::<RawDocumentBuf>("c");
-    raw.insert_one(RawDocumentBuf::from_document(&doc! {"_id": 1, "n": 1}).expect("BSON"))
-        .await
-        .expect("insert");
-    // The stand-in answers with the `_id` in its reply, which the driver cannot read: the
-    // document may be stored all the same, which is what is checked below.
-    if let Err(error) = raw.insert_one(document_with_a_broken_id()).await {
-        eprintln!("inserting the broken _id: {error}");
-    }
-    raw.insert_one(RawDocumentBuf::from_document(&doc! {"_id": 3, "n": 3}).expect("BSON"))
-        .await
-        .expect("insert");
-    // A server that rewrites what is not UTF-8 (the stand-in decodes strings as Java does)
-    // has nothing that fails to decode: then there is nothing to test.
-    let stored = raw.find_one(doc! {"n": 2}).await;
-    eprintln!("stored: {stored:?}");
-    if !matches!(&stored, Ok(Some(doc)) if doc.get("_id").is_err()) {
-        eprintln!(
-            "SKIPPED: this MongoDB ({}) stored the `_id` as valid UTF-8 (it rewrites invalid \
-             strings), so no copied `_id` fails to decode here; run against a real replica set \
-             (MONGODB_URI) to test this",
-            common::mongodb_uri()
-        );
-        let _ = client.database(&db).drop().await;
-        return;
-    }
     let dlq = common::unique("config_copyid_dlq");
-    let config = common::config_toml(
+    let (tap, config) = copied_through_a_tap(
+        &db,
+        &format!("{{ tolerance = \"all\", dead_letter_topic = \"{dlq}\" }}"),
         common::free_port(),
-        &format!(
-            "[[source]]\nname = \"{name}\"\ndatabase = \"{db}\"\ncollection = \"c\"\n\
-             startup_mode = \"copy_existing\"\nmax_await_time = \"300ms\"\n\
-             errors = {{ tolerance = \"all\", dead_letter_topic = \"{dlq}\" }}\n",
-            name = common::unique("config_copyid"),
-        ),
-    );
+    )
+    .await;
     let mut daemon = common::Daemon::start(&config);
     let topic = format!("{db}.c");
     let published = common::consume(&topic, 2, WAIT, false).await;
@@ -87,6 +85,41 @@ async fn a_copied_document_whose_id_does_not_decode_is_dead_lettered_and_the_cop
         "the copy restarted:\n{}",
         daemon.log()
     );
+    assert!(tap.rewritten() > 0, "the tap never met the stored _id");
     daemon.terminate(WAIT);
-    let _ = client.database(&db).drop().await;
+    let _ = common::mongo_client().await.database(&db).drop().await;
+}
+
+/// Without a dead letter topic the pipeline stops, naming the namespace and the `_id`, and
+/// stays stopped (`/ready` says so) instead of copying again and again.
+#[tokio::test]
+async fn a_copied_document_whose_id_does_not_decode_stops_the_pipeline_naming_it() {
+    let db = common::unique("config_copyid");
+    let port = common::free_port();
+    let (tap, config) = copied_through_a_tap(&db, "{ tolerance = \"none\" }", port).await;
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("does not decode", 1, WAIT);
+    let log = daemon.log();
+    let namespace = format!("{db}.c");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("does not decode") && l.contains(&namespace) && l.contains("ab")),
+        "no line names the namespace and the `_id`:\n{log}"
+    );
+    // Long enough for several restarts had it been taken for a passing failure.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let log = daemon.log();
+    assert_eq!(
+        log.matches("copying existing documents").count(),
+        1,
+        "the copy started again:\n{log}"
+    );
+    let ready = common::http_get(port, "/ready");
+    assert!(
+        matches!(&ready, Some((503, body)) if body.contains("failed")),
+        "/ready: {ready:?}\n{log}"
+    );
+    assert!(tap.rewritten() > 0, "the tap never met the stored _id");
+    daemon.terminate(WAIT);
+    let _ = common::mongo_client().await.database(&db).drop().await;
 }

@@ -1,7 +1,9 @@
 //! A TCP proxy in front of MongoDB that reads the commands the daemon sends (OP_MSG,
 //! section 0) so a test can assert on the command as the server received it, and that can
 //! lose the reply to one chosen command (the server applied it, the daemon never learns
-//! how it went: a cut connection at the worst moment).
+//! how it went: a cut connection at the worst moment), and that can rewrite bytes in the
+//! server's replies (what a server that stores them as given, a real replica set, would
+//! send, where the stand-in rewrites them first).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,6 +26,10 @@ struct Shared {
     lose_reply: Mutex<Option<(String, String)>>,
     /// Replies lost so far.
     lost: Mutex<u32>,
+    /// Bytes replaced in every reply: (what, by what), of one length.
+    rewrite: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
+    /// Replacements made so far.
+    rewritten: Mutex<u32>,
 }
 
 /// A running tap; stops when dropped.
@@ -108,6 +114,26 @@ impl Tap {
             Some((name.to_owned(), collection.to_owned()));
     }
 
+    /// Every reply from now on has each `what` replaced by `by` (of the same length, so no
+    /// length in the message changes).
+    pub fn rewrite_replies(&self, what: &[u8], by: &[u8]) {
+        assert_eq!(what.len(), by.len(), "a rewrite keeps the length");
+        *self
+            .shared
+            .rewrite
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((what.to_vec(), by.to_vec()));
+    }
+
+    /// How many replacements [`Tap::rewrite_replies`] made so far.
+    pub fn rewritten(&self) -> u32 {
+        *self
+            .shared
+            .rewritten
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// How many replies were lost so far.
     pub fn lost(&self) -> u32 {
         *self
@@ -138,6 +164,7 @@ async fn relay(client: TcpStream, target: String, shared: Arc<Shared>) {
     let (mut server_read, mut server_write) = server.into_split();
     // Set once a reply is to be lost: the server's bytes are no longer passed on.
     let swallow = Arc::new(AtomicBool::new(false));
+    let down_shared = shared.clone();
     let up = {
         let swallow = swallow.clone();
         async move {
@@ -177,6 +204,8 @@ async fn relay(client: TcpStream, target: String, shared: Arc<Shared>) {
         }
     };
     let down = async move {
+        // Whole messages are passed on, so a rewrite never misses bytes split across reads.
+        let mut pending: Vec<u8> = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = match server_read.read(&mut buf).await {
@@ -186,8 +215,13 @@ async fn relay(client: TcpStream, target: String, shared: Arc<Shared>) {
             if swallow.load(Ordering::SeqCst) {
                 continue;
             }
-            if client_write.write_all(&buf[..n]).await.is_err() {
-                return;
+            pending.extend_from_slice(&buf[..n]);
+            while let Some(len) = message_len(&pending) {
+                let mut message: Vec<u8> = pending.drain(..len).collect();
+                rewrite(&down_shared, &mut message);
+                if client_write.write_all(&message).await.is_err() {
+                    return;
+                }
             }
         }
     };
@@ -195,6 +229,31 @@ async fn relay(client: TcpStream, target: String, shared: Arc<Shared>) {
     tokio::select! {
         () = up => {}
         () = down => {}
+    }
+}
+
+/// Applies the armed rewrite to a whole reply.
+fn rewrite(shared: &Shared, message: &mut [u8]) {
+    let armed = shared
+        .rewrite
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let Some((what, by)) = armed else {
+        return;
+    };
+    let mut at = 0;
+    while let Some(found) = message
+        .get(at..)
+        .and_then(|rest| rest.windows(what.len()).position(|w| w == what.as_slice()))
+    {
+        let start = at + found;
+        message[start..start + by.len()].copy_from_slice(&by);
+        *shared
+            .rewritten
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) += 1;
+        at = start + by.len();
     }
 }
 
