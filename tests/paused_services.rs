@@ -9,40 +9,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::services::OwnService;
+use common::services::{OwnService, Paused};
 use mongodb::bson::{doc, Document};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(120);
 
 static PAUSING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Stops a process with SIGSTOP; SIGCONT when dropped, even when the test fails.
-struct Paused(u32);
-
-impl Paused {
-    fn new(pid: u32) -> Self {
-        signal(pid, "STOP");
-        Self(pid)
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        signal(self.0, "CONT");
-    }
-}
-
-fn signal(pid: u32, name: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status();
-    assert!(
-        matches!(status, Ok(s) if s.success()),
-        "kill -{name} {pid}: {status:?}"
-    );
-}
 
 /// The resident set of `pid`, in KiB.
 fn rss_kib(pid: u32) -> u64 {

@@ -258,6 +258,7 @@ impl SinkSupervisor {
             .clear_prefix(&health::partition(&self.config.name, ""));
         self.metrics.stalled_partitions(&self.config.name, 0);
         let deadline = self.shutdown_deadline;
+        let pipeline = self.config.name.clone();
         async move {
             let Some(running) = running else { return 0 };
             let _ = running.stop.send(());
@@ -275,9 +276,18 @@ impl SinkSupervisor {
                 Ok(results) => results.iter().filter(|ok| !**ok).count(),
                 Err(_) => usize::MAX,
             };
-            // Whatever did not finish commits nothing more, and writes nothing new.
-            for (_, lease) in &writers {
-                lease.fence();
+            // Whatever did not finish commits nothing more, and writes nothing new. A commit
+            // still waiting for a silent broker holds its lease's fence until librdkafka
+            // gives up on it: the fences are taken on a blocking thread, and the drain does
+            // not wait past the commit deadline for them (a commit landing after the drain
+            // commits an offset whose records are written: at worst they are read again).
+            let leases: Vec<_> = writers.iter().map(|(_, lease)| lease.clone()).collect();
+            let fences = tokio::task::spawn_blocking(move || leases.iter().for_each(|l| l.fence()));
+            if tokio::time::timeout(writer::COMMIT_DEADLINE, fences)
+                .await
+                .is_err()
+            {
+                tracing::warn!(pipeline = %pipeline, "a partition's offset commit is still waiting for the broker; the pipeline stops without it");
             }
             // Leaves the group now rather than when the session times out.
             running.consumer.unsubscribe();

@@ -51,6 +51,10 @@ const REGISTRY_RETRY_MAX: Duration = Duration::from_secs(10);
 /// events: at least one MongoDB document of 16 MiB as JSON, several times over.
 const MAX_PENDING_SPLIT_BYTES: usize = 64 * 1024 * 1024;
 
+/// How long a writer waits for the broker to answer an offset commit before it goes on
+/// without it (the commit may still land later; a later one covers it either way).
+pub const COMMIT_DEADLINE: Duration = Duration::from_secs(10);
+
 /// A record of a batch.
 struct Entry {
     /// The record; a split event whole, at its last chunk's offset.
@@ -479,16 +483,30 @@ impl BatchJob {
         format!("{}/{}", self.topic, self.partition)
     }
 
-    /// Commits `next` under the lease: `None` when fenced or refused. A refused commit is
-    /// not fatal: a later one covers it, and the records after the last committed offset
-    /// are written again (idempotently) by the partition's next reader.
-    fn commit(&self, next: i64) -> Option<i64> {
-        let shared = &self.shared;
-        let committed = self.lease.commit_with(|| {
-            shared
-                .committer
-                .commit(&self.topic, self.partition, next, self.mode)
+    /// Commits `next` under the lease: `None` when fenced, refused or not answered within
+    /// [`COMMIT_DEADLINE`]. A refused commit is not fatal: a later one covers it, and the
+    /// records after the last committed offset are written again (idempotently) by the
+    /// partition's next reader. librdkafka's synchronous commit waits for the broker without
+    /// a deadline, so it runs on a blocking thread, never on the actor thread that runs every
+    /// writer and supervisor: a silent broker holds that thread (and the commit's lease)
+    /// only.
+    async fn commit(&self, next: i64) -> Option<i64> {
+        let shared = self.shared.clone();
+        let lease = self.lease.clone();
+        let topic = self.topic.clone();
+        let (partition, mode) = (self.partition, self.mode);
+        let call = tokio::task::spawn_blocking(move || {
+            lease.commit_with(|| shared.committer.commit(&topic, partition, next, mode))
         });
+        let shared = &self.shared;
+        let committed = match tokio::time::timeout(COMMIT_DEADLINE, call).await {
+            Ok(Ok(committed)) => committed,
+            Ok(Err(_)) => Some(Err(KafkaError::Canceled)),
+            Err(_) => {
+                tracing::warn!(pipeline = %shared.pipeline, partition = %self.name(), offset = next, deadline = ?COMMIT_DEADLINE, "committing the offset got no answer from the broker in time; the writer goes on without it: a later commit covers it, or the records after the last committed offset are written again");
+                return None;
+            }
+        };
         match committed {
             Some(Ok(())) => Some(next),
             Some(Err(error)) => {
@@ -660,7 +678,7 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
         if let Err(source) = send_with_retries(&job, dead_letters, message, &position, &error).await
         {
             // Everything before it is written and dead-lettered: resume at this record.
-            let committed = job.commit(batch.commit_before(index));
+            let committed = job.commit(batch.commit_before(index)).await;
             return BatchDone {
                 committed,
                 failure: Some(SinkError::DeadLetter { position, source }),
@@ -669,7 +687,7 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
         shared.metrics.dead_lettered(pipeline, error.stage.as_str());
         tracing::warn!(pipeline, record = %position, %error, topic = %dead_letters.topic, "record sent to the dead letter topic");
     }
-    let committed = job.commit(settlement.commit);
+    let committed = job.commit(settlement.commit).await;
     if let Some((index, error)) = settlement.stop {
         let position = format!("{name}@{}", entries[index].message.offset());
         // A record that may convert later: the pipeline restarts at it, with backoff.

@@ -175,3 +175,30 @@ impl Drop for OwnService {
         }
     }
 }
+
+/// Stops a process with SIGSTOP; SIGCONT when dropped, even when the test fails.
+pub struct Paused(u32);
+
+impl Paused {
+    pub fn new(pid: u32) -> Self {
+        signal(pid, "STOP");
+        Self(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        signal(self.0, "CONT");
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
+    assert!(
+        matches!(status, Ok(s) if s.success()),
+        "kill -{name} {pid}: {status:?}"
+    );
+}
