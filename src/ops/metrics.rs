@@ -94,6 +94,7 @@ pub struct Metrics {
     config_mismatch: StateGauge,
     rebalances: IntCounterVec,
     dead_letters: IntCounterVec,
+    topic_creations: IntCounterVec,
     checkpoints_written: IntCounterVec,
     checkpoint_load_records: StateGauge,
     checkpoint_load_duration: HistogramVec,
@@ -334,6 +335,11 @@ impl Metrics {
                 "dead_letter_records_total",
                 "Records sent to a dead letter topic, by pipeline and reason.",
                 &["pipeline", "reason"],
+            )?,
+            topic_creations: b.counter(
+                "source_topic_creations_total",
+                "Topics a source pipeline with `create_topics` asked the broker to create before their first record, by pipeline and outcome (`created`, `existed`, `refused`: the pipeline stopped, `unavailable`: not answered, the pipeline restarts).",
+                &["pipeline", "outcome"],
             )?,
             checkpoints_written: b.counter(
                 "source_checkpoints_written_total",
@@ -773,6 +779,18 @@ impl Metrics {
         self.actor_restarts
             .with_label_values(&[pipeline, actor, reason])
             .inc();
+    }
+
+    /// Records the outcome of a topic's creation by `create_topics`.
+    pub fn topic_creation(&self, pipeline: &str, outcome: &str) {
+        self.topic_creations
+            .with_label_values(&[pipeline, outcome])
+            .inc();
+    }
+
+    /// Creates the series of a topic creation outcome at 0.
+    pub fn topic_creation_series(&self, pipeline: &str, outcome: &str) {
+        self.topic_creations.with_label_values(&[pipeline, outcome]);
     }
 
     /// Records a pipeline stopped for good.
