@@ -131,10 +131,12 @@ pub struct SourceConfig {
     /// `topic.creation.*`; see `source::topic_creation`).
     #[serde(default)]
     pub create_topics: bool,
-    /// Partitions of topics created by `create_topics`.
+    /// Partitions of topics created by `create_topics`; -1: the broker's default
+    /// (`num.partitions`).
     #[serde(default = "default_one")]
     pub topic_partitions: i32,
-    /// Replication factor of topics created by `create_topics`.
+    /// Replication factor of topics created by `create_topics`; -1: the broker's default
+    /// (`default.replication.factor`).
     #[serde(default = "default_one")]
     pub topic_replication_factor: i32,
     /// Topic configs of topics created by `create_topics` (`cleanup.policy`, `retention.ms`,
@@ -713,14 +715,13 @@ impl SourceConfig {
                     }
                 }
             }
-            if group.partitions.is_some_and(|p| p < 1) {
-                out.push(Violation::new(at("partitions"), "must be at least 1"));
-            }
-            if group.replication_factor.is_some_and(|r| r < 1) {
-                out.push(Violation::new(
-                    at("replication_factor"),
-                    "must be at least 1",
-                ));
+            for (field, value) in [
+                ("partitions", group.partitions),
+                ("replication_factor", group.replication_factor),
+            ] {
+                if value.is_some_and(|v| !broker_default_or_positive(v)) {
+                    out.push(Violation::new(at(field), BROKER_DEFAULT_OR_POSITIVE));
+                }
             }
             topic_configs(&at("config"), &group.config, out);
         }
@@ -921,14 +922,13 @@ impl SourceConfig {
             ));
         }
         self.validate_namespace_map(key, out);
-        if self.topic_partitions < 1 {
-            out.push(Violation::new(at("topic_partitions"), "must be at least 1"));
-        }
-        if self.topic_replication_factor < 1 {
-            out.push(Violation::new(
-                at("topic_replication_factor"),
-                "must be at least 1",
-            ));
+        for (field, value) in [
+            ("topic_partitions", self.topic_partitions),
+            ("topic_replication_factor", self.topic_replication_factor),
+        ] {
+            if !broker_default_or_positive(value) {
+                out.push(Violation::new(at(field), BROKER_DEFAULT_OR_POSITIVE));
+            }
         }
         self.validate_topic_creation(key, out);
         if let Some(interval) = self.heartbeat_interval {
@@ -969,6 +969,14 @@ impl SourceConfig {
         }
     }
 }
+
+/// A topic's partitions or replication factor: `-1` asks for the broker's default (Kafka
+/// 2.4+), as Kafka Connect's `topic.creation.default.*`.
+fn broker_default_or_positive(value: i32) -> bool {
+    value == -1 || value >= 1
+}
+
+const BROKER_DEFAULT_OR_POSITIVE: &str = "must be at least 1, or -1 for the broker's default";
 
 /// Topic config names look like Kafka's (`cleanup.policy`): the broker refuses unknown ones
 /// when it creates the topic, which stops the pipeline; what can be told here is told here.
