@@ -108,7 +108,13 @@ async fn sourcecompat_database_and_deployment_streams_create_their_topics() {
     let p1 = common::unique("sourcecompat_tcp1");
     let client = common::mongo_client().await;
     let port = common::free_port();
-    let text = pipelines(&db, &deployment_db, [&p0, &p1], "topic_partitions = 3");
+    // -1: the broker's default replication factor, as Kafka Connect's.
+    let text = pipelines(
+        &db,
+        &deployment_db,
+        [&p0, &p1],
+        "topic_partitions = 3\ntopic_replication_factor = -1",
+    );
     let mut daemon = common::Daemon::start(&common::config_toml(port, &text));
     daemon.wait_for_log("change stream open", 2, WAIT);
     insert(&client, &db, "orders", 1).await;
@@ -205,4 +211,56 @@ config = { "compression.type" = "gzip" }"#;
     for db in [&db, &deployment_db] {
         client.database(db).drop().await.expect("drop");
     }
+}
+
+/// A topic the broker refuses to create (here a config value it rejects; an authorisation or
+/// policy refusal is mapped alike) stops the pipeline before any record goes to it, as Kafka
+/// Connect fails the task: `/ready` names the topic and the reason, the refusal is counted,
+/// and nothing was produced (the broker's auto-creation did not step in either).
+#[tokio::test]
+async fn sourcecompat_a_topic_the_broker_refuses_stops_the_pipeline_naming_it() {
+    let db = common::unique("sourcecompat_tcrdb");
+    let prefix = common::unique("sourcecompat_tcrp");
+    let client = common::mongo_client().await;
+    let port = common::free_port();
+    let name = common::unique("sourcecompat_tcr_pipe");
+    let text = format!(
+        r#"[[source]]
+name = "{name}"
+database = "{db}"
+max_await_time = "200ms"
+topic_prefix = "{prefix}"
+create_topics = true
+topic_config = {{ "cleanup.policy" = "shredded" }}
+"#
+    );
+    let mut daemon = common::Daemon::start(&common::config_toml(port, &text));
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    insert(&client, &db, "orders", 1).await;
+    let topic = format!("{prefix}.{db}.orders");
+    let body = common::wait_for_status(port, "/ready", 503, WAIT);
+    assert!(
+        body.contains(&format!("the broker refused to create the topic `{topic}`")),
+        "/ready: {body}; log:\n{}",
+        daemon.log()
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("the broker refused to create the topic"),
+        "no WARN; log:\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        common::metric_with(
+            port,
+            "mkb_source_topic_creations_total",
+            &[&format!("pipeline=\"{name}\""), "outcome=\"refused\""]
+        ),
+        1.0
+    );
+    let admin = admin();
+    assert_eq!(partitions(&admin, &topic), 0, "{topic} exists");
+    daemon.terminate(WAIT);
+    client.database(&db).drop().await.expect("drop");
 }
