@@ -118,6 +118,10 @@ pub struct Metrics {
     copy_total: StateGauge,
     copy_progress: StateGauge,
     copy_eta: StateGauge,
+    snapshot_documents: IntCounterVec,
+    snapshot_chunks: IntCounterVec,
+    snapshots_running: StateGauge,
+    snapshot_remaining: StateGauge,
     catch_up_eta: StateGauge,
     mailbox_depth: IntGaugeVec,
     budget_bytes: IntGaugeVec,
@@ -464,6 +468,26 @@ impl Metrics {
                 "Estimated time left of a `copy_existing` at the rate of the last minute, by pipeline and namespace; absent while there is no rate.",
                 &["pipeline", "namespace"],
             )?,
+            snapshot_documents: b.counter(
+                "source_snapshot_documents_total",
+                "Documents published by snapshots on demand, by pipeline and namespace.",
+                &["pipeline", "namespace"],
+            )?,
+            snapshot_chunks: b.counter(
+                "source_snapshot_chunks_total",
+                "`_id` chunks of snapshots on demand published (each of up to `snapshot_chunk_size` documents), by pipeline and namespace.",
+                &["pipeline", "namespace"],
+            )?,
+            snapshots_running: b.state_gauge(
+                "source_snapshots_running",
+                "Snapshots on demand running (started and not finished nor cancelled), by pipeline.",
+                &["pipeline"],
+            )?,
+            snapshot_remaining: b.state_gauge(
+                "source_snapshot_remaining_documents",
+                "Documents a running snapshot on demand has left to copy by the collection's estimated count when it started (0 once it ended, and for a watched collection before any), by pipeline and namespace; absent while the count is unknown.",
+                &["pipeline", "namespace"],
+            )?,
             catch_up_eta: b.state_gauge(
                 "sink_catch_up_remaining_seconds",
                 "Estimated time until a sink's lag is 0, at the rate its lag fell over the last minute; 0 when caught up, absent while the lag does not fall.",
@@ -597,6 +621,8 @@ impl Metrics {
             &self.copy_total,
             &self.copy_progress,
             &self.copy_eta,
+            &self.snapshots_running,
+            &self.snapshot_remaining,
             &self.catch_up_eta,
         ] {
             gauge.forget_pipeline(pipeline);
@@ -894,6 +920,41 @@ impl Metrics {
         }
     }
 
+    /// Records a chunk of `documents` documents of a snapshot on demand of `namespace`
+    /// handed over for publishing.
+    pub fn snapshot_chunk(&self, pipeline: &str, namespace: &str, documents: u64) {
+        self.snapshot_chunks
+            .with_label_values(&[pipeline, namespace])
+            .inc();
+        self.snapshot_documents
+            .with_label_values(&[pipeline, namespace])
+            .inc_by(documents);
+    }
+
+    /// Creates the snapshot series of a collection at 0 (nothing copied, nothing left).
+    pub fn snapshot_series(&self, pipeline: &str, namespace: &str) {
+        self.snapshot_chunks
+            .with_label_values(&[pipeline, namespace]);
+        self.snapshot_documents
+            .with_label_values(&[pipeline, namespace]);
+        self.snapshot_remaining.set(&[pipeline, namespace], 0.0);
+    }
+
+    /// Sets the snapshots on demand running in `pipeline`.
+    pub fn snapshots_running(&self, pipeline: &str, running: usize) {
+        self.snapshots_running.set(&[pipeline], running as f64);
+    }
+
+    /// Sets the documents the snapshot of `namespace` has left by its estimate (0 once it
+    /// ended); `None` (no estimate) removes the series.
+    pub fn snapshot_remaining(&self, pipeline: &str, namespace: &str, remaining: Option<u64>) {
+        let labels = [pipeline, namespace];
+        match remaining {
+            Some(left) => self.snapshot_remaining.set(&labels, left as f64),
+            None => self.snapshot_remaining.remove(&labels),
+        }
+    }
+
     /// Sets when the sink `pipeline` will have caught up.
     pub fn catch_up(&self, pipeline: &str, report: &CatchUpReport) {
         match report.eta_seconds {
@@ -974,6 +1035,8 @@ impl Metrics {
             &self.copy_total,
             &self.copy_progress,
             &self.copy_eta,
+            &self.snapshots_running,
+            &self.snapshot_remaining,
             &self.catch_up_eta,
             &self.pipeline_state,
         ] {

@@ -926,6 +926,12 @@ impl Actor for SourceSupervisor {
         for watched in Scope::of(&self.config) {
             self.metrics
                 .reader_series(&self.config.name, &watched.namespace());
+            // A collection's snapshot series exist from the start, at 0; a database or
+            // deployment stream's appear with their first snapshot.
+            if let Scope::Collection { db, coll } = &watched {
+                self.metrics
+                    .snapshot_series(&self.config.name, &format!("{db}.{coll}"));
+            }
         }
         self.readiness
             .set_problem(health::pipeline(&self.config.name), "starting");
