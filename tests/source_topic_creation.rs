@@ -25,10 +25,17 @@ fn admin() -> AdminClient<DefaultClientContext> {
         .unwrap_or_else(|e| panic!("admin client: {e}"))
 }
 
-/// The topic's partition count, as the broker's metadata says.
-fn partitions(admin: &AdminClient<DefaultClientContext>, topic: &str) -> usize {
-    let metadata = admin
-        .inner()
+/// The topic's partition count, as the broker's metadata says: asked by a consumer, whose
+/// metadata requests never make the broker auto-create the topic (a producer's, the admin
+/// client's, may).
+fn partitions(_: &AdminClient<DefaultClientContext>, topic: &str) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", common::kafka_bootstrap())
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));
     metadata

@@ -259,6 +259,7 @@ impl SourceSupervisor {
         let config = self.config.clone();
         let kafka = self.kafka.clone();
         let metrics = self.metrics.clone();
+        let readiness = self.readiness.clone();
         // The owned slots with readers: only they need a producer.
         let slots: Vec<i32> = self.readers_by_owned_slot().into_keys().collect();
         let prepare = async move {
@@ -266,7 +267,8 @@ impl SourceSupervisor {
             checkpoint::ensure_topic(&kafka, &config.checkpoint_topic, partitions).await?;
             let producers = slot_producers(&kafka, &config, &slots).await?;
             let creator = if config.create_topics {
-                let creator = TopicCreator::new(&kafka, &config, metrics.clone())?;
+                let creator =
+                    TopicCreator::new(&kafka, &config, metrics.clone(), readiness.clone())?;
                 create_known_topics(&creator, &config).await?;
                 Some(Arc::new(creator))
             } else {
@@ -1177,6 +1179,8 @@ impl Handler<StopPipeline> for SourceSupervisor {
         self.readiness.clear(&health::config(&self.config.name));
         self.readiness
             .clear(&health::schema_registry(&self.config.name));
+        self.readiness
+            .clear(&health::topic_creation(&self.config.name));
         self.readiness
             .clear_prefix(&health::reader(&self.config.name, ""));
         self.readiness

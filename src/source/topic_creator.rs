@@ -15,6 +15,7 @@ use super::error::SourceError;
 use super::topic_creation::{may_exist_anyway, outcome, CreationRules, KnownTopics, Outcome};
 use crate::clients::kafka;
 use crate::config::{KafkaConfig, SourceConfig};
+use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
 
 /// Creates a pipeline's topics, each once.
@@ -25,6 +26,8 @@ pub struct TopicCreator {
     known: Mutex<KnownTopics>,
     deadline: Duration,
     metrics: Metrics,
+    /// `/ready` says so while a creation gets no answer.
+    readiness: Readiness,
 }
 
 impl std::fmt::Debug for TopicCreator {
@@ -42,6 +45,7 @@ impl TopicCreator {
         kafka_config: &KafkaConfig,
         config: &SourceConfig,
         metrics: Metrics,
+        readiness: Readiness,
     ) -> Result<Self, SourceError> {
         let rules = CreationRules::new(config).map_err(|reason| SourceError::Config {
             namespace: config.name.clone(),
@@ -62,6 +66,7 @@ impl TopicCreator {
             known: Mutex::new(KnownTopics::default()),
             deadline: kafka_config.request_timeout,
             metrics,
+            readiness,
         })
     }
 
@@ -154,6 +159,9 @@ impl TopicCreator {
                 }
             }
         }
+        // Every topic asked for exists: nothing is held back any more.
+        self.readiness
+            .clear(&health::topic_creation(&self.pipeline));
         Ok(())
     }
 
@@ -164,6 +172,10 @@ impl TopicCreator {
         self.metrics
             .topic_creation(&self.pipeline, Outcome::Unavailable.label());
         tracing::warn!(pipeline = %self.pipeline, topic, error = %source, "could not create the topic before its first record; the pipeline restarts with backoff");
+        self.readiness.set_problem(
+            health::topic_creation(&self.pipeline),
+            format!("topic `{topic}` could not be created before its first record ({source}); its records wait, the pipeline restarts with backoff"),
+        );
         SourceError::Kafka {
             topic,
             source: Box::new(source),
