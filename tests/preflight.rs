@@ -333,3 +333,34 @@ async fn a_topic_create_topics_could_not_create_is_a_problem_and_nothing_is_crea
     );
     assert!(!topic_names().contains(&format!("{db}.orders")));
 }
+
+/// `check-config --connect` asks the broker to validate each topic with the settings
+/// `create_topics` would give it: a `topic_config` value the broker refuses, for the topic a
+/// `topic_creation_groups` entry takes, is a problem naming the topic; nothing is created.
+#[tokio::test]
+async fn sourcecompat_a_topic_config_the_broker_refuses_is_a_problem() {
+    let db = common::unique("sourcecompat_cc");
+    let text = common::config_toml(
+        common::free_port(),
+        &format!(
+            "[[source]]\nname = \"{db}_src\"\ndatabase = \"{db}\"\ncollection = [\"orders\", \"audit\"]\n\
+             create_topics = true\n\
+             [[source.topic_creation_groups]]\nname = \"audit\"\ninclude = ['.*\\.audit']\n\
+             config = {{ \"cleanup.policy\" = \"shredded\" }}\n"
+        ),
+    );
+    let (code, stdout, stderr) = check_connect(&text);
+    let _ = common::mongo_client().await.database(&db).drop().await;
+    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let found = problems(&stdout);
+    assert_eq!(found.len(), 1, "{stdout}");
+    assert!(
+        found[0].starts_with(&format!(
+            "problem: source `{db}_src`: topic `{db}.audit`: missing, and create_topics cannot create it: the broker refuses to create it"
+        )),
+        "{stdout}"
+    );
+    let names = topic_names();
+    assert!(!names.contains(&format!("{db}.audit")));
+    assert!(!names.contains(&format!("{db}.orders")));
+}

@@ -525,3 +525,123 @@ async fn a_snapshot_covers_ids_of_mixed_types() {
     daemon.terminate(WAIT);
     let _ = common::mongo_client().await.database(&db).drop().await;
 }
+
+/// One scrape of `/metrics`.
+fn scrape(port: u16) -> String {
+    common::http_get(port, "/metrics")
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+}
+
+/// The value of `metric` in `body` for the series whose labels hold every one of `labels`.
+fn sample(body: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    body.lines()
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .find_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+}
+
+/// The snapshot metrics count what the snapshot copied: while it runs, one snapshot running,
+/// its documents and chunks so far, and the documents left by the estimate (all from one
+/// scrape); once it finished, every document and chunk, none running, nothing left.
+#[tokio::test]
+async fn sourcecompat_a_snapshot_is_counted_in_metrics_during_and_after() {
+    const KEYS: i64 = 300;
+    const CHUNK: i64 = 10;
+    let db = common::unique("sourcecompat_snapm");
+    let namespace = format!("{db}.c");
+    seed(&db, KEYS).await;
+    let name = common::unique("sourcecompat_snapm_p");
+    let port = common::free_port();
+    let mut daemon = start(&db, &name, port, &format!("snapshot_chunk_size = {CHUNK}"));
+    let pipeline = format!("pipeline=\"{name}\"");
+    let ns = format!("namespace=\"{namespace}\"");
+    let labels = [pipeline.as_str(), ns.as_str()];
+    let (code, body) = request(
+        port,
+        "POST",
+        &format!("/pipelines/{name}/snapshot"),
+        &format!("{{\"namespaces\": [\"{namespace}\"]}}"),
+    );
+    assert_eq!(code, 202, "{body}");
+
+    // During: from one scrape.
+    let mut during = String::new();
+    let under_way = common::eventually(WAIT, || {
+        during = scrape(port);
+        let documents = sample(&during, "mkb_source_snapshot_documents_total", &labels);
+        let going = documents.is_some_and(|d| d >= 30.0 && d < KEYS as f64);
+        async move { going }
+    })
+    .await;
+    assert!(
+        under_way,
+        "no snapshot progress in metrics:\n{during}\nlog:\n{}",
+        daemon.log()
+    );
+    let documents = sample(&during, "mkb_source_snapshot_documents_total", &labels).unwrap_or(0.0);
+    let chunks = sample(&during, "mkb_source_snapshot_chunks_total", &labels).unwrap_or(0.0);
+    assert_eq!(
+        documents,
+        chunks * CHUNK as f64,
+        "full chunks of {CHUNK}:\n{during}"
+    );
+    assert_eq!(
+        sample(
+            &during,
+            "mkb_source_snapshots_running",
+            &[pipeline.as_str()]
+        ),
+        Some(1.0),
+        "{during}"
+    );
+    assert_eq!(
+        sample(&during, "mkb_source_snapshot_remaining_documents", &labels),
+        Some(KEYS as f64 - documents),
+        "{during}"
+    );
+
+    // After: every document copied, counted.
+    let finished = common::eventually(Duration::from_secs(90), || {
+        let done = snapshot_state(port, &name, &namespace) == "finished";
+        async move { done }
+    })
+    .await;
+    assert!(
+        finished,
+        "/status: {}; log:\n{}",
+        status(port),
+        daemon.log()
+    );
+    let copied = common::consume_until(&namespace, WAIT, false, |records| {
+        records.iter().filter(|r| seen(r).snapshot).count() >= KEYS as usize
+    })
+    .await
+    .iter()
+    .filter(|r| seen(r).snapshot)
+    .count();
+    let after = scrape(port);
+    assert_eq!(copied, KEYS as usize, "snapshot records in the topic");
+    assert_eq!(
+        sample(&after, "mkb_source_snapshot_documents_total", &labels),
+        Some(copied as f64),
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, "mkb_source_snapshot_chunks_total", &labels),
+        Some((KEYS / CHUNK) as f64),
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, "mkb_source_snapshots_running", &[pipeline.as_str()]),
+        Some(0.0),
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, "mkb_source_snapshot_remaining_documents", &labels),
+        Some(0.0),
+        "a finished snapshot has nothing left:\n{after}"
+    );
+    daemon.terminate(WAIT);
+    let _ = common::mongo_client().await.database(&db).drop().await;
+}

@@ -206,8 +206,11 @@ impl Default for ShutdownConfig {
     }
 }
 
-/// librdkafka takes every property as a string; users write `"linger.ms" = 5` in TOML.
-fn librdkafka_properties<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
+/// librdkafka (and Kafka's topic configs) take every property as a string; users write
+/// `"linger.ms" = 5` in TOML.
+pub(super) fn librdkafka_properties<'de, D>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {

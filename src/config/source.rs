@@ -3,6 +3,7 @@
 //! Key names follow the MongoDB Kafka Connector's where one exists (`publish.full.document.only`
 //! is `publish_full_document_only` here).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytesize::ByteSize;
@@ -123,16 +124,37 @@ pub struct SourceConfig {
     /// applied. See [`super::namespace_map`].
     #[serde(default)]
     pub topic_namespace_map: NamespaceMap,
-    /// Create missing topics (with `topic_partitions`, `topic_replication_factor`) instead of
-    /// relying on the broker's auto-creation.
+    /// Create each topic the pipeline writes to (with `topic_partitions`,
+    /// `topic_replication_factor` and `topic_config`, or the settings of the first
+    /// `topic_creation_groups` entry that matches it) before its first record, for every
+    /// scope, instead of relying on the broker's auto-creation (Kafka Connect's
+    /// `topic.creation.*`; see `source::topic_creation`).
     #[serde(default)]
     pub create_topics: bool,
-    /// Partitions of topics created by `create_topics`.
+    /// Partitions of topics created by `create_topics`; -1: the broker's default
+    /// (`num.partitions`).
     #[serde(default = "default_one")]
     pub topic_partitions: i32,
-    /// Replication factor of topics created by `create_topics`.
+    /// Replication factor of topics created by `create_topics`; -1: the broker's default
+    /// (`default.replication.factor`).
     #[serde(default = "default_one")]
     pub topic_replication_factor: i32,
+    /// Topic configs of topics created by `create_topics` (`cleanup.policy`, `retention.ms`,
+    /// `compression.type`, ...; Kafka Connect's other `topic.creation.default.*` settings).
+    /// Absent: the broker's defaults.
+    #[serde(
+        default,
+        deserialize_with = "super::root::librdkafka_properties",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub topic_config: BTreeMap<String, String>,
+    /// Settings for the topics `create_topics` creates whose names match a group (Kafka
+    /// Connect's `topic.creation.groups`): the first group, in the order written, whose
+    /// `include` matches the whole topic name and whose `exclude` does not, gives its
+    /// settings; a topic no group matches takes `topic_partitions`,
+    /// `topic_replication_factor` and `topic_config`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topic_creation_groups: Vec<TopicCreationGroup>,
     /// The record key: `document_key` (the event's `documentKey`, so every change of one
     /// document lands in one partition, in order) or `event_id` (the resume token).
     #[serde(default)]
@@ -224,6 +246,35 @@ pub struct SourceConfig {
     /// What happens to an event that cannot be converted or is too large for Kafka.
     #[serde(default)]
     pub errors: ErrorsConfig,
+}
+
+/// One `[[source.topic_creation_groups]]` entry: the settings of the topics it matches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicCreationGroup {
+    /// The group's name, for logs and errors (Kafka Connect's group alias).
+    pub name: String,
+    /// Regexes, each matching a whole topic name: a topic matching one of them belongs to the
+    /// group (unless `exclude` matches it).
+    pub include: Vec<String>,
+    /// Regexes, each matching a whole topic name: a topic matching one of them is not in the
+    /// group, even if `include` matches it.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Partitions of the group's topics. Absent: `topic_partitions`.
+    #[serde(default)]
+    pub partitions: Option<i32>,
+    /// Replication factor of the group's topics. Absent: `topic_replication_factor`.
+    #[serde(default)]
+    pub replication_factor: Option<i32>,
+    /// Topic configs of the group's topics; `topic_config` does not apply to them (as Kafka
+    /// Connect's groups do not take the default group's configs).
+    #[serde(
+        default,
+        deserialize_with = "super::root::librdkafka_properties",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub config: BTreeMap<String, String>,
 }
 
 /// One collection or a list of them.
@@ -621,6 +672,61 @@ impl SourceConfig {
         }
     }
 
+    /// `topic_config` and `topic_creation_groups`: each problem with its key.
+    fn validate_topic_creation(&self, key: &str, out: &mut Vec<Violation>) {
+        let creating = self.create_topics;
+        let unused = |field: &str, out: &mut Vec<Violation>| {
+            out.push(Violation::new(
+                format!("{key}.{field}"),
+                "only applies with `create_topics = true`",
+            ));
+        };
+        if !self.topic_config.is_empty() && !creating {
+            unused("topic_config", out);
+        }
+        if !self.topic_creation_groups.is_empty() && !creating {
+            unused("topic_creation_groups", out);
+        }
+        topic_configs(&format!("{key}.topic_config"), &self.topic_config, out);
+        let mut names = std::collections::BTreeSet::new();
+        for (i, group) in self.topic_creation_groups.iter().enumerate() {
+            let at = |field: &str| format!("{key}.topic_creation_groups[{i}].{field}");
+            if group.name.is_empty() {
+                out.push(Violation::new(at("name"), "must not be empty"));
+            } else if !names.insert(group.name.as_str()) {
+                out.push(Violation::new(
+                    at("name"),
+                    format!("`{}` names an earlier group too", group.name),
+                ));
+            }
+            if group.include.is_empty() {
+                out.push(Violation::new(
+                    at("include"),
+                    "must list at least one regex: a group without one matches no topic",
+                ));
+            }
+            for (field, regexes) in [("include", &group.include), ("exclude", &group.exclude)] {
+                for (j, regex) in regexes.iter().enumerate() {
+                    if let Err(e) = regex::Regex::new(regex) {
+                        out.push(Violation::new(
+                            format!("{}[{j}]", at(field)),
+                            format!("not a valid regex: {e}"),
+                        ));
+                    }
+                }
+            }
+            for (field, value) in [
+                ("partitions", group.partitions),
+                ("replication_factor", group.replication_factor),
+            ] {
+                if value.is_some_and(|v| !broker_default_or_positive(v)) {
+                    out.push(Violation::new(at(field), BROKER_DEFAULT_OR_POSITIVE));
+                }
+            }
+            topic_configs(&at("config"), &group.config, out);
+        }
+    }
+
     /// Checks this pipeline; `key` is its path (`source[0]`).
     pub fn validate(&self, key: &str, out: &mut Vec<Violation>) {
         let at = |field: &str| format!("{key}.{field}");
@@ -816,15 +922,15 @@ impl SourceConfig {
             ));
         }
         self.validate_namespace_map(key, out);
-        if self.topic_partitions < 1 {
-            out.push(Violation::new(at("topic_partitions"), "must be at least 1"));
+        for (field, value) in [
+            ("topic_partitions", self.topic_partitions),
+            ("topic_replication_factor", self.topic_replication_factor),
+        ] {
+            if !broker_default_or_positive(value) {
+                out.push(Violation::new(at(field), BROKER_DEFAULT_OR_POSITIVE));
+            }
         }
-        if self.topic_replication_factor < 1 {
-            out.push(Violation::new(
-                at("topic_replication_factor"),
-                "must be at least 1",
-            ));
-        }
+        self.validate_topic_creation(key, out);
         if let Some(interval) = self.heartbeat_interval {
             positive(
                 out,
@@ -860,6 +966,35 @@ impl SourceConfig {
             )),
             (_, Some(topic)) => topic_name(&at("errors.dead_letter_topic"), topic, out),
             (Tolerance::None, None) => {}
+        }
+    }
+}
+
+/// A topic's partitions or replication factor: `-1` asks for the broker's default (Kafka
+/// 2.4+), as Kafka Connect's `topic.creation.default.*`.
+fn broker_default_or_positive(value: i32) -> bool {
+    value == -1 || value >= 1
+}
+
+const BROKER_DEFAULT_OR_POSITIVE: &str = "must be at least 1, or -1 for the broker's default";
+
+/// Topic config names look like Kafka's (`cleanup.policy`): the broker refuses unknown ones
+/// when it creates the topic, which stops the pipeline; what can be told here is told here.
+fn topic_configs(key: &str, configs: &BTreeMap<String, String>, out: &mut Vec<Violation>) {
+    for (name, value) in configs {
+        let at = format!("{key}.\"{name}\"");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.')
+        {
+            out.push(Violation::new(
+                &at,
+                "is not a Kafka topic config name (lowercase words joined by `.`, as `cleanup.policy`)",
+            ));
+        }
+        if value.is_empty() {
+            out.push(Violation::new(&at, "must not be empty"));
         }
     }
 }
@@ -905,6 +1040,58 @@ mod tests {
         assert_eq!(s.heartbeat_topic, "__mongodb_heartbeats");
         assert_eq!(s.errors.tolerance, Tolerance::None);
         assert!(s.stages().unwrap().is_empty());
+    }
+
+    #[test]
+    fn topic_creation_settings_are_checked_each_with_its_key() {
+        let ok = source(
+            "create_topics = true\ntopic_config = { \"cleanup.policy\" = \"compact\", \"retention.ms\" = 60000 }\n[[source.topic_creation_groups]]\nname = \"a\"\ninclude = ['a\\..*']\npartitions = 2\n",
+        )
+        .unwrap_or_else(|v| panic!("{v:?}"));
+        assert_eq!(ok.topic_config["retention.ms"], "60000");
+        assert_eq!(ok.topic_creation_groups[0].partitions, Some(2));
+        invalid(
+            "topic_config = { \"cleanup.policy\" = \"compact\" }",
+            "source[0].topic_config",
+            "only applies with `create_topics = true`",
+        );
+        let groups = "create_topics = true\ntopic_config = { \"Bad Name\" = \"x\" }\n[[source.topic_creation_groups]]\nname = \"a\"\ninclude = []\n[[source.topic_creation_groups]]\nname = \"a\"\ninclude = ['(']\nexclude = ['[']\npartitions = 0\nreplication_factor = 0\nconfig = { \"x\" = \"\" }\n";
+        for (key, message) in [
+            (
+                "source[0].topic_config.\"Bad Name\"",
+                "not a Kafka topic config name",
+            ),
+            (
+                "source[0].topic_creation_groups[0].include",
+                "at least one regex",
+            ),
+            (
+                "source[0].topic_creation_groups[1].name",
+                "names an earlier group",
+            ),
+            (
+                "source[0].topic_creation_groups[1].include[0]",
+                "not a valid regex",
+            ),
+            (
+                "source[0].topic_creation_groups[1].exclude[0]",
+                "not a valid regex",
+            ),
+            (
+                "source[0].topic_creation_groups[1].partitions",
+                "at least 1",
+            ),
+            (
+                "source[0].topic_creation_groups[1].replication_factor",
+                "at least 1",
+            ),
+            (
+                "source[0].topic_creation_groups[1].config.\"x\"",
+                "must not be empty",
+            ),
+        ] {
+            invalid(groups, key, message);
+        }
     }
 
     #[test]

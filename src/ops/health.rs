@@ -54,6 +54,12 @@ pub fn schema_registry(pipeline: &str) -> String {
     format!("schema registry {pipeline}")
 }
 
+/// The component of a source pipeline's topic creation (`create_topics`): not ready while a
+/// topic it must create before its next record gets no answer.
+pub fn topic_creation(pipeline: &str) -> String {
+    format!("topic creation {pipeline}")
+}
+
 /// Whether the daemon is ready, and if not, why.
 #[derive(Debug, Clone)]
 pub struct Readiness(Arc<RwLock<BTreeMap<String, String>>>);

@@ -94,6 +94,7 @@ pub struct Metrics {
     config_mismatch: StateGauge,
     rebalances: IntCounterVec,
     dead_letters: IntCounterVec,
+    topic_creations: IntCounterVec,
     checkpoints_written: IntCounterVec,
     checkpoint_load_records: StateGauge,
     checkpoint_load_duration: HistogramVec,
@@ -117,6 +118,10 @@ pub struct Metrics {
     copy_total: StateGauge,
     copy_progress: StateGauge,
     copy_eta: StateGauge,
+    snapshot_documents: IntCounterVec,
+    snapshot_chunks: IntCounterVec,
+    snapshots_running: StateGauge,
+    snapshot_remaining: StateGauge,
     catch_up_eta: StateGauge,
     mailbox_depth: IntGaugeVec,
     budget_bytes: IntGaugeVec,
@@ -335,6 +340,11 @@ impl Metrics {
                 "Records sent to a dead letter topic, by pipeline and reason.",
                 &["pipeline", "reason"],
             )?,
+            topic_creations: b.counter(
+                "source_topic_creations_total",
+                "Topics a source pipeline with `create_topics` asked the broker to create before their first record, by pipeline and outcome (`created`, `existed`, `refused`: the pipeline stopped, `unavailable`: not answered, the pipeline restarts).",
+                &["pipeline", "outcome"],
+            )?,
             checkpoints_written: b.counter(
                 "source_checkpoints_written_total",
                 "Resume tokens written to the checkpoint topic, by pipeline and namespace.",
@@ -456,6 +466,26 @@ impl Metrics {
             copy_eta: b.state_gauge(
                 "source_copy_remaining_seconds",
                 "Estimated time left of a `copy_existing` at the rate of the last minute, by pipeline and namespace; absent while there is no rate.",
+                &["pipeline", "namespace"],
+            )?,
+            snapshot_documents: b.counter(
+                "source_snapshot_documents_total",
+                "Documents published by snapshots on demand, by pipeline and namespace.",
+                &["pipeline", "namespace"],
+            )?,
+            snapshot_chunks: b.counter(
+                "source_snapshot_chunks_total",
+                "`_id` chunks of snapshots on demand published (each of up to `snapshot_chunk_size` documents), by pipeline and namespace.",
+                &["pipeline", "namespace"],
+            )?,
+            snapshots_running: b.state_gauge(
+                "source_snapshots_running",
+                "Snapshots on demand running (started and not finished nor cancelled), by pipeline.",
+                &["pipeline"],
+            )?,
+            snapshot_remaining: b.state_gauge(
+                "source_snapshot_remaining_documents",
+                "Documents a running snapshot on demand has left to copy by the collection's estimated count when it started (0 once it ended, and for a watched collection before any), by pipeline and namespace; absent while the count is unknown.",
                 &["pipeline", "namespace"],
             )?,
             catch_up_eta: b.state_gauge(
@@ -591,6 +621,8 @@ impl Metrics {
             &self.copy_total,
             &self.copy_progress,
             &self.copy_eta,
+            &self.snapshots_running,
+            &self.snapshot_remaining,
             &self.catch_up_eta,
         ] {
             gauge.forget_pipeline(pipeline);
@@ -775,6 +807,18 @@ impl Metrics {
             .inc();
     }
 
+    /// Records the outcome of a topic's creation by `create_topics`.
+    pub fn topic_creation(&self, pipeline: &str, outcome: &str) {
+        self.topic_creations
+            .with_label_values(&[pipeline, outcome])
+            .inc();
+    }
+
+    /// Creates the series of a topic creation outcome at 0.
+    pub fn topic_creation_series(&self, pipeline: &str, outcome: &str) {
+        self.topic_creations.with_label_values(&[pipeline, outcome]);
+    }
+
     /// Records a pipeline stopped for good.
     pub fn pipeline_failed(&self, pipeline: &str, kind: &str, reason: &str) {
         self.pipeline_failures
@@ -876,6 +920,41 @@ impl Metrics {
         }
     }
 
+    /// Records a chunk of `documents` documents of a snapshot on demand of `namespace`
+    /// handed over for publishing.
+    pub fn snapshot_chunk(&self, pipeline: &str, namespace: &str, documents: u64) {
+        self.snapshot_chunks
+            .with_label_values(&[pipeline, namespace])
+            .inc();
+        self.snapshot_documents
+            .with_label_values(&[pipeline, namespace])
+            .inc_by(documents);
+    }
+
+    /// Creates the snapshot series of a collection at 0 (nothing copied, nothing left).
+    pub fn snapshot_series(&self, pipeline: &str, namespace: &str) {
+        self.snapshot_chunks
+            .with_label_values(&[pipeline, namespace]);
+        self.snapshot_documents
+            .with_label_values(&[pipeline, namespace]);
+        self.snapshot_remaining.set(&[pipeline, namespace], 0.0);
+    }
+
+    /// Sets the snapshots on demand running in `pipeline`.
+    pub fn snapshots_running(&self, pipeline: &str, running: usize) {
+        self.snapshots_running.set(&[pipeline], running as f64);
+    }
+
+    /// Sets the documents the snapshot of `namespace` has left by its estimate (0 once it
+    /// ended); `None` (no estimate) removes the series.
+    pub fn snapshot_remaining(&self, pipeline: &str, namespace: &str, remaining: Option<u64>) {
+        let labels = [pipeline, namespace];
+        match remaining {
+            Some(left) => self.snapshot_remaining.set(&labels, left as f64),
+            None => self.snapshot_remaining.remove(&labels),
+        }
+    }
+
     /// Sets when the sink `pipeline` will have caught up.
     pub fn catch_up(&self, pipeline: &str, report: &CatchUpReport) {
         match report.eta_seconds {
@@ -956,6 +1035,8 @@ impl Metrics {
             &self.copy_total,
             &self.copy_progress,
             &self.copy_eta,
+            &self.snapshots_running,
+            &self.snapshot_remaining,
             &self.catch_up_eta,
             &self.pipeline_state,
         ] {

@@ -22,6 +22,7 @@ use crate::source::membership;
 use crate::source::model::{Scope, StartAt};
 use crate::source::reader::change_stream_options;
 use crate::source::topic::TopicMapper;
+use crate::source::topic_creation::{CreationRules, TopicSettings};
 
 /// The MongoDB version that records pre-images (`changeStreamPreAndPostImages`).
 const PRE_IMAGES_SINCE: u32 = 6;
@@ -61,10 +62,9 @@ pub enum Check {
         topic: String,
         /// The source's `create_topics`.
         create_topics: bool,
-        /// The source's `topic_partitions`.
-        partitions: i32,
-        /// The source's `topic_replication_factor`.
-        replication_factor: i32,
+        /// What `create_topics` would create it with (`topic_partitions`,
+        /// `topic_replication_factor`, `topic_config`, or its `topic_creation_groups` entry's).
+        settings: TopicSettings,
     },
     /// A topic a sink reads: present.
     SinkTopic {
@@ -212,13 +212,23 @@ pub fn plan(config: &Config) -> Vec<Check> {
             topics.insert(source.heartbeat_topic.clone());
         }
         topics.extend(source.errors.dead_letter_topic.clone());
+        // Validation reported a regex that does not compile: the pipeline's own settings then.
+        let rules = CreationRules::new(source).ok();
         for topic in topics {
+            let settings = match &rules {
+                Some(rules) => rules.settings(&topic).clone(),
+                None => TopicSettings {
+                    group: None,
+                    partitions: source.topic_partitions,
+                    replication_factor: source.topic_replication_factor,
+                    config: source.topic_config.clone(),
+                },
+            };
             kafka.push(Check::SourceTopic {
                 pipeline: pipeline.clone(),
                 topic,
                 create_topics: source.create_topics,
-                partitions: source.topic_partitions,
-                replication_factor: source.topic_replication_factor,
+                settings,
             });
         }
         kafka.push(Check::CheckpointTopic {
@@ -713,13 +723,19 @@ fn admin_options(config: &Config) -> AdminOptions {
 async fn creatable(
     config: &Config,
     topic: &str,
-    partitions: i32,
-    replication: i32,
+    settings: &TopicSettings,
     deadline: Duration,
 ) -> Result<(), String> {
     let admin = kafka::admin(&config.kafka).map_err(|e| e.to_string())?;
     let options = admin_options(config).validate_only(true);
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    let new = settings.config.iter().fold(
+        NewTopic::new(
+            topic,
+            settings.partitions,
+            TopicReplication::Fixed(settings.replication_factor),
+        ),
+        |new, (key, value)| new.set(key, value),
+    );
     let results = within(deadline, async {
         admin
             .create_topics(&[new], &options)
@@ -744,17 +760,14 @@ async fn kafka_check(
         Check::SourceTopic {
             topic,
             create_topics,
-            partitions,
-            replication_factor,
+            settings,
             ..
         } => {
             if cluster.topics.contains(topic) {
                 return Outcome::Ok(format!("{check}: present"));
             }
             if *create_topics {
-                return match creatable(config, topic, *partitions, *replication_factor, deadline)
-                    .await
-                {
+                return match creatable(config, topic, settings, deadline).await {
                     Ok(()) => Outcome::Ok(format!(
                         "{check}: missing; the daemon creates it (create_topics)"
                     )),
@@ -791,7 +804,13 @@ async fn kafka_check(
                 return Outcome::Ok(format!("{check}: present"));
             }
             // The daemon creates it with the broker's default replication factor.
-            match creatable(config, topic, *partitions, -1, deadline).await {
+            let settings = TopicSettings {
+                group: None,
+                partitions: *partitions,
+                replication_factor: -1,
+                config: Default::default(),
+            };
+            match creatable(config, topic, &settings, deadline).await {
                 Ok(()) => Outcome::Ok(format!("{check}: missing; the daemon creates it")),
                 Err(e) => Outcome::Problem(format!(
                     "{check}: missing, and the daemon cannot create it: {e}"

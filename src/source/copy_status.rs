@@ -6,6 +6,10 @@
 //!
 //! A copy continued after a restart counts the documents copied since, against the whole
 //! estimated count: its ratio reads low until the copy ends (then it is 1).
+//!
+//! Snapshots on demand have metrics of their own: the documents and chunks published
+//! (each report of [`CopyTracker::copied`] is one chunk), the snapshots running, and the
+//! documents each has left by its estimate.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -32,6 +36,8 @@ struct Copy {
     progress: Progress,
     done: u64,
     logged: Instant,
+    /// Started and not ended (snapshots).
+    running: bool,
 }
 
 impl CopyTracker {
@@ -49,6 +55,7 @@ impl CopyTracker {
     /// The tracker of `pipeline`'s snapshots on demand: `/status` shows them under
     /// `snapshot` with their state; no copy metric.
     pub fn for_snapshots(pipeline: &str, metrics: Metrics, status: StatusBoard) -> Self {
+        metrics.snapshots_running(pipeline, 0);
         Self {
             snapshots: true,
             ..Self::new(pipeline, metrics, status)
@@ -60,6 +67,12 @@ impl CopyTracker {
         if state == "finished" {
             self.finished(namespace);
         }
+        if let Some(copy) = self.copies().get_mut(namespace) {
+            copy.running = false;
+        }
+        self.report_running();
+        self.metrics
+            .snapshot_remaining(&self.pipeline, namespace, Some(0));
         self.status.snapshot_state(&self.pipeline, namespace, state);
         tracing::info!(pipeline = %self.pipeline, %namespace, %state, "snapshot ended");
     }
@@ -72,9 +85,13 @@ impl CopyTracker {
             progress: Progress::new(total, now),
             done: 0,
             logged: now,
+            running: true,
         };
         self.publish(namespace, &copy);
         self.copies().insert(namespace.to_owned(), copy);
+        if self.snapshots {
+            self.report_running();
+        }
         if self.snapshots {
             tracing::info!(pipeline = %self.pipeline, %namespace, documents = ?total, "snapshot started");
         } else {
@@ -91,6 +108,10 @@ impl CopyTracker {
         };
         copy.done += count;
         copy.progress.advance_to(copy.done, now);
+        if self.snapshots {
+            self.metrics
+                .snapshot_chunk(&self.pipeline, namespace, count);
+        }
         self.publish(namespace, copy);
         if now.duration_since(copy.logged) >= LOG_EVERY {
             copy.logged = now;
@@ -120,6 +141,11 @@ impl CopyTracker {
     fn publish(&self, namespace: &str, copy: &Copy) {
         let report = copy.progress.report();
         if self.snapshots {
+            if copy.running {
+                let left = report.total.map(|total| total.saturating_sub(report.done));
+                self.metrics
+                    .snapshot_remaining(&self.pipeline, namespace, left);
+            }
             self.status.snapshot(&self.pipeline, namespace, report);
             self.status
                 .snapshot_state(&self.pipeline, namespace, "running");
@@ -128,6 +154,12 @@ impl CopyTracker {
         self.metrics
             .copy_progress(&self.pipeline, namespace, &report);
         self.status.copy(&self.pipeline, namespace, report);
+    }
+
+    /// Sets the gauge of the snapshots running.
+    fn report_running(&self) {
+        let running = self.copies().values().filter(|c| c.running).count();
+        self.metrics.snapshots_running(&self.pipeline, running);
     }
 
     fn copies(&self) -> std::sync::MutexGuard<'_, HashMap<String, Copy>> {
@@ -169,6 +201,45 @@ mod tests {
         assert_eq!(json["pipelines"]["p"]["copy"]["db.c"]["ratio"], 1.0);
         assert_eq!(json["pipelines"]["p"]["copy"]["db.c"]["done"], 300);
         assert_eq!(json["pipelines"]["p"]["copy"]["db.c"]["eta_seconds"], 0.0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_snapshot_is_counted_by_chunk_and_ends_with_nothing_left() -> Result<(), prometheus::Error>
+    {
+        let status = StatusBoard::default();
+        let metrics = Metrics::new()?;
+        let tracker = CopyTracker::for_snapshots("p", metrics.clone(), status);
+        let series = |name: &str| format!("{name}{{namespace=\"db.c\",pipeline=\"p\"}}");
+        tracker.start("db.c", Some(25));
+        tracker.copied("db.c", 10);
+        tracker.copied("db.c", 10);
+        let rendered = metrics.render()?;
+        for expected in [
+            format!("{} 20", series("mkb_source_snapshot_documents_total")),
+            format!("{} 2", series("mkb_source_snapshot_chunks_total")),
+            format!("{} 5", series("mkb_source_snapshot_remaining_documents")),
+            "mkb_source_snapshots_running{pipeline=\"p\"} 1".to_owned(),
+        ] {
+            assert!(rendered.contains(&expected), "{expected}:\n{rendered}");
+        }
+        tracker.copied("db.c", 5);
+        tracker.ended("db.c", "finished");
+        let rendered = metrics.render()?;
+        assert!(rendered.contains(&format!("{} 3", series("mkb_source_snapshot_chunks_total"))));
+        assert!(rendered.contains("mkb_source_snapshots_running{pipeline=\"p\"} 0"));
+        assert!(
+            rendered.contains(&format!(
+                "{} 0",
+                series("mkb_source_snapshot_remaining_documents")
+            )),
+            "{rendered}"
+        );
+        // A copy of `copy_existing` is not a snapshot.
+        assert!(
+            !rendered.contains("mkb_source_copy_total_documents{"),
+            "{rendered}"
+        );
         Ok(())
     }
 }

@@ -90,6 +90,16 @@ pub enum SourceError {
         /// The client's error.
         source: Box<rdkafka::error::KafkaError>,
     },
+    /// The broker refused to create a topic the pipeline writes to (`create_topics`): not
+    /// authorised, a policy, or settings it rejects. The pipeline stops, as Kafka Connect
+    /// fails the task.
+    #[error("the broker refused to create the topic `{topic}` (`create_topics`): {reason}; let the daemon's principal create topics, or create the topic beforehand, then restart the pipeline")]
+    TopicRefused {
+        /// The topic.
+        topic: String,
+        /// The broker's answer.
+        reason: String,
+    },
     /// A Kafka transaction could not be begun or committed.
     #[error("{what} the Kafka transaction: {source}")]
     Transaction {
@@ -138,6 +148,7 @@ impl SourceError {
             Self::Fragments { .. } => "fragments",
             Self::Transaction { .. } => "transaction",
             Self::Kafka { .. } | Self::Delivery { .. } => "kafka",
+            Self::TopicRefused { .. } => "topic_refused",
             Self::Checkpoint { .. } => "checkpoint",
             Self::Config { .. } => "config",
             Self::ProducerGone { .. } => "producer_gone",

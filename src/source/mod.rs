@@ -28,6 +28,8 @@ pub mod reader;
 pub mod signals;
 pub mod slots;
 pub mod topic;
+pub mod topic_creation;
+pub mod topic_creator;
 pub mod topic_limits;
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,7 +38,6 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use futures_util::future::join_all;
-use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::producer::Producer;
 
 use self::agreement::Agreement;
@@ -60,6 +61,7 @@ use self::reader::{
     StopReader,
 };
 use self::topic::TopicMapper;
+use self::topic_creator::TopicCreator;
 use self::topic_limits::TopicLimits;
 use crate::backoff::Backoff;
 use crate::budget::{Budget, Report as BudgetReport};
@@ -256,15 +258,22 @@ impl SourceSupervisor {
     fn start(&mut self, attempt: u64, ctx: &mut Context<Self>) {
         let config = self.config.clone();
         let kafka = self.kafka.clone();
+        let metrics = self.metrics.clone();
+        let readiness = self.readiness.clone();
         // The owned slots with readers: only they need a producer.
         let slots: Vec<i32> = self.readers_by_owned_slot().into_keys().collect();
         let prepare = async move {
             let partitions = i32::try_from(config.slots).unwrap_or(i32::MAX);
             checkpoint::ensure_topic(&kafka, &config.checkpoint_topic, partitions).await?;
             let producers = slot_producers(&kafka, &config, &slots).await?;
-            if config.create_topics {
-                create_topics(&kafka, &config).await?;
-            }
+            let creator = if config.create_topics {
+                let creator =
+                    TopicCreator::new(&kafka, &config, metrics.clone(), readiness.clone())?;
+                create_known_topics(&creator, &config).await?;
+                Some(Arc::new(creator))
+            } else {
+                None
+            };
             let reading = checkpoint::Reading {
                 topic: config.checkpoint_topic.clone(),
                 pipeline: config.name.clone(),
@@ -275,18 +284,18 @@ impl SourceSupervisor {
             };
             let began = std::time::Instant::now();
             let loaded = checkpoint::load(&kafka, &reading).await?;
-            Ok::<_, SourceError>(((loaded, began.elapsed()), producers))
+            Ok::<_, SourceError>(((loaded, began.elapsed()), (producers, creator)))
         };
         ctx.spawn(prepare.into_actor(self).map(move |result, act, ctx| {
             match result {
-                Ok(((loaded, took), producers)) => {
+                Ok(((loaded, took), (producers, creator))) => {
                     checkpoint::report_load(&act.metrics, &act.config.name, &loaded, took);
                     // An attempt overtaken by a newer one (or a stop) launches nothing; its
                     // producers are dropped unused.
                     if let Some(launch) = act.lifecycle.prepared(attempt) {
                         act.checkpoints = loaded.checkpoints;
                         act.checkpoint_generation = loaded.generation;
-                        act.launch(producers, launch, ctx);
+                        act.launch(producers, creator, launch, ctx);
                     }
                 }
                 Err(error) => {
@@ -307,6 +316,7 @@ impl SourceSupervisor {
     fn launch(
         &mut self,
         producers: BTreeMap<i32, kafka::KafkaProducer>,
+        creator: Option<Arc<TopicCreator>>,
         launch: u64,
         ctx: &mut Context<Self>,
     ) {
@@ -365,6 +375,7 @@ impl SourceSupervisor {
                         oversize: self.config.oversize,
                         max_message_bytes,
                         topic_limits: topic_limits.clone(),
+                        topic_creator: creator.clone(),
                     },
                     mailbox_capacity: self.config.queue_capacity,
                 },
@@ -881,10 +892,11 @@ async fn slot_producers(
         .collect()
 }
 
-/// Creates the topics of the pipeline's collection readers (and its heartbeat and dead
-/// letter topics) that do not exist yet.
-async fn create_topics(
-    kafka_config: &KafkaConfig,
+/// Creates the topics known before any event (a collection stream's, the heartbeat and dead
+/// letter topics) at the start; the topics database-wide and deployment-wide streams name
+/// from their events are created before their first record (`producer.rs`).
+async fn create_known_topics(
+    creator: &TopicCreator,
     config: &SourceConfig,
 ) -> Result<(), SourceError> {
     let mapper = TopicMapper::new(config).map_err(|reason| SourceError::Config {
@@ -902,39 +914,8 @@ async fn create_topics(
         names.push(config.heartbeat_topic.clone());
     }
     names.extend(config.errors.dead_letter_topic.clone());
-    let admin = kafka::admin(kafka_config)?;
-    let topics: Vec<NewTopic<'_>> = names
-        .iter()
-        .map(|n| {
-            NewTopic::new(
-                n,
-                config.topic_partitions,
-                TopicReplication::Fixed(config.topic_replication_factor),
-            )
-        })
-        .collect();
-    let results = admin
-        .create_topics(
-            &topics,
-            &AdminOptions::new().operation_timeout(Some(kafka_config.request_timeout)),
-        )
-        .await
-        .map_err(|source| SourceError::Kafka {
-            topic: names.join(","),
-            source: Box::new(source),
-        })?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                return Err(SourceError::Kafka {
-                    topic,
-                    source: Box::new(rdkafka::error::KafkaError::AdminOp(code)),
-                })
-            }
-        }
-    }
-    Ok(())
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    creator.ensure(&names).await
 }
 
 impl Actor for SourceSupervisor {
@@ -947,6 +928,12 @@ impl Actor for SourceSupervisor {
         for watched in Scope::of(&self.config) {
             self.metrics
                 .reader_series(&self.config.name, &watched.namespace());
+            // A collection's snapshot series exist from the start, at 0; a database or
+            // deployment stream's appear with their first snapshot.
+            if let Scope::Collection { db, coll } = &watched {
+                self.metrics
+                    .snapshot_series(&self.config.name, &format!("{db}.{coll}"));
+            }
         }
         self.readiness
             .set_problem(health::pipeline(&self.config.name), "starting");
@@ -1192,6 +1179,8 @@ impl Handler<StopPipeline> for SourceSupervisor {
         self.readiness.clear(&health::config(&self.config.name));
         self.readiness
             .clear(&health::schema_registry(&self.config.name));
+        self.readiness
+            .clear(&health::topic_creation(&self.config.name));
         self.readiness
             .clear_prefix(&health::reader(&self.config.name, ""));
         self.readiness

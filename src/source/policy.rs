@@ -105,6 +105,7 @@ pub fn classify(error: &SourceError) -> ErrorClass {
         SourceError::Config { .. }
         | SourceError::Format { .. }
         | SourceError::TooLarge { .. }
+        | SourceError::TopicRefused { .. }
         | SourceError::EventTooLarge { .. }
         | SourceError::SplitResume { .. } => ErrorClass::Unfixable,
         SourceError::Mongo { source, .. } => classify_mongo(source),

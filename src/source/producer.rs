@@ -20,6 +20,7 @@ use super::ledger::{Action, CheckpointLedger, Closing, Commit, Ending, Ticket};
 use super::model::Position;
 pub use super::model::{OutgoingRecord, ReaderId};
 use super::slots::slot_of;
+use super::topic_creator::TopicCreator;
 use super::topic_limits::{record_size, TopicLimits};
 use crate::chunks::{self, ChunkHeader};
 use crate::clients::kafka;
@@ -37,6 +38,8 @@ pub struct RecordPolicy {
     pub max_message_bytes: usize,
     /// Each topic's own `max.message.bytes`, which may be smaller.
     pub topic_limits: std::sync::Arc<TopicLimits>,
+    /// With `create_topics`: creates each topic before its first record.
+    pub topic_creator: Option<std::sync::Arc<TopicCreator>>,
 }
 
 /// Publishes `records`; once they (and everything the reader sent before) are
@@ -576,6 +579,12 @@ impl Publisher {
         let pipeline = pipeline.as_str();
         let mut deliveries = Vec::with_capacity(records.len());
         let waited = || metrics.produce_retried(pipeline);
+        if let Some(creator) = &policy.topic_creator {
+            // Every scope's topics, named by the events' namespaces: created before their
+            // first record, in one request for the batch (known ones are not asked again).
+            let topics: Vec<&str> = records.iter().map(|r| r.topic.as_str()).collect();
+            creator.ensure(&topics).await?;
+        }
         for record in records {
             if let Some(reason) = &record.failure {
                 let delivery = self.dead_letter(record, reason, "format").await?;

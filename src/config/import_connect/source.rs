@@ -169,11 +169,35 @@ fn topics(props: &mut Props, t: &mut toml::Table, out: &mut Out) {
             Err(reason) => out.drop("topic.namespace.map", reason),
         }
     }
-    if let Some(value) = props.take("topic.creation.enable") {
-        if let Some(true) = out.boolean("topic.creation.enable", Some(value)) {
-            t.insert("create_topics".into(), true.into());
+    topic_creation(props, t, out);
+}
+
+/// Kafka Connect's `topic.creation.*` (KIP-158): `topic.creation.default.partitions` and
+/// `.replication.factor` (-1 is the broker's default, as ours), its other settings as
+/// `topic_config`, and each group `topic.creation.groups` lists, in its order, as a
+/// `topic_creation_groups` entry. A group it does not list is no group, as in Connect: its
+/// properties are left over. `topic.creation.enable = false` (the worker's) creates nothing.
+fn topic_creation(props: &mut Props, t: &mut toml::Table, out: &mut Out) {
+    const PREFIX: &str = "topic.creation.";
+    let enabled = props.take("topic.creation.enable");
+    if let Some(false) = out.boolean("topic.creation.enable", enabled.clone()) {
+        let groups = props.take("topic.creation.groups");
+        let mut names: Vec<String> = groups
+            .into_iter()
+            .map(|_| "topic.creation.groups".to_owned())
+            .collect();
+        names.extend(
+            props
+                .take_prefixed(PREFIX)
+                .into_iter()
+                .map(|(rest, _)| format!("{PREFIX}{rest}")),
+        );
+        for name in names {
+            out.drop(name, "`topic.creation.enable = false`: Kafka Connect creates no topics (our `create_topics` is off)");
         }
+        return;
     }
+    let mut creating = false;
     for (property, key) in [
         ("topic.creation.default.partitions", "topic_partitions"),
         (
@@ -181,15 +205,105 @@ fn topics(props: &mut Props, t: &mut toml::Table, out: &mut Out) {
             "topic_replication_factor",
         ),
     ] {
-        let value = props.take(property);
-        // -1 is the broker's default, as ours when `create_topics` is off.
-        if let Some(n) = out.integer(property, value).filter(|n| *n > 0) {
-            t.insert(key.into(), n.into());
-            if !t.contains_key("create_topics") {
-                t.insert("create_topics".into(), true.into());
+        if let Some(n) = number(property, out, props) {
+            if n != 1 {
+                t.insert(key.into(), n.into());
             }
+            creating = true;
         }
     }
+    let group_names: Vec<String> = props
+        .take("topic.creation.groups")
+        .map(|list| split_list(&list))
+        .unwrap_or_default();
+    let mut groups = Vec::new();
+    for name in &group_names {
+        let at = |rest: &str| format!("{PREFIX}{name}.{rest}");
+        let mut group = toml::Table::new();
+        group.insert("name".into(), name.clone().into());
+        for field in ["include", "exclude"] {
+            let list = props
+                .take(&at(field))
+                .map(|l| split_list(&l))
+                .unwrap_or_default();
+            if field == "include" || !list.is_empty() {
+                group.insert(field.into(), list.into());
+            }
+        }
+        for (property, key) in [
+            ("partitions", "partitions"),
+            ("replication.factor", "replication_factor"),
+        ] {
+            if let Some(n) = number(&at(property), out, props) {
+                group.insert(key.into(), n.into());
+            }
+        }
+        let config: toml::Table = props
+            .take_prefixed(&at(""))
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
+        if !config.is_empty() {
+            group.insert("config".into(), config.into());
+        }
+        if group
+            .get("include")
+            .and_then(toml::Value::as_array)
+            .is_some_and(Vec::is_empty)
+        {
+            out.note(format!("topic creation group `{name}` lists no `include`: it takes no topic, as in Kafka Connect, and is left out"));
+            continue;
+        }
+        groups.push(toml::Value::Table(group));
+    }
+    // After the groups: a group named `default` would otherwise lose its properties here.
+    let config: toml::Table = props
+        .take_prefixed("topic.creation.default.")
+        .into_iter()
+        .map(|(k, v)| (k, v.into()))
+        .collect();
+    creating |= !config.is_empty() || !groups.is_empty() || enabled_explicitly(enabled.as_deref());
+    if !config.is_empty() {
+        t.insert("topic_config".into(), config.into());
+    }
+    if !groups.is_empty() {
+        t.insert("topic_creation_groups".into(), groups.into());
+    }
+    if creating {
+        t.insert("create_topics".into(), true.into());
+    }
+    for (rest, _) in props.take_prefixed(PREFIX) {
+        out.drop(
+            format!("{PREFIX}{rest}"),
+            "not a setting of a group `topic.creation.groups` lists: Kafka Connect ignores it",
+        );
+    }
+}
+
+fn enabled_explicitly(value: Option<&str>) -> bool {
+    value.is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// A partition count or replication factor: -1 (the broker's default) or positive.
+fn number(property: &str, out: &mut Out, props: &mut Props) -> Option<i32> {
+    let value = props.take(property);
+    out.integer(property, value)
+        .and_then(|n| match i32::try_from(n) {
+            Ok(n) if n == -1 || n >= 1 => Some(n),
+            _ => {
+                out.drop(property, format!("`{n}` is not -1 nor a positive count"));
+                None
+            }
+        })
+}
+
+/// A Kafka Connect list: comma-separated, each item trimmed, empty ones left out.
+fn split_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The connector's `topic.namespace.map` (JSON) as our `topic_namespace_map`: our map reads

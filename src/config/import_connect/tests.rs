@@ -186,19 +186,12 @@ fn properties_without_a_key_are_listed_with_the_tables_reason() {
     let (_, t) = loaded(
         SOURCE_CLASS,
         &[
-            ("topic.creation.default.cleanup.policy", "compact"),
             ("tasks.max", "3"),
             ("poll.max.batch.size", "1000"),
             ("transforms", "unwrap"),
             ("frobnicate", "1"),
             ("writemodel.strategy", "x"),
         ],
-    );
-    assert!(
-        dropped(&t, "topic.creation.default.cleanup.policy")
-            .is_some_and(|r| r.starts_with("not supported yet")),
-        "{:?}",
-        t.dropped
     );
     assert_eq!(
         dropped(&t, "tasks.max"),
@@ -906,6 +899,71 @@ fn field_path_namespaces_renames_and_tombstones() {
 }
 
 #[test]
+fn topic_creation_groups_are_carried_over_in_their_order() {
+    let (config, t) = loaded(
+        SOURCE_CLASS,
+        &[
+            ("topic.creation.default.partitions", "3"),
+            ("topic.creation.default.replication.factor", "1"),
+            ("topic.creation.default.retention.ms", "3600000"),
+            ("topic.creation.groups", "compacted, logs"),
+            (
+                "topic.creation.compacted.include",
+                "shop\\..*, crm\\.people",
+            ),
+            ("topic.creation.compacted.exclude", "shop\\.tmp.*"),
+            ("topic.creation.compacted.cleanup.policy", "compact"),
+            ("topic.creation.logs.include", "logs.*"),
+            ("topic.creation.logs.partitions", "12"),
+            ("topic.creation.logs.replication.factor", "2"),
+            ("topic.creation.unlisted.partitions", "5"),
+        ],
+    );
+    let s = &config.sources[0];
+    assert!(s.create_topics);
+    assert_eq!(
+        s.topic_config.get("retention.ms").map(String::as_str),
+        Some("3600000")
+    );
+    let groups: Vec<_> = s
+        .topic_creation_groups
+        .iter()
+        .map(|g| g.name.as_str())
+        .collect();
+    assert_eq!(groups, ["compacted", "logs"]);
+    let compacted = &s.topic_creation_groups[0];
+    assert_eq!(compacted.include, ["shop\\..*", "crm\\.people"]);
+    assert_eq!(compacted.exclude, ["shop\\.tmp.*"]);
+    assert_eq!(
+        (compacted.partitions, compacted.replication_factor),
+        (None, None)
+    );
+    assert_eq!(
+        compacted.config.get("cleanup.policy").map(String::as_str),
+        Some("compact")
+    );
+    let logs = &s.topic_creation_groups[1];
+    assert_eq!(
+        (logs.partitions, logs.replication_factor),
+        (Some(12), Some(2))
+    );
+    assert!(logs.config.is_empty());
+    // A group `topic.creation.groups` does not list is not one, as in Connect.
+    assert!(dropped(&t, "topic.creation.unlisted.partitions").is_some());
+    let (config, t) = loaded(
+        SOURCE_CLASS,
+        &[
+            ("topic.creation.enable", "false"),
+            ("topic.creation.default.partitions", "3"),
+            ("topic.creation.default.cleanup.policy", "compact"),
+        ],
+    );
+    assert!(!config.sources[0].create_topics);
+    assert!(dropped(&t, "topic.creation.default.cleanup.policy")
+        .is_some_and(|r| r.contains("topic.creation.enable")));
+}
+
+#[test]
 fn exactly_once_topic_creation_and_checkpoints() {
     let (config, t) = loaded(
         SOURCE_CLASS,
@@ -926,10 +984,14 @@ fn exactly_once_topic_creation_and_checkpoints() {
     assert_eq!(s.checkpoint_interval, std::time::Duration::from_secs(2));
     assert!(s.create_topics);
     assert_eq!(s.topic_partitions, 6);
-    assert_eq!(s.topic_replication_factor, 1);
+    // -1: the broker's default, as in Connect.
+    assert_eq!(s.topic_replication_factor, -1);
     assert_eq!(s.checkpoint_topic, "connect-offsets-orders");
-    assert!(dropped(&t, "topic.creation.default.cleanup.policy")
-        .is_some_and(|r| r.contains("not supported yet")));
+    assert_eq!(
+        s.topic_config.get("cleanup.policy").map(String::as_str),
+        Some("compact")
+    );
+    assert!(dropped(&t, "topic.creation.default.cleanup.policy").is_none());
     assert!(dropped(&t, "consumer.override.group.id").is_some());
     assert_eq!(
         config.kafka.producer.get("linger.ms").map(String::as_str),
