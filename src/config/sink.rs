@@ -241,7 +241,8 @@ pub struct SinkConfig {
     #[serde(default, with = "humantime_serde")]
     pub timeseries_expire_after: Option<Duration>,
     /// Replay change events: `none`, `mongodb` (our source's and the MongoDB Kafka
-    /// Connector's events), `debezium_mongodb`, `debezium_rdbms` (MySQL, PostgreSQL).
+    /// Connector's events), `debezium_mongodb`, `debezium_rdbms` (MySQL, PostgreSQL),
+    /// `qlik_rdbms` (Qlik Replicate).
     #[serde(default)]
     pub cdc_handler: CdcHandler,
     /// With a `cdc_handler`: remove null fields from the replacement of a replace and from
@@ -486,6 +487,9 @@ pub enum CdcHandler {
     DebeziumMongodb,
     /// Debezium relational connector envelopes (MySQL, PostgreSQL).
     DebeziumRdbms,
+    /// Qlik Replicate messages from a relational database, as the connector's
+    /// `com.mongodb.kafka.connect.sink.cdc.qlik.rdbms.RdbmsHandler`.
+    QlikRdbms,
 }
 
 /// About half a default batch: with librdkafka's 512 KiB per partition ahead of it, the next
