@@ -432,7 +432,7 @@ pub struct RegexRename {
     pub regexp: Option<String>,
     /// With `regexp`: matched in the field's name; without: in its dotted path.
     pub pattern: String,
-    /// The replacement (`$1` or `${1}` for groups, `$$` for a `$`).
+    /// The replacement, as Java's `replaceAll` reads it: `$1` for a group, `\$` for a `$`.
     pub replace: String,
 }
 

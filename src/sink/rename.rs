@@ -93,7 +93,7 @@ impl Renamer {
             .enumerate()
             .map(|(i, r)| {
                 let pattern = compile(i, "pattern", &r.pattern)?;
-                let replace = r.replace.clone();
+                let replace = java_replacement(&r.replace, pattern.captures_len() - 1);
                 Ok(match &r.regexp {
                     // Java's `String.matches`: the whole path.
                     Some(regexp) => RegexRule::Selected {
@@ -202,6 +202,41 @@ impl Renamer {
         *doc = kept;
         Ok(())
     }
+}
+
+/// A replacement of Java's `String.replaceAll` (`$1`, `\$`, `\\`) in the regex crate's
+/// syntax (`${1}`, `$$`, `\`): after `$`, digits are read while they name one of the
+/// pattern's `groups`, as Java reads them.
+fn java_replacement(replace: &str, groups: usize) -> String {
+    let mut out = String::with_capacity(replace.len());
+    let mut chars = replace.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('$') => out.push_str("$$"),
+                Some(other) => out.push(other),
+                None => {}
+            },
+            '$' => {
+                let mut number = String::new();
+                while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+                    let longer = format!("{number}{d}");
+                    if !number.is_empty() && longer.parse::<usize>().map_or(true, |n| n > groups) {
+                        break;
+                    }
+                    number = longer;
+                    chars.next();
+                }
+                if number.is_empty() {
+                    out.push_str("$$");
+                } else {
+                    out.push_str(&format!("${{{number}}}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -338,6 +373,18 @@ mod tests {
             .apply(Side::Value, &mut value)
             .expect_err("two to `z`");
         assert!(err.contains("`value.b` to `z`"), "{err}");
+    }
+
+    #[test]
+    fn replacements_are_read_as_javas() {
+        assert_eq!(java_replacement(r"$2$1x\$", 2), "${2}${1}x$$");
+        assert_eq!(java_replacement("$12", 1), "${1}2");
+        assert_eq!(java_replacement("$12", 12), "${12}");
+        assert_eq!(java_replacement("$1_a", 1), "${1}_a");
+        let renamer = Renamer::regex(&[rule(Some(".*"), "(a)(b)", r"$2$1_\$")]).expect("compiles");
+        let mut value = doc! {"abc": 1};
+        renamer.apply(Side::Value, &mut value).expect("renamed");
+        assert_eq!(value, doc! {"ba_$c": 1});
     }
 
     #[test]
