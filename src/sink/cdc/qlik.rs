@@ -38,6 +38,17 @@ enum Operation {
 }
 
 impl Operation {
+    /// Qlik's name.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Insert => "INSERT",
+            Self::Refresh => "REFRESH",
+            Self::Read => "READ",
+            Self::Update => "UPDATE",
+            Self::Delete => "DELETE",
+        }
+    }
+
     fn parse(text: &str) -> Option<Self> {
         Some(match text.to_ascii_lowercase().as_str() {
             "insert" => Self::Insert,
@@ -118,7 +129,7 @@ pub fn replay(value: &Document, record: &SinkRecord) -> Result<Option<WriteOp>, 
     match op {
         Operation::Insert | Operation::Refresh | Operation::Read => {
             let data = sub(message, "data", false)?
-                .ok_or_else(|| error(format!("a Qlik `{op:?}` message has no `data`")))?;
+                .ok_or_else(|| error(format!("a Qlik `{}` message has no `data`", op.name())))?;
             let filter = key.unwrap_or_else(|| doc! {"_id": ObjectId::new()});
             let mut replacement = Document::new();
             if let Some(id) = filter.get("_id") {
@@ -140,13 +151,13 @@ pub fn replay(value: &Document, record: &SinkRecord) -> Result<Option<WriteOp>, 
                 (None, Some(before)) if !before.is_empty() => before.clone(),
                 (None, _) => {
                     return Err(error(
-                        "a Qlik `Update` message without a key needs a non-empty `beforeData` to find its row",
+                        "a Qlik `UPDATE` message without a key needs a non-empty `beforeData` to find its row",
                     ))
                 }
             };
             let data = sub(message, "data", false)?
                 .filter(|d| !d.is_empty())
-                .ok_or_else(|| error("a Qlik `Update` message has no (or an empty) `data`"))?;
+                .ok_or_else(|| error("a Qlik `UPDATE` message has no (or an empty) `data`"))?;
             let changed: Document = data
                 .iter()
                 .filter(|(field, value)| before.and_then(|b| b.get(field.as_str())) != Some(value))
@@ -174,7 +185,7 @@ pub fn replay(value: &Document, record: &SinkRecord) -> Result<Option<WriteOp>, 
                     match found {
                         Some(found) if !found.is_empty() => found.clone(),
                         _ => return Err(error(
-                            "a Qlik `Delete` message without a key needs a non-empty `data` or `beforeData` to find its row",
+                            "a Qlik `DELETE` message without a key needs a non-empty `data` or `beforeData` to find its row",
                         )),
                     }
                 }
