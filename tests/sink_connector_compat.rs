@@ -542,3 +542,43 @@ async fn a_qlik_message_without_its_row_stops_the_pipeline_or_is_dead_lettered()
     }
     sink.stop(daemon).await;
 }
+
+/// The connector drops a field renamed to a name its document already has, silently; we drop
+/// it too (the same document), but count it (`mkb_sink_renamed_fields_dropped_total`) and say
+/// so in a WARN.
+#[tokio::test]
+async fn a_field_dropped_by_a_rename_to_a_taken_name_is_counted_and_warned() {
+    let sink = new_sink(
+        "id_strategy = \"provided_in_value\"\nfield_renames = { a = \"b\" }\nkey_field_renames = { k = \"j\" }",
+    )
+    .await;
+    let mut daemon = sink.start();
+    common::produce(
+        &sink.topic,
+        &[
+            record(
+                Some(json!({"k": 1, "j": 2})),
+                json!({"_id": 1, "a": 1, "b": 2}),
+            ),
+            record(None, json!({"_id": 2, "a": 1})),
+        ],
+    )
+    .await;
+    assert_eq!(sink.wait_for_count(2).await, 2, "log:\n{}", daemon.log());
+    let docs = sink.documents().await;
+    assert_eq!(docs.get("1"), Some(&doc! {"_id": 1, "b": 2}), "{docs:?}");
+    assert_eq!(docs.get("2"), Some(&doc! {"_id": 2, "b": 1}), "{docs:?}");
+    let metric = "mkb_sink_renamed_fields_dropped_total";
+    let label = format!("pipeline=\"{}\"", sink.name);
+    let counted = common::eventually(WAIT, || async {
+        common::metric_with(sink.port, metric, &[&label]) == 2.0
+    })
+    .await;
+    assert!(
+        counted,
+        "{metric}: {}",
+        common::metric_with(sink.port, metric, &[&label])
+    );
+    daemon.wait_for_log("renames dropped fields whose new name was taken", 1, WAIT);
+    sink.stop(daemon).await;
+}

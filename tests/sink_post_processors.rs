@@ -388,13 +388,13 @@ fn the_id_runs_where_the_chain_puts_it_and_first_otherwise() {
     // First (the default): the id is made of `b`; the rename then finds `b` taken and drops
     // `a`, as the connector's renamer does.
     let (outcome, value) = converted("");
-    assert_eq!(outcome, Ok(()));
+    assert_eq!(outcome, Ok(1));
     assert_eq!(value, Some(d(r#"{"b": 2, "_id": {"b": 2}}"#)));
     // After the rename (and a block of the old `b`): the id is the renamed `a`.
     let (outcome, value) = converted(
         "value_block_fields = [\"b\"]\npost_processor_chain = [\"block_value\", \"rename\", \"id\"]",
     );
-    assert_eq!(outcome, Ok(()));
+    assert_eq!(outcome, Ok(0));
     assert_eq!(value, Some(d(r#"{"b": 1, "_id": {"b": 1}}"#)));
 }
 

@@ -152,20 +152,24 @@ impl PostProcessor {
             && self.steps.first() == Some(&Step::Id)
     }
 
-    /// Applies every processor but the id to `record`'s key (when a document) and value.
-    pub fn apply(&self, record: &mut SinkRecord) -> Result<(), RecordError> {
+    /// Applies every processor but the id to `record`'s key (when a document) and value;
+    /// answers how many fields the renames dropped because their new name was taken.
+    pub fn apply(&self, record: &mut SinkRecord) -> Result<usize, RecordError> {
+        let mut dropped = 0;
         for step in &self.steps {
-            self.apply_step(*step, record)?;
+            dropped += self.apply_step(*step, record)?;
         }
-        Ok(())
+        Ok(dropped)
     }
 
-    /// Applies every processor, the id strategy `ids` at its place in the chain.
+    /// Applies every processor, the id strategy `ids` at its place in the chain; answers as
+    /// [`PostProcessor::apply`].
     pub fn apply_with_id(
         &self,
         record: &mut SinkRecord,
         ids: &IdAssigner,
-    ) -> Result<(), RecordError> {
+    ) -> Result<usize, RecordError> {
+        let mut dropped = 0;
         for step in &self.steps {
             if *step == Step::Id {
                 if let Some(mut value) = record.value.take() {
@@ -174,18 +178,19 @@ impl PostProcessor {
                     assigned?;
                 }
             } else {
-                self.apply_step(*step, record)?;
+                dropped += self.apply_step(*step, record)?;
             }
         }
-        Ok(())
+        Ok(dropped)
     }
 
-    fn apply_step(&self, step: Step, record: &mut SinkRecord) -> Result<(), RecordError> {
+    /// Applies `step`; answers how many fields a rename dropped.
+    fn apply_step(&self, step: Step, record: &mut SinkRecord) -> Result<usize, RecordError> {
         if step == Step::Key {
             if let Some(Bson::Document(key)) = &mut record.key {
                 self.key.apply(key, false);
             }
-            return Ok(());
+            return Ok(0);
         }
         if let Step::Rename | Step::RenameRegex = step {
             let renamer = match step {
@@ -197,12 +202,13 @@ impl PostProcessor {
                 _ => None,
             };
             let value = record.value.as_mut().map(|v| (Side::Value, v));
+            let mut dropped = 0;
             for (side, doc) in key.into_iter().chain(value) {
-                renamer
+                dropped += renamer
                     .apply(side, doc)
                     .map_err(|e| RecordError::new(Stage::Process, e))?;
             }
-            return Ok(());
+            return Ok(dropped);
         }
         let metadata = match (step, &self.metadata_field) {
             (Step::KafkaMetadata, Some(_)) => {
@@ -219,7 +225,7 @@ impl PostProcessor {
             _ => None,
         };
         let Some(value) = &mut record.value else {
-            return Ok(());
+            return Ok(0);
         };
         match step {
             Step::Id | Step::Key | Step::Rename | Step::RenameRegex => {}
@@ -235,7 +241,7 @@ impl PostProcessor {
                 }
             }
         }
-        Ok(())
+        Ok(0)
     }
 }
 
@@ -322,9 +328,14 @@ mod tests {
             doc! {"my_a": 1, "sub": {"my_b": 2}},
         );
         assert_eq!(out, doc! {"a": 1, "sub": {"b": 2}});
-        // The connector's way with a name taken: the existing field stays, the renamed goes.
-        let out = value_after("field_renames = { \"a\" = \"b\" }", doc! {"a": 1, "b": 2});
-        assert_eq!(out, doc! {"b": 2});
+        // The connector's way with a name taken: the existing field stays, the renamed goes,
+        // counted.
+        let mut r = record(doc! {"a": 1, "b": 2});
+        let dropped =
+            processor("field_renames = { \"a\" = \"b\" }\nkey_field_renames = { k = \"secret\" }")
+                .apply(&mut r)
+                .expect("applies");
+        assert_eq!((r.value, dropped), (Some(doc! {"b": 2}), 2));
     }
 
     #[test]

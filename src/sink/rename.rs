@@ -159,25 +159,27 @@ impl Renamer {
         }
     }
 
-    /// Renames the fields of `doc`, the record's `side`.
-    pub fn apply(&self, side: Side, doc: &mut Document) -> Result<(), String> {
+    /// Renames the fields of `doc`, the record's `side`; answers how many fields were
+    /// dropped because their new name was taken.
+    pub fn apply(&self, side: Side, doc: &mut Document) -> Result<usize, String> {
         if self.is_active() {
             self.rename_in(side.prefix(), doc)
         } else {
-            Ok(())
+            Ok(0)
         }
     }
 
     /// The connector's `doRenaming`: its `doc` is the fields kept so far and those not yet
     /// visited; its `modifications` the renamed ones, appended at the end.
-    fn rename_in(&self, path: &str, doc: &mut Document) -> Result<(), String> {
+    fn rename_in(&self, path: &str, doc: &mut Document) -> Result<usize, String> {
         let fields: Vec<(String, Bson)> = std::mem::take(doc).into_iter().collect();
         let mut kept = Document::new();
         let mut renamed = Document::new();
+        let mut dropped = 0;
         for (i, (old, mut value)) in fields.iter().cloned().enumerate() {
             let new = self.renamed(path, &old);
             if let Bson::Document(inner) = &mut value {
-                self.rename_in(&format!("{path}.{new}"), inner)?;
+                dropped += self.rename_in(&format!("{path}.{new}"), inner)?;
             }
             if new == old {
                 kept.insert(old, value);
@@ -189,6 +191,7 @@ impl Renamer {
             let present = kept.contains_key(&new) || fields[i + 1..].iter().any(|(k, _)| *k == new);
             if present {
                 // The connector's choice: no overwrite, and the renamed field is gone.
+                dropped += 1;
                 continue;
             }
             if renamed.contains_key(&new) {
@@ -200,7 +203,7 @@ impl Renamer {
         }
         kept.extend(renamed);
         *doc = kept;
-        Ok(())
+        Ok(dropped)
     }
 }
 
@@ -355,12 +358,16 @@ mod tests {
         // `b` is there before and after: `a` goes.
         let renamer = Renamer::mapping(&map(&[("a", "b")]), &map(&[]));
         let mut value = doc! {"a": 1, "b": 2};
-        renamer.apply(Side::Value, &mut value).expect("renamed");
+        assert_eq!(renamer.apply(Side::Value, &mut value), Ok(1), "one dropped");
         assert_eq!(value, doc! {"b": 2});
         // Visited first, `b` is renamed away: `a` takes its name.
         let renamer = Renamer::mapping(&map(&[("a", "b"), ("b", "c")]), &map(&[]));
         let mut value = doc! {"b": 2, "a": 1};
-        renamer.apply(Side::Value, &mut value).expect("renamed");
+        assert_eq!(
+            renamer.apply(Side::Value, &mut value),
+            Ok(0),
+            "none dropped"
+        );
         assert_eq!(value, doc! {"c": 2, "b": 1});
         // Visited later, `b` is still there when `a` is renamed: `a` goes.
         let mut value = doc! {"a": 1, "b": 2};
