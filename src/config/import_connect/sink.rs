@@ -771,22 +771,41 @@ fn connector_rules(json: &str) -> Result<Vec<serde_json::Map<String, serde_json:
     })
 }
 
-/// `text` with its single-quoted strings double-quoted, as the connector's JSON reader
-/// accepts them.
+/// `text` with its single-quoted strings and unquoted keys double-quoted, as the
+/// connector's JSON reader accepts them.
 fn double_quoted(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     // The quote of the string we are in, if any.
     let mut quote: Option<char> = None;
-    let mut chars = text.chars();
+    // The last character outside strings that was not white space.
+    let mut last = ' ';
+    let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         match (quote, c) {
-            (None, '\'') => {
-                quote = Some('\'');
+            (None, '\'' | '"') => {
+                quote = Some(c);
                 out.push('"');
             }
-            (None, '"') => {
-                quote = Some('"');
-                out.push('"');
+            // A key without quotes: a name after `{` or `,` that a `:` follows.
+            (None, c)
+                if (c.is_alphabetic() || c == '_' || c == '$') && matches!(last, '{' | ',') =>
+            {
+                let mut name = String::from(c);
+                while let Some(n) = chars.next_if(|n| n.is_alphanumeric() || *n == '_' || *n == '$')
+                {
+                    name.push(n);
+                }
+                let mut gap = String::new();
+                while let Some(w) = chars.next_if(|w| w.is_whitespace()) {
+                    gap.push(w);
+                }
+                if chars.peek() == Some(&':') {
+                    out.push_str(&format!("\"{name}\"{gap}"));
+                } else {
+                    out.push_str(&name);
+                    out.push_str(&gap);
+                }
+                last = 'a';
             }
             (Some(q), '\\') => match chars.next() {
                 Some('\'') if q == '\'' => out.push('\''),
@@ -799,9 +818,16 @@ fn double_quoted(text: &str) -> String {
             (Some('\''), '"') => out.push_str("\\\""),
             (Some(q), c) if c == q => {
                 quote = None;
+                last = '"';
                 out.push('"');
             }
-            (_, c) => out.push(c),
+            (Some(_), c) => out.push(c),
+            (None, c) => {
+                if !c.is_whitespace() {
+                    last = c;
+                }
+                out.push(c);
+            }
         }
     }
     out

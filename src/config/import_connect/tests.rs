@@ -1400,6 +1400,8 @@ fn renamer_rules_are_read_as_the_connector_reads_them() {
     let chain = "com.mongodb.kafka.connect.sink.processor.field.renaming.RenameByRegExp";
     let escaped = r"[{'regexp': '^key\\..*my.*$', 'pattern': 'my', 'replace': ''},{'regexp': '^key\\..*field.$', 'pattern': 'field', 'replace': 'F'},{'regexp': '^value\\..*$', 'pattern': '\\.', 'replace': '_'}]";
     let auto = r"[{'regexp': '^key\..*my.*$', 'pattern': 'my', 'replace': ''},{'regexp': '^key\..*field.$', 'pattern': 'field', 'replace': 'F'},{'regexp': '^value\..*$', 'pattern': '\.', 'replace': '_'}]";
+    // Unquoted keys, which the connector's JSON reader takes too.
+    let unquoted = r"[{regexp: '^key\\..*my.*$', pattern: 'my', replace: ''},{regexp: '^key\\..*field.$', pattern: 'field', replace: 'F'}, {regexp: '^value\\..*$', pattern: '\\.', replace: '_'}]";
     let rule = |regexp: &str, pattern: &str, replace: &str| crate::config::RegexRename {
         regexp: Some(regexp.into()),
         pattern: pattern.into(),
@@ -1410,7 +1412,7 @@ fn renamer_rules_are_read_as_the_connector_reads_them() {
         rule(r"^key\..*field.$", "field", "F"),
         rule(r"^value\..*$", r"\.", "_"),
     ];
-    for rules in [escaped, auto] {
+    for rules in [escaped, auto, unquoted] {
         let (config, t) = loaded(
             SINK_CLASS,
             &[
