@@ -385,14 +385,16 @@ fn the_id_runs_where_the_chain_puts_it_and_first_otherwise() {
             .apply_with_id(&mut record, &ids);
         (outcome.map_err(|e| e.to_string()), record.value)
     };
-    // First (the default): the id is made of `b` before the rename finds `b` taken.
-    let (outcome, _) = converted("");
-    assert!(outcome.is_err_and(|e| e.contains("already has `b`")));
+    // First (the default): the id is made of `b`; the rename then finds `b` taken and drops
+    // `a`, as the connector's renamer does.
+    let (outcome, value) = converted("");
+    assert_eq!(outcome, Ok(1));
+    assert_eq!(value, Some(d(r#"{"b": 2, "_id": {"b": 2}}"#)));
     // After the rename (and a block of the old `b`): the id is the renamed `a`.
     let (outcome, value) = converted(
         "value_block_fields = [\"b\"]\npost_processor_chain = [\"block_value\", \"rename\", \"id\"]",
     );
-    assert_eq!(outcome, Ok(()));
+    assert_eq!(outcome, Ok(0));
     assert_eq!(value, Some(d(r#"{"b": 1, "_id": {"b": 1}}"#)));
 }
 

@@ -306,7 +306,8 @@ key_block_fields = ["kb"]
 value_allow_fields = ["v"]
 value_block_fields = ["vb"]
 field_renames = { "a" = "b" }
-field_rename_regex = [{ pattern = "^x", replace = "y" }]
+key_field_renames = { "k" = "kk" }
+field_rename_regex = [{ pattern = "^x", replace = "y" }, { regexp = "^key[.]x", pattern = "x", replace = "z" }]
 kafka_metadata_field = "meta"
 post_processor_chain = ["id", "allow_key", "block_key", "allow_value", "block_value", "rename", "rename_regex", "kafka_metadata"]
 write_model = "update_one"

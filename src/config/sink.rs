@@ -150,11 +150,21 @@ pub struct SinkConfig {
     /// Remove these (dotted) fields from the value.
     #[serde(default)]
     pub value_block_fields: Vec<String>,
-    /// Rename value fields: dotted path → new name of the last segment.
+    /// Rename value fields: dotted path → new name of the last segment (the connector's
+    /// `field.renamer.mapping` entries whose `oldName` starts with `value.`). A path names
+    /// the fields as earlier renames left them, does not reach into arrays, and a new name
+    /// the document already has drops the renamed field, as the connector does.
     #[serde(default)]
     pub field_renames: BTreeMap<String, String>,
-    /// Rename value fields whose dotted path matches `pattern`, replacing the match with
-    /// `replace` (`$1` refers to groups), applied in order.
+    /// Rename key fields, as `field_renames` renames value fields (the connector's
+    /// `field.renamer.mapping` entries whose `oldName` starts with `key.`).
+    #[serde(default)]
+    pub key_field_renames: BTreeMap<String, String>,
+    /// Rename fields by regex, the rules applied in order (the connector's
+    /// `field.renamer.regexp`). With `regexp`: a key or value field whose path, prefixed
+    /// `key.` or `value.`, matches `regexp` whole has each match of `pattern` in its name
+    /// replaced by `replace`. Without `regexp`: value fields only, `pattern` is matched
+    /// against the dotted path and the last segment of the result is the new name.
     #[serde(default)]
     pub field_rename_regex: Vec<RegexRename>,
     /// Add `{topic, partition, offset, timestamp}` of the record under this field of the
@@ -231,7 +241,8 @@ pub struct SinkConfig {
     #[serde(default, with = "humantime_serde")]
     pub timeseries_expire_after: Option<Duration>,
     /// Replay change events: `none`, `mongodb` (our source's and the MongoDB Kafka
-    /// Connector's events), `debezium_mongodb`, `debezium_rdbms` (MySQL, PostgreSQL).
+    /// Connector's events), `debezium_mongodb`, `debezium_rdbms` (MySQL, PostgreSQL),
+    /// `qlik_rdbms` (Qlik Replicate).
     #[serde(default)]
     pub cdc_handler: CdcHandler,
     /// With a `cdc_handler`: remove null fields from the replacement of a replace and from
@@ -414,9 +425,14 @@ pub enum UuidRepresentation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegexRename {
-    /// Matched against each dotted field path.
+    /// Which fields: matched whole against each field's dotted path prefixed `key.` or
+    /// `value.` (`'^key\..*'` selects every key field); absent: every value field,
+    /// `pattern` rewriting its dotted path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regexp: Option<String>,
+    /// With `regexp`: matched in the field's name; without: in its dotted path.
     pub pattern: String,
-    /// The replacement (`$1` for groups).
+    /// The replacement, as Java's `replaceAll` reads it: `$1` for a group, `\$` for a `$`.
     pub replace: String,
 }
 
@@ -471,6 +487,9 @@ pub enum CdcHandler {
     DebeziumMongodb,
     /// Debezium relational connector envelopes (MySQL, PostgreSQL).
     DebeziumRdbms,
+    /// Qlik Replicate messages from a relational database, as the connector's
+    /// `com.mongodb.kafka.connect.sink.cdc.qlik.rdbms.RdbmsHandler`.
+    QlikRdbms,
 }
 
 /// About half a default batch: with librdkafka's 512 KiB per partition ahead of it, the next
@@ -593,7 +612,7 @@ impl SinkConfig {
             "block_key" => !self.key_block_fields.is_empty(),
             "allow_value" => !self.value_allow_fields.is_empty(),
             "block_value" => !self.value_block_fields.is_empty(),
-            "rename" => !self.field_renames.is_empty(),
+            "rename" => !self.field_renames.is_empty() || !self.key_field_renames.is_empty(),
             "rename_regex" => !self.field_rename_regex.is_empty(),
             "kafka_metadata" => self.kafka_metadata_field.is_some(),
             "remove_nulls" => self.remove_null_fields,
@@ -751,21 +770,32 @@ impl SinkConfig {
                 ));
             }
         }
-        for (from, to) in &self.field_renames {
-            field_path(&format!("{key}.field_renames.\"{from}\""), from, out);
-            if to.is_empty() || to.contains('.') {
-                out.push(Violation::new(
-                    format!("{key}.field_renames.\"{from}\""),
-                    format!("`{to}` must be a non-empty field name without `.`"),
-                ));
+        for (setting, renames) in [
+            ("field_renames", &self.field_renames),
+            ("key_field_renames", &self.key_field_renames),
+        ] {
+            for (from, to) in renames {
+                field_path(&format!("{key}.{setting}.\"{from}\""), from, out);
+                if to.is_empty() || to.contains('.') {
+                    out.push(Violation::new(
+                        format!("{key}.{setting}.\"{from}\""),
+                        format!("`{to}` must be a non-empty field name without `.`"),
+                    ));
+                }
             }
         }
         for (i, rename) in self.field_rename_regex.iter().enumerate() {
-            if let Err(e) = regex::Regex::new(&rename.pattern) {
-                out.push(Violation::new(
-                    format!("{key}.field_rename_regex[{i}].pattern"),
-                    format!("not a valid regex: {e}"),
-                ));
+            let regexes = [
+                ("pattern", Some(&rename.pattern)),
+                ("regexp", rename.regexp.as_ref()),
+            ];
+            for (field, text) in regexes {
+                if let Some(Err(e)) = text.map(|t| regex::Regex::new(t)) {
+                    out.push(Violation::new(
+                        format!("{key}.field_rename_regex[{i}].{field}"),
+                        format!("not a valid regex: {e}"),
+                    ));
+                }
             }
         }
         self.validate_post_processor_chain(key, out);
@@ -1128,6 +1158,11 @@ mod tests {
                 "sink[0].field_rename_regex[0].pattern",
             ),
             ("field_renames = {a = \"b.c\"}", "sink[0].field_renames"),
+            (
+                "field_rename_regex = [{regexp = \"(\", pattern = \"a\", replace = \"\"}]",
+                "sink[0].field_rename_regex[0].regexp",
+            ),
+            ("key_field_renames = {a = \"\"}", "sink[0].key_field_renames"),
             ("max_batch_size = 0", "sink[0].max_batch_size"),
             (
                 "errors = {tolerance = \"all\"}",

@@ -108,6 +108,7 @@ pub struct Metrics {
     write_errors: IntCounterVec,
     records_skipped: IntCounterVec,
     stale_writes_skipped: IntCounterVec,
+    renamed_fields_dropped: IntCounterVec,
     assignments_lost: IntCounterVec,
     write_retries: IntCounterVec,
     chunk_sets_abandoned: IntCounterVec,
@@ -411,6 +412,11 @@ impl Metrics {
                 "Writes the stale write guard skipped because the stored document holds a newer version (`stale_write_guard`), by pipeline.",
                 &["pipeline"],
             )?,
+            renamed_fields_dropped: b.counter(
+                "sink_renamed_fields_dropped_total",
+                "Fields a rename dropped because their document already had the new name (the MongoDB Kafka Connector's rule), by pipeline.",
+                &["pipeline"],
+            )?,
             assignments_lost: b.counter(
                 "sink_assignments_lost_total",
                 "Partitions whose assignment was lost (the consumer group session expired: the process was paused or cut off past `session.timeout.ms`); their writers were fenced at once, by pipeline.",
@@ -592,6 +598,7 @@ impl Metrics {
         self.bytes_written.with_label_values(&[pipeline]);
         self.records_skipped.with_label_values(&[pipeline]);
         self.stale_writes_skipped.with_label_values(&[pipeline]);
+        self.renamed_fields_dropped.with_label_values(&[pipeline]);
         self.assignments_lost.with_label_values(&[pipeline]);
         self.write_retries.with_label_values(&[pipeline]);
         self.chunk_sets_abandoned.with_label_values(&[pipeline]);
@@ -867,6 +874,13 @@ impl Metrics {
     /// Records `n` writes skipped by the stale write guard.
     pub fn stale_writes_skipped(&self, pipeline: &str, n: u64) {
         self.stale_writes_skipped
+            .with_label_values(&[pipeline])
+            .inc_by(n);
+    }
+
+    /// Records `n` fields dropped by renames to a name already taken.
+    pub fn renamed_fields_dropped(&self, pipeline: &str, n: u64) {
+        self.renamed_fields_dropped
             .with_label_values(&[pipeline])
             .inc_by(n);
     }

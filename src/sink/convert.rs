@@ -21,6 +21,8 @@ pub struct Converted {
     pub namespace: Namespace,
     /// What it does, ready for a bulk command.
     pub op: RawWrite,
+    /// Fields the renames dropped because their new name was taken (the connector's rule).
+    pub renamed_fields_dropped: usize,
 }
 
 /// The raw parts of a Kafka record the converter reads.
@@ -101,11 +103,16 @@ impl Converter {
         now: DateTime,
     ) -> Result<Option<Converted>, RecordError> {
         if !self.raw {
-            let Some((namespace, op)) = self.convert_document(raw, now)? else {
+            let Some((namespace, op, renamed_fields_dropped)) = self.convert_document(raw, now)?
+            else {
                 return Ok(None);
             };
             let op = RawWrite::encode(&op)?;
-            return Ok(Some(Converted { namespace, op }));
+            return Ok(Some(Converted {
+                namespace,
+                op,
+                renamed_fields_dropped,
+            }));
         }
         let mut record = SinkRecord {
             topic: raw.topic.to_owned(),
@@ -121,8 +128,8 @@ impl Converter {
             Some(value) => Some(self.ids.assign_raw(&record, value)?),
             None => None,
         };
-        // Key projections only: the value is left as it is (`keeps_values`).
-        self.process.apply(&mut record)?;
+        // Key projections and renames only: the value is left as it is (`keeps_values`).
+        let renamed_fields_dropped = self.process.apply(&mut record)?;
         let op = match value {
             Some(value) => self.model.build_raw(record, value, now)?,
             None => self
@@ -132,16 +139,21 @@ impl Converter {
                 .map(RawWrite::encode)
                 .transpose()?,
         };
-        Ok(op.map(|op| Converted { namespace, op }))
+        Ok(op.map(|op| Converted {
+            namespace,
+            op,
+            renamed_fields_dropped,
+        }))
     }
 
     /// The write `raw` becomes, its value read as a [`Document`] (CDC replay, projections,
-    /// renames, metadata, time series, a namespace from the value).
+    /// renames, metadata, time series, a namespace from the value), and the fields the
+    /// renames dropped.
     fn convert_document(
         &self,
         raw: RawRecord<'_>,
         now: DateTime,
-    ) -> Result<Option<(Namespace, WriteOp)>, RecordError> {
+    ) -> Result<Option<(Namespace, WriteOp, usize)>, RecordError> {
         let mut record = SinkRecord {
             topic: raw.topic.to_owned(),
             partition: raw.partition,
@@ -151,8 +163,9 @@ impl Converter {
             value: self.decoder.value(raw.value)?,
         };
         let namespace = self.namespace(&record)?;
+        let mut dropped = 0;
         let op = if self.config.cdc_handler == CdcHandler::None {
-            self.process.apply_with_id(&mut record, &self.ids)?;
+            dropped = self.process.apply_with_id(&mut record, &self.ids)?;
             if let (Some(series), Some(value)) = (&self.timeseries, record.value.as_mut()) {
                 series.convert(value)?;
             }
@@ -160,7 +173,7 @@ impl Converter {
         } else {
             self.cdc.replay(&record)?
         };
-        Ok(op.map(|op| (namespace, op)))
+        Ok(op.map(|op| (namespace, op, dropped)))
     }
 
     /// The time-series settings of the topic, when its collection is one.
@@ -404,8 +417,12 @@ mod tests {
                     let record = raw(key.as_deref().map(str::as_bytes), value.as_deref());
                     let fast = c.convert_at(record, now);
                     let slow = c.convert_document(record, now).and_then(|out| {
-                        out.map(|(namespace, op)| {
-                            RawWrite::encode(&op).map(|op| Converted { namespace, op })
+                        out.map(|(namespace, op, renamed_fields_dropped)| {
+                            RawWrite::encode(&op).map(|op| Converted {
+                                namespace,
+                                op,
+                                renamed_fields_dropped,
+                            })
                         })
                         .transpose()
                     });

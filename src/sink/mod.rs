@@ -23,6 +23,7 @@ pub mod namespace;
 pub mod paths;
 pub mod process;
 pub mod rate_limit;
+pub mod rename;
 pub mod stall;
 pub mod timeseries;
 pub mod write_model;

@@ -3,14 +3,15 @@
 //! projection (allow- or block-list of dotted paths; `_id` always stays), `field_renames`,
 //! `field_rename_regex`, `kafka_metadata_field`, then null removal. A path through an array applies to
 //! every document in it, and `*`, `**` and `ab*` are read, as the MongoDB Kafka Connector's
-//! projections do (`AllowListProjector`, `BlockListProjector`).
+//! projections do (`AllowListProjector`, `BlockListProjector`). Renames work on the key
+//! and the value, as the connector's renamers (`super::rename`).
 
 use bson::{doc, Bson, DateTime, Document};
-use regex::Regex;
 
 use super::id::IdAssigner;
 use super::model::{RecordError, SinkRecord, Stage};
 use super::paths::{block_field, set_path, AllowList};
+use super::rename::{Renamer, Side};
 use crate::config::SinkConfig;
 
 #[derive(Debug, Clone)]
@@ -86,8 +87,8 @@ impl Step {
 pub struct PostProcessor {
     key: Projection,
     value: Projection,
-    renames: Vec<(String, String)>,
-    regex_renames: Vec<(Regex, String)>,
+    renames: Renamer,
+    regex_renames: Renamer,
     metadata_field: Option<String>,
     remove_nulls: bool,
     /// The order they run in.
@@ -98,16 +99,7 @@ impl PostProcessor {
     /// The processors `config` asks for, in its `post_processor_chain` order or the default
     /// one; regexes are compiled once here.
     pub fn new(config: &SinkConfig) -> Result<Self, String> {
-        let regex_renames = config
-            .field_rename_regex
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                Regex::new(&r.pattern)
-                    .map(|re| (re, r.replace.clone()))
-                    .map_err(|e| format!("`field_rename_regex[{i}].pattern`: {e}"))
-            })
-            .collect::<Result<_, _>>()?;
+        let regex_renames = Renamer::regex(&config.field_rename_regex)?;
         let steps = match &config.post_processor_chain {
             None => vec![
                 Step::Id,
@@ -137,11 +129,7 @@ impl PostProcessor {
         Ok(Self {
             key: Projection::new(&config.key_allow_fields, &config.key_block_fields),
             value: Projection::new(&config.value_allow_fields, &config.value_block_fields),
-            renames: config
-                .field_renames
-                .iter()
-                .map(|(a, b)| (a.clone(), b.clone()))
-                .collect(),
+            renames: Renamer::mapping(&config.field_renames, &config.key_field_renames),
             regex_renames,
             metadata_field: config.kafka_metadata_field.clone(),
             remove_nulls: config.remove_null_fields
@@ -157,27 +145,31 @@ impl PostProcessor {
     /// the id comes before them: the value's `_id` can then be set on its raw BSON first.
     pub fn keeps_values(&self) -> bool {
         matches!(self.value, Projection::None)
-            && self.renames.is_empty()
-            && self.regex_renames.is_empty()
+            && !self.renames.is_active()
+            && !self.regex_renames.is_active()
             && self.metadata_field.is_none()
             && !self.remove_nulls
             && self.steps.first() == Some(&Step::Id)
     }
 
-    /// Applies every processor but the id to `record`'s key (when a document) and value.
-    pub fn apply(&self, record: &mut SinkRecord) -> Result<(), RecordError> {
+    /// Applies every processor but the id to `record`'s key (when a document) and value;
+    /// answers how many fields the renames dropped because their new name was taken.
+    pub fn apply(&self, record: &mut SinkRecord) -> Result<usize, RecordError> {
+        let mut dropped = 0;
         for step in &self.steps {
-            self.apply_step(*step, record)?;
+            dropped += self.apply_step(*step, record)?;
         }
-        Ok(())
+        Ok(dropped)
     }
 
-    /// Applies every processor, the id strategy `ids` at its place in the chain.
+    /// Applies every processor, the id strategy `ids` at its place in the chain; answers as
+    /// [`PostProcessor::apply`].
     pub fn apply_with_id(
         &self,
         record: &mut SinkRecord,
         ids: &IdAssigner,
-    ) -> Result<(), RecordError> {
+    ) -> Result<usize, RecordError> {
+        let mut dropped = 0;
         for step in &self.steps {
             if *step == Step::Id {
                 if let Some(mut value) = record.value.take() {
@@ -186,18 +178,37 @@ impl PostProcessor {
                     assigned?;
                 }
             } else {
-                self.apply_step(*step, record)?;
+                dropped += self.apply_step(*step, record)?;
             }
         }
-        Ok(())
+        Ok(dropped)
     }
 
-    fn apply_step(&self, step: Step, record: &mut SinkRecord) -> Result<(), RecordError> {
+    /// Applies `step`; answers how many fields a rename dropped.
+    fn apply_step(&self, step: Step, record: &mut SinkRecord) -> Result<usize, RecordError> {
         if step == Step::Key {
             if let Some(Bson::Document(key)) = &mut record.key {
                 self.key.apply(key, false);
             }
-            return Ok(());
+            return Ok(0);
+        }
+        if let Step::Rename | Step::RenameRegex = step {
+            let renamer = match step {
+                Step::Rename => &self.renames,
+                _ => &self.regex_renames,
+            };
+            let key = match &mut record.key {
+                Some(Bson::Document(key)) => Some((Side::Key, key)),
+                _ => None,
+            };
+            let value = record.value.as_mut().map(|v| (Side::Value, v));
+            let mut dropped = 0;
+            for (side, doc) in key.into_iter().chain(value) {
+                dropped += renamer
+                    .apply(side, doc)
+                    .map_err(|e| RecordError::new(Stage::Process, e))?;
+            }
+            return Ok(dropped);
         }
         let metadata = match (step, &self.metadata_field) {
             (Step::KafkaMetadata, Some(_)) => {
@@ -214,21 +225,11 @@ impl PostProcessor {
             _ => None,
         };
         let Some(value) = &mut record.value else {
-            return Ok(());
+            return Ok(0);
         };
         match step {
-            Step::Id | Step::Key => {}
+            Step::Id | Step::Key | Step::Rename | Step::RenameRegex => {}
             Step::Value => self.value.apply(value, true),
-            Step::Rename => {
-                for (from, to) in &self.renames {
-                    rename(value, from, to)?;
-                }
-            }
-            Step::RenameRegex => {
-                if !self.regex_renames.is_empty() {
-                    regex_rename(value, "", &self.regex_renames)?;
-                }
-            }
             Step::KafkaMetadata => {
                 if let (Some(field), Some(meta)) = (&self.metadata_field, metadata) {
                     set_path(value, field, Bson::Document(meta));
@@ -240,7 +241,7 @@ impl PostProcessor {
                 }
             }
         }
-        Ok(())
+        Ok(0)
     }
 }
 
@@ -262,81 +263,6 @@ pub fn remove_nulls(doc: &mut Document) {
         }
         doc.insert(key, value);
     }
-}
-
-/// Renames the last segment of dotted `path` to `to`, in every document the path reaches.
-fn rename(doc: &mut Document, path: &str, to: &str) -> Result<(), RecordError> {
-    match path.split_once('.') {
-        None => {
-            if let Some(value) = doc.remove(path) {
-                if doc.contains_key(to) {
-                    return Err(RecordError::new(
-                        Stage::Process,
-                        format!("renaming `{path}` to `{to}`: the document already has `{to}`"),
-                    ));
-                }
-                doc.insert(to, value);
-            }
-            Ok(())
-        }
-        Some((head, rest)) => match doc.get_mut(head) {
-            Some(Bson::Document(inner)) => rename(inner, rest, to),
-            Some(Bson::Array(items)) => {
-                for item in items {
-                    if let Bson::Document(inner) = item {
-                        rename(inner, rest, to)?;
-                    }
-                }
-                Ok(())
-            }
-            _ => Ok(()),
-        },
-    }
-}
-
-/// Renames every field whose dotted path matches a regex, depth first.
-fn regex_rename(
-    doc: &mut Document,
-    prefix: &str,
-    renames: &[(Regex, String)],
-) -> Result<(), RecordError> {
-    let old = std::mem::take(doc);
-    for (key, mut value) in old {
-        let path = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
-        match &mut value {
-            Bson::Document(inner) => regex_rename(inner, &path, renames)?,
-            Bson::Array(items) => {
-                for item in items {
-                    if let Bson::Document(inner) = item {
-                        regex_rename(inner, &path, renames)?;
-                    }
-                }
-            }
-            _ => {}
-        }
-        // The regexes rewrite the dotted path; its last segment is the new name.
-        let mut renamed = path.clone();
-        for (re, replace) in renames {
-            renamed = re.replace_all(&renamed, replace.as_str()).into_owned();
-        }
-        let name = if renamed == path {
-            key
-        } else {
-            renamed.rsplit('.').next().unwrap_or_default().to_owned()
-        };
-        if name.is_empty() || doc.contains_key(&name) {
-            return Err(RecordError::new(
-                Stage::Process,
-                format!("renaming `{path}` by regex gives `{name}`, which is empty or taken"),
-            ));
-        }
-        doc.insert(name, value);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -402,11 +328,35 @@ mod tests {
             doc! {"my_a": 1, "sub": {"my_b": 2}},
         );
         assert_eq!(out, doc! {"a": 1, "sub": {"b": 2}});
+        // The connector's way with a name taken: the existing field stays, the renamed goes,
+        // counted.
         let mut r = record(doc! {"a": 1, "b": 2});
-        let err = processor("field_renames = { \"a\" = \"b\" }")
-            .apply(&mut r)
-            .expect_err("taken");
-        assert!(err.message.contains("already has `b`"), "{err}");
+        let dropped =
+            processor("field_renames = { \"a\" = \"b\" }\nkey_field_renames = { k = \"secret\" }")
+                .apply(&mut r)
+                .expect("applies");
+        assert_eq!((r.value, dropped), (Some(doc! {"b": 2}), 2));
+    }
+
+    #[test]
+    fn key_fields_are_renamed_by_mapping_and_by_selected_regex() {
+        let mut r = record(doc! {"my_v": 1});
+        processor(
+            "key_field_renames = { \"k\" = \"id\" }\n\
+             field_rename_regex = [{ regexp = \"^key\\\\..*\", pattern = \"^sec\", replace = \"pub\" }, \
+             { regexp = \"^value\\\\.my_.*\", pattern = \"my_\", replace = \"\" }]",
+        )
+        .apply(&mut r)
+        .expect("applies");
+        assert_eq!(r.key, Some(Bson::Document(doc! {"id": 1, "pubret": 2})));
+        assert_eq!(r.value, Some(doc! {"v": 1}));
+        let mut r = record(doc! {"_id": 1, "sub": {"x": 1}});
+        let err = processor(
+            "field_rename_regex = [{ regexp = \"^value\\\\..*\", pattern = \"^.*$\", replace = \"same\" }]",
+        )
+        .apply(&mut r)
+        .expect_err("two fields to one name");
+        assert!(err.message.contains("renamed to `same` too"), "{err}");
     }
 
     #[test]

@@ -567,6 +567,7 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
     );
     let mut items = Vec::with_capacity(entries.len());
     let mut refused: Vec<(usize, RecordError)> = Vec::new();
+    let mut renamed_fields_dropped = 0;
     for (index, entry) in entries.iter().enumerate() {
         let message = &entry.message;
         let converted = match &entry.known {
@@ -607,11 +608,14 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
             }
         };
         match converted {
-            Ok(Some(converted)) => items.push(Item {
-                index,
-                namespace: converted.namespace,
-                op: converted.op,
-            }),
+            Ok(Some(converted)) => {
+                renamed_fields_dropped += converted.renamed_fields_dropped;
+                items.push(Item {
+                    index,
+                    namespace: converted.namespace,
+                    op: converted.op,
+                });
+            }
             Ok(None) => shared.metrics.record_skipped(pipeline),
             Err(error) => {
                 let stop = error.transient || !batch.writes_past_refused();
@@ -662,6 +666,13 @@ async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
     shared
         .metrics
         .sink_bytes_written(pipeline, outcome.applied_bytes);
+    // Counted once the documents they left are written.
+    if renamed_fields_dropped > 0 {
+        shared
+            .metrics
+            .renamed_fields_dropped(pipeline, renamed_fields_dropped as u64);
+        tracing::warn!(pipeline, partition = %name, dropped = renamed_fields_dropped, "renames dropped fields whose new name was taken in their document (the MongoDB Kafka Connector's rule: the existing field is kept)");
+    }
     if outcome.stale > 0 {
         shared.metrics.stale_writes_skipped(pipeline, outcome.stale);
         tracing::debug!(pipeline, partition = %name, skipped = outcome.stale, "stale writes skipped: a newer version is stored");

@@ -186,7 +186,11 @@ fn key_is_read(settings: &toml::Table) -> bool {
             "uuid_provided_in_key",
         ],
     ) || is("namespace_from", &["key"])
-        || is("cdc_handler", &["debezium_mongodb", "debezium_rdbms"])
+        || is(
+            "cdc_handler",
+            &["debezium_mongodb", "debezium_rdbms", "qlik_rdbms"],
+        )
+        || settings.contains_key("key_field_renames")
         || settings.contains_key("delete_on_null_values")
         || settings.contains_key("key_allow_fields")
         || settings.contains_key("key_block_fields")
@@ -685,12 +689,12 @@ fn post_processors(
             );
         } else {
             match renames(&mapping) {
-                Ok((renames, dropped)) => {
-                    for old in dropped {
-                        out.drop(&property, format!("`{old}`: only value fields are renamed"));
-                    }
-                    if !renames.is_empty() {
-                        t.insert("field_renames".into(), renames.into());
+                Ok((value, key)) => {
+                    for (setting, renames) in [("field_renames", value), ("key_field_renames", key)]
+                    {
+                        if !renames.is_empty() {
+                            t.insert(setting.into(), renames.into());
+                        }
                     }
                 }
                 Err(reason) => out.drop(property, reason),
@@ -709,15 +713,8 @@ fn post_processors(
             );
         } else {
             match regex_renames(&rules) {
-                Ok((list, dropped)) => {
-                    for regexp in dropped {
-                        out.drop(
-                            &property,
-                            format!("`{regexp}`: only value fields are renamed"),
-                        );
-                    }
+                Ok(list) => {
                     if !list.is_empty() {
-                        out.note("`field.renamer.regexp`: each rule's `pattern` and `replace` are carried over; its `regexp` (which fields) is not: `pattern` is matched against every value field's dotted path");
                         t.insert("field_rename_regex".into(), toml::Value::Array(list));
                     }
                 }
@@ -759,50 +756,123 @@ fn post_processors(
     }
 }
 
-/// `field.renamer.mapping` as `field_renames`, and the `oldName`s left out (key fields).
-fn renames(json: &str) -> Result<(toml::Table, Vec<String>), String> {
-    let rules: Vec<serde_json::Map<String, serde_json::Value>> =
-        serde_json::from_str(json).map_err(|e| format!("not a JSON array of objects: {e}"))?;
-    let mut table = toml::Table::new();
-    let mut dropped = Vec::new();
-    for rule in rules {
+/// The connector's JSON array of rules (`field.renamer.*`), read as its `jsonArrayFromString`
+/// reads it: single-quoted strings allowed, and when that fails, once more with every
+/// backslash doubled (a `\.` in a regex is no JSON escape).
+fn connector_rules(json: &str) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, String> {
+    let parse = |text: &str| {
+        serde_json::from_str::<Vec<serde_json::Map<String, serde_json::Value>>>(&double_quoted(
+            text,
+        ))
+    };
+    parse(json).or_else(|first| {
+        parse(&json.replace('\\', "\\\\"))
+            .map_err(|_| format!("not a JSON array of objects: {first}"))
+    })
+}
+
+/// `text` with its single-quoted strings and unquoted keys double-quoted, as the
+/// connector's JSON reader accepts them.
+fn double_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    // The quote of the string we are in, if any.
+    let mut quote: Option<char> = None;
+    // The last character outside strings that was not white space.
+    let mut last = ' ';
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                out.push('"');
+            }
+            // A key without quotes: a name after `{` or `,` that a `:` follows.
+            (None, c)
+                if (c.is_alphabetic() || c == '_' || c == '$') && matches!(last, '{' | ',') =>
+            {
+                let mut name = String::from(c);
+                while let Some(n) = chars.next_if(|n| n.is_alphanumeric() || *n == '_' || *n == '$')
+                {
+                    name.push(n);
+                }
+                let mut gap = String::new();
+                while let Some(w) = chars.next_if(|w| w.is_whitespace()) {
+                    gap.push(w);
+                }
+                if chars.peek() == Some(&':') {
+                    out.push_str(&format!("\"{name}\"{gap}"));
+                } else {
+                    out.push_str(&name);
+                    out.push_str(&gap);
+                }
+                last = 'a';
+            }
+            (Some(q), '\\') => match chars.next() {
+                Some('\'') if q == '\'' => out.push('\''),
+                Some(next) => {
+                    out.push('\\');
+                    out.push(next);
+                }
+                None => out.push('\\'),
+            },
+            (Some('\''), '"') => out.push_str("\\\""),
+            (Some(q), c) if c == q => {
+                quote = None;
+                last = '"';
+                out.push('"');
+            }
+            (Some(_), c) => out.push(c),
+            (None, c) => {
+                if !c.is_whitespace() {
+                    last = c;
+                }
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// `field.renamer.mapping` as `field_renames` (`value.` paths) and `key_field_renames`
+/// (`key.` paths); an `oldName` with neither prefix matches nothing in the connector either.
+fn renames(json: &str) -> Result<(toml::Table, toml::Table), String> {
+    let mut value = toml::Table::new();
+    let mut key = toml::Table::new();
+    for rule in connector_rules(json)? {
         let field = |k: &str| rule.get(k).and_then(serde_json::Value::as_str);
         let (Some(old), Some(new)) = (field("oldName"), field("newName")) else {
             return Err("each rule needs `oldName` and `newName`".to_owned());
         };
-        match old.strip_prefix("value.") {
-            Some(path) => {
-                table.insert(path.to_owned(), new.into());
-            }
-            None => dropped.push(old.to_owned()),
+        if let Some(path) = old.strip_prefix("value.") {
+            value.insert(path.to_owned(), new.into());
+        } else if let Some(path) = old.strip_prefix("key.") {
+            key.insert(path.to_owned(), new.into());
+        } else {
+            return Err(format!(
+                "`{old}` starts with neither `key.` nor `value.`: it renames nothing"
+            ));
         }
     }
-    Ok((table, dropped))
+    Ok((value, key))
 }
 
-/// `field.renamer.regexp` as `field_rename_regex`, and the `regexp`s left out (key fields).
-fn regex_renames(json: &str) -> Result<(Vec<toml::Value>, Vec<String>), String> {
-    let rules: Vec<serde_json::Map<String, serde_json::Value>> =
-        serde_json::from_str(json).map_err(|e| format!("not a JSON array of objects: {e}"))?;
+/// `field.renamer.regexp` as `field_rename_regex`, each rule whole.
+fn regex_renames(json: &str) -> Result<Vec<toml::Value>, String> {
     let mut list = Vec::new();
-    let mut dropped = Vec::new();
-    for rule in rules {
+    for rule in connector_rules(json)? {
         let field = |k: &str| rule.get(k).and_then(serde_json::Value::as_str);
         let (Some(regexp), Some(pattern), Some(replace)) =
             (field("regexp"), field("pattern"), field("replace"))
         else {
             return Err("each rule needs `regexp`, `pattern` and `replace`".to_owned());
         };
-        if regexp.trim_start_matches('^').starts_with("key") {
-            dropped.push(regexp.to_owned());
-            continue;
-        }
         let mut entry = toml::Table::new();
+        entry.insert("regexp".into(), regexp.into());
         entry.insert("pattern".into(), pattern.into());
         entry.insert("replace".into(), replace.into());
         list.push(entry.into());
     }
-    Ok((list, dropped))
+    Ok(list)
 }
 
 fn write_model(
@@ -916,6 +986,7 @@ fn cdc(props: &mut Props, t: &mut toml::Table, p: &dyn Fn(&str) -> String, out: 
         "ChangeStreamHandler" if handler.contains(".debezium.") => Some("debezium_mongodb"),
         "ChangeStreamHandler" => Some("mongodb"),
         "MongoDbHandler" => Some("debezium_mongodb"),
+        "RdbmsHandler" if handler.contains(".qlik.") => Some("qlik_rdbms"),
         "RdbmsHandler" | "MysqlHandler" | "PostgresHandler" => Some("debezium_rdbms"),
         _ => None,
     };
@@ -923,10 +994,6 @@ fn cdc(props: &mut Props, t: &mut toml::Table, p: &dyn Fn(&str) -> String, out: 
         Some(ours) => {
             t.insert("cdc_handler".into(), ours.into());
         }
-        None if handler.to_ascii_lowercase().contains("qlik") => out.drop(
-            p("change.data.capture.handler"),
-            format!("`{handler}`: the Qlik Replicate handler is not supported yet"),
-        ),
         None => out.drop(
             p("change.data.capture.handler"),
             format!("`{handler}` is a custom class"),

@@ -452,7 +452,8 @@ fn a_sink_carries_its_strategies() {
     );
     assert!(dropped(&t, "key.projection.list").is_some());
     assert_eq!(s.field_renames.get("a.b").map(String::as_str), Some("c"));
-    assert!(dropped(&t, "field.renamer.mapping").is_some_and(|r| r.contains("key.k")));
+    assert_eq!(s.key_field_renames.get("k").map(String::as_str), Some("kk"));
+    assert_eq!(dropped(&t, "field.renamer.mapping"), None);
     assert_eq!(
         s.kafka_metadata_field.as_deref(),
         Some("topic-partition-offset")
@@ -601,6 +602,14 @@ fn time_series_and_cdc() {
         (
             "com.mongodb.kafka.connect.sink.cdc.debezium.rdbms.mysql.MysqlHandler",
             crate::config::CdcHandler::DebeziumRdbms,
+        ),
+        (
+            "com.mongodb.kafka.connect.sink.cdc.debezium.rdbms.RdbmsHandler",
+            crate::config::CdcHandler::DebeziumRdbms,
+        ),
+        (
+            "com.mongodb.kafka.connect.sink.cdc.qlik.rdbms.RdbmsHandler",
+            crate::config::CdcHandler::QlikRdbms,
         ),
     ] {
         let (config, _) = loaded(
@@ -880,9 +889,20 @@ fn field_path_namespaces_renames_and_tombstones() {
         None,
         "true is ours"
     );
-    assert_eq!(s.field_rename_regex.len(), 1);
-    assert_eq!(s.field_rename_regex[0].pattern, "my");
-    assert!(dropped(&t, "field.renamer.regexp").is_some_and(|r| r.contains("only value fields")));
+    // Each rule whole, its `regexp` choosing key or value fields as the connector's.
+    let rule = |regexp: &str, pattern: &str, replace: &str| crate::config::RegexRename {
+        regexp: Some(regexp.into()),
+        pattern: pattern.into(),
+        replace: replace.into(),
+    };
+    assert_eq!(
+        s.field_rename_regex,
+        [
+            rule(r"^value\..*my.*$", "my", ""),
+            rule(r"^key\..*", "a", "b")
+        ]
+    );
+    assert_eq!(dropped(&t, "field.renamer.regexp"), None);
     // `NullFieldValueRemover` is ours now (`remove_null_fields`); the chain's order is our
     // default one, so none is written.
     assert_eq!(dropped(&t, "post.processor.chain"), None);
@@ -1431,5 +1451,56 @@ fn post_processors_in_the_connectors_order_and_null_removal_are_carried() {
     assert!(
         dropped(&t, "change.data.capture.handler.remove.null.values")
             .is_some_and(|r| r.contains("change.data.capture.handler"))
+    );
+}
+
+/// Issue 23: `field.renamer.regexp` as the connector reads it (mongo-kafka's `RenamerTest`):
+/// single-quoted JSON, a backslash that is no JSON escape doubled (its "auto escaping"),
+/// and `replace` as it is (ours reads Java's `$1` and `\$`).
+#[test]
+fn renamer_rules_are_read_as_the_connector_reads_them() {
+    let chain = "com.mongodb.kafka.connect.sink.processor.field.renaming.RenameByRegExp";
+    let escaped = r"[{'regexp': '^key\\..*my.*$', 'pattern': 'my', 'replace': ''},{'regexp': '^key\\..*field.$', 'pattern': 'field', 'replace': 'F'},{'regexp': '^value\\..*$', 'pattern': '\\.', 'replace': '_'}]";
+    let auto = r"[{'regexp': '^key\..*my.*$', 'pattern': 'my', 'replace': ''},{'regexp': '^key\..*field.$', 'pattern': 'field', 'replace': 'F'},{'regexp': '^value\..*$', 'pattern': '\.', 'replace': '_'}]";
+    // Unquoted keys, which the connector's JSON reader takes too.
+    let unquoted = r"[{regexp: '^key\\..*my.*$', pattern: 'my', replace: ''},{regexp: '^key\\..*field.$', pattern: 'field', replace: 'F'}, {regexp: '^value\\..*$', pattern: '\\.', replace: '_'}]";
+    let rule = |regexp: &str, pattern: &str, replace: &str| crate::config::RegexRename {
+        regexp: Some(regexp.into()),
+        pattern: pattern.into(),
+        replace: replace.into(),
+    };
+    let expected = [
+        rule(r"^key\..*my.*$", "my", ""),
+        rule(r"^key\..*field.$", "field", "F"),
+        rule(r"^value\..*$", r"\.", "_"),
+    ];
+    for rules in [escaped, auto, unquoted] {
+        let (config, t) = loaded(
+            SINK_CLASS,
+            &[
+                ("topics", "t"),
+                ("database", "d"),
+                ("post.processor.chain", chain),
+                ("field.renamer.regexp", rules),
+            ],
+        );
+        assert_eq!(config.sinks[0].field_rename_regex, expected, "{rules}");
+        assert_eq!(dropped(&t, "field.renamer.regexp"), None, "{rules}");
+    }
+    let (config, _) = loaded(
+        SINK_CLASS,
+        &[
+            ("topics", "t"),
+            ("database", "d"),
+            ("post.processor.chain", chain),
+            (
+                "field.renamer.regexp",
+                r#"[{"regexp": "^value\\..*", "pattern": "(a)(b)", "replace": "$2$1x\\$"}]"#,
+            ),
+        ],
+    );
+    assert_eq!(
+        config.sinks[0].field_rename_regex,
+        [rule(r"^value\..*", "(a)(b)", r"$2$1x\$")]
     );
 }

@@ -9,9 +9,13 @@
 //!   `updateDescription`, as JSON strings or documents; a `payload` wrapper is unwrapped).
 //! - `debezium_rdbms`: Debezium relational envelopes (MySQL, PostgreSQL): the key's fields are
 //!   the `_id`; c/r/u upsert `after`, d deletes, t (truncate) writes nothing.
+//! - `qlik_rdbms`: Qlik Replicate messages, as the connector's Qlik `RdbmsHandler`
+//!   ([`qlik`]).
 //!
 //! A tombstone (the null record Debezium and `tombstone_on_delete` send after a delete)
 //! writes nothing.
+
+mod qlik;
 
 use bson::{doc, Bson, Document};
 
@@ -49,6 +53,7 @@ impl CdcReplayer {
             CdcHandler::Mongodb => mongodb_event(value),
             CdcHandler::DebeziumMongodb => debezium_mongodb(unwrap(value), record),
             CdcHandler::DebeziumRdbms => debezium_rdbms(unwrap(value), record),
+            CdcHandler::QlikRdbms => qlik::replay(unwrap(value), record),
         }?;
         Ok(if self.remove_nulls {
             op.and_then(without_null_values)
@@ -550,5 +555,30 @@ mod tests {
             Some(doc! {"op": "c", "after": {"id": 1}})
         )
         .is_err());
+    }
+
+    #[test]
+    fn qlik_replicate_messages() {
+        let key = Some(Bson::Document(doc! {"id": 7}));
+        let inserted = replay(
+            "qlik_rdbms",
+            key.clone(),
+            Some(doc! {"magic": "atMSG", "type": "DT", "headers": Bson::Null, "message": {"data": {"id": 7, "name": "x"}, "beforeData": Bson::Null, "headers": {"operation": "INSERT"}}}),
+        )
+        .expect("ok");
+        assert_eq!(
+            inserted,
+            Some(upsert(
+                doc! {"_id": {"id": 7}},
+                doc! {"_id": {"id": 7}, "id": 7, "name": "x"}
+            ))
+        );
+        let unknown = replay(
+            "qlik_rdbms",
+            key,
+            Some(doc! {"message": {"data": {"id": 7}, "headers": {"operation": "MERGE"}}}),
+        )
+        .expect_err("unknown operation");
+        assert!(unknown.message.contains("`MERGE`"), "{unknown}");
     }
 }
