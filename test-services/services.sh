@@ -24,7 +24,8 @@
 #            kafka-cli org.apache.kafka.tools.ConsoleProducer --bootstrap-server 127.0.0.1:9092 --topic t
 #            kafka-cli org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server 127.0.0.1:9092 \
 #                --topic t --from-beginning --max-messages 1
-# Environment: KAFKA_PORT, KAFKA_CONTROLLER_PORT (9093), KAFKA_SSL_PORT (9094), KAFKA_SCRAM_USER
+# Environment: KAFKA_PORT, KAFKA_CONTROLLER_PORT (9093), KAFKA_SSL_PORT (9094), KAFKA_SPLIT_PORT
+#   and KAFKA_SPLIT_ADVERTISED_PORT (none: see below), KAFKA_SCRAM_USER
 #   (mkb-test), KAFKA_SCRAM_PASSWORD (mkb-test-secret), MONGO_PORT, START_TIMEOUT (120 s),
 #   KAFKA_HEAP (1g), MONGO_HEAP (4g: the stand-in keeps every write of a test run in its
 #   oplog), MONGO_H2_FILE (keep the stand-in's data in this H2 file
@@ -46,6 +47,12 @@ tls="$cache/tls"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 KAFKA_SSL_PORT="${KAFKA_SSL_PORT:-9094}"
+# Optional: a third PLAINTEXT listener on KAFKA_SPLIT_PORT that advertises
+# KAFKA_SPLIT_ADVERTISED_PORT, where a test puts a proxy in front of it: a client that
+# bootstraps there reaches the broker only through the proxy, so a test can cut one client
+# off the broker (a network split) while the others go on.
+KAFKA_SPLIT_PORT="${KAFKA_SPLIT_PORT:-}"
+KAFKA_SPLIT_ADVERTISED_PORT="${KAFKA_SPLIT_ADVERTISED_PORT:-$KAFKA_SPLIT_PORT}"
 KAFKA_SCRAM_USER="${KAFKA_SCRAM_USER:-mkb-test}"
 KAFKA_SCRAM_PASSWORD="${KAFKA_SCRAM_PASSWORD:-mkb-test-secret}"
 # Protects only the local test keystores in $tls; not a secret.
@@ -191,6 +198,11 @@ scram_credential() {
 }
 
 write_kafka_properties() {
+    local split_listener="" split_advertised=""
+    if [ -n "$KAFKA_SPLIT_PORT" ]; then
+        split_listener=",SPLIT://127.0.0.1:$KAFKA_SPLIT_PORT"
+        split_advertised=",SPLIT://127.0.0.1:$KAFKA_SPLIT_ADVERTISED_PORT"
+    fi
     # Replication factors of 1 let consumer groups and transactions work on one node; the
     # initial rebalance delay of 0 keeps tests from waiting 3 s for every new group. Brokers
     # and tools talk PLAINTEXT; the SASL_SSL listener is for clients testing TLS and SCRAM.
@@ -198,11 +210,11 @@ write_kafka_properties() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_SSL://127.0.0.1:$KAFKA_SSL_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAFKA_SSL_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_SSL://127.0.0.1:$KAFKA_SSL_PORT$split_listener
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAFKA_SSL_PORT$split_advertised
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SPLIT:PLAINTEXT
 sasl.enabled.mechanisms=SCRAM-SHA-512
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 ssl.keystore.type=PKCS12

@@ -428,3 +428,93 @@ async fn a_healthy_minute_clears_ready_and_starts_the_restart_backoff_over() {
     );
     sink.stop(daemon).await;
 }
+
+/// Item 11, a pause and a network split at once: a daemon stopped (SIGSTOP) past its session
+/// timeout with a record waiting in its writer, whose broker connection stays cut (a proxy
+/// in front of a listener of its own, frozen) when it runs again. librdkafka cannot hear
+/// from the broker that the assignment is gone, so nothing but the daemon's own clock tells
+/// the writer, whose batch timer is due the moment it runs: it must write nothing over the
+/// version the new owner wrote meanwhile.
+#[tokio::test]
+async fn a_daemon_stopped_and_cut_off_from_the_broker_writes_nothing_over_the_new_owner() {
+    use common::proxy::Proxy;
+    use common::services::OwnService;
+    let split_port = common::free_port();
+    let to_kafka = Proxy::start(&format!("127.0.0.1:{split_port}"));
+    let kafka = OwnService::kafka_behind(split_port, to_kafka.port());
+    let topic = common::unique("split_in");
+    common::create_topic_on(&kafka.address(), &topic, 1, &[]).await;
+    let db = common::unique("split_db");
+    let name = common::unique("split_sink");
+    let sink = |port: u16, delay: &str| {
+        kafka.config(&common::config_toml(
+            port,
+            &format!(
+                "[[sink]]\nname = \"{name}\"\ntopics = [\"{topic}\"]\ndatabase = \"{db}\"\n\
+                 collection = \"docs\"\nmax_batch_delay = \"{delay}\"\n\
+                 id_strategy = \"provided_in_key\"\n{SHORT_SESSION}"
+            ),
+        ))
+    };
+    // The first daemon reaches the broker through the proxy, and holds what it reads for
+    // 15 s before writing it.
+    let first_port = common::free_port();
+    let first_config = sink(first_port, "15s").replace(
+        &format!("bootstrap_servers = \"{}\"", kafka.address()),
+        &format!("bootstrap_servers = \"127.0.0.1:{}\"", to_kafka.port()),
+    );
+    let mut first = common::Daemon::start(&first_config);
+    first.wait_for_log("partitions assigned", 1, WAIT);
+    let broker = kafka.address();
+    let direct = [("bootstrap.servers", broker.as_str())];
+    common::produce_with(&topic, &[keyed(1, json!({"v": "old"}))], &direct).await;
+    let produced = std::time::Instant::now();
+    // Time to read it into the writer's buffer (nothing shows a buffered record).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    to_kafka.freeze();
+    first.signal("STOP");
+    let second_port = common::free_port();
+    let mut second = common::Daemon::start(&sink(second_port, "50ms"));
+    second.wait_for_log("partitions assigned", 1, WAIT);
+    common::produce_with(&topic, &[keyed(1, json!({"v": "new"}))], &direct).await;
+    let coll = common::mongo_client()
+        .await
+        .database(&db)
+        .collection::<mongodb::bson::Document>("docs");
+    let newer = common::eventually(WAIT, || {
+        let coll = coll.clone();
+        async move {
+            coll.find_one(doc! {"_id": 1})
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|d| d.get_str("v").ok() == Some("new"))
+        }
+    })
+    .await;
+    assert!(
+        newer,
+        "the second daemon did not write; log:\n{}",
+        second.log()
+    );
+    // Past the first daemon's batch delay: its timer is due the moment it runs again, and
+    // its broker connection is still cut.
+    let due = Duration::from_secs(17).saturating_sub(produced.elapsed());
+    tokio::time::sleep(due).await;
+    first.signal("CONT");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let stored = coll.find_one(doc! {"_id": 1}).await.ok().flatten();
+    let first_log = first.log();
+    assert_eq!(
+        stored.as_ref().and_then(|d| d.get_str("v").ok()),
+        Some("new"),
+        "the daemon stopped and cut off from the broker wrote its older version over the new owner's; its log:\n{first_log}"
+    );
+    assert!(
+        common::metric_with(first_port, "mkb_sink_assignments_lost_total", &[]) >= 1.0,
+        "the lost assignment is not counted; log:\n{first_log}"
+    );
+    first.signal("KILL");
+    second.terminate(WAIT);
+    let _ = coll.drop().await;
+}

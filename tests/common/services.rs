@@ -36,8 +36,26 @@ pub struct OwnService {
 impl OwnService {
     /// A single-node KRaft broker of its own (512 MiB heap), answering on `address()`.
     pub fn kafka() -> Self {
+        Self::kafka_with(Vec::new())
+    }
+
+    /// [`OwnService::kafka`] with a second plain listener on `split_port` that advertises
+    /// `advertised_port`, where the test runs a [`super::proxy::Proxy`] to `split_port`: a
+    /// client bootstrapping on the proxy reaches the broker only through it, so freezing
+    /// the proxy cuts that client alone off the broker (a network split).
+    pub fn kafka_behind(split_port: u16, advertised_port: u16) -> Self {
+        Self::kafka_with(vec![
+            ("KAFKA_SPLIT_PORT".to_owned(), split_port.to_string()),
+            (
+                "KAFKA_SPLIT_ADVERTISED_PORT".to_owned(),
+                advertised_port.to_string(),
+            ),
+        ])
+    }
+
+    fn kafka_with(more: Vec<(String, String)>) -> Self {
         let port = super::free_port();
-        let env = vec![
+        let mut env = vec![
             ("KAFKA_PORT".to_owned(), port.to_string()),
             (
                 "KAFKA_CONTROLLER_PORT".to_owned(),
@@ -46,6 +64,7 @@ impl OwnService {
             ("KAFKA_SSL_PORT".to_owned(), super::free_port().to_string()),
             ("KAFKA_HEAP".to_owned(), "512m".to_owned()),
         ];
+        env.extend(more);
         Self::start(Kind::Kafka, port, env)
     }
 
