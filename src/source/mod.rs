@@ -25,6 +25,7 @@ pub mod ownership;
 pub mod policy;
 pub mod producer;
 pub mod reader;
+pub mod restart;
 pub mod signals;
 pub mod slots;
 pub mod topic;
@@ -60,6 +61,7 @@ use self::reader::{
     AbortReader, ChangeStreamReader, ReaderContext, ReaderFailed, ReaderLiveness, ReaderSettings,
     StopReader,
 };
+use self::restart::{ReaderState, Restart, StallVerdict};
 use self::topic::TopicMapper;
 use self::topic_creator::TopicCreator;
 use self::topic_limits::TopicLimits;
@@ -616,23 +618,19 @@ impl SourceSupervisor {
                         if !stands(act, &namespace) {
                             return;
                         }
-                        let start = match (resume, acknowledged) {
-                            (ResumeAt::Recopy | ResumeAt::Latest, _) => {
+                        let checkpoint = act
+                            .checkpoints
+                            .get(&namespace)
+                            .and_then(|c| c.start_at().ok());
+                        let start = match restart::resume_from(resume, acknowledged, checkpoint) {
+                            Restart::At(start) => start,
+                            Restart::Unpinned(start) => {
                                 if let Some(slot) = act.readers.get_mut(&namespace) {
                                     slot.unpin();
                                 }
-                                match resume {
-                                    ResumeAt::Recopy => StartAt::CopyExisting,
-                                    _ => StartAt::Latest,
-                                }
+                                start
                             }
-                            (ResumeAt::Acknowledged, Some(position)) => StartAt::Resume(position),
-                            (ResumeAt::Acknowledged, None) => {
-                                match act.checkpoints.get(&namespace).map(Checkpoint::start_at) {
-                                    Some(Ok(start)) => start,
-                                    _ => act.start_without_checkpoint(&namespace),
-                                }
-                            }
+                            Restart::WithoutCheckpoint => act.start_without_checkpoint(&namespace),
                         };
                         act.spawn_reader(&namespace, start, ctx);
                     }),
@@ -651,8 +649,14 @@ impl SourceSupervisor {
         let mut stalled = Vec::new();
         for (namespace, slot) in &mut self.readers {
             let component = health::reader(&pipeline, namespace);
-            match slot.progress.idle_for() {
-                Some(idle) if idle > timeout && slot.addr.is_some() => {
+            let state = ReaderState {
+                idle: slot.progress.idle_for(),
+                running: slot.addr.is_some(),
+                stalled: slot.stalled,
+                advanced: slot.progress.has_advanced(),
+            };
+            match restart::stall_verdict(state, timeout) {
+                StallVerdict::Stalled(idle) => {
                     tracing::error!(pipeline = %pipeline, namespace = %namespace, idle = ?idle, "change stream has not advanced; restarting the reader");
                     self.readiness.set_problem(
                         component,
@@ -661,12 +665,12 @@ impl SourceSupervisor {
                     slot.stalled = true;
                     stalled.push(namespace.clone());
                 }
-                Some(idle) if idle <= timeout && slot.stalled && slot.progress.has_advanced() => {
+                StallVerdict::Recovered => {
                     tracing::info!(pipeline = %pipeline, namespace = %namespace, "change stream advances again");
                     self.readiness.clear(&component);
                     slot.stalled = false;
                 }
-                _ => {}
+                StallVerdict::Unchanged => {}
             }
         }
         let count = self.readers.values().filter(|s| s.stalled).count();
