@@ -14,11 +14,11 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bson::spec::BinarySubtype;
 use bson::{doc, Binary, Bson, DateTime, Decimal128, JavaScriptCodeWithScope, Regex, Timestamp};
+use common::connect::ConnectWorker;
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -28,46 +28,6 @@ const FORMATTERS: [(&str, &str); 3] = [
     ("ExtendedJson", "connector_extended_json"),
     ("SimplifiedJson", "connector_simplified_json"),
 ];
-
-/// A Kafka Connect worker running the connectors of the given properties files; stopped
-/// (`connect.sh down`) when dropped, so a failing test stops it too.
-struct ConnectWorker {
-    script: PathBuf,
-}
-
-impl ConnectWorker {
-    fn up(properties: &[PathBuf]) -> Self {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-services/connect.sh");
-        let out = Command::new(&script)
-            .arg("up")
-            .args(properties)
-            .env("KAFKA_BOOTSTRAP", common::kafka_bootstrap())
-            .output()
-            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-        // Built before checking, so that a worker half started is stopped too.
-        let worker = Self { script };
-        assert!(
-            out.status.success(),
-            "the Kafka Connect worker did not start (only one can run on a machine: is another \
-             test's worker up? `test-services/connect.sh status`):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        worker
-    }
-}
-
-impl Drop for ConnectWorker {
-    fn drop(&mut self) {
-        match Command::new(&self.script).arg("down").output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!(
-                "connect.sh down failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(e) => eprintln!("connect.sh down: {e}"),
-        }
-    }
-}
 
 /// A value of every BSON type, and the edge values of the types whose text the two writers
 /// build themselves (doubles, dates, strings, binary subtypes), each in a field of its own.

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mongo_kafka_bridge::config::{self, Config};
 
+pub mod connect;
 pub mod proxy;
 pub mod services;
 pub mod tap;
