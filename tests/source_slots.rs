@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use mongo_kafka_bridge::source::slots::slot_of;
 use mongodb::bson::{doc, Document};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const WAIT: Duration = Duration::from_secs(90);
 const COLLECTIONS: usize = 4;
@@ -26,21 +25,6 @@ fn key_ids(records: &[common::Consumed]) -> BTreeMap<i64, usize> {
         *counts.entry(id).or_insert(0) += 1;
     }
     counts
-}
-
-fn partitions(topic: &str) -> usize {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", common::kafka_bootstrap())
-        .create()
-        .unwrap_or_else(|e| panic!("consumer: {e}"));
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));
-    metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map_or(0, |t| t.partitions().len())
 }
 
 async fn insert(colls: &[mongodb::Collection<Document>], ids: std::ops::Range<i64>) {
@@ -94,7 +78,11 @@ async fn a_one_partition_checkpoint_topic_is_migrated_without_losing_positions()
         );
     }
     before.terminate(WAIT);
-    assert_eq!(partitions(&checkpoints), 1, "slots = 1 is one partition");
+    assert_eq!(
+        common::partition_count(&checkpoints),
+        1,
+        "slots = 1 is one partition"
+    );
 
     // Changes while no daemon runs: only a kept checkpoint finds them.
     insert(&colls, 10..20).await;
@@ -110,7 +98,7 @@ async fn a_one_partition_checkpoint_topic_is_migrated_without_losing_positions()
         COLLECTIONS,
         "every reader resumes at its checkpoint; log:\n{log}"
     );
-    assert_eq!(partitions(&checkpoints), 16);
+    assert_eq!(common::partition_count(&checkpoints), 16);
     insert(&colls, 20..25).await;
     for name in &names {
         let expected: BTreeSet<i64> = (0..25).collect();

@@ -25,26 +25,6 @@ fn admin() -> AdminClient<DefaultClientContext> {
         .unwrap_or_else(|e| panic!("admin client: {e}"))
 }
 
-/// The topic's partition count, as the broker's metadata says: asked by a consumer, whose
-/// metadata requests never make the broker auto-create the topic (a producer's, the admin
-/// client's, may).
-fn partitions(_: &AdminClient<DefaultClientContext>, topic: &str) -> usize {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", common::kafka_bootstrap())
-        .set("allow.auto.create.topics", "false")
-        .create()
-        .unwrap_or_else(|e| panic!("consumer: {e}"));
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));
-    metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map_or(0, |t| t.partitions().len())
-}
-
 /// The topic's config entry `name`, as `describe_configs` says.
 async fn topic_config(
     admin: &AdminClient<DefaultClientContext>,
@@ -126,14 +106,13 @@ async fn sourcecompat_database_and_deployment_streams_create_their_topics() {
     daemon.wait_for_log("change stream open", 2, WAIT);
     insert(&client, &db, "orders", 1).await;
     insert(&client, &deployment_db, "orders", 2).await;
-    let admin = admin();
     for (topic, id) in [
         (format!("{p0}.{db}.orders"), 1),
         (format!("{p1}.{deployment_db}.orders"), 2),
     ] {
         arrived(&daemon, &topic, id).await;
         assert_eq!(
-            partitions(&admin, &topic),
+            common::partition_count(&topic),
             3,
             "{topic} was not created by the daemon with `topic_partitions = 3` (the broker's auto-creation gives 1); log:\n{}",
             daemon.log()
@@ -187,7 +166,7 @@ config = { "compression.type" = "gzip" }"#;
             (3, "compact", "producer", Some("3600000"))
         };
         assert_eq!(
-            partitions(&admin, topic),
+            common::partition_count(topic),
             want_partitions,
             "{topic}: partitions; log:\n{}",
             daemon.log()
@@ -266,8 +245,7 @@ topic_config = {{ "cleanup.policy" = "shredded" }}
         ),
         1.0
     );
-    let admin = admin();
-    assert_eq!(partitions(&admin, &topic), 0, "{topic} exists");
+    assert_eq!(common::partition_count(&topic), 0, "{topic} exists");
     daemon.terminate(WAIT);
     client.database(&db).drop().await.expect("drop");
 }

@@ -469,6 +469,26 @@ pub async fn create_topic_on(
     }
 }
 
+/// The topic's partition count, as the broker's metadata says (0: no such topic): asked by a
+/// consumer that never makes the broker auto-create the topic (a producer's or the admin
+/// client's metadata request may).
+pub fn partition_count(topic: &str) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));
+    metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len())
+}
+
 /// One record to produce: partition, key, value (`None`: a tombstone), headers.
 #[derive(Debug, Clone, Default)]
 pub struct Outgoing {
