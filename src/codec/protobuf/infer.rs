@@ -1,0 +1,206 @@
+//! A proto3 schema (`.proto` text) inferred from a BSON document: one message, its fields in
+//! the document's order, numbered from 1; nested documents are nested messages.
+
+use std::collections::HashSet;
+use std::fmt::Write;
+
+use bson::{Bson, Document};
+
+/// The file name inferred and given schemas are compiled under.
+pub const FILE_NAME: &str = "schema.proto";
+
+/// The `.proto` text of documents shaped as `doc`, its message named `name` (no package, so
+/// the message's full name is `name`).
+pub fn infer(doc: &Document, name: &str) -> String {
+    let mut body = String::new();
+    let mut timestamps = false;
+    message(doc, name, 0, &mut body, &mut timestamps);
+    let mut text = String::from("syntax = \"proto3\";\n\n");
+    if timestamps {
+        text.push_str("import \"google/protobuf/timestamp.proto\";\n\n");
+    }
+    text.push_str(&body);
+    text
+}
+
+/// A field's type, as written before its name.
+#[derive(Debug, Clone, PartialEq)]
+enum FieldType {
+    /// A scalar type or a well-known message (`string`, `google.protobuf.Timestamp`).
+    Scalar(&'static str),
+    /// A nested message: its body (without the name line), to be named in the parent.
+    Message(Document),
+    /// `repeated` of the inner type (never itself repeated).
+    Repeated(Box<FieldType>),
+}
+
+fn field_type(value: &Bson) -> FieldType {
+    match value {
+        Bson::Double(_) => FieldType::Scalar("double"),
+        Bson::Int32(_) => FieldType::Scalar("int32"),
+        Bson::Int64(_) => FieldType::Scalar("int64"),
+        Bson::Boolean(_) => FieldType::Scalar("bool"),
+        Bson::Binary(_) => FieldType::Scalar("bytes"),
+        Bson::DateTime(_) => FieldType::Scalar("google.protobuf.Timestamp"),
+        Bson::Document(doc) => FieldType::Message(doc.clone()),
+        Bson::Array(items) => {
+            let mut types = items.iter().map(|item| match item {
+                Bson::Array(_) | Bson::Null | Bson::Undefined => None,
+                other => Some(field_type(other)),
+            });
+            let Some(Some(first)) = types.next() else {
+                return match items.is_empty() {
+                    true => FieldType::Repeated(Box::new(FieldType::Scalar("string"))),
+                    false => FieldType::Scalar("string"),
+                };
+            };
+            // Documents share one message only when they infer the same one.
+            let same = |t: &FieldType| match (t, &first) {
+                (FieldType::Message(a), FieldType::Message(b)) => {
+                    message_text(a) == message_text(b)
+                }
+                _ => *t == first,
+            };
+            if types.all(|t| t.as_ref().is_some_and(same)) {
+                FieldType::Repeated(Box::new(first))
+            } else {
+                FieldType::Scalar("string")
+            }
+        }
+        // Strings, ObjectIds (hex), decimals (their text), null (never set) and the types
+        // without a proto twin (extended JSON).
+        _ => FieldType::Scalar("string"),
+    }
+}
+
+/// The text of the message of `doc` under a fixed name: tells documents' messages apart.
+fn message_text(doc: &Document) -> String {
+    let mut out = String::new();
+    message(doc, "M", 0, &mut out, &mut false);
+    out
+}
+
+fn message(doc: &Document, name: &str, depth: usize, out: &mut String, timestamps: &mut bool) {
+    let indent = "  ".repeat(depth);
+    let _ = writeln!(out, "{indent}message {name} {{");
+    // proto3 refuses two fields whose JSON names are alike (`a_b`, `aB`): fields are kept
+    // apart by those; message types by their names, which must not be a field's either.
+    let mut json_names: HashSet<String> = HashSet::new();
+    let fields: Vec<(String, &str, FieldType)> = doc
+        .iter()
+        .map(|(key, value)| {
+            let field = unique(&valid_name(key), |c| {
+                json_names.insert(default_json_name(c).to_ascii_lowercase())
+            });
+            (field, key.as_str(), field_type(value))
+        })
+        .collect();
+    let mut types: HashSet<String> = fields.iter().map(|(f, _, _)| f.clone()).collect();
+    for (number, (field, original, kind)) in fields.iter().enumerate() {
+        let (repeated, inner) = match kind {
+            FieldType::Repeated(inner) => ("repeated ", inner.as_ref()),
+            other => ("", other),
+        };
+        let type_name = match inner {
+            FieldType::Scalar(scalar) => {
+                if scalar.starts_with("google.protobuf.Timestamp") {
+                    *timestamps = true;
+                }
+                (*scalar).to_owned()
+            }
+            FieldType::Message(nested) => {
+                let type_name = unique(&capitalized(field), |c| types.insert(c.to_owned()));
+                message(nested, &type_name, depth + 1, out, timestamps);
+                type_name
+            }
+            FieldType::Repeated(_) => "string".to_owned(),
+        };
+        let label = match (repeated, inner) {
+            ("", FieldType::Scalar(s)) if !s.starts_with("google.") => "optional ",
+            _ => repeated,
+        };
+        // A renamed field keeps the document's name as its JSON name, which the reader
+        // restores.
+        let option = if field != original {
+            format!(" [json_name = \"{}\"]", escape(original))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "{indent}  {label}{type_name} {field} = {}{option};",
+            number + 1
+        );
+    }
+    let _ = writeln!(out, "{indent}}}");
+}
+
+/// `name` as a proto identifier: other characters become `_`, a leading digit (or nothing)
+/// gets `f_` before it (not `_` alone: `_1st`'s default JSON name would be `1st`, and the
+/// reader would not tell it renamed).
+pub fn valid_name(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| match c.is_ascii_alphanumeric() || c == '_' {
+            true => c,
+            false => '_',
+        })
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert_str(0, "f_");
+    }
+    out
+}
+
+fn capitalized(name: &str) -> String {
+    let mut chars = name.trim_start_matches('_').chars();
+    match chars.next() {
+        Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+        None => "Nested".to_owned(),
+    }
+}
+
+/// `name`, or `name_2`, `name_3`... the first that `take` accepts (it keeps it as taken).
+fn unique(name: &str, mut take: impl FnMut(&str) -> bool) -> String {
+    let mut candidate = name.to_owned();
+    let mut n = 2;
+    while !take(&candidate) {
+        candidate = format!("{name}_{n}");
+        n += 1;
+    }
+    candidate
+}
+
+/// The JSON name protoc gives a field that sets none: `_` removed, the letter after it in
+/// capitals (`user_id` → `userId`).
+pub fn default_json_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut upper = false;
+    for c in name.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `text` as the inside of a proto string literal.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(byte as char),
+            other => {
+                let _ = write!(out, "\\{other:03o}");
+            }
+        }
+    }
+    out
+}
