@@ -213,6 +213,17 @@ impl JsonSchemaWriter {
         self
     }
 
+    /// The record name of the documents written when inferred schemas are titled `title`
+    /// (what the record name subject strategies name subjects after): the given schema's
+    /// `title`, as Confluent's JSON Schema serializer takes it, else `title`.
+    pub fn record_name(&self, title: &str) -> String {
+        self.given
+            .as_ref()
+            .and_then(|given| serde_json::from_str::<Value>(&given.text).ok())
+            .and_then(|schema| schema.get("title")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| title.to_owned())
+    }
+
     /// `doc` with a schema titled `title`, registered under `subject`.
     pub fn write(
         &self,
