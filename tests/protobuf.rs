@@ -457,3 +457,147 @@ async fn protobuf_bad_records_are_dead_lettered_naming_the_reason() {
     );
     sink.stop(daemon).await;
 }
+
+#[tokio::test]
+async fn protobuf_change_events_round_trip_through_the_registry_into_mongodb() {
+    subjects();
+    let db = common::unique("protobuf_rt");
+    let topic = format!("{db}.c");
+    let registry = registry_toml();
+    let config = common::config_toml(
+        common::free_port(),
+        &format!(
+            "[[source]]\nname = \"{src}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nformat = \"protobuf\"\n\
+             full_document = \"updateLookup\"\ncheckpoint_interval = \"200ms\"\nmax_await_time = \"300ms\"\n{registry}\
+             [[sink]]\nname = \"{snk}\"\ntopics = [\"{topic}\"]\ndatabase = \"{db}\"\ncollection = \"c_copy\"\n\
+             cdc_handler = \"mongodb\"\nkey_format = \"protobuf\"\nvalue_format = \"protobuf\"\nmax_batch_delay = \"50ms\"\n{registry}",
+            src = common::unique("protobuf_src"),
+            snk = common::unique("protobuf_snk"),
+        ),
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    daemon.wait_for_log("sink pipeline running", 1, WAIT);
+    let client = common::mongo_client().await;
+    let source = client.database(&db).collection::<Document>("c");
+    source
+        .insert_many([every_type(1), every_type(2), every_type(3)])
+        .await
+        .expect("insert");
+    // A dotted name in `updatedFields`: renamed in the schema, restored by the sink.
+    source
+        .update_one(
+            doc! {"_id": 1},
+            doc! {"$set": {"added": "later", "nested.city": "Bergen"}},
+        )
+        .await
+        .expect("update");
+    source.delete_one(doc! {"_id": 2}).await.expect("delete");
+    source
+        .insert_one(doc! {"_id": 4, "only": "a new shape"})
+        .await
+        .expect("insert");
+    // Protobuf carries ObjectIds as hex text and decimals as their text.
+    let read_back = |mut doc: Document| {
+        if let Ok(oid) = doc.get_object_id("oid") {
+            doc.insert("oid", oid.to_hex());
+        }
+        if let Ok(decimal) = doc.get_decimal128("decimal") {
+            let text = decimal.to_string();
+            doc.insert("decimal", text);
+        }
+        doc
+    };
+    let mut one = every_type(1);
+    one.insert("added", "later");
+    one.get_document_mut("nested")
+        .expect("nested")
+        .insert("city", "Bergen");
+    let expected = [
+        read_back(one),
+        read_back(every_type(3)),
+        doc! {"_id": 4, "only": "a new shape"},
+    ];
+    let copy = client.database(&db).collection::<Document>("c_copy");
+    let arrived = common::eventually(WAIT, || {
+        let (copy, expected) = (copy.clone(), expected.clone());
+        async move {
+            for doc in &expected {
+                let found = copy
+                    .find_one(doc! {"_id": doc.get("_id").cloned()})
+                    .await
+                    .ok()
+                    .flatten();
+                if found.as_ref() != Some(doc) {
+                    return false;
+                }
+            }
+            copy.find_one(doc! {"_id": 2}).await.ok().flatten().is_none()
+        }
+    })
+    .await;
+    if !arrived {
+        let mut found = Vec::new();
+        for id in 1..=4 {
+            found.push(copy.find_one(doc! {"_id": id}).await.ok().flatten());
+        }
+        panic!(
+            "the copy is not the source:\n expected {expected:#?}\n found {found:#?}\nlog:\n{}",
+            daemon.log()
+        );
+    }
+    daemon.terminate(WAIT);
+    let _ = client.database(&db).drop().await;
+}
+
+#[tokio::test]
+async fn protobuf_subject_name_strategies_name_avro_and_json_schema_subjects_too() {
+    subjects();
+    let db = common::unique("protobuf_e");
+    let topic = format!("{db}.c");
+    let namespace = common::unique("protobuf_e").replace('-', "_");
+    let avro = format!(
+        r#"{{"type": "record", "name": "Key", "namespace": "{namespace}", "fields": [{{"name": "_id", "type": "int"}}]}}"#
+    );
+    let json_schema = format!(
+        r#"{{"$schema": "http://json-schema.org/draft-07/schema#", "title": "{namespace}.Order", "type": "object", "properties": {{"sku": {{"type": "string"}}}}}}"#
+    );
+    let config = common::config_toml(
+        common::free_port(),
+        &format!(
+            "[[source]]\nname = \"{src}\"\ndatabase = \"{db}\"\ncollection = \"c\"\n\
+             key_format = \"avro\"\nkey_schema = '{avro}'\nkey_subject_name_strategy = \"record_name\"\n\
+             value_format = \"json_schema\"\nvalue_schema = '{json_schema}'\n\
+             value_subject_name_strategy = \"topic_record_name\"\n\
+             publish_full_document_only = true\nmax_await_time = \"300ms\"\n{registry}",
+            src = common::unique("protobuf_src"),
+            registry = registry_toml(),
+        ),
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    let client = common::mongo_client().await;
+    client
+        .database(&db)
+        .collection::<Document>("c")
+        .insert_one(doc! { "_id": 1, "sku": "a" })
+        .await
+        .expect("insert");
+    let records = common::consume(&topic, 1, WAIT, false).await;
+    assert_eq!(records.len(), 1, "log:\n{}", daemon.log());
+    daemon.terminate(WAIT);
+    let ours: Vec<String> = subjects()
+        .into_iter()
+        .filter(|s| s.contains(&namespace) || s.starts_with(&topic))
+        .collect();
+    // The Avro record's full name; the topic and the JSON Schema's title.
+    let mut expected = vec![
+        format!("{namespace}.Key"),
+        format!("{topic}-{namespace}.Order"),
+    ];
+    expected.sort();
+    let mut ours = ours;
+    ours.sort();
+    assert_eq!(ours, expected);
+    let _ = client.database(&db).drop().await;
+}
