@@ -726,6 +726,10 @@ mod tests {
         assert!(!FormatError::Avro(AvroError::Registry(refused(409))).is_transient());
         assert!(!FormatError::Avro(AvroError::Invalid("bad".into())).is_transient());
         assert!(!FormatError::MissingField("_id").is_transient());
+        // Protobuf holds back as Avro does.
+        assert!(FormatError::Protobuf(ProtobufError::Registry(refused(503))).is_transient());
+        assert!(!FormatError::Protobuf(ProtobufError::Registry(refused(422))).is_transient());
+        assert!(!FormatError::Protobuf(ProtobufError::Invalid("bad".into())).is_transient());
     }
 
     #[test]

@@ -130,6 +130,16 @@ mod tests {
             "{text}"
         );
         assert_eq!(back, doc, "{text}");
+        // proto's keywords and type names are field names like any other.
+        let doc = doc! {
+            "message": 1, "optional": "x", "repeated": [1], "syntax": true, "import": 1,
+            "package": 2, "enum": 3, "map": { "max": 1, "to": 2 }, "oneof": 1, "reserved": 1,
+            "option": 1, "group": 1, "int32": 1, "true": 1, "stream": 1, "returns": 1,
+            "service": 1, "rpc": 1, "extend": 1, "extensions": 1, "required": 1, "string": "s",
+            "Map": { "weak": 1, "public": 2, "inf": 3, "nan": 4 }, "google": 1,
+        };
+        let (text, back) = round_trip(&doc);
+        assert_eq!(back, doc, "{text}");
     }
 
     #[test]
