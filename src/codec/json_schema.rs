@@ -178,6 +178,8 @@ pub struct JsonSchemaWriter {
 struct Given {
     /// The schema, compact, as it is registered.
     text: String,
+    /// Its `title`, the record name of the subject name strategies.
+    title: Option<String>,
     validator: jsonschema::Validator,
 }
 
@@ -202,6 +204,10 @@ impl JsonSchemaWriter {
         // Registered compact, as inferred schemas are.
         self.given = Some(Given {
             text: schema.to_string(),
+            title: schema
+                .get("title")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             validator,
         });
         Ok(self)
@@ -219,8 +225,7 @@ impl JsonSchemaWriter {
     pub fn record_name(&self, title: &str) -> String {
         self.given
             .as_ref()
-            .and_then(|given| serde_json::from_str::<Value>(&given.text).ok())
-            .and_then(|schema| schema.get("title")?.as_str().map(str::to_owned))
+            .and_then(|given| given.title.clone())
             .unwrap_or_else(|| title.to_owned())
     }
 

@@ -218,18 +218,19 @@ impl ProtobufWriter {
         name: &str,
         subject: &str,
     ) -> Result<Vec<u8>, ProtobufError> {
+        let inferred;
         let (text, message) = match &self.given {
-            Some((text, message)) => (text.clone(), message.clone()),
+            Some((text, message)) => (text.as_str(), message.clone()),
             None => {
-                let text = infer(doc, name);
-                let message = self.compiled(&text)?;
-                (text, message)
+                inferred = infer(doc, name);
+                let message = self.compiled(&inferred)?;
+                (inferred.as_str(), message)
             }
         };
         let value = to_message(doc, &message, "").map_err(|e| {
             ProtobufError::Invalid(format!("does not fit the Protobuf schema: {e}"))
         })?;
-        let id = self.registry.known_id(subject, "PROTOBUF", &text)?;
+        let id = self.registry.known_id(subject, "PROTOBUF", text)?;
         let mut out = schema_registry::wire_format(id, &[]);
         write_indexes(&[0], &mut out);
         value
