@@ -5,21 +5,9 @@
 
 use bson::spec::BinarySubtype;
 use bson::{Binary, Bson, DateTime, Decimal128, Document};
-use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MapKey, ReflectMessage, Value};
+use prost_reflect::{DynamicMessage, Kind, MapKey, ReflectMessage, Value};
 
-use super::encode::{is_wrapper, TIMESTAMP};
-use super::infer::default_json_name;
-
-/// The name of `field` in documents: its JSON name when the schema set one other than the
-/// default (the inference does so for renamed fields), else its name.
-pub fn document_name(field: &FieldDescriptor) -> String {
-    let json = field.json_name();
-    if json != default_json_name(field.name()) {
-        json.to_owned()
-    } else {
-        field.name().to_owned()
-    }
-}
+use super::fields::{document_name, is_wrapper, TIMESTAMP};
 
 /// `message` as a document.
 pub fn to_document(message: &DynamicMessage) -> Document {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use bson::{Bson, Document};
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, Value};
 
-use super::decode::document_name;
+use super::fields::{document_name, is_wrapper, TIMESTAMP};
 
 /// `doc` as a message of `desc`; `path` names the document in errors (`""` at the top).
 pub fn to_message(
@@ -159,20 +159,6 @@ fn single(value: &Bson, kind: &Kind, at: &str) -> Result<Option<Value>, String> 
         (Kind::Message(m), Bson::Document(doc)) => Value::Message(to_message(doc, m, at)?),
         _ => return Err(mismatch()),
     }))
-}
-
-/// The full name of the well-known timestamp message, BSON dates' twin.
-pub const TIMESTAMP: &str = "google.protobuf.Timestamp";
-
-/// Whether `m` is one of the well-known wrappers (`google.protobuf.Int64Value`...).
-pub fn is_wrapper(m: &MessageDescriptor) -> bool {
-    m.full_name().starts_with("google.protobuf.")
-        && m.full_name().ends_with("Value")
-        && !matches!(
-            m.full_name(),
-            "google.protobuf.Value" | "google.protobuf.ListValue"
-        )
-        && m.fields().len() == 1
 }
 
 /// The text a `string` field holds for `value`: strings and symbols as they are, ObjectIds

@@ -6,6 +6,8 @@ use std::fmt::Write;
 
 use bson::{Bson, Document};
 
+use super::fields::default_json_name;
+
 /// The file name inferred and given schemas are compiled under.
 pub const FILE_NAME: &str = "schema.proto";
 
@@ -169,24 +171,6 @@ fn unique(name: &str, mut take: impl FnMut(&str) -> bool) -> String {
         n += 1;
     }
     candidate
-}
-
-/// The JSON name protoc gives a field that sets none: `_` removed, the letter after it in
-/// capitals (`user_id` → `userId`).
-pub fn default_json_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut upper = false;
-    for c in name.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.push(c.to_ascii_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// `text` as the inside of a proto string literal.

@@ -33,12 +33,13 @@
 //! reader restores: a field whose `json_name` is not the default one is read under it. Nested
 //! messages are named after their field (`address` → `Address`).
 //!
-//! In four parts: `infer` (the `.proto` text of a document), `encode` (a document as a message
-//! of a descriptor), `decode` (a message → BSON) and `registry` (the writer and reader in the
-//! registry's wire format).
+//! In five parts: `infer` (the `.proto` text of a document), `encode` (a document as a message
+//! of a descriptor), `decode` (a message → BSON), `fields` (the names and well-known messages
+//! those three agree on) and `registry` (the writer and reader in the registry's wire format).
 
 mod decode;
 mod encode;
+mod fields;
 mod infer;
 mod registry;
 
