@@ -86,18 +86,31 @@ fn message(doc: &Document, name: &str, depth: usize, out: &mut String, timestamp
     let indent = "  ".repeat(depth);
     let _ = writeln!(out, "{indent}message {name} {{");
     // proto3 refuses two fields whose JSON names are alike (`a_b`, `aB`): fields are kept
-    // apart by those; message types by their names, which must not be a field's either.
+    // apart by those. Fields, the oneof each `optional` field makes (`_a`, or `X_a` for
+    // `_a`) and message types share one scope of names, each defined once.
     let mut json_names: HashSet<String> = HashSet::new();
+    let mut scope: HashSet<String> = HashSet::new();
     let fields: Vec<(String, &str, FieldType)> = doc
         .iter()
         .map(|(key, value)| {
+            let kind = field_type(value);
+            let optional = matches!(&kind, FieldType::Scalar(s) if !s.starts_with("google."));
             let field = unique(&valid_name(key), |c| {
-                json_names.insert(default_json_name(c).to_ascii_lowercase())
+                let oneof = optional.then(|| synthetic_oneof(c));
+                let free = !json_names.contains(&default_json_name(c).to_ascii_lowercase())
+                    && !scope.contains(c)
+                    && oneof.as_ref().is_none_or(|o| !scope.contains(o) && o != c);
+                if free {
+                    json_names.insert(default_json_name(c).to_ascii_lowercase());
+                    scope.insert(c.to_owned());
+                    scope.extend(oneof);
+                }
+                free
             });
-            (field, key.as_str(), field_type(value))
+            (field, key.as_str(), kind)
         })
         .collect();
-    let mut types: HashSet<String> = fields.iter().map(|(f, _, _)| f.clone()).collect();
+    let mut types = scope;
     for (number, (field, original, kind)) in fields.iter().enumerate() {
         let (repeated, inner) = match kind {
             FieldType::Repeated(inner) => ("repeated ", inner.as_ref()),
@@ -154,11 +167,25 @@ pub fn valid_name(name: &str) -> String {
     out
 }
 
+/// The name of the oneof protoc (and protox) make for the proto3 `optional` field `field`.
+fn synthetic_oneof(field: &str) -> String {
+    match field.starts_with('_') {
+        true => format!("X{field}"),
+        false => format!("_{field}"),
+    }
+}
+
+/// A message type's name from its field's (valid) name: without leading `_`, the first letter
+/// in capitals (`address` → `Address`); `M` before one that would start with a digit or be
+/// empty (`__2` → `M2`).
 fn capitalized(name: &str) -> String {
-    let mut chars = name.trim_start_matches('_').chars();
+    let trimmed = name.trim_start_matches('_');
+    let mut chars = trimmed.chars();
     match chars.next() {
-        Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
-        None => "Nested".to_owned(),
+        Some(first) if first.is_ascii_alphabetic() => {
+            first.to_ascii_uppercase().to_string() + chars.as_str()
+        }
+        _ => format!("M{trimmed}"),
     }
 }
 

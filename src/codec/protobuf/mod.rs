@@ -141,6 +141,11 @@ mod tests {
         };
         let (text, back) = round_trip(&doc);
         assert_eq!(back, doc, "{text}");
+        // The oneof of `optional b` is `_b`, the oneof of `_b` is `X_b`; a message named
+        // after `__2` is `M2` (found by tests/proptest_conversions.rs).
+        let doc = doc! { "b": 1, "_b": 2, "X_b": 3, "¡": {}, "\u{1}": {} };
+        let (text, back) = round_trip(&doc);
+        assert_eq!(back, doc, "{text}");
     }
 
     #[test]
