@@ -261,7 +261,10 @@ fn protobuf_read_back(orig: &Bson, back: &Bson) -> bool {
         (Bson::Array(a), Bson::Array(b)) => {
             a.len() == b.len() && a.iter().zip(b).all(|(x, y)| protobuf_read_back(x, y))
         }
-        (Bson::Array(_), Bson::String(b)) => orig.clone().into_relaxed_extjson().to_string() == *b,
+        (Bson::Array(_), Bson::String(b)) => {
+            let text = orig.clone().into_relaxed_extjson().to_string();
+            text == *b
+        }
         (
             Bson::RegularExpression(_)
             | Bson::JavaScriptCode(_)
@@ -271,7 +274,10 @@ fn protobuf_read_back(orig: &Bson, back: &Bson) -> bool {
             | Bson::MaxKey
             | Bson::DbPointer(_),
             Bson::String(b),
-        ) => orig.clone().into_canonical_extjson().to_string() == *b,
+        ) => {
+            let text = orig.clone().into_canonical_extjson().to_string();
+            text == *b
+        }
         _ => false,
     }
 }
