@@ -27,16 +27,16 @@ pub fn infer(doc: &Document, name: &str) -> String {
 
 /// A field's type, as written before its name.
 #[derive(Debug, Clone, PartialEq)]
-enum FieldType {
+enum FieldType<'a> {
     /// A scalar type or a well-known message (`string`, `google.protobuf.Timestamp`).
     Scalar(&'static str),
-    /// A nested message: its body (without the name line), to be named in the parent.
-    Message(Document),
+    /// A nested message, of the fields of this document, to be named in the parent.
+    Message(&'a Document),
     /// `repeated` of the inner type (never itself repeated).
-    Repeated(Box<FieldType>),
+    Repeated(Box<FieldType<'a>>),
 }
 
-fn field_type(value: &Bson) -> FieldType {
+fn field_type(value: &Bson) -> FieldType<'_> {
     match value {
         Bson::Double(_) => FieldType::Scalar("double"),
         Bson::Int32(_) => FieldType::Scalar("int32"),
@@ -44,7 +44,7 @@ fn field_type(value: &Bson) -> FieldType {
         Bson::Boolean(_) => FieldType::Scalar("bool"),
         Bson::Binary(_) => FieldType::Scalar("bytes"),
         Bson::DateTime(_) => FieldType::Scalar("google.protobuf.Timestamp"),
-        Bson::Document(doc) => FieldType::Message(doc.clone()),
+        Bson::Document(doc) => FieldType::Message(doc),
         Bson::Array(items) => {
             let mut types = items.iter().map(|item| match item {
                 Bson::Array(_) | Bson::Null | Bson::Undefined => None,
@@ -57,10 +57,12 @@ fn field_type(value: &Bson) -> FieldType {
                 };
             };
             // Documents share one message only when they infer the same one.
-            let same = |t: &FieldType| match (t, &first) {
-                (FieldType::Message(a), FieldType::Message(b)) => {
-                    message_text(a) == message_text(b)
-                }
+            let first_text = match &first {
+                FieldType::Message(doc) => Some(message_text(doc)),
+                _ => None,
+            };
+            let same = |t: &FieldType| match (t, &first_text) {
+                (FieldType::Message(a), Some(text)) => message_text(a) == *text,
                 _ => *t == first,
             };
             if types.all(|t| t.as_ref().is_some_and(same)) {
