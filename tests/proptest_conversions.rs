@@ -246,7 +246,12 @@ fn protobuf_read_back(orig: &Bson, back: &Bson) -> bool {
         (Bson::Int64(a), Bson::Int64(b)) => a == b,
         (Bson::Boolean(a), Bson::Boolean(b)) => a == b,
         (Bson::DateTime(a), Bson::DateTime(b)) => a == b,
-        (Bson::Decimal128(a), Bson::String(b)) => a.to_string() == *b,
+        // Finite decimals keep value and scale (the sign of a zero aside); the others are text.
+        (Bson::Decimal128(a), Bson::Decimal128(b)) => {
+            let (a, b) = (a.to_string(), b.to_string());
+            a == b || (a.trim_start_matches('-') == b && a.trim_start_matches('-').starts_with("0"))
+        }
+        (Bson::Decimal128(a), Bson::String(b)) => a.to_string() == *b && b.contains(['N', 'I']),
         (Bson::ObjectId(a), Bson::String(b)) => a.to_hex() == *b,
         (Bson::Binary(a), Bson::Binary(b)) => {
             a.bytes == b.bytes && b.subtype == BinarySubtype::Generic

@@ -165,7 +165,8 @@ async fn protobuf_confluents_deserializer_reads_every_field_we_write() {
     assert_eq!(read[0]["value"], json!({"_id": 1}));
     assert_eq!(read[1]["message"], "Document", "{read:?}");
     // MessageToDict's JSON: 64-bit integers as strings, bytes in base64, timestamps in RFC
-    // 3339; the null field is unset, so absent.
+    // 3339, the decimal (a confluent.type.Decimal) as Confluent's own decimal_utils reads it;
+    // the null field is unset, so absent.
     assert_eq!(
         read[1]["value"],
         json!({
@@ -203,13 +204,15 @@ async fn protobuf_confluents_deserializer_reads_every_field_we_write() {
 }
 
 /// A schema of the kinds other writers use: a first message the records are not of (so their
-/// message index is 1), nested messages, enums, maps, well-known types, `optional`.
+/// message index is 1), nested messages, enums, maps, well-known types, Confluent's decimal,
+/// `optional`.
 fn order_proto(package: &str) -> String {
     format!(
         r#"syntax = "proto3";
 package {package};
 import "google/protobuf/timestamp.proto";
 import "google/protobuf/wrappers.proto";
+import "confluent/type/decimal.proto";
 message Unused {{ string x = 1; }}
 message Order {{
   message Line {{ string sku = 1; uint32 qty = 2; }}
@@ -225,6 +228,7 @@ message Order {{
   double total = 9;
   optional string coupon = 10;
   bool gift = 11;
+  confluent.type.Decimal price = 12;
 }}
 "#
     )
@@ -249,7 +253,8 @@ async fn protobuf_records_of_confluents_serializer_are_written_to_mongodb() {
         {"key": "1", "value": {
             "_id": "1", "customer": "ann", "lines": [{"sku": "a", "qty": 2}], "counts": {"x": 1},
             "status": "PAID", "at": "2024-01-02T03:04:05.678Z", "note": "hi", "raw": "AAE=",
-            "total": 9.5, "coupon": "C1", "gift": true}},
+            "total": 9.5, "coupon": "C1", "gift": true,
+            "price": {"value": "AeI=", "precision": 3, "scale": 2}}},
         {"key": "2", "value": {"_id": "2"}},
     ]);
     // RecordNameStrategy: the subject is the message's full name, not the topic's.
@@ -271,13 +276,14 @@ async fn protobuf_records_of_confluents_serializer_are_written_to_mongodb() {
             "at": DateTime::parse_rfc3339_str("2024-01-02T03:04:05.678Z").expect("a date"),
             "note": "hi", "raw": Binary { subtype: BinarySubtype::Generic, bytes: vec![0, 1] },
             "total": 9.5, "coupon": "C1", "gift": true,
+            "price": "4.82".parse::<Decimal128>().expect("a decimal"),
         },
         // Unset proto3 scalars are their defaults; unset fields with presence are null.
         doc! {
             "_id": 2_i64, "customer": "", "lines": [], "counts": {}, "status": "NEW",
             "at": Bson::Null, "note": Bson::Null,
             "raw": Binary { subtype: BinarySubtype::Generic, bytes: vec![] },
-            "total": 0.0, "coupon": Bson::Null, "gift": false,
+            "total": 0.0, "coupon": Bson::Null, "gift": false, "price": Bson::Null,
         },
     ];
     let arrived = common::eventually(WAIT, || async {
@@ -497,14 +503,10 @@ async fn protobuf_change_events_round_trip_through_the_registry_into_mongodb() {
         .insert_one(doc! {"_id": 4, "only": "a new shape"})
         .await
         .expect("insert");
-    // Protobuf carries ObjectIds as hex text and decimals as their text.
+    // Protobuf carries ObjectIds as hex text (decimals as Connect's confluent.type.Decimal).
     let read_back = |mut doc: Document| {
         if let Ok(oid) = doc.get_object_id("oid") {
             doc.insert("oid", oid.to_hex());
-        }
-        if let Ok(decimal) = doc.get_decimal128("decimal") {
-            let text = decimal.to_string();
-            doc.insert("decimal", text);
         }
         doc
     };

@@ -7,7 +7,8 @@ use bson::spec::BinarySubtype;
 use bson::{Binary, Bson, DateTime, Decimal128, Document};
 use prost_reflect::{DynamicMessage, Kind, MapKey, ReflectMessage, Value};
 
-use super::fields::{document_name, is_wrapper, TIMESTAMP};
+use super::fields::{document_name, is_wrapper, DECIMAL, TIMESTAMP};
+use crate::codec::avro::decimal128;
 
 /// `message` as a document.
 pub fn to_document(message: &DynamicMessage) -> Document {
@@ -95,6 +96,20 @@ fn message(m: &DynamicMessage) -> Bson {
             .saturating_mul(1000)
             .saturating_add(i64::from(nanos).div_euclid(1_000_000));
         return Bson::DateTime(DateTime::from_millis(millis));
+    }
+    if desc.full_name() == DECIMAL {
+        let bytes = m
+            .get_field_by_name("value")
+            .and_then(|v| v.as_bytes().cloned())
+            .unwrap_or_default();
+        let scale = m
+            .get_field_by_name("scale")
+            .and_then(|v| v.as_i32())
+            .unwrap_or_default();
+        // Wider than a decimal128 holds: the message's fields, as they are.
+        if let Ok(decimal) = decimal128(&bytes, i64::from(scale)) {
+            return Bson::Decimal128(decimal);
+        }
     }
     if is_wrapper(&desc) {
         if let Some(field) = desc.fields().next() {

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use bson::{Bson, Document};
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, Value};
 
-use super::fields::{document_name, is_wrapper, TIMESTAMP};
+use super::fields::{document_name, is_wrapper, DECIMAL, TIMESTAMP};
+use crate::codec::avro::{decimal_parts, twos_complement};
 
 /// `doc` as a message of `desc`; `path` names the document in errors (`""` at the top).
 pub fn to_message(
@@ -145,6 +146,28 @@ fn single(value: &Bson, kind: &Kind, at: &str) -> Result<Option<Value>, String> 
                 Value::I32((millis.rem_euclid(1000) * 1_000_000) as i32),
             );
             Value::Message(ts)
+        }
+        (Kind::Message(m), Bson::Decimal128(_) | Bson::Int32(_) | Bson::Int64(_))
+            if m.full_name() == DECIMAL =>
+        {
+            let (unscaled, scale) = match (value, integer) {
+                (_, Some(i)) => (i128::from(i), 0),
+                (Bson::Decimal128(d), _) => decimal_parts(d)
+                    .ok_or_else(|| format!("`{at}` is {d}, which {DECIMAL} cannot hold"))?,
+                _ => return Err(mismatch()),
+            };
+            let digits = unscaled
+                .unsigned_abs()
+                .checked_ilog10()
+                .map_or(1, |d| d + 1);
+            let mut message = DynamicMessage::new(m.clone());
+            message.set_field_by_name("value", Value::Bytes(twos_complement(unscaled).into()));
+            message.set_field_by_name("precision", Value::U32(digits));
+            message.set_field_by_name(
+                "scale",
+                Value::I32(i32::try_from(scale).map_err(|_| out_of_range())?),
+            );
+            Value::Message(message)
         }
         (Kind::Message(m), other) if is_wrapper(m) => {
             let inner = m

@@ -32,6 +32,11 @@ pub fn default_json_name(name: &str) -> String {
     out
 }
 
+/// The full name of Confluent's decimal message (`confluent/type/decimal.proto`), BSON
+/// decimals' twin: the unscaled value as big-endian two's complement bytes, the precision
+/// and the scale.
+pub const DECIMAL: &str = "confluent.type.Decimal";
+
 /// The full name of the well-known timestamp message, BSON dates' twin.
 pub const TIMESTAMP: &str = "google.protobuf.Timestamp";
 

@@ -7,6 +7,7 @@ use std::fmt::Write;
 use bson::{Bson, Document};
 
 use super::fields::default_json_name;
+use crate::codec::avro::decimal_parts;
 
 /// The file name inferred and given schemas are compiled under.
 pub const FILE_NAME: &str = "schema.proto";
@@ -15,14 +16,33 @@ pub const FILE_NAME: &str = "schema.proto";
 /// the message's full name is `name`).
 pub fn infer(doc: &Document, name: &str) -> String {
     let mut body = String::new();
-    let mut timestamps = false;
-    message(doc, name, 0, &mut body, &mut timestamps);
+    let mut imports = Imports::default();
+    message(doc, name, 0, &mut body, &mut imports);
     let mut text = String::from("syntax = \"proto3\";\n\n");
-    if timestamps {
-        text.push_str("import \"google/protobuf/timestamp.proto\";\n\n");
+    if imports.timestamp {
+        text.push_str("import \"google/protobuf/timestamp.proto\";\n");
+    }
+    if imports.decimal {
+        text.push_str("import \"confluent/type/decimal.proto\";\n");
+    }
+    if imports.timestamp || imports.decimal {
+        text.push('\n');
     }
     text.push_str(&body);
     text
+}
+
+/// The files a schema imports: the well-known timestamp, Confluent's decimal.
+#[derive(Debug, Default)]
+struct Imports {
+    timestamp: bool,
+    decimal: bool,
+}
+
+/// The message types among the scalars `field_type` names (fields with presence of their own,
+/// never `optional`).
+fn is_message(type_name: &str) -> bool {
+    type_name.contains('.')
 }
 
 /// A field's type, as written before its name.
@@ -44,6 +64,11 @@ fn field_type(value: &Bson) -> FieldType<'_> {
         Bson::Boolean(_) => FieldType::Scalar("bool"),
         Bson::Binary(_) => FieldType::Scalar("bytes"),
         Bson::DateTime(_) => FieldType::Scalar("google.protobuf.Timestamp"),
+        // Finite decimals as Kafka Connect's `ProtobufConverter` writes them; NaN and the
+        // infinities as their text, below.
+        Bson::Decimal128(d) if decimal_parts(d).is_some() => {
+            FieldType::Scalar("confluent.type.Decimal")
+        }
         Bson::Document(doc) => FieldType::Message(doc),
         Bson::Array(items) => {
             let mut types = items.iter().map(|item| match item {
@@ -71,8 +96,8 @@ fn field_type(value: &Bson) -> FieldType<'_> {
                 FieldType::Scalar("string")
             }
         }
-        // Strings, ObjectIds (hex), decimals (their text), null (never set) and the types
-        // without a proto twin (extended JSON).
+        // Strings, ObjectIds (hex), decimals NaN and infinite (their text), null (never set)
+        // and the types without a proto twin (extended JSON).
         _ => FieldType::Scalar("string"),
     }
 }
@@ -80,11 +105,11 @@ fn field_type(value: &Bson) -> FieldType<'_> {
 /// The text of the message of `doc` under a fixed name: tells documents' messages apart.
 fn message_text(doc: &Document) -> String {
     let mut out = String::new();
-    message(doc, "M", 0, &mut out, &mut false);
+    message(doc, "M", 0, &mut out, &mut Imports::default());
     out
 }
 
-fn message(doc: &Document, name: &str, depth: usize, out: &mut String, timestamps: &mut bool) {
+fn message(doc: &Document, name: &str, depth: usize, out: &mut String, imports: &mut Imports) {
     let indent = "  ".repeat(depth);
     let _ = writeln!(out, "{indent}message {name} {{");
     // proto3 refuses two fields whose JSON names are alike (`a_b`, `aB`): fields are kept
@@ -96,7 +121,7 @@ fn message(doc: &Document, name: &str, depth: usize, out: &mut String, timestamp
         .iter()
         .map(|(key, value)| {
             let kind = field_type(value);
-            let optional = matches!(&kind, FieldType::Scalar(s) if !s.starts_with("google."));
+            let optional = matches!(&kind, FieldType::Scalar(s) if !is_message(s));
             let field = unique(&valid_name(key), |c| {
                 let oneof = optional.then(|| synthetic_oneof(c));
                 let free = !json_names.contains(&default_json_name(c).to_ascii_lowercase())
@@ -120,20 +145,19 @@ fn message(doc: &Document, name: &str, depth: usize, out: &mut String, timestamp
         };
         let type_name = match inner {
             FieldType::Scalar(scalar) => {
-                if scalar.starts_with("google.protobuf.Timestamp") {
-                    *timestamps = true;
-                }
+                imports.timestamp |= *scalar == "google.protobuf.Timestamp";
+                imports.decimal |= *scalar == "confluent.type.Decimal";
                 (*scalar).to_owned()
             }
             FieldType::Message(nested) => {
                 let type_name = unique(&capitalized(field), |c| types.insert(c.to_owned()));
-                message(nested, &type_name, depth + 1, out, timestamps);
+                message(nested, &type_name, depth + 1, out, imports);
                 type_name
             }
             FieldType::Repeated(_) => "string".to_owned(),
         };
         let label = match (repeated, inner) {
-            ("", FieldType::Scalar(s)) if !s.starts_with("google.") => "optional ",
+            ("", FieldType::Scalar(s)) if !is_message(s) => "optional ",
             _ => repeated,
         };
         // A renamed field keeps the document's name as its JSON name, which the reader

@@ -17,13 +17,14 @@
 //! | null, undefined | `optional string`, unset | null |
 //! | int32 | `optional int32` | int32 |
 //! | int64 | `optional int64` | int64 |
-//! | decimal128 | `optional string`, its text | string |
+//! | decimal128, finite | `confluent.type.Decimal` (as Kafka Connect's `ProtobufConverter`) | decimal128 (same value and scale) |
+//! | decimal128 NaN or infinite | `optional string`, its text | string |
 //! | regex, JavaScript, timestamp, min/max key, DBPointer | `optional string`: canonical extended JSON | string |
 //!
 //! Read from other writers' schemas: `int32`, `sint32`, `sfixed32` → int32; `int64`,
 //! `sint64`, `sfixed64`, `uint32`, `fixed32` → int64; `uint64`, `fixed64` → int64, or
 //! decimal128 above its range; `float`, `double` → double; enums → the value's name;
-//! `google.protobuf.Timestamp` → date; the wrappers (`google.protobuf.Int64Value`...) → their
+//! `google.protobuf.Timestamp` → date; `confluent.type.Decimal` → decimal128; the wrappers (`google.protobuf.Int64Value`...) → their
 //! value; maps → documents; a field that tracks presence (`optional`, a message) and is unset
 //! → null; an unset proto3 scalar → its default (0, "", false); the alternatives of a `oneof`
 //! not taken are left out.
@@ -92,6 +93,8 @@ mod tests {
             "mixed": [1, "two"],
             "empty": [],
             "zero": 0,
+            "thousand": "1E+3".parse::<Decimal128>().expect("decimal"),
+            "nan": "NaN".parse::<Decimal128>().expect("decimal"),
         };
         let (text, back) = round_trip(&doc);
         for line in [
@@ -101,7 +104,7 @@ mod tests {
             "optional int64 int64 = 5;",
             "optional bool bool = 6;",
             "google.protobuf.Timestamp date = 7;",
-            "optional string decimal = 9;",
+            "confluent.type.Decimal decimal = 9;",
             "optional bytes binary = 10;",
             "Nested nested = 12;",
             "repeated int32 list = 13;",
@@ -113,8 +116,9 @@ mod tests {
         }
         let mut expected = doc.clone();
         expected.insert("_id", oid.to_hex());
-        expected.insert("decimal", decimal.to_string());
         expected.insert("mixed", r#"[1,"two"]"#);
+        // Decimals keep value and scale (`1E+3` has scale -3); NaN is its text.
+        expected.insert("nan", "NaN");
         assert_eq!(back, expected, "{text}");
     }
 
@@ -248,6 +252,36 @@ mod tests {
             "shop.v1.Order"
         );
         assert!(compile("not a schema").is_err());
+    }
+
+    #[test]
+    fn schemas_of_kafka_connects_protobuf_converter_import_confluents_files() {
+        // What `ProtobufConverter` registers for a decimal field, without references.
+        let text = r#"syntax = "proto3";
+            package c;
+            import "confluent/meta.proto";
+            import "confluent/type/decimal.proto";
+            message Row {
+              confluent.type.Decimal price = 1 [(confluent.field_meta).doc = "a price"];
+            }"#;
+        let row = given_message(text).expect("compiles with Confluent's files");
+        for (d, scale) in [("-12345.678", 3), ("1E+3", -3), ("0", 0)] {
+            let doc = doc! { "price": d.parse::<Decimal128>().expect("decimal") };
+            let value = to_message(&doc, &row, "").expect("fits");
+            let price = value.get_field_by_name("price").expect("set");
+            let price = price.as_message().expect("a message");
+            assert_eq!(
+                price.get_field_by_name("scale").and_then(|s| s.as_i32()),
+                Some(scale),
+                "{d}"
+            );
+            let read = DynamicMessage::decode(row.clone(), value.encode_to_vec().as_slice())
+                .expect("reads");
+            assert_eq!(to_document(&read), doc, "{d}");
+        }
+        let nan = doc! { "price": "NaN".parse::<Decimal128>().expect("decimal") };
+        let err = to_message(&nan, &row, "").expect_err("NaN is no confluent.type.Decimal");
+        assert!(err.contains("`price` is NaN"), "{err}");
     }
 
     #[test]

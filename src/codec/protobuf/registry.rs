@@ -65,6 +65,7 @@ pub fn compile(text: &str) -> Result<FileDescriptor, String> {
     let name = file.name().to_owned();
     let mut resolver = protox::file::ChainFileResolver::new();
     resolver.add(OneFile(name.clone(), file));
+    resolver.add(ConfluentFiles);
     resolver.add(protox::file::GoogleFileResolver::new());
     let mut compiler = protox::Compiler::with_file_resolver(resolver);
     compiler.open_file(&name).map_err(|e| e.to_string())?;
@@ -87,6 +88,58 @@ fn serialized(text: &str) -> Option<protox::file::File> {
     let bytes = crate::codec::base64::decode(text).ok()?;
     let file = protox::file::File::decode_file_descriptor_proto(bytes.as_slice()).ok()?;
     (!file.name().is_empty()).then_some(file)
+}
+
+/// The files Confluent's registry and serializers know without a schema reference, as
+/// Confluent's Python client ships them (`confluent_kafka.schema_registry.confluent`).
+struct ConfluentFiles;
+
+/// `confluent/type/decimal.proto`, which Kafka Connect's `ProtobufConverter` imports for
+/// decimals.
+const CONFLUENT_DECIMAL: &str = r#"syntax = "proto3";
+package confluent.type;
+option go_package = "../decimal";
+message Decimal {
+  bytes value = 1;
+  uint32 precision = 2;
+  int32 scale = 3;
+}
+"#;
+
+/// `confluent/meta.proto`, imported for the `(confluent.field_meta)` options.
+const CONFLUENT_META: &str = r#"syntax = "proto3";
+package confluent;
+import "google/protobuf/descriptor.proto";
+option go_package = "../confluent";
+message Meta {
+  string doc = 1;
+  map<string, string> params = 2;
+  repeated string tags = 3;
+  repeated Rule rules = 4;
+}
+message Rule {
+  string name = 1;
+  string doc = 2;
+  string expr = 3;
+  string sql = 4;
+}
+extend google.protobuf.FileOptions { Meta file_meta = 1088; }
+extend google.protobuf.MessageOptions { Meta message_meta = 1088; }
+extend google.protobuf.FieldOptions { Meta field_meta = 1088; }
+extend google.protobuf.EnumOptions { Meta enum_meta = 1088; }
+extend google.protobuf.EnumValueOptions { Meta enum_value_meta = 1088; }
+"#;
+
+impl protox::file::FileResolver for ConfluentFiles {
+    fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
+        match name {
+            "confluent/type/decimal.proto" => {
+                protox::file::File::from_source(name, CONFLUENT_DECIMAL)
+            }
+            "confluent/meta.proto" => protox::file::File::from_source(name, CONFLUENT_META),
+            _ => Err(protox::Error::file_not_found(name)),
+        }
+    }
 }
 
 /// A resolver serving one file by its name.
