@@ -34,23 +34,25 @@
 //! reader restores: a field whose `json_name` is not the default one is read under it. Nested
 //! messages are named after their field (`address` → `Address`).
 //!
-//! In five parts: `infer` (the `.proto` text of a document), `encode` (a document as a message
+//! In six parts: `infer` (the `.proto` text of a document), `encode` (a document as a message
 //! of a descriptor), `decode` (a message → BSON), `fields` (the names and well-known messages
-//! those three agree on) and `registry` (the writer and reader in the registry's wire format).
+//! those three agree on), `schema` (`.proto` text compiled, with the files it may import) and
+//! `registry` (the writer and reader in the registry's wire format).
 
 mod decode;
 mod encode;
 mod fields;
 mod infer;
 mod registry;
+mod schema;
 
 pub use self::decode::to_document;
 pub use self::encode::to_message;
 pub use self::infer::infer;
 pub use self::registry::{
-    compile, given_message, message_at, read_indexes, write_indexes, ProtobufError, ProtobufReader,
-    ProtobufWriter,
+    message_at, read_indexes, write_indexes, ProtobufError, ProtobufReader, ProtobufWriter,
 };
+pub use self::schema::{compile, given_message};
 
 #[cfg(test)]
 mod tests {
