@@ -160,6 +160,10 @@ fastavro_python() {
 confluent_python() {
     local venv="$cache/confluent-kafka"
     local wanted="confluent-kafka[schemaregistry,protobuf]==$CONFLUENT_KAFKA_VERSION grpcio-tools==$GRPCIO_TOOLS_VERSION"
+    # One install at a time: several tests ask at once on a fresh machine; the later ones
+    # find it done.
+    exec 7>"$venv.lock"
+    flock 7
     if [ "$(cat "$venv/.complete" 2>/dev/null)" != "$wanted" ]; then
         log "installing $wanted from PyPI into $venv (once)"
         rm -rf "$venv"
@@ -172,6 +176,7 @@ confluent_python() {
         fi
         echo "$wanted" >"$venv/.complete"
     fi
+    exec 7>&-
     echo "$venv/bin/python"
 }
 
