@@ -707,3 +707,38 @@ async fn protobuf_pipelines_hold_back_while_the_registry_does_not_answer_and_los
     daemon.terminate(WAIT);
     let _ = client.database(&db).drop().await;
 }
+
+#[tokio::test]
+async fn protobuf_a_bad_record_stops_a_sink_without_dead_letters_naming_where() {
+    subjects();
+    let sink = Sink::new(
+        1,
+        &format!(
+            "value_format = \"protobuf\"\nkey_format = \"string\"\nid_strategy = \"kafka_meta\"\n{}",
+            registry_toml()
+        ),
+    )
+    .await;
+    let mut daemon = sink.start();
+    // Not the wire format at all.
+    common::produce(
+        &sink.topic,
+        &[Outgoing {
+            key: Some(b"k".to_vec()),
+            value: Some(b"{\"not\": \"protobuf\"}".to_vec()),
+            ..Outgoing::default()
+        }],
+    )
+    .await;
+    daemon.wait_for_log("sink pipeline failed", 1, WAIT);
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("sink pipeline failed"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&sink.topic) && line.contains("@0") && line.contains("magic byte"),
+        "the failure names the topic, partition and offset and why: {line}"
+    );
+    sink.stop(daemon).await;
+}
