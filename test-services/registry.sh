@@ -13,6 +13,10 @@
 #        registry.sh url      print the Confluent-compatible API's URL
 #        registry.sh fastavro print a Python interpreter that has fastavro (a consumer that is
 #                             not ours, for the tests), made once from PyPI in .cache/fastavro
+#        registry.sh confluent print a Python interpreter that has Confluent's own client,
+#                             confluent-kafka with its schema registry and Protobuf extras (the
+#                             Protobuf tests' serializer and deserializer), made once from PyPI
+#                             in .cache/confluent-kafka
 # Environment: REGISTRY_PORT (8081), REGISTRY_HEAP (512m), START_TIMEOUT (120 s),
 #   TEST_SERVICES_CACHE (state folder, .cache/), REGISTRY_BUILD (the build, default
 #   .cache/registry/build: a test running its own registry with its own TEST_SERVICES_CACHE
@@ -30,6 +34,8 @@ REGISTRY_PORT="${REGISTRY_PORT:-8081}"
 REGISTRY_HEAP="${REGISTRY_HEAP:-512m}"
 START_TIMEOUT="${START_TIMEOUT:-120}"
 FASTAVRO_VERSION=1.12.1
+CONFLUENT_KAFKA_VERSION=2.16.1
+GRPCIO_TOOLS_VERSION=1.85.4
 url="http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7"
 
 log() { echo "registry: $*" >&2; }
@@ -148,6 +154,32 @@ fastavro_python() {
     echo "$venv/bin/python"
 }
 
+# A virtual environment with confluent-kafka and its schema registry and Protobuf extras from
+# PyPI, and grpcio-tools (Google's protoc, to compile the .proto text a registry holds for
+# Confluent's deserializer), once; the marker holds the requirements, so a new pin remakes it.
+confluent_python() {
+    local venv="$cache/confluent-kafka"
+    local wanted="confluent-kafka[schemaregistry,protobuf]==$CONFLUENT_KAFKA_VERSION grpcio-tools==$GRPCIO_TOOLS_VERSION"
+    # One install at a time: several tests ask at once on a fresh machine; the later ones
+    # find it done.
+    exec 7>"$venv.lock"
+    flock 7
+    if [ "$(cat "$venv/.complete" 2>/dev/null)" != "$wanted" ]; then
+        log "installing $wanted from PyPI into $venv (once)"
+        rm -rf "$venv"
+        # shellcheck disable=SC2086 # the requirements are words
+        if ! { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet $wanted; } \
+            >"$logs/confluent-kafka.log" 2>&1; then
+            log "installing confluent-kafka failed; the end of $logs/confluent-kafka.log:"
+            tail -n 20 "$logs/confluent-kafka.log" >&2
+            return 1
+        fi
+        echo "$wanted" >"$venv/.complete"
+    fi
+    exec 7>&-
+    echo "$venv/bin/python"
+}
+
 mkdir -p "$run" "$logs"
 case "${1:-}" in
     up) up ;;
@@ -169,5 +201,6 @@ case "${1:-}" in
         fi ;;
     url) echo "$url" ;;
     fastavro) fastavro_python ;;
+    confluent) confluent_python ;;
     *) usage ;;
 esac

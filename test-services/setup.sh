@@ -3,7 +3,8 @@
 # `services.sh up` runs it first, so the README's two commands work on a fresh Debian machine.
 #   - Debian packages: Java 17 and Maven (Kafka, the MongoDB stand-in, the schema registry),
 #     a C toolchain, pkg-config, OpenSSL and zlib headers (librdkafka is built from source),
-#     Python 3 with venv (a consumer that is not ours reads Avro in the tests) and curl.
+#     Python 3 with venv (clients that are not ours, fastavro and Confluent's confluent-kafka,
+#     read and write records in the tests) and curl.
 #     Missing ones are installed with apt-get when this runs as root; otherwise it names them
 #     and fails.
 #   - A Prometheus server for tests/dashboard.rs: Debian's `prometheus` package, unpacked (not
@@ -50,7 +51,8 @@ missing_packages() {
     command -v flock >/dev/null || missing+=(util-linux)
     dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
     dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
-    # A Python with venv and pip: the schema registry tests read our Avro with fastavro.
+    # A Python with venv and pip: the schema registry tests read our Avro with fastavro, the
+    # Protobuf tests run Confluent's own client (confluent-kafka).
     command -v python3 >/dev/null || missing+=(python3)
     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
     command -v curl >/dev/null || missing+=(curl)

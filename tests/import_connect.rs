@@ -339,14 +339,14 @@ fn converter_examples() {
         (RecordFormat::String, RecordFormat::Json)
     );
     let i = import("converter-protobuf-sink.properties");
-    i.assert_dropped("value.converter", "Protobuf");
-    i.assert_dropped(
-        "value.converter.schema.registry.url",
-        "read only by a registry converter",
+    let s = &i.config.sinks[0];
+    assert_eq!(
+        (s.key_format, s.value_format),
+        (RecordFormat::Protobuf, RecordFormat::Protobuf)
     );
-    i.assert_dropped(
-        "key.converter.schema.registry.url",
-        "read only by a registry converter",
+    assert_eq!(
+        s.schema_registry.as_ref().map(|r| r.url.as_str()),
+        Some("http://localhost:8081")
     );
 }
 

@@ -382,7 +382,7 @@ async fn every_output_format_round_trips_every_bson_type() {
                     );
                 }
             }
-            OutputFormat::Avro | OutputFormat::JsonSchema => {
+            OutputFormat::Avro | OutputFormat::JsonSchema | OutputFormat::Protobuf => {
                 unreachable!("{prefix}: registry formats are tested in tests/schema_registry.rs")
             }
             OutputFormat::ConnectorDefaultJson

@@ -35,6 +35,9 @@ mod infer;
 mod registry;
 
 pub use self::decode::to_bson;
+// Decimals as two's complement bytes and a scale: Protobuf's `confluent.type.Decimal` too.
+pub(crate) use self::decode::decimal128;
+pub(crate) use self::infer::{decimal_parts, twos_complement};
 pub use self::infer::{infer, shape, Inferred, MONGO_NAME};
 pub use self::registry::{AvroError, AvroReader, AvroWriter};
 

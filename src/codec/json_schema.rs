@@ -178,6 +178,8 @@ pub struct JsonSchemaWriter {
 struct Given {
     /// The schema, compact, as it is registered.
     text: String,
+    /// Its `title`, the record name of the subject name strategies.
+    title: Option<String>,
     validator: jsonschema::Validator,
 }
 
@@ -202,6 +204,10 @@ impl JsonSchemaWriter {
         // Registered compact, as inferred schemas are.
         self.given = Some(Given {
             text: schema.to_string(),
+            title: schema
+                .get("title")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             validator,
         });
         Ok(self)
@@ -211,6 +217,16 @@ impl JsonSchemaWriter {
     pub fn reporting_to(mut self, hook: Option<Reachability>) -> Self {
         self.registry = self.registry.reporting_to(hook);
         self
+    }
+
+    /// The record name of the documents written when inferred schemas are titled `title`
+    /// (what the record name subject strategies name subjects after): the given schema's
+    /// `title`, as Confluent's JSON Schema serializer takes it, else `title`.
+    pub fn record_name(&self, title: &str) -> String {
+        self.given
+            .as_ref()
+            .and_then(|given| given.title.clone())
+            .unwrap_or_else(|| title.to_owned())
     }
 
     /// `doc` with a schema titled `title`, registered under `subject`.

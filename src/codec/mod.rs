@@ -7,6 +7,8 @@
 //! - [`connect_json`]: Kafka Connect's `JsonConverter` envelope, read.
 //! - [`avro`]: BSON ⇄ Avro with inferred schemas, and its registry wire format.
 //! - [`json_schema`]: BSON ⇄ JSON with an inferred JSON Schema.
+//! - [`protobuf`]: BSON ⇄ Protobuf with inferred or given `.proto` schemas, and its registry
+//!   wire format (message indexes).
 //! - [`schema_registry`]: the schema registry client and its caches.
 //! - [`base64`]: how binary data is spelled in JSON and in basic authentication.
 
@@ -16,4 +18,5 @@ pub mod connect_json;
 pub mod connector_json;
 pub mod extjson;
 pub mod json_schema;
+pub mod protobuf;
 pub mod schema_registry;

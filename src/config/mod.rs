@@ -20,7 +20,7 @@ mod validate;
 mod violation;
 
 pub use diff::{pipeline_names, ConfigDiff};
-pub use format::OutputFormat;
+pub use format::{OutputFormat, SubjectNameStrategy};
 pub use load::{load, load_str, ConfigError};
 pub use registry::{
     ca_certificates, client_identity, json_schema_validator, RegistryAddress, SchemaRegistryConfig,

@@ -184,7 +184,7 @@ pub fn json_schema_validator(schema: &serde_json::Value) -> Result<jsonschema::V
 
 /// Why `text`, a schema given in the configuration for records in `format`, cannot be used:
 /// an Avro schema must parse and be a record, a JSON Schema must be a JSON object describing
-/// an object.
+/// an object, a `.proto` schema must compile and have a message.
 pub fn given_schema(text: &str, format: OutputFormat) -> Result<(), String> {
     match format {
         OutputFormat::Avro => match apache_avro::Schema::parse_str(text) {
@@ -212,7 +212,8 @@ pub fn given_schema(text: &str, format: OutputFormat) -> Result<(), String> {
             }
             json_schema_validator(&schema).map(drop)
         }
-        _ => Err("is used only with the `avro` and `json_schema` formats".into()),
+        OutputFormat::Protobuf => crate::codec::protobuf::given_message(text).map(drop),
+        _ => Err("is used only with the `avro`, `json_schema` and `protobuf` formats".into()),
     }
 }
 
@@ -274,6 +275,7 @@ pub(super) fn required(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::SubjectNameStrategy;
 
     fn config(url: &str) -> SchemaRegistryConfig {
         SchemaRegistryConfig::at(url)
@@ -323,7 +325,7 @@ mod tests {
         .expect_err("invalid");
         for expected in [
             "`source[0].schema_registry`: is missing: `key_format = \"json_schema\"` needs a schema registry",
-            "`source[0].value_schema`: is used only with the `avro` and `json_schema` formats",
+            "`source[0].value_schema`: is used only with the `avro`, `json_schema` and `protobuf` formats",
             "`source[1].key_schema`: is used only with",
             "`source[1].value_schema`: is an Avro `String` schema; documents need a `record`",
             "`source[2].key_schema`: describes `\"type\": \"array\"`",
@@ -359,6 +361,44 @@ mod tests {
         .expect("valid");
         assert_eq!(config.sources[0].key_format(), OutputFormat::Avro);
         assert_eq!(config.sources[0].value_format(), OutputFormat::JsonSchema);
+    }
+
+    #[test]
+    fn protobuf_formats_and_subject_name_strategies_are_read_and_checked() {
+        let config = load(
+            "[[source]]\nname = \"s\"\nformat = \"protobuf\"\nschema_registry = { url = \"http://r\" }\n\
+             value_subject_name_strategy = \"topic_record_name\"\n\
+             value_schema = 'syntax = \"proto3\"; package p; message Order { int64 id = 1; }'\n\
+             [[sink]]\nname = \"k\"\ntopics = [\"t\"]\ndatabase = \"d\"\nvalue_format = \"protobuf\"\n\
+             schema_registry = { url = \"http://r\" }\n",
+        )
+        .expect("valid");
+        assert_eq!(config.sources[0].value_format(), OutputFormat::Protobuf);
+        assert_eq!(
+            config.sources[0].value_subject_name_strategy,
+            SubjectNameStrategy::TopicRecordName
+        );
+        assert_eq!(
+            config.sources[0].key_subject_name_strategy,
+            SubjectNameStrategy::TopicName
+        );
+        assert_eq!(
+            config.sinks[0].value_format,
+            super::super::RecordFormat::Protobuf
+        );
+        let message = load(
+            "[[source]]\nname = \"s\"\nformat = \"protobuf\"\n\
+             value_schema = 'message {'\nkey_subject_name_strategy = \"record_name\"\n\
+             [[source]]\nname = \"t\"\nkey_subject_name_strategy = \"record_name\"\n",
+        )
+        .expect_err("invalid");
+        for expected in [
+            "`source[0].schema_registry`: is missing: `format = \"protobuf\"` needs a schema registry",
+            "`source[0].value_schema`: is not a valid .proto schema",
+            "`source[1].key_subject_name_strategy`: is used only with the `avro`, `json_schema` and `protobuf` formats",
+        ] {
+            assert!(message.contains(expected), "{expected}\n in {message}");
+        }
     }
 
     #[test]

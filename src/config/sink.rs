@@ -108,15 +108,15 @@ pub struct SinkConfig {
     #[serde(default = "super::root::default_true")]
     pub error_if_invalid: bool,
     /// How record keys are read: `json` (plain or extended JSON), `bson`, `string`, `avro`,
-    /// `json_schema`, `connect_json` (Kafka Connect's `JsonConverter` envelope).
+    /// `json_schema`, `protobuf`, `connect_json` (Kafka Connect's `JsonConverter` envelope).
     #[serde(default)]
     pub key_format: RecordFormat,
     /// How record values are read: `json` (plain or extended JSON), `bson`, `avro`,
-    /// `json_schema` or `connect_json` (Kafka Connect's `JsonConverter` envelope).
+    /// `json_schema`, `protobuf` or `connect_json` (Kafka Connect's `JsonConverter` envelope).
     #[serde(default)]
     pub value_format: RecordFormat,
-    /// The schema registry `avro` records are read through (their schema id picks the
-    /// schema).
+    /// The schema registry `avro`, `json_schema` and `protobuf` records are read through
+    /// (their schema id picks the schema; the subject it is under does not matter).
     #[serde(default)]
     pub schema_registry: Option<SchemaRegistryConfig>,
     /// How the `_id` of written documents is chosen.
@@ -330,6 +330,10 @@ pub enum RecordFormat {
     /// JSON in a schema registry's wire format, read with the JSON Schema the registry has
     /// under its id (dates and binaries restored where the schema says so).
     JsonSchema,
+    /// Protobuf in a schema registry's wire format (a zero byte, the schema id, the message
+    /// indexes, the message), read with the schema the registry has under that id, the
+    /// message picked by the indexes.
+    Protobuf,
     /// Kafka Connect's `JsonConverter` with `schemas.enable=true`: `{"schema": ...,
     /// "payload": ...}`, the payload read with its Connect schema (timestamps, dates,
     /// decimals and bytes restored).
@@ -684,6 +688,7 @@ impl SinkConfig {
         .find_map(|(key, format)| match format {
             RecordFormat::Avro => Some(format!("`{key} = \"avro\"`")),
             RecordFormat::JsonSchema => Some(format!("`{key} = \"json_schema\"`")),
+            RecordFormat::Protobuf => Some(format!("`{key} = \"protobuf\"`")),
             _ => None,
         });
         registry::required(key, self.schema_registry.as_ref(), avro.as_deref(), out);

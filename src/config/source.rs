@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
-use super::format::OutputFormat;
+use super::format::{OutputFormat, SubjectNameStrategy};
 use super::namespace_map::{self, KeyKind, NamespaceMap, NamespaceRules, TopicTemplate};
 use super::registry::{self, SchemaRegistryConfig};
 use super::violation::{collection_name, database_name, positive, topic_name, Violation};
@@ -160,10 +160,11 @@ pub struct SourceConfig {
     #[serde(default)]
     pub key: KeyMode,
     /// The record value and key format: `relaxed_json`, `canonical_json`,
-    /// `simplified_json`, `bson`, `avro` or `json_schema` (a schema inferred from each
-    /// document, or given in `key_schema` / `value_schema`, registered in the schema registry
-    /// under `<topic>-key` / `<topic>-value`, and the registry's wire format: a zero byte, the
-    /// schema id, the Avro binary datum or the `simplified_json` text).
+    /// `simplified_json`, `bson`, `avro`, `json_schema` or `protobuf` (a schema inferred from
+    /// each document, or given in `key_schema` / `value_schema`, registered in the schema
+    /// registry under the subject `key_subject_name_strategy` / `value_subject_name_strategy`
+    /// name, and the registry's wire format: a zero byte, the schema id, then the Avro binary
+    /// datum, the `simplified_json` text, or the message indexes and the Protobuf message).
     #[serde(default)]
     pub format: OutputFormat,
     /// The record key's format, when it differs from `format` (the connector's
@@ -176,7 +177,7 @@ pub struct SourceConfig {
     pub value_format: Option<OutputFormat>,
     /// The schema of every record key instead of one inferred from each key (the connector's
     /// `output.schema.key`): an Avro schema (a record) with `avro`, a JSON Schema with
-    /// `json_schema`, as JSON text. Documents are written in it: fields it lacks are left out,
+    /// `json_schema`, as JSON text; `.proto` text with `protobuf` (its first message). Documents are written in it: fields it lacks are left out,
     /// fields missing from the document take the schema's default.
     #[serde(default)]
     pub key_schema: Option<String>,
@@ -184,10 +185,21 @@ pub struct SourceConfig {
     /// connector's `output.schema.value`), as `key_schema`.
     #[serde(default)]
     pub value_schema: Option<String>,
-    /// The schema registry of the `avro` and `json_schema` formats. Absent: the one in
-    /// `[kafka.schema_registry]`.
+    /// The schema registry of the `avro`, `json_schema` and `protobuf` formats. Absent: the
+    /// one in `[kafka.schema_registry]`.
     #[serde(default)]
     pub schema_registry: Option<SchemaRegistryConfig>,
+    /// The subject the schemas of record keys are registered under (Confluent's
+    /// `key.subject.name.strategy`): `topic_name` (`<topic>-key`), `record_name` (the record's
+    /// full name: the Avro record's, the JSON Schema's `title`, the Protobuf message's) or
+    /// `topic_record_name` (`<topic>-<record name>`).
+    #[serde(default)]
+    pub key_subject_name_strategy: SubjectNameStrategy,
+    /// The subject the schemas of record values are registered under (Confluent's
+    /// `value.subject.name.strategy`), as `key_subject_name_strategy` (`<topic>-value` for
+    /// `topic_name`).
+    #[serde(default)]
+    pub value_subject_name_strategy: SubjectNameStrategy,
     /// Publish a heartbeat to `heartbeat_topic` when a watched namespace has been idle this
     /// long, so its checkpoint keeps moving. Absent: no heartbeats.
     #[serde(default, with = "humantime_serde")]
@@ -743,6 +755,7 @@ impl SourceConfig {
             match format {
                 OutputFormat::Avro => Some(format!("`{name} = \"avro\"`")),
                 OutputFormat::JsonSchema => Some(format!("`{name} = \"json_schema\"`")),
+                OutputFormat::Protobuf => Some(format!("`{name} = \"protobuf\"`")),
                 _ => None,
             }
         });
@@ -752,6 +765,25 @@ impl SourceConfig {
             needs_registry.as_deref(),
             out,
         );
+        for (name, strategy, format) in [
+            (
+                "key_subject_name_strategy",
+                self.key_subject_name_strategy,
+                self.key_format(),
+            ),
+            (
+                "value_subject_name_strategy",
+                self.value_subject_name_strategy,
+                self.value_format(),
+            ),
+        ] {
+            if strategy != SubjectNameStrategy::TopicName && !format.uses_registry() {
+                out.push(Violation::new(
+                    at(name),
+                    "is used only with the `avro`, `json_schema` and `protobuf` formats",
+                ));
+            }
+        }
         for (name, schema, format) in [
             ("key_schema", &self.key_schema, self.key_format()),
             ("value_schema", &self.value_schema, self.value_format()),

@@ -169,12 +169,15 @@ fn source_label(source: &SourceConfig) -> String {
 
 /// Whether a source format goes through a schema registry.
 fn source_uses_registry(format: OutputFormat) -> bool {
-    matches!(format, OutputFormat::Avro | OutputFormat::JsonSchema)
+    format.uses_registry()
 }
 
 /// Whether a sink format goes through a schema registry.
 fn sink_uses_registry(format: RecordFormat) -> bool {
-    matches!(format, RecordFormat::Avro | RecordFormat::JsonSchema)
+    matches!(
+        format,
+        RecordFormat::Avro | RecordFormat::JsonSchema | RecordFormat::Protobuf
+    )
 }
 
 /// The checks `check-config --connect` runs for `config` (loaded, so checkpoint topics and

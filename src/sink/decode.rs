@@ -10,17 +10,19 @@ use super::model::{RecordError, Stage, MAX_NESTING_DEPTH};
 use crate::codec::avro::{AvroError, AvroReader};
 use crate::codec::extjson::read as extjson;
 use crate::codec::json_schema::{JsonSchemaError, JsonSchemaReader};
+use crate::codec::protobuf::{ProtobufError, ProtobufReader};
 use crate::codec::schema_registry::{Reachability, RegistryError};
 use crate::config::{RecordFormat, SinkConfig};
 
-/// Decodes the keys and values of one topic's records, in its formats; `avro` and
-/// `json_schema` ones through its schema registry (each schema fetched once).
+/// Decodes the keys and values of one topic's records, in its formats; `avro`,
+/// `json_schema` and `protobuf` ones through its schema registry (each schema fetched once).
 #[derive(Debug)]
 pub struct Decoder {
     key_format: RecordFormat,
     value_format: RecordFormat,
     avro: Option<AvroReader>,
     json_schema: Option<JsonSchemaReader>,
+    protobuf: Option<ProtobufReader>,
 }
 
 impl Decoder {
@@ -31,7 +33,7 @@ impl Decoder {
             config
                 .schema_registry
                 .as_ref()
-                .ok_or("`avro` and `json_schema` records need `schema_registry`")
+                .ok_or("`avro`, `json_schema` and `protobuf` records need `schema_registry`")
         };
         let avro = match uses(RecordFormat::Avro) {
             true => Some(AvroReader::new(registry()?)?),
@@ -41,18 +43,24 @@ impl Decoder {
             true => Some(JsonSchemaReader::new(registry()?)?),
             false => None,
         };
+        let protobuf = match uses(RecordFormat::Protobuf) {
+            true => Some(ProtobufReader::new(registry()?)?),
+            false => None,
+        };
         Ok(Self {
             key_format: config.key_format,
             value_format: config.value_format,
             avro,
             json_schema,
+            protobuf,
         })
     }
 
     /// This decoder, telling `hook` whether its schema registry answers.
     pub fn reporting_to(mut self, hook: Option<Reachability>) -> Self {
         self.avro = self.avro.map(|r| r.reporting_to(hook.clone()));
-        self.json_schema = self.json_schema.map(|r| r.reporting_to(hook));
+        self.json_schema = self.json_schema.map(|r| r.reporting_to(hook.clone()));
+        self.protobuf = self.protobuf.map(|r| r.reporting_to(hook));
         self
     }
 
@@ -74,6 +82,19 @@ impl Decoder {
                     other => error(part, other),
                 }))
             }
+            (RecordFormat::Protobuf, _, _) => self.protobuf.as_ref().map(|protobuf| {
+                protobuf
+                    .read(bytes)
+                    .map_err(|e| match e {
+                        ProtobufError::Registry(e) => registry_error(part, e),
+                        other => error(part, other),
+                    })
+                    .and_then(|doc| {
+                        let doc = Bson::Document(doc);
+                        check_depth(&doc, part)?;
+                        Ok(doc)
+                    })
+            }),
             _ => None,
         }
     }
@@ -95,6 +116,10 @@ impl Decoder {
             let fetched = match (format, &self.avro, &self.json_schema) {
                 (RecordFormat::Avro, Some(avro), _) => avro.fetch(bytes).await,
                 (RecordFormat::JsonSchema, _, Some(json)) => json.fetch(bytes).await,
+                (RecordFormat::Protobuf, _, _) => match &self.protobuf {
+                    Some(protobuf) => protobuf.fetch(bytes).await,
+                    None => Ok(()),
+                },
                 _ => Ok(()),
             };
             fetched.map_err(|e| registry_error(part, e))?;
@@ -188,7 +213,7 @@ pub fn decode_key(bytes: Option<&[u8]>, format: RecordFormat) -> Result<Option<B
         RecordFormat::String => std::str::from_utf8(bytes)
             .map(|s| Some(Bson::String(s.to_owned())))
             .map_err(|e| error("key", format_args!("is not UTF-8 text: {e}"))),
-        RecordFormat::Avro | RecordFormat::JsonSchema => {
+        RecordFormat::Avro | RecordFormat::JsonSchema | RecordFormat::Protobuf => {
             Err(error("key", "is in a registry format, read by a `Decoder`"))
         }
     }
@@ -225,7 +250,7 @@ pub fn decode_value(
         },
         RecordFormat::Bson => bson(bytes, "value").map(Some),
         RecordFormat::String => Err(error("value", "cannot be read as `string`")),
-        RecordFormat::Avro | RecordFormat::JsonSchema => Err(error(
+        RecordFormat::Avro | RecordFormat::JsonSchema | RecordFormat::Protobuf => Err(error(
             "value",
             "is in a registry format, read by a `Decoder`",
         )),

@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use super::slots;
-use crate::config::SourceConfig;
+use crate::config::{SourceConfig, SubjectNameStrategy};
 
 /// What separates the configured `client.id` from the fingerprint in a member's `client.id`.
 const MARK: &str = "#config=";
@@ -66,6 +66,12 @@ struct Effective<'a> {
     key_schema: Option<serde_json::Value>,
     value_schema: Option<serde_json::Value>,
     schema_registry_url: Option<&'a str>,
+    /// Absent at the default (`topic_name`), so fingerprints from before the strategies
+    /// stay.
+    #[serde(skip_serializing_if = "is_topic_name")]
+    key_subject_name_strategy: SubjectNameStrategy,
+    #[serde(skip_serializing_if = "is_topic_name")]
+    value_subject_name_strategy: SubjectNameStrategy,
     heartbeat_topic: Option<&'a str>,
     checkpoint_topic: &'a str,
     slots: u32,
@@ -73,6 +79,10 @@ struct Effective<'a> {
     on_lost_resume_point: &'a crate::config::LostResumePoint,
     oversize: &'a crate::config::Oversize,
     errors: &'a crate::config::ErrorsConfig,
+}
+
+fn is_topic_name(strategy: &SubjectNameStrategy) -> bool {
+    *strategy == SubjectNameStrategy::TopicName
 }
 
 /// Stages (and schemas) written differently but meaning the same (spacing, line breaks)
@@ -130,6 +140,9 @@ pub fn fingerprint(config: &SourceConfig) -> String {
         key_schema: stages(&config.key_schema),
         value_schema: stages(&config.value_schema),
         schema_registry_url: config.schema_registry.as_ref().map(|r| r.url.as_str()),
+        // The subjects decide which ids records carry.
+        key_subject_name_strategy: config.key_subject_name_strategy,
+        value_subject_name_strategy: config.value_subject_name_strategy,
         // Where heartbeats go matters only when they are sent; how often does not.
         heartbeat_topic: config
             .heartbeat_interval
@@ -270,6 +283,14 @@ mod tests {
             ("value_format", avro("value_format = \"json_schema\"")),
             ("key_schema", avro(&format!("key_schema = '{schema}'"))),
             ("value_schema", avro(&format!("value_schema = '{schema}'"))),
+            (
+                "key_subject_name_strategy",
+                avro("key_subject_name_strategy = \"record_name\""),
+            ),
+            (
+                "value_subject_name_strategy",
+                avro("value_subject_name_strategy = \"topic_record_name\""),
+            ),
             (
                 "schema_registry.url",
                 source("format = \"avro\"\n[schema_registry]\nurl = \"http://other:8081\"\n"),

@@ -13,8 +13,9 @@ use crate::codec::base64::encode as base64_encode;
 use crate::codec::connector_json::{self, Formatter};
 use crate::codec::extjson::write::{to_vec, wrapped_id, Mode, RawError};
 use crate::codec::json_schema::{JsonSchemaError, JsonSchemaWriter};
+use crate::codec::protobuf::{ProtobufError, ProtobufWriter};
 use crate::codec::schema_registry::{AwaitsRegistry, Lookup, Reachability, RegistryError};
-use crate::config::{KeyMode, OutputFormat, SourceConfig};
+use crate::config::{KeyMode, OutputFormat, SourceConfig, SubjectNameStrategy};
 
 /// Why an event could not become a record.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,9 @@ pub enum FormatError {
     /// JSON Schema registration failed.
     #[error("writing JSON with a schema: {0}")]
     JsonSchema(#[from] JsonSchemaError),
+    /// Protobuf encoding or the schema registry failed.
+    #[error("writing Protobuf: {0}")]
+    Protobuf(#[from] ProtobufError),
 }
 
 impl FormatError {
@@ -45,9 +49,9 @@ impl FormatError {
     /// an event is retried, never dead-lettered.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Avro(AvroError::Registry(e)) | Self::JsonSchema(JsonSchemaError::Registry(e)) => {
-                e.is_transient()
-            }
+            Self::Avro(AvroError::Registry(e))
+            | Self::JsonSchema(JsonSchemaError::Registry(e))
+            | Self::Protobuf(ProtobufError::Registry(e)) => e.is_transient(),
             _ => false,
         }
     }
@@ -58,6 +62,7 @@ impl AwaitsRegistry for FormatError {
         match self {
             Self::Avro(e) => e.pending(),
             Self::JsonSchema(e) => e.pending(),
+            Self::Protobuf(e) => e.pending(),
             _ => None,
         }
     }
@@ -66,6 +71,7 @@ impl AwaitsRegistry for FormatError {
         match self {
             Self::JsonSchema(e) => Self::JsonSchema(e.failed(error)),
             Self::Avro(e) => Self::Avro(e.failed(error)),
+            Self::Protobuf(e) => Self::Protobuf(e.failed(error)),
             other => other,
         }
     }
@@ -96,19 +102,23 @@ pub struct Conversion {
 }
 
 /// What the formats with a schema registry need besides the document: the registry's writers
-/// of key and value (`None` for a part in another format), and the topic of each event, which
-/// names the subjects (`<topic>-key`, `<topic>-value`).
+/// of key and value (`None` for a part in another format), the topic of each event and the
+/// subject name strategies, which name the subjects (`<topic>-key`, `<topic>-value` by
+/// default).
 #[derive(Debug, Clone)]
 pub struct Registered {
     key: Option<Writer>,
     value: Option<Writer>,
     topics: TopicMapper,
+    key_strategy: SubjectNameStrategy,
+    value_strategy: SubjectNameStrategy,
 }
 
 #[derive(Debug, Clone)]
 enum Writer {
     Avro(Arc<AvroWriter>),
     JsonSchema(Arc<JsonSchemaWriter>),
+    Protobuf(Arc<ProtobufWriter>),
 }
 
 impl Writer {
@@ -124,7 +134,7 @@ impl Writer {
             config
                 .schema_registry
                 .as_ref()
-                .ok_or("the `avro` and `json_schema` formats need `schema_registry`")
+                .ok_or("the `avro`, `json_schema` and `protobuf` formats need `schema_registry`")
         };
         Ok(Some(match format {
             OutputFormat::Avro => {
@@ -141,8 +151,24 @@ impl Writer {
                     None => writer,
                 }))
             }
+            OutputFormat::Protobuf => {
+                let writer = ProtobufWriter::new(registry()?)?.reporting_to(hook);
+                Self::Protobuf(Arc::new(match given {
+                    Some(text) => writer.with_schema(text)?,
+                    None => writer,
+                }))
+            }
             _ => return Ok(None),
         }))
+    }
+
+    /// The full name of the record written when inferred ones are named `name`.
+    fn record_name(&self, name: &str) -> String {
+        match self {
+            Self::Avro(avro) => avro.record_name(name),
+            Self::JsonSchema(json) => json.record_name(name),
+            Self::Protobuf(protobuf) => protobuf.record_name(name),
+        }
     }
 }
 
@@ -174,6 +200,8 @@ impl Registered {
             key,
             value,
             topics: TopicMapper::new(config)?,
+            key_strategy: config.key_subject_name_strategy,
+            value_strategy: config.value_subject_name_strategy,
         }))
     }
 
@@ -212,21 +240,22 @@ impl Conversion {
             Part::Value => self.format,
         };
         let writer = self.registered.as_ref().and_then(|registered| match part {
-            Part::Key => registered.key.as_ref(),
-            Part::Value => registered.value.as_ref(),
+            Part::Key => Some((registered.key.as_ref()?, registered.key_strategy)),
+            Part::Value => Some((registered.value.as_ref()?, registered.value_strategy)),
         });
-        let Some(writer) = writer else {
+        let Some((writer, strategy)) = writer else {
             return encode(doc, format);
         };
-        let (name, suffix) = match part {
-            Part::Key => ("Key", "key"),
-            Part::Value if self.full_document_only => ("Document", "value"),
-            Part::Value => ("ChangeEvent", "value"),
+        let name = match part {
+            Part::Key => "Key",
+            Part::Value if self.full_document_only => "Document",
+            Part::Value => "ChangeEvent",
         };
-        let subject = format!("{topic}-{suffix}");
+        let subject = strategy.subject(topic, matches!(part, Part::Key), &writer.record_name(name));
         match writer {
             Writer::Avro(avro) => Ok(avro.write(&doc, name, &subject)?),
             Writer::JsonSchema(json) => Ok(json.write(&doc, name, &subject)?),
+            Writer::Protobuf(protobuf) => Ok(protobuf.write(&doc, name, &subject)?),
         }
     }
 }
@@ -312,9 +341,9 @@ pub fn encode(doc: Document, format: OutputFormat) -> Result<Vec<u8>, FormatErro
         OutputFormat::ConnectorDefaultJson => connector_json(&doc, Formatter::Default)?,
         OutputFormat::ConnectorExtendedJson => connector_json(&doc, Formatter::Extended)?,
         OutputFormat::ConnectorSimplifiedJson => connector_json(&doc, Formatter::Simplified)?,
-        OutputFormat::Avro | OutputFormat::JsonSchema => {
+        OutputFormat::Avro | OutputFormat::JsonSchema | OutputFormat::Protobuf => {
             return Err(FormatError::Decode(
-                "`avro` and `json_schema` are written through a schema registry, by a `Conversion`"
+                "`avro`, `json_schema` and `protobuf` are written through a schema registry, by a `Conversion`"
                     .into(),
             ))
         }
@@ -376,8 +405,8 @@ pub fn simplify(value: Bson) -> Value {
 pub fn decode(bytes: &[u8], format: OutputFormat) -> Result<Document, String> {
     match format {
         OutputFormat::Bson => bson::from_slice(bytes).map_err(|e| e.to_string()),
-        OutputFormat::Avro | OutputFormat::JsonSchema => {
-            Err("`avro` and `json_schema` are read through a schema registry".into())
+        OutputFormat::Avro | OutputFormat::JsonSchema | OutputFormat::Protobuf => {
+            Err("`avro`, `json_schema` and `protobuf` are read through a schema registry".into())
         }
         _ => {
             let json: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
@@ -697,6 +726,10 @@ mod tests {
         assert!(!FormatError::Avro(AvroError::Registry(refused(409))).is_transient());
         assert!(!FormatError::Avro(AvroError::Invalid("bad".into())).is_transient());
         assert!(!FormatError::MissingField("_id").is_transient());
+        // Protobuf holds back as Avro does.
+        assert!(FormatError::Protobuf(ProtobufError::Registry(refused(503))).is_transient());
+        assert!(!FormatError::Protobuf(ProtobufError::Registry(refused(422))).is_transient());
+        assert!(!FormatError::Protobuf(ProtobufError::Invalid("bad".into())).is_transient());
     }
 
     #[test]

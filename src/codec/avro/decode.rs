@@ -41,7 +41,7 @@ pub fn to_bson(value: Value, schema: &Schema) -> Result<Bson, String> {
         }
         (Value::Decimal(d), Schema::Decimal(DecimalSchema { scale, .. })) => {
             let bytes = Vec::<u8>::try_from(&d).map_err(|e| format!("a decimal: {e}"))?;
-            Bson::Decimal128(decimal128(&bytes, *scale)?)
+            Bson::Decimal128(decimal128(&bytes, *scale as i64)?)
         }
         (Value::BigDecimal(d), _) => Bson::Decimal128(
             d.to_string()
@@ -126,8 +126,9 @@ pub(super) fn document(
     Ok(doc)
 }
 
-/// A decimal128 from an Avro decimal's two's complement bytes and scale.
-pub(super) fn decimal128(bytes: &[u8], scale: usize) -> Result<Decimal128, String> {
+/// A decimal128 from a decimal's two's complement bytes and scale (Avro's `decimal`,
+/// Protobuf's `confluent.type.Decimal`, whose scale may be negative).
+pub(crate) fn decimal128(bytes: &[u8], scale: i64) -> Result<Decimal128, String> {
     if bytes.len() > 16 {
         return Err(format!(
             "a decimal of {} bytes does not fit a decimal128",
@@ -142,7 +143,8 @@ pub(super) fn decimal128(bytes: &[u8], scale: usize) -> Result<Decimal128, Strin
     let mut full = [fill; 16];
     full[16 - bytes.len()..].copy_from_slice(bytes);
     let unscaled = i128::from_be_bytes(full);
-    format!("{unscaled}E-{scale}")
+    let exponent = -scale;
+    format!("{unscaled}E{exponent}")
         .parse::<Decimal128>()
-        .map_err(|e| format!("decimal {unscaled}E-{scale} does not fit a decimal128: {e}"))
+        .map_err(|e| format!("decimal {unscaled}E{exponent} does not fit a decimal128: {e}"))
 }

@@ -309,7 +309,17 @@ pub(super) fn extended_json_shape(bson: &Bson) -> (u128, Value) {
 }
 
 /// A finite decimal128 as its unscaled value and scale (≥ 0), when an `i128` holds it.
-pub(super) fn decimal(d: &Decimal128) -> Option<(i128, usize)> {
+pub(crate) fn decimal(d: &Decimal128) -> Option<(i128, usize)> {
+    let (mut unscaled, scale) = decimal_parts(d)?;
+    if scale < 0 {
+        unscaled = unscaled.checked_mul(10i128.checked_pow(u32::try_from(-scale).ok()?)?)?;
+    }
+    Some((unscaled, usize::try_from(scale.max(0)).ok()?))
+}
+
+/// A finite decimal128 as its coefficient and scale (negative for a positive exponent:
+/// `1E+3` is 1 and -3), exactly as it is held; `None` for NaN and the infinities.
+pub(crate) fn decimal_parts(d: &Decimal128) -> Option<(i128, i64)> {
     let text = d.to_string();
     let (mantissa, exponent) = match text.split_once(['E', 'e']) {
         Some((m, e)) => (m, e.parse::<i64>().ok()?),
@@ -324,20 +334,13 @@ pub(super) fn decimal(d: &Decimal128) -> Option<(i128, usize)> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None; // NaN, Infinity
     }
-    let mut unscaled: i128 = digits.parse().ok()?;
-    let mut scale = i64::try_from(fraction.len()).ok()? - exponent;
-    if scale < 0 {
-        unscaled = unscaled.checked_mul(10i128.checked_pow(u32::try_from(-scale).ok()?)?)?;
-        scale = 0;
-    }
-    Some((
-        if negative { -unscaled } else { unscaled },
-        usize::try_from(scale).ok()?,
-    ))
+    let unscaled: i128 = digits.parse().ok()?;
+    let scale = i64::try_from(fraction.len()).ok()? - exponent;
+    Some((if negative { -unscaled } else { unscaled }, scale))
 }
 
 /// The shortest big-endian two's complement bytes of `n`.
-pub(super) fn twos_complement(n: i128) -> Vec<u8> {
+pub(crate) fn twos_complement(n: i128) -> Vec<u8> {
     let bytes = n.to_be_bytes();
     let mut start = 0;
     while start < 15 {

@@ -107,6 +107,15 @@ impl AvroWriter {
         self
     }
 
+    /// The full name of the record a document is written as when inferred ones are named
+    /// `name` (what the record name subject strategies name subjects after).
+    pub fn record_name(&self, name: &str) -> String {
+        match self.given.as_ref().map(|given| &given.schema) {
+            Some(Schema::Record(record)) => record.name.fullname(None),
+            _ => name.to_owned(),
+        }
+    }
+
     /// `doc` as a record named `name`, its schema registered under `subject`.
     pub fn write(&self, doc: &Document, name: &str, subject: &str) -> Result<Vec<u8>, AvroError> {
         if let Some(given) = &self.given {

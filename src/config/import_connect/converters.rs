@@ -49,6 +49,8 @@ pub(crate) struct Converter {
     pub schemas_enable: Option<bool>,
     /// The registry settings, as our `schema_registry` table.
     pub registry: Option<toml::Table>,
+    /// `<side>.converter.<side>.subject.name.strategy`, as given.
+    pub subject_name_strategy: Option<String>,
 }
 
 impl Converter {
@@ -60,6 +62,21 @@ impl Converter {
     /// The class's name as given, or `(none)`.
     pub fn class_name(&self) -> &str {
         self.class.as_ref().map_or("(none)", |(_, n)| n.as_str())
+    }
+
+    /// `key_subject_name_strategy` / `value_subject_name_strategy` of this side's
+    /// `subject.name.strategy` class: `None` for Confluent's default (`TopicNameStrategy`)
+    /// or none given; the class itself when it is not one of Confluent's three.
+    pub fn subject_name_strategy(&self) -> Result<Option<&'static str>, &str> {
+        let Some(class) = &self.subject_name_strategy else {
+            return Ok(None);
+        };
+        match class.rsplit('.').next().unwrap_or(class) {
+            "TopicNameStrategy" => Ok(None),
+            "RecordNameStrategy" => Ok(Some("record_name")),
+            "TopicRecordNameStrategy" => Ok(Some("topic_record_name")),
+            _ => Err(class),
+        }
     }
 
     /// `JsonConverter` with its envelope.
@@ -120,7 +137,7 @@ impl Converters {
             if converter.registry.is_some() {
                 out.drop(
                     format!("{side}.converter.schema.registry.url"),
-                    "read only by a registry converter that the pipeline reads or writes (`avro`, `json_schema`)",
+                    "read only by a registry converter that the pipeline reads or writes (`avro`, `json_schema`, `protobuf`)",
                 );
             }
         }
@@ -230,6 +247,17 @@ impl Converters {
                 out.drop(property, "not needed with PEM files (`schema_registry.ca_file`, `cert_file`, `key_file`)");
             }
         }
+        let other = if side == "key" { "value" } else { "key" };
+        if props
+            .take(&p(&format!(".{other}.subject.name.strategy")))
+            .is_some()
+        {
+            out.drop(
+                p(&format!(".{other}.subject.name.strategy")),
+                format!("read only by the {other} converter (`{other}.converter.{other}.subject.name.strategy`), not the {side} converter"),
+            );
+        }
+        let subject_name_strategy = props.take(&p(&format!(".{side}.subject.name.strategy")));
         let host = props.take(&p(".proxy.host"));
         let port = props.take(&p(".proxy.port"));
         if let Some(host) = host {
@@ -247,6 +275,7 @@ impl Converters {
             class,
             schemas_enable,
             registry: (!registry.is_empty()).then_some(registry),
+            subject_name_strategy,
         }
     }
 }

@@ -229,13 +229,7 @@ fn formats(t: &mut toml::Table, converters: &Converters, key_read: bool, out: &m
             Some(ConverterClass::ByteArray) => "bson",
             Some(ConverterClass::Avro) => "avro",
             Some(ConverterClass::JsonSchema) => "json_schema",
-            Some(ConverterClass::Protobuf) => {
-                out.drop(
-                    &property,
-                    "`ProtobufConverter`: Protobuf records are not supported yet",
-                );
-                "json"
-            }
+            Some(ConverterClass::Protobuf) => "protobuf",
             Some(ConverterClass::Other) => {
                 out.drop(
                     &property,
@@ -247,7 +241,13 @@ fn formats(t: &mut toml::Table, converters: &Converters, key_read: bool, out: &m
                 "json"
             }
         };
-        registry_used |= matches!(format, "avro" | "json_schema");
+        registry_used |= matches!(format, "avro" | "json_schema" | "protobuf");
+        if converter.subject_name_strategy.is_some() {
+            out.drop(
+                format!("{side}.converter.{side}.subject.name.strategy"),
+                "a sink reads each record with the schema its schema id names; the subject it is under does not matter",
+            );
+        }
         if format != "json" {
             t.insert(format!("{side}_format"), format.into());
         }

@@ -354,6 +354,38 @@ fn namespace_map_key(key: &str) -> Option<String> {
     None
 }
 
+/// `<side>.converter.<side>.subject.name.strategy`: ours when the side is written through a
+/// registry.
+fn subject_name_strategy(
+    side: &str,
+    converter: &super::converters::Converter,
+    ours: Option<&str>,
+    t: &mut toml::Table,
+    out: &mut Out,
+) {
+    let property = format!("{side}.converter.{side}.subject.name.strategy");
+    if converter.subject_name_strategy.is_none() {
+        return;
+    }
+    if !matches!(ours, Some("avro" | "json_schema" | "protobuf")) {
+        out.drop(
+            property,
+            "read only with `output.format.*=schema` through a registry converter",
+        );
+        return;
+    }
+    match converter.subject_name_strategy() {
+        Ok(Some(strategy)) => {
+            t.insert(format!("{side}_subject_name_strategy"), strategy.into());
+        }
+        Ok(None) => {}
+        Err(class) => out.drop(
+            property,
+            format!("`{class}` is not one of Confluent's `TopicNameStrategy`, `RecordNameStrategy`, `TopicRecordNameStrategy`: subjects are `<topic>-{side}`"),
+        ),
+    }
+}
+
 /// `output.format.*`, `output.json.formatter`, `output.schema.*` and the converters.
 fn formats(props: &mut Props, t: &mut toml::Table, converters: &Converters, out: &mut Out) {
     // Each of the connector's formatters has a twin writing the same bytes.
@@ -403,12 +435,9 @@ fn formats(props: &mut Props, t: &mut toml::Table, converters: &Converters, out:
                 );
                 None
             }
-            ("schema", Some(ConverterClass::Protobuf)) => {
-                out.drop(&property, "`schema` through `ProtobufConverter`: Protobuf is not supported yet; relaxed JSON is written");
-                None
-            }
+            ("schema", Some(ConverterClass::Protobuf)) => Some("protobuf"),
             ("schema", None) => {
-                out.drop(&property, "`schema` through the worker's converter, which the connector's configuration does not name: give `key.converter`/`value.converter` (`AvroConverter` or `JsonSchemaConverter`)");
+                out.drop(&property, "`schema` through the worker's converter, which the connector's configuration does not name: give `key.converter`/`value.converter` (`AvroConverter`, `JsonSchemaConverter` or `ProtobufConverter`)");
                 None
             }
             ("json" | "bson" | "schema", _) => {
@@ -432,15 +461,21 @@ fn formats(props: &mut Props, t: &mut toml::Table, converters: &Converters, out:
                 None
             }
         };
+        subject_name_strategy(side, converter, ours, t, out);
         chosen.push(ours.unwrap_or("relaxed_json"));
         let schema_property = format!("output.schema.{side}");
         if let Some(schema) = props.take(&schema_property) {
             if matches!(ours, Some("avro" | "json_schema")) {
                 t.insert(format!("{side}_schema"), schema.into());
+            } else if ours == Some("protobuf") {
+                out.drop(
+                    schema_property,
+                    format!("an Avro schema, which the connector turns into a Connect schema for `ProtobufConverter`; our `{side}_schema` with `protobuf` is `.proto` text: give one, or leave it out to infer the schema from each document"),
+                );
             } else {
                 out.drop(
                     schema_property,
-                    format!("read only with `output.format.{side}=schema` through `AvroConverter` or `JsonSchemaConverter`"),
+                    format!("read only with `output.format.{side}=schema` through `AvroConverter`, `JsonSchemaConverter` or `ProtobufConverter`"),
                 );
             }
         }
@@ -457,7 +492,7 @@ fn formats(props: &mut Props, t: &mut toml::Table, converters: &Converters, out:
     if let Some(registry) = &converters.registry {
         if [key, value]
             .iter()
-            .any(|f| matches!(*f, "avro" | "json_schema"))
+            .any(|f| matches!(*f, "avro" | "json_schema" | "protobuf"))
         {
             t.insert("schema_registry".into(), registry.clone().into());
         } else {

@@ -420,8 +420,8 @@ pub static REGISTRY: &[Property] = &[
             "*.converter.key.subject.name.strategy",
             "*.converter.value.subject.name.strategy",
         ],
-        NOT_YET,
-        "subjects are `<topic>-key` and `<topic>-value` (the topic name strategy)",
+        key("a source's `key_subject_name_strategy`, `value_subject_name_strategy`"),
+        "`TopicNameStrategy` → `topic_name`, `RecordNameStrategy` → `record_name`, `TopicRecordNameStrategy` → `topic_record_name`; a sink reads each record by its schema id and needs none",
     ),
     row(
         &[

@@ -549,8 +549,118 @@ fn sink_converters_become_formats() {
     let registry = s.schema_registry.as_ref().expect("registry");
     assert_eq!(registry.url, "http://registry:8081/apis/ccompat/v7");
     assert_eq!(registry.username.as_deref(), Some("u"));
-    assert!(dropped(&t, "key.converter").is_some_and(|r| r.contains("Protobuf")));
+    assert_eq!(s.key_format, crate::config::RecordFormat::Protobuf);
+    assert!(dropped(&t, "key.converter").is_none(), "{:?}", t.dropped);
     assert!(dropped(&t, "key.converter.schema.registry.url").is_some());
+}
+
+#[test]
+fn protobuf_converters_and_subject_name_strategies_are_carried_over() {
+    use crate::config::SubjectNameStrategy;
+    let strategy = |name: &str| format!("io.confluent.kafka.serializers.subject.{name}");
+    let (record, topic_record) = (
+        strategy("RecordNameStrategy"),
+        strategy("TopicRecordNameStrategy"),
+    );
+    let (config, t) = loaded(
+        SOURCE_CLASS,
+        &[
+            ("output.format.key", "schema"),
+            ("output.format.value", "schema"),
+            (
+                "output.schema.value",
+                "{\"type\": \"record\", \"name\": \"C\", \"fields\": []}",
+            ),
+            ("key.converter", "io.confluent.connect.avro.AvroConverter"),
+            (
+                "value.converter",
+                "io.confluent.connect.protobuf.ProtobufConverter",
+            ),
+            (
+                "value.converter.schema.registry.url",
+                "http://registry:8081",
+            ),
+            ("key.converter.schema.registry.url", "http://registry:8081"),
+            ("key.converter.key.subject.name.strategy", &topic_record),
+            ("value.converter.value.subject.name.strategy", &record),
+            ("value.converter.key.subject.name.strategy", &record),
+        ],
+    );
+    let s = &config.sources[0];
+    assert_eq!(s.key_format(), crate::config::OutputFormat::Avro);
+    assert_eq!(s.value_format(), crate::config::OutputFormat::Protobuf);
+    assert_eq!(
+        s.key_subject_name_strategy,
+        SubjectNameStrategy::TopicRecordName
+    );
+    assert_eq!(
+        s.value_subject_name_strategy,
+        SubjectNameStrategy::RecordName
+    );
+    assert!(
+        s.value_schema.is_none(),
+        "an Avro schema is no .proto schema"
+    );
+    assert!(
+        dropped(&t, "output.schema.value").is_some_and(|r| r.contains(".proto")),
+        "{:?}",
+        t.dropped
+    );
+    assert!(
+        dropped(&t, "value.converter.key.subject.name.strategy")
+            .is_some_and(|r| r.contains("key converter")),
+        "{:?}",
+        t.dropped
+    );
+
+    let (config, t) = loaded(
+        SINK_CLASS,
+        &[
+            ("topics", "t"),
+            ("database", "d"),
+            (
+                "value.converter",
+                "io.confluent.connect.protobuf.ProtobufConverter",
+            ),
+            (
+                "value.converter.schema.registry.url",
+                "http://registry:8081",
+            ),
+            ("value.converter.value.subject.name.strategy", &record),
+        ],
+    );
+    assert_eq!(
+        config.sinks[0].value_format,
+        crate::config::RecordFormat::Protobuf
+    );
+    assert!(config.sinks[0].schema_registry.is_some());
+    assert!(
+        dropped(&t, "value.converter.value.subject.name.strategy")
+            .is_some_and(|r| r.contains("schema id")),
+        "{:?}",
+        t.dropped
+    );
+    let (_, t) = loaded(
+        SOURCE_CLASS,
+        &[
+            ("output.format.value", "schema"),
+            ("value.converter", "io.confluent.connect.avro.AvroConverter"),
+            (
+                "value.converter.schema.registry.url",
+                "http://registry:8081",
+            ),
+            (
+                "value.converter.value.subject.name.strategy",
+                "com.example.MyStrategy",
+            ),
+        ],
+    );
+    assert!(
+        dropped(&t, "value.converter.value.subject.name.strategy")
+            .is_some_and(|r| r.contains("MyStrategy")),
+        "{:?}",
+        t.dropped
+    );
 }
 
 #[test]
@@ -790,7 +900,10 @@ fn the_guides_converter_tables_agree_with_the_importer() {
                 continue;
             }
             let registry = format!("{side}.converter.schema.registry.url");
-            if matches!(class, "AvroConverter" | "JsonSchemaConverter") {
+            if matches!(
+                class,
+                "AvroConverter" | "JsonSchemaConverter" | "ProtobufConverter"
+            ) {
                 pairs.push((registry.as_str(), "http://r:8081"));
             }
             let (config, _) = loaded(SINK_CLASS, &pairs);
