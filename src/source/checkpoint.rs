@@ -35,9 +35,9 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
-use super::copy_plan::CopyProgress;
+use super::copy_plan::CopyCursor;
 use super::model::{Position, StartAt};
-use super::reader::snapshot::SnapshotProgress;
+use super::reader::snapshot::SnapshotCursor;
 use crate::clients::{kafka, ClientError};
 use crate::config::KafkaConfig;
 use crate::ops::metrics::Metrics;
@@ -65,10 +65,10 @@ pub struct Checkpoint {
     pub start: Option<StartFrom>,
     /// While existing documents are copied: how far the copy got.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub copy: Option<CopyProgress>,
+    pub copy: Option<CopyCursor>,
     /// While snapshots on demand run: the namespaces left and where each goes on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<SnapshotProgress>,
+    pub snapshot: Option<SnapshotCursor>,
     /// The start of the pipeline that wrote it: one more than the highest generation its
     /// load read. Across partitions the highest wins (0: written before generations).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -989,7 +989,7 @@ mod tests {
 
     #[test]
     fn checkpoints_carry_copy_progress() {
-        let mut progress = CopyProgress::default();
+        let mut progress = CopyCursor::default();
         progress.plan("db.c", &[Bson::Int32(50)]);
         progress.advance("db.c", 0, Some(&Bson::Int32(7)), false);
         let position = Position {

@@ -3,7 +3,7 @@
 //! of every range travels with the reader's checkpoint, so a restart continues the copy
 //! where it stopped instead of starting it over.
 //!
-//! [`CopyProgress`] and the range queries are plain data and functions; the workers that
+//! [`CopyCursor`] and the range queries are plain data and functions; the workers that
 //! run them live in the reader.
 
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 /// copied one after the other in ascending order of `db.coll` ([`copy_order`]), so the
 /// finished ones collapse into one watermark.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct CopyProgress {
+pub struct CopyCursor {
     /// Every collection up to this one (`db.coll`, in copy order) is copied completely.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_through: Option<String>,
@@ -28,7 +28,7 @@ pub struct CopyProgress {
 }
 
 /// Sorts the collections of a copy into the order it goes: ascending `db.coll`, the order
-/// [`CopyProgress::finished_through`] counts in.
+/// [`CopyCursor::finished_through`] counts in.
 pub fn copy_order(collections: &mut [(String, String)]) {
     collections.sort_by_cached_key(|(db, coll)| format!("{db}.{coll}"));
 }
@@ -59,7 +59,7 @@ fn from_json(value: &serde_json::Value) -> Result<Bson, String> {
     Bson::try_from(value.clone()).map_err(|e| format!("an `_id` in the copy checkpoint: {e}"))
 }
 
-impl CopyProgress {
+impl CopyCursor {
     /// Records the ranges of `namespace`, split at `boundaries` (ascending `_id`s).
     pub fn plan(&mut self, namespace: &str, boundaries: &[Bson]) {
         let mut bounds: Vec<Option<serde_json::Value>> = vec![None];
@@ -192,7 +192,7 @@ mod tests {
 
     #[test]
     fn ranges_cover_everything_between_their_bounds() {
-        let mut p = CopyProgress::default();
+        let mut p = CopyCursor::default();
         p.plan("db.c", &[Bson::Int32(10), Bson::String("m".into())]);
         let ranges = p.remaining("db.c").unwrap();
         assert_eq!(ranges.len(), 3);
@@ -212,7 +212,7 @@ mod tests {
             doc! { "$match": { "$expr": { "$and": [{ "$gte": ["$_id", { "$literal": "m" }] }] } } }
         );
         assert!(p.remaining("db.other").is_none());
-        let mut single = CopyProgress::default();
+        let mut single = CopyCursor::default();
         single.plan("db.c", &[]);
         assert_eq!(
             single.remaining("db.c").unwrap()[0]
@@ -225,7 +225,7 @@ mod tests {
 
     #[test]
     fn progress_resumes_after_the_last_id_and_skips_finished_ranges() {
-        let mut p = CopyProgress::default();
+        let mut p = CopyCursor::default();
         p.plan("db.c", &[Bson::Int64(100)]);
         p.advance("db.c", 0, Some(&Bson::Int64(42)), false);
         p.advance("db.c", 1, Some(&Bson::Int64(150)), true);
@@ -248,7 +248,7 @@ mod tests {
             .to_string();
         assert!(text.contains("\"$literal\": \"$x\""), "{text}");
         // Progress survives its JSON form.
-        let back: CopyProgress = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        let back: CopyCursor = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(back, p);
     }
 
@@ -256,7 +256,7 @@ mod tests {
     /// so a copy of ~1,500 collections outgrew `message.max.bytes` and restarted for ever.
     #[test]
     fn a_many_collection_copy_keeps_its_checkpoint_small() {
-        let mut p = CopyProgress::default();
+        let mut p = CopyCursor::default();
         let boundaries: Vec<Bson> = (1..4).map(|i| Bson::Int64(i * 1000)).collect();
         for n in 0..1500 {
             let namespace = format!("db.c{n:04}");
@@ -277,7 +277,7 @@ mod tests {
         assert!(text.len() < 1024, "{} bytes: {text:.300}", text.len());
         // What a restart needs is all there: finished collections stay finished, the
         // current one continues where it got.
-        let back: CopyProgress = serde_json::from_str(&text).unwrap();
+        let back: CopyCursor = serde_json::from_str(&text).unwrap();
         assert_eq!(back.remaining("db.c0000"), Some(Vec::new()));
         assert_eq!(back.remaining("db.c1499"), Some(Vec::new()));
         let current = back.remaining("db.c1500").unwrap();
@@ -291,7 +291,7 @@ mod tests {
 
     #[test]
     fn the_watermark_waits_for_every_collection_before_it() {
-        let mut p = CopyProgress::default();
+        let mut p = CopyCursor::default();
         p.plan("db.b", &[]);
         p.plan("db.a", &[]);
         // `db.b` finishes while `db.a` (before it) has not: nothing collapses yet.
@@ -304,7 +304,7 @@ mod tests {
         assert_eq!(p.collections.keys().collect::<Vec<_>>(), ["db.b"]);
         assert_eq!(p.remaining("db.b"), Some(Vec::new()));
         // A checkpoint of an earlier version, listing a finished collection, still reads.
-        let old: CopyProgress = serde_json::from_str(
+        let old: CopyCursor = serde_json::from_str(
             r#"{"collections":{"db.x":[{"done":true}],"db.y":[{"last":{"$numberInt":"3"}}]}}"#,
         )
         .unwrap();

@@ -76,7 +76,9 @@ use crate::ops::metrics::Metrics;
 use crate::ops::status::{SlotsReport, StatusBoard};
 use crate::pipeline::{registry_readiness, PipelineEnv, SetPaused, StopPipeline};
 
-struct ReaderSlot {
+/// The supervisor's record of one watched namespace (or database, or deployment): its
+/// reader's actor while one runs, its restarts, liveness and pinned start.
+struct WatchedReader {
     watched: Scope,
     generation: u64,
     /// The launch of the pipeline the running reader belongs to.
@@ -90,7 +92,7 @@ struct ReaderSlot {
     pinned: Option<Position>,
 }
 
-impl ReaderSlot {
+impl WatchedReader {
     /// The pinned position, taking it from the running reader's progress when it has one.
     fn pin(&mut self) -> Option<Position> {
         if self.pinned.is_none() {
@@ -148,7 +150,7 @@ pub struct SourceSupervisor {
     checkpoints: HashMap<String, Checkpoint>,
     /// The generation the checkpoints of this launch carry (`checkpoint.rs`).
     checkpoint_generation: u64,
-    readers: BTreeMap<String, ReaderSlot>,
+    readers: BTreeMap<String, WatchedReader>,
     pipeline_backoff: Backoff,
     /// Starting, running, restarting or stopped: which failures count, and which start
     /// attempt may launch.
@@ -418,7 +420,7 @@ impl SourceSupervisor {
             let slot = self
                 .readers
                 .entry(namespace.clone())
-                .or_insert_with(|| ReaderSlot {
+                .or_insert_with(|| WatchedReader {
                     watched,
                     generation: 0,
                     launch,
@@ -525,7 +527,7 @@ impl SourceSupervisor {
     /// Where a reader without an acknowledged position or a checkpoint starts: where its
     /// first open found the stream, or else by the startup mode.
     fn start_without_checkpoint(&mut self, namespace: &str) -> StartAt {
-        match self.readers.get_mut(namespace).and_then(ReaderSlot::pin) {
+        match self.readers.get_mut(namespace).and_then(WatchedReader::pin) {
             Some(position) => StartAt::Resume(position),
             None => self.initial_start(),
         }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use mongodb::change_stream::event::ResumeToken;
 
-use super::copy_plan::CopyProgress;
-use super::reader::snapshot::SnapshotProgress;
+use super::copy_plan::CopyCursor;
+use super::reader::snapshot::SnapshotCursor;
 use crate::config::SourceConfig;
 
 /// Which reader a batch comes from; a restarted reader has a new generation, so late
@@ -68,9 +68,9 @@ pub struct Position {
     /// The change stream's resume token.
     pub token: ResumeToken,
     /// The copy's progress, while one runs.
-    pub copy: Option<Arc<CopyProgress>>,
+    pub copy: Option<Arc<CopyCursor>>,
     /// The snapshots on demand under way: what is left of them.
-    pub snapshot: Option<Arc<SnapshotProgress>>,
+    pub snapshot: Option<Arc<SnapshotCursor>>,
 }
 
 impl Position {

@@ -15,7 +15,7 @@ use mongodb::Collection;
 use super::read_loop::ReadLoop;
 use super::records::copied_event;
 use crate::config::{ErrorsConfig, Tolerance};
-use crate::source::copy_plan::{self as copy, CopyProgress, RangeCopy};
+use crate::source::copy_plan::{self as copy, CopyCursor, RangeCopy};
 use crate::source::error::SourceError;
 use crate::source::format::FormatError;
 use crate::source::model::{OutgoingRecord, Position, Scope};
@@ -29,7 +29,7 @@ const COPY_BATCH_BYTES: usize = 1024 * 1024;
 /// progress its workers share.
 pub(super) struct Copier<'a> {
     reader: &'a ReadLoop,
-    state: tokio::sync::Mutex<CopyProgress>,
+    state: tokio::sync::Mutex<CopyCursor>,
     start_token: Option<ResumeToken>,
 }
 
@@ -117,7 +117,7 @@ impl<'a> Copier<'a> {
     /// meanwhile.
     pub async fn run(
         reader: &'a ReadLoop,
-        progress: CopyProgress,
+        progress: CopyCursor,
         start_token: Option<ResumeToken>,
     ) -> Result<bool, SourceError> {
         let started = Instant::now();

@@ -157,12 +157,12 @@ impl NamespaceSnapshot {
 /// its query and the last `_id` emitted (as canonical extended JSON), so a restart goes on
 /// after the last chunk emitted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SnapshotProgress {
+pub struct SnapshotCursor {
     /// The snapshots left, the one under way first.
     pub namespaces: Vec<SavedSnapshot>,
 }
 
-/// One namespace of [`SnapshotProgress`].
+/// One namespace of [`SnapshotCursor`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedSnapshot {
     /// `db.coll`.
@@ -216,7 +216,7 @@ impl SnapshotQueue {
     }
 
     /// What a checkpoint keeps of the queue; `None` when nothing is queued.
-    pub fn progress(&self) -> Option<SnapshotProgress> {
+    pub fn progress(&self) -> Option<SnapshotCursor> {
         if self.queue.is_empty() {
             return None;
         }
@@ -232,11 +232,11 @@ impl SnapshotQueue {
                 after: s.after.clone().map(Bson::into_canonical_extjson),
             })
             .collect();
-        Some(SnapshotProgress { namespaces })
+        Some(SnapshotCursor { namespaces })
     }
 
     /// The queue a checkpoint kept, or why it does not read back.
-    pub fn restore(progress: &SnapshotProgress) -> Result<Self, String> {
+    pub fn restore(progress: &SnapshotCursor) -> Result<Self, String> {
         let mut queue = VecDeque::new();
         for saved in &progress.namespaces {
             let filter = match saved.filter.clone().map(Bson::try_from).transpose() {
@@ -537,7 +537,7 @@ mod tests {
         assert_eq!(queue.advance(Some(Bson::Int64(9))), None);
         let saved = queue.progress().expect("queued");
         let text = serde_json::to_string(&saved).unwrap_or_default();
-        let back: SnapshotProgress = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        let back: SnapshotCursor = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
         let restored = SnapshotQueue::restore(&back).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(restored.current(), queue.current(), "{text}");
         assert_eq!(queue.cancel(), vec!["d.b".to_owned()]);

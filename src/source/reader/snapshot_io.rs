@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::batching::ReadItem;
 use super::read_loop::ReadLoop;
 use super::records::copied_event;
-use super::snapshot::{key_of, time, Key, SnapshotProgress, SnapshotQueue, Step, Window};
+use super::snapshot::{key_of, time, Key, SnapshotCursor, SnapshotQueue, Step, Window};
 use crate::budget::Held;
 use crate::source::error::SourceError;
 use crate::source::model::Position;
@@ -37,7 +37,7 @@ pub(super) struct Snapshots {
 
 impl Snapshots {
     /// The snapshots a checkpoint kept (`None`: none).
-    pub fn restored(progress: Option<&SnapshotProgress>) -> Result<Self, String> {
+    pub fn restored(progress: Option<&SnapshotCursor>) -> Result<Self, String> {
         Ok(Self {
             queue: match progress {
                 Some(progress) => SnapshotQueue::restore(progress)?,

@@ -24,11 +24,11 @@ use super::fragments::Reassembler;
 use super::read_loop::ReadLoop;
 use super::records;
 use super::settings::resumes_after_a_fragment;
-use super::snapshot::SnapshotProgress;
+use super::snapshot::SnapshotCursor;
 use super::snapshot_io::Snapshots;
 use crate::budget::Held;
 use crate::config::{FullDocument, FullDocumentBeforeChange, SourceConfig};
-use crate::source::copy_plan::CopyProgress;
+use crate::source::copy_plan::CopyCursor;
 use crate::source::error::SourceError;
 use crate::source::model::{OutgoingRecord, Position, Scope, StartAt};
 use crate::source::policy::{history_lost, RestartPolicy, TooLarge};
@@ -175,7 +175,7 @@ impl ReadLoop {
             self.progress.opened(Position::stream(token));
         }
         let copy = match &start {
-            StartAt::CopyExisting => Some(CopyProgress::default()),
+            StartAt::CopyExisting => Some(CopyCursor::default()),
             StartAt::Resume(position) => position.copy.as_deref().cloned(),
             StartAt::Latest | StartAt::Time(_) => None,
         };
@@ -216,7 +216,7 @@ impl ReadLoop {
         mut stream: ChangeStream<RawDocumentBuf>,
         mut fragments: bool,
         items: mpsc::Sender<ReadItem>,
-        restored: Option<Arc<SnapshotProgress>>,
+        restored: Option<Arc<SnapshotCursor>>,
     ) -> Result<(), SourceError> {
         let mut reassembler = Reassembler::default();
         let heartbeat = self.shared.config.heartbeat_interval;
