@@ -68,9 +68,7 @@ impl Member {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .owned()
-            .keys()
-            .copied()
-            .collect()
+            .clone()
     }
 
     fn leave(&mut self) {

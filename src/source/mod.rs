@@ -50,7 +50,7 @@ use self::ledger::Ending;
 use self::lifecycle::{Lifecycle, Origin, Phase};
 use self::membership::{Agreeing, Join, Membership, Rebalanced};
 use self::model::{Position, Scope, StartAt};
-use self::ownership::{Change, Ownership};
+use self::ownership::{Ownership, Reaction};
 use self::policy::ErrorClass;
 use self::policy::{Decision, Failed, RestartPolicy, ResumeAt};
 use self::producer::{
@@ -457,7 +457,7 @@ impl SourceSupervisor {
         let mut owned: BTreeMap<String, Vec<String>> = self
             .ownership
             .owned()
-            .keys()
+            .iter()
             .map(|slot| (slot.to_string(), Vec::new()))
             .collect();
         for (slot, readers) in self.readers_by_owned_slot() {
@@ -473,7 +473,7 @@ impl SourceSupervisor {
     fn report_fenced(&mut self) {
         let ownership = &self.ownership;
         self.fenced_waiting.retain(|slot| {
-            ownership.fenced_slots().contains(slot) || ownership.owned().contains_key(slot)
+            ownership.fenced_slots().contains(slot) || ownership.owned().contains(slot)
         });
         let name = &self.config.name;
         self.metrics.fenced_slots(name, self.fenced_waiting.len());
@@ -492,14 +492,14 @@ impl SourceSupervisor {
         if self.lifecycle.is_stopped() {
             return;
         }
-        let actions = self.ownership.take_again();
+        let reaction = self.ownership.take_again();
         self.report_fenced();
-        if actions.is_empty() {
+        let Reaction::Restart(ending) = reaction else {
             return;
-        }
+        };
         tracing::warn!(pipeline = %self.config.name, slots = ?self.fenced_waiting, "taking fenced slots again: fencing their producers, reading their checkpoints, starting their readers");
         if self.lifecycle.restart() {
-            self.restart_after(Ending::Stop, Duration::ZERO, ctx);
+            self.restart_after(ending, Duration::ZERO, ctx);
         }
         // Else a restart is under way: its start takes the slots owned then.
     }
@@ -520,7 +520,7 @@ impl SourceSupervisor {
             namespaces.iter().map(String::as_str),
             self.config.slots,
         );
-        map.retain(|slot, _| self.ownership.owned().contains_key(slot));
+        map.retain(|slot, _| self.ownership.owned().contains(slot));
         map
     }
 
@@ -1077,7 +1077,7 @@ impl Handler<ProducerFailed> for SourceSupervisor {
             // broker aborted a transaction that ran out of time): the slot is lost, not the
             // pipeline. The rest starts again without it; after a delay it is taken again,
             // unless the group moved it meanwhile (issue 21: it used to stay dropped).
-            if !self.ownership.fenced(slot).is_empty() {
+            if self.ownership.fenced(slot) != Reaction::Unchanged {
                 self.fenced_waiting.insert(slot);
                 let delay = self.fence_backoff.next_delay();
                 tracing::warn!(pipeline = %self.config.name, slot, %error, retry_in = ?delay, "the slot's producer was fenced: dropping the slot; it is taken again after the delay unless the group moves it");
@@ -1104,20 +1104,20 @@ impl Handler<SlotsChanged> for SourceSupervisor {
             change,
             handed_over,
         } = rebalanced;
-        let actions = self.ownership.apply(&change);
-        if !actions.is_empty() {
-            self.metrics.rebalanced(&self.config.name);
-        }
+        let reaction = self.ownership.apply(&change);
         self.report_fenced();
-        let ending = match change {
-            Change::Lost(_) => Ending::Failure,
-            Change::Assigned(_) | Change::Revoked(_) => Ending::Stop,
-        };
-        if actions.is_empty() || self.lifecycle.is_stopped() || !self.started {
+        let Reaction::Restart(ending) = reaction else {
             if let Some(done) = handed_over {
                 let _ = done.send(());
             }
-            if !self.started && !self.lifecycle.is_stopped() && !actions.is_empty() {
+            return;
+        };
+        self.metrics.rebalanced(&self.config.name);
+        if self.lifecycle.is_stopped() || !self.started {
+            if let Some(done) = handed_over {
+                let _ = done.send(());
+            }
+            if !self.started && !self.lifecycle.is_stopped() {
                 self.started = true;
                 // Paused before it: the resume starts it.
                 if !self.lifecycle.is_paused() {
@@ -1126,7 +1126,7 @@ impl Handler<SlotsChanged> for SourceSupervisor {
             }
             return;
         }
-        tracing::info!(pipeline = %self.config.name, ?change, owned = ?self.ownership.owned().keys().collect::<Vec<_>>(), "the group moved slots: starting again with the slots owned now");
+        tracing::info!(pipeline = %self.config.name, ?change, owned = ?self.ownership.owned(), "the group moved slots: starting again with the slots owned now");
         self.handovers.extend(handed_over);
         if self.lifecycle.restart() {
             // Readers stop after whole batches, the open transaction is committed (aborted

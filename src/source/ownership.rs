@@ -1,33 +1,34 @@
-//! Which slots of a source pipeline this daemon owns, and what it must do, in which order,
-//! when Kafka's consumer group moves them (issue 14). Pure: the membership (the group's
-//! rebalance callbacks) reports [`Change`]s, and the supervisor carries out the
-//! [`SlotAction`]s answered, in order, before the callback returns.
+//! Which slots of a source pipeline this daemon owns, and what the supervisor does when
+//! Kafka's consumer group moves them (issue 14). Pure: the membership (the group's rebalance
+//! callbacks) reports [`Change`]s, and [`Ownership::apply`] answers the supervisor's
+//! [`Reaction`].
 //!
-//! - Assigned slot `s`: [`SlotAction::Fence`] (a producer with `transactional.id =
+//! The supervisor takes slots over and gives them up in one way: it winds its launch down
+//! and starts again with the slots owned then, simpler than moving slots one by one, at the
+//! price of a short pause of the slots it keeps.
+//! - Winding down: every slot's readers stop after whole batches, its open transaction ends,
+//!   its producer closes. The transactions are committed when the change is a clean
+//!   hand-over ([`Ending::Stop`]: slots assigned or revoked) and aborted when slots were
+//!   lost ([`Ending::Failure`]: the group went on without us, or a produce or commit was
+//!   fenced).
+//! - Starting: for each owned slot, its producer (`transactional.id =
 //!   mongo-kafka-bridge-<name>-<s>`; exactly-once calls `init_transactions` first, which
-//!   fences any zombie owner and ends its open transaction), then
-//!   [`SlotAction::ReadCheckpoints`] (partition `s`, `read_committed`, to its end), then
-//!   [`SlotAction::StartReaders`].
-//! - Revoked: [`SlotAction::StopReaders`], [`SlotAction::EndTransaction`] with commit (the
-//!   readers stopped after whole batches), [`SlotAction::CloseProducer`].
-//! - Lost (the group went on without us, or a produce/commit was fenced): the same without
-//!   committing. A fencing error loses one slot; it is no reason to restart anything else.
+//!   fences any zombie owner and ends its open transaction), then its checkpoint partition
+//!   read `read_committed` to its end, then its readers.
+//! - A change that leaves the owned slots as they were is [`Reaction::Unchanged`].
 //! - Fenced while the group still hands the slot to this daemon (a stray producer's
 //!   `init_transactions` on the slot's `transactional.id`, an overtaken start attempt, a
 //!   transaction the broker aborted): the slot is dropped, then [`Ownership::take_again`]
-//!   after a delay takes it over from the start (fence, checkpoints, readers), unless the
-//!   group revoked or lost it meanwhile (another daemon owns it: its fence was legitimate).
-//!   Issue 21: a fenced slot used to stay dropped for good, its partition still assigned here,
-//!   so nobody published its changes.
+//!   after a delay takes it over from the start, unless the group revoked or lost it
+//!   meanwhile (another daemon owns it: its fence was legitimate). Issue 21: a fenced slot
+//!   used to stay dropped for good, its partition still assigned here, so nobody published
+//!   its changes.
 //!
 //! A single daemon is assigned every slot, so it runs every reader, as before slots.
-//!
-//! The supervisor (`mod.rs`) keeps one and, for a change with actions, winds its launch
-//! down (readers, transactions, producers of every slot) and starts again with the slots
-//! owned then: simpler than taking slots over one by one, at the price of a short pause of
-//! the slots it keeps.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+
+use super::ledger::Ending;
 
 /// What the group did to this daemon's slots.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,35 +41,14 @@ pub enum Change {
     Lost(Vec<i32>),
 }
 
-/// One step of taking over or giving up a slot.
+/// What the supervisor does about a change of the slots it owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SlotAction {
-    /// Create the slot's producer; exactly-once: `init_transactions` on it.
-    Fence(i32),
-    /// Read the slot's checkpoint partition, `read_committed`, to its end.
-    ReadCheckpoints(i32),
-    /// Start the readers hashed onto the slot.
-    StartReaders(i32),
-    /// Stop the slot's readers (after their current batch).
-    StopReaders(i32),
-    /// Exactly-once: commit (`true`) or abort the slot's open transaction.
-    EndTransaction {
-        /// The slot.
-        slot: i32,
-        /// Commit it (a clean hand-over) or abort it (lost).
-        commit: bool,
-    },
-    /// Close the slot's producer.
-    CloseProducer(i32),
-}
-
-/// The state of one owned slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SlotState {
-    /// Its producer is fenced and its checkpoints are being read.
-    Starting,
-    /// Its readers run.
-    Running,
+pub enum Reaction {
+    /// The owned slots are as they were.
+    Unchanged,
+    /// Wind the launch down, ending the open transactions this way, and start again with
+    /// the slots owned now.
+    Restart(Ending),
 }
 
 /// The slots this daemon owns.
@@ -77,7 +57,7 @@ pub struct Ownership {
     /// The pipeline's slot count: partitions beyond it (a checkpoint topic shared with a
     /// pipeline of more slots) are not slots of this pipeline.
     slots: u32,
-    owned: BTreeMap<i32, SlotState>,
+    owned: BTreeSet<i32>,
     /// Slots dropped because their producer was fenced, which the group did not take from
     /// this daemon (yet): [`Ownership::take_again`] takes them over again.
     fenced: BTreeSet<i32>,
@@ -98,68 +78,53 @@ impl Ownership {
         u32::try_from(slot).is_ok_and(|s| s < self.slots)
     }
 
-    /// What to do about `change`, in order; the owned slots are updated.
-    pub fn apply(&mut self, change: &Change) -> Vec<SlotAction> {
-        let mut actions = Vec::new();
-        let (slots, commit) = match change {
+    /// What to do about `change`; the owned slots are updated.
+    pub fn apply(&mut self, change: &Change) -> Reaction {
+        let (slots, ending) = match change {
             Change::Assigned(slots) => {
+                let mut taken = false;
                 for &slot in slots {
                     self.fenced.remove(&slot);
-                    if self.is_slot(slot) && !self.owned.contains_key(&slot) {
-                        self.owned.insert(slot, SlotState::Starting);
-                        actions.extend([
-                            SlotAction::Fence(slot),
-                            SlotAction::ReadCheckpoints(slot),
-                            SlotAction::StartReaders(slot),
-                        ]);
+                    if self.is_slot(slot) {
+                        taken |= self.owned.insert(slot);
                     }
                 }
-                if !actions.is_empty() {
-                    self.rebalances += 1;
-                }
-                return actions;
+                return self.moved(taken, Ending::Stop);
             }
-            Change::Revoked(slots) => (slots, true),
-            Change::Lost(slots) => (slots, false),
+            Change::Revoked(slots) => (slots, Ending::Stop),
+            Change::Lost(slots) => (slots, Ending::Failure),
         };
+        let mut given_up = false;
         for &slot in slots {
             // The group moved it: whoever owns it now fenced it rightly.
             self.fenced.remove(&slot);
-            if self.owned.remove(&slot).is_some() {
-                actions.extend([
-                    SlotAction::StopReaders(slot),
-                    SlotAction::EndTransaction { slot, commit },
-                    SlotAction::CloseProducer(slot),
-                ]);
-            }
+            given_up |= self.owned.remove(&slot);
         }
-        if !actions.is_empty() {
-            self.rebalances += 1;
-        }
-        actions
+        self.moved(given_up, ending)
     }
 
-    /// The slot's readers started: it runs.
-    pub fn running(&mut self, slot: i32) {
-        if let Some(state) = self.owned.get_mut(&slot) {
-            *state = SlotState::Running;
+    fn moved(&mut self, moved: bool, ending: Ending) -> Reaction {
+        if !moved {
+            return Reaction::Unchanged;
         }
+        self.rebalances += 1;
+        Reaction::Restart(ending)
     }
 
     /// A produce or commit of `slot` failed with a fencing error: another producer took its
     /// `transactional.id`. The slot is dropped (nothing else restarts) and remembered as
     /// fenced: unless the group moves it meanwhile, [`Ownership::take_again`] takes it back.
-    pub fn fenced(&mut self, slot: i32) -> Vec<SlotAction> {
-        let actions = self.apply(&Change::Lost(vec![slot]));
-        if !actions.is_empty() {
+    pub fn fenced(&mut self, slot: i32) -> Reaction {
+        let reaction = self.apply(&Change::Lost(vec![slot]));
+        if reaction != Reaction::Unchanged {
             self.fenced.insert(slot);
         }
-        actions
+        reaction
     }
 
     /// Takes the fenced slots the group still hands to this daemon over again, from the
     /// start (their fence aborts whatever the fencing producer left open).
-    pub fn take_again(&mut self) -> Vec<SlotAction> {
+    pub fn take_again(&mut self) -> Reaction {
         let slots: Vec<i32> = std::mem::take(&mut self.fenced).into_iter().collect();
         self.apply(&Change::Assigned(slots))
     }
@@ -169,8 +134,8 @@ impl Ownership {
         &self.fenced
     }
 
-    /// The owned slots and their state.
-    pub fn owned(&self) -> &BTreeMap<i32, SlotState> {
+    /// The owned slots.
+    pub fn owned(&self) -> &BTreeSet<i32> {
         &self.owned
     }
 
@@ -183,83 +148,49 @@ impl Ownership {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use SlotAction::*;
+
+    const HAND_OVER: Reaction = Reaction::Restart(Ending::Stop);
+    const DROPPED: Reaction = Reaction::Restart(Ending::Failure);
+
+    fn owned(ownership: &Ownership) -> Vec<i32> {
+        ownership.owned().iter().copied().collect()
+    }
 
     #[test]
-    fn an_assigned_slot_is_fenced_before_its_checkpoints_are_read_and_its_readers_start() {
+    fn assigned_slots_are_taken_over_by_a_clean_restart() {
         let mut ownership = Ownership::new(4);
-        assert_eq!(
-            ownership.apply(&Change::Assigned(vec![1, 3])),
-            [
-                Fence(1),
-                ReadCheckpoints(1),
-                StartReaders(1),
-                Fence(3),
-                ReadCheckpoints(3),
-                StartReaders(3)
-            ]
-        );
-        assert_eq!(ownership.owned().get(&1), Some(&SlotState::Starting));
-        ownership.running(1);
-        assert_eq!(ownership.owned().get(&1), Some(&SlotState::Running));
+        assert_eq!(ownership.apply(&Change::Assigned(vec![1, 3])), HAND_OVER);
         // Cooperative rebalancing assigns increments: what is owned already stays.
+        assert_eq!(ownership.apply(&Change::Assigned(vec![1, 2])), HAND_OVER);
+        assert_eq!(owned(&ownership), [1, 2, 3]);
         assert_eq!(
             ownership.apply(&Change::Assigned(vec![1, 2])),
-            [Fence(2), ReadCheckpoints(2), StartReaders(2)]
-        );
-        assert_eq!(
-            ownership.owned().keys().copied().collect::<Vec<_>>(),
-            [1, 2, 3]
+            Reaction::Unchanged,
+            "owned already"
         );
         assert_eq!(ownership.rebalances(), 2);
     }
 
     #[test]
-    fn a_revoked_slot_stops_its_readers_commits_and_closes_its_producer() {
-        let mut ownership = Ownership::new(4);
-        ownership.apply(&Change::Assigned(vec![0, 1]));
-        assert_eq!(
-            ownership.apply(&Change::Revoked(vec![1])),
-            [
-                StopReaders(1),
-                EndTransaction {
-                    slot: 1,
-                    commit: true
-                },
-                CloseProducer(1)
-            ]
-        );
-        assert_eq!(ownership.owned().keys().copied().collect::<Vec<_>>(), [0]);
-        assert_eq!(
-            ownership.apply(&Change::Revoked(vec![1])),
-            [],
-            "not ours any more"
-        );
-    }
-
-    #[test]
-    fn a_lost_or_fenced_slot_is_dropped_without_committing() {
+    fn a_revoked_slot_is_handed_over_committing_and_a_lost_one_aborting() {
         let mut ownership = Ownership::new(4);
         ownership.apply(&Change::Assigned(vec![0, 1, 2]));
-        let dropped = |slot| {
-            [
-                StopReaders(slot),
-                EndTransaction {
-                    slot,
-                    commit: false,
-                },
-                CloseProducer(slot),
-            ]
-        };
-        assert_eq!(ownership.apply(&Change::Lost(vec![0])), dropped(0));
-        assert_eq!(ownership.fenced(2), dropped(2));
-        assert_eq!(ownership.fenced(2), [], "fenced twice: dropped once");
-        assert_eq!(ownership.owned().keys().copied().collect::<Vec<_>>(), [1]);
-        // Assigned again later: taken over from the start.
+        assert_eq!(ownership.apply(&Change::Revoked(vec![1])), HAND_OVER);
         assert_eq!(
-            ownership.apply(&Change::Assigned(vec![2])),
-            [Fence(2), ReadCheckpoints(2), StartReaders(2)]
+            ownership.apply(&Change::Revoked(vec![1])),
+            Reaction::Unchanged,
+            "not ours any more"
         );
+        assert_eq!(ownership.apply(&Change::Lost(vec![0])), DROPPED);
+        assert_eq!(ownership.fenced(2), DROPPED);
+        assert_eq!(
+            ownership.fenced(2),
+            Reaction::Unchanged,
+            "fenced twice: dropped once"
+        );
+        assert!(owned(&ownership).is_empty());
+        // Assigned again later: taken over from the start.
+        assert_eq!(ownership.apply(&Change::Assigned(vec![2])), HAND_OVER);
     }
 
     /// Issue 21: a slot fenced while the group still assigns it here (a stray producer took
@@ -276,28 +207,22 @@ mod tests {
             [1, 2]
         );
         // Meanwhile the group gives slot 2 to another daemon (whose fence was legitimate).
-        assert_eq!(ownership.apply(&Change::Revoked(vec![2])), []);
         assert_eq!(
-            ownership.take_again(),
-            [Fence(1), ReadCheckpoints(1), StartReaders(1)]
+            ownership.apply(&Change::Revoked(vec![2])),
+            Reaction::Unchanged
         );
+        assert_eq!(ownership.take_again(), HAND_OVER);
         assert!(ownership.fenced_slots().is_empty());
-        assert_eq!(
-            ownership.owned().keys().copied().collect::<Vec<_>>(),
-            [0, 1]
-        );
-        assert_eq!(ownership.take_again(), [], "taken once");
+        assert_eq!(owned(&ownership), [0, 1]);
+        assert_eq!(ownership.take_again(), Reaction::Unchanged, "taken once");
         // A slot assigned by the group while waiting is not taken twice.
         ownership.fenced(0);
-        assert_eq!(
-            ownership.apply(&Change::Assigned(vec![0])),
-            [Fence(0), ReadCheckpoints(0), StartReaders(0)]
-        );
-        assert_eq!(ownership.take_again(), []);
+        assert_eq!(ownership.apply(&Change::Assigned(vec![0])), HAND_OVER);
+        assert_eq!(ownership.take_again(), Reaction::Unchanged);
         // Lost to the group while fenced: not ours to take.
         ownership.fenced(0);
         ownership.apply(&Change::Lost(vec![0]));
-        assert_eq!(ownership.take_again(), []);
+        assert_eq!(ownership.take_again(), Reaction::Unchanged);
     }
 
     #[test]
@@ -305,9 +230,13 @@ mod tests {
         let mut ownership = Ownership::new(2);
         assert_eq!(
             ownership.apply(&Change::Assigned(vec![1, 2, 15, -1])),
-            [Fence(1), ReadCheckpoints(1), StartReaders(1)]
+            HAND_OVER
         );
-        assert_eq!(ownership.apply(&Change::Assigned(vec![5])), []);
+        assert_eq!(owned(&ownership), [1]);
+        assert_eq!(
+            ownership.apply(&Change::Assigned(vec![5])),
+            Reaction::Unchanged
+        );
         assert_eq!(ownership.rebalances(), 1);
     }
 
@@ -320,7 +249,7 @@ mod tests {
         let owners = |daemons: &[Ownership]| {
             let mut count = [0_u8; 16];
             for daemon in daemons {
-                for slot in daemon.owned().keys() {
+                for slot in daemon.owned() {
                     count[usize::try_from(*slot).unwrap_or(0)] += 1;
                 }
             }
@@ -337,7 +266,7 @@ mod tests {
         daemons[2].apply(&Change::Assigned(vec![0, 1, 2, 8, 9]));
         assert_eq!(owners(&daemons), [1; 16]);
         // Daemon 1 is killed: the group hands its slots out; its own view never changes.
-        let dead: Vec<i32> = daemons[1].owned().keys().copied().collect();
+        let dead: Vec<i32> = daemons[1].owned().iter().copied().collect();
         let (a, b) = dead.split_at(dead.len() / 2);
         daemons[0].apply(&Change::Assigned(a.to_vec()));
         daemons[2].apply(&Change::Assigned(b.to_vec()));
