@@ -47,13 +47,22 @@ pub fn run(config: Config, path: PathBuf) -> i32 {
         }
     });
     System::current().stop();
-    // Not dropped: dropping the runtime waits for every blocking call still running, and a
-    // call waiting for a silent broker (an offset commit, a metadata request) returns only
-    // when librdkafka gives up on it, long after the shutdown deadline. Everything was
-    // drained above; the process ends here.
-    std::mem::forget(system);
+    // Dropping the runtime waits for the blocking calls still running: the group leaves
+    // (their consumers close, so the group reassigns at once), but also any call waiting
+    // for a silent broker (an offset commit), which returns only when librdkafka gives up
+    // on it, long after the shutdown deadline. They get EXIT_GRACE, then the process ends.
+    std::thread::spawn(move || {
+        std::thread::sleep(EXIT_GRACE);
+        tracing::warn!(grace = ?EXIT_GRACE, "calls to an unanswering broker are still running after the shutdown; exiting without them");
+        std::process::exit(code);
+    });
+    drop(system);
     code
 }
+
+/// How long the exit waits for blocking calls still running after the shutdown (group
+/// leaves, a commit to a broker that does not answer).
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn serve(config: Config, path: PathBuf) -> Result<i32, StartError> {
     let mut signals = Signals::install().map_err(StartError::Signals)?;
