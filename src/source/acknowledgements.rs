@@ -1,12 +1,11 @@
 //! How Kafka's acknowledgements reach the producer actor of an at-least-once pipeline.
 //!
 //! The acknowledgements of a batch's records are awaited by a task of their own, outside the
-//! actor: actix polls an actor's own futures only when its mailbox is empty and no
-//! `ctx.wait` is pending, and a busy producer (100 readers handing over batches) has neither
-//! for seconds at a time. The task leaves the batch's answer in [`Acknowledgements`]; the
-//! actor takes every answer waiting at the start of each message it handles and, when idle,
-//! when the queue wakes it. An answer thus waits at most for the message being handled, not
-//! for the mailbox to empty.
+//! actor: the task is woken by its own delivery reports only (an actor's own futures are all
+//! polled whenever the actor is woken, on the thread the readers share), and it notes when the
+//! last report came. It leaves the batch's answer in [`Acknowledgements`]; the actor takes
+//! every answer waiting at the start of each message it handles and, when idle, when the queue
+//! wakes it. How long an answer waits is `mkb_source_ack_recording_duration_seconds`.
 //!
 //! Taking them is plain bookkeeping ([`Acknowledgements::take`]); what the ledger asks in
 //! return goes through [`latest_per_namespace`] so that two checkpoints of one reader

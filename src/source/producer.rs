@@ -4,8 +4,7 @@
 //!
 //! Its mailbox is bounded: a reader awaits `send()`, so when Kafka is slow the readers stop
 //! pulling from MongoDB. Kafka's acknowledgements are awaited outside the actor and taken at
-//! every message it handles ([`super::acknowledgements`]): they do not wait for its mailbox to
-//! empty.
+//! every message it handles ([`super::acknowledgements`]).
 
 use std::time::{Duration, Instant};
 
@@ -861,8 +860,8 @@ impl Handler<ProduceBatch> for RecordProducer {
         self.metrics
             .mailbox(&self.setup.pipeline, MAILBOX_RECORD_PRODUCER, -1);
         // At-least-once only (an exactly-once batch gets no ticket): what Kafka answered is
-        // recorded before the next batch, not once the mailbox is empty. A checkpoint this
-        // writes is queued before the response below, which therefore runs first.
+        // recorded before the next batch. A checkpoint this writes is queued before the
+        // response below, which therefore runs first.
         self.take_answers(ctx);
         // Everything that reads or moves the transaction happens once the response runs, not
         // here. actix queues this response to wait but, in the same turn, still polls the
@@ -972,8 +971,9 @@ impl RecordProducer {
                     }
                     Ok(())
                 };
-                // Awaited outside the actor, whose own futures run only when its mailbox is
-                // empty; the answer waits for the actor's next message at most.
+                // Awaited by a task of its own, woken by its own delivery reports only (the
+                // actor's futures are all polled whenever it is woken); the answer waits for
+                // the actor's next message at most, measured by the ack recording histogram.
                 actix::spawn(async move {
                     let result = acknowledged.await;
                     answers.push(Answered {
