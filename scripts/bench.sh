@@ -19,6 +19,8 @@
 #                       avro and json_schema against canonical_json; avro and json_schema need
 #                       the schema registry of services.sh up), scale, scale-source, scale-sink,
 #                       scale-out
+#   BENCH_SCALE_COLLECTIONS=100   only these scale-source runs (1, 10, 100, 100db: the 100 through
+#                       one database stream; default all)
 #   BENCH_CHECKPOINT_LOAD=0   skip the checkpoint load scenario (examples/bench_checkpoint_load.rs:
 #                       a load from a topic of 1,000,000 old checkpoints as a ratio to a fresh one;
 #                       BENCH_CHECKPOINTS=N old checkpoints)

@@ -378,3 +378,122 @@ async fn publish_full_document_only_publishes_updates_as_their_documents() {
     assert_eq!(skipped, 1.0, "the delete is skipped, and counted");
     daemon.terminate(WAIT);
 }
+
+/// The supervisor of the producer under test: it only counts failures.
+struct FailureCounter(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl actix::Actor for FailureCounter {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<mongo_kafka_bridge::source::producer::ProducerFailed> for FailureCounter {
+    type Result = ();
+
+    fn handle(
+        &mut self,
+        failed: mongo_kafka_bridge::source::producer::ProducerFailed,
+        _: &mut Self::Context,
+    ) {
+        eprintln!("the producer failed: {}", failed.error);
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Issue 24: an acknowledgement is recorded in the producer's ledger before the messages
+/// queued behind it are handled, whatever its mailbox holds. The producer's thread is held
+/// (as by the readers' work on that thread) while Kafka acknowledges a batch and two more
+/// messages queue up behind it; the second asks for the newest acknowledged position.
+#[actix_rt::test]
+async fn an_acknowledgement_is_recorded_before_the_messages_queued_behind_it() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use actix::Actor;
+    use mongo_kafka_bridge::clients::kafka;
+    use mongo_kafka_bridge::source::model::{OutgoingRecord, Position, ReaderId};
+    use mongo_kafka_bridge::source::producer::{
+        LastAcknowledged, ProduceBatch, ProducerSetup, RecordPolicy, RecordProducer,
+    };
+    use mongo_kafka_bridge::source::topic_limits::TopicLimits;
+
+    let topic = common::unique("latency_acks");
+    let checkpoints = common::unique("latency_acks_cp");
+    common::create_topic(&topic, 1).await;
+    common::create_topic(&checkpoints, 1).await;
+    let config = mongo_kafka_bridge::config::load_str(
+        // Kafka acknowledges the first batch once the producer's thread is held.
+        &common::config_toml(
+            common::free_port(),
+            "[kafka.producer]\n\"linger.ms\" = \"1000\"\n",
+        ),
+        std::path::Path::new("test.toml"),
+    )
+    .expect("config");
+    let producer = kafka::producer(&config.kafka).expect("producer");
+    let failures = Arc::new(AtomicUsize::new(0));
+    let supervisor = FailureCounter(failures.clone()).start();
+    let setup = ProducerSetup {
+        pipeline: "latency".to_owned(),
+        launch: 1,
+        slot: 0,
+        checkpoint_topic: checkpoints.clone(),
+        slots: 1,
+        checkpoint_interval: Duration::from_millis(10),
+        generation: 1,
+        policy: RecordPolicy {
+            errors: Default::default(),
+            oversize: Default::default(),
+            max_message_bytes: kafka::producer_max_message_bytes(&config.kafka),
+            topic_limits: Arc::new(TopicLimits::new(None, Duration::from_secs(5), 1 << 20)),
+            topic_creator: None,
+        },
+        mailbox_capacity: 16,
+    };
+    let metrics = mongo_kafka_bridge::ops::metrics::Metrics::new().expect("metrics");
+    let arbiter = actix::Arbiter::new();
+    let address = RecordProducer::start_in_arbiter(&arbiter.handle(), move |_| {
+        RecordProducer::new(setup, producer, supervisor.recipient(), metrics)
+    });
+    let reader = ReaderId {
+        namespace: "db.c".to_owned(),
+        generation: 1,
+    };
+    let token = |n: i32| {
+        Position::stream(
+            mongodb::bson::from_bson(mongodb::bson::Bson::Document(
+                doc! { "_data": format!("T{n}") },
+            ))
+            .expect("token"),
+        )
+    };
+    let batch = |n: i32| ProduceBatch {
+        reader: reader.clone(),
+        records: vec![OutgoingRecord::new(
+            topic.clone(),
+            Some(format!("{n}").into_bytes()),
+            Some(b"{}".to_vec()),
+            format!("event {n}"),
+        )],
+        token: Some(token(n)),
+    };
+    address
+        .send(batch(1))
+        .await
+        .expect("the producer answers")
+        .expect("librdkafka holds the first batch");
+    arbiter.spawn(async { std::thread::sleep(Duration::from_secs(4)) });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let second = address.send(batch(2));
+    let asked = address.send(LastAcknowledged(reader.clone()));
+    let (second, asked) = futures_util::future::join(second, asked).await;
+    second
+        .expect("the producer answers")
+        .expect("librdkafka holds the second batch");
+    assert_eq!(
+        asked.expect("the producer answers"),
+        Some(token(1)),
+        "the first batch's acknowledgement came while the producer was busy; it was not recorded before the messages queued behind it"
+    );
+    assert_eq!(failures.load(Ordering::SeqCst), 0);
+    arbiter.stop();
+}

@@ -83,6 +83,7 @@ pub struct Metrics {
     copied_documents: IntCounterVec,
     delivery_duration: HistogramVec,
     handover_duration: HistogramVec,
+    ack_recording_duration: HistogramVec,
     event_lag: HistogramVec,
     source_lag: StateGauge,
     checkpoint_age: StateGauge,
@@ -291,6 +292,12 @@ impl Metrics {
             handover_duration: b.histogram(
                 "source_handover_duration_seconds",
                 "Time from reading a change event to librdkafka holding its record (the reader's queue and the producer's mailbox), for the oldest event of each hand-over, by pipeline.",
+                &["pipeline"],
+                seconds_buckets()?,
+            )?,
+            ack_recording_duration: b.histogram(
+                "source_ack_recording_duration_seconds",
+                "Time from Kafka's acknowledgement of a batch's records (its last delivery report) to the producer recording it in its checkpoint ledger (at-least-once pipelines), by pipeline.",
                 &["pipeline"],
                 seconds_buckets()?,
             )?,
@@ -581,6 +588,7 @@ impl Metrics {
         self.events_skipped
             .with_label_values(&[pipeline, SKIPPED_NO_DOCUMENT]);
         self.delivery_duration.with_label_values(&[pipeline]);
+        self.ack_recording_duration.with_label_values(&[pipeline]);
         self.event_lag.with_label_values(&[pipeline]);
         self.mailbox_depth
             .with_label_values(&[pipeline, MAILBOX_RECORD_PRODUCER]);
@@ -721,6 +729,13 @@ impl Metrics {
         self.delivery_duration
             .with_label_values(&[pipeline])
             .observe(took.as_secs_f64());
+    }
+
+    /// Records how long Kafka's answer for a batch waited for the producer to record it.
+    pub fn acknowledgement_taken(&self, pipeline: &str, waited: Duration) {
+        self.ack_recording_duration
+            .with_label_values(&[pipeline])
+            .observe(waited.as_secs_f64());
     }
 
     /// Records how long the oldest event of a hand-over waited, from its reading to

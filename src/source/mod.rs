@@ -10,6 +10,7 @@
 //! when the group moves slots (a fenced producer loses its slot, taken again after a delay
 //! unless the group moves it), and drains everything on stop.
 
+pub mod acknowledgements;
 pub mod agreement;
 pub mod checkpoint;
 pub mod copy_plan;
@@ -363,6 +364,15 @@ impl SourceSupervisor {
             self.kafka.request_timeout,
             max_message_bytes,
         ));
+        // At-least-once: checkpoints go through a client of their own, shared by the slots
+        // (see `RecordProducer::checkpoints_through`).
+        let checkpoint_producer = match self.config.delivery {
+            Delivery::AtLeastOnce if !producers.is_empty() => match kafka::producer(&self.kafka) {
+                Ok(producer) => Some(producer),
+                Err(error) => return self.fail(error.into(), ctx),
+            },
+            _ => None,
+        };
         let mut slots = BTreeMap::new();
         for (slot, producer) in producers {
             let producer = RecordProducer::new(
@@ -387,9 +397,12 @@ impl SourceSupervisor {
                 ctx.address().recipient(),
                 self.metrics.clone(),
             );
-            let producer = match self.config.delivery {
-                Delivery::AtLeastOnce => producer,
-                Delivery::ExactlyOnce => {
+            let producer = match (self.config.delivery, &checkpoint_producer) {
+                (Delivery::AtLeastOnce, Some(checkpoints)) => {
+                    producer.checkpoints_through(checkpoints.clone())
+                }
+                (Delivery::AtLeastOnce, None) => producer,
+                (Delivery::ExactlyOnce, _) => {
                     producer.exactly_once(self.kafka.request_timeout.max(Duration::from_secs(30)))
                 }
             }

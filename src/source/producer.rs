@@ -3,7 +3,8 @@
 //! record before it is acknowledged.
 //!
 //! Its mailbox is bounded: a reader awaits `send()`, so when Kafka is slow the readers stop
-//! pulling from MongoDB.
+//! pulling from MongoDB. Kafka's acknowledgements are awaited outside the actor and taken at
+//! every message it handles ([`super::acknowledgements`]).
 
 use std::time::{Duration, Instant};
 
@@ -14,9 +15,10 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaErrorCode;
 
+use super::acknowledgements::{self, Acknowledgements, Answered};
 use super::checkpoint::{self, Checkpoint, CheckpointKey};
 use super::error::SourceError;
-use super::ledger::{Action, CheckpointLedger, Closing, Commit, Ending, Ticket};
+use super::ledger::{Action, CheckpointLedger, Closing, Commit, Ending};
 use super::model::Position;
 pub use super::model::{OutgoingRecord, ReaderId};
 use super::slots::slot_of;
@@ -116,6 +118,9 @@ pub struct ProducerSetup {
 pub struct RecordProducer {
     setup: ProducerSetup,
     producer: kafka::KafkaProducer,
+    /// At-least-once: the client that writes checkpoints, when not `producer` (see
+    /// [`RecordProducer::checkpoints_through`]).
+    checkpoint_producer: Option<kafka::KafkaProducer>,
     ledger: CheckpointLedger,
     pending_checkpoint_writes: usize,
     transaction_timeout: Duration,
@@ -125,6 +130,8 @@ pub struct RecordProducer {
     exactly_once: bool,
     supervisor: Recipient<ProducerFailed>,
     metrics: Metrics,
+    /// At-least-once: the batches Kafka answered, left by the tasks awaiting them.
+    answers: Acknowledgements,
 }
 
 impl RecordProducer {
@@ -135,6 +142,17 @@ impl RecordProducer {
         self.ledger = CheckpointLedger::exactly_once(self.setup.checkpoint_interval);
         self.transaction_timeout = timeout;
         self.exactly_once = true;
+        self
+    }
+
+    /// At-least-once: writes checkpoints through `producer`, a client of their own. librdkafka
+    /// sends one partition per request and, idempotent, keeps at most 5 requests in flight per
+    /// connection: a reader's checkpoint every `checkpoint_interval` (100 readers, 16
+    /// checkpoint partitions) took those places from the records and held them in librdkafka's
+    /// queue (issue 24). A checkpoint is written only once every record before it is
+    /// acknowledged, so the two clients need no order between them.
+    pub fn checkpoints_through(mut self, producer: kafka::KafkaProducer) -> Self {
+        self.checkpoint_producer = Some(producer);
         self
     }
 
@@ -150,12 +168,14 @@ impl RecordProducer {
             ledger: CheckpointLedger::at_least_once(setup.checkpoint_interval),
             setup,
             producer,
+            checkpoint_producer: None,
             pending_checkpoint_writes: 0,
             transaction_timeout: Duration::from_secs(30),
             closing: false,
             exactly_once: false,
             supervisor,
             metrics,
+            answers: Acknowledgements::default(),
         }
     }
 
@@ -225,18 +245,23 @@ impl RecordProducer {
         }
     }
 
-    fn delivered(
-        &mut self,
-        ticket: &Ticket,
-        result: Result<(), SourceError>,
-        ctx: &mut Context<Self>,
-    ) {
-        if let Err(error) = result {
-            self.ledger.failed(ticket);
-            return self.fail(error, ctx);
+    /// Records every batch Kafka answered since last time in the ledger, and does what it
+    /// asks (two checkpoints of one reader released together are written as one, the newer);
+    /// a batch not delivered fails the producer.
+    fn take_answers(&mut self, ctx: &mut Context<Self>) {
+        let mut actions = Vec::new();
+        for Answered { ticket, result, at } in self.answers.take() {
+            self.metrics
+                .acknowledgement_taken(&self.setup.pipeline, at.elapsed());
+            if let Err(error) = result {
+                self.ledger.failed(&ticket);
+                return self.fail(error, ctx);
+            }
+            actions.extend(self.ledger.acknowledged(&ticket, Instant::now()));
         }
-        let action = self.ledger.acknowledged(ticket, Instant::now());
-        self.perform(action, ctx);
+        for action in acknowledgements::latest_per_namespace(actions) {
+            self.perform(Some(action), ctx);
+        }
     }
 
     /// Does what the ledger asked.
@@ -273,7 +298,10 @@ impl RecordProducer {
             Err(error) => return self.fail(error, ctx),
         };
         self.pending_checkpoint_writes += 1;
-        let producer = self.producer.clone();
+        let producer = self
+            .checkpoint_producer
+            .clone()
+            .unwrap_or_else(|| self.producer.clone());
         let topic = self.setup.checkpoint_topic.clone();
         let metrics = self.metrics.clone();
         let pipeline = self.setup.pipeline.clone();
@@ -464,7 +492,19 @@ impl Actor for RecordProducer {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.setup.mailbox_capacity);
+        // An idle producer (no message to handle) takes the answers when they come.
+        ctx.add_stream(self.answers.wake_ups());
     }
+}
+
+impl StreamHandler<()> for RecordProducer {
+    fn handle(&mut self, (): (), ctx: &mut Self::Context) {
+        self.take_answers(ctx);
+    }
+
+    /// The wake-ups never end; should they, the producer goes on (a drain takes the answers
+    /// itself).
+    fn finished(&mut self, _: &mut Self::Context) {}
 }
 
 fn dead_letter_headers(
@@ -816,9 +856,13 @@ impl Publisher {
 impl Handler<ProduceBatch> for RecordProducer {
     type Result = AtomicResponse<Self, Result<(), SourceError>>;
 
-    fn handle(&mut self, batch: ProduceBatch, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, batch: ProduceBatch, ctx: &mut Self::Context) -> Self::Result {
         self.metrics
             .mailbox(&self.setup.pipeline, MAILBOX_RECORD_PRODUCER, -1);
+        // At-least-once only (an exactly-once batch gets no ticket): what Kafka answered is
+        // recorded before the next batch. A checkpoint this writes is queued before the
+        // response below, which therefore runs first.
+        self.take_answers(ctx);
         // Everything that reads or moves the transaction happens once the response runs, not
         // here. actix queues this response to wait but, in the same turn, still polls the
         // actor's timers; a due commit queues its own wait after it, and the last one queued
@@ -899,6 +943,7 @@ impl RecordProducer {
                 };
                 let metrics = act.metrics.clone();
                 let pipeline = act.setup.pipeline.clone();
+                let answers = act.answers.clone();
                 let acknowledged = async move {
                     for (origin, topic, took, delivery) in
                         join_all(deliveries.into_iter().map(|(o, t, at, d)| async move {
@@ -926,11 +971,17 @@ impl RecordProducer {
                     }
                     Ok(())
                 };
-                ctx.spawn(
-                    acknowledged
-                        .into_actor(act)
-                        .map(move |result, act, ctx| act.delivered(&ticket, result, ctx)),
-                );
+                // Awaited by a task of its own, woken by its own delivery reports only (the
+                // actor's futures are all polled whenever it is woken); the answer waits for
+                // the actor's next message at most, measured by the ack recording histogram.
+                actix::spawn(async move {
+                    let result = acknowledged.await;
+                    answers.push(Answered {
+                        ticket,
+                        result,
+                        at: Instant::now(),
+                    });
+                });
                 Ok(())
             },
         ))
@@ -943,8 +994,9 @@ impl Handler<LastAcknowledged> for RecordProducer {
     fn handle(
         &mut self,
         LastAcknowledged(reader): LastAcknowledged,
-        _: &mut Self::Context,
+        ctx: &mut Self::Context,
     ) -> Self::Result {
+        self.take_answers(ctx);
         self.ledger.restart(&reader)
     }
 }
@@ -979,17 +1031,25 @@ fn drain_step(
     ctx: &mut Context<RecordProducer>,
     until: Instant,
 ) -> ResponseActFuture<RecordProducer, usize> {
+    act.take_answers(ctx);
     for action in act.ledger.flush(Instant::now()) {
         act.perform(Some(action), ctx);
     }
     let in_flight = act.in_flight();
     if in_flight == 0 || Instant::now() >= until {
         let producer = act.producer.clone();
+        let checkpoints = act.checkpoint_producer.clone();
         let remaining = until.saturating_duration_since(Instant::now());
         return Box::pin(
             async move {
                 // Blocking flush, off the actor thread.
-                let _ = tokio::task::spawn_blocking(move || producer.flush(remaining)).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    let _ = producer.flush(remaining);
+                    if let Some(checkpoints) = checkpoints {
+                        let _ = checkpoints.flush(remaining);
+                    }
+                })
+                .await;
             }
             .into_actor(act)
             .map(move |_, act, _| act.in_flight()),
