@@ -47,8 +47,9 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::error::SinkError;
 use super::lease::{Incarnation, Lease, LeaseState, SessionClock};
+use super::shared::{OffsetCommitter, WriterFailed};
 use super::stall::{self, StallChange, StallDetector};
-use super::writer::{Assignment, OffsetCommitter, PartitionWriter, Record, WriterFailed};
+use super::writer::{Assignment, PartitionWriter, Record};
 use crate::budget::Budget;
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::{Metrics, MAILBOX_PARTITION_WRITER};

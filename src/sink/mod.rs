@@ -9,10 +9,12 @@
 //! when a failure may pass, and stops it, naming the record, when one cannot be written.
 
 pub mod batch;
+pub mod batch_write;
 pub mod bulk;
 pub mod cdc;
 pub mod consumer;
 pub mod convert;
+pub mod dead_letters;
 pub mod decode;
 pub mod error;
 pub mod id;
@@ -23,7 +25,9 @@ pub mod namespace;
 pub mod paths;
 pub mod process;
 pub mod rate_limit;
+pub mod reassembly;
 pub mod rename;
+pub mod shared;
 pub mod stall;
 pub mod timeseries;
 pub mod write_model;
@@ -42,13 +46,13 @@ use self::consumer::{
     ConsumerHandle, ContextParts, Partitions, RebalanceContext, SinkConsumer, WriterFactory,
 };
 use self::convert::Converter;
+use self::dead_letters::DeadLetters;
 use self::error::SinkError;
 use self::lease::SessionClock;
 use self::lifecycle::Restarts;
 use self::rate_limit::RateLimit;
-use self::writer::{
-    Assignment, DeadLetters, Flush, PartitionWriter, WriterFailed, WriterSettings, WriterShared,
-};
+use self::shared::{WriterFailed, WriterSettings, WriterShared};
+use self::writer::{Assignment, Flush, PartitionWriter};
 use crate::budget::{Budget, Report as BudgetReport};
 use crate::clients::kafka;
 use crate::codec::schema_registry::Reachability;
@@ -284,7 +288,7 @@ impl SinkSupervisor {
             // commits an offset whose records are written: at worst they are read again).
             let leases: Vec<_> = writers.iter().map(|(_, lease)| lease.clone()).collect();
             let fences = tokio::task::spawn_blocking(move || leases.iter().for_each(|l| l.fence()));
-            if tokio::time::timeout(writer::COMMIT_DEADLINE, fences)
+            if tokio::time::timeout(batch_write::COMMIT_DEADLINE, fences)
                 .await
                 .is_err()
             {
