@@ -29,6 +29,7 @@ use super::lease::Lease;
 use super::model::RecordError;
 use super::namespace::Namespace;
 use super::reassembly::Entry;
+use super::retries::{Next, Retries};
 use super::shared::{WriterSettings, WriterShared};
 use super::timeseries;
 use crate::backoff::Backoff;
@@ -72,6 +73,14 @@ pub struct BatchDone {
     pub failure: Option<SinkError>,
 }
 
+impl BatchDone {
+    /// Left to the partition's next owner (the lease ended): nothing committed, no failure.
+    const LEFT: Self = Self {
+        committed: None,
+        failure: None,
+    };
+}
+
 impl BatchJob {
     fn name(&self) -> String {
         format!("{}/{}", self.topic, self.partition)
@@ -113,11 +122,6 @@ impl BatchJob {
             }
         }
     }
-
-    /// Waits `delay`, or less when the lease ends; answers whether it is still live.
-    async fn pause(&self, delay: Duration) -> bool {
-        self.lease.pause(delay).await
-    }
 }
 
 /// Converts, writes, dead-letters and commits one batch, as [`PartitionBatch`] decides.
@@ -142,10 +146,7 @@ pub async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
     };
     let Some(permit) = permit else {
         // Revoked while waiting for its turn: the next owner writes these records.
-        return BatchDone {
-            committed: None,
-            failure: None,
-        };
+        return BatchDone::LEFT;
     };
     let batch = PartitionBatch::new(
         entries
@@ -177,19 +178,17 @@ pub async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
                 // is tried again until it answers or the lease ends, and the pipeline is not
                 // failed for it (its `/ready` reason, metric and WARN come from the registry
                 // client's reports).
-                let mut wait = REGISTRY_RETRY_FIRST;
+                let mut waits = Backoff::new(REGISTRY_RETRY_FIRST, REGISTRY_RETRY_MAX);
                 let fetched = loop {
                     let fetched = tokio::select! {
                         fetched = settings.converter.fetch_schemas(raw) => fetched,
-                        () = job.lease.ended() => return BatchDone { committed: None, failure: None },
+                        () = job.lease.ended() => return BatchDone::LEFT,
                     };
                     match fetched {
                         Err(error) if error.transient => {
-                            tokio::select! {
-                                () = tokio::time::sleep(wait) => {}
-                                () = job.lease.ended() => return BatchDone { committed: None, failure: None },
+                            if !job.lease.pause(waits.next_delay()).await {
+                                return BatchDone::LEFT;
                             }
-                            wait = (wait * 2).min(REGISTRY_RETRY_MAX);
                         }
                         other => break other,
                     }
@@ -208,10 +207,8 @@ pub async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
             }
             Ok(None) => shared.metrics.record_skipped(pipeline),
             Err(error) => {
-                let stop = error.transient || !batch.writes_past_refused();
+                let stop = batch.stops_at(&error);
                 refused.push((index, error));
-                // Without a dead letter topic the pipeline stops at this record, and a record
-                // that may convert later is read again: write only what comes before it.
                 if stop {
                     break;
                 }
@@ -220,32 +217,33 @@ pub async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
     }
     // Encoded once: a retry sends the same statements again.
     let prepared = bulk::prepare(items, settings.stale_write_guard.as_deref());
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let mut retries = Retries::new(settings.max_retries);
     let outcome = loop {
         if !job.lease.is_live() {
             // Revoked before this write started: the next owner writes these records.
-            return BatchDone {
-                committed: None,
-                failure: None,
-            };
+            return BatchDone::LEFT;
         }
-        match write_items(&shared, &settings, &prepared).await {
+        let error = match write_items(&shared, &settings, &prepared).await {
             Ok(outcome) => break outcome,
-            Err(error) if backoff.failures() >= settings.max_retries => {
+            Err(error) => error,
+        };
+        match retries.failed(job.lease.is_live()) {
+            Next::Retry(delay) => {
+                tracing::warn!(pipeline, partition = %name, %error, retry_in = ?delay, "bulk write failed; retrying the batch");
+                shared.metrics.write_retried(pipeline);
+                job.lease.pause(delay).await;
+            }
+            Next::GiveUp => {
                 return BatchDone {
                     committed: None,
                     failure: Some(SinkError::Unavailable {
                         partition: name,
-                        reason: error.to_string(),
+                        reason: error,
                     }),
                 };
             }
-            Err(error) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(pipeline, partition = %name, %error, retry_in = ?delay, "bulk write failed; retrying the batch");
-                shared.metrics.write_retried(pipeline);
-                job.pause(delay).await;
-            }
+            // Revoked during this write: the next owner writes these records.
+            Next::Leave => return BatchDone::LEFT,
         }
     };
     drop(prepared);
@@ -299,26 +297,19 @@ pub async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
     let committed = job.commit(settlement.commit).await;
     if let Some((index, error)) = settlement.stop {
         let position = format!("{name}@{}", entries[index].message.offset());
-        // A record that may convert later: the pipeline restarts at it, with backoff.
-        let failure = if error.transient {
-            SinkError::Unavailable {
-                partition: name,
-                reason: format!("{position}: {error}"),
-            }
-        } else {
+        if !error.transient {
             shared.metrics.record_error(pipeline, error.stage.as_str());
-            SinkError::Record { position, error }
-        };
+        }
         return BatchDone {
             committed,
-            failure: Some(failure),
+            failure: Some(SinkError::stopped_at(name, position, error)),
         };
     }
     shared
         .metrics
         .batch_written(pipeline, entries.len(), started.elapsed());
     if let Some(pause) = job.pause_after {
-        job.pause(pause).await;
+        job.lease.pause(pause).await;
     }
     BatchDone {
         committed,

@@ -12,14 +12,12 @@
 //!   times, with backoff, while the writer's lease is live; then the failure is the
 //!   caller's (the batch commits up to the record and the pipeline stops at it).
 
-use std::time::Duration;
-
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 
 use super::lease::Lease;
 use super::model::RecordError;
-use crate::backoff::Backoff;
+use super::retries::{Next, Retries};
 use crate::clients::kafka;
 use crate::config::DeadLetterHeaders;
 
@@ -90,18 +88,19 @@ impl DeadLetters {
         lease: &Lease,
     ) -> Result<(), KafkaError> {
         let pipeline = letter.pipeline;
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        let mut retries = Retries::new(max_retries);
         loop {
-            match self.send_shrinking(letter).await {
-                Ok(()) => return Ok(()),
-                Err(failure) if backoff.failures() >= max_retries => return Err(failure),
-                Err(failure) => {
-                    let delay = backoff.next_delay();
+            let Err(failure) = self.send_shrinking(letter).await else {
+                return Ok(());
+            };
+            match retries.failed(lease.is_live()) {
+                Next::Retry(delay) => {
                     tracing::warn!(pipeline, record = %letter.position, error = %failure, retry_in = ?delay, "sending a dead letter failed; retrying");
                     if !lease.pause(delay).await {
                         return Err(failure);
                     }
                 }
+                Next::GiveUp | Next::Leave => return Err(failure),
             }
         }
     }

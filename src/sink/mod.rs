@@ -27,6 +27,7 @@ pub mod process;
 pub mod rate_limit;
 pub mod reassembly;
 pub mod rename;
+pub mod retries;
 pub mod shared;
 pub mod stall;
 pub mod timeseries;
@@ -49,7 +50,7 @@ use self::convert::Converter;
 use self::dead_letters::DeadLetters;
 use self::error::SinkError;
 use self::lease::SessionClock;
-use self::lifecycle::Restarts;
+use self::lifecycle::{Restarts, Verdict, WriterFailure};
 use self::rate_limit::RateLimit;
 use self::shared::{WriterFailed, WriterSettings, WriterShared};
 use self::writer::{Assignment, Flush, PartitionWriter};
@@ -448,51 +449,59 @@ impl Handler<WriterFailed> for SinkSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: WriterFailed, ctx: &mut Self::Context) {
-        if self.stopping {
-            return;
-        }
         // A failure of a revoked writer, or of an earlier run, is not the current one's.
         let current = self
             .running
             .as_ref()
             .is_some_and(|r| r.partitions.is_current(&msg.partition, msg.incarnation));
-        if !current {
-            tracing::info!(pipeline = %self.config.name, partition = %msg.partition, incarnation = %msg.incarnation, error = %msg.error, "ignoring the failure of a writer that no longer owns its partition");
-            return;
-        }
-        if msg.error.may_pass() {
-            let restart = self.restarts.failed(tokio::time::Instant::now());
-            let delay = restart.delay;
-            tracing::warn!(pipeline = %self.config.name, partition = %msg.partition, error = %msg.error, retry_in = ?delay, failures_in_a_row = restart.in_a_row, "restarting the sink pipeline from its committed offsets");
-            self.metrics
-                .actor_restarted(&self.config.name, "sink_pipeline", msg.error.kind());
-            self.board
-                .restarting_after(&self.config.name, &msg.error.to_string());
-            // `/ready` says why until the pipeline ran healthily again: a failure that keeps
-            // coming back (a dead letter topic the daemon may not write to) shows the whole
-            // time, not only during each backoff.
-            self.readiness.set_problem(
-                health::pipeline(&self.config.name),
-                format!(
-                    "sink pipeline failing ({} failures in a row, restarting in {delay:?}) after: {}",
-                    restart.in_a_row, msg.error
-                ),
-            );
-            let drained = self.drain();
-            ctx.spawn(drained.into_actor(self).map(move |_, _, ctx| {
-                ctx.run_later(delay, |act, ctx| {
-                    if act.stopping || act.running.is_some() {
-                        return;
-                    }
-                    if let Err(error) = act.start(ctx) {
-                        act.fail(error, ctx);
-                    }
-                });
-            }));
-            return;
-        }
-        tracing::error!(pipeline = %self.config.name, partition = %msg.partition, "partition writer failed");
-        self.fail(msg.error, ctx);
+        let failure = WriterFailure {
+            stopping: self.stopping,
+            current,
+            may_pass: msg.error.may_pass(),
+        };
+        let restart = match self
+            .restarts
+            .writer_failed(failure, tokio::time::Instant::now())
+        {
+            Verdict::Ignore => return,
+            Verdict::NotCurrent => {
+                tracing::info!(pipeline = %self.config.name, partition = %msg.partition, incarnation = %msg.incarnation, error = %msg.error, "ignoring the failure of a writer that no longer owns its partition");
+                return;
+            }
+            Verdict::Stop => {
+                tracing::error!(pipeline = %self.config.name, partition = %msg.partition, "partition writer failed");
+                self.fail(msg.error, ctx);
+                return;
+            }
+            Verdict::Restart(restart) => restart,
+        };
+        let delay = restart.delay;
+        tracing::warn!(pipeline = %self.config.name, partition = %msg.partition, error = %msg.error, retry_in = ?delay, failures_in_a_row = restart.in_a_row, "restarting the sink pipeline from its committed offsets");
+        self.metrics
+            .actor_restarted(&self.config.name, "sink_pipeline", msg.error.kind());
+        self.board
+            .restarting_after(&self.config.name, &msg.error.to_string());
+        // `/ready` says why until the pipeline ran healthily again: a failure that keeps
+        // coming back (a dead letter topic the daemon may not write to) shows the whole
+        // time, not only during each backoff.
+        self.readiness.set_problem(
+            health::pipeline(&self.config.name),
+            format!(
+                "sink pipeline failing ({} failures in a row, restarting in {delay:?}) after: {}",
+                restart.in_a_row, msg.error
+            ),
+        );
+        let drained = self.drain();
+        ctx.spawn(drained.into_actor(self).map(move |_, _, ctx| {
+            ctx.run_later(delay, |act, ctx| {
+                if act.stopping || act.running.is_some() {
+                    return;
+                }
+                if let Err(error) = act.start(ctx) {
+                    act.fail(error, ctx);
+                }
+            });
+        }));
     }
 }
 
