@@ -27,13 +27,62 @@ use super::rate_limit::RateLimit;
 use super::reassembly::{Entry, Reassembly, MAX_PENDING_SPLIT_BYTES};
 use super::shared::{WriterFailed, WriterSettings, WriterShared};
 use crate::budget::Held;
-use crate::ops::metrics::MAILBOX_PARTITION_WRITER;
+use crate::ops::metrics::{Metrics, MAILBOX_PARTITION_WRITER};
 
 /// One record for the writer, with its room in the pipeline's memory budget: the writer
-/// holds the room until the record's batch is written (or dropped).
+/// holds the room until the record's batch is written (or dropped). From [`Record::new`]
+/// until the writer takes it (or it is dropped unread, with a stopped writer's mailbox) it
+/// counts in the pipeline's `partition_writer` mailbox depth: the only place that counts it.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Record(pub OwnedMessage, pub Held);
+pub struct Record {
+    message: OwnedMessage,
+    held: Held,
+    queued: Queued,
+}
+
+impl Record {
+    /// `message`, holding `held`, on its way to a writer of the pipeline `depth` counts.
+    pub fn new(message: OwnedMessage, held: Held, depth: &MailboxDepth) -> Self {
+        depth
+            .metrics
+            .mailbox(&depth.pipeline, MAILBOX_PARTITION_WRITER, 1);
+        Self {
+            message,
+            held,
+            queued: Queued(depth.clone()),
+        }
+    }
+}
+
+/// The depth of a pipeline's partition writers' mailboxes, as [`Record`] counts it.
+#[derive(Clone)]
+pub struct MailboxDepth {
+    metrics: Metrics,
+    pipeline: Arc<str>,
+}
+
+impl MailboxDepth {
+    /// The mailbox depth of `pipeline`'s writers.
+    pub fn new(metrics: Metrics, pipeline: &str) -> Self {
+        Self {
+            metrics,
+            pipeline: pipeline.into(),
+        }
+    }
+}
+
+/// A record's place in the mailbox depth, given back when it is taken or dropped.
+struct Queued(MailboxDepth);
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        let depth = &self.0;
+        depth
+            .metrics
+            .mailbox(&depth.pipeline, MAILBOX_PARTITION_WRITER, -1);
+    }
+}
 
 /// Writes what is buffered and commits it; with `close`, the writer then ignores anything
 /// else it receives and stops. Answers the next offset to read (committed), if any record
@@ -221,10 +270,13 @@ impl Actor for PartitionWriter {
 impl Handler<Record> for PartitionWriter {
     type Result = ();
 
-    fn handle(&mut self, Record(message, held): Record, ctx: &mut Self::Context) {
-        self.shared
-            .metrics
-            .mailbox(&self.shared.pipeline, MAILBOX_PARTITION_WRITER, -1);
+    fn handle(&mut self, record: Record, ctx: &mut Self::Context) {
+        let Record {
+            message,
+            held,
+            queued,
+        } = record;
+        drop(queued);
         if self.closed || !self.lease.is_live() {
             return;
         }
@@ -262,5 +314,52 @@ impl Handler<Flush> for PartitionWriter {
             }
             Ok(act.committed)
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::Timestamp;
+
+    use super::*;
+
+    fn depth_of(metrics: &Metrics) -> Result<Option<String>, prometheus::Error> {
+        let text = metrics.render()?;
+        Ok(text
+            .lines()
+            .find(|l| l.starts_with("mkb_mailbox_depth_messages{") && l.contains("\"p\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned))
+    }
+
+    fn record(depth: &MailboxDepth) -> Record {
+        let message = OwnedMessage::new(
+            None,
+            None,
+            "t".to_owned(),
+            Timestamp::NotAvailable,
+            0,
+            1,
+            None,
+        );
+        Record::new(message, Held::default(), depth)
+    }
+
+    #[test]
+    fn a_record_counts_in_the_mailbox_depth_until_taken_or_dropped_unread(
+    ) -> Result<(), prometheus::Error> {
+        let metrics = Metrics::new()?;
+        let depth = MailboxDepth::new(metrics.clone(), "p");
+        let taken = record(&depth);
+        let unread = record(&depth);
+        assert_eq!(depth_of(&metrics)?.as_deref(), Some("2"));
+        // Taken by the writer: what its handler does first.
+        let Record { queued, .. } = taken;
+        drop(queued);
+        assert_eq!(depth_of(&metrics)?.as_deref(), Some("1"));
+        // Dropped with a stopped writer's mailbox, never handled.
+        drop(unread);
+        assert_eq!(depth_of(&metrics)?.as_deref(), Some("0"));
+        Ok(())
     }
 }
