@@ -9,6 +9,9 @@
 //!   after it is written, and the commit stops at its offset (it is read again).
 //! - With one, every refused record is dead-lettered, in order, and the commit covers the
 //!   whole batch; when a dead letter cannot be sent, the commit stops at that record.
+//! - Converting stops at the first record refused before the write when there is no dead
+//!   letter topic, or when the reason may pass ([`PartitionBatch::stops_at`]): nothing after
+//!   it is converted or written.
 //! - A record refused for a reason that may pass (the schema registry did not answer) is
 //!   never dead-lettered: the pipeline stops at it, as without a dead letter topic, and reads
 //!   it again after a restart; refused records before it are dead-lettered as usual.
@@ -65,6 +68,14 @@ impl PartitionBatch {
     /// only with a dead letter topic).
     pub fn writes_past_refused(&self) -> bool {
         self.dead_letters
+    }
+
+    /// Whether converting the batch stops at a record refused before the write (`error`),
+    /// writing only what comes before it: without a dead letter topic the pipeline stops at
+    /// the record, and a record that may convert later (the registry did not answer) is read
+    /// again, so nothing after it may be written first.
+    pub fn stops_at(&self, error: &RecordError) -> bool {
+        error.transient || !self.dead_letters
     }
 
     /// The offset to commit so the partition is read again from record `index` on (or
@@ -245,6 +256,22 @@ mod tests {
                 prop_assert!(settled.dead_letters.is_empty());
             }
         }
+    }
+
+    #[test]
+    fn converting_stops_at_a_refused_record_without_dead_letters_or_when_it_may_pass() {
+        let mut transient = RecordError::new(Stage::Decode, "registry unreachable");
+        transient.transient = true;
+        let (_, refused) = refused(0);
+        let with = PartitionBatch::new(plain(&[10, 11]), None, true);
+        assert!(
+            !with.stops_at(&refused),
+            "dead-lettered: the rest is written"
+        );
+        assert!(with.stops_at(&transient), "read again: nothing after it");
+        let without = PartitionBatch::new(plain(&[10, 11]), None, false);
+        assert!(without.stops_at(&refused));
+        assert!(without.stops_at(&transient));
     }
 
     #[test]

@@ -47,11 +47,12 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::error::SinkError;
 use super::lease::{Incarnation, Lease, LeaseState, SessionClock};
+use super::shared::{OffsetCommitter, WriterFailed};
 use super::stall::{self, StallChange, StallDetector};
-use super::writer::{Assignment, OffsetCommitter, PartitionWriter, Record, WriterFailed};
+use super::writer::{Assignment, MailboxDepth, PartitionWriter, Record};
 use crate::budget::Budget;
 use crate::ops::health::{self, Readiness};
-use crate::ops::metrics::{Metrics, MAILBOX_PARTITION_WRITER};
+use crate::ops::metrics::Metrics;
 use crate::ops::progress::{human_seconds, CatchUp};
 use crate::ops::status::StatusBoard;
 
@@ -343,7 +344,7 @@ impl RebalanceContext {
             partition: partition.clone(),
             writer: writer.clone(),
             lease: lease.clone(),
-            metrics: parts.metrics.clone(),
+            depth: MailboxDepth::new(parts.metrics.clone(), &parts.pipeline),
             progress: progress.clone(),
             budget: parts.budget.clone(),
             _alive: alive,
@@ -567,7 +568,7 @@ struct Reader {
     partition: Partition,
     writer: Addr<PartitionWriter>,
     lease: Arc<Lease>,
-    metrics: Metrics,
+    depth: MailboxDepth,
     progress: Arc<AtomicU64>,
     budget: Budget,
     _alive: std::sync::mpsc::Sender<()>,
@@ -619,7 +620,8 @@ impl Reader {
                 () = self.lease.ended() => break,
                 room = self.budget.take(message_bytes(&message), &name) => room,
             };
-            let handed = match self.writer.try_send(Record(message, room)) {
+            let record = Record::new(message, room, &self.depth);
+            let handed = match self.writer.try_send(record) {
                 Ok(()) => true,
                 // The mailbox is full: wait for room, reading nothing more meanwhile, so
                 // librdkafka stops fetching once the partition's queue is full.
@@ -636,8 +638,6 @@ impl Reader {
                 // ended): its records stay uncommitted for the next reader.
                 break;
             }
-            self.metrics
-                .mailbox(&self.pipeline, MAILBOX_PARTITION_WRITER, 1);
             self.progress.fetch_add(1, Ordering::Relaxed);
         }
         drop(queue);

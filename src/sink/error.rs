@@ -55,6 +55,20 @@ impl SinkError {
         }
     }
 
+    /// Why the pipeline stops at the record at `position` of `partition`, refused with
+    /// `error`: one that may convert later (the schema registry did not answer) restarts the
+    /// pipeline at it, with backoff; any other stops the pipeline, naming it.
+    pub fn stopped_at(partition: String, position: String, error: RecordError) -> Self {
+        if error.transient {
+            Self::Unavailable {
+                partition,
+                reason: format!("{position}: {error}"),
+            }
+        } else {
+            Self::Record { position, error }
+        }
+    }
+
     /// Whether the failure may pass: the pipeline restarts (with backoff) instead of
     /// staying stopped.
     pub fn may_pass(&self) -> bool {
@@ -62,5 +76,28 @@ impl SinkError {
             self,
             Self::Unavailable { .. } | Self::DeadLetter { .. } | Self::Unrouted { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::model::Stage;
+
+    #[test]
+    fn a_record_that_may_convert_later_restarts_the_pipeline_any_other_stops_it() {
+        let mut transient = RecordError::new(Stage::Decode, "registry unreachable");
+        transient.transient = true;
+        let restart = SinkError::stopped_at("t/0".into(), "t/0@7".into(), transient);
+        assert!(restart.may_pass());
+        assert!(
+            restart.to_string().contains("t/0@7") && restart.to_string().contains("registry"),
+            "{restart}"
+        );
+        let record = RecordError::new(Stage::Decode, "not JSON");
+        let stop = SinkError::stopped_at("t/0".into(), "t/0@7".into(), record);
+        assert!(!stop.may_pass());
+        assert!(matches!(&stop, SinkError::Record { position, .. } if position == "t/0@7"));
+        assert_eq!(stop.kind(), "decode");
     }
 }

@@ -180,6 +180,15 @@ impl Lease {
         // The sender lives as long as `self`, so this only ends when the state changes.
         let _ = watching.wait_for(|state| *state != LeaseState::Live).await;
     }
+
+    /// Waits `delay`, or less when the lease ends; answers whether it is still live.
+    pub async fn pause(&self, delay: std::time::Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = self.ended() => {}
+        }
+        self.is_live()
+    }
 }
 
 #[cfg(test)]

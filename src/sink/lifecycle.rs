@@ -1,6 +1,12 @@
-//! [`Restarts`]: when a sink pipeline restarts after a failure that may pass, and whether
-//! it is still failing, as pure decisions the supervisor carries out (as the source's
-//! `RestartPolicy` and `Lifecycle`).
+//! [`Restarts`]: what the sink supervisor does when a writer fails, when a sink pipeline
+//! restarts after a failure that may pass, and whether it is still failing, as pure
+//! decisions the supervisor carries out (as the source's `RestartPolicy` and `Lifecycle`).
+//!
+//! A writer's failure ([`Restarts::writer_failed`]) is ignored while the pipeline stops, and
+//! logged only when the writer no longer owns its partition (a revoked writer, or one of an
+//! earlier run: the partition's owner meets the same record). Otherwise a failure that may
+//! pass restarts the pipeline from its committed offsets, after a backoff, and any other
+//! stops it until restarted by hand.
 //!
 //! A failure that keeps coming back (a dead letter topic the daemon may not write to, or
 //! that refuses every record) restarts the pipeline again and again. Such a pipeline is
@@ -31,6 +37,30 @@ pub struct Restart {
     pub delay: Duration,
     /// Failures in a row, this one included (since the last healthy run).
     pub in_a_row: u32,
+}
+
+/// A writer's failure, as the supervisor sees it when it arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterFailure {
+    /// The pipeline is stopping (stopped by hand, a reload, or failed already).
+    pub stopping: bool,
+    /// The writer owns its partition in the running consumer.
+    pub current: bool,
+    /// The failure may pass (`SinkError::may_pass`).
+    pub may_pass: bool,
+}
+
+/// What the supervisor does about a writer's failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing: the pipeline is stopping anyway.
+    Ignore,
+    /// Only log it: the writer no longer owns its partition.
+    NotCurrent,
+    /// Drain the pipeline and start it again after the delay.
+    Restart(Restart),
+    /// Stop the pipeline, saying why, until it is restarted by hand.
+    Stop,
 }
 
 /// The restarts of one sink pipeline.
@@ -72,6 +102,19 @@ impl Restarts {
         Restart {
             delay,
             in_a_row: self.backoff.failures(),
+        }
+    }
+
+    /// What to do about a writer's `failure`, arriving at `now`.
+    pub fn writer_failed(&mut self, failure: WriterFailure, now: Instant) -> Verdict {
+        if failure.stopping {
+            Verdict::Ignore
+        } else if !failure.current {
+            Verdict::NotCurrent
+        } else if failure.may_pass {
+            Verdict::Restart(self.failed(now))
+        } else {
+            Verdict::Stop
         }
     }
 
@@ -148,5 +191,37 @@ mod tests {
         assert_eq!(restart.delay, FIRST_DELAY);
         assert_eq!(restart.in_a_row, 1);
         assert!(restarts.is_failing(Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_writers_failure_restarts_stops_or_is_ignored() {
+        let failure = |stopping, current, may_pass| WriterFailure {
+            stopping,
+            current,
+            may_pass,
+        };
+        let mut restarts = Restarts::new(Duration::from_secs(60));
+        let now = Instant::now();
+        assert_eq!(
+            restarts.writer_failed(failure(true, true, true), now),
+            Verdict::Ignore
+        );
+        assert_eq!(
+            restarts.writer_failed(failure(false, false, true), now),
+            Verdict::NotCurrent
+        );
+        assert!(!restarts.is_failing(now), "neither counts as a failure");
+        assert_eq!(
+            restarts.writer_failed(failure(false, true, false), now),
+            Verdict::Stop
+        );
+        assert_eq!(
+            restarts.writer_failed(failure(false, true, true), now),
+            Verdict::Restart(Restart {
+                delay: FIRST_DELAY,
+                in_a_row: 1
+            })
+        );
+        assert!(restarts.is_failing(now));
     }
 }

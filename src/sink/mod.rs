@@ -9,10 +9,12 @@
 //! when a failure may pass, and stops it, naming the record, when one cannot be written.
 
 pub mod batch;
+pub mod batch_write;
 pub mod bulk;
 pub mod cdc;
 pub mod consumer;
 pub mod convert;
+pub mod dead_letters;
 pub mod decode;
 pub mod error;
 pub mod id;
@@ -23,7 +25,10 @@ pub mod namespace;
 pub mod paths;
 pub mod process;
 pub mod rate_limit;
+pub mod reassembly;
 pub mod rename;
+pub mod retries;
+pub mod shared;
 pub mod stall;
 pub mod timeseries;
 pub mod write_model;
@@ -42,13 +47,13 @@ use self::consumer::{
     ConsumerHandle, ContextParts, Partitions, RebalanceContext, SinkConsumer, WriterFactory,
 };
 use self::convert::Converter;
+use self::dead_letters::DeadLetters;
 use self::error::SinkError;
 use self::lease::SessionClock;
-use self::lifecycle::Restarts;
+use self::lifecycle::{Restarts, Verdict, WriterFailure};
 use self::rate_limit::RateLimit;
-use self::writer::{
-    Assignment, DeadLetters, Flush, PartitionWriter, WriterFailed, WriterSettings, WriterShared,
-};
+use self::shared::{WriterFailed, WriterSettings, WriterShared};
+use self::writer::{Assignment, Flush, PartitionWriter};
 use crate::budget::{Budget, Report as BudgetReport};
 use crate::clients::kafka;
 use crate::codec::schema_registry::Reachability;
@@ -284,7 +289,7 @@ impl SinkSupervisor {
             // commits an offset whose records are written: at worst they are read again).
             let leases: Vec<_> = writers.iter().map(|(_, lease)| lease.clone()).collect();
             let fences = tokio::task::spawn_blocking(move || leases.iter().for_each(|l| l.fence()));
-            if tokio::time::timeout(writer::COMMIT_DEADLINE, fences)
+            if tokio::time::timeout(batch_write::COMMIT_DEADLINE, fences)
                 .await
                 .is_err()
             {
@@ -444,51 +449,59 @@ impl Handler<WriterFailed> for SinkSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: WriterFailed, ctx: &mut Self::Context) {
-        if self.stopping {
-            return;
-        }
         // A failure of a revoked writer, or of an earlier run, is not the current one's.
         let current = self
             .running
             .as_ref()
             .is_some_and(|r| r.partitions.is_current(&msg.partition, msg.incarnation));
-        if !current {
-            tracing::info!(pipeline = %self.config.name, partition = %msg.partition, incarnation = %msg.incarnation, error = %msg.error, "ignoring the failure of a writer that no longer owns its partition");
-            return;
-        }
-        if msg.error.may_pass() {
-            let restart = self.restarts.failed(tokio::time::Instant::now());
-            let delay = restart.delay;
-            tracing::warn!(pipeline = %self.config.name, partition = %msg.partition, error = %msg.error, retry_in = ?delay, failures_in_a_row = restart.in_a_row, "restarting the sink pipeline from its committed offsets");
-            self.metrics
-                .actor_restarted(&self.config.name, "sink_pipeline", msg.error.kind());
-            self.board
-                .restarting_after(&self.config.name, &msg.error.to_string());
-            // `/ready` says why until the pipeline ran healthily again: a failure that keeps
-            // coming back (a dead letter topic the daemon may not write to) shows the whole
-            // time, not only during each backoff.
-            self.readiness.set_problem(
-                health::pipeline(&self.config.name),
-                format!(
-                    "sink pipeline failing ({} failures in a row, restarting in {delay:?}) after: {}",
-                    restart.in_a_row, msg.error
-                ),
-            );
-            let drained = self.drain();
-            ctx.spawn(drained.into_actor(self).map(move |_, _, ctx| {
-                ctx.run_later(delay, |act, ctx| {
-                    if act.stopping || act.running.is_some() {
-                        return;
-                    }
-                    if let Err(error) = act.start(ctx) {
-                        act.fail(error, ctx);
-                    }
-                });
-            }));
-            return;
-        }
-        tracing::error!(pipeline = %self.config.name, partition = %msg.partition, "partition writer failed");
-        self.fail(msg.error, ctx);
+        let failure = WriterFailure {
+            stopping: self.stopping,
+            current,
+            may_pass: msg.error.may_pass(),
+        };
+        let restart = match self
+            .restarts
+            .writer_failed(failure, tokio::time::Instant::now())
+        {
+            Verdict::Ignore => return,
+            Verdict::NotCurrent => {
+                tracing::info!(pipeline = %self.config.name, partition = %msg.partition, incarnation = %msg.incarnation, error = %msg.error, "ignoring the failure of a writer that no longer owns its partition");
+                return;
+            }
+            Verdict::Stop => {
+                tracing::error!(pipeline = %self.config.name, partition = %msg.partition, "partition writer failed");
+                self.fail(msg.error, ctx);
+                return;
+            }
+            Verdict::Restart(restart) => restart,
+        };
+        let delay = restart.delay;
+        tracing::warn!(pipeline = %self.config.name, partition = %msg.partition, error = %msg.error, retry_in = ?delay, failures_in_a_row = restart.in_a_row, "restarting the sink pipeline from its committed offsets");
+        self.metrics
+            .actor_restarted(&self.config.name, "sink_pipeline", msg.error.kind());
+        self.board
+            .restarting_after(&self.config.name, &msg.error.to_string());
+        // `/ready` says why until the pipeline ran healthily again: a failure that keeps
+        // coming back (a dead letter topic the daemon may not write to) shows the whole
+        // time, not only during each backoff.
+        self.readiness.set_problem(
+            health::pipeline(&self.config.name),
+            format!(
+                "sink pipeline failing ({} failures in a row, restarting in {delay:?}) after: {}",
+                restart.in_a_row, msg.error
+            ),
+        );
+        let drained = self.drain();
+        ctx.spawn(drained.into_actor(self).map(move |_, _, ctx| {
+            ctx.run_later(delay, |act, ctx| {
+                if act.stopping || act.running.is_some() {
+                    return;
+                }
+                if let Err(error) = act.start(ctx) {
+                    act.fail(error, ctx);
+                }
+            });
+        }));
     }
 }
 
