@@ -244,6 +244,10 @@ async fn moving_positions_is_refused_while_a_daemon_runs_the_pipeline() {
     let path = common::write_file(dir.path(), "bridge.toml", &text);
     let mut daemon = common::Daemon::start(&text);
     common::wait_for_status(port, "/ready", 200, WAIT);
+    // Ready is not yet a member of each group: the source has its slots, the sink its
+    // partition, once their groups assigned them.
+    daemon.wait_for_log("source pipeline running", 1, WAIT);
+    daemon.wait_for_log("partitions assigned", 1, WAIT);
 
     let source_group = format!("mongo-kafka-bridge-source-{source}");
     let sink_group = format!("mongo-kafka-bridge-{sink}");

@@ -35,6 +35,15 @@ fn problems(stdout: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Asserts that `check-config --connect` on `stdout` (its exit `code`, its `stderr`) failed
+/// with exactly one problem, starting with `expected`.
+fn assert_one_problem((code, stdout, stderr): (Option<i32>, &str, &str), expected: &str) {
+    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let found = problems(stdout);
+    assert_eq!(found.len(), 1, "{stdout}");
+    assert!(found[0].starts_with(expected), "{stdout}");
+}
+
 /// A source (exactly-once, Avro through the registry) and a sink whose topic exists.
 fn good_pipelines(db: &str, sink_topic: &str, registry: &str) -> String {
     format!(
@@ -147,14 +156,9 @@ async fn mongodb_unreachable_is_a_problem_naming_it() {
     );
     let started = Instant::now();
     let (code, stdout, stderr) = check_connect(&text);
-    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let found = problems(&stdout);
-    assert_eq!(found.len(), 1, "{stdout}");
-    assert!(
-        found[0].starts_with(&format!(
-            "problem: mongodb.uri: MongoDB at 127.0.0.1:{port} does not answer"
-        )),
-        "{stdout}"
+    assert_one_problem(
+        (code, &stdout, &stderr),
+        &format!("problem: mongodb.uri: MongoDB at 127.0.0.1:{port} does not answer"),
     );
     // The MongoDB checks are skipped, saying why; Kafka's still run.
     assert!(
@@ -204,14 +208,11 @@ async fn a_registry_where_nothing_answers_is_a_problem_naming_the_pipeline() {
     let url = format!("http://127.0.0.1:{}", common::free_port());
     let text = common::config_toml(common::free_port(), &good_pipelines(&db, &sink_topic, &url));
     let (code, stdout, stderr) = check_connect(&text);
-    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let found = problems(&stdout);
-    assert_eq!(found.len(), 1, "{stdout}");
-    assert!(
-        found[0].starts_with(&format!(
+    assert_one_problem(
+        (code, &stdout, &stderr),
+        &format!(
             "problem: source `{db}_src`: schema_registry at {url}: schema registry at {url} unreachable"
-        )),
-        "{stdout}"
+        ),
     );
 }
 
@@ -284,14 +285,9 @@ async fn kafka_unreachable_is_a_problem_naming_it() {
     let started = Instant::now();
     let (code, stdout, stderr) = check_connect(&text);
     let _ = common::mongo_client().await.database(&db).drop().await;
-    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let found = problems(&stdout);
-    assert_eq!(found.len(), 1, "{stdout}");
-    assert!(
-        found[0].starts_with(&format!(
-            "problem: kafka.bootstrap_servers: Kafka at 127.0.0.1:{port} does not answer: "
-        )),
-        "{stdout}"
+    assert_one_problem(
+        (code, &stdout, &stderr),
+        &format!("problem: kafka.bootstrap_servers: Kafka at 127.0.0.1:{port} does not answer: "),
     );
     assert!(
         stdout.contains(&format!(
@@ -351,14 +347,11 @@ async fn sourcecompat_a_topic_config_the_broker_refuses_is_a_problem() {
     );
     let (code, stdout, stderr) = check_connect(&text);
     let _ = common::mongo_client().await.database(&db).drop().await;
-    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let found = problems(&stdout);
-    assert_eq!(found.len(), 1, "{stdout}");
-    assert!(
-        found[0].starts_with(&format!(
+    assert_one_problem(
+        (code, &stdout, &stderr),
+        &format!(
             "problem: source `{db}_src`: topic `{db}.audit`: missing, and create_topics cannot create it: the broker refuses to create it"
-        )),
-        "{stdout}"
+        ),
     );
     let names = topic_names();
     assert!(!names.contains(&format!("{db}.audit")));

@@ -18,8 +18,7 @@ use mongodb::bson::{doc, oid::ObjectId, Binary, Bson, DateTime, Decimal128, Docu
 use serde_json::{json, Value};
 
 fn registry_url() -> String {
-    std::env::var("SCHEMA_REGISTRY_URL")
-        .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".to_owned())
+    common::registry::url()
 }
 
 fn registry_toml() -> String {
@@ -611,101 +610,26 @@ async fn protobuf_subject_name_strategies_name_avro_and_json_schema_subjects_too
 #[tokio::test]
 async fn protobuf_pipelines_hold_back_while_the_registry_does_not_answer_and_lose_nothing() {
     subjects();
-    let upstream = url::Url::parse(&registry_url())
-        .ok()
-        .and_then(|u| u.port())
-        .expect("the registry's port");
-    // The daemon reaches the registry through a proxy of this test, cut at first.
-    let proxy = common::proxy::Proxy::start(&format!("127.0.0.1:{upstream}"));
-    proxy.cut();
-    let through = format!("http://127.0.0.1:{}/apis/ccompat/v7", proxy.port());
     // A record for the sink, written with the registry itself.
-    let db = common::unique("protobuf_hold");
     let sink_topic = common::unique("protobuf_hold_in");
     common::create_topic(&sink_topic, 1).await;
     let writer = mongo_kafka_bridge::codec::protobuf::ProtobufWriter::new(
         &mongo_kafka_bridge::config::SchemaRegistryConfig::at(registry_url()),
     )
     .expect("a writer");
-    let doc = doc! {"_id": 100, "from": "kafka"};
     let subject = format!("{sink_topic}-value");
     let value = mongo_kafka_bridge::codec::schema_registry::fetching(|| {
-        writer.write(&doc, "Document", &subject)
+        writer.write(&doc! {"_id": 100, "from": "kafka"}, "Document", &subject)
     })
     .await
     .expect("registers");
-    common::produce(
+    common::registry::an_outage_holds_back_both_pipelines_and_loses_nothing(
+        "protobuf",
+        "protobuf_hold",
         &sink_topic,
-        &[Outgoing {
-            value: Some(value),
-            ..Outgoing::default()
-        }],
+        value,
     )
     .await;
-    let http = common::free_port();
-    let dlq = common::unique("protobuf_hold_dlq");
-    let (src, snk) = (
-        common::unique("protobuf_hsrc"),
-        common::unique("protobuf_hsnk"),
-    );
-    let config = common::config_toml(
-        http,
-        &format!(
-            "[kafka.schema_registry]\nurl = \"{through}\"\ntimeout = \"2s\"\n\
-             [[source]]\nname = \"{src}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nformat = \"protobuf\"\n\
-             publish_full_document_only = true\nmax_await_time = \"300ms\"\n\
-             [[sink]]\nname = \"{snk}\"\ntopics = [\"{sink_topic}\"]\ndatabase = \"{db}\"\ncollection = \"copy\"\n\
-             value_format = \"protobuf\"\nid_strategy = \"provided_in_value\"\nmax_batch_delay = \"50ms\"\n\
-             errors = {{ tolerance = \"all\", dead_letter_topic = \"{dlq}\" }}\n",
-        ),
-    );
-    let mut daemon = common::Daemon::start(&config);
-    daemon.wait_for_log("change stream open", 1, WAIT);
-    let client = common::mongo_client().await;
-    client
-        .database(&db)
-        .collection::<Document>("c")
-        .insert_one(doc! {"_id": 1, "from": "mongodb"})
-        .await
-        .expect("insert");
-    // Both pipelines hold back, and `/ready` says why, for each.
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let answer = common::http_get(http, "/ready");
-        if let Some((503, body)) = &answer {
-            if body.contains(&format!("schema registry {src}"))
-                && body.contains(&format!("schema registry {snk}"))
-            {
-                assert!(body.contains("unreachable"), "{body}");
-                break;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "/ready never named both registries: {answer:?}\nlog:\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    // The registry answers again: everything arrives, nothing was dead-lettered.
-    proxy.forward();
-    common::wait_for_status(http, "/ready", 200, WAIT);
-    let published = common::consume(&format!("{db}.c"), 1, WAIT, false).await;
-    assert_eq!(published.len(), 1, "log:\n{}", daemon.log());
-    let copy = client.database(&db).collection::<Document>("copy");
-    let arrived = common::eventually(WAIT, || {
-        let copy = copy.clone();
-        async move {
-            copy.find_one(doc! {"_id": 100}).await.ok().flatten()
-                == Some(doc! {"_id": 100, "from": "kafka"})
-        }
-    })
-    .await;
-    assert!(arrived, "log:\n{}", daemon.log());
-    let dead = common::consume(&dlq, 1, std::time::Duration::from_secs(2), false).await;
-    assert!(dead.is_empty(), "dead-lettered: {dead:?}");
-    daemon.terminate(WAIT);
-    let _ = client.database(&db).drop().await;
 }
 
 #[tokio::test]

@@ -11,8 +11,7 @@ use mongodb::bson::{doc, Binary, Bson, DateTime, Decimal128, Document};
 
 /// The registry's Confluent-compatible API.
 fn registry_url() -> String {
-    std::env::var("SCHEMA_REGISTRY_URL")
-        .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".to_owned())
+    common::registry::url()
 }
 
 /// `GET path` on the registry: status and body. Panics, saying how to start one, when no
@@ -1115,92 +1114,26 @@ async fn an_https_registry_is_trusted_through_its_ca_file() {
 async fn ready_says_why_while_the_registry_does_not_answer_and_nothing_is_lost() {
     let (status, _) = registry_get("/subjects");
     assert_eq!(status, 200, "the registry's /subjects");
-    let upstream = url::Url::parse(&registry_url())
-        .ok()
-        .and_then(|u| u.port())
-        .expect("the registry's port");
-    // The daemon reaches the registry through a proxy of this test, cut at first.
-    let proxy = common::proxy::Proxy::start(&format!("127.0.0.1:{upstream}"));
-    proxy.cut();
-    let through = format!("http://127.0.0.1:{}/apis/ccompat/v7", proxy.port());
-
     // A record for the sink, written with the registry itself.
-    let db = common::unique("schm_ready");
     let sink_topic = common::unique("schm_ready_in");
     common::create_topic(&sink_topic, 1).await;
     let writer = mongo_kafka_bridge::codec::avro::AvroWriter::new(
         &mongo_kafka_bridge::config::SchemaRegistryConfig::at(registry_url()),
     )
     .expect("a writer");
-    let doc = doc! {"_id": 100, "from": "kafka"};
     let subject = format!("{sink_topic}-value");
     let value = mongo_kafka_bridge::codec::schema_registry::fetching(|| {
-        writer.write(&doc, "Document", &subject)
+        writer.write(&doc! {"_id": 100, "from": "kafka"}, "Document", &subject)
     })
     .await
     .expect("registers");
-    common::produce(
+    common::registry::an_outage_holds_back_both_pipelines_and_loses_nothing(
+        "avro",
+        "schm_ready",
         &sink_topic,
-        &[Outgoing {
-            value: Some(value),
-            ..Outgoing::default()
-        }],
+        value,
     )
     .await;
-
-    let http = common::free_port();
-    let (src, snk) = (common::unique("schm_rsrc"), common::unique("schm_rsnk"));
-    let config = common::config_toml(
-        http,
-        &format!(
-            "[kafka.schema_registry]\nurl = \"{through}\"\ntimeout = \"2s\"\n\
-             [[source]]\nname = \"{src}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nformat = \"avro\"\n\
-             publish_full_document_only = true\nmax_await_time = \"300ms\"\n\
-             [[sink]]\nname = \"{snk}\"\ntopics = [\"{sink_topic}\"]\ndatabase = \"{db}\"\ncollection = \"copy\"\n\
-             value_format = \"avro\"\nid_strategy = \"provided_in_value\"\nmax_batch_delay = \"50ms\"\n",
-        ),
-    );
-    let mut daemon = common::Daemon::start(&config);
-    daemon.wait_for_log("change stream open", 1, WAIT);
-    let client = common::mongo_client().await;
-    client
-        .database(&db)
-        .collection::<Document>("c")
-        .insert_one(doc! {"_id": 1, "from": "mongodb"})
-        .await
-        .expect("insert");
-    // Both pipelines hold back, and `/ready` says why, for each.
-    let deadline = std::time::Instant::now() + WAIT;
-    let body = loop {
-        let answer = common::http_get(http, "/ready");
-        if let Some((503, body)) = &answer {
-            if body.contains(&format!("schema registry {src}"))
-                && body.contains(&format!("schema registry {snk}"))
-            {
-                break body.clone();
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "/ready never named both registries: {answer:?}\nlog:\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    };
-    assert!(
-        body.contains(&through) && body.contains("unreachable") && body.contains("held back"),
-        "{body}"
-    );
-    // The registry answers again: everything arrives, and the daemon is ready.
-    proxy.forward();
-    common::wait_for_status(http, "/ready", 200, WAIT);
-    let source_topic = format!("{db}.c");
-    let published = common::consume(&source_topic, 1, WAIT, false).await;
-    assert_eq!(published.len(), 1, "log:\n{}", daemon.log());
-    let copy = client.database(&db).collection::<Document>("copy");
-    wait_for_copy(&copy, &[doc! {"_id": 100, "from": "kafka"}], &daemon).await;
-    daemon.terminate(WAIT);
-    let _ = client.database(&db).drop().await;
 }
 
 /// A registry that accepts connections and never answers (a blackholed address): each

@@ -64,6 +64,28 @@ fn snapshot_state(port: u16, pipeline: &str, namespace: &str) -> String {
         .to_owned()
 }
 
+/// Waits up to `limit` until the snapshot of `namespace` is in `state` on `/status`; fails
+/// with `/status` and the log, saying `what` did not happen, otherwise.
+async fn wait_for_snapshot_state(
+    daemon: &common::Daemon,
+    (port, pipeline, namespace): (u16, &str, &str),
+    state: &str,
+    limit: Duration,
+    what: &str,
+) {
+    let reached = common::eventually(limit, || {
+        let done = snapshot_state(port, pipeline, namespace) == state;
+        async move { done }
+    })
+    .await;
+    assert!(
+        reached,
+        "{what}; /status: {}; log:\n{}",
+        status(port),
+        daemon.log()
+    );
+}
+
 /// A source pipeline on `db.c`, running.
 fn start(db: &str, name: &str, port: u16, extra: &str) -> common::Daemon {
     let mut daemon = common::Daemon::start(&common::config_toml(
@@ -150,17 +172,14 @@ async fn a_snapshot_under_concurrent_writes_never_takes_a_key_back_and_ends_at_i
         &format!("{{\"namespaces\": [\"{namespace}\"]}}"),
     );
     assert_eq!(code, 202, "{body}");
-    let finished = common::eventually(WAIT, || {
-        let done = snapshot_state(port, &name, &namespace) == "finished";
-        async move { done }
-    })
+    wait_for_snapshot_state(
+        &daemon,
+        (port, &name, &namespace),
+        "finished",
+        WAIT,
+        "the snapshot did not finish",
+    )
     .await;
-    assert!(
-        finished,
-        "the snapshot did not finish; /status: {}; log:\n{}",
-        status(port),
-        daemon.log()
-    );
     eprintln!("snapshot finished after {:?}", began.elapsed());
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let versions = writer.await.expect("the writer");
@@ -264,12 +283,14 @@ async fn a_signal_document_starts_a_snapshot_with_its_condition() {
     keys.sort_unstable();
     assert_eq!(keys, (20..30).collect::<Vec<_>>(), "log:\n{}", daemon.log());
     assert!(records.iter().all(|r| seen(r).snapshot));
-    let finished = common::eventually(WAIT, || {
-        let done = snapshot_state(port, &name, &namespace) == "finished";
-        async move { done }
-    })
+    wait_for_snapshot_state(
+        &daemon,
+        (port, &name, &namespace),
+        "finished",
+        WAIT,
+        "the snapshot was not finished",
+    )
     .await;
-    assert!(finished, "/status: {}", status(port));
     let signal = signals
         .find_one(doc! {"_id": "ad-hoc-1"})
         .await
@@ -337,17 +358,14 @@ async fn a_snapshot_shows_its_progress_and_stops_when_cancelled() {
 
     let (code, body) = request(port, "DELETE", &path, "");
     assert_eq!(code, 202, "{body}");
-    let cancelled = common::eventually(WAIT, || {
-        let done = snapshot_state(port, &name, &namespace) == "cancelled";
-        async move { done }
-    })
+    wait_for_snapshot_state(
+        &daemon,
+        (port, &name, &namespace),
+        "cancelled",
+        WAIT,
+        "the snapshot was not cancelled",
+    )
     .await;
-    assert!(
-        cancelled,
-        "/status: {}; log:\n{}",
-        status(port),
-        daemon.log()
-    );
     let count = |records: &[common::Consumed]| records.len();
     let at_cancel =
         count(&common::consume(&namespace, KEYS as usize, Duration::from_secs(3), false).await);
@@ -381,17 +399,14 @@ async fn a_snapshot_shows_its_progress_and_stops_when_cancelled() {
         .insert_one(doc! {"type": "stop-snapshot", "data": {"data-collections": [&namespace], "type": "incremental"}})
         .await
         .expect("signal");
-    let cancelled = common::eventually(WAIT, || {
-        let done = snapshot_state(port, &name, &namespace) == "cancelled";
-        async move { done }
-    })
+    wait_for_snapshot_state(
+        &daemon,
+        (port, &name, &namespace),
+        "cancelled",
+        WAIT,
+        "the snapshot was not cancelled",
+    )
     .await;
-    assert!(
-        cancelled,
-        "/status: {}; log:\n{}",
-        status(port),
-        daemon.log()
-    );
     daemon.terminate(WAIT);
     let _ = common::mongo_client().await.database(&db).drop().await;
 }
@@ -438,17 +453,14 @@ async fn a_snapshot_goes_on_after_a_crash_from_its_last_checkpointed_chunk() {
         "did not resume from a checkpoint:\n{}",
         daemon.log()
     );
-    let finished = common::eventually(WAIT, || {
-        let done = snapshot_state(port, &name, &namespace) == "finished";
-        async move { done }
-    })
+    wait_for_snapshot_state(
+        &daemon,
+        (port, &name, &namespace),
+        "finished",
+        WAIT,
+        "the snapshot did not go on after the restart",
+    )
     .await;
-    assert!(
-        finished,
-        "the snapshot did not go on after the restart; /status: {}; log:\n{}",
-        status(port),
-        daemon.log()
-    );
     let records = common::consume_until(&namespace, WAIT, false, |records| {
         let keys: std::collections::BTreeSet<i64> = records
             .iter()
@@ -501,17 +513,14 @@ async fn a_snapshot_covers_ids_of_mixed_types() {
         &format!("{{\"namespaces\": [\"{namespace}\"]}}"),
     );
     assert_eq!(code, 202, "{body}");
-    let finished = common::eventually(WAIT, || {
-        let done = snapshot_state(port, &name, &namespace) == "finished";
-        async move { done }
-    })
+    wait_for_snapshot_state(
+        &daemon,
+        (port, &name, &namespace),
+        "finished",
+        WAIT,
+        "the snapshot was not finished",
+    )
     .await;
-    assert!(
-        finished,
-        "/status: {}; log:\n{}",
-        status(port),
-        daemon.log()
-    );
     let records = common::consume(&namespace, 19, Duration::from_secs(10), false).await;
     let keys: std::collections::BTreeSet<String> = records
         .iter()
@@ -602,17 +611,14 @@ async fn sourcecompat_a_snapshot_is_counted_in_metrics_during_and_after() {
     );
 
     // After: every document copied, counted.
-    let finished = common::eventually(Duration::from_secs(90), || {
-        let done = snapshot_state(port, &name, &namespace) == "finished";
-        async move { done }
-    })
+    wait_for_snapshot_state(
+        &daemon,
+        (port, &name, &namespace),
+        "finished",
+        Duration::from_secs(90),
+        "the snapshot was not finished",
+    )
     .await;
-    assert!(
-        finished,
-        "/status: {}; log:\n{}",
-        status(port),
-        daemon.log()
-    );
     let copied = common::consume_until(&namespace, WAIT, false, |records| {
         records.iter().filter(|r| seen(r).snapshot).count() >= KEYS as usize
     })

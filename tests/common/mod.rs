@@ -19,6 +19,7 @@ use mongo_kafka_bridge::config::{self, Config};
 
 pub mod connect;
 pub mod proxy;
+pub mod registry;
 pub mod services;
 pub mod tap;
 pub mod traffic;
