@@ -157,7 +157,18 @@ fn run_becomes_ready_and_stops_cleanly_on_sigterm() {
         common::wait_for_status(port, "/ready", 200, Duration::from_secs(60)),
         "ready\n"
     );
-    let metrics = common::wait_for_status(port, "/metrics", 200, Duration::from_secs(5));
+    // `/ready` does not wait for each pipeline actor's start (it reports only problems), so
+    // on a loaded machine a pipeline may count itself running a moment later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let metrics = common::wait_for_status(port, "/metrics", 200, Duration::from_secs(5));
+        let both = metrics.contains("mkb_pipelines_running{kind=\"source\"} 1")
+            && metrics.contains("mkb_pipelines_running{kind=\"sink\"} 1");
+        if both || std::time::Instant::now() > deadline {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(
         metrics.contains(&format!(
             "mkb_build_info{{version=\"{}\"}} 1",
