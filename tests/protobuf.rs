@@ -17,49 +17,8 @@ use mongodb::bson::spec::BinarySubtype;
 use mongodb::bson::{doc, oid::ObjectId, Binary, Bson, DateTime, Decimal128, Document};
 use serde_json::{json, Value};
 
-fn registry_url() -> String {
-    common::registry::url()
-}
-
-fn registry_toml() -> String {
-    format!("schema_registry = {{ url = \"{}\" }}\n", registry_url())
-}
-
-/// A request to the registry: status and body, over HTTP/1.0 (no chunks). Panics, saying how
-/// to start one, when no registry answers.
-fn registry(method: &str, path: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let url = url::Url::parse(&format!("{}{path}", registry_url())).expect("registry URL");
-    let port = url.port().unwrap_or(80);
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        panic!(
-            "no schema registry answers at {}: start it with `test-services/services.sh up` \
-             (or `test-services/registry.sh up`), or set SCHEMA_REGISTRY_URL",
-            registry_url()
-        );
-    };
-    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
-    write!(
-        stream,
-        "{method} {} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        url.path(),
-        body.len()
-    )
-    .expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("answer");
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not HTTP: {response}"));
-    let (_, body) = response.split_once("\r\n\r\n").unwrap_or_default();
-    (status, body.to_owned())
-}
-
 fn subjects() -> Vec<String> {
-    let (status, body) = registry("GET", "/subjects", "");
+    let (status, body) = common::registry::request("GET", "/subjects", "");
     assert_eq!(status, 200, "the registry's /subjects: {body}");
     serde_json::from_str(&body).expect("a list of subjects")
 }
@@ -133,7 +92,7 @@ async fn protobuf_confluents_deserializer_reads_every_field_we_write() {
             "[[source]]\nname = \"{src}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nformat = \"protobuf\"\n\
              publish_full_document_only = true\nmax_await_time = \"300ms\"\n{registry}",
             src = common::unique("protobuf_src"),
-            registry = registry_toml(),
+            registry = common::registry::toml(),
         ),
     );
     let mut daemon = common::Daemon::start(&config);
@@ -154,7 +113,7 @@ async fn protobuf_confluents_deserializer_reads_every_field_we_write() {
         std::fs::write(&file, bytes.as_deref().expect("bytes")).expect("write");
         read.push(confluent(&[
             "read",
-            &registry_url(),
+            &common::registry::url(),
             &topic,
             part,
             file.to_str().expect("a path"),
@@ -190,7 +149,8 @@ async fn protobuf_confluents_deserializer_reads_every_field_we_write() {
     let registered = subjects();
     for subject in [format!("{topic}-key"), format!("{topic}-value")] {
         assert!(registered.contains(&subject), "{subject} in {registered:?}");
-        let (_, body) = registry("GET", &format!("/subjects/{subject}/versions/latest"), "");
+        let (_, body) =
+            common::registry::request("GET", &format!("/subjects/{subject}/versions/latest"), "");
         let answer: Value = serde_json::from_str(&body).expect("JSON");
         assert_eq!(answer["schemaType"], "PROTOBUF", "{answer}");
     }
@@ -241,7 +201,7 @@ async fn protobuf_records_of_confluents_serializer_are_written_to_mongodb() {
         1,
         &format!(
             "value_format = \"protobuf\"\nkey_format = \"string\"\nid_strategy = \"provided_in_value\"\n{}",
-            registry_toml()
+            common::registry::toml()
         ),
     )
     .await;
@@ -259,7 +219,7 @@ async fn protobuf_records_of_confluents_serializer_are_written_to_mongodb() {
     // RecordNameStrategy: the subject is the message's full name, not the topic's.
     let produced = confluent(&[
         "produce",
-        &registry_url(),
+        &common::registry::url(),
         &common::kafka_bootstrap(),
         &sink.topic,
         "record_name",
@@ -322,7 +282,7 @@ async fn protobuf_subjects_match_confluents_for_each_strategy() {
                  value_format = \"protobuf\"\nvalue_subject_name_strategy = \"{ours}\"\n\
                  value_schema = '''{schema}'''\npublish_full_document_only = true\nmax_await_time = \"300ms\"\n{registry}",
                 src = common::unique("protobuf_src"),
-                registry = registry_toml(),
+                registry = common::registry::toml(),
             ),
         );
         let mut daemon = common::Daemon::start(&config);
@@ -346,7 +306,7 @@ async fn protobuf_subjects_match_confluents_for_each_strategy() {
         let proto = common::write_file(dir.path(), "order.proto", &schema);
         let produced = confluent(&[
             "produce",
-            &registry_url(),
+            &common::registry::url(),
             &common::kafka_bootstrap(),
             &topic,
             strategy,
@@ -366,7 +326,7 @@ async fn protobuf_subjects_match_confluents_for_each_strategy() {
         // Both records on the topic read back by our reader: ours and Confluent's.
         let both = common::consume(&topic, 2, WAIT, false).await;
         let reader = mongo_kafka_bridge::codec::protobuf::ProtobufReader::new(
-            &mongo_kafka_bridge::config::SchemaRegistryConfig::at(registry_url()),
+            &mongo_kafka_bridge::config::SchemaRegistryConfig::at(common::registry::url()),
         )
         .expect("a reader");
         let mut ids = Vec::new();
@@ -386,7 +346,7 @@ async fn protobuf_bad_records_are_dead_lettered_naming_the_reason() {
     subjects();
     // An Avro schema: its id in a Protobuf record is refused.
     let subject = common::unique("protobuf_d");
-    let (status, body) = registry(
+    let (status, body) = common::registry::request(
         "POST",
         &format!("/subjects/{subject}/versions"),
         &json!({"schema": "{\"type\":\"record\",\"name\":\"A\",\"fields\":[]}"}).to_string(),
@@ -396,7 +356,7 @@ async fn protobuf_bad_records_are_dead_lettered_naming_the_reason() {
         .as_u64()
         .expect("an id") as u32;
     let proto_subject = common::unique("protobuf_d");
-    let (status, body) = registry(
+    let (status, body) = common::registry::request(
         "POST",
         &format!("/subjects/{proto_subject}/versions"),
         &json!({"schemaType": "PROTOBUF", "schema": format!("syntax = \"proto3\";\npackage {};\nmessage A {{ string s = 1; }}\n", proto_subject)}).to_string(),
@@ -411,7 +371,7 @@ async fn protobuf_bad_records_are_dead_lettered_naming_the_reason() {
         &format!(
             "value_format = \"protobuf\"\nkey_format = \"string\"\nid_strategy = \"kafka_meta\"\n{}\
              errors = {{ tolerance = \"all\", dead_letter_topic = \"{dlq}\" }}",
-            registry_toml()
+            common::registry::toml()
         ),
     )
     .await;
@@ -466,93 +426,15 @@ async fn protobuf_bad_records_are_dead_lettered_naming_the_reason() {
 #[tokio::test]
 async fn protobuf_change_events_round_trip_through_the_registry_into_mongodb() {
     subjects();
-    let db = common::unique("protobuf_rt");
-    let topic = format!("{db}.c");
-    let registry = registry_toml();
-    let config = common::config_toml(
-        common::free_port(),
-        &format!(
-            "[[source]]\nname = \"{src}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nformat = \"protobuf\"\n\
-             full_document = \"updateLookup\"\ncheckpoint_interval = \"200ms\"\nmax_await_time = \"300ms\"\n{registry}\
-             [[sink]]\nname = \"{snk}\"\ntopics = [\"{topic}\"]\ndatabase = \"{db}\"\ncollection = \"c_copy\"\n\
-             cdc_handler = \"mongodb\"\nkey_format = \"protobuf\"\nvalue_format = \"protobuf\"\nmax_batch_delay = \"50ms\"\n{registry}",
-            src = common::unique("protobuf_src"),
-            snk = common::unique("protobuf_snk"),
-        ),
-    );
-    let mut daemon = common::Daemon::start(&config);
-    daemon.wait_for_log("change stream open", 1, WAIT);
-    daemon.wait_for_log("sink pipeline running", 1, WAIT);
-    let client = common::mongo_client().await;
-    let source = client.database(&db).collection::<Document>("c");
-    source
-        .insert_many([every_type(1), every_type(2), every_type(3)])
-        .await
-        .expect("insert");
-    // A dotted name in `updatedFields`: renamed in the schema, restored by the sink.
-    source
-        .update_one(
-            doc! {"_id": 1},
-            doc! {"$set": {"added": "later", "nested.city": "Bergen"}},
-        )
-        .await
-        .expect("update");
-    source.delete_one(doc! {"_id": 2}).await.expect("delete");
-    source
-        .insert_one(doc! {"_id": 4, "only": "a new shape"})
-        .await
-        .expect("insert");
-    // Protobuf carries ObjectIds as hex text (decimals as Connect's confluent.type.Decimal).
-    let read_back = |mut doc: Document| {
+    // Protobuf carries ObjectIds as hex text (decimals as Connect's confluent.type.Decimal):
+    // a dotted name in `updatedFields` is renamed in the schema and restored by the sink.
+    common::registry::round_trip("protobuf", every_type, |mut doc| {
         if let Ok(oid) = doc.get_object_id("oid") {
             doc.insert("oid", oid.to_hex());
         }
         doc
-    };
-    let mut one = every_type(1);
-    one.insert("added", "later");
-    one.get_document_mut("nested")
-        .expect("nested")
-        .insert("city", "Bergen");
-    let expected = [
-        read_back(one),
-        read_back(every_type(3)),
-        doc! {"_id": 4, "only": "a new shape"},
-    ];
-    let copy = client.database(&db).collection::<Document>("c_copy");
-    let arrived = common::eventually(WAIT, || {
-        let (copy, expected) = (copy.clone(), expected.clone());
-        async move {
-            for doc in &expected {
-                let found = copy
-                    .find_one(doc! {"_id": doc.get("_id").cloned()})
-                    .await
-                    .ok()
-                    .flatten();
-                if found.as_ref() != Some(doc) {
-                    return false;
-                }
-            }
-            copy.find_one(doc! {"_id": 2})
-                .await
-                .ok()
-                .flatten()
-                .is_none()
-        }
     })
     .await;
-    if !arrived {
-        let mut found = Vec::new();
-        for id in 1..=4 {
-            found.push(copy.find_one(doc! {"_id": id}).await.ok().flatten());
-        }
-        panic!(
-            "the copy is not the source:\n expected {expected:#?}\n found {found:#?}\nlog:\n{}",
-            daemon.log()
-        );
-    }
-    daemon.terminate(WAIT);
-    let _ = client.database(&db).drop().await;
 }
 
 #[tokio::test]
@@ -576,7 +458,7 @@ async fn protobuf_subject_name_strategies_name_avro_and_json_schema_subjects_too
              value_subject_name_strategy = \"topic_record_name\"\n\
              publish_full_document_only = true\nmax_await_time = \"300ms\"\n{registry}",
             src = common::unique("protobuf_src"),
-            registry = registry_toml(),
+            registry = common::registry::toml(),
         ),
     );
     let mut daemon = common::Daemon::start(&config);
@@ -614,7 +496,7 @@ async fn protobuf_pipelines_hold_back_while_the_registry_does_not_answer_and_los
     let sink_topic = common::unique("protobuf_hold_in");
     common::create_topic(&sink_topic, 1).await;
     let writer = mongo_kafka_bridge::codec::protobuf::ProtobufWriter::new(
-        &mongo_kafka_bridge::config::SchemaRegistryConfig::at(registry_url()),
+        &mongo_kafka_bridge::config::SchemaRegistryConfig::at(common::registry::url()),
     )
     .expect("a writer");
     let subject = format!("{sink_topic}-value");
@@ -639,7 +521,7 @@ async fn protobuf_a_bad_record_stops_a_sink_without_dead_letters_naming_where() 
         1,
         &format!(
             "value_format = \"protobuf\"\nkey_format = \"string\"\nid_strategy = \"kafka_meta\"\n{}",
-            registry_toml()
+            common::registry::toml()
         ),
     )
     .await;

@@ -9,50 +9,6 @@ use common::Outgoing;
 use mongodb::bson::spec::BinarySubtype;
 use mongodb::bson::{doc, Binary, Bson, DateTime, Decimal128, Document};
 
-/// The registry's Confluent-compatible API.
-fn registry_url() -> String {
-    common::registry::url()
-}
-
-/// `GET path` on the registry: status and body. Panics, saying how to start one, when no
-/// registry answers.
-fn registry_get(path: &str) -> (u16, String) {
-    let url = url::Url::parse(&format!("{}{path}", registry_url())).expect("registry URL");
-    let port = url.port().unwrap_or(80);
-    let host = url.host_str().expect("registry host");
-    assert!(
-        host == "127.0.0.1" || host == "localhost",
-        "these tests read the registry over plain loopback HTTP; SCHEMA_REGISTRY_URL is {url}"
-    );
-    match http10_get(port, url.path()) {
-        Some(answer) => answer,
-        None => panic!(
-            "no schema registry answers at {}: start it with `test-services/services.sh up` \
-             (or `test-services/registry.sh up`), or set SCHEMA_REGISTRY_URL",
-            registry_url()
-        ),
-    }
-}
-
-/// An HTTP/1.0 GET, so the answer is not chunked: status and body.
-fn http10_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let (_, body) = response.split_once("\r\n\r\n")?;
-    Some((status, body.to_owned()))
-}
-
-fn registry_toml() -> String {
-    format!("schema_registry = {{ url = \"{}\" }}\n", registry_url())
-}
-
 /// A document of every BSON type the Avro mapping carries as itself.
 fn every_type(id: i32) -> Document {
     doc! {
@@ -76,13 +32,13 @@ fn every_type(id: i32) -> Document {
 #[tokio::test]
 async fn avro_change_events_round_trip_through_the_registry_into_mongodb() {
     // Avro carries every type of `every_type` as itself.
-    round_trip("avro", |doc| doc).await;
+    common::registry::round_trip("avro", every_type, |doc| doc).await;
 }
 
 #[tokio::test]
 async fn json_schema_change_events_round_trip_through_the_registry_into_mongodb() {
     // JSON carries decimals as strings and 64-bit integers that fit 32 bits as int32.
-    round_trip("json_schema", |mut doc| {
+    common::registry::round_trip("json_schema", every_type, |mut doc| {
         if let Ok(decimal) = doc.get_decimal128("decimal") {
             let text = decimal.to_string();
             doc.insert("decimal", text);
@@ -100,133 +56,13 @@ async fn json_schema_change_events_round_trip_through_the_registry_into_mongodb(
     .await;
 }
 
-/// A source in `format` on a fresh collection and a sink replaying its change events, in the
-/// same format, into another: inserts of every type, an update adding a field, a delete and a
-/// document of another shape arrive as `read_back` says the format carries them.
-async fn round_trip(format: &str, read_back: fn(Document) -> Document) {
-    let (status, _) = registry_get("/subjects");
-    assert_eq!(status, 200, "the registry's /subjects");
-    let db = common::unique(&format.replace('_', ""));
-    let topic = format!("{db}.c");
-    let registry = registry_toml();
-    let config = common::config_toml(
-        common::free_port(),
-        &format!(
-            "[[source]]\nname = \"{src}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nformat = \"{format}\"\n\
-             full_document = \"updateLookup\"\ncheckpoint_interval = \"200ms\"\nmax_await_time = \"300ms\"\n{registry}\
-             [[sink]]\nname = \"{snk}\"\ntopics = [\"{topic}\"]\ndatabase = \"{db}\"\ncollection = \"c_copy\"\n\
-             cdc_handler = \"mongodb\"\nkey_format = \"{format}\"\nvalue_format = \"{format}\"\nmax_batch_delay = \"50ms\"\n{registry}",
-            src = common::unique("asrc"),
-            snk = common::unique("asnk"),
-        ),
-    );
-    let mut daemon = common::Daemon::start(&config);
-    daemon.wait_for_log("change stream open", 1, WAIT);
-    daemon.wait_for_log("sink pipeline running", 1, WAIT);
-    let client = common::mongo_client().await;
-    let source = client.database(&db).collection::<Document>("c");
-    source
-        .insert_many([every_type(1), every_type(2), every_type(3)])
-        .await
-        .expect("insert");
-    // A new field: a new schema version under the same subject.
-    source
-        .update_one(
-            doc! {"_id": 1},
-            doc! {"$set": {"added": "later", "nested.city": "Bergen"}},
-        )
-        .await
-        .expect("update");
-    source.delete_one(doc! {"_id": 2}).await.expect("delete");
-    source
-        .insert_one(doc! {"_id": 4, "only": "a new shape"})
-        .await
-        .expect("insert");
-
-    let copy = client.database(&db).collection::<Document>("c_copy");
-    let mut expected_one = every_type(1);
-    expected_one.insert("added", "later");
-    expected_one
-        .get_document_mut("nested")
-        .expect("nested")
-        .insert("city", "Bergen");
-    let expected = [
-        read_back(expected_one),
-        read_back(every_type(3)),
-        doc! {"_id": 4, "only": "a new shape"},
-    ];
-    let arrived = common::eventually(WAIT, || {
-        let (copy, expected) = (copy.clone(), expected.clone());
-        async move {
-            let mut found = Vec::new();
-            for doc in &expected {
-                let id = doc.get_i32("_id").unwrap_or_default();
-                found.push(copy.find_one(doc! {"_id": id}).await.ok().flatten());
-            }
-            let gone = copy
-                .find_one(doc! {"_id": 2})
-                .await
-                .ok()
-                .flatten()
-                .is_none();
-            gone && found
-                .iter()
-                .zip(&expected)
-                .all(|(f, e)| f.as_ref() == Some(e))
-        }
-    })
-    .await;
-    if !arrived {
-        let mut docs = Vec::new();
-        for id in 1..=4 {
-            docs.push(copy.find_one(doc! {"_id": id}).await.ok().flatten());
-        }
-        panic!(
-            "the copy is not the source:\n expected {expected:#?}\n found {docs:#?}\nlog:\n{}",
-            daemon.log()
-        );
-    }
-
-    // On the topic: the registry's wire format, with schemas the registry serves.
-    let records = common::consume(&topic, 6, WAIT, false).await;
-    assert_eq!(
-        records.len(),
-        6,
-        "3 inserts, an update, a delete, an insert"
-    );
-    let mut ids = std::collections::BTreeSet::new();
-    for record in &records {
-        for part in [record.key.as_deref(), record.value.as_deref()] {
-            let bytes = part.expect("key and value");
-            assert_eq!(bytes[0], 0, "magic byte");
-            ids.insert(u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]));
-        }
-    }
-    for id in &ids {
-        let (status, body) = registry_get(&format!("/schemas/ids/{id}"));
-        assert_eq!(status, 200, "schema {id}: {body}");
-    }
-    let (status, versions) = registry_get(&format!("/subjects/{topic}-value/versions"));
-    assert_eq!(status, 200, "{versions}");
-    let versions: Vec<u32> = serde_json::from_str(&versions).expect("a list of versions");
-    // Insert, update (a new field and updateDescription), delete and the new shape differ.
-    assert!(
-        versions.len() >= 4,
-        "versions of {topic}-value: {versions:?}"
-    );
-    let (status, _) = registry_get(&format!("/subjects/{topic}-key/versions"));
-    assert_eq!(status, 200, "the key subject");
-    daemon.terminate(WAIT);
-    let _ = client.database(&db).drop().await;
-}
-
 #[tokio::test]
 async fn a_record_with_an_unknown_schema_id_is_dead_lettered_with_the_reason() {
-    let (status, _) = registry_get("/subjects");
+    let (status, _) = common::registry::get("/subjects");
     assert_eq!(status, 200, "the registry's /subjects");
     // Apicurio's ids count up from 1; no test registers two billion schemas.
     let unknown: u32 = 2_000_000_000;
-    let (status, _) = registry_get(&format!("/schemas/ids/{unknown}"));
+    let (status, _) = common::registry::get(&format!("/schemas/ids/{unknown}"));
     assert_eq!(status, 404, "schema {unknown} should not exist");
     let dlq = common::unique("dlq");
     let sink = Sink::new(
@@ -234,7 +70,7 @@ async fn a_record_with_an_unknown_schema_id_is_dead_lettered_with_the_reason() {
         &format!(
             "value_format = \"avro\"\nkey_format = \"string\"\nid_strategy = \"kafka_meta\"\n{}\
              errors = {{ tolerance = \"all\", dead_letter_topic = \"{dlq}\" }}",
-            registry_toml()
+            common::registry::toml()
         ),
     )
     .await;
@@ -406,7 +242,7 @@ print(json.dumps(record, default=lambda v: v.hex() if isinstance(v, bytes) else 
 
 #[tokio::test]
 async fn fastavro_reads_our_avro_records() {
-    let (status, _) = registry_get("/subjects");
+    let (status, _) = common::registry::get("/subjects");
     assert_eq!(status, 200, "the registry's /subjects");
     // A Python with fastavro from PyPI, made once by the project's script.
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("test-services/registry.sh");
@@ -429,7 +265,7 @@ async fn fastavro_reads_our_avro_records() {
             "[[source]]\nname = \"{src}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nformat = \"avro\"\n\
              publish_full_document_only = true\nmax_await_time = \"300ms\"\n{registry}",
             src = common::unique("fsrc"),
-            registry = registry_toml(),
+            registry = common::registry::toml(),
         ),
     );
     let mut daemon = common::Daemon::start(&config);
@@ -449,7 +285,7 @@ async fn fastavro_reads_our_avro_records() {
     let read = std::process::Command::new(&python)
         .args(["-c", FASTAVRO_READER])
         .arg(&file)
-        .arg(registry_url())
+        .arg(common::registry::url())
         .output()
         .expect("python");
     assert!(
@@ -579,10 +415,10 @@ async fn a_registry_down_holds_the_sink_back_and_loses_nothing() {
 /// registry answers.
 fn registry_send(method: &str, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
-    let url = url::Url::parse(&format!("{}{path}", registry_url())).expect("registry URL");
+    let url = url::Url::parse(&format!("{}{path}", common::registry::url())).expect("registry URL");
     let port = url.port().unwrap_or(80);
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
-        .unwrap_or_else(|e| panic!("no schema registry at {}: {e}", registry_url()));
+        .unwrap_or_else(|e| panic!("no schema registry at {}: {e}", common::registry::url()));
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .expect("timeout");
@@ -608,7 +444,7 @@ fn registry_send(method: &str, path: &str, body: &str) -> (u16, String) {
 /// The latest schema under `subject`: its type (`AVRO` when the registry leaves it out) and
 /// its text, parsed.
 fn latest_schema(subject: &str) -> (String, serde_json::Value) {
-    let (status, body) = registry_get(&format!("/subjects/{subject}/versions/latest"));
+    let (status, body) = common::registry::get(&format!("/subjects/{subject}/versions/latest"));
     assert_eq!(status, 200, "{subject}: {body}");
     let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     let kind = answer["schemaType"].as_str().unwrap_or("AVRO").to_owned();
@@ -655,7 +491,7 @@ async fn wait_for_copy(
 
 #[tokio::test]
 async fn key_and_value_formats_apart_round_trip_through_the_shared_registry() {
-    let (status, _) = registry_get("/subjects");
+    let (status, _) = common::registry::get("/subjects");
     assert_eq!(status, 200, "the registry's /subjects");
     let db = common::unique("schm_kv");
     let topic = format!("{db}.c");
@@ -669,7 +505,7 @@ async fn key_and_value_formats_apart_round_trip_through_the_shared_registry() {
              full_document = \"updateLookup\"\nmax_await_time = \"300ms\"\n\
              [[sink]]\nname = \"{snk}\"\ntopics = [\"{topic}\"]\ndatabase = \"{db}\"\ncollection = \"c_copy\"\n\
              cdc_handler = \"mongodb\"\nkey_format = \"avro\"\nvalue_format = \"json_schema\"\nmax_batch_delay = \"50ms\"\n",
-            url = registry_url(),
+            url = common::registry::url(),
             src = common::unique("schm_kvsrc"),
             snk = common::unique("schm_kvsnk"),
         ),
@@ -727,7 +563,7 @@ const GIVEN_KEY_SCHEMA: &str = r#"{"$schema": "http://json-schema.org/draft-07/s
 
 #[tokio::test]
 async fn schemas_given_in_the_config_are_registered_and_what_does_not_fit_is_dead_lettered() {
-    let (status, _) = registry_get("/subjects");
+    let (status, _) = common::registry::get("/subjects");
     assert_eq!(status, 200, "the registry's /subjects");
     let db = common::unique("schm_given");
     let topic = format!("{db}.c");
@@ -744,7 +580,7 @@ async fn schemas_given_in_the_config_are_registered_and_what_does_not_fit_is_dea
              key_format = \"json_schema\"\nvalue_format = \"avro\"\nmax_batch_delay = \"50ms\"\n{registry}",
             key_schema = toml_text(GIVEN_KEY_SCHEMA),
             value_schema = toml_text(GIVEN_VALUE_SCHEMA),
-            registry = registry_toml(),
+            registry = common::registry::toml(),
             src = common::unique("schm_gsrc"),
             snk = common::unique("schm_gsnk"),
         ),
@@ -825,7 +661,7 @@ async fn schemas_given_in_the_config_are_registered_and_what_does_not_fit_is_dea
 
 #[tokio::test]
 async fn schema_evolution_follows_the_subjects_compatibility_and_refusals_are_dead_lettered() {
-    let (status, _) = registry_get("/subjects");
+    let (status, _) = common::registry::get("/subjects");
     assert_eq!(status, 200, "the registry's /subjects");
     let db = common::unique("schm_evo");
     let topic = format!("{db}.c");
@@ -846,7 +682,7 @@ async fn schema_evolution_follows_the_subjects_compatibility_and_refusals_are_de
              errors = {{ tolerance = \"all\", dead_letter_topic = \"{dlq}\" }}\n{registry}\
              [[sink]]\nname = \"{snk}\"\ntopics = [\"{topic}\"]\ndatabase = \"{db}\"\ncollection = \"c_copy\"\n\
              key_format = \"avro\"\nvalue_format = \"avro\"\nmax_batch_delay = \"50ms\"\n{registry}",
-            registry = registry_toml(),
+            registry = common::registry::toml(),
             src = common::unique("schm_esrc"),
             snk = common::unique("schm_esnk"),
         ),
@@ -897,7 +733,7 @@ async fn schema_evolution_follows_the_subjects_compatibility_and_refusals_are_de
             .is_none(),
         "document 3 was refused"
     );
-    let (status, versions) = registry_get(&format!("/subjects/{topic}-value/versions"));
+    let (status, versions) = common::registry::get(&format!("/subjects/{topic}-value/versions"));
     assert_eq!(status, 200, "{versions}");
     let versions: Vec<u32> = serde_json::from_str(&versions).expect("versions");
     assert_eq!(versions.len(), 2, "the first schema and the one with `b`");
@@ -1047,9 +883,9 @@ fn tls_proxy_with(
 
 #[tokio::test]
 async fn an_https_registry_is_trusted_through_its_ca_file() {
-    let (status, _) = registry_get("/subjects");
+    let (status, _) = common::registry::get("/subjects");
     assert_eq!(status, 200, "the registry's /subjects");
-    let upstream = url::Url::parse(&registry_url())
+    let upstream = url::Url::parse(&common::registry::url())
         .ok()
         .and_then(|u| u.port())
         .expect("the registry's port");
@@ -1112,13 +948,13 @@ async fn an_https_registry_is_trusted_through_its_ca_file() {
 
 #[tokio::test]
 async fn ready_says_why_while_the_registry_does_not_answer_and_nothing_is_lost() {
-    let (status, _) = registry_get("/subjects");
+    let (status, _) = common::registry::get("/subjects");
     assert_eq!(status, 200, "the registry's /subjects");
     // A record for the sink, written with the registry itself.
     let sink_topic = common::unique("schm_ready_in");
     common::create_topic(&sink_topic, 1).await;
     let writer = mongo_kafka_bridge::codec::avro::AvroWriter::new(
-        &mongo_kafka_bridge::config::SchemaRegistryConfig::at(registry_url()),
+        &mongo_kafka_bridge::config::SchemaRegistryConfig::at(common::registry::url()),
     )
     .expect("a writer");
     let subject = format!("{sink_topic}-value");
@@ -1312,9 +1148,9 @@ impl RefusingProxy {
 /// dead-lettered, and once the registry takes the credentials everything arrives.
 #[tokio::test]
 async fn refused_credentials_hold_the_pipelines_back_and_dead_letter_nothing() {
-    let (status, _) = registry_get("/subjects");
+    let (status, _) = common::registry::get("/subjects");
     assert_eq!(status, 200, "the registry's /subjects");
-    let upstream = url::Url::parse(&registry_url())
+    let upstream = url::Url::parse(&common::registry::url())
         .ok()
         .and_then(|u| u.port())
         .expect("the registry's port");
@@ -1326,7 +1162,7 @@ async fn refused_credentials_hold_the_pipelines_back_and_dead_letter_nothing() {
     let sink_topic = common::unique("config_401_in");
     common::create_topic(&sink_topic, 1).await;
     let writer = mongo_kafka_bridge::codec::avro::AvroWriter::new(
-        &mongo_kafka_bridge::config::SchemaRegistryConfig::at(registry_url()),
+        &mongo_kafka_bridge::config::SchemaRegistryConfig::at(common::registry::url()),
     )
     .expect("a writer");
     let doc = doc! {"_id": 100, "from": "kafka"};
@@ -1376,23 +1212,7 @@ async fn refused_credentials_hold_the_pipelines_back_and_dead_letter_nothing() {
         .await
         .expect("insert");
     // Both pipelines hold back, and `/ready` says why, for each.
-    let deadline = std::time::Instant::now() + WAIT;
-    let body = loop {
-        let answer = common::http_get(http, "/ready");
-        if let Some((503, body)) = &answer {
-            if body.contains(&format!("schema registry {src}"))
-                && body.contains(&format!("schema registry {snk}"))
-            {
-                break body.clone();
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "/ready never named both registries: {answer:?}\nlog:\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    };
+    let body = common::registry::wait_until_both_held_back(http, (&src, &snk), &daemon);
     assert!(body.contains("401") && body.contains("held back"), "{body}");
     assert!(
         common::metric_with(
@@ -1489,9 +1309,9 @@ fn client_material(dir: &std::path::Path) -> (std::path::PathBuf, std::path::Pat
 /// `key_file`; without one the handshake fails, and the registry counts as unreachable.
 #[tokio::test]
 async fn a_registry_asking_for_a_client_certificate_gets_the_configured_one() {
-    let (status, _) = registry_get("/subjects");
+    let (status, _) = common::registry::get("/subjects");
     assert_eq!(status, 200, "the registry's /subjects");
-    let upstream = url::Url::parse(&registry_url())
+    let upstream = url::Url::parse(&common::registry::url())
         .ok()
         .and_then(|u| u.port())
         .expect("the registry's port");
