@@ -411,36 +411,6 @@ async fn a_registry_down_holds_the_sink_back_and_loses_nothing() {
     sink.stop(daemon).await;
 }
 
-/// `method path` on the registry with a JSON `body`: status and body. Panics when no
-/// registry answers.
-fn registry_send(method: &str, path: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let url = url::Url::parse(&format!("{}{path}", common::registry::url())).expect("registry URL");
-    let port = url.port().unwrap_or(80);
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
-        .unwrap_or_else(|e| panic!("no schema registry at {}: {e}", common::registry::url()));
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        stream,
-        "{method} {} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        url.path(),
-        body.len()
-    )
-    .expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("answer");
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not HTTP: {response}"));
-    let (_, body) = response.split_once("\r\n\r\n").unwrap_or_default();
-    (status, body.to_owned())
-}
-
 /// The latest schema under `subject`: its type (`AVRO` when the registry leaves it out) and
 /// its text, parsed.
 fn latest_schema(subject: &str) -> (String, serde_json::Value) {
@@ -668,7 +638,7 @@ async fn schema_evolution_follows_the_subjects_compatibility_and_refusals_are_de
     let dlq = common::unique("schm_dlq");
     // The subject's rule, set through the Confluent-compatible API before anything is
     // registered: a new schema must read data written with the one before.
-    let (status, body) = registry_send(
+    let (status, body) = common::registry::request(
         "PUT",
         &format!("/config/{topic}-value"),
         r#"{"compatibility": "BACKWARD"}"#,
