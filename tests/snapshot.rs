@@ -64,6 +64,17 @@ fn snapshot_state(port: u16, pipeline: &str, namespace: &str) -> String {
         .to_owned()
 }
 
+/// `POST /pipelines/<pipeline>/snapshot` of `namespace`, asserting it is accepted (202).
+fn start_snapshot(port: u16, pipeline: &str, namespace: &str) {
+    let (code, body) = request(
+        port,
+        "POST",
+        &format!("/pipelines/{pipeline}/snapshot"),
+        &format!("{{\"namespaces\": [\"{namespace}\"]}}"),
+    );
+    assert_eq!(code, 202, "{body}");
+}
+
 /// Waits up to `limit` until the snapshot of `namespace` is in `state` on `/status`; fails
 /// with `/status` and the log, saying `what` did not happen, otherwise.
 async fn wait_for_snapshot_state(
@@ -165,13 +176,7 @@ async fn a_snapshot_under_concurrent_writes_never_takes_a_key_back_and_ends_at_i
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (code, body) = request(
-        port,
-        "POST",
-        &format!("/pipelines/{name}/snapshot"),
-        &format!("{{\"namespaces\": [\"{namespace}\"]}}"),
-    );
-    assert_eq!(code, 202, "{body}");
+    start_snapshot(port, &name, &namespace);
     wait_for_snapshot_state(
         &daemon,
         (port, &name, &namespace),
@@ -326,13 +331,7 @@ async fn a_snapshot_shows_its_progress_and_stops_when_cancelled() {
     assert!(body.contains("nope.c"), "{body}");
     let (code, body) = request(port, "POST", &path, "{\"namespace\": []}");
     assert_eq!(code, 400, "{body}");
-    let (code, body) = request(
-        port,
-        "POST",
-        &path,
-        &format!("{{\"namespaces\": [\"{namespace}\"]}}"),
-    );
-    assert_eq!(code, 202, "{body}");
+    start_snapshot(port, &name, &namespace);
     let mut under_way = Value::Null;
     let progressing = common::eventually(WAIT, || {
         under_way = status(port)["pipelines"][&name]["snapshot"][&namespace].clone();
@@ -379,13 +378,7 @@ async fn a_snapshot_shows_its_progress_and_stops_when_cancelled() {
     );
 
     // Started again, then cancelled by a `stop-snapshot` signal.
-    let (code, body) = request(
-        port,
-        "POST",
-        &path,
-        &format!("{{\"namespaces\": [\"{namespace}\"]}}"),
-    );
-    assert_eq!(code, 202, "{body}");
+    start_snapshot(port, &name, &namespace);
     let running = common::eventually(WAIT, || {
         let going = snapshot_state(port, &name, &namespace) == "running";
         async move { going }
@@ -421,13 +414,7 @@ async fn a_snapshot_goes_on_after_a_crash_from_its_last_checkpointed_chunk() {
     let port = common::free_port();
     let extra = "snapshot_chunk_size = 10\ncheckpoint_interval = \"200ms\"";
     let mut daemon = start(&db, &name, port, extra);
-    let (code, body) = request(
-        port,
-        "POST",
-        &format!("/pipelines/{name}/snapshot"),
-        &format!("{{\"namespaces\": [\"{namespace}\"]}}"),
-    );
-    assert_eq!(code, 202, "{body}");
+    start_snapshot(port, &name, &namespace);
     let going = common::eventually(WAIT, || {
         let done = status(port)["pipelines"][&name]["snapshot"][&namespace]["done"]
             .as_u64()
@@ -506,13 +493,7 @@ async fn a_snapshot_covers_ids_of_mixed_types() {
     let name = common::unique("snapshot_p");
     let port = common::free_port();
     let mut daemon = start(&db, &name, port, "snapshot_chunk_size = 4");
-    let (code, body) = request(
-        port,
-        "POST",
-        &format!("/pipelines/{name}/snapshot"),
-        &format!("{{\"namespaces\": [\"{namespace}\"]}}"),
-    );
-    assert_eq!(code, 202, "{body}");
+    start_snapshot(port, &name, &namespace);
     wait_for_snapshot_state(
         &daemon,
         (port, &name, &namespace),
@@ -566,13 +547,7 @@ async fn sourcecompat_a_snapshot_is_counted_in_metrics_during_and_after() {
     let pipeline = format!("pipeline=\"{name}\"");
     let ns = format!("namespace=\"{namespace}\"");
     let labels = [pipeline.as_str(), ns.as_str()];
-    let (code, body) = request(
-        port,
-        "POST",
-        &format!("/pipelines/{name}/snapshot"),
-        &format!("{{\"namespaces\": [\"{namespace}\"]}}"),
-    );
-    assert_eq!(code, 202, "{body}");
+    start_snapshot(port, &name, &namespace);
 
     // During: from one scrape.
     let mut during = String::new();
