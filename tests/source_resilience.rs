@@ -1,6 +1,7 @@
 //! Where the MongoDB Kafka Connector's users lose data or time, end to end: a parallel copy
 //! of existing documents that survives a kill, events larger than Kafka allows, quiet
-//! collections whose checkpoints still move, and resume points gone from the oplog.
+//! collections whose checkpoints still move, resume points gone from the oplog, and a daemon
+//! killed before its first checkpoint.
 
 mod common;
 
@@ -512,4 +513,60 @@ async fn a_topics_own_smaller_message_limit_goes_through_the_oversize_policy() {
     daemon.signal("TERM");
     daemon.wait(WAIT);
     let _ = client.database(&db).drop().await;
+}
+
+/// A daemon started at `latest` and killed (SIGKILL) before any change: the changes made
+/// while it was down, and after it came back, all reach Kafka. The restart finds where the
+/// first start's stream opened in the checkpoint topic, not `latest` again.
+async fn killed_before_its_first_change_loses_nothing(delivery: &str) {
+    let db = common::unique("kfirst");
+    let client = common::mongo_client().await;
+    let coll = client.database(&db).collection::<Document>("c");
+    coll.insert_one(doc! {"_id": -1_i64}).await.expect("seed");
+    let topic = format!("{db}.c");
+    common::create_topic(&topic, 1).await;
+    let port = common::free_port();
+    let name = common::unique("kfsrc");
+    let config = common::config_toml(
+        port,
+        &source(&name, &db, "c", &format!("delivery = \"{delivery}\"")),
+    );
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for_log("change stream open", 1, WAIT);
+    daemon.signal("KILL");
+    daemon.wait(WAIT);
+    let first_log = daemon.log();
+    for id in 0..5_i64 {
+        coll.insert_one(doc! {"_id": id}).await.expect("insert");
+    }
+    let mut restarted = common::Daemon::start(&config);
+    restarted.wait_for_log("change stream open", 1, WAIT);
+    for id in 5..10_i64 {
+        coll.insert_one(doc! {"_id": id}).await.expect("insert");
+    }
+    let wanted: BTreeSet<i64> = (0..10).collect();
+    let records = common::consume_until(&topic, WAIT, delivery == "exactly-once", |records| {
+        let ids: BTreeSet<i64> = records.iter().filter_map(key_id).collect();
+        wanted.is_subset(&ids)
+    })
+    .await;
+    let ids: BTreeSet<i64> = records.iter().filter_map(key_id).collect();
+    let missing: Vec<&i64> = wanted.difference(&ids).collect();
+    assert!(
+        missing.is_empty(),
+        "{delivery}: changes {missing:?} never reached Kafka (read {ids:?}); first start's log:\n{first_log}\nrestart's log:\n{}",
+        restarted.log()
+    );
+    restarted.terminate(WAIT);
+    let _ = client.database(&db).drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_before_its_first_change_resumes_where_its_stream_opened() {
+    killed_before_its_first_change_loses_nothing("at-least-once").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exactly_once_daemon_killed_before_its_first_change_resumes_where_its_stream_opened() {
+    killed_before_its_first_change_loses_nothing("exactly-once").await;
 }

@@ -319,6 +319,31 @@ impl CheckpointLedger {
         }
     }
 
+    /// `reader` opened its stream without a position (`latest`, a timestamp) and found it at
+    /// `position`; it hands over nothing until this is stored, so that a restart after a
+    /// crash resumes there and not at `latest` again. At-least-once: the write to do now,
+    /// whatever the interval. Exactly-once: the open transaction carries it (commit it now);
+    /// `None`. `None` as well for an older generation than the reader's current one.
+    pub fn opened(
+        &mut self,
+        reader: &ReaderId,
+        position: Position,
+        now: Instant,
+    ) -> Option<Action> {
+        let entry = current(&mut self.readers, reader)?;
+        if let Some(tx) = self.transaction.as_mut() {
+            tx.tokens.insert(reader.namespace.clone(), position);
+            return None;
+        }
+        entry.unwritten = None;
+        entry.last_write = Some(now);
+        entry.written = Some(position.clone());
+        Some(Action::Write {
+            namespace: reader.namespace.clone(),
+            position,
+        })
+    }
+
     /// The entry of `ticket`'s reader when the ticket is of its current generation;
     /// otherwise counts the stale batch answered.
     fn answered(&mut self, ticket: &Ticket) -> Option<&mut ReaderEntry> {
@@ -570,6 +595,42 @@ mod tests {
         // Generation 2's first batch: its token, and only its token, may be stored.
         assert_eq!(ledger.acknowledged(&again, now), write(1));
         assert_eq!(ledger.restart(&reader(3)), Some(token(1)));
+    }
+
+    /// Where a stream opened without a position is written at once, whatever the interval,
+    /// and a restart before any record resumes there.
+    #[test]
+    fn where_a_stream_opened_is_stored_at_once_and_resumed_from() {
+        let now = Instant::now();
+        let mut ledger = CheckpointLedger::at_least_once(Duration::from_secs(3600));
+        let old = ledger.sent(&reader(1), Some(token(1))).unwrap();
+        assert_eq!(ledger.acknowledged(&old, now), write(1));
+        // Generation 2 opened at `latest` less than the interval after that write.
+        assert_eq!(ledger.opened(&reader(2), token(2), now), write(2));
+        assert_eq!(ledger.restart(&reader(3)), Some(token(2)));
+        assert_eq!(
+            ledger.opened(&reader(2), token(9), now),
+            None,
+            "an older generation"
+        );
+        // Its first records move the checkpoint on after the interval, as any.
+        let next = ledger.sent(&reader(3), Some(token(3))).unwrap();
+        assert!(matches!(
+            ledger.acknowledged(&next, now),
+            Some(Action::WakeAfter { .. })
+        ));
+    }
+
+    #[test]
+    fn exactly_once_where_a_stream_opened_is_committed_with_the_open_transaction() {
+        let now = Instant::now();
+        let mut ledger = CheckpointLedger::exactly_once(Duration::from_secs(3600));
+        assert!(ledger.open_transaction());
+        assert_eq!(ledger.opened(&reader(1), token(1), now), None);
+        let commit = ledger.begin_commit().expect("a commit");
+        assert_eq!(commit.checkpoints, vec![("db.c".to_owned(), token(1))]);
+        ledger.commit_finished(commit, true);
+        assert_eq!(ledger.restart(&reader(2)), Some(token(1)));
     }
 
     #[test]

@@ -58,6 +58,19 @@ pub struct ProduceBatch {
     pub token: Option<Position>,
 }
 
+/// Where a reader without a position (`latest`, a timestamp) found its stream when it
+/// opened: stored as its checkpoint at once (exactly-once: committed), answered once Kafka
+/// has it. The reader reads nothing before, so a daemon killed before its first change
+/// resumes there instead of at `latest` again, losing what changed while it was down.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<(), SourceError>")]
+pub struct StoreStart {
+    /// The reader.
+    pub reader: ReaderId,
+    /// Where its stream opened.
+    pub position: Position,
+}
+
 /// The newest position of a reader that Kafka acknowledged, for the reader restarting as
 /// this generation.
 #[derive(Message, Debug)]
@@ -132,6 +145,9 @@ pub struct RecordProducer {
     metrics: Metrics,
     /// At-least-once: the batches Kafka answered, left by the tasks awaiting them.
     answers: Acknowledgements,
+    /// Exactly-once: readers waiting for the commit of where their stream opened
+    /// ([`StoreStart`]); dropped, they hear the producer is gone.
+    commit_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl RecordProducer {
@@ -176,6 +192,7 @@ impl RecordProducer {
             supervisor,
             metrics,
             answers: Acknowledgements::default(),
+            commit_waiters: Vec::new(),
         }
     }
 
@@ -280,17 +297,19 @@ impl RecordProducer {
             Some(Action::Write {
                 namespace,
                 position,
-            }) => self.write_checkpoint(namespace, &position, ctx),
+            }) => self.write_checkpoint(namespace, &position, None, ctx),
         }
     }
 
     /// Hands the checkpoint of `namespace` at `position` to Kafka, waiting while
     /// librdkafka's queue is full (no other message is handled meanwhile, so checkpoints
     /// reach Kafka in the order they were taken); a failed delivery fails the producer.
+    /// `written` hears when Kafka acknowledged it.
     fn write_checkpoint(
         &mut self,
         namespace: String,
         position: &Position,
+        written: Option<tokio::sync::oneshot::Sender<()>>,
         ctx: &mut Context<Self>,
     ) {
         let record = match checkpoint_record(&self.setup, &namespace, position, false) {
@@ -330,7 +349,12 @@ impl RecordProducer {
             ctx.spawn(delivery.into_actor(act).map(move |result, act, ctx| {
                 act.pending_checkpoint_writes -= 1;
                 let error = match result {
-                    Ok(Ok(_)) => return,
+                    Ok(Ok(_)) => {
+                        if let Some(written) = written {
+                            let _ = written.send(());
+                        }
+                        return;
+                    }
                     Ok(Err((error, _))) => error.to_string(),
                     Err(_) => "the delivery was cancelled".to_owned(),
                 };
@@ -395,6 +419,11 @@ impl RecordProducer {
                             for (namespace, _) in &commit.checkpoints {
                                 act.metrics
                                     .checkpoint_written(&act.setup.pipeline, namespace);
+                            }
+                            // No message is handled while a commit runs: every waiter's
+                            // position was in this one.
+                            for waiter in act.commit_waiters.drain(..) {
+                                let _ = waiter.send(());
                             }
                         }
                         Err(error) => {
@@ -985,6 +1014,46 @@ impl RecordProducer {
                 Ok(())
             },
         ))
+    }
+}
+
+impl Handler<StoreStart> for RecordProducer {
+    type Result = ResponseFuture<Result<(), SourceError>>;
+
+    fn handle(&mut self, start: StoreStart, ctx: &mut Self::Context) -> Self::Result {
+        let namespace = start.reader.namespace.clone();
+        let gone = || SourceError::ProducerGone {
+            namespace: namespace.clone(),
+        };
+        if self.closing {
+            return Box::pin(std::future::ready(Err(gone())));
+        }
+        if !self.ledger.admits(&start.reader) {
+            // A restarted reader's predecessor: its successor stores its own start.
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        if let Err(error) = self.ensure_transaction(ctx) {
+            return Box::pin(std::future::ready(Err(error)));
+        }
+        let (written, heard) = tokio::sync::oneshot::channel();
+        match self
+            .ledger
+            .opened(&start.reader, start.position, Instant::now())
+        {
+            Some(Action::Write {
+                namespace,
+                position,
+            }) => self.write_checkpoint(namespace, &position, Some(written), ctx),
+            // Exactly-once: the open transaction carries it; committed now.
+            None if self.exactly_once => {
+                self.commit_waiters.push(written);
+                self.commit(ctx);
+            }
+            // An older generation (at-least-once): nothing to wait for.
+            _ => return Box::pin(std::future::ready(Ok(()))),
+        }
+        let gone = gone();
+        Box::pin(async move { heard.await.map_err(|_| gone) })
     }
 }
 

@@ -13,7 +13,7 @@ use crate::source::error::SourceError;
 use crate::source::liveness::ReaderLiveness;
 use crate::source::model::{OutgoingRecord, Position, ReaderId, Scope};
 use crate::source::policy::{EVENT_TOO_LARGE, HISTORY_LOST};
-use crate::source::producer::ProduceBatch;
+use crate::source::producer::{ProduceBatch, StoreStart};
 
 /// The reading itself, kept out of the actor so it is plain async code.
 pub(super) struct ReadLoop {
@@ -88,6 +88,23 @@ impl ReadLoop {
                 })
             }
         }
+    }
+
+    /// Stores where a stream opened without a position (`latest`, a timestamp) found
+    /// itself, waiting until Kafka has it (not a stall either): see [`StoreStart`].
+    pub async fn store_start(&self, position: Position) -> Result<(), SourceError> {
+        let start = StoreStart {
+            reader: self.id.clone(),
+            position,
+        };
+        self.progress.waiting_for_kafka(true);
+        let stored = self.shared.producer.send(start).await;
+        self.progress.waiting_for_kafka(false);
+        stored.unwrap_or_else(|_| {
+            Err(SourceError::ProducerGone {
+                namespace: self.namespace().to_owned(),
+            })
+        })
     }
 
     /// Whether the reader was asked to stop.

@@ -171,8 +171,11 @@ impl ReadLoop {
         let stream = self.open(&start, fragments).await?;
         self.progress.advanced();
         if let (StartAt::Latest | StartAt::Time(_), Some(token)) = (&start, stream.resume_token()) {
-            // The token of a stream that returned nothing yet: where it opened.
-            self.progress.opened(Position::stream(token));
+            // The token of a stream that returned nothing yet: where it opened. Stored before
+            // anything is read, so a restart after a crash resumes here, not at `latest`.
+            let opened = Position::stream(token);
+            self.progress.opened(opened.clone());
+            self.store_start(opened).await?;
         }
         let copy = match &start {
             StartAt::CopyExisting => Some(CopyCursor::default()),
