@@ -495,3 +495,33 @@ async fn an_exactly_once_pipeline_on_a_topic_of_its_own_resumes_from_the_shared_
     let tokens: Vec<String> = loaded.checkpoints.values().map(token_of).collect();
     assert_eq!(tokens, ["0000000000000000"], "{:?}", loaded.checkpoints);
 }
+
+/// A checkpoint topic read right after it was created: the broker may not have elected the
+/// partitions' leaders yet (`NotLeaderForPartition`, `LeaderNotAvailable`), which is an answer
+/// to wait out, not a failure. `checkpoints reset` of a new exactly-once pipeline (whose topic
+/// it creates) failed so in a full run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_topic_read_right_after_its_creation_is_read() {
+    let kafka = common::config("").kafka;
+    // Many partitions: their leaders are elected one by one, while the first is read.
+    const SLOTS: u32 = 256;
+    for round in 0..3 {
+        let topic = common::unique("checkpoints_new");
+        checkpoint::ensure_topic(&kafka, &topic, SLOTS as i32)
+            .await
+            .expect("topic created");
+        let reading = Reading {
+            topic: topic.clone(),
+            pipeline: "checkpoints_new".to_owned(),
+            slots: SLOTS,
+            exactly_once: true,
+            owned: (0..SLOTS as i32).collect(),
+            legacy_topic: None,
+        };
+        let stored = checkpoint::stored(&kafka, &reading).await;
+        assert!(
+            matches!(&stored, Ok(found) if found.is_empty()),
+            "round {round}: reading {topic} right after its creation: {stored:?}"
+        );
+    }
+}

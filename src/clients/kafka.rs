@@ -111,6 +111,21 @@ pub fn event_level(error: &KafkaError) -> tracing::Level {
     }
 }
 
+/// Whether `error` says a partition has no leader the client knows of yet: a topic just
+/// created (its leaders are being elected) or a leader moving. An answer to wait out, briefly.
+pub fn leader_not_known_yet(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::LeaderNotAvailable
+                | Code::NotLeaderForPartition
+                | Code::UnknownTopicOrPartition
+                | Code::UnknownPartition
+        )
+    )
+}
+
 /// Logs an error event of librdkafka at the level [`event_level`] gives it.
 pub fn log_event(error: &KafkaError, reason: &str) {
     match event_level(error) {

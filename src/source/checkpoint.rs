@@ -803,6 +803,29 @@ impl Read {
     }
 }
 
+/// The low and high watermarks of `partition`; while its leader is not known yet (a topic
+/// just created, a leader moving: [`kafka::leader_not_known_yet`]) asked again every 100 ms,
+/// for up to `timeout`. Blocking: called off the actor threads.
+fn watermarks(
+    client: &BaseConsumer<kafka::LeveledEvents>,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> Result<(i64, i64), rdkafka::error::KafkaError> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match client.fetch_watermarks(topic, partition, timeout) {
+            Err(error)
+                if kafka::leader_not_known_yet(&error) && std::time::Instant::now() < deadline =>
+            {
+                tracing::debug!(topic, partition, %error, "no leader known yet; asking again");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            answer => return answer,
+        }
+    }
+}
+
 /// Reads the topic with `consumer` (`read_committed`); `uncommitted` (a
 /// `read_uncommitted` client) tells the true end of the owned partitions.
 fn read_all(
@@ -836,16 +859,14 @@ fn read_all(
         // high watermark: where the partition's first open transaction begins). In this
         // order, records written in between never look like an open transaction.
         let end = if reading.owned.contains(&partition) {
-            let (_, end) = uncommitted
-                .fetch_watermarks(topic, partition, timeout)
+            let (_, end) = watermarks(uncommitted, topic, partition, timeout)
                 .map_err(err("fetching watermarks"))?;
             Some(end)
         } else {
             None
         };
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, timeout)
-            .map_err(err("fetching watermarks"))?;
+        let (low, high) =
+            watermarks(consumer, topic, partition, timeout).map_err(err("fetching watermarks"))?;
         if let Some(end) = end.filter(|end| high < *end) {
             held.push(HeldBack {
                 partition,
