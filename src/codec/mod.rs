@@ -10,6 +10,7 @@
 //! - [`protobuf`]: BSON ⇄ Protobuf with inferred or given `.proto` schemas, and its registry
 //!   wire format (message indexes).
 //! - [`schema_registry`]: the schema registry client and its caches.
+//! - [`schema_cache`]: the one cache every schema kept here lives in, bounded in bytes.
 //! - [`base64`]: how binary data is spelled in JSON and in basic authentication.
 
 pub mod avro;
@@ -19,4 +20,5 @@ pub mod connector_json;
 pub mod extjson;
 pub mod json_schema;
 pub mod protobuf;
+pub mod schema_cache;
 pub mod schema_registry;

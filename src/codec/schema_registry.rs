@@ -19,13 +19,13 @@
 //! The wire format the schemas are used in: byte 0 is 0 (the format's version), bytes 1..5
 //! the schema id, big-endian, then the encoded datum.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::base64::encode as base64;
+use super::schema_cache::{SchemaCache, PARSED};
 use crate::config::SchemaRegistryConfig;
 
 /// The registry wire format's first byte.
@@ -34,9 +34,6 @@ pub const MAGIC_BYTE: u8 = 0;
 /// The largest registry answer read: schemas are small, and a bound keeps a wrong server from
 /// filling the memory.
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
-
-/// The most (subject, schema) → id entries a client keeps.
-const MAX_CACHED_IDS: usize = 4096;
 
 /// The most lookups one conversion may wait for ([`fetching`]): a key and a value, each
 /// needing one, with room for a cache that started over meanwhile.
@@ -326,9 +323,9 @@ struct Client {
     authorization: Option<String>,
     http: reqwest::Client,
     reachability: Mutex<Option<Reachability>>,
-    /// Subject → schema text → id: looked up without copying the text.
-    ids: Mutex<HashMap<String, HashMap<String, u32>>>,
-    schemas: Mutex<HashMap<u32, Arc<RegisteredSchema>>>,
+    /// `<subject>\n<schema text>` → id.
+    ids: SchemaCache<String, u32>,
+    schemas: SchemaCache<u32, Arc<RegisteredSchema>>,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -376,8 +373,8 @@ impl RegistryClient {
                 authorization,
                 http,
                 reachability: Mutex::new(None),
-                ids: Mutex::default(),
-                schemas: Mutex::default(),
+                ids: SchemaCache::default(),
+                schemas: SchemaCache::default(),
             }),
         })
     }
@@ -448,19 +445,11 @@ impl RegistryClient {
 
 impl Client {
     fn cached_id(&self, subject: &str, schema: &str) -> Option<u32> {
-        self.ids
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(subject)
-            .and_then(|schemas| schemas.get(schema).copied())
+        self.ids.get(&id_key(subject, schema))
     }
 
     fn cached_schema(&self, id: u32) -> Option<Arc<RegisteredSchema>> {
-        self.schemas
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-            .cloned()
+        self.schemas.get(&id)
     }
 
     async fn register(
@@ -505,15 +494,9 @@ impl Client {
             .and_then(Value::as_u64)
             .and_then(|id| u32::try_from(id).ok())
             .ok_or_else(|| self.unreachable(format!("{what}: the answer has no id: {answer}")))?;
-        let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
-        // Ever new schemas (change events naming ever new fields) must not grow it without
-        // end: start over when full; a schema dropped costs one request again.
-        if ids.values().map(HashMap::len).sum::<usize>() >= MAX_CACHED_IDS {
-            ids.clear();
-        }
-        ids.entry(subject.to_owned())
-            .or_default()
-            .insert(schema.to_owned(), id);
+        let key = id_key(subject, schema);
+        let bytes = key.len() + 4;
+        self.ids.insert(key, id, bytes);
         Ok(id)
     }
 
@@ -552,10 +535,8 @@ impl Client {
                 .unwrap_or("AVRO")
                 .to_owned(),
         });
-        self.schemas
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, found.clone());
+        let bytes = 4 + found.schema.len() + found.schema_type.len();
+        self.schemas.insert(id, found.clone(), bytes);
         Ok(found)
     }
 
@@ -720,21 +701,30 @@ fn percent_encode(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, RESERVED).to_string()
 }
 
+/// The key of a schema's id in a client's cache: its subject and its text.
+fn id_key(subject: &str, schema: &str) -> String {
+    let mut key = String::with_capacity(subject.len() + 1 + schema.len());
+    key.push_str(subject);
+    key.push('\n');
+    key.push_str(schema);
+    key
+}
+
 /// The schemas a reader of the wire format met, each parsed once: fetched from the registry
 /// the first time its id is seen, then handed out from here. One per reader; what "parsed"
 /// means (an Avro schema, a JSON Schema document) is the reader's.
 #[derive(Debug)]
 pub struct ParsedSchemas<S> {
     registry: RegistryClient,
-    parsed: Mutex<HashMap<u32, Arc<S>>>,
+    parsed: SchemaCache<u32, Arc<S>>,
 }
 
-impl<S> ParsedSchemas<S> {
+impl<S: Send + Sync + 'static> ParsedSchemas<S> {
     /// Schemas fetched from the registry `config` names.
     pub fn new(config: &SchemaRegistryConfig) -> Result<Self, String> {
         Ok(Self {
             registry: RegistryClient::new(config)?,
-            parsed: Mutex::default(),
+            parsed: SchemaCache::default(),
         })
     }
 
@@ -751,21 +741,13 @@ impl<S> ParsedSchemas<S> {
         id: u32,
         parse: impl FnOnce(&RegisteredSchema) -> Result<S, E>,
     ) -> Result<Arc<S>, E> {
-        let known = self
-            .parsed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-            .cloned();
-        if let Some(schema) = known {
+        if let Some(schema) = self.parsed.get(&id) {
             return Ok(schema);
         }
         let registered = self.registry.known_schema(id)?;
         let schema = Arc::new(parse(&registered)?);
         self.parsed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, schema.clone());
+            .insert(id, schema.clone(), 4 + registered.schema.len() * PARSED);
         Ok(schema)
     }
 
@@ -913,6 +895,45 @@ mod tests {
         };
         assert!(blocking(|| schemas.get(8, refuse)).is_err());
         assert!(schemas.get(8, parse).is_ok(), "the failure was not kept");
+    }
+
+    /// A sink reading ever new schema ids (a source inferring a schema per document shape)
+    /// kept every schema it fetched, and every parse of one, for good.
+    #[tokio::test]
+    async fn fetched_and_parsed_schemas_stay_within_their_byte_bound() {
+        const BOUND: u64 = super::super::schema_cache::MAX_BYTES;
+        let text: &'static str = Box::leak(
+            format!("{{\"type\":\"object\",\"title\":\"{}\"}}", "x".repeat(4000)).into_boxed_str(),
+        );
+        let (url, _) = one_schema_registry(text);
+        let schemas: ParsedSchemas<String> =
+            ParsedSchemas::new(&SchemaRegistryConfig::at(url)).expect("a registry URL");
+        let parse = |registered: &RegisteredSchema| -> Result<String, RegistryError> {
+            Ok(registered.schema.clone())
+        };
+        // 12 MiB of schemas in all, three times the bound.
+        for id in 0..3_000_u32 {
+            schemas
+                .fetch(&wire_format(id, b"datum"))
+                .await
+                .expect("fetched");
+            let parsed = schemas.get(id, parse).expect("parsed");
+            assert_eq!(parsed.len(), text.len());
+        }
+        let (fetched, parsed) = (
+            schemas.registry.client.schemas.bytes(),
+            schemas.parsed.bytes(),
+        );
+        assert!(
+            fetched <= BOUND && parsed <= BOUND,
+            "fetched schemas hold {fetched} bytes, parsed ones {parsed}: over {BOUND}"
+        );
+        // What was dropped is fetched again when asked for.
+        schemas
+            .fetch(&wire_format(0, b"datum"))
+            .await
+            .expect("fetched again");
+        assert!(schemas.get(0, parse).is_ok());
     }
 
     #[tokio::test]

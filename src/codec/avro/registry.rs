@@ -1,8 +1,7 @@
 //! Avro behind a schema registry's wire format: [`AvroWriter`] registers each schema and
 //! writes the header, [`AvroReader`] fetches the schema a record names and reads it back.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use apache_avro::types::Value;
 use apache_avro::Schema;
@@ -11,6 +10,7 @@ use bson::{Bson, Document};
 use super::decode::to_bson;
 use super::encode::{conform_record, Names};
 use super::infer::{infer, shape, Fingerprint, Inferred};
+use crate::codec::schema_cache::{SchemaCache, PARSED};
 use crate::codec::schema_registry::{
     self, AwaitsRegistry, Lookup, ParsedSchemas, Reachability, RegistryClient, RegistryError,
 };
@@ -48,8 +48,10 @@ impl AwaitsRegistry for AvroError {
 pub struct AvroWriter {
     registry: RegistryClient,
     given: Option<Given>,
-    shapes: Mutex<HashMap<u128, Arc<InferredSchema>>>,
-    ids: Mutex<HashMap<u128, HashMap<String, u32>>>,
+    /// Inferred schemas by the fingerprint of the record name and the document's shape.
+    shapes: SchemaCache<u128, Arc<InferredSchema>>,
+    /// Ids by the fingerprint of the schema's key (a shape's, or [`GIVEN`]) and the subject.
+    ids: SchemaCache<u128, u32>,
 }
 
 /// A schema given in the configuration.
@@ -69,19 +71,14 @@ pub(super) struct InferredSchema {
 /// The cache key of the given schema's id (inferred ones are keyed by shape and name).
 pub(super) const GIVEN: u128 = 0;
 
-/// The most inferred schemas (and their ids) a writer keeps: change events whose
-/// `updatedFields` name ever new fields are ever new shapes, so the caches start over when
-/// full rather than grow without end (a schema dropped is inferred and its id asked again).
-pub(super) const MAX_CACHED_SHAPES: usize = 4096;
-
 impl AvroWriter {
     /// A writer registering in the registry `config` names.
     pub fn new(config: &SchemaRegistryConfig) -> Result<Self, String> {
         Ok(Self {
             registry: RegistryClient::new(config)?,
             given: None,
-            shapes: Mutex::default(),
-            ids: Mutex::default(),
+            shapes: SchemaCache::default(),
+            ids: SchemaCache::default(),
         })
     }
 
@@ -145,49 +142,29 @@ impl AvroWriter {
         doc: &Document,
         name: &str,
     ) -> Result<Arc<InferredSchema>, AvroError> {
-        let cached = self
-            .shapes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .cloned();
-        if let Some(found) = cached {
+        if let Some(found) = self.shapes.get(&key) {
             return Ok(found);
         }
         let Inferred { schema: text, .. } = infer(doc, name);
         let schema = Schema::parse_str(&text)
             .map_err(|e| AvroError::Invalid(format!("inferred schema {text}: {e}")))?;
+        let bytes = 16 + text.len() * (1 + PARSED);
         let found = Arc::new(InferredSchema { text, schema });
-        let mut shapes = self.shapes.lock().unwrap_or_else(PoisonError::into_inner);
-        if shapes.len() >= MAX_CACHED_SHAPES {
-            shapes.clear();
-            self.ids
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .retain(|key, _| *key == GIVEN);
-        }
-        shapes.insert(key, found.clone());
+        self.shapes.insert(key, found.clone(), bytes);
         Ok(found)
     }
 
     /// The registry's id of the schema `text` (cached under `key`) under `subject`.
     fn id(&self, key: u128, subject: &str, text: &str) -> Result<u32, AvroError> {
-        let cached = self
-            .ids
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .and_then(|subjects| subjects.get(subject).copied());
-        if let Some(id) = cached {
+        let mut cached = Fingerprint::new(1);
+        cached.write_u128(key);
+        cached.write_str(subject);
+        let cached = cached.finish();
+        if let Some(id) = self.ids.get(&cached) {
             return Ok(id);
         }
         let id = self.registry.known_id(subject, "AVRO", text)?;
-        self.ids
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key)
-            .or_default()
-            .insert(subject.to_owned(), id);
+        self.ids.insert(cached, id, 20);
         Ok(id)
     }
 }

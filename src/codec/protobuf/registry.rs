@@ -7,9 +7,6 @@
 //! as zigzag varints: their count, then each; `[0]`, the first message, is a single 0), then
 //! the message.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
-
 use bson::Document;
 use prost::Message;
 use prost_reflect::{DynamicMessage, FileDescriptor, MessageDescriptor};
@@ -18,6 +15,7 @@ use super::decode::to_document;
 use super::encode::to_message;
 use super::infer::infer;
 use super::schema::{compile, given_message};
+use crate::codec::schema_cache::{SchemaCache, PARSED};
 use crate::codec::schema_registry::{
     self, AwaitsRegistry, Lookup, ParsedSchemas, Reachability, RegistryClient, RegistryError,
 };
@@ -46,10 +44,6 @@ impl AwaitsRegistry for ProtobufError {
         Self::Registry(error)
     }
 }
-
-/// The most compiled schemas a writer keeps: ever new shapes (change events naming ever new
-/// fields) start it over rather than grow it without end.
-const MAX_CACHED_SCHEMAS: usize = 4096;
 
 /// The most message indexes a record may give: deeper nesting is not a schema anyone writes.
 const MAX_MESSAGE_INDEXES: usize = 64;
@@ -128,7 +122,8 @@ pub fn message_at(file: &FileDescriptor, indexes: &[i32]) -> Result<MessageDescr
 pub struct ProtobufWriter {
     registry: RegistryClient,
     given: Option<(String, MessageDescriptor)>,
-    compiled: Mutex<HashMap<String, MessageDescriptor>>,
+    /// Inferred schemas by their text.
+    compiled: SchemaCache<String, MessageDescriptor>,
 }
 
 impl ProtobufWriter {
@@ -137,7 +132,7 @@ impl ProtobufWriter {
         Ok(Self {
             registry: RegistryClient::new(config)?,
             given: None,
-            compiled: Mutex::default(),
+            compiled: SchemaCache::default(),
         })
     }
 
@@ -194,22 +189,13 @@ impl ProtobufWriter {
 
     /// The first message of the inferred schema `text`, compiled once.
     fn compiled(&self, text: &str) -> Result<MessageDescriptor, ProtobufError> {
-        let known = self
-            .compiled
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(text)
-            .cloned();
-        if let Some(message) = known {
+        if let Some(message) = self.compiled.get(text) {
             return Ok(message);
         }
         let message = given_message(text)
             .map_err(|e| ProtobufError::Invalid(format!("inferred schema {text}: {e}")))?;
-        let mut compiled = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
-        if compiled.len() >= MAX_CACHED_SCHEMAS {
-            compiled.clear();
-        }
-        compiled.insert(text.to_owned(), message.clone());
+        self.compiled
+            .insert(text.to_owned(), message.clone(), text.len() * (1 + PARSED));
         Ok(message)
     }
 }
