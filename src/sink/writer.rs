@@ -233,7 +233,7 @@ impl PartitionWriter {
     }
 
     /// Starts taking the partition's records, each once it has its room in the budget. The
-    /// stream ends once the lease is no longer live, before taking another record: a record
+    /// stream ends once the lease stops or is fenced, before taking another record: a record
     /// taken off the queue after a revoke could belong to the partition's next owner.
     fn start_taking(&mut self, ctx: &mut Context<Self>) {
         let Some(records) = self.records.take() else {
