@@ -488,4 +488,222 @@ mod tests {
         assert_eq!(depth_of(&metrics)?.as_deref(), Some("0"));
         Ok(())
     }
+
+    /// Commits nothing (no write reaches MongoDB in these tests).
+    struct NoCommits;
+
+    impl super::super::shared::OffsetCommitter for NoCommits {
+        fn commit(
+            &self,
+            _: &str,
+            _: i32,
+            _: i64,
+            _: CommitMode,
+        ) -> Result<(), rdkafka::error::KafkaError> {
+            Ok(())
+        }
+    }
+
+    /// Stands in for the supervisor.
+    struct Supervisor;
+
+    impl Actor for Supervisor {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<WriterFailed> for Supervisor {
+        type Result = ();
+
+        fn handle(&mut self, _: WriterFailed, _: &mut Self::Context) {}
+    }
+
+    /// A writer over a channel of records, whose writes never get their turn
+    /// (`writes_in_flight` has none): a batch handed to a write stays under way until the
+    /// lease ends, without MongoDB or Kafka.
+    struct Harness {
+        writer: Addr<PartitionWriter>,
+        records: tokio::sync::mpsc::UnboundedSender<OwnedMessage>,
+        lease: Arc<Lease>,
+        progress: Arc<AtomicU64>,
+        /// Records taken off the queue, whatever became of them.
+        pulled: Arc<AtomicU64>,
+        gone: std::sync::mpsc::Receiver<()>,
+        metrics: Metrics,
+        budget: Budget,
+    }
+
+    async fn harness(max_batch_size: usize) -> Harness {
+        let metrics = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
+        let budget = Budget::new("p", 1 << 20, None);
+        let config: crate::config::SinkConfig = toml::from_str(
+            "name = \"p\"\ntopics = [\"t\"]\ndatabase = \"d\"\nid_strategy = \"provided_in_key\"",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let converter =
+            super::super::convert::Converter::new(config.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let mongo = mongodb::Client::with_uri_str("mongodb://127.0.0.1:9")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let shared = Arc::new(WriterShared {
+            pipeline: "p".into(),
+            mongo,
+            committer: Arc::new(NoCommits),
+            metrics: metrics.clone(),
+            supervisor: Supervisor.start().recipient(),
+            time_series_ready: std::sync::Mutex::default(),
+            writes_in_flight: tokio::sync::Semaphore::new(0),
+            budget: budget.clone(),
+        });
+        let settings = Arc::new(WriterSettings {
+            converter: Arc::new(converter),
+            tolerance: config.errors.tolerance,
+            dead_letters: None,
+            max_batch_size,
+            max_batch_delay: std::time::Duration::from_secs(3600),
+            max_retries: 0,
+            rate_limit: RateLimit::new(&config),
+            stale_write_guard: None,
+            write_concern: None,
+        });
+        let (records, mut queue) = tokio::sync::mpsc::unbounded_channel();
+        let pulled = Arc::new(AtomicU64::new(0));
+        let queue = {
+            let pulled = pulled.clone();
+            futures_util::stream::poll_fn(move |cx| queue.poll_recv(cx)).inspect(move |_| {
+                pulled.fetch_add(1, Ordering::Relaxed);
+            })
+        };
+        let lease = Arc::new(Lease::new(super::super::lease::Incarnation(1)));
+        let progress = Arc::new(AtomicU64::new(0));
+        let (alive, gone) = std::sync::mpsc::channel();
+        let writer = PartitionWriter::new(
+            Assignment {
+                topic: "t".into(),
+                partition: 0,
+                lease: lease.clone(),
+                records: queue.boxed(),
+                progress: progress.clone(),
+                alive,
+            },
+            shared,
+            settings,
+        )
+        .start();
+        Harness {
+            writer,
+            records,
+            lease,
+            progress,
+            pulled,
+            gone,
+            metrics,
+            budget,
+        }
+    }
+
+    impl Harness {
+        fn send(&self, offsets: std::ops::Range<i64>) {
+            for offset in offsets {
+                let message = OwnedMessage::new(
+                    Some(b"{}".to_vec()),
+                    Some(b"k".to_vec()),
+                    "t".to_owned(),
+                    rdkafka::Timestamp::NotAvailable,
+                    0,
+                    offset,
+                    None,
+                );
+                self.records
+                    .send(message)
+                    .unwrap_or_else(|e| panic!("the writer dropped its queue: {e}"));
+            }
+        }
+
+        fn taken(&self) -> u64 {
+            self.progress.load(Ordering::Relaxed)
+        }
+
+        fn pulled(&self) -> u64 {
+            self.pulled.load(Ordering::Relaxed)
+        }
+
+        /// Waits up to 5 s for the writer to have taken `n` records.
+        async fn until_taken(&self, n: u64) {
+            for _ in 0..500 {
+                if self.taken() >= n {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            panic!("the writer took {} records, not {n}", self.taken());
+        }
+
+        /// Waits up to 5 s for the writer and its queue to be gone.
+        async fn until_gone(&self) {
+            for _ in 0..500 {
+                if let Err(std::sync::mpsc::TryRecvError::Disconnected) = self.gone.try_recv() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            panic!("the writer did not stop");
+        }
+    }
+
+    #[actix::test]
+    async fn a_writer_takes_nothing_while_a_write_is_under_way_nor_after_a_revoke(
+    ) -> Result<(), prometheus::Error> {
+        let h = harness(2).await;
+        h.send(0..5);
+        // A batch of two goes to its write, which waits for its turn.
+        h.until_taken(2).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(h.taken(), 2, "nothing is taken while a write is under way");
+        assert_eq!(h.pulled(), 2, "nor pulled off the queue");
+        assert_eq!(depth_of(&h.metrics)?.as_deref(), Some("2"));
+        assert!(h.budget.held_bytes() > 0);
+        // The revoke: the write on its way is left to the next owner, the writer stops and
+        // drops its queue without taking another record.
+        h.lease.stop();
+        h.until_gone().await;
+        assert_eq!(h.taken(), 2, "no record is taken once the lease stopped");
+        assert_eq!(
+            h.pulled(),
+            2,
+            "nor pulled off the queue: it may be the next owner's"
+        );
+        assert!(
+            h.records.is_closed(),
+            "the queue is dropped with the writer"
+        );
+        assert_eq!(depth_of(&h.metrics)?.as_deref(), Some("0"));
+        assert_eq!(h.budget.held_bytes(), 0);
+        Ok(())
+    }
+
+    #[actix::test]
+    async fn a_fenced_writer_drops_the_batch_it_gathered_and_stops() -> Result<(), prometheus::Error>
+    {
+        let h = harness(10).await;
+        h.send(0..3);
+        h.until_taken(3).await;
+        assert_eq!(depth_of(&h.metrics)?.as_deref(), Some("3"));
+        assert!(h.budget.held_bytes() > 0);
+        h.lease.fence();
+        h.until_gone().await;
+        assert!(h.records.is_closed());
+        assert_eq!(depth_of(&h.metrics)?.as_deref(), Some("0"));
+        assert_eq!(h.budget.held_bytes(), 0);
+        Ok(())
+    }
+
+    #[actix::test]
+    async fn a_closing_flush_stops_taking_records_and_the_writer() {
+        let h = harness(10).await;
+        let answer = h.writer.send(Flush { close: true }).await;
+        assert!(matches!(answer, Ok(Ok(None))), "nothing was written");
+        h.until_gone().await;
+        assert!(h.records.is_closed());
+        assert_eq!(h.pulled(), 0);
+    }
 }
