@@ -70,8 +70,8 @@ pub struct SinkConfig {
     /// Settings for one topic: a table of any per-topic key below, keyed by topic name.
     #[serde(default)]
     pub topic_overrides: BTreeMap<String, toml::Table>,
-    /// Records waiting in a partition writer's mailbox; while it is full the partition's reader
-    /// waits, and librdkafka stops fetching the partition once its own queue is full.
+    /// No effect (accepted so configurations keep loading): a partition writer takes its
+    /// records straight off the partition's own librdkafka queue, none while it writes a batch.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
     /// Bytes of records the pipeline's partitions hold at once, all partitions together,

@@ -1,21 +1,21 @@
 //! The consumer side of a sink pipeline: one Kafka consumer in the pipeline's group,
-//! cooperative-sticky by default, whose partitions each get a queue, a reader task and a
+//! cooperative-sticky by default, whose partitions each get a queue and a
 //! [`PartitionWriter`] of their own.
 //!
 //! Assignment: for each partition assigned, the rebalance callback splits the partition's
-//! queue off the consumer (before librdkafka fetches anything for it), starts a writer
-//! under a new [`Lease`], and a reader task that hands the queue's records to the writer's
-//! bounded mailbox, waiting when it is full. A waiting reader reads no more, librdkafka
+//! queue off the consumer (before librdkafka fetches anything for it) and starts a writer
+//! under a new [`Lease`] that owns the queue: nothing else reads it. The writer takes each
+//! record off the queue once it has the record's room in the pipeline's memory budget
+//! (shared by its partitions; it waits while the budget is spent: the same stop, in bytes,
+//! whatever the number of partitions), and takes none while it writes a batch: librdkafka
 //! stops fetching the partition once its queue holds `queued.max.messages.kbytes`, and
-//! nothing is paused, dropped or fetched twice. The consumer's own queue, polled by
-//! [`run`], serves rebalances, statistics and errors. Before handing a record over, the
-//! reader takes its room in the pipeline's memory budget (shared by its partitions), waiting
-//! while it is spent: the same stop, in bytes, whatever the number of partitions.
+//! nothing is paused, dropped or fetched twice (see `writer` and `intake`). The consumer's
+//! own queue, polled by [`run`], serves rebalances, statistics and errors.
 //!
 //! Revoke: the callback stops the leases of the revoked partitions (no new write starts),
 //! waits (up to the shutdown deadline) until the writers finished the write on their way,
-//! committed it and stopped, and the readers dropped their queues; then it fences the
-//! leases, so nothing written or committed afterwards can come from them.
+//! committed it, stopped and dropped their queues; then it fences the leases, so nothing
+//! written or committed afterwards can come from them.
 //!
 //! Lost assignment: when the group session expired (the process was paused or cut off from
 //! the broker past `session.timeout.ms`), librdkafka revokes with the assignment lost. The
@@ -36,12 +36,13 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use futures_util::StreamExt;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -49,8 +50,7 @@ use super::error::SinkError;
 use super::lease::{Incarnation, Lease, LeaseState, SessionClock};
 use super::shared::{OffsetCommitter, WriterFailed};
 use super::stall::{self, StallChange, StallDetector};
-use super::writer::{Assignment, MailboxDepth, PartitionWriter, Record};
-use crate::budget::Budget;
+use super::writer::{Assignment, PartitionWriter, Records};
 use crate::ops::health::{self, Readiness};
 use crate::ops::metrics::Metrics;
 use crate::ops::progress::{human_seconds, CatchUp};
@@ -88,18 +88,16 @@ pub struct Owned {
     pub writer: Addr<PartitionWriter>,
     /// The writer's lease.
     pub lease: Arc<Lease>,
-    /// Records handed to the writer so far.
+    /// Records the writer took off its queue so far.
     progress: Arc<AtomicU64>,
-    /// Disconnected once the writer and the reader are both gone.
+    /// Disconnected once the writer and its queue are both gone.
     gone: std::sync::mpsc::Receiver<()>,
-    /// Dropped to stop the reader (a drain stops reading, then flushes the writer).
-    stop_reading: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Owned {
-    /// Stops the reader; the writer goes on with what its mailbox holds.
-    pub fn stop_reading(self) -> (Addr<PartitionWriter>, Arc<Lease>) {
-        drop(self.stop_reading);
+    /// The writer and its lease (a drain flushes and closes the writer, then fences the
+    /// lease).
+    pub fn into_writer(self) -> (Addr<PartitionWriter>, Arc<Lease>) {
         (self.writer, self.lease)
     }
 }
@@ -138,7 +136,7 @@ impl Partitions {
         })
     }
 
-    /// How many records were handed to `partition`'s writer, if this consumer owns it.
+    /// How many records `partition`'s writer took off its queue, if this consumer owns it.
     fn progress_of(&self, partition: &Partition) -> Option<u64> {
         self.lock()
             .get(partition)
@@ -215,8 +213,6 @@ pub struct ContextParts {
     pub consumer: Arc<ConsumerHandle>,
     /// Makes writers.
     pub make_writer: WriterFactory,
-    /// Where reader tasks run (the writers' thread).
-    pub readers: ArbiterHandle,
     /// How long a revoke waits for the writers.
     pub revoke_deadline: Duration,
     /// The metrics.
@@ -225,8 +221,6 @@ pub struct ContextParts {
     pub readiness: Readiness,
     /// Where the catch-up on a backlog is reported (`/status`).
     pub status: StatusBoard,
-    /// The pipeline's memory budget, shared by its partitions.
-    pub budget: Budget,
     /// The group session as this process sees it; every lease belongs to it.
     pub session: Arc<SessionClock>,
     /// Paused by hand: partitions assigned are paused at once.
@@ -319,7 +313,7 @@ impl RebalanceContext {
         parts.metrics.stalled_partitions(&parts.pipeline, count);
     }
 
-    /// Splits `partition`'s queue off the consumer and starts its writer and reader.
+    /// Splits `partition`'s queue off the consumer and starts its writer, which owns it.
     fn assign(&self, consumer: &Arc<SinkConsumer>, partition: Partition) {
         let parts = &self.parts;
         let Some(queue) = consumer.split_partition_queue(&partition.topic, partition.number) else {
@@ -330,28 +324,22 @@ impl RebalanceContext {
         let lease = Arc::new(Lease::in_session(incarnation, parts.session.clone()));
         let (alive, gone) = std::sync::mpsc::channel();
         let progress = Arc::new(AtomicU64::new(0));
+        let records = records_of(SplitQueue {
+            queue,
+            pipeline: parts.pipeline.clone(),
+            partition: partition.clone(),
+            _alive: alive.clone(),
+        });
         let Some(writer) = (parts.make_writer)(Assignment {
             topic: partition.topic.clone(),
             partition: partition.number,
             lease: lease.clone(),
-            alive: alive.clone(),
+            records,
+            progress: progress.clone(),
+            alive,
         }) else {
             return;
         };
-        let (stop_reading, stopped) = tokio::sync::oneshot::channel();
-        let reader = Reader {
-            pipeline: parts.pipeline.clone(),
-            partition: partition.clone(),
-            writer: writer.clone(),
-            lease: lease.clone(),
-            depth: MailboxDepth::new(parts.metrics.clone(), &parts.pipeline),
-            progress: progress.clone(),
-            budget: parts.budget.clone(),
-            _alive: alive,
-        };
-        if !parts.readers.spawn(reader.run(queue, stopped)) {
-            tracing::error!(pipeline = %parts.pipeline, %partition, "the writers' thread is gone; the partition is not read");
-        }
         let previous = parts.partitions.lock().insert(
             partition.clone(),
             Owned {
@@ -359,7 +347,6 @@ impl RebalanceContext {
                 lease,
                 progress,
                 gone,
-                stop_reading,
             },
         );
         if let Some(previous) = previous {
@@ -385,7 +372,6 @@ impl RebalanceContext {
             .assignments_lost(&parts.pipeline, newly as u64);
         for (_, o) in owned {
             o.lease.fence();
-            drop(o.stop_reading);
         }
     }
 
@@ -399,14 +385,13 @@ impl RebalanceContext {
         let mut late = Vec::new();
         for (partition, o) in owned {
             let left = until.saturating_duration_since(Instant::now());
-            // Nobody sends: `Disconnected` is the writer and the reader gone.
+            // Nobody sends: `Disconnected` is the writer and its queue gone.
             if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) | Ok(()) =
                 o.gone.recv_timeout(left)
             {
                 late.push(partition);
             }
             o.lease.fence();
-            drop(o.stop_reading);
         }
         if !late.is_empty() {
             tracing::warn!(pipeline = %parts.pipeline, partitions = ?late.iter().map(ToString::to_string).collect::<Vec<_>>(), deadline = ?parts.revoke_deadline, "writers of revoked partitions did not stop before the deadline; they are fenced: they commit nothing more, but a write already on its way may still land");
@@ -562,86 +547,30 @@ pub fn pause_owned(pipeline: &str, consumer: &SinkConsumer, pause: bool) {
     }
 }
 
-/// Hands one partition's records from its queue to its writer.
-struct Reader {
+/// A partition's queue, split off the consumer, as its writer reads it. `_alive` goes after
+/// the queue: a revoke waiting for it learns that the queue is gone.
+struct SplitQueue {
+    queue: StreamPartitionQueue<RebalanceContext>,
     pipeline: String,
     partition: Partition,
-    writer: Addr<PartitionWriter>,
-    lease: Arc<Lease>,
-    depth: MailboxDepth,
-    progress: Arc<AtomicU64>,
-    budget: Budget,
     _alive: std::sync::mpsc::Sender<()>,
 }
 
-/// The bytes a record holds in memory, as counted in the memory budget.
-fn message_bytes(message: &OwnedMessage) -> usize {
-    let headers = message.headers().map_or(0, |headers| {
-        headers
-            .iter()
-            .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
-            .sum()
-    });
-    std::mem::size_of::<OwnedMessage>()
-        + message.payload().map_or(0, <[u8]>::len)
-        + message.key().map_or(0, <[u8]>::len)
-        + message.topic().len()
-        + headers
-}
-
-impl Reader {
-    /// Reads until the lease ends, the writer stops or `stop` fires (or is dropped); then
-    /// drops the queue.
-    async fn run(
-        self,
-        queue: StreamPartitionQueue<RebalanceContext>,
-        mut stop: tokio::sync::oneshot::Receiver<()>,
-    ) {
-        let name = self.partition.to_string();
+/// The records of `split`'s queue, in order, for its writer to take: a failed read is
+/// logged and tried again.
+fn records_of(split: SplitQueue) -> Records {
+    futures_util::stream::unfold(split, |split| async move {
         loop {
-            let received = tokio::select! {
-                biased;
-                _ = &mut stop => break,
-                () = self.lease.ended() => break,
-                received = queue.recv() => received.map(|m| m.detach()),
-            };
-            let message = match received {
-                Ok(message) => message,
+            match split.queue.recv().await.map(|m| m.detach()) {
+                Ok(message) => return Some((message, split)),
                 Err(error) => {
-                    tracing::warn!(pipeline = %self.pipeline, partition = %self.partition, %error, "reading the partition failed; retrying");
+                    tracing::warn!(pipeline = %split.pipeline, partition = %split.partition, %error, "reading the partition failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
                 }
-            };
-            // Its room in the budget goes with it and is released once the writer is done.
-            let room = tokio::select! {
-                biased;
-                _ = &mut stop => break,
-                () = self.lease.ended() => break,
-                room = self.budget.take(message_bytes(&message), &name) => room,
-            };
-            let record = Record::new(message, room, &self.depth);
-            let handed = match self.writer.try_send(record) {
-                Ok(()) => true,
-                // The mailbox is full: wait for room, reading nothing more meanwhile, so
-                // librdkafka stops fetching once the partition's queue is full.
-                Err(SendError::Full(record)) => tokio::select! {
-                    biased;
-                    _ = &mut stop => break,
-                    () = self.lease.ended() => break,
-                    sent = self.writer.send(record) => sent.is_ok(),
-                },
-                Err(SendError::Closed(_)) => false,
-            };
-            if !handed {
-                // The writer stopped (it failed and told the supervisor, or its lease
-                // ended): its records stay uncommitted for the next reader.
-                break;
             }
-            self.progress.fetch_add(1, Ordering::Relaxed);
         }
-        drop(queue);
-    }
+    })
+    .boxed()
 }
 
 /// How often [`watch_session`] marks the process running.

@@ -18,6 +18,7 @@ pub mod dead_letters;
 pub mod decode;
 pub mod error;
 pub mod id;
+pub mod intake;
 pub mod lease;
 pub mod lifecycle;
 pub mod model;
@@ -148,12 +149,20 @@ impl SinkSupervisor {
             supervisor: ctx.address().recipient(),
             time_series_ready: Mutex::default(),
             writes_in_flight: tokio::sync::Semaphore::new(WRITES_IN_FLIGHT),
+            budget: Budget::new(
+                &config.name,
+                config.memory_budget.as_u64(),
+                Some(BudgetReport {
+                    metrics: self.metrics.clone(),
+                    readiness: self.readiness.clone(),
+                }),
+            ),
         });
         let make_writer = writer_factory(
             config.clone(),
             shared,
             dead_letter_producer,
-            writers_thread.clone(),
+            writers_thread,
             registry_readiness(&self.readiness, &self.metrics, &config.name),
         );
         let session = Arc::new(SessionClock::new(
@@ -165,19 +174,10 @@ impl SinkSupervisor {
             partitions: partitions.clone(),
             consumer: handle.clone(),
             make_writer,
-            readers: writers_thread,
             revoke_deadline: self.shutdown_deadline,
             metrics: self.metrics.clone(),
             readiness: self.readiness.clone(),
             status: self.status.clone(),
-            budget: Budget::new(
-                &config.name,
-                config.memory_budget.as_u64(),
-                Some(BudgetReport {
-                    metrics: self.metrics.clone(),
-                    readiness: self.readiness.clone(),
-                }),
-            ),
             session: session.clone(),
             paused: self.paused.clone(),
         });
@@ -252,8 +252,8 @@ impl SinkSupervisor {
         Ok(())
     }
 
-    /// Stops the consumer and the readers, then writes, commits and closes every writer and
-    /// fences them all; answers how many partitions did not finish within the deadline.
+    /// Stops the consumer, then writes, commits and closes every writer (each takes no more
+    /// records off its queue first) and fences them all; answers how many partitions did not finish within the deadline.
     fn drain(&mut self) -> impl std::future::Future<Output = usize> + 'static {
         let running = self.running.take();
         if let Some(running) = &running {
@@ -273,7 +273,7 @@ impl SinkSupervisor {
                 .partitions
                 .take_all()
                 .into_iter()
-                .map(|(_, owned)| owned.stop_reading())
+                .map(|(_, owned)| owned.into_writer())
                 .collect();
             let flushes = writers.iter().map(|(writer, _)| async move {
                 matches!(writer.send(Flush { close: true }).await, Ok(Ok(_)))
@@ -402,7 +402,6 @@ fn writer_factory(
                     dead_letters,
                     max_batch_size: topic_config.max_batch_size,
                     max_batch_delay: topic_config.max_batch_delay,
-                    mailbox_capacity: config.queue_capacity,
                     max_retries: topic_config.max_num_retries,
                     rate_limit: RateLimit::new(&topic_config),
                     stale_write_guard: topic_config.stale_write_guard.clone(),

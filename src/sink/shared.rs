@@ -16,6 +16,7 @@ use super::error::SinkError;
 use super::lease::Incarnation;
 use super::namespace::Namespace;
 use super::rate_limit::RateLimit;
+use crate::budget::Budget;
 use crate::config::Tolerance;
 use crate::ops::metrics::Metrics;
 
@@ -61,6 +62,9 @@ pub struct WriterShared {
     /// batch takes beyond its records (its statements, the command, the driver's copy) is
     /// held by at most this many, however many partitions the pipeline has.
     pub writes_in_flight: tokio::sync::Semaphore,
+    /// The pipeline's memory budget: each writer takes a record's room before taking the
+    /// record off its partition's queue.
+    pub budget: Budget,
 }
 
 /// The settings of one writer (its topic's).
@@ -75,8 +79,6 @@ pub struct WriterSettings {
     pub max_batch_size: usize,
     /// How long a partial batch waits.
     pub max_batch_delay: Duration,
-    /// The mailbox capacity.
-    pub mailbox_capacity: usize,
     /// Attempts of a bulk write (or a dead letter) that may pass on a retry.
     pub max_retries: u32,
     /// When a writer pauses between batches (`rate_limiting_*`); each writer counts its own.

@@ -1,61 +1,55 @@
-//! [`PartitionWriter`]: the actor that writes one Kafka partition's records to MongoDB.
+//! [`PartitionWriter`]: the actor that owns one assigned Kafka partition. It takes the
+//! partition's records off the partition's own librdkafka queue and writes them to MongoDB
+//! under the partition's [`Lease`].
 //!
-//! Records arrive in partition order through a bounded mailbox, fed by the partition's
-//! reader task (see `consumer`). The writer puts split events back together
-//! ([`Reassembly`]), collects records into a batch (`max_batch_size` records or
-//! `max_batch_delay`) and hands each batch to [`write_batch`], which converts, writes,
-//! dead-letters and commits it as [`PartitionBatch`](super::batch::PartitionBatch) decides.
-//! While a batch is being written the writer reads no more records, so its mailbox fills and
-//! the reader task waits: librdkafka stops fetching the partition once its own queue of it is
-//! full.
+//! When the partition is assigned, the consumer splits its queue off (see `consumer`) and
+//! hands it to a new writer as a stream of records ([`Records`]); nothing else reads it. The
+//! writer takes the records one at a time, in partition order, as a stream of its own
+//! context: each once it has its room in the pipeline's memory budget (shared by the
+//! pipeline's partitions; it waits while the budget is spent: the same stop, in bytes,
+//! whatever the number of partitions). It puts split events back together ([`Reassembly`]),
+//! gathers the records into a batch and hands each batch to [`write_batch`], which converts,
+//! writes, dead-letters and commits it as [`PartitionBatch`](super::batch::PartitionBatch)
+//! decides. When it takes a record, when it writes, and what becomes of the batch it
+//! gathered on a drain, a failure or the lease's end, [`Intake`] decides.
 //!
-//! Every write and commit happens under the writer's [`Lease`]: once the partition is
-//! revoked (or the pipeline drains) no new write starts, and once the lease is fenced
-//! nothing is committed any more. The writer commits through
-//! [`OffsetCommitter`](super::shared::OffsetCommitter), so it does not know the consumer.
+//! While a batch is being written (`ctx.wait`) the writer takes nothing off its queue:
+//! librdkafka stops fetching the partition once the queue holds `queued.max.messages.kbytes`,
+//! and nothing is paused, dropped or fetched twice.
+//!
+//! Every write and commit happens under the writer's lease: once the partition is revoked
+//! (or lost, or the session gone) no new write starts: the writer drops the batch it
+//! gathered, takes nothing more and stops after the write on its way; once the lease is
+//! fenced nothing is committed any more. A drain ([`Flush`] with `close`) stops taking
+//! records, writes and commits the batch gathered, and stops. The writer drops its queue
+//! when it stops. It commits through [`OffsetCommitter`](super::shared::OffsetCommitter), so
+//! it does not know the consumer.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
 use rdkafka::consumer::CommitMode;
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::{Headers, Message, OwnedMessage};
 
 use super::batch_write::{write_batch, BatchJob};
 use super::error::SinkError;
+use super::intake::{Commit, Intake, Step};
 use super::lease::Lease;
 use super::rate_limit::RateLimit;
 use super::reassembly::{Entry, Reassembly, MAX_PENDING_SPLIT_BYTES};
 use super::shared::{WriterFailed, WriterSettings, WriterShared};
-use crate::budget::Held;
+use crate::budget::{Budget, Held};
 use crate::ops::metrics::{Metrics, MAILBOX_PARTITION_WRITER};
 
-/// One record for the writer, with its room in the pipeline's memory budget: the writer
-/// holds the room until the record's batch is written (or dropped). From [`Record::new`]
-/// until the writer takes it (or it is dropped unread, with a stopped writer's mailbox) it
-/// counts in the pipeline's `partition_writer` mailbox depth: the only place that counts it.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Record {
-    message: OwnedMessage,
-    held: Held,
-    queued: Queued,
-}
+/// A partition's records, as its writer takes them off the partition's own queue. Dropped
+/// with the writer, and the queue with it.
+pub type Records = BoxStream<'static, OwnedMessage>;
 
-impl Record {
-    /// `message`, holding `held`, on its way to a writer of the pipeline `depth` counts.
-    pub fn new(message: OwnedMessage, held: Held, depth: &MailboxDepth) -> Self {
-        depth
-            .metrics
-            .mailbox(&depth.pipeline, MAILBOX_PARTITION_WRITER, 1);
-        Self {
-            message,
-            held,
-            queued: Queued(depth.clone()),
-        }
-    }
-}
-
-/// The depth of a pipeline's partition writers' mailboxes, as [`Record`] counts it.
+/// The depth of a pipeline's partition writers' batches, as [`Counted`] counts it: the
+/// records the writers took off their queues and have not written (or dropped) yet.
 #[derive(Clone)]
 pub struct MailboxDepth {
     metrics: Metrics,
@@ -63,7 +57,7 @@ pub struct MailboxDepth {
 }
 
 impl MailboxDepth {
-    /// The mailbox depth of `pipeline`'s writers.
+    /// The depth of `pipeline`'s writers.
     pub fn new(metrics: Metrics, pipeline: &str) -> Self {
         Self {
             metrics,
@@ -72,21 +66,90 @@ impl MailboxDepth {
     }
 }
 
-/// A record's place in the mailbox depth, given back when it is taken or dropped.
-struct Queued(MailboxDepth);
+/// Records counted in the pipeline's `partition_writer` depth: counted in when made
+/// ([`Counted::one`]), counted out when dropped. The only place that moves the gauge.
+struct Counted {
+    depth: MailboxDepth,
+    records: i64,
+}
 
-impl Drop for Queued {
-    fn drop(&mut self) {
-        let depth = &self.0;
+impl Counted {
+    /// One record, counted in `depth`.
+    fn one(depth: &MailboxDepth) -> Self {
         depth
             .metrics
-            .mailbox(&depth.pipeline, MAILBOX_PARTITION_WRITER, -1);
+            .mailbox(&depth.pipeline, MAILBOX_PARTITION_WRITER, 1);
+        Self {
+            depth: depth.clone(),
+            records: 1,
+        }
+    }
+
+    /// No record, in `depth`.
+    fn none(depth: &MailboxDepth) -> Self {
+        Self {
+            depth: depth.clone(),
+            records: 0,
+        }
+    }
+
+    /// Adds what `other` counts to this; both are counted out together.
+    fn merge(&mut self, mut other: Counted) {
+        self.records += std::mem::take(&mut other.records);
     }
 }
 
-/// Writes what is buffered and commits it; with `close`, the writer then ignores anything
-/// else it receives and stops. Answers the next offset to read (committed), if any record
-/// was written since the writer started.
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.records != 0 {
+            let depth = &self.depth;
+            depth
+                .metrics
+                .mailbox(&depth.pipeline, MAILBOX_PARTITION_WRITER, -self.records);
+        }
+    }
+}
+
+/// What takes a writer's records off its queue.
+struct Taker {
+    records: Records,
+    lease: Arc<Lease>,
+    budget: Budget,
+    name: String,
+}
+
+/// A record taken off the queue with its room in the pipeline's memory budget.
+pub struct Taken {
+    message: OwnedMessage,
+    held: Held,
+}
+
+/// A record in the batch gathered: its room in the budget and its place in the depth go with
+/// it until its batch is written, or dropped.
+struct Gathered {
+    entry: Entry,
+    held: Held,
+    counted: Counted,
+}
+
+/// The bytes a record holds in memory, as counted in the memory budget.
+fn message_bytes(message: &OwnedMessage) -> usize {
+    let headers = message.headers().map_or(0, |headers| {
+        headers
+            .iter()
+            .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+            .sum()
+    });
+    std::mem::size_of::<OwnedMessage>()
+        + message.payload().map_or(0, <[u8]>::len)
+        + message.key().map_or(0, <[u8]>::len)
+        + message.topic().len()
+        + headers
+}
+
+/// Writes what is gathered and commits it; with `close`, the writer takes nothing more and
+/// stops. Answers the next offset to read (committed), if any record was written since the
+/// writer started.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Result<Option<i64>, SinkError>")]
 pub struct Flush {
@@ -102,6 +165,10 @@ pub struct Assignment {
     pub partition: i32,
     /// The right to write and commit it.
     pub lease: Arc<Lease>,
+    /// The partition's records, off its own queue.
+    pub records: Records,
+    /// Counts the records the writer took off its queue (the stall watch reads it).
+    pub progress: Arc<AtomicU64>,
     /// Dropped with the writer: whoever holds the receiver learns that it is gone.
     pub alive: std::sync::mpsc::Sender<()>,
 }
@@ -113,13 +180,16 @@ pub struct PartitionWriter {
     lease: Arc<Lease>,
     shared: Arc<WriterShared>,
     settings: Arc<WriterSettings>,
-    buffer: Vec<Entry>,
-    /// The room of the buffered records in the memory budget.
-    held: Held,
+    /// The partition's records, until the writer started taking them.
+    records: Option<Records>,
+    /// Taking records off the queue, until the writer closes.
+    taking: Option<SpawnHandle>,
+    progress: Arc<AtomicU64>,
+    intake: Intake<Gathered>,
+    depth: MailboxDepth,
     chunks: Reassembly,
     timer: Option<SpawnHandle>,
     committed: Option<i64>,
-    closed: bool,
     rate_limit: RateLimit,
     _alive: std::sync::mpsc::Sender<()>,
 }
@@ -135,27 +205,69 @@ impl PartitionWriter {
             topic,
             partition,
             lease,
+            records,
+            progress,
             alive,
         } = assignment;
         Self {
             topic,
             partition,
             lease,
+            depth: MailboxDepth::new(shared.metrics.clone(), &shared.pipeline),
             shared,
             rate_limit: settings.rate_limit.clone(),
+            intake: Intake::new(settings.max_batch_size),
             settings,
-            buffer: Vec::new(),
-            held: Held::default(),
+            records: Some(records),
+            taking: None,
+            progress,
             chunks: Reassembly::default(),
             timer: None,
             committed: None,
-            closed: false,
             _alive: alive,
         }
     }
 
     fn name(&self) -> String {
         format!("{}/{}", self.topic, self.partition)
+    }
+
+    /// Starts taking the partition's records, each once it has its room in the budget. The
+    /// stream ends once the lease stops or is fenced, before taking another record: a record
+    /// taken off the queue after a revoke could belong to the partition's next owner.
+    fn start_taking(&mut self, ctx: &mut Context<Self>) {
+        let Some(records) = self.records.take() else {
+            return;
+        };
+        let taker = Taker {
+            records,
+            lease: self.lease.clone(),
+            budget: self.shared.budget.clone(),
+            name: self.name(),
+        };
+        let taken = futures_util::stream::unfold(taker, |mut taker| async move {
+            let message = tokio::select! {
+                biased;
+                () = taker.lease.ended() => None,
+                message = taker.records.next() => message,
+            }?;
+            // Its room goes with it and is released once its batch is written.
+            let held = tokio::select! {
+                biased;
+                () = taker.lease.ended() => None,
+                held = taker.budget.take(message_bytes(&message), &taker.name) => Some(held),
+            }?;
+            Some((Taken { message, held }, taker))
+        });
+        self.taking = Some(ctx.add_stream(taken));
+    }
+
+    /// Takes no more records; the queue is dropped.
+    fn stop_taking(&mut self, ctx: &mut Context<Self>) {
+        self.records = None;
+        if let Some(taking) = self.taking.take() {
+            ctx.cancel_future(taking);
+        }
     }
 
     /// Passes ordinary records through and puts split events back together (`None` while
@@ -175,21 +287,42 @@ impl PartitionWriter {
         entry
     }
 
-    /// Writes the buffer; the actor reads no message until it is done. Without a live
-    /// lease, the buffer is dropped unwritten (the partition's next owner reads it again).
-    fn flush(&mut self, mode: CommitMode, ctx: &mut Context<Self>) {
+    /// Carries out what the intake decided.
+    fn carry_out(&mut self, step: Step, ctx: &mut Context<Self>) {
+        match step {
+            Step::Gather { start_delay: true } => {
+                self.timer = Some(ctx.run_later(self.settings.max_batch_delay, |act, ctx| {
+                    act.timer = None;
+                    let step = act.intake.delay_elapsed();
+                    act.carry_out(step, ctx);
+                }));
+            }
+            Step::Gather { start_delay: false } | Step::Nothing => {}
+            Step::Write(commit) => self.write(commit, ctx),
+        }
+    }
+
+    /// Writes the batch gathered; the actor takes no record and reads no message until it
+    /// is done. Without a live lease, the batch is dropped unwritten (the partition's next
+    /// owner reads it again).
+    fn write(&mut self, commit: Commit, ctx: &mut Context<Self>) {
         if let Some(timer) = self.timer.take() {
             ctx.cancel_future(timer);
         }
-        if self.buffer.is_empty() {
+        let Some(batch) = self.intake.take_batch(self.lease.is_live()) else {
             return;
-        }
-        let entries = std::mem::take(&mut self.buffer);
-        // Released once the batch is written, or at once when it is dropped unwritten.
-        let held = std::mem::take(&mut self.held);
-        if !self.lease.is_live() {
-            return;
-        }
+        };
+        // Released (and counted out) once the batch is written.
+        let mut held = Held::default();
+        let mut counted = Counted::none(&self.depth);
+        let entries: Vec<Entry> = batch
+            .into_iter()
+            .map(|gathered| {
+                held.merge(gathered.held);
+                counted.merge(gathered.counted);
+                gathered.entry
+            })
+            .collect();
         let job = BatchJob {
             shared: self.shared.clone(),
             settings: self.settings.clone(),
@@ -197,14 +330,17 @@ impl PartitionWriter {
             topic: self.topic.clone(),
             partition: self.partition,
             hold: self.chunks.oldest_held_offset(),
-            mode,
+            mode: match commit {
+                Commit::Async => CommitMode::Async,
+                Commit::Sync => CommitMode::Sync,
+            },
             pause_after: self.rate_limit.batch_written(),
         };
         ctx.wait(
             write_batch(job, entries)
                 .into_actor(self)
                 .map(move |done, act, ctx| {
-                    drop(held);
+                    drop((held, counted));
                     if let Some(next) = done.committed {
                         act.committed = Some(next);
                     }
@@ -218,7 +354,8 @@ impl PartitionWriter {
     /// Stops after a failure, telling the supervisor unless the partition was taken away
     /// meanwhile (its next owner meets the same record).
     fn fail(&mut self, error: SinkError, ctx: &mut Context<Self>) {
-        self.closed = true;
+        self.intake.failed();
+        self.stop_taking(ctx);
         if self.lease.is_live() {
             let failed = WriterFailed {
                 partition: self.name(),
@@ -235,12 +372,11 @@ impl PartitionWriter {
         ctx.stop();
     }
 
-    /// The lease ended: drop what is buffered and stop (after the write on its way, which
-    /// `ctx.wait` finishes first).
+    /// The lease ended: drop what is gathered, take nothing more and stop (after the write
+    /// on its way, which `ctx.wait` finishes first).
     fn lease_ended(&mut self, ctx: &mut Context<Self>) {
-        self.closed = true;
-        self.buffer.clear();
-        self.held = Held::default();
+        self.intake.lease_ended();
+        self.stop_taking(ctx);
         if let Some(timer) = self.timer.take() {
             ctx.cancel_future(timer);
         }
@@ -252,13 +388,15 @@ impl Actor for PartitionWriter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
+        // Its mailbox carries flushes only: its records come off its own queue.
+        ctx.set_mailbox_capacity(crate::CONTROL_MAILBOX_CAPACITY);
         let lease = self.lease.clone();
         ctx.spawn(
             async move { lease.ended().await }
                 .into_actor(self)
                 .map(|(), act, ctx| act.lease_ended(ctx)),
         );
+        self.start_taking(ctx);
         tracing::debug!(pipeline = %self.shared.pipeline, partition = %self.name(), incarnation = %self.lease.incarnation(), "partition writer started");
     }
 
@@ -267,17 +405,11 @@ impl Actor for PartitionWriter {
     }
 }
 
-impl Handler<Record> for PartitionWriter {
-    type Result = ();
-
-    fn handle(&mut self, record: Record, ctx: &mut Self::Context) {
-        let Record {
-            message,
-            held,
-            queued,
-        } = record;
-        drop(queued);
-        if self.closed || !self.lease.is_live() {
+impl StreamHandler<Taken> for PartitionWriter {
+    fn handle(&mut self, taken: Taken, ctx: &mut Self::Context) {
+        let Taken { message, held } = taken;
+        self.progress.fetch_add(1, Ordering::Relaxed);
+        if !self.intake.accepts(self.lease.is_live()) {
             return;
         }
         let Some(entry) = self.reassemble(message) else {
@@ -286,16 +418,18 @@ impl Handler<Record> for PartitionWriter {
             // could wait for room that only the event's later chunks would free.
             return;
         };
-        self.held.merge(held);
-        self.buffer.push(entry);
-        if self.buffer.len() >= self.settings.max_batch_size {
-            self.flush(CommitMode::Async, ctx);
-        } else if self.timer.is_none() {
-            self.timer = Some(ctx.run_later(self.settings.max_batch_delay, |act, ctx| {
-                act.timer = None;
-                act.flush(CommitMode::Async, ctx);
-            }));
-        }
+        let step = self.intake.add(Gathered {
+            entry,
+            held,
+            counted: Counted::one(&self.depth),
+        });
+        self.carry_out(step, ctx);
+    }
+
+    /// The lease ended (the records never end otherwise).
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        self.taking = None;
+        self.lease_ended(ctx);
     }
 }
 
@@ -303,13 +437,14 @@ impl Handler<Flush> for PartitionWriter {
     type Result = ResponseActFuture<Self, Result<Option<i64>, SinkError>>;
 
     fn handle(&mut self, msg: Flush, ctx: &mut Self::Context) -> Self::Result {
-        if !self.closed {
-            self.flush(CommitMode::Sync, ctx);
+        let step = self.intake.flush(msg.close);
+        if msg.close {
+            self.stop_taking(ctx);
         }
-        // Runs after the flush above: `ctx.wait` holds every other future back.
+        self.carry_out(step, ctx);
+        // Runs after the write above: `ctx.wait` holds every other future back.
         Box::pin(actix::fut::ready(()).map(move |_, act: &mut Self, ctx| {
             if msg.close {
-                act.closed = true;
                 ctx.stop();
             }
             Ok(act.committed)
@@ -319,8 +454,6 @@ impl Handler<Flush> for PartitionWriter {
 
 #[cfg(test)]
 mod tests {
-    use rdkafka::Timestamp;
-
     use super::*;
 
     fn depth_of(metrics: &Metrics) -> Result<Option<String>, prometheus::Error> {
@@ -332,34 +465,245 @@ mod tests {
             .map(str::to_owned))
     }
 
-    fn record(depth: &MailboxDepth) -> Record {
-        let message = OwnedMessage::new(
-            None,
-            None,
-            "t".to_owned(),
-            Timestamp::NotAvailable,
-            0,
-            1,
-            None,
-        );
-        Record::new(message, Held::default(), depth)
-    }
-
     #[test]
-    fn a_record_counts_in_the_mailbox_depth_until_taken_or_dropped_unread(
+    fn a_record_counts_in_the_depth_until_its_batch_is_written_or_dropped(
     ) -> Result<(), prometheus::Error> {
         let metrics = Metrics::new()?;
         let depth = MailboxDepth::new(metrics.clone(), "p");
-        let taken = record(&depth);
-        let unread = record(&depth);
-        assert_eq!(depth_of(&metrics)?.as_deref(), Some("2"));
-        // Taken by the writer: what its handler does first.
-        let Record { queued, .. } = taken;
-        drop(queued);
+        let (first, second, dropped) = (
+            Counted::one(&depth),
+            Counted::one(&depth),
+            Counted::one(&depth),
+        );
+        assert_eq!(depth_of(&metrics)?.as_deref(), Some("3"));
+        // A batch of two being written: still counted until the write is done.
+        let mut batch = Counted::none(&depth);
+        batch.merge(first);
+        batch.merge(second);
+        assert_eq!(depth_of(&metrics)?.as_deref(), Some("3"));
+        drop(batch);
         assert_eq!(depth_of(&metrics)?.as_deref(), Some("1"));
-        // Dropped with a stopped writer's mailbox, never handled.
-        drop(unread);
+        // Dropped unwritten (a revoke).
+        drop(dropped);
         assert_eq!(depth_of(&metrics)?.as_deref(), Some("0"));
         Ok(())
+    }
+
+    /// Commits nothing (no write reaches MongoDB in these tests).
+    struct NoCommits;
+
+    impl super::super::shared::OffsetCommitter for NoCommits {
+        fn commit(
+            &self,
+            _: &str,
+            _: i32,
+            _: i64,
+            _: CommitMode,
+        ) -> Result<(), rdkafka::error::KafkaError> {
+            Ok(())
+        }
+    }
+
+    /// Stands in for the supervisor.
+    struct Supervisor;
+
+    impl Actor for Supervisor {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<WriterFailed> for Supervisor {
+        type Result = ();
+
+        fn handle(&mut self, _: WriterFailed, _: &mut Self::Context) {}
+    }
+
+    /// A writer over a channel of records, whose writes never get their turn
+    /// (`writes_in_flight` has none): a batch handed to a write stays under way until the
+    /// lease ends, without MongoDB or Kafka.
+    struct Harness {
+        writer: Addr<PartitionWriter>,
+        records: tokio::sync::mpsc::UnboundedSender<OwnedMessage>,
+        lease: Arc<Lease>,
+        progress: Arc<AtomicU64>,
+        /// Records taken off the queue, whatever became of them.
+        pulled: Arc<AtomicU64>,
+        gone: std::sync::mpsc::Receiver<()>,
+        metrics: Metrics,
+        budget: Budget,
+    }
+
+    async fn harness(max_batch_size: usize) -> Harness {
+        let metrics = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
+        let budget = Budget::new("p", 1 << 20, None);
+        let config: crate::config::SinkConfig = toml::from_str(
+            "name = \"p\"\ntopics = [\"t\"]\ndatabase = \"d\"\nid_strategy = \"provided_in_key\"",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let converter =
+            super::super::convert::Converter::new(config.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let mongo = mongodb::Client::with_uri_str("mongodb://127.0.0.1:9")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let shared = Arc::new(WriterShared {
+            pipeline: "p".into(),
+            mongo,
+            committer: Arc::new(NoCommits),
+            metrics: metrics.clone(),
+            supervisor: Supervisor.start().recipient(),
+            time_series_ready: std::sync::Mutex::default(),
+            writes_in_flight: tokio::sync::Semaphore::new(0),
+            budget: budget.clone(),
+        });
+        let settings = Arc::new(WriterSettings {
+            converter: Arc::new(converter),
+            tolerance: config.errors.tolerance,
+            dead_letters: None,
+            max_batch_size,
+            max_batch_delay: std::time::Duration::from_secs(3600),
+            max_retries: 0,
+            rate_limit: RateLimit::new(&config),
+            stale_write_guard: None,
+            write_concern: None,
+        });
+        let (records, mut queue) = tokio::sync::mpsc::unbounded_channel();
+        let pulled = Arc::new(AtomicU64::new(0));
+        let queue = {
+            let pulled = pulled.clone();
+            futures_util::stream::poll_fn(move |cx| queue.poll_recv(cx)).inspect(move |_| {
+                pulled.fetch_add(1, Ordering::Relaxed);
+            })
+        };
+        let lease = Arc::new(Lease::new(super::super::lease::Incarnation(1)));
+        let progress = Arc::new(AtomicU64::new(0));
+        let (alive, gone) = std::sync::mpsc::channel();
+        let writer = PartitionWriter::new(
+            Assignment {
+                topic: "t".into(),
+                partition: 0,
+                lease: lease.clone(),
+                records: queue.boxed(),
+                progress: progress.clone(),
+                alive,
+            },
+            shared,
+            settings,
+        )
+        .start();
+        Harness {
+            writer,
+            records,
+            lease,
+            progress,
+            pulled,
+            gone,
+            metrics,
+            budget,
+        }
+    }
+
+    impl Harness {
+        fn send(&self, offsets: std::ops::Range<i64>) {
+            for offset in offsets {
+                let message = OwnedMessage::new(
+                    Some(b"{}".to_vec()),
+                    Some(b"k".to_vec()),
+                    "t".to_owned(),
+                    rdkafka::Timestamp::NotAvailable,
+                    0,
+                    offset,
+                    None,
+                );
+                self.records
+                    .send(message)
+                    .unwrap_or_else(|e| panic!("the writer dropped its queue: {e}"));
+            }
+        }
+
+        fn taken(&self) -> u64 {
+            self.progress.load(Ordering::Relaxed)
+        }
+
+        fn pulled(&self) -> u64 {
+            self.pulled.load(Ordering::Relaxed)
+        }
+
+        /// Waits up to 5 s for the writer to have taken `n` records.
+        async fn until_taken(&self, n: u64) {
+            for _ in 0..500 {
+                if self.taken() >= n {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            panic!("the writer took {} records, not {n}", self.taken());
+        }
+
+        /// Waits up to 5 s for the writer and its queue to be gone.
+        async fn until_gone(&self) {
+            for _ in 0..500 {
+                if let Err(std::sync::mpsc::TryRecvError::Disconnected) = self.gone.try_recv() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            panic!("the writer did not stop");
+        }
+    }
+
+    #[actix::test]
+    async fn a_writer_takes_nothing_while_a_write_is_under_way_nor_after_a_revoke(
+    ) -> Result<(), prometheus::Error> {
+        let h = harness(2).await;
+        h.send(0..5);
+        // A batch of two goes to its write, which waits for its turn.
+        h.until_taken(2).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(h.taken(), 2, "nothing is taken while a write is under way");
+        assert_eq!(h.pulled(), 2, "nor pulled off the queue");
+        assert_eq!(depth_of(&h.metrics)?.as_deref(), Some("2"));
+        assert!(h.budget.held_bytes() > 0);
+        // The revoke: the write on its way is left to the next owner, the writer stops and
+        // drops its queue without taking another record.
+        h.lease.stop();
+        h.until_gone().await;
+        assert_eq!(h.taken(), 2, "no record is taken once the lease stopped");
+        assert_eq!(
+            h.pulled(),
+            2,
+            "nor pulled off the queue: it may be the next owner's"
+        );
+        assert!(
+            h.records.is_closed(),
+            "the queue is dropped with the writer"
+        );
+        assert_eq!(depth_of(&h.metrics)?.as_deref(), Some("0"));
+        assert_eq!(h.budget.held_bytes(), 0);
+        Ok(())
+    }
+
+    #[actix::test]
+    async fn a_fenced_writer_drops_the_batch_it_gathered_and_stops() -> Result<(), prometheus::Error>
+    {
+        let h = harness(10).await;
+        h.send(0..3);
+        h.until_taken(3).await;
+        assert_eq!(depth_of(&h.metrics)?.as_deref(), Some("3"));
+        assert!(h.budget.held_bytes() > 0);
+        h.lease.fence();
+        h.until_gone().await;
+        assert!(h.records.is_closed());
+        assert_eq!(depth_of(&h.metrics)?.as_deref(), Some("0"));
+        assert_eq!(h.budget.held_bytes(), 0);
+        Ok(())
+    }
+
+    #[actix::test]
+    async fn a_closing_flush_stops_taking_records_and_the_writer() {
+        let h = harness(10).await;
+        let answer = h.writer.send(Flush { close: true }).await;
+        assert!(matches!(answer, Ok(Ok(None))), "nothing was written");
+        h.until_gone().await;
+        assert!(h.records.is_closed());
+        assert_eq!(h.pulled(), 0);
     }
 }
