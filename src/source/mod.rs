@@ -2,7 +2,7 @@
 //!
 //! [`SourceSupervisor`] is the actor the root supervisor starts for each `[[source]]`. It
 //! joins the pipeline's consumer group (`membership.rs`), which hands it slots
-//! (`slots.rs`, `ownership.rs`); for the owned slots with readers, it fences their producers,
+//! (`slots.rs`, `ownership.rs`; what it does when they move is `handover.rs`); for the owned slots with readers, it fences their producers,
 //! loads the checkpoints, starts one [`producer::RecordProducer`] per slot and one
 //! [`reader::ChangeStreamReader`] per watched namespace of those slots, restarts a failed
 //! reader with backoff from its newest acknowledged position (other readers keep running),
@@ -17,6 +17,7 @@ pub mod copy_plan;
 pub mod copy_status;
 pub mod error;
 pub mod format;
+pub mod handover;
 pub mod ledger;
 pub mod lifecycle;
 pub mod liveness;
@@ -47,11 +48,11 @@ use self::checkpoint::Checkpoint;
 use self::copy_status::CopyTracker;
 use self::error::SourceError;
 use self::format::Conversion;
+use self::handover::{Action, Handover};
 use self::ledger::Ending;
 use self::lifecycle::{Lifecycle, Origin, Phase};
 use self::membership::{Agreeing, Join, Membership, Rebalanced};
 use self::model::{Position, Scope, StartAt};
-use self::ownership::{Ownership, Reaction};
 use self::policy::ErrorClass;
 use self::policy::{Decision, Failed, RestartPolicy, ResumeAt};
 use self::producer::{
@@ -158,20 +159,15 @@ pub struct SourceSupervisor {
     lifecycle: Lifecycle,
     /// Where the slots this daemon owns are reported (`/status`).
     status: StatusBoard,
-    /// The slots this daemon owns, as the group handed them out.
-    ownership: Ownership,
+    /// The slots this daemon owns, as the group handed them out, and the hand-overs
+    /// waiting for a wind-down (`handover.rs`).
+    handover: Handover<std::sync::mpsc::Sender<()>>,
     /// This daemon's place in the pipeline's group, once joined.
     membership: Option<Membership>,
     /// Where the group's callbacks send their changes (to this actor).
     changes: Option<tokio::sync::mpsc::UnboundedSender<Rebalanced>>,
     /// Where the group's thread says whether the members agree on the configuration.
     agreements: Option<tokio::sync::mpsc::UnboundedSender<Agreement>>,
-    /// A launch is being wound down: hand-overs answer once it is.
-    winding_down: bool,
-    /// Revoked or lost slots waiting for the wind-down under way.
-    handovers: Vec<std::sync::mpsc::Sender<()>>,
-    /// The first start attempt began (at the group's first assignment).
-    started: bool,
     /// Slots whose producer was fenced while the group still assigns them here, until they
     /// run again (or the group moves them): `/ready`, `mkb_source_fenced_slots`.
     fenced_waiting: std::collections::BTreeSet<i32>,
@@ -241,13 +237,10 @@ impl SourceSupervisor {
             readers: BTreeMap::new(),
             pipeline_backoff: restart_backoff(),
             lifecycle: Lifecycle::new(),
-            ownership: Ownership::new(config_slots),
+            handover: Handover::new(config_slots),
             membership: None,
             changes: None,
             agreements: None,
-            winding_down: false,
-            handovers: Vec::new(),
-            started: false,
             fenced_waiting: std::collections::BTreeSet::new(),
             fence_backoff: fence_backoff(),
             board,
@@ -468,7 +461,8 @@ impl SourceSupervisor {
     fn report_slots(&self) {
         let count = self.config.slots;
         let mut owned: BTreeMap<String, Vec<String>> = self
-            .ownership
+            .handover
+            .ownership()
             .owned()
             .iter()
             .map(|slot| (slot.to_string(), Vec::new()))
@@ -484,7 +478,7 @@ impl SourceSupervisor {
     /// Reports the slots waiting after a fence on `/ready` and in `mkb_source_fenced_slots`;
     /// those the group moved meanwhile wait no more (another daemon runs them).
     fn report_fenced(&mut self) {
-        let ownership = &self.ownership;
+        let ownership = self.handover.ownership();
         self.fenced_waiting.retain(|slot| {
             ownership.fenced_slots().contains(slot) || ownership.owned().contains(slot)
         });
@@ -502,19 +496,43 @@ impl SourceSupervisor {
     /// Takes the fenced slots the group still assigns here over again: a restart with the
     /// slots owned then (fence, checkpoints, readers).
     fn take_fenced_again(&mut self, ctx: &mut Context<Self>) {
-        if self.lifecycle.is_stopped() {
-            return;
-        }
-        let reaction = self.ownership.take_again();
+        let taken = self.handover.take_again(&mut self.lifecycle);
         self.report_fenced();
-        let Reaction::Restart(ending) = reaction else {
+        let Some(actions) = taken else {
             return;
         };
         tracing::warn!(pipeline = %self.config.name, slots = ?self.fenced_waiting, "taking fenced slots again: fencing their producers, reading their checkpoints, starting their readers");
-        if self.lifecycle.restart() {
-            self.restart_after(ending, Duration::ZERO, ctx);
+        // No action: a restart is under way, its start takes the slots owned then.
+        self.perform(actions, ctx);
+    }
+
+    /// Carries out what the hand-over rules decided (`handover.rs`).
+    fn perform(
+        &mut self,
+        actions: Vec<Action<std::sync::mpsc::Sender<()>>>,
+        ctx: &mut Context<Self>,
+    ) {
+        for action in actions {
+            match action {
+                Action::Acknowledge(done) => {
+                    for done in done {
+                        let _ = done.send(());
+                    }
+                }
+                Action::Start(attempt) => self.start(attempt, ctx),
+                // Readers stop after whole batches, the open transactions are committed
+                // (aborted when slots are lost or fenced), the producers closed; then the
+                // slots owned now start at once (fence, checkpoints, readers).
+                Action::Restart(ending) => self.restart_after(ending, Duration::ZERO, ctx),
+                Action::RetakeLater(slot) => {
+                    self.fenced_waiting.insert(slot);
+                    let delay = self.fence_backoff.next_delay();
+                    tracing::debug!(pipeline = %self.config.name, slot, retry_in = ?delay, "taking the fenced slot again after the delay");
+                    self.report_fenced();
+                    ctx.run_later(delay, |act, ctx| act.take_fenced_again(ctx));
+                }
+            }
         }
-        // Else a restart is under way: its start takes the slots owned then.
     }
 
     /// The slot of the reader `namespace`.
@@ -533,7 +551,7 @@ impl SourceSupervisor {
             namespaces.iter().map(String::as_str),
             self.config.slots,
         );
-        map.retain(|slot, _| self.ownership.owned().contains(slot));
+        map.retain(|slot, _| self.handover.ownership().owned().contains(slot));
         map
     }
 
@@ -727,7 +745,6 @@ impl SourceSupervisor {
     /// Winds the launch down for `ending`, answers the hand-overs waiting for it, then
     /// starts again after `delay` (with the slots owned then).
     fn restart_after(&mut self, ending: Ending, delay: Duration, ctx: &mut Context<Self>) {
-        self.winding_down = true;
         let wind_down = self.wind_down(ending);
         ctx.spawn(wind_down.into_actor(self).map(move |_, act, ctx| {
             act.handed_over();
@@ -739,10 +756,10 @@ impl SourceSupervisor {
         }));
     }
 
-    /// The launch is wound down: the revoked or lost slots waiting for it are handed over.
+    /// A wind-down finished: once none runs, the revoked or lost slots waiting are handed
+    /// over.
     fn handed_over(&mut self) {
-        self.winding_down = false;
-        for done in self.handovers.drain(..) {
+        for done in self.handover.wound_down() {
             let _ = done.send(());
         }
     }
@@ -797,6 +814,8 @@ impl SourceSupervisor {
     /// the readers (aborting those that do not stop before the shutdown deadline), then
     /// drains and closes the producer for `ending`. It answers what was left undone.
     fn wind_down(&mut self, ending: Ending) -> impl std::future::Future<Output = Vec<String>> {
+        // Every wind-down ends in `handed_over`.
+        self.handover.winding_down();
         let readers: Vec<_> = self
             .readers
             .values_mut()
@@ -857,7 +876,6 @@ impl SourceSupervisor {
         // Out of the group, it shares nothing: whether the others agree no longer matters.
         self.metrics.config_mismatch(&self.config.name, false);
         self.readiness.clear(&health::config(&self.config.name));
-        self.winding_down = true;
         let wind_down = self.wind_down(Ending::Failure);
         // Its slots go to the other daemons, if any.
         ctx.spawn(wind_down.into_actor(self).map(|_, act, _| {
@@ -1090,18 +1108,13 @@ impl Handler<ProducerFailed> for SourceSupervisor {
             // broker aborted a transaction that ran out of time): the slot is lost, not the
             // pipeline. The rest starts again without it; after a delay it is taken again,
             // unless the group moved it meanwhile (issue 21: it used to stay dropped).
-            if self.ownership.fenced(slot) != Reaction::Unchanged {
-                self.fenced_waiting.insert(slot);
-                let delay = self.fence_backoff.next_delay();
-                tracing::warn!(pipeline = %self.config.name, slot, %error, retry_in = ?delay, "the slot's producer was fenced: dropping the slot; it is taken again after the delay unless the group moves it");
-                self.report_fenced();
-                ctx.run_later(delay, |act, ctx| act.take_fenced_again(ctx));
+            let actions = self.handover.fenced(slot, &mut self.lifecycle);
+            if actions.iter().any(|a| matches!(a, Action::RetakeLater(_))) {
+                tracing::warn!(pipeline = %self.config.name, slot, %error, "the slot's producer was fenced: dropping the slot; it is taken again after a delay unless the group moves it");
             }
             self.metrics
                 .actor_restarted(&self.config.name, "source_pipeline", "slot_lost");
-            if self.lifecycle.restart() {
-                self.restart_after(Ending::Failure, Duration::ZERO, ctx);
-            }
+            self.perform(actions, ctx);
             return;
         }
         let decision = RestartPolicy::decide(Failed::Producer(&error), &self.config);
@@ -1117,40 +1130,20 @@ impl Handler<SlotsChanged> for SourceSupervisor {
             change,
             handed_over,
         } = rebalanced;
-        let reaction = self.ownership.apply(&change);
+        let before = self.handover.ownership().rebalances();
+        let started = self.handover.started();
+        let actions = self
+            .handover
+            .slots_changed(&change, handed_over, &mut self.lifecycle);
         self.report_fenced();
-        let Reaction::Restart(ending) = reaction else {
-            if let Some(done) = handed_over {
-                let _ = done.send(());
-            }
-            return;
-        };
+        if self.handover.ownership().rebalances() == before {
+            return self.perform(actions, ctx);
+        }
         self.metrics.rebalanced(&self.config.name);
-        if self.lifecycle.is_stopped() || !self.started {
-            if let Some(done) = handed_over {
-                let _ = done.send(());
-            }
-            if !self.started && !self.lifecycle.is_stopped() {
-                self.started = true;
-                // Paused before it: the resume starts it.
-                if !self.lifecycle.is_paused() {
-                    self.start(self.lifecycle.attempt(), ctx);
-                }
-            }
-            return;
+        if started && !self.lifecycle.is_stopped() {
+            tracing::info!(pipeline = %self.config.name, ?change, owned = ?self.handover.ownership().owned(), "the group moved slots: starting again with the slots owned now");
         }
-        tracing::info!(pipeline = %self.config.name, ?change, owned = ?self.ownership.owned(), "the group moved slots: starting again with the slots owned now");
-        self.handovers.extend(handed_over);
-        if self.lifecycle.restart() {
-            // Readers stop after whole batches, the open transaction is committed (aborted
-            // when the slots are lost), the producers closed; then the slots owned now start
-            // at once (fence, checkpoints, readers).
-            self.restart_after(ending, Duration::ZERO, ctx);
-        } else if !self.winding_down {
-            // Waiting for a restart's backoff: nothing runs, and the next start takes the
-            // slots owned then.
-            self.handed_over();
-        }
+        self.perform(actions, ctx);
     }
 }
 
@@ -1205,7 +1198,6 @@ impl Handler<StopPipeline> for SourceSupervisor {
         self.readiness
             .clear_prefix(&health::slot(&self.config.name, ""));
         self.metrics.fenced_slots(&self.config.name, 0);
-        self.winding_down = true;
         let wind_down = self.wind_down(Ending::Stop);
         Box::pin(wind_down.into_actor(self).map(|left, act, ctx| {
             act.handed_over();
@@ -1229,7 +1221,6 @@ impl SourceSupervisor {
             tracing::info!(pipeline = %name, "source pipeline paused");
             return Box::pin(fut::ready(()));
         }
-        self.winding_down = true;
         let wind_down = self.wind_down(Ending::Stop);
         Box::pin(wind_down.into_actor(self).map(move |_, act, ctx| {
             act.handed_over();
@@ -1290,7 +1281,7 @@ impl Handler<SetPaused> for SourceSupervisor {
             tracing::info!(pipeline = %self.config.name, "source pipeline resumed");
             // Before the group's first assignment the first start waits for it, as always.
             if let Some(attempt) = self.lifecycle.resume() {
-                if self.started {
+                if self.handover.started() {
                     self.start(attempt, ctx);
                 }
             }

@@ -1,7 +1,7 @@
 //! Which slots of a source pipeline this daemon owns, and what the supervisor does when
 //! Kafka's consumer group moves them (issue 14). Pure: the membership (the group's rebalance
 //! callbacks) reports [`Change`]s, and [`Ownership::apply`] answers the supervisor's
-//! [`Reaction`].
+//! [`Reaction`] (which `handover.rs` turns into what the supervisor does).
 //!
 //! The supervisor takes slots over and gives them up in one way: it winds its launch down
 //! and starts again with the slots owned then, simpler than moving slots one by one, at the
@@ -115,6 +115,11 @@ impl Ownership {
     /// `transactional.id`. The slot is dropped (nothing else restarts) and remembered as
     /// fenced: unless the group moves it meanwhile, [`Ownership::take_again`] takes it back.
     pub fn fenced(&mut self, slot: i32) -> Reaction {
+        // Fenced again before it was taken again (a produce and a commit failing alike):
+        // dropped already, and still to be taken again.
+        if self.fenced.contains(&slot) {
+            return Reaction::Unchanged;
+        }
         let reaction = self.apply(&Change::Lost(vec![slot]));
         if reaction != Reaction::Unchanged {
             self.fenced.insert(slot);
@@ -187,6 +192,11 @@ mod tests {
             ownership.fenced(2),
             Reaction::Unchanged,
             "fenced twice: dropped once"
+        );
+        assert_eq!(
+            ownership.fenced_slots().iter().copied().collect::<Vec<_>>(),
+            [2],
+            "and still taken again"
         );
         assert!(owned(&ownership).is_empty());
         // Assigned again later: taken over from the start.
