@@ -11,24 +11,33 @@
 //!   nothing runs: the hand-over is acknowledged at once. The first change of the slots
 //!   makes the first start attempt ([`Action::Start`]), unless the pipeline is paused (the
 //!   resume makes it, [`Handover::started`]) or stopped.
-//! - Once started, a change of the slots restarts the pipeline ([`Action::Restart`]): the
-//!   launch winds down (readers stop after whole batches, the open transactions are
-//!   committed for a revoke or an assignment, aborted for a loss, the producers close), then
-//!   the slots owned now start. Its hand-over waits for the wind-down: the group gives the
-//!   slots to another daemon only once nothing of this one writes them.
+//! - While a launch runs, only the slots that moved stop or start; the slots kept run on
+//!   untouched. Revoked or lost slots stop ([`Action::StopSlots`]): their readers stop after
+//!   whole batches, their open transactions are committed (revoked) or aborted (lost),
+//!   their producers close; the hand-over waits for that. Assigned slots start
+//!   ([`Action::StartSlots`]): their producers are fenced, their checkpoints loaded, their
+//!   readers started. A slot start finishing late starts only the slots still owned whose
+//!   latest start it is ([`Handover::slots_started`]): a slot revoked meanwhile, or
+//!   assigned again (a newer start), is not started twice.
+//! - While the pipeline starts (no launch runs yet), a change of the slots restarts it
+//!   ([`Action::Restart`]): the start attempt under way is overtaken, and the next one
+//!   takes the slots owned then.
 //! - A restart already under way (a failure, an earlier change, a pause) takes the slots
 //!   owned when it starts again: the hand-over waits for its wind-down if one runs, and is
 //!   acknowledged at once if only its backoff is pending (nothing runs then).
-//! - Every wind-down (a restart, a pause, a stop, a failure) is counted: the hand-overs
-//!   waiting are acknowledged only when the last one under way finished, never while a
-//!   producer of a revoked slot may still commit.
+//! - Every wind-down (a restart, a pause, a stop, a failure, slots stopping) and every slot
+//!   start under way is counted ([`Handover::winding_down`]): the hand-overs waiting are
+//!   acknowledged only when the last one finished, never while a producer of a revoked slot
+//!   may still commit, nor while a start may still fence its producer.
 //! - A slot whose producer was fenced is dropped and taken again after a delay
 //!   ([`Action::RetakeLater`]), unless the group moves it meanwhile; the pipeline restarts
 //!   without it, its transactions aborted. Taking it again restarts the pipeline with the
 //!   slots owned then (see `ownership.rs`).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use super::ledger::Ending;
-use super::lifecycle::Lifecycle;
+use super::lifecycle::{Lifecycle, Phase};
 use super::ownership::{Change, Ownership, Reaction};
 
 /// What the supervisor does.
@@ -44,6 +53,22 @@ pub enum Action<T> {
     Restart(Ending),
     /// Take this fenced slot again after the fence delay ([`Handover::take_again`]).
     RetakeLater(i32),
+    /// Stop these slots, ending their open transactions this way; the others run on. The
+    /// hand-overs waiting are acknowledged once they stopped ([`Handover::wound_down`]).
+    StopSlots {
+        /// The slots given up.
+        slots: Vec<i32>,
+        /// Committed (revoked) or aborted (lost).
+        ending: Ending,
+    },
+    /// Start these slots beside those running; once prepared, start only those
+    /// [`Handover::slots_started`] answers.
+    StartSlots {
+        /// Which start this is.
+        ticket: u64,
+        /// The slots taken.
+        slots: Vec<i32>,
+    },
 }
 
 /// The hand-over state of one source pipeline; `T` is how a hand-over is acknowledged.
@@ -56,6 +81,10 @@ pub struct Handover<T> {
     winding_down: usize,
     /// Revoked or lost slots waiting for the wind-downs under way.
     waiting: Vec<T>,
+    /// The latest start of each slot starting.
+    starting: BTreeMap<i32, u64>,
+    /// The last ticket handed out.
+    tickets: u64,
 }
 
 impl<T> Handover<T> {
@@ -66,6 +95,8 @@ impl<T> Handover<T> {
             started: false,
             winding_down: 0,
             waiting: Vec::new(),
+            starting: BTreeMap::new(),
+            tickets: 0,
         }
     }
 
@@ -86,6 +117,7 @@ impl<T> Handover<T> {
         done: Option<T>,
         life: &mut Lifecycle,
     ) -> Vec<Action<T>> {
+        let before = self.ownership.owned().clone();
         let Reaction::Restart(ending) = self.ownership.apply(change) else {
             return acknowledge(done.into_iter().collect());
         };
@@ -101,7 +133,11 @@ impl<T> Handover<T> {
             return actions;
         }
         self.waiting.extend(done);
+        if life.phase() == Phase::Running {
+            return self.move_slots(&before, ending);
+        }
         if life.restart() {
+            self.starting.clear();
             vec![Action::Restart(ending)]
         } else if self.winding_down == 0 {
             // Waiting for a restart's backoff: nothing runs, and the next start takes the
@@ -112,6 +148,55 @@ impl<T> Handover<T> {
         }
     }
 
+    /// A launch runs: the slots given up stop, the slots taken start, `before` being the
+    /// slots owned before the change.
+    fn move_slots(&mut self, before: &BTreeSet<i32>, ending: Ending) -> Vec<Action<T>> {
+        let owned = self.ownership.owned();
+        let given: Vec<i32> = before.difference(owned).copied().collect();
+        let taken: Vec<i32> = owned.difference(before).copied().collect();
+        let mut actions = Vec::new();
+        if given.is_empty() {
+            if self.winding_down == 0 {
+                actions = acknowledge(std::mem::take(&mut self.waiting));
+            }
+        } else {
+            for slot in &given {
+                self.starting.remove(slot);
+            }
+            actions.push(Action::StopSlots {
+                slots: given,
+                ending,
+            });
+        }
+        if !taken.is_empty() {
+            self.tickets += 1;
+            for &slot in &taken {
+                self.starting.insert(slot, self.tickets);
+            }
+            actions.push(Action::StartSlots {
+                ticket: self.tickets,
+                slots: taken,
+            });
+        }
+        actions
+    }
+
+    /// The start `ticket` of `slots` is prepared: the slots to start now, those still owned
+    /// whose latest start it is.
+    pub fn slots_started(&mut self, ticket: u64, slots: &[i32]) -> Vec<i32> {
+        slots
+            .iter()
+            .copied()
+            .filter(|slot| {
+                let latest = self.starting.get(slot) == Some(&ticket);
+                if latest {
+                    self.starting.remove(slot);
+                }
+                latest && self.ownership.owned().contains(slot)
+            })
+            .collect()
+    }
+
     /// The producer of `slot` was fenced.
     pub fn fenced(&mut self, slot: i32, life: &mut Lifecycle) -> Vec<Action<T>> {
         let mut actions = Vec::new();
@@ -119,6 +204,7 @@ impl<T> Handover<T> {
             actions.push(Action::RetakeLater(slot));
         }
         if life.restart() {
+            self.starting.clear();
             actions.push(Action::Restart(Ending::Failure));
         }
         actions
@@ -135,6 +221,7 @@ impl<T> Handover<T> {
             return None;
         };
         Some(if life.restart() {
+            self.starting.clear();
             vec![Action::Restart(ending)]
         } else {
             Vec::new()
@@ -168,9 +255,15 @@ fn acknowledge<T>(done: Vec<T>) -> Vec<Action<T>> {
 mod tests {
     use super::*;
 
+    use crate::source::lifecycle::Origin;
+
     type Plan = Vec<Action<&'static str>>;
 
     const CLEAN: Action<&str> = Action::Restart(Ending::Stop);
+
+    fn owned(handover: &Handover<&'static str>) -> Vec<i32> {
+        handover.ownership().owned().iter().copied().collect()
+    }
     const ABORTED: Action<&str> = Action::Restart(Ending::Failure);
 
     /// Started and running (launch 1) with slots 0..4.
@@ -220,7 +313,7 @@ mod tests {
         assert!(plan.is_empty(), "{plan:?}");
         let plan = handover.slots_changed(&Change::Lost(vec![7]), Some("lost"), &mut life);
         assert_eq!(plan, [Action::Acknowledge(vec!["lost"])]);
-        assert!(life.is_current(super::super::lifecycle::Origin::Launch(1)));
+        assert!(life.is_current(Origin::Launch(1)));
     }
 
     #[test]
@@ -248,34 +341,126 @@ mod tests {
     }
 
     #[test]
-    fn a_revoke_restarts_committing_and_is_acknowledged_once_wound_down() {
+    fn a_revoke_while_running_stops_only_the_revoked_slots_committing() {
         let (mut handover, mut life) = running();
-        let plan = handover.slots_changed(&Change::Revoked(vec![1]), Some("r"), &mut life);
-        assert_eq!(plan, [CLEAN]);
+        let plan = handover.slots_changed(&Change::Revoked(vec![1, 3]), Some("r"), &mut life);
+        assert_eq!(
+            plan,
+            [Action::StopSlots {
+                slots: vec![1, 3],
+                ending: Ending::Stop
+            }]
+        );
+        assert!(
+            life.is_current(Origin::Launch(1)),
+            "the launch runs on with slots 0 and 2"
+        );
         assert_eq!(wind_down(&mut handover), ["r"]);
-        assert_eq!(handover.ownership().owned().len(), 3);
+        assert_eq!(owned(&handover), [0, 2]);
     }
 
     #[test]
-    fn a_loss_restarts_aborting() {
+    fn a_loss_while_running_stops_the_lost_slots_aborting() {
         let (mut handover, mut life) = running();
         let plan = handover.slots_changed(&Change::Lost(vec![1, 2]), Some("l"), &mut life);
-        assert_eq!(plan, [ABORTED]);
+        assert_eq!(
+            plan,
+            [Action::StopSlots {
+                slots: vec![1, 2],
+                ending: Ending::Failure
+            }]
+        );
+        assert!(life.is_current(Origin::Launch(1)));
         assert_eq!(wind_down(&mut handover), ["l"]);
     }
 
     #[test]
-    fn a_change_during_a_wind_down_waits_for_it_and_restarts_nothing_more() {
+    fn an_assignment_while_running_starts_only_the_new_slots() {
         let (mut handover, mut life) = running();
+        handover.slots_changed(&Change::Revoked(vec![2, 3]), None, &mut life);
+        let plan = handover.slots_changed(&Change::Assigned(vec![1, 2, 3]), None, &mut life);
         assert_eq!(
-            handover.slots_changed(&Change::Revoked(vec![0]), Some("a"), &mut life),
-            [CLEAN]
+            plan,
+            [Action::StartSlots {
+                ticket: 1,
+                slots: vec![2, 3]
+            }]
         );
+        assert!(life.is_current(Origin::Launch(1)));
+        assert_eq!(handover.slots_started(1, &[2, 3]), [2, 3]);
+        assert_eq!(
+            handover.slots_started(1, &[2, 3]),
+            [0_i32; 0],
+            "started once"
+        );
+    }
+
+    #[test]
+    fn a_slot_revoked_while_it_starts_is_not_started() {
+        let (mut handover, mut life) = running();
+        handover.slots_changed(&Change::Revoked(vec![2, 3]), None, &mut life);
+        handover.slots_changed(&Change::Assigned(vec![2, 3]), None, &mut life);
+        // The start of 2 and 3 is under way (counted): the revoke of 3 waits for it.
         handover.winding_down();
-        let plan = handover.slots_changed(&Change::Revoked(vec![1]), Some("b"), &mut life);
+        let plan = handover.slots_changed(&Change::Revoked(vec![3]), Some("r"), &mut life);
+        assert_eq!(
+            plan,
+            [Action::StopSlots {
+                slots: vec![3],
+                ending: Ending::Stop
+            }]
+        );
+        assert!(wind_down(&mut handover).is_empty(), "the start still runs");
+        assert_eq!(handover.slots_started(1, &[2, 3]), [2]);
+        assert_eq!(handover.wound_down(), ["r"]);
+    }
+
+    #[test]
+    fn a_slot_assigned_again_while_its_first_start_runs_starts_once() {
+        let (mut handover, mut life) = running();
+        handover.slots_changed(&Change::Revoked(vec![3]), None, &mut life);
+        handover.slots_changed(&Change::Assigned(vec![3]), None, &mut life);
+        handover.slots_changed(&Change::Revoked(vec![3]), None, &mut life);
+        let plan = handover.slots_changed(&Change::Assigned(vec![3]), None, &mut life);
+        assert_eq!(
+            plan,
+            [Action::StartSlots {
+                ticket: 2,
+                slots: vec![3]
+            }]
+        );
+        assert_eq!(handover.slots_started(1, &[3]), [0_i32; 0], "overtaken");
+        assert_eq!(handover.slots_started(2, &[3]), [3]);
+    }
+
+    #[test]
+    fn a_restart_makes_the_slot_starts_under_way_stale() {
+        let (mut handover, mut life) = running();
+        handover.slots_changed(&Change::Revoked(vec![3]), None, &mut life);
+        handover.slots_changed(&Change::Assigned(vec![3]), None, &mut life);
+        assert_eq!(
+            handover.fenced(0, &mut life),
+            [Action::RetakeLater(0), ABORTED]
+        );
+        assert_eq!(
+            handover.slots_started(1, &[3]),
+            [0_i32; 0],
+            "the restart starts it"
+        );
+    }
+
+    #[test]
+    fn a_change_during_a_restart_waits_for_its_wind_down_and_restarts_nothing_more() {
+        let (mut handover, mut life) = running();
+        assert!(life.restart(), "a failure");
+        handover.winding_down();
+        let plan = handover.slots_changed(&Change::Revoked(vec![0]), Some("a"), &mut life);
         assert!(plan.is_empty(), "the restart under way takes it: {plan:?}");
+        let plan = handover.slots_changed(&Change::Lost(vec![1]), Some("b"), &mut life);
+        assert!(plan.is_empty(), "{plan:?}");
         assert_eq!(handover.wound_down(), ["a", "b"]);
         assert_eq!(life.start_again(), Some(2), "one start, with slots 2 and 3");
+        assert_eq!(owned(&handover), [2, 3]);
     }
 
     #[test]
@@ -287,19 +472,19 @@ mod tests {
         assert_eq!(plan, [Action::Acknowledge(vec!["r"])]);
     }
 
-    /// Two wind-downs at once (a restart's, then a stop's, which finds nothing left to stop
-    /// and ends first): the hand-over waits for the one still closing producers.
+    /// Two wind-downs at once (slots stopping, then a stop's, which finds nothing left to
+    /// stop and ends first): the hand-over waits for the one still closing producers.
     #[test]
     fn hand_overs_wait_for_every_wind_down_under_way() {
         let (mut handover, mut life) = running();
-        assert_eq!(
-            handover.slots_changed(&Change::Revoked(vec![0]), Some("r"), &mut life),
-            [CLEAN]
-        );
+        handover.slots_changed(&Change::Revoked(vec![0]), Some("r"), &mut life);
         handover.winding_down();
         life.stop();
         handover.winding_down();
-        assert!(handover.wound_down().is_empty(), "the restart's still runs");
+        assert!(
+            handover.wound_down().is_empty(),
+            "the slot's stop still runs"
+        );
         assert_eq!(handover.wound_down(), ["r"]);
         assert!(
             handover.wound_down().is_empty(),
