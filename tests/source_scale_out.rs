@@ -241,3 +241,167 @@ async fn three_daemons_share_the_slots_through_a_kill_a_pause_and_a_join_exactly
 async fn three_daemons_share_the_slots_through_a_kill_a_pause_and_a_join_at_least_once() {
     scale_out("at-least-once").await;
 }
+
+/// The lines of `log` that say `what` about the reader `namespace`.
+fn reader_lines(log: &str, what: &str, namespace: &str) -> usize {
+    // Displayed (`reader stopped`) or debug-formatted (`starting reader`).
+    let plain = format!("namespace={namespace}");
+    let quoted = format!("namespace=\"{namespace}\"");
+    log.lines()
+        .filter(|l| l.contains(what))
+        .filter(|l| l.contains(&quoted) || l.split_whitespace().any(|field| field == plain))
+        .count()
+}
+
+/// Issue 24: a daemon joining moves only the slots it takes. The first daemon hands those
+/// over (their readers stopped, their transactions committed) and its kept slots' readers
+/// run on untouched: no "reader stopped", no second "starting reader" for them; when the
+/// second daemon leaves, the first takes its slots back beside them, still untouched. Every
+/// change arrives once, in order (exactly-once), or at least once (at-least-once), through
+/// both hand-overs.
+async fn kept_slots_run_on(delivery: &str) {
+    const PER_COLLECTION: i64 = 50;
+    const READERS: usize = 8;
+    let cluster = Cluster {
+        db: common::unique("ho_keep"),
+        pipeline: common::unique("ho_keepsrc"),
+        names: (0..READERS).map(|i| format!("c{i}")).collect(),
+        extra: format!(
+            "delivery = \"{delivery}\"\ncheckpoint_topic = \"{}\"",
+            common::unique("ho_keepckpt")
+        ),
+    };
+    let client = common::mongo_client().await;
+    let mut colls = Vec::new();
+    for name in &cluster.names {
+        let coll = client.database(&cluster.db).collection::<Document>(name);
+        coll.insert_one(doc! { "_id": "seed" }).await.expect("seed");
+        common::create_topic(&format!("{}.{name}", cluster.db), 1).await;
+        colls.push(coll);
+    }
+    let (mut a, port_a) = cluster.start();
+    a.wait_for_log("change stream open", READERS, WAIT);
+    await_split(&[port_a], &cluster.pipeline, "one daemon", || a.log()).await;
+
+    let write = |seqs: std::ops::Range<i64>| {
+        let colls = colls.clone();
+        tokio::spawn(async move {
+            for seq in seqs {
+                for coll in &colls {
+                    coll.insert_one(doc! { "_id": seq, "seq": seq })
+                        .await
+                        .expect("insert");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let writer = write(0..PER_COLLECTION);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (mut b, port_b) = cluster.start();
+    await_split(&[port_a, port_b], &cluster.pipeline, "two daemons", || {
+        format!("{}\n---\n{}", a.log(), b.log())
+    })
+    .await;
+    writer.await.expect("writer");
+
+    // The readers the first daemon kept: those of the slots it still owns.
+    let status = common::http_get(port_a, "/status").map(|(_, body)| body);
+    let status: serde_json::Value = status
+        .as_deref()
+        .and_then(|b| serde_json::from_str(b).ok())
+        .unwrap_or_default();
+    let kept: Vec<String> = status["pipelines"][&cluster.pipeline]["slots"]["owned"]
+        .as_object()
+        .map(|owned| {
+            owned
+                .values()
+                .filter_map(serde_json::Value::as_array)
+                .flatten()
+                .filter_map(|r| r.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !kept.is_empty() && kept.len() < READERS,
+        "the first daemon should keep some readers and give some: {status}"
+    );
+    let untouched = |what: &str| {
+        let log_a = a.log();
+        for namespace in &kept {
+            assert_eq!(
+                (
+                    reader_lines(&log_a, "starting reader", namespace),
+                    reader_lines(&log_a, "reader stopped", namespace)
+                ),
+                (1, 0),
+                "{what}: {namespace} stays on the first daemon: its reader must run on untouched; log:\n{log_a}"
+            );
+        }
+    };
+    untouched("a daemon joined");
+
+    // The second daemon leaves: the first takes its slots back beside the ones it kept.
+    let writer = write(PER_COLLECTION..2 * PER_COLLECTION);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    b.terminate(WAIT);
+    await_split(
+        &[port_a],
+        &cluster.pipeline,
+        "after the second left",
+        || format!("{}\n---\n{}", a.log(), b.log()),
+    )
+    .await;
+    writer.await.expect("writer");
+    untouched("the daemon that joined left");
+
+    let exactly_once = delivery == "exactly-once";
+    let expected: Vec<i64> = (0..2 * PER_COLLECTION).collect();
+    for name in &cluster.names {
+        let topic = format!("{}.{name}", cluster.db);
+        let records = common::consume_until(&topic, WAIT, exactly_once, |r| {
+            let got: BTreeSet<i64> = seqs(r).into_iter().collect();
+            got.len() >= expected.len()
+        })
+        .await;
+        if !exactly_once {
+            let distinct: Vec<i64> = seqs(&records)
+                .into_iter()
+                .collect::<BTreeSet<i64>>()
+                .into_iter()
+                .collect();
+            assert_eq!(
+                distinct,
+                expected,
+                "{topic}: not every change; logs:\n{}\n---\n{}",
+                a.log(),
+                b.log()
+            );
+            continue;
+        }
+        let again = common::consume(&topic, records.len() + 1, Duration::from_secs(5), true).await;
+        let records = if again.len() > records.len() {
+            again
+        } else {
+            records
+        };
+        assert_eq!(
+            seqs(&records),
+            expected,
+            "{topic}: not exactly once in order; logs:\n{}\n---\n{}",
+            a.log(),
+            b.log()
+        );
+    }
+    a.terminate(WAIT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_daemon_leaves_the_first_daemons_kept_slots_running() {
+    kept_slots_run_on("exactly-once").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_daemon_leaves_the_first_daemons_kept_slots_running_at_least_once() {
+    kept_slots_run_on("at-least-once").await;
+}

@@ -2,13 +2,13 @@
 //!
 //! [`SourceSupervisor`] is the actor the root supervisor starts for each `[[source]]`. It
 //! joins the pipeline's consumer group (`membership.rs`), which hands it slots
-//! (`slots.rs`, `ownership.rs`); for the owned slots with readers, it fences their producers,
+//! (`slots.rs`, `ownership.rs`; what it does when they move is `handover.rs`); for the owned slots with readers, it fences their producers,
 //! loads the checkpoints, starts one [`producer::RecordProducer`] per slot and one
 //! [`reader::ChangeStreamReader`] per watched namespace of those slots, restarts a failed
 //! reader with backoff from its newest acknowledged position (other readers keep running),
-//! restarts the whole pipeline when a producer fails, starts again with the slots owned
-//! when the group moves slots (a fenced producer loses its slot, taken again after a delay
-//! unless the group moves it), and drains everything on stop.
+//! restarts the whole pipeline when a producer fails, stops and starts only the slots the
+//! group moves while the others run on (a fenced producer loses its slot, taken again after
+//! a delay unless the group moves it), and drains everything on stop.
 
 pub mod acknowledgements;
 pub mod agreement;
@@ -17,6 +17,7 @@ pub mod copy_plan;
 pub mod copy_status;
 pub mod error;
 pub mod format;
+pub mod handover;
 pub mod ledger;
 pub mod lifecycle;
 pub mod liveness;
@@ -47,11 +48,11 @@ use self::checkpoint::Checkpoint;
 use self::copy_status::CopyTracker;
 use self::error::SourceError;
 use self::format::Conversion;
+use self::handover::{Action, Handover};
 use self::ledger::Ending;
 use self::lifecycle::{Lifecycle, Origin, Phase};
 use self::membership::{Agreeing, Join, Membership, Rebalanced};
 use self::model::{Position, Scope, StartAt};
-use self::ownership::{Ownership, Reaction};
 use self::policy::ErrorClass;
 use self::policy::{Decision, Failed, RestartPolicy, ResumeAt};
 use self::producer::{
@@ -118,8 +119,23 @@ struct SlotRun {
 /// A launch: the owned slots with readers, each with its producer.
 struct Running {
     slots: BTreeMap<i32, SlotRun>,
-    /// The pipeline's configuration, resolved once at the launch.
+    /// What the slots share, to start slots taken later beside them.
+    kit: SlotKit,
+}
+
+/// What the slots of a launch share: resolved once at the launch.
+struct SlotKit {
+    /// The pipeline's configuration.
     settings: ReaderSettings,
+    topics: TopicMapper,
+    conversion: Conversion,
+    /// One budget for the pipeline, whatever the slots it owns.
+    budget: Budget,
+    topic_limits: Arc<TopicLimits>,
+    creator: Option<Arc<TopicCreator>>,
+    max_message_bytes: usize,
+    /// At-least-once: the client the slots write their checkpoints through.
+    checkpoint_producer: Option<kafka::KafkaProducer>,
 }
 
 /// The group told the supervisor its slots changed (see `membership.rs`).
@@ -158,20 +174,15 @@ pub struct SourceSupervisor {
     lifecycle: Lifecycle,
     /// Where the slots this daemon owns are reported (`/status`).
     status: StatusBoard,
-    /// The slots this daemon owns, as the group handed them out.
-    ownership: Ownership,
+    /// The slots this daemon owns, as the group handed them out, and the hand-overs
+    /// waiting for a wind-down (`handover.rs`).
+    handover: Handover<std::sync::mpsc::Sender<()>>,
     /// This daemon's place in the pipeline's group, once joined.
     membership: Option<Membership>,
     /// Where the group's callbacks send their changes (to this actor).
     changes: Option<tokio::sync::mpsc::UnboundedSender<Rebalanced>>,
     /// Where the group's thread says whether the members agree on the configuration.
     agreements: Option<tokio::sync::mpsc::UnboundedSender<Agreement>>,
-    /// A launch is being wound down: hand-overs answer once it is.
-    winding_down: bool,
-    /// Revoked or lost slots waiting for the wind-down under way.
-    handovers: Vec<std::sync::mpsc::Sender<()>>,
-    /// The first start attempt began (at the group's first assignment).
-    started: bool,
     /// Slots whose producer was fenced while the group still assigns them here, until they
     /// run again (or the group moves them): `/ready`, `mkb_source_fenced_slots`.
     fenced_waiting: std::collections::BTreeSet<i32>,
@@ -241,13 +252,10 @@ impl SourceSupervisor {
             readers: BTreeMap::new(),
             pipeline_backoff: restart_backoff(),
             lifecycle: Lifecycle::new(),
-            ownership: Ownership::new(config_slots),
+            handover: Handover::new(config_slots),
             membership: None,
             changes: None,
             agreements: None,
-            winding_down: false,
-            handovers: Vec::new(),
-            started: false,
             fenced_waiting: std::collections::BTreeSet::new(),
             fence_backoff: fence_backoff(),
             board,
@@ -349,7 +357,6 @@ impl SourceSupervisor {
                 &self.config.name,
             )),
         );
-        // One budget for the pipeline, whatever the slots it owns.
         let budget = Budget::new(
             &self.config.name,
             self.config.memory_budget.as_u64(),
@@ -364,70 +371,119 @@ impl SourceSupervisor {
             self.kafka.request_timeout,
             max_message_bytes,
         ));
-        // At-least-once: checkpoints go through a client of their own, shared by the slots
-        // (see `RecordProducer::checkpoints_through`).
-        let checkpoint_producer = match self.config.delivery {
-            Delivery::AtLeastOnce if !producers.is_empty() => match kafka::producer(&self.kafka) {
-                Ok(producer) => Some(producer),
-                Err(error) => return self.fail(error.into(), ctx),
-            },
-            _ => None,
+        let mut kit = SlotKit {
+            settings,
+            topics,
+            conversion,
+            budget,
+            topic_limits,
+            creator,
+            max_message_bytes,
+            checkpoint_producer: None,
         };
-        let mut slots = BTreeMap::new();
-        for (slot, producer) in producers {
-            let producer = RecordProducer::new(
-                ProducerSetup {
-                    pipeline: self.config.name.clone(),
-                    launch,
-                    slot,
-                    checkpoint_topic: self.config.checkpoint_topic.clone(),
-                    slots: self.config.slots,
-                    checkpoint_interval: self.config.checkpoint_interval,
-                    generation: self.checkpoint_generation,
-                    policy: RecordPolicy {
-                        errors: self.config.errors.clone(),
-                        oversize: self.config.oversize,
-                        max_message_bytes,
-                        topic_limits: topic_limits.clone(),
-                        topic_creator: creator.clone(),
-                    },
-                    mailbox_capacity: self.config.queue_capacity,
-                },
-                producer,
-                ctx.address().recipient(),
-                self.metrics.clone(),
-            );
-            let producer = match (self.config.delivery, &checkpoint_producer) {
-                (Delivery::AtLeastOnce, Some(checkpoints)) => {
-                    producer.checkpoints_through(checkpoints.clone())
-                }
-                (Delivery::AtLeastOnce, None) => producer,
-                (Delivery::ExactlyOnce, _) => {
-                    producer.exactly_once(self.kafka.request_timeout.max(Duration::from_secs(30)))
-                }
-            }
-            .start();
-            let shared = Arc::new(ReaderContext {
-                config: self.config.clone(),
-                settings: settings.clone(),
-                conversion: conversion.clone(),
-                topics: topics.clone(),
-                mongo: self.mongo.clone(),
-                producer: producer.clone(),
-                metrics: self.metrics.clone(),
-                copies: self.copies.clone(),
-                budget: budget.clone(),
-                snapshots: self.snapshots.clone(),
-                snapshot_progress: self.snapshot_progress.clone(),
-            });
-            slots.insert(slot, SlotRun { producer, shared });
+        if let Err(error) = self.checkpoints_client(&mut kit, !producers.is_empty()) {
+            return self.fail(error, ctx);
         }
+        let generation = self.checkpoint_generation;
+        let slots: BTreeMap<i32, SlotRun> = producers
+            .into_iter()
+            .map(|(slot, producer)| (slot, self.slot_run(&kit, slot, producer, generation, ctx)))
+            .collect();
         let owned: Vec<i32> = slots.keys().copied().collect();
-        self.running = Some(Running { slots, settings });
+        self.running = Some(Running { slots, kit });
+        if let Err(error) = self.start_readers(&owned, launch, ctx) {
+            return self.fail(error, ctx);
+        }
+        self.metrics.stalled_readers(&self.config.name, 0);
+        self.report_slots();
+        // Fenced slots taken again run now.
+        self.fenced_waiting.retain(|slot| !owned.contains(slot));
+        self.report_fenced();
+        self.readiness.clear(&health::pipeline(&self.config.name));
+        self.board.running(&self.config.name);
+        tracing::info!(pipeline = %self.config.name, readers = self.readers.values().filter(|r| r.addr.is_some()).count(), slots = ?owned, "source pipeline running");
+    }
+
+    /// At-least-once: checkpoints go through a client of their own, shared by the slots
+    /// (see `RecordProducer::checkpoints_through`), made once some slot needs it.
+    fn checkpoints_client(&self, kit: &mut SlotKit, needed: bool) -> Result<(), SourceError> {
+        if self.config.delivery == Delivery::AtLeastOnce
+            && needed
+            && kit.checkpoint_producer.is_none()
+        {
+            kit.checkpoint_producer = Some(kafka::producer(&self.kafka)?);
+        }
+        Ok(())
+    }
+
+    /// Starts the producer actor of `slot` and what its readers share.
+    fn slot_run(
+        &self,
+        kit: &SlotKit,
+        slot: i32,
+        producer: kafka::KafkaProducer,
+        generation: u64,
+        ctx: &mut Context<Self>,
+    ) -> SlotRun {
+        let producer = RecordProducer::new(
+            ProducerSetup {
+                pipeline: self.config.name.clone(),
+                launch: self.lifecycle.launch(),
+                slot,
+                checkpoint_topic: self.config.checkpoint_topic.clone(),
+                slots: self.config.slots,
+                checkpoint_interval: self.config.checkpoint_interval,
+                generation,
+                policy: RecordPolicy {
+                    errors: self.config.errors.clone(),
+                    oversize: self.config.oversize,
+                    max_message_bytes: kit.max_message_bytes,
+                    topic_limits: kit.topic_limits.clone(),
+                    topic_creator: kit.creator.clone(),
+                },
+                mailbox_capacity: self.config.queue_capacity,
+            },
+            producer,
+            ctx.address().recipient(),
+            self.metrics.clone(),
+        );
+        let producer = match (self.config.delivery, &kit.checkpoint_producer) {
+            (Delivery::AtLeastOnce, Some(checkpoints)) => {
+                producer.checkpoints_through(checkpoints.clone())
+            }
+            (Delivery::AtLeastOnce, None) => producer,
+            (Delivery::ExactlyOnce, _) => {
+                producer.exactly_once(self.kafka.request_timeout.max(Duration::from_secs(30)))
+            }
+        }
+        .start();
+        let shared = Arc::new(ReaderContext {
+            config: self.config.clone(),
+            settings: kit.settings.clone(),
+            conversion: kit.conversion.clone(),
+            topics: kit.topics.clone(),
+            mongo: self.mongo.clone(),
+            producer: producer.clone(),
+            metrics: self.metrics.clone(),
+            copies: self.copies.clone(),
+            budget: kit.budget.clone(),
+            snapshots: self.snapshots.clone(),
+            snapshot_progress: self.snapshot_progress.clone(),
+        });
+        SlotRun { producer, shared }
+    }
+
+    /// Starts the readers of `slots` (running ones) at their checkpoints.
+    fn start_readers(
+        &mut self,
+        slots: &[i32],
+        launch: u64,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), SourceError> {
         for watched in Scope::of(&self.config) {
             let namespace = watched.namespace();
-            if !owned.contains(&self.slot_of(&namespace)) {
-                // Another daemon's, or nobody's yet.
+            if !slots.contains(&self.slot_of(&namespace)) {
+                // Another daemon's, nobody's yet, or a slot already running.
                 continue;
             }
             let slot = self
@@ -446,21 +502,131 @@ impl SourceSupervisor {
             slot.generation += 1;
             let start = match self.checkpoints.get(&namespace).map(Checkpoint::start_at) {
                 Some(Ok(start)) => start,
-                Some(Err(reason)) => {
-                    return self.fail(SourceError::Checkpoint { namespace, reason }, ctx);
-                }
+                Some(Err(reason)) => return Err(SourceError::Checkpoint { namespace, reason }),
                 None => self.start_without_checkpoint(&namespace),
             };
             self.spawn_reader(&namespace, start, ctx);
         }
-        self.metrics.stalled_readers(&self.config.name, 0);
+        Ok(())
+    }
+
+    /// Starts the slots the group assigned while a launch runs, beside the running ones
+    /// (`handover.rs`): fences their producers, loads their checkpoints (in that order, as
+    /// [`Self::start`] does), then starts their readers; the slots kept run on untouched.
+    fn start_slots(&mut self, ticket: u64, slots: Vec<i32>, ctx: &mut Context<Self>) {
+        let launch = self.lifecycle.launch();
+        let with_readers: Vec<i32> = self
+            .readers_by_owned_slot()
+            .into_keys()
+            .filter(|slot| slots.contains(slot))
+            .collect();
+        tracing::info!(pipeline = %self.config.name, ?slots, "starting the slots taken; the others run on");
         self.report_slots();
-        // Fenced slots taken again run now.
-        self.fenced_waiting.retain(|slot| !owned.contains(slot));
-        self.report_fenced();
-        self.readiness.clear(&health::pipeline(&self.config.name));
-        self.board.running(&self.config.name);
-        tracing::info!(pipeline = %self.config.name, readers = self.readers.values().filter(|r| r.addr.is_some()).count(), slots = ?owned, "source pipeline running");
+        // A revoke waits for it: its fence must not land after the slot's next owner's.
+        self.handover.winding_down();
+        let config = self.config.clone();
+        let kafka = self.kafka.clone();
+        let prepare = async move {
+            if with_readers.is_empty() {
+                return Ok(None);
+            }
+            let producers = slot_producers(&kafka, &config, &with_readers).await?;
+            let reading = checkpoint::Reading {
+                topic: config.checkpoint_topic.clone(),
+                pipeline: config.name.clone(),
+                slots: config.slots,
+                exactly_once: config.delivery == Delivery::ExactlyOnce,
+                owned: with_readers,
+                legacy_topic: config.legacy_checkpoint_topic().map(str::to_owned),
+            };
+            let began = std::time::Instant::now();
+            let loaded = checkpoint::load(&kafka, &reading).await?;
+            Ok::<_, SourceError>(Some((producers, loaded, began.elapsed())))
+        };
+        ctx.spawn(prepare.into_actor(self).map(move |result, act, ctx| {
+            let taken = act.handover.slots_started(ticket, &slots);
+            let current = act.lifecycle.is_current(Origin::Launch(launch)) && act.running.is_some();
+            match result {
+                Ok(Some((producers, loaded, took))) if current => {
+                    checkpoint::report_load(&act.metrics, &act.config.name, &loaded, took);
+                    act.add_slots(producers, loaded, &taken, ctx);
+                }
+                Ok(_) => {
+                    if current {
+                        act.report_slots();
+                    }
+                }
+                Err(error) if current => {
+                    tracing::warn!(pipeline = %act.config.name, ?slots, %error, "could not start the slots taken; restarting the pipeline");
+                    act.retry_pipeline(error, ctx);
+                }
+                // The launch ended meanwhile: its restart starts the slots owned then.
+                Err(_) => {}
+            }
+            act.handed_over();
+        }));
+    }
+
+    /// Runs the prepared producers of the slots `taken` (still owned, latest start) with
+    /// the checkpoints `loaded`; the others are dropped unused.
+    fn add_slots(
+        &mut self,
+        producers: BTreeMap<i32, kafka::KafkaProducer>,
+        loaded: checkpoint::Loaded,
+        taken: &[i32],
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(mut running) = self.running.take() else {
+            return;
+        };
+        let mut started = Vec::new();
+        for (slot, producer) in producers {
+            if !taken.contains(&slot) || running.slots.contains_key(&slot) {
+                continue;
+            }
+            if let Err(error) = self.checkpoints_client(&mut running.kit, true) {
+                self.running = Some(running);
+                return self.retry_pipeline(error, ctx);
+            }
+            let run = self.slot_run(&running.kit, slot, producer, loaded.generation, ctx);
+            running.slots.insert(slot, run);
+            started.push(slot);
+        }
+        self.running = Some(running);
+        // The checkpoints of the slots started, as loaded now; the others' stay as they were.
+        for watched in Scope::of(&self.config) {
+            let namespace = watched.namespace();
+            if started.contains(&self.slot_of(&namespace)) {
+                match loaded.checkpoints.get(&namespace) {
+                    Some(checkpoint) => {
+                        self.checkpoints.insert(namespace, checkpoint.clone());
+                    }
+                    None => {
+                        self.checkpoints.remove(&namespace);
+                    }
+                }
+            }
+        }
+        let launch = self.lifecycle.launch();
+        if let Err(error) = self.start_readers(&started, launch, ctx) {
+            return self.fail(error, ctx);
+        }
+        self.report_slots();
+        tracing::info!(pipeline = %self.config.name, slots = ?started, "slots taken started");
+    }
+
+    /// Stops the slots given up while a launch runs (`handover.rs`): their readers after
+    /// whole batches, their open transactions ended for `ending`, their producers closed;
+    /// then the hand-overs waiting are answered. The other slots run on.
+    fn stop_slots(&mut self, slots: &[i32], ending: Ending, ctx: &mut Context<Self>) {
+        tracing::info!(pipeline = %self.config.name, ?slots, ?ending, "stopping the slots given up; the others run on");
+        let wind_down = self.wind_down_slots(Some(slots), ending);
+        self.report_slots();
+        ctx.spawn(
+            wind_down
+                .into_actor(self)
+                .map(|_, act, _| act.handed_over()),
+        );
     }
 
     /// Reports the slots this daemon owns, with their readers, on `/status` and in
@@ -468,7 +634,8 @@ impl SourceSupervisor {
     fn report_slots(&self) {
         let count = self.config.slots;
         let mut owned: BTreeMap<String, Vec<String>> = self
-            .ownership
+            .handover
+            .ownership()
             .owned()
             .iter()
             .map(|slot| (slot.to_string(), Vec::new()))
@@ -484,7 +651,7 @@ impl SourceSupervisor {
     /// Reports the slots waiting after a fence on `/ready` and in `mkb_source_fenced_slots`;
     /// those the group moved meanwhile wait no more (another daemon runs them).
     fn report_fenced(&mut self) {
-        let ownership = &self.ownership;
+        let ownership = self.handover.ownership();
         self.fenced_waiting.retain(|slot| {
             ownership.fenced_slots().contains(slot) || ownership.owned().contains(slot)
         });
@@ -502,19 +669,45 @@ impl SourceSupervisor {
     /// Takes the fenced slots the group still assigns here over again: a restart with the
     /// slots owned then (fence, checkpoints, readers).
     fn take_fenced_again(&mut self, ctx: &mut Context<Self>) {
-        if self.lifecycle.is_stopped() {
-            return;
-        }
-        let reaction = self.ownership.take_again();
+        let taken = self.handover.take_again(&mut self.lifecycle);
         self.report_fenced();
-        let Reaction::Restart(ending) = reaction else {
+        let Some(actions) = taken else {
             return;
         };
         tracing::warn!(pipeline = %self.config.name, slots = ?self.fenced_waiting, "taking fenced slots again: fencing their producers, reading their checkpoints, starting their readers");
-        if self.lifecycle.restart() {
-            self.restart_after(ending, Duration::ZERO, ctx);
+        // No action: a restart is under way, its start takes the slots owned then.
+        self.perform(actions, ctx);
+    }
+
+    /// Carries out what the hand-over rules decided (`handover.rs`).
+    fn perform(
+        &mut self,
+        actions: Vec<Action<std::sync::mpsc::Sender<()>>>,
+        ctx: &mut Context<Self>,
+    ) {
+        for action in actions {
+            match action {
+                Action::Acknowledge(done) => {
+                    for done in done {
+                        let _ = done.send(());
+                    }
+                }
+                Action::Start(attempt) => self.start(attempt, ctx),
+                // Readers stop after whole batches, the open transactions are committed
+                // (aborted when slots are lost or fenced), the producers closed; then the
+                // slots owned now start at once (fence, checkpoints, readers).
+                Action::Restart(ending) => self.restart_after(ending, Duration::ZERO, ctx),
+                Action::StopSlots { slots, ending } => self.stop_slots(&slots, ending, ctx),
+                Action::StartSlots { ticket, slots } => self.start_slots(ticket, slots, ctx),
+                Action::RetakeLater(slot) => {
+                    self.fenced_waiting.insert(slot);
+                    let delay = self.fence_backoff.next_delay();
+                    tracing::debug!(pipeline = %self.config.name, slot, retry_in = ?delay, "taking the fenced slot again after the delay");
+                    self.report_fenced();
+                    ctx.run_later(delay, |act, ctx| act.take_fenced_again(ctx));
+                }
+            }
         }
-        // Else a restart is under way: its start takes the slots owned then.
     }
 
     /// The slot of the reader `namespace`.
@@ -533,7 +726,7 @@ impl SourceSupervisor {
             namespaces.iter().map(String::as_str),
             self.config.slots,
         );
-        map.retain(|slot, _| self.ownership.owned().contains(slot));
+        map.retain(|slot, _| self.handover.ownership().owned().contains(slot));
         map
     }
 
@@ -549,7 +742,7 @@ impl SourceSupervisor {
     fn initial_start(&self) -> StartAt {
         match &self.running {
             // Resolved once, when the pipeline launched (which fails on an unusable one).
-            Some(running) => running.settings.initial_start.clone(),
+            Some(running) => running.kit.settings.initial_start.clone(),
             // No pipeline runs: `spawn_reader` starts no reader, whatever this says.
             None => StartAt::Latest,
         }
@@ -727,7 +920,6 @@ impl SourceSupervisor {
     /// Winds the launch down for `ending`, answers the hand-overs waiting for it, then
     /// starts again after `delay` (with the slots owned then).
     fn restart_after(&mut self, ending: Ending, delay: Duration, ctx: &mut Context<Self>) {
-        self.winding_down = true;
         let wind_down = self.wind_down(ending);
         ctx.spawn(wind_down.into_actor(self).map(move |_, act, ctx| {
             act.handed_over();
@@ -739,10 +931,10 @@ impl SourceSupervisor {
         }));
     }
 
-    /// The launch is wound down: the revoked or lost slots waiting for it are handed over.
+    /// A wind-down finished: once none runs, the revoked or lost slots waiting are handed
+    /// over.
     fn handed_over(&mut self) {
-        self.winding_down = false;
-        for done in self.handovers.drain(..) {
+        for done in self.handover.wound_down() {
             let _ = done.send(());
         }
     }
@@ -797,19 +989,51 @@ impl SourceSupervisor {
     /// the readers (aborting those that do not stop before the shutdown deadline), then
     /// drains and closes the producer for `ending`. It answers what was left undone.
     fn wind_down(&mut self, ending: Ending) -> impl std::future::Future<Output = Vec<String>> {
-        let readers: Vec<_> = self
-            .readers
-            .values_mut()
-            .filter_map(|slot| {
-                slot.generation += 1;
-                slot.addr.take()
-            })
-            .collect();
-        let producers: Vec<Addr<RecordProducer>> = self
-            .running
-            .take()
-            .map(|r| r.slots.into_values().map(|run| run.producer).collect())
-            .unwrap_or_default();
+        self.wind_down_slots(None, ending)
+    }
+
+    /// [`Self::wind_down`] of the slots `only` (`None`: every slot, and the launch ends).
+    fn wind_down_slots(
+        &mut self,
+        only: Option<&[i32]>,
+        ending: Ending,
+    ) -> impl std::future::Future<Output = Vec<String>> {
+        // Every wind-down ends in `handed_over`.
+        self.handover.winding_down();
+        let (pipeline, slots) = (self.config.name.clone(), self.config.slots);
+        let stopping = |namespace: &str| {
+            only.is_none_or(|only| only.contains(&slots::slot_of(&pipeline, namespace, slots)))
+        };
+        let mut readers = Vec::new();
+        for (namespace, slot) in &mut self.readers {
+            if !stopping(namespace) {
+                continue;
+            }
+            slot.generation += 1;
+            readers.extend(slot.addr.take());
+            if only.is_some() && std::mem::take(&mut slot.stalled) {
+                // Not this daemon's to report any more.
+                self.readiness
+                    .clear(&health::reader(&self.config.name, namespace));
+            }
+        }
+        let producers: Vec<Addr<RecordProducer>> = match only {
+            None => self
+                .running
+                .take()
+                .map(|r| r.slots.into_values().map(|run| run.producer).collect())
+                .unwrap_or_default(),
+            Some(only) => self
+                .running
+                .as_mut()
+                .map(|r| {
+                    only.iter()
+                        .filter_map(|slot| r.slots.remove(slot))
+                        .map(|run| run.producer)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
         let deadline = self.shutdown_deadline;
         let name = self.config.name.clone();
         async move {
@@ -857,7 +1081,6 @@ impl SourceSupervisor {
         // Out of the group, it shares nothing: whether the others agree no longer matters.
         self.metrics.config_mismatch(&self.config.name, false);
         self.readiness.clear(&health::config(&self.config.name));
-        self.winding_down = true;
         let wind_down = self.wind_down(Ending::Failure);
         // Its slots go to the other daemons, if any.
         ctx.spawn(wind_down.into_actor(self).map(|_, act, _| {
@@ -1079,9 +1302,13 @@ impl Handler<ProducerFailed> for SourceSupervisor {
             slot,
             error,
         } = failed;
-        // A producer of an earlier launch failing late (its pipeline restarted already)
-        // restarts nothing.
-        if !self.lifecycle.is_current(Origin::Launch(launch)) {
+        // A producer of an earlier launch failing late (its pipeline restarted already), or
+        // of a slot given up, restarts nothing.
+        let running = self
+            .running
+            .as_ref()
+            .is_some_and(|r| r.slots.contains_key(&slot));
+        if !self.lifecycle.is_current(Origin::Launch(launch)) || !running {
             return;
         }
         if policy::classify(&error) == ErrorClass::Fenced {
@@ -1090,18 +1317,13 @@ impl Handler<ProducerFailed> for SourceSupervisor {
             // broker aborted a transaction that ran out of time): the slot is lost, not the
             // pipeline. The rest starts again without it; after a delay it is taken again,
             // unless the group moved it meanwhile (issue 21: it used to stay dropped).
-            if self.ownership.fenced(slot) != Reaction::Unchanged {
-                self.fenced_waiting.insert(slot);
-                let delay = self.fence_backoff.next_delay();
-                tracing::warn!(pipeline = %self.config.name, slot, %error, retry_in = ?delay, "the slot's producer was fenced: dropping the slot; it is taken again after the delay unless the group moves it");
-                self.report_fenced();
-                ctx.run_later(delay, |act, ctx| act.take_fenced_again(ctx));
+            let actions = self.handover.fenced(slot, &mut self.lifecycle);
+            if actions.iter().any(|a| matches!(a, Action::RetakeLater(_))) {
+                tracing::warn!(pipeline = %self.config.name, slot, %error, "the slot's producer was fenced: dropping the slot; it is taken again after a delay unless the group moves it");
             }
             self.metrics
                 .actor_restarted(&self.config.name, "source_pipeline", "slot_lost");
-            if self.lifecycle.restart() {
-                self.restart_after(Ending::Failure, Duration::ZERO, ctx);
-            }
+            self.perform(actions, ctx);
             return;
         }
         let decision = RestartPolicy::decide(Failed::Producer(&error), &self.config);
@@ -1117,40 +1339,20 @@ impl Handler<SlotsChanged> for SourceSupervisor {
             change,
             handed_over,
         } = rebalanced;
-        let reaction = self.ownership.apply(&change);
+        let before = self.handover.ownership().rebalances();
+        let started = self.handover.started();
+        let actions = self
+            .handover
+            .slots_changed(&change, handed_over, &mut self.lifecycle);
         self.report_fenced();
-        let Reaction::Restart(ending) = reaction else {
-            if let Some(done) = handed_over {
-                let _ = done.send(());
-            }
-            return;
-        };
+        if self.handover.ownership().rebalances() == before {
+            return self.perform(actions, ctx);
+        }
         self.metrics.rebalanced(&self.config.name);
-        if self.lifecycle.is_stopped() || !self.started {
-            if let Some(done) = handed_over {
-                let _ = done.send(());
-            }
-            if !self.started && !self.lifecycle.is_stopped() {
-                self.started = true;
-                // Paused before it: the resume starts it.
-                if !self.lifecycle.is_paused() {
-                    self.start(self.lifecycle.attempt(), ctx);
-                }
-            }
-            return;
+        if started && !self.lifecycle.is_stopped() {
+            tracing::info!(pipeline = %self.config.name, ?change, owned = ?self.handover.ownership().owned(), "the group moved slots");
         }
-        tracing::info!(pipeline = %self.config.name, ?change, owned = ?self.ownership.owned(), "the group moved slots: starting again with the slots owned now");
-        self.handovers.extend(handed_over);
-        if self.lifecycle.restart() {
-            // Readers stop after whole batches, the open transaction is committed (aborted
-            // when the slots are lost), the producers closed; then the slots owned now start
-            // at once (fence, checkpoints, readers).
-            self.restart_after(ending, Duration::ZERO, ctx);
-        } else if !self.winding_down {
-            // Waiting for a restart's backoff: nothing runs, and the next start takes the
-            // slots owned then.
-            self.handed_over();
-        }
+        self.perform(actions, ctx);
     }
 }
 
@@ -1205,7 +1407,6 @@ impl Handler<StopPipeline> for SourceSupervisor {
         self.readiness
             .clear_prefix(&health::slot(&self.config.name, ""));
         self.metrics.fenced_slots(&self.config.name, 0);
-        self.winding_down = true;
         let wind_down = self.wind_down(Ending::Stop);
         Box::pin(wind_down.into_actor(self).map(|left, act, ctx| {
             act.handed_over();
@@ -1229,7 +1430,6 @@ impl SourceSupervisor {
             tracing::info!(pipeline = %name, "source pipeline paused");
             return Box::pin(fut::ready(()));
         }
-        self.winding_down = true;
         let wind_down = self.wind_down(Ending::Stop);
         Box::pin(wind_down.into_actor(self).map(move |_, act, ctx| {
             act.handed_over();
@@ -1290,7 +1490,7 @@ impl Handler<SetPaused> for SourceSupervisor {
             tracing::info!(pipeline = %self.config.name, "source pipeline resumed");
             // Before the group's first assignment the first start waits for it, as always.
             if let Some(attempt) = self.lifecycle.resume() {
-                if self.started {
+                if self.handover.started() {
                     self.start(attempt, ctx);
                 }
             }

@@ -1,20 +1,17 @@
 //! Which slots of a source pipeline this daemon owns, and what the supervisor does when
 //! Kafka's consumer group moves them (issue 14). Pure: the membership (the group's rebalance
 //! callbacks) reports [`Change`]s, and [`Ownership::apply`] answers the supervisor's
-//! [`Reaction`].
+//! [`Reaction`] (which `handover.rs` turns into what the supervisor does).
 //!
-//! The supervisor takes slots over and gives them up in one way: it winds its launch down
-//! and starts again with the slots owned then, simpler than moving slots one by one, at the
-//! price of a short pause of the slots it keeps.
-//! - Winding down: every slot's readers stop after whole batches, its open transaction ends,
-//!   its producer closes. The transactions are committed when the change is a clean
-//!   hand-over ([`Ending::Stop`]: slots assigned or revoked) and aborted when slots were
-//!   lost ([`Ending::Failure`]: the group went on without us, or a produce or commit was
-//!   fenced).
-//! - Starting: for each owned slot, its producer (`transactional.id =
-//!   mongo-kafka-bridge-<name>-<s>`; exactly-once calls `init_transactions` first, which
-//!   fences any zombie owner and ends its open transaction), then its checkpoint partition
-//!   read `read_committed` to its end, then its readers.
+//! What the supervisor does about a change (stop or start the moved slots, or restart) is
+//! `handover.rs`'s; the [`Ending`] a change carries says how the open transactions of the
+//! slots given up end: committed when the change is a clean hand-over ([`Ending::Stop`]:
+//! slots assigned or revoked), aborted when slots were lost ([`Ending::Failure`]: the group
+//! went on without us, or a produce or commit was fenced).
+//! - Starting a slot: its producer (`transactional.id = mongo-kafka-bridge-<name>-<s>`;
+//!   exactly-once calls `init_transactions` first, which fences any zombie owner and ends its
+//!   open transaction), then its checkpoint partition read `read_committed` to its end, then
+//!   its readers.
 //! - A change that leaves the owned slots as they were is [`Reaction::Unchanged`].
 //! - Fenced while the group still hands the slot to this daemon (a stray producer's
 //!   `init_transactions` on the slot's `transactional.id`, an overtaken start attempt, a
@@ -115,6 +112,11 @@ impl Ownership {
     /// `transactional.id`. The slot is dropped (nothing else restarts) and remembered as
     /// fenced: unless the group moves it meanwhile, [`Ownership::take_again`] takes it back.
     pub fn fenced(&mut self, slot: i32) -> Reaction {
+        // Fenced again before it was taken again (a produce and a commit failing alike):
+        // dropped already, and still to be taken again.
+        if self.fenced.contains(&slot) {
+            return Reaction::Unchanged;
+        }
         let reaction = self.apply(&Change::Lost(vec![slot]));
         if reaction != Reaction::Unchanged {
             self.fenced.insert(slot);
@@ -187,6 +189,11 @@ mod tests {
             ownership.fenced(2),
             Reaction::Unchanged,
             "fenced twice: dropped once"
+        );
+        assert_eq!(
+            ownership.fenced_slots().iter().copied().collect::<Vec<_>>(),
+            [2],
+            "and still taken again"
         );
         assert!(owned(&ownership).is_empty());
         // Assigned again later: taken over from the start.
