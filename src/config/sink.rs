@@ -70,10 +70,11 @@ pub struct SinkConfig {
     /// Settings for one topic: a table of any per-topic key below, keyed by topic name.
     #[serde(default)]
     pub topic_overrides: BTreeMap<String, toml::Table>,
-    /// No effect (accepted so configurations keep loading): a partition writer takes its
-    /// records straight off the partition's own librdkafka queue, none while it writes a batch.
-    #[serde(default = "default_queue_capacity")]
-    pub queue_capacity: usize,
+    /// No effect (accepted so configurations keep loading, with a warning naming it): a
+    /// partition writer takes its records straight off the partition's own librdkafka queue,
+    /// none while it writes a batch.
+    #[serde(default)]
+    pub queue_capacity: Option<usize>,
     /// Bytes of records the pipeline's partitions hold at once, all partitions together,
     /// from taking a record off librdkafka's queue until MongoDB acknowledged its write
     /// (`"64MiB"`, `"500MB"`, or a number of bytes; at least 1 MiB). While it is spent the
@@ -496,13 +497,6 @@ pub enum CdcHandler {
     QlikRdbms,
 }
 
-/// About half a default batch: with librdkafka's 512 KiB per partition ahead of it, the next
-/// batch is ready when the last one is written, and a 32-partition pipeline holds a few MiB
-/// of records in mailboxes, not tens.
-fn default_queue_capacity() -> usize {
-    256
-}
-
 fn default_max_batch_size() -> usize {
     500
 }
@@ -584,7 +578,9 @@ impl SinkConfig {
                 "must not be empty",
             ));
         }
-        at_least_one(&format!("{key}.queue_capacity"), self.queue_capacity, out);
+        if let Some(capacity) = self.queue_capacity {
+            at_least_one(&format!("{key}.queue_capacity"), capacity, out);
+        }
         validate_memory_budget(&format!("{key}.memory_budget"), self.memory_budget, out);
         self.validate_topic_settings(key, out);
         for topic in self.topic_overrides.keys() {

@@ -34,7 +34,8 @@ const KAFKA_RESERVED_CONSUMER: &[(&str, &str)] = &[
 
 /// What a valid configuration holds that may not do what its author meant, each with its
 /// key: logged as warnings at start and reload, printed by `check-config`. Today: the
-/// `topic_namespace_map` keys the MongoDB Kafka Connector would read otherwise.
+/// `topic_namespace_map` keys the MongoDB Kafka Connector would read otherwise, and a sink's
+/// `queue_capacity`, which no longer does anything.
 pub fn warnings(config: &Config) -> Vec<Violation> {
     let mut out = Vec::new();
     for (i, source) in config.sources.iter().enumerate() {
@@ -42,6 +43,14 @@ pub fn warnings(config: &Config) -> Vec<Violation> {
             out.push(Violation::new(
                 format!("source[{i}].topic_namespace_map.\"{key}\""),
                 message,
+            ));
+        }
+    }
+    for (i, sink) in config.sinks.iter().enumerate() {
+        if sink.queue_capacity.is_some() {
+            out.push(Violation::new(
+                format!("sink[{i}].queue_capacity"),
+                "has no effect on a sink pipeline: each partition writer takes its records straight off the partition's librdkafka queue (bounded by `memory_budget`); remove it",
             ));
         }
     }
@@ -518,6 +527,28 @@ mod tests {
             &format!("[mongodb]\nuri = \"mongodb://h\"\n[kafka]\nbootstrap_servers = \"h:1\"\n{pipelines}"),
             std::path::Path::new("t.toml"),
         )
+    }
+
+    #[test]
+    fn a_sinks_queue_capacity_loads_with_a_warning_naming_it() {
+        let config = sources(
+            "[[sink]]\nname = \"a\"\ntopics = [\"t\"]\ndatabase = \"d\"\nqueue_capacity = 64\n\
+             [[sink]]\nname = \"b\"\ntopics = [\"t\"]\ndatabase = \"d\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let warned: Vec<String> = warnings(&config).iter().map(ToString::to_string).collect();
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(
+            warned[0].contains("`sink[0].queue_capacity`") && warned[0].contains("no effect"),
+            "{warned:?}"
+        );
+        let zero = sources(
+            "[[sink]]\nname = \"a\"\ntopics = [\"t\"]\ndatabase = \"d\"\nqueue_capacity = 0\n",
+        );
+        assert!(
+            matches!(&zero, Err(e) if e.to_string().contains("sink[0].queue_capacity")),
+            "{zero:?}"
+        );
     }
 
     #[test]
