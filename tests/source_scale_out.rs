@@ -22,6 +22,32 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// `collections` collections `c0`, `c1`… of a database named after `prefix`, watched by
+    /// one pipeline with `delivery` and a checkpoint topic of its own.
+    fn new(prefix: &str, collections: usize, delivery: &str) -> Self {
+        Self {
+            db: common::unique(prefix),
+            pipeline: common::unique(&format!("{prefix}src")),
+            names: (0..collections).map(|i| format!("c{i}")).collect(),
+            extra: format!(
+                "delivery = \"{delivery}\"\ncheckpoint_topic = \"{}\"",
+                common::unique(&format!("{prefix}ckpt"))
+            ),
+        }
+    }
+
+    /// Creates each collection (a seed document) and its one-partition topic.
+    async fn seed(&self, client: &mongodb::Client) -> Vec<mongodb::Collection<Document>> {
+        let mut colls = Vec::new();
+        for name in &self.names {
+            let coll = client.database(&self.db).collection::<Document>(name);
+            coll.insert_one(doc! { "_id": "seed" }).await.expect("seed");
+            common::create_topic(&format!("{}.{name}", self.db), 1).await;
+            colls.push(coll);
+        }
+        colls
+    }
+
     fn config(&self, port: u16) -> String {
         format!(
             "{}[[source]]\nname = \"{}\"\ndatabase = \"{}\"\ncollection = {:?}\nmax_await_time = \"200ms\"\ncheckpoint_interval = \"200ms\"\n{}\n",
@@ -98,23 +124,9 @@ fn seqs(records: &[common::Consumed]) -> Vec<i64> {
 
 async fn scale_out(delivery: &str) {
     const PER_COLLECTION: i64 = 60;
-    let cluster = Cluster {
-        db: common::unique("own_scale"),
-        pipeline: common::unique("own_scalesrc"),
-        names: (0..COLLECTIONS).map(|i| format!("c{i}")).collect(),
-        extra: format!(
-            "delivery = \"{delivery}\"\ncheckpoint_topic = \"{}\"",
-            common::unique("own_scaleckpt")
-        ),
-    };
+    let cluster = Cluster::new("own_scale", COLLECTIONS, delivery);
     let client = common::mongo_client().await;
-    let mut colls = Vec::new();
-    for name in &cluster.names {
-        let coll = client.database(&cluster.db).collection::<Document>(name);
-        coll.insert_one(doc! { "_id": "seed" }).await.expect("seed");
-        common::create_topic(&format!("{}.{name}", cluster.db), 1).await;
-        colls.push(coll);
-    }
+    let colls = cluster.seed(&client).await;
     let (mut a, port_a) = cluster.start();
     let (mut b, port_b) = cluster.start();
     let (mut c, port_c) = cluster.start();
@@ -262,23 +274,9 @@ fn reader_lines(log: &str, what: &str, namespace: &str) -> usize {
 async fn kept_slots_run_on(delivery: &str) {
     const PER_COLLECTION: i64 = 50;
     const READERS: usize = 8;
-    let cluster = Cluster {
-        db: common::unique("ho_keep"),
-        pipeline: common::unique("ho_keepsrc"),
-        names: (0..READERS).map(|i| format!("c{i}")).collect(),
-        extra: format!(
-            "delivery = \"{delivery}\"\ncheckpoint_topic = \"{}\"",
-            common::unique("ho_keepckpt")
-        ),
-    };
+    let cluster = Cluster::new("ho_keep", READERS, delivery);
     let client = common::mongo_client().await;
-    let mut colls = Vec::new();
-    for name in &cluster.names {
-        let coll = client.database(&cluster.db).collection::<Document>(name);
-        coll.insert_one(doc! { "_id": "seed" }).await.expect("seed");
-        common::create_topic(&format!("{}.{name}", cluster.db), 1).await;
-        colls.push(coll);
-    }
+    let colls = cluster.seed(&client).await;
     let (mut a, port_a) = cluster.start();
     a.wait_for_log("change stream open", READERS, WAIT);
     await_split(&[port_a], &cluster.pipeline, "one daemon", || a.log()).await;

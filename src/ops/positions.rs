@@ -452,14 +452,11 @@ fn refuse_while_live(
     }
 }
 
+/// The pipeline's own checkpoint topic, no slot owned.
 fn reading(source: &SourceConfig) -> checkpoint::Reading {
     checkpoint::Reading {
-        topic: source.checkpoint_topic.clone(),
-        pipeline: source.name.clone(),
-        slots: source.slots,
-        exactly_once: source.delivery == Delivery::ExactlyOnce,
-        owned: Vec::new(),
         legacy_topic: None,
+        ..checkpoint::Reading::start(source, Vec::new())
     }
 }
 
@@ -470,10 +467,7 @@ pub async fn list_checkpoints(
     namespace: Option<&str>,
 ) -> Result<Vec<String>, PositionError> {
     // What a start loads: the shared topic's too while its own holds none.
-    let as_loaded = checkpoint::Reading {
-        legacy_topic: source.legacy_checkpoint_topic().map(str::to_owned),
-        ..reading(source)
-    };
+    let as_loaded = checkpoint::Reading::start(source, Vec::new());
     let stored = checkpoint::stored_as_loaded(kafka_config, &as_loaded)
         .await
         .map_err(fail)?;

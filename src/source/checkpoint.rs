@@ -39,7 +39,7 @@ use super::copy_plan::CopyCursor;
 use super::model::{Position, StartAt};
 use super::reader::snapshot::SnapshotCursor;
 use crate::clients::{kafka, ClientError};
-use crate::config::KafkaConfig;
+use crate::config::{Delivery, KafkaConfig, SourceConfig};
 use crate::ops::metrics::Metrics;
 
 /// Where a reader is: the key of its checkpoint record.
@@ -496,6 +496,19 @@ pub struct Reading {
 }
 
 impl Reading {
+    /// What a start of `config` owning the slots `owned` loads: its topic, and the shared
+    /// one it used before while its own holds none.
+    pub fn start(config: &SourceConfig, owned: Vec<i32>) -> Self {
+        Self {
+            topic: config.checkpoint_topic.clone(),
+            pipeline: config.name.clone(),
+            slots: config.slots,
+            exactly_once: config.delivery == Delivery::ExactlyOnce,
+            owned,
+            legacy_topic: config.legacy_checkpoint_topic().map(str::to_owned),
+        }
+    }
+
     /// The reading of the topic its checkpoints were in before it had one of its own
     /// (`legacy_topic`); `None` when there is none.
     pub fn before(&self) -> Option<Reading> {

@@ -287,14 +287,7 @@ impl SourceSupervisor {
             } else {
                 None
             };
-            let reading = checkpoint::Reading {
-                topic: config.checkpoint_topic.clone(),
-                pipeline: config.name.clone(),
-                slots: config.slots,
-                exactly_once: config.delivery == Delivery::ExactlyOnce,
-                owned: slots,
-                legacy_topic: config.legacy_checkpoint_topic().map(str::to_owned),
-            };
+            let reading = checkpoint::Reading::start(&config, slots);
             let began = std::time::Instant::now();
             let loaded = checkpoint::load(&kafka, &reading).await?;
             Ok::<_, SourceError>(((loaded, began.elapsed()), (producers, creator)))
@@ -531,14 +524,7 @@ impl SourceSupervisor {
                 return Ok(None);
             }
             let producers = slot_producers(&kafka, &config, &with_readers).await?;
-            let reading = checkpoint::Reading {
-                topic: config.checkpoint_topic.clone(),
-                pipeline: config.name.clone(),
-                slots: config.slots,
-                exactly_once: config.delivery == Delivery::ExactlyOnce,
-                owned: with_readers,
-                legacy_topic: config.legacy_checkpoint_topic().map(str::to_owned),
-            };
+            let reading = checkpoint::Reading::start(&config, with_readers);
             let began = std::time::Instant::now();
             let loaded = checkpoint::load(&kafka, &reading).await?;
             Ok::<_, SourceError>(Some((producers, loaded, began.elapsed())))
