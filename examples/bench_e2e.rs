@@ -2,7 +2,8 @@
 //! Connector, in one run, on the local services. Run through `scripts/bench.sh`; arguments:
 //! `<daemon binary> <results dir> [<connect.sh>]` (without `connect.sh`, no peer runs).
 //!
-//! Scenarios (N from `BENCH_DOCS`, default 5000; the ~1 KB documents of `benches/common`):
+//! Scenarios (N from `BENCH_DOCS`, default 5000, but see "Sized by time" below; the ~1 KB
+//! documents of `benches/common`):
 //! - source: N inserts → records readable in Kafka: events/s, p50/p99 latency from the insert
 //!   call to the record being read (each document carries its insert wall-clock time), peak
 //!   RSS and CPU. Baselines: the driver alone draining a change stream of the same inserts,
@@ -37,7 +38,20 @@
 //! meanwhile), and the MongoDB stand-in gets the same warm-up before the first run. CPU time
 //! and peak RSS come from /proc of the daemon or the Connect worker.
 //!
+//! Sized by time (the sink parts, `sink` and `scale-sink`): without `BENCH_DOCS`, a sizing
+//! run first moves 5000 documents through the daemon's 8-partition sink (20,000 and so on
+//! while its measured part lasts under a fifth of the time wanted: a short run's rate is
+//! short of the steady state), and its measured rate picks the N of every sink run so that
+//! its measured part (four fifths of N) lasts about `BENCH_SECONDS` (default 10) at that
+//! rate: at least 5000, and at most what half the
+//! stand-in's heap holds (`MONGO_HEAP`, as given to `services.sh`, `4g` by default; the
+//! stand-in keeps every write in its oplog, about 4.5 KB of heap a document, and the sink
+//! parts write about 7 N: three driver baselines, the daemon at 1, 8 and 32 partitions and
+//! the connector). The driver baselines, the connector and the 1/8/32-partition runs all
+//! move that same N. The other parts keep their count (`BENCH_DOCS` or 5000).
+//!
 //! Environment: `KAFKA_BOOTSTRAP` and `MONGODB_URI` (required), `BENCH_DOCS`,
+//! `BENCH_SECONDS`, `MONGO_HEAP`,
 //! `BENCH_ONLY` (comma-separated: `source`, `sink`, `copy`, `formats`, `scale`,
 //! `scale-source`, `scale-sink`),
 //! `BENCH_SCALE=0`, `BENCH_SCALE_COLLECTIONS` (the scale-source runs, comma-separated: `1`,
@@ -91,7 +105,9 @@ struct Bench {
     binary: PathBuf,
     connect: Option<PathBuf>,
     connect_port: u16,
-    n: usize,
+    /// Documents per run: `BENCH_DOCS`, or for the sink parts as many as last about
+    /// `BENCH_SECONDS` (see [`Bench::size_sink`]).
+    n: std::sync::atomic::AtomicUsize,
     clock_ticks: f64,
     /// Record the daemon's runs with `perf` (`BENCH_PERF=1`).
     perf: bool,
@@ -462,9 +478,18 @@ impl Bench {
             .create()?)
     }
 
+    /// Documents per run now.
+    fn n(&self) -> usize {
+        self.n.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set_n(&self, n: usize) {
+        self.n.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Documents moved before the measured phase of a source or sink run.
     fn warmup(&self) -> usize {
-        self.n / 5
+        self.n() / 5
     }
 
     fn cpu_ms(&self, ticks: f64) -> f64 {
@@ -621,7 +646,7 @@ impl Bench {
         let db_name = unique("benchcopy");
         let db = self.client.database(&db_name);
         let coll = db.collection::<Document>("c");
-        insert_spread(std::slice::from_ref(&coll), self.n, false).await?;
+        insert_spread(std::slice::from_ref(&coll), self.n(), false).await?;
         let topic = format!("{db_name}.c");
         self.create_topics(std::slice::from_ref(&topic), 4).await?;
         let consumer = self.consumer()?;
@@ -641,7 +666,7 @@ impl Bench {
                     unique("benchcopy")
                 ),
             )?;
-            wait_for("copies in Kafka", self.n, async || {
+            wait_for("copies in Kafka", self.n(), async || {
                 tally
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -651,7 +676,7 @@ impl Bench {
             .await?;
             let elapsed = started.elapsed().as_secs_f64();
             Ok::<_, Error>(Run {
-                rate: self.n as f64 / elapsed,
+                rate: self.n() as f64 / elapsed,
                 rss_mib: peak_rss_mib(process.pid()),
                 ..Run::default()
             })
@@ -847,8 +872,8 @@ impl Bench {
         let cpu_before = pid.map_or(0.0, cpu_ticks);
         let hops_before = process.and_then(Process::hops);
         let started = Instant::now();
-        insert_spread(collections, self.n, false).await?;
-        let total = (self.n / collections.len()) * collections.len();
+        insert_spread(collections, self.n(), false).await?;
+        let total = (self.n() / collections.len()) * collections.len();
         wait_for("records in Kafka", total, async || {
             tally
                 .lock()
@@ -1010,8 +1035,8 @@ impl Bench {
             &mongodb::bson::Bson::Document(common::insert_event(0)).into_canonical_extjson(),
         )?;
         let started = Instant::now();
-        let mut deliveries = Vec::with_capacity(self.n);
-        for i in 0..self.n {
+        let mut deliveries = Vec::with_capacity(self.n());
+        for i in 0..self.n() {
             let key = format!("{{\"_id\": {{\"$numberLong\": \"{i}\"}}}}");
             deliveries.push(send(&producer, &topic, &key, &value).await);
         }
@@ -1021,7 +1046,7 @@ impl Bench {
                 _ => return Err("a baseline record was not delivered".into()),
             }
         }
-        let rate = self.n as f64 / started.elapsed().as_secs_f64();
+        let rate = self.n() as f64 / started.elapsed().as_secs_f64();
         self.delete_topics(&[topic]).await;
         Ok(rate)
     }
@@ -1033,8 +1058,8 @@ impl Bench {
         self.create_topics(std::slice::from_ref(&topic), partitions)
             .await?;
         let producer = self.producer()?;
-        let mut deliveries = Vec::with_capacity(self.n);
-        for i in 0..self.n as i64 {
+        let mut deliveries = Vec::with_capacity(self.n());
+        for i in 0..self.n() as i64 {
             let value = serde_json::to_vec(
                 &mongodb::bson::Bson::Document(common::document(i, 0)).into_relaxed_extjson(),
             )?;
@@ -1085,7 +1110,7 @@ impl Bench {
             let warm = self.warmup();
             let mut first: Option<(Instant, usize)> = None;
             let mut cpu_before = cpu_ticks(pid);
-            wait_for("documents in MongoDB", self.n, async || {
+            wait_for("documents in MongoDB", self.n(), async || {
                 let count = coll.estimated_document_count().await.unwrap_or(0) as usize;
                 if count >= warm && first.is_none() {
                     first = Some((Instant::now(), count));
@@ -1094,8 +1119,8 @@ impl Bench {
                 count
             })
             .await?;
-            let (at, from) = first.unwrap_or((Instant::now(), self.n));
-            let moved = (self.n - from).max(1);
+            let (at, from) = first.unwrap_or((Instant::now(), self.n()));
+            let moved = (self.n() - from).max(1);
             let cpu = cpu_ticks(pid) - cpu_before;
             Ok::<_, Error>(Run {
                 rate: moved as f64 / at.elapsed().as_secs_f64(),
@@ -1110,20 +1135,51 @@ impl Bench {
         outcome
     }
 
+    /// Sizes the sink parts by time: the daemon's 8-partition sink moves
+    /// [`SINK_SIZING_DOCS`] (four times as many again, and so on, while its measured part
+    /// lasts under a fifth of `seconds`), and its rate picks N so that each sink run's
+    /// measured part lasts about `seconds` (`BENCH_SECONDS`), capped at `cap` documents (what
+    /// the stand-in's heap holds). Every sink run, its baselines and its peer then move that N.
+    async fn size_sink(&self, seconds: f64, cap: usize) -> Result<usize, Error> {
+        let before = self.n();
+        let sized = async {
+            let mut docs = SINK_SIZING_DOCS;
+            loop {
+                self.set_n(docs);
+                let topic = self.preload(8).await?;
+                let run = self.sink(Mover::Daemon, &topic, 8).await;
+                self.delete_topics(&[topic]).await;
+                let rate = run?.rate;
+                let sized = sink_docs_for(rate, seconds, cap);
+                // A run whose measured part lasted under a fifth of the time wanted gives a
+                // rate short of the steady state (start-up, the first fetches): size again
+                // with four times the documents, within the cap.
+                let lasted = docs as f64 * 0.8 / rate.max(1.0);
+                if lasted >= seconds / 5.0 || docs * 4 > cap || sized <= docs {
+                    return Ok::<_, Error>(sized);
+                }
+                docs *= 4;
+            }
+        }
+        .await;
+        self.set_n(before);
+        sized
+    }
+
     /// Baselines: the driver alone writes N documents in batches of [`BATCH`]: as `insert`
     /// commands, as the `update` commands of upserting replaces by `_id` (what the daemon and
     /// the connector send), one batch after another, and those upserts from
     /// [`CONCURRENT_TASKS`] tasks at once (the daemon's own concurrency: a writer per
     /// partition, up to `WRITES_IN_FLIGHT` = 8 bulk writes in flight).
     async fn sink_baselines(&self) -> Result<SinkBaselines, Error> {
-        let docs: Vec<Document> = (0..self.n as i64).map(|i| common::document(i, 0)).collect();
+        let docs: Vec<Document> = (0..self.n() as i64).map(|i| common::document(i, 0)).collect();
         let db = self.client.database(&unique("benchbulk"));
         let coll = db.collection::<Document>("c");
         let started = Instant::now();
         for chunk in docs.chunks(BATCH) {
             coll.insert_many(chunk.to_vec()).await?;
         }
-        let insert = self.n as f64 / started.elapsed().as_secs_f64();
+        let insert = self.n() as f64 / started.elapsed().as_secs_f64();
         // The commands are built before the clock starts: the baseline is the driver's I/O.
         let commands = |coll: &str| -> Vec<Document> {
             docs.chunks(BATCH)
@@ -1141,7 +1197,7 @@ impl Bench {
         for command in sequential {
             db.run_command(command).await?;
         }
-        let upsert = self.n as f64 / started.elapsed().as_secs_f64();
+        let upsert = self.n() as f64 / started.elapsed().as_secs_f64();
         let mut lanes: Vec<Vec<Document>> = vec![Vec::new(); CONCURRENT_TASKS];
         for (i, command) in commands("p").into_iter().enumerate() {
             lanes[i % CONCURRENT_TASKS].push(command);
@@ -1162,16 +1218,16 @@ impl Bench {
         for task in tasks {
             task.await??;
         }
-        let concurrent = self.n as f64 / started.elapsed().as_secs_f64();
+        let concurrent = self.n() as f64 / started.elapsed().as_secs_f64();
         for name in ["u", "p"] {
             let written = db
                 .collection::<Document>(name)
                 .count_documents(doc! {})
                 .await?;
-            if written != self.n as u64 {
+            if written != self.n() as u64 {
                 let _ = db.drop().await;
                 return Err(
-                    format!("the {name} upsert baseline wrote {written} of {}", self.n).into(),
+                    format!("the {name} upsert baseline wrote {written} of {}", self.n()).into(),
                 );
             }
         }
@@ -1182,6 +1238,48 @@ impl Bench {
             concurrent,
         })
     }
+}
+
+/// Documents of the sink's sizing run (and the fewest of a sized sink run).
+const SINK_SIZING_DOCS: usize = 5_000;
+/// Heap of the MongoDB stand-in each document written takes (it keeps every write in its
+/// oplog), to cap a sized run by what the stand-in can hold.
+const STAND_IN_BYTES_PER_DOC: u64 = 4_608;
+
+/// What the sink parts write per document of N: the three driver baselines, the daemon's
+/// 8-partition run, the connector's, the daemon's 1- and 32-partition runs.
+fn sink_writes_per_doc(parts: &[&str], peer: bool) -> u64 {
+    let mut runs = 0;
+    if parts.contains(&"sink") {
+        runs += 4 + u64::from(peer);
+    }
+    if parts.contains(&"scale-sink") {
+        runs += 2 + if parts.contains(&"sink") { 0 } else { 1 };
+    }
+    runs.max(1)
+}
+
+/// The stand-in's heap in bytes, from `MONGO_HEAP` as given to `services.sh` (`4g` there by
+/// default): `<n>`, `<n>k`, `<n>m` or `<n>g`.
+fn stand_in_heap() -> u64 {
+    let text = std::env::var("MONGO_HEAP").unwrap_or_else(|_| "4g".into());
+    let text = text.trim().to_ascii_lowercase();
+    let (digits, unit) = match text.chars().last() {
+        Some('k') => (&text[..text.len() - 1], 1 << 10),
+        Some('m') => (&text[..text.len() - 1], 1 << 20),
+        Some('g') => (&text[..text.len() - 1], 1 << 30),
+        _ => (text.as_str(), 1),
+    };
+    digits.parse::<u64>().map_or(4 << 30, |n| n * unit)
+}
+
+/// How many documents a sink run needs for its measured part (four fifths of them, after
+/// the warm-up fifth) to last `seconds` at `rate` records/s, between [`SINK_SIZING_DOCS`]
+/// and `cap`.
+fn sink_docs_for(rate: f64, seconds: f64, cap: usize) -> usize {
+    let wanted = (rate * seconds / 0.8).ceil();
+    let wanted = if wanted.is_finite() { wanted as usize } else { 0 };
+    wanted.clamp(SINK_SIZING_DOCS, cap.max(SINK_SIZING_DOCS))
 }
 
 /// Tasks of the concurrent upsert baseline.
@@ -1342,7 +1440,7 @@ async fn source_scenario(bench: &Bench, report: &mut Report) -> Option<Run> {
     let drain = report
         .step(
             "source baseline: change-stream drain",
-            bench.source_drain(1, bench.n),
+            bench.source_drain(1, bench.n()),
         )
         .await;
     let produce = report
@@ -1726,7 +1824,7 @@ async fn scale_source(bench: &Bench, report: &mut Report, source_one: Option<Run
         let b = report
             .step(
                 &format!("scale: drain {k} change streams"),
-                bench.source_drain(k, bench.n),
+                bench.source_drain(k, bench.n()),
             )
             .await;
         let forward = if k == 100 {
@@ -1990,10 +2088,12 @@ async fn main() -> Result<(), Error> {
     let (Some(binary), Some(results)) = (args.get(1), args.get(2)) else {
         return Err("usage: bench_e2e <daemon binary> <results dir> [<connect.sh>]".into());
     };
-    let n: usize = std::env::var("BENCH_DOCS")
+    let docs: Option<usize> = std::env::var("BENCH_DOCS")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5_000);
+        .and_then(|v| v.parse().ok());
+    // BENCH_DOCS forces every part's count; without it the sink parts size themselves by time.
+    let forced = docs.is_some();
+    let n = docs.unwrap_or(5_000);
     let only =
         std::env::var("BENCH_ONLY").unwrap_or_else(|_| "source,sink,copy,formats,scale".into());
     let parts: Vec<&str> = only
@@ -2054,7 +2154,7 @@ async fn main() -> Result<(), Error> {
         binary: PathBuf::from(binary),
         connect: args.get(3).map(PathBuf::from),
         connect_port,
-        n,
+        n: std::sync::atomic::AtomicUsize::new(n),
         clock_ticks,
         perf: std::env::var("BENCH_PERF").is_ok_and(|v| v == "1"),
         results: PathBuf::from(results),
@@ -2073,11 +2173,37 @@ async fn main() -> Result<(), Error> {
     } else {
         None
     };
+    // The sink parts run long enough to mean something, by time: BENCH_DOCS forces a
+    // count, otherwise a sizing run picks N for BENCH_SECONDS (10 by default).
+    let sink_parts = parts.contains(&"sink") || parts.contains(&"scale-sink");
+    if sink_parts && !forced {
+        let seconds: f64 = std::env::var("BENCH_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10.0);
+        // Half the stand-in's heap for the sink parts' writes (the other parts and the
+        // stand-in's own data take the rest).
+        let cap = (stand_in_heap() / 2
+            / STAND_IN_BYTES_PER_DOC
+            / sink_writes_per_doc(&parts, bench.connect.is_some())) as usize;
+        if let Some(sized) = report
+            .step(
+                &format!("sink sizing: documents for {seconds} s (at most {cap}: MONGO_HEAP)"),
+                bench.size_sink(seconds, cap),
+            )
+            .await
+        {
+            println!("sink parts: {sized} documents a run");
+            bench.set_n(sized);
+        }
+    }
+    let sink_n = bench.n();
     let (sink_eight, sink_baselines) = if parts.contains(&"sink") {
         sink_scenario(&bench, &mut report).await
     } else {
         (None, None)
     };
+    bench.set_n(n);
     if parts.contains(&"copy") {
         copy_scenario(&bench, &mut report).await;
     }
@@ -2088,15 +2214,18 @@ async fn main() -> Result<(), Error> {
         scale_source(&bench, &mut report, source_one).await;
     }
     if parts.contains(&"scale-sink") {
+        bench.set_n(sink_n);
         scale_sink(&bench, &mut report, sink_eight, sink_baselines).await;
     }
+    bench.set_n(n);
     if parts.contains(&"scale-out") {
         scale_out(&bench, &mut report).await;
     }
 
-    print_table(n, &report.rows);
+    print_table(n, sink_parts.then_some(sink_n), &report.rows);
     let json = serde_json::json!({
         "documents": n,
+        "sink_documents": sink_parts.then_some(sink_n),
         "document_bson_bytes": common::bson_size(&common::document(0, now_ms())),
         "batch": BATCH,
         "peer": if bench.connect.is_some() { "MongoDB Kafka Connector on Kafka Connect standalone" } else { "none" },
@@ -2121,9 +2250,10 @@ async fn main() -> Result<(), Error> {
     Ok(())
 }
 
-fn print_table(n: usize, rows: &[Row]) {
+fn print_table(n: usize, sink_n: Option<usize>, rows: &[Row]) {
+    let sink = sink_n.map_or(String::new(), |s| format!(" ({s} a sink run)"));
     println!(
-        "\n{n} documents of {} bytes (BSON) each; batches of {BATCH}\n",
+        "\n{n} documents{sink} of {} bytes (BSON) each; batches of {BATCH}\n",
         common::bson_size(&common::document(0, now_ms()))
     );
     println!(
