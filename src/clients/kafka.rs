@@ -206,12 +206,12 @@ pub fn consumer_with_context<C: ConsumerContext + 'static>(
     let mut cfg = ClientConfig::new();
     cfg.set("auto.offset.reset", "earliest")
         // Sink consumers split each partition's queue off, and librdkafka then applies this
-        // limit to each partition (64 MiB by default): 512 KiB per partition, plus the fetch
-        // on its way (`max.partition.fetch.bytes`, 512 KiB here; librdkafka grows it for a
-        // larger record), keeps a 32-partition pipeline's prefetch to 32 MiB and still holds
-        // about 400 1 KB records ahead of a writer, with its mailbox most of a batch.
-        .set("queued.max.messages.kbytes", "512")
-        .set("max.partition.fetch.bytes", "524288")
+        // limit to each partition (64 MiB by default): 256 KiB per partition, plus the fetch
+        // on its way (`max.partition.fetch.bytes`, 256 KiB here; librdkafka grows it for a
+        // larger record), keeps a 32-partition pipeline's prefetch to 16 MiB and still holds
+        // about 200 1 KB records ahead of a writer, refilled while it writes its batch.
+        .set("queued.max.messages.kbytes", "256")
+        .set("max.partition.fetch.bytes", "262144")
         // Once a partition's queue is over that limit librdkafka fetches it again only after
         // this back-off (1 s by default): with a queue this small and a writer that empties
         // it in tens of milliseconds, 1 s made a 1-partition sink wait most of the time.

@@ -4,6 +4,8 @@
 //!
 //! Rules:
 //! - A batch waits for one of the pipeline's `writes_in_flight` turns before converting.
+//! - Once converted, a batch keeps its records' bytes only for dead letters: without a dead
+//!   letter topic they are dropped before the write.
 //! - A record whose schema the registry did not give (it did not answer, or refused the
 //!   credentials) holds the partition back: the lookup is tried again, with backoff, until
 //!   it answers or the lease ends; the pipeline is not failed for it.
@@ -215,6 +217,15 @@ pub async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
             }
         }
     }
+    let count = entries.len();
+    let offsets: Vec<i64> = entries.iter().map(|e| e.message.offset()).collect();
+    // Once converted, only a dead letter needs a record's bytes: without a dead letter topic
+    // they go now, before the write, rather than stay in memory for as long as it takes.
+    let entries = if settings.dead_letters.is_some() {
+        entries
+    } else {
+        Vec::new()
+    };
     // Encoded once: a retry sends the same statements again.
     let prepared = bulk::prepare(items, settings.stale_write_guard.as_deref());
     let mut retries = Retries::new(settings.max_retries);
@@ -269,11 +280,11 @@ pub async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
     let settlement = batch.settle(refused);
     for (index, error) in settlement.dead_letters {
         shared.metrics.record_error(pipeline, error.stage.as_str());
-        let message = &entries[index].message;
-        let position = format!("{name}@{}", message.offset());
-        let Some(dead_letters) = &settings.dead_letters else {
+        let (Some(dead_letters), Some(entry)) = (&settings.dead_letters, entries.get(index)) else {
             continue;
         };
+        let message = &entry.message;
+        let position = format!("{name}@{}", message.offset());
         let letter = Letter {
             pipeline,
             message,
@@ -296,7 +307,7 @@ pub async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
     }
     let committed = job.commit(settlement.commit).await;
     if let Some((index, error)) = settlement.stop {
-        let position = format!("{name}@{}", entries[index].message.offset());
+        let position = format!("{name}@{}", offsets[index]);
         if !error.transient {
             shared.metrics.record_error(pipeline, error.stage.as_str());
         }
@@ -307,7 +318,7 @@ pub async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
     }
     shared
         .metrics
-        .batch_written(pipeline, entries.len(), started.elapsed());
+        .batch_written(pipeline, count, started.elapsed());
     if let Some(pause) = job.pause_after {
         job.lease.pause(pause).await;
     }
