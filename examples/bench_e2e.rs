@@ -1172,7 +1172,9 @@ impl Bench {
     /// [`CONCURRENT_TASKS`] tasks at once (the daemon's own concurrency: a writer per
     /// partition, up to `WRITES_IN_FLIGHT` = 8 bulk writes in flight).
     async fn sink_baselines(&self) -> Result<SinkBaselines, Error> {
-        let docs: Vec<Document> = (0..self.n() as i64).map(|i| common::document(i, 0)).collect();
+        let docs: Vec<Document> = (0..self.n() as i64)
+            .map(|i| common::document(i, 0))
+            .collect();
         let db = self.client.database(&unique("benchbulk"));
         let coll = db.collection::<Document>("c");
         let started = Instant::now();
@@ -1278,7 +1280,11 @@ fn stand_in_heap() -> u64 {
 /// and `cap`.
 fn sink_docs_for(rate: f64, seconds: f64, cap: usize) -> usize {
     let wanted = (rate * seconds / 0.8).ceil();
-    let wanted = if wanted.is_finite() { wanted as usize } else { 0 };
+    let wanted = if wanted.is_finite() {
+        wanted as usize
+    } else {
+        0
+    };
     wanted.clamp(SINK_SIZING_DOCS, cap.max(SINK_SIZING_DOCS))
 }
 
@@ -2183,7 +2189,8 @@ async fn main() -> Result<(), Error> {
             .unwrap_or(10.0);
         // Half the stand-in's heap for the sink parts' writes (the other parts and the
         // stand-in's own data take the rest).
-        let cap = (stand_in_heap() / 2
+        let cap = (stand_in_heap()
+            / 2
             / STAND_IN_BYTES_PER_DOC
             / sink_writes_per_doc(&parts, bench.connect.is_some())) as usize;
         if let Some(sized) = report
