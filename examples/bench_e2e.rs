@@ -2285,3 +2285,30 @@ fn print_table(n: usize, sink_n: Option<usize>, rows: &[Row]) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sink_run_is_sized_for_its_measured_part_between_the_floor_and_the_cap() {
+        // 8000 records/s for 10 s of measured part, four fifths of N: 100,000.
+        assert_eq!(sink_docs_for(8000.0, 10.0, 1_000_000), 100_000);
+        assert_eq!(sink_docs_for(8000.0, 10.0, 60_000), 60_000, "capped");
+        assert_eq!(sink_docs_for(10.0, 10.0, 60_000), SINK_SIZING_DOCS, "floor");
+        assert_eq!(sink_docs_for(f64::NAN, 10.0, 60_000), SINK_SIZING_DOCS);
+        assert_eq!(
+            sink_docs_for(8000.0, 10.0, 0),
+            SINK_SIZING_DOCS,
+            "a cap below the floor"
+        );
+    }
+
+    #[test]
+    fn the_sink_parts_writes_per_document_count_each_run() {
+        assert_eq!(sink_writes_per_doc(&["sink", "scale-sink"], true), 7);
+        assert_eq!(sink_writes_per_doc(&["sink", "scale-sink"], false), 6);
+        assert_eq!(sink_writes_per_doc(&["scale-sink"], true), 3);
+        assert_eq!(sink_writes_per_doc(&["sink"], false), 4);
+    }
+}
