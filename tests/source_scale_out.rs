@@ -122,6 +122,25 @@ fn seqs(records: &[common::Consumed]) -> Vec<i64> {
         .collect()
 }
 
+/// The sequence numbers of `topic` once it holds `expected` distinct ones (read committed for
+/// exactly-once); exactly-once reads a little longer, so that late duplicates show.
+async fn delivered(topic: &str, expected: usize, exactly_once: bool) -> Vec<i64> {
+    let records = common::consume_until(topic, WAIT, exactly_once, |r| {
+        let got: BTreeSet<i64> = seqs(r).into_iter().collect();
+        got.len() >= expected
+    })
+    .await;
+    if !exactly_once {
+        return seqs(&records);
+    }
+    let again = common::consume(topic, records.len() + 1, Duration::from_secs(5), true).await;
+    seqs(if again.len() > records.len() {
+        &again
+    } else {
+        &records
+    })
+}
+
 async fn scale_out(delivery: &str) {
     const PER_COLLECTION: i64 = 60;
     let cluster = Cluster::new("own_scale", COLLECTIONS, delivery);
@@ -200,25 +219,7 @@ async fn scale_out(delivery: &str) {
     let expected: Vec<i64> = (0..PER_COLLECTION).collect();
     for name in &cluster.names {
         let topic = format!("{}.{name}", cluster.db);
-        let records = common::consume_until(&topic, WAIT, exactly_once, |r| {
-            let got: BTreeSet<i64> = seqs(r).into_iter().collect();
-            got.len() >= expected.len()
-        })
-        .await;
-        // A little longer, so that late duplicates show.
-        let again = common::consume(
-            &topic,
-            records.len() + 1,
-            Duration::from_secs(5),
-            exactly_once,
-        )
-        .await;
-        let records = if again.len() > records.len() {
-            again
-        } else {
-            records
-        };
-        let got = seqs(&records);
+        let got = delivered(&topic, expected.len(), exactly_once).await;
         let distinct: BTreeSet<i64> = got.iter().copied().collect();
         let missing: Vec<&i64> = expected.iter().filter(|s| !distinct.contains(s)).collect();
         assert!(
@@ -357,13 +358,9 @@ async fn kept_slots_run_on(delivery: &str) {
     let expected: Vec<i64> = (0..2 * PER_COLLECTION).collect();
     for name in &cluster.names {
         let topic = format!("{}.{name}", cluster.db);
-        let records = common::consume_until(&topic, WAIT, exactly_once, |r| {
-            let got: BTreeSet<i64> = seqs(r).into_iter().collect();
-            got.len() >= expected.len()
-        })
-        .await;
+        let got = delivered(&topic, expected.len(), exactly_once).await;
         if !exactly_once {
-            let distinct: Vec<i64> = seqs(&records)
+            let distinct: Vec<i64> = got
                 .into_iter()
                 .collect::<BTreeSet<i64>>()
                 .into_iter()
@@ -377,14 +374,8 @@ async fn kept_slots_run_on(delivery: &str) {
             );
             continue;
         }
-        let again = common::consume(&topic, records.len() + 1, Duration::from_secs(5), true).await;
-        let records = if again.len() > records.len() {
-            again
-        } else {
-            records
-        };
         assert_eq!(
-            seqs(&records),
+            got,
             expected,
             "{topic}: not exactly once in order; logs:\n{}\n---\n{}",
             a.log(),
