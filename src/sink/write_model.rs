@@ -168,8 +168,9 @@ impl WriteModelBuilder {
             }
             WriteModelKind::UpdateOne => {
                 let filter = raw_id_filter(&value)?;
-                let mut update = RawDocumentBuf::new();
-                update.append("$set", without_raw(&value, &["_id"], None)?);
+                let set = without_raw(&value, &["_id"], None)?;
+                let mut update = raw_with_capacity(set.as_bytes().len() + 16);
+                update.append_ref("$set", &set);
                 RawWrite::Update {
                     filter,
                     update: RawBson::Document(update),
@@ -179,8 +180,8 @@ impl WriteModelBuilder {
             WriteModelKind::UpdateOneTimestamps => {
                 let filter = raw_id_filter(&value)?;
                 let set = without_raw(&value, &["_id", INSERTED_FIELD], Some(now))?;
-                let mut update = RawDocumentBuf::new();
-                update.append("$set", set);
+                let mut update = raw_with_capacity(set.as_bytes().len() + 64);
+                update.append_ref("$set", &set);
                 let mut inserted = RawDocumentBuf::new();
                 inserted.append(INSERTED_FIELD, now);
                 update.append("$setOnInsert", inserted);
@@ -281,7 +282,8 @@ fn without_raw(
     skip: &[&str],
     modified: Option<DateTime>,
 ) -> Result<RawDocumentBuf, RecordError> {
-    let mut out = RawDocumentBuf::new();
+    // One allocation: the fields are copied into a buffer of about their final size.
+    let mut out = raw_with_capacity(value.as_bytes().len() + 32);
     let mut stamped = false;
     for field in value.iter() {
         let (key, field) =
@@ -299,6 +301,14 @@ fn without_raw(
         out.append(MODIFIED_FIELD, now);
     }
     Ok(out)
+}
+
+/// An empty raw document with room for `capacity` bytes.
+fn raw_with_capacity(capacity: usize) -> RawDocumentBuf {
+    let mut bytes = Vec::with_capacity(capacity);
+    bytes.extend_from_slice(&5i32.to_le_bytes());
+    bytes.push(0);
+    RawDocumentBuf::from_bytes(bytes).unwrap_or_default()
 }
 
 fn value_id(value: &Document) -> Result<Bson, RecordError> {
