@@ -9,7 +9,7 @@ use bson::{
     RawDocumentBuf,
 };
 
-use super::model::{RecordError, SinkRecord, Stage};
+use super::model::{raw_with_capacity, RecordError, SinkRecord, Stage};
 use super::paths::{allow_paths, block_paths, get_path, has_wildcard};
 use crate::config::{IdProjection, IdStrategy, SinkConfig, UuidRepresentation};
 
@@ -208,7 +208,7 @@ fn with_id(value: &RawDocument, id: RawBsonRef<'_>) -> Result<RawDocumentBuf, Re
         }
         start += size;
     }
-    let mut one = RawDocumentBuf::new();
+    let mut one = raw_with_capacity(64);
     one.append_ref("_id", id);
     let new = &one.as_bytes()[4..one.as_bytes().len() - 1];
     let mut out = Vec::with_capacity(bytes.len() - (old.1 - old.0) + new.len());
