@@ -9,6 +9,7 @@ use bson::{
     oid::ObjectId, Binary, Bson, DateTime, Decimal128, Document, JavaScriptCodeWithScope, Regex,
     Timestamp,
 };
+use mongo_kafka_bridge::codec::extjson::read::document as read_json;
 use mongo_kafka_bridge::codec::extjson::write::{self as extjson, Mode};
 use mongo_kafka_bridge::config::{KeyMode, OutputFormat, RecordFormat, SinkConfig};
 use mongo_kafka_bridge::sink::convert::{Converter, RawRecord};
@@ -148,6 +149,17 @@ fn value() -> impl Strategy<Value = Bson> {
 
 fn document() -> impl Strategy<Value = Document> {
     document_of(value())
+}
+
+/// Whether `value` holds a JavaScript code with scope, which the one-pass reader leaves to
+/// the tree reader.
+fn has_scope(value: &Bson) -> bool {
+    match value {
+        Bson::JavaScriptCodeWithScope(_) => true,
+        Bson::Document(doc) => doc.values().any(has_scope),
+        Bson::Array(items) => items.iter().any(has_scope),
+        _ => false,
+    }
 }
 
 /// The canonical extended JSON text: exact (NaN compares equal to itself, -0 differs from 0).
@@ -333,6 +345,25 @@ proptest! {
             .expect("a value");
         let expected = relaxed_shape(Bson::Document(doc)).into_canonical_extjson();
         prop_assert_eq!(Bson::Document(back).into_canonical_extjson(), expected);
+    }
+
+    /// The sink's one-pass JSON reader (values, and keys that are objects) writes the raw
+    /// BSON the tree reader (`serde_json::Value`, then `Bson`) gives, byte for byte, or
+    /// leaves the text to it; it leaves alone only what nests a scope.
+    #[test]
+    fn the_one_pass_json_reader_writes_what_the_tree_reader_gives(doc in document()) {
+        for out in [OutputFormat::CanonicalJson, OutputFormat::RelaxedJson] {
+            let bytes = format::encode(doc.clone(), out).expect("encodes");
+            let tree: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+            let tree = match Bson::try_from(tree) {
+                Ok(Bson::Document(d)) => bson::RawDocumentBuf::from_document(&d).expect("encodes"),
+                other => panic!("{out:?}: {other:?}"),
+            };
+            match read_json(&bytes) {
+                Some(fast) => prop_assert_eq!(fast, tree, "{:?}", out),
+                None => prop_assert!(has_scope(&Bson::Document(doc.clone())), "{:?}: gave up on {}", out, String::from_utf8_lossy(&bytes)),
+            }
+        }
     }
 
     /// The source writes relaxed and canonical JSON straight from the raw BSON the driver

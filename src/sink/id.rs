@@ -5,11 +5,11 @@
 //! binary subtype 4) and store it as binary subtype 4, as the connector does.
 
 use bson::{
-    oid::ObjectId, spec::BinarySubtype, Binary, Bson, Document, RawBson, RawDocument,
+    oid::ObjectId, spec::BinarySubtype, Binary, Bson, Document, RawBson, RawBsonRef, RawDocument,
     RawDocumentBuf,
 };
 
-use super::model::{RecordError, SinkRecord, Stage};
+use super::model::{raw_with_capacity, RecordError, SinkRecord, Stage};
 use super::paths::{allow_paths, block_paths, get_path, has_wildcard};
 use crate::config::{IdProjection, IdStrategy, SinkConfig, UuidRepresentation};
 
@@ -64,22 +64,7 @@ impl IdAssigner {
         })?;
         let Some(id) = chosen else { return Ok(value) };
         let id = RawBson::try_from(id).map_err(|e| error(format!("the `_id` is not BSON: {e}")))?;
-        let mut out = RawDocumentBuf::new();
-        let mut replaced = false;
-        for field in value.iter() {
-            let (key, field) =
-                field.map_err(|e| error(format!("the value is not valid BSON: {e}")))?;
-            if key == "_id" {
-                out.append_ref(key, id.as_raw_bson_ref());
-                replaced = true;
-            } else {
-                out.append_ref(key, field);
-            }
-        }
-        if !replaced {
-            out.append_ref("_id", id.as_raw_bson_ref());
-        }
-        Ok(out)
+        with_id(&value, id.as_raw_bson_ref())
     }
 
     /// What of a raw value `partial_value` reads: with an allow list, only the top-level
@@ -203,6 +188,37 @@ impl IdAssigner {
             }
         }
     }
+}
+
+/// `value` with `id` for its `_id`, in place of the old one or last, the other fields' bytes
+/// copied as they are into a buffer of the final size.
+fn with_id(value: &RawDocument, id: RawBsonRef<'_>) -> Result<RawDocumentBuf, RecordError> {
+    let invalid = |e: bson::raw::Error| error(format!("the value is not valid BSON: {e}"));
+    let bytes = value.as_bytes();
+    // Where the old `_id` element is (the elements start after the length), else the end.
+    let mut start = 4;
+    let mut old = (bytes.len() - 1, bytes.len() - 1);
+    for element in value.iter_elements() {
+        let element = element.map_err(invalid)?;
+        // Its type, its key and the key's NUL, its value.
+        let size = 1 + element.key().len() + 1 + element.len();
+        if element.key() == "_id" {
+            old = (start, start + size);
+            break;
+        }
+        start += size;
+    }
+    let mut one = raw_with_capacity(64);
+    one.append_ref("_id", id);
+    let new = &one.as_bytes()[4..one.as_bytes().len() - 1];
+    let mut out = Vec::with_capacity(bytes.len() - (old.1 - old.0) + new.len());
+    out.extend_from_slice(&bytes[..old.0]);
+    out.extend_from_slice(new);
+    out.extend_from_slice(&bytes[old.1..]);
+    let len = i32::try_from(out.len())
+        .map_err(|_| error("the value with its new `_id` is too large for BSON"))?;
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    RawDocumentBuf::from_bytes(out).map_err(invalid)
 }
 
 /// A raw value as a [`Bson`] (small values: ids, fields an id is made of).

@@ -323,5 +323,14 @@ impl std::error::Error for RecordError {}
 
 pub use crate::codec::extjson::read::MAX_NESTING_DEPTH;
 
+/// An empty raw document with room for `capacity` bytes, so that appending to it does not
+/// grow it.
+pub fn raw_with_capacity(capacity: usize) -> RawDocumentBuf {
+    let mut bytes = Vec::with_capacity(capacity);
+    bytes.extend_from_slice(&5i32.to_le_bytes());
+    bytes.push(0);
+    RawDocumentBuf::from_bytes(bytes).unwrap_or_default()
+}
+
 /// MongoDB's largest document, 16 MiB.
 pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;

@@ -30,10 +30,13 @@
 //! operator (a document with a `$` key) or as a pattern (a regex) is refused, so a crafted
 //! record cannot make a delete or update match some other document.
 
+use bson::spec::ElementType;
 use bson::{doc, Bson, DateTime, Document, RawBson, RawBsonRef, RawDocument, RawDocumentBuf};
 
 use super::id::{key_id, raw_to_bson};
-use super::model::{RawWrite, RecordError, SinkRecord, Stage, UpdateSpec, WriteOp};
+use super::model::{
+    raw_with_capacity, RawWrite, RecordError, SinkRecord, Stage, UpdateSpec, WriteOp,
+};
 use super::paths::get_path;
 use crate::config::{DeleteWriteModel, SinkConfig, WriteModelKind};
 
@@ -168,8 +171,9 @@ impl WriteModelBuilder {
             }
             WriteModelKind::UpdateOne => {
                 let filter = raw_id_filter(&value)?;
-                let mut update = RawDocumentBuf::new();
-                update.append("$set", without_raw(&value, &["_id"], None)?);
+                let set = without_raw(&value, &["_id"], None)?;
+                let mut update = raw_with_capacity(set.as_bytes().len() + 16);
+                update.append_ref("$set", &set);
                 RawWrite::Update {
                     filter,
                     update: RawBson::Document(update),
@@ -179,8 +183,8 @@ impl WriteModelBuilder {
             WriteModelKind::UpdateOneTimestamps => {
                 let filter = raw_id_filter(&value)?;
                 let set = without_raw(&value, &["_id", INSERTED_FIELD], Some(now))?;
-                let mut update = RawDocumentBuf::new();
-                update.append("$set", set);
+                let mut update = raw_with_capacity(set.as_bytes().len() + 64);
+                update.append_ref("$set", &set);
                 let mut inserted = RawDocumentBuf::new();
                 inserted.append(INSERTED_FIELD, now);
                 update.append("$setOnInsert", inserted);
@@ -275,30 +279,51 @@ fn raw_id_filter(value: &RawDocument) -> Result<RawDocumentBuf, RecordError> {
 }
 
 /// `value` without the fields `skip`, with `_modifiedTS` set to `modified` when given (in
-/// its place when the value has it, else last: where [`Document::insert`] puts it).
+/// its place when the value has it, else last: where [`Document::insert`] puts it). The
+/// fields kept are copied as they are, byte for byte, into a buffer sized once.
 fn without_raw(
     value: &RawDocument,
     skip: &[&str],
     modified: Option<DateTime>,
 ) -> Result<RawDocumentBuf, RecordError> {
-    let mut out = RawDocumentBuf::new();
+    let invalid = |e: bson::raw::Error| error(format!("the document is not valid BSON: {e}"));
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len() + MODIFIED_FIELD.len() + 10);
+    out.extend_from_slice(&[0; 4]);
+    let date = |out: &mut Vec<u8>, now: DateTime| {
+        out.push(ElementType::DateTime as u8);
+        out.extend_from_slice(MODIFIED_FIELD.as_bytes());
+        out.push(0);
+        out.extend_from_slice(&now.timestamp_millis().to_le_bytes());
+    };
     let mut stamped = false;
-    for field in value.iter() {
-        let (key, field) =
-            field.map_err(|e| error(format!("the document is not valid BSON: {e}")))?;
+    // Each element: its type, its key and the key's NUL, its value (after the length).
+    let mut start = 4;
+    for element in value.iter_elements() {
+        let element = element.map_err(invalid)?;
+        let key = element.key();
+        let end = start + 1 + key.len() + 1 + element.len();
         match modified {
             Some(now) if key == MODIFIED_FIELD => {
-                out.append(key, now);
+                date(&mut out, now);
                 stamped = true;
             }
             _ if skip.contains(&key) => {}
-            _ => out.append_ref(key, field),
+            _ => out.extend_from_slice(
+                bytes
+                    .get(start..end)
+                    .ok_or_else(|| error("the document is not valid BSON: a field past its end"))?,
+            ),
         }
+        start = end;
     }
     if let (Some(now), false) = (modified, stamped) {
-        out.append(MODIFIED_FIELD, now);
+        date(&mut out, now);
     }
-    Ok(out)
+    out.push(0);
+    let len = i32::try_from(out.len()).map_err(|_| error("the document is too large for BSON"))?;
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    RawDocumentBuf::from_bytes(out).map_err(invalid)
 }
 
 fn value_id(value: &Document) -> Result<Bson, RecordError> {

@@ -1,22 +1,29 @@
 //! Extended JSON text → raw BSON in one pass, without building a JSON tree or a
 //! [`Document`](bson::Document) first.
 //!
-//! Plain fields are written straight into the [`RawDocumentBuf`] as the parser meets them.
-//! An object whose first key starts with `$` is an extended JSON wrapper (`{"$oid": ...}`,
-//! `{"$date": ...}`): that small object alone goes through the `bson` crate's own reading,
-//! so every wrapper means exactly what it means there. Whatever this reader does not take
-//! the same way as `Bson::try_from(serde_json::Value)` (invalid JSON, a duplicate key, a key
-//! holding NUL, a `$` key after a plain one, a top-level `$` key, a wrapper that nests, more
-//! than MongoDB's 100 levels) answers `None`, and the
-//! caller reads the text the slow way, which says what is wrong. So the two readers agree on
-//! every text, which `tests::agrees_with_the_tree_reader` checks.
+//! Every value is written straight into one buffer as the parser meets it: a nested document
+//! or array reserves its length, is filled in place and has its length patched at its end
+//! (no buffer per document or array, no string per array element), and the element's type
+//! byte is set once its value is read. An object whose first key starts with `$` is an
+//! extended JSON wrapper (`{"$oid": ...}`, `{"$date": ...}`): that small object alone goes
+//! through the `bson` crate's own reading, so every wrapper means exactly what it means
+//! there. Whatever this reader does not take the same way as
+//! `Bson::try_from(serde_json::Value)` (invalid JSON, a duplicate key, a key holding NUL, a
+//! `$` key after a plain one, a top-level `$` key, a wrapper that nests, more than MongoDB's
+//! 100 levels) answers `None`, and the caller reads the text the slow way, which says what is
+//! wrong. So the two readers agree on every text, which `tests::agrees_with_the_tree_reader`
+//! checks.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use bson::oid::ObjectId;
-use bson::{Bson, DateTime, RawArrayBuf, RawBson, RawBsonRef, RawDocumentBuf};
-use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+use bson::spec::ElementType;
+use bson::{Bson, DateTime, RawBson, RawBsonRef, RawDocumentBuf};
+use serde::de::{
+    DeserializeSeed, Deserializer, Error as _, IntoDeserializer, MapAccess, SeqAccess, Visitor,
+};
+use serde::Deserialize;
 
 /// MongoDB's nesting limit for documents: deeper ones are refused by the server, so the
 /// sink refuses them while decoding (which also bounds the decoder's recursion).
@@ -26,15 +33,120 @@ pub const MAX_NESTING_DEPTH: usize = 100;
 /// keys (both checked while it is written); `None` when the text is not one this reader
 /// takes (see the module doc).
 pub fn document(bytes: &[u8]) -> Option<RawDocumentBuf> {
+    // BSON takes about as many bytes as the JSON it is read from: one allocation, mostly.
+    let mut out = Out {
+        buf: Vec::with_capacity(bytes.len()),
+        keys: Vec::with_capacity(16),
+    };
     let mut parser = serde_json::Deserializer::from_slice(bytes);
-    let doc = (&mut parser).deserialize_map(TopLevel).ok()?;
+    (&mut parser)
+        .deserialize_map(TopLevel { out: &mut out })
+        .ok()?;
     parser.end().ok()?;
-    Some(doc)
+    RawDocumentBuf::from_bytes(out.buf).ok()
 }
 
 /// Gives up on the fast reading; the caller reads the text the slow way.
 fn give_up<E: serde::de::Error>() -> E {
     E::custom("not for the one-pass reader")
+}
+
+/// The BSON being written, and where the keys of the documents still open are in it.
+struct Out {
+    buf: Vec<u8>,
+    /// The byte range of each key of the open documents, innermost last: a new key is
+    /// checked against those of its own document (from the mark its `fill` took).
+    keys: Vec<(usize, usize)>,
+}
+
+impl Out {
+    /// Reserves a document's (or array's) length; [`Self::close`] writes it.
+    fn open(&mut self) -> usize {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        at
+    }
+
+    /// Ends the document opened at `at` and writes its length.
+    fn close<E: serde::de::Error>(&mut self, at: usize) -> Result<(), E> {
+        self.buf.push(0);
+        let len = i32::try_from(self.buf.len() - at).map_err(|_| give_up::<E>())?;
+        self.buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        Ok(())
+    }
+
+    /// Starts an element named `key`, its type left to [`Self::typed`]; where the type goes.
+    fn element(&mut self, key: &[u8]) -> usize {
+        let at = self.buf.len();
+        self.buf.push(0);
+        self.buf.extend_from_slice(key);
+        self.buf.push(0);
+        at
+    }
+
+    /// [`Self::element`] for the array element at `index`, named by its decimal digits.
+    fn index(&mut self, index: usize) -> usize {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        let mut rest = index;
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        self.element(&digits[start..])
+    }
+
+    fn typed(&mut self, at: usize, kind: ElementType) {
+        self.buf[at] = kind as u8;
+    }
+
+    /// An integer as the slow reader types it: int32 when it fits, else int64.
+    fn integer(&mut self, v: i64) -> ElementType {
+        match i32::try_from(v) {
+            Ok(small) => {
+                self.buf.extend_from_slice(&small.to_le_bytes());
+                ElementType::Int32
+            }
+            Err(_) => {
+                self.buf.extend_from_slice(&v.to_le_bytes());
+                ElementType::Int64
+            }
+        }
+    }
+
+    fn double(&mut self, v: f64) -> ElementType {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        ElementType::Double
+    }
+
+    fn string(&mut self, v: &str) {
+        // A BSON string's length counts its NUL; `i32` bounds it as the `bson` crate does.
+        self.buf
+            .extend_from_slice(&((v.len() + 1) as i32).to_le_bytes());
+        self.buf.extend_from_slice(v.as_bytes());
+        self.buf.push(0);
+    }
+
+    /// Writes `value`'s bytes as the `bson` crate writes them (the rare wrapper values).
+    fn value(&mut self, value: RawBsonRef<'_>) -> ElementType {
+        let mut one = RawDocumentBuf::new();
+        one.append_ref("", value);
+        let bytes = one.as_bytes();
+        // Length (4), type (1), the empty key's NUL (1), the value, the document's NUL.
+        self.buf.extend_from_slice(&bytes[6..bytes.len() - 1]);
+        value.element_type()
+    }
+
+    /// Whether the document whose keys start at `mark` already has `key`.
+    fn has_key(&self, mark: usize, key: &[u8]) -> bool {
+        self.keys[mark..]
+            .iter()
+            .any(|&(start, end)| &self.buf[start..end] == key)
+    }
 }
 
 /// A map key, borrowed from the input when it has no escapes.
@@ -69,63 +181,68 @@ impl<'de> Visitor<'de> for Key {
 }
 
 /// The record's value itself: any `$` key is left to the slow reader.
-struct TopLevel;
+struct TopLevel<'a> {
+    out: &'a mut Out,
+}
 
-impl<'de> Visitor<'de> for TopLevel {
-    type Value = RawDocumentBuf;
+impl<'de> Visitor<'de> for TopLevel<'_> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut doc = RawDocumentBuf::new();
-        fill(&mut map, &mut doc, None, 1)?;
-        Ok(doc)
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let at = self.out.open();
+        fill(&mut map, self.out, None, 1)?;
+        self.out.close(at)
     }
 }
 
-/// Writes the fields of `map` (after `first`, already read) into `doc`, each at `depth`;
-/// gives up on a `$` key, a key holding NUL or one said twice (its last value wins in the
-/// slow reader).
+/// Writes the fields of `map` (after `first`, already read) into the open document, each at
+/// `depth`; gives up on a `$` key, a key holding NUL or one said twice (its last value wins
+/// in the slow reader).
 fn fill<'de, A: MapAccess<'de>>(
     map: &mut A,
-    doc: &mut RawDocumentBuf,
+    out: &mut Out,
     first: Option<Cow<'de, str>>,
     depth: usize,
 ) -> Result<(), A::Error> {
-    let mut keys: Vec<Cow<'de, str>> = Vec::with_capacity(8);
+    let mark = out.keys.len();
     let mut next = first;
     if next.is_none() {
         next = map.next_key_seed(Key)?;
     }
     while let Some(key) = next {
-        if key.starts_with('$') || key.contains('\0') || keys.contains(&key) {
+        let key = key.as_bytes();
+        if key.first() == Some(&b'$') || key.contains(&0) || out.has_key(mark, key) {
             return Err(give_up());
         }
-        map.next_value_seed(Field {
-            doc: &mut *doc,
-            key: &key,
+        let at = out.element(key);
+        out.keys.push((at + 1, at + 1 + key.len()));
+        let kind = map.next_value_seed(Slot {
+            out: &mut *out,
             depth,
         })?;
-        keys.push(key);
+        out.typed(at, kind);
         next = map.next_key_seed(Key)?;
     }
+    out.keys.truncate(mark);
     Ok(())
 }
 
-/// Reads one value and appends it to `doc` under `key`; `depth`: the value's, counted as
-/// the sink's depth check counts it (the record's fields are at 1).
-struct Field<'a> {
-    doc: &'a mut RawDocumentBuf,
-    key: &'a str,
+/// Reads one value (a field's or an array element's, its key already written) into the
+/// buffer, answering its type; `depth`: the value's, counted as the sink's depth check
+/// counts it (the record's fields are at 1).
+struct Slot<'a> {
+    out: &'a mut Out,
     depth: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for Field<'_> {
-    type Value = ();
+impl<'de> DeserializeSeed<'de> for Slot<'_> {
+    type Value = ElementType;
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ElementType, D::Error> {
         if self.depth > MAX_NESTING_DEPTH {
             return Err(give_up());
         }
@@ -133,191 +250,230 @@ impl<'de> DeserializeSeed<'de> for Field<'_> {
     }
 }
 
-/// An integer as the slow reader types it: int32 when it fits, else int64.
-fn integer(v: i64) -> RawBsonRef<'static> {
-    match i32::try_from(v) {
-        Ok(small) => RawBsonRef::Int32(small),
-        Err(_) => RawBsonRef::Int64(v),
-    }
-}
-
-fn unsigned(v: u64) -> RawBsonRef<'static> {
-    match i64::try_from(v) {
-        Ok(v) => integer(v),
-        // Beyond int64: a double, as `serde_json::Number::as_f64` gives it.
-        Err(_) => RawBsonRef::Double(v as f64),
-    }
-}
-
-impl<'de> Visitor<'de> for Field<'_> {
-    type Value = ();
+impl<'de> Visitor<'de> for Slot<'_> {
+    type Value = ElementType;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
-        self.doc.append_ref(self.key, RawBsonRef::Boolean(v));
-        Ok(())
+    fn visit_bool<E>(self, v: bool) -> Result<ElementType, E> {
+        self.out.buf.push(u8::from(v));
+        Ok(ElementType::Boolean)
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-        self.doc.append_ref(self.key, integer(v));
-        Ok(())
+    fn visit_i64<E>(self, v: i64) -> Result<ElementType, E> {
+        Ok(self.out.integer(v))
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-        self.doc.append_ref(self.key, unsigned(v));
-        Ok(())
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
-        self.doc.append_ref(self.key, RawBsonRef::Double(v));
-        Ok(())
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        self.doc.append_ref(self.key, RawBsonRef::String(v));
-        Ok(())
-    }
-
-    fn visit_unit<E>(self) -> Result<(), E> {
-        self.doc.append_ref(self.key, RawBsonRef::Null);
-        Ok(())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        let array = array(seq, self.depth + 1)?;
-        self.doc.append(self.key, array);
-        Ok(())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        match object(map, self.depth + 1)? {
-            RawBson::Document(child) => self.doc.append_ref(self.key, RawBsonRef::Document(&child)),
-            other => self.doc.append(self.key, other),
+    fn visit_u64<E>(self, v: u64) -> Result<ElementType, E> {
+        match i64::try_from(v) {
+            Ok(v) => Ok(self.out.integer(v)),
+            // Beyond int64: a double, as `serde_json::Number::as_f64` gives it.
+            Err(_) => Ok(self.out.double(v as f64)),
         }
-        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<ElementType, E> {
+        Ok(self.out.double(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<ElementType, E> {
+        self.out.string(v);
+        Ok(ElementType::String)
+    }
+
+    fn visit_unit<E>(self) -> Result<ElementType, E> {
+        Ok(ElementType::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ElementType, A::Error> {
+        let out = self.out;
+        let at = out.open();
+        let mut index = 0usize;
+        loop {
+            let element = out.index(index);
+            let read = seq.next_element_seed(Slot {
+                out: &mut *out,
+                depth: self.depth + 1,
+            })?;
+            match read {
+                Some(kind) => out.typed(element, kind),
+                None => {
+                    out.buf.truncate(element);
+                    break;
+                }
+            }
+            index += 1;
+        }
+        out.close(at)?;
+        Ok(ElementType::Array)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ElementType, A::Error> {
+        let out = self.out;
+        let depth = self.depth + 1;
+        let Some(first) = map.next_key_seed(Key)? else {
+            let at = out.open();
+            out.close(at)?;
+            return Ok(ElementType::EmbeddedDocument);
+        };
+        if first.starts_with('$') {
+            return wrapper(map, first, out);
+        }
+        let at = out.open();
+        fill(&mut map, out, Some(first), depth)?;
+        out.close(at)?;
+        Ok(ElementType::EmbeddedDocument)
     }
 }
 
-/// An object whose fields are at `depth`: a plain document, or the value an extended JSON
-/// wrapper stands for.
-fn object<'de, A: MapAccess<'de>>(mut map: A, depth: usize) -> Result<RawBson, A::Error> {
-    let Some(first) = map.next_key_seed(Key)? else {
-        return Ok(RawBson::Document(RawDocumentBuf::new()));
+/// An extended JSON wrapper, its first key `first` read: written as the value it stands for.
+fn wrapper<'de, A: MapAccess<'de>>(
+    mut map: A,
+    first: Cow<'de, str>,
+    out: &mut Out,
+) -> Result<ElementType, A::Error> {
+    // A wrapper (or a document of `$` keys): small; read it as the `bson` crate does.
+    let value = map.next_value_seed(FirstValue)?;
+    let second = map.next_key_seed(Key)?;
+    if let (None, WrapperValue::Text(text)) = (&second, &value) {
+        // The two wrappers of every change event, taken without the general reading;
+        // anything else about them (a bad id or date) is left to it.
+        match first.as_ref() {
+            "$oid" => {
+                if let Some(id) = object_id(text) {
+                    out.buf.extend_from_slice(&id.bytes());
+                    return Ok(ElementType::ObjectId);
+                }
+            }
+            "$date" => {
+                if let Ok(date) = DateTime::parse_rfc3339_str(text) {
+                    out.buf
+                        .extend_from_slice(&date.timestamp_millis().to_le_bytes());
+                    return Ok(ElementType::DateTime);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut object = serde_json::Map::new();
+    object.insert(first.into_owned(), value.into_json());
+    if let Some(second) = second {
+        object.insert(second.into_owned(), map.next_value()?);
+        while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
+            object.insert(key, value);
+        }
+    }
+    let value = Bson::try_from(serde_json::Value::Object(object)).map_err(A::Error::custom)?;
+    // A document of `$` keys or a code with scope nests: rare, and its depth is for the
+    // slow reader to count.
+    if matches!(
+        value,
+        Bson::Document(_) | Bson::Array(_) | Bson::JavaScriptCodeWithScope(_)
+    ) {
+        return Err(give_up());
+    }
+    let value = RawBson::try_from(value).map_err(A::Error::custom)?;
+    Ok(out.value(value.as_raw_bson_ref()))
+}
+
+/// The ObjectId of 24 hex digits (either case), as `ObjectId::parse_str` reads it but
+/// without its intermediate `Vec`; `None` for any other text.
+fn object_id(hex: &str) -> Option<ObjectId> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
     };
-    if first.starts_with('$') {
-        // A wrapper (or a document of `$` keys): small; read it as the `bson` crate does.
-        let value: serde_json::Value = map.next_value()?;
-        let second = map.next_key_seed(Key)?;
-        if second.is_none() {
-            // The two wrappers of every change event, taken without the general reading;
-            // anything else about them (a bad id or date) is left to it.
-            match (first.as_ref(), &value) {
-                ("$oid", serde_json::Value::String(hex)) => {
-                    if let Ok(id) = ObjectId::parse_str(hex) {
-                        return Ok(RawBson::ObjectId(id));
-                    }
-                }
-                ("$date", serde_json::Value::String(text)) => {
-                    if let Ok(date) = DateTime::parse_rfc3339_str(text) {
-                        return Ok(RawBson::DateTime(date));
-                    }
-                }
-                _ => {}
-            }
-        }
-        let mut object = serde_json::Map::new();
-        object.insert(first.into_owned(), value);
-        if let Some(second) = second {
-            object.insert(second.into_owned(), map.next_value()?);
-            while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
-                object.insert(key, value);
-            }
-        }
-        let value = Bson::try_from(serde_json::Value::Object(object)).map_err(A::Error::custom)?;
-        // A document of `$` keys or a code with scope nests: rare, and its depth is for the
-        // slow reader to count.
-        if matches!(
-            value,
-            Bson::Document(_) | Bson::Array(_) | Bson::JavaScriptCodeWithScope(_)
-        ) {
-            return Err(give_up());
-        }
-        return RawBson::try_from(value).map_err(A::Error::custom);
+    let text = hex.as_bytes();
+    if text.len() != 24 {
+        return None;
     }
-    let mut doc = RawDocumentBuf::new();
-    fill(&mut map, &mut doc, Some(first), depth)?;
-    Ok(RawBson::Document(doc))
-}
-
-/// A JSON array whose elements are at `depth`, each read as [`Element`] reads it.
-fn array<'de, A: SeqAccess<'de>>(mut seq: A, depth: usize) -> Result<RawArrayBuf, A::Error> {
-    let mut array = RawArrayBuf::new();
-    while let Some(value) = seq.next_element_seed(Element { depth })? {
-        array.push(value);
+    let mut bytes = [0u8; 12];
+    for (byte, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
+        *byte = digit(pair[0])? << 4 | digit(pair[1])?;
     }
-    Ok(array)
+    Some(ObjectId::from_bytes(bytes))
 }
 
-/// One array element, at `depth`.
-struct Element {
-    depth: usize,
+/// The value of a wrapper's first key: text (an id's hex, a date) borrowed when it can be,
+/// anything else as the JSON the `bson` crate reads.
+enum WrapperValue<'de> {
+    Text(Cow<'de, str>),
+    Json(serde_json::Value),
 }
 
-impl<'de> DeserializeSeed<'de> for Element {
-    type Value = RawBson;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawBson, D::Error> {
-        if self.depth > MAX_NESTING_DEPTH {
-            return Err(give_up());
+impl WrapperValue<'_> {
+    fn into_json(self) -> serde_json::Value {
+        match self {
+            Self::Text(text) => serde_json::Value::String(text.into_owned()),
+            Self::Json(value) => value,
         }
+    }
+}
+
+/// Reads a [`WrapperValue`].
+struct FirstValue;
+
+impl<'de> DeserializeSeed<'de> for FirstValue {
+    type Value = WrapperValue<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Element {
-    type Value = RawBson;
+/// Everything but text is read by `serde_json::Value` itself, so it is the value
+/// `map.next_value::<serde_json::Value>()` reads.
+impl<'de> Visitor<'de> for FirstValue {
+    type Value = WrapperValue<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<RawBson, E> {
-        Ok(RawBson::Boolean(v))
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(WrapperValue::Text(Cow::Borrowed(v)))
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<RawBson, E> {
-        Ok(integer(v).to_raw_bson())
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(WrapperValue::Text(Cow::Owned(v.to_owned())))
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<RawBson, E> {
-        Ok(unsigned(v).to_raw_bson())
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(WrapperValue::Text(Cow::Owned(v)))
     }
 
-    fn visit_f64<E>(self, v: f64) -> Result<RawBson, E> {
-        Ok(RawBson::Double(v))
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        serde_json::Value::deserialize(v.into_deserializer()).map(WrapperValue::Json)
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<RawBson, E> {
-        Ok(RawBson::String(v.to_owned()))
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        serde_json::Value::deserialize(v.into_deserializer()).map(WrapperValue::Json)
     }
 
-    fn visit_string<E>(self, v: String) -> Result<RawBson, E> {
-        Ok(RawBson::String(v))
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        serde_json::Value::deserialize(v.into_deserializer()).map(WrapperValue::Json)
     }
 
-    fn visit_unit<E>(self) -> Result<RawBson, E> {
-        Ok(RawBson::Null)
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        serde_json::Value::deserialize(v.into_deserializer()).map(WrapperValue::Json)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<RawBson, A::Error> {
-        array(seq, self.depth + 1).map(RawBson::Array)
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        serde_json::Value::deserialize(().into_deserializer()).map(WrapperValue::Json)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawBson, A::Error> {
-        object(map, self.depth + 1)
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        serde_json::Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+            .map(WrapperValue::Json)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        serde_json::Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            .map(WrapperValue::Json)
     }
 }
 
@@ -355,6 +511,22 @@ mod tests {
             let fast = document(text.as_bytes());
             assert!(fast.is_some(), "the one-pass reader gave up on {text}");
             assert_eq!(fast, tree(text.as_bytes()), "{text}");
+        }
+    }
+
+    #[test]
+    fn object_ids_are_read_as_the_bson_crate_reads_them() {
+        for hex in [
+            "64b7f0c2a1b2c3d4e5f60718",
+            "64B7F0C2A1B2C3D4E5F6071f",
+            "64b7f0c2a1b2c3d4e5f6071",
+            "64b7f0c2a1b2c3d4e5f607189",
+            "64b7f0c2a1b2c3d4e5f6071g",
+            "+4b7f0c2a1b2c3d4e5f60718",
+            "\u{e9}4b7f0c2a1b2c3d4e5f6071",
+            "",
+        ] {
+            assert_eq!(object_id(hex), ObjectId::parse_str(hex).ok(), "{hex}");
         }
     }
 
