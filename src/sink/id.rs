@@ -9,7 +9,7 @@ use bson::{
     RawDocumentBuf,
 };
 
-use super::model::{raw_with_capacity, RecordError, SinkRecord, Stage};
+use super::model::{element_spans, raw_with_capacity, RecordError, SinkRecord, Stage};
 use super::paths::{allow_paths, block_paths, get_path, has_wildcard};
 use crate::config::{IdProjection, IdStrategy, SinkConfig, UuidRepresentation};
 
@@ -195,18 +195,14 @@ impl IdAssigner {
 fn with_id(value: &RawDocument, id: RawBsonRef<'_>) -> Result<RawDocumentBuf, RecordError> {
     let invalid = |e: bson::raw::Error| error(format!("the value is not valid BSON: {e}"));
     let bytes = value.as_bytes();
-    // Where the old `_id` element is (the elements start after the length), else the end.
-    let mut start = 4;
+    // Where the old `_id` element is, else the end.
     let mut old = (bytes.len() - 1, bytes.len() - 1);
-    for element in value.iter_elements() {
-        let element = element.map_err(invalid)?;
-        // Its type, its key and the key's NUL, its value.
-        let size = 1 + element.key().len() + 1 + element.len();
+    for element in element_spans(value) {
+        let (element, span) = element.map_err(invalid)?;
         if element.key() == "_id" {
-            old = (start, start + size);
+            old = (span.start, span.end);
             break;
         }
-        start += size;
     }
     let mut one = raw_with_capacity(64);
     one.append_ref("_id", id);

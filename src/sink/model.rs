@@ -7,6 +7,7 @@
 //! batch the ops into bulk writes.
 
 use std::fmt;
+use std::ops::Range;
 
 use bson::{Bson, Document, RawArrayBuf, RawBson, RawDocument, RawDocumentBuf};
 
@@ -330,6 +331,23 @@ pub fn raw_with_capacity(capacity: usize) -> RawDocumentBuf {
     bytes.extend_from_slice(&5i32.to_le_bytes());
     bytes.push(0);
     RawDocumentBuf::from_bytes(bytes).unwrap_or_default()
+}
+
+/// The elements of `value`, each with where it lies in `value.as_bytes()` (its type, its key
+/// and the key's NUL, its value), so that a kept element is copied as it is.
+pub fn element_spans(
+    value: &RawDocument,
+) -> impl Iterator<Item = Result<(bson::raw::RawElement<'_>, Range<usize>), bson::raw::Error>> + '_
+{
+    // The elements start after the document's length.
+    let mut start = 4;
+    value.iter_elements().map(move |element| {
+        let element = element?;
+        let end = start + 1 + element.key().len() + 1 + element.len();
+        let span = start..end;
+        start = end;
+        Ok((element, span))
+    })
 }
 
 /// MongoDB's largest document, 16 MiB.

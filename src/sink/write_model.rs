@@ -35,7 +35,7 @@ use bson::{doc, Bson, DateTime, Document, RawBson, RawBsonRef, RawDocument, RawD
 
 use super::id::{key_id, raw_to_bson};
 use super::model::{
-    raw_with_capacity, RawWrite, RecordError, SinkRecord, Stage, UpdateSpec, WriteOp,
+    element_spans, raw_with_capacity, RawWrite, RecordError, SinkRecord, Stage, UpdateSpec, WriteOp,
 };
 use super::paths::get_path;
 use crate::config::{DeleteWriteModel, SinkConfig, WriteModelKind};
@@ -297,12 +297,9 @@ fn without_raw(
         out.extend_from_slice(&now.timestamp_millis().to_le_bytes());
     };
     let mut stamped = false;
-    // Each element: its type, its key and the key's NUL, its value (after the length).
-    let mut start = 4;
-    for element in value.iter_elements() {
-        let element = element.map_err(invalid)?;
+    for element in element_spans(value) {
+        let (element, span) = element.map_err(invalid)?;
         let key = element.key();
-        let end = start + 1 + key.len() + 1 + element.len();
         match modified {
             Some(now) if key == MODIFIED_FIELD => {
                 date(&mut out, now);
@@ -311,11 +308,10 @@ fn without_raw(
             _ if skip.contains(&key) => {}
             _ => out.extend_from_slice(
                 bytes
-                    .get(start..end)
+                    .get(span)
                     .ok_or_else(|| error("the document is not valid BSON: a field past its end"))?,
             ),
         }
-        start = end;
     }
     if let (Some(now), false) = (modified, stamped) {
         date(&mut out, now);
