@@ -2,8 +2,8 @@
 //! Connector, in one run, on the local services. Run through `scripts/bench.sh`; arguments:
 //! `<daemon binary> <results dir> [<connect.sh>]` (without `connect.sh`, no peer runs).
 //!
-//! Scenarios (N from `BENCH_DOCS`, default 5000, but see "Sized by time" below; the ~1 KB
-//! documents of `benches/common`):
+//! Scenarios (each part's N sized by time, see below, or `BENCH_DOCS`; the ~1 KB documents
+//! of `benches/common`):
 //! - source: N inserts → records readable in Kafka: events/s, p50/p99 latency from the insert
 //!   call to the record being read (each document carries its insert wall-clock time), peak
 //!   RSS and CPU. Baselines: the driver alone draining a change stream of the same inserts,
@@ -35,25 +35,33 @@
 //!   by 1, 2 and 3 daemons sharing its slots (`docs/scaling-out.md`).
 //!
 //! Every source or sink run first moves N/5 documents unmeasured (a JVM compiles its hot paths
-//! meanwhile), and the MongoDB stand-in gets the same warm-up before the first run. CPU time
-//! and peak RSS come from /proc of the daemon or the Connect worker.
+//! meanwhile), and the MongoDB stand-in gets 1000 (a fifth of `BENCH_DOCS`) before the first
+//! run, sizing runs included. CPU time and peak RSS come from /proc of the daemon or the
+//! Connect worker.
 //!
-//! Sized by time (the sink parts, `sink` and `scale-sink`): without `BENCH_DOCS`, a sizing
-//! run first moves 5000 documents through the daemon's 8-partition sink (20,000 and so on
-//! while its measured part lasts under a fifth of the time wanted: a short run's rate is
-//! short of the steady state), and its measured rate picks the N of every sink run so that
-//! its measured part (four fifths of N) lasts about `BENCH_SECONDS` (default 10) at that
-//! rate: at least 5000, and at most what half the
-//! stand-in's heap holds (`MONGO_HEAP`, as given to `services.sh`, `4g` by default; the
-//! stand-in keeps every write in its oplog, about 4.5 KB of heap a document, and the sink
-//! parts write about 7 N: three driver baselines, the daemon at 1, 8 and 32 partitions and
-//! the connector). The driver baselines, the connector and the 1/8/32-partition runs all
-//! move that same N. The other parts keep their count (`BENCH_DOCS` or 5000).
+//! Sized by time: without `BENCH_DOCS` (which forces every part's N), each part picks its N
+//! so that its measured runs last about `BENCH_SECONDS` (default 10): a sizing run of the
+//! part's daemon moves 5000 documents (20,000 and so on while its measured part lasts under a
+//! fifth of the time wanted: a short run's rate is short of the steady state), and its rate
+//! gives N, at least 5000. The sizing runs: the daemon on one collection for `source` (whose
+//! N the `formats` and the 1-collection scale run move too), the copy with one worker for
+//! `copy`, the daemon on 10 and on 100 collections and the database stream on 100 for
+//! `scale-source` (N the total spread over the collections), the daemon on 12 collections for
+//! `scale-out`, the daemon's 8-partition sink for `sink` and `scale-sink`. A source or copy
+//! run's measured part is its N (the source's warm-up fifth comes on top), a sink run's four
+//! fifths of N. Each part's baselines and peer move the part's N. N is capped by what the
+//! stand-in's heap holds (`MONGO_HEAP`, as given to `services.sh`, `4g` by default; it keeps
+//! every write in its oplog, about 4.5 KB of heap a document): half the heap for the sink
+//! parts, which write about 7 N (three driver baselines, the daemon at 1, 8 and 32 partitions
+//! and the connector), and three eighths (seven when no sink part runs) for the others,
+//! shared by every document they insert (about 27 per document of N with all of them: each
+//! source run and its warm-up, the drains, the copies, one per sizing), so a full run at 4g
+//! caps those parts' N near 13,000; give the stand-in more heap for longer runs.
 //!
 //! Environment: `KAFKA_BOOTSTRAP` and `MONGODB_URI` (required), `BENCH_DOCS`,
 //! `BENCH_SECONDS`, `MONGO_HEAP`,
 //! `BENCH_ONLY` (comma-separated: `source`, `sink`, `copy`, `formats`, `scale`,
-//! `scale-source`, `scale-sink`),
+//! `scale-source`, `scale-sink`, `scale-out`),
 //! `BENCH_SCALE=0`, `BENCH_SCALE_COLLECTIONS` (the scale-source runs, comma-separated: `1`,
 //! `10`, `100`, `100db` for the 100 through one database stream; all by default), `CONNECT_PORT`; to investigate: `BENCH_PERF=1` (`perf record` each daemon
 //! run into the results folder), `BENCH_DAEMON_LOG=<folder>` (keep the daemons' logs),
@@ -105,9 +113,13 @@ struct Bench {
     binary: PathBuf,
     connect: Option<PathBuf>,
     connect_port: u16,
-    /// Documents per run: `BENCH_DOCS`, or for the sink parts as many as last about
-    /// `BENCH_SECONDS` (see [`Bench::size_sink`]).
-    n: std::sync::atomic::AtomicUsize,
+    /// `BENCH_DOCS`: every part's N; without it each part is sized by time
+    /// ([`Bench::part_docs`]).
+    forced: Option<usize>,
+    /// `BENCH_SECONDS`: how long a sized part's measured runs last.
+    seconds: f64,
+    /// The most documents a source-side part may move (what the stand-in's heap holds).
+    source_cap: usize,
     clock_ticks: f64,
     /// Record the daemon's runs with `perf` (`BENCH_PERF=1`).
     perf: bool,
@@ -347,6 +359,8 @@ enum Mover {
 #[derive(Default, Clone)]
 struct Run {
     rate: f64,
+    /// How long the measured part lasted, seconds (what sizing by time aims at).
+    measured_s: f64,
     p50_ms: f64,
     p99_ms: f64,
     /// The p50 of the MongoDB side: insert → `produce` call (a run through Kafka only).
@@ -476,20 +490,6 @@ impl Bench {
             .set("enable.idempotence", "true")
             .set("queue.buffering.max.kbytes", "16384")
             .create()?)
-    }
-
-    /// Documents per run now.
-    fn n(&self) -> usize {
-        self.n.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn set_n(&self, n: usize) {
-        self.n.store(n, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Documents moved before the measured phase of a source or sink run.
-    fn warmup(&self) -> usize {
-        self.n() / 5
     }
 
     fn cpu_ms(&self, ticks: f64) -> f64 {
@@ -639,14 +639,27 @@ async fn wait_for(
     }
 }
 
+/// Documents moved before the measured phase of a source or sink run of `n`.
+fn warmup_docs(n: usize) -> usize {
+    n / 5
+}
+
+/// The collections a source run watches, and their topics.
+struct Watched {
+    db_name: String,
+    names: Vec<String>,
+    collections: Vec<mongodb::Collection<Document>>,
+    topics: Vec<String>,
+}
+
 impl Bench {
-    /// Copies one collection of N documents with `parallelism` workers: documents/s from the
+    /// Copies one collection of `n` documents with `parallelism` workers: documents/s from the
     /// daemon's start until every copy is readable in Kafka.
-    async fn copy(&self, parallelism: usize) -> Result<Run, Error> {
+    async fn copy(&self, parallelism: usize, n: usize) -> Result<Run, Error> {
         let db_name = unique("benchcopy");
         let db = self.client.database(&db_name);
         let coll = db.collection::<Document>("c");
-        insert_spread(std::slice::from_ref(&coll), self.n(), false).await?;
+        insert_spread(std::slice::from_ref(&coll), n, false).await?;
         let topic = format!("{db_name}.c");
         self.create_topics(std::slice::from_ref(&topic), 4).await?;
         let consumer = self.consumer()?;
@@ -666,7 +679,7 @@ impl Bench {
                     unique("benchcopy")
                 ),
             )?;
-            wait_for("copies in Kafka", self.n(), async || {
+            wait_for("copies in Kafka", n, async || {
                 tally
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -676,7 +689,8 @@ impl Bench {
             .await?;
             let elapsed = started.elapsed().as_secs_f64();
             Ok::<_, Error>(Run {
-                rate: self.n() as f64 / elapsed,
+                rate: n as f64 / elapsed,
+                measured_s: elapsed,
                 rss_mib: peak_rss_mib(process.pid()),
                 ..Run::default()
             })
@@ -688,8 +702,9 @@ impl Bench {
         outcome
     }
 
-    /// The source scenario with `k` collections, moved by `mover`.
-    async fn source(&self, mover: Mover, k: usize) -> Result<Run, Error> {
+    /// The source scenario with `k` collections, `n` documents spread over them, moved by
+    /// `mover`.
+    async fn source(&self, mover: Mover, k: usize, n: usize) -> Result<Run, Error> {
         let db_name = unique("benchsrc");
         let db = self.client.database(&db_name);
         let names: Vec<String> = (0..k).map(|i| format!("c{i}")).collect();
@@ -699,33 +714,27 @@ impl Bench {
         }
         let topics: Vec<String> = names.iter().map(|c| format!("{db_name}.{c}")).collect();
         self.create_topics(&topics, 1).await?;
-        let result = self
-            .source_run(mover, &db_name, &names, &collections, &topics)
-            .await;
-        self.delete_topics(&topics).await;
+        let watched = Watched {
+            db_name,
+            names,
+            collections,
+            topics,
+        };
+        let result = self.source_run(mover, &watched, n).await;
+        self.delete_topics(&watched.topics).await;
         let _ = db.drop().await;
         result
     }
 
-    async fn source_run(
-        &self,
-        mover: Mover,
-        db_name: &str,
-        names: &[String],
-        collections: &[mongodb::Collection<Document>],
-        topics: &[String],
-    ) -> Result<Run, Error> {
+    async fn source_run(&self, mover: Mover, watched: &Watched, n: usize) -> Result<Run, Error> {
+        let Watched { db_name, names, .. } = watched;
         let pipeline = unique("bench");
         // With `Mover::Instances`, the daemons besides the measured one (CPU and RSS are the
         // first's); they stop when dropped, after the measurement.
         let mut others = Vec::new();
         let process = match mover {
             // Nothing to start: the baseline moves the events itself.
-            Mover::Forward => {
-                return self
-                    .source_forward(db_name, names, collections, topics)
-                    .await
-            }
+            Mover::Forward => return self.source_forward(watched, n).await,
             Mover::Daemon => {
                 let list: Vec<String> = names.iter().map(|c| format!("\"{c}\"")).collect();
                 self.daemon(&format!("source-{}", names.len()), &format!(
@@ -791,26 +800,26 @@ impl Bench {
             _ => None,
         };
         let run = self
-            .source_measure(Some(&process), collections, topics, decode)
+            .source_measure(Some(&process), watched, decode, n)
             .await?;
         drop(process);
         drop(others);
         Ok(run)
     }
 
-    /// Reads `topics` from their beginning (values decoded by `decode` when given) while the
-    /// inserts into `collections` run, and measures them; `process` is what moves them, for
-    /// its CPU, RSS and hops.
+    /// Reads the `watched` topics from their beginning (values decoded by `decode` when given)
+    /// while `n` inserts into its collections run, and measures them; `process` is what moves
+    /// them, for its CPU, RSS and hops.
     async fn source_measure(
         &self,
         process: Option<&Process>,
-        collections: &[mongodb::Collection<Document>],
-        topics: &[String],
+        watched: &Watched,
         decode: Option<Decoder>,
+        n: usize,
     ) -> Result<Run, Error> {
         let consumer = self.consumer()?;
         let mut assignment = TopicPartitionList::new();
-        for topic in topics {
+        for topic in &watched.topics {
             assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
         }
         consumer.assign(&assignment)?;
@@ -819,9 +828,7 @@ impl Bench {
             ..Tally::default()
         }));
         let reader = spawn_reader(consumer, tally.clone());
-        let outcome = self
-            .source_tally(process, collections, topics, &tally)
-            .await;
+        let outcome = self.source_tally(process, watched, &tally, n).await;
         reader.abort();
         outcome
     }
@@ -830,10 +837,11 @@ impl Bench {
     async fn source_tally(
         &self,
         process: Option<&Process>,
-        collections: &[mongodb::Collection<Document>],
-        topics: &[String],
+        watched: &Watched,
         tally: &Arc<Mutex<Tally>>,
+        n: usize,
     ) -> Result<Run, Error> {
+        let (collections, topics) = (&watched.collections, &watched.topics);
         // Warm-up: the run starts once every watched collection's change stream delivered.
         let started = Instant::now();
         let mut round = 0;
@@ -861,7 +869,7 @@ impl Bench {
         }
         // Then a fifth of the documents, unmeasured: a JVM compiles its hot paths first.
         let seen = tally.lock().unwrap_or_else(|p| p.into_inner()).warm_records;
-        let warm = self.warmup() / collections.len() * collections.len();
+        let warm = warmup_docs(n) / collections.len() * collections.len();
         insert_spread(collections, warm, true).await?;
         wait_for("warm-up records in Kafka", seen + warm, async || {
             tally.lock().unwrap_or_else(|p| p.into_inner()).warm_records
@@ -872,8 +880,8 @@ impl Bench {
         let cpu_before = pid.map_or(0.0, cpu_ticks);
         let hops_before = process.and_then(Process::hops);
         let started = Instant::now();
-        insert_spread(collections, self.n(), false).await?;
-        let total = (self.n() / collections.len()) * collections.len();
+        insert_spread(collections, n, false).await?;
+        let total = (n / collections.len()) * collections.len();
         wait_for("records in Kafka", total, async || {
             tally
                 .lock()
@@ -895,6 +903,7 @@ impl Bench {
         let elapsed = tally.last.unwrap_or_else(Instant::now) - started;
         Ok(Run {
             rate: total as f64 / elapsed.as_secs_f64(),
+            measured_s: elapsed.as_secs_f64(),
             p50_ms: percentile(&latencies, 50.0),
             p99_ms: percentile(&latencies, 99.0),
             p50_to_kafka_ms: percentile(&to_kafka, 50.0),
@@ -970,6 +979,7 @@ impl Bench {
         let elapsed = tally.last.unwrap_or_else(Instant::now) - started;
         Ok(Run {
             rate: total as f64 / elapsed.as_secs_f64(),
+            measured_s: elapsed.as_secs_f64(),
             p50_ms: percentile(&latencies, 50.0),
             p99_ms: percentile(&latencies, 99.0),
             ..Run::default()
@@ -980,19 +990,13 @@ impl Bench {
     /// per collection (`k` of them) and hands each inserted document, as canonical extended
     /// JSON, straight to a producer with the daemon's settings (no acknowledgement awaited,
     /// no checkpoint); latency is measured as the daemon's is, by a consumer.
-    async fn source_forward(
-        &self,
-        db_name: &str,
-        names: &[String],
-        collections: &[mongodb::Collection<Document>],
-        topics: &[String],
-    ) -> Result<Run, Error> {
+    async fn source_forward(&self, watched: &Watched, n: usize) -> Result<Run, Error> {
         let reader = mongodb::Client::with_uri_str(&self.mongo).await?;
         let producer = self.producer()?;
         let mut forwards = Vec::new();
-        for (name, topic) in names.iter().zip(topics) {
+        for (name, topic) in watched.names.iter().zip(&watched.topics) {
             let mut stream = reader
-                .database(db_name)
+                .database(&watched.db_name)
                 .collection::<Document>(name)
                 .watch()
                 .max_await_time(Duration::from_millis(100))
@@ -1018,16 +1022,16 @@ impl Bench {
                 }
             }));
         }
-        let outcome = self.source_measure(None, collections, topics, None).await;
+        let outcome = self.source_measure(None, watched, None, n).await;
         for forward in forwards {
             forward.abort();
         }
         outcome
     }
 
-    /// Baseline: rdkafka alone produces N change events of the source's size and format, at
+    /// Baseline: rdkafka alone produces `n` change events of the source's size and format, at
     /// the daemon's producer settings, awaiting every delivery.
-    async fn produce(&self) -> Result<f64, Error> {
+    async fn produce(&self, n: usize) -> Result<f64, Error> {
         let topic = unique("benchraw");
         self.create_topics(std::slice::from_ref(&topic), 1).await?;
         let producer = self.producer()?;
@@ -1035,8 +1039,8 @@ impl Bench {
             &mongodb::bson::Bson::Document(common::insert_event(0)).into_canonical_extjson(),
         )?;
         let started = Instant::now();
-        let mut deliveries = Vec::with_capacity(self.n());
-        for i in 0..self.n() {
+        let mut deliveries = Vec::with_capacity(n);
+        for i in 0..n {
             let key = format!("{{\"_id\": {{\"$numberLong\": \"{i}\"}}}}");
             deliveries.push(send(&producer, &topic, &key, &value).await);
         }
@@ -1046,20 +1050,20 @@ impl Bench {
                 _ => return Err("a baseline record was not delivered".into()),
             }
         }
-        let rate = self.n() as f64 / started.elapsed().as_secs_f64();
+        let rate = n as f64 / started.elapsed().as_secs_f64();
         self.delete_topics(&[topic]).await;
         Ok(rate)
     }
 
-    /// Fills a new topic of `partitions` partitions with N documents as relaxed JSON,
+    /// Fills a new topic of `partitions` partitions with `n` documents as relaxed JSON,
     /// keyed by `_id`.
-    async fn preload(&self, partitions: i32) -> Result<String, Error> {
+    async fn preload(&self, partitions: i32, n: usize) -> Result<String, Error> {
         let topic = unique(&format!("benchsink{partitions}"));
         self.create_topics(std::slice::from_ref(&topic), partitions)
             .await?;
         let producer = self.producer()?;
-        let mut deliveries = Vec::with_capacity(self.n());
-        for i in 0..self.n() as i64 {
+        let mut deliveries = Vec::with_capacity(n);
+        for i in 0..n as i64 {
             let value = serde_json::to_vec(
                 &mongodb::bson::Bson::Document(common::document(i, 0)).into_relaxed_extjson(),
             )?;
@@ -1075,8 +1079,15 @@ impl Bench {
         Ok(topic)
     }
 
-    /// The sink scenario: the preloaded `topic` → a new collection, moved by `mover`.
-    async fn sink(&self, mover: Mover, topic: &str, partitions: i32) -> Result<Run, Error> {
+    /// The sink scenario: the preloaded `topic` (`n` records) → a new collection, moved by
+    /// `mover`.
+    async fn sink(
+        &self,
+        mover: Mover,
+        topic: &str,
+        partitions: i32,
+        n: usize,
+    ) -> Result<Run, Error> {
         let db_name = unique("benchsinkdb");
         let pipeline = unique("bench");
         let process = match mover {
@@ -1107,10 +1118,10 @@ impl Bench {
         let outcome = async {
             // The clock starts once a fifth of the documents is written: start-up, the group
             // join and a JVM's compilation of its hot paths are not the steady state compared.
-            let warm = self.warmup();
+            let warm = warmup_docs(n);
             let mut first: Option<(Instant, usize)> = None;
             let mut cpu_before = cpu_ticks(pid);
-            wait_for("documents in MongoDB", self.n(), async || {
+            wait_for("documents in MongoDB", n, async || {
                 let count = coll.estimated_document_count().await.unwrap_or(0) as usize;
                 if count >= warm && first.is_none() {
                     first = Some((Instant::now(), count));
@@ -1119,11 +1130,13 @@ impl Bench {
                 count
             })
             .await?;
-            let (at, from) = first.unwrap_or((Instant::now(), self.n()));
-            let moved = (self.n() - from).max(1);
+            let (at, from) = first.unwrap_or((Instant::now(), n));
+            let moved = n.saturating_sub(from).max(1);
             let cpu = cpu_ticks(pid) - cpu_before;
+            let measured_s = at.elapsed().as_secs_f64();
             Ok::<_, Error>(Run {
-                rate: moved as f64 / at.elapsed().as_secs_f64(),
+                rate: moved as f64 / measured_s,
+                measured_s,
                 rss_mib: peak_rss_mib(pid),
                 cpu_ms_per_1k: self.cpu_ms(cpu) * 1000.0 / moved as f64,
                 ..Run::default()
@@ -1135,53 +1148,82 @@ impl Bench {
         outcome
     }
 
-    /// Sizes the sink parts by time: the daemon's 8-partition sink moves
-    /// [`SINK_SIZING_DOCS`] (four times as many again, and so on, while its measured part
-    /// lasts under a fifth of `seconds`), and its rate picks N so that each sink run's
-    /// measured part lasts about `seconds` (`BENCH_SECONDS`), capped at `cap` documents (what
-    /// the stand-in's heap holds). Every sink run, its baselines and its peer then move that N.
-    async fn size_sink(&self, seconds: f64, cap: usize) -> Result<usize, Error> {
-        let before = self.n();
-        let sized = async {
-            let mut docs = SINK_SIZING_DOCS;
-            loop {
-                self.set_n(docs);
-                let topic = self.preload(8).await?;
-                let run = self.sink(Mover::Daemon, &topic, 8).await;
-                self.delete_topics(&[topic]).await;
-                let rate = run?.rate;
-                let sized = sink_docs_for(rate, seconds, cap);
-                // A run whose measured part lasted under a fifth of the time wanted gives a
-                // rate short of the steady state (start-up, the first fetches): size again
-                // with four times the documents, within the cap.
-                let lasted = docs as f64 * 0.8 / rate.max(1.0);
-                if lasted >= seconds / 5.0 || docs * 4 > cap || sized <= docs {
-                    return Ok::<_, Error>(sized);
-                }
-                docs *= 4;
+    /// Sizes a part by time: `run` moves [`SIZING_DOCS`] (four times as many again, and so
+    /// on, while its measured part lasts under a fifth of the time wanted) and answers its
+    /// rate, which picks the part's N ([`Sizing::after`]).
+    async fn size_by_time(
+        &self,
+        sizing: Sizing,
+        mut run: impl AsyncFnMut(usize) -> Result<f64, Error>,
+    ) -> Result<usize, Error> {
+        let mut docs = SIZING_DOCS;
+        loop {
+            let rate = run(docs).await?;
+            match sizing.after(docs, rate) {
+                SizingStep::Sized(n) => return Ok(n),
+                SizingStep::Again(more) => docs = more,
             }
         }
-        .await;
-        self.set_n(before);
-        sized
     }
 
-    /// Baselines: the driver alone writes N documents in batches of [`BATCH`]: as `insert`
+    /// The N of every run of one part (its baselines and peer included): `BENCH_DOCS` when
+    /// given, else sized by time with `run` (one run of the part's daemon answering its rate),
+    /// the floor when that fails; noted in `report`.
+    async fn part_docs(
+        &self,
+        report: &mut Report,
+        part: &str,
+        sizing: Sizing,
+        run: impl AsyncFnMut(usize) -> Result<f64, Error>,
+    ) -> usize {
+        let n = match self.forced {
+            Some(n) => n,
+            None => {
+                let what = format!(
+                    "{part} sizing: documents for {} s (at most {}: MONGO_HEAP)",
+                    sizing.seconds, sizing.cap
+                );
+                let sized = report.step(&what, self.size_by_time(sizing, run)).await;
+                let n = sized.unwrap_or(SIZING_DOCS);
+                println!("{part}: {n} documents a run");
+                n
+            }
+        };
+        report.documents.insert(part.to_owned(), n);
+        n
+    }
+
+    /// The sizing of a source-side part.
+    fn source_sizing(&self) -> Sizing {
+        Sizing {
+            seconds: self.seconds,
+            cap: self.source_cap,
+            measured: SOURCE_MEASURED,
+        }
+    }
+
+    /// The N of a source-side part whose daemon runs as `mover` on `k` collections.
+    async fn source_docs(&self, report: &mut Report, part: &str, mover: Mover, k: usize) -> usize {
+        self.part_docs(report, part, self.source_sizing(), async |docs| {
+            Ok(self.source(mover, k, docs).await?.rate)
+        })
+        .await
+    }
+
+    /// Baselines: the driver alone writes `n` documents in batches of [`BATCH`]: as `insert`
     /// commands, as the `update` commands of upserting replaces by `_id` (what the daemon and
     /// the connector send), one batch after another, and those upserts from
     /// [`CONCURRENT_TASKS`] tasks at once (the daemon's own concurrency: a writer per
     /// partition, up to `WRITES_IN_FLIGHT` = 8 bulk writes in flight).
-    async fn sink_baselines(&self) -> Result<SinkBaselines, Error> {
-        let docs: Vec<Document> = (0..self.n() as i64)
-            .map(|i| common::document(i, 0))
-            .collect();
+    async fn sink_baselines(&self, n: usize) -> Result<SinkBaselines, Error> {
+        let docs: Vec<Document> = (0..n as i64).map(|i| common::document(i, 0)).collect();
         let db = self.client.database(&unique("benchbulk"));
         let coll = db.collection::<Document>("c");
         let started = Instant::now();
         for chunk in docs.chunks(BATCH) {
             coll.insert_many(chunk.to_vec()).await?;
         }
-        let insert = self.n() as f64 / started.elapsed().as_secs_f64();
+        let insert = n as f64 / started.elapsed().as_secs_f64();
         // The commands are built before the clock starts: the baseline is the driver's I/O.
         let commands = |coll: &str| -> Vec<Document> {
             docs.chunks(BATCH)
@@ -1199,7 +1241,7 @@ impl Bench {
         for command in sequential {
             db.run_command(command).await?;
         }
-        let upsert = self.n() as f64 / started.elapsed().as_secs_f64();
+        let upsert = n as f64 / started.elapsed().as_secs_f64();
         let mut lanes: Vec<Vec<Document>> = vec![Vec::new(); CONCURRENT_TASKS];
         for (i, command) in commands("p").into_iter().enumerate() {
             lanes[i % CONCURRENT_TASKS].push(command);
@@ -1220,17 +1262,15 @@ impl Bench {
         for task in tasks {
             task.await??;
         }
-        let concurrent = self.n() as f64 / started.elapsed().as_secs_f64();
+        let concurrent = n as f64 / started.elapsed().as_secs_f64();
         for name in ["u", "p"] {
             let written = db
                 .collection::<Document>(name)
                 .count_documents(doc! {})
                 .await?;
-            if written != self.n() as u64 {
+            if written != n as u64 {
                 let _ = db.drop().await;
-                return Err(
-                    format!("the {name} upsert baseline wrote {written} of {}", self.n()).into(),
-                );
+                return Err(format!("the {name} upsert baseline wrote {written} of {n}").into());
             }
         }
         let _ = db.drop().await;
@@ -1242,23 +1282,139 @@ impl Bench {
     }
 }
 
-/// Documents of the sink's sizing run (and the fewest of a sized sink run).
-const SINK_SIZING_DOCS: usize = 5_000;
+/// Documents of a part's first sizing run, and the fewest of a sized part.
+const SIZING_DOCS: usize = 5_000;
 /// Heap of the MongoDB stand-in each document written takes (it keeps every write in its
 /// oplog), to cap a sized run by what the stand-in can hold.
-const STAND_IN_BYTES_PER_DOC: u64 = 4_608;
+const STAND_IN_BYTES_PER_DOC: f64 = 4_608.0;
+/// The measured part of a sink run: four fifths of its N (the first fifth is its warm-up).
+const SINK_MEASURED: f64 = 0.8;
+/// The measured part of a source or copy run: all of its N (a source run's warm-up fifth
+/// comes on top).
+const SOURCE_MEASURED: f64 = 1.0;
+/// What a source run inserts per document of its N: the N and the warm-up fifth.
+const SOURCE_RUN_WRITES: f64 = 1.2;
+/// What a part's sizing runs insert, about, per document of the N they pick: the last one
+/// stops short of a fifth of the time wanted (a fifth of N or more for a source run at the
+/// rate it found, with its warm-up), the earlier ones add a quarter each.
+const SIZING_WRITES: f64 = 1.0;
+
+/// How a part is sized by time: its runs' measured part, `measured` of N, lasts about
+/// `seconds`, with N between [`SIZING_DOCS`] and `cap`.
+#[derive(Clone, Copy, Debug)]
+struct Sizing {
+    seconds: f64,
+    cap: usize,
+    measured: f64,
+}
+
+/// What a sizing run leads to: the part's N, or another sizing run of this many documents.
+#[derive(Debug, PartialEq)]
+enum SizingStep {
+    Sized(usize),
+    Again(usize),
+}
+
+impl Sizing {
+    /// How many documents a run needs for its measured part to last `seconds` at `rate`
+    /// documents/s, between [`SIZING_DOCS`] and `cap`.
+    fn docs_for(&self, rate: f64) -> usize {
+        let wanted = (rate * self.seconds / self.measured).ceil();
+        let wanted = if wanted.is_finite() {
+            wanted as usize
+        } else {
+            0
+        };
+        wanted.clamp(SIZING_DOCS, self.cap.max(SIZING_DOCS))
+    }
+
+    /// After a sizing run of `docs` at `rate`: N, or, when its measured part lasted under a
+    /// fifth of the time wanted (a short run's rate is short of the steady state: start-up,
+    /// the first fetches), four times the documents again, within the cap.
+    fn after(&self, docs: usize, rate: f64) -> SizingStep {
+        let sized = self.docs_for(rate);
+        let lasted = docs as f64 * self.measured / rate.max(1.0);
+        if lasted >= self.seconds / 5.0 || docs * 4 > self.cap || sized <= docs {
+            SizingStep::Sized(sized)
+        } else {
+            SizingStep::Again(docs * 4)
+        }
+    }
+}
+
+/// The most documents a part may move when `share` of the stand-in's `heap` bytes holds what
+/// its runs write, `writes_per_doc` documents per document of N.
+fn heap_cap(heap: u64, share: f64, writes_per_doc: f64) -> usize {
+    (heap as f64 * share / STAND_IN_BYTES_PER_DOC / writes_per_doc.max(1.0)) as usize
+}
+
+/// The share of the stand-in's heap for the sink parts' writes, and for the source-side
+/// parts' (source, copy, formats, scale-source, scale-out): half to the sink parts when they
+/// run, the rest of seven eighths to the others (the stand-in's own data, its warm-up and
+/// the sink's sizing runs take the last eighth).
+fn heap_shares(sink_parts: bool) -> (f64, f64) {
+    if sink_parts {
+        (0.5, 0.375)
+    } else {
+        (0.0, 0.875)
+    }
+}
 
 /// What the sink parts write per document of N: the three driver baselines, the daemon's
 /// 8-partition run, the connector's, the daemon's 1- and 32-partition runs.
-fn sink_writes_per_doc(parts: &[&str], peer: bool) -> u64 {
+fn sink_writes_per_doc(parts: &[&str], peer: bool) -> f64 {
     let mut runs = 0;
     if parts.contains(&"sink") {
-        runs += 4 + u64::from(peer);
+        runs += 4 + u32::from(peer);
     }
     if parts.contains(&"scale-sink") {
         runs += 2 + if parts.contains(&"sink") { 0 } else { 1 };
     }
-    runs.max(1)
+    f64::from(runs.max(1))
+}
+
+/// What the source-side parts insert per document of N, were every part's N the same (each
+/// is at most the same cap, so what they write together stays within it): the source runs
+/// ([`SOURCE_RUN_WRITES`]: the daemon's, the drain → rdkafka baseline's, the connector's,
+/// the formats', the 10/100-collection, database-stream and scale-out runs), the change-stream
+/// drain baselines and the copies (N each), and one sizing per sized part
+/// ([`SIZING_WRITES`]); `scales` are the scale-source runs (`1`, `10`, `100`, `100db`).
+fn source_writes_per_doc(parts: &[&str], scales: &[&str], peer: bool) -> f64 {
+    let has = |part: &str| parts.contains(&part);
+    let scale = |k: &str| has("scale-source") && scales.contains(&k);
+    let mut writes = 0.0;
+    // The source's N serves the source scenario, the formats and the 1-collection scale run.
+    if has("source") || has("formats") || scale("1") {
+        writes += SIZING_WRITES;
+    }
+    if has("source") {
+        // Drain, drain → rdkafka, daemon, connector.
+        writes += 1.0 + SOURCE_RUN_WRITES * (2.0 + f64::from(u8::from(peer)));
+    }
+    if has("formats") {
+        // relaxed_json, avro, json_schema, and canonical_json when the source did not run.
+        let runs = if has("source") { 3.0 } else { 4.0 };
+        writes += SOURCE_RUN_WRITES * runs;
+    }
+    if scale("1") && !has("source") {
+        writes += SOURCE_RUN_WRITES;
+    }
+    if has("copy") {
+        writes += SIZING_WRITES + 2.0;
+    }
+    if scale("10") {
+        writes += SIZING_WRITES + 1.0 + SOURCE_RUN_WRITES;
+    }
+    if scale("100") {
+        writes += SIZING_WRITES + 1.0 + 2.0 * SOURCE_RUN_WRITES;
+    }
+    if scale("100db") {
+        writes += SIZING_WRITES + SOURCE_RUN_WRITES;
+    }
+    if has("scale-out") {
+        writes += SIZING_WRITES + 3.0 * SOURCE_RUN_WRITES;
+    }
+    writes.max(1.0)
 }
 
 /// The stand-in's heap in bytes, from `MONGO_HEAP` as given to `services.sh` (`4g` there by
@@ -1273,19 +1429,6 @@ fn stand_in_heap() -> u64 {
         _ => (text.as_str(), 1),
     };
     digits.parse::<u64>().map_or(4 << 30, |n| n * unit)
-}
-
-/// How many documents a sink run needs for its measured part (four fifths of them, after
-/// the warm-up fifth) to last `seconds` at `rate` records/s, between [`SINK_SIZING_DOCS`]
-/// and `cap`.
-fn sink_docs_for(rate: f64, seconds: f64, cap: usize) -> usize {
-    let wanted = (rate * seconds / 0.8).ceil();
-    let wanted = if wanted.is_finite() {
-        wanted as usize
-    } else {
-        0
-    };
-    wanted.clamp(SINK_SIZING_DOCS, cap.max(SINK_SIZING_DOCS))
 }
 
 /// Tasks of the concurrent upsert baseline.
@@ -1382,6 +1525,8 @@ struct Report {
     rows: Vec<Row>,
     runs: serde_json::Map<String, serde_json::Value>,
     failures: Vec<String>,
+    /// Each part's N, by part.
+    documents: std::collections::BTreeMap<String, usize>,
 }
 
 impl Report {
@@ -1409,9 +1554,14 @@ impl Report {
 
     fn note(&mut self, name: &str, run: &Option<Run>) {
         if let Some(run) = run {
+            eprintln!(
+                "bench: {name}: measured part {:.1} s at {:.0}/s",
+                run.measured_s, run.rate
+            );
             self.runs.insert(
                 name.to_owned(),
-                serde_json::json!({"rate": run.rate, "p50_ms": run.p50_ms, "p99_ms": run.p99_ms,
+                serde_json::json!({"rate": run.rate, "measured_s": run.measured_s,
+                    "p50_ms": run.p50_ms, "p99_ms": run.p99_ms,
                     "peak_rss_mib": run.rss_mib, "cpu_ms_per_1k": run.cpu_ms_per_1k,
                     "p50_to_kafka_ms": run.p50_to_kafka_ms,
                     "handover_mean_ms": run.hops.map(|h| h.handover_ms),
@@ -1440,31 +1590,31 @@ impl Report {
     }
 }
 
-/// The single-collection source: baselines, daemon, peer. Answers the daemon's run (the
-/// reference of the scale scenario).
-async fn source_scenario(bench: &Bench, report: &mut Report) -> Option<Run> {
+/// The single-collection source, `n` documents a run: baselines, daemon, peer. Answers the
+/// daemon's run (the reference of the scale scenario).
+async fn source_scenario(bench: &Bench, report: &mut Report, n: usize) -> Option<Run> {
     let drain = report
         .step(
             "source baseline: change-stream drain",
-            bench.source_drain(1, bench.n()),
+            bench.source_drain(1, n),
         )
         .await;
     let produce = report
-        .step("source baseline: rdkafka produce", bench.produce())
+        .step("source baseline: rdkafka produce", bench.produce(n))
         .await;
     let forward = report
         .step(
             "source baseline: drain → rdkafka",
-            bench.source(Mover::Forward, 1),
+            bench.source(Mover::Forward, 1, n),
         )
         .await;
     let daemon = report
-        .step("source: daemon", bench.source(Mover::Daemon, 1))
+        .step("source: daemon", bench.source(Mover::Daemon, 1, n))
         .await;
     let connector = match bench.connect {
         Some(_) => {
             report
-                .step("source: connector", bench.source(Mover::Connector, 1))
+                .step("source: connector", bench.source(Mover::Connector, 1, n))
                 .await
         }
         None => None,
@@ -1630,8 +1780,9 @@ fn push_footprint(report: &mut Report, s: &str, unit: &str, d: &Run, connector: 
 }
 
 /// The source in `relaxed_json`, `avro` and `json_schema` against the `canonical_json` run of
-/// the source scenario (`canonical`, measured again when missing).
-async fn formats_scenario(bench: &Bench, report: &mut Report, canonical: Option<Run>) {
+/// the source scenario (`canonical`, measured again when missing), `n` documents a run (the
+/// source's).
+async fn formats_scenario(bench: &Bench, report: &mut Report, canonical: Option<Run>, n: usize) {
     let registry = std::net::TcpStream::connect(
         url_host_port(&registry_url()).unwrap_or_else(|| "127.0.0.1:8081".to_owned()),
     )
@@ -1640,7 +1791,7 @@ async fn formats_scenario(bench: &Bench, report: &mut Report, canonical: Option<
         Some(run) => Some(run),
         None => {
             report
-                .step("formats: canonical_json", bench.source(Mover::Daemon, 1))
+                .step("formats: canonical_json", bench.source(Mover::Daemon, 1, n))
                 .await
         }
     };
@@ -1656,7 +1807,7 @@ async fn formats_scenario(bench: &Bench, report: &mut Report, canonical: Option<
         let run = report
             .step(
                 &format!("formats: {format}"),
-                bench.source(Mover::DaemonIn(format), 1),
+                bench.source(Mover::DaemonIn(format), 1, n),
             )
             .await;
         report.note(&format!("source_{format}"), &run);
@@ -1687,10 +1838,15 @@ fn url_host_port(url: &str) -> Option<String> {
     Some(rest.split('/').next()?.to_owned())
 }
 
-/// `copy_existing` of one collection with 1 and with 4 workers.
+/// `copy_existing` of one collection with 1 and with 4 workers, sized by the copy with 1.
 async fn copy_scenario(bench: &Bench, report: &mut Report) {
-    let one = report.step("copy: parallelism 1", bench.copy(1)).await;
-    let four = report.step("copy: parallelism 4", bench.copy(4)).await;
+    let n = bench
+        .part_docs(report, "copy", bench.source_sizing(), async |docs| {
+            Ok(bench.copy(1, docs).await?.rate)
+        })
+        .await;
+    let one = report.step("copy: parallelism 1", bench.copy(1, n)).await;
+    let four = report.step("copy: parallelism 4", bench.copy(4, n)).await;
     report.note("copy_parallelism_1", &one);
     report.note("copy_parallelism_4", &four);
     if let (Some(one), Some(four)) = (one, four) {
@@ -1713,17 +1869,21 @@ async fn copy_scenario(bench: &Bench, report: &mut Report) {
     }
 }
 
-/// The 8-partition sink: baselines, daemon, peer (the connector with `tasks.max` = 8).
-/// Answers the daemon's run and the baselines.
-async fn sink_scenario(bench: &Bench, report: &mut Report) -> (Option<Run>, Option<SinkBaselines>) {
+/// The 8-partition sink, `n` documents a run: baselines, daemon, peer (the connector with
+/// `tasks.max` = 8). Answers the daemon's run and the baselines.
+async fn sink_scenario(
+    bench: &Bench,
+    report: &mut Report,
+    n: usize,
+) -> (Option<Run>, Option<SinkBaselines>) {
     let baselines = report
         .step(
             "sink baselines: driver insert, upsert, upsert from 8 tasks",
-            bench.sink_baselines(),
+            bench.sink_baselines(n),
         )
         .await;
     let Some(topic) = report
-        .step("sink: preload 8 partitions", bench.preload(8))
+        .step("sink: preload 8 partitions", bench.preload(8, n))
         .await
     else {
         return (None, baselines);
@@ -1731,7 +1891,7 @@ async fn sink_scenario(bench: &Bench, report: &mut Report) -> (Option<Run>, Opti
     let daemon = report
         .step(
             "sink: daemon, 8 partitions",
-            bench.sink(Mover::Daemon, &topic, 8),
+            bench.sink(Mover::Daemon, &topic, 8, n),
         )
         .await;
     let connector = match bench.connect {
@@ -1739,7 +1899,7 @@ async fn sink_scenario(bench: &Bench, report: &mut Report) -> (Option<Run>, Opti
             report
                 .step(
                     "sink: connector, 8 partitions, tasks.max = 8",
-                    bench.sink(Mover::Connector, &topic, 8),
+                    bench.sink(Mover::Connector, &topic, 8, n),
                 )
                 .await
         }
@@ -1808,8 +1968,15 @@ async fn sink_scenario(bench: &Bench, report: &mut Report) -> (Option<Run>, Opti
 }
 
 /// The source with 1, 10 and 100 collections, each against the driver draining as many
-/// streams. `source_one` is the run of the source scenario, measured again when missing.
-async fn scale_source(bench: &Bench, report: &mut Report, source_one: Option<Run>) {
+/// streams; each count sized by time on its own (N the total spread over the collections).
+/// `source_one` is the run of the source scenario, measured again with `source_n` documents
+/// when missing.
+async fn scale_source(
+    bench: &Bench,
+    report: &mut Report,
+    source_one: Option<Run>,
+    source_n: usize,
+) {
     let scales = scale_collections();
     let one = match source_one {
         Some(run) => Some(run),
@@ -1817,7 +1984,7 @@ async fn scale_source(bench: &Bench, report: &mut Report, source_one: Option<Run
             report
                 .step(
                     "scale: daemon, 1 collection",
-                    bench.source(Mover::Daemon, 1),
+                    bench.source(Mover::Daemon, 1, source_n),
                 )
                 .await
         }
@@ -1827,17 +1994,20 @@ async fn scale_source(bench: &Bench, report: &mut Report, source_one: Option<Run
         .into_iter()
         .filter(|k| scales.iter().any(|s| *s == k.to_string()));
     for k in counts {
+        let n = bench
+            .source_docs(report, &format!("scale-source x{k}"), Mover::Daemon, k)
+            .await;
         let b = report
             .step(
                 &format!("scale: drain {k} change streams"),
-                bench.source_drain(k, bench.n()),
+                bench.source_drain(k, n),
             )
             .await;
         let forward = if k == 100 {
             report
                 .step(
                     &format!("scale: drain → rdkafka, {k} collections"),
-                    bench.source(Mover::Forward, k),
+                    bench.source(Mover::Forward, k, n),
                 )
                 .await
         } else {
@@ -1847,7 +2017,7 @@ async fn scale_source(bench: &Bench, report: &mut Report, source_one: Option<Run
         let d = report
             .step(
                 &format!("scale: daemon, {k} collections"),
-                bench.source(Mover::Daemon, k),
+                bench.source(Mover::Daemon, k, n),
             )
             .await;
         report.note(&format!("source_drain_{k}"), &b);
@@ -1919,10 +2089,13 @@ async fn scale_source(bench: &Bench, report: &mut Report, source_one: Option<Run
         return;
     }
     // The alternative for many collections: one database-level stream (`collection_regex`).
+    let n = bench
+        .source_docs(report, "scale-source x100db", Mover::DaemonOneStream, 100)
+        .await;
     let d = report
         .step(
             "scale: daemon, 100 collections, one database stream",
-            bench.source(Mover::DaemonOneStream, 100),
+            bench.source(Mover::DaemonOneStream, 100, n),
         )
         .await;
     report.note("source_daemon_100_one_stream", &d);
@@ -1967,14 +2140,17 @@ fn scale_collections() -> Vec<String> {
 
 /// Scale-out (issue 14): one source pipeline on 12 collections run by 1, 2 and 3 daemons
 /// sharing its slots through the pipeline's consumer group; events/s and p99 latency of 2 and
-/// 3 daemons against 1, in the same run.
+/// 3 daemons against 1, in the same run, sized by one daemon on the 12 collections.
 async fn scale_out(bench: &Bench, report: &mut Report) {
+    let n = bench
+        .source_docs(report, "scale-out", Mover::Daemon, SCALE_OUT_COLLECTIONS)
+        .await;
     let mut runs = Vec::new();
     for k in [1usize, 2, 3] {
         let run = report
             .step(
                 &format!("scale-out: {k} daemon(s), {SCALE_OUT_COLLECTIONS} collections"),
-                bench.source(Mover::Instances(k), SCALE_OUT_COLLECTIONS),
+                bench.source(Mover::Instances(k), SCALE_OUT_COLLECTIONS, n),
             )
             .await;
         report.note(&format!("source_instances_{k}"), &run);
@@ -2000,13 +2176,15 @@ async fn scale_out(bench: &Bench, report: &mut Report) {
     }
 }
 
-/// The sink with 1, 8 and 32 partitions. `sink_eight` is the run of the sink scenario,
-/// measured again when missing; the 1-partition run is held to the sequential baseline.
+/// The sink with 1, 8 and 32 partitions, `n` documents a run (the sink's). `sink_eight` is
+/// the run of the sink scenario, measured again when missing; the 1-partition run is held to
+/// the sequential baseline.
 async fn scale_sink(
     bench: &Bench,
     report: &mut Report,
     sink_eight: Option<Run>,
     baselines: Option<SinkBaselines>,
+    n: usize,
 ) {
     let mut sinks = Vec::new();
     for p in [1i32, 8, 32] {
@@ -2014,7 +2192,10 @@ async fn scale_sink(
             (8, Some(run)) => Some(run.clone()),
             _ => {
                 let Some(topic) = report
-                    .step(&format!("scale: preload {p} partitions"), bench.preload(p))
+                    .step(
+                        &format!("scale: preload {p} partitions"),
+                        bench.preload(p, n),
+                    )
                     .await
                 else {
                     continue;
@@ -2022,7 +2203,7 @@ async fn scale_sink(
                 let run = report
                     .step(
                         &format!("scale: sink daemon, {p} partitions"),
-                        bench.sink(Mover::Daemon, &topic, p),
+                        bench.sink(Mover::Daemon, &topic, p, n),
                     )
                     .await;
                 bench.delete_topics(&[topic]).await;
@@ -2094,12 +2275,14 @@ async fn main() -> Result<(), Error> {
     let (Some(binary), Some(results)) = (args.get(1), args.get(2)) else {
         return Err("usage: bench_e2e <daemon binary> <results dir> [<connect.sh>]".into());
     };
-    let docs: Option<usize> = std::env::var("BENCH_DOCS")
+    // BENCH_DOCS forces every part's count; without it every part sizes itself by time.
+    let forced: Option<usize> = std::env::var("BENCH_DOCS")
         .ok()
         .and_then(|v| v.parse().ok());
-    // BENCH_DOCS forces every part's count; without it the sink parts size themselves by time.
-    let forced = docs.is_some();
-    let n = docs.unwrap_or(5_000);
+    let seconds: f64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10.0);
     let only =
         std::env::var("BENCH_ONLY").unwrap_or_else(|_| "source,sink,copy,formats,scale".into());
     let parts: Vec<&str> = only
@@ -2150,6 +2333,12 @@ async fn main() -> Result<(), Error> {
         Err(_) => free_port()?,
     };
     std::fs::create_dir_all(results)?;
+    let peer = args.get(3).is_some();
+    let sink_parts = parts.contains(&"sink") || parts.contains(&"scale-sink");
+    let scales = scale_collections();
+    let scales: Vec<&str> = scales.iter().map(String::as_str).collect();
+    let (sink_share, source_share) = heap_shares(sink_parts);
+    let heap = stand_in_heap();
     let bench = Bench {
         client: mongodb::Client::with_uri_str(&mongo).await?,
         admin: ClientConfig::new()
@@ -2160,7 +2349,13 @@ async fn main() -> Result<(), Error> {
         binary: PathBuf::from(binary),
         connect: args.get(3).map(PathBuf::from),
         connect_port,
-        n: std::sync::atomic::AtomicUsize::new(n),
+        forced,
+        seconds,
+        source_cap: heap_cap(
+            heap,
+            source_share,
+            source_writes_per_doc(&parts, &scales, peer),
+        ),
         clock_ticks,
         perf: std::env::var("BENCH_PERF").is_ok_and(|v| v == "1"),
         results: PathBuf::from(results),
@@ -2171,68 +2366,69 @@ async fn main() -> Result<(), Error> {
     report
         .step(
             "warm-up of the MongoDB stand-in",
-            bench.source_drain(1, bench.warmup()),
+            bench.source_drain(1, warmup_docs(forced.unwrap_or(SIZING_DOCS))),
         )
         .await;
+    // Every part runs long enough to mean something, by time: BENCH_DOCS forces a count,
+    // otherwise a sizing run picks each part's N for BENCH_SECONDS (10 by default). The
+    // source's N serves the formats and the 1-collection scale run too.
+    let source_n = if parts.contains(&"source")
+        || parts.contains(&"formats")
+        || (parts.contains(&"scale-source") && scales.contains(&"1"))
+    {
+        bench
+            .source_docs(&mut report, "source", Mover::Daemon, 1)
+            .await
+    } else {
+        SIZING_DOCS
+    };
     let source_one = if parts.contains(&"source") {
-        source_scenario(&bench, &mut report).await
+        source_scenario(&bench, &mut report, source_n).await
     } else {
         None
     };
-    // The sink parts run long enough to mean something, by time: BENCH_DOCS forces a
-    // count, otherwise a sizing run picks N for BENCH_SECONDS (10 by default).
-    let sink_parts = parts.contains(&"sink") || parts.contains(&"scale-sink");
-    if sink_parts && !forced {
-        let seconds: f64 = std::env::var("BENCH_SECONDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(10.0);
-        // Half the stand-in's heap for the sink parts' writes (the other parts and the
-        // stand-in's own data take the rest).
-        let cap = (stand_in_heap()
-            / 2
-            / STAND_IN_BYTES_PER_DOC
-            / sink_writes_per_doc(&parts, bench.connect.is_some())) as usize;
-        if let Some(sized) = report
-            .step(
-                &format!("sink sizing: documents for {seconds} s (at most {cap}: MONGO_HEAP)"),
-                bench.size_sink(seconds, cap),
-            )
+    let sink_n = if sink_parts {
+        let sizing = Sizing {
+            seconds,
+            cap: heap_cap(heap, sink_share, sink_writes_per_doc(&parts, peer)),
+            measured: SINK_MEASURED,
+        };
+        bench
+            .part_docs(&mut report, "sink", sizing, async |docs| {
+                let topic = bench.preload(8, docs).await?;
+                let run = bench.sink(Mover::Daemon, &topic, 8, docs).await;
+                bench.delete_topics(&[topic]).await;
+                Ok(run?.rate)
+            })
             .await
-        {
-            println!("sink parts: {sized} documents a run");
-            bench.set_n(sized);
-        }
-    }
-    let sink_n = bench.n();
+    } else {
+        SIZING_DOCS
+    };
     let (sink_eight, sink_baselines) = if parts.contains(&"sink") {
-        sink_scenario(&bench, &mut report).await
+        sink_scenario(&bench, &mut report, sink_n).await
     } else {
         (None, None)
     };
-    bench.set_n(n);
     if parts.contains(&"copy") {
         copy_scenario(&bench, &mut report).await;
     }
     if parts.contains(&"formats") {
-        formats_scenario(&bench, &mut report, source_one.clone()).await;
+        formats_scenario(&bench, &mut report, source_one.clone(), source_n).await;
     }
     if parts.contains(&"scale-source") {
-        scale_source(&bench, &mut report, source_one).await;
+        scale_source(&bench, &mut report, source_one, source_n).await;
     }
     if parts.contains(&"scale-sink") {
-        bench.set_n(sink_n);
-        scale_sink(&bench, &mut report, sink_eight, sink_baselines).await;
+        scale_sink(&bench, &mut report, sink_eight, sink_baselines, sink_n).await;
     }
-    bench.set_n(n);
     if parts.contains(&"scale-out") {
         scale_out(&bench, &mut report).await;
     }
 
-    print_table(n, sink_parts.then_some(sink_n), &report.rows);
+    print_table(&report.documents, &report.rows);
     let json = serde_json::json!({
-        "documents": n,
-        "sink_documents": sink_parts.then_some(sink_n),
+        "documents": report.documents,
+        "seconds": if forced.is_some() { None } else { Some(seconds) },
         "document_bson_bytes": common::bson_size(&common::document(0, now_ms())),
         "batch": BATCH,
         "peer": if bench.connect.is_some() { "MongoDB Kafka Connector on Kafka Connect standalone" } else { "none" },
@@ -2257,10 +2453,14 @@ async fn main() -> Result<(), Error> {
     Ok(())
 }
 
-fn print_table(n: usize, sink_n: Option<usize>, rows: &[Row]) {
-    let sink = sink_n.map_or(String::new(), |s| format!(" ({s} a sink run)"));
+fn print_table(documents: &std::collections::BTreeMap<String, usize>, rows: &[Row]) {
+    let each: Vec<String> = documents
+        .iter()
+        .map(|(part, n)| format!("{part} {n}"))
+        .collect();
     println!(
-        "\n{n} documents{sink} of {} bytes (BSON) each; batches of {BATCH}\n",
+        "\ndocuments a run: {}; {} bytes (BSON) each; batches of {BATCH}\n",
+        each.join(", "),
         common::bson_size(&common::document(0, now_ms()))
     );
     println!(
@@ -2290,25 +2490,123 @@ fn print_table(n: usize, sink_n: Option<usize>, rows: &[Row]) {
 mod tests {
     use super::*;
 
+    fn sizing(seconds: f64, cap: usize, measured: f64) -> Sizing {
+        Sizing {
+            seconds,
+            cap,
+            measured,
+        }
+    }
+
     #[test]
     fn a_sink_run_is_sized_for_its_measured_part_between_the_floor_and_the_cap() {
+        let sink = |cap| sizing(10.0, cap, SINK_MEASURED);
         // 8000 records/s for 10 s of measured part, four fifths of N: 100,000.
-        assert_eq!(sink_docs_for(8000.0, 10.0, 1_000_000), 100_000);
-        assert_eq!(sink_docs_for(8000.0, 10.0, 60_000), 60_000, "capped");
-        assert_eq!(sink_docs_for(10.0, 10.0, 60_000), SINK_SIZING_DOCS, "floor");
-        assert_eq!(sink_docs_for(f64::NAN, 10.0, 60_000), SINK_SIZING_DOCS);
+        assert_eq!(sink(1_000_000).docs_for(8000.0), 100_000);
+        assert_eq!(sink(60_000).docs_for(8000.0), 60_000, "capped");
+        assert_eq!(sink(60_000).docs_for(10.0), SIZING_DOCS, "floor");
+        assert_eq!(sink(60_000).docs_for(f64::NAN), SIZING_DOCS);
+        assert_eq!(sink(60_000).docs_for(0.0), SIZING_DOCS);
         assert_eq!(
-            sink_docs_for(8000.0, 10.0, 0),
-            SINK_SIZING_DOCS,
+            sink(0).docs_for(8000.0),
+            SIZING_DOCS,
             "a cap below the floor"
         );
     }
 
     #[test]
+    fn a_source_run_is_sized_for_all_of_its_documents() {
+        // The warm-up fifth comes on top of a source run's N: 5000 events/s for 10 s is 50,000.
+        let source = sizing(10.0, 1_000_000, SOURCE_MEASURED);
+        assert_eq!(source.docs_for(5000.0), 50_000);
+        assert_eq!(
+            sizing(3.0, 1_000_000, SOURCE_MEASURED).docs_for(1300.0),
+            5_000
+        );
+        assert_eq!(
+            sizing(30.0, 1_000_000, SOURCE_MEASURED).docs_for(1300.0),
+            39_000
+        );
+    }
+
+    #[test]
+    fn a_short_sizing_run_is_made_again_with_four_times_the_documents() {
+        let source = sizing(10.0, 1_000_000, SOURCE_MEASURED);
+        // 5000 documents at 5000/s lasted 1 s, under a fifth of 10 s: again with 20,000.
+        assert_eq!(source.after(5_000, 5000.0), SizingStep::Again(20_000));
+        // 20,000 at 6000/s lasted 3.3 s: sized from that rate.
+        assert_eq!(source.after(20_000, 6000.0), SizingStep::Sized(60_000));
+        // Long enough at once: 5 s.
+        assert_eq!(source.after(5_000, 1000.0), SizingStep::Sized(10_000));
+        // Four times as many would pass the cap: sized from the short run.
+        let capped = sizing(10.0, 18_000, SOURCE_MEASURED);
+        assert_eq!(capped.after(5_000, 5000.0), SizingStep::Sized(18_000));
+        // The sizing run already moved as many as the part needs (the floor).
+        let short = sizing(1.0, 1_000_000, SOURCE_MEASURED);
+        assert_eq!(short.after(5_000, 5000.0), SizingStep::Sized(5_000));
+        // A sink run's measured part is four fifths of it: 5000 at 2000/s lasted 2 s.
+        let sink = sizing(10.0, 1_000_000, SINK_MEASURED);
+        assert_eq!(sink.after(5_000, 2000.0), SizingStep::Sized(25_000));
+        assert_eq!(sink.after(5_000, 2100.0), SizingStep::Again(20_000));
+    }
+
+    #[test]
+    fn the_heap_caps_a_part_by_what_its_writes_take() {
+        // Half of 4 GiB over 7 writes of 4.5 KB: the sink's cap.
+        assert_eq!(heap_cap(4 << 30, 0.5, 7.0), 66_576);
+        assert_eq!(heap_cap(1 << 30, 0.875, 1.0), 203_889);
+        assert_eq!(heap_cap(1 << 30, 0.875, 0.0), 203_889, "at least one write");
+        assert_eq!(heap_shares(true), (0.5, 0.375));
+        assert_eq!(heap_shares(false), (0.0, 0.875));
+    }
+
+    #[test]
     fn the_sink_parts_writes_per_document_count_each_run() {
-        assert_eq!(sink_writes_per_doc(&["sink", "scale-sink"], true), 7);
-        assert_eq!(sink_writes_per_doc(&["sink", "scale-sink"], false), 6);
-        assert_eq!(sink_writes_per_doc(&["scale-sink"], true), 3);
-        assert_eq!(sink_writes_per_doc(&["sink"], false), 4);
+        assert_eq!(sink_writes_per_doc(&["sink", "scale-sink"], true), 7.0);
+        assert_eq!(sink_writes_per_doc(&["sink", "scale-sink"], false), 6.0);
+        assert_eq!(sink_writes_per_doc(&["scale-sink"], true), 3.0);
+        assert_eq!(sink_writes_per_doc(&["sink"], false), 4.0);
+    }
+
+    #[test]
+    fn the_source_side_writes_per_document_count_each_run_and_sizing() {
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        let all = ["1", "10", "100", "100db"];
+        // Sizing 1, drain 1, drain → rdkafka, daemon and connector 1.2 each.
+        assert!(close(source_writes_per_doc(&["source"], &all, true), 5.6));
+        assert!(close(source_writes_per_doc(&["source"], &all, false), 4.4));
+        // Sizing 1 and two copies.
+        assert!(close(source_writes_per_doc(&["copy"], &all, false), 3.0));
+        // The source's sizing, and canonical_json again with the three others.
+        assert!(close(source_writes_per_doc(&["formats"], &all, false), 5.8));
+        assert!(close(
+            source_writes_per_doc(&["source", "formats"], &all, false),
+            8.0
+        ));
+        // x1 (sized and run again), x10 3.2, x100 4.4, x100db 2.2.
+        assert!(close(
+            source_writes_per_doc(&["scale-source"], &all, false),
+            2.2 + 3.2 + 4.4 + 2.2
+        ));
+        assert!(close(
+            source_writes_per_doc(&["scale-source"], &["100"], false),
+            4.4
+        ));
+        assert!(close(
+            source_writes_per_doc(&["scale-out"], &all, false),
+            4.6
+        ));
+        assert!(close(source_writes_per_doc(&["sink"], &all, true), 1.0));
+        // Everything: 5.6 + 3.6 + 3 + 3.2 + 4.4 + 2.2 + 4.6.
+        let every = [
+            "source",
+            "sink",
+            "copy",
+            "formats",
+            "scale-source",
+            "scale-sink",
+            "scale-out",
+        ];
+        assert!(close(source_writes_per_doc(&every, &all, true), 26.6));
     }
 }

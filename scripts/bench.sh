@@ -5,17 +5,19 @@
 # Prints one table of ratios and writes JSON to bench-results/ (git-ignored). Scenarios, how they
 # are measured and the knobs for investigating: the header of examples/bench_e2e.rs.
 #
-# The MongoDB stand-in keeps every write in its oplog (~4.5 KB of heap per document): the
-# source parts write about 7 x BENCH_DOCS documents, ~160 MB at the default 5000; the sink parts
-# size themselves by time (BENCH_SECONDS) and write about 7 x their N, capped at half of
-# MONGO_HEAP. Start from a fresh stand-in (services.sh down mongo; services.sh up mongo) and
-# never point this at services others use.
+# Every part sizes itself by time (BENCH_SECONDS) unless BENCH_DOCS forces a count. The MongoDB
+# stand-in keeps every write in its oplog (~4.5 KB of heap per document), so each part's N is
+# capped by MONGO_HEAP: the sink parts write about 7 x their N within half of it, the other
+# parts about 27 x theirs (all of them, with the peer) within three eighths, near 13,000
+# documents a part at 4g; give the stand-in more heap for full-length runs. Start from a fresh
+# stand-in (services.sh down mongo; services.sh up mongo) and never point this at services
+# others use.
 #
 # Environment:
-#   BENCH_DOCS=N        documents per scenario (default 5000; the sink parts: by time)
-#   BENCH_SECONDS=S     how long each sink run's measured part lasts (default 10): a sizing
-#                       run of 5000 documents picks the sink parts' N from its rate
-#   MONGO_HEAP          the stand-in's heap as given to services.sh (default 4g): caps that N
+#   BENCH_DOCS=N        documents per run of every part (default: sized by time)
+#   BENCH_SECONDS=S     how long each run's measured part lasts (default 10): a sizing run of
+#                       5000 documents (more while it is short) picks each part's N from its rate
+#   MONGO_HEAP          the stand-in's heap as given to services.sh (default 4g): caps each N
 #   BENCH_PEER=0        skip the MongoDB Kafka Connector (it needs Java and Maven Central once)
 #   BENCH_SCALE=0       skip the scale scenarios (10/100 collections, 1/32 partitions, 1/2/3
 #                       daemons sharing one source pipeline)
