@@ -19,7 +19,9 @@
 //!   upserting, batches of 500). Baselines: the driver alone writing the same documents in
 //!   batches of 500, as `insert` commands and as the `update` commands of upserting replaces
 //!   the daemon sends, one after another and from 8 tasks at once (the daemon's concurrency);
-//!   the daemon is held to the higher of the two upsert baselines. Peer: the connector's sink
+//!   the daemon is held to the higher of the two upsert baselines. Each baseline is measured
+//!   before the daemon's run and again right after it, and the daemon compared with the mean
+//!   of the two (a machine shared with other work drifts within a part). Peer: the connector's sink
 //!   with `tasks.max` = partitions, reading the same topic; CPU per record against it.
 //! - copy: `copy_existing` of one collection of N documents with `copy_existing_parallelism`
 //!   1 and 4: documents/s from the daemon's start until every copy is readable in Kafka.
@@ -52,7 +54,7 @@
 //! fifths of N. Each part's baselines and peer move the part's N. N is capped by what the
 //! stand-in's heap holds (`MONGO_HEAP`, as given to `services.sh`, `4g` by default; it keeps
 //! every write in its oplog, about 4.5 KB of heap a document): half the heap for the sink
-//! parts, which write about 7 N (three driver baselines, the daemon at 1, 8 and 32 partitions
+//! parts, which write about 10 N (three driver baselines twice, the daemon at 1, 8 and 32 partitions
 //! and the connector), and three eighths (seven when no sink part runs) for the others,
 //! shared by every document they insert (about 27 per document of N with all of them: each
 //! source run and its warm-up, the drains, the copies, one per sizing), so a full run at 4g
@@ -1360,12 +1362,13 @@ fn heap_shares(sink_parts: bool) -> (f64, f64) {
     }
 }
 
-/// What the sink parts write per document of N: the three driver baselines, the daemon's
-/// 8-partition run, the connector's, the daemon's 1- and 32-partition runs.
+/// What the sink parts write per document of N: the three driver baselines twice (before and
+/// after the daemon), the daemon's 8-partition run, the connector's, the daemon's 1- and
+/// 32-partition runs.
 fn sink_writes_per_doc(parts: &[&str], peer: bool) -> f64 {
     let mut runs = 0;
     if parts.contains(&"sink") {
-        runs += 4 + u32::from(peer);
+        runs += 7 + u32::from(peer);
     }
     if parts.contains(&"scale-sink") {
         runs += 2 + if parts.contains(&"sink") { 0 } else { 1 };
@@ -1446,6 +1449,19 @@ struct SinkBaselines {
 }
 
 impl SinkBaselines {
+    /// The mean of the baselines measured before and after the daemon, each where only one
+    /// of them was measured.
+    fn bracketing(before: Option<Self>, after: Option<Self>) -> Option<Self> {
+        match (before, after) {
+            (Some(b), Some(a)) => Some(Self {
+                insert: (b.insert + a.insert) / 2.0,
+                upsert: (b.upsert + a.upsert) / 2.0,
+                concurrent: (b.concurrent + a.concurrent) / 2.0,
+            }),
+            (one, other) => one.or(other),
+        }
+    }
+
     /// The higher of the sequential and concurrent upsert baselines, and which it is.
     fn best_upsert(&self) -> (f64, &'static str) {
         if self.concurrent > self.upsert {
@@ -1876,7 +1892,7 @@ async fn sink_scenario(
     report: &mut Report,
     n: usize,
 ) -> (Option<Run>, Option<SinkBaselines>) {
-    let baselines = report
+    let before = report
         .step(
             "sink baselines: driver insert, upsert, upsert from 8 tasks",
             bench.sink_baselines(n),
@@ -1886,7 +1902,7 @@ async fn sink_scenario(
         .step("sink: preload 8 partitions", bench.preload(8, n))
         .await
     else {
-        return (None, baselines);
+        return (None, before);
     };
     let daemon = report
         .step(
@@ -1894,6 +1910,24 @@ async fn sink_scenario(
             bench.sink(Mover::Daemon, &topic, 8, n),
         )
         .await;
+    // The baselines again, right after the daemon: the daemon is compared with their mean, so
+    // a machine (or a stand-in) that slows down or speeds up during the part weighs on both.
+    let after = report
+        .step(
+            "sink baselines again, after the daemon",
+            bench.sink_baselines(n),
+        )
+        .await;
+    if let (Some(b), Some(a)) = (&before, &after) {
+        report.runs.insert(
+            "sink_baselines_before_after".to_owned(),
+            serde_json::json!({
+                "before": {"insert": b.insert, "upsert": b.upsert, "upsert_8_tasks": b.concurrent},
+                "after": {"insert": a.insert, "upsert": a.upsert, "upsert_8_tasks": a.concurrent},
+            }),
+        );
+    }
+    let baselines = SinkBaselines::bracketing(before, after);
     let connector = match bench.connect {
         Some(_) => {
             report
@@ -2530,6 +2564,26 @@ mod tests {
     }
 
     #[test]
+    fn the_daemon_is_held_to_the_mean_of_the_baselines_before_and_after_it() {
+        let b = |insert, upsert, concurrent| SinkBaselines {
+            insert,
+            upsert,
+            concurrent,
+        };
+        let both =
+            SinkBaselines::bracketing(Some(b(100.0, 80.0, 120.0)), Some(b(60.0, 40.0, 80.0)))
+                .expect("both measured");
+        assert_eq!(
+            (both.insert, both.upsert, both.concurrent),
+            (80.0, 60.0, 100.0)
+        );
+        let after_only =
+            SinkBaselines::bracketing(None, Some(b(60.0, 40.0, 80.0))).expect("one measured");
+        assert_eq!(after_only.concurrent, 80.0);
+        assert!(SinkBaselines::bracketing(None, None).is_none());
+    }
+
+    #[test]
     fn a_short_sizing_run_is_made_again_with_four_times_the_documents() {
         let source = sizing(10.0, 1_000_000, SOURCE_MEASURED);
         // 5000 documents at 5000/s lasted 1 s, under a fifth of 10 s: again with 20,000.
@@ -2562,10 +2616,10 @@ mod tests {
 
     #[test]
     fn the_sink_parts_writes_per_document_count_each_run() {
-        assert_eq!(sink_writes_per_doc(&["sink", "scale-sink"], true), 7.0);
-        assert_eq!(sink_writes_per_doc(&["sink", "scale-sink"], false), 6.0);
+        assert_eq!(sink_writes_per_doc(&["sink", "scale-sink"], true), 10.0);
+        assert_eq!(sink_writes_per_doc(&["sink", "scale-sink"], false), 9.0);
         assert_eq!(sink_writes_per_doc(&["scale-sink"], true), 3.0);
-        assert_eq!(sink_writes_per_doc(&["sink"], false), 4.0);
+        assert_eq!(sink_writes_per_doc(&["sink"], false), 7.0);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 #
 # Every part sizes itself by time (BENCH_SECONDS) unless BENCH_DOCS forces a count. The MongoDB
 # stand-in keeps every write in its oplog (~4.5 KB of heap per document), so each part's N is
-# capped by MONGO_HEAP: the sink parts write about 7 x their N within half of it, the other
+# capped by MONGO_HEAP: the sink parts write about 10 x their N within half of it, the other
 # parts about 27 x theirs (all of them, with the peer) within three eighths, near 13,000
 # documents a part at 4g; give the stand-in more heap for full-length runs. Start from a fresh
 # stand-in (services.sh down mongo; services.sh up mongo) and never point this at services

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use super::progress::{CatchUpReport, ProgressReport};
@@ -62,9 +62,21 @@ impl StateGauge {
     }
 }
 
-/// The daemon's metrics and the registry they are exported from.
+/// The daemon's metrics and the registry they are exported from. Clones share them: a clone
+/// is one reference count, cheap enough to make per record.
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<Series>);
+
+impl std::ops::Deref for Metrics {
+    type Target = Series;
+
+    fn deref(&self) -> &Series {
+        &self.0
+    }
+}
+
+/// Every metric of the daemon, behind [`Metrics`].
+pub struct Series {
     registry: Registry,
     /// The process collector's standard `process_*` metrics (CPU, RSS, open files, threads),
     /// exported without the `mkb_` prefix so that dashboards made for any process read them.
@@ -222,7 +234,7 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        Ok(Self {
+        Ok(Self(Arc::new(Series {
             pipelines_running: b.int_gauge(
                 "pipelines_running",
                 "Pipelines currently running, by kind (`source`, `sink`).",
@@ -533,7 +545,7 @@ impl Metrics {
             )?,
             registry: b.registry,
             process: process_registry()?,
-        }
+        }))
         .with_known_series())
     }
 
@@ -1008,6 +1020,11 @@ impl Metrics {
     /// Sets how many partitions of sink `pipeline` are stalled.
     pub fn stalled_partitions(&self, pipeline: &str, count: usize) {
         self.stalled_partitions.set(&[pipeline], count as f64);
+    }
+
+    /// The depth of `actor`'s mailboxes in `pipeline`, to move without a lookup per message.
+    pub fn mailbox_gauge(&self, pipeline: &str, actor: &str) -> IntGauge {
+        self.mailbox_depth.with_label_values(&[pipeline, actor])
     }
 
     /// Records a message entering (`delta` 1) or leaving (-1) an actor's mailbox.

@@ -43,25 +43,25 @@ use super::reassembly::{Entry, Reassembly, MAX_PENDING_SPLIT_BYTES};
 use super::shared::{WriterFailed, WriterSettings, WriterShared};
 use crate::budget::{Budget, Held};
 use crate::ops::metrics::{Metrics, MAILBOX_PARTITION_WRITER};
+use prometheus::IntGauge;
 
 /// A partition's records, as its writer takes them off the partition's own queue. Dropped
 /// with the writer, and the queue with it.
 pub type Records = BoxStream<'static, OwnedMessage>;
 
 /// The depth of a pipeline's partition writers' batches, as [`Counted`] counts it: the
-/// records the writers took off their queues and have not written (or dropped) yet.
+/// records the writers took off their queues and have not written (or dropped) yet. Holds
+/// the pipeline's gauge itself: counting a record is one atomic add, without a label lookup.
 #[derive(Clone)]
 pub struct MailboxDepth {
-    metrics: Metrics,
-    pipeline: Arc<str>,
+    gauge: IntGauge,
 }
 
 impl MailboxDepth {
     /// The depth of `pipeline`'s writers.
-    pub fn new(metrics: Metrics, pipeline: &str) -> Self {
+    pub fn new(metrics: &Metrics, pipeline: &str) -> Self {
         Self {
-            metrics,
-            pipeline: pipeline.into(),
+            gauge: metrics.mailbox_gauge(pipeline, MAILBOX_PARTITION_WRITER),
         }
     }
 }
@@ -76,9 +76,7 @@ struct Counted {
 impl Counted {
     /// One record, counted in `depth`.
     fn one(depth: &MailboxDepth) -> Self {
-        depth
-            .metrics
-            .mailbox(&depth.pipeline, MAILBOX_PARTITION_WRITER, 1);
+        depth.gauge.inc();
         Self {
             depth: depth.clone(),
             records: 1,
@@ -102,10 +100,7 @@ impl Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         if self.records != 0 {
-            let depth = &self.depth;
-            depth
-                .metrics
-                .mailbox(&depth.pipeline, MAILBOX_PARTITION_WRITER, -self.records);
+            self.depth.gauge.sub(self.records);
         }
     }
 }
@@ -213,7 +208,7 @@ impl PartitionWriter {
             topic,
             partition,
             lease,
-            depth: MailboxDepth::new(shared.metrics.clone(), &shared.pipeline),
+            depth: MailboxDepth::new(&shared.metrics, &shared.pipeline),
             shared,
             rate_limit: settings.rate_limit.clone(),
             intake: Intake::new(settings.max_batch_size),
@@ -469,7 +464,7 @@ mod tests {
     fn a_record_counts_in_the_depth_until_its_batch_is_written_or_dropped(
     ) -> Result<(), prometheus::Error> {
         let metrics = Metrics::new()?;
-        let depth = MailboxDepth::new(metrics.clone(), "p");
+        let depth = MailboxDepth::new(&metrics, "p");
         let (first, second, dropped) = (
             Counted::one(&depth),
             Counted::one(&depth),
