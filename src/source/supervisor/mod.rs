@@ -1,0 +1,1488 @@
+//! Source pipelines: MongoDB change streams → Kafka.
+//!
+//! [`SourceSupervisor`] is the actor the root supervisor starts for each `[[source]]`. It
+//! joins the pipeline's consumer group (`membership.rs`), which hands it slots
+//! (`slots.rs`, `ownership.rs`; what it does when they move is `handover.rs`); for the owned slots with readers, it fences their producers,
+//! loads the checkpoints, starts one [`producer::RecordProducer`] per slot and one
+//! [`reader::ChangeStreamReader`] per watched namespace of those slots, restarts a failed
+//! reader with backoff from its newest acknowledged position (other readers keep running),
+//! restarts the whole pipeline when a producer fails, stops and starts only the slots the
+//! group moves while the others run on (a fenced producer loses its slot, taken again after
+//! a delay unless the group moves it), and drains everything on stop.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+use rdkafka::producer::Producer;
+
+use crate::backoff::Backoff;
+use crate::budget::{Budget, Report as BudgetReport};
+use crate::clients::kafka;
+use crate::config::{Delivery, KafkaConfig, SourceConfig};
+use crate::ops::control::PipelineBoard;
+use crate::ops::control::{Snapshot, SnapshotCommand};
+use crate::ops::health::{self, Readiness};
+use crate::ops::metrics::Metrics;
+use crate::ops::status::{SlotsReport, StatusBoard};
+use crate::pipeline::{registry_readiness, PipelineEnv, SetPaused, StopPipeline};
+use crate::source::agreement::Agreement;
+use crate::source::checkpoint::Checkpoint;
+use crate::source::copy_status::CopyTracker;
+use crate::source::error::SourceError;
+use crate::source::format::Conversion;
+use crate::source::handover::{Action, Handover};
+use crate::source::ledger::Ending;
+use crate::source::lifecycle::{Lifecycle, Origin, Phase};
+use crate::source::membership::{Agreeing, Join, Membership, Rebalanced};
+use crate::source::model::{Position, Scope, StartAt};
+use crate::source::policy::ErrorClass;
+use crate::source::policy::{Decision, Failed, RestartPolicy, ResumeAt};
+use crate::source::producer::{
+    Drain, LastAcknowledged, ProducerFailed, ProducerSetup, ReaderId, RecordPolicy, RecordProducer,
+};
+use crate::source::reader::snapshot::SnapshotInbox;
+use crate::source::reader::{
+    AbortReader, ChangeStreamReader, ReaderContext, ReaderFailed, ReaderLiveness, ReaderSettings,
+    StopReader,
+};
+use crate::source::restart::{ReaderState, Restart, StallVerdict};
+use crate::source::topic::TopicMapper;
+use crate::source::topic_creator::TopicCreator;
+use crate::source::topic_limits::TopicLimits;
+
+use crate::source::{agreement, checkpoint, membership, policy, reader, restart, signals, slots};
+
+/// The supervisor's record of one watched namespace (or database, or deployment): its
+/// reader's actor while one runs, its restarts, liveness and pinned start.
+struct WatchedReader {
+    watched: Scope,
+    generation: u64,
+    /// The launch of the pipeline the running reader belongs to.
+    launch: u64,
+    addr: Option<Addr<ChangeStreamReader>>,
+    backoff: Backoff,
+    progress: Arc<ReaderLiveness>,
+    stalled: bool,
+    /// Where the reader's first open without a position (`latest`, a timestamp) found its
+    /// stream: restarts before a checkpoint start there, not at `latest` again.
+    pinned: Option<Position>,
+}
+
+impl WatchedReader {
+    /// The pinned position, taking it from the running reader's progress when it has one.
+    fn pin(&mut self) -> Option<Position> {
+        if self.pinned.is_none() {
+            self.pinned = self.progress.opened_at();
+        }
+        self.pinned.clone()
+    }
+
+    /// Forgets the pinned position: the next open without a position pins anew.
+    fn unpin(&mut self) {
+        self.pinned = None;
+        self.progress = Arc::default();
+    }
+}
+
+/// What runs for one owned slot: its producer and what its readers share.
+struct SlotRun {
+    producer: Addr<RecordProducer>,
+    shared: Arc<ReaderContext>,
+}
+
+/// A launch: the owned slots with readers, each with its producer.
+struct Running {
+    slots: BTreeMap<i32, SlotRun>,
+    /// What the slots share, to start slots taken later beside them.
+    kit: SlotKit,
+}
+
+/// What the slots of a launch share: resolved once at the launch.
+struct SlotKit {
+    /// The pipeline's configuration.
+    settings: ReaderSettings,
+    topics: TopicMapper,
+    conversion: Conversion,
+    /// One budget for the pipeline, whatever the slots it owns.
+    budget: Budget,
+    topic_limits: Arc<TopicLimits>,
+    creator: Option<Arc<TopicCreator>>,
+    max_message_bytes: usize,
+    /// At-least-once: the client the slots write their checkpoints through.
+    checkpoint_producer: Option<kafka::KafkaProducer>,
+}
+
+/// The group told the supervisor its slots changed (see `membership.rs`).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SlotsChanged(Rebalanced);
+
+/// The group's members were compared with this daemon's configuration (`agreement.rs`),
+/// with another outcome than the time before.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ConfigCompared(Agreement);
+
+/// Supervises one source pipeline.
+pub struct SourceSupervisor {
+    config: SourceConfig,
+    mongo: mongodb::Client,
+    kafka: Arc<KafkaConfig>,
+    metrics: Metrics,
+    readiness: Readiness,
+    shutdown_deadline: Duration,
+    /// The copies' progress, across launches of the pipeline.
+    copies: Arc<CopyTracker>,
+    /// Snapshots on demand waiting for the readers (`reader::snapshot`).
+    snapshots: Arc<SnapshotInbox>,
+    /// The snapshots' progress.
+    snapshot_progress: Arc<CopyTracker>,
+    running: Option<Running>,
+    checkpoints: HashMap<String, Checkpoint>,
+    /// The generation the checkpoints of this launch carry (`checkpoint.rs`).
+    checkpoint_generation: u64,
+    readers: BTreeMap<String, WatchedReader>,
+    pipeline_backoff: Backoff,
+    /// Starting, running, restarting or stopped: which failures count, and which start
+    /// attempt may launch.
+    lifecycle: Lifecycle,
+    /// Where the slots this daemon owns are reported (`/status`).
+    status: StatusBoard,
+    /// The slots this daemon owns, as the group handed them out, and the hand-overs
+    /// waiting for a wind-down (`handover.rs`).
+    handover: Handover<std::sync::mpsc::Sender<()>>,
+    /// This daemon's place in the pipeline's group, once joined.
+    membership: Option<Membership>,
+    /// Where the group's callbacks send their changes (to this actor).
+    changes: Option<tokio::sync::mpsc::UnboundedSender<Rebalanced>>,
+    /// Where the group's thread says whether the members agree on the configuration.
+    agreements: Option<tokio::sync::mpsc::UnboundedSender<Agreement>>,
+    /// Slots whose producer was fenced while the group still assigns them here, until they
+    /// run again (or the group moves them): `/ready`, `mkb_source_fenced_slots`.
+    fenced_waiting: std::collections::BTreeSet<i32>,
+    /// How long a fenced slot waits before it is taken again.
+    fence_backoff: Backoff,
+    /// Where the pipeline's state is reported (`/pipelines`).
+    board: PipelineBoard,
+    /// Start paused (a reload started a paused pipeline anew).
+    start_paused: bool,
+}
+
+/// A reader or pipeline that ran this long before failing again restarts after the shortest
+/// delay: its earlier failures are history.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+fn restart_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(250), Duration::from_secs(30))
+        .reset_after(HEALTHY_RUN)
+        .with_jitter()
+}
+
+/// How long a fenced slot waits before it is taken again: long enough for a daemon that was
+/// paused past its session timeout to hear from the group that the slot is gone (then the
+/// fence was its new owner's, and nothing is taken), doubling while fences repeat.
+fn fence_backoff() -> Backoff {
+    Backoff::new(Duration::from_secs(5), Duration::from_secs(60))
+        .reset_after(HEALTHY_RUN)
+        .with_jitter()
+}
+
+impl SourceSupervisor {
+    /// A supervisor for the pipeline `config`.
+    pub fn new(config: SourceConfig, env: PipelineEnv) -> Self {
+        let PipelineEnv {
+            mongo,
+            kafka,
+            metrics,
+            readiness,
+            shutdown_deadline,
+            status,
+            board,
+            paused,
+        } = env;
+        let config_slots = config.slots;
+        Self {
+            copies: Arc::new(CopyTracker::new(
+                &config.name,
+                metrics.clone(),
+                status.clone(),
+            )),
+            snapshots: Arc::default(),
+            snapshot_progress: Arc::new(CopyTracker::for_snapshots(
+                &config.name,
+                metrics.clone(),
+                status.clone(),
+            )),
+            status,
+            config,
+            mongo,
+            kafka,
+            metrics,
+            readiness,
+            shutdown_deadline,
+            running: None,
+            checkpoints: HashMap::new(),
+            checkpoint_generation: 0,
+            readers: BTreeMap::new(),
+            pipeline_backoff: restart_backoff(),
+            lifecycle: Lifecycle::new(),
+            handover: Handover::new(config_slots),
+            membership: None,
+            changes: None,
+            agreements: None,
+            fenced_waiting: std::collections::BTreeSet::new(),
+            fence_backoff: fence_backoff(),
+            board,
+            start_paused: paused,
+        }
+    }
+
+    /// Start attempt `attempt`: fences (exactly-once: `init_transactions` on the new
+    /// producer, which aborts whatever an earlier producer of the pipeline left open and
+    /// makes any such zombie fail from then on), then reads the checkpoints, which no
+    /// earlier producer can move any more, then starts the readers. Reading first would let
+    /// an earlier producer's commit land after the read: its records published again.
+    fn start(&mut self, attempt: u64, ctx: &mut Context<Self>) {
+        let config = self.config.clone();
+        let kafka = self.kafka.clone();
+        let metrics = self.metrics.clone();
+        let readiness = self.readiness.clone();
+        // The owned slots with readers: only they need a producer.
+        let slots: Vec<i32> = self.readers_by_owned_slot().into_keys().collect();
+        let prepare = async move {
+            let partitions = i32::try_from(config.slots).unwrap_or(i32::MAX);
+            checkpoint::ensure_topic(&kafka, &config.checkpoint_topic, partitions).await?;
+            let producers = slot_producers(&kafka, &config, &slots).await?;
+            let creator = if config.create_topics {
+                let creator =
+                    TopicCreator::new(&kafka, &config, metrics.clone(), readiness.clone())?;
+                create_known_topics(&creator, &config).await?;
+                Some(Arc::new(creator))
+            } else {
+                None
+            };
+            let reading = checkpoint::Reading::start(&config, slots);
+            let began = std::time::Instant::now();
+            let loaded = checkpoint::load(&kafka, &reading).await?;
+            Ok::<_, SourceError>(((loaded, began.elapsed()), (producers, creator)))
+        };
+        ctx.spawn(prepare.into_actor(self).map(move |result, act, ctx| {
+            match result {
+                Ok(((loaded, took), (producers, creator))) => {
+                    checkpoint::report_load(&act.metrics, &act.config.name, &loaded, took);
+                    // An attempt overtaken by a newer one (or a stop) launches nothing; its
+                    // producers are dropped unused.
+                    if let Some(launch) = act.lifecycle.prepared(attempt) {
+                        act.checkpoints = loaded.checkpoints;
+                        act.checkpoint_generation = loaded.generation;
+                        act.launch(producers, creator, launch, ctx);
+                    }
+                }
+                Err(error) => {
+                    if act.lifecycle.is_current(Origin::Start(attempt)) {
+                        // Not ready while it cannot start (a checkpoint topic it may not
+                        // share, a load that stopped moving): `/ready` says why.
+                        act.readiness.set_problem(
+                            health::pipeline(&act.config.name),
+                            format!("source pipeline cannot start: {error}"),
+                        );
+                        act.retry_pipeline(error, ctx);
+                    }
+                }
+            }
+        }));
+    }
+
+    fn launch(
+        &mut self,
+        producers: BTreeMap<i32, kafka::KafkaProducer>,
+        creator: Option<Arc<TopicCreator>>,
+        launch: u64,
+        ctx: &mut Context<Self>,
+    ) {
+        // Validation compiled the namespace map's regexes already; should one still fail,
+        // the pipeline stops saying which.
+        let topics = match TopicMapper::new(&self.config) {
+            Ok(topics) => topics,
+            Err(reason) => {
+                let error = SourceError::Config {
+                    namespace: self.config.name.clone(),
+                    reason,
+                };
+                return self.fail(error, ctx);
+            }
+        };
+        let settings = match ReaderSettings::resolve(&self.config) {
+            Ok(settings) => settings,
+            Err(error) => return self.fail(error, ctx),
+        };
+        let conversion = Conversion::for_source(
+            &self.config,
+            Some(registry_readiness(
+                &self.readiness,
+                &self.metrics,
+                &self.config.name,
+            )),
+        );
+        let budget = Budget::new(
+            &self.config.name,
+            self.config.memory_budget.as_u64(),
+            Some(BudgetReport {
+                metrics: self.metrics.clone(),
+                readiness: self.readiness.clone(),
+            }),
+        );
+        let max_message_bytes = kafka::producer_max_message_bytes(&self.kafka);
+        let topic_limits = Arc::new(TopicLimits::new(
+            kafka::admin(&self.kafka).ok(),
+            self.kafka.request_timeout,
+            max_message_bytes,
+        ));
+        let mut kit = SlotKit {
+            settings,
+            topics,
+            conversion,
+            budget,
+            topic_limits,
+            creator,
+            max_message_bytes,
+            checkpoint_producer: None,
+        };
+        if let Err(error) = self.checkpoints_client(&mut kit, !producers.is_empty()) {
+            return self.fail(error, ctx);
+        }
+        let generation = self.checkpoint_generation;
+        let slots: BTreeMap<i32, SlotRun> = producers
+            .into_iter()
+            .map(|(slot, producer)| (slot, self.slot_run(&kit, slot, producer, generation, ctx)))
+            .collect();
+        let owned: Vec<i32> = slots.keys().copied().collect();
+        self.running = Some(Running { slots, kit });
+        if let Err(error) = self.start_readers(&owned, launch, ctx) {
+            return self.fail(error, ctx);
+        }
+        self.metrics.stalled_readers(&self.config.name, 0);
+        self.report_slots();
+        // Fenced slots taken again run now.
+        self.fenced_waiting.retain(|slot| !owned.contains(slot));
+        self.report_fenced();
+        self.readiness.clear(&health::pipeline(&self.config.name));
+        self.board.running(&self.config.name);
+        tracing::info!(pipeline = %self.config.name, readers = self.readers.values().filter(|r| r.addr.is_some()).count(), slots = ?owned, "source pipeline running");
+    }
+
+    /// At-least-once: checkpoints go through a client of their own, shared by the slots
+    /// (see `RecordProducer::checkpoints_through`), made once some slot needs it.
+    fn checkpoints_client(&self, kit: &mut SlotKit, needed: bool) -> Result<(), SourceError> {
+        if self.config.delivery == Delivery::AtLeastOnce
+            && needed
+            && kit.checkpoint_producer.is_none()
+        {
+            kit.checkpoint_producer = Some(kafka::producer(&self.kafka)?);
+        }
+        Ok(())
+    }
+
+    /// Starts the producer actor of `slot` and what its readers share.
+    fn slot_run(
+        &self,
+        kit: &SlotKit,
+        slot: i32,
+        producer: kafka::KafkaProducer,
+        generation: u64,
+        ctx: &mut Context<Self>,
+    ) -> SlotRun {
+        let producer = RecordProducer::new(
+            ProducerSetup {
+                pipeline: self.config.name.clone(),
+                launch: self.lifecycle.launch(),
+                slot,
+                checkpoint_topic: self.config.checkpoint_topic.clone(),
+                slots: self.config.slots,
+                checkpoint_interval: self.config.checkpoint_interval,
+                generation,
+                policy: RecordPolicy {
+                    errors: self.config.errors.clone(),
+                    oversize: self.config.oversize,
+                    max_message_bytes: kit.max_message_bytes,
+                    topic_limits: kit.topic_limits.clone(),
+                    topic_creator: kit.creator.clone(),
+                },
+                mailbox_capacity: self.config.queue_capacity,
+            },
+            producer,
+            ctx.address().recipient(),
+            self.metrics.clone(),
+        );
+        let producer = match (self.config.delivery, &kit.checkpoint_producer) {
+            (Delivery::AtLeastOnce, Some(checkpoints)) => {
+                producer.checkpoints_through(checkpoints.clone())
+            }
+            (Delivery::AtLeastOnce, None) => producer,
+            (Delivery::ExactlyOnce, _) => {
+                producer.exactly_once(self.kafka.request_timeout.max(Duration::from_secs(30)))
+            }
+        }
+        .start();
+        let shared = Arc::new(ReaderContext {
+            config: self.config.clone(),
+            settings: kit.settings.clone(),
+            conversion: kit.conversion.clone(),
+            topics: kit.topics.clone(),
+            mongo: self.mongo.clone(),
+            producer: producer.clone(),
+            metrics: self.metrics.clone(),
+            copies: self.copies.clone(),
+            budget: kit.budget.clone(),
+            snapshots: self.snapshots.clone(),
+            snapshot_progress: self.snapshot_progress.clone(),
+        });
+        SlotRun { producer, shared }
+    }
+
+    /// Starts the readers of `slots` (running ones) at their checkpoints.
+    fn start_readers(
+        &mut self,
+        slots: &[i32],
+        launch: u64,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), SourceError> {
+        for watched in Scope::of(&self.config) {
+            let namespace = watched.namespace();
+            if !slots.contains(&self.slot_of(&namespace)) {
+                // Another daemon's, nobody's yet, or a slot already running.
+                continue;
+            }
+            let slot = self
+                .readers
+                .entry(namespace.clone())
+                .or_insert_with(|| WatchedReader {
+                    watched,
+                    generation: 0,
+                    launch,
+                    addr: None,
+                    backoff: restart_backoff(),
+                    progress: Arc::default(),
+                    stalled: false,
+                    pinned: None,
+                });
+            slot.generation += 1;
+            let start = match self.checkpoints.get(&namespace).map(Checkpoint::start_at) {
+                Some(Ok(start)) => start,
+                Some(Err(reason)) => return Err(SourceError::Checkpoint { namespace, reason }),
+                None => self.start_without_checkpoint(&namespace),
+            };
+            self.spawn_reader(&namespace, start, ctx);
+        }
+        Ok(())
+    }
+
+    /// Starts the slots the group assigned while a launch runs, beside the running ones
+    /// (`handover.rs`): fences their producers, loads their checkpoints (in that order, as
+    /// [`Self::start`] does), then starts their readers; the slots kept run on untouched.
+    fn start_slots(&mut self, ticket: u64, slots: Vec<i32>, ctx: &mut Context<Self>) {
+        let launch = self.lifecycle.launch();
+        let with_readers: Vec<i32> = self
+            .readers_by_owned_slot()
+            .into_keys()
+            .filter(|slot| slots.contains(slot))
+            .collect();
+        tracing::info!(pipeline = %self.config.name, ?slots, "starting the slots taken; the others run on");
+        self.report_slots();
+        // A revoke waits for it: its fence must not land after the slot's next owner's.
+        self.handover.winding_down();
+        let config = self.config.clone();
+        let kafka = self.kafka.clone();
+        let prepare = async move {
+            if with_readers.is_empty() {
+                return Ok(None);
+            }
+            let producers = slot_producers(&kafka, &config, &with_readers).await?;
+            let reading = checkpoint::Reading::start(&config, with_readers);
+            let began = std::time::Instant::now();
+            let loaded = checkpoint::load(&kafka, &reading).await?;
+            Ok::<_, SourceError>(Some((producers, loaded, began.elapsed())))
+        };
+        ctx.spawn(prepare.into_actor(self).map(move |result, act, ctx| {
+            let taken = act.handover.slots_started(ticket, &slots);
+            let current = act.lifecycle.is_current(Origin::Launch(launch)) && act.running.is_some();
+            match result {
+                Ok(Some((producers, loaded, took))) if current => {
+                    checkpoint::report_load(&act.metrics, &act.config.name, &loaded, took);
+                    act.add_slots(producers, loaded, &taken, ctx);
+                }
+                Ok(_) => {
+                    if current {
+                        act.report_slots();
+                    }
+                }
+                Err(error) if current => {
+                    tracing::warn!(pipeline = %act.config.name, ?slots, %error, "could not start the slots taken; restarting the pipeline");
+                    act.retry_pipeline(error, ctx);
+                }
+                // The launch ended meanwhile: its restart starts the slots owned then.
+                Err(_) => {}
+            }
+            act.handed_over();
+        }));
+    }
+
+    /// Runs the prepared producers of the slots `taken` (still owned, latest start) with
+    /// the checkpoints `loaded`; the others are dropped unused.
+    fn add_slots(
+        &mut self,
+        producers: BTreeMap<i32, kafka::KafkaProducer>,
+        loaded: checkpoint::Loaded,
+        taken: &[i32],
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(mut running) = self.running.take() else {
+            return;
+        };
+        let mut started = Vec::new();
+        for (slot, producer) in producers {
+            if !taken.contains(&slot) || running.slots.contains_key(&slot) {
+                continue;
+            }
+            if let Err(error) = self.checkpoints_client(&mut running.kit, true) {
+                self.running = Some(running);
+                return self.retry_pipeline(error, ctx);
+            }
+            let run = self.slot_run(&running.kit, slot, producer, loaded.generation, ctx);
+            running.slots.insert(slot, run);
+            started.push(slot);
+        }
+        self.running = Some(running);
+        // The checkpoints of the slots started, as loaded now; the others' stay as they were.
+        for watched in Scope::of(&self.config) {
+            let namespace = watched.namespace();
+            if started.contains(&self.slot_of(&namespace)) {
+                match loaded.checkpoints.get(&namespace) {
+                    Some(checkpoint) => {
+                        self.checkpoints.insert(namespace, checkpoint.clone());
+                    }
+                    None => {
+                        self.checkpoints.remove(&namespace);
+                    }
+                }
+            }
+        }
+        let launch = self.lifecycle.launch();
+        if let Err(error) = self.start_readers(&started, launch, ctx) {
+            return self.fail(error, ctx);
+        }
+        self.report_slots();
+        tracing::info!(pipeline = %self.config.name, slots = ?started, "slots taken started");
+    }
+
+    /// Stops the slots given up while a launch runs (`handover.rs`): their readers after
+    /// whole batches, their open transactions ended for `ending`, their producers closed;
+    /// then the hand-overs waiting are answered. The other slots run on.
+    fn stop_slots(&mut self, slots: &[i32], ending: Ending, ctx: &mut Context<Self>) {
+        tracing::info!(pipeline = %self.config.name, ?slots, ?ending, "stopping the slots given up; the others run on");
+        let wind_down = self.wind_down_slots(Some(slots), ending);
+        self.report_slots();
+        ctx.spawn(
+            wind_down
+                .into_actor(self)
+                .map(|_, act, _| act.handed_over()),
+        );
+    }
+
+    /// Reports the slots this daemon owns, with their readers, on `/status` and in
+    /// `mkb_source_owned_slots`.
+    fn report_slots(&self) {
+        let count = self.config.slots;
+        let mut owned: BTreeMap<String, Vec<String>> = self
+            .handover
+            .ownership()
+            .owned()
+            .iter()
+            .map(|slot| (slot.to_string(), Vec::new()))
+            .collect();
+        for (slot, readers) in self.readers_by_owned_slot() {
+            owned.insert(slot.to_string(), readers);
+        }
+        self.metrics.owned_slots(&self.config.name, owned.len());
+        self.status
+            .slots(&self.config.name, SlotsReport { count, owned });
+    }
+
+    /// Reports the slots waiting after a fence on `/ready` and in `mkb_source_fenced_slots`;
+    /// those the group moved meanwhile wait no more (another daemon runs them).
+    fn report_fenced(&mut self) {
+        let ownership = self.handover.ownership();
+        self.fenced_waiting.retain(|slot| {
+            ownership.fenced_slots().contains(slot) || ownership.owned().contains(slot)
+        });
+        let name = &self.config.name;
+        self.metrics.fenced_slots(name, self.fenced_waiting.len());
+        self.readiness.clear_prefix(&health::slot(name, ""));
+        for slot in &self.fenced_waiting {
+            self.readiness.set_problem(
+                health::slot(name, &slot.to_string()),
+                format!("slot {slot} of source pipeline {name} was fenced (another producer initialised its transactional.id, or the broker aborted its transaction): its changes wait until it is taken again"),
+            );
+        }
+    }
+
+    /// Takes the fenced slots the group still assigns here over again: a restart with the
+    /// slots owned then (fence, checkpoints, readers).
+    fn take_fenced_again(&mut self, ctx: &mut Context<Self>) {
+        let taken = self.handover.take_again(&mut self.lifecycle);
+        self.report_fenced();
+        let Some(actions) = taken else {
+            return;
+        };
+        tracing::warn!(pipeline = %self.config.name, slots = ?self.fenced_waiting, "taking fenced slots again: fencing their producers, reading their checkpoints, starting their readers");
+        // No action: a restart is under way, its start takes the slots owned then.
+        self.perform(actions, ctx);
+    }
+
+    /// Carries out what the hand-over rules decided (`handover.rs`).
+    fn perform(
+        &mut self,
+        actions: Vec<Action<std::sync::mpsc::Sender<()>>>,
+        ctx: &mut Context<Self>,
+    ) {
+        for action in actions {
+            match action {
+                Action::Acknowledge(done) => {
+                    for done in done {
+                        let _ = done.send(());
+                    }
+                }
+                Action::Start(attempt) => self.start(attempt, ctx),
+                // Readers stop after whole batches, the open transactions are committed
+                // (aborted when slots are lost or fenced), the producers closed; then the
+                // slots owned now start at once (fence, checkpoints, readers).
+                Action::Restart(ending) => self.restart_after(ending, Duration::ZERO, ctx),
+                Action::StopSlots { slots, ending } => self.stop_slots(&slots, ending, ctx),
+                Action::StartSlots { ticket, slots } => self.start_slots(ticket, slots, ctx),
+                Action::RetakeLater(slot) => {
+                    self.fenced_waiting.insert(slot);
+                    let delay = self.fence_backoff.next_delay();
+                    tracing::debug!(pipeline = %self.config.name, slot, retry_in = ?delay, "taking the fenced slot again after the delay");
+                    self.report_fenced();
+                    ctx.run_later(delay, |act, ctx| act.take_fenced_again(ctx));
+                }
+            }
+        }
+    }
+
+    /// The slot of the reader `namespace`.
+    fn slot_of(&self, namespace: &str) -> i32 {
+        slots::slot_of(&self.config.name, namespace, self.config.slots)
+    }
+
+    /// The readers (namespaces) of each owned slot that has any.
+    fn readers_by_owned_slot(&self) -> BTreeMap<i32, Vec<String>> {
+        let namespaces: Vec<String> = Scope::of(&self.config)
+            .iter()
+            .map(Scope::namespace)
+            .collect();
+        let mut map = slots::by_slot(
+            &self.config.name,
+            namespaces.iter().map(String::as_str),
+            self.config.slots,
+        );
+        map.retain(|slot, _| self.handover.ownership().owned().contains(slot));
+        map
+    }
+
+    /// Where a reader without an acknowledged position or a checkpoint starts: where its
+    /// first open found the stream, or else by the startup mode.
+    fn start_without_checkpoint(&mut self, namespace: &str) -> StartAt {
+        match self.readers.get_mut(namespace).and_then(WatchedReader::pin) {
+            Some(position) => StartAt::Resume(position),
+            None => self.initial_start(),
+        }
+    }
+
+    fn initial_start(&self) -> StartAt {
+        match &self.running {
+            // Resolved once, when the pipeline launched (which fails on an unusable one).
+            Some(running) => running.kit.settings.initial_start.clone(),
+            // No pipeline runs: `spawn_reader` starts no reader, whatever this says.
+            None => StartAt::Latest,
+        }
+    }
+
+    fn spawn_reader(&mut self, namespace: &str, start: StartAt, ctx: &mut Context<Self>) {
+        let owner = self.slot_of(namespace);
+        let Some(run) = self.running.as_ref().and_then(|r| r.slots.get(&owner)) else {
+            return;
+        };
+        let Some(slot) = self.readers.get_mut(namespace) else {
+            return;
+        };
+        let id = ReaderId {
+            namespace: namespace.to_owned(),
+            generation: slot.generation,
+        };
+        tracing::info!(pipeline = %self.config.name, namespace, start = start.name(), generation = slot.generation, "starting reader");
+        slot.launch = self.lifecycle.launch();
+        slot.pin();
+        slot.progress = Arc::default();
+        slot.addr = Some(
+            ChangeStreamReader::new(
+                id,
+                slot.watched.clone(),
+                start,
+                run.shared.clone(),
+                ctx.address().recipient(),
+                slot.progress.clone(),
+            )
+            .start(),
+        );
+    }
+
+    /// Restarts one reader after its backoff, at `resume`.
+    fn restart_reader(&mut self, namespace: String, resume: ResumeAt, ctx: &mut Context<Self>) {
+        let Some(slot) = self.readers.get_mut(&namespace) else {
+            return;
+        };
+        slot.addr = None;
+        slot.generation += 1;
+        let reader = ReaderId {
+            namespace: namespace.clone(),
+            generation: slot.generation,
+        };
+        let delay = slot.backoff.next_delay();
+        let owner = slots::slot_of(&self.config.name, &namespace, self.config.slots);
+        let producer = self
+            .running
+            .as_ref()
+            .and_then(|r| r.slots.get(&owner))
+            .map(|run| run.producer.clone());
+        let launch = self.lifecycle.launch();
+        let generation = slot.generation;
+        // Whether the restart still stands: the launch runs and no newer restart of the
+        // reader began (else a second reader would run beside the launch's own).
+        let stands = move |act: &Self, namespace: &str| {
+            act.lifecycle.is_current(Origin::Launch(launch))
+                && act
+                    .readers
+                    .get(namespace)
+                    .is_some_and(|slot| slot.generation == generation)
+        };
+        ctx.run_later(delay, move |act, ctx| {
+            if !stands(act, &namespace) {
+                return;
+            }
+            let Some(producer) = producer else { return };
+            let ask = async move {
+                producer
+                    .send(LastAcknowledged(reader))
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|t| (namespace.clone(), Some(t)))
+                    .unwrap_or((namespace, None))
+            };
+            ctx.spawn(
+                ask.into_actor(act)
+                    .map(move |(namespace, acknowledged), act, ctx| {
+                        if !stands(act, &namespace) {
+                            return;
+                        }
+                        let checkpoint = act
+                            .checkpoints
+                            .get(&namespace)
+                            .and_then(|c| c.start_at().ok());
+                        let start = match restart::resume_from(resume, acknowledged, checkpoint) {
+                            Restart::At(start) => start,
+                            Restart::Unpinned(start) => {
+                                if let Some(slot) = act.readers.get_mut(&namespace) {
+                                    slot.unpin();
+                                }
+                                start
+                            }
+                            Restart::WithoutCheckpoint => act.start_without_checkpoint(&namespace),
+                        };
+                        act.spawn_reader(&namespace, start, ctx);
+                    }),
+            );
+        });
+    }
+
+    /// Reports readers whose stream has not advanced for `stall_timeout` on `/ready` and in
+    /// the metrics, and restarts them; clears the report once they advance again.
+    fn check_stalls(&mut self, ctx: &mut Context<Self>) {
+        if self.lifecycle.phase() != Phase::Running || self.running.is_none() {
+            return;
+        }
+        let timeout = self.config.stall_timeout;
+        let pipeline = self.config.name.clone();
+        let mut stalled = Vec::new();
+        for (namespace, slot) in &mut self.readers {
+            let component = health::reader(&pipeline, namespace);
+            let state = ReaderState {
+                idle: slot.progress.idle_for(),
+                running: slot.addr.is_some(),
+                stalled: slot.stalled,
+                advanced: slot.progress.has_advanced(),
+            };
+            match restart::stall_verdict(state, timeout) {
+                StallVerdict::Stalled(idle) => {
+                    tracing::error!(pipeline = %pipeline, namespace = %namespace, idle = ?idle, "change stream has not advanced; restarting the reader");
+                    self.readiness.set_problem(
+                        component,
+                        format!("change stream has not advanced for {}s", idle.as_secs()),
+                    );
+                    slot.stalled = true;
+                    stalled.push(namespace.clone());
+                }
+                StallVerdict::Recovered => {
+                    tracing::info!(pipeline = %pipeline, namespace = %namespace, "change stream advances again");
+                    self.readiness.clear(&component);
+                    slot.stalled = false;
+                }
+                StallVerdict::Unchanged => {}
+            }
+        }
+        let count = self.readers.values().filter(|s| s.stalled).count();
+        self.metrics.stalled_readers(&pipeline, count);
+        for namespace in stalled {
+            if let Some(addr) = self
+                .readers
+                .get_mut(&namespace)
+                .and_then(|slot| slot.addr.take())
+            {
+                // A stalled reader may never finish its read: abort it, without waiting.
+                actix::spawn(async move {
+                    let _ = addr.send(AbortReader).await;
+                });
+            }
+            self.metrics
+                .actor_restarted(&pipeline, "change_stream_reader", "stalled");
+            self.restart_reader(namespace, ResumeAt::Acknowledged, ctx);
+        }
+    }
+
+    /// Stops every reader, aborts the producer's open transaction and closes it, then
+    /// starts again after a backoff. The old producer is closed before the new one exists:
+    /// none of its scheduled commits can land once the new start reads the checkpoints.
+    fn retry_pipeline(&mut self, error: SourceError, ctx: &mut Context<Self>) {
+        if !self.lifecycle.restart() {
+            tracing::debug!(pipeline = %self.config.name, %error, "the pipeline is restarting already");
+            return;
+        }
+        let delay = self.pipeline_backoff.next_delay();
+        tracing::warn!(pipeline = %self.config.name, %error, retry_in = ?delay, "restarting the source pipeline");
+        self.board
+            .restarting_after(&self.config.name, &error.to_string());
+        self.metrics
+            .actor_restarted(&self.config.name, "source_pipeline", error.kind());
+        self.restart_after(Ending::Failure, delay, ctx);
+    }
+
+    /// Winds the launch down for `ending`, answers the hand-overs waiting for it, then
+    /// starts again after `delay` (with the slots owned then).
+    fn restart_after(&mut self, ending: Ending, delay: Duration, ctx: &mut Context<Self>) {
+        let wind_down = self.wind_down(ending);
+        ctx.spawn(wind_down.into_actor(self).map(move |_, act, ctx| {
+            act.handed_over();
+            ctx.run_later(delay, |act, ctx| {
+                if let Some(attempt) = act.lifecycle.start_again() {
+                    act.start(attempt, ctx);
+                }
+            });
+        }));
+    }
+
+    /// A wind-down finished: once none runs, the revoked or lost slots waiting are handed
+    /// over.
+    fn handed_over(&mut self) {
+        for done in self.handover.wound_down() {
+            let _ = done.send(());
+        }
+    }
+
+    /// Joins the pipeline's group (once the checkpoint topic has a partition per slot: the
+    /// group hands those out); tries again every few seconds until it is in.
+    fn join_group(&mut self, ctx: &mut Context<Self>) {
+        let Some(changes) = self.changes.clone() else {
+            return;
+        };
+        let kafka = self.kafka.clone();
+        let join = Join {
+            pipeline: self.config.name.clone(),
+            topic: self.config.checkpoint_topic.clone(),
+            handover: self.shutdown_deadline,
+            agreement: self.agreements.clone().map(|report| Agreeing {
+                fingerprint: agreement::fingerprint(&self.config),
+                report,
+            }),
+        };
+        let partitions = i32::try_from(self.config.slots).unwrap_or(i32::MAX);
+        let joining = async move {
+            checkpoint::ensure_topic(&kafka, &join.topic, partitions).await?;
+            Membership::join(&kafka, &join, changes).map_err(SourceError::from)
+        };
+        ctx.spawn(joining.into_actor(self).map(|joined, act, ctx| match joined {
+            Ok(membership) => {
+                act.membership = Some(membership);
+                if act.lifecycle.is_stopped() {
+                    act.leave_group();
+                }
+            }
+            Err(error) => {
+                if act.lifecycle.is_stopped() {
+                    return;
+                }
+                tracing::warn!(pipeline = %act.config.name, %error, "could not join the group of the pipeline's daemons; trying again");
+                ctx.run_later(Duration::from_secs(5), |act, ctx| act.join_group(ctx));
+            }
+        }));
+    }
+
+    /// Leaves the pipeline's group, off the actor thread (the revoke is served first).
+    fn leave_group(&mut self) {
+        if let Some(membership) = self.membership.take() {
+            tokio::task::spawn_blocking(move || membership.leave());
+        }
+    }
+
+    /// Takes the readers and the producer of the running launch (failures they report
+    /// from here on are stale: their generations move on) and answers the future that stops
+    /// the readers (aborting those that do not stop before the shutdown deadline), then
+    /// drains and closes the producer for `ending`. It answers what was left undone.
+    fn wind_down(&mut self, ending: Ending) -> impl std::future::Future<Output = Vec<String>> {
+        self.wind_down_slots(None, ending)
+    }
+
+    /// [`Self::wind_down`] of the slots `only` (`None`: every slot, and the launch ends).
+    fn wind_down_slots(
+        &mut self,
+        only: Option<&[i32]>,
+        ending: Ending,
+    ) -> impl std::future::Future<Output = Vec<String>> {
+        // Every wind-down ends in `handed_over`.
+        self.handover.winding_down();
+        let (pipeline, slots) = (self.config.name.clone(), self.config.slots);
+        let stopping = |namespace: &str| {
+            only.is_none_or(|only| only.contains(&slots::slot_of(&pipeline, namespace, slots)))
+        };
+        let mut readers = Vec::new();
+        for (namespace, slot) in &mut self.readers {
+            if !stopping(namespace) {
+                continue;
+            }
+            slot.generation += 1;
+            readers.extend(slot.addr.take());
+            if only.is_some() && std::mem::take(&mut slot.stalled) {
+                // Not this daemon's to report any more.
+                self.readiness
+                    .clear(&health::reader(&self.config.name, namespace));
+            }
+        }
+        let producers: Vec<Addr<RecordProducer>> = match only {
+            None => self
+                .running
+                .take()
+                .map(|r| r.slots.into_values().map(|run| run.producer).collect())
+                .unwrap_or_default(),
+            Some(only) => self
+                .running
+                .as_mut()
+                .map(|r| {
+                    only.iter()
+                        .filter_map(|slot| r.slots.remove(slot))
+                        .map(|run| run.producer)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        let deadline = self.shutdown_deadline;
+        let name = self.config.name.clone();
+        async move {
+            let mut left = Vec::new();
+            let stops = join_all(readers.iter().map(|addr| addr.send(StopReader)));
+            if tokio::time::timeout(deadline, stops).await.is_err() {
+                // A reader waiting on a server that does not answer: abandon its read.
+                tracing::error!(pipeline = %name, "readers did not stop before the shutdown deadline; aborting them");
+                join_all(readers.iter().map(|addr| addr.send(AbortReader))).await;
+                left.push("readers waiting for MongoDB".to_owned());
+            }
+            let drains = join_all(
+                producers
+                    .iter()
+                    .map(|producer| producer.send(Drain { deadline, ending })),
+            )
+            .await;
+            let batches: usize = drains.into_iter().filter_map(Result::ok).sum();
+            if batches > 0 {
+                tracing::error!(pipeline = %name, batches, "records still unacknowledged at shutdown; they will be sent again at the next start");
+                left.push(format!("{batches} batches not acknowledged by Kafka"));
+            }
+            left
+        }
+    }
+
+    /// Stops the pipeline for good and says why: an error no restart can fix.
+    fn fail(&mut self, error: SourceError, ctx: &mut Context<Self>) {
+        tracing::error!(pipeline = %self.config.name, %error, "source pipeline failed; it stays failed until restarted (POST /pipelines/<name>/restart, a reload or a restart of the daemon)");
+        self.metrics
+            .pipeline_failed(&self.config.name, "source", error.kind());
+        self.readiness.set_problem(
+            health::pipeline(&self.config.name),
+            format!(
+                "source pipeline failed: {error}; {}",
+                crate::ops::control::failed_until(&self.config.name)
+            ),
+        );
+        self.board.failed(&self.config.name, &error.to_string());
+        self.lifecycle.stop();
+        self.metrics.owned_slots(&self.config.name, 0);
+        self.metrics.fenced_slots(&self.config.name, 0);
+        self.readiness
+            .clear_prefix(&health::slot(&self.config.name, ""));
+        // Out of the group, it shares nothing: whether the others agree no longer matters.
+        self.metrics.config_mismatch(&self.config.name, false);
+        self.readiness.clear(&health::config(&self.config.name));
+        let wind_down = self.wind_down(Ending::Failure);
+        // Its slots go to the other daemons, if any.
+        ctx.spawn(wind_down.into_actor(self).map(|_, act, _| {
+            act.handed_over();
+            act.leave_group();
+        }));
+    }
+}
+
+/// The producers of the owned slots with readers. At-least-once: one client shared by all.
+/// Exactly-once: one per slot (`transactional.id = mongo-kafka-bridge-<name>-<slot>`), each
+/// initialised, which fences any earlier owner of the slot and aborts what it left open; the
+/// `transactional.id` of versions before slots is fenced too.
+async fn slot_producers(
+    kafka_config: &KafkaConfig,
+    config: &SourceConfig,
+    slots: &[i32],
+) -> Result<BTreeMap<i32, kafka::KafkaProducer>, SourceError> {
+    if config.delivery == Delivery::AtLeastOnce {
+        if slots.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let producer = kafka::producer(kafka_config)?;
+        return Ok(slots.iter().map(|&s| (s, producer.clone())).collect());
+    }
+    let timeout = kafka_config.request_timeout.max(Duration::from_secs(30));
+    let fence = |id: String| async move {
+        let producer = kafka::transactional_producer(kafka_config, &id)?;
+        let init = producer.clone();
+        tokio::task::spawn_blocking(move || init.init_transactions(timeout))
+            .await
+            .map_err(|e| SourceError::Start(e.to_string()))?
+            .map_err(|source| SourceError::Transaction {
+                what: "initialising",
+                source: Box::new(source),
+            })?;
+        Ok::<_, SourceError>(producer)
+    };
+    let legacy = format!("mongo-kafka-bridge-{}", config.name);
+    let fenced = join_all(
+        slots
+            .iter()
+            .map(|&slot| fence(membership::transactional_id(&config.name, slot))),
+    );
+    let (legacy, fenced) = futures_util::future::join(fence(legacy), fenced).await;
+    drop(legacy?);
+    slots
+        .iter()
+        .zip(fenced)
+        .map(|(&slot, producer)| Ok((slot, producer?)))
+        .collect()
+}
+
+/// Creates the topics known before any event (a collection stream's, the heartbeat and dead
+/// letter topics) at the start; the topics database-wide and deployment-wide streams name
+/// from their events are created before their first record (`producer.rs`).
+async fn create_known_topics(
+    creator: &TopicCreator,
+    config: &SourceConfig,
+) -> Result<(), SourceError> {
+    let mapper = TopicMapper::new(config).map_err(|reason| SourceError::Config {
+        namespace: config.name.clone(),
+        reason,
+    })?;
+    let mut names: Vec<String> = Scope::of(config)
+        .iter()
+        .filter_map(|w| match w {
+            Scope::Collection { db, coll } => Some(mapper.topic(db, Some(coll))),
+            _ => None,
+        })
+        .collect();
+    if config.heartbeat_interval.is_some() {
+        names.push(config.heartbeat_topic.clone());
+    }
+    names.extend(config.errors.dead_letter_topic.clone());
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    creator.ensure(&names).await
+}
+
+impl Actor for SourceSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(crate::CONTROL_MAILBOX_CAPACITY);
+        self.metrics.pipeline_started("source");
+        self.metrics.source_pipeline_series(&self.config.name);
+        for watched in Scope::of(&self.config) {
+            self.metrics
+                .reader_series(&self.config.name, &watched.namespace());
+            // A collection's snapshot series exist from the start, at 0; a database or
+            // deployment stream's appear with their first snapshot.
+            if let Scope::Collection { db, coll } = &watched {
+                self.metrics
+                    .snapshot_series(&self.config.name, &format!("{db}.{coll}"));
+            }
+        }
+        self.readiness
+            .set_problem(health::pipeline(&self.config.name), "starting");
+        tracing::info!(pipeline = %self.config.name, "source pipeline started");
+        // The group's callbacks run on its own thread: their changes come here as messages.
+        let (changes, mut received) = tokio::sync::mpsc::unbounded_channel();
+        self.changes = Some(changes);
+        let me = ctx.address();
+        actix::spawn(async move {
+            while let Some(change) = received.recv().await {
+                if me.send(SlotsChanged(change)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let (agreements, mut compared) = tokio::sync::mpsc::unbounded_channel();
+        self.agreements = Some(agreements);
+        self.metrics.config_mismatch(&self.config.name, false);
+        let me = ctx.address();
+        actix::spawn(async move {
+            while let Some(outcome) = compared.recv().await {
+                if me.send(ConfigCompared(outcome)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        // The first start waits for the group's first assignment: starting before would
+        // fence and read checkpoints for no slot, then do it all again.
+        self.join_group(ctx);
+        if self.start_paused {
+            let pausing = self.pause();
+            ctx.spawn(pausing);
+        }
+        let every = (self.config.stall_timeout / 4)
+            .clamp(Duration::from_millis(250), Duration::from_secs(10));
+        ctx.run_interval(every, |act, ctx| act.check_stalls(ctx));
+        if let Some(signals) = self.config.signal_collection.clone() {
+            let watch = signals::watch(
+                self.config.name.clone(),
+                signals,
+                self.mongo.clone(),
+                ctx.address()
+                    .recipient::<crate::ops::control::Snapshot>()
+                    .downgrade(),
+            );
+            ctx.spawn(watch.into_actor(self));
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.metrics.pipeline_stopped("source");
+        tracing::info!(pipeline = %self.config.name, "source pipeline stopped");
+    }
+}
+
+impl SourceSupervisor {
+    /// Carries out what the restart policy decided about `error`, of `reader` if a reader
+    /// failed.
+    fn decided(
+        &mut self,
+        decision: Decision,
+        reader: Option<ReaderId>,
+        error: SourceError,
+        ctx: &mut Context<Self>,
+    ) {
+        match (decision, reader) {
+            (Decision::Fail, _) => self.fail(error, ctx),
+            (Decision::RestartPipeline, _) | (Decision::RestartReader(_), None) => {
+                self.retry_pipeline(error, ctx)
+            }
+            (Decision::RestartReader(resume), Some(reader)) => {
+                if matches!(error, SourceError::HistoryLost { .. }) {
+                    let then = match resume {
+                        ResumeAt::Recopy => "copying the namespace again",
+                        _ => "restarting at the newest change",
+                    };
+                    tracing::error!(pipeline = %self.config.name, namespace = %reader.namespace, %error, then, "changes were lost from the oplog before they were read");
+                    self.metrics
+                        .resume_gap(&self.config.name, &reader.namespace);
+                } else {
+                    tracing::warn!(pipeline = %self.config.name, namespace = %reader.namespace, %error, "reader failed; restarting it");
+                    self.metrics.actor_restarted(
+                        &self.config.name,
+                        "change_stream_reader",
+                        error.kind(),
+                    );
+                }
+                self.restart_reader(reader.namespace, resume, ctx);
+            }
+        }
+    }
+}
+
+impl Handler<ReaderFailed> for SourceSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReaderFailed, ctx: &mut Self::Context) {
+        let ReaderFailed { reader, error } = msg;
+        let current = self.readers.get(&reader.namespace).is_some_and(|slot| {
+            slot.generation == reader.generation
+                && self.lifecycle.is_current(Origin::Launch(slot.launch))
+        });
+        if !current {
+            return;
+        }
+        if matches!(error, SourceError::ProducerGone { .. }) {
+            // The slot's producer stopped on a failure of its own, which it reports
+            // (`ProducerFailed`): that report decides. Deciding here as well raced it, and a
+            // fenced slot was taken back at once, fencing its new owner in turn.
+            tracing::debug!(pipeline = %self.config.name, namespace = %reader.namespace, "the reader's producer is gone; its own failure decides");
+            return;
+        }
+        let decision = RestartPolicy::decide(Failed::Reader(&error), &self.config);
+        self.decided(decision, Some(reader), error, ctx);
+    }
+}
+
+impl Handler<ProducerFailed> for SourceSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, failed: ProducerFailed, ctx: &mut Self::Context) {
+        let ProducerFailed {
+            launch,
+            slot,
+            error,
+        } = failed;
+        // A producer of an earlier launch failing late (its pipeline restarted already), or
+        // of a slot given up, restarts nothing.
+        let running = self
+            .running
+            .as_ref()
+            .is_some_and(|r| r.slots.contains_key(&slot));
+        if !self.lifecycle.is_current(Origin::Launch(launch)) || !running {
+            return;
+        }
+        if policy::classify(&error) == ErrorClass::Fenced {
+            // Another producer initialised the slot's transactional.id (a daemon the group
+            // gave the slot to while this one was paused, a stray or overtaken start, or the
+            // broker aborted a transaction that ran out of time): the slot is lost, not the
+            // pipeline. The rest starts again without it; after a delay it is taken again,
+            // unless the group moved it meanwhile (issue 21: it used to stay dropped).
+            let actions = self.handover.fenced(slot, &mut self.lifecycle);
+            if actions.iter().any(|a| matches!(a, Action::RetakeLater(_))) {
+                tracing::warn!(pipeline = %self.config.name, slot, %error, "the slot's producer was fenced: dropping the slot; it is taken again after a delay unless the group moves it");
+            }
+            self.metrics
+                .actor_restarted(&self.config.name, "source_pipeline", "slot_lost");
+            self.perform(actions, ctx);
+            return;
+        }
+        let decision = RestartPolicy::decide(Failed::Producer(&error), &self.config);
+        self.decided(decision, None, error, ctx);
+    }
+}
+
+impl Handler<SlotsChanged> for SourceSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, SlotsChanged(rebalanced): SlotsChanged, ctx: &mut Self::Context) {
+        let Rebalanced {
+            change,
+            handed_over,
+        } = rebalanced;
+        let before = self.handover.ownership().rebalances();
+        let started = self.handover.started();
+        let actions = self
+            .handover
+            .slots_changed(&change, handed_over, &mut self.lifecycle);
+        self.report_fenced();
+        if self.handover.ownership().rebalances() == before {
+            return self.perform(actions, ctx);
+        }
+        self.metrics.rebalanced(&self.config.name);
+        if started && !self.lifecycle.is_stopped() {
+            tracing::info!(pipeline = %self.config.name, ?change, owned = ?self.handover.ownership().owned(), "the group moved slots");
+        }
+        self.perform(actions, ctx);
+    }
+}
+
+impl Handler<ConfigCompared> for SourceSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, ConfigCompared(outcome): ConfigCompared, _: &mut Self::Context) {
+        // A late report from a group this pipeline has left.
+        if self.lifecycle.is_stopped() {
+            return;
+        }
+        let name = &self.config.name;
+        match outcome {
+            Agreement::Agreed => {
+                self.metrics.config_mismatch(name, false);
+                if self.readiness.has_problem(&health::config(name)) {
+                    tracing::info!(pipeline = %name, "the daemons of the pipeline's group run one configuration again");
+                }
+                self.readiness.clear(&health::config(name));
+            }
+            Agreement::Mismatch { ours, theirs } => {
+                let theirs: Vec<String> = theirs.into_iter().collect();
+                tracing::warn!(pipeline = %name, ours = %ours, theirs = %theirs.join(","), "daemons sharing this source pipeline's slots run another configuration of it: each publishes its half of the collections its own way; give every daemon the same [[source]] section");
+                self.metrics.config_mismatch(name, true);
+                self.readiness.set_problem(
+                    health::config(name),
+                    format!(
+                        "daemons of the group run another configuration of source pipeline {name} (this one {ours}, others {})",
+                        theirs.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+}
+
+impl Handler<StopPipeline> for SourceSupervisor {
+    type Result = ResponseActFuture<Self, Option<String>>;
+
+    fn handle(&mut self, _: StopPipeline, _: &mut Self::Context) -> Self::Result {
+        self.lifecycle.stop();
+        self.board.stopped(&self.config.name);
+        // A stopped pipeline reports nothing any more: a reload may have removed it.
+        self.readiness.clear(&health::pipeline(&self.config.name));
+        self.readiness.clear(&health::config(&self.config.name));
+        self.readiness
+            .clear(&health::schema_registry(&self.config.name));
+        self.readiness
+            .clear(&health::topic_creation(&self.config.name));
+        self.readiness
+            .clear_prefix(&health::reader(&self.config.name, ""));
+        self.readiness
+            .clear_prefix(&health::slot(&self.config.name, ""));
+        self.metrics.fenced_slots(&self.config.name, 0);
+        let wind_down = self.wind_down(Ending::Stop);
+        Box::pin(wind_down.into_actor(self).map(|left, act, ctx| {
+            act.handed_over();
+            act.leave_group();
+            ctx.stop();
+            (!left.is_empty()).then(|| left.join(", "))
+        }))
+    }
+}
+
+impl SourceSupervisor {
+    /// Pauses the pipeline: winds its launch down (readers stopped after their batch, the
+    /// open transaction committed, checkpoints written, producers closed) and holds its next
+    /// start back until the resume. It stays in its group: its slots stay its own.
+    fn pause(&mut self) -> ResponseActFuture<Self, ()> {
+        let name = self.config.name.clone();
+        // Deliberate: not a readiness problem, whatever kept it from starting before.
+        self.readiness.clear(&health::pipeline(&name));
+        self.board.paused(&name);
+        if !self.lifecycle.pause() {
+            tracing::info!(pipeline = %name, "source pipeline paused");
+            return Box::pin(fut::ready(()));
+        }
+        let wind_down = self.wind_down(Ending::Stop);
+        Box::pin(wind_down.into_actor(self).map(move |_, act, ctx| {
+            act.handed_over();
+            // Held back while paused: the resume makes it.
+            if let Some(attempt) = act.lifecycle.start_again() {
+                act.start(attempt, ctx);
+            }
+            tracing::info!(pipeline = %name, "source pipeline paused: its readers stopped, its checkpoints are written");
+        }))
+    }
+}
+
+impl Handler<Snapshot> for SourceSupervisor {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, Snapshot(command): Snapshot, _: &mut Self::Context) -> Self::Result {
+        let pipeline = &self.config.name;
+        match command {
+            SnapshotCommand::Cancel => {
+                tracing::warn!(pipeline = %pipeline, "snapshots cancelled");
+                self.snapshots.cancel();
+                Ok(())
+            }
+            SnapshotCommand::Start(request) => {
+                if request.namespaces.is_empty() {
+                    return Err(
+                        "`namespaces` is empty: name the collections (`db.coll`) to snapshot"
+                            .to_owned(),
+                    );
+                }
+                let unwatched = reader::snapshot::unwatched(&self.config, &request.namespaces);
+                if !unwatched.is_empty() {
+                    return Err(format!(
+                        "pipeline `{pipeline}` does not watch {}: a snapshot copies collections its change stream follows (`db.coll`)",
+                        unwatched.join(", ")
+                    ));
+                }
+                tracing::info!(pipeline = %pipeline, namespaces = ?request.namespaces, "snapshot on demand queued");
+                self.snapshots.push(request);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Handler<SetPaused> for SourceSupervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, SetPaused(pause): SetPaused, ctx: &mut Self::Context) -> Self::Result {
+        if self.lifecycle.is_stopped() {
+            return Box::pin(fut::ready(()));
+        }
+        if pause {
+            return self.pause();
+        }
+        if self.lifecycle.is_paused() {
+            self.board.resuming(&self.config.name);
+            tracing::info!(pipeline = %self.config.name, "source pipeline resumed");
+            // Before the group's first assignment the first start waits for it, as always.
+            if let Some(attempt) = self.lifecycle.resume() {
+                if self.handover.started() {
+                    self.start(attempt, ctx);
+                }
+            }
+        }
+        Box::pin(fut::ready(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12, defect 7: a reader that crash-looped once waited the 30 s cap at every
+    /// later failure, however long it had run healthily in between.
+    #[tokio::test(start_paused = true)]
+    async fn restart_backoffs_forget_failures_after_a_healthy_period() {
+        let mut backoff = restart_backoff();
+        for _ in 0..8 {
+            let delay = backoff.next_delay();
+            tokio::time::advance(delay).await;
+        }
+        let capped = backoff.next_delay();
+        assert!(
+            capped <= Duration::from_secs(30) && capped >= Duration::from_millis(22_500),
+            "a crash loop backs off to the cap, less its jitter: {capped:?}"
+        );
+        tokio::time::advance(Duration::from_secs(30)).await;
+        // Then it runs healthily for an hour, and fails once.
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(backoff.next_delay(), Duration::from_millis(250));
+    }
+}
