@@ -10,7 +10,11 @@
 //! group moves while the others run on (a fenced producer loses its slot, taken again after
 //! a delay unless the group moves it), and drains everything on stop.
 
-use std::collections::{BTreeMap, HashMap};
+mod state;
+
+pub use self::state::SourceSupervisor;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,102 +22,37 @@ use actix::prelude::*;
 use futures_util::future::join_all;
 use rdkafka::producer::Producer;
 
-use crate::backoff::Backoff;
 use crate::budget::{Budget, Report as BudgetReport};
 use crate::clients::kafka;
 use crate::config::{Delivery, KafkaConfig, SourceConfig};
-use crate::ops::control::PipelineBoard;
 use crate::ops::control::{Snapshot, SnapshotCommand};
-use crate::ops::health::{self, Readiness};
-use crate::ops::metrics::Metrics;
-use crate::ops::status::{SlotsReport, StatusBoard};
-use crate::pipeline::{registry_readiness, PipelineEnv, SetPaused, StopPipeline};
+use crate::ops::health::{self};
+use crate::ops::status::SlotsReport;
+use crate::pipeline::{registry_readiness, SetPaused, StopPipeline};
 use crate::source::agreement::Agreement;
 use crate::source::checkpoint::Checkpoint;
-use crate::source::copy_status::CopyTracker;
 use crate::source::error::SourceError;
 use crate::source::format::Conversion;
-use crate::source::handover::{Action, Handover};
+use crate::source::handover::Action;
 use crate::source::ledger::Ending;
-use crate::source::lifecycle::{Lifecycle, Origin, Phase};
+use crate::source::lifecycle::{Origin, Phase};
 use crate::source::membership::{Agreeing, Join, Membership, Rebalanced};
-use crate::source::model::{Position, Scope, StartAt};
+use crate::source::model::{Scope, StartAt};
 use crate::source::policy::ErrorClass;
 use crate::source::policy::{Decision, Failed, RestartPolicy, ResumeAt};
 use crate::source::producer::{
     Drain, LastAcknowledged, ProducerFailed, ProducerSetup, ReaderId, RecordPolicy, RecordProducer,
 };
-use crate::source::reader::snapshot::SnapshotInbox;
 use crate::source::reader::{
-    AbortReader, ChangeStreamReader, ReaderContext, ReaderFailed, ReaderLiveness, ReaderSettings,
-    StopReader,
+    AbortReader, ChangeStreamReader, ReaderContext, ReaderFailed, ReaderSettings, StopReader,
 };
 use crate::source::restart::{ReaderState, Restart, StallVerdict};
 use crate::source::topic::TopicMapper;
 use crate::source::topic_creator::TopicCreator;
 use crate::source::topic_limits::TopicLimits;
 
+use self::state::{restart_backoff, Running, SlotKit, SlotRun, WatchedReader};
 use crate::source::{agreement, checkpoint, membership, policy, reader, restart, signals, slots};
-
-/// The supervisor's record of one watched namespace (or database, or deployment): its
-/// reader's actor while one runs, its restarts, liveness and pinned start.
-struct WatchedReader {
-    watched: Scope,
-    generation: u64,
-    /// The launch of the pipeline the running reader belongs to.
-    launch: u64,
-    addr: Option<Addr<ChangeStreamReader>>,
-    backoff: Backoff,
-    progress: Arc<ReaderLiveness>,
-    stalled: bool,
-    /// Where the reader's first open without a position (`latest`, a timestamp) found its
-    /// stream: restarts before a checkpoint start there, not at `latest` again.
-    pinned: Option<Position>,
-}
-
-impl WatchedReader {
-    /// The pinned position, taking it from the running reader's progress when it has one.
-    fn pin(&mut self) -> Option<Position> {
-        if self.pinned.is_none() {
-            self.pinned = self.progress.opened_at();
-        }
-        self.pinned.clone()
-    }
-
-    /// Forgets the pinned position: the next open without a position pins anew.
-    fn unpin(&mut self) {
-        self.pinned = None;
-        self.progress = Arc::default();
-    }
-}
-
-/// What runs for one owned slot: its producer and what its readers share.
-struct SlotRun {
-    producer: Addr<RecordProducer>,
-    shared: Arc<ReaderContext>,
-}
-
-/// A launch: the owned slots with readers, each with its producer.
-struct Running {
-    slots: BTreeMap<i32, SlotRun>,
-    /// What the slots share, to start slots taken later beside them.
-    kit: SlotKit,
-}
-
-/// What the slots of a launch share: resolved once at the launch.
-struct SlotKit {
-    /// The pipeline's configuration.
-    settings: ReaderSettings,
-    topics: TopicMapper,
-    conversion: Conversion,
-    /// One budget for the pipeline, whatever the slots it owns.
-    budget: Budget,
-    topic_limits: Arc<TopicLimits>,
-    creator: Option<Arc<TopicCreator>>,
-    max_message_bytes: usize,
-    /// At-least-once: the client the slots write their checkpoints through.
-    checkpoint_producer: Option<kafka::KafkaProducer>,
-}
 
 /// The group told the supervisor its slots changed (see `membership.rs`).
 #[derive(Message)]
@@ -126,120 +65,7 @@ struct SlotsChanged(Rebalanced);
 #[rtype(result = "()")]
 struct ConfigCompared(Agreement);
 
-/// Supervises one source pipeline.
-pub struct SourceSupervisor {
-    config: SourceConfig,
-    mongo: mongodb::Client,
-    kafka: Arc<KafkaConfig>,
-    metrics: Metrics,
-    readiness: Readiness,
-    shutdown_deadline: Duration,
-    /// The copies' progress, across launches of the pipeline.
-    copies: Arc<CopyTracker>,
-    /// Snapshots on demand waiting for the readers (`reader::snapshot`).
-    snapshots: Arc<SnapshotInbox>,
-    /// The snapshots' progress.
-    snapshot_progress: Arc<CopyTracker>,
-    running: Option<Running>,
-    checkpoints: HashMap<String, Checkpoint>,
-    /// The generation the checkpoints of this launch carry (`checkpoint.rs`).
-    checkpoint_generation: u64,
-    readers: BTreeMap<String, WatchedReader>,
-    pipeline_backoff: Backoff,
-    /// Starting, running, restarting or stopped: which failures count, and which start
-    /// attempt may launch.
-    lifecycle: Lifecycle,
-    /// Where the slots this daemon owns are reported (`/status`).
-    status: StatusBoard,
-    /// The slots this daemon owns, as the group handed them out, and the hand-overs
-    /// waiting for a wind-down (`handover.rs`).
-    handover: Handover<std::sync::mpsc::Sender<()>>,
-    /// This daemon's place in the pipeline's group, once joined.
-    membership: Option<Membership>,
-    /// Where the group's callbacks send their changes (to this actor).
-    changes: Option<tokio::sync::mpsc::UnboundedSender<Rebalanced>>,
-    /// Where the group's thread says whether the members agree on the configuration.
-    agreements: Option<tokio::sync::mpsc::UnboundedSender<Agreement>>,
-    /// Slots whose producer was fenced while the group still assigns them here, until they
-    /// run again (or the group moves them): `/ready`, `mkb_source_fenced_slots`.
-    fenced_waiting: std::collections::BTreeSet<i32>,
-    /// How long a fenced slot waits before it is taken again.
-    fence_backoff: Backoff,
-    /// Where the pipeline's state is reported (`/pipelines`).
-    board: PipelineBoard,
-    /// Start paused (a reload started a paused pipeline anew).
-    start_paused: bool,
-}
-
-/// A reader or pipeline that ran this long before failing again restarts after the shortest
-/// delay: its earlier failures are history.
-const HEALTHY_RUN: Duration = Duration::from_secs(60);
-
-fn restart_backoff() -> Backoff {
-    Backoff::new(Duration::from_millis(250), Duration::from_secs(30))
-        .reset_after(HEALTHY_RUN)
-        .with_jitter()
-}
-
-/// How long a fenced slot waits before it is taken again: long enough for a daemon that was
-/// paused past its session timeout to hear from the group that the slot is gone (then the
-/// fence was its new owner's, and nothing is taken), doubling while fences repeat.
-fn fence_backoff() -> Backoff {
-    Backoff::new(Duration::from_secs(5), Duration::from_secs(60))
-        .reset_after(HEALTHY_RUN)
-        .with_jitter()
-}
-
 impl SourceSupervisor {
-    /// A supervisor for the pipeline `config`.
-    pub fn new(config: SourceConfig, env: PipelineEnv) -> Self {
-        let PipelineEnv {
-            mongo,
-            kafka,
-            metrics,
-            readiness,
-            shutdown_deadline,
-            status,
-            board,
-            paused,
-        } = env;
-        let config_slots = config.slots;
-        Self {
-            copies: Arc::new(CopyTracker::new(
-                &config.name,
-                metrics.clone(),
-                status.clone(),
-            )),
-            snapshots: Arc::default(),
-            snapshot_progress: Arc::new(CopyTracker::for_snapshots(
-                &config.name,
-                metrics.clone(),
-                status.clone(),
-            )),
-            status,
-            config,
-            mongo,
-            kafka,
-            metrics,
-            readiness,
-            shutdown_deadline,
-            running: None,
-            checkpoints: HashMap::new(),
-            checkpoint_generation: 0,
-            readers: BTreeMap::new(),
-            pipeline_backoff: restart_backoff(),
-            lifecycle: Lifecycle::new(),
-            handover: Handover::new(config_slots),
-            membership: None,
-            changes: None,
-            agreements: None,
-            fenced_waiting: std::collections::BTreeSet::new(),
-            fence_backoff: fence_backoff(),
-            board,
-            start_paused: paused,
-        }
-    }
-
     /// Start attempt `attempt`: fences (exactly-once: `init_transactions` on the new
     /// producer, which aborts whatever an earlier producer of the pipeline left open and
     /// makes any such zombie fail from then on), then reads the checkpoints, which no
@@ -671,26 +497,6 @@ impl SourceSupervisor {
                 }
             }
         }
-    }
-
-    /// The slot of the reader `namespace`.
-    fn slot_of(&self, namespace: &str) -> i32 {
-        slots::slot_of(&self.config.name, namespace, self.config.slots)
-    }
-
-    /// The readers (namespaces) of each owned slot that has any.
-    fn readers_by_owned_slot(&self) -> BTreeMap<i32, Vec<String>> {
-        let namespaces: Vec<String> = Scope::of(&self.config)
-            .iter()
-            .map(Scope::namespace)
-            .collect();
-        let mut map = slots::by_slot(
-            &self.config.name,
-            namespaces.iter().map(String::as_str),
-            self.config.slots,
-        );
-        map.retain(|slot, _| self.handover.ownership().owned().contains(slot));
-        map
     }
 
     /// Where a reader without an acknowledged position or a checkpoint starts: where its
@@ -1459,30 +1265,5 @@ impl Handler<SetPaused> for SourceSupervisor {
             }
         }
         Box::pin(fut::ready(()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Issue 12, defect 7: a reader that crash-looped once waited the 30 s cap at every
-    /// later failure, however long it had run healthily in between.
-    #[tokio::test(start_paused = true)]
-    async fn restart_backoffs_forget_failures_after_a_healthy_period() {
-        let mut backoff = restart_backoff();
-        for _ in 0..8 {
-            let delay = backoff.next_delay();
-            tokio::time::advance(delay).await;
-        }
-        let capped = backoff.next_delay();
-        assert!(
-            capped <= Duration::from_secs(30) && capped >= Duration::from_millis(22_500),
-            "a crash loop backs off to the cap, less its jitter: {capped:?}"
-        );
-        tokio::time::advance(Duration::from_secs(30)).await;
-        // Then it runs healthily for an hour, and fails once.
-        tokio::time::advance(Duration::from_secs(3600)).await;
-        assert_eq!(backoff.next_delay(), Duration::from_millis(250));
     }
 }
