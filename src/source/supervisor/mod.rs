@@ -10,6 +10,8 @@
 //! group moves while the others run on (a fenced producer loses its slot, taken again after
 //! a delay unless the group moves it), and drains everything on stop.
 
+mod launch;
+mod prepare;
 mod state;
 
 pub use self::state::SourceSupervisor;
@@ -20,19 +22,17 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use futures_util::future::join_all;
-use rdkafka::producer::Producer;
 
-use crate::budget::{Budget, Report as BudgetReport};
+use self::prepare::slot_producers;
+use self::state::{restart_backoff, WatchedReader};
 use crate::clients::kafka;
-use crate::config::{Delivery, KafkaConfig, SourceConfig};
 use crate::ops::control::{Snapshot, SnapshotCommand};
-use crate::ops::health::{self};
+use crate::ops::health;
 use crate::ops::status::SlotsReport;
-use crate::pipeline::{registry_readiness, SetPaused, StopPipeline};
+use crate::pipeline::{SetPaused, StopPipeline};
 use crate::source::agreement::Agreement;
 use crate::source::checkpoint::Checkpoint;
 use crate::source::error::SourceError;
-use crate::source::format::Conversion;
 use crate::source::handover::Action;
 use crate::source::ledger::Ending;
 use crate::source::lifecycle::{Origin, Phase};
@@ -40,19 +40,10 @@ use crate::source::membership::{Agreeing, Join, Membership, Rebalanced};
 use crate::source::model::{Scope, StartAt};
 use crate::source::policy::ErrorClass;
 use crate::source::policy::{Decision, Failed, RestartPolicy, ResumeAt};
-use crate::source::producer::{
-    Drain, LastAcknowledged, ProducerFailed, ProducerSetup, ReaderId, RecordPolicy, RecordProducer,
-};
-use crate::source::reader::{
-    AbortReader, ChangeStreamReader, ReaderContext, ReaderFailed, ReaderSettings, StopReader,
-};
+use crate::source::producer::{Drain, LastAcknowledged, ProducerFailed, ReaderId, RecordProducer};
+use crate::source::reader::{AbortReader, ChangeStreamReader, ReaderFailed, StopReader};
 use crate::source::restart::{ReaderState, Restart, StallVerdict};
-use crate::source::topic::TopicMapper;
-use crate::source::topic_creator::TopicCreator;
-use crate::source::topic_limits::TopicLimits;
-
-use self::state::{restart_backoff, Running, SlotKit, SlotRun, WatchedReader};
-use crate::source::{agreement, checkpoint, membership, policy, reader, restart, signals, slots};
+use crate::source::{agreement, checkpoint, policy, reader, restart, signals, slots};
 
 /// The group told the supervisor its slots changed (see `membership.rs`).
 #[derive(Message)]
@@ -66,209 +57,6 @@ struct SlotsChanged(Rebalanced);
 struct ConfigCompared(Agreement);
 
 impl SourceSupervisor {
-    /// Start attempt `attempt`: fences (exactly-once: `init_transactions` on the new
-    /// producer, which aborts whatever an earlier producer of the pipeline left open and
-    /// makes any such zombie fail from then on), then reads the checkpoints, which no
-    /// earlier producer can move any more, then starts the readers. Reading first would let
-    /// an earlier producer's commit land after the read: its records published again.
-    fn start(&mut self, attempt: u64, ctx: &mut Context<Self>) {
-        let config = self.config.clone();
-        let kafka = self.kafka.clone();
-        let metrics = self.metrics.clone();
-        let readiness = self.readiness.clone();
-        // The owned slots with readers: only they need a producer.
-        let slots: Vec<i32> = self.readers_by_owned_slot().into_keys().collect();
-        let prepare = async move {
-            let partitions = i32::try_from(config.slots).unwrap_or(i32::MAX);
-            checkpoint::ensure_topic(&kafka, &config.checkpoint_topic, partitions).await?;
-            let producers = slot_producers(&kafka, &config, &slots).await?;
-            let creator = if config.create_topics {
-                let creator =
-                    TopicCreator::new(&kafka, &config, metrics.clone(), readiness.clone())?;
-                create_known_topics(&creator, &config).await?;
-                Some(Arc::new(creator))
-            } else {
-                None
-            };
-            let reading = checkpoint::Reading::start(&config, slots);
-            let began = std::time::Instant::now();
-            let loaded = checkpoint::load(&kafka, &reading).await?;
-            Ok::<_, SourceError>(((loaded, began.elapsed()), (producers, creator)))
-        };
-        ctx.spawn(prepare.into_actor(self).map(move |result, act, ctx| {
-            match result {
-                Ok(((loaded, took), (producers, creator))) => {
-                    checkpoint::report_load(&act.metrics, &act.config.name, &loaded, took);
-                    // An attempt overtaken by a newer one (or a stop) launches nothing; its
-                    // producers are dropped unused.
-                    if let Some(launch) = act.lifecycle.prepared(attempt) {
-                        act.checkpoints = loaded.checkpoints;
-                        act.checkpoint_generation = loaded.generation;
-                        act.launch(producers, creator, launch, ctx);
-                    }
-                }
-                Err(error) => {
-                    if act.lifecycle.is_current(Origin::Start(attempt)) {
-                        // Not ready while it cannot start (a checkpoint topic it may not
-                        // share, a load that stopped moving): `/ready` says why.
-                        act.readiness.set_problem(
-                            health::pipeline(&act.config.name),
-                            format!("source pipeline cannot start: {error}"),
-                        );
-                        act.retry_pipeline(error, ctx);
-                    }
-                }
-            }
-        }));
-    }
-
-    fn launch(
-        &mut self,
-        producers: BTreeMap<i32, kafka::KafkaProducer>,
-        creator: Option<Arc<TopicCreator>>,
-        launch: u64,
-        ctx: &mut Context<Self>,
-    ) {
-        // Validation compiled the namespace map's regexes already; should one still fail,
-        // the pipeline stops saying which.
-        let topics = match TopicMapper::new(&self.config) {
-            Ok(topics) => topics,
-            Err(reason) => {
-                let error = SourceError::Config {
-                    namespace: self.config.name.clone(),
-                    reason,
-                };
-                return self.fail(error, ctx);
-            }
-        };
-        let settings = match ReaderSettings::resolve(&self.config) {
-            Ok(settings) => settings,
-            Err(error) => return self.fail(error, ctx),
-        };
-        let conversion = Conversion::for_source(
-            &self.config,
-            Some(registry_readiness(
-                &self.readiness,
-                &self.metrics,
-                &self.config.name,
-            )),
-        );
-        let budget = Budget::new(
-            &self.config.name,
-            self.config.memory_budget.as_u64(),
-            Some(BudgetReport {
-                metrics: self.metrics.clone(),
-                readiness: self.readiness.clone(),
-            }),
-        );
-        let max_message_bytes = kafka::producer_max_message_bytes(&self.kafka);
-        let topic_limits = Arc::new(TopicLimits::new(
-            kafka::admin(&self.kafka).ok(),
-            self.kafka.request_timeout,
-            max_message_bytes,
-        ));
-        let mut kit = SlotKit {
-            settings,
-            topics,
-            conversion,
-            budget,
-            topic_limits,
-            creator,
-            max_message_bytes,
-            checkpoint_producer: None,
-        };
-        if let Err(error) = self.checkpoints_client(&mut kit, !producers.is_empty()) {
-            return self.fail(error, ctx);
-        }
-        let generation = self.checkpoint_generation;
-        let slots: BTreeMap<i32, SlotRun> = producers
-            .into_iter()
-            .map(|(slot, producer)| (slot, self.slot_run(&kit, slot, producer, generation, ctx)))
-            .collect();
-        let owned: Vec<i32> = slots.keys().copied().collect();
-        self.running = Some(Running { slots, kit });
-        if let Err(error) = self.start_readers(&owned, launch, ctx) {
-            return self.fail(error, ctx);
-        }
-        self.metrics.stalled_readers(&self.config.name, 0);
-        self.report_slots();
-        // Fenced slots taken again run now.
-        self.fenced_waiting.retain(|slot| !owned.contains(slot));
-        self.report_fenced();
-        self.readiness.clear(&health::pipeline(&self.config.name));
-        self.board.running(&self.config.name);
-        tracing::info!(pipeline = %self.config.name, readers = self.readers.values().filter(|r| r.addr.is_some()).count(), slots = ?owned, "source pipeline running");
-    }
-
-    /// At-least-once: checkpoints go through a client of their own, shared by the slots
-    /// (see `RecordProducer::checkpoints_through`), made once some slot needs it.
-    fn checkpoints_client(&self, kit: &mut SlotKit, needed: bool) -> Result<(), SourceError> {
-        if self.config.delivery == Delivery::AtLeastOnce
-            && needed
-            && kit.checkpoint_producer.is_none()
-        {
-            kit.checkpoint_producer = Some(kafka::producer(&self.kafka)?);
-        }
-        Ok(())
-    }
-
-    /// Starts the producer actor of `slot` and what its readers share.
-    fn slot_run(
-        &self,
-        kit: &SlotKit,
-        slot: i32,
-        producer: kafka::KafkaProducer,
-        generation: u64,
-        ctx: &mut Context<Self>,
-    ) -> SlotRun {
-        let producer = RecordProducer::new(
-            ProducerSetup {
-                pipeline: self.config.name.clone(),
-                launch: self.lifecycle.launch(),
-                slot,
-                checkpoint_topic: self.config.checkpoint_topic.clone(),
-                slots: self.config.slots,
-                checkpoint_interval: self.config.checkpoint_interval,
-                generation,
-                policy: RecordPolicy {
-                    errors: self.config.errors.clone(),
-                    oversize: self.config.oversize,
-                    max_message_bytes: kit.max_message_bytes,
-                    topic_limits: kit.topic_limits.clone(),
-                    topic_creator: kit.creator.clone(),
-                },
-                mailbox_capacity: self.config.queue_capacity,
-            },
-            producer,
-            ctx.address().recipient(),
-            self.metrics.clone(),
-        );
-        let producer = match (self.config.delivery, &kit.checkpoint_producer) {
-            (Delivery::AtLeastOnce, Some(checkpoints)) => {
-                producer.checkpoints_through(checkpoints.clone())
-            }
-            (Delivery::AtLeastOnce, None) => producer,
-            (Delivery::ExactlyOnce, _) => {
-                producer.exactly_once(self.kafka.request_timeout.max(Duration::from_secs(30)))
-            }
-        }
-        .start();
-        let shared = Arc::new(ReaderContext {
-            config: self.config.clone(),
-            settings: kit.settings.clone(),
-            conversion: kit.conversion.clone(),
-            topics: kit.topics.clone(),
-            mongo: self.mongo.clone(),
-            producer: producer.clone(),
-            metrics: self.metrics.clone(),
-            copies: self.copies.clone(),
-            budget: kit.budget.clone(),
-            snapshots: self.snapshots.clone(),
-            snapshot_progress: self.snapshot_progress.clone(),
-        });
-        SlotRun { producer, shared }
-    }
-
     /// Starts the readers of `slots` (running ones) at their checkpoints.
     fn start_readers(
         &mut self,
@@ -857,76 +645,6 @@ impl SourceSupervisor {
             act.leave_group();
         }));
     }
-}
-
-/// The producers of the owned slots with readers. At-least-once: one client shared by all.
-/// Exactly-once: one per slot (`transactional.id = mongo-kafka-bridge-<name>-<slot>`), each
-/// initialised, which fences any earlier owner of the slot and aborts what it left open; the
-/// `transactional.id` of versions before slots is fenced too.
-async fn slot_producers(
-    kafka_config: &KafkaConfig,
-    config: &SourceConfig,
-    slots: &[i32],
-) -> Result<BTreeMap<i32, kafka::KafkaProducer>, SourceError> {
-    if config.delivery == Delivery::AtLeastOnce {
-        if slots.is_empty() {
-            return Ok(BTreeMap::new());
-        }
-        let producer = kafka::producer(kafka_config)?;
-        return Ok(slots.iter().map(|&s| (s, producer.clone())).collect());
-    }
-    let timeout = kafka_config.request_timeout.max(Duration::from_secs(30));
-    let fence = |id: String| async move {
-        let producer = kafka::transactional_producer(kafka_config, &id)?;
-        let init = producer.clone();
-        tokio::task::spawn_blocking(move || init.init_transactions(timeout))
-            .await
-            .map_err(|e| SourceError::Start(e.to_string()))?
-            .map_err(|source| SourceError::Transaction {
-                what: "initialising",
-                source: Box::new(source),
-            })?;
-        Ok::<_, SourceError>(producer)
-    };
-    let legacy = format!("mongo-kafka-bridge-{}", config.name);
-    let fenced = join_all(
-        slots
-            .iter()
-            .map(|&slot| fence(membership::transactional_id(&config.name, slot))),
-    );
-    let (legacy, fenced) = futures_util::future::join(fence(legacy), fenced).await;
-    drop(legacy?);
-    slots
-        .iter()
-        .zip(fenced)
-        .map(|(&slot, producer)| Ok((slot, producer?)))
-        .collect()
-}
-
-/// Creates the topics known before any event (a collection stream's, the heartbeat and dead
-/// letter topics) at the start; the topics database-wide and deployment-wide streams name
-/// from their events are created before their first record (`producer.rs`).
-async fn create_known_topics(
-    creator: &TopicCreator,
-    config: &SourceConfig,
-) -> Result<(), SourceError> {
-    let mapper = TopicMapper::new(config).map_err(|reason| SourceError::Config {
-        namespace: config.name.clone(),
-        reason,
-    })?;
-    let mut names: Vec<String> = Scope::of(config)
-        .iter()
-        .filter_map(|w| match w {
-            Scope::Collection { db, coll } => Some(mapper.topic(db, Some(coll))),
-            _ => None,
-        })
-        .collect();
-    if config.heartbeat_interval.is_some() {
-        names.push(config.heartbeat_topic.clone());
-    }
-    names.extend(config.errors.dead_letter_topic.clone());
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    creator.ensure(&names).await
 }
 
 impl Actor for SourceSupervisor {
