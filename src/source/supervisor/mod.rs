@@ -10,6 +10,7 @@
 //! group moves while the others run on (a fenced producer loses its slot, taken again after
 //! a delay unless the group moves it), and drains everything on stop.
 
+mod group;
 mod launch;
 mod prepare;
 mod readers;
@@ -26,29 +27,16 @@ use futures_util::future::join_all;
 use crate::ops::control::{Snapshot, SnapshotCommand};
 use crate::ops::health;
 use crate::pipeline::{SetPaused, StopPipeline};
-use crate::source::agreement::Agreement;
 use crate::source::error::SourceError;
 use crate::source::handover::Action;
 use crate::source::ledger::Ending;
 use crate::source::lifecycle::Origin;
-use crate::source::membership::{Agreeing, Join, Membership, Rebalanced};
 use crate::source::model::Scope;
 use crate::source::policy::ErrorClass;
 use crate::source::policy::{Decision, Failed, RestartPolicy, ResumeAt};
 use crate::source::producer::{Drain, ProducerFailed, ReaderId, RecordProducer};
 use crate::source::reader::{AbortReader, ReaderFailed, StopReader};
-use crate::source::{agreement, checkpoint, policy, reader, signals, slots};
-
-/// The group told the supervisor its slots changed (see `membership.rs`).
-#[derive(Message)]
-#[rtype(result = "()")]
-struct SlotsChanged(Rebalanced);
-
-/// The group's members were compared with this daemon's configuration (`agreement.rs`),
-/// with another outcome than the time before.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct ConfigCompared(Agreement);
+use crate::source::{policy, reader, signals, slots};
 
 impl SourceSupervisor {
     /// Stops every reader, aborts the producer's open transaction and closes it, then
@@ -87,51 +75,6 @@ impl SourceSupervisor {
     fn handed_over(&mut self) {
         for done in self.handover.wound_down() {
             let _ = done.send(());
-        }
-    }
-
-    /// Joins the pipeline's group (once the checkpoint topic has a partition per slot: the
-    /// group hands those out); tries again every few seconds until it is in.
-    fn join_group(&mut self, ctx: &mut Context<Self>) {
-        let Some(changes) = self.changes.clone() else {
-            return;
-        };
-        let kafka = self.kafka.clone();
-        let join = Join {
-            pipeline: self.config.name.clone(),
-            topic: self.config.checkpoint_topic.clone(),
-            handover: self.shutdown_deadline,
-            agreement: self.agreements.clone().map(|report| Agreeing {
-                fingerprint: agreement::fingerprint(&self.config),
-                report,
-            }),
-        };
-        let partitions = i32::try_from(self.config.slots).unwrap_or(i32::MAX);
-        let joining = async move {
-            checkpoint::ensure_topic(&kafka, &join.topic, partitions).await?;
-            Membership::join(&kafka, &join, changes).map_err(SourceError::from)
-        };
-        ctx.spawn(joining.into_actor(self).map(|joined, act, ctx| match joined {
-            Ok(membership) => {
-                act.membership = Some(membership);
-                if act.lifecycle.is_stopped() {
-                    act.leave_group();
-                }
-            }
-            Err(error) => {
-                if act.lifecycle.is_stopped() {
-                    return;
-                }
-                tracing::warn!(pipeline = %act.config.name, %error, "could not join the group of the pipeline's daemons; trying again");
-                ctx.run_later(Duration::from_secs(5), |act, ctx| act.join_group(ctx));
-            }
-        }));
-    }
-
-    /// Leaves the pipeline's group, off the actor thread (the revoke is served first).
-    fn leave_group(&mut self) {
-        if let Some(membership) = self.membership.take() {
-            tokio::task::spawn_blocking(move || membership.leave());
         }
     }
 
@@ -261,28 +204,7 @@ impl Actor for SourceSupervisor {
         self.readiness
             .set_problem(health::pipeline(&self.config.name), "starting");
         tracing::info!(pipeline = %self.config.name, "source pipeline started");
-        // The group's callbacks run on its own thread: their changes come here as messages.
-        let (changes, mut received) = tokio::sync::mpsc::unbounded_channel();
-        self.changes = Some(changes);
-        let me = ctx.address();
-        actix::spawn(async move {
-            while let Some(change) = received.recv().await {
-                if me.send(SlotsChanged(change)).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let (agreements, mut compared) = tokio::sync::mpsc::unbounded_channel();
-        self.agreements = Some(agreements);
-        self.metrics.config_mismatch(&self.config.name, false);
-        let me = ctx.address();
-        actix::spawn(async move {
-            while let Some(outcome) = compared.recv().await {
-                if me.send(ConfigCompared(outcome)).await.is_err() {
-                    break;
-                }
-            }
-        });
+        self.hear_from_group(ctx);
         // The first start waits for the group's first assignment: starting before would
         // fence and read checkpoints for no slot, then do it all again.
         self.join_group(ctx);
@@ -409,64 +331,6 @@ impl Handler<ProducerFailed> for SourceSupervisor {
         }
         let decision = RestartPolicy::decide(Failed::Producer(&error), &self.config);
         self.decided(decision, None, error, ctx);
-    }
-}
-
-impl Handler<SlotsChanged> for SourceSupervisor {
-    type Result = ();
-
-    fn handle(&mut self, SlotsChanged(rebalanced): SlotsChanged, ctx: &mut Self::Context) {
-        let Rebalanced {
-            change,
-            handed_over,
-        } = rebalanced;
-        let before = self.handover.ownership().rebalances();
-        let started = self.handover.started();
-        let actions = self
-            .handover
-            .slots_changed(&change, handed_over, &mut self.lifecycle);
-        self.report_fenced();
-        if self.handover.ownership().rebalances() == before {
-            return self.perform(actions, ctx);
-        }
-        self.metrics.rebalanced(&self.config.name);
-        if started && !self.lifecycle.is_stopped() {
-            tracing::info!(pipeline = %self.config.name, ?change, owned = ?self.handover.ownership().owned(), "the group moved slots");
-        }
-        self.perform(actions, ctx);
-    }
-}
-
-impl Handler<ConfigCompared> for SourceSupervisor {
-    type Result = ();
-
-    fn handle(&mut self, ConfigCompared(outcome): ConfigCompared, _: &mut Self::Context) {
-        // A late report from a group this pipeline has left.
-        if self.lifecycle.is_stopped() {
-            return;
-        }
-        let name = &self.config.name;
-        match outcome {
-            Agreement::Agreed => {
-                self.metrics.config_mismatch(name, false);
-                if self.readiness.has_problem(&health::config(name)) {
-                    tracing::info!(pipeline = %name, "the daemons of the pipeline's group run one configuration again");
-                }
-                self.readiness.clear(&health::config(name));
-            }
-            Agreement::Mismatch { ours, theirs } => {
-                let theirs: Vec<String> = theirs.into_iter().collect();
-                tracing::warn!(pipeline = %name, ours = %ours, theirs = %theirs.join(","), "daemons sharing this source pipeline's slots run another configuration of it: each publishes its half of the collections its own way; give every daemon the same [[source]] section");
-                self.metrics.config_mismatch(name, true);
-                self.readiness.set_problem(
-                    health::config(name),
-                    format!(
-                        "daemons of the group run another configuration of source pipeline {name} (this one {ours}, others {})",
-                        theirs.join(", ")
-                    ),
-                );
-            }
-        }
     }
 }
 
