@@ -16,13 +16,13 @@ mod prepare;
 mod readers;
 mod slot_moves;
 mod state;
+mod wind_down;
 
 pub use self::state::SourceSupervisor;
 
 use std::time::Duration;
 
 use actix::prelude::*;
-use futures_util::future::join_all;
 
 use crate::ops::control::{Snapshot, SnapshotCommand};
 use crate::ops::health;
@@ -34,9 +34,9 @@ use crate::source::lifecycle::Origin;
 use crate::source::model::Scope;
 use crate::source::policy::ErrorClass;
 use crate::source::policy::{Decision, Failed, RestartPolicy, ResumeAt};
-use crate::source::producer::{Drain, ProducerFailed, ReaderId, RecordProducer};
-use crate::source::reader::{AbortReader, ReaderFailed, StopReader};
-use crate::source::{policy, reader, signals, slots};
+use crate::source::producer::{ProducerFailed, ReaderId};
+use crate::source::reader::ReaderFailed;
+use crate::source::{policy, reader, signals};
 
 impl SourceSupervisor {
     /// Stops every reader, aborts the producer's open transaction and closes it, then
@@ -54,104 +54,6 @@ impl SourceSupervisor {
         self.metrics
             .actor_restarted(&self.config.name, "source_pipeline", error.kind());
         self.restart_after(Ending::Failure, delay, ctx);
-    }
-
-    /// Winds the launch down for `ending`, answers the hand-overs waiting for it, then
-    /// starts again after `delay` (with the slots owned then).
-    fn restart_after(&mut self, ending: Ending, delay: Duration, ctx: &mut Context<Self>) {
-        let wind_down = self.wind_down(ending);
-        ctx.spawn(wind_down.into_actor(self).map(move |_, act, ctx| {
-            act.handed_over();
-            ctx.run_later(delay, |act, ctx| {
-                if let Some(attempt) = act.lifecycle.start_again() {
-                    act.start(attempt, ctx);
-                }
-            });
-        }));
-    }
-
-    /// A wind-down finished: once none runs, the revoked or lost slots waiting are handed
-    /// over.
-    fn handed_over(&mut self) {
-        for done in self.handover.wound_down() {
-            let _ = done.send(());
-        }
-    }
-
-    /// Takes the readers and the producer of the running launch (failures they report
-    /// from here on are stale: their generations move on) and answers the future that stops
-    /// the readers (aborting those that do not stop before the shutdown deadline), then
-    /// drains and closes the producer for `ending`. It answers what was left undone.
-    fn wind_down(&mut self, ending: Ending) -> impl std::future::Future<Output = Vec<String>> {
-        self.wind_down_slots(None, ending)
-    }
-
-    /// [`Self::wind_down`] of the slots `only` (`None`: every slot, and the launch ends).
-    fn wind_down_slots(
-        &mut self,
-        only: Option<&[i32]>,
-        ending: Ending,
-    ) -> impl std::future::Future<Output = Vec<String>> {
-        // Every wind-down ends in `handed_over`.
-        self.handover.winding_down();
-        let (pipeline, slots) = (self.config.name.clone(), self.config.slots);
-        let stopping = |namespace: &str| {
-            only.is_none_or(|only| only.contains(&slots::slot_of(&pipeline, namespace, slots)))
-        };
-        let mut readers = Vec::new();
-        for (namespace, slot) in &mut self.readers {
-            if !stopping(namespace) {
-                continue;
-            }
-            slot.generation += 1;
-            readers.extend(slot.addr.take());
-            if only.is_some() && std::mem::take(&mut slot.stalled) {
-                // Not this daemon's to report any more.
-                self.readiness
-                    .clear(&health::reader(&self.config.name, namespace));
-            }
-        }
-        let producers: Vec<Addr<RecordProducer>> = match only {
-            None => self
-                .running
-                .take()
-                .map(|r| r.slots.into_values().map(|run| run.producer).collect())
-                .unwrap_or_default(),
-            Some(only) => self
-                .running
-                .as_mut()
-                .map(|r| {
-                    only.iter()
-                        .filter_map(|slot| r.slots.remove(slot))
-                        .map(|run| run.producer)
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
-        let deadline = self.shutdown_deadline;
-        let name = self.config.name.clone();
-        async move {
-            let mut left = Vec::new();
-            let stops = join_all(readers.iter().map(|addr| addr.send(StopReader)));
-            if tokio::time::timeout(deadline, stops).await.is_err() {
-                // A reader waiting on a server that does not answer: abandon its read.
-                tracing::error!(pipeline = %name, "readers did not stop before the shutdown deadline; aborting them");
-                join_all(readers.iter().map(|addr| addr.send(AbortReader))).await;
-                left.push("readers waiting for MongoDB".to_owned());
-            }
-            let drains = join_all(
-                producers
-                    .iter()
-                    .map(|producer| producer.send(Drain { deadline, ending })),
-            )
-            .await;
-            let batches: usize = drains.into_iter().filter_map(Result::ok).sum();
-            if batches > 0 {
-                tracing::error!(pipeline = %name, batches, "records still unacknowledged at shutdown; they will be sent again at the next start");
-                left.push(format!("{batches} batches not acknowledged by Kafka"));
-            }
-            left
-        }
     }
 
     /// Stops the pipeline for good and says why: an error no restart can fix.
