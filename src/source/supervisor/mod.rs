@@ -10,6 +10,7 @@
 //! group moves while the others run on (a fenced producer loses its slot, taken again after
 //! a delay unless the group moves it), and drains everything on stop.
 
+mod failures;
 mod group;
 mod launch;
 mod prepare;
@@ -27,64 +28,11 @@ use actix::prelude::*;
 use crate::ops::control::{Snapshot, SnapshotCommand};
 use crate::ops::health;
 use crate::pipeline::{SetPaused, StopPipeline};
-use crate::source::error::SourceError;
-use crate::source::handover::Action;
 use crate::source::ledger::Ending;
-use crate::source::lifecycle::Origin;
 use crate::source::model::Scope;
-use crate::source::policy::ErrorClass;
-use crate::source::policy::{Decision, Failed, RestartPolicy, ResumeAt};
-use crate::source::producer::{ProducerFailed, ReaderId};
-use crate::source::reader::ReaderFailed;
-use crate::source::{policy, reader, signals};
+use crate::source::{reader, signals};
 
-impl SourceSupervisor {
-    /// Stops every reader, aborts the producer's open transaction and closes it, then
-    /// starts again after a backoff. The old producer is closed before the new one exists:
-    /// none of its scheduled commits can land once the new start reads the checkpoints.
-    fn retry_pipeline(&mut self, error: SourceError, ctx: &mut Context<Self>) {
-        if !self.lifecycle.restart() {
-            tracing::debug!(pipeline = %self.config.name, %error, "the pipeline is restarting already");
-            return;
-        }
-        let delay = self.pipeline_backoff.next_delay();
-        tracing::warn!(pipeline = %self.config.name, %error, retry_in = ?delay, "restarting the source pipeline");
-        self.board
-            .restarting_after(&self.config.name, &error.to_string());
-        self.metrics
-            .actor_restarted(&self.config.name, "source_pipeline", error.kind());
-        self.restart_after(Ending::Failure, delay, ctx);
-    }
-
-    /// Stops the pipeline for good and says why: an error no restart can fix.
-    fn fail(&mut self, error: SourceError, ctx: &mut Context<Self>) {
-        tracing::error!(pipeline = %self.config.name, %error, "source pipeline failed; it stays failed until restarted (POST /pipelines/<name>/restart, a reload or a restart of the daemon)");
-        self.metrics
-            .pipeline_failed(&self.config.name, "source", error.kind());
-        self.readiness.set_problem(
-            health::pipeline(&self.config.name),
-            format!(
-                "source pipeline failed: {error}; {}",
-                crate::ops::control::failed_until(&self.config.name)
-            ),
-        );
-        self.board.failed(&self.config.name, &error.to_string());
-        self.lifecycle.stop();
-        self.metrics.owned_slots(&self.config.name, 0);
-        self.metrics.fenced_slots(&self.config.name, 0);
-        self.readiness
-            .clear_prefix(&health::slot(&self.config.name, ""));
-        // Out of the group, it shares nothing: whether the others agree no longer matters.
-        self.metrics.config_mismatch(&self.config.name, false);
-        self.readiness.clear(&health::config(&self.config.name));
-        let wind_down = self.wind_down(Ending::Failure);
-        // Its slots go to the other daemons, if any.
-        ctx.spawn(wind_down.into_actor(self).map(|_, act, _| {
-            act.handed_over();
-            act.leave_group();
-        }));
-    }
-}
+impl SourceSupervisor {}
 
 impl Actor for SourceSupervisor {
     type Context = Context<Self>;
@@ -136,105 +84,7 @@ impl Actor for SourceSupervisor {
     }
 }
 
-impl SourceSupervisor {
-    /// Carries out what the restart policy decided about `error`, of `reader` if a reader
-    /// failed.
-    fn decided(
-        &mut self,
-        decision: Decision,
-        reader: Option<ReaderId>,
-        error: SourceError,
-        ctx: &mut Context<Self>,
-    ) {
-        match (decision, reader) {
-            (Decision::Fail, _) => self.fail(error, ctx),
-            (Decision::RestartPipeline, _) | (Decision::RestartReader(_), None) => {
-                self.retry_pipeline(error, ctx)
-            }
-            (Decision::RestartReader(resume), Some(reader)) => {
-                if matches!(error, SourceError::HistoryLost { .. }) {
-                    let then = match resume {
-                        ResumeAt::Recopy => "copying the namespace again",
-                        _ => "restarting at the newest change",
-                    };
-                    tracing::error!(pipeline = %self.config.name, namespace = %reader.namespace, %error, then, "changes were lost from the oplog before they were read");
-                    self.metrics
-                        .resume_gap(&self.config.name, &reader.namespace);
-                } else {
-                    tracing::warn!(pipeline = %self.config.name, namespace = %reader.namespace, %error, "reader failed; restarting it");
-                    self.metrics.actor_restarted(
-                        &self.config.name,
-                        "change_stream_reader",
-                        error.kind(),
-                    );
-                }
-                self.restart_reader(reader.namespace, resume, ctx);
-            }
-        }
-    }
-}
-
-impl Handler<ReaderFailed> for SourceSupervisor {
-    type Result = ();
-
-    fn handle(&mut self, msg: ReaderFailed, ctx: &mut Self::Context) {
-        let ReaderFailed { reader, error } = msg;
-        let current = self.readers.get(&reader.namespace).is_some_and(|slot| {
-            slot.generation == reader.generation
-                && self.lifecycle.is_current(Origin::Launch(slot.launch))
-        });
-        if !current {
-            return;
-        }
-        if matches!(error, SourceError::ProducerGone { .. }) {
-            // The slot's producer stopped on a failure of its own, which it reports
-            // (`ProducerFailed`): that report decides. Deciding here as well raced it, and a
-            // fenced slot was taken back at once, fencing its new owner in turn.
-            tracing::debug!(pipeline = %self.config.name, namespace = %reader.namespace, "the reader's producer is gone; its own failure decides");
-            return;
-        }
-        let decision = RestartPolicy::decide(Failed::Reader(&error), &self.config);
-        self.decided(decision, Some(reader), error, ctx);
-    }
-}
-
-impl Handler<ProducerFailed> for SourceSupervisor {
-    type Result = ();
-
-    fn handle(&mut self, failed: ProducerFailed, ctx: &mut Self::Context) {
-        let ProducerFailed {
-            launch,
-            slot,
-            error,
-        } = failed;
-        // A producer of an earlier launch failing late (its pipeline restarted already), or
-        // of a slot given up, restarts nothing.
-        let running = self
-            .running
-            .as_ref()
-            .is_some_and(|r| r.slots.contains_key(&slot));
-        if !self.lifecycle.is_current(Origin::Launch(launch)) || !running {
-            return;
-        }
-        if policy::classify(&error) == ErrorClass::Fenced {
-            // Another producer initialised the slot's transactional.id (a daemon the group
-            // gave the slot to while this one was paused, a stray or overtaken start, or the
-            // broker aborted a transaction that ran out of time): the slot is lost, not the
-            // pipeline. The rest starts again without it; after a delay it is taken again,
-            // unless the group moved it meanwhile (issue 21: it used to stay dropped).
-            let actions = self.handover.fenced(slot, &mut self.lifecycle);
-            if actions.iter().any(|a| matches!(a, Action::RetakeLater(_))) {
-                tracing::warn!(pipeline = %self.config.name, slot, %error, "the slot's producer was fenced: dropping the slot; it is taken again after a delay unless the group moves it");
-            }
-            self.metrics
-                .actor_restarted(&self.config.name, "source_pipeline", "slot_lost");
-            self.perform(actions, ctx);
-            return;
-        }
-        let decision = RestartPolicy::decide(Failed::Producer(&error), &self.config);
-        self.decided(decision, None, error, ctx);
-    }
-}
+impl SourceSupervisor {}
 
 impl Handler<StopPipeline> for SourceSupervisor {
     type Result = ResponseActFuture<Self, Option<String>>;
