@@ -124,9 +124,9 @@ impl Handler<ReaderFailed> for SourceSupervisor {
 
     fn handle(&mut self, msg: ReaderFailed, ctx: &mut Self::Context) {
         let ReaderFailed { reader, error } = msg;
-        let current = self.readers.get(&reader.namespace).is_some_and(|slot| {
-            slot.generation == reader.generation
-                && self.lifecycle.is_current(Origin::Launch(slot.launch))
+        let current = self.readers.get(&reader.namespace).is_some_and(|watched| {
+            watched.generation == reader.generation
+                && self.lifecycle.is_current(Origin::Launch(watched.launch))
         });
         if !current {
             return;

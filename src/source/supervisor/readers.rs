@@ -47,7 +47,7 @@ impl SourceSupervisor {
                 // Another daemon's, nobody's yet, or a slot already running.
                 continue;
             }
-            let slot = self
+            let reader = self
                 .readers
                 .entry(namespace.clone())
                 .or_insert_with(|| WatchedReader {
@@ -60,7 +60,7 @@ impl SourceSupervisor {
                     stalled: false,
                     pinned: None,
                 });
-            slot.generation += 1;
+            reader.generation += 1;
             let start = match self.checkpoints.get(&namespace).map(Checkpoint::start_at) {
                 Some(Ok(start)) => start,
                 Some(Err(reason)) => return Err(SourceError::Checkpoint { namespace, reason }),
@@ -94,25 +94,25 @@ impl SourceSupervisor {
         let Some(run) = self.running.as_ref().and_then(|r| r.slots.get(&owner)) else {
             return;
         };
-        let Some(slot) = self.readers.get_mut(namespace) else {
+        let Some(reader) = self.readers.get_mut(namespace) else {
             return;
         };
         let id = ReaderId {
             namespace: namespace.to_owned(),
-            generation: slot.generation,
+            generation: reader.generation,
         };
-        tracing::info!(pipeline = %self.config.name, namespace, start = start.name(), generation = slot.generation, "starting reader");
-        slot.launch = self.lifecycle.launch();
-        slot.pin();
-        slot.progress = Arc::default();
-        slot.addr = Some(
+        tracing::info!(pipeline = %self.config.name, namespace, start = start.name(), generation = reader.generation, "starting reader");
+        reader.launch = self.lifecycle.launch();
+        reader.pin();
+        reader.progress = Arc::default();
+        reader.addr = Some(
             ChangeStreamReader::new(
                 id,
-                slot.watched.clone(),
+                reader.watched.clone(),
                 start,
                 run.shared.clone(),
                 ctx.address().recipient(),
-                slot.progress.clone(),
+                reader.progress.clone(),
             )
             .start(),
         );
@@ -125,16 +125,16 @@ impl SourceSupervisor {
         resume: ResumeAt,
         ctx: &mut Context<Self>,
     ) {
-        let Some(slot) = self.readers.get_mut(&namespace) else {
+        let Some(reader) = self.readers.get_mut(&namespace) else {
             return;
         };
-        slot.addr = None;
-        slot.generation += 1;
-        let reader = ReaderId {
+        reader.addr = None;
+        reader.generation += 1;
+        let id = ReaderId {
             namespace: namespace.clone(),
-            generation: slot.generation,
+            generation: reader.generation,
         };
-        let delay = slot.backoff.next_delay();
+        let delay = reader.backoff.next_delay();
         let owner = slots::slot_of(&self.config.name, &namespace, self.config.slots);
         let producer = self
             .running
@@ -142,7 +142,7 @@ impl SourceSupervisor {
             .and_then(|r| r.slots.get(&owner))
             .map(|run| run.producer.clone());
         let launch = self.lifecycle.launch();
-        let generation = slot.generation;
+        let generation = reader.generation;
         // Whether the restart still stands: the launch runs and no newer restart of the
         // reader began (else a second reader would run beside the launch's own).
         let stands = move |act: &Self, namespace: &str| {
@@ -150,7 +150,7 @@ impl SourceSupervisor {
                 && act
                     .readers
                     .get(namespace)
-                    .is_some_and(|slot| slot.generation == generation)
+                    .is_some_and(|reader| reader.generation == generation)
         };
         ctx.run_later(delay, move |act, ctx| {
             if !stands(act, &namespace) {
@@ -159,7 +159,7 @@ impl SourceSupervisor {
             let Some(producer) = producer else { return };
             let ask = async move {
                 producer
-                    .send(LastAcknowledged(reader))
+                    .send(LastAcknowledged(id))
                     .await
                     .ok()
                     .flatten()
@@ -179,8 +179,8 @@ impl SourceSupervisor {
                         let start = match restart::resume_from(resume, acknowledged, checkpoint) {
                             Restart::At(start) => start,
                             Restart::Unpinned(start) => {
-                                if let Some(slot) = act.readers.get_mut(&namespace) {
-                                    slot.unpin();
+                                if let Some(reader) = act.readers.get_mut(&namespace) {
+                                    reader.unpin();
                                 }
                                 start
                             }
@@ -201,13 +201,13 @@ impl SourceSupervisor {
         let timeout = self.config.stall_timeout;
         let pipeline = self.config.name.clone();
         let mut stalled = Vec::new();
-        for (namespace, slot) in &mut self.readers {
+        for (namespace, reader) in &mut self.readers {
             let component = health::reader(&pipeline, namespace);
             let state = ReaderState {
-                idle: slot.progress.idle_for(),
-                running: slot.addr.is_some(),
-                stalled: slot.stalled,
-                advanced: slot.progress.has_advanced(),
+                idle: reader.progress.idle_for(),
+                running: reader.addr.is_some(),
+                stalled: reader.stalled,
+                advanced: reader.progress.has_advanced(),
             };
             match restart::stall_verdict(state, timeout) {
                 StallVerdict::Stalled(idle) => {
@@ -216,13 +216,13 @@ impl SourceSupervisor {
                         component,
                         format!("change stream has not advanced for {}s", idle.as_secs()),
                     );
-                    slot.stalled = true;
+                    reader.stalled = true;
                     stalled.push(namespace.clone());
                 }
                 StallVerdict::Recovered => {
                     tracing::info!(pipeline = %pipeline, namespace = %namespace, "change stream advances again");
                     self.readiness.clear(&component);
-                    slot.stalled = false;
+                    reader.stalled = false;
                 }
                 StallVerdict::Unchanged => {}
             }
@@ -233,7 +233,7 @@ impl SourceSupervisor {
             if let Some(addr) = self
                 .readers
                 .get_mut(&namespace)
-                .and_then(|slot| slot.addr.take())
+                .and_then(|reader| reader.addr.take())
             {
                 // A stalled reader may never finish its read: abort it, without waiting.
                 actix::spawn(async move {

@@ -81,13 +81,13 @@ impl SourceSupervisor {
             only.is_none_or(|only| only.contains(&slots::slot_of(&pipeline, namespace, slots)))
         };
         let mut readers = Vec::new();
-        for (namespace, slot) in &mut self.readers {
+        for (namespace, reader) in &mut self.readers {
             if !stopping(namespace) {
                 continue;
             }
-            slot.generation += 1;
-            readers.extend(slot.addr.take());
-            if only.is_some() && std::mem::take(&mut slot.stalled) {
+            reader.generation += 1;
+            readers.extend(reader.addr.take());
+            if only.is_some() && std::mem::take(&mut reader.stalled) {
                 // Not this daemon's to report any more.
                 self.readiness
                     .clear(&health::reader(&self.config.name, namespace));
