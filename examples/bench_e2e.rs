@@ -1284,6 +1284,17 @@ impl Bench {
     }
 }
 
+/// The parts `BENCH_ONLY` names.
+const PARTS: &[&str] = &[
+    "source",
+    "sink",
+    "copy",
+    "formats",
+    "scale-source",
+    "scale-sink",
+    "scale-out",
+];
+
 /// Documents of a part's first sizing run, and the fewest of a sized part.
 const SIZING_DOCS: usize = 5_000;
 /// Heap of the MongoDB stand-in each document written takes (it keeps every write in its
@@ -2330,18 +2341,7 @@ async fn main() -> Result<(), Error> {
             !p.starts_with("scale") || std::env::var("BENCH_SCALE").map_or(true, |v| v != "0")
         })
         .collect();
-    if let Some(unknown) = parts.iter().find(|p| {
-        ![
-            "source",
-            "sink",
-            "copy",
-            "formats",
-            "scale-source",
-            "scale-sink",
-            "scale-out",
-        ]
-        .contains(p)
-    }) {
+    if let Some(unknown) = parts.iter().find(|p| !PARTS.contains(p)) {
         return Err(format!(
             "BENCH_ONLY: unknown part {unknown} (source, sink, copy, formats, scale, scale-source, scale-sink, scale-out)"
         )
@@ -2652,15 +2652,6 @@ mod tests {
         ));
         assert!(close(source_writes_per_doc(&["sink"], &all, true), 1.0));
         // Everything: 5.6 + 3.6 + 3 + 3.2 + 4.4 + 2.2 + 4.6.
-        let every = [
-            "source",
-            "sink",
-            "copy",
-            "formats",
-            "scale-source",
-            "scale-sink",
-            "scale-out",
-        ];
-        assert!(close(source_writes_per_doc(&every, &all, true), 26.6));
+        assert!(close(source_writes_per_doc(PARTS, &all, true), 26.6));
     }
 }
