@@ -1460,6 +1460,11 @@ struct SinkBaselines {
 }
 
 impl SinkBaselines {
+    /// As the results JSON records them.
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({"insert": self.insert, "upsert": self.upsert, "upsert_8_tasks": self.concurrent})
+    }
+
     /// The mean of the baselines measured before and after the daemon, each where only one
     /// of them was measured.
     fn bracketing(before: Option<Self>, after: Option<Self>) -> Option<Self> {
@@ -1933,8 +1938,8 @@ async fn sink_scenario(
         report.runs.insert(
             "sink_baselines_before_after".to_owned(),
             serde_json::json!({
-                "before": {"insert": b.insert, "upsert": b.upsert, "upsert_8_tasks": b.concurrent},
-                "after": {"insert": a.insert, "upsert": a.upsert, "upsert_8_tasks": a.concurrent},
+                "before": b.json(),
+                "after": a.json(),
             }),
         );
     }
@@ -1954,10 +1959,7 @@ async fn sink_scenario(
     report.note("sink_daemon_8", &daemon);
     report.note("sink_connector_8", &connector);
     if let Some(b) = &baselines {
-        report.runs.insert(
-            "sink_baselines".to_owned(),
-            serde_json::json!({"insert": b.insert, "upsert": b.upsert, "upsert_8_tasks": b.concurrent}),
-        );
+        report.runs.insert("sink_baselines".to_owned(), b.json());
     }
     let Some(d) = daemon.as_ref() else {
         return (None, baselines);

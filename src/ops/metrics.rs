@@ -1029,9 +1029,7 @@ impl Metrics {
 
     /// Records a message entering (`delta` 1) or leaving (-1) an actor's mailbox.
     pub fn mailbox(&self, pipeline: &str, actor: &str, delta: i64) {
-        self.mailbox_depth
-            .with_label_values(&[pipeline, actor])
-            .add(delta);
+        self.mailbox_gauge(pipeline, actor).add(delta);
     }
 
     /// Sets the `memory_budget` of `pipeline`, in bytes, and creates its series at 0.

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
+use prometheus::IntGauge;
 use rdkafka::consumer::CommitMode;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 
@@ -43,7 +44,6 @@ use super::reassembly::{Entry, Reassembly, MAX_PENDING_SPLIT_BYTES};
 use super::shared::{WriterFailed, WriterSettings, WriterShared};
 use crate::budget::{Budget, Held};
 use crate::ops::metrics::{Metrics, MAILBOX_PARTITION_WRITER};
-use prometheus::IntGauge;
 
 /// A partition's records, as its writer takes them off the partition's own queue. Dropped
 /// with the writer, and the queue with it.
