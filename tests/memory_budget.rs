@@ -101,3 +101,58 @@ async fn an_event_larger_than_the_source_budget_is_published() {
     daemon.terminate(WAIT);
     let _ = client.database(&db).drop().await;
 }
+
+/// The line the sink logs when it chose its prefetch, once it is in the log.
+fn prefetch_line(daemon: &common::Daemon) -> Option<String> {
+    daemon
+        .log()
+        .lines()
+        .find(|l| l.contains("prefetch per partition"))
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn a_sinks_prefetch_budget_is_shared_by_its_topics_partitions() {
+    // 32 partitions named, 8 more matched by the regex: 40 share an eighth of the default
+    // 64 MiB budget, 204 KiB each, five sevenths of it queued.
+    let prefix = common::unique("prefetch");
+    let named = format!("{prefix}_named");
+    let matched = format!("{prefix}_matched");
+    common::create_topic(&named, 32).await;
+    common::create_topic(&matched, 8).await;
+    // The daemon counts what the broker's metadata says: wait until it says all of it.
+    let counted = common::eventually(WAIT, || {
+        let (named, matched) = (named.clone(), matched.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                common::partition_count(&named) == 32 && common::partition_count(&matched) == 8
+            })
+            .await
+            .unwrap_or(false)
+        }
+    })
+    .await;
+    assert!(
+        counted,
+        "the broker's metadata never showed the topics' partitions"
+    );
+    let port = common::free_port();
+    let extra = format!(
+        "[[sink]]\nname = \"{}\"\ntopics = [\"{named}\"]\ntopics_regex = \"{prefix}_match.*\"\ndatabase = \"{}\"\ncollection = \"docs\"\nid_strategy = \"provided_in_key\"\n",
+        common::unique("prefetch"),
+        common::unique("prefetchdb"),
+    );
+    let mut daemon = common::Daemon::start(&common::config_toml(port, &extra));
+    daemon.wait_for_log("sink pipeline running", 1, WAIT);
+    let line =
+        prefetch_line(&daemon).unwrap_or_else(|| panic!("no prefetch line:\n{}", daemon.log()));
+    for field in [
+        "partitions=Some(40)",
+        "budget_bytes=8388608",
+        "queued_kib=145",
+        "fetch_bytes=60416",
+    ] {
+        assert!(line.contains(field), "{field} not in: {line}");
+    }
+    daemon.terminate(WAIT);
+}

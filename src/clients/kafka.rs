@@ -192,29 +192,56 @@ pub fn consumer(
     kafka: &KafkaConfig,
     group_id: &str,
 ) -> Result<StreamConsumer<LeveledEvents>, ClientError> {
-    consumer_with_context(kafka, group_id, LeveledEvents, None)
+    consumer_with_context(kafka, group_id, LeveledEvents, None, Prefetch::default())
 }
 
-/// [`consumer`] with `context` receiving rebalance and commit callbacks, and librdkafka's
-/// statistics every `statistics` when given.
+/// How far librdkafka fetches ahead of a consumer, per partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefetch {
+    /// `queued.max.messages.kbytes`: the records queued ahead.
+    pub queued_kib: u64,
+    /// `max.partition.fetch.bytes`: the fetch on its way (librdkafka grows it for a larger
+    /// record).
+    pub partition_fetch_bytes: u64,
+}
+
+impl Default for Prefetch {
+    /// 640 KiB queued and a 256 KiB fetch. Sink consumers split each partition's queue off,
+    /// and librdkafka then applies the queue's limit to each partition (64 MiB by default):
+    /// 640 KiB holds one default batch (500 records of about 1 KB) ahead of a writer,
+    /// refilled while it writes the one before, so the writer finds its next batch ready
+    /// when its write returns (with 256 KiB it waited for a fetch in every batch: the
+    /// 8-partition sink reached 0.67 to 0.91 of the driver's 8 tasks, 0.91 to 1.02 with
+    /// 640; docs/performance.md). A sink pipeline with more partitions shares a budget
+    /// instead (`sink::prefetch`).
+    fn default() -> Self {
+        Self {
+            queued_kib: 640,
+            partition_fetch_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// [`consumer`] with `context` receiving rebalance and commit callbacks, librdkafka's
+/// statistics every `statistics` when given, and `prefetch` unless the user's properties
+/// set it.
 pub fn consumer_with_context<C: ConsumerContext + 'static>(
     kafka: &KafkaConfig,
     group_id: &str,
     context: C,
     statistics: Option<Duration>,
+    prefetch: Prefetch,
 ) -> Result<StreamConsumer<C>, ClientError> {
     let mut cfg = ClientConfig::new();
     cfg.set("auto.offset.reset", "earliest")
-        // Sink consumers split each partition's queue off, and librdkafka then applies this
-        // limit to each partition (64 MiB by default): 640 KiB per partition holds one default
-        // batch (500 records of about 1 KB) ahead of a writer, refilled while it writes the one
-        // before, so the writer finds its next batch ready when its write returns (with 256 KiB
-        // it waited for a fetch in every batch: the 8-partition sink reached 0.67 to 0.91 of
-        // the driver's 8 tasks, 0.91 to 1.02 with 640; docs/performance.md). With the fetch on
-        // its way (`max.partition.fetch.bytes`, 256 KiB here; librdkafka grows it for a larger
-        // record) a 32-partition pipeline prefetches up to 28 MiB.
-        .set("queued.max.messages.kbytes", "640")
-        .set("max.partition.fetch.bytes", "262144")
+        .set(
+            "queued.max.messages.kbytes",
+            prefetch.queued_kib.to_string(),
+        )
+        .set(
+            "max.partition.fetch.bytes",
+            prefetch.partition_fetch_bytes.to_string(),
+        )
         // Once a partition's queue is over that limit librdkafka fetches it again only after
         // this back-off (1 s by default): with a queue this small and a writer that empties
         // it in tens of milliseconds, 1 s made a 1-partition sink wait most of the time.
@@ -289,6 +316,27 @@ impl LastBrokerError {
 /// Asks the cluster for its metadata; returns the number of brokers that answered. A failure
 /// says what librdkafka last reported about the brokers, e.g. that authentication failed.
 pub async fn check(kafka: &KafkaConfig) -> Result<usize, ClientError> {
+    metadata(kafka, |m| m.brokers().len()).await
+}
+
+/// The cluster's topics, each with its number of partitions.
+pub async fn topic_partitions(kafka: &KafkaConfig) -> Result<Vec<(String, usize)>, ClientError> {
+    metadata(kafka, |m| {
+        m.topics()
+            .iter()
+            .map(|t| (t.name().to_owned(), t.partitions().len()))
+            .collect()
+    })
+    .await
+}
+
+/// What `read` takes from the cluster's metadata, asked within `request_timeout` off the
+/// actor threads. A failure says what librdkafka last reported about the brokers, e.g. that
+/// authentication failed.
+async fn metadata<T: Send + 'static>(
+    kafka: &KafkaConfig,
+    read: impl FnOnce(&rdkafka::metadata::Metadata) -> T + Send + 'static,
+) -> Result<T, ClientError> {
     // A producer serves librdkafka's error events, with their reasons, to its context when
     // polled; it never produces here.
     let client: BaseProducer<LastBrokerError> = client_config(kafka, Role::Admin)
@@ -300,7 +348,7 @@ pub async fn check(kafka: &KafkaConfig) -> Result<usize, ClientError> {
         let answer = client
             .client()
             .fetch_metadata(None, timeout)
-            .map(|m| m.brokers().len());
+            .map(|m| read(&m));
         let broker_error = match answer {
             Ok(_) => None,
             Err(_) => {
@@ -314,7 +362,7 @@ pub async fn check(kafka: &KafkaConfig) -> Result<usize, ClientError> {
     })
     .await;
     match result {
-        Ok((Ok(brokers), _)) => Ok(brokers),
+        Ok((Ok(answer), _)) => Ok(answer),
         Ok((Err(source), broker_error)) => Err(ClientError::Kafka {
             servers: kafka.bootstrap_servers.clone(),
             what: "fetching cluster metadata",

@@ -2,11 +2,13 @@
 //!
 //! [`SinkSupervisor`] is the actor the root supervisor starts for each `[[sink]]`. It owns
 //! the pipeline's consumer (its own queue polled on a thread of its own by
-//! [`consumer::run`]) and, per partition assigned to it, a reader task over the partition's
-//! own queue and a [`writer::PartitionWriter`] fed through a bounded mailbox. Writers commit
-//! offsets only after MongoDB acknowledged the write, under a [`lease::Lease`] that a
-//! revoke fences. The supervisor drains them on stop, restarts the pipeline (with backoff)
-//! when a failure may pass, and stops it, naming the record, when one cannot be written.
+//! [`consumer::run`]) and, per partition assigned to it, a [`writer::PartitionWriter`] that
+//! takes the records off the partition's own queue. Before the consumer starts, the
+//! supervisor counts its topics' partitions to share the prefetch budget ([`prefetch`]).
+//! Writers commit offsets only after MongoDB acknowledged the write, under a
+//! [`lease::Lease`] that a revoke fences. The supervisor drains them on stop, restarts the
+//! pipeline (with backoff) when a failure may pass, and stops it, naming the record, when one
+//! cannot be written.
 
 pub mod batch;
 pub mod batch_write;
@@ -24,6 +26,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod namespace;
 pub mod paths;
+pub mod prefetch;
 pub mod process;
 pub mod rate_limit;
 pub mod reassembly;
@@ -69,6 +72,13 @@ use crate::pipeline::{registry_readiness, PipelineEnv, SetPaused, StopPipeline};
 /// the driver's default pool holds 10 connections, and what a batch takes beyond its records
 /// (statements, command, the driver's copy) stays bounded per pipeline, not per partition.
 pub const WRITES_IN_FLIGHT: usize = 8;
+
+/// The subscription of `topics_regex`: librdkafka reads a subscription starting with `^` as
+/// a regex; anchored at both ends, the whole name must match, as Kafka Connect's
+/// `topics.regex` does.
+fn subscribed_regex(regex: &str) -> String {
+    format!("^({regex})$")
+}
 
 /// How often the consumer reports its lag per partition.
 const CONSUMER_STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
@@ -131,7 +141,58 @@ impl SinkSupervisor {
         }
     }
 
-    fn start(&mut self, ctx: &mut Context<Self>) -> Result<(), SinkError> {
+    /// Counts the partitions of the pipeline's topics (off the actor threads, within the
+    /// Kafka request timeout), then starts the pipeline with their share of the prefetch
+    /// budget (`prefetch`). A stop meanwhile wins: the pipeline does not start.
+    fn begin(&mut self, ctx: &mut Context<Self>) {
+        let kafka = self.kafka.clone();
+        let counting = async move { kafka::topic_partitions(&kafka).await };
+        ctx.spawn(counting.into_actor(self).map(|cluster, act, ctx| {
+            if act.stopping || act.running.is_some() {
+                return;
+            }
+            let prefetch = act.prefetch(cluster);
+            if let Err(error) = act.start(ctx, prefetch) {
+                act.fail(error, ctx);
+            }
+        }));
+    }
+
+    /// Each partition's prefetch, from the partitions the pipeline's topics have in
+    /// `cluster`.
+    fn prefetch(
+        &self,
+        cluster: Result<Vec<(String, usize)>, crate::clients::ClientError>,
+    ) -> kafka::Prefetch {
+        let config = &self.config;
+        let budget = prefetch::budget(config.memory_budget.as_u64());
+        let partitions = match cluster {
+            Ok(cluster) => {
+                let regex = config
+                    .topics_regex
+                    .as_deref()
+                    .and_then(|r| regex::Regex::new(&subscribed_regex(r)).ok());
+                Some(prefetch::counted(
+                    cluster.iter().map(|(name, n)| (name.as_str(), *n)),
+                    &config.topics,
+                    regex.as_ref(),
+                ))
+            }
+            Err(error) => {
+                tracing::warn!(pipeline = %config.name, %error, "could not count the partitions of the pipeline's topics: each prefetches the smallest share until the next start");
+                None
+            }
+        };
+        let chosen = prefetch::per_partition(budget, partitions);
+        tracing::info!(pipeline = %config.name, ?partitions, budget_bytes = budget, queued_kib = chosen.queued_kib, fetch_bytes = chosen.partition_fetch_bytes, "prefetch per partition");
+        chosen
+    }
+
+    fn start(
+        &mut self,
+        ctx: &mut Context<Self>,
+        prefetch: kafka::Prefetch,
+    ) -> Result<(), SinkError> {
         let config = &self.config;
         let writers_thread = Arbiter::current();
         let partitions = Arc::new(Partitions::starting_at(self.next_incarnation));
@@ -187,6 +248,7 @@ impl SinkSupervisor {
                 &config.effective_group_id(),
                 context,
                 Some(CONSUMER_STATISTICS_INTERVAL),
+                prefetch,
             )
             .map_err(|e| SinkError::Start(e.to_string()))?,
         );
@@ -194,9 +256,7 @@ impl SinkSupervisor {
         handle.attach(&consumer);
         let mut subscription: Vec<String> = config.topics.clone();
         if let Some(regex) = &config.topics_regex {
-            // librdkafka reads a subscription starting with `^` as a regex; anchor both ends
-            // so the whole name must match, as Kafka Connect's `topics.regex` does.
-            subscription.push(format!("^({regex})$"));
+            subscription.push(subscribed_regex(regex));
         }
         let names: Vec<&str> = subscription.iter().map(String::as_str).collect();
         consumer
@@ -433,9 +493,7 @@ impl Actor for SinkSupervisor {
             &model::Stage::ALL.map(model::Stage::as_str),
         );
         tracing::info!(pipeline = %self.config.name, "sink pipeline started");
-        if let Err(error) = self.start(ctx) {
-            self.fail(error, ctx);
-        }
+        self.begin(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -496,9 +554,7 @@ impl Handler<WriterFailed> for SinkSupervisor {
                 if act.stopping || act.running.is_some() {
                     return;
                 }
-                if let Err(error) = act.start(ctx) {
-                    act.fail(error, ctx);
-                }
+                act.begin(ctx);
             });
         }));
     }
