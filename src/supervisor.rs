@@ -264,6 +264,10 @@ impl Supervisor {
         } else {
             return;
         };
+        // Not ready until the pipeline itself says it runs: its actor's `started` runs later
+        // on this thread, and a sink counts its topics' partitions first.
+        self.readiness
+            .set_problem(health::pipeline(name), "starting");
         self.pipelines.insert(name.to_owned(), pipeline);
     }
 }

@@ -167,3 +167,57 @@ fn the_daemon_pings_systemds_watchdog_and_stops_when_frozen() {
     );
     daemon.terminate(Duration::from_secs(30));
 }
+
+/// `/ready` answers 200 only once every pipeline runs, not as soon as the daemon reached
+/// MongoDB and Kafka: a sink whose start is slow (every answer of Kafka delayed by a proxy, so
+/// counting its topics' partitions takes seconds) keeps it at 503, naming the pipeline.
+#[test]
+fn ready_waits_until_every_pipeline_runs() {
+    let proxy = common::proxy::Proxy::start(&common::kafka_bootstrap());
+    proxy.set_latency(Duration::from_millis(700));
+    let port = common::free_port();
+    let name = common::unique("ready_slow");
+    let config = common::config_toml(
+        port,
+        &format!(
+            "[[sink]]\nname = \"{name}\"\ntopics = [\"{}\"]\ndatabase = \"{}\"\ncollection = \"c\"\n",
+            common::unique("ready_slow"),
+            common::unique("ready_slowdb"),
+        ),
+    )
+    .replace(
+        &format!("bootstrap_servers = \"{}\"", common::kafka_bootstrap()),
+        &format!("bootstrap_servers = \"127.0.0.1:{}\"", proxy.port()),
+    );
+    let mut daemon = common::Daemon::start(&config);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut starting_seen = false;
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/ready never answered 200; log:\n{}",
+            daemon.log()
+        );
+        match common::http_get(port, "/ready") {
+            Some((200, body)) => {
+                assert!(
+                    daemon.log().contains("sink pipeline running"),
+                    "/ready answered 200 ({body}) before the sink ran; log:\n{}",
+                    daemon.log()
+                );
+                break;
+            }
+            Some((_, body)) => {
+                starting_seen |= body.contains(&format!("pipeline {name}: starting"));
+            }
+            None => {}
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        starting_seen,
+        "/ready never said the pipeline was starting; log:\n{}",
+        daemon.log()
+    );
+    daemon.terminate(Duration::from_secs(30));
+}
