@@ -10,7 +10,9 @@ use bson::{
 };
 
 use super::model::{element_spans, raw_with_capacity, RecordError, SinkRecord, Stage};
-use super::paths::{allow_paths, block_paths, get_path, has_wildcard};
+use super::paths::{
+    allow_paths, allow_paths_raw, block_paths, get_path, get_raw_path, has_wildcard, raw_allowable,
+};
 use crate::config::{IdProjection, IdStrategy, SinkConfig, UuidRepresentation};
 
 /// Sets `_id` on values, per the topic's strategy.
@@ -59,12 +61,52 @@ impl IdAssigner {
             Ok(None) => None,
             Err(e) => return Err(error(format!("the value is not valid BSON: {e}"))),
         };
+        if self.strategy == IdStrategy::PartialValue
+            && self.projection == IdProjection::Allow
+            && raw_allowable(&self.fields)
+        {
+            // `choose`'s rule for the strategies that make an id.
+            if existing.is_some() && !self.overwrite {
+                return Ok(value);
+            }
+            if let Some(id) = self.raw_partial(&value)? {
+                return with_id_element(&value, &id);
+            }
+        }
         let chosen = self.choose(record, existing.as_ref(), || {
             self.partial(&self.partial_source(&value)?, "value")
         })?;
         let Some(id) = chosen else { return Ok(value) };
         let id = RawBson::try_from(id).map_err(|e| error(format!("the `_id` is not BSON: {e}")))?;
         with_id(&value, id.as_raw_bson_ref())
+    }
+
+    /// The `_id` element (type, name, document) `partial_value` with an allow list that
+    /// [`raw_allowable`] takes makes of a raw value, written from its bytes: the document
+    /// [`Self::partial`] makes of [`Self::partial_source`], with the same errors for missing
+    /// fields. `None` when the value repeats a field name the list keeps (see
+    /// [`allow_paths_raw`]); lists with wildcards are read as a [`Document`].
+    fn raw_partial(&self, value: &RawDocument) -> Result<Option<Vec<u8>>, RecordError> {
+        let invalid = |e: String| error(format!("the value is not valid BSON: {e}"));
+        let mut id = Vec::with_capacity(64);
+        id.push(bson::spec::ElementType::EmbeddedDocument as u8);
+        id.extend_from_slice(b"_id\0");
+        if !allow_paths_raw(value, &self.fields, &mut id).map_err(invalid)? {
+            return Ok(None);
+        }
+        // Looked for once the projection found no name twice: then the first field of a name
+        // is the one a `Document` keeps.
+        for field in &self.fields {
+            if get_raw_path(value, field)
+                .map_err(|e| invalid(e.to_string()))?
+                .is_none()
+            {
+                return Err(error(format!(
+                    "the value has no field `{field}` (id_fields)"
+                )));
+            }
+        }
+        Ok(Some(id))
     }
 
     /// What of a raw value `partial_value` reads: with an allow list, only the top-level
@@ -190,9 +232,16 @@ impl IdAssigner {
     }
 }
 
-/// `value` with `id` for its `_id`, in place of the old one or last, the other fields' bytes
-/// copied as they are into a buffer of the final size.
+/// `value` with `id` for its `_id`, in place of the old one or last.
 fn with_id(value: &RawDocument, id: RawBsonRef<'_>) -> Result<RawDocumentBuf, RecordError> {
+    let mut one = raw_with_capacity(64);
+    one.append_ref("_id", id);
+    with_id_element(value, &one.as_bytes()[4..one.as_bytes().len() - 1])
+}
+
+/// `value` with `new` (an `_id` element's bytes) in place of its `_id`, or last, the other
+/// fields' bytes copied as they are into a buffer of the final size.
+fn with_id_element(value: &RawDocument, new: &[u8]) -> Result<RawDocumentBuf, RecordError> {
     let invalid = |e: bson::raw::Error| error(format!("the value is not valid BSON: {e}"));
     let bytes = value.as_bytes();
     // Where the old `_id` element is, else the end.
@@ -204,9 +253,6 @@ fn with_id(value: &RawDocument, id: RawBsonRef<'_>) -> Result<RawDocumentBuf, Re
             break;
         }
     }
-    let mut one = raw_with_capacity(64);
-    one.append_ref("_id", id);
-    let new = &one.as_bytes()[4..one.as_bytes().len() - 1];
     let mut out = Vec::with_capacity(bytes.len() - (old.1 - old.0) + new.len());
     out.extend_from_slice(&bytes[..old.0]);
     out.extend_from_slice(new);
@@ -547,5 +593,270 @@ mod tests {
         )
         .expect_err("nothing left");
         assert!(err.message.contains("nothing of the value"), "{err}");
+    }
+
+    /// `assign_raw` for `partial_value` as it was before issue 24, the reference the raw `_id`
+    /// is held to: the id built as a `Document` ([`IdAssigner::partial_source`], then
+    /// [`IdAssigner::partial`]) and encoded.
+    fn document_built(
+        a: &IdAssigner,
+        value: &RawDocumentBuf,
+    ) -> Result<RawDocumentBuf, RecordError> {
+        let existing = match value.get("_id") {
+            Ok(Some(id)) => Some(raw_to_bson(id)?),
+            Ok(None) => None,
+            Err(e) => return Err(error(format!("the value is not valid BSON: {e}"))),
+        };
+        let chosen = a.choose(&record(None), existing.as_ref(), || {
+            a.partial(&a.partial_source(value)?, "value")
+        })?;
+        let Some(id) = chosen else {
+            return Ok(value.clone());
+        };
+        let id = RawBson::try_from(id).map_err(|e| error(format!("the `_id` is not BSON: {e}")))?;
+        with_id(value, id.as_raw_bson_ref())
+    }
+
+    fn partial_value(fields: &[&str], overwrite: bool) -> IdAssigner {
+        IdAssigner {
+            strategy: IdStrategy::PartialValue,
+            fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+            projection: IdProjection::Allow,
+            overwrite,
+            uuid: UuidRepresentation::String,
+        }
+    }
+
+    /// A value as a tree, built into raw BSON with what a `Document` does not hold as it is:
+    /// a name twice, regular expression options out of order, array items keyed by names.
+    #[derive(Debug, Clone)]
+    enum Tree {
+        Int(i32),
+        Text(String),
+        Regex(String, String),
+        OldBinary(Vec<u8>),
+        Doc(Vec<(String, Tree)>),
+        Array(Vec<Tree>),
+        /// An array whose items are keyed by these names, not 0, 1, ...
+        NamedArray(Vec<(String, Tree)>),
+        Code(Vec<(String, Tree)>),
+    }
+
+    impl Tree {
+        fn raw(&self) -> RawBson {
+            match self {
+                Tree::Int(n) => RawBson::Int32(*n),
+                Tree::Text(t) => RawBson::String(t.clone()),
+                Tree::Regex(pattern, options) => RawBson::RegularExpression(bson::Regex {
+                    pattern: pattern.clone(),
+                    options: options.clone(),
+                }),
+                Tree::OldBinary(bytes) => RawBson::Binary(Binary {
+                    subtype: BinarySubtype::BinaryOld,
+                    bytes: bytes.clone(),
+                }),
+                Tree::Doc(fields) | Tree::NamedArray(fields) => RawBson::Document(raw_doc(fields)),
+                Tree::Array(items) => {
+                    let mut array = bson::RawArrayBuf::new();
+                    for item in items {
+                        array.push(item.raw());
+                    }
+                    RawBson::Array(array)
+                }
+                Tree::Code(scope) => {
+                    RawBson::JavaScriptCodeWithScope(bson::RawJavaScriptCodeWithScope {
+                        code: "f()".into(),
+                        scope: raw_doc(scope),
+                    })
+                }
+            }
+        }
+
+        /// Whether a name appears twice in one document anywhere in the tree.
+        fn repeats_a_name(&self) -> bool {
+            match self {
+                Tree::Doc(fields) | Tree::NamedArray(fields) | Tree::Code(fields) => {
+                    repeats(fields)
+                }
+                Tree::Array(items) => items.iter().any(Tree::repeats_a_name),
+                _ => false,
+            }
+        }
+    }
+
+    fn repeats(fields: &[(String, Tree)]) -> bool {
+        fields.iter().enumerate().any(|(i, (k, v))| {
+            fields[..i].iter().any(|(other, _)| other == k) || v.repeats_a_name()
+        })
+    }
+
+    /// The dotted paths to the fields of `fields` and of the documents in them.
+    fn paths_in(fields: &[(String, Tree)], prefix: &str, out: &mut Vec<String>) {
+        for (key, value) in fields {
+            if key.is_empty() || key.contains('.') {
+                continue;
+            }
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            if let Tree::Doc(inner) = value {
+                paths_in(inner, &path, out);
+            }
+            out.push(path);
+        }
+    }
+
+    fn raw_doc(fields: &[(String, Tree)]) -> RawDocumentBuf {
+        let mut doc = RawDocumentBuf::new();
+        let mut arrays = Vec::new();
+        for (key, value) in fields {
+            if matches!(value, Tree::NamedArray(_)) {
+                // The element starts where the document's closing NUL is.
+                arrays.push(doc.as_bytes().len() - 1);
+            }
+            doc.append(key, value.raw());
+        }
+        let mut bytes = doc.into_bytes();
+        for at in arrays {
+            bytes[at] = bson::spec::ElementType::Array as u8;
+        }
+        RawDocumentBuf::from_bytes(bytes).expect("a document")
+    }
+
+    fn name() -> impl Strategy<Value = String> + Clone {
+        prop_oneof![
+            6 => "[a-e]",
+            1 => Just("_id".to_owned()),
+            1 => Just("a.b".to_owned()),
+            1 => Just(String::new()),
+        ]
+    }
+
+    fn tree() -> impl Strategy<Value = Tree> {
+        let leaf = prop_oneof![
+            any::<i32>().prop_map(Tree::Int),
+            "[a-z]{0,3}".prop_map(Tree::Text),
+            ("[a-z]{0,2}", "[imsx]{0,3}").prop_map(|(p, o)| Tree::Regex(p, o)),
+            proptest::collection::vec(any::<u8>(), 0..3).prop_map(Tree::OldBinary),
+        ];
+        leaf.prop_recursive(4, 40, 5, |inner| {
+            let fields = proptest::collection::vec((name(), inner.clone()), 0..5);
+            prop_oneof![
+                4 => fields.clone().prop_map(Tree::Doc),
+                3 => proptest::collection::vec(inner, 0..4).prop_map(Tree::Array),
+                1 => fields.clone().prop_map(Tree::NamedArray),
+                1 => fields.prop_map(Tree::Code),
+            ]
+        })
+    }
+
+    fn id_field() -> impl Strategy<Value = String> {
+        let segment = prop_oneof![
+            12 => "[a-e]",
+            1 => Just("_id".to_owned()),
+            1 => Just("*".to_owned()),
+            1 => Just("a*".to_owned()),
+            1 => Just("**".to_owned()),
+            1 => Just(String::new()),
+        ];
+        proptest::collection::vec(segment, 1..4).prop_map(|s| s.join("."))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Issue 24: the `_id` written from the value's bytes is the one built as a `Document`,
+        /// byte for byte, and so is every error.
+        #[test]
+        fn raw_partial_value_ids_are_the_document_built_ones(
+            value in proptest::collection::vec((name(), tree()), 0..7),
+            picks in proptest::collection::vec(any::<proptest::sample::Index>(), 0..4),
+            others in proptest::collection::vec(id_field(), 0..3),
+            overwrite in any::<bool>(),
+        ) {
+            // Mostly paths the value has (an id is made), some that it may not have.
+            let mut present = Vec::new();
+            paths_in(&value, "", &mut present);
+            let mut fields: Vec<&str> = Vec::new();
+            if !present.is_empty() {
+                fields.extend(picks.iter().map(|i| present[i.index(present.len())].as_str()));
+            }
+            fields.extend(others.iter().map(String::as_str));
+            if fields.is_empty() {
+                fields.push("a");
+            }
+            let a = partial_value(&fields, overwrite);
+            let raw = raw_doc(&value);
+            let new = a.assign_raw(&record(None), raw.clone()).map(RawDocumentBuf::into_bytes);
+            let old = document_built(&a, &raw).map(RawDocumentBuf::into_bytes);
+            prop_assert_eq!(&new, &old);
+            // Where the raw path takes the value, it does (not a silent fallback).
+            if raw_allowable(&a.fields) && !repeats(&value) {
+                prop_assert!(a.raw_partial(&raw).map_or(true, |id| id.is_some()));
+            }
+        }
+    }
+
+    #[test]
+    fn raw_partial_value_ids_keep_the_values_order_nesting_and_errors() {
+        let value = RawDocumentBuf::from_document(&doc! {
+            "_id": 1,
+            "tier": "gold",
+            "customer": {"tier": 2, "name": "Ann", "note": "x", "a.b": 3, "a": {"b": 4, "c": 5}},
+            "lines": [{"sku": "s", "qty": 1}, 5, [{"sku": "t", "qty": 2}], {"qty": 3}],
+            "q": 9,
+        })
+        .expect("a document");
+        let a = partial_value(
+            &["customer.name", "lines", "customer.tier", "customer.a.b"],
+            true,
+        );
+        assert!(matches!(a.raw_partial(&value), Ok(Some(_))));
+        let written = a.assign_raw(&record(None), value.clone()).expect("assigns");
+        assert_eq!(Some(written.clone()), document_built(&a, &value).ok());
+        let written = Document::try_from(written).expect("a document");
+        assert_eq!(
+            written.get_document("_id").ok(),
+            Some(&doc! {
+                "customer": {"tier": 2, "name": "Ann", "a.b": 3, "a": {"b": 4}},
+                "lines": [{}, 5, [{"sku": "t", "qty": 2}], {}],
+            })
+        );
+        // Not overwritten: the value as it was.
+        let kept = partial_value(&["q"], false)
+            .assign_raw(&record(None), value.clone())
+            .expect("assigns");
+        assert_eq!(kept, value);
+        // The first missing field in `id_fields` order is named, as before.
+        for fields in [
+            &["q", "customer.none", "none"][..],
+            &["lines.sku"],
+            &["q.x"],
+        ] {
+            let a = partial_value(fields, true);
+            let err = a
+                .assign_raw(&record(None), value.clone())
+                .expect_err("missing");
+            assert_eq!(Err(err.clone()), document_built(&a, &value), "{fields:?}");
+            assert!(err.message.contains("has no field"), "{err}");
+        }
+        // A name twice, or a wildcard: read as a `Document`, with the same result.
+        let mut twice = RawDocumentBuf::new();
+        twice.append("q", 1);
+        twice.append("q", 2);
+        let a = partial_value(&["q"], true);
+        assert!(matches!(a.raw_partial(&twice), Ok(None)));
+        let written = a.assign_raw(&record(None), twice.clone()).expect("assigns");
+        assert_eq!(Ok(written.clone()), document_built(&a, &twice));
+        assert_eq!(
+            written
+                .get_document("_id")
+                .ok()
+                .map(|id| id.to_raw_document_buf()),
+            RawDocumentBuf::from_document(&doc! {"q": 2}).ok()
+        );
+        assert!(!raw_allowable(&["customer.*".to_owned()]));
     }
 }
