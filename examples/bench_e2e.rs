@@ -2069,49 +2069,19 @@ async fn scale_source(
         let n = bench
             .source_docs(report, &format!("scale-source x{k}"), Mover::Daemon, k)
             .await;
-        let b = report
-            .step(
-                &format!("scale: drain {k} change streams"),
-                bench.source_drain(k, n),
-            )
-            .await;
-        let forward = if k == 100 {
-            report
-                .step(
-                    &format!("scale: drain → rdkafka, {k} collections"),
-                    bench.source(Mover::Forward, k, n),
-                )
-                .await
-        } else {
-            None
-        };
-        report.note(&format!("source_forward_{k}"), &forward);
+        let (b, forward) = scale_baselines(bench, report, k, n, false).await;
         let d = report
             .step(
                 &format!("scale: daemon, {k} collections"),
                 bench.source(Mover::Daemon, k, n),
             )
             .await;
-        report.note(&format!("source_drain_{k}"), &b);
         report.note(&format!("source_daemon_{k}"), &d);
         // Issue 24's x100 targets hold the daemon to its baselines within 0.9 and 1.2x, closer
         // than the stand-in's drift over the part: both are measured again after the daemon,
         // and the daemon is held to their means.
         let (b, forward) = if k == 100 {
-            let b_after = report
-                .step(
-                    &format!("scale: drain {k} change streams, after the daemon"),
-                    bench.source_drain(k, n),
-                )
-                .await;
-            let forward_after = report
-                .step(
-                    &format!("scale: drain → rdkafka, {k} collections, after the daemon"),
-                    bench.source(Mover::Forward, k, n),
-                )
-                .await;
-            report.note(&format!("source_drain_{k}_after"), &b_after);
-            report.note(&format!("source_forward_{k}_after"), &forward_after);
+            let (b_after, forward_after) = scale_baselines(bench, report, k, n, true).await;
             (
                 Run::bracketing(b, b_after),
                 Run::bracketing(forward, forward_after),
@@ -2233,6 +2203,42 @@ fn scale_collections() -> Vec<String> {
         .split(',')
         .map(|s| s.trim().to_owned())
         .collect()
+}
+
+/// The baselines of the `k`-collection scale run, before the daemon or `after` it: the driver
+/// draining `k` change streams and, for 100, the drain → rdkafka path; each noted in the
+/// results (`_after` added to the names after the daemon).
+async fn scale_baselines(
+    bench: &Bench,
+    report: &mut Report,
+    k: usize,
+    n: usize,
+    after: bool,
+) -> (Option<Run>, Option<Run>) {
+    let (when, suffix) = if after {
+        (", after the daemon", "_after")
+    } else {
+        ("", "")
+    };
+    let drain = report
+        .step(
+            &format!("scale: drain {k} change streams{when}"),
+            bench.source_drain(k, n),
+        )
+        .await;
+    let forward = if k == 100 {
+        report
+            .step(
+                &format!("scale: drain → rdkafka, {k} collections{when}"),
+                bench.source(Mover::Forward, k, n),
+            )
+            .await
+    } else {
+        None
+    };
+    report.note(&format!("source_drain_{k}{suffix}"), &drain);
+    report.note(&format!("source_forward_{k}{suffix}"), &forward);
+    (drain, forward)
 }
 
 /// Scale-out (issue 14): one source pipeline on 12 collections run by 1, 2 and 3 daemons
