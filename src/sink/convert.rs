@@ -384,6 +384,8 @@ mod tests {
             Some(format!(r#"{{"_id": "{uuid}", "q": {{"$numberLong": "7"}}}}"#)),
             Some(r#"{"_id": {"$oid": "64b7f0c2a1b2c3d4e5f60718"}, "at": {"$date": "2023-11-14T22:13:20Z"}, "c": {"n": [1, {"a": null}]}}"#.into()),
             Some(r#"{"_id": {"$ne": 1}, "q": 1}"#.into()),
+            Some(r#"{"_id": {"$regularExpression": {"pattern": "a", "options": ""}}, "q": 1}"#.into()),
+            Some(r#"{"_id": {"a": {"$ne": 1}, "b": [1]}, "q": 1, "c": {"n": {"d": 2}}}"#.into()),
             Some(r#"{"_id": 1, "q": 1, "q": 2}"#.into()),
             Some(r#"{"not json"#.into()),
             None,

@@ -24,6 +24,15 @@ pub struct IdAssigner {
     uuid: UuidRepresentation,
 }
 
+/// An `_id` element's head when its value is a document: its type, its name and the name's NUL.
+const ID_HEAD: [u8; 5] = [
+    bson::spec::ElementType::EmbeddedDocument as u8,
+    b'_',
+    b'i',
+    b'd',
+    0,
+];
+
 fn error(message: impl Into<String>) -> RecordError {
     RecordError::new(Stage::Id, message)
 }
@@ -89,18 +98,25 @@ impl IdAssigner {
     fn raw_partial(&self, value: &RawDocument) -> Result<Option<Vec<u8>>, RecordError> {
         let invalid = |e: String| error(format!("the value is not valid BSON: {e}"));
         let mut id = Vec::with_capacity(64);
-        id.push(bson::spec::ElementType::EmbeddedDocument as u8);
-        id.extend_from_slice(b"_id\0");
-        if !allow_paths_raw(value, &self.fields, &mut id).map_err(invalid)? {
+        id.extend_from_slice(&ID_HEAD);
+        let mut found = 0u64;
+        if !allow_paths_raw(value, &self.fields, &mut id, &mut found).map_err(invalid)? {
             return Ok(None);
         }
-        // Looked for once the projection found no name twice: then the first field of a name
-        // is the one a `Document` keeps.
-        for field in &self.fields {
-            if get_raw_path(value, field)
-                .map_err(|e| invalid(e.to_string()))?
-                .is_none()
-            {
+        // Every field must be found, as the projection found them once it found no name twice
+        // (then the first field of a name is the one a `Document` keeps); past the 64 it
+        // tells of, looked for in the projection, which keeps every field along each path.
+        for (i, field) in self.fields.iter().enumerate() {
+            let missing = if i < 64 {
+                found & (1 << i) == 0
+            } else {
+                let projected = RawDocument::from_bytes(&id[ID_HEAD.len()..])
+                    .map_err(|e| invalid(e.to_string()))?;
+                get_raw_path(projected, field)
+                    .map_err(|e| invalid(e.to_string()))?
+                    .is_none()
+            };
+            if missing {
                 return Err(error(format!(
                     "the value has no field `{field}` (id_fields)"
                 )));
@@ -858,5 +874,38 @@ mod tests {
             RawDocumentBuf::from_document(&doc! {"q": 2}).ok()
         );
         assert!(!raw_allowable(&["customer.*".to_owned()]));
+    }
+
+    #[test]
+    fn raw_partial_value_ids_of_more_than_64_fields_name_the_missing_one() {
+        // 5 documents of 14 fields: 70 paths, no level keeping more than 16.
+        let mut value = Document::new();
+        let mut fields = Vec::new();
+        for top in 0..5 {
+            let mut inner = Document::new();
+            for leaf in 0..14 {
+                inner.insert(format!("f{leaf}"), top * 100 + leaf);
+                fields.push(format!("d{top}.f{leaf}"));
+            }
+            value.insert(format!("d{top}"), inner);
+        }
+        let value = RawDocumentBuf::from_document(&value).expect("a document");
+        let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+        let a = partial_value(&fields, true);
+        assert!(matches!(a.raw_partial(&value), Ok(Some(_))));
+        let written = a.assign_raw(&record(None), value.clone()).expect("assigns");
+        assert_eq!(Ok(written), document_built(&a, &value));
+        // A missing field before the 64th, and past it.
+        for missing in ["d0.none", "d4.none"] {
+            let mut with = fields.clone();
+            let at = if missing == "d0.none" { 3 } else { 68 };
+            with.insert(at, missing);
+            let a = partial_value(&with, true);
+            let err = a
+                .assign_raw(&record(None), value.clone())
+                .expect_err("missing");
+            assert_eq!(Err(err.clone()), document_built(&a, &value), "{missing}");
+            assert!(err.message.contains(&format!("`{missing}`")), "{err}");
+        }
     }
 }

@@ -220,12 +220,16 @@ pub(super) fn raw_allowable(paths: &[String]) -> bool {
 /// `Ok(false)` (and `out` to be dropped) when a kept field's name appears twice at one level,
 /// or a level keeps more than [`MAX_KEPT`] fields: a [`Document`] keeps the last value at the
 /// first place, so such a value is left to [`allow_paths`].
+///
+/// `found` gets bit `i` set when `paths[i]` (one of the first 64) is found in `value` as
+/// [`get_raw_path`] finds it: through documents only, each segment a field of that name.
 pub(super) fn allow_paths_raw(
     value: &RawDocument,
     paths: &[String],
     out: &mut Vec<u8>,
+    found: &mut u64,
 ) -> Result<bool, String> {
-    project_level(paths, "", value, out)
+    project_level(paths, "", value, out, Some(found))
 }
 
 /// Most fields a level keeps before [`allow_paths_raw`] hands the value back (the duplicate
@@ -246,11 +250,14 @@ fn kept_path<'p>(paths: &'p [String], prefix: &str, key: &str) -> Option<&'p str
     })
 }
 
+/// The fields of `doc` (at `prefix`) that `paths` keep, projected into `out`; `found` (given
+/// while the level is reached through documents only) as [`allow_paths_raw`] says.
 fn project_level(
     paths: &[String],
     prefix: &str,
     doc: &RawDocument,
     out: &mut Vec<u8>,
+    mut found: Option<&mut u64>,
 ) -> Result<bool, String> {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
@@ -271,11 +278,19 @@ fn project_level(
         }
         kept[count] = key;
         count += 1;
+        // A name holding a dot is no segment of a path.
+        if let Some(bits) = found.as_deref_mut().filter(|_| !key.contains('.')) {
+            for (i, whole) in paths.iter().take(64).enumerate() {
+                if whole == path {
+                    *bits |= 1 << i;
+                }
+            }
+        }
         let value = element.value().map_err(|e| e.to_string())?;
         let whole = match value {
             RawBsonRef::Document(inner) => {
                 head(out, ElementType::EmbeddedDocument, key);
-                project_level(paths, path, inner, out)?
+                project_level(paths, path, inner, out, found.as_deref_mut())?
             }
             RawBsonRef::Array(items) => {
                 head(out, ElementType::Array, key);
@@ -315,7 +330,7 @@ fn project_items(
         match value {
             RawBsonRef::Document(inner) => {
                 index_head(out, ElementType::EmbeddedDocument, index);
-                if !project_level(paths, prefix, inner, out)? {
+                if !project_level(paths, prefix, inner, out, None)? {
                     return Ok(false);
                 }
             }

@@ -266,14 +266,26 @@ fn raw_id_filter(value: &RawDocument) -> Result<RawDocumentBuf, RecordError> {
         Ok(None) => return Err(error("the document has no `_id`")),
         Err(e) => return Err(error(format!("the document is not valid BSON: {e}"))),
     };
-    // Only a document or a regex can be refused; other ids are taken without a look.
-    if matches!(
-        id,
-        RawBsonRef::Document(_) | RawBsonRef::RegularExpression(_)
-    ) {
+    // Only a document with a `$` key or a regex can be refused, and only those are decoded
+    // (for the refusal's words); other ids are taken as they are, a document's keys read
+    // from its bytes.
+    let suspect = match id {
+        RawBsonRef::Document(doc) => doc
+            .iter_elements()
+            .any(|element| element.map_or(true, |element| element.key().starts_with('$'))),
+        RawBsonRef::RegularExpression(_) => true,
+        _ => false,
+    };
+    if suspect {
         literal("_id", &raw_to_bson(id)?)?;
     }
-    let mut filter = RawDocumentBuf::new();
+    // The filter's length, its `_id` element's type, name and value, its closing NUL.
+    let value_len = match id {
+        RawBsonRef::Document(doc) => doc.as_bytes().len(),
+        RawBsonRef::String(text) => 4 + text.len() + 1,
+        _ => 16,
+    };
+    let mut filter = raw_with_capacity(4 + 1 + 4 + value_len + 1);
     filter.append_ref("_id", id);
     Ok(filter)
 }
