@@ -9,9 +9,9 @@ use bson::{
     RawDocumentBuf,
 };
 
-use super::model::{element_spans, raw_with_capacity, RecordError, SinkRecord, Stage};
+use super::model::{element_spans, id_document, RecordError, SinkRecord, Stage};
 use super::paths::{
-    allow_paths, allow_paths_raw, block_paths, get_path, get_raw_path, has_wildcard, raw_allowable,
+    allow_paths, allow_paths_raw, block_paths, get_path, has_wildcard, raw_allowable,
 };
 use crate::config::{IdProjection, IdStrategy, SinkConfig, UuidRepresentation};
 
@@ -99,24 +99,14 @@ impl IdAssigner {
         let invalid = |e: String| error(format!("the value is not valid BSON: {e}"));
         let mut id = Vec::with_capacity(64);
         id.extend_from_slice(&ID_HEAD);
-        let mut found = 0u64;
+        let mut found = vec![false; self.fields.len()];
         if !allow_paths_raw(value, &self.fields, &mut id, &mut found).map_err(invalid)? {
             return Ok(None);
         }
         // Every field must be found, as the projection found them once it found no name twice
-        // (then the first field of a name is the one a `Document` keeps); past the 64 it
-        // tells of, looked for in the projection, which keeps every field along each path.
-        for (i, field) in self.fields.iter().enumerate() {
-            let missing = if i < 64 {
-                found & (1 << i) == 0
-            } else {
-                let projected = RawDocument::from_bytes(&id[ID_HEAD.len()..])
-                    .map_err(|e| invalid(e.to_string()))?;
-                get_raw_path(projected, field)
-                    .map_err(|e| invalid(e.to_string()))?
-                    .is_none()
-            };
-            if missing {
+        // (then the first field of a name is the one a `Document` keeps).
+        for (field, found) in self.fields.iter().zip(found) {
+            if !found {
                 return Err(error(format!(
                     "the value has no field `{field}` (id_fields)"
                 )));
@@ -250,8 +240,7 @@ impl IdAssigner {
 
 /// `value` with `id` for its `_id`, in place of the old one or last.
 fn with_id(value: &RawDocument, id: RawBsonRef<'_>) -> Result<RawDocumentBuf, RecordError> {
-    let mut one = raw_with_capacity(64);
-    one.append_ref("_id", id);
+    let one = id_document(id);
     with_id_element(value, &one.as_bytes()[4..one.as_bytes().len() - 1])
 }
 

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::ops::Range;
 
-use bson::{Bson, Document, RawArrayBuf, RawBson, RawDocument, RawDocumentBuf};
+use bson::{Bson, Document, RawArrayBuf, RawBson, RawBsonRef, RawDocument, RawDocumentBuf};
 
 /// A Kafka record with its key and value decoded.
 #[derive(Debug, Clone, PartialEq)]
@@ -331,6 +331,20 @@ pub fn raw_with_capacity(capacity: usize) -> RawDocumentBuf {
     bytes.extend_from_slice(&5i32.to_le_bytes());
     bytes.push(0);
     RawDocumentBuf::from_bytes(bytes).unwrap_or_default()
+}
+
+/// `{_id: id}`, in a buffer of its size (a document id's bytes are known; other ids are small,
+/// a string's text aside).
+pub fn id_document(id: RawBsonRef<'_>) -> RawDocumentBuf {
+    // The document's length, the element's type, name and NUL, its value, the closing NUL.
+    let value_len = match id {
+        RawBsonRef::Document(doc) => doc.as_bytes().len(),
+        RawBsonRef::String(text) => 4 + text.len() + 1,
+        _ => 16,
+    };
+    let mut one = raw_with_capacity(4 + 1 + 4 + value_len + 1);
+    one.append_ref("_id", id);
+    one
 }
 
 /// The elements of `value`, each with where it lies in `value.as_bytes()` (its type, its key

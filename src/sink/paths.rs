@@ -174,31 +174,6 @@ pub fn has_wildcard(path: &str) -> bool {
     path.contains('*')
 }
 
-/// The value at dotted `path` of a raw `doc`, not looking into arrays ([`get_path`] on raw
-/// BSON: the first field of a name, where a [`Document`] would keep the last).
-pub fn get_raw_path<'a>(
-    doc: &'a RawDocument,
-    path: &str,
-) -> bson::raw::Result<Option<RawBsonRef<'a>>> {
-    let mut segments = path.split('.');
-    let Some(first) = segments.next() else {
-        return Ok(None);
-    };
-    let Some(mut current) = doc.get(first)? else {
-        return Ok(None);
-    };
-    for segment in segments {
-        let RawBsonRef::Document(inner) = current else {
-            return Ok(None);
-        };
-        let Some(next) = inner.get(segment)? else {
-            return Ok(None);
-        };
-        current = next;
-    }
-    Ok(Some(current))
-}
-
 /// Whether [`allow_paths_raw`] takes `paths`: none with a wildcard (`*`, `**`, `ab*`) or an
 /// empty segment. Those lists stay [`allow_paths`] on a [`Document`].
 pub(super) fn raw_allowable(paths: &[String]) -> bool {
@@ -221,13 +196,13 @@ pub(super) fn raw_allowable(paths: &[String]) -> bool {
 /// or a level keeps more than [`MAX_KEPT`] fields: a [`Document`] keeps the last value at the
 /// first place, so such a value is left to [`allow_paths`].
 ///
-/// `found` gets bit `i` set when `paths[i]` (one of the first 64) is found in `value` as
-/// [`get_raw_path`] finds it: through documents only, each segment a field of that name.
+/// `found` (one per path) marks each path found in `value` as [`get_path`] finds it in a
+/// [`Document`]: through documents only, each segment a field of that name.
 pub(super) fn allow_paths_raw(
     value: &RawDocument,
     paths: &[String],
     out: &mut Vec<u8>,
-    found: &mut u64,
+    found: &mut [bool],
 ) -> Result<bool, String> {
     project_level(paths, "", value, out, Some(found))
 }
@@ -257,7 +232,7 @@ fn project_level(
     prefix: &str,
     doc: &RawDocument,
     out: &mut Vec<u8>,
-    mut found: Option<&mut u64>,
+    mut found: Option<&mut [bool]>,
 ) -> Result<bool, String> {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
@@ -279,11 +254,9 @@ fn project_level(
         kept[count] = key;
         count += 1;
         // A name holding a dot is no segment of a path.
-        if let Some(bits) = found.as_deref_mut().filter(|_| !key.contains('.')) {
-            for (i, whole) in paths.iter().take(64).enumerate() {
-                if whole == path {
-                    *bits |= 1 << i;
-                }
+        if let Some(found) = found.as_deref_mut().filter(|_| !key.contains('.')) {
+            for (found, whole) in found.iter_mut().zip(paths) {
+                *found |= whole == path;
             }
         }
         let value = element.value().map_err(|e| e.to_string())?;

@@ -35,7 +35,8 @@ use bson::{doc, Bson, DateTime, Document, RawBson, RawBsonRef, RawDocument, RawD
 
 use super::id::{key_id, raw_to_bson};
 use super::model::{
-    element_spans, raw_with_capacity, RawWrite, RecordError, SinkRecord, Stage, UpdateSpec, WriteOp,
+    element_spans, id_document, raw_with_capacity, RawWrite, RecordError, SinkRecord, Stage,
+    UpdateSpec, WriteOp,
 };
 use super::paths::get_path;
 use crate::config::{DeleteWriteModel, SinkConfig, WriteModelKind};
@@ -279,15 +280,7 @@ fn raw_id_filter(value: &RawDocument) -> Result<RawDocumentBuf, RecordError> {
     if suspect {
         literal("_id", &raw_to_bson(id)?)?;
     }
-    // The filter's length, its `_id` element's type, name and value, its closing NUL.
-    let value_len = match id {
-        RawBsonRef::Document(doc) => doc.as_bytes().len(),
-        RawBsonRef::String(text) => 4 + text.len() + 1,
-        _ => 16,
-    };
-    let mut filter = raw_with_capacity(4 + 1 + 4 + value_len + 1);
-    filter.append_ref("_id", id);
-    Ok(filter)
+    Ok(id_document(id))
 }
 
 /// `value` without the fields `skip`, with `_modifiedTS` set to `modified` when given (in
