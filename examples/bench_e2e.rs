@@ -16,8 +16,9 @@
 //!   (insert → `produce` call, then Kafka), and the daemon's own hops from its `/metrics`
 //!   (read → librdkafka, librdkafka → acknowledged; means over the measured phase).
 //! - sink: N records in an 8-partition topic → documents in MongoDB (replace by `_id`,
-//!   upserting, batches of 500). Baselines: the driver alone writing the same documents in
-//!   batches of 500, as `insert` commands and as the `update` commands of upserting replaces
+//!   upserting, batches of 500). Baselines: the driver alone writing the same documents (as
+//!   the sink reads them from the records' relaxed JSON: small integers as 32-bit) in batches
+//!   of 500, as `insert` commands and as the `update` commands of upserting replaces
 //!   the daemon sends, one after another and from 8 tasks at once (the daemon's concurrency);
 //!   the daemon is held to the higher of the two upsert baselines. Each baseline is measured
 //!   before the daemon's run and again right after it, and the daemon compared with the mean
@@ -1242,7 +1243,9 @@ impl Bench {
     /// [`CONCURRENT_TASKS`] tasks at once (the daemon's own concurrency: a writer per
     /// partition, up to `WRITES_IN_FLIGHT` = 8 bulk writes in flight).
     async fn sink_baselines(&self, n: usize) -> Result<SinkBaselines, Error> {
-        let docs: Vec<Document> = (0..n as i64).map(|i| common::document(i, 0)).collect();
+        let docs = (0..n as i64)
+            .map(|i| as_the_sink_writes_it(common::document(i, 0)))
+            .collect::<Result<Vec<Document>, Error>>()?;
         let db = self.client.database(&unique("benchbulk"));
         let coll = db.collection::<Document>("c");
         let started = Instant::now();
@@ -1324,6 +1327,18 @@ const SIZING_DOCS: usize = 5_000;
 /// Heap of the MongoDB stand-in each document written takes (it keeps every write in its
 /// oplog), to cap a sized run by what the stand-in can hold.
 const STAND_IN_BYTES_PER_DOC: f64 = 4_608.0;
+/// `doc` as the sink writes it after reading it from a record of [`Bench::preload`] (relaxed
+/// extended JSON): integers that fit 32 bits come back as `Int32`, the rest as sent. The
+/// driver baselines write these, so that they and the daemon send the server the same
+/// documents.
+fn as_the_sink_writes_it(doc: Document) -> Result<Document, Error> {
+    let json = mongodb::bson::Bson::Document(doc).into_relaxed_extjson();
+    match mongodb::bson::Bson::try_from(json)? {
+        mongodb::bson::Bson::Document(doc) => Ok(doc),
+        other => Err(format!("a document read back as {other}").into()),
+    }
+}
+
 /// The measured part of a sink run: four fifths of its N (the first fifth is its warm-up).
 const SINK_MEASURED: f64 = 0.8;
 /// The measured part of a source or copy run: all of its N (a source run's warm-up fifth
