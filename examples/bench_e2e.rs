@@ -671,6 +671,19 @@ fn warmup_docs(n: usize) -> usize {
     n / 5
 }
 
+/// `doc` as the sink writes it after reading it from a record of [`Bench::preload`] (relaxed
+/// extended JSON), read as `Bson::try_from(serde_json::Value)` reads it, which the sink's own
+/// reader agrees with (`codec::extjson::read`): integers that fit 32 bits come back as
+/// `Int32`, the rest as sent. The driver baselines write these, so that they and the daemon
+/// send the server the same documents.
+fn as_the_sink_writes_it(doc: Document) -> Result<Document, Error> {
+    let json = mongodb::bson::Bson::Document(doc).into_relaxed_extjson();
+    match mongodb::bson::Bson::try_from(json)? {
+        mongodb::bson::Bson::Document(doc) => Ok(doc),
+        other => Err(format!("a document read back as {other}").into()),
+    }
+}
+
 /// The collections a source run watches, and their topics.
 struct Watched {
     db_name: String,
@@ -1327,18 +1340,6 @@ const SIZING_DOCS: usize = 5_000;
 /// Heap of the MongoDB stand-in each document written takes (it keeps every write in its
 /// oplog), to cap a sized run by what the stand-in can hold.
 const STAND_IN_BYTES_PER_DOC: f64 = 4_608.0;
-/// `doc` as the sink writes it after reading it from a record of [`Bench::preload`] (relaxed
-/// extended JSON): integers that fit 32 bits come back as `Int32`, the rest as sent. The
-/// driver baselines write these, so that they and the daemon send the server the same
-/// documents.
-fn as_the_sink_writes_it(doc: Document) -> Result<Document, Error> {
-    let json = mongodb::bson::Bson::Document(doc).into_relaxed_extjson();
-    match mongodb::bson::Bson::try_from(json)? {
-        mongodb::bson::Bson::Document(doc) => Ok(doc),
-        other => Err(format!("a document read back as {other}").into()),
-    }
-}
-
 /// The measured part of a sink run: four fifths of its N (the first fifth is its warm-up).
 const SINK_MEASURED: f64 = 0.8;
 /// The measured part of a source or copy run: all of its N (a source run's warm-up fifth
