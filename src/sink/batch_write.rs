@@ -3,7 +3,9 @@
 //! partition's offset, carrying out what [`PartitionBatch`] decides. It does the I/O only.
 //!
 //! Rules:
-//! - A batch waits for one of the pipeline's `writes_in_flight` turns before converting.
+//! - A batch is converted and written under one of the pipeline's `writes_in_flight` turns:
+//!   the one its writer took before gathering it ([`BatchJob::turn`]), or, without one, the
+//!   next free turn. The turn is given back once the batch is written.
 //! - Once converted, a batch keeps its records' bytes only for dead letters: without a dead
 //!   letter topic they are dropped before the write.
 //! - A record whose schema the registry did not give (it did not answer, or refused the
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::CommitMode;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::batch::PartitionBatch;
 use super::bulk::{self, Item, Outcome, Prepared};
@@ -65,6 +68,8 @@ pub struct BatchJob {
     pub mode: CommitMode,
     /// A pause after the batch (`rate_limiting_*`), during which the writer takes nothing.
     pub pause_after: Option<Duration>,
+    /// The write turn the writer took before gathering the batch, if it holds one.
+    pub turn: Option<OwnedSemaphorePermit>,
 }
 
 /// What became of a batch.
@@ -127,7 +132,7 @@ impl BatchJob {
 }
 
 /// Converts, writes, dead-letters and commits one batch, as [`PartitionBatch`] decides.
-pub async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
+pub async fn write_batch(mut job: BatchJob, entries: Vec<Entry>) -> BatchDone {
     let started = Instant::now();
     let shared = job.shared.clone();
     let settings = job.settings.clone();
@@ -142,9 +147,12 @@ pub async fn write_batch(job: BatchJob, entries: Vec<Entry>) -> BatchDone {
     shared
         .metrics
         .records_consumed(pipeline, &job.topic, entries.len() as u64, bytes as u64);
-    let permit = tokio::select! {
-        permit = shared.writes_in_flight.acquire() => permit.ok(),
-        () = job.lease.ended() => None,
+    let permit = match job.turn.take() {
+        Some(turn) => Some(turn),
+        None => tokio::select! {
+            permit = shared.writes_in_flight.take() => Some(permit),
+            () = job.lease.ended() => None,
+        },
     };
     let Some(permit) = permit else {
         // Revoked while waiting for its turn: the next owner writes these records.

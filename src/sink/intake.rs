@@ -9,7 +9,8 @@
 //!   stream back), so the queue fills and librdkafka stops fetching the partition once the
 //!   queue holds `queued.max.messages.kbytes`: nothing is paused, dropped or fetched twice.
 //! - A batch is written once it holds `max_batch_size` records, or `max_batch_delay` after
-//!   its first record, or when the writer is flushed (a drain: committed synchronously).
+//!   its first record, or when the writer is flushed (a drain: committed synchronously), or
+//!   when its queue ran dry while another writer waits for the turn it holds (see `turns`).
 //! - A batch is written only under a live lease; without one it is dropped unwritten, and the
 //!   partition's next owner reads its records again.
 //! - A record taken once the writer is closed, or while its lease is no longer live, is
@@ -101,6 +102,15 @@ impl<T> Intake<T> {
         Step::Write(Commit::Async)
     }
 
+    /// The queue has nothing ready and another writer waits for the turn this one holds:
+    /// write what was gathered rather than hold the turn while the partition is fetched.
+    pub fn ran_dry(&mut self) -> Step {
+        if self.closed || self.batch.is_empty() {
+            return Step::Nothing;
+        }
+        Step::Write(Commit::Async)
+    }
+
     /// Flushed from outside (a drain when `close`): write what was gathered, committing
     /// synchronously; with `close`, take nothing more.
     pub fn flush(&mut self, close: bool) -> Step {
@@ -149,6 +159,22 @@ mod tests {
         assert_eq!(intake.gathered(), 0);
         // The next batch starts its own delay.
         assert_eq!(intake.add(4), Step::Gather { start_delay: true });
+    }
+
+    #[test]
+    fn a_queue_run_dry_writes_what_was_gathered_and_nothing_when_nothing_was() {
+        let mut intake = Intake::new(10);
+        assert_eq!(intake.ran_dry(), Step::Nothing);
+        assert_eq!(intake.add(1), Step::Gather { start_delay: true });
+        assert_eq!(intake.ran_dry(), Step::Write(Commit::Async));
+        assert_eq!(intake.take_batch(true), Some(vec![1]));
+        assert_eq!(intake.add(2), Step::Gather { start_delay: true });
+        intake.failed();
+        assert_eq!(
+            intake.ran_dry(),
+            Step::Nothing,
+            "a closed writer writes nothing"
+        );
     }
 
     #[test]
@@ -211,6 +237,7 @@ mod tests {
     enum Event {
         Record,
         Delay,
+        Dry,
         Flush,
         LeaseEnded,
     }
@@ -225,6 +252,7 @@ mod tests {
                 prop_oneof![
                     8 => Just(Event::Record),
                     2 => Just(Event::Delay),
+                    2 => Just(Event::Dry),
                     1 => Just(Event::Flush),
                     1 => Just(Event::LeaseEnded),
                 ],
@@ -241,6 +269,7 @@ mod tests {
                     }
                     Event::Record => Step::Nothing,
                     Event::Delay => intake.delay_elapsed(),
+                    Event::Dry => intake.ran_dry(),
                     Event::Flush => intake.flush(true),
                     Event::LeaseEnded => {
                         intake.lease_ended();

@@ -35,6 +35,7 @@ pub mod retries;
 pub mod shared;
 pub mod stall;
 pub mod timeseries;
+pub mod turns;
 pub mod write_model;
 pub mod writer;
 
@@ -209,7 +210,7 @@ impl SinkSupervisor {
             metrics: self.metrics.clone(),
             supervisor: ctx.address().recipient(),
             time_series_ready: Mutex::default(),
-            writes_in_flight: tokio::sync::Semaphore::new(WRITES_IN_FLIGHT),
+            writes_in_flight: Arc::new(turns::WriteTurns::new(WRITES_IN_FLIGHT)),
             budget: Budget::new(
                 &config.name,
                 config.memory_budget.as_u64(),

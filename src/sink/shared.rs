@@ -16,6 +16,7 @@ use super::error::SinkError;
 use super::lease::Incarnation;
 use super::namespace::Namespace;
 use super::rate_limit::RateLimit;
+use super::turns::WriteTurns;
 use crate::budget::Budget;
 use crate::config::Tolerance;
 use crate::ops::metrics::Metrics;
@@ -58,10 +59,10 @@ pub struct WriterShared {
     pub supervisor: Recipient<WriterFailed>,
     /// The time-series collections known to exist (created by a writer, or found).
     pub time_series_ready: Mutex<HashSet<Namespace>>,
-    /// Batches being converted and written at once, across the pipeline's writers: what a
-    /// batch takes beyond its records (its statements, the command, the driver's copy) is
-    /// held by at most this many, however many partitions the pipeline has.
-    pub writes_in_flight: tokio::sync::Semaphore,
+    /// The pipeline's write turns (see `turns`): what a batch holds (its records, its
+    /// statements, the command, the driver's copy) is held by as many batches at most,
+    /// however many partitions the pipeline has.
+    pub writes_in_flight: Arc<WriteTurns>,
     /// The pipeline's memory budget: each writer takes a record's room before taking the
     /// record off its partition's queue.
     pub budget: Budget,

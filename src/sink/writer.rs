@@ -13,6 +13,14 @@
 //! decides. When it takes a record, when it writes, and what becomes of the batch it
 //! gathered on a drain, a failure or the lease's end, [`Intake`] decides.
 //!
+//! A batch is gathered under a write turn (one of the pipeline's `writes_in_flight`): the
+//! writer takes one once the first record of a batch is off its queue, before it takes that
+//! record in, and gives it back once the batch is written (or dropped). A writer waiting for
+//! a turn holds that one record; the partition's other records wait in its librdkafka queue,
+//! bounded by its prefetch share (`prefetch`), not gathered in memory of ours: with more
+//! partitions than turns, only the partitions that write hold a batch. A split event's chunk
+//! kept for later gives the turn back while nothing else is gathered.
+//!
 //! While a batch is being written (`ctx.wait`) the writer takes nothing off its queue:
 //! librdkafka stops fetching the partition once the queue holds `queued.max.messages.kbytes`,
 //! and nothing is paused, dropped or fetched twice.
@@ -42,6 +50,7 @@ use super::lease::Lease;
 use super::rate_limit::RateLimit;
 use super::reassembly::{Entry, Reassembly, MAX_PENDING_SPLIT_BYTES};
 use super::shared::{WriterFailed, WriterSettings, WriterShared};
+use super::turns::{Turn, WriteTurns};
 use crate::budget::{Budget, Held};
 use crate::ops::metrics::{Metrics, MAILBOX_PARTITION_WRITER};
 
@@ -111,12 +120,46 @@ struct Taker {
     lease: Arc<Lease>,
     budget: Budget,
     name: String,
+    turns: Arc<WriteTurns>,
+    turn: Turn,
+    /// The writer was told that its queue ran dry since its last record.
+    told_dry: bool,
 }
 
-/// A record taken off the queue with its room in the pipeline's memory budget.
-pub struct Taken {
-    message: OwnedMessage,
-    held: Held,
+/// What a writer's queue gives next.
+enum Next {
+    /// A record; `None` once the lease ended.
+    Record(Option<OwnedMessage>),
+    /// Nothing ready, and another writer waits for the turn this one holds.
+    Dry,
+}
+
+impl Taker {
+    /// The next record, or [`Next::Dry`] first when the writer holds a turn another writer
+    /// waits for and its queue has nothing ready (once until its next record).
+    async fn next(&mut self) -> Next {
+        let turns = self.turns.clone();
+        let tell_dry = self.turn.held() && !self.told_dry;
+        tokio::select! {
+            biased;
+            () = self.lease.ended() => Next::Record(None),
+            message = self.records.next() => Next::Record(message),
+            () = turns.wanted(), if tell_dry => Next::Dry,
+        }
+    }
+}
+
+/// What the writer's stream of records gives it.
+pub enum Taken {
+    /// A record taken off the queue with its room in the pipeline's memory budget.
+    Record {
+        /// The record.
+        message: OwnedMessage,
+        /// Its room.
+        held: Held,
+    },
+    /// The queue has nothing ready while the writer holds a turn another writer waits for.
+    Dry,
 }
 
 /// A record in the batch gathered: its room in the budget and its place in the depth go with
@@ -186,6 +229,7 @@ pub struct PartitionWriter {
     timer: Option<SpawnHandle>,
     committed: Option<i64>,
     rate_limit: RateLimit,
+    turn: Turn,
     _alive: std::sync::mpsc::Sender<()>,
 }
 
@@ -219,6 +263,7 @@ impl PartitionWriter {
             chunks: Reassembly::default(),
             timer: None,
             committed: None,
+            turn: Turn::default(),
             _alive: alive,
         }
     }
@@ -239,30 +284,49 @@ impl PartitionWriter {
             lease: self.lease.clone(),
             budget: self.shared.budget.clone(),
             name: self.name(),
+            turns: self.shared.writes_in_flight.clone(),
+            turn: self.turn.clone(),
+            told_dry: false,
         };
         let taken = futures_util::stream::unfold(taker, |mut taker| async move {
-            let message = tokio::select! {
-                biased;
-                () = taker.lease.ended() => None,
-                message = taker.records.next() => message,
-            }?;
+            // Holding a turn another writer waits for, the writer writes what it gathered
+            // when its queue has nothing ready.
+            let message = match taker.next().await {
+                Next::Record(message) => message?,
+                Next::Dry => {
+                    taker.told_dry = true;
+                    return Some((Taken::Dry, taker));
+                }
+            };
+            taker.told_dry = false;
             // Its room goes with it and is released once its batch is written.
             let held = tokio::select! {
                 biased;
                 () = taker.lease.ended() => None,
                 held = taker.budget.take(message_bytes(&message), &taker.name) => Some(held),
             }?;
-            Some((Taken { message, held }, taker))
+            // The first record of a batch waits for a write turn (the actor holds none
+            // between batches: each write takes the turn over).
+            if !taker.turn.held() {
+                let permit = tokio::select! {
+                    biased;
+                    () = taker.lease.ended() => None,
+                    permit = taker.turns.take() => Some(permit),
+                }?;
+                taker.turn.hold(permit);
+            }
+            Some((Taken::Record { message, held }, taker))
         });
         self.taking = Some(ctx.add_stream(taken));
     }
 
-    /// Takes no more records; the queue is dropped.
+    /// Takes no more records; the queue is dropped, and the write turn given back.
     fn stop_taking(&mut self, ctx: &mut Context<Self>) {
         self.records = None;
         if let Some(taking) = self.taking.take() {
             ctx.cancel_future(taking);
         }
+        self.turn.take();
     }
 
     /// Passes ordinary records through and puts split events back together (`None` while
@@ -304,6 +368,8 @@ impl PartitionWriter {
         if let Some(timer) = self.timer.take() {
             ctx.cancel_future(timer);
         }
+        // The batch's write takes the turn over; without a batch it is given back.
+        let turn = self.turn.take();
         let Some(batch) = self.intake.take_batch(self.lease.is_live()) else {
             return;
         };
@@ -330,6 +396,7 @@ impl PartitionWriter {
                 Commit::Sync => CommitMode::Sync,
             },
             pause_after: self.rate_limit.batch_written(),
+            turn,
         };
         ctx.wait(
             write_batch(job, entries)
@@ -402,7 +469,14 @@ impl Actor for PartitionWriter {
 
 impl StreamHandler<Taken> for PartitionWriter {
     fn handle(&mut self, taken: Taken, ctx: &mut Self::Context) {
-        let Taken { message, held } = taken;
+        let (message, held) = match taken {
+            Taken::Record { message, held } => (message, held),
+            Taken::Dry => {
+                let step = self.intake.ran_dry();
+                self.carry_out(step, ctx);
+                return;
+            }
+        };
         self.progress.fetch_add(1, Ordering::Relaxed);
         if !self.intake.accepts(self.lease.is_live()) {
             return;
@@ -410,7 +484,11 @@ impl StreamHandler<Taken> for PartitionWriter {
         let Some(entry) = self.reassemble(message) else {
             // A chunk kept for its split event: the reassembly has a byte limit of its own
             // (`MAX_PENDING_SPLIT_BYTES`), and holding its room until the event completes
-            // could wait for room that only the event's later chunks would free.
+            // could wait for room that only the event's later chunks would free. Nor does
+            // it hold a turn while nothing is gathered: its later chunks may be slow.
+            if self.intake.gathered() == 0 {
+                self.turn.take();
+            }
             return;
         };
         let step = self.intake.add(Gathered {
@@ -512,9 +590,9 @@ mod tests {
         fn handle(&mut self, _: WriterFailed, _: &mut Self::Context) {}
     }
 
-    /// A writer over a channel of records, whose writes never get their turn
-    /// (`writes_in_flight` has none): a batch handed to a write stays under way until the
-    /// lease ends, without MongoDB or Kafka.
+    /// A writer over a channel of records, without MongoDB or Kafka, with `turns` write
+    /// turns. Its records are Avro whose schema the registry (nothing listens) never gives,
+    /// so a batch handed to a write stays under way, holding its turn, until the lease ends.
     struct Harness {
         writer: Addr<PartitionWriter>,
         records: tokio::sync::mpsc::UnboundedSender<OwnedMessage>,
@@ -525,13 +603,20 @@ mod tests {
         gone: std::sync::mpsc::Receiver<()>,
         metrics: Metrics,
         budget: Budget,
+        turns: Arc<WriteTurns>,
     }
 
-    async fn harness(max_batch_size: usize) -> Harness {
+    async fn harness(max_batch_size: usize, turns: usize) -> Harness {
+        harness_sharing(max_batch_size, Arc::new(WriteTurns::new(turns))).await
+    }
+
+    /// A writer taking its turns from `turns`.
+    async fn harness_sharing(max_batch_size: usize, turns: Arc<WriteTurns>) -> Harness {
         let metrics = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
         let budget = Budget::new("p", 1 << 20, None);
         let config: crate::config::SinkConfig = toml::from_str(
-            "name = \"p\"\ntopics = [\"t\"]\ndatabase = \"d\"\nid_strategy = \"provided_in_key\"",
+            "name = \"p\"\ntopics = [\"t\"]\ndatabase = \"d\"\nvalue_format = \"avro\"\n\
+             [schema_registry]\nurl = \"http://127.0.0.1:9\"",
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let converter =
@@ -546,7 +631,7 @@ mod tests {
             metrics: metrics.clone(),
             supervisor: Supervisor.start().recipient(),
             time_series_ready: std::sync::Mutex::default(),
-            writes_in_flight: tokio::sync::Semaphore::new(0),
+            writes_in_flight: turns.clone(),
             budget: budget.clone(),
         });
         let settings = Arc::new(WriterSettings {
@@ -593,14 +678,16 @@ mod tests {
             gone,
             metrics,
             budget,
+            turns,
         }
     }
 
     impl Harness {
         fn send(&self, offsets: std::ops::Range<i64>) {
             for offset in offsets {
+                // Avro in the registry's wire format: a zero byte, schema id 1, a datum.
                 let message = OwnedMessage::new(
-                    Some(b"{}".to_vec()),
+                    Some(vec![0, 0, 0, 0, 1, 0]),
                     Some(b"k".to_vec()),
                     "t".to_owned(),
                     rdkafka::Timestamp::NotAvailable,
@@ -648,15 +735,16 @@ mod tests {
     #[actix::test]
     async fn a_writer_takes_nothing_while_a_write_is_under_way_nor_after_a_revoke(
     ) -> Result<(), prometheus::Error> {
-        let h = harness(2).await;
+        let h = harness(2, 1).await;
         h.send(0..5);
-        // A batch of two goes to its write, which waits for its turn.
+        // A batch of two goes to its write, which waits for the registry.
         h.until_taken(2).await;
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         assert_eq!(h.taken(), 2, "nothing is taken while a write is under way");
         assert_eq!(h.pulled(), 2, "nor pulled off the queue");
         assert_eq!(depth_of(&h.metrics)?.as_deref(), Some("2"));
         assert!(h.budget.held_bytes() > 0);
+        assert_eq!(h.turns.free(), 0, "the write holds the turn");
         // The revoke: the write on its way is left to the next owner, the writer stops and
         // drops its queue without taking another record.
         h.lease.stop();
@@ -673,28 +761,91 @@ mod tests {
         );
         assert_eq!(depth_of(&h.metrics)?.as_deref(), Some("0"));
         assert_eq!(h.budget.held_bytes(), 0);
+        assert_eq!(h.turns.free(), 1, "the turn is given back");
         Ok(())
     }
 
     #[actix::test]
     async fn a_fenced_writer_drops_the_batch_it_gathered_and_stops() -> Result<(), prometheus::Error>
     {
-        let h = harness(10).await;
+        let h = harness(10, 1).await;
         h.send(0..3);
         h.until_taken(3).await;
         assert_eq!(depth_of(&h.metrics)?.as_deref(), Some("3"));
         assert!(h.budget.held_bytes() > 0);
+        assert_eq!(h.turns.free(), 0, "a batch is gathered under a turn");
         h.lease.fence();
         h.until_gone().await;
         assert!(h.records.is_closed());
         assert_eq!(depth_of(&h.metrics)?.as_deref(), Some("0"));
         assert_eq!(h.budget.held_bytes(), 0);
+        assert_eq!(h.turns.free(), 1, "the turn is given back");
         Ok(())
     }
 
     #[actix::test]
+    async fn a_writer_waiting_for_a_turn_holds_one_record_and_gathers_none(
+    ) -> Result<(), prometheus::Error> {
+        let h = harness(10, 0).await;
+        h.send(0..5);
+        for _ in 0..500 {
+            if h.pulled() >= 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(
+            h.pulled(),
+            1,
+            "one record is off the queue, the rest wait in it"
+        );
+        assert_eq!(h.taken(), 0, "and none is gathered without a turn");
+        assert_eq!(depth_of(&h.metrics)?.as_deref(), Some("0"));
+        let one = h.budget.held_bytes();
+        assert!(one > 0, "the record off the queue holds its room");
+        // A turn comes free: the writer gathers.
+        h.turns.add(1);
+        h.until_taken(5).await;
+        assert_eq!(depth_of(&h.metrics)?.as_deref(), Some("5"));
+        assert!(h.budget.held_bytes() > one);
+        assert_eq!(h.turns.free(), 0);
+        h.lease.stop();
+        h.until_gone().await;
+        assert_eq!(h.budget.held_bytes(), 0);
+        assert_eq!(h.turns.free(), 1, "the turn is given back");
+        Ok(())
+    }
+
+    #[actix::test]
+    async fn a_writer_holding_a_turn_another_waits_for_writes_what_it_gathered() {
+        let turns = Arc::new(WriteTurns::new(1));
+        let (a, b) = (
+            harness_sharing(10, turns.clone()).await,
+            harness_sharing(10, turns.clone()).await,
+        );
+        a.send(0..3);
+        a.until_taken(3).await;
+        assert_eq!(turns.free(), 0, "a gathers under the only turn");
+        // b waits for the turn: a's queue has nothing ready, so a writes its three (the
+        // write waits for the registry) and, while it writes, takes nothing more.
+        b.send(0..1);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        a.send(3..5);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(a.taken(), 3, "a's batch went to its write when b waited");
+        assert_eq!(a.pulled(), 3);
+        assert_eq!(b.taken(), 0, "b waits for the turn");
+        // a's write is left to the next owner: the turn goes to b.
+        a.lease.stop();
+        a.until_gone().await;
+        b.until_taken(1).await;
+        assert_eq!(turns.free(), 0, "b gathers under it");
+    }
+
+    #[actix::test]
     async fn a_closing_flush_stops_taking_records_and_the_writer() {
-        let h = harness(10).await;
+        let h = harness(10, 1).await;
         let answer = h.writer.send(Flush { close: true }).await;
         assert!(matches!(answer, Ok(Ok(None))), "nothing was written");
         h.until_gone().await;
