@@ -96,15 +96,17 @@ impl<T> Intake<T> {
     /// `max_batch_delay` passed since the batch's first record.
     pub fn delay_elapsed(&mut self) -> Step {
         self.delay_running = false;
-        if self.closed || self.batch.is_empty() {
-            return Step::Nothing;
-        }
-        Step::Write(Commit::Async)
+        self.write_gathered()
     }
 
     /// The queue has nothing ready and another writer waits for the turn this one holds:
     /// write what was gathered rather than hold the turn while the partition is fetched.
     pub fn ran_dry(&mut self) -> Step {
+        self.write_gathered()
+    }
+
+    /// Write what was gathered, if anything, unless closed.
+    fn write_gathered(&self) -> Step {
         if self.closed || self.batch.is_empty() {
             return Step::Nothing;
         }

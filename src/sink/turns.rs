@@ -54,8 +54,12 @@ impl WriteTurns {
         }
     }
 
-    /// Waits for a turn; dropped, the turn is given back.
+    /// A turn, waiting for one when none is free; dropped, the turn is given back. Only a
+    /// writer that has to wait wakes the writers holding a turn ([`Self::wanted`]).
     pub async fn take(&self) -> OwnedSemaphorePermit {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return permit;
+        }
         let _waiting = Waiting::new(&self.waiting);
         self.wanted.notify_waiters();
         match self.permits.clone().acquire_owned().await {
@@ -86,6 +90,7 @@ impl WriteTurns {
     }
 
     /// Turns free now.
+    #[cfg(test)]
     pub fn free(&self) -> usize {
         self.permits.available_permits()
     }

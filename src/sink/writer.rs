@@ -122,8 +122,6 @@ struct Taker {
     name: String,
     turns: Arc<WriteTurns>,
     turn: Turn,
-    /// The writer was told that its queue ran dry since its last record.
-    told_dry: bool,
 }
 
 /// What a writer's queue gives next.
@@ -136,15 +134,14 @@ enum Next {
 
 impl Taker {
     /// The next record, or [`Next::Dry`] first when the writer holds a turn another writer
-    /// waits for and its queue has nothing ready (once until its next record).
+    /// waits for and its queue has nothing ready. (Told so, the writer gives the turn up.)
     async fn next(&mut self) -> Next {
-        let turns = self.turns.clone();
-        let tell_dry = self.turn.held() && !self.told_dry;
+        let holds_turn = self.turn.held();
         tokio::select! {
             biased;
             () = self.lease.ended() => Next::Record(None),
             message = self.records.next() => Next::Record(message),
-            () = turns.wanted(), if tell_dry => Next::Dry,
+            () = self.turns.wanted(), if holds_turn => Next::Dry,
         }
     }
 }
@@ -286,19 +283,14 @@ impl PartitionWriter {
             name: self.name(),
             turns: self.shared.writes_in_flight.clone(),
             turn: self.turn.clone(),
-            told_dry: false,
         };
         let taken = futures_util::stream::unfold(taker, |mut taker| async move {
             // Holding a turn another writer waits for, the writer writes what it gathered
             // when its queue has nothing ready.
             let message = match taker.next().await {
                 Next::Record(message) => message?,
-                Next::Dry => {
-                    taker.told_dry = true;
-                    return Some((Taken::Dry, taker));
-                }
+                Next::Dry => return Some((Taken::Dry, taker)),
             };
-            taker.told_dry = false;
             // Its room goes with it and is released once its batch is written.
             let held = tokio::select! {
                 biased;
@@ -472,7 +464,12 @@ impl StreamHandler<Taken> for PartitionWriter {
         let (message, held) = match taken {
             Taken::Record { message, held } => (message, held),
             Taken::Dry => {
+                // The write takes the turn over; with nothing to write it is given back
+                // here, so the writer is not told again while it holds none.
                 let step = self.intake.ran_dry();
+                if step == Step::Nothing {
+                    self.turn.take();
+                }
                 self.carry_out(step, ctx);
                 return;
             }
